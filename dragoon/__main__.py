@@ -1,0 +1,3 @@
+from dragoon.cli import main
+
+main()

@@ -1,0 +1,95 @@
+"""The ``dragoon`` entry point: a table of verbs, each loaded lazily from the part that owns it.
+
+This module is the one meeting point of relay/, drone/ and cockpit/ (see
+docs/architecture.md). It names their commands as ``module:attribute``
+strings and imports a part only when its verb runs, so ``dragoon --help`` and
+``dragoon drone …`` never pay for FastAPI or Textual.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+
+import click
+
+
+@dataclass(frozen=True)
+class Verb:
+    target: str | None  # "package.module:click_command", None while not built yet
+    summary: str
+    issue: int | None = None  # the issue that builds it, while it is a stub
+
+
+PILOT = "cockpit.commands"
+VERBS: dict[str, Verb] = {
+    "relay": Verb(None, "Relay host: init, add-operator, enroll, serve.", 3),
+    "drone": Verb(None, "Drone host: join a relay, run the daemon.", 4),
+    "notify": Verb(None, "Inside a task: send TEXT to the pilot's inbox.", 4),
+    "login": Verb(None, "Log in to the relay with your SSH key and a TOTP code.", 5),
+    "logout": Verb(None, "Revoke the session token.", 5),
+    "drones": Verb(None, "List drones: state, labels, load, running tasks.", 5),
+    "enroll": Verb(None, "Mint a one-time join token for a new drone.", 5),
+    "submit": Verb(None, "Queue a command on a drone; prints the task id.", 5),
+    "run": Verb(None, "Submit, stream the output, exit with the task's code.", 5),
+    "tasks": Verb(None, "List tasks.", 5),
+    "task": Verb(None, "Show one task.", 5),
+    "logs": Verb(None, "Print (or follow) a task's output.", 5),
+    "cancel": Verb(None, "Cancel a task: SIGTERM, grace, SIGKILL.", 5),
+    "artifacts": Verb(None, "List a task's artifacts.", 5),
+    "artifact": Verb(None, "Download one artifact.", 5),
+    "fetch": Verb(None, "Download a file from a drone.", 5),
+    "inbox": Verb(None, "Read (or follow) messages from tasks.", 5),
+    "cockpit": Verb(None, "The full-screen terminal cockpit.", 6),
+    "demo": Verb(None, "Relay + drone on loopback in a temp dir, then the cockpit.", 5),
+}
+
+
+def _not_built(name: str, verb: Verb) -> click.Command:
+    @click.command(
+        name=name,
+        help=f"{verb.summary}\n\nNot built yet (issue {verb.issue}).",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        add_help_option=True,
+    )
+    def stub() -> None:
+        click.echo(f"dragoon {name}: not built yet (issue {verb.issue})", err=True)
+        sys.exit(2)
+
+    return stub
+
+
+class LazyVerbs(click.Group):
+    """A group whose commands are imported only when invoked (or their own help is asked for)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(VERBS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        verb = VERBS.get(cmd_name)
+        if verb is None:
+            return None
+        if verb.target is None:
+            return _not_built(cmd_name, verb)
+        module_name, _, attribute = verb.target.partition(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Help lists the summaries from the table, so it imports no part at all.
+        rows = [(name, verb.summary + ("" if verb.target else " (not built yet)"))
+                for name, verb in VERBS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyVerbs, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dragoon", prog_name="dragoon")
+def main() -> None:
+    """dragoon: run long jobs on remote machines through a public relay.
+
+    Pilots drive drones (the remote boxes) through the relay; every request is
+    signed with the pilot's SSH key. See README.md and docs/.
+    """

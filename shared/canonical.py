@@ -1,0 +1,77 @@
+"""The canonical byte strings that get signed: RE-V1, RE-LOGIN-V1, RE-TASK-V1, canonical JSON.
+
+These are the byte formats of PROTOCOL.md; fixtures/ pins them and the parity
+tests hold this module to them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from shared.constants import LOGIN_VERSION, REQUEST_VERSION, TASK_VERSION
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def canonical_query(raw_query: str) -> str:
+    """The query's ``name=value`` pairs as sent, sorted by name then value (bytewise).
+
+    Pairs stay percent-encoded exactly as they travelled; empty segments
+    (``a=1&&b=2``) carry nothing and are dropped; a bare ``flag`` sorts as the
+    name ``flag`` with an empty value and is kept as sent.
+    """
+    pairs = [pair for pair in raw_query.split("&") if pair]
+
+    def sort_key(pair: str) -> tuple[bytes, bytes]:
+        name, _sep, value = pair.partition("=")
+        return name.encode("utf-8"), value.encode("utf-8")
+
+    return "&".join(sorted(pairs, key=sort_key))
+
+
+def canonical_request(
+    *,
+    method: str,
+    path: str,
+    query: str,
+    timestamp: str,
+    nonce: str,
+    fingerprint: str,
+    body: bytes,
+) -> bytes:
+    """The eight RE-V1 lines joined with ``\\n``, no trailing newline."""
+    lines = [
+        REQUEST_VERSION,
+        method.upper(),
+        path,
+        canonical_query(query),
+        timestamp,
+        nonce,
+        fingerprint,
+        sha256_hex(body),
+    ]
+    return "\n".join(lines).encode("utf-8")
+
+
+def login_string(challenge: str, fingerprint: str) -> bytes:
+    return f"{LOGIN_VERSION}\n{challenge}\n{fingerprint}".encode()
+
+
+def canonical_json(value: Any) -> bytes:
+    """Keys sorted, ``,``/``:`` with no spaces, UTF-8 with non-ASCII written as itself."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def spec_sha256(spec: Any) -> str:
+    return sha256_hex(canonical_json(spec))
+
+
+def canonical_task(*, task_id: str, drone: str, seq: int, spec: Any) -> bytes:
+    """The five RE-TASK-V1 lines the relay signs for each task it hands a drone."""
+    return f"{TASK_VERSION}\n{task_id}\n{drone}\n{seq}\n{spec_sha256(spec)}".encode()
