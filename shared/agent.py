@@ -27,7 +27,11 @@ TIMEOUT_SECONDS: Final = 30.0
 
 
 class AgentClient:
-    """Talks to the agent at ``socket_path`` (default ``$SSH_AUTH_SOCK``), one request per connection."""
+    """Talks to the agent at ``socket_path`` (default ``$SSH_AUTH_SOCK``).
+
+    One request per connection, so a client object is safe to share and never
+    holds a socket open between signatures.
+    """
 
     def __init__(self, socket_path: str | None = None) -> None:
         path = socket_path or os.environ.get("SSH_AUTH_SOCK")

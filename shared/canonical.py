@@ -22,13 +22,15 @@ def canonical_query(raw_query: str) -> str:
 
     Pairs stay percent-encoded exactly as they travelled; empty segments
     (``a=1&&b=2``) carry nothing and are dropped; a bare ``flag`` sorts as the
-    name ``flag`` with an empty value and is kept as sent.
+    name ``flag`` with an empty value and is kept as sent. ``flag`` and ``flag=``
+    tie on (name, value); the whole pair breaks the tie (``flag`` first), so the
+    order never depends on a sort being stable.
     """
     pairs = [pair for pair in raw_query.split("&") if pair]
 
-    def sort_key(pair: str) -> tuple[bytes, bytes]:
+    def sort_key(pair: str) -> tuple[bytes, bytes, bytes]:
         name, _sep, value = pair.partition("=")
-        return name.encode("utf-8"), value.encode("utf-8")
+        return name.encode("utf-8"), value.encode("utf-8"), pair.encode("utf-8")
 
     return "&".join(sorted(pairs, key=sort_key))
 

@@ -179,7 +179,10 @@ class PrivateKey:
         return cls(PublicKey.from_crypto(key.public_key(), comment), key)
 
     def sign_ssh(self, data: bytes) -> bytes:
-        """An SSH signature blob over ``data``: ed25519, rsa-sha2-512, or ECDSA with its curve's hash."""
+        """An SSH signature blob over ``data``.
+
+        ed25519, rsa-sha2-512 (never SHA-1), or ECDSA with its curve's hash, as OpenSSH signs.
+        """
         key = self._key
         if isinstance(key, ed25519.Ed25519PrivateKey):
             return _wire.string(ED25519) + _wire.string(key.sign(data))
@@ -278,7 +281,9 @@ def load_private_key_bytes(
             # The key is encrypted; only now is a passphrase worth asking for.
             secret = _resolve_passphrase(passphrase)
             if secret is None:
-                raise KeyLoadError(source, "key is passphrase-protected and no passphrase was given")
+                raise KeyLoadError(
+                    source, "key is passphrase-protected and no passphrase was given"
+                ) from None
             secret_was_used = True
             key = loader(data, secret)
     except KeyLoadError:
@@ -287,7 +292,8 @@ def load_private_key_bytes(
         raise KeyLoadError(source, f"unsupported key ({exc})") from exc
     except (ValueError, TypeError) as exc:
         reason = str(exc)
-        if secret_was_used and any(w in reason.lower() for w in ("checksum", "decrypt", "password")):
+        wrong_secret = any(w in reason.lower() for w in ("checksum", "decrypt", "password"))
+        if secret_was_used and wrong_secret:
             raise KeyLoadError(source, "wrong passphrase") from exc
         raise KeyLoadError(source, f"malformed private key ({reason})") from exc
     return _wrap_private(key, source, "")

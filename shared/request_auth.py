@@ -100,7 +100,7 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return value
 
 
-def bearer_token(headers: Mapping[str, str]) -> str | None | RequestRejected:
+def bearer_token(headers: Mapping[str, str]) -> str | RequestRejected | None:
     """The bearer token, None when absent, or a rejection when the header is malformed."""
     value = _header(headers, c.HEADER_AUTHORIZATION)
     if value is None:

@@ -13,8 +13,8 @@ from typing import Protocol
 from shared import sshsig
 from shared.agent import AgentClient
 from shared.errors import AgentError, SignatureError
-from shared.keys import PassphraseSource, PrivateKey, PublicKey, load_private_key_file
 from shared.keys import RSA as RSA_KEY
+from shared.keys import PassphraseSource, PrivateKey, PublicKey, load_private_key_file
 
 
 class Signer(Protocol):
@@ -87,7 +87,9 @@ class AgentSigner(_SshsigMixin):
     def sign_ssh(self, data: bytes) -> bytes:
         signature = self._client.sign(self.public_key, data)
         if self.public_key.key_type == RSA_KEY and signature.startswith(b"\x00\x00\x00\x07ssh-rsa"):
-            raise AgentError("ssh-agent signed with ssh-rsa (SHA-1) although rsa-sha2-512 was asked")
+            raise AgentError(
+                "ssh-agent signed with ssh-rsa (SHA-1) although rsa-sha2-512 was asked"
+            )
         # An agent that answers with a signature by another key or over other data
         # would make every request fail later with a puzzling 401; say it here.
         try:

@@ -126,7 +126,9 @@ def verify(blob: bytes, namespace: str, message: bytes, key: PublicKey | None = 
     return sig.public_key
 
 
-def verify_b64(text: str, namespace: str, message: bytes, key: PublicKey | None = None) -> PublicKey:
+def verify_b64(
+    text: str, namespace: str, message: bytes, key: PublicKey | None = None
+) -> PublicKey:
     return verify(decode_b64(text), namespace, message, key)
 
 
