@@ -1,0 +1,431 @@
+"""What the cockpit knows about the relay, and how each update changes it.
+
+This module is pure (no Textual, no I/O): widgets never diff relay data
+themselves, they apply the typed changes returned here. That keeps the
+expensive parts of a live table (which cell changed, does the sort order
+move, how many unread messages) testable without a screen, and lets a
+resync after a reconnect cost exactly the rows that really differ.
+
+Relay objects are plain dicts with the field names of docs/api.md.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from shared.models import FINAL_STATES, TaskState
+
+Clock = Callable[[], float]
+Drone = dict[str, Any]
+Task = dict[str, Any]
+Message = dict[str, Any]
+
+
+# --------------------------------------------------------------------------- changes
+
+
+@dataclass(frozen=True)
+class DroneAdded:
+    name: str
+    drone: Drone
+
+
+@dataclass(frozen=True)
+class DroneUpdated:
+    name: str
+    drone: Drone
+    changed: frozenset[str]  # top-level field names whose value differs
+
+
+@dataclass(frozen=True)
+class DroneRemoved:
+    name: str
+
+
+@dataclass(frozen=True)
+class TaskAdded:
+    task_id: str
+    task: Task
+
+
+@dataclass(frozen=True)
+class TaskUpdated:
+    task_id: str
+    task: Task
+    changed: frozenset[str]
+    previous_state: str
+    previous_drone: str | None
+
+
+@dataclass(frozen=True)
+class MessageAdded:
+    message_id: int
+    message: Message
+
+
+@dataclass(frozen=True)
+class MessageUpdated:
+    message_id: int
+    message: Message
+    changed: frozenset[str]
+
+
+@dataclass(frozen=True)
+class UnreadChanged:
+    count: int
+
+
+Change = (
+    DroneAdded | DroneUpdated | DroneRemoved | TaskAdded | TaskUpdated | MessageAdded
+    | MessageUpdated | UnreadChanged
+)
+
+
+def _changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> frozenset[str]:
+    keys = set(old) | set(new)
+    return frozenset(k for k in keys if old.get(k) != new.get(k))
+
+
+# --------------------------------------------------------------------------- the state
+
+
+@dataclass
+class CockpitState:
+    """Drones, tasks and messages keyed by id, as last heard from the relay.
+
+    Tasks are never dropped by a snapshot: the relay lists only the newest
+    tasks, so a task missing from a listing is old, not gone.
+    """
+
+    drones: dict[str, Drone] = field(default_factory=dict)
+    tasks: dict[str, Task] = field(default_factory=dict)
+    messages: dict[int, Message] = field(default_factory=dict)
+    unread: int = 0
+
+    # ------------------------------------------------------------------ single objects
+
+    def upsert_drone(self, drone: Drone) -> list[Change]:
+        name = str(drone["name"])
+        old = self.drones.get(name)
+        if old is None:
+            self.drones[name] = dict(drone)
+            return [DroneAdded(name, self.drones[name])]
+        merged = {**old, **drone}
+        changed = _changed_fields(old, merged)
+        if not changed:
+            return []
+        self.drones[name] = merged
+        return [DroneUpdated(name, merged, changed)]
+
+    def remove_drone(self, name: str) -> list[Change]:
+        if self.drones.pop(name, None) is None:
+            return []
+        return [DroneRemoved(name)]
+
+    def upsert_task(self, task: Task) -> list[Change]:
+        task_id = str(task["id"])
+        old = self.tasks.get(task_id)
+        if old is None:
+            self.tasks[task_id] = dict(task)
+            return [TaskAdded(task_id, self.tasks[task_id])]
+        merged = {**old, **task}
+        changed = _changed_fields(old, merged)
+        if not changed:
+            return []
+        self.tasks[task_id] = merged
+        return [TaskUpdated(task_id, merged, changed, str(old.get("state")), old.get("drone"))]
+
+    def upsert_message(self, message: Message) -> list[Change]:
+        message_id = int(message["id"])
+        old = self.messages.get(message_id)
+        changes: list[Change]
+        if old is None:
+            self.messages[message_id] = dict(message)
+            changes = [MessageAdded(message_id, self.messages[message_id])]
+        else:
+            merged = {**old, **message}
+            changed = _changed_fields(old, merged)
+            if not changed:
+                return []
+            self.messages[message_id] = merged
+            changes = [MessageUpdated(message_id, merged, changed)]
+        return changes + self._recount_unread()
+
+    def mark_acked(self, ids: Iterable[int]) -> list[Change]:
+        """Record an acknowledgement the pilot made, before the relay echoes it."""
+        changes: list[Change] = []
+        for message_id in ids:
+            old = self.messages.get(message_id)
+            if old is not None and not old.get("acked"):
+                self.messages[message_id] = {**old, "acked": True}
+                changes.append(
+                    MessageUpdated(message_id, self.messages[message_id], frozenset({"acked"}))
+                )
+        return changes + self._recount_unread()
+
+    def _recount_unread(self) -> list[Change]:
+        count = sum(1 for m in self.messages.values() if not m.get("acked"))
+        if count == self.unread:
+            return []
+        self.unread = count
+        return [UnreadChanged(count)]
+
+    # ------------------------------------------------------------------ relay input
+
+    def apply_snapshot(
+        self,
+        *,
+        drones: Iterable[Drone] = (),
+        tasks: Iterable[Task] = (),
+        messages: Iterable[Message] = (),
+        unread_only: bool = True,
+    ) -> list[Change]:
+        """Bring the state in line with full listings, returning only real differences.
+
+        Drones absent from the listing are removed (the relay lists them all).
+        With `unread_only`, `messages` is the relay's unread list, so a message
+        we hold as unread that is not in it has been acknowledged elsewhere.
+        """
+        changes: list[Change] = []
+        listed = {str(d["name"]): d for d in drones}
+        for name in [n for n in self.drones if n not in listed]:
+            changes += self.remove_drone(name)
+        for drone in listed.values():
+            changes += self.upsert_drone(drone)
+        for task in tasks:
+            changes += self.upsert_task(task)
+        listed_ids: set[int] = set()
+        for message in messages:
+            listed_ids.add(int(message["id"]))
+            changes += self.upsert_message(message)
+        if unread_only:
+            gone = [i for i, m in self.messages.items()
+                    if not m.get("acked") and i not in listed_ids]
+            changes += self.mark_acked(gone)
+        return _collapse_unread(changes)
+
+    def apply_event(self, kind: str, data: Mapping[str, Any]) -> list[Change]:
+        """Apply one server-sent event (`drone`, `task` or `message`); unknown kinds are ignored."""
+        if kind == "drone":
+            if data.get("removed") or data.get("deleted"):
+                return self.remove_drone(str(data["name"]))
+            return self.upsert_drone(dict(data))
+        if kind == "task":
+            return self.upsert_task(dict(data))
+        if kind == "message":
+            return self.upsert_message(dict(data))
+        return []
+
+    # ------------------------------------------------------------------ queries
+
+    def tasks_of(self, drone: str | None) -> list[Task]:
+        return [t for t in self.tasks.values() if t.get("drone") == drone]
+
+    def unread_messages(self) -> list[Message]:
+        return sorted(
+            (m for m in self.messages.values() if not m.get("acked")),
+            key=lambda m: int(m["id"]),
+        )
+
+
+def _collapse_unread(changes: list[Change]) -> list[Change]:
+    """Keep only the last unread count of a batch, at the end: widgets need one value."""
+    last: UnreadChanged | None = None
+    out: list[Change] = []
+    for change in changes:
+        if isinstance(change, UnreadChanged):
+            last = change
+        else:
+            out.append(change)
+    if last is not None:
+        out.append(last)
+    return out
+
+
+# --------------------------------------------------------------------------- presentation
+
+
+def format_ago(when: float | None, now: float) -> str:
+    """'12s', '5m', '3h', '2d': short enough for a table cell."""
+    if when is None:
+        return "never"
+    return format_duration(max(0.0, now - when))
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+def drone_status(drone: Mapping[str, Any], now: float) -> str:
+    """The grid's state word: draining wins over online, offline says since when."""
+    state = str(drone.get("state", "pending"))
+    if state == "offline":
+        return f"offline {format_ago(drone.get('last_seen'), now)}"
+    if drone.get("draining"):
+        return "draining"
+    return state
+
+
+def cpu_load(drone: Mapping[str, Any]) -> float | None:
+    metrics = drone.get("metrics") or {}
+    value = metrics.get("cpu_percent")
+    return None if value is None else float(value)
+
+
+def mem_load(drone: Mapping[str, Any]) -> float | None:
+    metrics = drone.get("metrics") or {}
+    total, used = metrics.get("mem_total"), metrics.get("mem_used")
+    if not total or used is None:
+        return None
+    return 100.0 * float(used) / float(total)
+
+
+def gpu_load(drone: Mapping[str, Any]) -> float | None:
+    """Mean utilisation over the drone's GPUs; None when it has none."""
+    gpus = (drone.get("metrics") or {}).get("gpus") or []
+    utils = [float(g["util"]) for g in gpus if g.get("util") is not None]
+    return sum(utils) / len(utils) if utils else None
+
+
+# Columns of the drone grid, and which drone fields each one reads: a change
+# to other fields never touches that cell.
+DRONE_COLUMNS: Final[tuple[str, ...]] = ("name", "state", "labels", "cpu", "mem", "gpu", "tasks")
+COLUMN_FIELDS: Final[dict[str, frozenset[str]]] = {
+    "name": frozenset({"name"}),
+    "state": frozenset({"state", "draining", "last_seen"}),
+    "labels": frozenset({"labels"}),
+    "cpu": frozenset({"metrics"}),
+    "mem": frozenset({"metrics"}),
+    "gpu": frozenset({"metrics"}),
+    "tasks": frozenset({"running", "slots"}),
+}
+
+
+def columns_for(changed: Iterable[str]) -> list[str]:
+    changed = set(changed)
+    return [c for c in DRONE_COLUMNS if COLUMN_FIELDS[c] & changed]
+
+
+_STATE_ORDER: Final = {"online": 0, "pending": 1, "offline": 2}
+
+
+def drone_sort_key(drone: Mapping[str, Any], column: str) -> tuple[Any, ...]:
+    """A key that sorts missing values last and ties by name, so the order is stable."""
+    name = str(drone.get("name", ""))
+    value: Any
+    if column == "state":
+        value = (_STATE_ORDER.get(str(drone.get("state")), 3), bool(drone.get("draining")))
+    elif column == "labels":
+        value = ",".join(drone.get("labels") or [])
+    elif column == "cpu":
+        value = cpu_load(drone)
+    elif column == "mem":
+        value = mem_load(drone)
+    elif column == "gpu":
+        value = gpu_load(drone)
+    elif column == "tasks":
+        value = (int(drone.get("running") or 0), int(drone.get("slots") or 0))
+    else:
+        value = name
+    return (value is None, value if value is not None else 0, name)
+
+
+def sort_key_changed(change: DroneUpdated, column: str) -> bool:
+    return bool(COLUMN_FIELDS.get(column, frozenset({"name"})) & change.changed)
+
+
+def drone_matches(drone: Mapping[str, Any], query: str) -> bool:
+    """The `/` filter: every word must appear in the name, a label, or the state."""
+    words = query.lower().split()
+    if not words:
+        return True
+    hay = " ".join(
+        [str(drone.get("name", "")), str(drone.get("state", "")),
+         "draining" if drone.get("draining") else "", *(drone.get("labels") or [])]
+    ).lower()
+    return all(w in hay for w in words)
+
+
+def sorted_drones(
+    drones: Iterable[Drone], column: str = "name", *, reverse: bool = False, query: str = ""
+) -> list[Drone]:
+    kept = [d for d in drones if drone_matches(d, query)]
+    return sorted(kept, key=lambda d: drone_sort_key(d, column), reverse=reverse)
+
+
+# --------------------------------------------------------------------------- tasks
+
+TASK_ICONS: Final[dict[str, str]] = {
+    "queued": "◷", "dispatched": "➜", "running": "▶", "succeeded": "✔", "failed": "✘",
+    "timed_out": "⌛", "cancelled": "⊘", "lost": "?",
+}
+TASK_COLOURS: Final[dict[str, str]] = {
+    "queued": "grey62", "dispatched": "cyan", "running": "bold dodger_blue1",
+    "succeeded": "green", "failed": "bold red", "timed_out": "dark_orange",
+    "cancelled": "yellow", "lost": "magenta",
+}
+# Live states first: the pilot watches those.
+STATE_ORDER: Final[tuple[str, ...]] = tuple(s.value for s in TaskState)
+QUEUED_GROUP: Final = "(queued)"
+
+
+def task_is_final(task: Mapping[str, Any]) -> bool:
+    try:
+        return TaskState(str(task.get("state"))) in FINAL_STATES
+    except ValueError:
+        return False
+
+
+def task_elapsed(task: Mapping[str, Any], now: float) -> float | None:
+    """Run time so far, or the whole duration once finished; None before it starts."""
+    start = task.get("started_at") or task.get("dispatched_at")
+    if not start:
+        return None
+    end = task.get("finished_at") if task_is_final(task) else None
+    return max(0.0, float(end or now) - float(start))
+
+
+def task_title(task: Mapping[str, Any], width: int = 40) -> str:
+    text = task.get("name") or (task.get("spec") or {}).get("command") or ""
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def task_group(task: Mapping[str, Any]) -> tuple[str, str]:
+    """(drone group, state group) of the task tree."""
+    return (str(task.get("drone") or QUEUED_GROUP), str(task.get("state", "queued")))
+
+
+def group_tasks(tasks: Iterable[Task]) -> dict[str, dict[str, list[Task]]]:
+    """drone → state → tasks (newest first), drones by name, states in lifecycle order."""
+    groups: dict[str, dict[str, list[Task]]] = {}
+    for task in tasks:
+        drone, state = task_group(task)
+        groups.setdefault(drone, {}).setdefault(state, []).append(task)
+    def state_rank(state: str) -> int:
+        return STATE_ORDER.index(state) if state in STATE_ORDER else len(STATE_ORDER)
+
+    out: dict[str, dict[str, list[Task]]] = {}
+    for drone in sorted(groups):
+        by_state = groups[drone]
+        out[drone] = {
+            s: sorted(by_state[s], key=lambda t: (-float(t.get("created_at") or 0), str(t["id"])))
+            for s in sorted(by_state, key=state_rank)
+        }
+    return out
+
+
+def wall_clock() -> float:
+    return time.time()
