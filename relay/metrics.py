@@ -26,12 +26,15 @@ import json
 import math
 import os
 import resource
+import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+
+from starlette.routing import Match
 
 from shared.models import DroneState, TaskState
 
@@ -95,7 +98,24 @@ class StateCounts:
     tasks: Mapping[str, int]
 
 
-StateReader = Callable[[], StateCounts]
+StateReader = Callable[[], Awaitable[StateCounts]]
+
+
+def _count_states(conn: sqlite3.Connection) -> StateCounts:
+    """Two ``GROUP BY state`` counts; ``tasks_state`` makes the task one an index scan."""
+    drones = dict(conn.execute("SELECT state, COUNT(*) FROM drones GROUP BY state").fetchall())
+    tasks = dict(conn.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall())
+    return StateCounts(drones=drones, tasks=tasks)
+
+
+def store_state_reader(db: Any) -> StateReader:
+    """Counts read on the relay's database thread (``relay.db.Database.run``) at scrape time."""
+
+    async def read() -> StateCounts:
+        counts: StateCounts = await db.run(_count_states)
+        return counts
+
+    return read
 
 
 @dataclass
@@ -128,9 +148,12 @@ class RelayMetrics:
         with self._lock:
             self._dispatch.observe(max(waited, 0.0))
 
-    def render(self) -> str:
-        """The whole scrape; the store is read here, once, outside the lock."""
-        state = self.state_reader() if self.state_reader is not None else None
+    async def scrape(self) -> str:
+        """The whole exposition; the store is read here, once per scrape."""
+        state = await self.state_reader() if self.state_reader is not None else None
+        return self.render(state)
+
+    def render(self, state: StateCounts | None = None) -> str:
         with self._lock:
             requests = {key: _copy(h) for key, h in self._requests.items()}
             failures = dict(self._auth_failures)
@@ -207,10 +230,8 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, timed_send)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or UNMATCHED_ROUTE
             self.metrics.observe_request(
-                scope["method"], template, status, time.perf_counter() - started
+                scope["method"], route_template(scope), status, time.perf_counter() - started
             )
             if error_body is not None:
                 self.metrics.observe_auth_failure(_error_code(b"".join(error_body)))
@@ -219,7 +240,7 @@ class MetricsMiddleware:
         started = time.perf_counter()
         if self.metrics.allowed(scope):
             status, content_type = 200, CONTENT_TYPE
-            body = self.metrics.render().encode()
+            body = (await self.metrics.scrape()).encode()
         else:
             status, content_type = 403, "application/json"
             body = json.dumps({"error": "forbidden",
@@ -233,6 +254,25 @@ class MetricsMiddleware:
                     "body": b"" if scope["method"] == "HEAD" else body})
         self.metrics.observe_request(scope["method"], METRICS_PATH, status,
                                      time.perf_counter() - started)
+
+
+def route_template(scope: Scope) -> str:
+    """The path template of the route that served (or would have served) this request.
+
+    The router leaves the matched route in ``scope["route"]``. A request refused
+    before routing (a bad signature, a body too large) has none, so the app's
+    routes are matched here, on that rarer path only.
+    """
+    route = scope.get("route")
+    if route is None:
+        router = getattr(scope.get("app"), "router", None)
+        for candidate in getattr(router, "routes", ()):
+            match, _child = candidate.matches(scope)
+            if match is Match.FULL:
+                route = candidate
+                break
+    template = getattr(route, "path", None)
+    return template if isinstance(template, str) and template else UNMATCHED_ROUTE
 
 
 def install(app: Any, *, state_reader: StateReader | None, data_dir: Path | None) -> RelayMetrics:

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from relay import metrics as m
 from tests.relay_ops.promtext import parse
@@ -29,8 +30,39 @@ def _app(tmp_path: Path, counts: m.StateCounts | None = None) -> FastAPI:
     async def boom() -> None:
         raise RuntimeError("boom")
 
-    m.install(app, state_reader=(lambda: counts) if counts else None, data_dir=tmp_path)
+    @app.get("/v1/tasks/{task_id}/log")
+    async def log(task_id: str) -> dict[str, str]:
+        return {"id": task_id}
+
+    app.add_middleware(_RefuseUnsigned)
+
+    async def read_counts() -> m.StateCounts:
+        assert counts is not None
+        return counts
+
+    m.install(app, state_reader=read_counts if counts else None, data_dir=tmp_path)
     return app
+
+
+class _RefuseUnsigned:
+    """Refuses, before routing, requests to /v1/tasks/…/log without a signature header.
+
+    It stands where the relay's RE-V1 middleware stands, to show that a request
+    refused before routing is still labelled with its route template.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/log") and not any(
+            name == b"x-re-signature" for name, _ in scope["headers"]
+        ):
+            response = JSONResponse({"error": "bad_request_signature_headers", "detail": "-"},
+                                    status_code=401)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def _client(app: FastAPI, peer: str = "127.0.0.1") -> httpx.AsyncClient:
@@ -48,6 +80,7 @@ def test_requests_are_labelled_by_route_template_and_status(tmp_path: Path) -> N
             assert (await client.get("/v1/workers")).status_code == 401
             assert (await client.get("/v1/no/such/route")).status_code == 404
             assert (await client.get("/v1/boom")).status_code == 500
+            assert (await client.get("/v1/tasks/t-aaaaaaaaaa/log")).status_code == 401
             answer = await client.get("/metrics")
             assert answer.headers["content-type"] == m.CONTENT_TYPE
             return answer.text
@@ -67,6 +100,8 @@ def test_requests_are_labelled_by_route_template_and_status(tmp_path: Path) -> N
                           le="+Inf") == 3
     failures = families["dragoon_relay_auth_failures_total"]
     assert failures.value("", code="bad_signature") == 1
+    assert failures.value("", code="bad_request_signature_headers") == 1
+    assert total.value("", method="GET", route="/v1/tasks/{task_id}/log", status="401") == 1
 
 
 def test_drone_and_task_gauges_list_every_state(tmp_path: Path) -> None:
