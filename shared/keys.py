@@ -64,11 +64,15 @@ def _ecdsa_key_type(curve: ec.EllipticCurve) -> str | None:
 
 @dataclass(frozen=True)
 class PublicKey:
-    """An accepted SSH public key: its type, wire blob and the comment it came with."""
+    """An accepted SSH public key: its type, wire blob and the comment it came with.
+
+    Two keys are equal when their blobs are: the comment is a label, not part
+    of the key (OpenSSH ignores it too), so it takes no part in ``==``/hash.
+    """
 
     key_type: str
     blob: bytes
-    comment: str = ""
+    comment: str = field(default="", compare=False)
     _key: PublicKeyObject = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     @classmethod
@@ -82,7 +86,8 @@ class PublicKey:
         line = f"{key_type} {base64.b64encode(blob).decode('ascii')}".encode("ascii")
         try:
             key = serialization.load_ssh_public_key(line)
-        except (ValueError, UnsupportedAlgorithm) as exc:
+        except (ValueError, UnsupportedAlgorithm, NotImplementedError) as exc:
+            # cryptography raises NotImplementedError for a compressed EC point.
             raise KeyLoadError(source, f"malformed {key_type} key ({exc})") from exc
         if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
             raise KeyLoadError(source, f"RSA key of {key.key_size} bits is too small")
@@ -288,7 +293,7 @@ def load_private_key_bytes(
             key = loader(data, secret)
     except KeyLoadError:
         raise
-    except UnsupportedAlgorithm as exc:
+    except (UnsupportedAlgorithm, NotImplementedError) as exc:
         raise KeyLoadError(source, f"unsupported key ({exc})") from exc
     except (ValueError, TypeError) as exc:
         reason = str(exc)
