@@ -10,11 +10,11 @@ Labels are bounded on purpose: requests are labelled by the *route template*
 (``/v1/tasks/{id}``), never the raw path, so a scrape stays small however many
 tasks exist, and unmatched paths share one ``route="unmatched"`` label.
 
-Who may scrape: peers on loopback (a local Prometheus or an SSH tunnel), or
-anyone presenting ``Authorization: Bearer <token>`` where the token is the
-content of ``metrics.token`` in the relay's data directory, when that file
-exists. A reverse proxy reaches the relay from loopback too, so the proxy
-configurations in docs/deploy.md refuse ``/metrics`` themselves.
+Who may scrape: when ``metrics.token`` exists in the relay's data directory,
+whoever presents ``Authorization: Bearer <its content>``; otherwise peers on
+loopback only (a local Prometheus, an SSH tunnel). A reverse proxy reaches the
+relay from loopback too, so the proxy configurations in docs/deploy.md refuse
+``/metrics`` unless a token is set.
 """
 
 from __future__ import annotations
@@ -176,12 +176,15 @@ class RelayMetrics:
         return "\n".join(out) + "\n"
 
     def allowed(self, scope: Scope) -> bool:
-        """A loopback peer, or the bearer of the token in ``metrics.token`` when it exists."""
+        """The bearer of ``metrics.token`` when that file exists, else any loopback peer.
+
+        With a token, loopback is not enough: behind a reverse proxy every
+        request comes from loopback.
+        """
         token = _read_token(self.token_file)
         if token is not None:
             presented = _bearer(scope)
-            if presented is not None and hmac.compare_digest(presented, token.encode()):
-                return True
+            return presented is not None and hmac.compare_digest(presented, token.encode())
         client = scope.get("client")
         if not client:
             return False
@@ -244,8 +247,8 @@ class MetricsMiddleware:
         else:
             status, content_type = 403, "application/json"
             body = json.dumps({"error": "forbidden",
-                               "detail": "metrics are served to loopback or to the metrics.token "
-                                         "bearer"}).encode()
+                               "detail": "metrics need the metrics.token bearer token, "
+                                         "or a loopback peer when there is none"}).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", content_type.encode()),
                                 (b"content-length", str(len(body)).encode()),

@@ -134,3 +134,9 @@ async def serve(server: Any, sockets: list[socket.socket] | None = None) -> None
             with contextlib.suppress(asyncio.CancelledError):
                 await supervisor
             notifier.notify("STOPPING=1")
+
+
+def run(server: Any, sockets: list[socket.socket] | None = None) -> None:
+    """``uvicorn.Server.run`` (same event loop factory) with :func:`serve` in place of ``serve``."""
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        runner.run(serve(server, sockets))

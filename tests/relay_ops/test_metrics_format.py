@@ -141,16 +141,19 @@ def test_dispatch_latency_lands_in_the_right_buckets(tmp_path: Path) -> None:
 def test_metrics_are_refused_to_a_remote_peer_without_the_token(tmp_path: Path) -> None:
     app = _app(tmp_path)
 
-    async def go() -> tuple[int, int, int]:
-        async with _client(app, peer="203.0.113.7") as client:
-            before = (await client.get("/metrics")).status_code
+    async def go() -> tuple[int, int, int, int, int]:
+        async with _client(app, peer="203.0.113.7") as remote, _client(app) as local:
+            before = (await remote.get("/metrics")).status_code
+            local_before = (await local.get("/metrics")).status_code
             (tmp_path / m.TOKEN_FILE).write_text("s3cret-scrape-token\n")
-            wrong = (await client.get("/metrics", headers={"authorization": "Bearer nope"}))
-            right = await client.get("/metrics",
+            wrong = await remote.get("/metrics", headers={"authorization": "Bearer nope"})
+            right = await remote.get("/metrics",
                                      headers={"authorization": "Bearer s3cret-scrape-token"})
-            return before, wrong.status_code, right.status_code
+            # With a token set, loopback (where a reverse proxy connects from) needs it too.
+            local_after = (await local.get("/metrics")).status_code
+            return before, local_before, wrong.status_code, right.status_code, local_after
 
-    assert asyncio.run(go()) == (403, 403, 200)
+    assert asyncio.run(go()) == (403, 200, 403, 200, 403)
 
 
 def test_label_values_are_escaped() -> None:
