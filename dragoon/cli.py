@@ -24,7 +24,7 @@ class Verb:
 
 PILOT = "cockpit.commands"
 VERBS: dict[str, Verb] = {
-    "relay": Verb(None, "Relay host: init, add-operator, enroll, serve.", 3),
+    "relay": Verb("relay.cli:relay", "Relay host: init, add-operator, enroll, serve."),
     "drone": Verb(None, "Drone host: join a relay, run the daemon.", 4),
     "notify": Verb(None, "Inside a task: send TEXT to the pilot's inbox.", 4),
     "login": Verb(None, "Log in to the relay with your SSH key and a TOTP code.", 5),

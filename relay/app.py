@@ -1,0 +1,45 @@
+"""``create_app(config)``: the relay as an ASGI app, for ``serve``, tests and other runners.
+
+Hook points for the parts built elsewhere: ``app.state.relay`` holds the
+store and signals; metrics and systemd code wrap or extend the app returned
+here (``relay.metrics.install(app, …)``) without this module knowing them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from relay import errors, sweeper
+from relay.auth import SignedRequests
+from relay.config import RelayConfig
+from relay.context import Relay
+from relay.routes import auth, events, misc, tasks, worker, workers
+
+
+def create_app(config: RelayConfig) -> FastAPI:
+    relay = Relay.open(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(sweeper.run(relay))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            relay.close()
+
+    app = FastAPI(
+        title="dragoon relay", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
+    )
+    app.state.relay = relay
+    errors.install(app)
+    for module in (auth, workers, worker, tasks, events, misc):
+        app.include_router(module.router)
+    app.add_middleware(SignedRequests, relay=relay)
+    return app

@@ -1,0 +1,102 @@
+"""Relay configuration: where the data lives and every limit, TTL and threshold.
+
+``RelayConfig.load(data_dir)`` reads ``relay.toml`` from the data directory
+(written by ``dragoon relay init``) so that ``serve`` and the admin commands
+agree on one file, and tests can tighten thresholds without new flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+CONFIG_FILE: Final = "relay.toml"
+DB_FILE: Final = "relay.db"
+KEY_FILE: Final = "relay_key"
+
+KiB: Final = 1024
+MiB: Final = 1024 * KiB
+GiB: Final = 1024 * MiB
+
+
+@dataclass
+class RelayConfig:
+    """Everything the relay needs to run; defaults are the documented ones."""
+
+    data_dir: Path
+    url: str = ""  # the public URL put in join tokens; empty: the address serve listens on
+    # Sessions and tokens.
+    session_ttl: float = 12 * 3600
+    enroll_ttl: float = 3600
+    challenge_ttl: float = 60
+    nonce_ttl: float = 300
+    # Login lock-out: this many failures within the window lock the pilot out.
+    lockout_failures: int = 5
+    lockout_window: float = 300
+    # Dispatch.
+    poll_max_wait: float = 25
+    offline_after: float = 80  # about three missed polls
+    task_expires_in: float = 7 * 86400
+    task_lost_after: float = 86400
+    sweep_interval: float = 5
+    # Limits.
+    max_body: int = 1 * MiB
+    max_log_chunk: int = 256 * KiB
+    output_cap: int = 1 * GiB
+    artifact_max: int = 4 * GiB
+    message_max: int = 4 * KiB
+    queued_per_pilot: int = 1000
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / DB_FILE
+
+    @property
+    def key_path(self) -> Path:
+        return self.data_dir / KEY_FILE
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @classmethod
+    def load(cls, data_dir: str | Path) -> RelayConfig:
+        """The config of a data dir; unknown keys in relay.toml are kept in ``extra``."""
+        root = Path(data_dir).resolve()
+        values: dict[str, Any] = {}
+        path = root / CONFIG_FILE
+        if path.exists():
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        known = {f.name for f in dataclasses.fields(cls)} - {"data_dir", "extra"}
+        kwargs = {k: v for k, v in values.items() if k in known}
+        extra = {k: v for k, v in values.items() if k not in known}
+        return cls(data_dir=root, extra=extra, **kwargs)
+
+    def save(self) -> None:
+        """Write relay.toml with every setting, so the admin sees what can be tuned."""
+        lines = ["# dragoon relay settings; times in seconds, sizes in bytes"]
+        for f in dataclasses.fields(self):
+            if f.name in ("data_dir", "extra"):
+                continue
+            lines.append(f"{f.name} = {_toml_value(getattr(self, f.name))}")
+        for key, value in self.extra.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        (self.data_dir / CONFIG_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise TypeError(f"cannot write {value!r} to relay.toml")

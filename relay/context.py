@@ -1,0 +1,42 @@
+"""The running relay's shared state: config, database, wake-up signals, event bus, task key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from relay.config import RelayConfig
+from relay.db import Database
+from relay.events import EventBus
+from relay.signals import Signals
+from shared.keys import load_private_key_file
+from shared.signers import KeyFileSigner
+
+
+@dataclass
+class Relay:
+    config: RelayConfig
+    db: Database
+    signer: KeyFileSigner
+    signals: Signals = field(default_factory=Signals)
+    bus: EventBus = field(default_factory=EventBus)
+    url: str = ""  # the address serve listens on, for join tokens when relay.toml sets none
+    hooks: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, config: RelayConfig) -> Relay:
+        signer = KeyFileSigner(load_private_key_file(config.key_path))
+        return cls(config=config, db=Database(config.db_path), signer=signer, url=config.url)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def get_relay(request: Request) -> Relay:
+    relay: Relay = request.app.state.relay
+    return relay
+
+
+RelayDep = Annotated[Relay, Depends(get_relay)]

@@ -1,0 +1,211 @@
+"""SQLite storage: WAL mode, a schema version with migrations, and one serialized executor.
+
+All database work runs on one dedicated thread that owns the connection, so
+async handlers never share a connection across threads and every state
+change is its own short ``BEGIN IMMEDIATE`` transaction. ``synchronous=FULL``
+makes a committed transaction survive ``kill -9`` (and power loss), which is
+what "acknowledged ⇒ durable" needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Final, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Each entry migrates from version i to i + 1; never edit one that has shipped.
+MIGRATIONS: Final[list[str]] = [
+    """
+    CREATE TABLE pilots (
+        name TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL UNIQUE,
+        public_key TEXT NOT NULL,
+        totp_secret TEXT NOT NULL,
+        last_totp_step INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE login_failures (pilot TEXT NOT NULL, at REAL NOT NULL);
+    CREATE INDEX login_failures_pilot ON login_failures (pilot, at);
+    CREATE TABLE challenges (
+        challenge TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, expires_at REAL NOT NULL
+    );
+    CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY,
+        pilot TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE TABLE nonces (nonce TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+    CREATE TABLE enrollments (
+        secret_hash TEXT PRIMARY KEY,
+        drone TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE TABLE drones (
+        name TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL UNIQUE,
+        public_key TEXT NOT NULL,
+        labels TEXT NOT NULL DEFAULT '[]',
+        slots INTEGER NOT NULL DEFAULT 1,
+        hostname TEXT,
+        version TEXT,
+        state TEXT NOT NULL DEFAULT 'pending',
+        draining INTEGER NOT NULL DEFAULT 0,
+        seq INTEGER NOT NULL DEFAULT 0,
+        enrolled_at REAL NOT NULL,
+        last_seen REAL,
+        metrics TEXT
+    );
+    CREATE TABLE tasks (
+        num INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        name TEXT,
+        state TEXT NOT NULL,
+        drone TEXT,
+        target TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        pilot TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        dispatched_at REAL,
+        started_at REAL,
+        finished_at REAL,
+        expires_at REAL NOT NULL,
+        lost_after REAL NOT NULL,
+        exit_code INTEGER,
+        signal INTEGER,
+        cpu_seconds REAL,
+        peak_rss INTEGER,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        cancel_grace REAL,
+        cancel_delivered INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        output_truncated INTEGER NOT NULL DEFAULT 0,
+        seq INTEGER,
+        pid INTEGER
+    );
+    CREATE INDEX tasks_state ON tasks (state, num);
+    CREATE INDEX tasks_drone ON tasks (drone, state);
+    CREATE TABLE artifacts (
+        task TEXT NOT NULL,
+        path TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        uploaded_at REAL NOT NULL,
+        PRIMARY KEY (task, path)
+    );
+    CREATE TABLE fetches (
+        id TEXT PRIMARY KEY,
+        drone TEXT NOT NULL,
+        path TEXT NOT NULL,
+        pilot TEXT NOT NULL,
+        state TEXT NOT NULL,
+        error TEXT,
+        size INTEGER,
+        sha256 TEXT,
+        delivered INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        task TEXT NOT NULL,
+        drone TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        acked INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (task, idx)
+    );
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT,
+        detail TEXT
+    );
+    """,
+]
+
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer relay; refusing beats corrupting it."""
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating with mode 0600) and migrate the relay database."""
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.close(fd)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    migrate(conn)
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(f"relay.db has schema {version}; this relay knows {SCHEMA_VERSION}")
+    for number in range(version, SCHEMA_VERSION):
+        with transaction(conn):
+            for statement in _statements(MIGRATIONS[number]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number + 1}")
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``: the write lock up front, so no upgrade deadlocks."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+class Database:
+    """One connection on one thread; ``await db.run(fn, …)`` calls ``fn(conn, …)`` there."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-db")
+        self._conn: sqlite3.Connection = self._executor.submit(connect, path).result()
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, fn, args)
+
+    def call(self, fn: Callable[..., T], *args: object) -> T:
+        """The synchronous form, for the admin CLI and start-up code."""
+        return self._executor.submit(self._call, fn, args).result()
+
+    def _call(self, fn: Callable[..., T], args: tuple[object, ...]) -> T:
+        return fn(self._conn, *args)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._executor.submit(self._conn.close).result()
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,7 @@
+"""placeholder."""
+
+from relay.context import Relay
+
+
+async def sweep(relay: Relay) -> None:
+    return None

@@ -1,0 +1,56 @@
+"""The drone registry as pilots see it: state, labels, slots, load, drain."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from relay.db import transaction
+from relay.errors import ApiError, not_found
+
+
+def view(row: sqlite3.Row, running: int) -> dict[str, Any]:
+    return {
+        "name": row["name"], "state": row["state"], "draining": bool(row["draining"]),
+        "labels": json.loads(row["labels"]), "slots": row["slots"], "running": running,
+        "fingerprint": row["fingerprint"], "last_seen": row["last_seen"],
+        "enrolled_at": row["enrolled_at"], "hostname": row["hostname"],
+        "version": row["version"],
+        "metrics": json.loads(row["metrics"]) if row["metrics"] else None,
+    }
+
+
+def _running(conn: sqlite3.Connection, name: str) -> int:
+    return int(conn.execute(
+        "SELECT COUNT(*) FROM tasks WHERE drone = ? AND state IN ('dispatched', 'running')",
+        (name,),
+    ).fetchone()[0])
+
+
+def get(conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
+    row = conn.execute("SELECT * FROM drones WHERE name = ?", (name,)).fetchone()
+    return None if row is None else view(row, _running(conn, name))
+
+
+def listing(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    counts = dict(conn.execute(
+        "SELECT drone, COUNT(*) FROM tasks WHERE state IN ('dispatched', 'running')"
+        " GROUP BY drone"
+    ).fetchall())
+    rows = conn.execute("SELECT * FROM drones ORDER BY name").fetchall()
+    return [view(row, counts.get(row["name"], 0)) for row in rows]
+
+
+def set_drain(conn: sqlite3.Connection, name: str, drain: bool, by: str) -> dict[str, Any]:
+    from relay import audit
+
+    with transaction(conn):
+        cur = conn.execute("UPDATE drones SET draining = ? WHERE name = ?", (int(drain), name))
+        if cur.rowcount == 0:
+            raise not_found("drone")
+        audit.record(conn, by, "drain" if drain else "undrain", name)
+    found = get(conn, name)
+    if found is None:
+        raise ApiError(404, "not_found", "no such drone")
+    return found

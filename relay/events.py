@@ -1,0 +1,59 @@
+"""Server-sent events fan-out: drone, task and message changes to every cockpit.
+
+Events live in memory only: a bounded ring lets a cockpit that reconnects
+with ``Last-Event-ID`` catch up on what it missed while the relay ran; after
+a relay restart ids start over and a cockpit reloads its lists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+RING = 2000
+QUEUE = 1000
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    kind: str  # drone | task | message
+    data: dict[str, Any]
+
+    def encode(self) -> bytes:
+        payload = json.dumps(self.data, separators=(",", ":"))
+        return f"id: {self.id}\nevent: {self.kind}\ndata: {payload}\n\n".encode()
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._next = 1
+        self._ring: deque[Event] = deque(maxlen=RING)
+        self._subscribers: set[asyncio.Queue[Event | None]] = set()
+
+    def publish(self, kind: str, data: dict[str, Any]) -> None:
+        event = Event(self._next, kind, data)
+        self._next += 1
+        self._ring.append(event)
+        for queue in list(self._subscribers):
+            if queue.qsize() >= QUEUE:
+                # A reader that cannot keep up is cut off rather than slowing everyone.
+                self._subscribers.discard(queue)
+                queue.put_nowait(None)
+                continue
+            queue.put_nowait(event)
+
+    def subscribe(self, last_id: int | None = None) -> asyncio.Queue[Event | None]:
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        if last_id is not None:
+            for event in self._ring:
+                if event.id > last_id:
+                    queue.put_nowait(event)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[Event | None]) -> None:
+        self._subscribers.discard(queue)

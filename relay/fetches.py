@@ -1,0 +1,71 @@
+"""Fetches: a pilot asks a drone for one file; the drone uploads it as a blob on its next poll."""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import time
+from typing import Any
+
+from relay import audit
+from relay.db import transaction
+
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+
+
+def new_id() -> str:
+    return "f-" + "".join(secrets.choice(_ALPHABET) for _ in range(10))
+
+
+def view(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"], "drone": row["drone"], "path": row["path"], "state": row["state"],
+        "error": row["error"], "size": row["size"], "sha256": row["sha256"],
+        "created_at": row["created_at"],
+    }
+
+
+def create(conn: sqlite3.Connection, drone: str, path: str, pilot: str) -> dict[str, Any] | None:
+    with transaction(conn):
+        if conn.execute("SELECT 1 FROM drones WHERE name = ?", (drone,)).fetchone() is None:
+            return None
+        fetch_id = new_id()
+        conn.execute(
+            "INSERT INTO fetches (id, drone, path, pilot, state, created_at)"
+            " VALUES (?, ?, ?, ?, 'pending', ?)",
+            (fetch_id, drone, path, pilot, time.time()),
+        )
+        audit.record(conn, pilot, "fetch", drone, f"{fetch_id} {path}")
+    return {"id": fetch_id, "state": "pending"}
+
+
+def get(conn: sqlite3.Connection, fetch_id: str) -> dict[str, Any] | None:
+    row = conn.execute("SELECT * FROM fetches WHERE id = ?", (fetch_id,)).fetchone()
+    return None if row is None else view(row)
+
+
+def fail(conn: sqlite3.Connection, drone: str, fetch_id: str, error: str) -> bool:
+    cur = conn.execute(
+        "UPDATE fetches SET state = 'failed', error = ? WHERE id = ? AND drone = ?"
+        " AND state = 'pending'", (error[:2000], fetch_id, drone),
+    )
+    return cur.rowcount > 0
+
+
+def complete(
+    conn: sqlite3.Connection, drone: str, fetch_id: str, sha256: str, size: int
+) -> str | None:
+    """Record the uploaded file; an error line when the fetch is not this drone's."""
+    with transaction(conn):
+        row = conn.execute(
+            "SELECT drone, state, sha256 FROM fetches WHERE id = ?", (fetch_id,)
+        ).fetchone()
+        if row is None or row["drone"] != drone:
+            return "no such fetch for this drone"
+        if row["state"] == "ready":
+            return None if row["sha256"] == sha256 else "this fetch already has other content"
+        conn.execute(
+            "UPDATE fetches SET state = 'ready', sha256 = ?, size = ?, error = NULL WHERE id = ?",
+            (sha256, size, fetch_id),
+        )
+    return None

@@ -1,0 +1,35 @@
+"""``/v1/auth``: challenge, login, logout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from relay import login
+from relay.auth import PilotDep
+from relay.context import RelayDep
+from relay.errors import ApiError
+from relay.models import ChallengeBody, LoginBody
+
+router = APIRouter(prefix="/v1/auth", tags=["auth"])
+
+
+@router.post("/challenge")
+async def challenge(body: ChallengeBody, relay: RelayDep) -> dict[str, Any]:
+    return await relay.db.run(login.issue_challenge, relay.config, body.fingerprint)
+
+
+@router.post("/login")
+async def do_login(body: LoginBody, relay: RelayDep) -> dict[str, Any]:
+    attempt = login.LoginAttempt(body.fingerprint, body.challenge, body.signature, body.totp)
+    result = await relay.db.run(login.login, relay.config, attempt)
+    if isinstance(result, ApiError):
+        raise result
+    return result
+
+
+@router.post("/logout")
+async def logout(who: PilotDep, relay: RelayDep) -> dict[str, Any]:
+    await relay.db.run(login.logout, who.token_hash, who.name)
+    return {"ok": True}

@@ -1,0 +1,30 @@
+"""Liveness and the audit trail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+
+from relay import audit
+from relay.auth import PilotDep
+from relay.context import RelayDep
+
+router = APIRouter(tags=["relay"])
+
+
+@router.get("/healthz")
+async def healthz(relay: RelayDep) -> dict[str, Any]:
+    """Liveness that also proves the database answers."""
+    await relay.db.run(lambda conn: conn.execute("SELECT 1").fetchone())
+    return {"ok": True}
+
+
+@router.get("/v1/audit")
+async def audit_trail(
+    _who: PilotDep,
+    relay: RelayDep,
+    limit: int = Query(100, ge=1, le=1000),
+    before: int | None = Query(None),
+) -> dict[str, Any]:
+    return {"events": await relay.db.run(audit.listing, limit, before)}

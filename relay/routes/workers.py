@@ -1,0 +1,58 @@
+"""``/v1/workers``: list drones, mint join tokens, drain, ask a drone for a file."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from relay import drones, enroll, fetches
+from relay.auth import PilotDep
+from relay.context import RelayDep
+from relay.errors import ApiError, not_found
+from relay.models import DrainBody, FetchBody, MintBody
+
+router = APIRouter(prefix="/v1/workers", tags=["drones"])
+
+
+@router.get("")
+async def list_drones(
+    _who: PilotDep, relay: RelayDep
+) -> dict[str, Any]:
+    return {"drones": await relay.db.run(drones.listing)}
+
+
+@router.post("")
+async def mint_token(
+    body: MintBody, who: PilotDep, relay: RelayDep
+) -> dict[str, Any]:
+    token, expires_at = await relay.db.run(
+        lambda conn: enroll.mint(
+            conn, relay_url=relay.config.url, relay_key=relay.signer.fingerprint,
+            drone=body.name, labels=body.labels, ttl=body.ttl, by=who.name,
+        )
+    )
+    return {"token": token, "expires_at": expires_at}
+
+
+@router.post("/{name}/drain")
+async def drain(
+    name: str, body: DrainBody, who: PilotDep, relay: RelayDep
+) -> dict[str, Any]:
+    drone = await relay.db.run(drones.set_drain, name, body.drain, who.name)
+    relay.bus.publish("drone", drone)
+    relay.signals.notify(("drone", name))
+    return drone
+
+
+@router.post("/{name}/fetch")
+async def fetch(
+    name: str, body: FetchBody, who: PilotDep, relay: RelayDep
+) -> dict[str, Any]:
+    result = await relay.db.run(fetches.create, name, body.path, who.name)
+    if result is None:
+        raise not_found("drone")
+    if isinstance(result, ApiError):
+        raise result
+    relay.signals.notify(("drone", name))
+    return result

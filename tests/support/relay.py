@@ -1,0 +1,401 @@
+"""Test support for anything that needs a real relay: a subprocess, admin helpers, signed clients.
+
+Used by the relay, drone and cockpit tests alike; its API stays stable:
+
+- ``RelayProcess(tmp_path / "relay")`` — context manager. ``init``s the data dir,
+  runs ``dragoon relay serve --data DIR --bind 127.0.0.1:0`` as a real subprocess,
+  parses the URL from its ``dragoon relay listening on URL`` line. ``.url``,
+  ``.data_dir``, ``.stop()`` (SIGTERM), ``.kill9()``, ``.start()``, ``.restart()``,
+  ``.stderr_text()``; ``config={"sweep_interval": 0.2, …}`` overrides relay.toml.
+- ``init_relay(data_dir, config=…)``, ``add_operator(data_dir, name, pubkey_path) -> totp_secret``,
+  ``enroll(data_dir, drone, labels, url=…) -> join_token`` run the admin CLI.
+- ``RelayProcess.pilot(name)`` → a logged-in ``PilotSession`` (new ed25519 key, operator added).
+- ``PilotSession(url, signer)`` with ``.login(totp_secret)``, then ``.get/.post/.request``
+  signed RE-V1 with the bearer token; answers are ``httpx.Response``.
+- ``DroneClient.join(token, data_dir=None)`` → an enrolled drone (``/v1/worker/init`` done)
+  with ``.poll(**body)``, ``.log(task, stream, offset, data)``, ``.finish(task, **body)``,
+  ``.blob(...)``, ``.message(...)``, and ``.post/.request`` for anything else.
+
+Waits are on conditions with deadlines (the ``listening`` line, a process exit),
+never fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import httpx
+import pyotp
+
+from shared.canonical import login_string
+from shared.constants import NS_LOGIN
+from shared.enrollment import JoinToken
+from shared.keys import PrivateKey
+from shared.request_auth import sign_request
+from shared.signers import KeyFileSigner, Signer
+from shared.sshsig import sign_b64
+
+REPO = Path(__file__).resolve().parents[2]
+LISTENING = "dragoon relay listening on "
+START_TIMEOUT = 20.0
+
+
+def dragoon(
+    *args: str, check: bool = True, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """Run ``dragoon ARGS`` in a subprocess of this interpreter (the venv)."""
+    return subprocess.run(
+        [sys.executable, "-m", "dragoon", *args], capture_output=True, text=True, check=check,
+        timeout=timeout, cwd=REPO,
+    )
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def init_relay(
+    data_dir: Path, *, url: str | None = None, config: Mapping[str, Any] | None = None
+) -> None:
+    """``dragoon relay init``, then apply ``config`` overrides to relay.toml."""
+    args = ["relay", "init", "--data", str(data_dir)]
+    if url:
+        args += ["--url", url]
+    dragoon(*args)
+    if config:
+        path = data_dir / "relay.toml"
+        lines = [
+            line for line in path.read_text().splitlines()
+            if line.split("=", 1)[0].strip() not in config
+        ]
+        lines += [f"{key} = {_toml_value(value)}" for key, value in config.items()]
+        path.write_text("\n".join(lines) + "\n")
+
+
+def add_operator(data_dir: Path, name: str, pubkey_path: Path) -> str:
+    """Register a pilot with the admin CLI; returns its TOTP secret."""
+    out = dragoon("relay", "add-operator", "--data", str(data_dir), "--name", name,
+                  "--key", str(pubkey_path), "--no-qr").stdout
+    for line in out.splitlines():
+        if line.startswith("TOTP secret: "):
+            return line.split(": ", 1)[1].strip()
+    raise AssertionError(f"no TOTP secret in add-operator output:\n{out}")
+
+
+def enroll(data_dir: Path, drone: str, labels: Iterable[str] = (), *, url: str | None = None,
+           ttl: str = "1h") -> str:
+    """Mint a join token with the admin CLI; returns the token."""
+    args = ["relay", "enroll", "--data", str(data_dir), "--drone", drone,
+            "--labels", ",".join(labels), "--ttl", ttl]
+    if url:
+        args += ["--url", url]
+    return dragoon(*args).stdout.strip()
+
+
+# One TOTP code is accepted once: remember the steps used so that a test can log in twice.
+_USED_STEPS: dict[str, int] = {}
+_USED_LOCK = threading.Lock()
+
+
+def fresh_totp(secret: str, *, deadline: float = 40.0) -> str:
+    """A code the relay has not seen: the current step, else the next (one step of drift)."""
+    end = time.monotonic() + deadline
+    while True:
+        with _USED_LOCK:
+            current = int(time.time() // 30)
+            last = _USED_STEPS.get(secret, -1)
+            for step in (current, current + 1):
+                if step > last:
+                    _USED_STEPS[secret] = step
+                    return pyotp.TOTP(secret).at(step * 30)
+        if time.monotonic() > end:
+            raise TimeoutError("no fresh TOTP step within the deadline")
+        # Both allowed steps are spent: wait for the clock to reach the next one.
+        time.sleep(max(0.05, (current + 1) * 30 - time.time()))
+
+
+def new_signer(path: Path | None = None) -> KeyFileSigner:
+    """A fresh ed25519 key (saved with its .pub when ``path`` is given)."""
+    key = PrivateKey.generate_ed25519("test")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key.save(path)
+    return KeyFileSigner(key)
+
+
+def encode_query(params: Mapping[str, Any] | None) -> str:
+    if not params:
+        return ""
+    pairs = [(k, str(v).lower() if isinstance(v, bool) else str(v))
+             for k, v in params.items() if v is not None]
+    return urlencode(pairs, quote_via=quote, safe="")
+
+
+class SignedClient:
+    """A synchronous httpx client that signs every request with RE-V1."""
+
+    def __init__(self, url: str, signer: Signer, *, token: str | None = None,
+                 timeout: float = 40.0) -> None:
+        self.url = url.rstrip("/")
+        self.signer = signer
+        self.token = token
+        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> SignedClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def signed_headers(self, method: str, path: str, query: str = "", body: bytes = b"",
+                       **overrides: Any) -> dict[str, str]:
+        return sign_request(self.signer, method=method, path=path, query=query, body=body,
+                            token=self.token, **overrides)
+
+    def request(
+        self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+        json: Any = None, content: bytes | None = None, headers: Mapping[str, str] | None = None,
+        sign: bool = True, timeout: float | None = None,
+    ) -> httpx.Response:
+        import json as jsonlib
+
+        body = content if content is not None else (
+            b"" if json is None else jsonlib.dumps(json).encode()
+        )
+        query = encode_query(params)
+        all_headers: dict[str, str] = {}
+        if json is not None:
+            all_headers["content-type"] = "application/json"
+        if sign:
+            all_headers.update(self.signed_headers(method, path, query, body))
+        all_headers.update(headers or {})
+        url = path + (f"?{query}" if query else "")
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        return self.http.request(method, url, content=body, headers=all_headers, **extra)
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", path, **kwargs)
+
+
+class PilotSession(SignedClient):
+    """A pilot: challenge + signature + TOTP login, then signed requests with the bearer token."""
+
+    def login(self, totp_secret: str | None = None, *, totp: str | None = None) -> httpx.Response:
+        """Log in; raises on failure unless ``totp`` is given (then the answer is returned)."""
+        fingerprint = self.signer.fingerprint
+        answer = self.http.post("/v1/auth/challenge", json={"fingerprint": fingerprint})
+        answer.raise_for_status()
+        challenge = answer.json()["challenge"]
+        code = totp if totp is not None else fresh_totp(totp_secret or "")
+        signature = sign_b64(self.signer, NS_LOGIN, login_string(challenge, fingerprint))
+        response = self.http.post("/v1/auth/login", json={
+            "fingerprint": fingerprint, "challenge": challenge, "signature": signature,
+            "totp": code,
+        })
+        if totp is None and response.status_code != 200:
+            raise AssertionError(f"login failed: {response.status_code} {response.text}")
+        if response.status_code == 200:
+            self.token = response.json()["token"]
+        return response
+
+    def submit(self, command: str, *, drone: str | None = None, labels: list[str] | None = None,
+               **spec: Any) -> dict[str, Any]:
+        """Submit a task (spec fields as keywords; ``expires_in``/``lost_after`` go on the body)."""
+        body: dict[str, Any] = {"spec": {"command": command}}
+        for key in ("expires_in", "lost_after"):
+            if key in spec:
+                body[key] = spec.pop(key)
+        body["spec"].update(spec)
+        if drone is not None:
+            body["drone"] = drone
+        if labels is not None:
+            body["labels"] = labels
+        answer = self.post("/v1/tasks", json=body)
+        if answer.status_code != 201:
+            raise AssertionError(f"submit failed: {answer.status_code} {answer.text}")
+        result: dict[str, Any] = answer.json()
+        return result
+
+
+class DroneClient(SignedClient):
+    """A test drone made from shared/: enrolls with a join token and speaks the worker routes."""
+
+    name: str
+    relay_public_key: str
+
+    @classmethod
+    def join(cls, token: str, *, url: str | None = None, labels: list[str] | None = None,
+             slots: int = 1) -> DroneClient:
+        parsed = JoinToken.decode(token)
+        signer = new_signer()
+        client = cls(url or parsed.relay, signer)
+        answer = client.http.post("/v1/worker/init", json={
+            "name": parsed.drone, "secret": parsed.secret,
+            "public_key": signer.public_key.openssh(), "labels": labels or [], "slots": slots,
+            "hostname": "test-host", "version": "test",
+        })
+        if answer.status_code != 200:
+            client.close()
+            raise AssertionError(f"init failed: {answer.status_code} {answer.text}")
+        client.name = parsed.drone
+        client.relay_public_key = answer.json()["relay_public_key"]
+        return client
+
+    def poll(self, *, wait: float = 0, timeout: float | None = None, **body: Any) -> httpx.Response:
+        return self.post("/v1/worker/poll", json={"wait": wait, **body},
+                         timeout=timeout if timeout is not None else wait + 15)
+
+    def log(self, task: str, stream: str, offset: int, data: bytes) -> httpx.Response:
+        return self.post("/v1/worker/log", params={"task": task, "stream": stream,
+                                                   "offset": offset}, content=data)
+
+    def finish(self, task: str, state: str = "succeeded", **body: Any) -> httpx.Response:
+        payload = {"task": task, "state": state, "exit_code": 0 if state == "succeeded" else 1}
+        payload.update(body)
+        return self.post("/v1/worker/finish", json=payload)
+
+    def blob(self, data: bytes, *, sha256: str | None = None, size: int | None = None,
+             **params: Any) -> httpx.Response:
+        import hashlib
+
+        query = {**params, "sha256": sha256 or hashlib.sha256(data).hexdigest(),
+                 "size": len(data) if size is None else size}
+        return self.post("/v1/worker/blob", params=query, content=data)
+
+    def message(self, task: str, index: int, text: str) -> httpx.Response:
+        return self.post("/v1/worker/message", json={"task": task, "index": index, "text": text})
+
+
+class RelayProcess:
+    """A real ``dragoon relay serve`` subprocess on an ephemeral loopback port."""
+
+    def __init__(self, data_dir: Path, *, config: Mapping[str, Any] | None = None,
+                 url: str | None = None, extra_args: Iterable[str] = ()) -> None:
+        self.data_dir = Path(data_dir)
+        self.config = dict(config or {})
+        self.configured_url = url
+        self.extra_args = list(extra_args)
+        self.url = ""
+        self.process: subprocess.Popen[str] | None = None
+        self._stderr: list[str] = []
+        self._ready = threading.Event()
+        self._port: int | None = None
+        self._clients: list[SignedClient] = []
+        init_relay(self.data_dir, url=url, config=self.config)
+
+    def __enter__(self) -> RelayProcess:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        for client in self._clients:
+            client.close()
+        self.stop()
+
+    def start(self) -> None:
+        """Start serving; after a restart it binds the same port again, so clients keep the URL."""
+        bind = f"127.0.0.1:{self._port or 0}"
+        self._ready.clear()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dragoon", "relay", "serve", "--data", str(self.data_dir),
+             "--bind", bind, *self.extra_args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        threading.Thread(target=self._read_stderr, args=(self.process,), daemon=True).start()
+        if not self._ready.wait(START_TIMEOUT) or not self.url:
+            self.process.kill()
+            raise RuntimeError(f"relay did not start:\n{self.stderr_text()}")
+
+    def _read_stderr(self, process: subprocess.Popen[str]) -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            self._stderr.append(line)
+            if line.startswith(LISTENING):
+                self.url = line[len(LISTENING):].strip()
+                self._port = int(self.url.rsplit(":", 1)[1])
+                self._ready.set()
+        self._ready.set()
+
+    def stderr_text(self) -> str:
+        return "".join(self._stderr)
+
+    def stop(self, timeout: float = 10) -> int | None:
+        """SIGTERM and wait; returns the exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(timeout)
+
+    def kill9(self) -> None:
+        """``kill -9``: no cleanup, no flush, as a crash or OOM kill would leave it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    # Admin helpers on this data dir.
+    def add_operator(self, name: str, pubkey_path: Path) -> str:
+        return add_operator(self.data_dir, name, pubkey_path)
+
+    def enroll(self, drone: str, labels: Iterable[str] = (), ttl: str = "1h") -> str:
+        return enroll(self.data_dir, drone, labels, url=self.configured_url or self.url, ttl=ttl)
+
+    def pilot(self, name: str = "alice") -> PilotSession:
+        """A logged-in pilot with a fresh key (its key file is kept under the data dir)."""
+        key_path = self.data_dir.parent / f"{name}-key" / "id_ed25519"
+        signer = new_signer(key_path)
+        secret = self.add_operator(name, Path(f"{key_path}.pub"))
+        session = PilotSession(self.url, signer)
+        session.totp_secret = secret  # type: ignore[attr-defined]
+        session.key_path = key_path  # type: ignore[attr-defined]
+        session.login(secret)
+        self._clients.append(session)
+        return session
+
+    def drone(self, name: str, labels: Iterable[str] = (), *, slots: int = 1) -> DroneClient:
+        """An enrolled test drone (the join token minted by the admin CLI)."""
+        client = DroneClient.join(self.enroll(name, labels), url=self.url, slots=slots)
+        self._clients.append(client)
+        return client
+
+
+def wait_until(condition: Any, *, timeout: float = 10.0, interval: float = 0.02,
+               message: str = "condition") -> Any:
+    """Poll ``condition()`` until it is truthy; returns its value or raises TimeoutError."""
+    end = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise TimeoutError(f"{message} not met within {timeout} s")
+        time.sleep(interval)
