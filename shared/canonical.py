@@ -43,9 +43,19 @@ def canonical_request(
     timestamp: str,
     nonce: str,
     fingerprint: str,
-    body: bytes,
+    body: bytes = b"",
+    body_sha256: str | None = None,
 ) -> bytes:
-    """The eight RE-V1 lines joined with ``\\n``, no trailing newline."""
+    """The eight RE-V1 lines joined with ``\\n``, no trailing newline.
+
+    ``body_sha256`` stands in for ``body`` when the body was hashed as it
+    streamed past (the relay's blob uploads), so it never sits in memory.
+
+    A field holding a line break would shift the lines and let two requests
+    share one canonical form, so it is refused (ValueError) rather than signed.
+    """
+    _single_lines(method=method, path=path, query=query, timestamp=timestamp, nonce=nonce,
+                  fingerprint=fingerprint)
     lines = [
         REQUEST_VERSION,
         method.upper(),
@@ -54,12 +64,19 @@ def canonical_request(
         timestamp,
         nonce,
         fingerprint,
-        sha256_hex(body),
+        sha256_hex(body) if body_sha256 is None else body_sha256,
     ]
     return "\n".join(lines).encode("utf-8")
 
 
+def _single_lines(**fields: str) -> None:
+    for name, value in fields.items():
+        if "\n" in value or "\r" in value:
+            raise ValueError(f"{name} must not contain a line break: {value!r}")
+
+
 def login_string(challenge: str, fingerprint: str) -> bytes:
+    _single_lines(challenge=challenge, fingerprint=fingerprint)
     return f"{LOGIN_VERSION}\n{challenge}\n{fingerprint}".encode()
 
 
@@ -75,5 +92,12 @@ def spec_sha256(spec: Any) -> str:
 
 
 def canonical_task(*, task_id: str, drone: str, seq: int, spec: Any) -> bytes:
-    """The five RE-TASK-V1 lines the relay signs for each task it hands a drone."""
+    """The five RE-TASK-V1 lines the relay signs for each task it hands a drone.
+
+    Task id and drone name must be single lines and ``seq`` a non-negative int
+    (not a bool), or a drone could be shown one task's lines as another's.
+    """
+    _single_lines(task_id=task_id, drone=drone)
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise ValueError(f"seq must be a non-negative integer, not {seq!r}")
     return f"{TASK_VERSION}\n{task_id}\n{drone}\n{seq}\n{spec_sha256(spec)}".encode()

@@ -94,9 +94,17 @@ KeyLookup = Callable[[str, str | None], "KeyMatch[Principal] | RequestRejected"]
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header by name, whatever its case: HTTP header names are case-insensitive.
+
+    Starlette's headers already match any case; a plain dict (tests, other
+    frameworks) may carry ``x-re-nonce`` or ``X-Re-Nonce``, so scan it too.
+    """
     value = headers.get(name)
     if value is None:
         value = headers.get(name.lower())
+    if value is None:
+        wanted = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == wanted), None)
     return value
 
 
@@ -121,6 +129,7 @@ def verify_request(
     lookup: Callable[[str, str | None], KeyMatch[Principal] | RequestRejected],
     now: float | None = None,
     max_skew: int = c.MAX_CLOCK_SKEW_SECONDS,
+    body_sha256: str | None = None,
 ) -> VerifiedRequest[Principal] | RequestRejected:
     """Check an RE-V1 request in PROTOCOL.md's order, stopping at the first failure.
 
@@ -163,10 +172,13 @@ def verify_request(
     if isinstance(match, RequestRejected):
         return match
 
-    message = canonical_request(
-        method=method, path=raw_path, query=raw_query, timestamp=timestamp, nonce=nonce,
-        fingerprint=fingerprint, body=body,
-    )
+    try:
+        message = canonical_request(
+            method=method, path=raw_path, query=raw_query, timestamp=timestamp, nonce=nonce,
+            fingerprint=fingerprint, body=body, body_sha256=body_sha256,
+        )
+    except ValueError as exc:
+        return RequestRejected(c.ERR_BAD_SIGNATURE, str(exc))
     try:
         sshsig.verify(signature, c.NS_REQUEST, message, match.public_key)
     except SignatureError as exc:

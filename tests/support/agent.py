@@ -212,7 +212,9 @@ class FakeAgent:
                     self.request.sendall(answer)
 
         self._server = socketserver.UnixStreamServer(str(self.socket_path), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval only bounds how long __exit__ waits for the loop to notice.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,),
+                                        daemon=True)
         self._thread.start()
         return self
 
