@@ -1,0 +1,514 @@
+"""``RelayClient``: the pilot's async client for every route of docs/api.md.
+
+The CLI and the cockpit both drive the relay through this one class. Every
+request it sends is signed with shared's RE-V1 signer over the exact path and
+query bytes that go on the wire (it builds the URL first and signs what httpx
+will send, so percent-encoding can never make a signature disagree).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import ssl
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import quote, urlencode
+
+import httpx
+
+from cockpit.client import _errors as E
+from cockpit.client._errors import ApiError
+from cockpit.client._retry import Backoff, RetryHook
+from cockpit.client._types import (
+    Artifact,
+    Drone,
+    Event,
+    Fetch,
+    JoinTokenAnswer,
+    LogChunk,
+    Message,
+    Session,
+    Spec,
+    Task,
+    TaskPage,
+)
+from shared import sshsig
+from shared.canonical import login_string
+from shared.constants import NS_LOGIN
+from shared.request_auth import sign_request
+from shared.signers import Signer
+
+Query = Mapping[str, str | int | float | None]
+Progress = Callable[[int, int | None], None]
+
+LONG_POLL = 25  # seconds the relay may hold a follow request (docs/api.md)
+_CHUNK = 64 * 1024
+
+
+def segment(value: str) -> str:
+    """One path segment, percent-encoded the way it is signed and sent."""
+    return quote(value, safe="")
+
+
+def _tls_failure(exc: Exception) -> bool:
+    text = f"{exc} {exc.__cause__ or ''} {exc.__context__ or ''}"
+    return isinstance(exc.__cause__, ssl.SSLError) or any(
+        mark in text for mark in ("SSL", "CERTIFICATE", "certificate", "TLS")
+    )
+
+
+def _transport_error(exc: httpx.HTTPError, url: str) -> ApiError:
+    """The client's code for a request the relay never answered."""
+    if isinstance(exc, httpx.TimeoutException):
+        return ApiError(E.TIMEOUT, f"relay at {url} did not answer in time")
+    if _tls_failure(exc):
+        reason = str(exc) or type(exc).__name__
+        return ApiError(E.TLS, f"TLS failure talking to {url}: {reason}")
+    if isinstance(exc, httpx.ConnectError):
+        reason = str(exc) or "connection failed"
+        return ApiError(E.UNREACHABLE, f"relay at {url} is unreachable ({reason})")
+    return ApiError(E.PROTOCOL, f"connection to relay at {url} broke ({type(exc).__name__})")
+
+
+def _error_from_response(status: int, content: bytes) -> ApiError:
+    try:
+        body = json.loads(content)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        detail = body.get("detail")
+        if not isinstance(detail, str):
+            detail = json.dumps(detail) if detail is not None else body["error"]
+        return ApiError(body["error"], detail, status=status, body=body)
+    text = content[:200].decode("utf-8", "replace").strip()
+    return ApiError(f"http_{status}", f"relay answered HTTP {status} {text}".strip(), status=status)
+
+
+class RelayClient:
+    """Talks to one relay as one pilot.
+
+    ``signer`` signs every request (and the login); ``token`` is the bearer
+    session token bound to that signer's key. ``verify`` is httpx's: an
+    ``ssl.SSLContext``, ``True`` for the system's CAs, or ``False``.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        signer: Signer,
+        token: str | None = None,
+        verify: ssl.SSLContext | bool = True,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.signer = signer
+        self.token = token
+        self._base = httpx.URL(self.base_url)
+        self._prefix = self._base.path.rstrip("/")
+        self._timeout = timeout
+        self._http = httpx.AsyncClient(
+            verify=verify, timeout=timeout, transport=transport, follow_redirects=False
+        )
+
+    async def __aenter__(self) -> RelayClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- the one place requests are built, signed and sent --------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Query | None = None,
+        json_body: Any = None,
+        signed: bool = True,
+        headers: Mapping[str, str] | None = None,
+        read_timeout: float | None = None,
+    ) -> httpx.Request:
+        pairs = [(k, str(v)) for k, v in (query or {}).items() if v is not None]
+        query_string = urlencode(pairs, quote_via=quote)
+        raw_path = self._prefix + path
+        url = self._base.copy_with(
+            raw_path=(raw_path + ("?" + query_string if query_string else "")).encode("ascii")
+        )
+        body = b"" if json_body is None else json.dumps(json_body).encode("utf-8")
+        all_headers = dict(headers or {})
+        if json_body is not None:
+            all_headers["Content-Type"] = "application/json"
+        if signed:
+            wire_path, _, wire_query = url.raw_path.decode("ascii").partition("?")
+            all_headers.update(
+                sign_request(self.signer, method=method, path=wire_path, query=wire_query,
+                             body=body, token=self.token)
+            )
+        timeout = httpx.Timeout(self._timeout, read=read_timeout or self._timeout)
+        return self._http.build_request(
+            method, url, content=body or None, headers=all_headers, timeout=timeout
+        )
+
+    async def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        try:
+            response = await self._http.send(request, stream=stream)
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc, self.base_url) from None
+        if response.is_error:
+            try:
+                content = await response.aread()
+            except httpx.HTTPError as exc:
+                raise _transport_error(exc, self.base_url) from None
+            finally:
+                await response.aclose()
+            raise _error_from_response(response.status_code, content)
+        return response
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = await self._send(self._request(method, path, **kwargs))
+        try:
+            await response.aread()
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc, self.base_url) from None
+        return response
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self._call(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiError(E.PROTOCOL, f"relay sent a non-JSON answer to {method} {path}",
+                           status=response.status_code) from None
+
+    @asynccontextmanager
+    async def _stream(self, request: httpx.Request) -> AsyncIterator[httpx.Response]:
+        response = await self._send(request, stream=True)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    # -- login ------------------------------------------------------------------------------
+
+    async def login(self, *, totp: str) -> Session:
+        """Challenge, sign the login string in the login namespace, trade it for a token.
+
+        The new token is kept on this client for the requests that follow.
+        """
+        fingerprint = self.signer.fingerprint
+        answer = await self._json("POST", "/v1/auth/challenge", signed=False,
+                                  json_body={"fingerprint": fingerprint})
+        challenge = answer["challenge"]
+        signature = await asyncio.to_thread(
+            self.signer.sign, NS_LOGIN, login_string(challenge, fingerprint)
+        )
+        result = await self._json(
+            "POST", "/v1/auth/login", signed=False,
+            json_body={"fingerprint": fingerprint, "challenge": challenge,
+                       "signature": sshsig.encode_b64(signature), "totp": totp},
+        )
+        self.token = result["token"]
+        return Session(token=result["token"], expires_at=float(result["expires_at"]),
+                       pilot=result.get("pilot"), fingerprint=fingerprint)
+
+    async def logout(self) -> None:
+        await self._json("POST", "/v1/auth/logout")
+
+    # -- drones -----------------------------------------------------------------------------
+
+    async def drones(self) -> list[Drone]:
+        return cast(list[Drone], (await self._json("GET", "/v1/workers"))["drones"])
+
+    async def enroll(self, *, name: str, labels: list[str] | None = None,
+                     ttl: int | None = None) -> JoinTokenAnswer:
+        """Mint a one-time join token for a new drone named ``name``."""
+        body: dict[str, Any] = {"name": name, "labels": labels or []}
+        if ttl is not None:
+            body["ttl"] = ttl
+        return cast(JoinTokenAnswer, await self._json("POST", "/v1/workers", json_body=body))
+
+    async def drain(self, *, drone: str, drain: bool = True) -> Drone:
+        return cast(Drone, await self._json(
+            "POST", f"/v1/workers/{segment(drone)}/drain", json_body={"drain": drain}))
+
+    # -- tasks ------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        *,
+        spec: Spec,
+        drone: str | None = None,
+        labels: list[str] | None = None,
+        expires_in: int | None = None,
+        lost_after: int | None = None,
+    ) -> Task:
+        """Queue ``spec`` on the drone named ``drone``, or on any drone with all ``labels``."""
+        if (drone is None) == (labels is None):
+            raise ValueError("submit needs exactly one of drone= or labels=")
+        body: dict[str, Any] = {"spec": dict(spec)}
+        if drone is not None:
+            body["drone"] = drone
+        else:
+            body["labels"] = labels
+        if expires_in is not None:
+            body["expires_in"] = expires_in
+        if lost_after is not None:
+            body["lost_after"] = lost_after
+        return cast(Task, await self._json("POST", "/v1/tasks", json_body=body))
+
+    async def tasks(self, *, drone: str | None = None, state: str | None = None,
+                    limit: int = 100, before: str | None = None) -> TaskPage:
+        answer = await self._json("GET", "/v1/tasks", query={
+            "drone": drone, "state": state, "limit": limit, "before": before})
+        return TaskPage(tasks=answer["tasks"], next=answer.get("next"))
+
+    async def task(self, *, task_id: str) -> Task:
+        return cast(Task, await self._json("GET", f"/v1/tasks/{segment(task_id)}"))
+
+    async def cancel(self, *, task_id: str, grace: int | None = None) -> Task:
+        body = {} if grace is None else {"grace": grace}
+        return cast(Task, await self._json(
+            "POST", f"/v1/tasks/{segment(task_id)}/cancel", json_body=body))
+
+    # -- logs -------------------------------------------------------------------------------
+
+    async def read_log(self, *, task_id: str, stream: str = "stdout", offset: int = 0,
+                       limit: int | None = None, wait: int | None = None) -> LogChunk:
+        """One read of ``stream`` from ``offset``; with ``wait`` the relay holds it until news."""
+        response = await self._call(
+            "GET", f"/v1/tasks/{segment(task_id)}/log",
+            query={"stream": stream, "offset": offset, "limit": limit, "wait": wait},
+            read_timeout=(wait or 0) + self._timeout,
+        )
+        h = response.headers
+        data = response.content
+        start = int(h.get("X-Dragoon-Offset", offset))
+        return LogChunk(
+            stream=stream,
+            data=data,
+            offset=start,
+            next_offset=int(h.get("X-Dragoon-Next-Offset", start + len(data))),
+            state=h.get("X-Dragoon-Task-State"),
+            eof=h.get("X-Dragoon-Eof") == "1",
+        )
+
+    async def follow_log(
+        self,
+        *,
+        task_id: str,
+        stream: str = "stdout",
+        offset: int = 0,
+        wait: int = LONG_POLL,
+        on_retry: RetryHook | None = None,
+        give_up_after: float = 300.0,
+    ) -> AsyncIterator[LogChunk]:
+        """Yield ``stream``'s bytes as they come, until the task is over and all is read.
+
+        Each read resumes from the previous answer's next offset, and a read
+        whose body did not arrive whole is simply asked again, so a network drop
+        or a relay restart costs neither a gap nor a repeat. The last chunk
+        yielded has ``eof`` set (its data may be empty).
+        """
+        backoff = Backoff(on_retry=on_retry, give_up_after=give_up_after)
+        while True:
+            try:
+                chunk = await self.read_log(task_id=task_id, stream=stream, offset=offset,
+                                            wait=wait)
+            except ApiError as exc:
+                await backoff.wait(exc)
+                continue
+            backoff.reset()
+            offset = chunk.next_offset
+            if chunk.data or chunk.eof:
+                yield chunk
+            if chunk.eof:
+                return
+
+    # -- artifacts and fetches --------------------------------------------------------------
+
+    async def artifacts(self, *, task_id: str) -> list[Artifact]:
+        answer = await self._json("GET", f"/v1/tasks/{segment(task_id)}/artifact")
+        return cast(list[Artifact], answer["artifacts"])
+
+    async def download_artifact(self, *, task_id: str, artifact: Artifact, dest: Path,
+                                force: bool = False, on_progress: Progress | None = None) -> Path:
+        """Save one artifact at ``dest``, checked against the SHA-256 the relay listed."""
+        return await self._download(
+            f"/v1/tasks/{segment(task_id)}/artifact", {"path": artifact["path"]},
+            dest=dest, sha256=artifact.get("sha256"), size=artifact.get("size"),
+            force=force, on_progress=on_progress,
+        )
+
+    async def request_fetch(self, *, drone: str, path: str) -> Fetch:
+        return cast(Fetch, await self._json(
+            "POST", f"/v1/workers/{segment(drone)}/fetch", json_body={"path": path}))
+
+    async def fetch_status(self, *, fetch_id: str, wait: int | None = None) -> Fetch:
+        return cast(Fetch, await self._json(
+            "GET", f"/v1/fetches/{segment(fetch_id)}", query={"wait": wait},
+            read_timeout=(wait or 0) + self._timeout))
+
+    async def fetch(self, *, drone: str, path: str, dest: Path, force: bool = False,
+                    on_progress: Progress | None = None,
+                    give_up_after: float = 300.0) -> Path:
+        """Ask ``drone`` for the file at ``path``, wait until it reached the relay, save it."""
+        if dest.exists() and not force:
+            raise _exists(dest)
+        fetch = await self.request_fetch(drone=drone, path=path)
+        backoff = Backoff(give_up_after=give_up_after)
+        while fetch.get("state") == "pending":
+            try:
+                fetch = await self.fetch_status(fetch_id=fetch["id"], wait=LONG_POLL)
+            except ApiError as exc:
+                await backoff.wait(exc)
+        if fetch.get("state") != "ready":
+            raise ApiError(E.FETCH_FAILED,
+                           f"{drone} could not send {path}: {fetch.get('error') or 'failed'}")
+        return await self._download(
+            f"/v1/fetches/{segment(fetch['id'])}/content", {}, dest=dest,
+            sha256=fetch.get("sha256"), size=fetch.get("size"), force=force,
+            on_progress=on_progress,
+        )
+
+    async def _download(self, path: str, query: Query, *, dest: Path, sha256: str | None,
+                        size: int | None, force: bool, on_progress: Progress | None) -> Path:
+        """Stream to a hidden part file beside ``dest``, resume with Range after a drop,
+        check the SHA-256, and only then move it into place."""
+        if dest.exists() and not force:
+            raise _exists(dest)
+        part = dest.with_name(f".{dest.name}.part")
+        digest = hashlib.sha256()
+        done = 0
+        backoff = Backoff()
+        try:
+            with open(part, "wb") as out:
+                while True:
+                    headers = {"Range": f"bytes={done}-"} if done else {}
+                    request = self._request("GET", path, query=query, headers=headers)
+                    try:
+                        async with self._stream(request) as response:
+                            if done and response.status_code != 206:
+                                out.seek(0)
+                                out.truncate()
+                                digest, done = hashlib.sha256(), 0
+                            async for data in response.aiter_bytes(_CHUNK):
+                                out.write(data)
+                                digest.update(data)
+                                done += len(data)
+                                if on_progress is not None:
+                                    on_progress(done, size)
+                        break
+                    except httpx.HTTPError as exc:
+                        await backoff.wait(_transport_error(exc, self.base_url))
+                    except ApiError as exc:
+                        await backoff.wait(exc)
+            if sha256 is not None and digest.hexdigest() != sha256:
+                raise ApiError(
+                    E.SHA256_MISMATCH,
+                    f"download of {dest.name} is corrupt: SHA-256 {digest.hexdigest()} "
+                    f"is not the relay's {sha256}",
+                )
+            if dest.exists() and not force:
+                raise _exists(dest)
+            os.replace(part, dest)
+        finally:
+            part.unlink(missing_ok=True)
+        return dest
+
+    # -- inbox ------------------------------------------------------------------------------
+
+    async def messages(self, *, after: int | None = None, unread: bool = False,
+                       limit: int = 100, wait: int | None = None) -> list[Message]:
+        answer = await self._json(
+            "GET", "/v1/messages",
+            query={"after": after, "unread": 1 if unread else None, "limit": limit,
+                   "wait": wait},
+            read_timeout=(wait or 0) + self._timeout,
+        )
+        return cast(list[Message], answer["messages"])
+
+    async def ack(self, *, ids: list[int]) -> int:
+        answer = await self._json("POST", "/v1/messages/ack", json_body={"ids": ids})
+        return int(answer.get("acked", 0))
+
+    async def follow_messages(self, *, after: int | None = None, unread: bool = True,
+                              on_retry: RetryHook | None = None,
+                              give_up_after: float = 300.0) -> AsyncIterator[Message]:
+        """Yield messages as tasks send them, forever; resumes after the last id seen."""
+        backoff = Backoff(on_retry=on_retry, give_up_after=give_up_after)
+        while True:
+            try:
+                batch = await self.messages(after=after, unread=unread, wait=LONG_POLL)
+            except ApiError as exc:
+                await backoff.wait(exc)
+                continue
+            backoff.reset()
+            for message in batch:
+                after = max(after or 0, int(message["id"]))
+                yield message
+
+    # -- live events ------------------------------------------------------------------------
+
+    async def events(self, *, on_retry: RetryHook | None = None,
+                     give_up_after: float = 300.0) -> AsyncIterator[Event]:
+        """Server-sent events (drone, task, message changes), reconnecting with Last-Event-ID."""
+        backoff = Backoff(on_retry=on_retry, give_up_after=give_up_after)
+        last_id: str | None = None
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last_id is not None:
+                headers["Last-Event-ID"] = last_id
+            request = self._request("GET", "/v1/events", headers=headers, read_timeout=120.0)
+            try:
+                async with self._stream(request) as response:
+                    backoff.reset()
+                    async for event in _parse_sse(response.aiter_lines()):
+                        if event.id is not None:
+                            last_id = event.id
+                        yield event
+            except httpx.HTTPError as exc:
+                await backoff.wait(_transport_error(exc, self.base_url))
+            except ApiError as exc:
+                await backoff.wait(exc)
+            else:
+                await backoff.wait(ApiError(E.PROTOCOL, "event stream closed"))
+
+
+async def _parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[Event]:
+    kind, data, event_id = "message", [], None
+    async for line in lines:
+        if not line:
+            if data:
+                text = "\n".join(data)
+                try:
+                    payload: Any = json.loads(text)
+                except ValueError:
+                    payload = text
+                yield Event(kind=kind, data=payload, id=event_id)
+            kind, data = "message", []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            kind = value
+        elif name == "data":
+            data.append(value)
+        elif name == "id":
+            event_id = value
+
+
+def _exists(dest: Path) -> ApiError:
+    return ApiError(E.FILE_EXISTS, f"{dest} already exists (use --force to overwrite it)")

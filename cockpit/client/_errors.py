@@ -1,0 +1,56 @@
+"""The one exception type of the API client.
+
+Whatever went wrong between the pilot and the relay — the relay refused the
+request, or never answered, or a download did not hash right — surfaces as an
+``ApiError`` with a stable ``code``, so the CLI and the cockpit map codes to
+messages and never parse exception text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Codes the client itself uses when the relay gave no answer of its own.
+UNREACHABLE = "unreachable"
+TLS = "tls"
+TIMEOUT = "timeout"
+PROTOCOL = "protocol"
+SHA256_MISMATCH = "sha256_mismatch"
+FILE_EXISTS = "file_exists"
+FETCH_FAILED = "fetch_failed"
+
+
+class ApiError(Exception):
+    """A request to the relay failed.
+
+    ``status`` is the HTTP status when the relay answered, ``None`` when it did
+    not (connection refused, TLS failure, time-out); ``code`` is the relay's
+    ``error`` field, or one of the client's codes above.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        detail: str,
+        *,
+        status: int | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.status = status
+        self.body = body or {}
+
+    def __str__(self) -> str:
+        return self.detail
+
+    def __repr__(self) -> str:
+        return f"ApiError(code={self.code!r}, status={self.status!r}, detail={self.detail!r})"
+
+    @property
+    def retryable(self) -> bool:
+        """Worth trying again later: the relay is restarting, or the network dropped."""
+        if self.status is None:
+            return self.code in (UNREACHABLE, TIMEOUT, PROTOCOL)
+        return self.status in (502, 503, 504)

@@ -1,0 +1,132 @@
+"""Shapes of the relay's JSON bodies (docs/api.md), for type checkers and readers.
+
+They are ``TypedDict``s, not classes: the client hands on the relay's dicts
+as they came, so a field the relay adds later reaches the cockpit untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+
+class Spec(TypedDict, total=False):
+    command: str
+    env: dict[str, str]
+    cwd: str | None
+    timeout: int | None
+    grace: int
+    artifacts: list[str]
+    name: str | None
+
+
+class Task(TypedDict, total=False):
+    id: str
+    name: str | None
+    state: str
+    drone: str | None
+    target: dict[str, Any]
+    spec: Spec
+    pilot: str
+    created_at: float
+    dispatched_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    expires_at: float
+    lost_after: int
+    exit_code: int | None
+    signal: int | None
+    cpu_seconds: float | None
+    peak_rss: int | None
+    cancel_requested: bool
+    error: str | None
+    stdout_size: int
+    stderr_size: int
+    output_truncated: bool
+
+
+class Drone(TypedDict, total=False):
+    name: str
+    state: str
+    draining: bool
+    labels: list[str]
+    slots: int
+    running: int
+    fingerprint: str
+    last_seen: float | None
+    enrolled_at: float
+    hostname: str | None
+    version: str | None
+    metrics: dict[str, Any] | None
+
+
+class Message(TypedDict, total=False):
+    id: int
+    task: str
+    drone: str
+    text: str
+    created_at: float
+    acked: bool
+
+
+class Artifact(TypedDict, total=False):
+    path: str
+    size: int
+    sha256: str
+    uploaded_at: float
+
+
+class Fetch(TypedDict, total=False):
+    id: str
+    drone: str
+    path: str
+    state: str
+    error: str | None
+    size: int | None
+    sha256: str | None
+
+
+class JoinTokenAnswer(TypedDict):
+    token: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class Session:
+    """What a login yields: the bearer token, bound to the key that logged in."""
+
+    token: str
+    expires_at: float
+    pilot: str | None
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    """Bytes of one stream from ``offset`` up to ``next_offset``.
+
+    ``eof`` is true when the task is final and every byte of the stream has
+    been returned: a follower stops there.
+    """
+
+    stream: str
+    data: bytes
+    offset: int
+    next_offset: int
+    state: str | None
+    eof: bool
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    tasks: list[Task]
+    next: str | None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One server-sent event: ``kind`` is ``drone``, ``task`` or ``message``."""
+
+    kind: str
+    data: Any
+    id: str | None

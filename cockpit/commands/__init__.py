@@ -1,0 +1,28 @@
+"""The pilot verbs of CLI.md as click commands, named in dragoon/cli.py's VERBS table.
+
+Importing this package costs click and nothing more: each verb imports the
+API client (httpx), rich and the key code only when it runs.
+"""
+
+from cockpit.commands.drones import drones, enroll
+from cockpit.commands.files import artifact, artifacts, fetch
+from cockpit.commands.inbox import inbox
+from cockpit.commands.session import login, logout
+from cockpit.commands.tasks import cancel, logs, run, submit, task, tasks
+
+__all__ = [
+    "artifact",
+    "artifacts",
+    "cancel",
+    "drones",
+    "enroll",
+    "fetch",
+    "inbox",
+    "login",
+    "logout",
+    "logs",
+    "run",
+    "submit",
+    "task",
+    "tasks",
+]

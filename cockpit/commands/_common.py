@@ -1,0 +1,218 @@
+"""What every pilot verb shares: connection flags, flag types, and errors as one line + code.
+
+Verbs are thin: each builds a coroutine over ``RelayClient`` and hands it to
+``run_async``, which owns the event loop and turns every failure into one line
+on stderr and an exit code of ``cockpit.exit_codes``. Heavy imports (httpx,
+rich, cryptography) happen inside the verb, never at import time.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+from cockpit import exit_codes as X
+
+if TYPE_CHECKING:
+    from cockpit.client import ApiError, RelayClient
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+class Fail(Exception):
+    """A failure the CLI explains itself: one line and its exit code."""
+
+    def __init__(self, message: str, code: int = X.FAILURE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Connection:
+    relay: str | None
+    key: str | None
+    ca_cert: str | None
+
+
+def pilot_options(command: F) -> F:
+    """``--relay``, ``--key`` and ``--ca-cert``: on every pilot verb, above env and config."""
+    command = click.option("--ca-cert", "ca_cert", metavar="FILE", default=None,
+                           help="CA bundle that signed the relay's TLS certificate "
+                                "[env DRAGOON_CA_CERT].")(command)
+    command = click.option("--key", metavar="FILE", default=None,
+                           help="SSH private key (or .pub of an agent key) [env DRAGOON_KEY].")(
+        command)
+    command = click.option("--relay", metavar="URL", default=None,
+                           help="Relay URL [env DRAGOON_RELAY].")(command)
+    return command
+
+
+def connection(relay: str | None, key: str | None, ca_cert: str | None) -> Connection:
+    return Connection(relay=relay, key=key, ca_cert=ca_cert)
+
+
+def tls_verify(ca_cert: str | None) -> Any:
+    """httpx's ``verify``: the system CAs, or an SSL context trusting ``ca_cert``."""
+    if ca_cert is None:
+        return True
+    import ssl
+
+    try:
+        return ssl.create_default_context(cafile=ca_cert)
+    except (OSError, ssl.SSLError) as exc:
+        raise Fail(f"cannot use CA certificate {ca_cert}: {exc}", X.TLS) from exc
+
+
+def open_client(conn: Connection) -> RelayClient:
+    """A client for the logged-in session: the relay and key it was made with, unless told."""
+    from cockpit.client import RelayClient
+    from cockpit.config import SessionStore, resolve
+    from cockpit.identity import signer_for
+
+    settings = resolve(relay=conn.relay, key=conn.key, ca_cert=conn.ca_cert)
+    session = SessionStore().load()
+    relay = settings.relay or (session.relay if session else None)
+    if session is None or relay != session.relay:
+        where = f" to {relay}" if relay else ""
+        raise Fail(f"not logged in{where}: run `dragoon login`", X.AUTH)
+    if session.expired:
+        raise Fail(f"session with {relay} expired: run `dragoon login`", X.AUTH)
+    key = settings.key or session.key
+    signer = signer_for(key, public_key=session.public_key if key is None else None)
+    return RelayClient(relay, signer=signer, token=session.token,
+                       verify=tls_verify(settings.ca_cert))
+
+
+_API_CODES = {
+    "bad_session": ("session expired or revoked: run `dragoon login`", X.AUTH),
+    "stale_timestamp": (None, X.AUTH),
+    "unknown_key": ("the relay does not accept this key ({detail})", X.KEY),
+    "fingerprint_mismatch": ("the session belongs to another key: run `dragoon login` "
+                             "with this key", X.KEY),
+    "bad_signature": ("the relay rejected the request signature ({detail})", X.KEY),
+    "bad_totp": ("login refused: {detail}", X.AUTH),
+    "bad_login": ("login refused: the relay does not accept this key ({detail})", X.KEY),
+    "bad_challenge": ("login refused: {detail}; try again", X.AUTH),
+    "locked_out": ("too many failed logins, locked out for a while ({detail})", X.AUTH),
+    "not_found": (None, X.NOT_FOUND),
+    "unreachable": (None, X.UNREACHABLE),
+    "timeout": (None, X.UNREACHABLE),
+    "protocol": (None, X.UNREACHABLE),
+    "tls": (None, X.TLS),
+    "file_exists": (None, X.LOCAL_FILE),
+    "sha256_mismatch": (None, X.LOCAL_FILE),
+    "fetch_failed": (None, X.NOT_FOUND),
+}
+
+
+def explain(error: ApiError) -> tuple[str, int]:
+    """One line and an exit code for an API failure."""
+    template, code = _API_CODES.get(error.code, (None, X.FAILURE))
+    if template is None:
+        return error.detail or error.code, code
+    return template.format(detail=error.detail), code
+
+
+def fail(message: str, code: int) -> NoReturn:
+    click.echo(f"dragoon: {message}", err=True)
+    sys.exit(code)
+
+
+def run_async(make: Callable[[], Coroutine[Any, Any, T]], *,
+              own_failure: int | None = None) -> T:
+    """Run one verb's coroutine; every error becomes one line on stderr and an exit code.
+
+    ``own_failure`` replaces the code of every failure of dragoon itself: ``run``
+    passes 255 so that its other exit codes are always the task's.
+    """
+    import asyncio
+
+    from cockpit.client import ApiError
+    from cockpit.config import ConfigError
+    from shared.errors import AgentError, KeyLoadError
+
+    def code_of(code: int) -> int:
+        return own_failure if own_failure is not None else code
+
+    try:
+        return asyncio.run(make())
+    except Fail as exc:
+        fail(exc.message, code_of(exc.code))
+    except ApiError as exc:
+        message, code = explain(exc)
+        fail(message, code_of(code))
+    except ConfigError as exc:
+        fail(str(exc), code_of(X.USAGE))
+    except (KeyLoadError, AgentError) as exc:
+        fail(f"key: {exc}", code_of(X.KEY))
+    except KeyboardInterrupt:
+        fail("interrupted", X.INTERRUPTED)
+    except BrokenPipeError:
+        # The reader went away (`dragoon logs t | head`): that is not our failure.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(X.OK)
+
+
+# -- flag types ------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?")
+
+
+class Duration(click.ParamType):
+    """``90``, ``90s``, ``15m``, ``3h``, ``1d``, ``1h30m``: whole seconds."""
+
+    name = "DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        match = _DURATION.fullmatch(text)
+        if not text or match is None or not any(match.groups()):
+            self.fail(f"{value!r} is not a duration (like 90s, 15m, 3h, 1d)", param, ctx)
+        days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+        total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+        if total <= 0:
+            self.fail(f"{value!r} must be longer than zero", param, ctx)
+        return total
+
+
+class Labels(click.ParamType):
+    """``a,b``: a list of non-empty labels."""
+
+    name = "LABELS"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> list[str]:
+        if isinstance(value, list):
+            return value
+        labels = [part.strip() for part in str(value).split(",")]
+        if not all(labels) or any(" " in label for label in labels):
+            self.fail(f"{value!r} is not a comma-separated list of labels", param, ctx)
+        return labels
+
+
+class EnvPair(click.ParamType):
+    """``K=V`` with a shell-valid name."""
+
+    name = "K=V"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> tuple[str, str]:
+        if isinstance(value, tuple):
+            return value
+        name, sep, val = str(value).partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            self.fail(f"{value!r} is not NAME=VALUE", param, ctx)
+        return name, val

@@ -1,0 +1,96 @@
+"""Following a task's output in the terminal, as ``dragoon run`` and ``dragoon logs -f`` do.
+
+Each stream is followed by its own long-poll loop and written, as it arrives,
+to its own file descriptor. Ctrl-C is the pilot's: it detaches (the task goes
+on), or with ``cancel_on_interrupt`` it asks the relay to cancel and keeps
+following so that the task's last words and exit code still arrive; a second
+Ctrl-C detaches at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from typing import BinaryIO
+
+import click
+
+from cockpit import exit_codes as X
+from cockpit.client import ApiError, RelayClient, Task
+from shared.models import TaskState, exit_status_code
+
+
+def _notice(message: str) -> None:
+    click.echo(f"dragoon: {message}", err=True)
+
+
+def on_retry(error: ApiError, delay: float) -> None:
+    if delay <= 0.1:  # the first retry of a streak: say it once, not every back-off
+        _notice(f"{error.detail}; retrying")
+
+
+async def copy_stream(client: RelayClient, task_id: str, stream: str, out: BinaryIO) -> None:
+    """Write ``stream``'s bytes to ``out`` as they are produced, until the task is over."""
+    async for chunk in client.follow_log(task_id=task_id, stream=stream, on_retry=on_retry):
+        if chunk.data:
+            out.write(chunk.data)
+            out.flush()
+
+
+async def copy_streams(client: RelayClient, task_id: str, streams: dict[str, BinaryIO]) -> None:
+    async with asyncio.TaskGroup() as group:
+        for stream, out in streams.items():
+            group.create_task(copy_stream(client, task_id, stream, out))
+
+
+def task_exit_code(task: Task) -> int:
+    """The task's exit status as a shell gives it (128 + N for signal N); 255 when it has none."""
+    state = task.get("state")
+    code, sig = task.get("exit_code"), task.get("signal")
+    if state == TaskState.LOST or (code is None and not sig):
+        reason = task.get("error") or "no exit status"
+        _notice(f"task {task.get('id')} ended {state}: {reason}")
+        return X.RUN_OWN_FAILURE
+    if state in (TaskState.CANCELLED, TaskState.TIMED_OUT):
+        _notice(f"task {task.get('id')} {state}")
+    return exit_status_code(code, sig)
+
+
+def default_streams() -> dict[str, BinaryIO]:
+    return {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
+
+
+async def attach(client: RelayClient, task_id: str, *, streams: dict[str, BinaryIO],
+                 cancel_on_interrupt: bool = False, detach_hint: bool = True) -> int | None:
+    """Follow ``streams`` until the task ends (``None``), or until Ctrl-C detaches (130)."""
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+    loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    follow = asyncio.ensure_future(copy_streams(client, task_id, streams))
+    cancelling = False
+    try:
+        while True:
+            waiter = asyncio.ensure_future(interrupted.wait())
+            done, _ = await asyncio.wait({follow, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if follow in done:
+                waiter.cancel()
+                follow.result()
+                return None
+            interrupted.clear()
+            if cancel_on_interrupt and not cancelling:
+                cancelling = True
+                await client.cancel(task_id=task_id)
+                _notice(f"cancelling {task_id} (Ctrl-C again to detach)")
+                continue
+            follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follow
+            if detach_hint:
+                _notice(f"detached; {task_id} goes on. Re-attach with: dragoon logs -f {task_id}")
+            return X.INTERRUPTED
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        if not follow.done():
+            follow.cancel()

@@ -1,0 +1,67 @@
+"""``dragoon drones`` and ``dragoon enroll``."""
+
+from __future__ import annotations
+
+import click
+
+from cockpit.commands._common import (
+    Duration,
+    Labels,
+    connection,
+    open_client,
+    pilot_options,
+    run_async,
+)
+
+DRONE_JSON_FIELDS = ("name", "state", "labels")
+
+
+@click.command()
+@pilot_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON list of drone objects.")
+def drones(relay: str | None, key: str | None, ca_cert: str | None, as_json: bool) -> None:
+    """List drones: state, labels, load, running tasks."""
+
+    async def go() -> None:
+        async with open_client(connection(relay, key, ca_cert)) as client:
+            found = await client.drones()
+        from cockpit import render
+
+        if as_json:
+            render.print_json(found)
+            return
+        rows = []
+        for drone in found:
+            metrics = drone.get("metrics") or {}
+            load = metrics.get("load") or []
+            state = drone.get("state", "?") + (" (draining)" if drone.get("draining") else "")
+            rows.append([
+                drone["name"], state, ",".join(drone.get("labels") or []) or "-",
+                f"{load[0]:.2f}" if load else "-",
+                f"{drone.get('running', 0)}/{drone.get('slots', '?')}",
+                render.relative_time(drone.get("last_seen")),
+            ])
+        render.print_table(["NAME", "STATE", "LABELS", "LOAD", "TASKS", "SEEN"], rows,
+                           state_column=1)
+
+    run_async(go)
+
+
+@click.command()
+@pilot_options
+@click.argument("name")
+@click.option("--labels", type=Labels(), default=None, help="Labels for the drone: a,b.")
+@click.option("--ttl", type=Duration(), default=None, help="How long the token is valid [1h].")
+def enroll(relay: str | None, key: str | None, ca_cert: str | None, name: str,
+           labels: list[str] | None, ttl: int | None) -> None:
+    """Mint a one-time join token for a new drone NAME; prints the token alone on stdout.
+
+    On the drone's box: dragoon drone join TOKEN --data DIR
+    """
+
+    async def go() -> None:
+        async with open_client(connection(relay, key, ca_cert)) as client:
+            answer = await client.enroll(name=name, labels=labels, ttl=ttl)
+        click.echo(answer["token"])
+
+    run_async(go)

@@ -1,0 +1,128 @@
+"""``dragoon artifacts``, ``artifact`` and ``fetch``: files from tasks and drones.
+
+Downloads land in a hidden part file, are checked against the SHA-256 the
+relay recorded, and only then take their name; an existing file is never
+replaced unless told ``--force``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path, PurePosixPath
+
+import click
+
+from cockpit import exit_codes as X
+from cockpit.commands._common import Fail, connection, open_client, pilot_options, run_async
+
+Progress = Callable[[int, int | None], None]
+
+
+@asynccontextmanager
+async def progress_bar(label: str) -> AsyncIterator[Progress | None]:
+    """A rich progress bar on stderr when it is a terminal; nothing when it is not."""
+    import sys
+
+    from cockpit.render import is_terminal
+
+    if not is_terminal(sys.stderr):
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TransferSpeedColumn,
+    )
+
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _destination(output: str | None, remote_path: str) -> Path:
+    if output is not None:
+        return Path(output)
+    name = PurePosixPath(remote_path).name
+    if not name:
+        raise Fail(f"cannot name a file after {remote_path!r}: pass -o FILE", X.USAGE)
+    return Path(name)
+
+
+@click.command()
+@pilot_options
+@click.argument("task_id", metavar="TASK")
+@click.option("--json", "as_json", is_flag=True, help="One JSON list of artifact objects.")
+def artifacts(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
+              as_json: bool) -> None:
+    """List a task's artifacts."""
+
+    async def go() -> None:
+        async with open_client(connection(relay, key, ca_cert)) as client:
+            found = await client.artifacts(task_id=task_id)
+        from cockpit import render
+
+        if as_json:
+            render.print_json(found)
+            return
+        render.print_table(
+            ["PATH", "SIZE", "SHA256", "UPLOADED"],
+            [[a["path"], render.human_size(a.get("size")), a.get("sha256", "")[:16],
+              render.relative_time(a.get("uploaded_at"))] for a in found])
+
+    run_async(go)
+
+
+@click.command()
+@pilot_options
+@click.argument("task_id", metavar="TASK")
+@click.argument("path")
+@click.option("-o", "--output", metavar="FILE", default=None,
+              help="Where to save it [the artifact's file name, here].")
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+def artifact(relay: str | None, key: str | None, ca_cert: str | None, task_id: str, path: str,
+             output: str | None, force: bool) -> None:
+    """Download one artifact of TASK, checked against its SHA-256."""
+    dest = _destination(output, path)
+
+    async def go() -> None:
+        async with open_client(connection(relay, key, ca_cert)) as client:
+            listed = {a["path"]: a for a in await client.artifacts(task_id=task_id)}
+            if path not in listed:
+                raise Fail(f"task {task_id} has no artifact {path!r}", X.NOT_FOUND)
+            async with progress_bar(path) as on_progress:
+                saved = await client.download_artifact(
+                    task_id=task_id, artifact=listed[path], dest=dest, force=force,
+                    on_progress=on_progress)
+        click.echo(f"saved {saved} (sha256 {listed[path].get('sha256', '?')})", err=True)
+
+    run_async(go)
+
+
+@click.command()
+@pilot_options
+@click.argument("drone")
+@click.argument("path")
+@click.option("-o", "--output", metavar="FILE", default=None,
+              help="Where to save it [the file's name, here].")
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+def fetch(relay: str | None, key: str | None, ca_cert: str | None, drone: str, path: str,
+          output: str | None, force: bool) -> None:
+    """Download the file at PATH on DRONE (under the drone's fetch roots)."""
+    dest = _destination(output, path)
+
+    async def go() -> None:
+        async with open_client(connection(relay, key, ca_cert)) as client, \
+                progress_bar(path) as on_progress:
+            saved = await client.fetch(drone=drone, path=path, dest=dest, force=force,
+                                       on_progress=on_progress)
+        click.echo(f"saved {saved}", err=True)
+
+    run_async(go)

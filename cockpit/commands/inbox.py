@@ -1,0 +1,59 @@
+"""``dragoon inbox``: messages that tasks sent to the pilot."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from cockpit import exit_codes as X
+from cockpit.commands._common import connection, open_client, pilot_options, run_async
+
+
+def _line(message: dict[str, Any]) -> str:
+    from cockpit.render import relative_time
+
+    return (f"{relative_time(message.get('created_at'))}  {message.get('drone', '-')}  "
+            f"{message.get('task', '-')}  {message.get('text', '')}")
+
+
+@click.command()
+@pilot_options
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new messages as they come.")
+@click.option("--no-ack", is_flag=True, help="Leave the messages unread.")
+@click.option("--json", "as_json", is_flag=True,
+              help="A JSON list of messages (with -f: one JSON object per line).")
+def inbox(relay: str | None, key: str | None, ca_cert: str | None, follow: bool, no_ack: bool,
+          as_json: bool) -> None:
+    """Read (or follow) unread messages from tasks; they are marked read unless --no-ack."""
+
+    async def go() -> int:
+        from cockpit.commands._follow import on_retry
+
+        async with open_client(connection(relay, key, ca_cert)) as client:
+            unread = [dict(m) for m in await client.messages(unread=True, limit=1000)]
+            if as_json and not follow:
+                from cockpit.render import print_json
+
+                print_json(unread)
+            for message in unread:
+                if follow and as_json:
+                    print(json.dumps(message, sort_keys=True), flush=True)
+                elif not as_json:
+                    print(_line(message), flush=True)
+            if unread and not no_ack:
+                await client.ack(ids=[m["id"] for m in unread])
+            if not follow:
+                return X.OK
+            after = max((m["id"] for m in unread), default=None)
+            async for message in client.follow_messages(after=after, on_retry=on_retry):
+                text = json.dumps(dict(message), sort_keys=True) if as_json else _line(
+                    dict(message))
+                print(text, flush=True)
+                if not no_ack:
+                    await client.ack(ids=[message["id"]])
+        return X.OK
+
+    sys.exit(run_async(go))

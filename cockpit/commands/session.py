@@ -1,0 +1,102 @@
+"""``dragoon login`` and ``dragoon logout``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+import click
+
+from cockpit import exit_codes as X
+from cockpit.commands._common import Fail, pilot_options, run_async, tls_verify
+
+if TYPE_CHECKING:
+    from cockpit.config import StoredSession
+
+
+async def log_in(*, relay: str | None, key: str | None, ca_cert: str | None,
+                 totp: Callable[[], str] | str,
+                 env: Mapping[str, str] = os.environ) -> StoredSession:
+    """Log in and keep the session (0600) where every other verb finds it.
+
+    ``totp`` may be a callable, so the code is asked for only once the key
+    loaded (a wrong key path should not cost the pilot a TOTP code).
+    """
+    from cockpit.client import RelayClient
+    from cockpit.config import SessionStore, StoredSession, resolve
+    from cockpit.identity import signer_for
+
+    settings = resolve(relay=relay, key=key, ca_cert=ca_cert, env=env)
+    if settings.relay is None:
+        raise Fail("no relay URL: pass --relay URL, set DRAGOON_RELAY, or put relay = "
+                   "\"URL\" in the config file", X.USAGE)
+    signer = signer_for(settings.key, env=env)
+    code = (totp() if callable(totp) else totp).strip()
+    if not code.isdigit() or len(code) not in (6, 8):
+        raise Fail("the TOTP code must be 6 digits", X.USAGE)
+    async with RelayClient(settings.relay, signer=signer,
+                           verify=tls_verify(settings.ca_cert)) as client:
+        session = await client.login(totp=code)
+    stored = StoredSession(
+        relay=settings.relay, token=session.token, expires_at=session.expires_at,
+        pilot=session.pilot, fingerprint=session.fingerprint, key=settings.key,
+        public_key=signer.public_key.openssh(with_comment=False),
+    )
+    SessionStore(env).save(stored)
+    return stored
+
+
+@click.command()
+@pilot_options
+@click.option("--totp", metavar="CODE", default=None,
+              help="The current TOTP code; asked for without echo when not given.")
+def login(relay: str | None, key: str | None, ca_cert: str | None, totp: str | None) -> None:
+    """Log in to the relay with your SSH key and a TOTP code.
+
+    The session token is kept (mode 0600) under your state directory; every
+    other verb uses it, with the relay and key that logged in.
+    """
+
+    def ask() -> str:
+        return totp if totp is not None else click.prompt("TOTP code", hide_input=True,
+                                                          err=True)
+
+    async def go() -> None:
+        from cockpit.render import relative_time
+
+        session = await log_in(relay=relay, key=key, ca_cert=ca_cert, totp=ask)
+        click.echo(f"logged in to {session.relay} as {session.pilot or '?'} "
+                   f"with {session.fingerprint}; session ends "
+                   f"{relative_time(session.expires_at)}", err=True)
+
+    run_async(go)
+
+
+@click.command()
+@pilot_options
+def logout(relay: str | None, key: str | None, ca_cert: str | None) -> None:
+    """Revoke the session token on the relay and forget it here."""
+
+    async def go() -> None:
+        from cockpit.client import ApiError
+        from cockpit.commands._common import connection, open_client
+        from cockpit.config import SessionStore
+
+        store = SessionStore()
+        try:
+            client = open_client(connection(relay, key, ca_cert))
+        except Fail:
+            store.clear()
+            click.echo("not logged in", err=True)
+            return
+        async with client:
+            try:
+                await client.logout()
+            except ApiError as exc:
+                if exc.code != "bad_session":
+                    raise
+        store.clear()
+        click.echo("logged out", err=True)
+
+    run_async(go)

@@ -1,0 +1,250 @@
+"""``dragoon submit``, ``run``, ``tasks``, ``task``, ``logs`` and ``cancel``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from cockpit import exit_codes as X
+from cockpit.commands._common import (
+    Duration,
+    EnvPair,
+    Labels,
+    connection,
+    open_client,
+    pilot_options,
+    run_async,
+)
+
+TASK_JSON_FIELDS = ("id", "state", "drone", "name", "exit_code")
+
+
+def _submit_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for decorator in reversed([
+        pilot_options,
+        click.argument("words", nargs=-1, required=True, metavar="(DRONE | --labels a,b) -- "
+                                                                 "COMMAND..."),
+        click.option("--labels", type=Labels(), default=None,
+                     help="Run on any drone that has all these labels (instead of DRONE)."),
+        click.option("--timeout", type=Duration(), default=None,
+                     help="Kill the task after this long (e.g. 3h)."),
+        click.option("--grace", type=Duration(), default=None,
+                     help="SIGTERM-to-SIGKILL grace on cancel or time-out [10s]."),
+        click.option("--cwd", metavar="DIR", default=None,
+                     help="Working directory on the drone."),
+        click.option("--env", "env", type=EnvPair(), multiple=True,
+                     help="Environment variable K=V (repeatable)."),
+        click.option("--artifact", "artifacts", metavar="GLOB", multiple=True,
+                     help="Upload files matching GLOB (relative to the working directory) "
+                          "after exit (repeatable)."),
+        click.option("--name", metavar="TEXT", default=None, help="A name for the task."),
+    ]):
+        command = decorator(command)
+    return command
+
+
+def _target_and_spec(words: tuple[str, ...], labels: list[str] | None, timeout: int | None,
+                     grace: int | None, cwd: str | None, env: tuple[tuple[str, str], ...],
+                     artifacts: tuple[str, ...], name: str | None
+                     ) -> tuple[str | None, dict[str, Any]]:
+    """The drone (None with --labels) and the spec; COMMAND is joined with spaces, as ssh does."""
+    drone: str | None = None
+    if labels is None:
+        drone, words = words[0], words[1:]
+    if not words:
+        raise click.UsageError("no COMMAND: give it after `--`, e.g. dragoon run gpu-1 -- nproc")
+    spec: dict[str, Any] = {"command": " ".join(words), "env": dict(env),
+                            "artifacts": list(artifacts)}
+    for field, value in (("cwd", cwd), ("timeout", timeout), ("grace", grace), ("name", name)):
+        if value is not None:
+            spec[field] = value
+    return drone, spec
+
+
+@click.command()
+@_submit_options
+def submit(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[str, ...],
+           labels: list[str] | None, timeout: int | None, grace: int | None, cwd: str | None,
+           env: tuple[tuple[str, str], ...], artifacts: tuple[str, ...],
+           name: str | None) -> None:
+    """Queue a command on a drone; prints the task id alone on stdout."""
+    drone, spec = _target_and_spec(words, labels, timeout, grace, cwd, env, artifacts, name)
+
+    async def go() -> None:
+        async with open_client(connection(relay, key, ca_cert)) as client:
+            task = await client.submit(spec=spec, drone=drone, labels=labels)  # type: ignore[arg-type]
+        click.echo(task["id"])
+
+    run_async(go)
+
+
+@click.command()
+@_submit_options
+@click.option("--cancel-on-interrupt", is_flag=True,
+              help="Ctrl-C cancels the task instead of detaching from it.")
+def run(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[str, ...],
+        labels: list[str] | None, timeout: int | None, grace: int | None, cwd: str | None,
+        env: tuple[tuple[str, str], ...], artifacts: tuple[str, ...], name: str | None,
+        cancel_on_interrupt: bool) -> None:
+    """Submit, stream the output, exit with the task's code.
+
+    Like `ssh host cmd`: stdout to stdout, stderr to stderr, as produced; the
+    exit code is the task's (128 + N for signal N) and 255 when dragoon itself
+    failed. Ctrl-C detaches (exit 130) and the task goes on.
+    """
+    drone, spec = _target_and_spec(words, labels, timeout, grace, cwd, env, artifacts, name)
+
+    async def go() -> int:
+        from cockpit.commands._follow import attach, default_streams, task_exit_code
+
+        async with open_client(connection(relay, key, ca_cert)) as client:
+            task = await client.submit(spec=spec, drone=drone, labels=labels)  # type: ignore[arg-type]
+            detached = await attach(client, task["id"], streams=default_streams(),
+                                    cancel_on_interrupt=cancel_on_interrupt)
+            if detached is not None:
+                return detached
+            return task_exit_code(await client.task(task_id=task["id"]))
+
+    sys.exit(run_async(go, own_failure=X.RUN_OWN_FAILURE))
+
+
+def _task_row(task: dict[str, Any]) -> list[str]:
+    from cockpit.render import relative_time
+
+    code = task.get("exit_code")
+    sig = task.get("signal")
+    exit_text = f"sig {sig}" if sig else ("-" if code is None else str(code))
+    return [task["id"], task.get("state", "?"), task.get("drone") or "-",
+            exit_text, relative_time(task.get("created_at")),
+            task.get("name") or task.get("spec", {}).get("command", "")]
+
+
+@click.command()
+@pilot_options
+@click.option("--drone", metavar="D", default=None, help="Only this drone's tasks.")
+@click.option("--state", metavar="S", default=None,
+              type=click.Choice(["queued", "dispatched", "running", "succeeded", "failed",
+                                 "timed_out", "cancelled", "lost"]),
+              help="Only tasks in this state.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON list of task objects.")
+def tasks(relay: str | None, key: str | None, ca_cert: str | None, drone: str | None,
+          state: str | None, limit: int, as_json: bool) -> None:
+    """List tasks, newest first."""
+
+    async def go() -> None:
+        async with open_client(connection(relay, key, ca_cert)) as client:
+            page = await client.tasks(drone=drone, state=state, limit=limit)
+        from cockpit import render
+
+        if as_json:
+            render.print_json(page.tasks)
+            return
+        render.print_table(["ID", "STATE", "DRONE", "EXIT", "CREATED", "NAME / COMMAND"],
+                           [_task_row(dict(t)) for t in page.tasks], state_column=1)
+
+    run_async(go)
+
+
+@click.command()
+@pilot_options
+@click.argument("task_id", metavar="TASK")
+@click.option("--json", "as_json", is_flag=True, help="The task object as JSON.")
+def task(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
+         as_json: bool) -> None:
+    """Show one task."""
+
+    async def go() -> None:
+        async with open_client(connection(relay, key, ca_cert)) as client:
+            found = dict(await client.task(task_id=task_id))
+        from cockpit import render
+
+        if as_json:
+            render.print_json(found)
+            return
+        spec = found.get("spec") or {}
+        target = found.get("target") or {}
+        fields = [
+            ("id", found["id"]),
+            ("name", found.get("name") or "-"),
+            ("state", found.get("state", "?")
+             + (" (cancel requested)" if found.get("cancel_requested") else "")),
+            ("drone", found.get("drone") or f"(labels {','.join(target.get('labels', []))})"),
+            ("command", spec.get("command", "")),
+            ("exit code", "-" if found.get("exit_code") is None else str(found["exit_code"])),
+            ("signal", str(found["signal"]) if found.get("signal") else "-"),
+            ("created", render.relative_time(found.get("created_at"))),
+            ("started", render.relative_time(found.get("started_at"))),
+            ("finished", render.relative_time(found.get("finished_at"))),
+            ("cpu", "-" if found.get("cpu_seconds") is None
+             else f"{found['cpu_seconds']:.1f} s"),
+            ("peak memory", render.human_size(found.get("peak_rss"))),
+            ("output", f"{render.human_size(found.get('stdout_size', 0))} stdout, "
+                       f"{render.human_size(found.get('stderr_size', 0))} stderr"),
+        ]
+        if found.get("error"):
+            fields.append(("error", found["error"]))
+        render.print_fields(fields, state=found.get("state"))
+
+    run_async(go)
+
+
+@click.command()
+@pilot_options
+@click.argument("task_id", metavar="TASK")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the task ends.")
+@click.option("--stream", type=click.Choice(["stdout", "stderr"]), default=None,
+              help="Only this stream, printed on stdout.")
+def logs(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
+         follow: bool, stream: str | None) -> None:
+    """Print (or follow) a task's output: stdout to stdout, stderr to stderr."""
+
+    async def go() -> int:
+        from cockpit.commands._follow import attach, default_streams
+
+        streams = default_streams()
+        if stream is not None:
+            streams = {stream: sys.stdout.buffer}
+        async with open_client(connection(relay, key, ca_cert)) as client:
+            if follow:
+                detached = await attach(client, task_id, streams=streams, detach_hint=False)
+                return detached or X.OK
+            await client.task(task_id=task_id)  # an unknown task is an error, not silence
+            for name, out in streams.items():
+                offset = 0
+                while True:
+                    chunk = await client.read_log(task_id=task_id, stream=name, offset=offset)
+                    if not chunk.data:
+                        break
+                    out.write(chunk.data)
+                    out.flush()
+                    offset = chunk.next_offset
+        return X.OK
+
+    sys.exit(run_async(go))
+
+
+@click.command()
+@pilot_options
+@click.argument("task_id", metavar="TASK")
+@click.option("--grace", type=Duration(), default=None,
+              help="Seconds between SIGTERM and SIGKILL [the task's own, 10s].")
+def cancel(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
+           grace: int | None) -> None:
+    """Cancel a task: SIGTERM to its process group, the grace period, then SIGKILL."""
+
+    async def go() -> None:
+        async with open_client(connection(relay, key, ca_cert)) as client:
+            found = await client.cancel(task_id=task_id, grace=grace)
+        state = found.get("state")
+        if state == "cancelled":
+            click.echo(f"{task_id} cancelled")
+        elif found.get("cancel_requested"):
+            click.echo(f"{task_id} cancel requested ({state})")
+        else:
+            click.echo(f"{task_id} is already {state}")
+
+    run_async(go)
