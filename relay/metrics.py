@@ -23,8 +23,10 @@ import bisect
 import hmac
 import ipaddress
 import json
+import logging
 import math
 import os
+import re
 import resource
 import sqlite3
 import threading
@@ -34,9 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from starlette.routing import Match
+from starlette.routing import compile_path
 
 from shared.models import DroneState, TaskState
+
+log = logging.getLogger("dragoon.relay.metrics")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -60,6 +64,7 @@ DISPATCH_BUCKETS: Final = (
     300.0, 3600.0, 86400.0,
 )
 UNMATCHED_ROUTE: Final = "unmatched"
+_TEMPLATES_ATTR: Final = "_dragoon_metrics_templates"
 _AUTH_FAILURE_STATUS: Final = 401
 _MAX_ERROR_BODY: Final = 4096
 
@@ -263,19 +268,35 @@ def route_template(scope: Scope) -> str:
     """The path template of the route that served (or would have served) this request.
 
     The router leaves the matched route in ``scope["route"]``. A request refused
-    before routing (a bad signature, a body too large) has none, so the app's
-    routes are matched here, on that rarer path only.
+    before routing (a bad signature, a body too large) has none; its path is
+    then matched against the templates of the app's OpenAPI document, which
+    FastAPI builds once and caches, on that rarer path only.
     """
-    route = scope.get("route")
-    if route is None:
-        router = getattr(scope.get("app"), "router", None)
-        for candidate in getattr(router, "routes", ()):
-            match, _child = candidate.matches(scope)
-            if match is Match.FULL:
-                route = candidate
-                break
-    template = getattr(route, "path", None)
-    return template if isinstance(template, str) and template else UNMATCHED_ROUTE
+    template = getattr(scope.get("route"), "path", None)
+    if isinstance(template, str) and template:
+        return template
+    path = scope.get("path", "")
+    for pattern, candidate in _templates(scope.get("app")):
+        if pattern.match(path):
+            return candidate
+    return UNMATCHED_ROUTE
+
+
+def _templates(app: Any) -> list[tuple[re.Pattern[str], str]]:
+    cached: list[tuple[re.Pattern[str], str]] | None = getattr(app, _TEMPLATES_ATTR, None)
+    if cached is not None:
+        return cached
+    try:
+        paths = list(app.openapi().get("paths", {}))
+    except Exception:  # a schema that cannot be built must not break a request
+        log.exception("no route templates for metrics")
+        paths = []
+    # Literal segments win over parameters: fewer parameters first.
+    paths.sort(key=lambda template: (template.count("{"), template))
+    cached = [(compile_path(template)[0], template) for template in paths]
+    if app is not None:
+        setattr(app, _TEMPLATES_ATTR, cached)
+    return cached
 
 
 def install(app: Any, *, state_reader: StateReader | None, data_dir: Path | None) -> RelayMetrics:
