@@ -1,0 +1,153 @@
+"""Artifacts: after a task exits, the files matching its spec's globs go to the relay.
+
+Patterns are relative to the task's work dir; ``**`` matches any number of
+folders. Nothing outside the work dir is ever sent: a pattern with ``..`` or
+an absolute path is refused, and so is a match that is (or sits behind) a
+symlink leading out of the work dir. Every refusal is reported with its
+reason. Uploads are streamed from disk with the SHA-256 computed ahead, so
+the relay can check what it stored, and the total stays within a size cap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Final
+
+READ_BLOCK: Final = 256 * 1024
+MAX_MATCHES: Final = 10_000
+
+
+def pattern_regex(pattern: str) -> re.Pattern[str]:
+    """A glob over ``/``-separated relative paths: ``*``, ``?``, ``[...]``, and ``**``."""
+    out: list[str] = []
+    parts = pattern.split("/")
+    for index, part in enumerate(parts):
+        last = index == len(parts) - 1
+        if part == "**":
+            out.append(".*" if last else "(?:[^/]+/)*")
+            continue
+        piece = ""
+        i = 0
+        while i < len(part):
+            ch = part[i]
+            if ch == "*":
+                piece += "[^/]*"
+            elif ch == "?":
+                piece += "[^/]"
+            elif ch == "[":
+                end = part.find("]", i + 1)
+                if end < 0:
+                    piece += re.escape(ch)
+                else:
+                    body = part[i + 1 : end].replace("\\", "\\\\")
+                    if body.startswith("!"):
+                        body = "^" + body[1:]
+                    piece += f"[{body}]"
+                    i = end
+            else:
+                piece += re.escape(ch)
+            i += 1
+        out.append(piece + ("" if last else "/"))
+    return re.compile("".join(out))
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why a pattern is refused outright, or None."""
+    if not pattern.strip():
+        return "empty pattern"
+    if pattern.startswith("/") or pattern.startswith("~"):
+        return "absolute paths are refused; patterns are relative to the work dir"
+    if ".." in PurePosixPath(pattern).parts:
+        return "'..' is refused; patterns stay inside the work dir"
+    return None
+
+
+@dataclass
+class Match:
+    path: str  # relative, posix
+    real: Path
+    size: int
+
+
+@dataclass
+class Selection:
+    matches: list[Match] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (path or pattern, reason)
+
+
+def _inside(real: Path, root: Path) -> bool:
+    return real == root or root in real.parents
+
+
+def select(work_dir: Path, patterns: list[str], *, max_total: int) -> Selection:
+    """The files to upload and the refusals, deterministic (sorted) and capped."""
+    selection = Selection()
+    regexes: list[re.Pattern[str]] = []
+    for pattern in patterns:
+        problem = pattern_problem(pattern)
+        if problem:
+            selection.refused.append((pattern, problem))
+        else:
+            regexes.append(pattern_regex(pattern.strip().removeprefix("./")))
+    if not regexes or not work_dir.is_dir():
+        return selection
+    root = work_dir.resolve()
+    candidates: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        rel_dir = os.path.relpath(dirpath, root)
+        prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
+        names = list(filenames)
+        # A symlink to a folder is listed in dirnames; it is a candidate, not descended.
+        names += [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        candidates.extend(prefix + name for name in names)
+        if len(candidates) > MAX_MATCHES * 10:
+            break
+    total = 0
+    for rel in sorted(candidates):
+        if not any(rx.fullmatch(rel) for rx in regexes):
+            continue
+        full = root / rel
+        real = full.resolve()
+        if not _inside(real, root):
+            selection.refused.append((rel, "symlink leads out of the work dir"))
+            continue
+        if not real.is_file():
+            selection.refused.append((rel, "not a regular file"))
+            continue
+        size = real.stat().st_size
+        if total + size > max_total:
+            selection.refused.append((rel, f"over the artifact size cap of {max_total} bytes"))
+            continue
+        if len(selection.matches) >= MAX_MATCHES:
+            selection.refused.append((rel, f"more than {MAX_MATCHES} artifacts"))
+            continue
+        total += size
+        selection.matches.append(Match(rel, real, size))
+    return selection
+
+
+def file_sha256(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+async def stream_file(path: Path, size: int) -> AsyncIterator[bytes]:
+    """The first ``size`` bytes of ``path`` in blocks: an upload never holds a file in memory."""
+    remaining = size
+    with open(path, "rb") as handle:
+        while remaining > 0:
+            block = handle.read(min(READ_BLOCK, remaining))
+            if not block:
+                return
+            remaining -= len(block)
+            yield block

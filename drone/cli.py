@@ -1,0 +1,65 @@
+"""``dragoon drone join|run``: a thin layer over drone.join and drone.daemon."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+
+def _labels(text: str) -> list[str]:
+    return [label.strip() for label in text.split(",") if label.strip()]
+
+
+@click.group(name="drone")
+def drone() -> None:
+    """Drone host: join a relay, run the daemon."""
+
+
+@drone.command()
+@click.argument("token")
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
+              help="The drone's data dir (key, settings, spool, work dirs).")
+@click.option("--slots", type=click.IntRange(1, 1024), default=1, show_default=True,
+              help="How many tasks run at once.")
+@click.option("--labels", default="", help="Comma-separated labels tasks can target.")
+def join(token: str, data_dir: Path, slots: int, labels: str) -> None:
+    """Enroll this box with a one-time join TOKEN and pin the relay's task key."""
+    from drone.join import JoinError
+    from drone.join import join as do_join
+
+    try:
+        joined = do_join(token, data_dir, slots=slots, labels=_labels(labels))
+    except JoinError as exc:
+        click.echo(f"dragoon drone join: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"joined {joined.relay} as drone {joined.name!r}")
+    click.echo(f"drone key {joined.fingerprint}; relay task key {joined.relay_key_fingerprint} "
+               "pinned")
+    click.echo(f"settings: {data_dir / 'drone.toml'}; start with: dragoon drone run --data "
+               f"{data_dir}")
+
+
+@drone.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
+              help="The drone's data dir, as given to `dragoon drone join`.")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail too.")
+def run(data_dir: Path, verbose: bool) -> None:
+    """Run the drone: long-poll the relay, run tasks, ship output; relay errors never stop it."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from drone.config import SettingsError
+    from drone.daemon import run as run_daemon
+    from shared.errors import DragoonError
+
+    try:
+        run_daemon(data_dir)
+    except (SettingsError, DragoonError, ValueError) as exc:
+        click.echo(f"dragoon drone run: {exc}", err=True)
+        sys.exit(1)

@@ -1,0 +1,161 @@
+"""The drone's HTTP client: every request signed RE-V1, every failure a value the caller can retry.
+
+Transport errors and 5xx answers raise ``RelayUnavailable``: the callers back
+off (1 s doubling to 60 s, with jitter) and try again, forever; a drone never
+exits because the relay is away. Other answers are returned for the caller to
+read. ``Link`` turns the many request outcomes into one log line per change
+of the relay's reachability.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Final
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from shared import constants as c
+from shared import sshsig
+from shared.canonical import canonical_request
+from shared.request_auth import new_nonce, sign_request
+from shared.signers import Signer
+
+log = logging.getLogger("dragoon.drone")
+
+BACKOFF_START: Final = 1.0
+BACKOFF_CAP: Final = 60.0
+
+
+class RelayUnavailable(Exception):
+    """The relay could not be reached, or answered 5xx: worth retrying later."""
+
+
+class Backoff:
+    """1 s doubling to a 60 s cap, with jitter so a fleet does not return in lockstep."""
+
+    def __init__(self, start: float = BACKOFF_START, cap: float = BACKOFF_CAP) -> None:
+        self.start = start
+        self.cap = cap
+        self._next = start
+
+    def next_delay(self) -> float:
+        delay = min(self._next, self.cap)
+        self._next = min(self._next * 2, self.cap)
+        return delay * random.uniform(0.75, 1.25)  # noqa: S311 - jitter, not a secret
+
+    def reset(self) -> None:
+        self._next = self.start
+
+
+class Link:
+    """The relay's reachability as the drone sees it: logs only when it changes."""
+
+    def __init__(self) -> None:
+        self.up: bool | None = None
+
+    def ok(self) -> None:
+        if self.up is not True:
+            log.info("relay reachable")
+        self.up = True
+
+    def failed(self, reason: str) -> None:
+        if self.up is not False:
+            log.warning("relay unreachable (%s); retrying with backoff", reason)
+        self.up = False
+
+
+def query_string(params: Mapping[str, str | int]) -> str:
+    """The query exactly as it goes on the wire (and into the signature)."""
+    return "&".join(f"{quote(k, safe='')}={quote(str(v), safe='')}" for k, v in params.items())
+
+
+def error_code(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return f"http_{response.status_code}"
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return data["error"]
+    return f"http_{response.status_code}"
+
+
+class RelayClient:
+    """Signed requests to one relay with one drone key."""
+
+    def __init__(self, base_url: str, signer: Signer, *, link: Link | None = None) -> None:
+        parts = urlsplit(base_url.rstrip("/"))
+        self._base = base_url.rstrip("/")
+        self._prefix = parts.path
+        self._signer = signer
+        self.link = link or Link()
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(30.0, connect=10.0),
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
+            headers={"User-Agent": "dragoon-drone"},
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def _signed(self, method: str, path: str, query: str, body: bytes,
+                body_sha256: str | None) -> dict[str, str]:
+        if body_sha256 is None:
+            return sign_request(self._signer, method=method, path=path, query=query, body=body)
+        # A streamed body: the canonical request's last line is the hash we computed ahead.
+        timestamp, nonce = str(int(time.time())), new_nonce()
+        head = canonical_request(method=method, path=path, query=query, timestamp=timestamp,
+                                 nonce=nonce, fingerprint=self._signer.fingerprint, body=b"")
+        message = head.rsplit(b"\n", 1)[0] + b"\n" + body_sha256.encode("ascii")
+        return {
+            c.HEADER_TIMESTAMP: timestamp,
+            c.HEADER_NONCE: nonce,
+            c.HEADER_FINGERPRINT: self._signer.fingerprint,
+            c.HEADER_SIGNATURE: sshsig.encode_b64(self._signer.sign(c.NS_REQUEST, message)),
+        }
+
+    async def request(
+        self,
+        method: str,
+        route: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        body: bytes = b"",
+        json_body: Any = None,
+        stream: AsyncIterator[bytes] | None = None,
+        body_sha256: str | None = None,
+        read_timeout: float = 30.0,
+        signed: bool = True,
+    ) -> httpx.Response:
+        """One request; RelayUnavailable on a network error or a 5xx answer."""
+        query = query_string(params or {})
+        path = self._prefix + route
+        headers: dict[str, str] = {}
+        if json_body is not None:
+            body = json.dumps(json_body, separators=(",", ":")).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        elif stream is not None or body:
+            headers["Content-Type"] = "application/octet-stream"
+        if signed:
+            headers.update(self._signed(method, path, query, body, body_sha256))
+        url = self._base + route + (f"?{query}" if query else "")
+        timeout = httpx.Timeout(read_timeout, connect=10.0)
+        try:
+            response = await self._http.request(
+                method, url, content=stream if stream is not None else body, headers=headers,
+                timeout=timeout,
+            )
+        except httpx.HTTPError as exc:
+            reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            self.link.failed(reason)
+            raise RelayUnavailable(reason) from exc
+        if response.status_code >= 500:
+            reason = f"HTTP {response.status_code} {error_code(response)}"
+            self.link.failed(reason)
+            raise RelayUnavailable(reason)
+        self.link.ok()
+        return response

@@ -1,0 +1,360 @@
+"""``dragoon drone run``: the long-poll loop, task acceptance, and re-adoption after a restart.
+
+One asyncio loop holds three kinds of work: the poll loop (heartbeat with
+metrics, tasks, cancels and fetches in the answer), a supervisor tick that
+watches every held task's process, and one runner per held task that ships
+its output and reports its end. Stopping the drone (SIGTERM, SIGINT) stops
+only the drone: tasks run on in their own sessions and a new drone re-adopts
+them from the data dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any, Final
+
+from drone import config, fetch, spawn
+from drone.artifacts import file_sha256
+from drone.client import Backoff, RelayClient, RelayUnavailable, error_code
+from drone.metrics import Metrics
+from drone.runner import TaskRunner
+from drone.state import DataDir, DroneState, is_safe_id, read_json, write_json
+from drone.verify import Spec, parse_spec, parse_task, verify_task
+from shared.keys import PublicKey, load_public_key_file
+from shared.signers import KeyFileSigner
+
+log = logging.getLogger("dragoon.drone")
+
+TICK: Final = 0.1
+DEFER_PAUSE: Final = 1.0
+# Variables of the drone's own supervisor that a task must not inherit.
+PRIVATE_ENV: Final = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS",
+                      "LISTEN_PID", "LISTEN_FDNAMES")
+
+
+def version() -> str:
+    try:
+        from importlib.metadata import version as dist_version
+
+        return dist_version("dragoon")
+    except Exception:
+        return "0"
+
+
+class Drone:
+    def __init__(self, data: DataDir) -> None:
+        self.data = data
+        self.settings = config.load(data.settings)
+        self.signer = KeyFileSigner.from_file(data.key)
+        self.relay_key: PublicKey = load_public_key_file(data.relay_key)
+        self.state = DroneState.load(data.state)
+        self.client = RelayClient(self.settings.relay, self.signer)
+        self.metrics = Metrics(data.root)
+        self.runners: dict[str, TaskRunner] = {}
+        self._jobs: set[asyncio.Task[Any]] = set()
+        self.started: list[dict[str, Any]] = []
+        self.rejected: list[dict[str, Any]] = []
+        self.fetch_errors: list[dict[str, Any]] = []
+        self.hostname = socket.gethostname()
+        self.version = version()
+        self.fetch_roots = fetch.resolve_roots(self.settings.fetch_roots, data.work)
+        self._stop = asyncio.Event()
+
+    # ----- lifecycle -----
+
+    async def main(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stop.set)
+        self.data.create()
+        log.info("drone %s starting (relay %s, %d slot(s), labels %s)", self.settings.name,
+                 self.settings.relay, self.settings.slots, ",".join(self.settings.labels) or "-")
+        self.adopt()
+        poller = asyncio.create_task(self.poll_loop())
+        supervisor = asyncio.create_task(self.supervise())
+        await self._stop.wait()
+        held = sum(1 for r in self.runners.values() if r.running)
+        log.info("drone stopping; %d running task(s) keep running and will be re-adopted", held)
+        for job in (poller, supervisor, *self._jobs):
+            job.cancel()
+        for runner in self.runners.values():
+            runner.offsets.flush()
+        await asyncio.gather(poller, supervisor, *self._jobs, return_exceptions=True)
+        await self.client.aclose()
+
+    def _spawn_job(self, coro: Any) -> asyncio.Task[Any]:
+        job = asyncio.create_task(coro)
+        self._jobs.add(job)
+        job.add_done_callback(self._job_done)
+        return job
+
+    def _job_done(self, job: asyncio.Task[Any]) -> None:
+        self._jobs.discard(job)
+        if not job.cancelled() and job.exception() is not None:
+            log.error("internal error in a drone job: %r", job.exception(),
+                      exc_info=job.exception())
+
+    async def supervise(self) -> None:
+        while True:
+            for runner in list(self.runners.values()):
+                try:
+                    runner.tick()
+                except Exception:
+                    log.exception("task %s: supervisor tick failed", runner.id)
+            await asyncio.sleep(TICK)
+
+    # ----- re-adoption -----
+
+    def adopt(self) -> None:
+        """Take back every task a previous drone held: running ones keep running."""
+        if not self.data.tasks.is_dir():
+            return
+        for task_dir in sorted(self.data.tasks.iterdir()):
+            task_id = task_dir.name
+            if not is_safe_id(task_id) or not task_dir.is_dir():
+                continue
+            record = read_json(task_dir / "task.json")
+            if not isinstance(record, dict):
+                log.warning("task %s: no readable task.json; leaving %s alone", task_id, task_dir)
+                continue
+            spec = parse_spec(record["spec"])
+            if isinstance(spec, str):
+                continue
+            runner = self._make_runner(task_id, record, spec)
+            if runner.outcome is None:
+                proc = spawn.ProcRecord.from_json(read_json(task_dir / "proc.json"))
+                runner.proc = proc
+                if (task_dir / "exit.json").exists():
+                    runner.tick()
+                elif proc is None:
+                    pid_info = read_json(task_dir / "pid.json")
+                    runner.conclude_without_exit(
+                        "the drone stopped while starting the task" if pid_info is None
+                        else "the drone stopped while starting the task; its state is unknown")
+                elif spawn.rebooted_since(proc):
+                    runner.conclude_without_exit(
+                        f"the drone host rebooted while the task ran (pid {proc.pid}); "
+                        "the task ended with it")
+                elif not spawn.wrapper_alive(proc):
+                    runner.tick()
+                    if runner.outcome is None:
+                        runner.conclude_without_exit(
+                            "the task's wrapper process vanished without recording an exit "
+                            "status (killed from outside the drone?)")
+                else:
+                    log.info("task %s: re-adopted (pid %d still running)", task_id, proc.pid)
+                    self.started.append({"id": task_id, "started_at": proc.started_at,
+                                         "pid": proc.pid})
+            self._hold(runner)
+
+    def _make_runner(self, task_id: str, record: dict[str, Any], spec: Spec) -> TaskRunner:
+        return TaskRunner(
+            task_id=task_id, task_dir=self.data.task_dir(task_id),
+            work_dir=Path(record["work_dir"]), spec=spec, timeout=record.get("timeout"),
+            grace=float(record.get("grace", self.settings.default_grace)), client=self.client,
+            settings=self.settings)
+
+    def _hold(self, runner: TaskRunner) -> None:
+        self.runners[runner.id] = runner
+        job = self._spawn_job(runner.run())
+        job.add_done_callback(lambda _j, task_id=runner.id: self._release(task_id))
+
+    def _release(self, task_id: str) -> None:
+        runner = self.runners.pop(task_id, None)
+        if runner is not None:
+            runner.reap()
+
+    # ----- the poll loop -----
+
+    def poll_body(self) -> dict[str, Any]:
+        return {
+            "wait": self.settings.poll_wait,
+            "metrics": self.metrics.collect(),
+            "labels": self.settings.labels,
+            "slots": self.settings.slots,
+            "hostname": self.hostname,
+            "version": self.version,
+            "running": sorted(self.runners),
+            "started": list(self.started),
+            "rejected": list(self.rejected),
+            "fetch_errors": list(self.fetch_errors),
+        }
+
+    async def poll_loop(self) -> None:
+        backoff = Backoff()
+        last_refusal: str | None = None
+        while True:
+            body = self.poll_body()
+            try:
+                response = await self.client.request(
+                    "POST", "/v1/worker/poll", json_body=body,
+                    read_timeout=self.settings.poll_wait + 20)
+            except RelayUnavailable:
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            if response.status_code != 200:
+                refusal = f"HTTP {response.status_code} {error_code(response)}"
+                if refusal != last_refusal:
+                    log.warning("relay refuses the poll: %s; retrying with backoff", refusal)
+                    last_refusal = refusal
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            if last_refusal is not None:
+                log.info("relay accepts the poll again")
+                last_refusal = None
+            backoff.reset()
+            # What this poll carried has been heard; drop exactly those reports.
+            for key, sent in (("started", body["started"]), ("rejected", body["rejected"]),
+                              ("fetch_errors", body["fetch_errors"])):
+                pending: list[dict[str, Any]] = getattr(self, key)
+                del pending[: len(sent)]
+            try:
+                answer = response.json()
+            except ValueError:
+                answer = {}
+            await self.handle_answer(answer if isinstance(answer, dict) else {})
+
+    async def handle_answer(self, answer: dict[str, Any]) -> None:
+        for item in answer.get("cancel") or []:
+            if isinstance(item, dict):
+                runner = self.runners.get(str(item.get("id")))
+                if runner is not None:
+                    asked = item.get("grace")
+                    runner.request_kill("cancel", self.settings.effective_grace(
+                        float(asked) if isinstance(asked, int | float) else runner.grace))
+        tasks = [t for t in answer.get("tasks") or [] if isinstance(t, dict)]
+        deferred = False
+        for raw in sorted(tasks, key=lambda t: t.get("seq") if isinstance(t.get("seq"), int)
+                          else 0):
+            deferred |= not await self.accept(raw)
+        for item in answer.get("fetches") or []:
+            if isinstance(item, dict):
+                self._spawn_job(self.serve_fetch(item))
+        if deferred:
+            await asyncio.sleep(DEFER_PAUSE)
+
+    def free_slots(self) -> int:
+        return self.settings.slots - sum(1 for r in self.runners.values() if r.running)
+
+    def _reject(self, task_id: str, reason: str) -> None:
+        log.warning("task %s rejected: %s", task_id, reason)
+        self.rejected.append({"id": task_id, "reason": reason[:2000]})
+
+    async def accept(self, raw: dict[str, Any]) -> bool:
+        """Verify, record, launch; False only when the task was deferred for lack of a slot."""
+        parsed = parse_task(raw)
+        if isinstance(parsed, str):
+            self._reject(str(raw.get("id", "?")), f"bad_task_signature: {parsed}")
+            return True
+        if self.state.is_accepted(parsed.id):
+            log.info("task %s: already accepted; acknowledged, not run again", parsed.id)
+            return True
+        if self.free_slots() <= 0:
+            log.info("task %s: no free slot (%d in use); left to the relay", parsed.id,
+                     self.settings.slots)
+            return False
+        reason = verify_task(parsed, relay_key=self.relay_key, drone_name=self.settings.name,
+                             last_seq=self.state.last_seq)
+        if reason is None and not is_safe_id(parsed.id):
+            reason = f"task id {parsed.id!r} is not a plain token"
+        if reason is not None:
+            self._reject(parsed.id, f"bad_task_signature: {reason}")
+            return True
+        spec = parse_spec(parsed.spec)
+        if isinstance(spec, str):
+            self._reject(parsed.id, f"bad_spec: {spec}")
+            return True
+        # Recorded durably before anything is spawned: a crash from here on never reruns it.
+        self.state.accept(parsed.id, parsed.seq)
+        task_dir = self.data.task_dir(parsed.id)
+        task_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        work_dir = self._work_dir(parsed.id, spec)
+        record = {
+            "id": parsed.id, "seq": parsed.seq, "spec": parsed.spec, "accepted_at": time.time(),
+            "work_dir": str(work_dir),
+            "timeout": self.settings.effective_timeout(spec.timeout),
+            "grace": self.settings.effective_grace(spec.grace),
+        }
+        write_json(task_dir / "task.json", record)
+        (task_dir / "inbox").touch(mode=0o600)
+        runner = self._make_runner(parsed.id, record, spec)
+        env = self._task_env(parsed.id, spec, task_dir)
+        wrapper, proc = await spawn.launch(task_dir, command=spec.command, cwd=work_dir, env=env)
+        runner.wrapper, runner.proc = wrapper, proc
+        if proc is None:
+            runner.tick()  # the wrapper may have written exit.json (e.g. cwd missing)
+            if runner.outcome is None:
+                runner.conclude_without_exit("the task wrapper did not start")
+        else:
+            log.info("task %s: started (pid %d) in %s: %s", parsed.id, proc.pid, work_dir,
+                     spec.command if len(spec.command) < 80 else spec.command[:77] + "...")
+            self.started.append({"id": parsed.id, "started_at": proc.started_at,
+                                 "pid": proc.pid})
+        self._hold(runner)
+        return True
+
+    def _work_dir(self, task_id: str, spec: Spec) -> Path:
+        """The spec's cwd (relative ones from the home dir), else a fresh per-task folder."""
+        if spec.cwd:
+            path = Path(spec.cwd).expanduser()
+            return path if path.is_absolute() else Path.home() / path
+        work = self.data.work_dir(task_id)
+        work.mkdir(parents=True, exist_ok=True)
+        return work
+
+    def _task_env(self, task_id: str, spec: Spec, task_dir: Path) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
+        env.update(spec.env)
+        env["DRAGOON_TASK_ID"] = task_id
+        env["DRAGOON_INBOX"] = str(task_dir / "inbox")
+        return env
+
+    # ----- fetch -----
+
+    async def serve_fetch(self, item: dict[str, Any]) -> None:
+        fetch_id, path = item.get("id"), item.get("path")
+        if not isinstance(fetch_id, str) or not isinstance(path, str):
+            return
+        try:
+            opened = fetch.open_for_fetch(path, self.fetch_roots,
+                                          max_bytes=self.settings.max_fetch_bytes)
+        except fetch.FetchRefused as exc:
+            log.info("fetch %s refused: %s", fetch_id, exc)
+            self.fetch_errors.append({"id": fetch_id, "error": str(exc)[:2000]})
+            return
+        os.close(opened.fd)
+        digest, size = await asyncio.to_thread(file_sha256, opened.real)
+        from drone.artifacts import stream_file
+
+        backoff = Backoff()
+        while True:
+            try:
+                response = await self.client.request(
+                    "POST", "/v1/worker/blob", params={"fetch": fetch_id, "sha256": digest,
+                                                       "size": size},
+                    stream=stream_file(opened.real, size), body_sha256=digest,
+                    read_timeout=300.0)
+            except RelayUnavailable:
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            break
+        if response.status_code == 200:
+            log.info("fetch %s served: %s (%d bytes)", fetch_id, opened.real, size)
+        else:
+            reason = f"relay refused the upload: HTTP {response.status_code} {error_code(response)}"
+            log.warning("fetch %s: %s", fetch_id, reason)
+            self.fetch_errors.append({"id": fetch_id, "error": reason})
+
+
+def run(data_dir: Path) -> None:
+    """Run the drone until SIGTERM/SIGINT; relay errors never end it."""
+    drone = Drone(DataDir(data_dir))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(drone.main())

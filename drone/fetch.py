@@ -1,0 +1,64 @@
+"""Fetch: a pilot asks for one file; it is served only from under the drone's fetch roots.
+
+The check is made on the real path (symlinks resolved) and again on the file
+actually opened (through /proc/self/fd), so a symlink swapped in between the
+check and the open cannot lead outside the roots.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class FetchRefused(Exception):
+    """The path may not be served; the text is the reason the pilot sees."""
+
+
+@dataclass
+class Opened:
+    fd: int
+    real: Path
+    size: int
+
+
+def _inside(real: Path, roots: list[Path]) -> bool:
+    return any(real == root or root in real.parents for root in roots)
+
+
+def resolve_roots(roots: list[str], default: Path) -> list[Path]:
+    chosen = [Path(r).expanduser() for r in roots] if roots else [default]
+    return [root.resolve() for root in chosen]
+
+
+def open_for_fetch(path: str, roots: list[Path], *, max_bytes: int) -> Opened:
+    """An open fd on the requested file, or FetchRefused with the reason."""
+    if not path or "\x00" in path:
+        raise FetchRefused("empty or invalid path")
+    candidate = Path(path).expanduser()
+    if not candidate.is_absolute():
+        candidate = roots[0] / candidate
+    real = candidate.resolve()
+    if not _inside(real, roots):
+        raise FetchRefused(f"{path} is outside the fetch roots ({', '.join(map(str, roots))})")
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError as exc:
+        raise FetchRefused(f"{path}: no such file") from exc
+    except OSError as exc:
+        raise FetchRefused(f"{path}: {exc.strerror or exc}") from exc
+    try:
+        opened = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        st = os.fstat(fd)
+        if not _inside(opened, roots):
+            raise FetchRefused(f"{path} is outside the fetch roots")
+        if not stat.S_ISREG(st.st_mode):
+            raise FetchRefused(f"{path} is not a regular file")
+        if st.st_size > max_bytes:
+            raise FetchRefused(f"{path} is {st.st_size} bytes, over the cap of {max_bytes}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return Opened(fd, opened, st.st_size)

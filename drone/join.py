@@ -1,0 +1,93 @@
+"""``dragoon drone join``: make the drone's key, enroll at the relay, pin the relay's task key.
+
+The join token carries the fingerprint of the relay's task-signing key, so the
+key the relay sends back is kept only when it matches: the drone never trusts
+a key on first use. Nothing is written to the data dir until the relay has
+accepted the drone and its key checked out, so a failed join can be retried.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from drone import config
+from drone.daemon import version
+from drone.state import DataDir, write_atomic
+from shared.enrollment import JoinToken
+from shared.errors import DragoonError, KeyLoadError, TokenFormatError
+from shared.keys import PrivateKey, PublicKey, load_private_key_file
+
+
+class JoinError(Exception):
+    """Joining failed; the text is the one line the user sees."""
+
+
+@dataclass(frozen=True)
+class Joined:
+    name: str
+    relay: str
+    fingerprint: str
+    relay_key_fingerprint: str
+
+
+def join(token_text: str, data_dir: Path, *, slots: int = 1, labels: list[str] | None = None,
+         http: httpx.Client | None = None) -> Joined:
+    try:
+        token = JoinToken.decode(token_text)
+    except TokenFormatError as exc:
+        raise JoinError(str(exc)) from exc
+    data = DataDir(data_dir)
+    if data.settings.exists():
+        raise JoinError(f"{data.settings} exists: this data dir already belongs to a drone "
+                        "(use a fresh --data DIR)")
+    data.create()
+    # The key is reused if a previous join attempt made it, so a retry needs no cleanup.
+    if data.key.exists():
+        try:
+            key = load_private_key_file(data.key)
+        except KeyLoadError as exc:
+            raise JoinError(str(exc)) from exc
+    else:
+        key = PrivateKey.generate_ed25519(comment=f"dragoon-drone-{token.drone}")
+        key.save(data.key)
+    body = {
+        "name": token.drone, "secret": token.secret, "public_key": key.public_key.openssh(),
+        "labels": labels or [], "slots": slots, "hostname": socket.gethostname(),
+        "version": version(),
+    }
+    url = token.relay.rstrip("/") + "/v1/worker/init"
+    client = http or httpx.Client(timeout=30.0)
+    try:
+        response = client.post(url, json=body)
+    except httpx.HTTPError as exc:
+        raise JoinError(f"cannot reach the relay at {token.relay}: {exc}") from exc
+    finally:
+        if http is None:
+            client.close()
+    if response.status_code != 200:
+        try:
+            err = response.json()
+            reason = f"{err.get('error')}: {err.get('detail')}"
+        except (ValueError, AttributeError):
+            reason = response.text[:200]
+        raise JoinError(f"the relay refused to enroll {token.drone!r} (HTTP "
+                        f"{response.status_code} {reason})")
+    try:
+        answer = response.json()
+        relay_key = PublicKey.from_openssh(answer["relay_public_key"], source="relay task key")
+    except (ValueError, KeyError, TypeError, DragoonError) as exc:
+        raise JoinError(f"the relay's answer holds no usable task key ({exc})") from exc
+    if relay_key.fingerprint != token.relay_key:
+        raise JoinError(
+            f"refusing the relay's task key: its fingerprint {relay_key.fingerprint} is not "
+            f"{token.relay_key} from the join token (wrong relay, or someone in between)")
+    write_atomic(data.relay_key, (relay_key.openssh() + "\n").encode("ascii"), mode=0o644)
+    name = answer.get("name") if isinstance(answer.get("name"), str) else token.drone
+    settings = config.Settings(name=name, relay=token.relay.rstrip("/"), slots=slots,
+                               labels=labels or [])
+    config.save(settings, data.settings)
+    return Joined(name, settings.relay, key.public_key.fingerprint, relay_key.fingerprint)

@@ -1,0 +1,341 @@
+"""One held task, from launch (or re-adoption after a restart) to the relay's acknowledged finish.
+
+The runner owns no process: the wrapper does. It watches the task's files
+(``exit.json``, spools, inbox), enforces the timeout and cancel (SIGTERM to
+the process group, grace, SIGKILL), ships output, messages and artifacts,
+reports the finish, and removes the task's spool once the relay holds it all.
+Everything it decides is written to the task dir first, so a restarted drone
+decides the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from drone import artifacts, spawn
+from drone.client import Backoff, RelayClient, RelayUnavailable, error_code
+from drone.inbox import InboxShipper
+from drone.shipper import AckedOffsets, StreamShipper, TaskGone
+from drone.state import read_json, write_json
+from drone.verify import Spec
+
+if TYPE_CHECKING:
+    from drone.config import Settings
+
+log = logging.getLogger("dragoon.drone")
+
+STREAMS: Final = ("stdout", "stderr")
+SAMPLE_EVERY: Final = 1.0  # seconds between process-tree samples
+INBOX_EVERY: Final = 0.2
+
+
+@dataclass
+class Outcome:
+    """What the drone reports in the finish body; computed once, then kept in result.json."""
+
+    state: str
+    exit_code: int | None
+    signal: int | None
+    cpu_seconds: float | None
+    peak_rss: int | None
+    started_at: float | None
+    finished_at: float
+    error: str | None
+
+
+class TaskRunner:
+    def __init__(
+        self,
+        *,
+        task_id: str,
+        task_dir: Path,
+        work_dir: Path,
+        spec: Spec,
+        timeout: float | None,
+        grace: float,
+        client: RelayClient,
+        settings: Settings,
+    ) -> None:
+        self.id = task_id
+        self.dir = task_dir
+        self.work_dir = work_dir
+        self.spec = spec
+        self.timeout = timeout
+        self.grace = grace
+        self.client = client
+        self.settings = settings
+        self.proc: spawn.ProcRecord | None = None
+        self.wrapper: subprocess.Popen[bytes] | None = None
+        self.exited = asyncio.Event()
+        self.exit_info: dict[str, Any] | None = None
+        self.kill: dict[str, Any] | None = read_json(task_dir / "kill.json")
+        sample = read_json(task_dir / "sample.json") or {}
+        self.peak_rss: int = int(sample.get("peak_rss", 0))
+        self.cpu_seen: float = float(sample.get("cpu_seconds", 0.0))
+        self._last_sample = 0.0
+        self.outcome: Outcome | None = None
+        saved = read_json(task_dir / "result.json")
+        if isinstance(saved, dict):
+            self.outcome = Outcome(**saved)
+            self.exited.set()
+        self.offsets = AckedOffsets(task_dir / "acked.json",
+                                    lambda p, v: write_json(p, v, durable=False))
+        hint = read_json(task_dir / "acked.json")
+        if isinstance(hint, dict):
+            self.offsets.offsets.update({k: int(v) for k, v in hint.items() if k in STREAMS})
+        self.shippers = {
+            stream: StreamShipper(client, task_id=task_id, stream=stream, spool=task_dir / stream,
+                                  acked=self.offsets.offsets[stream], on_ack=self.offsets.update)
+            for stream in STREAMS
+        }
+        self.inbox = InboxShipper(client, task_id=task_id, inbox=task_dir / "inbox",
+                                  state_path=task_dir / "inbox.json")
+        self.done = asyncio.Event()
+
+    # ----- process control (called from the drone's supervisor tick) -----
+
+    @property
+    def running(self) -> bool:
+        """Occupies a slot: started (or starting) and not yet exited."""
+        return not self.exited.is_set()
+
+    def request_kill(self, reason: str, grace: float) -> None:
+        """SIGTERM → grace → SIGKILL, started once; a later request can only shorten it."""
+        if self.exited.is_set():
+            return
+        now = time.time()
+        if self.kill is not None:
+            if now + grace < self.kill["term_at"] + self.kill["grace"]:
+                self.kill["grace"] = max(0.0, now + grace - self.kill["term_at"])
+                write_json(self.dir / "kill.json", self.kill)
+            return
+        self.kill = {"reason": reason, "term_at": now, "grace": grace, "escalated": False}
+        write_json(self.dir / "kill.json", self.kill)
+        log.info("task %s: %s: SIGTERM to its process group, SIGKILL after %.0f s",
+                 self.id, "timed out" if reason == "timeout" else "cancel requested", grace)
+        if self.proc is not None:
+            spawn.kill_tree(self.proc, signal.SIGTERM)
+
+    def tick(self) -> None:
+        """Reap, notice the exit, enforce timeout and grace, sample the process tree."""
+        if self.exited.is_set():
+            return
+        if self.wrapper is not None:
+            self.wrapper.poll()
+        if self._read_exit():
+            return
+        now = time.time()
+        if self.proc is None:
+            return
+        if (self.timeout is not None and self.kill is None
+                and now >= self.proc.started_at + self.timeout):
+            self.request_kill("timeout", self.grace)
+        if (self.kill is not None and not self.kill.get("escalated")
+                and now >= self.kill["term_at"] + self.kill["grace"]):
+            log.info("task %s: grace over, SIGKILL to its process group", self.id)
+            spawn.kill_tree(self.proc, signal.SIGKILL)
+            self.kill["escalated"] = True
+            write_json(self.dir / "kill.json", self.kill)
+        if now - self._last_sample >= SAMPLE_EVERY:
+            self._last_sample = now
+            self._sample()
+
+    def _sample(self) -> None:
+        assert self.proc is not None
+        sample = spawn.sample_tree(self.proc)
+        if sample is not None:
+            self.peak_rss = max(self.peak_rss, sample.rss)
+            self.cpu_seen = max(self.cpu_seen, sample.cpu_seconds)
+            write_json(self.dir / "sample.json",
+                       {"peak_rss": self.peak_rss, "cpu_seconds": self.cpu_seen}, durable=False)
+        elif not spawn.wrapper_alive(self.proc) and not self._read_exit():
+            # The wrapper is gone without an exit.json: it was killed (OOM, kill -9 of the unit).
+            self._conclude(Outcome("failed", None, None, self.cpu_seen or None,
+                                   self.peak_rss or None, self.proc.started_at, time.time(),
+                                   "the task's wrapper process vanished without recording an "
+                                   "exit status (killed from outside the drone?)"))
+
+    def _read_exit(self) -> bool:
+        info = read_json(self.dir / "exit.json")
+        if not isinstance(info, dict):
+            return False
+        self.exit_info = info
+        self._conclude(self._outcome_from_exit(info))
+        return True
+
+    def _outcome_from_exit(self, info: dict[str, Any]) -> Outcome:
+        exit_code, sig = info.get("exit_code"), info.get("signal")
+        error = info.get("error")
+        if error:
+            state = "failed"
+        elif self.kill is not None and self.kill["reason"] == "timeout":
+            state, error = "timed_out", f"timed out after {self.timeout:g} s"
+        elif self.kill is not None:
+            state = "cancelled"
+        elif exit_code == 0:
+            state = "succeeded"
+        else:
+            state = "failed"
+        cpu = max(float(info.get("cpu_seconds") or 0.0), self.cpu_seen)
+        peak = max(int(info.get("max_rss") or 0), self.peak_rss)
+        return Outcome(state, exit_code, sig, round(cpu, 3), peak,
+                       info.get("started_at") or (self.proc.started_at if self.proc else None),
+                       float(info.get("finished_at") or time.time()), error)
+
+    def _conclude(self, outcome: Outcome) -> None:
+        if self.outcome is None:
+            self.outcome = outcome
+            write_json(self.dir / "result.json", outcome.__dict__)
+            how = (f"exit code {outcome.exit_code}" if outcome.exit_code is not None
+                   else f"signal {outcome.signal}" if outcome.signal else outcome.error)
+            log.info("task %s: exited (%s) → %s", self.id, how, outcome.state)
+        self.exited.set()
+
+    def conclude_without_exit(self, error: str) -> None:
+        """The task can never report an exit (reboot, failed launch): it ends as failed."""
+        started = self.proc.started_at if self.proc else None
+        self._conclude(Outcome("failed", None, None, self.cpu_seen or None,
+                               self.peak_rss or None, started, time.time(), error))
+
+    # ----- shipping and reporting -----
+
+    async def run(self) -> None:
+        """Ship everything, then finish; returns when the relay holds the task's end."""
+        try:
+            await self._ship_until_exit()
+            await self._artifacts()
+            await self._retry(lambda: self.inbox.ship(final=True))
+            await self._finish()
+        except TaskGone as exc:
+            log.warning("task %s: %s; dropping its spool", self.id, exc)
+        self._cleanup()
+        self.done.set()
+
+    async def _ship_until_exit(self) -> None:
+        streams = [asyncio.create_task(s.run(self.exited)) for s in self.shippers.values()]
+        inbox = asyncio.create_task(self._inbox_loop())
+        try:
+            await asyncio.gather(*streams, inbox)
+        finally:
+            for job in (*streams, inbox):
+                job.cancel()
+            self.offsets.flush()
+
+    async def _inbox_loop(self) -> None:
+        backoff = Backoff()
+        while not self.exited.is_set():
+            try:
+                await self.inbox.ship()
+                backoff.reset()
+                await asyncio.sleep(INBOX_EVERY)
+            except RelayUnavailable:
+                await asyncio.sleep(backoff.next_delay())
+
+    async def _retry(self, action: Any) -> Any:
+        backoff = Backoff()
+        while True:
+            try:
+                return await action()
+            except RelayUnavailable:
+                await asyncio.sleep(backoff.next_delay())
+
+    async def _artifacts(self) -> None:
+        if not self.spec.artifacts:
+            return
+        record_path = self.dir / "artifacts.json"
+        record = read_json(record_path)
+        if not isinstance(record, dict):
+            selection = await asyncio.to_thread(
+                artifacts.select, self.work_dir, self.spec.artifacts,
+                max_total=self.settings.max_artifact_bytes)
+            if selection.refused:
+                # Refusals reach the pilot as messages, through the same inbox the task uses.
+                with open(self.dir / "inbox", "ab") as inbox:
+                    for what, reason in selection.refused:
+                        inbox.write(f"dragoon: artifact refused: {what}: {reason}\n".encode())
+                log.info("task %s: %d artifact(s) refused", self.id, len(selection.refused))
+            record = {"files": [[m.path, str(m.real), m.size] for m in selection.matches],
+                      "refused": selection.refused, "uploaded": []}
+            write_json(record_path, record)
+        for rel, real, _size in record["files"]:
+            if rel in record["uploaded"]:
+                continue
+            ok = await self._retry(lambda rel=rel, real=real: self._upload(rel, Path(real)))
+            record["uploaded"].append(rel)
+            write_json(record_path, record)
+            if not ok:
+                continue
+
+    async def _upload(self, rel: str, real: Path) -> bool:
+        digest, size = await asyncio.to_thread(artifacts.file_sha256, real)
+        params = {"task": self.id, "path": rel, "sha256": digest, "size": size}
+        response = await self.client.request(
+            "POST", "/v1/worker/blob", params=params, stream=artifacts.stream_file(real, size),
+            body_sha256=digest, read_timeout=300.0)
+        if response.status_code == 200:
+            log.info("task %s: artifact %s uploaded (%d bytes)", self.id, rel, size)
+            return True
+        reason = f"HTTP {response.status_code} {error_code(response)}"
+        log.warning("task %s: artifact %s refused by the relay: %s", self.id, rel, reason)
+        with open(self.dir / "inbox", "ab") as inbox:
+            inbox.write(f"dragoon: artifact not stored: {rel}: {reason}\n".encode())
+        return False
+
+    def finish_body(self) -> dict[str, Any]:
+        assert self.outcome is not None
+        body: dict[str, Any] = {"task": self.id, **self.outcome.__dict__}
+        for stream in STREAMS:
+            body[f"{stream}_size"] = self.shippers[stream].spool_size()
+        if body["cpu_seconds"] is not None:
+            body["cpu_seconds"] = float(body["cpu_seconds"])
+        if body["peak_rss"] is not None:
+            body["peak_rss"] = int(body["peak_rss"])
+        if body["error"] is not None:
+            body["error"] = str(body["error"])[:2000]
+        return body
+
+    async def _finish(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                response = await self.client.request("POST", "/v1/worker/finish",
+                                                      json_body=self.finish_body())
+            except RelayUnavailable:
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            if response.status_code == 200:
+                log.info("task %s: finish acknowledged (%s)", self.id, self.outcome and
+                         self.outcome.state)
+                return
+            code = error_code(response)
+            if response.status_code == 409 and code == "output_incomplete":
+                held = response.json()
+                for stream in STREAMS:
+                    if isinstance(held.get(f"{stream}_size"), int):
+                        self.shippers[stream].acked = held[f"{stream}_size"]
+                log.info("task %s: relay lacks output; shipping the rest", self.id)
+                await self._ship_until_exit()
+                continue
+            if response.status_code == 404:
+                raise TaskGone(f"relay does not know task {self.id}")
+            log.warning("task %s: finish refused: HTTP %d %s; retrying", self.id,
+                        response.status_code, code)
+            await asyncio.sleep(backoff.next_delay())
+
+    def _cleanup(self) -> None:
+        """The relay holds it all: the spool and the task's records go."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def reap(self) -> None:
+        if self.wrapper is not None:
+            with contextlib.suppress(Exception):
+                self.wrapper.poll()

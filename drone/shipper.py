@@ -1,0 +1,129 @@
+"""Shipping one output stream of one task: spool file → relay, exactly once, in order.
+
+The task writes its stdout/stderr to spool files; this reads them from the
+offset the relay has acknowledged and posts chunks of at most 256 KiB with
+their offset. The relay appends a chunk only at its current length, so a
+resend after a lost answer is acknowledged, not appended twice, and a 409
+``offset_gap`` tells the shipper where the relay really is. Only one chunk is
+in flight per stream, so memory stays flat whatever the task writes; small
+writes that arrive while a chunk is in flight go out together in the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from drone.client import Backoff, RelayClient, RelayUnavailable, error_code
+
+log = logging.getLogger("dragoon.drone")
+
+CHUNK: Final = 256 * 1024
+IDLE_POLL: Final = 0.025  # seconds between looks at a quiet spool: keeps a line under ~100 ms
+
+
+class TaskGone(Exception):
+    """The relay no longer knows the task (404): its output has nowhere to go."""
+
+
+class StreamShipper:
+    """Keeps ``acked`` equal to what the relay holds, and pushes the rest of the spool."""
+
+    def __init__(
+        self,
+        client: RelayClient,
+        *,
+        task_id: str,
+        stream: str,
+        spool: Path,
+        acked: int = 0,
+        on_ack: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.task_id = task_id
+        self.stream = stream
+        self.spool = spool
+        self.acked = acked
+        self._on_ack = on_ack
+        self._backoff = Backoff()
+
+    def spool_size(self) -> int:
+        try:
+            return self.spool.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    async def ship_once(self) -> bool:
+        """Send the next chunk if there is one; True when the relay's offset moved."""
+        size = self.spool_size()
+        if self.acked >= size:
+            return False
+        length = min(CHUNK, size - self.acked)
+        with open(self.spool, "rb") as handle:
+            data = os.pread(handle.fileno(), length, self.acked)
+        if not data:
+            return False
+        params = {"task": self.task_id, "stream": self.stream, "offset": self.acked}
+        response = await self.client.request("POST", "/v1/worker/log", params=params, body=data)
+        if response.status_code == 200:
+            self._advance(int(response.json()["next_offset"]))
+            return True
+        code = error_code(response)
+        if response.status_code == 409 and code == "offset_gap":
+            expected = int(response.json()["expected"])
+            log.info("task %s %s: relay holds %d bytes, resuming there (was %d)",
+                     self.task_id, self.stream, expected, self.acked)
+            self._advance(expected)
+            return True
+        if response.status_code == 404:
+            raise TaskGone(f"relay does not know task {self.task_id}")
+        raise RelayUnavailable(f"log refused: HTTP {response.status_code} {code}")
+
+    def _advance(self, offset: int) -> None:
+        self.acked = offset
+        if self._on_ack is not None:
+            self._on_ack(self.stream, offset)
+
+    async def run(self, exited: asyncio.Event) -> None:
+        """Ship until the task has exited and the relay holds every byte of the spool."""
+        while True:
+            try:
+                moved = await self.ship_once()
+            except RelayUnavailable:
+                await asyncio.sleep(self._backoff.next_delay())
+                continue
+            self._backoff.reset()
+            if moved:
+                continue
+            if exited.is_set() and self.acked >= self.spool_size():
+                return
+            await asyncio.sleep(IDLE_POLL)
+
+
+class AckedOffsets:
+    """The relay's acknowledged offsets, kept in ``acked.json`` as a restart hint.
+
+    Written at most once a second and without fsync: a stale hint only costs a
+    409 ``offset_gap`` round trip, never a byte.
+    """
+
+    def __init__(self, path: Path, write: Callable[[Path, dict[str, int]], None]) -> None:
+        self.path = path
+        self._write = write
+        self.offsets: dict[str, int] = {"stdout": 0, "stderr": 0}
+        self._last_write = 0.0
+
+    def update(self, stream: str, offset: int) -> None:
+        self.offsets[stream] = offset
+        now = time.monotonic()
+        if now - self._last_write >= 1.0:
+            self.flush()
+
+    def flush(self) -> None:
+        self._last_write = time.monotonic()
+        self._write(self.path, dict(self.offsets))

@@ -1,0 +1,186 @@
+"""Starting a task detached from the drone, and finding it again after a drone restart.
+
+A task is started through ``drone/wrapper.py`` in a new session, so neither a
+drone crash nor ``systemctl restart`` (with ``KillMode=process``) touches it.
+The drone identifies processes by pid *and* start time (psutil's
+``create_time``), so a recycled pid is never mistaken for the task, and
+records the boot time, so that after a reboot it knows the task is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import psutil
+
+from drone.state import read_json, write_json
+
+WRAPPER: Final = str(Path(__file__).with_name("wrapper.py"))
+BOOT_TIME_TOLERANCE: Final = 5.0  # seconds; psutil's boot time can wobble by a second
+CREATE_TIME_TOLERANCE: Final = 0.05
+
+
+@dataclass(frozen=True)
+class ProcRecord:
+    """Who the task is, recorded in ``proc.json`` so that a new drone can re-adopt it."""
+
+    pid: int  # the task's bash; also its process group id and session id
+    create_time: float | None
+    wrapper_pid: int
+    wrapper_create_time: float | None
+    boot_time: float
+    started_at: float
+
+    def to_json(self) -> dict[str, float | int | None]:
+        return {
+            "pid": self.pid, "create_time": self.create_time, "wrapper_pid": self.wrapper_pid,
+            "wrapper_create_time": self.wrapper_create_time, "boot_time": self.boot_time,
+            "started_at": self.started_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> ProcRecord | None:
+        if not isinstance(data, dict):
+            return None
+        try:
+            return cls(int(data["pid"]), data.get("create_time"), int(data["wrapper_pid"]),
+                       data.get("wrapper_create_time"), float(data["boot_time"]),
+                       float(data["started_at"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def _create_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def same_process(pid: int, create_time: float | None) -> psutil.Process | None:
+    """The live process ``pid`` if it is the one that started at ``create_time``, else None."""
+    if create_time is None:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - create_time) > CREATE_TIME_TOLERANCE:
+            return None
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    return proc
+
+
+def rebooted_since(record: ProcRecord) -> bool:
+    return abs(psutil.boot_time() - record.boot_time) > BOOT_TIME_TOLERANCE
+
+
+async def launch(
+    task_dir: Path, *, command: str, cwd: Path, env: dict[str, str], start_timeout: float = 15.0
+) -> tuple[subprocess.Popen[bytes], ProcRecord | None]:
+    """Start the wrapper for one task and wait until it names the task's pid.
+
+    Returns the wrapper's Popen (the drone reaps it while it lives) and the
+    record, or None when the wrapper never reported (its exit.json says why,
+    or the caller reports the failure).
+    """
+    write_json(task_dir / "launch.json", {"command": command, "cwd": str(cwd)})
+    log = open(task_dir / "wrapper.log", "ab")  # noqa: SIM115 - handed to the child
+    try:
+        wrapper = subprocess.Popen(
+            [sys.executable, "-I", "-S", WRAPPER, str(task_dir)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=str(task_dir),
+            start_new_session=True, close_fds=True,
+        )
+    finally:
+        log.close()
+    wrapper_create = _create_time(wrapper.pid)
+    pid_path = task_dir / "pid.json"
+    deadline = time.monotonic() + start_timeout
+    info = read_json(pid_path)
+    while info is None:
+        if wrapper.poll() is not None or time.monotonic() > deadline:
+            return wrapper, None
+        await asyncio.sleep(0.002)
+        info = read_json(pid_path)
+    pid = int(info["pid"])
+    record = ProcRecord(pid, _create_time(pid), wrapper.pid, wrapper_create,
+                        psutil.boot_time(), float(info["started_at"]))
+    write_json(task_dir / "proc.json", record.to_json())
+    return wrapper, record
+
+
+def signal_group(pgid: int, signum: int) -> bool:
+    """Signal the task's whole process group; False when nothing is left of it."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def kill_tree(record: ProcRecord, signum: int) -> None:
+    """Signal the task's group and any descendant that left it (setsid, own group)."""
+    root = same_process(record.pid, record.create_time)
+    strays: list[psutil.Process] = []
+    if root is not None:
+        with contextlib.suppress(psutil.Error):
+            strays = [p for p in root.children(recursive=True) if _pgid(p) != record.pid]
+    signal_group(record.pid, signum)
+    for proc in strays:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(signum)
+
+
+def _pgid(proc: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(proc.pid)
+    except OSError:
+        return None
+
+
+@dataclass
+class TreeSample:
+    cpu_seconds: float
+    rss: int
+
+
+def sample_tree(record: ProcRecord) -> TreeSample | None:
+    """CPU seconds and summed RSS of the task's live process tree, for the finish report.
+
+    Each live process counts its own CPU time plus that of the children it
+    reaped, so summing over the live tree counts every process once.
+    """
+    root = same_process(record.pid, record.create_time)
+    if root is None:
+        return None
+    cpu = 0.0
+    rss = 0
+    try:
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None
+    for proc in procs:
+        try:
+            with proc.oneshot():
+                times = proc.cpu_times()
+                cpu += times.user + times.system + times.children_user + times.children_system
+                rss += proc.memory_info().rss
+        except psutil.Error:
+            continue
+    return TreeSample(cpu, rss)
+
+
+def wrapper_alive(record: ProcRecord) -> bool:
+    return same_process(record.wrapper_pid, record.wrapper_create_time) is not None

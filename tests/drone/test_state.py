@@ -1,0 +1,81 @@
+"""The data dir's durable state and the settings file."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from drone import config
+from drone.state import ACCEPTED_MEMORY, DataDir, DroneState, is_safe_id
+
+
+def test_last_seq_and_accepted_ids_survive_a_reload(tmp_path):
+    state = DroneState.load(tmp_path / "state.json")
+    state.accept("t-one", 7)
+    state.accept("t-two", 9)
+    again = DroneState.load(tmp_path / "state.json")
+    assert again.last_seq == 9
+    assert again.is_accepted("t-one") and again.is_accepted("t-two")
+    assert not again.is_accepted("t-three")
+
+
+def test_state_file_is_private_and_written_atomically(tmp_path):
+    state = DroneState.load(tmp_path / "state.json")
+    state.accept("t-one", 1)
+    assert stat.S_IMODE(os.stat(tmp_path / "state.json").st_mode) == 0o600
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_damaged_state_file_is_refused_rather_than_reset(tmp_path):
+    (tmp_path / "state.json").write_text("{torn")
+    with pytest.raises(ValueError, match="damaged"):
+        DroneState.load(tmp_path / "state.json")
+
+
+def test_accepted_ids_are_bounded(tmp_path):
+    state = DroneState(tmp_path / "state.json")
+    for i in range(ACCEPTED_MEMORY + 5):
+        state.accepted.append(f"t-{i}")
+    state.accept("t-last", 1)
+    assert len(state.accepted) == ACCEPTED_MEMORY
+    assert state.is_accepted("t-last") and not state.is_accepted("t-0")
+
+
+@pytest.mark.parametrize("value,ok", [("t-3kq9z0m2ab", True), ("../x", False), ("", False),
+                                      (".hidden", False), ("a/b", False), (5, False)])
+def test_only_plain_ids_become_directory_names(value, ok):
+    assert is_safe_id(value) is ok
+
+
+def test_task_dir_refuses_unsafe_ids(tmp_path):
+    with pytest.raises(ValueError):
+        DataDir(tmp_path).task_dir("../../etc")
+
+
+def test_settings_round_trip_through_toml(tmp_path):
+    settings = config.Settings(name="gpu-1", relay="https://r.example", slots=3,
+                               labels=["gpu", "a100"], fetch_roots=["/data"], max_timeout=3600)
+    config.save(settings, tmp_path / "drone.toml")
+    assert config.load(tmp_path / "drone.toml") == settings
+
+
+def test_settings_are_the_ceiling_over_what_the_relay_asks():
+    settings = config.Settings(name="d", relay="r", max_timeout=100, default_grace=5,
+                               max_grace=30)
+    assert settings.effective_timeout(1000) == 100
+    assert settings.effective_timeout(None) == 100
+    assert settings.effective_timeout(50) == 50
+    assert settings.effective_grace(None) == 5
+    assert settings.effective_grace(600) == 30
+    unlimited = config.Settings(name="d", relay="r")
+    assert unlimited.effective_timeout(None) is None
+
+
+@pytest.mark.parametrize("line,needle", [("slots = 0", "slots"), ("bogus = 1", "unknown"),
+                                         ("labels = 3", "labels")])
+def test_bad_settings_are_named(tmp_path, line, needle):
+    (tmp_path / "drone.toml").write_text(f'name = "d"\nrelay = "r"\n{line}\n')
+    with pytest.raises(config.SettingsError, match=needle):
+        config.load(tmp_path / "drone.toml")
