@@ -64,6 +64,7 @@ DISPATCH_BUCKETS: Final = (
     300.0, 3600.0, 86400.0,
 )
 UNMATCHED_ROUTE: Final = "unmatched"
+DISPATCH_HOOK: Final = "task_dispatched"
 _TEMPLATES_ATTR: Final = "_dragoon_metrics_templates"
 _AUTH_FAILURE_STATUS: Final = 401
 _MAX_ERROR_BODY: Final = 4096
@@ -157,6 +158,14 @@ class RelayMetrics:
         """The whole exposition; the store is read here, once per scrape."""
         state = await self.state_reader() if self.state_reader is not None else None
         return self.render(state)
+
+    def observe_dispatched_task(self, task: Mapping[str, Any]) -> None:
+        """Dispatch hook over a task view: ``dispatched_at - created_at``, on the relay's clock."""
+        created = task.get("created_at")
+        if isinstance(created, int | float):
+            dispatched = task.get("dispatched_at")
+            self.observe_dispatch(created, now=dispatched if isinstance(dispatched, int | float)
+                                  else None)
 
     def render(self, state: StateCounts | None = None) -> str:
         with self._lock:
@@ -314,11 +323,17 @@ def install(app: Any, *, state_reader: StateReader | None, data_dir: Path | None
     return metrics
 
 
-def observe_dispatch(app_state: Any, created_at: float) -> None:
-    """Dispatch hook for code that holds ``app.state`` (or any object) rather than the metrics."""
-    metrics = getattr(app_state, "metrics", None)
-    if isinstance(metrics, RelayMetrics):
-        metrics.observe_dispatch(created_at)
+def install_for_relay(app: Any) -> RelayMetrics:
+    """:func:`install` on an app of ``relay.app.create_app``: its store, data dir and dispatcher.
+
+    The dispatcher calls ``relay.hooks["task_dispatched"](task)`` with the task's
+    view each time a queued task is handed to a drone.
+    """
+    relay = app.state.relay
+    metrics = install(app, state_reader=store_state_reader(relay.db),
+                      data_dir=relay.config.data_dir)
+    relay.hooks[DISPATCH_HOOK] = metrics.observe_dispatched_task
+    return metrics
 
 
 # --- text format ------------------------------------------------------------------------------

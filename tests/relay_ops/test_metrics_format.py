@@ -167,3 +167,13 @@ def test_label_values_are_escaped() -> None:
                                              (float("inf"), "+Inf"), (float("-inf"), "-Inf")])
 def test_values_are_spelled_as_prometheus_reads_them(value: float, text: str) -> None:
     assert m.format_value(value) == text
+
+
+def test_dispatched_task_view_is_timed_on_the_relays_clock() -> None:
+    registry = m.RelayMetrics()
+    registry.observe_dispatched_task({"id": "t-1", "created_at": 50.0, "dispatched_at": 50.002})
+    registry.observe_dispatched_task({"id": "t-2"})  # no times: nothing to observe
+    family = parse(registry.render())["dragoon_relay_dispatch_latency_seconds"]
+    assert family.value("_count") == 1
+    assert family.value("_bucket", le="0.001") == 0
+    assert family.value("_bucket", le="0.0025") == 1
