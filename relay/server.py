@@ -107,8 +107,7 @@ def serve(config: RelayConfig, options: ServeOptions) -> None:
     if not config.url:
         config.url = url
     app = create_app(config)
-    metrics.install(app, state_reader=metrics.store_state_reader(app.state.relay.db),
-                    data_dir=config.data_dir)
+    metrics.install_for_relay(app)
     kwargs: dict[str, Any] = {}
     if options.tls_cert is not None:
         kwargs = {"ssl_certfile": str(options.tls_cert), "ssl_keyfile": str(options.tls_key)}
