@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import random
+import re
 import subprocess
 from pathlib import Path
 
@@ -240,7 +241,7 @@ def test_missing_key_file_names_the_file(tmp_path: Path) -> None:
 
 
 def test_directory_instead_of_key_file_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(KeyLoadError, match=str(tmp_path)):
+    with pytest.raises(KeyLoadError, match=re.escape(str(tmp_path))):
         load_private_key_file(tmp_path)
 
 
