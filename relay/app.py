@@ -17,7 +17,7 @@ from relay import errors, sweeper
 from relay.auth import SignedRequests
 from relay.config import RelayConfig
 from relay.context import Relay
-from relay.routes import auth, events, misc, tasks, worker, workers
+from relay.routes import auth, events, fetches, messages, misc, tasks, worker, workers
 
 
 def create_app(config: RelayConfig) -> FastAPI:
@@ -39,7 +39,7 @@ def create_app(config: RelayConfig) -> FastAPI:
     )
     app.state.relay = relay
     errors.install(app)
-    for module in (auth, workers, worker, tasks, events, misc):
+    for module in (auth, workers, worker, tasks, fetches, messages, events, misc):
         app.include_router(module.router)
     app.add_middleware(SignedRequests, relay=relay)
     return app

@@ -7,9 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from relay.blobs import BlobStore
 from relay.config import RelayConfig
 from relay.db import Database
 from relay.events import EventBus
+from relay.logs import LogStore
 from relay.signals import Signals
 from shared.keys import load_private_key_file
 from shared.signers import KeyFileSigner
@@ -20,6 +22,8 @@ class Relay:
     config: RelayConfig
     db: Database
     signer: KeyFileSigner
+    logs: LogStore
+    blobs: BlobStore
     signals: Signals = field(default_factory=Signals)
     bus: EventBus = field(default_factory=EventBus)
     url: str = ""  # the address serve listens on, for join tokens when relay.toml sets none
@@ -28,9 +32,13 @@ class Relay:
     @classmethod
     def open(cls, config: RelayConfig) -> Relay:
         signer = KeyFileSigner(load_private_key_file(config.key_path))
-        return cls(config=config, db=Database(config.db_path), signer=signer, url=config.url)
+        return cls(
+            config=config, db=Database(config.db_path), signer=signer, url=config.url,
+            logs=LogStore(config.logs_dir, config.output_cap), blobs=BlobStore(config.blobs_dir),
+        )
 
     def close(self) -> None:
+        self.logs.close()
         self.db.close()
 
 

@@ -1,7 +1,256 @@
-"""placeholder."""
+"""Dispatch: the drone's long-poll, carrying the heartbeat in and signed work out.
 
+``POST /v1/worker/poll`` is answered at once when the drone has something new
+(a task, a cancel, a fetch), else held until a wake-up on the drone's signal
+(``("drone", name)``, raised after a submit, cancel, fetch or drain commits)
+or until ``wait`` runs out. There is no polling loop: the handler sleeps on
+the signal.
+
+One assignment pass, in one transaction: record the heartbeat and the drone's
+reports; hand out again any dispatched task the drone does not hold (the
+previous answer was lost); fill free slots from the queue, oldest first,
+unless draining; each task handed out gets the next per-drone sequence
+number and an RE-TASK-V1 signature.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from relay import tasks as task_store
 from relay.context import Relay
+from relay.db import transaction
+from relay.drones import view as drone_view
+from relay.logs import LogStore
+from relay.models import PollBody
+from shared import sshsig
+from shared.canonical import canonical_task
+from shared.constants import NS_TASK
+from shared.signers import Signer
+
+
+@dataclass
+class Assignment:
+    answer: dict[str, Any]
+    news: bool
+    drone: dict[str, Any] | None = None
+    came_online: bool = False
+    changed: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _signed(signer: Signer, task_id: str, drone: str, seq: int, spec: dict[str, Any]) -> str:
+    message = canonical_task(task_id=task_id, drone=drone, seq=seq, spec=spec)
+    return sshsig.encode_b64(signer.sign(NS_TASK, message))
+
+
+def assign(
+    conn: sqlite3.Connection, signer: Signer, logs: LogStore, name: str, poll: PollBody,
+    first: bool,
+) -> Assignment:
+    now = time.time()
+    changed_ids: set[str] = set()
+    with transaction(conn):
+        drone = conn.execute("SELECT * FROM drones WHERE name = ?", (name,)).fetchone()
+        came_online = drone["state"] != "online"
+        labels = json.loads(drone["labels"])
+        if poll.labels is not None:
+            labels = sorted(set(labels) | set(poll.labels))
+        conn.execute(
+            "UPDATE drones SET state = 'online', last_seen = ?, metrics = COALESCE(?, metrics),"
+            " labels = ?, slots = COALESCE(?, slots), hostname = COALESCE(?, hostname),"
+            " version = COALESCE(?, version) WHERE name = ?",
+            (now, json.dumps(poll.metrics) if poll.metrics is not None else None,
+             json.dumps(labels), poll.slots, poll.hostname, poll.version, name),
+        )
+        if first:
+            changed_ids |= _apply_reports(conn, name, poll, now)
+        held = set(poll.running) | {s.id for s in poll.started}
+        seq = drone["seq"]
+        out: list[dict[str, Any]] = []
+        for row in conn.execute(
+            "SELECT id, spec FROM tasks WHERE drone = ? AND state = 'dispatched' ORDER BY num",
+            (name,),
+        ).fetchall():
+            if row["id"] not in held:
+                seq += 1
+                out.append(_hand_out(conn, signer, row["id"], name, seq, row["spec"], now))
+        if not drone["draining"]:
+            active = conn.execute(
+                "SELECT COUNT(*) FROM tasks WHERE drone = ? AND state IN ('dispatched', 'running')",
+                (name,),
+            ).fetchone()[0]
+            free = (poll.slots or drone["slots"]) - active
+            if free > 0:
+                for row in conn.execute(
+                    "SELECT id, spec, target FROM tasks WHERE state = 'queued'"
+                    " AND (drone = ? OR drone IS NULL) AND expires_at > ? ORDER BY num LIMIT 500",
+                    (name, now),
+                ).fetchall():
+                    if free <= 0:
+                        break
+                    target = json.loads(row["target"])
+                    if "labels" in target and not task_store.labels_match(target["labels"], labels):
+                        continue
+                    seq += 1
+                    free -= 1
+                    out.append(_hand_out(conn, signer, row["id"], name, seq, row["spec"], now))
+                    changed_ids.add(row["id"])
+        conn.execute("UPDATE drones SET seq = ? WHERE name = ?", (seq, name))
+        cancels = conn.execute(
+            "SELECT id, cancel_grace, cancel_delivered FROM tasks WHERE drone = ?"
+            " AND state IN ('dispatched', 'running') AND cancel_requested = 1", (name,),
+        ).fetchall()
+        fetch_rows = conn.execute(
+            "SELECT id, path, delivered FROM fetches WHERE drone = ? AND state = 'pending'"
+            " ORDER BY created_at", (name,),
+        ).fetchall()
+        news = bool(out) or any(not r["cancel_delivered"] for r in cancels) or any(
+            not r["delivered"] for r in fetch_rows
+        )
+        conn.execute(
+            "UPDATE tasks SET cancel_delivered = 1 WHERE drone = ? AND cancel_requested = 1"
+            " AND state IN ('dispatched', 'running')", (name,),
+        )
+        conn.execute("UPDATE fetches SET delivered = 1 WHERE drone = ? AND state = 'pending'",
+                     (name,))
+        fresh = conn.execute("SELECT * FROM drones WHERE name = ?", (name,)).fetchone()
+        running = conn.execute(
+            "SELECT COUNT(*) FROM tasks WHERE drone = ? AND state IN ('dispatched', 'running')",
+            (name,),
+        ).fetchone()[0]
+        changed = [task_store.view(r, logs) for r in (
+            task_store.row_of(conn, task_id) for task_id in sorted(changed_ids)) if r is not None]
+    answer = {
+        "tasks": out,
+        "cancel": [{"id": r["id"], "grace": int(r["cancel_grace"] or 0)} for r in cancels],
+        "fetches": [{"id": r["id"], "path": r["path"]} for r in fetch_rows],
+        "server_time": time.time(),
+    }
+    return Assignment(answer, news, drone_view(fresh, running), came_online, changed)
+
+
+def _hand_out(
+    conn: sqlite3.Connection, signer: Signer, task_id: str, name: str, seq: int, spec_json: str,
+    now: float,
+) -> dict[str, Any]:
+    spec = json.loads(spec_json)
+    conn.execute(
+        "UPDATE tasks SET state = 'dispatched', drone = ?, seq = ?,"
+        " dispatched_at = COALESCE(dispatched_at, ?) WHERE id = ?",
+        (name, seq, now, task_id),
+    )
+    return {"id": task_id, "drone": name, "seq": seq, "spec": spec,
+            "signature": _signed(signer, task_id, name, seq, spec)}
+
+
+def _apply_reports(conn: sqlite3.Connection, name: str, poll: PollBody, now: float) -> set[str]:
+    changed: set[str] = set()
+    for started in poll.started:
+        cur = conn.execute(
+            "UPDATE tasks SET state = 'running', started_at = COALESCE(?, ?), pid = ?"
+            " WHERE id = ? AND drone = ? AND state IN ('dispatched', 'lost')",
+            (started.started_at, now, started.pid, started.id, name),
+        )
+        if cur.rowcount:
+            changed.add(started.id)
+    # A task the drone still runs after it was declared lost is running again.
+    for task_id in poll.running:
+        cur = conn.execute(
+            "UPDATE tasks SET state = 'running', error = NULL WHERE id = ? AND drone = ?"
+            " AND state = 'lost'", (task_id, name),
+        )
+        if cur.rowcount:
+            changed.add(task_id)
+    for rejected in poll.rejected:
+        cur = conn.execute(
+            "UPDATE tasks SET state = 'failed', error = ?, finished_at = ?"
+            " WHERE id = ? AND drone = ? AND state IN ('dispatched', 'running')",
+            (rejected.reason, now, rejected.id, name),
+        )
+        if cur.rowcount:
+            changed.add(rejected.id)
+    from relay import fetches
+
+    for error in poll.fetch_errors:
+        fetches.fail(conn, name, error.id, error.error)
+    return changed
+
+
+async def poll(relay: Relay, name: str, body: PollBody) -> dict[str, Any]:
+    """The long-poll: assign, and if nothing is new, sleep on the drone's signal and retry."""
+    key = ("drone", name)
+    wait = max(0.0, min(body.wait, relay.config.poll_max_wait))
+    deadline = time.monotonic() + wait
+    first = True
+    while True:
+        version = relay.signals.version(key)
+        result = await relay.db.run(assign, relay.signer, relay.logs, name, body, first)
+        publish(relay, result, metrics=first)
+        first = False
+        remaining = deadline - time.monotonic()
+        if result.news or remaining <= 0:
+            return result.answer
+        if not await relay.signals.wait(key, version, remaining):
+            return result.answer
+
+
+def publish(relay: Relay, result: Assignment, *, metrics: bool) -> None:
+    if result.drone is not None and (metrics or result.came_online):
+        relay.bus.publish("drone", result.drone)
+    for task in result.changed:
+        relay.bus.publish("task", task)
+        relay.signals.notify(("task", task["id"]))
+        if task["state"] == "dispatched" and (hook := relay.hooks.get("task_dispatched")):
+            hook(task)  # relay/metrics.py: dispatch latency
+
+
+def sweep_tasks(
+    conn: sqlite3.Connection, logs: LogStore, offline_after: float
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Drones silent too long go offline; their running tasks go ``lost`` after each task's
+    grace; queued tasks past their expiry are cancelled without ever running."""
+    from relay import drones
+
+    now = time.time()
+    with transaction(conn):
+        gone = [r["name"] for r in conn.execute(
+            "SELECT name FROM drones WHERE state = 'online' AND last_seen < ?",
+            (now - offline_after,),
+        )]
+        for name in gone:
+            conn.execute("UPDATE drones SET state = 'offline' WHERE name = ?", (name,))
+        lost = [r["id"] for r in conn.execute(
+            "SELECT t.id FROM tasks t JOIN drones d ON d.name = t.drone"
+            " WHERE t.state IN ('dispatched', 'running')"
+            " AND COALESCE(d.last_seen, t.dispatched_at) < ? - t.lost_after", (now,),
+        )]
+        for task_id in lost:
+            conn.execute(
+                "UPDATE tasks SET state = 'lost', finished_at = ?,"
+                " error = 'lost: the drone went silent' WHERE id = ?", (now, task_id),
+            )
+        expired = [r["id"] for r in conn.execute(
+            "SELECT id FROM tasks WHERE state = 'queued' AND expires_at <= ?", (now,)
+        )]
+        for task_id in expired:
+            conn.execute(
+                "UPDATE tasks SET state = 'cancelled', finished_at = ?,"
+                " error = 'expired: still queued at its expiry, never run' WHERE id = ?",
+                (now, task_id),
+            )
+    drone_views = [d for d in (drones.get(conn, name) for name in gone) if d is not None]
+    task_views = [task_store.get(conn, logs, t) for t in lost + expired]
+    return drone_views, task_views
 
 
 async def sweep(relay: Relay) -> None:
-    return None
+    drones, changed = await relay.db.run(sweep_tasks, relay.logs, relay.config.offline_after)
+    for drone in drones:
+        relay.bus.publish("drone", drone)
+    for task in changed:
+        relay.bus.publish("task", task)
+        relay.signals.notify(("task", task["id"]))

@@ -1,5 +1,43 @@
-"""placeholder."""
+"""``GET /v1/events``: server-sent events of drone, task and message changes."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from relay.auth import PilotDep
+from relay.context import RelayDep
+
+router = APIRouter(tags=["events"])
+KEEPALIVE = 15.0
+
+
+@router.get("/v1/events")
+async def events(request: Request, _who: PilotDep, relay: RelayDep) -> StreamingResponse:
+    last = request.headers.get("last-event-id")
+    queue = relay.bus.subscribe(int(last) if last and last.isdigit() else None)
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            yield b": connected\n\n"
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), KEEPALIVE)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                if event is None:
+                    return  # too slow: the client reconnects with Last-Event-ID
+                yield event.encode()
+        finally:
+            with contextlib.suppress(Exception):
+                relay.bus.unsubscribe(queue)
+
+    return StreamingResponse(
+        stream(), media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

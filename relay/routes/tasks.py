@@ -1,5 +1,123 @@
-"""placeholder."""
+"""``/v1/tasks``: submit, list, show, cancel, read output, artifacts."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+import time
+from typing import Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse, Response
+
+from relay import tasks as task_store
+from relay.auth import PilotDep
+from relay.blobs import check_artifact_path
+from relay.context import RelayDep
+from relay.errors import ApiError, not_found
+from relay.models import CancelBody, SubmitBody
+from shared.models import TaskState
+
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+
+
+@router.post("", status_code=201)
+async def submit(body: SubmitBody, who: PilotDep, relay: RelayDep) -> dict[str, Any]:
+    result = await relay.db.run(task_store.submit, relay.config, relay.logs, who.name, body)
+    relay.bus.publish("task", result.task)
+    for drone in result.wake:
+        relay.signals.notify(("drone", drone))
+    return result.task
+
+
+@router.get("")
+async def list_tasks(
+    _who: PilotDep, relay: RelayDep,
+    drone: str | None = Query(None), state: str | None = Query(None),
+    limit: int = Query(100, ge=1, le=1000), before: str | None = Query(None),
+) -> dict[str, Any]:
+    return await relay.db.run(
+        lambda conn: task_store.listing(
+            conn, relay.logs, drone=drone, state=state, limit=limit, before=before
+        )
+    )
+
+
+@router.get("/{task_id}")
+async def show(task_id: str, _who: PilotDep, relay: RelayDep) -> dict[str, Any]:
+    return await relay.db.run(task_store.get, relay.logs, task_id)
+
+
+@router.post("/{task_id}/cancel")
+async def cancel(
+    task_id: str, who: PilotDep, relay: RelayDep, body: CancelBody | None = None
+) -> dict[str, Any]:
+    grace = body.grace if body is not None else None
+    result = await relay.db.run(task_store.cancel, relay.logs, task_id, grace, who.name)
+    relay.bus.publish("task", result.task)
+    relay.signals.notify(("task", task_id))
+    if result.wake:
+        relay.signals.notify(("drone", result.wake))
+    return result.task
+
+
+@router.get("/{task_id}/log")
+async def read_log(
+    task_id: str, _who: PilotDep, relay: RelayDep,
+    stream: str = Query("stdout", pattern="^(stdout|stderr)$"),
+    offset: int = Query(0, ge=0), limit: int = Query(1 << 20, ge=1, le=8 << 20),
+    wait: float = Query(0, ge=0),
+) -> Response:
+    """Bytes from ``offset``; with ``wait`` and nothing new, held until an append or a change."""
+    key = ("task", task_id)
+    deadline = time.monotonic() + min(wait, relay.config.poll_max_wait)
+    while True:
+        version = relay.signals.version(key)
+        task = await relay.db.run(task_store.get, relay.logs, task_id)
+        data = relay.logs.read(task_id, stream, offset, limit)
+        size = task[f"{stream}_size"]
+        final = TaskState(task["state"]).is_final
+        remaining = deadline - time.monotonic()
+        if data or final or remaining <= 0:
+            break
+        if not await relay.signals.wait(key, version, remaining):
+            continue  # one last look before answering empty
+    end = offset + len(data)
+    headers = {
+        "X-Dragoon-Offset": str(offset), "X-Dragoon-Next-Offset": str(end),
+        "X-Dragoon-Task-State": task["state"],
+    }
+    if final and end >= size:
+        headers["X-Dragoon-Eof"] = "1"
+    return Response(data, media_type="application/octet-stream", headers=headers)
+
+
+@router.get("/{task_id}/artifact", response_model=None)
+async def artifact(
+    task_id: str, _who: PilotDep, relay: RelayDep, path: str | None = Query(None),
+) -> dict[str, Any] | FileResponse:
+    await relay.db.run(task_store.get, relay.logs, task_id)
+    if path is None:
+        rows = await relay.db.run(
+            lambda conn: conn.execute(
+                "SELECT path, size, sha256, uploaded_at FROM artifacts WHERE task = ?"
+                " ORDER BY path", (task_id,),
+            ).fetchall()
+        )
+        return {"artifacts": [dict(row) for row in rows]}
+    check_artifact_path(path)
+    row = await relay.db.run(
+        lambda conn: conn.execute(
+            "SELECT sha256 FROM artifacts WHERE task = ? AND path = ?", (task_id, path)
+        ).fetchone()
+    )
+    if row is None:
+        raise not_found("artifact")
+    return _file(relay.blobs.path(row["sha256"]), path.rsplit("/", 1)[-1], row["sha256"])
+
+
+def _file(blob_path: Any, filename: str, sha256: str) -> FileResponse:
+    if not blob_path.exists():
+        raise ApiError(404, "not_found", "the blob is missing from the relay's store")
+    return FileResponse(
+        blob_path, media_type="application/octet-stream", filename=filename,
+        headers={"X-Dragoon-Sha256": sha256},
+    )

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 
-from relay import enroll
-from relay.context import RelayDep
-from relay.errors import ApiError
-from relay.models import InitBody
+from relay import dispatch, enroll, fetches, messages
+from relay import tasks as task_store
+from relay.auth import PRINCIPAL_KEY, DroneDep, check_request, scope_headers
+from relay.blobs import check_artifact_path
+from relay.context import Relay, RelayDep
+from relay.errors import ApiError, not_found
+from relay.logs import Gap
+from relay.models import FinishBody, InitBody, MessageBody, PollBody
+from shared.request_auth import RequestRejected
 
 router = APIRouter(prefix="/v1/worker", tags=["drone"])
 
@@ -23,3 +29,134 @@ async def init(body: InitBody, relay: RelayDep) -> dict[str, Any]:
     if isinstance(result, ApiError):
         raise result
     return result
+
+
+@router.post("/poll")
+async def poll(body: PollBody, drone: DroneDep, relay: RelayDep) -> dict[str, Any]:
+    return await dispatch.poll(relay, drone.name, body)
+
+
+@router.post("/log", response_model=None)
+async def log(
+    request: Request, drone: DroneDep, relay: RelayDep,
+    task: str = Query(), stream: str = Query(pattern="^(stdout|stderr)$"),
+    offset: int = Query(ge=0),
+) -> dict[str, Any] | JSONResponse:
+    row = await relay.db.run(task_store.own_task, drone.name, task)
+    data = await request.body()
+    result = await relay.logs.append(row["id"], stream, offset, data)
+    if isinstance(result, Gap):
+        raise ApiError(409, "offset_gap", f"the relay holds {result.expected} bytes",
+                       expected=result.expected)
+    relay.signals.notify(("task", task))
+    if result.truncated_now:
+        changed = await relay.db.run(task_store.get, relay.logs, task)
+        relay.bus.publish("task", changed)
+    return {"next_offset": result.next_offset}
+
+
+@router.post("/finish")
+async def finish(body: FinishBody, drone: DroneDep, relay: RelayDep) -> dict[str, Any]:
+    result = await relay.db.run(task_store.finish, relay.logs, drone.name, body)
+    if isinstance(result, ApiError):
+        raise result
+    changed = result.pop("changed")
+    if changed is not None:
+        relay.bus.publish("task", changed)
+        relay.signals.notify(("task", body.task))
+        relay.signals.notify(("drone", drone.name))  # a slot is free
+    return result
+
+
+@router.post("/message")
+async def message(body: MessageBody, drone: DroneDep, relay: RelayDep) -> dict[str, Any]:
+    if len(body.text.encode("utf-8")) > relay.config.message_max:
+        raise ApiError(413, "too_large", f"a message is at most {relay.config.message_max} bytes")
+    stored, new = await relay.db.run(messages.add, drone.name, body.task, body.index, body.text)
+    if new:
+        relay.bus.publish("message", stored)
+        relay.signals.notify(("messages",))
+    return {"id": stored["id"]}
+
+
+@router.post("/blob")
+async def blob(
+    request: Request, relay: RelayDep,
+    sha256: str = Query(pattern="^[0-9a-f]{64}$"), size: int = Query(ge=0),
+    task: str | None = Query(None), path: str | None = Query(None),
+    fetch: str | None = Query(None),
+) -> dict[str, Any]:
+    """Streamed upload: checked against the declared size and hash, then the signature."""
+    name = await _blob_drone(request, relay)
+    if fetch is None:
+        if task is None or path is None:
+            raise ApiError(422, "invalid", "give task and path, or fetch")
+        check_artifact_path(path)
+        await relay.db.run(task_store.own_task, name, task)
+    tmp, digest = await relay.blobs.receive(
+        request.stream(), size=size, cap=relay.config.artifact_max
+    )
+    try:
+        if digest != sha256:
+            raise ApiError(400, "hash_mismatch", f"the body hashes to {digest}, not {sha256}")
+        verified = await relay.db.run(
+            lambda conn: check_request(
+                conn, method="POST", raw_path=request.scope.get("raw_path", b"").decode("latin-1")
+                or request.url.path, raw_query=request.scope.get("query_string", b"").decode(
+                    "latin-1"), headers=scope_headers(request.scope), body=b"",
+                nonce_ttl=relay.config.nonce_ttl, body_sha256=digest,
+            )
+        )
+        if isinstance(verified, RequestRejected):
+            raise ApiError(401, verified.code, verified.detail)
+    except BaseException:
+        relay.blobs.discard(tmp)
+        raise
+    relay.blobs.keep(tmp, digest)
+    if fetch is not None:
+        error = await relay.db.run(fetches.complete, name, fetch, digest, size)
+        if error is not None:
+            raise ApiError(409, "conflict", error)
+        relay.signals.notify(("fetch", fetch))
+    else:
+        assert task is not None and path is not None
+        error = await relay.db.run(_record_artifact, task, path, digest, size)
+        if error is not None:
+            raise ApiError(409, "conflict", error)
+    return {"sha256": digest, "size": size}
+
+
+async def _blob_drone(request: Request, relay: Relay) -> str:
+    """The drone named by the (pre-checked) headers; the signature is checked after the body."""
+    fingerprint = request.headers.get("x-re-key-fingerprint", "")
+    row = await relay.db.run(
+        lambda conn: conn.execute(
+            "SELECT name FROM drones WHERE fingerprint = ?", (fingerprint,)
+        ).fetchone()
+    )
+    if row is None:
+        raise ApiError(403, "forbidden", "this route is for drones")
+    request.scope[PRINCIPAL_KEY] = None
+    return str(row["name"])
+
+
+def _record_artifact(conn: Any, task: str, path: str, digest: str, size: int) -> str | None:
+    import time
+
+    from relay.db import transaction
+
+    with transaction(conn):
+        row = conn.execute(
+            "SELECT sha256 FROM artifacts WHERE task = ? AND path = ?", (task, path)
+        ).fetchone()
+        if row is not None:
+            same = row["sha256"] == digest
+            return None if same else f"{path} was already uploaded with other content"
+        conn.execute(
+            "INSERT INTO artifacts (task, path, sha256, size, uploaded_at) VALUES (?, ?, ?, ?, ?)",
+            (task, path, digest, size, time.time()),
+        )
+    return None
+
+
+__all__ = ["not_found", "router"]

@@ -1,0 +1,92 @@
+"""Blobs stored by content hash (``blobs/ab/abcdef…``): artifacts and fetched files.
+
+An upload streams into a temporary file while it is hashed and counted; only
+a body whose size and SHA-256 match what the drone declared, within the cap,
+is fsynced and renamed into place. Storing the same content twice is a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Final
+
+from relay.errors import ApiError
+
+SHA256: Final = re.compile(r"[0-9a-f]{64}")
+
+
+def check_artifact_path(path: str) -> str:
+    """A relative, normalised path with no ``..``: what the drone found under the task's cwd."""
+    parts = path.split("/")
+    if (not path or len(path) > 1024 or "\x00" in path or "\\" in path or path.startswith("/")
+            or any(part in ("", ".", "..") for part in parts)):
+        raise ApiError(400, "bad_path", "an artifact path is relative, without '.', '..' or '//'")
+    return path
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        if not SHA256.fullmatch(sha256):
+            raise ApiError(422, "invalid", "sha256 must be 64 lowercase hex digits")
+        return self.root / sha256[:2] / sha256
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).exists()
+
+    async def receive(
+        self, chunks: AsyncIterator[bytes], *, size: int, cap: int
+    ) -> tuple[Path, str]:
+        """Stream into a temporary file; returns it and the SHA-256 of what arrived."""
+        if size > cap:
+            raise ApiError(413, "too_large", f"a file may be at most {cap} bytes")
+        tmp = self.tmp / secrets.token_hex(16)
+        digest = hashlib.sha256()
+        received = 0
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            async for chunk in chunks:
+                received += len(chunk)
+                if received > size or received > cap:
+                    raise ApiError(413, "too_large", f"the body is larger than the declared {size}")
+                digest.update(chunk)
+                os.write(fd, chunk)
+            if received != size:
+                raise ApiError(400, "size_mismatch", f"declared {size} bytes, received {received}")
+            await asyncio.to_thread(os.fsync, fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        os.close(fd)
+        return tmp, digest.hexdigest()
+
+    def keep(self, tmp: Path, sha256: str) -> None:
+        """Move a checked upload into place (or drop it when that content is already stored)."""
+        final = self.path(sha256)
+        if final.exists():
+            tmp.unlink()
+            return
+        final.parent.mkdir(exist_ok=True)
+        os.replace(tmp, final)
+        fd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def discard(self, tmp: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()

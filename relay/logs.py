@@ -1,0 +1,127 @@
+"""Task output as append-only files ``logs/<task>/<stream>``, addressed by byte offset.
+
+The file's length is the truth: a chunk is appended only when its offset is
+the current length; a chunk that lies within what is already stored is
+acknowledged (a resend after a lost answer); one beyond it is a gap. Every
+append is fsynced before it is acknowledged, so a relay killed at any moment
+keeps every byte it said it had. Appends run on one dedicated thread, which
+serialises them without locks and keeps fsync off the event loop.
+
+Past the per-task output cap a marker line is written, a ``truncated`` file
+records the fact, and later chunks are acknowledged and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from relay.errors import ApiError
+
+TASK_ID: Final = re.compile(r"t-[a-z2-7]{10}")
+STREAMS: Final = ("stdout", "stderr")
+TRUNCATED: Final = "truncated"
+
+
+def marker(cap: int) -> bytes:
+    return f"\n[dragoon: output cap of {cap} bytes reached; the rest was dropped]\n".encode()
+
+
+@dataclass(frozen=True)
+class Appended:
+    next_offset: int
+    truncated_now: bool = False
+
+
+@dataclass(frozen=True)
+class Gap:
+    expected: int
+
+
+class LogStore:
+    def __init__(self, root: Path, cap: int) -> None:
+        self.root = root
+        self.cap = cap
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-logs")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    def path(self, task: str, stream: str) -> Path:
+        if not TASK_ID.fullmatch(task) or stream not in STREAMS:
+            raise ApiError(422, "invalid", "bad task id or stream")
+        return self.root / task / stream
+
+    def size(self, task: str, stream: str) -> int:
+        try:
+            return self.path(task, stream).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def truncated(self, task: str) -> bool:
+        return (self.root / task / TRUNCATED).exists()
+
+    def sizes(self, task: str) -> dict[str, object]:
+        return {"stdout_size": self.size(task, "stdout"), "stderr_size": self.size(task, "stderr"),
+                "output_truncated": self.truncated(task)}
+
+    async def append(self, task: str, stream: str, offset: int, data: bytes) -> Appended | Gap:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._append, task, stream, offset, data)
+
+    def _append(self, task: str, stream: str, offset: int, data: bytes) -> Appended | Gap:
+        path = self.path(task, stream)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        if self.truncated(task):
+            return Appended(offset + len(data))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            if offset > size:
+                return Gap(size)
+            fresh = data[size - offset:]
+            if not fresh:
+                return Appended(size)  # a duplicate: every byte is already here
+            other = "stderr" if stream == "stdout" else "stdout"
+            room = self.cap - size - self.size(task, other)
+            if len(fresh) <= room:
+                _write_all(fd, fresh)
+                os.fsync(fd)
+                return Appended(size + len(fresh))
+            _write_all(fd, fresh[:max(room, 0)] + marker(self.cap))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        flag = os.open(path.parent / TRUNCATED, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.fsync(flag)
+        os.close(flag)
+        _fsync_dir(path.parent)
+        return Appended(offset + len(data), truncated_now=True)
+
+    def read(self, task: str, stream: str, offset: int, limit: int) -> bytes:
+        try:
+            with self.path(task, stream).open("rb") as fh:
+                fh.seek(offset)
+                return fh.read(limit)
+        except FileNotFoundError:
+            return b""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,60 @@
+"""The pilot's inbox: short messages from running tasks, acknowledged when read."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+from relay.db import transaction
+from relay.tasks import own_task
+
+
+def view(row: sqlite3.Row) -> dict[str, Any]:
+    return {"id": row["id"], "task": row["task"], "drone": row["drone"], "text": row["text"],
+            "created_at": row["created_at"], "acked": bool(row["acked"])}
+
+
+def add(
+    conn: sqlite3.Connection, drone: str, task: str, index: int, text: str
+) -> tuple[dict[str, Any], bool]:
+    """Store a message once per ``(task, index)``; returns it and whether it is new."""
+    with transaction(conn):
+        own_task(conn, drone, task)
+        row = conn.execute(
+            "SELECT * FROM messages WHERE task = ? AND idx = ?", (task, index)
+        ).fetchone()
+        if row is not None:
+            return view(row), False
+        cur = conn.execute(
+            "INSERT INTO messages (task, drone, idx, text, created_at) VALUES (?, ?, ?, ?, ?)",
+            (task, drone, index, text, time.time()),
+        )
+        row = conn.execute("SELECT * FROM messages WHERE id = ?", (cur.lastrowid,)).fetchone()
+    return view(row), True
+
+
+def listing(
+    conn: sqlite3.Connection, *, after: int | None, unread: bool, limit: int
+) -> list[dict[str, Any]]:
+    where, args = ["id > ?"], [after or 0]
+    if unread:
+        where.append("acked = 0")
+    rows = conn.execute(
+        f"SELECT * FROM messages WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",  # noqa: S608
+        (*args, limit),
+    )
+    return [view(row) for row in rows]
+
+
+def ack(conn: sqlite3.Connection, ids: list[int]) -> int:
+    with transaction(conn):
+        total = 0
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            cur = conn.execute(
+                f"UPDATE messages SET acked = 1 WHERE acked = 0 AND id IN"  # noqa: S608
+                f" ({','.join('?' * len(chunk))})", chunk,
+            )
+            total += cur.rowcount
+    return total

@@ -1,0 +1,45 @@
+"""``/v1/fetches``: the state of a file fetched from a drone, and its content."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+
+from relay import fetches
+from relay.auth import PilotDep
+from relay.context import RelayDep
+from relay.errors import ApiError, not_found
+from relay.routes.tasks import _file
+
+router = APIRouter(prefix="/v1/fetches", tags=["drones"])
+
+
+@router.get("/{fetch_id}")
+async def show(
+    fetch_id: str, _who: PilotDep, relay: RelayDep, wait: float = Query(0, ge=0)
+) -> dict[str, Any]:
+    key = ("fetch", fetch_id)
+    deadline = time.monotonic() + min(wait, relay.config.poll_max_wait)
+    while True:
+        version = relay.signals.version(key)
+        found = await relay.db.run(fetches.get, fetch_id)
+        if found is None:
+            raise not_found("fetch")
+        remaining = deadline - time.monotonic()
+        if found["state"] != "pending" or remaining <= 0:
+            return found
+        await relay.signals.wait(key, version, remaining)
+
+
+@router.get("/{fetch_id}/content")
+async def content(fetch_id: str, _who: PilotDep, relay: RelayDep) -> FileResponse:
+    found = await relay.db.run(fetches.get, fetch_id)
+    if found is None:
+        raise not_found("fetch")
+    if found["state"] != "ready":
+        raise ApiError(409, "conflict", f"the fetch is {found['state']}")
+    name = found["path"].rstrip("/").rsplit("/", 1)[-1] or "fetched"
+    return _file(relay.blobs.path(found["sha256"]), name, found["sha256"])

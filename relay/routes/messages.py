@@ -1,0 +1,39 @@
+"""``/v1/messages``: the pilot's inbox."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Query
+
+from relay import messages
+from relay.auth import PilotDep
+from relay.context import RelayDep
+from relay.models import AckBody
+
+router = APIRouter(prefix="/v1/messages", tags=["inbox"])
+
+
+@router.get("")
+async def inbox(
+    _who: PilotDep, relay: RelayDep,
+    after: int | None = Query(None, ge=0), unread: bool = Query(False),
+    limit: int = Query(100, ge=1, le=1000), wait: float = Query(0, ge=0),
+) -> dict[str, Any]:
+    key = ("messages",)
+    deadline = time.monotonic() + min(wait, relay.config.poll_max_wait)
+    while True:
+        version = relay.signals.version(key)
+        found = await relay.db.run(
+            lambda conn: messages.listing(conn, after=after, unread=unread, limit=limit)
+        )
+        remaining = deadline - time.monotonic()
+        if found or remaining <= 0:
+            return {"messages": found}
+        await relay.signals.wait(key, version, remaining)
+
+
+@router.post("/ack")
+async def ack(body: AckBody, _who: PilotDep, relay: RelayDep) -> dict[str, Any]:
+    return {"acked": await relay.db.run(messages.ack, body.ids)}

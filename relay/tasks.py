@@ -1,0 +1,215 @@
+"""The task store: submit, list, show, cancel, and the drone's reports (start, reject, finish).
+
+Every function runs on the database thread, makes its change in one
+transaction and returns what changed, so the route can publish events and
+wake waiters after the commit.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from relay import audit
+from relay.config import RelayConfig
+from relay.db import transaction
+from relay.enroll import check_labels
+from relay.errors import ApiError, not_found
+from relay.logs import LogStore
+from relay.models import FinishBody, SubmitBody
+from shared.models import TaskState
+
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+ACTIVE = ("dispatched", "running")
+
+
+def new_id() -> str:
+    return "t-" + "".join(secrets.choice(_ALPHABET) for _ in range(10))
+
+
+def view(row: sqlite3.Row, logs: LogStore) -> dict[str, Any]:
+    spec = json.loads(row["spec"])
+    return {
+        "id": row["id"], "name": row["name"], "state": row["state"], "drone": row["drone"],
+        "target": json.loads(row["target"]), "spec": spec, "pilot": row["pilot"],
+        "created_at": row["created_at"], "dispatched_at": row["dispatched_at"],
+        "started_at": row["started_at"], "finished_at": row["finished_at"],
+        "expires_at": row["expires_at"], "lost_after": row["lost_after"],
+        "exit_code": row["exit_code"], "signal": row["signal"],
+        "cpu_seconds": row["cpu_seconds"], "peak_rss": row["peak_rss"],
+        "cancel_requested": bool(row["cancel_requested"]), "error": row["error"],
+        **logs.sizes(row["id"]),
+    }
+
+
+def row_of(conn: sqlite3.Connection, task_id: str) -> sqlite3.Row | None:
+    row: sqlite3.Row | None = conn.execute(
+        "SELECT * FROM tasks WHERE id = ?", (task_id,)
+    ).fetchone()
+    return row
+
+
+def get(conn: sqlite3.Connection, logs: LogStore, task_id: str) -> dict[str, Any]:
+    row = row_of(conn, task_id)
+    if row is None:
+        raise not_found("task")
+    return view(row, logs)
+
+
+def labels_match(wanted: list[str], have: list[str]) -> bool:
+    return set(wanted) <= set(have)
+
+
+@dataclass
+class Submitted:
+    task: dict[str, Any]
+    wake: list[str] = field(default_factory=list)  # drones that may take it now
+
+
+def submit(
+    conn: sqlite3.Connection, config: RelayConfig, logs: LogStore, pilot: str, body: SubmitBody
+) -> Submitted:
+    if (body.drone is None) == (body.labels is None):
+        raise ApiError(422, "invalid", "give exactly one target: drone or labels")
+    spec = body.spec.model_dump()
+    now = time.time()
+    with transaction(conn):
+        queued = conn.execute(
+            "SELECT COUNT(*) FROM tasks WHERE pilot = ? AND state = 'queued'", (pilot,)
+        ).fetchone()[0]
+        if queued >= config.queued_per_pilot:
+            raise ApiError(
+                429, "quota_exceeded",
+                f"you already have {queued} queued tasks (limit {config.queued_per_pilot})",
+            )
+        wake: list[str] = []
+        if body.drone is not None:
+            known = conn.execute("SELECT 1 FROM drones WHERE name = ?", (body.drone,)).fetchone()
+            if known is None:
+                raise not_found("drone")
+            target: dict[str, Any] = {"drone": body.drone}
+            wake.append(body.drone)
+        else:
+            wanted = check_labels(body.labels or [])
+            target = {"labels": wanted}
+            for row in conn.execute("SELECT name, labels FROM drones WHERE draining = 0"):
+                if labels_match(wanted, json.loads(row["labels"])):
+                    wake.append(row["name"])
+        task_id = new_id()
+        conn.execute(
+            "INSERT INTO tasks (id, name, state, drone, target, spec, pilot, created_at,"
+            " expires_at, lost_after) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+            (task_id, spec.get("name"), body.drone, json.dumps(target), json.dumps(spec), pilot,
+             now, now + (body.expires_in or config.task_expires_in),
+             body.lost_after or config.task_lost_after),
+        )
+        audit.record(conn, pilot, "submit", task_id, json.dumps(target), at=now)
+        row = row_of(conn, task_id)
+    assert row is not None
+    return Submitted(view(row, logs), wake)
+
+
+def listing(
+    conn: sqlite3.Connection, logs: LogStore, *, drone: str | None, state: str | None,
+    limit: int, before: str | None,
+) -> dict[str, Any]:
+    where, args = [], []  # type: ignore[var-annotated]
+    if drone:
+        where.append("drone = ?")
+        args.append(drone)
+    if state:
+        states = [s for s in state.split(",") if s]
+        bad = [s for s in states if s not in TaskState.__members__.values()]
+        if bad:
+            raise ApiError(422, "invalid", f"unknown state {bad[0]!r}")
+        where.append(f"state IN ({','.join('?' * len(states))})")
+        args.extend(states)
+    if before:
+        anchor = conn.execute("SELECT num FROM tasks WHERE id = ?", (before,)).fetchone()
+        if anchor is None:
+            raise not_found("task (before)")
+        where.append("num < ?")
+        args.append(anchor["num"])
+    # Only fixed column names and placeholders are joined here; values travel as parameters.
+    sql = "SELECT * FROM tasks" + (" WHERE " + " AND ".join(where) if where else "")  # noqa: S608
+    rows = conn.execute(sql + " ORDER BY num DESC LIMIT ?", (*args, limit + 1)).fetchall()
+    tasks = [view(row, logs) for row in rows[:limit]]
+    return {"tasks": tasks, "next": tasks[-1]["id"] if len(rows) > limit else None}
+
+
+@dataclass
+class Changed:
+    task: dict[str, Any]
+    wake: str | None = None  # the drone to wake, if any
+
+
+def cancel(
+    conn: sqlite3.Connection, logs: LogStore, task_id: str, grace: int | None, pilot: str
+) -> Changed:
+    now = time.time()
+    with transaction(conn):
+        row = row_of(conn, task_id)
+        if row is None:
+            raise not_found("task")
+        wake = None
+        if row["state"] == "queued":
+            conn.execute(
+                "UPDATE tasks SET state = 'cancelled', finished_at = ?, cancel_requested = 1"
+                " WHERE id = ?", (now, task_id),
+            )
+        elif row["state"] in ACTIVE:
+            spec_grace = json.loads(row["spec"]).get("grace", 10)
+            conn.execute(
+                "UPDATE tasks SET cancel_requested = 1, cancel_grace = ?, cancel_delivered = 0"
+                " WHERE id = ?", (spec_grace if grace is None else grace, task_id),
+            )
+            wake = row["drone"]
+        else:
+            return Changed(view(row, logs))  # already final: nothing to do
+        audit.record(conn, pilot, "cancel", task_id, row["state"], at=now)
+        new = row_of(conn, task_id)
+    assert new is not None
+    return Changed(view(new, logs), wake)
+
+
+def own_task(conn: sqlite3.Connection, drone: str, task_id: str) -> sqlite3.Row:
+    """The task if it was handed to this drone; 404 otherwise (a drone sees only its own)."""
+    row = row_of(conn, task_id)
+    if row is None or row["drone"] != drone or row["state"] == "queued":
+        raise not_found("task for this drone")
+    return row
+
+
+def finish(
+    conn: sqlite3.Connection, logs: LogStore, drone: str, body: FinishBody
+) -> dict[str, Any] | ApiError:
+    """Record the outcome; a repeat is acknowledged, and a report replaces ``lost``."""
+    with transaction(conn):
+        row = own_task(conn, drone, body.task)
+        state = row["state"]
+        if state in ("succeeded", "failed", "timed_out", "cancelled"):
+            return {"ok": True, "state": state, "changed": None}
+        sizes = logs.sizes(body.task)
+        held = {"stdout_size": sizes["stdout_size"], "stderr_size": sizes["stderr_size"]}
+        if not sizes["output_truncated"] and (
+            (body.stdout_size or 0) > held["stdout_size"]
+            or (body.stderr_size or 0) > held["stderr_size"]
+        ):
+            return ApiError(409, "output_incomplete", "ship the rest of the output first", **held)
+        now = time.time()
+        conn.execute(
+            "UPDATE tasks SET state = ?, exit_code = ?, signal = ?, cpu_seconds = ?, peak_rss = ?,"
+            " started_at = COALESCE(started_at, ?, ?), finished_at = ?,"
+            " error = COALESCE(?, CASE WHEN state = 'lost' THEN NULL ELSE error END)"
+            " WHERE id = ?",
+            (body.state, body.exit_code, body.signal, body.cpu_seconds, body.peak_rss,
+             body.started_at, row["dispatched_at"], body.finished_at or now, body.error,
+             body.task),
+        )
+        new = row_of(conn, body.task)
+    assert new is not None
+    return {"ok": True, "state": body.state, "changed": view(new, logs)}
