@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from drone import config
+from tests.support.relay import REPO, PilotSession, RelayProcess
 
 T = TypeVar("T")
 
@@ -20,3 +30,138 @@ def wait_for(condition: Callable[[], T], *, timeout: float = 10.0, interval: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+# ----- end to end: a real relay (tests/support/relay.py) and real drone processes -----
+
+FINAL = {"succeeded", "failed", "timed_out", "cancelled", "lost"}
+
+
+class DroneProcess:
+    """A real ``dragoon drone join`` + ``dragoon drone run`` on its own data dir."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.log_path = data_dir.parent / f"{data_dir.name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def join(self, token: str, *, slots: int = 1, labels: tuple[str, ...] = (),
+             check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "dragoon", "drone", "join", token, "--data",
+             str(self.data_dir), "--slots", str(slots), "--labels", ",".join(labels)],
+            capture_output=True, text=True, timeout=60, cwd=REPO)
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    def configure(self, **changes: Any) -> None:
+        settings = config.load(self.data_dir / "drone.toml")
+        for key, value in changes.items():
+            setattr(settings, key, value)
+        config.save(settings, self.data_dir / "drone.toml")
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "dragoon", "drone", "run", "--data", str(self.data_dir)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=REPO,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        finally:
+            log.close()
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def kill9(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(10)
+
+
+class Fleet:
+    """A relay, a pilot, and the drones of one test; everything is stopped at the end."""
+
+    def __init__(self, root: Path, relay: RelayProcess, pilot: PilotSession) -> None:
+        self.root = root
+        self.relay = relay
+        self.pilot = pilot
+        self.drones: list[DroneProcess] = []
+
+    def drone(self, name: str, *, labels: tuple[str, ...] = (), slots: int = 1,
+              start: bool = True, **settings: Any) -> DroneProcess:
+        proc = DroneProcess(self.root / f"drone-{name}")
+        proc.join(self.relay.enroll(name, labels), slots=slots, labels=labels)
+        settings.setdefault("poll_wait", 5.0)
+        proc.configure(**settings)
+        self.drones.append(proc)
+        if start:
+            proc.start()
+        return proc
+
+    def submit(self, command: str, **spec: Any) -> str:
+        spec.setdefault("grace", 1)
+        return str(self.pilot.submit(command, **spec)["id"])
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        answer = self.pilot.get(f"/v1/tasks/{task_id}")
+        assert answer.status_code == 200, answer.text
+        result: dict[str, Any] = answer.json()
+        return result
+
+    def wait_state(self, task_id: str, states: set[str] | str = "final", *,
+                   timeout: float = 20.0) -> dict[str, Any]:
+        wanted = FINAL if states == "final" else ({states} if isinstance(states, str) else states)
+
+        def reached() -> dict[str, Any] | None:
+            task = self.task(task_id)
+            return task if task["state"] in wanted else None
+
+        try:
+            return wait_for(reached, timeout=timeout, interval=0.05, what=f"{task_id} {wanted}")
+        except AssertionError:
+            logs = "\n".join(d.log_text()[-3000:] for d in self.drones)
+            raise AssertionError(f"{task_id} never reached {wanted}: {self.task(task_id)}\n"
+                                 f"drone logs:\n{logs}") from None
+
+    def output(self, task_id: str, stream: str = "stdout") -> bytes:
+        chunks: list[bytes] = []
+        offset = 0
+        while True:
+            answer = self.pilot.get(f"/v1/tasks/{task_id}/log",
+                                    params={"stream": stream, "offset": offset,
+                                            "limit": 1 << 20})
+            assert answer.status_code == 200, answer.text
+            if not answer.content:
+                return b"".join(chunks)
+            chunks.append(answer.content)
+            offset += len(answer.content)
+
+    def close(self) -> None:
+        for proc in self.drones:
+            proc.stop()
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    with RelayProcess(tmp_path / "relay", config={"sweep_interval": 0.2}) as relay:
+        group = Fleet(tmp_path, relay, relay.pilot("alice"))
+        try:
+            yield group
+        finally:
+            group.close()
+            relay.kill9()  # the relay's graceful stop waits on held connections; not under test

@@ -1,0 +1,86 @@
+"""Long runs must survive a relay crash and a drone crash without losing or doubling a byte."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import psutil
+
+from tests.drone.conftest import Fleet, wait_for
+
+COUNT = 400
+# Prints 1..COUNT, one line every few ms, then exits 7: slow enough to crash things mid-run.
+COUNTER = f"for i in $(seq 1 {COUNT}); do echo line-$i; echo err-$i >&2; sleep 0.005; done; exit 7"
+
+
+def lines(data: bytes, prefix: str) -> list[str]:
+    return [line for line in data.decode().splitlines() if line.startswith(prefix)]
+
+
+def expected(prefix: str) -> list[str]:
+    return [f"{prefix}{i}" for i in range(1, COUNT + 1)]
+
+
+def relay_bytes(fleet: Fleet, task_id: str) -> int:
+    return int(fleet.task(task_id)["stdout_size"])
+
+
+def test_relay_kill9_and_restart_mid_task_loses_and_doubles_nothing(fleet: Fleet):
+    drone = fleet.drone("d1")
+    task_id = fleet.submit(COUNTER, drone="d1")
+    wait_for(lambda: relay_bytes(fleet, task_id) > 500, what="some output at the relay")
+    fleet.relay.kill9()
+    spool = drone.data_dir / "tasks" / task_id / "stdout"
+    # The task runs on while the relay is down: output keeps spooling on the drone.
+    wait_for(lambda: spool.exists() and b"line-200\n" in spool.read_bytes(), timeout=30,
+             what="output spooling while the relay is down")
+    fleet.relay.start()
+    task = fleet.wait_state(task_id, timeout=60)
+    assert task["state"] == "failed" and task["exit_code"] == 7
+    assert lines(fleet.output(task_id), "line-") == expected("line-")
+    assert lines(fleet.output(task_id, "stderr"), "err-") == expected("err-")
+    assert "relay unreachable" in drone.log_text()
+    wait_for(lambda: not (drone.data_dir / "tasks" / task_id).exists(),
+             what="spool removed once acknowledged")
+
+
+def test_drone_kill9_mid_task_the_task_survives_and_its_real_exit_is_reported(fleet: Fleet):
+    drone = fleet.drone("d1")
+    task_id = fleet.submit(COUNTER, drone="d1")
+    task = fleet.wait_state(task_id, "running")
+    pid = task.get("pid")
+    wait_for(lambda: relay_bytes(fleet, task_id) > 300, what="some output at the relay")
+    drone.kill9()
+    proc = drone.data_dir / "tasks" / task_id / "proc.json"
+    record = json.loads(proc.read_text())
+    assert pid is None or pid == record["pid"]
+    # The task does not notice: it is still running with the drone gone.
+    assert psutil.pid_exists(record["pid"])
+    spool = drone.data_dir / "tasks" / task_id / "stdout"
+    wait_for(lambda: b"line-150\n" in spool.read_bytes(), timeout=30,
+             what="task writing on with no drone")
+    drone.start()
+    task = fleet.wait_state(task_id, timeout=60)
+    assert task["state"] == "failed" and task["exit_code"] == 7, task
+    assert lines(fleet.output(task_id), "line-") == expected("line-")
+    assert lines(fleet.output(task_id, "stderr"), "err-") == expected("err-")
+    assert "re-adopted" in drone.log_text()
+
+
+def test_a_task_that_ends_while_the_drone_is_down_reports_its_real_exit(fleet: Fleet):
+    drone = fleet.drone("d1")
+    task_id = fleet.submit("echo before; read -t 30 < <(tail -f /dev/null) ; exit 5",
+                           drone="d1")
+    fleet.wait_state(task_id, "running")
+    drone.kill9()
+    exit_file = drone.data_dir / "tasks" / task_id / "exit.json"
+    record = (drone.data_dir / "tasks" / task_id / "proc.json").read_text()
+    pgid = json.loads(record)["pid"]
+    os.killpg(pgid, signal.SIGKILL)  # the task ends while no drone is watching
+    wait_for(exit_file.exists, what="the wrapper records the exit with no drone")
+    drone.start()
+    task = fleet.wait_state(task_id)
+    assert task["state"] == "failed" and task["signal"] == 9
+    assert fleet.output(task_id) == b"before\n"
