@@ -33,10 +33,13 @@ def shared_pilot(shared_relay: RelayProcess) -> PilotSession:
 
 
 @pytest.fixture
-def new_drone(shared_relay: RelayProcess) -> Callable[..., DroneClient]:
-    """Enroll a drone with a fresh name on the shared relay."""
+def new_drone(
+    shared_relay: RelayProcess, shared_pilot: PilotSession
+) -> Callable[..., DroneClient]:
+    """Enroll a drone with a fresh name on the shared relay (token minted through the API)."""
 
     def make(labels: tuple[str, ...] = (), slots: int = 1) -> DroneClient:
-        return shared_relay.drone(f"drone-{next(_names)}", labels, slots=slots)
+        return shared_relay.drone(f"drone-{next(_names)}", labels, slots=slots,
+                                  pilot=shared_pilot)
 
     return make

@@ -1,0 +1,96 @@
+"""Enrollment tokens: one use, expiry, hashed at rest, the relay key they pin, minted by API too."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from shared.enrollment import JoinToken
+from shared.keys import PublicKey
+from tests.support.relay import (
+    DroneClient,
+    PilotSession,
+    RelayProcess,
+    enroll,
+    init_relay,
+    wait_until,
+)
+
+
+def test_token_carries_relay_url_name_and_task_key_fingerprint(shared_relay: RelayProcess) -> None:
+    token = JoinToken.decode(shared_relay.enroll("enr-a", ["gpu"]))
+    drone = DroneClient.join(token.encode(), url=shared_relay.url)
+    assert token.relay == shared_relay.url
+    assert token.drone == drone.name == "enr-a"
+    assert PublicKey.from_openssh(drone.relay_public_key).fingerprint == token.relay_key
+
+
+def test_token_of_another_relay_pins_a_different_key(
+    shared_relay: RelayProcess, tmp_path: Path
+) -> None:
+    init_relay(tmp_path / "other")
+    foreign = JoinToken.decode(enroll(tmp_path / "other", "enr-b", url=shared_relay.url))
+    ours = JoinToken.decode(shared_relay.enroll("enr-b"))
+    drone = DroneClient.join(ours.encode(), url=shared_relay.url)
+    served = PublicKey.from_openssh(drone.relay_public_key).fingerprint
+    assert served == ours.relay_key
+    assert served != foreign.relay_key  # a drone holding the foreign token refuses this relay
+
+
+def test_token_of_another_relay_is_refused_here(shared_relay: RelayProcess, tmp_path: Path) -> None:
+    init_relay(tmp_path / "other")
+    foreign = enroll(tmp_path / "other", "enr-c", url=shared_relay.url)
+    with pytest.raises(AssertionError, match="bad_enrollment_token"):
+        DroneClient.join(foreign, url=shared_relay.url)
+
+
+def test_token_is_single_use(shared_relay: RelayProcess) -> None:
+    token = shared_relay.enroll("enr-d")
+    DroneClient.join(token, url=shared_relay.url)
+    with pytest.raises(AssertionError, match="bad_enrollment_token"):
+        DroneClient.join(token, url=shared_relay.url)
+
+
+def test_expired_token_is_refused_and_purged(shared_relay: RelayProcess) -> None:
+    minted = time.time()
+    token = shared_relay.enroll("enr-e", ttl="1s")
+    wait_until(lambda: time.time() > minted + 1.5, timeout=5, message="token expiry")
+    with pytest.raises(AssertionError, match="expired|bad_enrollment_token"):
+        DroneClient.join(token, url=shared_relay.url)
+
+
+def test_tokens_are_stored_hashed(shared_relay: RelayProcess) -> None:
+    secret = JoinToken.decode(shared_relay.enroll("enr-f")).secret
+    raw = b"".join(
+        path.read_bytes() for path in shared_relay.data_dir.glob("relay.db*")
+    )
+    assert secret.encode() not in raw
+    with sqlite3.connect(shared_relay.data_dir / "relay.db") as conn:
+        drones = [r[0] for r in conn.execute("SELECT drone FROM enrollments")]
+    assert "enr-f" in drones
+
+
+def test_pilot_mints_a_token_through_the_api(
+    shared_relay: RelayProcess, shared_pilot: PilotSession
+) -> None:
+    answer = shared_pilot.post("/v1/workers", json={"name": "enr-g", "labels": ["cpu"], "ttl": 60})
+    assert answer.status_code == 200
+    token = answer.json()["token"]
+    drone = DroneClient.join(token, url=shared_relay.url)
+    listed = {d["name"]: d for d in shared_pilot.get("/v1/workers").json()["drones"]}
+    assert listed[drone.name]["labels"] == ["cpu"]
+    events = shared_pilot.get("/v1/audit", params={"limit": 20}).json()["events"]
+    assert any(e["action"] == "enroll" and e["target"] == "enr-g" for e in events)
+
+
+def test_init_with_a_non_ed25519_key_is_invalid(shared_relay: RelayProcess) -> None:
+    import httpx
+
+    token = JoinToken.decode(shared_relay.enroll("enr-h"))
+    answer = httpx.post(f"{shared_relay.url}/v1/worker/init", json={
+        "name": "enr-h", "secret": token.secret, "public_key": "ssh-rsa AAAA",
+    })
+    assert (answer.status_code, answer.json()["error"]) == (422, "invalid")
