@@ -1,0 +1,109 @@
+"""A task signed by a wrong key, for another drone, with a replayed sequence or a tampered spec
+is rejected before anything runs, and the relay hears ``bad_task_signature: <reason>``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drone.state import read_json
+from shared import sshsig
+from shared.canonical import canonical_task
+from shared.constants import NS_TASK
+from shared.keys import PrivateKey
+from shared.signers import KeyFileSigner
+from tests.drone.conftest import DroneProcess, Fleet
+from tests.drone.proxy import TamperingProxy
+
+
+@pytest.fixture
+def proxied(fleet: Fleet) -> Iterator[tuple[Fleet, DroneProcess, TamperingProxy]]:
+    proxy = TamperingProxy(fleet.relay.url)
+    drone = fleet.drone("d1", start=False)
+    drone.configure(relay=proxy.url)
+    drone.start()
+    try:
+        yield fleet, drone, proxy
+    finally:
+        drone.stop()
+        proxy.close()
+
+
+def resign(task: dict[str, Any], signer: KeyFileSigner) -> dict[str, Any]:
+    message = canonical_task(task_id=task["id"], drone=task["drone"], seq=task["seq"],
+                             spec=task["spec"])
+    return {**task, "signature": sshsig.encode_b64(signer.sign(NS_TASK, message))}
+
+
+def relay_signer(fleet: Fleet) -> KeyFileSigner:
+    return KeyFileSigner.from_file(fleet.relay.data_dir / "relay_key")
+
+
+def assert_rejected(fleet: Fleet, drone: DroneProcess, task_id: str, marker: Path,
+                    reason: str) -> None:
+    task = fleet.wait_state(task_id)
+    assert task["state"] == "failed"
+    assert task["error"].startswith("bad_task_signature: "), task["error"]
+    assert reason in task["error"]
+    assert not marker.exists(), "the rejected command ran"
+    assert not (drone.data_dir / "tasks" / task_id).exists()
+
+
+def test_a_task_signed_by_another_key_is_rejected_before_it_runs(proxied, tmp_path):
+    fleet, drone, proxy = proxied
+    intruder = KeyFileSigner(PrivateKey.generate_ed25519())
+    proxy.tamper = lambda task: resign(task, intruder)
+    marker = tmp_path / "ran"
+    task_id = fleet.submit(f"touch {marker}", drone="d1")
+    assert_rejected(fleet, drone, task_id, marker, "pinned relay key")
+
+
+def test_a_task_for_another_drone_is_rejected_before_it_runs(proxied, tmp_path):
+    fleet, drone, proxy = proxied
+    signer = relay_signer(fleet)
+    proxy.tamper = lambda task: resign({**task, "drone": "d2"}, signer)
+    marker = tmp_path / "ran"
+    task_id = fleet.submit(f"touch {marker}", drone="d1")
+    assert_rejected(fleet, drone, task_id, marker, "task is for drone 'd2', not 'd1'")
+
+
+def test_a_replayed_sequence_is_rejected_even_across_a_drone_restart(proxied, tmp_path):
+    fleet, drone, proxy = proxied
+    first = fleet.submit("true", drone="d1")
+    assert fleet.wait_state(first)["state"] == "succeeded"
+    drone.stop()
+    last_seq = json.loads((drone.data_dir / "state.json").read_text())["last_seq"]
+    assert last_seq >= 1
+    drone.start()  # the last sequence number is kept on disk across the restart
+    signer = relay_signer(fleet)
+    proxy.tamper = lambda task: resign({**task, "seq": last_seq}, signer)
+    marker = tmp_path / "ran"
+    task_id = fleet.submit(f"touch {marker}", drone="d1")
+    assert_rejected(fleet, drone, task_id, marker, f"sequence {last_seq} is not above {last_seq}")
+
+
+def test_a_tampered_spec_is_rejected_before_it_runs(proxied, tmp_path):
+    fleet, drone, proxy = proxied
+    marker = tmp_path / "ran"
+    proxy.tamper = lambda task: {**task, "spec": {**task["spec"], "command": f"touch {marker}"}}
+    task_id = fleet.submit("true", drone="d1")
+    assert_rejected(fleet, drone, task_id, marker, "does not verify")
+    assert proxy.tampered >= 1
+    state = read_json(drone.data_dir / "state.json")
+    assert state is None or task_id not in state["accepted"]
+
+
+def test_a_redelivered_task_id_is_acknowledged_and_never_run_twice(proxied, tmp_path):
+    fleet, drone, proxy = proxied
+    counter = tmp_path / "runs"
+    first = fleet.submit(f"echo run >> {counter}", drone="d1")
+    assert fleet.wait_state(first)["state"] == "succeeded"
+    proxy.inject = [task for task in proxy.seen if task["id"] == first]
+    second = fleet.submit("true", drone="d1")
+    assert fleet.wait_state(second)["state"] == "succeeded"
+    assert counter.read_text() == "run\n"
+    assert f"task {first}: already accepted" in drone.log_text()
