@@ -1,0 +1,102 @@
+"""``dragoon relay init | add-operator | enroll | serve`` from the command line."""
+
+from __future__ import annotations
+
+import datetime
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pyotp
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from shared.enrollment import JoinToken
+from tests.support.relay import REPO, RelayProcess, dragoon, init_relay, new_signer
+
+
+def test_add_operator_prints_secret_uri_and_qr_code(tmp_path: Path) -> None:
+    init_relay(tmp_path / "relay")
+    key = tmp_path / "alice" / "id_ed25519"
+    new_signer(key)
+    out = dragoon("relay", "add-operator", "--data", str(tmp_path / "relay"), "--name", "alice",
+                  "--key", f"{key}.pub").stdout
+    secret = next(line.split(": ", 1)[1] for line in out.splitlines()
+                  if line.startswith("TOTP secret: "))
+    uri = next(line.split(": ", 1)[1] for line in out.splitlines()
+               if line.startswith("otpauth URI: "))
+    parsed = pyotp.parse_uri(uri)
+    assert parsed.secret == secret and parsed.issuer == "dragoon" and parsed.name == "alice"
+    assert uri.startswith("otpauth://totp/")
+    assert sum("█" in line or "▀" in line or "▄" in line for line in out.splitlines()) > 10
+
+
+def test_enroll_prints_the_token_alone(tmp_path: Path) -> None:
+    init_relay(tmp_path / "relay", url="https://relay.example:8443")
+    out = dragoon("relay", "enroll", "--data", str(tmp_path / "relay"), "--drone", "gpu-1",
+                  "--labels", "gpu,a100").stdout
+    assert len(out.strip().splitlines()) == 1
+    token = JoinToken.decode(out)
+    assert (token.relay, token.drone) == ("https://relay.example:8443", "gpu-1")
+
+
+def test_admin_command_on_a_missing_data_dir_fails_in_one_line(tmp_path: Path) -> None:
+    result = dragoon("relay", "enroll", "--data", str(tmp_path / "none"), "--drone", "x",
+                     check=False)
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_public_bind_without_tls(tmp_path: Path) -> None:
+    init_relay(tmp_path / "relay")
+    result = dragoon("relay", "serve", "--data", str(tmp_path / "relay"), "--bind", "0.0.0.0:0",
+                     check=False)
+    assert result.returncode == 1
+    assert "--insecure" in result.stderr and "Traceback" not in result.stderr
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_serve_with_tls_answers_https(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    with RelayProcess(tmp_path / "relay",
+                      extra_args=["--tls-cert", str(cert), "--tls-key", str(key)]) as relay:
+        assert relay.url.startswith("https://127.0.0.1:")
+        assert httpx.get(f"{relay.url}/healthz", verify=False).json() == {"ok": True}  # noqa: S501
+
+
+def test_relay_logs_hold_no_token_or_totp(tmp_path: Path) -> None:
+    with RelayProcess(tmp_path / "relay", extra_args=["--log-level", "info"]) as relay:
+        pilot = relay.pilot()
+        token = pilot.post("/v1/workers", json={"name": "d"}).json()["token"]
+        relay.stop()
+        logs = relay.stderr_text()
+    assert pilot.token and pilot.token not in logs
+    assert JoinToken.decode(token).secret not in logs
+    assert pilot.totp_secret not in logs  # type: ignore[attr-defined]
+
+
+def test_relay_help_does_not_import_textual() -> None:
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom dragoon.cli import main\n"
+            "r = CliRunner().invoke(main, ['relay', '--help'])\nassert r.exit_code == 0, r.output\n"
+            "assert 'add-operator' in r.output\nprint('textual' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, check=True).stdout
+    assert out.strip() == "False"

@@ -1,0 +1,126 @@
+"""Bad input answers 400/413/422/429 with ``{"error","detail"}``, never a 500."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.relay import DroneClient, PilotSession, RelayProcess
+
+
+def _is_error(answer: httpx.Response, status: int, code: str) -> None:
+    assert answer.status_code == status, answer.text
+    body = answer.json()
+    assert set(body) >= {"error", "detail"} and body["error"] == code
+
+
+def test_malformed_json_is_bad_json(shared_pilot: PilotSession) -> None:
+    answer = shared_pilot.post("/v1/tasks", content=b'{"spec": ',
+                               headers={"content-type": "application/json"})
+    _is_error(answer, 400, "bad_json")
+
+
+@pytest.mark.parametrize("body", [
+    {"spec": {"command": 5}, "drone": "x"},
+    {"spec": {"command": "true", "timeout": "soon"}, "drone": "x"},
+    {"spec": {"command": "true", "env": ["K=V"]}, "drone": "x"},
+    {"spec": {"command": "true", "surprise": 1}, "drone": "x"},
+    {"spec": {"command": "true"}},
+    {"spec": {"command": "true"}, "drone": "x", "labels": ["a"]},
+    [],
+    "text",
+    None,
+])
+def test_wrong_types_on_submit_are_invalid(shared_pilot: PilotSession, body: Any) -> None:
+    answer = shared_pilot.post("/v1/tasks", json=body) if body is not None else shared_pilot.post(
+        "/v1/tasks", content=b"null", headers={"content-type": "application/json"})
+    _is_error(answer, 422, "invalid")
+
+
+@pytest.mark.parametrize(("path", "params"), [
+    ("/v1/tasks", {"limit": "many"}),
+    ("/v1/tasks", {"limit": 0}),
+    ("/v1/tasks", {"state": "sleeping"}),
+    ("/v1/messages", {"after": "x"}),
+    ("/v1/audit", {"before": "x"}),
+])
+def test_wrong_query_types_are_invalid(
+    shared_pilot: PilotSession, path: str, params: dict[str, Any]
+) -> None:
+    _is_error(shared_pilot.get(path, params=params), 422, "invalid")
+
+
+def test_drone_bad_poll_and_log_parameters_are_invalid(
+    new_drone: Callable[..., DroneClient],
+) -> None:
+    drone = new_drone()
+    _is_error(drone.post("/v1/worker/poll", json={"running": "t-1"}), 422, "invalid")
+    _is_error(drone.post("/v1/worker/log", params={"task": "t-x", "stream": "stdin",
+                                                   "offset": 0}, content=b"x"), 422, "invalid")
+    _is_error(drone.post("/v1/worker/log", params={"task": "../../etc", "stream": "stdout",
+                                                   "offset": 0}, content=b"x"), 404, "not_found")
+    _is_error(drone.post("/v1/worker/finish", json={"task": "t-x", "state": "great"}), 422,
+              "invalid")
+
+
+def test_unknown_task_is_not_found(shared_pilot: PilotSession) -> None:
+    _is_error(shared_pilot.get("/v1/tasks/t-aaaaaaaaaa"), 404, "not_found")
+    _is_error(shared_pilot.post("/v1/tasks/t-aaaaaaaaaa/cancel"), 404, "not_found")
+
+
+def test_submit_to_unknown_drone_is_not_found(shared_pilot: PilotSession) -> None:
+    answer = shared_pilot.post("/v1/tasks", json={"spec": {"command": "x"}, "drone": "ghost"})
+    _is_error(answer, 404, "not_found")
+
+
+def test_oversized_body_is_too_large(shared_pilot: PilotSession) -> None:
+    answer = shared_pilot.post("/v1/tasks", json={"spec": {"command": "x" * (2 << 20)},
+                                                  "drone": "x"})
+    _is_error(answer, 413, "too_large")
+
+
+def test_oversized_log_chunk_is_too_large(new_drone: Callable[..., DroneClient]) -> None:
+    answer = new_drone().log("t-aaaaaaaaaa", "stdout", 0, b"x" * (257 * 1024))
+    _is_error(answer, 413, "too_large")
+
+
+def test_bad_json_on_open_routes_is_bad_json(shared_relay: RelayProcess) -> None:
+    for path in ("/v1/auth/challenge", "/v1/auth/login", "/v1/worker/init"):
+        answer = httpx.post(f"{shared_relay.url}{path}", content=b"{{",
+                            headers={"content-type": "application/json"})
+        _is_error(answer, 400, "bad_json")
+        _is_error(httpx.post(f"{shared_relay.url}{path}", json={"fingerprint": 1}), 422, "invalid")
+
+
+def test_queued_tasks_per_pilot_are_capped(tmp_path: Path) -> None:
+    with RelayProcess(tmp_path / "relay", config={"queued_per_pilot": 2}) as relay:
+        pilot = relay.pilot()
+        relay.drone("busy", pilot=pilot)
+        pilot.submit("a", drone="busy")
+        pilot.submit("b", drone="busy")
+        answer = pilot.post("/v1/tasks", json={"spec": {"command": "c"}, "drone": "busy"})
+        _is_error(answer, 429, "quota_exceeded")
+
+
+ROUTES = [
+    ("POST", "/v1/workers"), ("POST", "/v1/workers/x/drain"), ("POST", "/v1/workers/x/fetch"),
+    ("POST", "/v1/tasks"), ("POST", "/v1/tasks/t-aaaaaaaaaa/cancel"), ("POST", "/v1/messages/ack"),
+]
+GARBAGE = [b"", b"{", b"[1,2]", b'{"name": {"a": 1}}', b"\xff\xfe", b'{"ids": ["x"]}',
+           b'{"drain": "yes"}', b'{"path": 7}', b'{"grace": -1}']
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES)
+def test_garbage_bodies_never_cause_a_500(
+    shared_pilot: PilotSession, method: str, path: str
+) -> None:
+    for body in GARBAGE:
+        answer = shared_pilot.request(method, path, content=body,
+                               headers={"content-type": "application/json"})
+        assert answer.status_code < 500, (body, answer.text)
+        if answer.status_code >= 400:
+            assert "error" in answer.json()
