@@ -22,8 +22,14 @@ from shared.constants import NS_LOGIN, NS_REQUEST
 from shared.errors import AgentError, KeyLoadError
 from shared.keys import PrivateKey, PublicKey, load_private_key_file
 from shared.signers import AgentSigner, KeyFileSigner
-from tests.support.agent import FakeAgent, SshAgent, agent_sign_raw, frame, running_ssh_agent
-from tests.support.keys import KeyMaker, check_novalidate, public_line, verify_with_ssh_keygen
+from tests.support.agent import FakeAgent, SshAgent, frame, running_ssh_agent
+from tests.support.keys import (
+    KeyMaker,
+    check_novalidate,
+    public_line,
+    sha1_rsa_signature,
+    verify_with_ssh_keygen,
+)
 
 MESSAGE = b"RE-LOGIN-V1\nchallenge\nSHA256:whatever"
 
@@ -95,9 +101,9 @@ def _agent_answering(key: PublicKey, signature: bytes) -> FakeAgent:
     return FakeAgent(reply=reply)
 
 
-def test_agent_answering_ssh_rsa_sha1_is_refused(agent: SshAgent, keys: KeyMaker) -> None:
+def test_agent_answering_ssh_rsa_sha1_is_refused(keys: KeyMaker) -> None:
     rsa_key = load_private_key_file(keys.make("rsa")).public_key
-    sha1_signature = agent_sign_raw(agent.socket_path, rsa_key.blob, b"anything", flags=0)
+    sha1_signature = sha1_rsa_signature(keys.make("rsa"), b"anything")
     with _agent_answering(rsa_key, sha1_signature) as fake:
         signer = AgentSigner.first(str(fake.socket_path))
         with pytest.raises(AgentError, match=r"signed with ssh-rsa \(SHA-1\)"):

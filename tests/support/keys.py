@@ -96,6 +96,26 @@ def reformat_key(source: Path, dest: Path, *, key_format: str, passphrase: str =
     return dest
 
 
+def sha1_rsa_signature(key_path: Path, data: bytes) -> bytes:
+    """An ``ssh-rsa`` (SHA-1) SSH signature blob over ``data``, as pre-2017 clients made them.
+
+    Made with cryptography from the OpenSSH key file, for tests that must show
+    SHA-1 is refused even where the local ssh-agent no longer makes it.
+    """
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = serialization.load_ssh_private_key(Path(key_path).read_bytes(), None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    sha1 = hashes.SHA1()  # noqa: S303 - producing the insecure signature is the point
+    raw = key.sign(data, padding.PKCS1v15(), sha1)
+    return _ssh_string(b"ssh-rsa") + _ssh_string(raw)
+
+
+def _ssh_string(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
+
+
 def fingerprint_by_ssh_keygen(public_key_path: Path) -> str:
     """The ``SHA256:…`` fingerprint exactly as ``ssh-keygen -lf`` prints it."""
     out = ssh_keygen("-l", "-E", "sha256", "-f", public_key_path).stdout.decode()
