@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import signal
 import socket
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Final
 
 from drone import config, fetch, spawn
-from drone.artifacts import file_sha256
 from drone.client import Backoff, RelayClient, RelayUnavailable, error_code
 from drone.metrics import Metrics
 from drone.runner import TaskRunner
@@ -236,7 +237,7 @@ class Drone:
             deferred |= not await self.accept(raw)
         for item in answer.get("fetches") or []:
             if isinstance(item, dict):
-                self._spawn_job(self.serve_fetch(item))
+                self.start_fetch(item)
         if deferred:
             await asyncio.sleep(DEFER_PAUSE)
 
@@ -318,7 +319,8 @@ class Drone:
 
     # ----- fetch -----
 
-    async def serve_fetch(self, item: dict[str, Any]) -> None:
+    def start_fetch(self, item: dict[str, Any]) -> None:
+        """Check the path at once, so a refusal rides on the very next poll; upload in the back."""
         fetch_id, path = item.get("id"), item.get("path")
         if not isinstance(fetch_id, str) or not isinstance(path, str):
             return
@@ -329,28 +331,53 @@ class Drone:
             log.info("fetch %s refused: %s", fetch_id, exc)
             self.fetch_errors.append({"id": fetch_id, "error": str(exc)[:2000]})
             return
-        os.close(opened.fd)
-        digest, size = await asyncio.to_thread(file_sha256, opened.real)
-        from drone.artifacts import stream_file
+        self._spawn_job(self.serve_fetch(fetch_id, opened))
 
-        backoff = Backoff()
-        while True:
-            try:
-                response = await self.client.request(
-                    "POST", "/v1/worker/blob", params={"fetch": fetch_id, "sha256": digest,
-                                                       "size": size},
-                    stream=stream_file(opened.real, size), body_sha256=digest,
-                    read_timeout=300.0)
-            except RelayUnavailable:
-                await asyncio.sleep(backoff.next_delay())
-                continue
-            break
+    async def serve_fetch(self, fetch_id: str, opened: fetch.Opened) -> None:
+        """Stream the already-opened file: what was checked is what is sent."""
+        try:
+            digest, size = await asyncio.to_thread(fd_sha256, opened.fd, opened.size)
+            backoff = Backoff()
+            while True:
+                try:
+                    response = await self.client.request(
+                        "POST", "/v1/worker/blob",
+                        params={"fetch": fetch_id, "sha256": digest, "size": size},
+                        stream=stream_fd(opened.fd, size), body_sha256=digest,
+                        read_timeout=300.0)
+                    break
+                except RelayUnavailable:
+                    await asyncio.sleep(backoff.next_delay())
+        finally:
+            os.close(opened.fd)
         if response.status_code == 200:
             log.info("fetch %s served: %s (%d bytes)", fetch_id, opened.real, size)
         else:
             reason = f"relay refused the upload: HTTP {response.status_code} {error_code(response)}"
             log.warning("fetch %s: %s", fetch_id, reason)
             self.fetch_errors.append({"id": fetch_id, "error": reason})
+
+
+def fd_sha256(fd: int, size: int) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    offset = 0
+    while offset < size:
+        block = os.pread(fd, min(1 << 20, size - offset), offset)
+        if not block:
+            break
+        digest.update(block)
+        offset += len(block)
+    return digest.hexdigest(), offset
+
+
+async def stream_fd(fd: int, size: int) -> AsyncIterator[bytes]:
+    offset = 0
+    while offset < size:
+        block = os.pread(fd, min(256 * 1024, size - offset), offset)
+        if not block:
+            return
+        offset += len(block)
+        yield block
 
 
 def run(data_dir: Path) -> None:
