@@ -87,18 +87,24 @@ def start_ssh_agent() -> SshAgent:
     The agent prints its ``SSH_AUTH_SOCK=…`` line only after it has bound the
     socket, so reading that line is the readiness signal (no sleeping).
     """
-    socket_path = _short_socket_dir() / "agent.sock"
-    process = subprocess.Popen(
-        ["ssh-agent", "-D", "-a", str(socket_path)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+    directory = _short_socket_dir()
+    socket_path = directory / "agent.sock"
+    # The agent logs to stderr in the foreground; a file, unlike a pipe nobody
+    # reads, can never fill up and stall it.
+    with (directory / "agent.log").open("wb") as log:
+        process = subprocess.Popen(
+            ["ssh-agent", "-D", "-a", str(socket_path)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+        )
     assert process.stdout is not None
     first_line = process.stdout.readline()
     process.stdout.close()
     if b"SSH_AUTH_SOCK" not in first_line or not socket_path.exists():
         process.kill()
-        _out, err = process.communicate()
-        raise RuntimeError(f"ssh-agent did not start: {err.decode(errors='replace')}")
+        process.wait()
+        log_text = (directory / "agent.log").read_text(errors="replace")
+        shutil.rmtree(directory, ignore_errors=True)
+        raise RuntimeError(f"ssh-agent did not start: {log_text}")
     return SshAgent(socket_path, process)
 
 
