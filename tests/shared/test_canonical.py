@@ -102,7 +102,7 @@ def test_canonical_request_has_eight_lines_and_no_trailing_newline() -> None:
     ("x==1&x=", "x=&x==1"),                  # only the first '=' splits name from value
     ("é=1&e=1", "e=1&é=1"),                  # non-ASCII compared as UTF-8 bytes
 ])
-def test_canonical_query(raw: str, canonical: str) -> None:
+def test_query_pairs_are_sorted_by_name_then_value_as_sent(raw: str, canonical: str) -> None:
     assert canonical_query(raw) == canonical
 
 

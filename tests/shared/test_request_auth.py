@@ -210,7 +210,7 @@ def test_malformed_header_is_rejected(header: str, value: str, detail: str) -> N
     assert lookup.calls == []
 
 
-def test_bearer_token_helper() -> None:
+def test_bearer_token_is_none_when_absent_and_rejected_when_malformed() -> None:
     assert bearer_token({}) is None
     assert bearer_token({"authorization": "Bearer abc.def"}) == "abc.def"
     assert isinstance(bearer_token({"Authorization": "bearer"}), RequestRejected)

@@ -275,6 +275,16 @@ def test_garbage_text_is_a_signature_error(text: str, reason: str) -> None:
         sshsig.verify_b64(text, NS_REQUEST, MESSAGE)
 
 
+def test_expected_key_is_reused_only_when_the_blob_names_it(
+    keys: KeyMaker, good: tuple[bytes, PublicKey]
+) -> None:
+    blob, key = good
+    assert sshsig.parse(blob, known_key=key).public_key is key
+    other = load_private_key_file(keys.make("ecdsa-p256")).public_key
+    parsed = sshsig.parse(blob, known_key=other)
+    assert parsed.public_key is not other and parsed.public_key == key
+
+
 def test_namespace_must_not_be_empty(good: tuple[bytes, PublicKey]) -> None:
     # A programming error, not bad input: an empty namespace would match nothing useful.
     with pytest.raises(ValueError, match="must not be empty"):
