@@ -50,7 +50,12 @@ class ApiError(Exception):
 
     @property
     def retryable(self) -> bool:
-        """Worth trying again later: the relay is restarting, or the network dropped."""
+        """Worth trying again later: the relay is restarting, or the network dropped.
+
+        A 500 counts too: a relay that is shutting down may fail the requests it
+        was holding. ``Backoff`` gives up on a run of them sooner than on the
+        others, so a relay bug does not look like a hang.
+        """
         if self.status is None:
             return self.code in (UNREACHABLE, TIMEOUT, PROTOCOL)
-        return self.status in (502, 503, 504)
+        return self.status in (500, 502, 503, 504)

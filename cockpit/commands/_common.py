@@ -8,9 +8,11 @@ rich, cryptography) happen inside the verb, never at import time.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -34,6 +36,26 @@ class Fail(Exception):
         self.code = code
 
 
+class OneLineUsageError(click.UsageError):
+    """A usage error shown as one line (click's own shows usage, a hint and the error)."""
+
+    def show(self, file: Any = None) -> None:
+        verb = self.ctx.info_name if self.ctx is not None else "?"
+        click.echo(f"dragoon: {verb}: {self.format_message()} (see --help)", err=True)
+
+
+class PilotCommand(click.Command):
+    """A pilot verb: malformed flags and arguments are one line on stderr and exit 2."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except OneLineUsageError:
+            raise
+        except click.UsageError as exc:
+            raise OneLineUsageError(exc.format_message(), ctx) from None
+
+
 @dataclass(frozen=True)
 class Connection:
     relay: str | None
@@ -52,6 +74,19 @@ def pilot_options(command: F) -> F:
     command = click.option("--relay", metavar="URL", default=None,
                            help="Relay URL [env DRAGOON_RELAY].")(command)
     return command
+
+
+@asynccontextmanager
+async def naming(subject: str | None) -> AsyncIterator[None]:
+    """Say which task or drone the relay did not find: its 404 only says what kind."""
+    from cockpit.client import ApiError
+
+    try:
+        yield
+    except ApiError as exc:
+        if exc.code != "not_found" or not subject:
+            raise
+        raise Fail(f"{exc.detail}: {subject}", X.NOT_FOUND) from None
 
 
 def connection(relay: str | None, key: str | None, ca_cert: str | None) -> Connection:
@@ -141,8 +176,14 @@ def run_async(make: Callable[[], Coroutine[Any, Any, T]], *,
     def code_of(code: int) -> int:
         return own_failure if own_failure is not None else code
 
+    def run() -> T:
+        try:
+            return asyncio.run(make())
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None
+
     try:
-        return asyncio.run(make())
+        return run()
     except Fail as exc:
         fail(exc.message, code_of(exc.code))
     except ApiError as exc:
@@ -156,11 +197,16 @@ def run_async(make: Callable[[], Coroutine[Any, Any, T]], *,
         fail("interrupted", X.INTERRUPTED)
     except BrokenPipeError:
         # The reader went away (`dragoon logs t | head`): that is not our failure.
-        import os
-
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         sys.exit(X.OK)
+    except OSError as exc:
+        fail(f"{exc.filename or 'I/O'}: {exc.strerror or exc}", code_of(X.FAILURE))
+    except Exception as exc:
+        if os.environ.get("DRAGOON_DEBUG"):
+            raise
+        fail(f"unexpected error ({type(exc).__name__}: {exc}); DRAGOON_DEBUG=1 shows where",
+             code_of(X.FAILURE))
 
 
 # -- flag types ------------------------------------------------------------------------------

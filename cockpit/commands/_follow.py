@@ -40,9 +40,12 @@ async def copy_stream(client: RelayClient, task_id: str, stream: str, out: Binar
 
 
 async def copy_streams(client: RelayClient, task_id: str, streams: dict[str, BinaryIO]) -> None:
-    async with asyncio.TaskGroup() as group:
-        for stream, out in streams.items():
-            group.create_task(copy_stream(client, task_id, stream, out))
+    try:
+        async with asyncio.TaskGroup() as group:
+            for stream, out in streams.items():
+                group.create_task(copy_stream(client, task_id, stream, out))
+    except* ApiError as errors:  # both streams fail alike (unknown task, gone relay): say it once
+        raise errors.exceptions[0] from None
 
 
 def task_exit_code(task: Task) -> int:

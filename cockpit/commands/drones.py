@@ -7,6 +7,7 @@ import click
 from cockpit.commands._common import (
     Duration,
     Labels,
+    PilotCommand,
     connection,
     open_client,
     pilot_options,
@@ -16,7 +17,7 @@ from cockpit.commands._common import (
 DRONE_JSON_FIELDS = ("name", "state", "labels")
 
 
-@click.command()
+@click.command(cls=PilotCommand)
 @pilot_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON list of drone objects.")
 def drones(relay: str | None, key: str | None, ca_cert: str | None, as_json: bool) -> None:
@@ -47,7 +48,7 @@ def drones(relay: str | None, key: str | None, ca_cert: str | None, as_json: boo
     run_async(go)
 
 
-@click.command()
+@click.command(cls=PilotCommand)
 @pilot_options
 @click.argument("name")
 @click.option("--labels", type=Labels(), default=None, help="Labels for the drone: a,b.")

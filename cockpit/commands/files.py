@@ -14,7 +14,15 @@ from pathlib import Path, PurePosixPath
 import click
 
 from cockpit import exit_codes as X
-from cockpit.commands._common import Fail, connection, open_client, pilot_options, run_async
+from cockpit.commands._common import (
+    Fail,
+    PilotCommand,
+    connection,
+    naming,
+    open_client,
+    pilot_options,
+    run_async,
+)
 
 Progress = Callable[[int, int | None], None]
 
@@ -56,7 +64,7 @@ def _destination(output: str | None, remote_path: str) -> Path:
     return Path(name)
 
 
-@click.command()
+@click.command(cls=PilotCommand)
 @pilot_options
 @click.argument("task_id", metavar="TASK")
 @click.option("--json", "as_json", is_flag=True, help="One JSON list of artifact objects.")
@@ -65,7 +73,7 @@ def artifacts(relay: str | None, key: str | None, ca_cert: str | None, task_id: 
     """List a task's artifacts."""
 
     async def go() -> None:
-        async with open_client(connection(relay, key, ca_cert)) as client:
+        async with open_client(connection(relay, key, ca_cert)) as client, naming(task_id):
             found = await client.artifacts(task_id=task_id)
         from cockpit import render
 
@@ -80,7 +88,7 @@ def artifacts(relay: str | None, key: str | None, ca_cert: str | None, task_id: 
     run_async(go)
 
 
-@click.command()
+@click.command(cls=PilotCommand)
 @pilot_options
 @click.argument("task_id", metavar="TASK")
 @click.argument("path")
@@ -93,7 +101,7 @@ def artifact(relay: str | None, key: str | None, ca_cert: str | None, task_id: s
     dest = _destination(output, path)
 
     async def go() -> None:
-        async with open_client(connection(relay, key, ca_cert)) as client:
+        async with open_client(connection(relay, key, ca_cert)) as client, naming(task_id):
             listed = {a["path"]: a for a in await client.artifacts(task_id=task_id)}
             if path not in listed:
                 raise Fail(f"task {task_id} has no artifact {path!r}", X.NOT_FOUND)
@@ -106,7 +114,7 @@ def artifact(relay: str | None, key: str | None, ca_cert: str | None, task_id: s
     run_async(go)
 
 
-@click.command()
+@click.command(cls=PilotCommand)
 @pilot_options
 @click.argument("drone")
 @click.argument("path")
@@ -119,7 +127,7 @@ def fetch(relay: str | None, key: str | None, ca_cert: str | None, drone: str, p
     dest = _destination(output, path)
 
     async def go() -> None:
-        async with open_client(connection(relay, key, ca_cert)) as client, \
+        async with open_client(connection(relay, key, ca_cert)) as client, naming(drone), \
                 progress_bar(path) as on_progress:
             saved = await client.fetch(drone=drone, path=path, dest=dest, force=force,
                                        on_progress=on_progress)

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from cockpit import exit_codes as X
-from cockpit.commands._common import connection, open_client, pilot_options, run_async
+from cockpit.commands._common import PilotCommand, connection, open_client, pilot_options, run_async
 
 
 def _line(message: dict[str, Any]) -> str:
@@ -19,7 +19,7 @@ def _line(message: dict[str, Any]) -> str:
             f"{message.get('task', '-')}  {message.get('text', '')}")
 
 
-@click.command()
+@click.command(cls=PilotCommand)
 @pilot_options
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new messages as they come.")
 @click.option("--no-ack", is_flag=True, help="Leave the messages unread.")

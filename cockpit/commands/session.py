@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from cockpit import exit_codes as X
-from cockpit.commands._common import Fail, pilot_options, run_async, tls_verify
+from cockpit.commands._common import Fail, PilotCommand, pilot_options, run_async, tls_verify
 
 if TYPE_CHECKING:
     from cockpit.config import StoredSession
@@ -47,7 +47,7 @@ async def log_in(*, relay: str | None, key: str | None, ca_cert: str | None,
     return stored
 
 
-@click.command()
+@click.command(cls=PilotCommand)
 @pilot_options
 @click.option("--totp", metavar="CODE", default=None,
               help="The current TOTP code; asked for without echo when not given.")
@@ -73,7 +73,7 @@ def login(relay: str | None, key: str | None, ca_cert: str | None, totp: str | N
     run_async(go)
 
 
-@click.command()
+@click.command(cls=PilotCommand)
 @pilot_options
 def logout(relay: str | None, key: str | None, ca_cert: str | None) -> None:
     """Revoke the session token on the relay and forget it here."""

@@ -13,7 +13,10 @@ from cockpit.commands._common import (
     Duration,
     EnvPair,
     Labels,
+    OneLineUsageError,
+    PilotCommand,
     connection,
+    naming,
     open_client,
     pilot_options,
     run_async,
@@ -55,7 +58,7 @@ def _target_and_spec(words: tuple[str, ...], labels: list[str] | None, timeout: 
     if labels is None:
         drone, words = words[0], words[1:]
     if not words:
-        raise click.UsageError("no COMMAND: give it after `--`, e.g. dragoon run gpu-1 -- nproc")
+        raise OneLineUsageError("no COMMAND: give it after `--`, e.g. dragoon run gpu-1 -- nproc")
     spec: dict[str, Any] = {"command": " ".join(words), "env": dict(env),
                             "artifacts": list(artifacts)}
     for field, value in (("cwd", cwd), ("timeout", timeout), ("grace", grace), ("name", name)):
@@ -64,7 +67,7 @@ def _target_and_spec(words: tuple[str, ...], labels: list[str] | None, timeout: 
     return drone, spec
 
 
-@click.command()
+@click.command(cls=PilotCommand)
 @_submit_options
 def submit(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[str, ...],
            labels: list[str] | None, timeout: int | None, grace: int | None, cwd: str | None,
@@ -74,14 +77,14 @@ def submit(relay: str | None, key: str | None, ca_cert: str | None, words: tuple
     drone, spec = _target_and_spec(words, labels, timeout, grace, cwd, env, artifacts, name)
 
     async def go() -> None:
-        async with open_client(connection(relay, key, ca_cert)) as client:
+        async with open_client(connection(relay, key, ca_cert)) as client, naming(drone):
             task = await client.submit(spec=spec, drone=drone, labels=labels)  # type: ignore[arg-type]
         click.echo(task["id"])
 
     run_async(go)
 
 
-@click.command()
+@click.command(cls=PilotCommand)
 @_submit_options
 @click.option("--cancel-on-interrupt", is_flag=True,
               help="Ctrl-C cancels the task instead of detaching from it.")
@@ -101,7 +104,8 @@ def run(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[st
         from cockpit.commands._follow import attach, default_streams, task_exit_code
 
         async with open_client(connection(relay, key, ca_cert)) as client:
-            task = await client.submit(spec=spec, drone=drone, labels=labels)  # type: ignore[arg-type]
+            async with naming(drone):
+                task = await client.submit(spec=spec, drone=drone, labels=labels)  # type: ignore[arg-type]
             detached = await attach(client, task["id"], streams=default_streams(),
                                     cancel_on_interrupt=cancel_on_interrupt)
             if detached is not None:
@@ -122,7 +126,7 @@ def _task_row(task: dict[str, Any]) -> list[str]:
             task.get("name") or task.get("spec", {}).get("command", "")]
 
 
-@click.command()
+@click.command(cls=PilotCommand)
 @pilot_options
 @click.option("--drone", metavar="D", default=None, help="Only this drone's tasks.")
 @click.option("--state", metavar="S", default=None,
@@ -149,7 +153,7 @@ def tasks(relay: str | None, key: str | None, ca_cert: str | None, drone: str | 
     run_async(go)
 
 
-@click.command()
+@click.command(cls=PilotCommand)
 @pilot_options
 @click.argument("task_id", metavar="TASK")
 @click.option("--json", "as_json", is_flag=True, help="The task object as JSON.")
@@ -158,7 +162,7 @@ def task(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
     """Show one task."""
 
     async def go() -> None:
-        async with open_client(connection(relay, key, ca_cert)) as client:
+        async with open_client(connection(relay, key, ca_cert)) as client, naming(task_id):
             found = dict(await client.task(task_id=task_id))
         from cockpit import render
 
@@ -192,7 +196,7 @@ def task(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
     run_async(go)
 
 
-@click.command()
+@click.command(cls=PilotCommand)
 @pilot_options
 @click.argument("task_id", metavar="TASK")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the task ends.")
@@ -208,7 +212,7 @@ def logs(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
         streams = default_streams()
         if stream is not None:
             streams = {stream: sys.stdout.buffer}
-        async with open_client(connection(relay, key, ca_cert)) as client:
+        async with open_client(connection(relay, key, ca_cert)) as client, naming(task_id):
             if follow:
                 detached = await attach(client, task_id, streams=streams, detach_hint=False)
                 return detached or X.OK
@@ -227,7 +231,7 @@ def logs(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
     sys.exit(run_async(go))
 
 
-@click.command()
+@click.command(cls=PilotCommand)
 @pilot_options
 @click.argument("task_id", metavar="TASK")
 @click.option("--grace", type=Duration(), default=None,
@@ -237,7 +241,7 @@ def cancel(relay: str | None, key: str | None, ca_cert: str | None, task_id: str
     """Cancel a task: SIGTERM to its process group, the grace period, then SIGKILL."""
 
     async def go() -> None:
-        async with open_client(connection(relay, key, ca_cert)) as client:
+        async with open_client(connection(relay, key, ca_cert)) as client, naming(task_id):
             found = await client.cancel(task_id=task_id, grace=grace)
         state = found.get("state")
         if state == "cancelled":
