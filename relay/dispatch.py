@@ -40,6 +40,7 @@ class Assignment:
     drone: dict[str, Any] | None = None
     came_online: bool = False
     changed: list[dict[str, Any]] = field(default_factory=list)
+    dispatched: list[str] = field(default_factory=list)  # queued tasks handed out just now
 
 
 def _signed(signer: Signer, task_id: str, drone: str, seq: int, spec: dict[str, Any]) -> str:
@@ -53,6 +54,7 @@ def assign(
 ) -> Assignment:
     now = time.time()
     changed_ids: set[str] = set()
+    dispatched: list[str] = []
     with transaction(conn):
         drone = conn.execute("SELECT * FROM drones WHERE name = ?", (name,)).fetchone()
         came_online = drone["state"] != "online"
@@ -99,6 +101,7 @@ def assign(
                     free -= 1
                     out.append(_hand_out(conn, signer, row["id"], name, seq, row["spec"], now))
                     changed_ids.add(row["id"])
+                    dispatched.append(row["id"])
         conn.execute("UPDATE drones SET seq = ? WHERE name = ?", (seq, name))
         cancels = conn.execute(
             "SELECT id, cancel_grace, cancel_delivered FROM tasks WHERE drone = ?"
@@ -130,7 +133,7 @@ def assign(
         "fetches": [{"id": r["id"], "path": r["path"]} for r in fetch_rows],
         "server_time": time.time(),
     }
-    return Assignment(answer, news, drone_view(fresh, running), came_online, changed)
+    return Assignment(answer, news, drone_view(fresh, running), came_online, changed, dispatched)
 
 
 def _hand_out(
@@ -204,8 +207,8 @@ def publish(relay: Relay, result: Assignment, *, metrics: bool) -> None:
     for task in result.changed:
         relay.bus.publish("task", task)
         relay.signals.notify(("task", task["id"]))
-        if task["state"] == "dispatched" and (hook := relay.hooks.get("task_dispatched")):
-            hook(task)  # relay/metrics.py: dispatch latency
+        if task["id"] in result.dispatched and (hook := relay.hooks.get("task_dispatched")):
+            hook(task)  # relay/metrics.py: dispatch latency of a queued task handed out now
 
 
 def sweep_tasks(
