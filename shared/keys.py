@@ -55,6 +55,29 @@ def fingerprint_of_blob(blob: bytes) -> str:
     return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
 
 
+def _without_options(line: str) -> str:
+    """The line minus a leading authorized_keys options field, when it has one.
+
+    Options end at the first blank outside double quotes (a quoted value may hold
+    blanks and ``\\"``). Only when a known key type follows is the first field
+    taken for options, so an unsupported type is still reported by its name.
+    """
+    if not line or line.split(None, 1)[0] in KEY_TYPES:
+        return line
+    in_quotes, escaped = False, False
+    for index, char in enumerate(line):
+        if escaped:
+            escaped = False
+        elif char == "\\" and in_quotes:
+            escaped = True
+        elif char == '"':
+            in_quotes = not in_quotes
+        elif char.isspace() and not in_quotes:
+            rest = line[index:].lstrip()
+            return rest if rest.split(None, 1)[0] in KEY_TYPES else line
+    return line
+
+
 def _ecdsa_key_type(curve: ec.EllipticCurve) -> str | None:
     for key_type, (curve_class, _hash) in ECDSA_CURVES.items():
         if isinstance(curve, curve_class):
@@ -95,8 +118,12 @@ class PublicKey:
 
     @classmethod
     def from_openssh(cls, line: str, *, source: str = "public key") -> PublicKey:
-        """Parse ``type base64 [comment]``, the form of ``*.pub`` files and authorized_keys."""
-        parts = line.strip().split(None, 2)
+        """Parse ``type base64 [comment]``, the form of ``*.pub`` files and authorized_keys.
+
+        An authorized_keys line may start with options (``from="10.0.0.*",no-pty``);
+        they are skipped, not interpreted: the caller gets the key alone.
+        """
+        parts = _without_options(line.strip()).split(None, 2)
         if len(parts) < 2:
             raise KeyLoadError(source, "not an OpenSSH public key line ('TYPE BASE64 [COMMENT]')")
         key_type, b64 = parts[0], parts[1]

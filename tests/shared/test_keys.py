@@ -85,6 +85,23 @@ def test_comment_with_spaces_is_kept_whole() -> None:
     assert PublicKey.from_openssh(line).comment == "pilot laptop (work) ✓"
 
 
+@pytest.mark.parametrize("options", [
+    "restrict",
+    'from="10.0.0.*,192.168.1.1",no-pty',
+    'command="echo \\"hi there\\" && true",no-agent-forwarding',
+])
+def test_authorized_keys_options_are_skipped(options: str) -> None:
+    key = PrivateKey.generate_ed25519().public_key
+    parsed = PublicKey.from_openssh(f"{options} {key.openssh(with_comment=False)} pilot@laptop")
+    assert parsed == key
+    assert parsed.comment == "pilot@laptop"
+
+
+def test_unknown_first_field_is_still_named_when_no_key_follows() -> None:
+    with pytest.raises(KeyLoadError, match="unsupported key type 'ssh-dss'"):
+        PublicKey.from_openssh("ssh-dss AAAAB3NzaC1kc3M= old key")
+
+
 def test_public_key_file_skips_comment_lines_and_blank_lines(tmp_path: Path) -> None:
     key = PrivateKey.generate_ed25519("me").public_key
     path = tmp_path / "k.pub"
