@@ -18,6 +18,9 @@ from shared.canonical import canonical_json
 from shared.errors import TokenFormatError
 
 PREFIX: Final = "dragoon-join-v1."
+# A real token is a few hundred characters; the cap keeps a pasted novel (or a
+# deeply nested JSON bomb) from reaching the JSON parser at all.
+MAX_TOKEN_LENGTH: Final = 4096
 
 
 def new_secret() -> str:
@@ -43,11 +46,13 @@ class JoinToken:
         text = text.strip()
         if not text.startswith(PREFIX):
             raise TokenFormatError(f"not a dragoon join token (it must start with {PREFIX!r})")
+        if len(text) > MAX_TOKEN_LENGTH:
+            raise TokenFormatError(f"join token is too long ({len(text)} characters)")
         body = text[len(PREFIX) :]
         try:
             raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
             data = json.loads(raw)
-        except (binascii.Error, ValueError) as exc:
+        except (binascii.Error, ValueError, RecursionError) as exc:
             raise TokenFormatError("join token is damaged (bad base64 or JSON)") from exc
         fields = ("relay", "drone", "secret", "relay_key")
         if not isinstance(data, dict) or any(not isinstance(data.get(f), str) for f in fields):

@@ -71,6 +71,19 @@ def test_damaged_join_token_is_a_token_format_error(text: str, reason: str) -> N
     assert caught.value.code == "bad_token"
 
 
+def test_oversized_join_token_is_refused_before_parsing() -> None:
+    bomb = PREFIX + base64.urlsafe_b64encode(b"[" * 5000 + b"]" * 5000).decode()
+    with pytest.raises(TokenFormatError, match="join token is too long"):
+        JoinToken.decode(bomb)
+
+
+def test_deeply_nested_join_token_is_a_token_error_not_a_recursion_error() -> None:
+    nested = PREFIX + base64.urlsafe_b64encode(b"[" * 1400 + b"]" * 1400).decode()
+    assert len(nested) <= 4096
+    with pytest.raises(TokenFormatError):
+        JoinToken.decode(nested)
+
+
 def test_truncated_join_token_is_refused() -> None:
     text = TOKEN.encode()
     for cut in range(len(PREFIX), len(text) - 1, 7):
