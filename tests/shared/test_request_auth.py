@@ -298,5 +298,22 @@ def test_base64_that_is_not_an_sshsig_is_a_bad_signature(signature: str) -> None
     _rejected(_verify(headers), code)
 
 
+def test_junk_headers_are_always_answered_never_raised() -> None:
+    rng = random.Random(5)
+    alphabet = string.printable + "é☃\x00\u2028"
+    good = _signed()
+    for _ in range(500):
+        headers = dict(good)
+        for name in rng.sample(sorted(headers), rng.randrange(1, len(headers) + 1)):
+            if rng.random() < 0.5:
+                headers[name] = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 80)))
+            else:  # damage the good value slightly, so later checks are reached too
+                value = list(headers[name])
+                value[rng.randrange(len(value))] = rng.choice(alphabet)
+                headers[name] = "".join(value)
+        result = _verify(headers, now=NOW)
+        assert isinstance(result, RequestRejected | VerifiedRequest)
+
+
 def test_path_with_a_line_break_is_a_bad_signature_not_a_crash() -> None:
     _rejected(_verify(_signed(), path="/v1/tasks\nGET"), c.ERR_BAD_SIGNATURE)
