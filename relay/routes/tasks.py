@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -72,7 +73,7 @@ async def read_log(
     while True:
         version = relay.signals.version(key)
         task = await relay.db.run(task_store.get, relay.logs, task_id)
-        data = relay.logs.read(task_id, stream, offset, limit)
+        data = await asyncio.to_thread(relay.logs.read, task_id, stream, offset, limit)
         size = task[f"{stream}_size"]
         final = TaskState(task["state"]).is_final
         remaining = deadline - time.monotonic()
