@@ -118,13 +118,18 @@ def running_ssh_agent() -> Iterator[SshAgent]:
         agent.stop()
 
 
-def ssh_add(key_path: Path, socket_path: Path) -> None:
-    """``ssh-add KEY`` against the agent at ``socket_path`` (the key must be unencrypted)."""
+def ssh_add(key_path: Path, socket_path: Path | None = None) -> None:
+    """``ssh-add KEY`` against the agent at ``socket_path`` (default: ``$SSH_AUTH_SOCK``).
+
+    The key must be unencrypted: there is no terminal to ask for a passphrase.
+    """
     _run_ssh_add([str(key_path)], socket_path)
 
 
-def _run_ssh_add(args: list[str], socket_path: Path) -> None:
-    env = {**os.environ, "SSH_AUTH_SOCK": str(socket_path)}
+def _run_ssh_add(args: list[str], socket_path: Path | None) -> None:
+    env = dict(os.environ)
+    if socket_path is not None:
+        env["SSH_AUTH_SOCK"] = str(socket_path)
     env.pop("SSH_ASKPASS", None)
     done = subprocess.run(["ssh-add", "-q", *args], env=env, capture_output=True,
                           stdin=subprocess.DEVNULL, check=False, timeout=60)
