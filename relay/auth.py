@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -172,8 +173,6 @@ async def read_body(receive: Receive, limit: int) -> bytes:
 
 
 async def send_error(send: Send, status: int, code: str, detail: str) -> None:
-    import json
-
     body = json.dumps({"error": code, "detail": detail}).encode()
     await send({
         "type": "http.response.start", "status": status,

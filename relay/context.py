@@ -26,14 +26,13 @@ class Relay:
     blobs: BlobStore
     signals: Signals = field(default_factory=Signals)
     bus: EventBus = field(default_factory=EventBus)
-    url: str = ""  # the address serve listens on, for join tokens when relay.toml sets none
     hooks: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def open(cls, config: RelayConfig) -> Relay:
         signer = KeyFileSigner(load_private_key_file(config.key_path))
         return cls(
-            config=config, db=Database(config.db_path), signer=signer, url=config.url,
+            config=config, db=Database(config.db_path), signer=signer,
             logs=LogStore(config.logs_dir, config.output_cap), blobs=BlobStore(config.blobs_dir),
         )
 

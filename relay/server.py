@@ -17,7 +17,7 @@ from typing import Any
 
 import uvicorn
 
-from relay import metrics, systemd
+from relay import logconf, metrics, systemd
 from relay.config import RelayConfig
 
 
@@ -108,6 +108,7 @@ def serve(config: RelayConfig, options: ServeOptions) -> None:
     url = f"{scheme}://{shown}:{real_port}"
     if not config.url:
         config.url = url
+    logconf.setup(options.log_level)
     app = create_app(config)
     metrics.install_for_relay(app)
     kwargs: dict[str, Any] = {}

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from relay import login
+from relay import logconf, login
 from relay.auth import PilotDep
 from relay.context import RelayDep
 from relay.errors import ApiError
@@ -25,7 +25,9 @@ async def do_login(body: LoginBody, relay: RelayDep) -> dict[str, Any]:
     attempt = login.LoginAttempt(body.fingerprint, body.challenge, body.signature, body.totp)
     result = await relay.db.run(login.login, relay.config, attempt)
     if isinstance(result, ApiError):
+        logconf.event("login_failed", fingerprint=body.fingerprint, error=result.code)
         raise result
+    logconf.event("login", pilot=result["pilot"], fingerprint=body.fingerprint)
     return result
 
 

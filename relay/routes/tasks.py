@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, Response
 
+from relay import logconf
 from relay import tasks as task_store
 from relay.auth import PilotDep
 from relay.blobs import check_artifact_path
@@ -23,6 +24,7 @@ router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 @router.post("", status_code=201)
 async def submit(body: SubmitBody, who: PilotDep, relay: RelayDep) -> dict[str, Any]:
     result = await relay.db.run(task_store.submit, relay.config, relay.logs, who.name, body)
+    logconf.event("submit", task=result.task["id"], pilot=who.name)
     relay.bus.publish("task", result.task)
     for drone in result.wake:
         relay.signals.notify(("drone", drone))

@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from relay import dispatch, enroll, fetches, messages
+from relay import dispatch, enroll, fetches, logconf, messages
 from relay import tasks as task_store
-from relay.auth import PRINCIPAL_KEY, DroneDep, check_request, scope_headers
+from relay.auth import DroneDep, check_request, scope_headers
 from relay.blobs import check_artifact_path
 from relay.context import Relay, RelayDep
 from relay.errors import ApiError, not_found
@@ -27,7 +27,9 @@ async def init(body: InitBody, relay: RelayDep) -> dict[str, Any]:
         enroll.register, body.model_dump(), relay.signer.public_key.openssh()
     )
     if isinstance(result, ApiError):
+        logconf.event("enroll_failed", drone=body.name, error=result.code)
         raise result
+    logconf.event("enroll", drone=result["name"])
     return result
 
 
@@ -93,6 +95,10 @@ async def blob(
             raise ApiError(422, "invalid", "give task and path, or fetch")
         check_artifact_path(path)
         await relay.db.run(task_store.own_task, name, task)
+    else:
+        found = await relay.db.run(fetches.get, fetch)
+        if found is None or found["drone"] != name:
+            raise not_found("fetch for this drone")
     tmp, digest = await relay.blobs.receive(
         request.stream(), size=size, cap=relay.config.artifact_max
     )
@@ -136,7 +142,6 @@ async def _blob_drone(request: Request, relay: Relay) -> str:
     )
     if row is None:
         raise ApiError(403, "forbidden", "this route is for drones")
-    request.scope[PRINCIPAL_KEY] = None
     return str(row["name"])
 
 
@@ -158,5 +163,3 @@ def _record_artifact(conn: Any, task: str, path: str, digest: str, size: int) ->
         )
     return None
 
-
-__all__ = ["not_found", "router"]
