@@ -32,16 +32,17 @@ import click
 DRONE = "demo-drone"
 SAMPLE_COMMAND = (
     'echo "demo task on $(hostname): training a very small model"; '
-    "for i in 1 2 3 4 5 6 7 8; do "
-    'echo "epoch $i/8  loss 0.$((90 - i * 10))"; '
+    "for i in 1 2 3 4 5 6; do "
+    'echo "epoch $i/6  loss 0.$((70 - i * 10))"; '
     'echo "warning: epoch $i used the toy data set" >&2; '
-    'if [ "$i" = 4 ]; then echo "halfway: epoch 4 of 8 done" >> "$DRAGOON_INBOX"; fi; '
-    "sleep 0.5; done; "
-    'mkdir -p out && echo "weights after 8 epochs" > out/model.txt; '
+    'if [ "$i" = 3 ]; then echo "halfway: epoch 3 of 6 done" >> "$DRAGOON_INBOX"; fi; '
+    "sleep 0.4; done; "
+    'mkdir -p out && echo "weights after 6 epochs" > out/model.txt; '
     'echo "finished: model written to out/model.txt" >> "$DRAGOON_INBOX"; '
     'echo "done"'
 )
 START_DEADLINE = 30.0
+STOP_DEADLINE = 1.5  # the relay holds long-polls up to 5 s on SIGTERM; its data goes anyway
 
 
 class DemoError(Exception):
@@ -110,24 +111,29 @@ class Demo:
         raise DemoError(f"{log} did not start within {START_DEADLINE:.0f} s")
 
     def close(self) -> None:
-        """Stop every process the demo started (and what they spawned), remove the temp dir."""
+        """Stop every process the demo started (and what they spawned), remove the temp dir.
+
+        All get SIGTERM at once; what has not exited a few seconds later is
+        killed, and so are the task processes the drone had spawned.
+        """
         import psutil
 
-        for process in reversed(self.processes):
-            try:
-                family = psutil.Process(process.pid).children(recursive=True)
-            except psutil.Error:
-                family = []
+        family: list[psutil.Process] = []
+        for process in self.processes:
+            with contextlib.suppress(psutil.Error):
+                family += psutil.Process(process.pid).children(recursive=True)
             if process.poll() is None:
                 process.terminate()
-                try:
-                    process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-            for child in family:
-                with contextlib.suppress(psutil.Error):
-                    child.kill()
+        deadline = time.monotonic() + STOP_DEADLINE
+        for process in self.processes:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for child in family:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
         shutil.rmtree(self.root, ignore_errors=True)
 
     # -- steps ------------------------------------------------------------------------------
