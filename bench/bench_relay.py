@@ -376,20 +376,14 @@ async def _idle_drones(url: str, pilot: PilotSession, count: int, pid: int,
         conn.close()
     rss_before, _ = _proc_stat(pid)
     stop = asyncio.Event()
-    parked = 0
 
     async def drone_loop(signer: Signer) -> None:
-        nonlocal parked
         conn = await Connection(url).open()
-        first = True
         try:
             while not stop.is_set():
                 body = json.dumps({"wait": 25, "running": []}).encode()
                 conn.send("POST", "/v1/worker/poll",
                           signed(signer, "POST", "/v1/worker/poll", "", body), body)
-                if first:
-                    parked += 1
-                    first = False
                 receive = asyncio.ensure_future(conn.receive())
                 halt = asyncio.ensure_future(stop.wait())
                 await asyncio.wait({receive, halt}, return_when=asyncio.FIRST_COMPLETED)
