@@ -4,9 +4,9 @@ The task writes its stdout/stderr to spool files; this reads them from the
 offset the relay has acknowledged and posts chunks of at most 256 KiB with
 their offset. The relay appends a chunk only at its current length, so a
 resend after a lost answer is acknowledged, not appended twice, and a 409
-``offset_gap`` tells the shipper where the relay really is. Only one chunk is
-in flight per stream, so memory stays flat whatever the task writes; small
-writes that arrive while a chunk is in flight go out together in the next.
+``offset_gap`` tells the shipper where the relay really is. At most WINDOW
+chunks are in flight per stream, so memory stays flat whatever the task
+writes; small writes that arrive meanwhile go out together in the next round.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from drone.client import Backoff, RelayClient, RelayUnavailable, error_code
 log = logging.getLogger("dragoon.drone")
 
 CHUNK: Final = 256 * 1024
+WINDOW: Final = 4  # chunks in flight per stream: memory stays at WINDOW * CHUNK
 IDLE_POLL: Final = 0.025  # seconds between looks at a quiet spool: keeps a line under ~100 ms
 
 
@@ -59,27 +60,51 @@ class StreamShipper:
             return 0
 
     async def ship_once(self) -> bool:
-        """Send the next chunk if there is one; True when the relay's offset moved."""
+        """Send the next chunks (up to WINDOW at once); True when the relay's offset moved.
+
+        Chunks travel in parallel to hide the relay's per-request cost; the
+        relay still appends strictly in offset order, so a chunk that overtakes
+        its predecessor is answered ``offset_gap`` and simply sent again.
+        """
         size = self.spool_size()
         if self.acked >= size:
             return False
-        length = min(CHUNK, size - self.acked)
+        start = self.acked
+        offsets = list(range(start, min(size, start + WINDOW * CHUNK), CHUNK))
         with open(self.spool, "rb") as handle:
-            data = os.pread(handle.fileno(), length, self.acked)
-        if not data:
-            return False
-        params = {"task": self.task_id, "stream": self.stream, "offset": self.acked}
+            chunks = [(o, os.pread(handle.fileno(), min(CHUNK, size - o), o)) for o in offsets]
+        results = await asyncio.gather(*(self._post(o, data) for o, data in chunks if data),
+                                       return_exceptions=True)
+        acked = [r[1] for r in results if isinstance(r, tuple) and r[0] == "ok"]
+        gaps = [r[1] for r in results if isinstance(r, tuple) and r[0] == "gap"]
+        if acked:
+            self._advance(max(acked))
+        elif gaps:
+            # No chunk of this round landed: the relay's answer is the truth, even backwards.
+            expected = max(gaps)
+            if expected != self.acked:
+                log.info("task %s %s: relay holds %d bytes, resuming there (was %d)",
+                         self.task_id, self.stream, expected, self.acked)
+            self._advance(expected)
+        for result in results:
+            if isinstance(result, TaskGone):
+                raise result
+        if not acked and not gaps:
+            failure = next((r for r in results if isinstance(r, BaseException)), None)
+            if isinstance(failure, RelayUnavailable):
+                raise failure
+            if failure is not None:
+                raise RelayUnavailable(f"log shipping failed: {failure!r}")
+        return self.acked != start
+
+    async def _post(self, offset: int, data: bytes) -> tuple[str, int]:
+        params = {"task": self.task_id, "stream": self.stream, "offset": offset}
         response = await self.client.request("POST", "/v1/worker/log", params=params, body=data)
         if response.status_code == 200:
-            self._advance(int(response.json()["next_offset"]))
-            return True
+            return "ok", int(response.json()["next_offset"])
         code = error_code(response)
         if response.status_code == 409 and code == "offset_gap":
-            expected = int(response.json()["expected"])
-            log.info("task %s %s: relay holds %d bytes, resuming there (was %d)",
-                     self.task_id, self.stream, expected, self.acked)
-            self._advance(expected)
-            return True
+            return "gap", int(response.json()["expected"])
         if response.status_code == 404:
             raise TaskGone(f"relay does not know task {self.task_id}")
         raise RelayUnavailable(f"log refused: HTTP {response.status_code} {code}")

@@ -61,13 +61,13 @@ class DroneProcess:
             setattr(settings, key, value)
         config.save(settings, self.data_dir / "drone.toml")
 
-    def start(self) -> None:
+    def start(self, *, env: dict[str, str] | None = None) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "dragoon", "drone", "run", "--data", str(self.data_dir)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=REPO,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         finally:
             log.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -42,6 +43,8 @@ def test_relay_kill9_and_restart_mid_task_loses_and_doubles_nothing(fleet: Fleet
     assert lines(fleet.output(task_id), "line-") == expected("line-")
     assert lines(fleet.output(task_id, "stderr"), "err-") == expected("err-")
     assert "relay unreachable" in drone.log_text()
+    assert drone.process is not None and drone.process.poll() is None  # never exits on it
+    assert drone.log_text().count("relay unreachable") <= 2  # a line per change, not per retry
     wait_for(lambda: not (drone.data_dir / "tasks" / task_id).exists(),
              what="spool removed once acknowledged")
 
@@ -84,3 +87,56 @@ def test_a_task_that_ends_while_the_drone_is_down_reports_its_real_exit(fleet: F
     task = fleet.wait_state(task_id)
     assert task["state"] == "failed" and task["signal"] == 9
     assert fleet.output(task_id) == b"before\n"
+
+
+def test_a_fast_writer_arrives_byte_for_byte(fleet: Fleet):
+    fleet.drone("d1")
+    size = 12 * 1024 * 1024 + 12345  # many chunks in flight at once, and a ragged end
+    script = ("import hashlib,sys\n"
+              "h=hashlib.sha256(b'seed')\n"
+              f"left={size}\n"
+              "while left:\n"
+              "    h=hashlib.sha256(h.digest()); block=h.digest()*2048; block=block[:left]\n"
+              "    sys.stdout.buffer.write(block); left-=len(block)\n")
+    task_id = fleet.submit(f"python3 -c \"{script}\"", drone="d1")
+    task = fleet.wait_state(task_id, timeout=60)
+    assert task["state"] == "succeeded" and task["stdout_size"] == size
+    data = fleet.output(task_id)
+    digest = hashlib.sha256(b"seed")
+    want = bytearray()
+    while len(want) < size:
+        digest = hashlib.sha256(digest.digest())
+        want += digest.digest() * 2048
+    assert len(data) == size and data == bytes(want[:size])
+
+
+def test_a_reboot_ends_a_running_task_as_failed_with_the_reason(fleet: Fleet):
+    drone = fleet.drone("d1")
+    task_id = fleet.submit("sleep 300", drone="d1")
+    fleet.wait_state(task_id, "running")
+    drone.kill9()
+    proc_path = drone.data_dir / "tasks" / task_id / "proc.json"
+    record = json.loads(proc_path.read_text())
+    # What a reboot leaves: no task, no wrapper, and a different boot time.
+    os.killpg(record["pid"], signal.SIGKILL)
+    os.kill(record["wrapper_pid"], signal.SIGKILL)
+    wait_for(lambda: not psutil.pid_exists(record["wrapper_pid"]) or
+             psutil.Process(record["wrapper_pid"]).status() == psutil.STATUS_ZOMBIE,
+             what="wrapper gone")
+    (drone.data_dir / "tasks" / task_id / "exit.json").unlink(missing_ok=True)
+    record["boot_time"] -= 3600
+    proc_path.write_text(json.dumps(record))
+    drone.start()
+    task = fleet.wait_state(task_id)
+    assert task["state"] == "failed" and "rebooted" in task["error"]
+
+
+def test_a_wrapper_killed_from_outside_is_reported_not_hung(fleet: Fleet):
+    drone = fleet.drone("d1")
+    task_id = fleet.submit("sleep 300", drone="d1")
+    fleet.wait_state(task_id, "running")
+    record = json.loads((drone.data_dir / "tasks" / task_id / "proc.json").read_text())
+    os.kill(record["wrapper_pid"], signal.SIGKILL)
+    os.killpg(record["pid"], signal.SIGKILL)
+    task = fleet.wait_state(task_id)
+    assert task["state"] == "failed" and "vanished" in task["error"]
