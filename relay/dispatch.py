@@ -52,102 +52,136 @@ def assign(
     conn: sqlite3.Connection, signer: Signer, logs: LogStore, name: str, poll: PollBody,
     first: bool,
 ) -> Assignment:
+    """One pass for one drone's poll, in one transaction (see the module docstring)."""
     now = time.time()
-    changed_ids: set[str] = set()
-    dispatched: list[str] = []
     with transaction(conn):
-        drone = conn.execute("SELECT * FROM drones WHERE name = ?", (name,)).fetchone()
-        came_online = drone["state"] != "online"
-        labels = json.loads(drone["labels"])
-        if poll.labels is not None:
-            labels = sorted(set(labels) | set(poll.labels))
-        conn.execute(
-            "UPDATE drones SET state = 'online', last_seen = ?, metrics = COALESCE(?, metrics),"
-            " labels = ?, slots = COALESCE(?, slots), hostname = COALESCE(?, hostname),"
-            " version = COALESCE(?, version) WHERE name = ?",
-            (now, json.dumps(poll.metrics) if poll.metrics is not None else None,
-             json.dumps(labels), poll.slots, poll.hostname, poll.version, name),
-        )
-        if first:
-            changed_ids |= _apply_reports(conn, name, poll, now)
-        held = set(poll.running) | {s.id for s in poll.started}
-        seq = drone["seq"]
-        out: list[dict[str, Any]] = []
-        for row in conn.execute(
-            "SELECT id, spec FROM tasks WHERE drone = ? AND state = 'dispatched' ORDER BY num",
-            (name,),
-        ).fetchall():
-            if row["id"] not in held:
-                seq += 1
-                out.append(_hand_out(conn, signer, row["id"], name, seq, row["spec"], now))
+        drone, labels = _heartbeat(conn, name, poll, now)
+        changed_ids = _apply_reports(conn, name, poll, now) if first else set()
+        handout = _Handout(conn, signer, name, now, drone["seq"])
+        _redeliver(handout, set(poll.running) | {s.id for s in poll.started})
+        dispatched: list[str] = []
         if not drone["draining"]:
-            active = conn.execute(
-                "SELECT COUNT(*) FROM tasks WHERE drone = ? AND state IN ('dispatched', 'running')",
-                (name,),
-            ).fetchone()[0]
-            free = (poll.slots or drone["slots"]) - active
-            if free > 0:
-                for row in conn.execute(
-                    "SELECT id, spec, target FROM tasks WHERE state = 'queued'"
-                    " AND (drone = ? OR drone IS NULL) AND expires_at > ? ORDER BY num LIMIT 500",
-                    (name, now),
-                ).fetchall():
-                    if free <= 0:
-                        break
-                    target = json.loads(row["target"])
-                    if "labels" in target and not task_store.labels_match(target["labels"], labels):
-                        continue
-                    seq += 1
-                    free -= 1
-                    out.append(_hand_out(conn, signer, row["id"], name, seq, row["spec"], now))
-                    changed_ids.add(row["id"])
-                    dispatched.append(row["id"])
-        conn.execute("UPDATE drones SET seq = ? WHERE name = ?", (seq, name))
-        cancels = conn.execute(
-            "SELECT id, cancel_grace, cancel_delivered FROM tasks WHERE drone = ?"
-            " AND state IN ('dispatched', 'running') AND cancel_requested = 1", (name,),
-        ).fetchall()
-        fetch_rows = conn.execute(
-            "SELECT id, path, delivered FROM fetches WHERE drone = ? AND state = 'pending'"
-            " ORDER BY created_at", (name,),
-        ).fetchall()
-        news = bool(out) or any(not r["cancel_delivered"] for r in cancels) or any(
-            not r["delivered"] for r in fetch_rows
-        )
-        conn.execute(
-            "UPDATE tasks SET cancel_delivered = 1 WHERE drone = ? AND cancel_requested = 1"
-            " AND state IN ('dispatched', 'running')", (name,),
-        )
-        conn.execute("UPDATE fetches SET delivered = 1 WHERE drone = ? AND state = 'pending'",
-                     (name,))
+            dispatched = _fill_slots(handout, labels, poll.slots or drone["slots"])
+        changed_ids.update(dispatched)
+        conn.execute("UPDATE drones SET seq = ? WHERE name = ?", (handout.seq, name))
+        cancels, fetch_rows, undelivered = _outstanding(conn, name)
         fresh = conn.execute("SELECT * FROM drones WHERE name = ?", (name,)).fetchone()
-        running = conn.execute(
-            "SELECT COUNT(*) FROM tasks WHERE drone = ? AND state IN ('dispatched', 'running')",
-            (name,),
-        ).fetchone()[0]
-        changed = [task_store.view(r, logs) for r in (
-            task_store.row_of(conn, task_id) for task_id in sorted(changed_ids)) if r is not None]
+        rows = [task_store.row_of(conn, task_id) for task_id in sorted(changed_ids)]
+        changed = [task_store.view(row, logs) for row in rows if row is not None]
+        active = _active(conn, name)
     answer = {
-        "tasks": out,
+        "tasks": handout.tasks,
         "cancel": [{"id": r["id"], "grace": int(r["cancel_grace"] or 0)} for r in cancels],
         "fetches": [{"id": r["id"], "path": r["path"]} for r in fetch_rows],
         "server_time": time.time(),
     }
-    return Assignment(answer, news, drone_view(fresh, running), came_online, changed, dispatched)
+    return Assignment(answer, bool(handout.tasks) or undelivered, drone_view(fresh, active),
+                      drone["state"] != "online", changed, dispatched)
 
 
-def _hand_out(
-    conn: sqlite3.Connection, signer: Signer, task_id: str, name: str, seq: int, spec_json: str,
-    now: float,
-) -> dict[str, Any]:
-    spec = json.loads(spec_json)
+def _active(conn: sqlite3.Connection, name: str) -> int:
+    return int(conn.execute(
+        "SELECT COUNT(*) FROM tasks WHERE drone = ? AND state IN ('dispatched', 'running')",
+        (name,),
+    ).fetchone()[0])
+
+
+def _heartbeat(
+    conn: sqlite3.Connection, name: str, poll: PollBody, now: float
+) -> tuple[sqlite3.Row, list[str]]:
+    """Record that the drone is alive, its metrics and what it says about itself."""
+    drone = conn.execute("SELECT * FROM drones WHERE name = ?", (name,)).fetchone()
+    labels = json.loads(drone["labels"])
+    if poll.labels is not None:
+        labels = sorted(set(labels) | set(poll.labels))
     conn.execute(
-        "UPDATE tasks SET state = 'dispatched', drone = ?, seq = ?,"
-        " dispatched_at = COALESCE(dispatched_at, ?) WHERE id = ?",
-        (name, seq, now, task_id),
+        "UPDATE drones SET state = 'online', last_seen = ?, metrics = COALESCE(?, metrics),"
+        " labels = ?, slots = COALESCE(?, slots), hostname = COALESCE(?, hostname),"
+        " version = COALESCE(?, version) WHERE name = ?",
+        (now, json.dumps(poll.metrics) if poll.metrics is not None else None,
+         json.dumps(labels), poll.slots, poll.hostname, poll.version, name),
     )
-    return {"id": task_id, "drone": name, "seq": seq, "spec": spec,
-            "signature": _signed(signer, task_id, name, seq, spec)}
+    return drone, labels
+
+
+@dataclass
+class _Handout:
+    """Tasks handed out in one answer, each with the drone's next sequence number."""
+
+    conn: sqlite3.Connection
+    signer: Signer
+    name: str
+    now: float
+    seq: int
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+
+    def give(self, task_id: str, spec_json: str) -> None:
+        self.seq += 1
+        spec = json.loads(spec_json)
+        self.conn.execute(
+            "UPDATE tasks SET state = 'dispatched', drone = ?, seq = ?,"
+            " dispatched_at = COALESCE(dispatched_at, ?) WHERE id = ?",
+            (self.name, self.seq, self.now, task_id),
+        )
+        self.tasks.append({
+            "id": task_id, "drone": self.name, "seq": self.seq, "spec": spec,
+            "signature": _signed(self.signer, task_id, self.name, self.seq, spec),
+        })
+
+
+def _redeliver(handout: _Handout, held: set[str]) -> None:
+    """Dispatched tasks the drone does not hold: the answer that carried them was lost."""
+    for row in handout.conn.execute(
+        "SELECT id, spec FROM tasks WHERE drone = ? AND state = 'dispatched' ORDER BY num",
+        (handout.name,),
+    ).fetchall():
+        if row["id"] not in held:
+            handout.give(row["id"], row["spec"])
+
+
+def _fill_slots(handout: _Handout, labels: list[str], slots: int) -> list[str]:
+    """Queued tasks for this drone (by name or labels), oldest first, up to its free slots."""
+    free = slots - _active(handout.conn, handout.name)
+    given: list[str] = []
+    if free <= 0:
+        return given
+    for row in handout.conn.execute(
+        "SELECT id, spec, target FROM tasks WHERE state = 'queued'"
+        " AND (drone = ? OR drone IS NULL) AND expires_at > ? ORDER BY num LIMIT 500",
+        (handout.name, handout.now),
+    ).fetchall():
+        target = json.loads(row["target"])
+        if "labels" in target and not task_store.labels_match(target["labels"], labels):
+            continue
+        handout.give(row["id"], row["spec"])
+        given.append(row["id"])
+        if len(given) >= free:
+            break
+    return given
+
+
+def _outstanding(
+    conn: sqlite3.Connection, name: str
+) -> tuple[list[sqlite3.Row], list[sqlite3.Row], bool]:
+    """Every cancel and fetch still open for the drone, and whether any is new to it."""
+    cancels = conn.execute(
+        "SELECT id, cancel_grace, cancel_delivered FROM tasks WHERE drone = ?"
+        " AND state IN ('dispatched', 'running') AND cancel_requested = 1", (name,),
+    ).fetchall()
+    fetch_rows = conn.execute(
+        "SELECT id, path, delivered FROM fetches WHERE drone = ? AND state = 'pending'"
+        " ORDER BY created_at", (name,),
+    ).fetchall()
+    undelivered = any(not r["cancel_delivered"] for r in cancels) or any(
+        not r["delivered"] for r in fetch_rows
+    )
+    conn.execute(
+        "UPDATE tasks SET cancel_delivered = 1 WHERE drone = ? AND cancel_requested = 1"
+        " AND state IN ('dispatched', 'running')", (name,),
+    )
+    conn.execute("UPDATE fetches SET delivered = 1 WHERE drone = ? AND state = 'pending'",
+                 (name,))
+    return cancels, fetch_rows, undelivered
 
 
 def _apply_reports(conn: sqlite3.Connection, name: str, poll: PollBody, now: float) -> set[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import re
 import sqlite3
 import time
@@ -47,7 +48,7 @@ def mint(
     labels = check_labels(labels)
     secret = new_secret()
     now = time.time()
-    expires_at = int(now + ttl)
+    expires_at = math.ceil(now + ttl)  # whole seconds, never before the ttl ran out
     with transaction(conn):
         conn.execute(
             "INSERT INTO enrollments (secret_hash, drone, labels, created_by, created_at,"

@@ -8,6 +8,7 @@ failure, commits even when the answer is an error.
 from __future__ import annotations
 
 import hmac
+import math
 import re
 import secrets
 import sqlite3
@@ -47,7 +48,7 @@ def issue_challenge(
     if not FINGERPRINT.fullmatch(fingerprint):
         raise ApiError(422, "invalid", "fingerprint must be SHA256:<43 base64 characters>")
     challenge = secrets.token_urlsafe(32)
-    expires_at = int(time.time() + config.challenge_ttl)
+    expires_at = math.ceil(time.time() + config.challenge_ttl)
     with transaction(conn):
         conn.execute(
             "INSERT INTO challenges (challenge, fingerprint, expires_at) VALUES (?, ?, ?)",
@@ -134,7 +135,7 @@ def _login(
     conn.execute("UPDATE pilots SET last_totp_step = ? WHERE name = ?", (step, name))
     conn.execute("DELETE FROM login_failures WHERE pilot = ?", (name,))
     token = secrets.token_urlsafe(32)
-    expires_at = int(now + config.session_ttl)
+    expires_at = math.ceil(now + config.session_ttl)
     conn.execute(
         "INSERT INTO sessions (token_hash, pilot, fingerprint, created_at, expires_at)"
         " VALUES (?, ?, ?, ?, ?)",

@@ -153,10 +153,19 @@ class SignedClient:
         self.url = url.rstrip("/")
         self.signer = signer
         self.token = token
+        self._timeout = timeout
+        self._retired: list[httpx.Client] = []
         self.http = httpx.Client(base_url=self.url, timeout=timeout)
 
     def close(self) -> None:
-        self.http.close()
+        for client in [*self._retired, self.http]:
+            client.close()
+
+    def reconnect(self) -> None:
+        """Leave pooled connections (to a relay that was killed) behind; the next request dials
+        anew. The old client stays open until ``close`` for threads still inside a request."""
+        self._retired.append(self.http)
+        self.http = httpx.Client(base_url=self.url, timeout=self._timeout)
 
     def __enter__(self) -> SignedClient:
         return self
@@ -327,6 +336,8 @@ class RelayProcess:
         if not self._ready.wait(START_TIMEOUT) or not self.url:
             self.process.kill()
             raise RuntimeError(f"relay did not start:\n{self.stderr_text()}")
+        for client in self._clients:  # their pooled connections went with the old process
+            client.reconnect()
 
     def _read_stderr(self, process: subprocess.Popen[str]) -> None:
         assert process.stderr is not None
