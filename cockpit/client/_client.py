@@ -13,12 +13,18 @@ import hashlib
 import json
 import os
 import ssl
+import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote, urlencode
 
+if "httpx" not in sys.modules:
+    # httpx's own command line (httpx._main) imports rich.progress and pygments when
+    # they are installed, a quarter of the CLI's start-up budget; dragoon never uses
+    # it, and httpx falls back to a stub when the import fails.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 import httpx
 
 from cockpit.client import _errors as E
@@ -113,6 +119,9 @@ class RelayClient:
         self._base = httpx.URL(self.base_url)
         self._prefix = self._base.path.rstrip("/")
         self._timeout = timeout
+        if self._base.scheme == "http":
+            # Plain HTTP never does TLS: skip loading the CA bundle (~45 ms per start).
+            verify = False
         self._http = httpx.AsyncClient(
             verify=verify, timeout=timeout, transport=transport, follow_redirects=False
         )
