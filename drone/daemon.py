@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -315,6 +316,12 @@ class Drone:
         env.update(spec.env)
         env["DRAGOON_TASK_ID"] = task_id
         env["DRAGOON_INBOX"] = str(task_dir / "inbox")
+        # `dragoon notify` must work in a task even when the drone's venv is not on PATH;
+        # appended, so the box's own tools keep precedence.
+        own_bin = str(Path(sys.executable).parent)
+        path = env.get("PATH", "/usr/bin:/bin")
+        if own_bin not in path.split(":"):
+            env["PATH"] = f"{path}:{own_bin}"
         return env
 
     # ----- fetch -----
