@@ -36,6 +36,11 @@ class Relay:
             logs=LogStore(config.logs_dir, config.output_cap), blobs=BlobStore(config.blobs_dir),
         )
 
+    def stopping(self) -> None:
+        """Release held requests (long-polls, follows, event streams) so shutdown is quick."""
+        self.signals.close()
+        self.bus.close()
+
     def close(self) -> None:
         self.logs.close()
         self.db.close()

@@ -33,6 +33,7 @@ class EventBus:
         self._next = 1
         self._ring: deque[Event] = deque(maxlen=RING)
         self._subscribers: set[asyncio.Queue[Event | None]] = set()
+        self.closed = False
 
     def publish(self, kind: str, data: dict[str, Any]) -> None:
         event = Event(self._next, kind, data)
@@ -46,8 +47,18 @@ class EventBus:
                 continue
             queue.put_nowait(event)
 
+    def close(self) -> None:
+        """Shutting down: end every stream (clients reconnect with Last-Event-ID)."""
+        self.closed = True
+        for queue in self._subscribers:
+            queue.put_nowait(None)
+        self._subscribers.clear()
+
     def subscribe(self, last_id: int | None = None) -> asyncio.Queue[Event | None]:
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        if self.closed:
+            queue.put_nowait(None)
+            return queue
         if last_id is not None:
             for event in self._ring:
                 if event.id > last_id:

@@ -95,6 +95,14 @@ class _Server(uvicorn.Server):
         for hook in self._on_ready:
             hook(self._url)
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Held polls and event streams would otherwise hold shutdown for the whole grace.
+        app = self.config.app
+        relay = getattr(getattr(app, "state", None), "relay", None)
+        if relay is not None:
+            relay.stopping()
+        await super().shutdown(sockets=sockets)
+
 
 def serve(config: RelayConfig, options: ServeOptions) -> None:
     """Bind, build the app, and run until SIGTERM/SIGINT."""

@@ -16,6 +16,13 @@ class Signals:
     def __init__(self) -> None:
         self._versions: dict[Hashable, int] = defaultdict(int)
         self._waiters: dict[Hashable, set[asyncio.Future[None]]] = defaultdict(set)
+        self.closed = False
+
+    def close(self) -> None:
+        """Shutting down: wake every waiter, and make later waits return at once (False)."""
+        self.closed = True
+        for key in list(self._waiters):
+            self.notify(key)
 
     def version(self, key: Hashable) -> int:
         return self._versions[key]
@@ -28,7 +35,10 @@ class Signals:
                 future.set_result(None)
 
     async def wait(self, key: Hashable, since: int, timeout: float) -> bool:
-        """Wait until ``key`` moves past version ``since``; False when ``timeout`` ran out."""
+        """Wait until ``key`` moves past version ``since``; False when ``timeout`` ran out
+        or the relay is shutting down."""
+        if self.closed:
+            return False
         if self._versions[key] != since:
             return True
         if timeout <= 0:
@@ -37,7 +47,7 @@ class Signals:
         self._waiters[key].add(future)
         try:
             await asyncio.wait_for(future, timeout)
-            return True
+            return not self.closed
         except TimeoutError:
             return False
         finally:

@@ -31,7 +31,8 @@ async def show(
         remaining = deadline - time.monotonic()
         if found["state"] != "pending" or remaining <= 0:
             return found
-        await relay.signals.wait(key, version, remaining)
+        if not await relay.signals.wait(key, version, remaining):
+            return await relay.db.run(fetches.get, fetch_id) or found
 
 
 @router.get("/{fetch_id}/content")

@@ -29,9 +29,8 @@ async def inbox(
             lambda conn: messages.listing(conn, after=after, unread=unread, limit=limit)
         )
         remaining = deadline - time.monotonic()
-        if found or remaining <= 0:
+        if found or remaining <= 0 or not await relay.signals.wait(key, version, remaining):
             return {"messages": found}
-        await relay.signals.wait(key, version, remaining)
 
 
 @router.post("/ack")

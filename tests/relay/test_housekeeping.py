@@ -58,3 +58,24 @@ def test_running_report_restores_a_lost_task(tmp_path: Path) -> None:
         wait_until(lambda: show()["state"] == "lost", timeout=5, message="lost")
         drone.poll(running=[task])
         assert (show()["state"], show()["error"]) == ("running", None)
+
+
+def test_stop_releases_held_polls_at_once(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    with RelayProcess(tmp_path / "relay") as relay:
+        pilot = relay.pilot()
+        drone = relay.drone("holder", pilot=pilot)
+        got: dict[str, object] = {}
+        thread = threading.Thread(target=lambda: got.update(answer=drone.poll(wait=20)))
+        thread.start()
+        wait_until(lambda: any(d["state"] == "online"
+                               for d in pilot.get("/v1/workers").json()["drones"]),
+                   message="poll held")
+        begin = time.monotonic()
+        assert relay.stop() in (0, -15)  # uvicorn re-raises SIGTERM after a clean shutdown
+        thread.join(10)
+        assert time.monotonic() - begin < 4
+        answer = got["answer"]
+        assert isinstance(answer, httpx.Response) and answer.json()["tasks"] == []
