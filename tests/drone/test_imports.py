@@ -1,0 +1,20 @@
+"""Drones run on small boxes: `dragoon drone …` must not load the relay's or cockpit's stacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.support.relay import REPO
+
+HEAVY = ("fastapi", "starlette", "uvicorn", "pydantic", "textual", "rich", "pygments", "relay",
+         "cockpit")
+
+
+def test_the_drone_imports_neither_fastapi_nor_textual_nor_httpx_cli_extras():
+    probe = ("import sys, dragoon.cli, drone.cli, drone.daemon, drone.join, drone.notify;"
+             "print(','.join(sorted({m.split('.')[0] for m in sys.modules})))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True, cwd=REPO).stdout.strip().split(",")
+    assert not [name for name in HEAVY if name in loaded]
+    assert "httpx" in loaded and "psutil" in loaded
