@@ -61,6 +61,7 @@ class Drone:
         self.metrics = Metrics(data.root)
         self.runners: dict[str, TaskRunner] = {}
         self._jobs: set[asyncio.Task[Any]] = set()
+        self._unheld: set[str] = set()
         self.started: list[dict[str, Any]] = []
         self.rejected: list[dict[str, Any]] = []
         self.fetch_errors: list[dict[str, Any]] = []
@@ -257,6 +258,11 @@ class Drone:
             return True
         if self.state.is_accepted(parsed.id):
             log.info("task %s: already accepted; acknowledged, not run again", parsed.id)
+            if parsed.id not in self.runners and parsed.id not in self._unheld:
+                # Accepted, then lost in a crash before it started: end it, or the relay
+                # would hand it out forever. At most once means never a second start.
+                self._unheld.add(parsed.id)
+                self._spawn_job(self._finish_unheld(parsed.id))
             return True
         if self.free_slots() <= 0:
             log.info("task %s: no free slot (%d in use); left to the relay", parsed.id,
@@ -273,10 +279,10 @@ class Drone:
         if isinstance(spec, str):
             self._reject(parsed.id, f"bad_spec: {spec}")
             return True
-        # Recorded durably before anything is spawned: a crash from here on never reruns it.
-        self.state.accept(parsed.id, parsed.seq)
         task_dir = self.data.task_dir(parsed.id)
         task_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Recorded durably before anything is spawned: a crash from here on never reruns it.
+        self.state.accept(parsed.id, parsed.seq)
         work_dir = self._work_dir(parsed.id, spec)
         record = {
             "id": parsed.id, "seq": parsed.seq, "spec": parsed.spec, "accepted_at": time.time(),
@@ -301,6 +307,21 @@ class Drone:
                                  "pid": proc.pid})
         self._hold(runner)
         return True
+
+    async def _finish_unheld(self, task_id: str) -> None:
+        body = {"task": task_id, "state": "failed", "finished_at": time.time(),
+                "error": "the drone stopped after accepting the task and before starting it; "
+                         "not started again (a task runs at most once)"}
+        backoff = Backoff()
+        while True:
+            try:
+                response = await self.client.request("POST", "/v1/worker/finish", json_body=body)
+            except RelayUnavailable:
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            log.info("task %s: reported failed (accepted but never started): HTTP %d",
+                     task_id, response.status_code)
+            return
 
     def _work_dir(self, task_id: str, spec: Spec) -> Path:
         """The spec's cwd (relative ones from the home dir), else a fresh per-task folder."""

@@ -269,11 +269,10 @@ class TaskRunner:
         for rel, real, _size in record["files"]:
             if rel in record["uploaded"]:
                 continue
-            ok = await self._retry(lambda rel=rel, real=real: self._upload(rel, Path(real)))
+            # Done either way: stored, or refused by the relay (said in a message).
+            await self._retry(lambda rel=rel, real=real: self._upload(rel, Path(real)))
             record["uploaded"].append(rel)
             write_json(record_path, record)
-            if not ok:
-                continue
 
     async def _upload(self, rel: str, real: Path) -> bool:
         digest, size = await asyncio.to_thread(artifacts.file_sha256, real)

@@ -140,3 +140,17 @@ def test_a_wrapper_killed_from_outside_is_reported_not_hung(fleet: Fleet):
     os.killpg(record["pid"], signal.SIGKILL)
     task = fleet.wait_state(task_id)
     assert task["state"] == "failed" and "vanished" in task["error"]
+
+
+def test_a_task_accepted_just_before_a_crash_is_never_started_and_is_ended(fleet: Fleet,
+                                                                            tmp_path):
+    drone = fleet.drone("d1", start=False)
+    marker = tmp_path / "ran"
+    task_id = fleet.submit(f"touch {marker}", drone="d1")
+    # What a crash right after the durable accept, before the start, leaves behind.
+    (drone.data_dir / "state.json").write_text(json.dumps({"last_seq": 0,
+                                                           "accepted": [task_id]}))
+    drone.start()
+    task = fleet.wait_state(task_id)
+    assert task["state"] == "failed" and "not started again" in task["error"]
+    assert not marker.exists()
