@@ -36,6 +36,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PRINCIPAL_KEY: Final = "dragoon.principal"
+RECEIVED_AT_KEY: Final = "dragoon.received_at"
 # Open besides PROTOCOL.md's three: liveness, metrics (guarded by relay/metrics.py) and the schema.
 OPEN_PATHS: Final = frozenset({"/healthz", "/metrics", "/openapi.json"})
 STREAMED_PATHS: Final = frozenset({"/v1/worker/blob"})  # the route reads and checks its own body
@@ -107,9 +108,14 @@ def check_request(
     body: bytes,
     nonce_ttl: float,
     body_sha256: str | None = None,
+    received_at: float | None = None,
 ) -> VerifiedRequest[Principal] | RequestRejected:
-    """All five RE-V1 checks; the nonce is recorded only for a request that passed the rest."""
-    now = time.time()
+    """All five RE-V1 checks; the nonce is recorded only for a request that passed the rest.
+
+    ``received_at`` is when the request arrived, for a streamed body checked after
+    it was read: a long upload must not turn its timestamp stale on the way.
+    """
+    now = time.time() if received_at is None else received_at
     extra: dict[str, Any] = {} if body_sha256 is None else {"body_sha256": body_sha256}
     result: VerifiedRequest[Principal] | RequestRejected = verify_request(
         method=method, raw_path=raw_path, raw_query=raw_query, headers=headers, body=body,
@@ -119,7 +125,8 @@ def check_request(
         return result
     try:
         conn.execute(
-            "INSERT INTO nonces (nonce, expires_at) VALUES (?, ?)", (result.nonce, now + nonce_ttl)
+            "INSERT INTO nonces (nonce, expires_at) VALUES (?, ?)",
+            (result.nonce, time.time() + nonce_ttl),
         )
     except sqlite3.IntegrityError:
         return RequestRejected(c.ERR_REPLAYED_NONCE, "this nonce was already used")
@@ -200,13 +207,14 @@ class SignedRequests:
         if path in STREAMED_PATHS and not open_route:
             rejected = await self.relay.db.run(
                 lambda conn: prevalidate(
-                    conn, method=method, raw_path=_raw_path(scope),
+                    conn, method=method, raw_path=raw_path(scope),
                     raw_query=scope.get("query_string", b"").decode("latin-1"), headers=headers,
                 )
             )
             if rejected is not None:
                 await send_error(send, 401, rejected.code, rejected.detail)
                 return
+            scope[RECEIVED_AT_KEY] = time.time()
             await self.app(scope, receive, send)
             return
         limit = body_limit(self.relay, path)
@@ -222,7 +230,7 @@ class SignedRequests:
         if not open_route:
             result = await self.relay.db.run(
                 lambda conn: check_request(
-                    conn, method=method, raw_path=_raw_path(scope),
+                    conn, method=method, raw_path=raw_path(scope),
                     raw_query=scope.get("query_string", b"").decode("latin-1"),
                     headers=headers, body=body, nonce_ttl=self.relay.config.nonce_ttl,
                 )
@@ -234,7 +242,7 @@ class SignedRequests:
         await self.app(scope, _replay(body, receive), send)
 
 
-def _raw_path(scope: Scope) -> str:
+def raw_path(scope: Scope) -> str:
     raw = scope.get("raw_path")
     if raw:
         return bytes(raw).split(b"?", 1)[0].decode("latin-1")

@@ -12,7 +12,7 @@ from relay import fetches
 from relay.auth import PilotDep
 from relay.context import RelayDep
 from relay.errors import ApiError, not_found
-from relay.routes.tasks import _file
+from relay.routes.files import blob_response
 
 router = APIRouter(prefix="/v1/fetches", tags=["drones"])
 
@@ -43,4 +43,4 @@ async def content(fetch_id: str, _who: PilotDep, relay: RelayDep) -> FileRespons
     if found["state"] != "ready":
         raise ApiError(409, "conflict", f"the fetch is {found['state']}")
     name = found["path"].rstrip("/").rsplit("/", 1)[-1] or "fetched"
-    return _file(relay.blobs.path(found["sha256"]), name, found["sha256"])
+    return blob_response(relay.blobs.path(found["sha256"]), name, found["sha256"])

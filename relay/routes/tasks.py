@@ -9,13 +9,14 @@ from typing import Any
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, Response
 
-from relay import logconf
+from relay import artifacts, logconf
 from relay import tasks as task_store
 from relay.auth import PilotDep
 from relay.blobs import check_artifact_path
 from relay.context import RelayDep
-from relay.errors import ApiError, not_found
+from relay.errors import not_found
 from relay.models import CancelBody, SubmitBody
+from relay.routes.files import blob_response
 from shared.models import TaskState
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
@@ -99,28 +100,10 @@ async def artifact(
 ) -> dict[str, Any] | FileResponse:
     await relay.db.run(task_store.get, relay.logs, task_id)
     if path is None:
-        rows = await relay.db.run(
-            lambda conn: conn.execute(
-                "SELECT path, size, sha256, uploaded_at FROM artifacts WHERE task = ?"
-                " ORDER BY path", (task_id,),
-            ).fetchall()
-        )
-        return {"artifacts": [dict(row) for row in rows]}
+        return {"artifacts": await relay.db.run(artifacts.listing, task_id)}
     check_artifact_path(path)
-    row = await relay.db.run(
-        lambda conn: conn.execute(
-            "SELECT sha256 FROM artifacts WHERE task = ? AND path = ?", (task_id, path)
-        ).fetchone()
-    )
-    if row is None:
+    sha256 = await relay.db.run(artifacts.sha256_of, task_id, path)
+    if sha256 is None:
         raise not_found("artifact")
-    return _file(relay.blobs.path(row["sha256"]), path.rsplit("/", 1)[-1], row["sha256"])
+    return blob_response(relay.blobs.path(sha256), path.rsplit("/", 1)[-1], sha256)
 
-
-def _file(blob_path: Any, filename: str, sha256: str) -> FileResponse:
-    if not blob_path.exists():
-        raise ApiError(404, "not_found", "the blob is missing from the relay's store")
-    return FileResponse(
-        blob_path, media_type="application/octet-stream", filename=filename,
-        headers={"X-Dragoon-Sha256": sha256},
-    )

@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from relay import dispatch, enroll, fetches, logconf, messages
+from relay import artifacts, dispatch, enroll, fetches, logconf, messages
 from relay import tasks as task_store
-from relay.auth import DroneDep, check_request, scope_headers
+from relay.auth import RECEIVED_AT_KEY, DroneDep, check_request, raw_path, scope_headers
 from relay.blobs import check_artifact_path
 from relay.context import Relay, RelayDep
 from relay.errors import ApiError, not_found
@@ -107,10 +107,11 @@ async def blob(
             raise ApiError(400, "hash_mismatch", f"the body hashes to {digest}, not {sha256}")
         verified = await relay.db.run(
             lambda conn: check_request(
-                conn, method="POST", raw_path=request.scope.get("raw_path", b"").decode("latin-1")
-                or request.url.path, raw_query=request.scope.get("query_string", b"").decode(
-                    "latin-1"), headers=scope_headers(request.scope), body=b"",
+                conn, method="POST", raw_path=raw_path(request.scope),
+                raw_query=request.scope.get("query_string", b"").decode("latin-1"),
+                headers=scope_headers(request.scope), body=b"",
                 nonce_ttl=relay.config.nonce_ttl, body_sha256=digest,
+                received_at=request.scope.get(RECEIVED_AT_KEY),
             )
         )
         if isinstance(verified, RequestRejected):
@@ -126,7 +127,7 @@ async def blob(
         relay.signals.notify(("fetch", fetch))
     else:
         assert task is not None and path is not None
-        error = await relay.db.run(_record_artifact, task, path, digest, size)
+        error = await relay.db.run(artifacts.record, task, path, digest, size)
         if error is not None:
             raise ApiError(409, "conflict", error)
     return {"sha256": digest, "size": size}
@@ -143,23 +144,3 @@ async def _blob_drone(request: Request, relay: Relay) -> str:
     if row is None:
         raise ApiError(403, "forbidden", "this route is for drones")
     return str(row["name"])
-
-
-def _record_artifact(conn: Any, task: str, path: str, digest: str, size: int) -> str | None:
-    import time
-
-    from relay.db import transaction
-
-    with transaction(conn):
-        row = conn.execute(
-            "SELECT sha256 FROM artifacts WHERE task = ? AND path = ?", (task, path)
-        ).fetchone()
-        if row is not None:
-            same = row["sha256"] == digest
-            return None if same else f"{path} was already uploaded with other content"
-        conn.execute(
-            "INSERT INTO artifacts (task, path, sha256, size, uploaded_at) VALUES (?, ?, ?, ?, ?)",
-            (task, path, digest, size, time.time()),
-        )
-    return None
-

@@ -1,0 +1,19 @@
+"""Streamed downloads of stored blobs (artifacts, fetched files), with HTTP Range."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi.responses import FileResponse
+
+from relay.errors import ApiError
+
+
+def blob_response(blob_path: Path, filename: str, sha256: str) -> FileResponse:
+    """Starlette's FileResponse streams in chunks and answers Range requests with 206."""
+    if not blob_path.exists():
+        raise ApiError(404, "not_found", "the blob is missing from the relay's store")
+    return FileResponse(
+        blob_path, media_type="application/octet-stream", filename=filename,
+        headers={"X-Dragoon-Sha256": sha256},
+    )
