@@ -429,3 +429,53 @@ def group_tasks(tasks: Iterable[Task]) -> dict[str, dict[str, list[Task]]]:
 
 def wall_clock() -> float:
     return time.time()
+
+
+def coalesce(changes: Iterable[Change]) -> list[Change]:
+    """Fold a burst of changes into one per object, in first-seen order.
+
+    Between two repaints a drone may report metrics several times; only its
+    latest value matters, but the union of changed fields does (every column
+    any of them touched must be redrawn). Removals break the fold.
+    """
+    out: list[Change | None] = []
+    drone_at: dict[str, int] = {}
+    task_at: dict[str, int] = {}
+    unread: UnreadChanged | None = None
+    for change in changes:
+        if isinstance(change, DroneUpdated) and change.name in drone_at:
+            i = drone_at[change.name]
+            prev = out[i]
+            if isinstance(prev, DroneAdded):
+                out[i] = DroneAdded(change.name, change.drone)
+            elif isinstance(prev, DroneUpdated):
+                out[i] = DroneUpdated(change.name, change.drone, prev.changed | change.changed)
+        elif isinstance(change, DroneAdded | DroneUpdated):
+            drone_at[change.name] = len(out)
+            out.append(change)
+        elif isinstance(change, DroneRemoved):
+            index = drone_at.pop(change.name, None)
+            if index is not None and isinstance(out[index], DroneAdded):
+                out[index] = None  # came and went within the burst
+            else:
+                out.append(change)
+        elif isinstance(change, TaskUpdated) and change.task_id in task_at:
+            i = task_at[change.task_id]
+            prev_task = out[i]
+            if isinstance(prev_task, TaskAdded):
+                out[i] = TaskAdded(change.task_id, change.task)
+            elif isinstance(prev_task, TaskUpdated):
+                out[i] = TaskUpdated(change.task_id, change.task,
+                                     prev_task.changed | change.changed,
+                                     prev_task.previous_state, prev_task.previous_drone)
+        elif isinstance(change, TaskAdded | TaskUpdated):
+            task_at[change.task_id] = len(out)
+            out.append(change)
+        elif isinstance(change, UnreadChanged):
+            unread = change
+        else:
+            out.append(change)
+    result = [c for c in out if c is not None]
+    if unread is not None:
+        result.append(unread)
+    return result

@@ -14,6 +14,7 @@ from cockpit.state import (
     TaskAdded,
     TaskUpdated,
     UnreadChanged,
+    coalesce,
     columns_for,
     drone_matches,
     drone_status,
@@ -184,3 +185,35 @@ def test_task_title_prefers_name_and_truncates_command() -> None:
     long = task("t", spec={"command": "python  train.py " + "x" * 60})
     title = task_title(long, 20)
     assert len(title) == 20 and title.endswith("…") and "  " not in title
+
+
+def test_coalesce_folds_a_burst_per_drone_and_unions_fields() -> None:
+    state = CockpitState()
+    changes = state.apply_event("drone", drone("a"))
+    changes += state.apply_event("drone", drone("b"))
+    state_b = state.apply_event("drone", drone("b", running=1))
+    state_b += state.apply_event("drone", drone("b", running=1, metrics={"cpu_percent": 3}))
+    folded = coalesce(changes + state_b)
+    assert [type(c) for c in folded] == [DroneAdded, DroneAdded]
+    assert folded[1].drone["metrics"] == {"cpu_percent": 3}
+    updates = coalesce(state_b)
+    assert len(updates) == 1
+    assert isinstance(updates[0], DroneUpdated)
+    assert updates[0].changed == frozenset({"running", "metrics"})
+
+
+def test_coalesce_keeps_the_first_previous_state_of_a_task() -> None:
+    state = CockpitState()
+    state.apply_event("task", task("t-1"))
+    burst = state.apply_event("task", task("t-1", state="dispatched", drone="a"))
+    burst += state.apply_event("task", task("t-1", state="running", drone="a"))
+    (folded,) = coalesce(burst)
+    assert isinstance(folded, TaskUpdated)
+    assert (folded.previous_state, folded.previous_drone) == ("queued", None)
+    assert folded.task["state"] == "running"
+
+
+def test_coalesce_drops_a_drone_added_and_removed_in_one_burst() -> None:
+    state = CockpitState()
+    burst = state.apply_event("drone", drone("a")) + state.remove_drone("a")
+    assert coalesce(burst) == []

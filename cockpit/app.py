@@ -1,0 +1,537 @@
+"""`dragoon cockpit`: the Textual app that ties the data source to the widgets.
+
+Data flow: workers (the sync stream, the round-trip probe, one log follower
+per stream of an attached task) run on the app's event loop and never touch
+widgets. They fold relay news into `CockpitState`, which returns typed
+changes; those wait in `_pending` and a 10 Hz tick coalesces them
+(`state.coalesce`) and applies them to the grid, tree and inbox inside one
+`batch_update()`. So a burst of a thousand metric reports costs one repaint,
+and a relay that is slow or gone only ever slows a worker, never the screen.
+
+Health: the probe is the authority on the link. When it fails the bar says
+reconnecting; when it comes back the sync worker is restarted, which takes a
+fresh snapshot (the diff against what we hold is the resync) and reopens the
+event stream. An expired session asks for the TOTP code in a dialog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, ClassVar, Final
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.widgets import Input, Static, Tree
+
+from cockpit.commands_palette import ACTIONS, CockpitCommands
+from cockpit.live import DataSource, describe, session_expired
+from cockpit.messages import ActionFailed, ConnectionStatus, Link, RoundTrip
+from cockpit.screens.detail import TaskDetailScreen
+from cockpit.screens.dialogs import ConfirmScreen, PromptScreen, SubmitScreen
+from cockpit.screens.help import HelpScreen
+from cockpit.screens.inbox import InboxScreen
+from cockpit.screens.main import MainScreen
+from cockpit.state import (
+    Change,
+    CockpitState,
+    DroneAdded,
+    DroneRemoved,
+    DroneUpdated,
+    MessageAdded,
+    MessageUpdated,
+    TaskAdded,
+    TaskUpdated,
+    UnreadChanged,
+    coalesce,
+    wall_clock,
+)
+from cockpit.widgets.connection_bar import ConnectionBar
+from cockpit.widgets.drone_grid import DroneGrid
+from cockpit.widgets.log_buffer import LogBuffer
+from cockpit.widgets.log_view import LogView
+from cockpit.widgets.task_tree import TaskTree
+
+FLUSH_INTERVAL: Final = 0.1
+LOG_BUFFERS: Final = 8  # attached tasks whose output stays followed and in memory
+CHANGING_ACTIONS: Final = frozenset(a.action for a in ACTIONS if a.changes)
+
+
+class CockpitApp(App[None]):
+    """The cockpit. `source` is where data comes from (live relay, or fixed data in tests)."""
+
+    CSS_PATH = "cockpit.tcss"
+    TITLE = "dragoon cockpit"
+    COMMANDS: ClassVar = App.COMMANDS | {CockpitCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("question_mark", "help", "Help", id="app.help"),
+        Binding("slash", "filter", "Filter", id="app.filter"),
+        Binding("x", "submit", "Submit", id="app.submit"),
+        Binding("c", "cancel_task", "Cancel", id="app.cancel"),
+        Binding("D", "drain", "Drain", id="app.drain"),
+        Binding("f", "fetch", "Fetch", show=False, id="app.fetch"),
+        Binding("i", "inbox", "Inbox", id="app.inbox"),
+        Binding("1", "focus('grid')", "Drones", show=False, id="app.grid"),
+        Binding("2", "focus('tree')", "Tasks", show=False, id="app.tree"),
+        Binding("3", "focus('log')", "Log", show=False, id="app.log"),
+        Binding("ctrl+r", "resync", "Resync", show=False, id="app.resync"),
+    ]
+
+    def __init__(
+        self,
+        source: DataSource,
+        *,
+        readonly: bool = False,
+        clock: Callable[[], float] = wall_clock,
+        ping_interval: float = 5.0,
+        download_dir: Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.readonly = readonly
+        self.clock = clock
+        self.ping_interval = ping_interval
+        self.download_dir = download_dir or Path.cwd()
+        self.state = CockpitState()
+        self.link = Link.CONNECTING
+        self.snapshots = 0  # how many snapshots were applied (tests and bench read it)
+        self._pending: list[Change] = []
+        self._logs: OrderedDict[str, LogBuffer] = OrderedDict()
+        self._log_task: str | None = None
+        self._filter_target = "grid"
+        self._login_open = False
+        self._quiet: set[int] = set()
+
+    # ------------------------------------------------------------------ start
+
+    async def on_mount(self) -> None:
+        self.main = MainScreen(relay_url=self.source.relay_url, pilot=self.source.pilot,
+                               clock=self.clock)
+        await self.push_screen(self.main)
+        self.bar.readonly = self.readonly
+        self.set_interval(FLUSH_INTERVAL, self.flush)
+        self.start_sync()
+        self.run_worker(self._probe(), group="probe", exclusive=True, name="probe")
+
+    async def on_unmount(self) -> None:
+        for buffer in self._logs.values():
+            buffer.close()
+        await self.source.aclose()
+
+    @property
+    def bar(self) -> ConnectionBar:
+        return self.main.query_one(ConnectionBar)
+
+    @property
+    def grid(self) -> DroneGrid:
+        return self.main.query_one(DroneGrid)
+
+    @property
+    def tree(self) -> TaskTree:
+        return self.main.query_one(TaskTree)
+
+    @property
+    def log_view(self) -> LogView:
+        return self.main.query_one(LogView)
+
+    # ------------------------------------------------------------------ workers
+
+    def start_sync(self) -> None:
+        """(Re)start the snapshot + event stream worker; an older one is cancelled."""
+        self.run_worker(self._sync(), group="sync", exclusive=True, name="sync")
+
+    def _set_link(self, link: Link, detail: str = "") -> None:
+        self.link = link
+        self.post_message(ConnectionStatus(link, detail))
+
+    async def _sync(self) -> None:
+        try:
+            snapshot = await self.source.snapshot()
+        except Exception as error:
+            await self._connection_failed(error)
+            return
+        changes = self.state.apply_snapshot(drones=snapshot.drones, tasks=snapshot.tasks,
+                                            messages=snapshot.messages)
+        # messages already waiting are listed in the inbox, not announced one by one
+        self._quiet.update(c.message_id for c in changes if isinstance(c, MessageAdded))
+        self._queue(changes)
+        self.snapshots += 1
+        self._set_link(Link.CONNECTED)
+
+        def on_retry(error: BaseException) -> None:
+            if self.link is Link.CONNECTED:
+                self._set_link(Link.RECONNECTING, describe(error))
+
+        try:
+            async for kind, data in self.source.events(on_retry):
+                self._queue(self.state.apply_event(kind, data))
+        except Exception as error:
+            await self._connection_failed(error)
+
+    async def _connection_failed(self, error: BaseException) -> None:
+        if session_expired(error):
+            self._set_link(Link.LOGIN_NEEDED, "session expired")
+        else:
+            self._set_link(Link.RECONNECTING, describe(error))
+
+    async def _probe(self) -> None:
+        """Round-trip probe; rescheduled after each answer, faster while the relay is away."""
+        while True:
+            try:
+                rtt = await self.source.ping()
+            except Exception as error:
+                await self._connection_failed(error)
+                if self.link is Link.LOGIN_NEEDED:
+                    await self._login()
+            else:
+                self.post_message(RoundTrip(rtt))
+                if self.link is not Link.CONNECTED:
+                    self.start_sync()  # the relay is back: resnapshot, reopen the stream
+            await asyncio.sleep(self.ping_interval if self.link is Link.CONNECTED
+                                else min(1.0, self.ping_interval))
+
+    async def _login(self) -> None:
+        if self._login_open:
+            return
+        self._login_open = True
+        try:
+            code = await self.push_screen_wait(
+                PromptScreen("Session expired: enter your TOTP code to log in again",
+                             placeholder="123456", password=True))
+            if not code:
+                return
+            await self.source.login(code)
+            self.notify("logged in again")
+            self.start_sync()
+        except Exception as error:
+            self.notify(f"login failed: {describe(error)}", severity="error")
+        finally:
+            self._login_open = False
+
+    # ------------------------------------------------------------------ changes → widgets
+
+    def _queue(self, changes: Iterable[Change]) -> None:
+        self._pending.extend(changes)
+
+    def flush(self) -> None:
+        """Apply every pending change to the widgets in one batch (called at 10 Hz)."""
+        if not self._pending:
+            return
+        changes = coalesce(self._pending)
+        self._pending = []
+        drones = [c for c in changes if isinstance(c, DroneAdded | DroneUpdated | DroneRemoved)]
+        tasks = [c for c in changes if isinstance(c, TaskAdded | TaskUpdated)]
+        messages = [c for c in changes if isinstance(c, MessageAdded | MessageUpdated
+                                                         | UnreadChanged)]
+        with self.batch_update():
+            if drones:
+                self.grid.apply(drones)
+            if tasks:
+                self.tree.apply(tasks)
+            for change in changes:
+                if isinstance(change, UnreadChanged):
+                    self.bar.unread = change.count
+                elif isinstance(change, MessageAdded) and change.message_id not in self._quiet:
+                    m = change.message
+                    self.notify(str(m.get("text", "")), title=f"✉ {m.get('task')}", timeout=4)
+            self.bar.counts = self._counts()
+            self._refresh_screens(tasks, messages)
+
+    def _counts(self) -> str:
+        drones = self.state.drones.values()
+        online = sum(1 for d in drones if d.get("state") == "online")
+        running = sum(1 for t in self.state.tasks.values() if t.get("state") == "running")
+        return f"drones {online}/{len(self.state.drones)} online · tasks {running} running"
+
+    def _refresh_screens(self, tasks: list[Change], messages: list[Change]) -> None:
+        screen = self.screen
+        if isinstance(screen, TaskDetailScreen) and (
+            messages or any(getattr(c, "task_id", None) == screen.task_id for c in tasks)
+        ):
+            screen.refresh_task()
+        elif isinstance(screen, InboxScreen) and messages:
+            screen.refresh_messages()
+
+    @on(ConnectionStatus)
+    def _show_status(self, message: ConnectionStatus) -> None:
+        self.bar.link = message.link
+        self.bar.detail = message.detail
+
+    @on(RoundTrip)
+    def _show_rtt(self, message: RoundTrip) -> None:
+        self.bar.rtt = message.seconds
+
+    @on(ActionFailed)
+    def _show_failure(self, message: ActionFailed) -> None:
+        self.notify(f"{message.what} failed: {describe(message.error)}", severity="error")
+        if session_expired(message.error):
+            self._set_link(Link.LOGIN_NEEDED, "session expired")
+
+    # ------------------------------------------------------------------ selection
+
+    @property
+    def selected_task_id(self) -> str | None:
+        screen = self.screen
+        if isinstance(screen, TaskDetailScreen):
+            return screen.task_id
+        return self.tree.selected_task_id if self.main.is_attached else None
+
+    @property
+    def selected_drone(self) -> str | None:
+        return self.grid.selected_name
+
+    @on(Tree.NodeHighlighted, "#tree")
+    def _task_highlighted(self, event: Tree.NodeHighlighted[str]) -> None:
+        if event.node.data:
+            self.attach_log(event.node.data)
+
+    @on(Tree.NodeSelected, "#tree")
+    def _task_selected(self, event: Tree.NodeSelected[str]) -> None:
+        if event.node.data:
+            self.push_screen(TaskDetailScreen(event.node.data, clock=self.clock))
+
+    @on(DroneGrid.RowSelected, "#grid")
+    def _drone_selected(self, event: DroneGrid.RowSelected) -> None:
+        name = event.row_key.value
+        for task in sorted(self.state.tasks.values(), key=lambda t: -(t.get("created_at") or 0)):
+            if task.get("drone") == name and self.tree.select_task(str(task["id"])):
+                self.tree.focus()
+                return
+
+    # ------------------------------------------------------------------ logs
+
+    def attach_log(self, task_id: str) -> None:
+        """Show `task_id`'s output from its first byte, and keep following it."""
+        if task_id == self._log_task:
+            return
+        self._log_task = task_id
+        buffer = self._logs.get(task_id)
+        if buffer is None:
+            buffer = LogBuffer()
+            self._logs[task_id] = buffer
+            for stream in ("stdout", "stderr"):
+                self.run_worker(self._follow(task_id, stream, buffer), group=f"log:{task_id}",
+                                name=f"log:{task_id}:{stream}")
+            while len(self._logs) > LOG_BUFFERS:
+                old_id, old = self._logs.popitem(last=False)
+                self.workers.cancel_group(self, f"log:{old_id}")
+                old.close()
+        self._logs.move_to_end(task_id)
+        self.log_view.attach(buffer)
+        self._update_log_title()
+
+    async def _follow(self, task_id: str, stream: str, buffer: LogBuffer) -> None:
+        try:
+            async for data in self.source.follow_log(task_id, stream, buffer.received[stream]):
+                buffer.append(stream, data)
+                if self.log_view.buffer is buffer:
+                    self.log_view.mark_dirty()
+        except Exception as error:
+            if not isinstance(error, asyncio.CancelledError):
+                self.post_message(ActionFailed(f"following {stream} of {task_id}", error))
+
+    def _update_log_title(self, follow: bool | None = None) -> None:
+        if self._log_task is None:
+            return
+        follow = self.log_view.follow if follow is None else follow
+        text = Text()
+        text.append(f" {self._log_task} ", style="bold")
+        text.append("stdout", style="default")
+        text.append(" + ")
+        text.append("stderr", style="rgb(255,135,135)")
+        text.append("  ")
+        text.append("● following" if follow else "‖ paused (End to follow)",
+                    style="green" if follow else "yellow")
+        self.main.query_one("#log-title", Static).update(text)
+
+    @on(LogView.FollowChanged)
+    def _follow_changed(self, event: LogView.FollowChanged) -> None:
+        self._update_log_title(event.follow)
+
+    # ------------------------------------------------------------------ actions
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """`--readonly` hides (and refuses) every action that changes something."""
+        return not (self.readonly and action in CHANGING_ACTIONS)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(readonly=self.readonly))
+
+    def action_focus(self, widget_id: str) -> None:
+        if self.screen is not self.main:
+            self.pop_screen()
+        self.main.query_one(f"#{widget_id}").focus()
+
+    def action_inbox(self) -> None:
+        if not isinstance(self.screen, InboxScreen):
+            self.push_screen(InboxScreen(clock=self.clock))
+
+    def action_task_detail(self) -> None:
+        task_id = self.selected_task_id
+        if task_id:
+            self.push_screen(TaskDetailScreen(task_id, clock=self.clock))
+
+    def action_resync(self) -> None:
+        self.start_sync()
+
+    def action_filter(self) -> None:
+        if self.screen is not self.main:
+            return
+        focused = self.focused
+        self._filter_target = "log" if isinstance(focused, LogView) else "grid"
+        field = self.main.query_one("#filter", Input)
+        field.placeholder = ("search the log (Enter: next match)" if self._filter_target == "log"
+                             else "filter drones by name, label or state")
+        field.value = self.log_view.query_text if self._filter_target == "log" \
+            else self.grid.query_text
+        field.add_class("open")
+        field.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        if self._filter_target == "grid":
+            self.grid.set_filter(event.value)
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        if self._filter_target == "log":
+            if event.value and self.log_view.search(event.value) is None:
+                self.notify(f"{event.value!r} not found", severity="warning")
+            self.log_view.focus()
+        else:
+            self.grid.focus()
+        self.main.query_one("#filter", Input).remove_class("open")
+
+    def on_key(self, event: Any) -> None:
+        field = self.main.query_one("#filter", Input) if self.main.is_attached else None
+        if event.key == "escape" and field is not None and field.has_focus:
+            if self._filter_target == "grid":
+                field.value = ""
+                self.grid.set_filter("")
+            field.remove_class("open")
+            (self.log_view if self._filter_target == "log" else self.grid).focus()
+            event.stop()
+
+    @work(group="actions")
+    async def action_submit(self) -> None:
+        request = await self.push_screen_wait(SubmitScreen(drone=self.selected_drone))
+        if request is None:
+            return
+        try:
+            task = await self.source.submit(request.spec, drone=request.drone,
+                                            labels=request.labels)
+        except Exception as error:
+            self.post_message(ActionFailed("submit", error))
+            return
+        self._queue(self.state.upsert_task(task))
+        self.flush()
+        self.notify(f"submitted {task['id']}")
+        self.tree.select_task(str(task["id"]))
+        self.attach_log(str(task["id"]))
+
+    @work(group="actions")
+    async def action_cancel_task(self) -> None:
+        task_id = self.selected_task_id
+        if task_id is None:
+            self.notify("select a task first", severity="warning")
+            return
+        if not await self.push_screen_wait(ConfirmScreen(f"Cancel task {task_id}?",
+                                                         yes="Cancel task")):
+            return
+        try:
+            task = await self.source.cancel(task_id)
+        except Exception as error:
+            self.post_message(ActionFailed(f"cancel {task_id}", error))
+            return
+        self._queue(self.state.upsert_task(task))
+        self.notify(f"cancel requested for {task_id}")
+
+    @work(group="actions")
+    async def action_drain(self) -> None:
+        name = self.selected_drone
+        if name is None:
+            return
+        draining = bool(self.state.drones.get(name, {}).get("draining"))
+        verb = "Undrain" if draining else "Drain"
+        if not await self.push_screen_wait(ConfirmScreen(
+                f"{verb} drone {name}? " + ("It will take new tasks again." if draining else
+                                            "It finishes its tasks but takes no new ones."),
+                yes=verb)):
+            return
+        try:
+            drone = await self.source.drain(name, not draining)
+        except Exception as error:
+            self.post_message(ActionFailed(f"drain {name}", error))
+            return
+        self._queue(self.state.upsert_drone(drone))
+
+    @work(group="actions")
+    async def action_fetch(self) -> None:
+        name = self.selected_drone
+        if name is None:
+            return
+        path = await self.push_screen_wait(PromptScreen(f"Fetch a file from {name}",
+                                                        placeholder="/data/run1/metrics.csv"))
+        if not path:
+            return
+        dest = self.download_dir / f"{name}-{Path(path).name}"
+        try:
+            saved = await self.source.fetch(name, path, dest)
+        except Exception as error:
+            self.post_message(ActionFailed(f"fetch {path}", error))
+            return
+        self.notify(f"saved {saved}")
+
+    def action_download(self) -> None:
+        task_id = self.selected_task_id
+        if task_id and not isinstance(self.screen, TaskDetailScreen):
+            self.push_screen(TaskDetailScreen(task_id, clock=self.clock))
+
+    @work(group="artifacts")
+    async def load_artifacts(self, screen: TaskDetailScreen) -> None:
+        try:
+            artifacts = await self.source.artifacts(screen.task_id)
+        except Exception as error:
+            self.post_message(ActionFailed("listing artifacts", error))
+            return
+        if screen.is_attached:
+            screen.show_artifacts(artifacts)
+
+    @work(group="downloads")
+    async def download_artifact(self, task_id: str, artifact: dict[str, Any]) -> None:
+        dest = self.download_dir / Path(str(artifact["path"])).name
+        try:
+            saved = await self.source.download_artifact(task_id, artifact, dest)
+        except Exception as error:
+            self.post_message(ActionFailed(f"download {artifact['path']}", error))
+            return
+        self.notify(f"saved {saved}")
+
+    @work(group="acks")
+    async def ack_messages(self, ids: list[int]) -> None:
+        """Mark read here at once, then acknowledge on the relay (undone if that fails)."""
+        ids = [i for i in ids if not self.state.messages.get(i, {}).get("acked")]
+        if not ids:
+            return
+        self._queue(self.state.mark_acked(ids))
+        self.flush()
+        try:
+            await self.source.ack(ids)
+        except Exception as error:
+            for i in ids:
+                self._queue(self.state.upsert_message({"id": i, "acked": False}))
+            self.post_message(ActionFailed("acknowledging messages", error))
+
+    def jump_to_task(self, task_id: str) -> None:
+        while self.screen is not self.main:
+            self.pop_screen()
+        if self.tree.select_task(task_id):
+            self.tree.focus()
+            self.attach_log(task_id)
+        else:
+            self.notify(f"{task_id} is not in the task list", severity="warning")

@@ -1,0 +1,161 @@
+"""Where the cockpit's data comes from: the `DataSource` protocol and its live implementation.
+
+The app talks to a `DataSource`, not to `RelayClient` directly, for two
+reasons: the snapshot tests feed a fixed in-memory source (same app, same
+widgets, no network), and the things the app needs that the API client does
+not offer as one call (a full snapshot, a cheap round-trip probe, an SSE
+stream that tells the app when it broke) live here, built on the client.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from cockpit.client import RelayClient
+
+# 401 codes that a fresh login cures (a bad signature or unknown key would not).
+SESSION_CODES = frozenset({"bad_session"})
+TASKS_IN_SNAPSHOT = 500
+
+
+@dataclass
+class Snapshot:
+    drones: list[dict[str, Any]] = field(default_factory=list)
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)  # unread only
+
+
+def session_expired(error: BaseException) -> bool:
+    return getattr(error, "code", None) in SESSION_CODES
+
+
+def describe(error: BaseException) -> str:
+    """One line for the pilot, never a traceback."""
+    code = getattr(error, "code", None)
+    text = str(error) or type(error).__name__
+    return f"{code}: {text}" if code and code not in text else text
+
+
+class DataSource(Protocol):
+    """Everything the cockpit reads from or asks of the relay."""
+
+    relay_url: str
+    pilot: str
+
+    async def snapshot(self) -> Snapshot: ...
+
+    def events(self, on_retry: Callable[[BaseException], None]) -> AsyncIterator[
+        tuple[str, dict[str, Any]]]: ...
+
+    async def ping(self) -> float: ...
+
+    def follow_log(self, task_id: str, stream: str, offset: int) -> AsyncIterator[bytes]: ...
+
+    async def task(self, task_id: str) -> dict[str, Any]: ...
+
+    async def submit(self, spec: dict[str, Any], *, drone: str | None,
+                     labels: list[str] | None) -> dict[str, Any]: ...
+
+    async def cancel(self, task_id: str) -> dict[str, Any]: ...
+
+    async def ack(self, ids: list[int]) -> int: ...
+
+    async def drain(self, drone: str, drain: bool) -> dict[str, Any]: ...
+
+    async def artifacts(self, task_id: str) -> list[dict[str, Any]]: ...
+
+    async def download_artifact(self, task_id: str, artifact: dict[str, Any],
+                                dest: Path) -> Path: ...
+
+    async def fetch(self, drone: str, path: str, dest: Path) -> Path: ...
+
+    async def login(self, totp: str) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LiveSource:
+    """A `DataSource` over the pilot's `RelayClient`.
+
+    `on_login` is called with the new session after an in-app login, so the
+    caller can store it where `dragoon login` would.
+    """
+
+    def __init__(self, client: RelayClient, *, pilot: str = "",
+                 on_login: Callable[[Any], None] | None = None) -> None:
+        self.client = client
+        self.relay_url = client.base_url
+        self.pilot = pilot
+        self.on_login = on_login
+
+    async def snapshot(self) -> Snapshot:
+        drones = await self.client.drones()
+        page = await self.client.tasks(limit=TASKS_IN_SNAPSHOT)
+        messages = await self.client.messages(unread=True, limit=1000)
+        return Snapshot(drones=[dict(d) for d in drones], tasks=[dict(t) for t in page.tasks],
+                        messages=[dict(m) for m in messages])
+
+    async def events(self, on_retry: Callable[[BaseException], None]) -> AsyncIterator[
+            tuple[str, dict[str, Any]]]:
+        def hook(error: BaseException, _delay: float) -> None:
+            on_retry(error)
+
+        async for event in self.client.events(on_retry=hook, give_up_after=math.inf):
+            if isinstance(event.data, dict):
+                yield event.kind, event.data
+
+    async def ping(self) -> float:
+        """The cheapest authenticated request: proves the relay is up and the session good;
+        answers the round trip in seconds."""
+        start = time.monotonic()
+        await self.client.messages(unread=True, limit=1)
+        return time.monotonic() - start
+
+    async def follow_log(self, task_id: str, stream: str, offset: int) -> AsyncIterator[bytes]:
+        async for chunk in self.client.follow_log(task_id=task_id, stream=stream, offset=offset,
+                                                  give_up_after=math.inf):
+            if chunk.data:
+                yield chunk.data
+
+    async def task(self, task_id: str) -> dict[str, Any]:
+        return dict(await self.client.task(task_id=task_id))
+
+    async def submit(self, spec: dict[str, Any], *, drone: str | None,
+                     labels: list[str] | None) -> dict[str, Any]:
+        return dict(await self.client.submit(spec=spec, drone=drone, labels=labels))  # type: ignore[arg-type]
+
+    async def cancel(self, task_id: str) -> dict[str, Any]:
+        return dict(await self.client.cancel(task_id=task_id))
+
+    async def ack(self, ids: list[int]) -> int:
+        return await self.client.ack(ids=ids)
+
+    async def drain(self, drone: str, drain: bool) -> dict[str, Any]:
+        return dict(await self.client.drain(drone=drone, drain=drain))
+
+    async def artifacts(self, task_id: str) -> list[dict[str, Any]]:
+        return [dict(a) for a in await self.client.artifacts(task_id=task_id)]
+
+    async def download_artifact(self, task_id: str, artifact: dict[str, Any],
+                                dest: Path) -> Path:
+        return await self.client.download_artifact(task_id=task_id, artifact=artifact,  # type: ignore[arg-type]
+                                                   dest=dest)
+
+    async def fetch(self, drone: str, path: str, dest: Path) -> Path:
+        return await self.client.fetch(drone=drone, path=path, dest=dest)
+
+    async def login(self, totp: str) -> None:
+        session = await self.client.login(totp=totp)
+        if session.pilot:
+            self.pilot = session.pilot
+        if self.on_login is not None:
+            self.on_login(session)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,159 @@
+"""A task's detail: spec, timestamps, resource use, artifacts and its messages.
+
+The text part is a pure function of the task dict and the clock, so the
+snapshot tests pin it; artifacts are loaded by a worker after the screen shows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from cockpit.state import TASK_COLOURS, TASK_ICONS, format_duration, task_elapsed
+
+if TYPE_CHECKING:
+    from cockpit.app import CockpitApp
+
+
+def _when(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return datetime.fromtimestamp(float(ts), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def task_summary(task: dict[str, Any], now: float) -> Table:
+    state = str(task.get("state"))
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("Task", Text(str(task["id"]), style="bold"))
+    table.add_row("State", Text(f"{TASK_ICONS.get(state, '')} {state}",
+                                style=TASK_COLOURS.get(state, "")))
+    if task.get("error"):
+        table.add_row("Error", Text(str(task["error"]), style="red"))
+    target = task.get("target") or {}
+    where = task.get("drone") or ("labels " + ",".join(target.get("labels") or []))
+    table.add_row("Drone", str(where))
+    table.add_row("Pilot", str(task.get("pilot") or "-"))
+    spec = task.get("spec") or {}
+    table.add_row("Name", str(task.get("name") or spec.get("name") or "-"))
+    table.add_row("Command", Text(str(spec.get("command", "")), style="cyan"))
+    if spec.get("cwd"):
+        table.add_row("Cwd", str(spec["cwd"]))
+    table.add_row("Timeout", format_duration(spec.get("timeout")) if spec.get("timeout")
+                  else "none")
+    if spec.get("env"):
+        table.add_row("Env", " ".join(f"{k}={v}" for k, v in sorted(spec["env"].items())))
+    if spec.get("artifacts"):
+        table.add_row("Artifacts", ", ".join(spec["artifacts"]))
+    for label, key in (("Created", "created_at"), ("Dispatched", "dispatched_at"),
+                       ("Started", "started_at"), ("Finished", "finished_at")):
+        table.add_row(label, _when(task.get(key)))
+    elapsed = task_elapsed(task, now)
+    table.add_row("Elapsed", format_duration(elapsed) if elapsed is not None else "-")
+    code = task.get("exit_code")
+    table.add_row("Exit", "-" if code is None and not task.get("signal") else
+                  (f"signal {task['signal']}" if task.get("signal") else str(code)))
+    cpu = task.get("cpu_seconds")
+    table.add_row("CPU", "-" if cpu is None else f"{float(cpu):.1f} s")
+    table.add_row("Peak RSS", _size(task.get("peak_rss")))
+    table.add_row("Output", f"stdout {_size(task.get('stdout_size') or 0)}, "
+                            f"stderr {_size(task.get('stderr_size') or 0)}"
+                  + ("  (truncated)" if task.get("output_truncated") else ""))
+    return table
+
+
+class TaskDetailScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q", "app.pop_screen", "Back", id="detail.back"),
+        Binding("d", "download", "Download artifact", id="detail.download"),
+        Binding("c", "app.cancel_task", "Cancel task", id="detail.cancel"),
+        Binding("j", "raw", "JSON", id="detail.json"),
+    ]
+
+    def __init__(self, task_id: str, *, clock: Callable[[], float]) -> None:
+        super().__init__()
+        self.task_id = task_id
+        self.clock = clock
+        self.artifact_rows: list[dict[str, Any]] = []
+        self.show_raw = False
+
+    @property
+    def cockpit(self) -> CockpitApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="detail-body"):
+            yield Static(id="detail-summary")
+            yield Static(Text("Artifacts", style="bold underline"), classes="section")
+            yield DataTable(id="artifacts", cursor_type="row")
+            yield Static(Text("Messages", style="bold underline"), classes="section")
+            yield Static(id="detail-messages")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#artifacts", DataTable)
+        table.add_columns("Path", "Size", "SHA-256", "Uploaded")
+        self.refresh_task()
+        self.cockpit.load_artifacts(self)
+
+    def refresh_task(self) -> None:
+        task = self.cockpit.state.tasks.get(self.task_id)
+        summary = self.query_one("#detail-summary", Static)
+        if task is None:
+            summary.update(Text(f"{self.task_id}: not known yet", style="dim"))
+            return
+        if self.show_raw:
+            summary.update(Text(json.dumps(task, indent=2, sort_keys=True)))
+        else:
+            summary.update(task_summary(task, self.clock()))
+        messages = [m for m in self.cockpit.state.messages.values()
+                    if m.get("task") == self.task_id]
+        text = Text()
+        for m in sorted(messages, key=lambda m: int(m["id"])):
+            text.append(f"#{m['id']} ", style="dim")
+            text.append(_when(m.get("created_at")) + "  ", style="dim")
+            text.append(str(m.get("text", "")) + "\n", style="" if m.get("acked") else "bold")
+        self.query_one("#detail-messages", Static).update(
+            text if messages else Text("none", style="dim"))
+
+    def show_artifacts(self, artifacts: list[dict[str, Any]]) -> None:
+        self.artifact_rows = artifacts
+        table = self.query_one("#artifacts", DataTable)
+        table.clear()
+        for a in artifacts:
+            table.add_row(str(a.get("path")), _size(a.get("size")),
+                          str(a.get("sha256", ""))[:16] + "…", _when(a.get("uploaded_at")))
+
+    def action_download(self) -> None:
+        table = self.query_one("#artifacts", DataTable)
+        if not self.artifact_rows:
+            self.notify("no artifacts to download", severity="warning")
+            return
+        artifact = self.artifact_rows[min(table.cursor_row, len(self.artifact_rows) - 1)]
+        self.cockpit.download_artifact(self.task_id, artifact)
+
+    def action_raw(self) -> None:
+        self.show_raw = not self.show_raw
+        self.refresh_task()

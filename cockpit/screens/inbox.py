@@ -1,0 +1,110 @@
+"""The inbox: messages sent by tasks; marking one read acknowledges it on the relay."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from cockpit.state import format_ago
+
+if TYPE_CHECKING:
+    from cockpit.app import CockpitApp
+
+
+class InboxScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q", "app.pop_screen", "Back", id="inbox.back"),
+        Binding("r,space", "mark_read", "Mark read", id="inbox.read"),
+        Binding("A", "mark_all_read", "All read", id="inbox.all"),
+        Binding("g,enter", "jump", "Go to task", id="inbox.jump"),
+        Binding("u", "toggle_unread", "Unread only", id="inbox.unread"),
+    ]
+
+    def __init__(self, *, clock: Callable[[], float]) -> None:
+        super().__init__()
+        self.clock = clock
+        self.unread_only = False
+
+    @property
+    def cockpit(self) -> CockpitApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="inbox-title")
+        yield DataTable(id="inbox", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#inbox", DataTable)
+        table.add_column("", key="read", width=1)
+        table.add_column("Id", key="id", width=6)
+        table.add_column("Age", key="age", width=7)
+        table.add_column("Drone", key="drone", width=14)
+        table.add_column("Task", key="task", width=13)
+        table.add_column("Text", key="text")
+        self.refresh_messages()
+        table.focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action in ("mark_read", "mark_all_read") and self.cockpit.readonly)
+
+    def refresh_messages(self) -> None:
+        """Rebuild (the inbox is short); the cursor stays on the same message."""
+        table = self.query_one("#inbox", DataTable)
+        state = self.cockpit.state
+        selected = self.selected_id
+        now = self.clock()
+        messages = sorted(state.messages.values(), key=lambda m: -int(m["id"]))
+        if self.unread_only:
+            messages = [m for m in messages if not m.get("acked")]
+        table.clear()
+        for m in messages:
+            unread = not m.get("acked")
+            style = "bold" if unread else "dim"
+            table.add_row(
+                Text("●" if unread else " ", style="yellow"),
+                Text(str(m["id"]), style=style),
+                Text(format_ago(m.get("created_at"), now), style="dim"),
+                Text(str(m.get("drone") or ""), style=style),
+                Text(str(m.get("task") or ""), style=style),
+                Text(str(m.get("text", "")), style=style),
+                key=str(m["id"]),
+            )
+        if selected is not None and str(selected) in {str(m["id"]) for m in messages}:
+            table.move_cursor(row=table.get_row_index(str(selected)), animate=False)
+        self.query_one("#inbox-title", Static).update(
+            Text(f" Inbox: {state.unread} unread of {len(state.messages)}", style="bold"))
+
+    @property
+    def selected_id(self) -> int | None:
+        table = self.query_one("#inbox", DataTable)
+        if not table.row_count:
+            return None
+        row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        return None if row_key.value is None else int(row_key.value)
+
+    def action_mark_read(self) -> None:
+        message_id = self.selected_id
+        if message_id is not None:
+            self.cockpit.ack_messages([message_id])
+
+    def action_mark_all_read(self) -> None:
+        self.cockpit.ack_messages([m["id"] for m in self.cockpit.state.unread_messages()])
+
+    def action_jump(self) -> None:
+        message_id = self.selected_id
+        if message_id is None:
+            return
+        task_id = self.cockpit.state.messages[message_id].get("task")
+        if task_id:
+            self.cockpit.jump_to_task(str(task_id))
+
+    def action_toggle_unread(self) -> None:
+        self.unread_only = not self.unread_only
+        self.refresh_messages()

@@ -1,0 +1,1 @@
+"""Widgets of the cockpit: grid, tree, log view, bars."""

@@ -1,0 +1,213 @@
+"""The task tree: drone → state → task, patched node by node.
+
+Tasks move between state groups as they run; moving one node keeps the rest
+of the tree (and what the pilot expanded) as it was. Final-state groups start
+collapsed so ten thousand finished tasks cost ten thousand nodes but only a
+handful of visible lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, Final
+
+from rich.text import Text
+from textual.binding import Binding, BindingType
+from textual.widgets import Tree
+from textual.widgets.tree import TreeNode
+
+from cockpit.state import (
+    QUEUED_GROUP,
+    STATE_ORDER,
+    TASK_COLOURS,
+    TASK_ICONS,
+    Change,
+    TaskAdded,
+    TaskUpdated,
+    format_duration,
+    task_elapsed,
+    task_group,
+    task_is_final,
+    task_title,
+)
+
+_LABEL_FIELDS: Final = frozenset(
+    {"state", "name", "spec", "started_at", "finished_at", "exit_code", "signal",
+     "cancel_requested", "dispatched_at"}
+)
+
+
+def task_label(task: Mapping[str, Any], now: float) -> Text:
+    """`▶ t-3kq9z0m2ab  lr sweep  12m03s  exit 0`"""
+    state = str(task.get("state", "queued"))
+    colour = TASK_COLOURS.get(state, "")
+    text = Text()
+    text.append(f"{TASK_ICONS.get(state, '·')} ", style=colour)
+    text.append(str(task["id"]), style="bold" if state == "running" else "")
+    text.append(f"  {task_title(task, 32)}")
+    elapsed = task_elapsed(task, now)
+    if elapsed is not None:
+        text.append(f"  {format_duration(elapsed)}", style="dim")
+    if task.get("signal"):
+        text.append(f"  sig {task['signal']}", style="red")
+    elif task.get("exit_code") is not None:
+        code = int(task["exit_code"])
+        text.append(f"  exit {code}", style="green" if code == 0 else "red")
+    if task.get("cancel_requested") and not task_is_final(task):
+        text.append("  cancelling…", style="yellow")
+    return text
+
+
+def state_label(state: str, count: int) -> Text:
+    text = Text(f"{TASK_ICONS.get(state, '·')} {state}", style=TASK_COLOURS.get(state, ""))
+    text.append(f" ({count})", style="dim")
+    return text
+
+
+def _state_rank(state: str) -> int:
+    return STATE_ORDER.index(state) if state in STATE_ORDER else len(STATE_ORDER)
+
+
+class TaskTree(Tree[str]):
+    """Node data is the task id for leaves, '' for groups."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "select_cursor", "Detail", id="tree.detail"),
+    ]
+
+    def __init__(self, *, clock: Callable[[], float], **kwargs: Any) -> None:
+        super().__init__("tasks", data="", **kwargs)
+        self.show_root = False
+        self.guide_depth = 3
+        self.clock = clock
+        self.tasks: dict[str, dict[str, Any]] = {}
+        self._leaves: dict[str, TreeNode[str]] = {}
+        self._drone_nodes: dict[str, TreeNode[str]] = {}
+        self._state_nodes: dict[tuple[str, str], TreeNode[str]] = {}
+
+    def on_mount(self) -> None:
+        self.root.expand()
+        self.set_interval(1.0, self.tick)
+
+    # ------------------------------------------------------------------ groups
+
+    def _drone_node(self, drone: str) -> TreeNode[str]:
+        node = self._drone_nodes.get(drone)
+        if node is None:
+            names = sorted(self._drone_nodes)
+            before = next((self._drone_nodes[n] for n in names if n > drone), None)
+            label = Text(drone, style="bold italic" if drone == QUEUED_GROUP else "bold")
+            node = self.root.add(label, data="", before=before, expand=True)
+            self._drone_nodes[drone] = node
+        return node
+
+    def _state_node(self, drone: str, state: str) -> TreeNode[str]:
+        node = self._state_nodes.get((drone, state))
+        if node is None:
+            parent = self._drone_node(drone)
+            rank = _state_rank(state)
+            later = [(_state_rank(s), n) for (d, s), n in self._state_nodes.items()
+                     if d == drone and _state_rank(s) > rank]
+            before = min(later, key=lambda pair: pair[0])[1] if later else None
+            final = rank >= _state_rank("succeeded")
+            node = parent.add(state_label(state, 0), data="", before=before, expand=not final)
+            self._state_nodes[(drone, state)] = node
+        return node
+
+    def _relabel_group(self, drone: str, state: str) -> None:
+        node = self._state_nodes.get((drone, state))
+        if node is None:
+            return
+        if not node.children:
+            node.remove()
+            del self._state_nodes[(drone, state)]
+            parent = self._drone_nodes.get(drone)
+            if parent is not None and not parent.children:
+                parent.remove()
+                del self._drone_nodes[drone]
+            return
+        node.set_label(state_label(state, len(node.children)))
+
+    # ------------------------------------------------------------------ changes
+
+    def apply(self, changes: Iterable[Change]) -> None:
+        now = self.clock()
+        touched: set[tuple[str, str]] = set()
+        cursor_id = self.selected_task_id
+        for change in changes:
+            if isinstance(change, TaskAdded):
+                self.tasks[change.task_id] = change.task
+                touched.add(self._add_leaf(change.task, now))
+            elif isinstance(change, TaskUpdated):
+                self.tasks[change.task_id] = change.task
+                old_group = (str(change.previous_drone or QUEUED_GROUP), change.previous_state)
+                new_group = task_group(change.task)
+                leaf = self._leaves.get(change.task_id)
+                if leaf is None or old_group != new_group:
+                    if leaf is not None:
+                        leaf.remove()
+                        touched.add(old_group)
+                    touched.add(self._add_leaf(change.task, now))
+                elif change.changed & _LABEL_FIELDS:
+                    leaf.set_label(task_label(change.task, now))
+        for drone, state in touched:
+            self._relabel_group(drone, state)
+        if cursor_id is not None and touched:
+            self.call_after_refresh(self._keep_cursor, cursor_id)
+
+    def _keep_cursor(self, task_id: str) -> None:
+        """The cursor follows its task when the task moves to another group."""
+        node = self._leaves.get(task_id)
+        if node is not None and self.cursor_node is not node and node.line >= 0:
+            self.move_cursor(node, animate=False)
+
+    def _add_leaf(self, task: Mapping[str, Any], now: float) -> tuple[str, str]:
+        drone, state = task_group(task)
+        group = self._state_node(drone, state)
+        before = self._position(group, float(task.get("created_at") or 0))
+        self._leaves[str(task["id"])] = group.add_leaf(
+            task_label(task, now), data=str(task["id"]), before=before
+        )
+        return drone, state
+
+    def _position(self, group: TreeNode[str], created: float) -> int | None:
+        """Where a task goes to keep newest first; the common cases (newest, or
+        oldest as a newest-first listing arrives) cost O(1)."""
+        children = group.children
+        if not children:
+            return None
+
+        def created_of(node: TreeNode[str]) -> float:
+            return float(self.tasks.get(node.data or "", {}).get("created_at") or 0)
+
+        if created_of(children[-1]) >= created:
+            return None
+        if created_of(children[0]) < created:
+            return 0
+        return next(i for i, child in enumerate(children) if created_of(child) < created)
+
+    def tick(self) -> None:
+        """Running tasks show elapsed time: relabel just those, once a second."""
+        now = self.clock()
+        for (_drone, state), node in self._state_nodes.items():
+            if state == "running" and node.is_expanded:
+                for leaf in node.children:
+                    task = self.tasks.get(leaf.data or "")
+                    if task is not None:
+                        leaf.set_label(task_label(task, now))
+
+    @property
+    def selected_task_id(self) -> str | None:
+        node = self.cursor_node
+        return node.data if node is not None and node.data else None
+
+    def select_task(self, task_id: str) -> bool:
+        node = self._leaves.get(task_id)
+        if node is None:
+            return False
+        parent = node.parent
+        while parent is not None:
+            parent.expand()
+            parent = parent.parent
+        self.call_after_refresh(self.move_cursor, node, animate=False)
+        return True
