@@ -1,0 +1,102 @@
+"""Keys from the ssh-agent, a relay behind TLS, and colour only on a terminal."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import pty
+import select
+import time
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.cli.conftest import Pilot, make_pilot
+from tests.support.agent import running_ssh_agent
+from tests.support.relay import RelayProcess, fresh_totp
+
+
+def test_login_signs_with_the_agents_key_when_no_key_is_named(fresh_pilot: Pilot) -> None:
+    with running_ssh_agent() as agent:
+        agent.add(fresh_pilot.key)
+        fresh_pilot.key.rename(fresh_pilot.key.with_suffix(".moved"))  # only the agent has it
+        fresh_pilot.extra_env["SSH_AUTH_SOCK"] = str(agent.socket_path)
+        fresh_pilot.ok("login", "--relay", fresh_pilot.relay.url,
+                       "--totp", fresh_totp(fresh_pilot.totp_secret))
+        assert isinstance(fresh_pilot.json("drones"), list)
+    # The agent is gone: the session's key cannot sign any more, and the line says why.
+    done = fresh_pilot.cli("drones")
+    assert done.returncode == 7
+    assert done.stderr.startswith("dragoon: key: ") and "ssh-agent" in done.stderr
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "relay.crt", directory / "relay.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_tls_relay_needs_its_certificate_trusted(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    with RelayProcess(tmp_path / "relay",
+                      extra_args=["--tls-cert", str(cert), "--tls-key", str(key)]) as relay:
+        assert relay.url.startswith("https://")
+        pilot = make_pilot(relay, tmp_path, "tls-pilot")
+        untrusted = pilot.cli("login", "--relay", relay.url, "--key", str(pilot.key),
+                              "--totp", "123456")
+        assert untrusted.returncode == 6
+        assert untrusted.stderr.startswith("dragoon: TLS failure")
+        assert "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+        pilot.extra_env["DRAGOON_CA_CERT"] = str(cert)
+        pilot.login()
+        assert pilot.json("drones") == []
+
+
+def _run_in_pty(pilot: Pilot, *args: str) -> bytes:
+    """``dragoon ARGS`` with a terminal as stdout; everything it wrote."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        argv = pilot.argv(*args)
+        os.execve(argv[0], argv, {**pilot.env, "TERM": "xterm-256color",  # noqa: S606
+                                  "COLUMNS": "160"})
+    output = b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            output += data
+    os.close(fd)
+    os.waitpid(pid, 0)
+    return output
+
+
+def test_tables_have_colour_on_a_terminal_and_none_when_piped(pilot: Pilot,
+                                                               drone: str) -> None:
+    pilot.ok("run", drone, "--", "true")
+    on_terminal = _run_in_pty(pilot, "tasks", "--limit", "3")
+    assert b"\x1b[" in on_terminal and b"succeeded" in on_terminal
+    piped = pilot.ok("tasks", "--limit", "3")
+    assert "\x1b[" not in piped and "succeeded" in piped
