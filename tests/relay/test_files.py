@@ -4,12 +4,19 @@ idempotent re-uploads, Range downloads, the inbox."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.relay import DroneClient, PilotSession, RelayProcess
+from tests.support.relay import (
+    DroneClient,
+    PilotSession,
+    RelayProcess,
+    encode_query,
+    wait_until,
+)
 
 
 def _task(pilot: PilotSession, drone: DroneClient) -> str:
@@ -142,3 +149,23 @@ def test_overlong_message_is_too_large(task_on: tuple[DroneClient, str]) -> None
     drone, task = task_on
     answer = drone.message(task, 0, "x" * 5000)
     assert (answer.status_code, answer.json()["error"]) == (413, "too_large")
+
+
+
+def test_slow_upload_is_judged_by_its_arrival_time(task_on: tuple[DroneClient, str]) -> None:
+    """A body still streaming when the signed timestamp turns 60 s old must not be refused."""
+    drone, task = task_on
+    data = b"slow bytes" * 1000
+    timestamp = int(time.time()) - 58
+    query = encode_query({"task": task, "path": "slow.bin",
+                          "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
+    headers = drone.signed_headers("POST", "/v1/worker/blob", query, data, timestamp=timestamp)
+
+    def body() -> Iterator[bytes]:
+        yield data[:100]
+        # The rest arrives only once the timestamp would be stale.
+        wait_until(lambda: time.time() > timestamp + 61, timeout=10, message="clock")
+        yield data[100:]
+
+    answer = drone.http.post(f"/v1/worker/blob?{query}", content=body(), headers=headers)
+    assert answer.status_code == 200, answer.text
