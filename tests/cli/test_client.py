@@ -1,0 +1,69 @@
+"""``RelayClient`` used directly, as the cockpit uses it: live events and followers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from cockpit.client import ApiError, Event, RelayClient
+from cockpit.config import SessionStore
+from cockpit.identity import signer_for
+from tests.cli.conftest import Pilot
+
+
+def client_for(pilot: Pilot) -> RelayClient:
+    """A client on the pilot's CLI session: the cockpit and the CLI share it."""
+    session = SessionStore(pilot.env).load()
+    assert session is not None
+    return RelayClient(session.relay, signer=signer_for(session.key, env=pilot.env),
+                       token=session.token)
+
+
+def test_events_stream_task_changes_as_they_happen(pilot: Pilot, drone: str) -> None:
+    async def scenario() -> list[Event]:
+        async with client_for(pilot) as client:
+            seen: list[Event] = []
+
+            async def watch() -> None:
+                async for event in client.events():
+                    seen.append(event)
+                    if event.kind == "task" and event.data.get("state") == "succeeded":
+                        return
+
+            watcher = asyncio.create_task(watch())
+            # The task ends a second after it starts, long after the watcher connected.
+            task = await client.submit(spec={"command": "sleep 1; echo evented"}, drone=drone)
+            await asyncio.wait_for(watcher, 30)
+            return [e for e in seen if e.kind == "task" and e.data["id"] == task["id"]]
+
+    events = asyncio.run(scenario())
+    states = [e.data["state"] for e in events]
+    assert states[-1] == "succeeded"
+    assert all(e.id is not None for e in events)
+
+
+def test_follow_log_yields_every_byte_once_and_ends_at_eof(pilot: Pilot, drone: str) -> None:
+    async def scenario() -> tuple[bytes, bool]:
+        async with client_for(pilot) as client:
+            task = await client.submit(
+                spec={"command": "for i in $(seq 1 200); do echo row-$i; done"}, drone=drone)
+            chunks = [c async for c in client.follow_log(task_id=task["id"])]
+            return b"".join(c.data for c in chunks), chunks[-1].eof
+
+    data, eof = asyncio.run(scenario())
+    assert eof
+    assert data.decode().split() == [f"row-{i}" for i in range(1, 201)]
+
+
+def test_relay_errors_carry_code_status_and_detail(pilot: Pilot) -> None:
+    async def scenario() -> None:
+        async with client_for(pilot) as client:
+            await client.task(task_id="t-zzzzzzzzzz")
+
+    with pytest.raises(ApiError) as caught:
+        asyncio.run(scenario())
+    assert (caught.value.code, caught.value.status) == ("not_found", 404)
+    assert caught.value.detail
+    assert json.loads(json.dumps(caught.value.body))["error"] == "not_found"
