@@ -145,19 +145,24 @@ def _fill_slots(handout: _Handout, labels: list[str], slots: int) -> list[str]:
     given: list[str] = []
     if free <= 0:
         return given
-    for row in handout.conn.execute(
-        "SELECT id, spec, target FROM tasks WHERE state = 'queued'"
-        " AND (drone = ? OR drone IS NULL) AND expires_at > ? ORDER BY num LIMIT 500",
-        (handout.name, handout.now),
-    ).fetchall():
-        target = json.loads(row["target"])
-        if "labels" in target and not task_store.labels_match(target["labels"], labels):
-            continue
-        handout.give(row["id"], row["spec"])
-        given.append(row["id"])
-        if len(given) >= free:
-            break
-    return given
+    after = 0
+    while True:  # in pages, so tasks for other labels never hide a matching one
+        rows = handout.conn.execute(
+            "SELECT num, id, spec, target FROM tasks WHERE state = 'queued' AND num > ?"
+            " AND (drone = ? OR drone IS NULL) AND expires_at > ? ORDER BY num LIMIT 500",
+            (after, handout.name, handout.now),
+        ).fetchall()
+        for row in rows:
+            target = json.loads(row["target"])
+            if "labels" in target and not task_store.labels_match(target["labels"], labels):
+                continue
+            handout.give(row["id"], row["spec"])
+            given.append(row["id"])
+            if len(given) >= free:
+                return given
+        if len(rows) < 500:
+            return given
+        after = rows[-1]["num"]
 
 
 def _outstanding(

@@ -100,3 +100,14 @@ def test_relay_help_does_not_import_textual() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_init_keeps_secrets_private_and_is_safe_to_rerun(tmp_path: Path) -> None:
+    data = tmp_path / "relay"
+    first = dragoon("relay", "init", "--data", str(data)).stdout
+    second = dragoon("relay", "init", "--data", str(data)).stdout
+    fingerprint = [line for line in first.splitlines() if "task-signing key" in line]
+    assert fingerprint and fingerprint[0] in second  # the key was kept, not replaced
+    assert data.stat().st_mode & 0o777 == 0o700
+    for name in ("relay_key", "relay.db"):
+        assert (data / name).stat().st_mode & 0o077 == 0, name
