@@ -118,12 +118,19 @@ class TaskRunner:
                 self.kill["grace"] = max(0.0, now + grace - self.kill["term_at"])
                 write_json(self.dir / "kill.json", self.kill)
             return
-        self.kill = {"reason": reason, "term_at": now, "grace": grace, "escalated": False}
-        write_json(self.dir / "kill.json", self.kill)
+        self.kill = {"reason": reason, "term_at": now, "grace": grace, "escalated": False,
+                     "term_sent": False}
         log.info("task %s: %s: SIGTERM to its process group, SIGKILL after %.0f s",
                  self.id, "timed out" if reason == "timeout" else "cancel requested", grace)
-        if self.proc is not None:
+        self._send_term()
+
+    def _send_term(self) -> None:
+        """SIGTERM once the task's pid is known (a cancel can arrive while it is starting)."""
+        assert self.kill is not None
+        if self.proc is not None and not self.kill.get("term_sent"):
             spawn.kill_tree(self.proc, signal.SIGTERM)
+            self.kill["term_sent"] = True
+        write_json(self.dir / "kill.json", self.kill)
 
     def tick(self) -> None:
         """Reap, notice the exit, enforce timeout and grace, sample the process tree."""
@@ -139,6 +146,8 @@ class TaskRunner:
         if (self.timeout is not None and self.kill is None
                 and now >= self.proc.started_at + self.timeout):
             self.request_kill("timeout", self.grace)
+        if self.kill is not None and not self.kill.get("term_sent", True):
+            self._send_term()
         if (self.kill is not None and not self.kill.get("escalated")
                 and now >= self.kill["term_at"] + self.kill["grace"]):
             log.info("task %s: grace over, SIGKILL to its process group", self.id)
