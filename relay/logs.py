@@ -46,6 +46,7 @@ class Gap:
 class LogStore:
     def __init__(self, root: Path, cap: int) -> None:
         self.root = root
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.cap = cap
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-logs")
 
@@ -76,10 +77,15 @@ class LogStore:
 
     def _append(self, task: str, stream: str, offset: int, data: bytes) -> Appended | Gap:
         path = self.path(task, stream)
-        path.parent.mkdir(mode=0o700, exist_ok=True)
+        if not path.parent.exists():
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            _fsync_dir(self.root)
         if self.truncated(task):
             return Appended(offset + len(data))
+        created = not path.exists()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        if created:  # the new name must be durable before any byte in it is acknowledged
+            _fsync_dir(path.parent)
         try:
             size = os.fstat(fd).st_size
             if offset > size:
