@@ -95,6 +95,7 @@ def throughput(fleet: Fleet, drone_pid: int, gigabytes: float) -> dict[str, floa
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    cpu_before = sum(proc.cpu_times()[:2])
     submitted = time.monotonic()
     task_id = fleet.submit(f"head -c {size} /dev/zero", drone="bench", timeout=3600)
     task = fleet.wait_state(task_id, timeout=900)
@@ -104,7 +105,9 @@ def throughput(fleet: Fleet, drone_pid: int, gigabytes: float) -> dict[str, floa
     assert task["stdout_size"] == size, task
     return {"throughput_bytes": size, "throughput_wall_seconds": wall,
             "task_seconds": task["finished_at"] - task["started_at"],
-            "end_to_end_mb_s": size / 1e6 / wall, "drone_peak_rss_mb": peak[0] / 1e6}
+            "end_to_end_mb_s": size / 1e6 / wall, "drone_peak_rss_mb": peak[0] / 1e6,
+            "drone_cpu_seconds_per_gb": (sum(proc.cpu_times()[:2]) - cpu_before)
+            / (size / 1e9)}
 
 
 def main() -> None:
@@ -140,6 +143,7 @@ def main() -> None:
           f"{results['first_byte_p99_ms']:.0f} ms |")
     print(f"| output end to end ({args.gigabytes:g} GB) | {results['end_to_end_mb_s']:.0f} MB/s |")
     print(f"| drone peak RSS during it | {results['drone_peak_rss_mb']:.1f} MB |")
+    print(f"| drone CPU per GB shipped | {results['drone_cpu_seconds_per_gb']:.1f} s |")
 
 
 if __name__ == "__main__":
