@@ -133,14 +133,14 @@ class Drone:
             runner = self._make_runner(task_id, record, spec)
             if runner.outcome is None:
                 proc = spawn.ProcRecord.from_json(read_json(task_dir / "proc.json"))
+                if proc is None and not (task_dir / "exit.json").exists():
+                    proc = spawn.recover(task_dir)
                 runner.proc = proc
                 if (task_dir / "exit.json").exists():
                     runner.tick()
                 elif proc is None:
-                    pid_info = read_json(task_dir / "pid.json")
-                    runner.conclude_without_exit(
-                        "the drone stopped while starting the task" if pid_info is None
-                        else "the drone stopped while starting the task; its state is unknown")
+                    runner.conclude_without_exit("the drone stopped while starting the task; "
+                                                 "it never started")
                 elif spawn.rebooted_since(proc):
                     runner.conclude_without_exit(
                         f"the drone host rebooted while the task ran (pid {proc.pid}); "

@@ -119,6 +119,35 @@ async def launch(
     return wrapper, record
 
 
+def recover(task_dir: Path, *, wait: float = 2.0) -> ProcRecord | None:
+    """Rebuild ``proc.json`` when the drone died between starting the wrapper and writing it.
+
+    The wrapper may still be a moment from writing ``pid.json``, so it is given
+    ``wait`` seconds. A process counts as ours only if it started within two
+    seconds of the start the wrapper recorded (a recycled pid did not).
+    """
+    if not (task_dir / "launch.json").exists():
+        return None
+    deadline = time.monotonic() + wait
+    info = read_json(task_dir / "pid.json")
+    while info is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+        info = read_json(task_dir / "pid.json")
+    if not isinstance(info, dict):
+        return None
+    started_at = float(info["started_at"])
+
+    def ours(pid: int) -> float | None:
+        created = _create_time(pid)
+        return created if created is not None and abs(created - started_at) < 2.0 else None
+
+    pid, wrapper_pid = int(info["pid"]), int(info["wrapper_pid"])
+    record = ProcRecord(pid, ours(pid), wrapper_pid, ours(wrapper_pid), psutil.boot_time(),
+                        started_at)
+    write_json(task_dir / "proc.json", record.to_json())
+    return record
+
+
 def signal_group(pgid: int, signum: int) -> bool:
     """Signal the task's whole process group; False when nothing is left of it."""
     try:

@@ -139,3 +139,32 @@ def test_tree_sample_counts_cpu_and_memory_of_the_group(tmp_path):
                       what="cpu burn")
     assert sample.rss > 60_000_000
     exit_info(task)
+
+
+def test_a_lost_proc_record_is_rebuilt_from_the_wrappers_pid_file(tmp_path):
+    task = tmp_path / "t"
+    record = launch(task, "sleep 5")
+    (task / "proc.json").unlink()  # the drone died before writing it
+    rebuilt = spawn.recover(task)
+    assert rebuilt is not None
+    assert (rebuilt.pid, rebuilt.wrapper_pid) == (record.pid, record.wrapper_pid)
+    assert rebuilt.create_time == record.create_time and spawn.wrapper_alive(rebuilt)
+    spawn.kill_tree(record, signal.SIGKILL)
+    exit_info(task)
+
+
+def test_a_pid_file_naming_someone_elses_process_is_not_adopted(tmp_path):
+    task = tmp_path / "t"
+    task.mkdir()
+    (task / "launch.json").write_text("{}")
+    # pid 1 started long before this "task": a recycled pid must not be taken for it.
+    (task / "pid.json").write_text(json.dumps({"pid": 1, "wrapper_pid": 1,
+                                               "started_at": 2_000_000_000.0}))
+    rebuilt = spawn.recover(task, wait=0)
+    assert rebuilt is not None and rebuilt.create_time is None
+    assert not spawn.wrapper_alive(rebuilt)
+    assert spawn.sample_tree(rebuilt) is None
+
+
+def test_no_launch_means_nothing_to_recover(tmp_path):
+    assert spawn.recover(tmp_path, wait=0) is None
