@@ -154,3 +154,32 @@ def test_a_task_accepted_just_before_a_crash_is_never_started_and_is_ended(fleet
     task = fleet.wait_state(task_id)
     assert task["state"] == "failed" and "not started again" in task["error"]
     assert not marker.exists()
+
+
+def test_a_graceful_drone_restart_leaves_the_task_running(fleet: Fleet):
+    drone = fleet.drone("d1")
+    task_id = fleet.submit("echo a; read -t 3 < <(tail -f /dev/null); echo b; exit 4",
+                           drone="d1")
+    fleet.wait_state(task_id, "running")
+    record = json.loads((drone.data_dir / "tasks" / task_id / "proc.json").read_text())
+    assert drone.stop() == 0  # SIGTERM: what systemctl restart sends with KillMode=process
+    assert psutil.pid_exists(record["pid"])
+    assert not (drone.data_dir / "tasks" / task_id / "exit.json").exists()
+    drone.start()
+    task = fleet.wait_state(task_id)
+    assert task["state"] == "failed" and task["exit_code"] == 4
+    assert fleet.output(task_id) == b"a\nb\n"
+
+
+def test_a_cancel_sent_while_the_drone_is_down_is_carried_out_after_its_restart(fleet: Fleet):
+    drone = fleet.drone("d1")
+    task_id = fleet.submit("sleep 300", drone="d1", grace=1)
+    fleet.wait_state(task_id, "running")
+    record = json.loads((drone.data_dir / "tasks" / task_id / "proc.json").read_text())
+    drone.kill9()
+    answer = fleet.pilot.post(f"/v1/tasks/{task_id}/cancel", json={"grace": 1})
+    assert answer.status_code == 200, answer.text
+    assert psutil.pid_exists(record["pid"])  # nobody has acted on it yet
+    drone.start()
+    task = fleet.wait_state(task_id)
+    assert task["state"] == "cancelled" and task["signal"] == 15

@@ -79,3 +79,18 @@ def test_bad_settings_are_named(tmp_path, line, needle):
     (tmp_path / "drone.toml").write_text(f'name = "d"\nrelay = "r"\n{line}\n')
     with pytest.raises(config.SettingsError, match=needle):
         config.load(tmp_path / "drone.toml")
+
+
+def test_notify_appends_one_line_and_needs_the_inbox(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from drone.notify import notify
+
+    inbox = tmp_path / "inbox"
+    inbox.touch()
+    monkeypatch.setenv("DRAGOON_INBOX", str(inbox))
+    assert CliRunner().invoke(notify, ["epoch", "3\ndone"]).exit_code == 0
+    assert inbox.read_text() == "epoch 3 done\n"
+    monkeypatch.delenv("DRAGOON_INBOX")
+    result = CliRunner().invoke(notify, ["x"])
+    assert result.exit_code == 2 and "DRAGOON_INBOX is not set" in result.output
