@@ -113,6 +113,11 @@ class CockpitApp(App[None]):
         self.main = MainScreen(relay_url=self.source.relay_url, pilot=self.source.pilot,
                                clock=self.clock)
         await self.push_screen(self.main)
+        # held, not queried: timers may still fire while the app shuts its screens down
+        self._bar = self.main.query_one(ConnectionBar)
+        self._grid = self.main.query_one(DroneGrid)
+        self._tree = self.main.query_one(TaskTree)
+        self._log_view = self.main.query_one(LogView)
         self.bar.readonly = self.readonly
         self.set_interval(FLUSH_INTERVAL, self.flush)
         self.start_sync()
@@ -125,19 +130,19 @@ class CockpitApp(App[None]):
 
     @property
     def bar(self) -> ConnectionBar:
-        return self.main.query_one(ConnectionBar)
+        return self._bar
 
     @property
     def grid(self) -> DroneGrid:
-        return self.main.query_one(DroneGrid)
+        return self._grid
 
     @property
     def tree(self) -> TaskTree:
-        return self.main.query_one(TaskTree)
+        return self._tree
 
     @property
     def log_view(self) -> LogView:
-        return self.main.query_one(LogView)
+        return self._log_view
 
     # ------------------------------------------------------------------ workers
 
@@ -220,7 +225,7 @@ class CockpitApp(App[None]):
 
     def flush(self) -> None:
         """Apply every pending change to the widgets in one batch (called at 10 Hz)."""
-        if not self._pending:
+        if not self._pending or not self._grid.is_attached:
             return
         changes = coalesce(self._pending)
         self._pending = []
@@ -241,6 +246,16 @@ class CockpitApp(App[None]):
                     self.notify(str(m.get("text", "")), title=f"✉ {m.get('task')}", timeout=4)
             self.bar.counts = self._counts()
             self._refresh_screens(tasks, messages)
+        if self._log_task is None and self.state.tasks:
+            self._select_first_task()
+
+    def _select_first_task(self) -> None:
+        """On opening, show the newest running task (else the newest task) and its output."""
+        tasks = sorted(self.state.tasks.values(),
+                       key=lambda t: (t.get("state") == "running", t.get("created_at") or 0))
+        task_id = str(tasks[-1]["id"])
+        self.tree.select_task(task_id)
+        self.attach_log(task_id)
 
     def _counts(self) -> str:
         drones = self.state.drones.values()

@@ -41,7 +41,7 @@ VERBS: dict[str, Verb] = {
     "artifact": Verb(f"{PILOT}:artifact", "Download one artifact."),
     "fetch": Verb(f"{PILOT}:fetch", "Download a file from a drone."),
     "inbox": Verb(f"{PILOT}:inbox", "Read (or follow) messages from tasks."),
-    "cockpit": Verb(None, "The full-screen terminal cockpit.", 6),
+    "cockpit": Verb("cockpit.tui_command:cockpit", "The full-screen terminal cockpit."),
     "demo": Verb("cockpit.demo:demo", "Relay + drone on loopback in a temp dir, then the cockpit."),
 }
 

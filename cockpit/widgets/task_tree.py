@@ -158,8 +158,16 @@ class TaskTree(Tree[str]):
     def _keep_cursor(self, task_id: str) -> None:
         """The cursor follows its task when the task moves to another group."""
         node = self._leaves.get(task_id)
-        if node is not None and self.cursor_node is not node and node.line >= 0:
-            self.move_cursor(node, animate=False)
+        if node is not None and self.cursor_node is not node:
+            self._reveal(node)
+            self.call_after_refresh(self.move_cursor, node, animate=False)
+
+    @staticmethod
+    def _reveal(node: TreeNode[str]) -> None:
+        parent = node.parent
+        while parent is not None:
+            parent.expand()
+            parent = parent.parent
 
     def _add_leaf(self, task: Mapping[str, Any], now: float) -> tuple[str, str]:
         drone, state = task_group(task)
@@ -205,9 +213,6 @@ class TaskTree(Tree[str]):
         node = self._leaves.get(task_id)
         if node is None:
             return False
-        parent = node.parent
-        while parent is not None:
-            parent.expand()
-            parent = parent.parent
+        self._reveal(node)
         self.call_after_refresh(self.move_cursor, node, animate=False)
         return True

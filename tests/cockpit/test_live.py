@@ -1,0 +1,185 @@
+"""The cockpit against a real relay subprocess and a real drone daemon, driven with Pilot.
+
+One relay and one drone serve the whole module (starting them is the slow
+part); the relay-restart test runs last because it takes the relay away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.widgets import Input
+
+from cockpit.app import CockpitApp
+from cockpit.client import RelayClient
+from cockpit.live import LiveSource
+from cockpit.messages import Link
+from cockpit.screens.dialogs import ConfirmScreen, PromptScreen, SubmitScreen
+from cockpit.screens.inbox import InboxScreen
+from cockpit.widgets.log_buffer import STDERR, STDOUT
+from tests.cockpit.waiting import until
+from tests.drone.conftest import DroneProcess
+from tests.support.relay import PilotSession, RelayProcess, fresh_totp
+
+pytestmark = pytest.mark.anyio
+DRONE = "box-1"
+SIZE = (140, 40)
+
+
+class World:
+    def __init__(self, relay: RelayProcess, pilot: PilotSession, drone: DroneProcess) -> None:
+        self.relay = relay
+        self.pilot = pilot
+        self.drone = drone
+
+    def app(self, *, token: str | None = None) -> CockpitApp:
+        client = RelayClient(self.relay.url, signer=self.pilot.signer,
+                             token=token or self.pilot.token, timeout=10.0)
+        return CockpitApp(LiveSource(client, pilot="alice"), ping_interval=0.3)
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        answer = self.pilot.get(f"/v1/tasks/{task_id}")
+        assert answer.status_code == 200, answer.text
+        result: dict[str, Any] = answer.json()
+        return result
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    root = tmp_path_factory.mktemp("cockpit-live")
+    with RelayProcess(root / "relay", config={"sweep_interval": 0.2}) as relay:
+        pilot = relay.pilot("alice")
+        drone = DroneProcess(root / "drone")
+        drone.join(relay.enroll(DRONE, ["cpu"]), slots=4, labels=("cpu",))
+        drone.configure(poll_wait=2.0)
+        drone.start()
+        try:
+            yield World(relay, pilot, drone)
+        finally:
+            drone.stop()
+
+
+async def connected(pilot: Any, app: CockpitApp) -> None:
+    await until(pilot, lambda: app.link is Link.CONNECTED and DRONE in app.state.drones
+                and app.state.drones[DRONE].get("state") == "online" and not app._pending,
+                timeout=20, what="the cockpit to connect and see the drone online")
+
+
+def log_lines(app: CockpitApp) -> list[tuple[int, str]]:
+    buffer = app.log_view.buffer
+    return [buffer.line(i) for i in range(len(buffer))]
+
+
+async def test_submit_from_the_dialog_shows_its_output(world: World) -> None:
+    app = world.app()
+    async with app.run_test(size=SIZE) as pilot:
+        await connected(pilot, app)
+        app.grid.focus()
+        await pilot.press("x")
+        await until(pilot, lambda: isinstance(app.screen, SubmitScreen), what="the dialog")
+        assert app.screen.query_one("#target", Input).value == DRONE  # the selected drone
+        app.screen.query_one("#command", Input).value = (
+            "echo hello-from-cockpit; echo oops-on-stderr >&2")
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: app._log_task is not None, what="the new task's log")
+        task_id = app._log_task
+        assert task_id is not None and task_id in app.state.tasks
+        await until(pilot, lambda: (STDOUT, "hello-from-cockpit") in log_lines(app)
+                    and (STDERR, "oops-on-stderr") in log_lines(app),
+                    timeout=20, what="the output in the log pane")
+        await until(pilot, lambda: app.state.tasks[task_id]["state"] == "succeeded",
+                    timeout=20, what="the task to succeed")
+        assert world.task(task_id)["spec"]["command"].startswith("echo hello-from-cockpit")
+
+
+async def test_cancel_asks_then_the_task_ends_cancelled(world: World) -> None:
+    task_id = world.pilot.submit("sleep 60", drone=DRONE, grace=1)["id"]
+    app = world.app()
+    async with app.run_test(size=SIZE) as pilot:
+        await connected(pilot, app)
+        await until(pilot, lambda: app.state.tasks.get(task_id, {}).get("state") == "running",
+                    timeout=30, what="the task to run")
+        assert app.tree.select_task(task_id)
+        app.tree.focus()
+        await until(pilot, lambda: app.tree.selected_task_id == task_id, what="the cursor")
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
+        await pilot.press("y")
+        await until(pilot, lambda: app.state.tasks[task_id]["state"] == "cancelled",
+                    timeout=30, what="the cancelled state to reach the cockpit")
+        assert world.task(task_id)["state"] == "cancelled"
+        await until(pilot, lambda: (DRONE, "cancelled") in app.tree._state_nodes
+                    and app.tree._leaves[task_id].parent
+                    is app.tree._state_nodes[(DRONE, "cancelled")],
+                    what="the task to move to the cancelled group of the tree")
+
+
+async def test_a_message_arrives_and_marking_it_read_acks_on_the_relay(world: World) -> None:
+    app = world.app()
+    async with app.run_test(size=SIZE) as pilot:
+        await connected(pilot, app)
+        before = app.state.unread
+        task_id = world.pilot.submit('echo "ready for review" >> "$DRAGOON_INBOX"',
+                                     drone=DRONE)["id"]
+        await until(pilot, lambda: any(m.get("task") == task_id
+                                       for m in app.state.messages.values()),
+                    timeout=20, what="the message")
+        await until(pilot, lambda: app.bar.unread == before + 1, what="the unread count")
+        message_id = next(i for i, m in app.state.messages.items() if m.get("task") == task_id)
+        await pilot.press("i")
+        await until(pilot, lambda: isinstance(app.screen, InboxScreen), what="the inbox")
+        inbox = app.screen
+        assert isinstance(inbox, InboxScreen)
+        inbox.query_one("#inbox").move_cursor(  # type: ignore[attr-defined]
+            row=inbox.query_one("#inbox").get_row_index(str(message_id)))  # type: ignore[attr-defined]
+        await pilot.press("r")
+
+        def acked_on_relay() -> bool:
+            unread = world.pilot.get("/v1/messages", params={"unread": 1}).json()["messages"]
+            return all(m["id"] != message_id for m in unread)
+
+        await until(pilot, acked_on_relay, timeout=10, what="the ack on the relay")
+        assert app.bar.unread == before
+        await pilot.press("g")
+        await until(pilot, lambda: app.screen is app.main, what="the jump to the task")
+        assert app.tree.selected_task_id == task_id or app._log_task == task_id
+
+
+async def test_an_expired_session_asks_for_the_totp_code_in_the_app(world: World) -> None:
+    app = world.app(token="not-a-valid-session-token")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen), timeout=20,
+                    what="the TOTP prompt")
+        assert app.link is Link.LOGIN_NEEDED
+        code = fresh_totp(world.pilot.totp_secret)  # type: ignore[attr-defined]
+        app.screen.query_one(Input).value = code
+        await pilot.press("enter")
+        await connected(pilot, app)
+        assert app.source.client.token != "not-a-valid-session-token"  # type: ignore[attr-defined]
+
+
+async def test_relay_killed_and_restarted_the_cockpit_recovers(world: World) -> None:
+    app = world.app()
+    async with app.run_test(size=SIZE) as pilot:
+        await connected(pilot, app)
+        snapshots = app.snapshots
+        world.relay.kill9()
+        await until(pilot, lambda: app.link is Link.RECONNECTING, timeout=15,
+                    what="the reconnecting state")
+        assert "reconnecting" in str(app.bar.render())
+        await pilot.press("2")  # the screen still answers keys while the relay is gone
+        assert app.focused is app.tree
+        world.relay.start()
+        await until(pilot, lambda: app.link is Link.CONNECTED and app.snapshots > snapshots,
+                    timeout=30, what="the resync after the restart")
+        task_id = world.pilot.submit("echo after-restart", drone=DRONE)["id"]
+        await until(pilot, lambda: app.state.tasks.get(task_id, {}).get("state") == "succeeded",
+                    timeout=30, what="events flowing again after the restart")
+
+
+def test_module_runs_against_real_processes(world: World) -> None:
+    assert world.relay.process is not None and world.drone.process is not None
+    assert Path(world.relay.data_dir).is_dir()
