@@ -89,10 +89,6 @@ async def naming(subject: str | None) -> AsyncIterator[None]:
         raise Fail(f"{exc.detail}: {subject}", X.NOT_FOUND) from None
 
 
-def connection(relay: str | None, key: str | None, ca_cert: str | None) -> Connection:
-    return Connection(relay=relay, key=key, ca_cert=ca_cert)
-
-
 def tls_verify(ca_cert: str | None) -> Any:
     """httpx's ``verify``: the system CAs, or an SSL context trusting ``ca_cert``."""
     if ca_cert is None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import click
 
 from cockpit.commands._common import (
+    Connection,
     Duration,
     Labels,
     PilotCommand,
-    connection,
     open_client,
     pilot_options,
     run_async,
@@ -24,7 +24,7 @@ def drones(relay: str | None, key: str | None, ca_cert: str | None, as_json: boo
     """List drones: state, labels, load, running tasks."""
 
     async def go() -> None:
-        async with open_client(connection(relay, key, ca_cert)) as client:
+        async with open_client(Connection(relay, key, ca_cert)) as client:
             found = await client.drones()
         from cockpit import render
 
@@ -61,7 +61,7 @@ def enroll(relay: str | None, key: str | None, ca_cert: str | None, name: str,
     """
 
     async def go() -> None:
-        async with open_client(connection(relay, key, ca_cert)) as client:
+        async with open_client(Connection(relay, key, ca_cert)) as client:
             answer = await client.enroll(name=name, labels=labels, ttl=ttl)
         click.echo(answer["token"])
 

@@ -15,9 +15,9 @@ import click
 
 from cockpit import exit_codes as X
 from cockpit.commands._common import (
+    Connection,
     Fail,
     PilotCommand,
-    connection,
     naming,
     open_client,
     pilot_options,
@@ -73,7 +73,7 @@ def artifacts(relay: str | None, key: str | None, ca_cert: str | None, task_id: 
     """List a task's artifacts."""
 
     async def go() -> None:
-        async with open_client(connection(relay, key, ca_cert)) as client, naming(task_id):
+        async with open_client(Connection(relay, key, ca_cert)) as client, naming(task_id):
             found = await client.artifacts(task_id=task_id)
         from cockpit import render
 
@@ -101,7 +101,7 @@ def artifact(relay: str | None, key: str | None, ca_cert: str | None, task_id: s
     dest = _destination(output, path)
 
     async def go() -> None:
-        async with open_client(connection(relay, key, ca_cert)) as client, naming(task_id):
+        async with open_client(Connection(relay, key, ca_cert)) as client, naming(task_id):
             listed = {a["path"]: a for a in await client.artifacts(task_id=task_id)}
             if path not in listed:
                 raise Fail(f"task {task_id} has no artifact {path!r}", X.NOT_FOUND)
@@ -127,7 +127,7 @@ def fetch(relay: str | None, key: str | None, ca_cert: str | None, drone: str, p
     dest = _destination(output, path)
 
     async def go() -> None:
-        async with open_client(connection(relay, key, ca_cert)) as client, naming(drone), \
+        async with open_client(Connection(relay, key, ca_cert)) as client, naming(drone), \
                 progress_bar(path) as on_progress:
             saved = await client.fetch(drone=drone, path=path, dest=dest, force=force,
                                        on_progress=on_progress)

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from cockpit import exit_codes as X
-from cockpit.commands._common import PilotCommand, connection, open_client, pilot_options, run_async
+from cockpit.commands._common import Connection, PilotCommand, open_client, pilot_options, run_async
 
 
 def _line(message: dict[str, Any]) -> str:
@@ -32,7 +32,7 @@ def inbox(relay: str | None, key: str | None, ca_cert: str | None, follow: bool,
     async def go() -> int:
         from cockpit.commands._follow import on_retry
 
-        async with open_client(connection(relay, key, ca_cert)) as client:
+        async with open_client(Connection(relay, key, ca_cert)) as client:
             unread = [dict(m) for m in await client.messages(unread=True, limit=1000)]
             if as_json and not follow:
                 from cockpit.render import print_json

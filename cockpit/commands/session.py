@@ -80,12 +80,12 @@ def logout(relay: str | None, key: str | None, ca_cert: str | None) -> None:
 
     async def go() -> None:
         from cockpit.client import ApiError
-        from cockpit.commands._common import connection, open_client
+        from cockpit.commands._common import Connection, open_client
         from cockpit.config import SessionStore
 
         store = SessionStore()
         try:
-            client = open_client(connection(relay, key, ca_cert))
+            client = open_client(Connection(relay, key, ca_cert))
         except Fail:
             store.clear()
             click.echo("not logged in", err=True)

@@ -10,12 +10,12 @@ import click
 
 from cockpit import exit_codes as X
 from cockpit.commands._common import (
+    Connection,
     Duration,
     EnvPair,
     Labels,
     OneLineUsageError,
     PilotCommand,
-    connection,
     naming,
     open_client,
     pilot_options,
@@ -77,7 +77,7 @@ def submit(relay: str | None, key: str | None, ca_cert: str | None, words: tuple
     drone, spec = _target_and_spec(words, labels, timeout, grace, cwd, env, artifacts, name)
 
     async def go() -> None:
-        async with open_client(connection(relay, key, ca_cert)) as client, naming(drone):
+        async with open_client(Connection(relay, key, ca_cert)) as client, naming(drone):
             task = await client.submit(spec=spec, drone=drone, labels=labels)  # type: ignore[arg-type]
         click.echo(task["id"])
 
@@ -103,7 +103,7 @@ def run(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[st
     async def go() -> int:
         from cockpit.commands._follow import attach, default_streams, task_exit_code
 
-        async with open_client(connection(relay, key, ca_cert)) as client:
+        async with open_client(Connection(relay, key, ca_cert)) as client:
             async with naming(drone):
                 task = await client.submit(spec=spec, drone=drone, labels=labels)  # type: ignore[arg-type]
             detached = await attach(client, task["id"], streams=default_streams(),
@@ -140,7 +140,7 @@ def tasks(relay: str | None, key: str | None, ca_cert: str | None, drone: str | 
     """List tasks, newest first."""
 
     async def go() -> None:
-        async with open_client(connection(relay, key, ca_cert)) as client:
+        async with open_client(Connection(relay, key, ca_cert)) as client:
             page = await client.tasks(drone=drone, state=state, limit=limit)
         from cockpit import render
 
@@ -162,7 +162,7 @@ def task(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
     """Show one task."""
 
     async def go() -> None:
-        async with open_client(connection(relay, key, ca_cert)) as client, naming(task_id):
+        async with open_client(Connection(relay, key, ca_cert)) as client, naming(task_id):
             found = dict(await client.task(task_id=task_id))
         from cockpit import render
 
@@ -212,7 +212,7 @@ def logs(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
         streams = default_streams()
         if stream is not None:
             streams = {stream: sys.stdout.buffer}
-        async with open_client(connection(relay, key, ca_cert)) as client, naming(task_id):
+        async with open_client(Connection(relay, key, ca_cert)) as client, naming(task_id):
             if follow:
                 detached = await attach(client, task_id, streams=streams, detach_hint=False)
                 return detached or X.OK
@@ -241,7 +241,7 @@ def cancel(relay: str | None, key: str | None, ca_cert: str | None, task_id: str
     """Cancel a task: SIGTERM to its process group, the grace period, then SIGKILL."""
 
     async def go() -> None:
-        async with open_client(connection(relay, key, ca_cert)) as client, naming(task_id):
+        async with open_client(Connection(relay, key, ca_cert)) as client, naming(task_id):
             found = await client.cancel(task_id=task_id, grace=grace)
         state = found.get("state")
         if state == "cancelled":
