@@ -2,19 +2,25 @@
 
 Module map (each module one job; routes stay thin over the store and dispatcher):
 
-- ``config``   RelayConfig: data dir layout, limits, TTLs, lock-out settings
-- ``db``       SQLite connection in WAL mode, schema version and migrations,
-               a serialized executor so async code never shares a connection
-- ``errors``   ApiError and the handlers that make every error ``{"error","detail"}``
-- ``auth``     RE-V1 verification middleware, nonce memory, pilot/drone principals
-- ``login``    challenge, TOTP login, lock-out, sessions, logout
-- ``enroll``   enrollment (join) tokens and drone registration
-- ``tasks``    the task store: submit, list, show, cancel, finish, transitions
-- ``dispatch`` the long-poll: heartbeat in, signed tasks/cancels/fetches out
-- ``signals``  in-process wake-ups keyed by name (no polling loops)
-- ``logs``     append-only output files addressed by offset
-- ``blobs``    content-addressed blob store for artifacts and fetches
-- ``events``   server-sent events fan-out
-- ``sweeper``  housekeeping: purge expired rows, offline drones, lost tasks
-- ``app``      ``create_app(config)``; ``server`` the programmatic runner; ``cli`` the click group
+- ``config``    RelayConfig: data dir layout, limits, TTLs, lock-out settings (relay.toml)
+- ``db``        SQLite in WAL mode, schema version and migrations, one serialized
+                executor thread so async code never shares a connection
+- ``context``   the running relay's shared state (config, db, stores, signals, bus, key)
+- ``errors``    ApiError and the handlers that make every error ``{"error","detail"}``
+- ``auth``      RE-V1 verification middleware, nonce memory, pilot/drone principals
+- ``login``     challenge, TOTP login, lock-out, sessions, logout, add-operator
+- ``enroll``    enrollment (join) tokens, stored hashed, and drone registration
+- ``models``    request bodies (pydantic), the OpenAPI document's source
+- ``tasks``     the task store: submit, list, show, cancel, finish
+- ``dispatch``  the long-poll: heartbeat in, signed tasks/cancels/fetches out; lost/offline sweep
+- ``signals``   in-process wake-ups keyed by name (no polling loops)
+- ``logs``      append-only output files addressed by offset, fsynced before acknowledging
+- ``blobs``     content-addressed blob store; ``artifacts`` the per-task index over it
+- ``fetches``   files a pilot asked a drone for; ``messages`` the inbox; ``audit`` the trail
+- ``drones``    the drone registry as pilots see it, drain
+- ``events``    server-sent events fan-out; ``sweeper`` timed housekeeping (purges)
+- ``logconf``   key=value log lines without secrets
+- ``routes/``   HTTP routes, one module per area
+- ``app``       ``create_app(config)``; ``server`` the programmatic runner; ``cli`` the click group
+- ``metrics``, ``systemd``  Prometheus and sd_notify, plugged in by ``server``
 """

@@ -205,6 +205,7 @@ class SignedRequests:
         headers = scope_headers(scope)
         open_route = (method, path) in c.UNSIGNED_ROUTES or path in OPEN_PATHS
         if path in STREAMED_PATHS and not open_route:
+            scope[RECEIVED_AT_KEY] = time.time()
             rejected = await self.relay.db.run(
                 lambda conn: prevalidate(
                     conn, method=method, raw_path=raw_path(scope),
@@ -214,7 +215,6 @@ class SignedRequests:
             if rejected is not None:
                 await send_error(send, 401, rejected.code, rejected.detail)
                 return
-            scope[RECEIVED_AT_KEY] = time.time()
             await self.app(scope, receive, send)
             return
         limit = body_limit(self.relay, path)
