@@ -22,6 +22,7 @@ from cockpit import exit_codes as X
 
 if TYPE_CHECKING:
     from cockpit.client import ApiError, RelayClient
+    from cockpit.config import StoredSession
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -101,8 +102,10 @@ def tls_verify(ca_cert: str | None) -> Any:
         raise Fail(f"cannot use CA certificate {ca_cert}: {exc}", X.TLS) from exc
 
 
-def open_client(conn: Connection) -> RelayClient:
-    """A client for the logged-in session: the relay and key it was made with, unless told."""
+def open_session(conn: Connection, *, allow_expired: bool = False
+                 ) -> tuple[RelayClient, StoredSession]:
+    """A client for the logged-in session (the relay and key it was made with, unless told),
+    and that session; the cockpit opens on an expired one and asks for the TOTP itself."""
     from cockpit.client import RelayClient
     from cockpit.config import SessionStore, resolve
     from cockpit.identity import signer_for
@@ -113,12 +116,17 @@ def open_client(conn: Connection) -> RelayClient:
     if session is None or relay != session.relay:
         where = f" to {relay}" if relay else ""
         raise Fail(f"not logged in{where}: run `dragoon login`", X.AUTH)
-    if session.expired:
+    if session.expired and not allow_expired:
         raise Fail(f"session with {relay} expired: run `dragoon login`", X.AUTH)
     key = settings.key or session.key
     signer = signer_for(key, public_key=session.public_key if key is None else None)
-    return RelayClient(relay, signer=signer, token=session.token,
-                       verify=tls_verify(settings.ca_cert))
+    client = RelayClient(relay, signer=signer, token=session.token,
+                         verify=tls_verify(settings.ca_cert))
+    return client, session
+
+
+def open_client(conn: Connection) -> RelayClient:
+    return open_session(conn)[0]
 
 
 _API_CODES = {
