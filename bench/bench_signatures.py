@@ -5,7 +5,7 @@ every task it hands out one ed25519 signature, so these rates bound what one
 relay core can authenticate. Keys come fresh from ``ssh-keygen``; the agent
 figure uses a real ``ssh-agent`` (started here, on its own socket).
 
-    .venv/bin/python bench/bench_signatures.py [--seconds 1.0]
+    .venv/bin/python bench/bench_signatures.py [--seconds 2] [--rounds 10]
 
 The process pins itself to CPU 0 when the OS allows, before starting the
 agent, so the agent shares that core too: the agent rate includes both ends.
@@ -37,20 +37,17 @@ KINDS = {"ed25519": ["-t", "ed25519"], "RSA-3072": ["-t", "rsa", "-b", "3072"],
 MESSAGE = b"RE-V1\nPOST\n/v1/tasks\n\n1763900000\n" + b"0" * 32 + b"\nSHA256:x\n" + b"f" * 64
 
 
-ROUNDS = 5
-
-
-def rate(operation: Callable[[], object], seconds: float) -> float:
-    """Operations per second of ``operation``: the best of ROUNDS runs sharing ``seconds``.
+def rate(operation: Callable[[], object], seconds: float, rounds: int = 10) -> float:
+    """Operations per second of ``operation``: the best of ``rounds`` runs sharing ``seconds``.
 
     The best round, as ``timeit`` advises: other load on the machine only ever
     slows a round down, so the fastest is the closest to the code's own cost.
     """
     operation()  # warm up caches and lazy imports
     best = 0.0
-    for _round in range(ROUNDS):
+    for _round in range(rounds):
         count, start = 0, time.perf_counter()
-        deadline = start + seconds / ROUNDS
+        deadline = start + seconds / rounds
         while True:
             for _ in range(10):
                 operation()
@@ -75,7 +72,7 @@ def keygen(directory: Path, name: str, args: list[str]) -> Path:
     return path
 
 
-def bench_key(path: Path, seconds: float) -> dict[str, float]:
+def bench_key(path: Path, seconds: float, rounds: int) -> dict[str, float]:
     private = load_private_key_file(path)
     public = private.public_key
     signer = KeyFileSigner(private)
@@ -92,31 +89,35 @@ def bench_key(path: Path, seconds: float) -> dict[str, float]:
         assert isinstance(result, VerifiedRequest)
 
     return {
-        "raw sign": rate(lambda: private.sign_ssh(MESSAGE), seconds),
-        "raw verify": rate(lambda: public.verify_ssh_signature(raw, MESSAGE), seconds),
-        "SSHSIG sign": rate(lambda: signer.sign(constants.NS_REQUEST, MESSAGE), seconds),
+        "raw sign": rate(lambda: private.sign_ssh(MESSAGE), seconds, rounds),
+        "raw verify": rate(lambda: public.verify_ssh_signature(raw, MESSAGE), seconds, rounds),
+        "SSHSIG sign": rate(lambda: signer.sign(constants.NS_REQUEST, MESSAGE), seconds, rounds),
         "SSHSIG verify": rate(
-            lambda: sshsig.verify_b64(blob_b64, constants.NS_REQUEST, MESSAGE, public), seconds),
-        "RE-V1 verify": rate(verify_one_request, seconds),
+            lambda: sshsig.verify_b64(blob_b64, constants.NS_REQUEST, MESSAGE, public),
+            seconds, rounds),
+        "RE-V1 verify": rate(verify_one_request, seconds, rounds),
     }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
+    parser.add_argument("--seconds", type=float, default=2.0, help="time per figure")
+    parser.add_argument("--rounds", type=int, default=10,
+                        help="rounds per figure; the best one is reported")
     args = parser.parse_args()
     pinning = pin_to_one_core()
     print(f"python {platform.python_version()}, {platform.machine()}, nproc {os.cpu_count()}, "
-          f"{pinning}, best of {ROUNDS} rounds in {args.seconds:g} s per figure")
+          f"{pinning}, best of {args.rounds} rounds in {args.seconds:g} s per figure")
     with tempfile.TemporaryDirectory(prefix="dragoon-bench-") as tmp:
         directory = Path(tmp)
         paths = {name: keygen(directory, name, kind_args) for name, kind_args in KINDS.items()}
-        results = {name: bench_key(path, args.seconds) for name, path in paths.items()}
+        results = {name: bench_key(path, args.seconds, args.rounds)
+                   for name, path in paths.items()}
         with running_ssh_agent() as agent:
             agent.add(paths["ed25519"])
             agent_signer = AgentSigner.first(str(agent.socket_path))
             agent_rate = rate(lambda: agent_signer.sign(constants.NS_REQUEST, MESSAGE),
-                              args.seconds)
+                              args.seconds, args.rounds)
     columns = list(next(iter(results.values())))
     print()
     print("| key | " + " | ".join(f"{c} /s" for c in columns) + " |")
