@@ -1,0 +1,115 @@
+"""Make the README's pictures from a real running cockpit.
+
+Starts a real relay (`dragoon relay serve`) and two real drones (`dragoon
+drone run`) in a temp dir, submits a few tasks (one that keeps printing, one
+that sends inbox messages, one that fails), then drives `CockpitApp` over
+the live relay with Textual's Pilot and saves SVG screenshots of the main
+views into screenshots/.
+
+    .venv/bin/python screenshots/make_screenshots.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from textual.widgets import Input  # noqa: E402
+
+from cockpit.app import CockpitApp  # noqa: E402
+from cockpit.client import RelayClient  # noqa: E402
+from cockpit.live import LiveSource  # noqa: E402
+from cockpit.messages import Link  # noqa: E402
+from tests.drone.conftest import DroneProcess  # noqa: E402
+from tests.support.relay import RelayProcess  # noqa: E402
+
+OUT = REPO / "screenshots"
+SIZE = (160, 46)
+TRAIN = ('for i in $(seq 1 400); do echo "epoch $((i / 40)) step $i loss=0.$((900 - i))"; '
+         'if [ $((i % 25)) = 0 ]; then echo "warning: slow batch $i" >&2; fi; sleep 0.05; done')
+NOTIFY = ('echo "starting eval"; echo "eval: accuracy 0.913" >> "$DRAGOON_INBOX"; '
+          'sleep 0.5; echo "checkpoint saved to out/ckpt.pt" >> "$DRAGOON_INBOX"; '
+          'mkdir -p out && echo weights > out/ckpt.pt')
+
+
+async def until(condition: Callable[[], object], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the cockpit did not reach the expected state")
+        await asyncio.sleep(0.05)
+
+
+async def drive(url: str, pilot_session: object, tasks: dict[str, str]) -> None:
+    client = RelayClient(url, signer=pilot_session.signer,  # type: ignore[attr-defined]
+                         token=pilot_session.token)  # type: ignore[attr-defined]
+    app = CockpitApp(LiveSource(client, pilot="alice"), ping_interval=1.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(lambda: app.link is Link.CONNECTED and len(app.state.drones) == 2)
+        await until(lambda: app.state.unread >= 2)
+        app.tree.select_task(tasks["train"])
+        app.attach_log(tasks["train"])
+        app.tree.focus()
+        await until(lambda: len(app.log_view.buffer) > 60)
+        await pilot.pause(0.5)
+
+        def shot(name: str) -> None:
+            for screen in app.screen_stack:
+                for field in screen.query(Input):
+                    field.cursor_blink = False
+            app.save_screenshot(str(OUT / f"{name}.svg"))
+            print(f"saved screenshots/{name}.svg")
+
+        shot("main")
+        await pilot.press("enter")
+        await pilot.pause(1.0)
+        shot("task-detail")
+        await pilot.press("escape", "i")
+        await pilot.pause(0.5)
+        shot("inbox")
+        await pilot.press("escape", "1", "x")
+        await pilot.pause(0.3)
+        await pilot.press(*"python train.py --lr 3e-4")
+        await pilot.pause(0.3)
+        shot("submit")
+        await pilot.press("escape", "2", "ctrl+p")
+        await pilot.pause(0.5)
+        shot("palette")
+        await pilot.press("escape")
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="dragoon-shots-") as tmp:
+        root = Path(tmp)
+        with RelayProcess(root / "relay", config={"sweep_interval": 0.5}) as relay:
+            session = relay.pilot("alice")
+            drones = []
+            for name, labels in (("gpu-a100-1", ("gpu", "a100")), ("cpu-box-2", ("cpu",))):
+                drone = DroneProcess(root / name)
+                drone.join(relay.enroll(name, labels), slots=2, labels=labels)
+                drone.configure(poll_wait=2.0)
+                drone.start()
+                drones.append(drone)
+            try:
+                tasks = {
+                    "train": session.submit(TRAIN, drone="gpu-a100-1", name="lr sweep 3e-4")["id"],
+                    "eval": session.submit(NOTIFY, drone="cpu-box-2", name="eval",
+                                           artifacts=["out/*.pt"])["id"],
+                    "fail": session.submit("echo loading; echo 'no such file: data.csv' >&2;"
+                                           " exit 3", drone="cpu-box-2")["id"],
+                }
+                asyncio.run(drive(relay.url, session, tasks))
+            finally:
+                for drone in drones:
+                    drone.stop()
+
+
+if __name__ == "__main__":
+    main()
