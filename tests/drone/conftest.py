@@ -96,16 +96,22 @@ class DroneProcess:
 class Fleet:
     """A relay, a pilot, and the drones of one test; everything is stopped at the end."""
 
-    def __init__(self, root: Path, relay: RelayProcess, pilot: PilotSession) -> None:
+    def __init__(self, root: Path, relay: RelayProcess, pilot: PilotSession, *,
+                 prefix: str = "") -> None:
         self.root = root
         self.relay = relay
         self.pilot = pilot
+        self.prefix = prefix  # drone names are unique per relay; tests sharing one use a prefix
         self.drones: list[DroneProcess] = []
+
+    def name(self, short: str) -> str:
+        """The drone's name at the relay for the test's short name."""
+        return self.prefix + short
 
     def drone(self, name: str, *, labels: tuple[str, ...] = (), slots: int = 1,
               start: bool = True, **settings: Any) -> DroneProcess:
         proc = DroneProcess(self.root / f"drone-{name}")
-        proc.join(self.relay.enroll(name, labels), slots=slots, labels=labels)
+        proc.join(self.relay.enroll(self.name(name), labels), slots=slots, labels=labels)
         settings.setdefault("poll_wait", 5.0)
         proc.configure(**settings)
         self.drones.append(proc)
@@ -115,6 +121,8 @@ class Fleet:
 
     def submit(self, command: str, **spec: Any) -> str:
         spec.setdefault("grace", 1)
+        if spec.get("drone") is not None:
+            spec["drone"] = self.name(spec["drone"])
         return str(self.pilot.submit(command, **spec)["id"])
 
     def task(self, task_id: str) -> dict[str, Any]:
@@ -165,3 +173,28 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         finally:
             group.close()
             relay.kill9()  # the relay's graceful stop waits on held connections; not under test
+
+
+@pytest.fixture(scope="module")
+def module_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RelayProcess,
+                                                                              PilotSession]]:
+    """One relay and pilot for a module whose tests do not crash or restart the relay."""
+    root = tmp_path_factory.mktemp("relay")
+    with RelayProcess(root / "relay", config={"sweep_interval": 0.2}) as relay:
+        try:
+            yield relay, relay.pilot("alice")
+        finally:
+            relay.kill9()
+
+
+@pytest.fixture
+def shared_fleet(module_relay: tuple[RelayProcess, PilotSession], tmp_path: Path,
+                 request: pytest.FixtureRequest) -> Iterator[Fleet]:
+    """A fleet on the module's relay; its drones get a per-test prefix and are stopped after."""
+    relay, pilot = module_relay
+    prefix = f"t{abs(hash(request.node.nodeid)) % 10**8}-"
+    group = Fleet(tmp_path, relay, pilot, prefix=prefix)
+    try:
+        yield group
+    finally:
+        group.close()

@@ -6,7 +6,15 @@ import hashlib
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.drone.conftest import Fleet, wait_for
+
+
+@pytest.fixture
+def fleet(shared_fleet: Fleet) -> Fleet:
+    """These tests never crash the relay: they share one per module (see conftest)."""
+    return shared_fleet
 
 
 def messages(fleet: Fleet, task_id: str) -> list[str]:
@@ -53,7 +61,7 @@ def test_artifacts_are_uploaded_checked_and_escapes_are_refused(fleet: Fleet, tm
 
 
 def fetch(fleet: Fleet, drone: str, path: str) -> dict:
-    answer = fleet.pilot.post(f"/v1/workers/{drone}/fetch", json={"path": path})
+    answer = fleet.pilot.post(f"/v1/workers/{fleet.name(drone)}/fetch", json={"path": path})
     assert answer.status_code in (200, 201, 202), answer.text
     fetch_id = answer.json()["id"]
     return wait_for(

@@ -5,8 +5,16 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+import pytest
+
 from shared.enrollment import JoinToken
 from tests.drone.conftest import DroneProcess, Fleet
+
+
+@pytest.fixture
+def fleet(shared_fleet: Fleet) -> Fleet:
+    """These tests never crash the relay: they share one per module (see conftest)."""
+    return shared_fleet
 
 
 def test_a_one_slot_drone_never_runs_two_tasks_at_once(fleet: Fleet, tmp_path: Path):
@@ -36,7 +44,7 @@ def test_a_labels_targeted_task_goes_to_a_matching_drone(fleet: Fleet):
     ids = [str(fleet.pilot.submit("hostname", labels=["gpu"], grace=1)["id"]) for _ in range(2)]
     for task_id in ids:
         task = fleet.wait_state(task_id)
-        assert task["state"] == "succeeded" and task["drone"] == "gpu1"
+        assert task["state"] == "succeeded" and task["drone"] == fleet.name("gpu1")
 
 
 def test_the_drones_max_timeout_caps_what_the_relay_asks(fleet: Fleet):
@@ -51,11 +59,11 @@ def test_join_makes_a_private_key_and_pins_the_relay_key(fleet: Fleet):
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert (drone.data_dir / "relay_key.pub").read_text().startswith("ssh-ed25519 ")
     settings = (drone.data_dir / "drone.toml").read_text()
-    assert 'name = "d1"' in settings and "slots = 1" in settings
+    assert f'name = "{fleet.name("d1")}"' in settings and "slots = 1" in settings
 
 
 def test_join_refuses_a_relay_key_that_does_not_match_the_token(fleet: Fleet, tmp_path: Path):
-    real = JoinToken.decode(fleet.relay.enroll("d9"))
+    real = JoinToken.decode(fleet.relay.enroll(fleet.name("d9")))
     forged = JoinToken(real.relay, real.drone, real.secret,
                        "SHA256:" + "A" * 43).encode()
     drone = DroneProcess(tmp_path / "drone-d9")

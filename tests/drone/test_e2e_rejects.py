@@ -21,6 +21,12 @@ from tests.drone.proxy import TamperingProxy
 
 
 @pytest.fixture
+def fleet(shared_fleet: Fleet) -> Fleet:
+    """These tests never crash the relay: they share one per module (see conftest)."""
+    return shared_fleet
+
+
+@pytest.fixture
 def proxied(fleet: Fleet) -> Iterator[tuple[Fleet, DroneProcess, TamperingProxy]]:
     proxy = TamperingProxy(fleet.relay.url)
     drone = fleet.drone("d1", start=False)
@@ -68,7 +74,8 @@ def test_a_task_for_another_drone_is_rejected_before_it_runs(proxied, tmp_path):
     proxy.tamper = lambda task: resign({**task, "drone": "d2"}, signer)
     marker = tmp_path / "ran"
     task_id = fleet.submit(f"touch {marker}", drone="d1")
-    assert_rejected(fleet, drone, task_id, marker, "task is for drone 'd2', not 'd1'")
+    assert_rejected(fleet, drone, task_id, marker,
+                    f"task is for drone 'd2', not '{fleet.name('d1')}'")
 
 
 def test_a_replayed_sequence_is_rejected_even_across_a_drone_restart(proxied, tmp_path):

@@ -5,8 +5,15 @@ from __future__ import annotations
 import time
 
 import psutil
+import pytest
 
 from tests.drone.conftest import Fleet, wait_for
+
+
+@pytest.fixture
+def fleet(shared_fleet: Fleet) -> Fleet:
+    """These tests never crash the relay: they share one per module (see conftest)."""
+    return shared_fleet
 
 
 def test_a_task_runs_and_its_stdout_stderr_and_exit_code_arrive(fleet: Fleet):

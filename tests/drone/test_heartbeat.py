@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from drone.client import Backoff
 from drone.metrics import parse_smi
 from tests.drone.conftest import Fleet, wait_for
@@ -16,9 +18,15 @@ echo "1, NVIDIA A100-SXM4-80GB, 3, 1000, 81920, 41"
 """
 
 
+@pytest.fixture
+def fleet(shared_fleet: Fleet) -> Fleet:
+    """These tests never crash the relay: they share one per module (see conftest)."""
+    return shared_fleet
+
+
 def drone_view(fleet: Fleet, name: str) -> dict:
     drones = fleet.pilot.get("/v1/workers").json()["drones"]
-    return next(d for d in drones if d["name"] == name)
+    return next(d for d in drones if d["name"] == fleet.name(name))
 
 
 def test_heartbeat_carries_host_metrics_and_no_gpus_when_there_are_none(fleet: Fleet):
