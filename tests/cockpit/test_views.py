@@ -142,3 +142,29 @@ def test_submit_form_builds_a_spec_or_says_what_is_wrong() -> None:
     assert len(bad.errors) == 4
     assert build_submit(target="gpu-1", command="true", timeout="", artifacts="", env="",
                         name="").spec == {"command": "true", "timeout": None}
+
+
+async def test_metrics_update_patches_cells_and_resorts_only_when_the_sort_key_moves() -> None:
+    source = FixedSource()
+    app = CockpitApp(source, clock=fixed_clock, ping_interval=3600)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        grid = app.grid
+        grid.focus()
+        grid.move_cursor(row=grid.get_row_index("gpu-02"))
+        sorts = grid.sorts
+        drone = dict(app.state.drones["gpu-02"])
+        drone["metrics"] = {**drone["metrics"], "cpu_percent": 99.0}
+        source.events_queue.put_nowait(("drone", drone))
+        await until(pilot, lambda: "99%" in str(grid.get_cell("gpu-02", "cpu")),
+                    what="the cpu cell")
+        assert grid.sorts == sorts  # sorted by name: a metric never moves rows
+        grid.set_sort("cpu")
+        sorts = grid.sorts
+        assert grid.get_row_index("gpu-02") == 4  # busiest of the five with metrics
+        drone["metrics"] = {**drone["metrics"], "cpu_percent": 1.0}
+        source.events_queue.put_nowait(("drone", drone))
+        # gpu-00 reports 0 %, so 1 % sorts second
+        await until(pilot, lambda: grid.get_row_index("gpu-02") == 1, what="the re-sort")
+        assert grid.sorts == sorts + 1
+        assert grid.selected_name == "gpu-02"  # the cursor followed its drone
