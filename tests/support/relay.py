@@ -307,7 +307,6 @@ class RelayProcess:
         self.url = ""
         self.process: subprocess.Popen[str] | None = None
         self._stderr: list[str] = []
-        self._ready = threading.Event()
         self._port: int | None = None
         self._clients: list[SignedClient] = []
         init_relay(self.data_dir, url=url, config=self.config)
@@ -325,29 +324,33 @@ class RelayProcess:
     def start(self) -> None:
         """Start serving; after a restart it binds the same port again, so clients keep the URL."""
         bind = f"127.0.0.1:{self._port or 0}"
-        self._ready.clear()
+        # One event per process: the old process's reader, reaching EOF after a kill,
+        # must not signal readiness for the new one.
+        ready = threading.Event()
+        self.url = ""
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dragoon", "relay", "serve", "--data", str(self.data_dir),
              "--bind", bind, *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        threading.Thread(target=self._read_stderr, args=(self.process,), daemon=True).start()
-        if not self._ready.wait(START_TIMEOUT) or not self.url:
+        threading.Thread(target=self._read_stderr, args=(self.process, ready),
+                         daemon=True).start()
+        if not ready.wait(START_TIMEOUT) or not self.url:
             self.process.kill()
             raise RuntimeError(f"relay did not start:\n{self.stderr_text()}")
         for client in self._clients:  # their pooled connections went with the old process
             client.reconnect()
 
-    def _read_stderr(self, process: subprocess.Popen[str]) -> None:
+    def _read_stderr(self, process: subprocess.Popen[str], ready: threading.Event) -> None:
         assert process.stderr is not None
         for line in process.stderr:
             self._stderr.append(line)
             if line.startswith(LISTENING):
                 self.url = line[len(LISTENING):].strip()
                 self._port = int(self.url.rsplit(":", 1)[1])
-                self._ready.set()
-        self._ready.set()
+                ready.set()
+        ready.set()  # exited without listening: start() reports the stderr
 
     def stderr_text(self) -> str:
         return "".join(self._stderr)
