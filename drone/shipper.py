@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from drone.client import Backoff, RelayClient, RelayUnavailable, error_code
+from drone.release import Releaser
 
 log = logging.getLogger("dragoon.drone")
 
@@ -51,6 +52,7 @@ class StreamShipper:
         self.spool = spool
         self.acked = acked
         self._on_ack = on_ack
+        self._releaser = Releaser(spool)
         self._backoff = Backoff()
 
     def spool_size(self) -> int:
@@ -110,7 +112,13 @@ class StreamShipper:
         raise RelayUnavailable(f"log refused: HTTP {response.status_code} {code}")
 
     def _advance(self, offset: int) -> None:
+        if offset < self._releaser.released:
+            # Only if the relay lost bytes it had acknowledged as durable (a restored backup).
+            log.error("task %s %s: relay asks again for bytes below %d, already released from "
+                      "the spool; they arrive as zeros", self.task_id, self.stream,
+                      self._releaser.released)
         self.acked = offset
+        self._releaser.acknowledged(offset)
         if self._on_ack is not None:
             self._on_ack(self.stream, offset)
 

@@ -9,6 +9,7 @@ import signal
 
 import psutil
 
+from drone.release import MARGIN, STEP
 from tests.drone.conftest import Fleet, wait_for
 
 COUNT = 400
@@ -89,25 +90,48 @@ def test_a_task_that_ends_while_the_drone_is_down_reports_its_real_exit(fleet: F
     assert fleet.output(task_id) == b"before\n"
 
 
-def test_a_fast_writer_arrives_byte_for_byte(fleet: Fleet):
-    fleet.drone("d1")
-    size = 12 * 1024 * 1024 + 12345  # many chunks in flight at once, and a ragged end
+def chain(size: int) -> bytes:
+    """Deterministic bytes that no block of zeros or repeat could pass for."""
+    digest = hashlib.sha256(b"seed")
+    out = bytearray()
+    while len(out) < size:
+        digest = hashlib.sha256(digest.digest())
+        out += digest.digest() * 2048
+    return bytes(out[:size])
+
+
+def chain_command(size: int) -> str:
     script = ("import hashlib,sys\n"
               "h=hashlib.sha256(b'seed')\n"
               f"left={size}\n"
               "while left:\n"
               "    h=hashlib.sha256(h.digest()); block=h.digest()*2048; block=block[:left]\n"
               "    sys.stdout.buffer.write(block); left-=len(block)\n")
-    task_id = fleet.submit(f"python3 -c \"{script}\"", drone="d1")
+    return f"python3 -c \"{script}\""
+
+
+def test_a_fast_writer_arrives_byte_for_byte(fleet: Fleet):
+    fleet.drone("d1")
+    size = 12 * 1024 * 1024 + 12345  # many chunks in flight at once, and a ragged end
+    task_id = fleet.submit(chain_command(size), drone="d1")
     task = fleet.wait_state(task_id, timeout=60)
     assert task["state"] == "succeeded" and task["stdout_size"] == size
-    data = fleet.output(task_id)
-    digest = hashlib.sha256(b"seed")
-    want = bytearray()
-    while len(want) < size:
-        digest = hashlib.sha256(digest.digest())
-        want += digest.digest() * 2048
-    assert len(data) == size and data == bytes(want[:size])
+    assert fleet.output(task_id) == chain(size)
+
+
+def test_acknowledged_output_gives_its_disk_back_while_the_task_runs(fleet: Fleet, tmp_path):
+    drone = fleet.drone("d1")
+    size = MARGIN + STEP + 3 * 1024 * 1024 + 777
+    gate = tmp_path / "gate"
+    task_id = fleet.submit(f"{chain_command(size)}; while [ ! -e {gate} ]; do sleep 0.05; done",
+                           drone="d1", timeout=120)
+    wait_for(lambda: relay_bytes(fleet, task_id) == size, timeout=60, what="relay holds all")
+    spool = (drone.data_dir / "tasks" / task_id / "stdout").stat()
+    assert spool.st_size == size  # offsets unchanged for the task and the shipper
+    assert spool.st_blocks * 512 < size - STEP + (1 << 20)  # but acknowledged bytes left disk
+    gate.touch()
+    assert fleet.wait_state(task_id)["state"] == "succeeded"
+    assert fleet.output(task_id) == chain(size)
 
 
 def test_a_reboot_ends_a_running_task_as_failed_with_the_reason(fleet: Fleet):
