@@ -17,7 +17,7 @@ def _count(data_dir: Path, table: str) -> int:
 
 
 def test_expired_rows_are_purged(tmp_path: Path) -> None:
-    config = {"sweep_interval": 0.1, "nonce_ttl": 0.5, "challenge_ttl": 0.5, "session_ttl": 1}
+    config = {"sweep_interval": 0.1, "nonce_ttl": 1, "challenge_ttl": 2, "session_ttl": 2}
     with RelayProcess(tmp_path / "relay", config=config) as relay:
         pilot = relay.pilot()
         pilot.get("/v1/workers")

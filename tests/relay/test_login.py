@@ -18,7 +18,7 @@ from tests.support.relay import PilotSession, RelayProcess, new_signer, wait_unt
 @pytest.fixture(scope="module")
 def login_relay(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("login")
-    config = {"sweep_interval": 0.2, "lockout_failures": 3, "session_ttl": 2}
+    config = {"sweep_interval": 0.2, "lockout_failures": 3, "session_ttl": 3}
     with RelayProcess(root / "data", config=config) as process:
         yield process
 
