@@ -17,6 +17,7 @@ from cockpit.app import CockpitApp
 from cockpit.client import RelayClient
 from cockpit.live import LiveSource
 from cockpit.messages import Link
+from cockpit.screens.detail import TaskDetailScreen
 from cockpit.screens.dialogs import ConfirmScreen, PromptScreen, SubmitScreen
 from cockpit.screens.inbox import InboxScreen
 from cockpit.widgets.log_buffer import STDERR, STDOUT
@@ -35,10 +36,11 @@ class World:
         self.pilot = pilot
         self.drone = drone
 
-    def app(self, *, token: str | None = None) -> CockpitApp:
+    def app(self, *, token: str | None = None, download_dir: Path | None = None) -> CockpitApp:
         client = RelayClient(self.relay.url, signer=self.pilot.signer,
                              token=token or self.pilot.token, timeout=10.0)
-        return CockpitApp(LiveSource(client, pilot="alice"), ping_interval=0.3)
+        return CockpitApp(LiveSource(client, pilot="alice"), ping_interval=0.3,
+                          download_dir=download_dir)
 
     def task(self, task_id: str) -> dict[str, Any]:
         answer = self.pilot.get(f"/v1/tasks/{task_id}")
@@ -146,6 +148,41 @@ async def test_a_message_arrives_and_marking_it_read_acks_on_the_relay(world: Wo
         await pilot.press("g")
         await until(pilot, lambda: app.screen is app.main, what="the jump to the task")
         assert app.tree.selected_task_id == task_id or app._log_task == task_id
+
+
+async def test_drain_asks_then_the_drone_drains_and_an_artifact_downloads(
+        world: World, tmp_path: Path) -> None:
+    task_id = world.pilot.submit("mkdir -p out && echo weights > out/model.pt", drone=DRONE,
+                                 artifacts=["out/*.pt"])["id"]
+    app = world.app(download_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await connected(pilot, app)
+        app.grid.focus()
+        await pilot.press("D")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
+        await pilot.press("y")
+        await until(pilot, lambda: app.state.drones[DRONE].get("draining") is True,
+                    what="the drone to drain")
+        assert "draining" in str(app.grid.get_cell(DRONE, "state"))
+        await pilot.press("D", "y")  # and back, for the other tests
+        await until(pilot, lambda: app.state.drones[DRONE].get("draining") is False,
+                    what="the drone to undrain")
+
+        def uploaded() -> bool:
+            answer = world.pilot.get(f"/v1/tasks/{task_id}/artifact").json()
+            return bool(answer.get("artifacts"))
+
+        await until(pilot, uploaded, timeout=30, what="the artifact upload")
+        await until(pilot, lambda: task_id in app.state.tasks, what="the task")
+        assert app.tree.select_task(task_id)
+        app.tree.focus()
+        await until(pilot, lambda: app.tree.selected_task_id == task_id, what="the cursor")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, TaskDetailScreen)
+                    and app.screen.artifact_rows, what="the artifact list")
+        await pilot.press("d")
+        await until(pilot, lambda: (tmp_path / "model.pt").exists(), what="the download")
+        assert (tmp_path / "model.pt").read_bytes() == b"weights\n"
 
 
 async def test_an_expired_session_asks_for_the_totp_code_in_the_app(world: World) -> None:
