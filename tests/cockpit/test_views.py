@@ -168,3 +168,22 @@ async def test_metrics_update_patches_cells_and_resorts_only_when_the_sort_key_m
         await until(pilot, lambda: grid.get_row_index("gpu-02") == 1, what="the re-sort")
         assert grid.sorts == sorts + 1
         assert grid.selected_name == "gpu-02"  # the cursor followed its drone
+
+
+async def test_a_metric_change_that_draws_the_same_cell_touches_nothing() -> None:
+    source = FixedSource()
+    app = CockpitApp(source, clock=fixed_clock, ping_interval=3600)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        grid = app.grid
+        updates = grid.cell_updates
+        drone = dict(app.state.drones["gpu-02"])
+        cpu = drone["metrics"]["cpu_percent"]
+        drone["metrics"] = {**drone["metrics"], "cpu_percent": cpu + 0.2}  # same at 0 decimals
+        source.events_queue.put_nowait(("drone", drone))
+        await until(pilot, lambda: app.state.drones["gpu-02"]["metrics"]["cpu_percent"]
+                    == cpu + 0.2 and not app._pending, what="the event")
+        assert grid.cell_updates == updates
+        drone["metrics"] = {**drone["metrics"], "cpu_percent": cpu + 10}
+        source.events_queue.put_nowait(("drone", drone))
+        await until(pilot, lambda: grid.cell_updates == updates + 1, what="one cell update")
