@@ -203,7 +203,13 @@ class Database:
         return self._executor.submit(self._call, fn, args).result()
 
     def _call(self, fn: Callable[..., T], args: tuple[object, ...]) -> T:
-        return fn(self._conn, *args)
+        try:
+            return fn(self._conn, *args)
+        except OverflowError as exc:
+            # A number from a client that does not fit SQLite's 64-bit integers.
+            from relay.errors import ApiError
+
+            raise ApiError(422, "invalid", "a number is out of range") from exc
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -10,6 +10,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
+MAX_OFFSET = 1 << 62  # byte offsets and sizes: far past any real output, inside SQLite's range
+YEAR = 366 * 86400
+
 
 class ChallengeBody(BaseModel):
     fingerprint: StrictStr
@@ -42,7 +45,7 @@ class Spec(BaseModel):
     command: StrictStr = Field(min_length=1, max_length=128 * 1024)
     env: dict[StrictStr, StrictStr] = {}
     cwd: StrictStr | None = None
-    timeout: StrictInt | None = Field(None, gt=0)
+    timeout: StrictInt | None = Field(None, gt=0, le=100 * YEAR)
     grace: StrictInt = Field(10, ge=0, le=3600)
     artifacts: list[StrictStr] = []
     name: StrictStr | None = Field(None, max_length=200)
@@ -52,8 +55,8 @@ class SubmitBody(BaseModel):
     spec: Spec
     drone: StrictStr | None = None
     labels: list[StrictStr] | None = None
-    expires_in: float | None = Field(None, gt=0)
-    lost_after: float | None = Field(None, gt=0)
+    expires_in: float | None = Field(None, gt=0, le=10 * YEAR)
+    lost_after: float | None = Field(None, gt=0, le=10 * YEAR)
 
 
 class CancelBody(BaseModel):

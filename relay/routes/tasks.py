@@ -15,7 +15,7 @@ from relay.auth import PilotDep
 from relay.blobs import check_artifact_path
 from relay.context import RelayDep
 from relay.errors import not_found
-from relay.models import CancelBody, SubmitBody
+from relay.models import MAX_OFFSET, CancelBody, SubmitBody
 from relay.routes.files import blob_response
 from shared.models import TaskState
 
@@ -67,7 +67,7 @@ async def cancel(
 async def read_log(
     task_id: str, _who: PilotDep, relay: RelayDep,
     stream: str = Query("stdout", pattern="^(stdout|stderr)$"),
-    offset: int = Query(0, ge=0), limit: int = Query(1 << 20, ge=1, le=8 << 20),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET), limit: int = Query(1 << 20, ge=1, le=8 << 20),
     wait: float = Query(0, ge=0),
 ) -> Response:
     """Bytes from ``offset``; with ``wait`` and nothing new, held until an append or a change."""

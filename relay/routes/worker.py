@@ -14,7 +14,7 @@ from relay.blobs import check_artifact_path
 from relay.context import Relay, RelayDep
 from relay.errors import ApiError, not_found
 from relay.logs import Gap
-from relay.models import FinishBody, InitBody, MessageBody, PollBody
+from relay.models import MAX_OFFSET, FinishBody, InitBody, MessageBody, PollBody
 from shared.request_auth import RequestRejected
 
 router = APIRouter(prefix="/v1/worker", tags=["drone"])
@@ -42,7 +42,7 @@ async def poll(body: PollBody, drone: DroneDep, relay: RelayDep) -> dict[str, An
 async def log(
     request: Request, drone: DroneDep, relay: RelayDep,
     task: str = Query(), stream: str = Query(pattern="^(stdout|stderr)$"),
-    offset: int = Query(ge=0),
+    offset: int = Query(ge=0, le=MAX_OFFSET),
 ) -> dict[str, Any] | JSONResponse:
     row = await relay.db.run(task_store.own_task, drone.name, task)
     data = await request.body()

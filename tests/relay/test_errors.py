@@ -124,3 +124,29 @@ def test_garbage_bodies_never_cause_a_500(
         assert answer.status_code < 500, (body, answer.text)
         if answer.status_code >= 400:
             assert "error" in answer.json()
+
+
+HUGE = 10**30
+
+
+def test_numbers_beyond_64_bits_are_invalid_not_a_crash(
+    shared_pilot: PilotSession, new_drone: Callable[..., DroneClient]
+) -> None:
+    drone = new_drone()
+    task = shared_pilot.submit("true", drone=drone.name)["id"]
+    drone.poll()
+    answers = [
+        shared_pilot.get("/v1/audit", params={"before": HUGE}),
+        shared_pilot.get("/v1/messages", params={"after": HUGE}),
+        shared_pilot.post("/v1/messages/ack", json={"ids": [HUGE]}),
+        shared_pilot.get(f"/v1/tasks/{task}/log", params={"offset": HUGE}),
+        shared_pilot.post("/v1/tasks", json={"spec": {"command": "x", "timeout": HUGE},
+                                             "drone": drone.name}),
+        drone.message(task, HUGE, "x"),
+        drone.finish(task, exit_code=HUGE),
+        drone.log(task, "stdout", HUGE, b"x"),
+        drone.poll(started=[{"id": task, "pid": HUGE}]),
+    ]
+    for answer in answers:
+        _is_error(answer, 422, "invalid")
+    assert shared_pilot.get("/healthz").status_code == 200
