@@ -36,6 +36,7 @@ log = logging.getLogger("dragoon.drone")
 
 TICK: Final = 0.1
 DEFER_PAUSE: Final = 1.0
+FETCH_MEMORY: Final = 1000
 # Variables of the drone's own supervisor that a task must not inherit.
 PRIVATE_ENV: Final = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS",
                       "LISTEN_PID", "LISTEN_FDNAMES")
@@ -62,6 +63,7 @@ class Drone:
         self.runners: dict[str, TaskRunner] = {}
         self._jobs: set[asyncio.Task[Any]] = set()
         self._unheld: set[str] = set()
+        self._fetches_seen: dict[str, None] = {}  # insertion-ordered, bounded
         self.started: list[dict[str, Any]] = []
         self.rejected: list[dict[str, Any]] = []
         self.fetch_errors: list[dict[str, Any]] = []
@@ -352,6 +354,12 @@ class Drone:
         fetch_id, path = item.get("id"), item.get("path")
         if not isinstance(fetch_id, str) or not isinstance(path, str):
             return
+        # Every poll answer lists every pending fetch: one already being handled is ignored.
+        if fetch_id in self._fetches_seen:
+            return
+        self._fetches_seen[fetch_id] = None
+        while len(self._fetches_seen) > FETCH_MEMORY:
+            del self._fetches_seen[next(iter(self._fetches_seen))]
         try:
             opened = fetch.open_for_fetch(path, self.fetch_roots,
                                           max_bytes=self.settings.max_fetch_bytes)
@@ -364,14 +372,16 @@ class Drone:
     async def serve_fetch(self, fetch_id: str, opened: fetch.Opened) -> None:
         """Stream the already-opened file: what was checked is what is sent."""
         try:
-            digest, size = await asyncio.to_thread(fd_sha256, opened.fd, opened.size)
             backoff = Backoff()
             while True:
+                # Hashed again at each attempt: a file that changed meanwhile is sent as it is now.
+                size = os.fstat(opened.fd).st_size
+                digest, size = await asyncio.to_thread(fd_sha256, opened.fd, size)
                 try:
                     response = await self.client.request(
                         "POST", "/v1/worker/blob",
                         params={"fetch": fetch_id, "sha256": digest, "size": size},
-                        stream=stream_fd(opened.fd, size), body_sha256=digest,
+                        stream=stream_fd(opened.fd, size), body_sha256=digest, stream_size=size,
                         read_timeout=300.0)
                     break
                 except RelayUnavailable:

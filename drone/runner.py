@@ -288,7 +288,7 @@ class TaskRunner:
         params = {"task": self.id, "path": rel, "sha256": digest, "size": size}
         response = await self.client.request(
             "POST", "/v1/worker/blob", params=params, stream=artifacts.stream_file(real, size),
-            body_sha256=digest, read_timeout=300.0)
+            body_sha256=digest, stream_size=size, read_timeout=300.0)
         if response.status_code == 200:
             log.info("task %s: artifact %s uploaded (%d bytes)", self.id, rel, size)
             return True

@@ -27,6 +27,7 @@ class TamperingProxy:
         self.tampered = 0
         self.seen: list[dict[str, Any]] = []  # every task that passed, as the relay sent it
         self.inject: list[dict[str, Any]] = []  # added to every poll answer that carries tasks
+        self.answer_hook: Callable[[dict[str, Any]], dict[str, Any]] | None = None
         self._http = httpx.Client(timeout=60.0)
         proxy = self
 
@@ -62,6 +63,8 @@ class TamperingProxy:
 
     def _rewrite(self, content: bytes) -> bytes:
         answer = json.loads(content)
+        if self.answer_hook is not None:
+            answer = self.answer_hook(answer)
         self.seen.extend(answer.get("tasks") or [])
         if answer.get("tasks") and self.inject:
             answer["tasks"] = answer["tasks"] + self.inject

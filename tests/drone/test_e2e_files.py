@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.drone.conftest import Fleet, wait_for
+from tests.drone.proxy import TamperingProxy
 
 
 @pytest.fixture
@@ -94,3 +95,25 @@ def test_fetch_defaults_to_the_drones_work_dirs(fleet: Fleet):
     assert ok["state"] == "ready"
     refused = fetch(fleet, "d1", str(drone.data_dir / "drone_key"))
     assert refused["state"] == "failed" and "outside the fetch roots" in refused["error"]
+
+
+def test_a_fetch_listed_again_while_it_uploads_is_served_once(fleet: Fleet, tmp_path: Path):
+    root = tmp_path / "big"
+    root.mkdir()
+    blob = os.urandom(1 << 20) * 8
+    (root / "weights.bin").write_bytes(blob)
+    proxy = TamperingProxy(fleet.relay.url)
+    # Every answer lists every pending fetch; here each lists it twice, as two answers would.
+    proxy.answer_hook = lambda answer: {**answer,
+                                        "fetches": (answer.get("fetches") or []) * 2}
+    try:
+        drone = fleet.drone("d1", fetch_roots=[str(root)], start=False)
+        drone.configure(relay=proxy.url)
+        drone.start()
+        done = fetch(fleet, "d1", str(root / "weights.bin"))
+        assert done["state"] == "ready" and done["size"] == len(blob)
+        assert done["sha256"] == hashlib.sha256(blob).hexdigest()
+        drone.stop()
+        assert drone.log_text().count(f"fetch {done['id']}") == 1  # one upload, nothing else
+    finally:
+        proxy.close()
