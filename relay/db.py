@@ -205,11 +205,12 @@ class Database:
     def _call(self, fn: Callable[..., T], args: tuple[object, ...]) -> T:
         try:
             return fn(self._conn, *args)
-        except OverflowError as exc:
-            # A number from a client that does not fit SQLite's 64-bit integers.
+        except (OverflowError, UnicodeEncodeError) as exc:
+            # A number that does not fit SQLite's 64-bit integers, or text that is not Unicode.
             from relay.errors import ApiError
 
-            raise ApiError(422, "invalid", "a number is out of range") from exc
+            detail = "a number is out of range or a text is not Unicode"
+            raise ApiError(422, "invalid", detail) from exc
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

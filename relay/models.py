@@ -6,9 +6,24 @@ Models forbid unknown fields only where a typo would silently change meaning
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import StrictStr as _StrictStr
+
+_BAD_CHARS = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def _clean(text: str) -> str:
+    """No NUL (it cannot reach bash, an env or a path) and no lone surrogates (not Unicode)."""
+    if _BAD_CHARS.search(text):
+        raise ValueError("text must not contain NUL or lone surrogates")
+    return text
+
+
+StrictStr = Annotated[_StrictStr, AfterValidator(_clean)]
+EnvName = Annotated[_StrictStr, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")]
 
 MAX_OFFSET = 1 << 62  # byte offsets and sizes: far past any real output, inside SQLite's range
 YEAR = 366 * 86400
@@ -43,7 +58,7 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     command: StrictStr = Field(min_length=1, max_length=128 * 1024)
-    env: dict[StrictStr, StrictStr] = {}
+    env: dict[EnvName, StrictStr] = {}
     cwd: StrictStr | None = None
     timeout: StrictInt | None = Field(None, gt=0, le=100 * YEAR)
     grace: StrictInt = Field(10, ge=0, le=3600)

@@ -150,3 +150,20 @@ def test_numbers_beyond_64_bits_are_invalid_not_a_crash(
     for answer in answers:
         _is_error(answer, 422, "invalid")
     assert shared_pilot.get("/healthz").status_code == 200
+
+
+def test_text_that_cannot_reach_bash_or_is_not_unicode_is_invalid(
+    shared_pilot: PilotSession, new_drone: Callable[..., DroneClient]
+) -> None:
+    drone = new_drone()
+    task = shared_pilot.submit("true", drone=drone.name)["id"]
+    drone.poll()
+    for spec in ({"command": "a\x00b"}, {"command": "x", "env": {"A=B": "c"}},
+                 {"command": "x", "cwd": "/tmp/\x00"}):
+        _is_error(shared_pilot.post("/v1/tasks", json={"spec": spec, "drone": drone.name}),
+                  422, "invalid")
+    lone = b'{"task": "%s", "index": 1, "text": "\\udc80"}' % task.encode()
+    _is_error(drone.post("/v1/worker/message", content=lone,
+                         headers={"content-type": "application/json"}), 422, "invalid")
+    _is_error(shared_pilot.post("/v1/tasks", content=b'{"spec": {"command": "\xff"}}',
+                                headers={"content-type": "application/json"}), 400, "bad_json")
