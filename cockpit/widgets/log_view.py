@@ -110,8 +110,17 @@ class LogView(ScrollView, can_focus=True):
         self._shown_lines = total
         self.virtual_size = Size(buffer.max_width + 1, total)
         if self.follow:
-            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True, force=True)
+            self._stick_to_end()
+            # a horizontal scrollbar may appear with this layout and eat the last line
+            self.call_after_refresh(self._stick_to_end)
         self.refresh()
+
+    def _stick_to_end(self) -> None:
+        if self.follow:
+            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True, force=True)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._stick_to_end)
 
     @property
     def is_on_screen(self) -> bool:
