@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import socket
+import struct
 import subprocess
 import threading
 
 from tests.cli.conftest import Pilot
-from tests.support.relay import RelayProcess, wait_until
+from tests.support.relay import RelayProcess, fresh_totp, wait_until
 
 
 def test_run_exits_0_for_a_task_that_succeeds(pilot: Pilot, drone: str) -> None:
@@ -203,3 +206,93 @@ def test_run_exit_code_255_is_dragoons_own_failure(pilot: Pilot, drone: str) -> 
                           capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 255
     assert done.stderr.strip() == "dragoon: not logged in: run `dragoon login`"
+
+
+class DroppingProxy:
+    """A real TCP forwarder to the relay whose open connections can be cut at once.
+
+    It stands for the network between pilot and relay: ``drop()`` resets every
+    connection in flight, as a Wi-Fi hand-over or a NAT time-out would.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open: list[socket.socket] = []
+        self.drops = 0
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            with self.lock:
+                self.open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def drop(self) -> None:
+        with self.lock:
+            doomed, self.open = self.open, []
+            self.drops += 1
+        for sock in doomed:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the pump blocked in recv()
+                sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.drop()
+
+
+def test_run_survives_network_drops_without_gaps_or_repeats(
+        fresh_pilot: Pilot, drone: str, relay: RelayProcess) -> None:
+    proxy = DroppingProxy(int(relay.url.rsplit(":", 1)[1]))
+    try:
+        fresh_pilot.ok("login", "--relay", f"http://127.0.0.1:{proxy.port}", "--key",
+                       str(fresh_pilot.key), "--totp", fresh_totp(fresh_pilot.totp_secret))
+        process = fresh_pilot.popen(
+            "run", drone, "--",
+            "for i in $(seq 1 50); do echo line-$i; echo err-$i >&2; sleep 0.04; done")
+        assert process.stdout is not None and process.stderr is not None
+        received: list[bytes] = []
+        reader = threading.Thread(
+            target=lambda: received.extend(iter(process.stdout.readline, b"")))  # type: ignore[union-attr]
+        reader.start()
+        for count in (5, 20, 35):
+            try:
+                wait_until(lambda count=count: len(received) >= count, timeout=20,
+                           message=f"{count} lines")
+            except TimeoutError:
+                process.kill()
+                raise AssertionError(process.stderr.read().decode()) from None
+            proxy.drop()
+        reader.join(60)
+        code = process.wait(30)
+        stderr = process.stderr.read().decode()
+    finally:
+        proxy.close()
+    assert code == 0, stderr
+    assert received == [f"line-{i}\n".encode() for i in range(1, 51)]
+    err_lines = [line for line in stderr.splitlines() if not line.startswith("dragoon: ")]
+    assert err_lines == [f"err-{i}" for i in range(1, 51)]
+    assert proxy.drops >= 3
+    assert "retrying" in stderr, "no drop hit a request in flight"
