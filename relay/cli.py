@@ -10,9 +10,12 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
+
+if TYPE_CHECKING:
+    from relay.config import RelayConfig
 
 DATA = click.option(
     "--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -34,7 +37,7 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * factor
 
 
-def _initialised(data_dir: Path):  # type: ignore[no-untyped-def]
+def _initialised(data_dir: Path) -> RelayConfig:
     from relay.config import RelayConfig
 
     config = RelayConfig.load(data_dir)
@@ -83,7 +86,10 @@ def init(data_dir: Path, url: str | None) -> None:
               help="The pilot's SSH public key file (ed25519, RSA or ECDSA).")
 @click.option("--no-qr", is_flag=True, help="Do not draw the QR code.")
 def add_operator(data_dir: Path, name: str, key_file: Path, no_qr: bool) -> None:
-    """Register a pilot: prints the TOTP secret, its otpauth:// URI and a QR code."""
+    """Register a pilot: prints the TOTP secret, its otpauth:// URI and a QR code.
+
+    For an existing NAME this replaces its key and TOTP secret and ends its sessions.
+    """
     from relay import db, login
     from relay.enroll import NAME
     from shared.errors import KeyLoadError
