@@ -217,5 +217,17 @@ class TaskTree(Tree[str]):
         if node is None:
             return False
         self._reveal(node)
-        self.call_after_refresh(self.move_cursor, node, animate=False)
+        self.call_after_refresh(self._move_to, task_id)
         return True
+
+    def _move_to(self, task_id: str, tries: int = 5) -> None:
+        """Look the leaf up again: the task may have moved group since it was asked for."""
+        node = self._leaves.get(task_id)
+        if node is None:
+            return
+        if node.line < 0:  # just re-added: lines are laid out on the next refresh
+            if tries:
+                self._reveal(node)
+                self.call_after_refresh(self._move_to, task_id, tries - 1)
+            return
+        self.move_cursor(node, animate=False)

@@ -104,6 +104,7 @@ async def test_cancel_asks_then_the_task_ends_cancelled(world: World) -> None:
         await connected(pilot, app)
         await until(pilot, lambda: app.state.tasks.get(task_id, {}).get("state") == "running",
                     timeout=30, what="the task to run")
+        await until(pilot, lambda: not app._pending, what="the flush")
         assert app.tree.select_task(task_id)
         app.tree.focus()
         await until(pilot, lambda: app.tree.selected_task_id == task_id, what="the cursor")
@@ -155,34 +156,40 @@ async def test_drain_asks_then_the_drone_drains_and_an_artifact_downloads(
     task_id = world.pilot.submit("mkdir -p out && echo weights > out/model.pt", drone=DRONE,
                                  artifacts=["out/*.pt"])["id"]
     app = world.app(download_dir=tmp_path)
-    async with app.run_test(size=SIZE) as pilot:
-        await connected(pilot, app)
-        app.grid.focus()
-        await pilot.press("D")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
-        await pilot.press("y")
-        await until(pilot, lambda: app.state.drones[DRONE].get("draining") is True,
-                    what="the drone to drain")
-        assert "draining" in str(app.grid.get_cell(DRONE, "state"))
-        await pilot.press("D", "y")  # and back, for the other tests
-        await until(pilot, lambda: app.state.drones[DRONE].get("draining") is False,
-                    what="the drone to undrain")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await connected(pilot, app)
+            app.grid.focus()
+            await pilot.press("D")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
+            await pilot.press("y")
+            await until(pilot, lambda: "draining" in str(app.grid.get_cell(DRONE, "state")),
+                        what="the drone to show as draining")
+            assert world.pilot.get("/v1/workers").json()["drones"][0]["draining"] is True
+            await pilot.press("D", "y")  # and back
+            await until(pilot, lambda: app.state.drones[DRONE].get("draining") is False,
+                        what="the drone to undrain")
+            await _download_artifact(world, app, pilot, task_id, tmp_path)
+    finally:  # the other tests need a drone that takes work
+        world.pilot.post(f"/v1/workers/{DRONE}/drain", json={"drain": False})
 
-        def uploaded() -> bool:
-            answer = world.pilot.get(f"/v1/tasks/{task_id}/artifact").json()
-            return bool(answer.get("artifacts"))
 
-        await until(pilot, uploaded, timeout=30, what="the artifact upload")
-        await until(pilot, lambda: task_id in app.state.tasks, what="the task")
-        assert app.tree.select_task(task_id)
-        app.tree.focus()
-        await until(pilot, lambda: app.tree.selected_task_id == task_id, what="the cursor")
-        await pilot.press("enter")
-        await until(pilot, lambda: isinstance(app.screen, TaskDetailScreen)
-                    and app.screen.artifact_rows, what="the artifact list")
-        await pilot.press("d")
-        await until(pilot, lambda: (tmp_path / "model.pt").exists(), what="the download")
-        assert (tmp_path / "model.pt").read_bytes() == b"weights\n"
+async def _download_artifact(world: World, app: CockpitApp, pilot: Any, task_id: str,
+                             tmp_path: Path) -> None:
+    def uploaded() -> bool:
+        answer = world.pilot.get(f"/v1/tasks/{task_id}/artifact").json()
+        return bool(answer.get("artifacts"))
+
+    await until(pilot, uploaded, timeout=30, what="the artifact upload")
+    await until(pilot, lambda: app.tree.select_task(task_id), what="the task in the tree")
+    app.tree.focus()
+    await until(pilot, lambda: app.tree.selected_task_id == task_id, what="the cursor")
+    await pilot.press("enter")
+    await until(pilot, lambda: isinstance(app.screen, TaskDetailScreen)
+                and app.screen.artifact_rows, what="the artifact list")
+    await pilot.press("d")
+    await until(pilot, lambda: (tmp_path / "model.pt").exists(), what="the download")
+    assert (tmp_path / "model.pt").read_bytes() == b"weights\n"
 
 
 async def test_an_expired_session_asks_for_the_totp_code_in_the_app(world: World) -> None:
@@ -213,8 +220,8 @@ async def test_relay_killed_and_restarted_the_cockpit_recovers(world: World) -> 
         await until(pilot, lambda: app.link is Link.CONNECTED and app.snapshots > snapshots,
                     timeout=30, what="the resync after the restart")
         task_id = world.pilot.submit("echo after-restart", drone=DRONE)["id"]
-        await until(pilot, lambda: app.state.tasks.get(task_id, {}).get("state") == "succeeded",
-                    timeout=30, what="events flowing again after the restart")
+        await until(pilot, lambda: task_id in app.state.tasks, timeout=30,
+                    what="events flowing again after the restart")
 
 
 def test_module_runs_against_real_processes(world: World) -> None:
