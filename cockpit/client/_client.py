@@ -53,6 +53,10 @@ Query = Mapping[str, str | int | float | None]
 Progress = Callable[[int, int | None], None]
 
 LONG_POLL = 25  # seconds the relay may hold a follow request (docs/api.md)
+# A fetch the drone refuses comes back in its next poll; asking again every few
+# seconds bounds how long a refusal takes to reach the pilot, whichever way the
+# relay wakes (or does not wake) a held status request.
+FETCH_POLL = 5
 _CHUNK = 64 * 1024
 
 
@@ -378,7 +382,7 @@ class RelayClient:
         backoff = Backoff(give_up_after=give_up_after)
         while fetch.get("state") == "pending":
             try:
-                fetch = await self.fetch_status(fetch_id=fetch["id"], wait=LONG_POLL)
+                fetch = await self.fetch_status(fetch_id=fetch["id"], wait=FETCH_POLL)
             except ApiError as exc:
                 await backoff.wait(exc)
         if fetch.get("state") != "ready":
