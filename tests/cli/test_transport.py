@@ -100,3 +100,15 @@ def test_tables_have_colour_on_a_terminal_and_none_when_piped(pilot: Pilot,
     assert b"\x1b[" in on_terminal and b"succeeded" in on_terminal
     piped = pilot.ok("tasks", "--limit", "3")
     assert "\x1b[" not in piped and "succeeded" in piped
+
+
+def test_artifact_download_on_a_terminal_draws_a_progress_bar(pilot: Pilot, drone: str,
+                                                              tmp_path: Path) -> None:
+    pilot.ok("run", drone, "--artifact", "big.bin", "--",
+             "head -c 3000000 /dev/urandom > big.bin")
+    task_id = pilot.json("tasks", "--limit", "1")[0]["id"]
+    target = tmp_path / "big.bin"
+    shown = _run_in_pty(pilot, "artifact", task_id, "big.bin", "-o", str(target))
+    assert target.stat().st_size == 3000000
+    assert b"big.bin" in shown and b"MB" in shown  # rich's DownloadColumn: "x/3.0 MB"
+    assert b"saved " in shown
