@@ -6,6 +6,7 @@ import json
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -78,3 +79,18 @@ def test_events_report_task_drone_and_message_changes(
     drone.finish(task["id"])
     reader.next_matching("task", lambda t: t["id"] == task["id"] and t["state"] == "succeeded")
     reader.close()
+
+
+def test_drone_going_offline_is_an_event(tmp_path: Path) -> None:
+    from tests.support.relay import RelayProcess
+
+    config = {"sweep_interval": 0.1, "offline_after": 1}
+    with RelayProcess(tmp_path / "relay", config=config) as relay:
+        pilot = relay.pilot()
+        reader = EventReader(pilot)
+        drone = relay.drone("fades", pilot=pilot)
+        drone.poll()
+        reader.next_matching("drone", lambda d: d["name"] == "fades" and d["state"] == "online")
+        gone = reader.next_matching("drone", lambda d: d["state"] == "offline")
+        assert gone["name"] == "fades"
+        reader.close()
