@@ -247,15 +247,15 @@ def demo(headless: bool) -> None:
     """
     # Ctrl-C reaches the foreground child (`logs -f`, the cockpit) and this
     # process alike; the relay and drone run in their own sessions and are
-    # stopped by Demo.close, in order.
+    # stopped together by Demo.close.
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         sys.exit(run_demo(headless=headless))
-    except DemoError as exc:
-        click.echo(f"dragoon: demo: {exc}", err=True)
-        sys.exit(1)
     except KeyboardInterrupt:
         click.echo("dragoon: demo interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:  # a step failed: say which, as one line, never a traceback
+        click.echo(f"dragoon: demo: {exc}", err=True)
+        sys.exit(1)
     finally:
         signal.signal(signal.SIGTERM, previous)

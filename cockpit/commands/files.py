@@ -24,11 +24,11 @@ from cockpit.commands._common import (
     run_async,
 )
 
-Progress = Callable[[int, int | None], None]
+OnProgress = Callable[[int, int | None], None]
 
 
 @asynccontextmanager
-async def progress_bar(label: str) -> AsyncIterator[Progress | None]:
+async def progress_bar(label: str) -> AsyncIterator[OnProgress | None]:
     """A rich progress bar on stderr when it is a terminal; nothing when it is not."""
     import sys
 
@@ -56,12 +56,13 @@ async def progress_bar(label: str) -> AsyncIterator[Progress | None]:
 
 
 def _destination(output: str | None, remote_path: str) -> Path:
-    if output is not None:
+    """``-o FILE``, or the remote file's name inside ``-o DIR`` or the current directory."""
+    if output is not None and not Path(output).is_dir():
         return Path(output)
     name = PurePosixPath(remote_path).name
     if not name:
         raise Fail(f"cannot name a file after {remote_path!r}: pass -o FILE", X.USAGE)
-    return Path(name)
+    return Path(output or ".") / name
 
 
 @click.command(cls=PilotCommand)
@@ -98,9 +99,9 @@ def artifacts(relay: str | None, key: str | None, ca_cert: str | None, task_id: 
 def artifact(relay: str | None, key: str | None, ca_cert: str | None, task_id: str, path: str,
              output: str | None, force: bool) -> None:
     """Download one artifact of TASK, checked against its SHA-256."""
-    dest = _destination(output, path)
 
     async def go() -> None:
+        dest = _destination(output, path)
         async with open_client(Connection(relay, key, ca_cert)) as client, naming(task_id):
             listed = {a["path"]: a for a in await client.artifacts(task_id=task_id)}
             if path not in listed:
@@ -124,9 +125,9 @@ def artifact(relay: str | None, key: str | None, ca_cert: str | None, task_id: s
 def fetch(relay: str | None, key: str | None, ca_cert: str | None, drone: str, path: str,
           output: str | None, force: bool) -> None:
     """Download the file at PATH on DRONE (under the drone's fetch roots)."""
-    dest = _destination(output, path)
 
     async def go() -> None:
+        dest = _destination(output, path)
         async with open_client(Connection(relay, key, ca_cert)) as client, naming(drone), \
                 progress_bar(path) as on_progress:
             saved = await client.fetch(drone=drone, path=path, dest=dest, force=force,

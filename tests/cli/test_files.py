@@ -46,12 +46,14 @@ def test_artifact_download_matches_its_sha256_and_needs_force_to_overwrite(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blob.bin"]  # no part file left
 
 
-def test_artifact_defaults_to_its_file_name_in_the_current_dir(pilot: Pilot,
-                                                               drone: str) -> None:
+def test_artifact_is_named_after_itself_in_the_current_or_given_dir(
+        pilot: Pilot, drone: str, tmp_path: Path) -> None:
     task_id, _ = run_task(pilot, drone, "--artifact", "out/*", "--",
                           "mkdir -p out && echo named > out/named.txt")
     pilot.ok("artifact", task_id, "out/named.txt")
     assert (pilot.home / "named.txt").read_text() == "named\n"
+    pilot.ok("artifact", task_id, "out/named.txt", "-o", str(tmp_path))
+    assert (tmp_path / "named.txt").read_text() == "named\n"
 
 
 def test_corrupt_artifact_fails_its_sha256_check_and_leaves_no_file(

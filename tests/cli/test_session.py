@@ -201,6 +201,9 @@ def test_malformed_flag_values_are_usage_errors_with_exit_2(pilot: Pilot) -> Non
         done = pilot.cli(*args)
         assert done.returncode == 2, (args, done.stderr)
         assert_one_line(done.stderr, f"dragoon: {args[0]}: ", "--help")
+    nameless = pilot.cli("fetch", "some-drone", "/")
+    assert nameless.returncode == 2
+    assert_one_line(nameless.stderr, "pass -o FILE")
 
 
 def test_drones_listing_is_plain_when_piped(pilot: Pilot) -> None:
