@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from relay import fetches
 from relay import tasks as task_store
 from relay.context import Relay
 from relay.db import transaction
@@ -41,6 +42,7 @@ class Assignment:
     came_online: bool = False
     changed: list[dict[str, Any]] = field(default_factory=list)
     dispatched: list[str] = field(default_factory=list)  # queued tasks handed out just now
+    failed_fetches: list[str] = field(default_factory=list)
 
 
 def _signed(signer: Signer, task_id: str, drone: str, seq: int, spec: dict[str, Any]) -> str:
@@ -57,6 +59,7 @@ def assign(
     with transaction(conn):
         drone, labels = _heartbeat(conn, name, poll, now)
         changed_ids = _apply_reports(conn, name, poll, now) if first else set()
+        failed_fetches = _fail_fetches(conn, name, poll) if first else []
         handout = _Handout(conn, signer, name, now, drone["seq"])
         _redeliver(handout, set(poll.running) | {s.id for s in poll.started})
         dispatched: list[str] = []
@@ -76,7 +79,7 @@ def assign(
         "server_time": time.time(),
     }
     return Assignment(answer, bool(handout.tasks) or undelivered, drone_view(fresh, active),
-                      drone["state"] != "online", changed, dispatched)
+                      drone["state"] != "online", changed, dispatched, failed_fetches)
 
 
 def _active(conn: sqlite3.Connection, name: str) -> int:
@@ -215,11 +218,12 @@ def _apply_reports(conn: sqlite3.Connection, name: str, poll: PollBody, now: flo
         )
         if cur.rowcount:
             changed.add(rejected.id)
-    from relay import fetches
-
-    for error in poll.fetch_errors:
-        fetches.fail(conn, name, error.id, error.error)
     return changed
+
+
+def _fail_fetches(conn: sqlite3.Connection, name: str, poll: PollBody) -> list[str]:
+    """Fetches the drone refused; their held ``GET /v1/fetches/{id}?wait`` must wake."""
+    return [e.id for e in poll.fetch_errors if fetches.fail(conn, name, e.id, e.error)]
 
 
 async def poll(relay: Relay, name: str, body: PollBody) -> dict[str, Any]:
@@ -243,6 +247,8 @@ async def poll(relay: Relay, name: str, body: PollBody) -> dict[str, Any]:
 def publish(relay: Relay, result: Assignment, *, metrics: bool) -> None:
     if result.drone is not None and (metrics or result.came_online):
         relay.bus.publish("drone", result.drone)
+    for fetch_id in result.failed_fetches:
+        relay.signals.notify(("fetch", fetch_id))
     for task in result.changed:
         relay.bus.publish("task", task)
         relay.signals.notify(("task", task["id"]))

@@ -169,3 +169,26 @@ def test_slow_upload_is_judged_by_its_arrival_time(task_on: tuple[DroneClient, s
 
     answer = drone.http.post(f"/v1/worker/blob?{query}", content=body(), headers=headers)
     assert answer.status_code == 200, answer.text
+
+
+def test_fetch_refusal_wakes_a_waiting_pilot_at_once(
+    shared_pilot: PilotSession, new_drone: Callable[..., DroneClient]
+) -> None:
+    import threading
+
+    drone = new_drone()
+    fetch = shared_pilot.post(f"/v1/workers/{drone.name}/fetch", json={"path": "/x"}).json()
+    drone.poll()
+    got: dict[str, object] = {}
+
+    def wait_for_it() -> None:
+        begin = time.monotonic()
+        got["answer"] = shared_pilot.get(f"/v1/fetches/{fetch['id']}", params={"wait": 20}).json()
+        got["elapsed"] = time.monotonic() - begin
+
+    thread = threading.Thread(target=wait_for_it)
+    thread.start()
+    drone.poll(fetch_errors=[{"id": fetch["id"], "error": "outside fetch roots"}])
+    thread.join(25)
+    assert got["answer"]["state"] == "failed"  # type: ignore[index]
+    assert got["elapsed"] < 5  # type: ignore[operator]
