@@ -131,23 +131,25 @@ def select(work_dir: Path, patterns: list[str], *, max_total: int) -> Selection:
     return selection
 
 
-def file_sha256(path: Path) -> tuple[str, int]:
+def fd_sha256(fd: int, size: int) -> tuple[str, int]:
+    """SHA-256 and length of the first ``size`` bytes of an open file, read by offset."""
     digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
+    offset = 0
+    while offset < size:
+        block = os.pread(fd, min(1 << 20, size - offset), offset)
+        if not block:
+            break
+        digest.update(block)
+        offset += len(block)
+    return digest.hexdigest(), offset
 
 
-async def stream_file(path: Path, size: int) -> AsyncIterator[bytes]:
-    """The first ``size`` bytes of ``path`` in blocks: an upload never holds a file in memory."""
-    remaining = size
-    with open(path, "rb") as handle:
-        while remaining > 0:
-            block = handle.read(min(READ_BLOCK, remaining))
-            if not block:
-                return
-            remaining -= len(block)
-            yield block
+async def stream_fd(fd: int, size: int) -> AsyncIterator[bytes]:
+    """The first ``size`` bytes in blocks: an upload never holds a file in memory."""
+    offset = 0
+    while offset < size:
+        block = os.pread(fd, min(READ_BLOCK, size - offset), offset)
+        if not block:
+            return
+        offset += len(block)
+        yield block

@@ -9,12 +9,13 @@ of the relay's reachability.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
-from typing import Any, Final
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -50,6 +51,19 @@ class Backoff:
 
     def reset(self) -> None:
         self._next = self.start
+
+
+T = TypeVar("T")
+
+
+async def until_reachable(action: Callable[[], Awaitable[T]]) -> T:
+    """``action()`` again and again, with backoff, until the relay is reachable for it."""
+    backoff = Backoff()
+    while True:
+        try:
+            return await action()
+        except RelayUnavailable:
+            await asyncio.sleep(backoff.next_delay())
 
 
 class Link:
@@ -106,11 +120,11 @@ class RelayClient:
                 body_sha256: str | None) -> dict[str, str]:
         if body_sha256 is None:
             return sign_request(self._signer, method=method, path=path, query=query, body=body)
-        # A streamed body: the canonical request's last line is the hash we computed ahead.
+        # A streamed body: the canonical request carries the hash computed ahead.
         timestamp, nonce = str(int(time.time())), new_nonce()
-        head = canonical_request(method=method, path=path, query=query, timestamp=timestamp,
-                                 nonce=nonce, fingerprint=self._signer.fingerprint, body=b"")
-        message = head.rsplit(b"\n", 1)[0] + b"\n" + body_sha256.encode("ascii")
+        message = canonical_request(method=method, path=path, query=query, timestamp=timestamp,
+                                    nonce=nonce, fingerprint=self._signer.fingerprint,
+                                    body_sha256=body_sha256)
         return {
             c.HEADER_TIMESTAMP: timestamp,
             c.HEADER_NONCE: nonce,

@@ -12,19 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Final
 
+import httpx
+
 from drone import config, fetch, spawn
-from drone.client import Backoff, RelayClient, RelayUnavailable, error_code
+from drone.artifacts import fd_sha256, stream_fd
+from drone.client import Backoff, RelayClient, RelayUnavailable, error_code, until_reachable
 from drone.metrics import Metrics
 from drone.runner import TaskRunner
 from drone.state import DataDir, DroneState, is_safe_id, read_json, write_json
@@ -314,16 +315,10 @@ class Drone:
         body = {"task": task_id, "state": "failed", "finished_at": time.time(),
                 "error": "the drone stopped after accepting the task and before starting it; "
                          "not started again (a task runs at most once)"}
-        backoff = Backoff()
-        while True:
-            try:
-                response = await self.client.request("POST", "/v1/worker/finish", json_body=body)
-            except RelayUnavailable:
-                await asyncio.sleep(backoff.next_delay())
-                continue
-            log.info("task %s: reported failed (accepted but never started): HTTP %d",
-                     task_id, response.status_code)
-            return
+        response = await until_reachable(
+            lambda: self.client.request("POST", "/v1/worker/finish", json_body=body))
+        log.info("task %s: reported failed (accepted but never started): HTTP %d",
+                 task_id, response.status_code)
 
     def _work_dir(self, task_id: str, spec: Spec) -> Path:
         """The spec's cwd (relative ones from the home dir), else a fresh per-task folder."""
@@ -371,21 +366,19 @@ class Drone:
 
     async def serve_fetch(self, fetch_id: str, opened: fetch.Opened) -> None:
         """Stream the already-opened file: what was checked is what is sent."""
+        async def attempt() -> tuple[httpx.Response, int]:
+            # Hashed again at each attempt: a file that changed meanwhile is sent as it is now.
+            digest, size = await asyncio.to_thread(fd_sha256, opened.fd,
+                                                   os.fstat(opened.fd).st_size)
+            response = await self.client.request(
+                "POST", "/v1/worker/blob",
+                params={"fetch": fetch_id, "sha256": digest, "size": size},
+                stream=stream_fd(opened.fd, size), body_sha256=digest, stream_size=size,
+                read_timeout=300.0)
+            return response, size
+
         try:
-            backoff = Backoff()
-            while True:
-                # Hashed again at each attempt: a file that changed meanwhile is sent as it is now.
-                size = os.fstat(opened.fd).st_size
-                digest, size = await asyncio.to_thread(fd_sha256, opened.fd, size)
-                try:
-                    response = await self.client.request(
-                        "POST", "/v1/worker/blob",
-                        params={"fetch": fetch_id, "sha256": digest, "size": size},
-                        stream=stream_fd(opened.fd, size), body_sha256=digest, stream_size=size,
-                        read_timeout=300.0)
-                    break
-                except RelayUnavailable:
-                    await asyncio.sleep(backoff.next_delay())
+            response, size = await until_reachable(attempt)
         finally:
             os.close(opened.fd)
         if response.status_code == 200:
@@ -394,28 +387,6 @@ class Drone:
             reason = f"relay refused the upload: HTTP {response.status_code} {error_code(response)}"
             log.warning("fetch %s: %s", fetch_id, reason)
             self.fetch_errors.append({"id": fetch_id, "error": reason})
-
-
-def fd_sha256(fd: int, size: int) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    offset = 0
-    while offset < size:
-        block = os.pread(fd, min(1 << 20, size - offset), offset)
-        if not block:
-            break
-        digest.update(block)
-        offset += len(block)
-    return digest.hexdigest(), offset
-
-
-async def stream_fd(fd: int, size: int) -> AsyncIterator[bytes]:
-    offset = 0
-    while offset < size:
-        block = os.pread(fd, min(256 * 1024, size - offset), offset)
-        if not block:
-            return
-        offset += len(block)
-        yield block
 
 
 def run(data_dir: Path) -> None:

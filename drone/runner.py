@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from drone import artifacts, spawn
-from drone.client import Backoff, RelayClient, RelayUnavailable, error_code
+from drone.client import Backoff, RelayClient, RelayUnavailable, error_code, until_reachable
 from drone.inbox import InboxShipper
 from drone.shipper import AckedOffsets, StreamShipper, TaskGone
 from drone.state import read_json, write_json
@@ -222,7 +223,7 @@ class TaskRunner:
         try:
             await self._ship_until_exit()
             await self._artifacts()
-            await self._retry(lambda: self.inbox.ship(final=True))
+            await until_reachable(lambda: self.inbox.ship(final=True))
             await self._finish()
         except TaskGone as exc:
             log.warning("task %s: %s; dropping its spool", self.id, exc)
@@ -249,14 +250,6 @@ class TaskRunner:
             except RelayUnavailable:
                 await asyncio.sleep(backoff.next_delay())
 
-    async def _retry(self, action: Any) -> Any:
-        backoff = Backoff()
-        while True:
-            try:
-                return await action()
-            except RelayUnavailable:
-                await asyncio.sleep(backoff.next_delay())
-
     async def _artifacts(self) -> None:
         if not self.spec.artifacts:
             return
@@ -279,16 +272,21 @@ class TaskRunner:
             if rel in record["uploaded"]:
                 continue
             # Done either way: stored, or refused by the relay (said in a message).
-            await self._retry(lambda rel=rel, real=real: self._upload(rel, Path(real)))
+            await until_reachable(lambda rel=rel, real=real: self._upload(rel, Path(real)))
             record["uploaded"].append(rel)
             write_json(record_path, record)
 
     async def _upload(self, rel: str, real: Path) -> bool:
-        digest, size = await asyncio.to_thread(artifacts.file_sha256, real)
-        params = {"task": self.id, "path": rel, "sha256": digest, "size": size}
-        response = await self.client.request(
-            "POST", "/v1/worker/blob", params=params, stream=artifacts.stream_file(real, size),
-            body_sha256=digest, stream_size=size, read_timeout=300.0)
+        fd = os.open(real, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            digest, size = await asyncio.to_thread(artifacts.fd_sha256, fd, size)
+            params = {"task": self.id, "path": rel, "sha256": digest, "size": size}
+            response = await self.client.request(
+                "POST", "/v1/worker/blob", params=params, stream=artifacts.stream_fd(fd, size),
+                body_sha256=digest, stream_size=size, read_timeout=300.0)
+        finally:
+            os.close(fd)
         if response.status_code == 200:
             log.info("task %s: artifact %s uploaded (%d bytes)", self.id, rel, size)
             return True

@@ -79,8 +79,13 @@ def test_sha256_is_computed_over_the_whole_file(tmp_path):
     path.write_bytes(b"x" * 3_000_000)
     import hashlib
 
-    assert artifacts.file_sha256(path) == (hashlib.sha256(b"x" * 3_000_000).hexdigest(),
-                                           3_000_000)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert artifacts.fd_sha256(fd, 3_000_000) == (
+            hashlib.sha256(b"x" * 3_000_000).hexdigest(), 3_000_000)
+        assert artifacts.fd_sha256(fd, 10) == (hashlib.sha256(b"x" * 10).hexdigest(), 10)
+    finally:
+        os.close(fd)
 
 
 # ----- fetch -----
