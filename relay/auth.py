@@ -267,7 +267,7 @@ def principal(request: Request) -> Principal | None:
     return found
 
 
-def pilot(request: Request) -> Pilot:
+async def pilot(request: Request) -> Pilot:
     """Dependency: the logged-in pilot, or 403 for a drone on a pilot route."""
     who = principal(request)
     if not isinstance(who, Pilot):
@@ -275,7 +275,7 @@ def pilot(request: Request) -> Pilot:
     return who
 
 
-def drone(request: Request) -> Drone:
+async def drone(request: Request) -> Drone:
     """Dependency: the enrolled drone, or 403 for a pilot on a drone route."""
     who = principal(request)
     if not isinstance(who, Drone):

@@ -46,7 +46,7 @@ class Relay:
         self.db.close()
 
 
-def get_relay(request: Request) -> Relay:
+async def get_relay(request: Request) -> Relay:
     relay: Relay = request.app.state.relay
     return relay
 
