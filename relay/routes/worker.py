@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from relay import artifacts, dispatch, enroll, fetches, logconf, messages
+from relay import artifacts, dispatch, drones, enroll, fetches, logconf, messages
 from relay import tasks as task_store
 from relay.auth import RECEIVED_AT_KEY, DroneDep, check_request, raw_path, scope_headers
 from relay.blobs import check_artifact_path
@@ -67,6 +67,10 @@ async def finish(body: FinishBody, drone: DroneDep, relay: RelayDep) -> dict[str
         relay.bus.publish("task", changed)
         relay.signals.notify(("task", body.task))
         relay.signals.notify(("drone", drone.name))  # a slot is free
+        # The drone's running count changed too: without this event a cockpit
+        # shows the slot as taken until the drone's next metrics report.
+        if (drone_view := await relay.db.run(drones.get, drone.name)) is not None:
+            relay.bus.publish("drone", drone_view)
     return result
 
 

@@ -81,6 +81,21 @@ def test_events_report_task_drone_and_message_changes(
     reader.close()
 
 
+def test_a_finished_task_frees_its_slot_in_a_drone_event(
+    shared_pilot: PilotSession, new_drone: Callable[..., DroneClient]
+) -> None:
+    reader = EventReader(shared_pilot)
+    drone = new_drone()
+    task = shared_pilot.submit("echo slot", drone=drone.name)
+    drone.poll(metrics={"cpu_percent": 1.0})
+    busy = reader.next_matching("drone", lambda d: d["name"] == drone.name)
+    assert busy["running"] == 1
+    drone.finish(task["id"])
+    freed = reader.next_matching("drone", lambda d: d["name"] == drone.name)
+    assert freed["running"] == 0
+    reader.close()
+
+
 def test_drone_going_offline_is_an_event(tmp_path: Path) -> None:
     from tests.support.relay import RelayProcess
 
