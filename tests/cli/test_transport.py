@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import pty
 import select
 import time
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 from tests.cli.conftest import Pilot, make_pilot
 from tests.support.agent import running_ssh_agent
 from tests.support.relay import RelayProcess, fresh_totp
+from tests.support.tls import self_signed_certificate
 
 
 def test_login_signs_with_the_agents_key_when_no_key_is_named(fresh_pilot: Pilot) -> None:
@@ -34,27 +28,8 @@ def test_login_signs_with_the_agents_key_when_no_key_is_named(fresh_pilot: Pilot
     assert done.stderr.startswith("dragoon: key: ") and "ssh-agent" in done.stderr
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = directory / "relay.crt", directory / "relay.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 def test_tls_relay_needs_its_certificate_trusted(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     with RelayProcess(tmp_path / "relay",
                       extra_args=["--tls-cert", str(cert), "--tls-key", str(key)]) as relay:
         assert relay.url.startswith("https://")

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import datetime
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 import pyotp
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from shared.enrollment import JoinToken
 from tests.support.relay import REPO, RelayProcess, dragoon, init_relay, new_signer
+from tests.support.tls import self_signed_certificate
 
 
 def test_add_operator_prints_secret_uri_and_qr_code(tmp_path: Path) -> None:
@@ -58,24 +54,8 @@ def test_serve_refuses_a_public_bind_without_tls(tmp_path: Path) -> None:
     assert "--insecure" in result.stderr and "Traceback" not in result.stderr
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 def test_serve_with_tls_answers_https(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     with RelayProcess(tmp_path / "relay",
                       extra_args=["--tls-cert", str(cert), "--tls-key", str(key)]) as relay:
         assert relay.url.startswith("https://127.0.0.1:")
