@@ -25,11 +25,12 @@ class Verb:
 PILOT = "cockpit.commands"
 VERBS: dict[str, Verb] = {
     "relay": Verb("relay.cli:relay", "Relay host: init, add-operator, enroll, serve."),
-    "drone": Verb("drone.cli:drone", "Drone host: join a relay, run the daemon.", 4),
-    "notify": Verb("drone.notify:notify", "Inside a task: send TEXT to the pilot's inbox.", 4),
+    "drone": Verb("drone.cli:drone", "Drone host: join a relay, run the daemon."),
+    "notify": Verb("drone.notify:notify", "Inside a task: send TEXT to the pilot's inbox."),
     "login": Verb(f"{PILOT}:login", "Log in to the relay with your SSH key and a TOTP code."),
     "logout": Verb(f"{PILOT}:logout", "Revoke the session token."),
     "drones": Verb(f"{PILOT}:drones", "List drones: state, labels, load, running tasks."),
+    "drain": Verb(f"{PILOT}:drain", "Drain a drone: it finishes its work, takes no more."),
     "enroll": Verb(f"{PILOT}:enroll", "Mint a one-time join token for a new drone."),
     "submit": Verb(f"{PILOT}:submit", "Queue a command on a drone; prints the task id."),
     "run": Verb(f"{PILOT}:run", "Submit, stream the output, exit with the task's code."),

@@ -4,7 +4,7 @@ Importing this package costs click and nothing more: each verb imports the
 API client (httpx), rich and the key code only when it runs.
 """
 
-from cockpit.commands.drones import drones, enroll
+from cockpit.commands.drones import drain, drones, enroll
 from cockpit.commands.files import artifact, artifacts, fetch
 from cockpit.commands.inbox import inbox
 from cockpit.commands.session import login, logout
@@ -14,6 +14,7 @@ __all__ = [
     "artifact",
     "artifacts",
     "cancel",
+    "drain",
     "drones",
     "enroll",
     "fetch",

@@ -9,6 +9,7 @@ from cockpit.commands._common import (
     Duration,
     Labels,
     PilotCommand,
+    naming,
     open_client,
     pilot_options,
     run_async,
@@ -64,5 +65,31 @@ def enroll(relay: str | None, key: str | None, ca_cert: str | None, name: str,
         async with open_client(Connection(relay, key, ca_cert)) as client:
             answer = await client.enroll(name=name, labels=labels, ttl=ttl)
         click.echo(answer["token"])
+
+    run_async(go)
+
+
+@click.command(cls=PilotCommand)
+@pilot_options
+@click.argument("name")
+@click.option("--undo", is_flag=True, help="Take the drone out of drain: it takes work again.")
+@click.option("--json", "as_json", is_flag=True, help="The drone object as JSON.")
+def drain(relay: str | None, key: str | None, ca_cert: str | None, name: str, undo: bool,
+          as_json: bool) -> None:
+    """Drain drone NAME: it finishes what it runs and takes nothing new (--undo reverses it).
+
+    The way to empty a box before maintenance without cancelling anything.
+    """
+
+    async def go() -> None:
+        async with open_client(Connection(relay, key, ca_cert)) as client, naming(name):
+            found = await client.drain(drone=name, drain=not undo)
+        from cockpit import render
+
+        if as_json:
+            render.print_json(found)
+            return
+        state = "draining" if found.get("draining") else "taking work"
+        click.echo(f"{found['name']}: {state} ({found.get('running', 0)} running)")
 
     run_async(go)

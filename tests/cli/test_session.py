@@ -210,3 +210,19 @@ def test_drones_listing_is_plain_when_piped(pilot: Pilot) -> None:
     out = pilot.ok("drones")
     assert out.splitlines()[0].split() == ["NAME", "STATE", "LABELS", "LOAD", "TASKS", "SEEN"]
     assert "\x1b[" not in out
+
+
+def test_drain_stops_new_work_and_undo_resumes_it(pilot: Pilot, drone: str) -> None:
+    try:
+        assert pilot.ok("drain", drone).strip().startswith(f"{drone}: draining")
+        listed = {d["name"]: d for d in pilot.json("drones")}
+        assert listed[drone]["draining"] is True
+    finally:
+        undone = json.loads(pilot.ok("drain", drone, "--undo", "--json"))
+    assert undone["draining"] is False
+
+
+def test_drain_of_an_unknown_drone_is_one_line_with_exit_4(pilot: Pilot) -> None:
+    done = pilot.cli("drain", "no-such-drone")
+    assert done.returncode == 4
+    assert_one_line(done.stderr, "no-such-drone")
