@@ -30,7 +30,7 @@ ACTIONS: Final[tuple[PaletteAction, ...]] = (
     PaletteAction("submit", "Submit a task…", "dragoon submit {drone} -- COMMAND", "x", True),
     PaletteAction("cancel_task", "Cancel the selected task", "dragoon cancel {task}", "c", True),
     PaletteAction("drain", "Drain / undrain the selected drone",
-                  "dragoon drain {drone}  # --undo to take work again",
+                  "dragoon drain {drone} [--undo]",
                   "D", True),
     PaletteAction("fetch", "Fetch a file from the selected drone…",
                   "dragoon fetch {drone} PATH", "f", False),

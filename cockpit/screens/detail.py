@@ -19,6 +19,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from cockpit.render import human_size
 from cockpit.state import TASK_COLOURS, TASK_ICONS, format_duration, task_elapsed
 
 if TYPE_CHECKING:
@@ -29,17 +30,6 @@ def _when(ts: float | None) -> str:
     if not ts:
         return "-"
     return datetime.fromtimestamp(float(ts), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
 
 
 def task_summary(task: dict[str, Any], now: float) -> Table:
@@ -77,9 +67,9 @@ def task_summary(task: dict[str, Any], now: float) -> Table:
                   (f"signal {task['signal']}" if task.get("signal") else str(code)))
     cpu = task.get("cpu_seconds")
     table.add_row("CPU", "-" if cpu is None else f"{float(cpu):.1f} s")
-    table.add_row("Peak RSS", _size(task.get("peak_rss")))
-    table.add_row("Output", f"stdout {_size(task.get('stdout_size') or 0)}, "
-                            f"stderr {_size(task.get('stderr_size') or 0)}"
+    table.add_row("Peak RSS", human_size(task.get("peak_rss")))
+    table.add_row("Output", f"stdout {human_size(task.get('stdout_size') or 0)}, "
+                            f"stderr {human_size(task.get('stderr_size') or 0)}"
                   + ("  (truncated)" if task.get("output_truncated") else ""))
     return table
 
@@ -143,7 +133,7 @@ class TaskDetailScreen(Screen[None]):
         table = self.query_one("#artifacts", DataTable)
         table.clear()
         for a in artifacts:
-            table.add_row(str(a.get("path")), _size(a.get("size")),
+            table.add_row(str(a.get("path")), human_size(a.get("size")),
                           str(a.get("sha256", ""))[:16] + "…", _when(a.get("uploaded_at")))
 
     def action_download(self) -> None:
