@@ -32,7 +32,7 @@ from cockpit.commands_palette import ACTIONS, CockpitCommands
 from cockpit.live import DataSource, describe, session_expired
 from cockpit.messages import ActionFailed, ConnectionStatus, Link, RoundTrip
 from cockpit.screens.detail import TaskDetailScreen
-from cockpit.screens.dialogs import ConfirmScreen, PromptScreen, SubmitScreen
+from cockpit.screens.dialogs import ConfirmScreen, JoinTokenScreen, PromptScreen, SubmitScreen
 from cockpit.screens.help import HelpScreen
 from cockpit.screens.inbox import InboxScreen
 from cockpit.screens.main import MainScreen
@@ -75,6 +75,7 @@ class CockpitApp(App[None]):
         Binding("c", "cancel_task", "Cancel", id="app.cancel"),
         Binding("D", "drain", "Drain", id="app.drain"),
         Binding("f", "fetch", "Fetch", show=False, id="app.fetch"),
+        Binding("e", "enroll", "Enroll", show=False, id="app.enroll"),
         Binding("i", "inbox", "Inbox", id="app.inbox"),
         Binding("1", "focus('grid')", "Drones", show=False, id="app.grid"),
         Binding("2", "focus('tree')", "Tasks", show=False, id="app.tree"),
@@ -484,6 +485,22 @@ class CockpitApp(App[None]):
             self.post_message(ActionFailed(f"drain {name}", error))
             return
         self._queue(self.state.upsert_drone(drone))
+
+    @work(group="actions")
+    async def action_enroll(self) -> None:
+        name = await self.push_screen_wait(PromptScreen("Enroll a new drone: its name",
+                                                        placeholder="gpu-2"))
+        if not name:
+            return
+        labels_text = await self.push_screen_wait(PromptScreen(
+            f"Labels for {name} (comma-separated, optional)", placeholder="gpu,a100"))
+        labels = [label.strip() for label in (labels_text or "").split(",") if label.strip()]
+        try:
+            token = await self.source.enroll(name, labels)
+        except Exception as error:
+            self.post_message(ActionFailed(f"enroll {name}", error))
+            return
+        self.push_screen(JoinTokenScreen(name, token))
 
     @work(group="actions")
     async def action_fetch(self) -> None:

@@ -32,6 +32,8 @@ ACTIONS: Final[tuple[PaletteAction, ...]] = (
     PaletteAction("drain", "Drain / undrain the selected drone",
                   "dragoon drain {drone} [--undo]",
                   "D", True),
+    PaletteAction("enroll", "Enroll a new drone (mint a join token)…",
+                  "dragoon enroll NAME --labels a,b", "e", True),
     PaletteAction("fetch", "Fetch a file from the selected drone…",
                   "dragoon fetch {drone} PATH", "f", False),
     PaletteAction("task_detail", "Open the selected task's detail", "dragoon task {task}",

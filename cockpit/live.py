@@ -68,6 +68,8 @@ class DataSource(Protocol):
 
     async def drain(self, drone: str, drain: bool) -> dict[str, Any]: ...
 
+    async def enroll(self, drone: str, labels: list[str]) -> str: ...
+
     async def artifacts(self, task_id: str) -> list[dict[str, Any]]: ...
 
     async def download_artifact(self, task_id: str, artifact: dict[str, Any],
@@ -138,6 +140,9 @@ class LiveSource:
 
     async def drain(self, drone: str, drain: bool) -> dict[str, Any]:
         return dict(await self.client.drain(drone=drone, drain=drain))
+
+    async def enroll(self, drone: str, labels: list[str]) -> str:
+        return str((await self.client.enroll(name=drone, labels=labels))["token"])
 
     async def artifacts(self, task_id: str) -> list[dict[str, Any]]:
         return [dict(a) for a in await self.client.artifacts(task_id=task_id)]

@@ -203,3 +203,33 @@ class PromptScreen(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class JoinTokenScreen(ModalScreen[None]):
+    """Shows a freshly minted join token once, with the command that uses it.
+
+    The token is a secret that works once and expires, so it is shown here and
+    copied on request (OSC 52), never written to a file or a log.
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "dismiss", "Close"),
+        Binding("y", "copy", "Copy the token"),
+    ]
+
+    def __init__(self, drone: str, token: str) -> None:
+        super().__init__()
+        self.drone = drone
+        self.token = token
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog prompt"):
+            yield Static(f"Join token for {self.drone} (one use, expires)",
+                         classes="dialog-title")
+            yield Static(self.token, id="join-token", markup=False)
+            yield Static("On the drone's box:\n  dragoon drone join TOKEN --data DIR\n"
+                         "y copies the token · esc closes", classes="dialog-hint")
+
+    def action_copy(self) -> None:
+        self.app.copy_to_clipboard(self.token)
+        self.notify("join token copied to the clipboard")

@@ -129,6 +129,9 @@ class FixedSource:
     async def drain(self, drone: str, drain: bool) -> dict[str, Any]:
         raise NotImplementedError("the fixed source takes no orders")
 
+    async def enroll(self, drone: str, labels: list[str]) -> str:
+        raise NotImplementedError("the fixed source takes no orders")
+
     async def artifacts(self, task_id: str) -> list[dict[str, Any]]:
         return [{"path": "out/model.pt", "size": 123456789, "sha256": "ab" * 32,
                  "uploaded_at": NOW - 30}]

@@ -18,9 +18,10 @@ from cockpit.client import RelayClient
 from cockpit.live import LiveSource
 from cockpit.messages import Link
 from cockpit.screens.detail import TaskDetailScreen
-from cockpit.screens.dialogs import ConfirmScreen, PromptScreen, SubmitScreen
+from cockpit.screens.dialogs import ConfirmScreen, JoinTokenScreen, PromptScreen, SubmitScreen
 from cockpit.screens.inbox import InboxScreen
 from cockpit.widgets.log_buffer import STDERR, STDOUT
+from shared.enrollment import JoinToken
 from tests.cockpit.waiting import until
 from tests.drone.conftest import DroneProcess
 from tests.support.relay import PilotSession, RelayProcess, fresh_totp
@@ -172,6 +173,25 @@ async def test_drain_asks_then_the_drone_drains_and_an_artifact_downloads(
             await _download_artifact(world, app, pilot, task_id, tmp_path)
     finally:  # the other tests need a drone that takes work
         world.pilot.post(f"/v1/workers/{DRONE}/drain", json={"drain": False})
+
+
+async def test_enroll_from_the_cockpit_mints_a_join_token_for_the_relay(world: World) -> None:
+    app = world.app()
+    async with app.run_test(size=SIZE) as pilot:
+        await connected(pilot, app)
+        await pilot.press("e")
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen), what="name prompt")
+        await pilot.press(*"cockpit-new", "enter")
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen)
+                    and "Labels" in app.screen.title_text, what="labels prompt")
+        await pilot.press(*"gpu,lab", "enter")
+        await until(pilot, lambda: isinstance(app.screen, JoinTokenScreen), what="the token")
+        screen = app.screen
+        assert isinstance(screen, JoinTokenScreen)
+        token = JoinToken.decode(screen.token)
+        assert (token.drone, token.relay) == ("cockpit-new", world.relay.url)
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, JoinTokenScreen), what="closed")
 
 
 async def _download_artifact(world: World, app: CockpitApp, pilot: Any, task_id: str,
