@@ -6,30 +6,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from drone import config
-from tests.support.relay import REPO, PilotSession, RelayProcess
+from tests.support.relay import REPO, PilotSession, RelayProcess, wait_until
 
 T = TypeVar("T")
-
-
-def wait_for(condition: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.02,
-             what: str = "condition") -> T:
-    """Poll ``condition`` until it returns something truthy; fail the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 # ----- end to end: a real relay (tests/support/relay.py) and real drone processes -----
@@ -140,8 +126,9 @@ class Fleet:
             return task if task["state"] in wanted else None
 
         try:
-            return wait_for(reached, timeout=timeout, interval=0.05, what=f"{task_id} {wanted}")
-        except AssertionError:
+            return wait_until(reached, timeout=timeout, interval=0.05,
+                              message=f"{task_id} {wanted}")
+        except TimeoutError:
             logs = "\n".join(d.log_text()[-3000:] for d in self.drones)
             raise AssertionError(f"{task_id} never reached {wanted}: {self.task(task_id)}\n"
                                  f"drone logs:\n{logs}") from None

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.drone.conftest import Fleet, wait_for
+from tests.drone.conftest import Fleet
 from tests.drone.proxy import TamperingProxy
+from tests.support.relay import wait_until
 
 
 @pytest.fixture
@@ -33,8 +34,8 @@ def test_each_inbox_line_and_each_notify_becomes_one_message(fleet: Fleet):
         'head -c 5000 /dev/zero | tr "\\0" x >> "$DRAGOON_INBOX"; echo >> "$DRAGOON_INBOX"; '
         'printf "last without newline" >> "$DRAGOON_INBOX"', drone="d1")
     assert fleet.wait_state(task_id)["state"] == "succeeded"
-    texts = wait_for(lambda: len(got := messages(fleet, task_id)) == 4 and got,
-                     what="four messages")
+    texts = wait_until(lambda: len(got := messages(fleet, task_id)) == 4 and got,
+                     message="four messages")
     assert texts[0] == "epoch 1 done" and texts[1] == "epoch 2 done"
     assert len(texts[2].encode()) <= 4096 and "truncated: 5000 bytes" in texts[2]
     assert texts[3] == "last without newline"
@@ -65,9 +66,9 @@ def fetch(fleet: Fleet, drone: str, path: str) -> dict:
     answer = fleet.pilot.post(f"/v1/workers/{fleet.name(drone)}/fetch", json={"path": path})
     assert answer.status_code in (200, 201, 202), answer.text
     fetch_id = answer.json()["id"]
-    return wait_for(
+    return wait_until(
         lambda: (f := fleet.pilot.get(f"/v1/fetches/{fetch_id}", params={"wait": 0}).json())
-        and f["state"] != "pending" and f, timeout=20, what="fetch settled")
+        and f["state"] != "pending" and f, timeout=20, message="fetch settled")
 
 
 def test_fetch_serves_files_under_the_roots_and_refuses_the_rest(fleet: Fleet, tmp_path: Path):

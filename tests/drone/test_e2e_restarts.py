@@ -10,7 +10,8 @@ import signal
 import psutil
 
 from drone.release import MARGIN, STEP
-from tests.drone.conftest import Fleet, wait_for
+from tests.drone.conftest import Fleet
+from tests.support.relay import wait_until
 
 COUNT = 400
 # Prints 1..COUNT, one line every few ms, then exits 7: slow enough to crash things mid-run.
@@ -32,12 +33,12 @@ def relay_bytes(fleet: Fleet, task_id: str) -> int:
 def test_relay_kill9_and_restart_mid_task_loses_and_doubles_nothing(fleet: Fleet):
     drone = fleet.drone("d1")
     task_id = fleet.submit(COUNTER, drone="d1")
-    wait_for(lambda: relay_bytes(fleet, task_id) > 500, what="some output at the relay")
+    wait_until(lambda: relay_bytes(fleet, task_id) > 500, message="some output at the relay")
     fleet.relay.kill9()
     spool = drone.data_dir / "tasks" / task_id / "stdout"
     # The task runs on while the relay is down: output keeps spooling on the drone.
-    wait_for(lambda: spool.exists() and b"line-200\n" in spool.read_bytes(), timeout=30,
-             what="output spooling while the relay is down")
+    wait_until(lambda: spool.exists() and b"line-200\n" in spool.read_bytes(), timeout=30,
+             message="output spooling while the relay is down")
     fleet.relay.start()
     task = fleet.wait_state(task_id, timeout=60)
     assert task["state"] == "failed" and task["exit_code"] == 7
@@ -46,8 +47,8 @@ def test_relay_kill9_and_restart_mid_task_loses_and_doubles_nothing(fleet: Fleet
     assert "relay unreachable" in drone.log_text()
     assert drone.process is not None and drone.process.poll() is None  # never exits on it
     assert drone.log_text().count("relay unreachable") <= 2  # a line per change, not per retry
-    wait_for(lambda: not (drone.data_dir / "tasks" / task_id).exists(),
-             what="spool removed once acknowledged")
+    wait_until(lambda: not (drone.data_dir / "tasks" / task_id).exists(),
+             message="spool removed once acknowledged")
 
 
 def test_drone_kill9_mid_task_the_task_survives_and_its_real_exit_is_reported(fleet: Fleet):
@@ -55,7 +56,7 @@ def test_drone_kill9_mid_task_the_task_survives_and_its_real_exit_is_reported(fl
     task_id = fleet.submit(COUNTER, drone="d1")
     task = fleet.wait_state(task_id, "running")
     pid = task.get("pid")
-    wait_for(lambda: relay_bytes(fleet, task_id) > 300, what="some output at the relay")
+    wait_until(lambda: relay_bytes(fleet, task_id) > 300, message="some output at the relay")
     drone.kill9()
     proc = drone.data_dir / "tasks" / task_id / "proc.json"
     record = json.loads(proc.read_text())
@@ -63,8 +64,8 @@ def test_drone_kill9_mid_task_the_task_survives_and_its_real_exit_is_reported(fl
     # The task does not notice: it is still running with the drone gone.
     assert psutil.pid_exists(record["pid"])
     spool = drone.data_dir / "tasks" / task_id / "stdout"
-    wait_for(lambda: b"line-150\n" in spool.read_bytes(), timeout=30,
-             what="task writing on with no drone")
+    wait_until(lambda: b"line-150\n" in spool.read_bytes(), timeout=30,
+             message="task writing on with no drone")
     drone.start()
     task = fleet.wait_state(task_id, timeout=60)
     assert task["state"] == "failed" and task["exit_code"] == 7, task
@@ -83,7 +84,7 @@ def test_a_task_that_ends_while_the_drone_is_down_reports_its_real_exit(fleet: F
     record = (drone.data_dir / "tasks" / task_id / "proc.json").read_text()
     pgid = json.loads(record)["pid"]
     os.killpg(pgid, signal.SIGKILL)  # the task ends while no drone is watching
-    wait_for(exit_file.exists, what="the wrapper records the exit with no drone")
+    wait_until(exit_file.exists, message="the wrapper records the exit with no drone")
     drone.start()
     task = fleet.wait_state(task_id)
     assert task["state"] == "failed" and task["signal"] == 9
@@ -125,7 +126,7 @@ def test_acknowledged_output_gives_its_disk_back_while_the_task_runs(fleet: Flee
     gate = tmp_path / "gate"
     task_id = fleet.submit(f"{chain_command(size)}; while [ ! -e {gate} ]; do sleep 0.05; done",
                            drone="d1", timeout=120)
-    wait_for(lambda: relay_bytes(fleet, task_id) == size, timeout=60, what="relay holds all")
+    wait_until(lambda: relay_bytes(fleet, task_id) == size, timeout=60, message="relay holds all")
     spool = (drone.data_dir / "tasks" / task_id / "stdout").stat()
     assert spool.st_size == size  # offsets unchanged for the task and the shipper
     assert spool.st_blocks * 512 < size - STEP + (1 << 20)  # but acknowledged bytes left disk
@@ -144,9 +145,9 @@ def test_a_reboot_ends_a_running_task_as_failed_with_the_reason(fleet: Fleet):
     # What a reboot leaves: no task, no wrapper, and a different boot time.
     os.killpg(record["pid"], signal.SIGKILL)
     os.kill(record["wrapper_pid"], signal.SIGKILL)
-    wait_for(lambda: not psutil.pid_exists(record["wrapper_pid"]) or
+    wait_until(lambda: not psutil.pid_exists(record["wrapper_pid"]) or
              psutil.Process(record["wrapper_pid"]).status() == psutil.STATUS_ZOMBIE,
-             what="wrapper gone")
+             message="wrapper gone")
     (drone.data_dir / "tasks" / task_id / "exit.json").unlink(missing_ok=True)
     record["boot_time"] -= 3600
     proc_path.write_text(json.dumps(record))

@@ -7,7 +7,8 @@ import time
 import psutil
 import pytest
 
-from tests.drone.conftest import Fleet, wait_for
+from tests.drone.conftest import Fleet
+from tests.support.relay import wait_until
 
 
 @pytest.fixture
@@ -49,9 +50,9 @@ def test_cancel_kills_the_whole_process_group_within_the_grace(fleet: Fleet):
         "trap '' TERM; bash -c 'sleep 300 & echo $! > grandchild.pid; wait' & "
         "while true; do sleep 0.1; done", drone="d1", grace=1)
     work = drone.data_dir / "work" / task_id
-    grandchild = int(wait_for(lambda: (work / "grandchild.pid").exists()
+    grandchild = int(wait_until(lambda: (work / "grandchild.pid").exists()
                               and (work / "grandchild.pid").read_text().strip(),
-                              what="grandchild pid"))
+                              message="grandchild pid"))
     assert psutil.pid_exists(grandchild)
     asked = time.monotonic()
     answer = fleet.pilot.post(f"/v1/tasks/{task_id}/cancel", json={"grace": 1})

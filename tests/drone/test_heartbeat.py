@@ -10,7 +10,8 @@ import pytest
 
 from drone.client import Backoff
 from drone.metrics import parse_smi
-from tests.drone.conftest import Fleet, wait_for
+from tests.drone.conftest import Fleet
+from tests.support.relay import wait_until
 
 FAKE_SMI = """#!/bin/sh
 echo "0, NVIDIA A100-SXM4-80GB, 97, 40000, 81920, 64"
@@ -31,7 +32,7 @@ def drone_view(fleet: Fleet, name: str) -> dict:
 
 def test_heartbeat_carries_host_metrics_and_no_gpus_when_there_are_none(fleet: Fleet):
     fleet.drone("d1", start=False).start(env={"PATH": "/usr/bin:/bin"})
-    metrics = wait_for(lambda: drone_view(fleet, "d1").get("metrics"), what="metrics")
+    metrics = wait_until(lambda: drone_view(fleet, "d1").get("metrics"), message="metrics")
     for key in ("cpu_percent", "cpu_count", "load", "mem_total", "mem_used", "disk_total",
                 "disk_free", "uptime"):
         assert key in metrics, key
@@ -47,7 +48,7 @@ def test_heartbeat_reports_gpus_from_nvidia_smi(fleet: Fleet, tmp_path: Path):
     smi.write_text(FAKE_SMI)
     smi.chmod(0o755)
     fleet.drone("g1", start=False).start(env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
-    metrics = wait_for(lambda: drone_view(fleet, "g1").get("metrics"), what="metrics")
+    metrics = wait_until(lambda: drone_view(fleet, "g1").get("metrics"), message="metrics")
     assert [g["util"] for g in metrics["gpus"]] == [97, 3]
     assert metrics["gpus"][0]["mem_total"] == 81920 * 1024 * 1024
     assert metrics["gpus"][0]["name"] == "NVIDIA A100-SXM4-80GB"

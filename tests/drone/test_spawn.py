@@ -12,7 +12,7 @@ import psutil
 
 from drone import spawn
 from drone.state import read_json
-from tests.drone.conftest import wait_for
+from tests.support.relay import wait_until
 
 
 def launch(task_dir: Path, command: str, *, env: dict[str, str] | None = None,
@@ -25,7 +25,8 @@ def launch(task_dir: Path, command: str, *, env: dict[str, str] | None = None,
 
 
 def exit_info(task_dir: Path, timeout: float = 10.0) -> dict:
-    return wait_for(lambda: read_json(task_dir / "exit.json"), timeout=timeout, what="exit.json")
+    return wait_until(lambda: read_json(task_dir / "exit.json"), timeout=timeout,
+                      message="exit.json")
 
 
 def test_output_goes_to_spool_files_and_exit_code_is_recorded(tmp_path):
@@ -68,23 +69,23 @@ def test_a_missing_cwd_is_reported_as_a_start_failure(tmp_path):
 def test_killing_the_group_leaves_no_grandchild_behind(tmp_path):
     task = tmp_path / "t"
     record = launch(task, "bash -c 'sleep 300 & echo $! > grandchild; wait' & wait")
-    grandchild = int(wait_for(lambda: (task / "grandchild").exists()
-                              and (task / "grandchild").read_text().strip(), what="grandchild"))
+    grandchild = int(wait_until(lambda: (task / "grandchild").exists()
+                              and (task / "grandchild").read_text().strip(), message="grandchild"))
     assert psutil.pid_exists(grandchild)
     spawn.kill_tree(record, signal.SIGTERM)
     info = exit_info(task)
     assert info["signal"] == signal.SIGTERM
-    wait_for(lambda: not psutil.pid_exists(grandchild) or
+    wait_until(lambda: not psutil.pid_exists(grandchild) or
              psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE,
-             what="grandchild gone")
+             message="grandchild gone")
 
 
 def test_sigterm_ignored_then_sigkill_ends_the_task(tmp_path):
     task = tmp_path / "t"
     record = launch(task, "trap 'echo term' TERM; echo ready; while true; do sleep 0.05; done")
-    wait_for(lambda: (task / "stdout").read_bytes() == b"ready\n", what="ready")
+    wait_until(lambda: (task / "stdout").read_bytes() == b"ready\n", message="ready")
     spawn.kill_tree(record, signal.SIGTERM)
-    wait_for(lambda: b"term" in (task / "stdout").read_bytes(), what="trap ran")
+    wait_until(lambda: b"term" in (task / "stdout").read_bytes(), message="trap ran")
     assert read_json(task / "exit.json") is None  # it shrugged SIGTERM off
     spawn.kill_tree(record, signal.SIGKILL)
     assert exit_info(task)["signal"] == signal.SIGKILL
@@ -96,8 +97,8 @@ def test_background_leftovers_are_swept_when_the_task_exits(tmp_path):
     info = exit_info(task)
     left = int((task / "left").read_text())
     assert info["exit_code"] == 0
-    wait_for(lambda: not psutil.pid_exists(left) or
-             psutil.Process(left).status() == psutil.STATUS_ZOMBIE, what="leftover gone")
+    wait_until(lambda: not psutil.pid_exists(left) or
+             psutil.Process(left).status() == psutil.STATUS_ZOMBIE, message="leftover gone")
 
 
 def test_the_task_outlives_the_process_that_launched_it(tmp_path):
@@ -135,8 +136,8 @@ def test_tree_sample_counts_cpu_and_memory_of_the_group(tmp_path):
     record = launch(task, "python3 -c 'x = bytearray(60_000_000); import time\n"
                           "t = time.time()\nwhile time.time() - t < 0.6: pass\n"
                           "print(\"done\", flush=True)\nimport sys; sys.stdin.read()' & wait")
-    sample = wait_for(lambda: (s := spawn.sample_tree(record)) and s.cpu_seconds > 0.2 and s,
-                      what="cpu burn")
+    sample = wait_until(lambda: (s := spawn.sample_tree(record)) and s.cpu_seconds > 0.2 and s,
+                      message="cpu burn")
     assert sample.rss > 60_000_000
     exit_info(task)
 
