@@ -42,9 +42,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from shared.keys import PrivateKey  # noqa: E402
-from shared.request_auth import sign_request  # noqa: E402
-from shared.signers import KeyFileSigner, Signer  # noqa: E402
+from dragoon.shared.keys import PrivateKey  # noqa: E402
+from dragoon.shared.request_auth import sign_request  # noqa: E402
+from dragoon.shared.signers import KeyFileSigner, Signer  # noqa: E402
 from tests.support.relay import PilotSession, RelayProcess  # noqa: E402
 
 CHUNK = 64 * 1024
@@ -133,7 +133,7 @@ async def enroll_drone(url: str, pilot: PilotSession, name: str, signer: Signer,
                                        pilot.token), body)
     if minted.status != 200:
         raise RuntimeError(f"mint {name}: {minted.status} {minted.body!r}")
-    from shared.enrollment import JoinToken
+    from dragoon.shared.enrollment import JoinToken
 
     token = JoinToken.decode(minted.json()["token"])
     init = json.dumps({"name": name, "secret": token.secret,
@@ -254,7 +254,7 @@ class _PilotWithoutSignature:
         self.principal = principal
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        from relay.auth import PRINCIPAL_KEY
+        from dragoon.relay.auth import PRINCIPAL_KEY
 
         scope[PRINCIPAL_KEY] = self.principal
         await self.app(scope, receive, send)
@@ -295,9 +295,9 @@ def _in_process(data_dir: Path, pilot: PilotSession, task_id: str, total: int) -
                                                                                       float]:
     from starlette.middleware import Middleware
 
-    from relay.app import create_app
-    from relay.auth import Pilot, SignedRequests, token_hash
-    from relay.config import RelayConfig
+    from dragoon.relay.app import create_app
+    from dragoon.relay.auth import Pilot, SignedRequests, token_hash
+    from dragoon.relay.config import RelayConfig
 
     path = f"/v1/tasks/{task_id}"
     assert pilot.token is not None

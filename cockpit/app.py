@@ -28,15 +28,15 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.widgets import Input, Static, Tree
 
-from cockpit.commands_palette import ACTIONS, CockpitCommands
-from cockpit.live import DataSource, describe, session_expired
-from cockpit.messages import ActionFailed, ConnectionStatus, Link, RoundTrip
-from cockpit.screens.detail import TaskDetailScreen
-from cockpit.screens.dialogs import ConfirmScreen, JoinTokenScreen, PromptScreen, SubmitScreen
-from cockpit.screens.help import HelpScreen
-from cockpit.screens.inbox import InboxScreen
-from cockpit.screens.main import MainScreen
-from cockpit.state import (
+from dragoon.cockpit.commands_palette import ACTIONS, CockpitCommands
+from dragoon.cockpit.live import DataSource, describe, session_expired
+from dragoon.cockpit.messages import ActionFailed, ConnectionStatus, Link, RoundTrip
+from dragoon.cockpit.screens.detail import TaskDetailScreen
+from dragoon.cockpit.screens.dialogs import ConfirmScreen, JoinTokenScreen, PromptScreen, SubmitScreen
+from dragoon.cockpit.screens.help import HelpScreen
+from dragoon.cockpit.screens.inbox import InboxScreen
+from dragoon.cockpit.screens.main import MainScreen
+from dragoon.cockpit.state import (
     Change,
     CockpitState,
     DroneAdded,
@@ -50,11 +50,11 @@ from cockpit.state import (
     coalesce,
     wall_clock,
 )
-from cockpit.widgets.connection_bar import ConnectionBar
-from cockpit.widgets.drone_grid import DroneGrid
-from cockpit.widgets.log_buffer import LogBuffer
-from cockpit.widgets.log_view import LogView
-from cockpit.widgets.task_tree import TaskTree
+from dragoon.cockpit.widgets.connection_bar import ConnectionBar
+from dragoon.cockpit.widgets.drone_grid import DroneGrid
+from dragoon.cockpit.widgets.log_buffer import LogBuffer
+from dragoon.cockpit.widgets.log_view import LogView
+from dragoon.cockpit.widgets.task_tree import TaskTree
 
 FLUSH_INTERVAL: Final = 0.1
 LOG_BUFFERS: Final = 8  # attached tasks whose output stays followed and in memory

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.keys import write_private_file
+from dragoon.shared.keys import write_private_file
 
 
 class ConfigError(Exception):

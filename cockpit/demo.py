@@ -139,7 +139,7 @@ class Demo:
     # -- steps ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        from shared.keys import PrivateKey
+        from dragoon.shared.keys import PrivateKey
 
         say(f"working in {self.root}")
         self.dragoon("relay", "init", "--data", str(self.root / "relay"))
@@ -169,7 +169,7 @@ class Demo:
     def log_in(self, secret: str) -> None:
         import pyotp
 
-        from cockpit.commands.session import log_in
+        from dragoon.cockpit.commands.session import log_in
 
         code = pyotp.TOTP(secret).now()  # in-process: the code never sits in an argv
         asyncio.run(log_in(relay=self.relay_url, key=None, ca_cert=None, totp=code,

@@ -11,9 +11,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from shared.errors import KeyLoadError
-from shared.keys import PublicKey, load_public_key_file, terminal_passphrase
-from shared.signers import AgentSigner, KeyFileSigner, Signer
+from dragoon.shared.errors import KeyLoadError
+from dragoon.shared.keys import PublicKey, load_public_key_file, terminal_passphrase
+from dragoon.shared.signers import AgentSigner, KeyFileSigner, Signer
 
 
 def default_key(env: Mapping[str, str] = os.environ) -> Path:

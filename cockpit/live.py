@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from cockpit.client import RelayClient
+    from dragoon.cockpit.client import RelayClient
 
 # 401 codes that a fresh login cures (a bad signature or unknown key would not).
 SESSION_CODES = frozenset({"bad_session"})

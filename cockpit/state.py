@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from shared.models import FINAL_STATES, TaskState
+from dragoon.shared.models import FINAL_STATES, TaskState
 
 Clock = Callable[[], float]
 Drone = dict[str, Any]

@@ -22,11 +22,11 @@ class Verb:
     issue: int | None = None  # the issue that builds it, while it is a stub
 
 
-PILOT = "cockpit.commands"
+PILOT = "dragoon.cockpit.commands"
 VERBS: dict[str, Verb] = {
-    "relay": Verb("relay.cli:relay", "Relay host: init, add-operator, enroll, serve."),
-    "drone": Verb("drone.cli:drone", "Drone host: join a relay, run the daemon."),
-    "notify": Verb("drone.notify:notify", "Inside a task: send TEXT to the pilot's inbox."),
+    "relay": Verb("dragoon.relay.cli:relay", "Relay host: init, add-operator, enroll, serve."),
+    "drone": Verb("dragoon.drone.cli:drone", "Drone host: join a relay, run the daemon."),
+    "notify": Verb("dragoon.drone.notify:notify", "Inside a task: send TEXT to the pilot's inbox."),
     "login": Verb(f"{PILOT}:login", "Log in to the relay with your SSH key and a TOTP code."),
     "logout": Verb(f"{PILOT}:logout", "Revoke the session token."),
     "drones": Verb(f"{PILOT}:drones", "List drones: state, labels, load, running tasks."),
@@ -42,8 +42,8 @@ VERBS: dict[str, Verb] = {
     "artifact": Verb(f"{PILOT}:artifact", "Download one artifact."),
     "fetch": Verb(f"{PILOT}:fetch", "Download a file from a drone."),
     "inbox": Verb(f"{PILOT}:inbox", "Read (or follow) messages from tasks."),
-    "cockpit": Verb("cockpit.tui_command:cockpit", "The full-screen terminal cockpit."),
-    "demo": Verb("cockpit.demo:demo", "Relay + drone on loopback in a temp dir, then the cockpit."),
+    "cockpit": Verb("dragoon.cockpit.tui_command:cockpit", "The full-screen terminal cockpit."),
+    "demo": Verb("dragoon.cockpit.demo:demo", "Relay + drone on loopback in a temp dir, then the cockpit."),
 }
 
 

@@ -27,8 +27,8 @@ def drone() -> None:
 @click.option("--labels", default="", help="Comma-separated labels tasks can target.")
 def join(token: str, data_dir: Path, slots: int, labels: str) -> None:
     """Enroll this box with a one-time join TOKEN and pin the relay's task key."""
-    from drone.join import JoinError
-    from drone.join import join as do_join
+    from dragoon.drone.join import JoinError
+    from dragoon.drone.join import join as do_join
 
     try:
         joined = do_join(token, data_dir, slots=slots, labels=_labels(labels))
@@ -54,9 +54,9 @@ def run(data_dir: Path, verbose: bool) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    from drone.config import SettingsError
-    from drone.daemon import run as run_daemon
-    from shared.errors import DragoonError
+    from dragoon.drone.config import SettingsError
+    from dragoon.drone.daemon import run as run_daemon
+    from dragoon.shared.errors import DragoonError
 
     try:
         run_daemon(data_dir)

@@ -20,11 +20,11 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from shared import constants as c
-from shared import sshsig
-from shared.canonical import canonical_request
-from shared.request_auth import new_nonce, sign_request
-from shared.signers import Signer
+from dragoon.shared import constants as c
+from dragoon.shared import sshsig
+from dragoon.shared.canonical import canonical_request
+from dragoon.shared.request_auth import new_nonce, sign_request
+from dragoon.shared.signers import Signer
 
 log = logging.getLogger("dragoon.drone")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
-from drone.state import write_atomic
+from dragoon.drone.state import write_atomic
 
 DEFAULT_GRACE: Final = 10.0
 DEFAULT_MAX_GRACE: Final = 300.0

@@ -23,15 +23,15 @@ from typing import Any, Final
 
 import httpx
 
-from drone import config, fetch, spawn
-from drone.artifacts import fd_sha256, stream_fd
-from drone.client import Backoff, RelayClient, RelayUnavailable, error_code, until_reachable
-from drone.metrics import Metrics
-from drone.runner import TaskRunner
-from drone.state import DataDir, DroneState, is_safe_id, read_json, write_json
-from drone.verify import Spec, parse_spec, parse_task, verify_task
-from shared.keys import PublicKey, load_public_key_file
-from shared.signers import KeyFileSigner
+from dragoon.drone import config, fetch, spawn
+from dragoon.drone.artifacts import fd_sha256, stream_fd
+from dragoon.drone.client import Backoff, RelayClient, RelayUnavailable, error_code, until_reachable
+from dragoon.drone.metrics import Metrics
+from dragoon.drone.runner import TaskRunner
+from dragoon.drone.state import DataDir, DroneState, is_safe_id, read_json, write_json
+from dragoon.drone.verify import Spec, parse_spec, parse_task, verify_task
+from dragoon.shared.keys import PublicKey, load_public_key_file
+from dragoon.shared.signers import KeyFileSigner
 
 log = logging.getLogger("dragoon.drone")
 

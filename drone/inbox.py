@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from drone.client import RelayClient, RelayUnavailable, error_code
-from drone.state import read_json, write_json
+from dragoon.drone.client import RelayClient, RelayUnavailable, error_code
+from dragoon.drone.state import read_json, write_json
 
 MESSAGE_CAP: Final = 4096  # bytes of UTF-8 per message
 READ_WINDOW: Final = 64 * 1024  # a line longer than this is cut, the rest of it skipped

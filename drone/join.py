@@ -14,12 +14,12 @@ from pathlib import Path
 
 import httpx
 
-from drone import config
-from drone.daemon import version
-from drone.state import DataDir, write_atomic
-from shared.enrollment import JoinToken
-from shared.errors import DragoonError, KeyLoadError, TokenFormatError
-from shared.keys import PrivateKey, PublicKey, load_private_key_file
+from dragoon.drone import config
+from dragoon.drone.daemon import version
+from dragoon.drone.state import DataDir, write_atomic
+from dragoon.shared.enrollment import JoinToken
+from dragoon.shared.errors import DragoonError, KeyLoadError, TokenFormatError
+from dragoon.shared.keys import PrivateKey, PublicKey, load_private_key_file
 
 
 class JoinError(Exception):

@@ -22,15 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from drone import artifacts, spawn
-from drone.client import Backoff, RelayClient, RelayUnavailable, error_code, until_reachable
-from drone.inbox import InboxShipper
-from drone.shipper import AckedOffsets, StreamShipper, TaskGone
-from drone.state import read_json, write_json
-from drone.verify import Spec
+from dragoon.drone import artifacts, spawn
+from dragoon.drone.client import Backoff, RelayClient, RelayUnavailable, error_code, until_reachable
+from dragoon.drone.inbox import InboxShipper
+from dragoon.drone.shipper import AckedOffsets, StreamShipper, TaskGone
+from dragoon.drone.state import read_json, write_json
+from dragoon.drone.verify import Spec
 
 if TYPE_CHECKING:
-    from drone.config import Settings
+    from dragoon.drone.config import Settings
 
 log = logging.getLogger("dragoon.drone")
 

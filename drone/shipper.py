@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from drone.client import Backoff, RelayClient, RelayUnavailable, error_code
-from drone.release import Releaser
+from dragoon.drone.client import Backoff, RelayClient, RelayUnavailable, error_code
+from dragoon.drone.release import Releaser
 
 log = logging.getLogger("dragoon.drone")
 

@@ -21,7 +21,7 @@ from typing import Final
 
 import psutil
 
-from drone.state import read_json, write_json
+from dragoon.drone.state import read_json, write_json
 
 WRAPPER: Final = str(Path(__file__).with_name("wrapper.py"))
 BOOT_TIME_TOLERANCE: Final = 5.0  # seconds; psutil's boot time can wobble by a second

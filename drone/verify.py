@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shared import sshsig
-from shared.canonical import canonical_task, spec_sha256
-from shared.constants import NS_TASK, TASK_VERSION
-from shared.errors import SignatureError
-from shared.keys import PublicKey
+from dragoon.shared import sshsig
+from dragoon.shared.canonical import canonical_task, spec_sha256
+from dragoon.shared.constants import NS_TASK, TASK_VERSION
+from dragoon.shared.errors import SignatureError
+from dragoon.shared.keys import PublicKey
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from relay import errors, sweeper
-from relay.auth import SignedRequests
-from relay.config import RelayConfig
-from relay.context import Relay
-from relay.routes import auth, events, fetches, messages, misc, tasks, worker, workers
+from dragoon.relay import errors, sweeper
+from dragoon.relay.auth import SignedRequests
+from dragoon.relay.config import RelayConfig
+from dragoon.relay.context import Relay
+from dragoon.relay.routes import auth, events, fetches, messages, misc, tasks, worker, workers
 
 
 def create_app(config: RelayConfig) -> FastAPI:

@@ -6,7 +6,7 @@ import sqlite3
 import time
 from typing import Any
 
-from relay.db import transaction
+from dragoon.relay.db import transaction
 
 
 def record(conn: sqlite3.Connection, task: str, path: str, sha256: str, size: int) -> str | None:

@@ -23,11 +23,11 @@ from typing import Annotated, Any, Final
 
 from fastapi import Depends, Request
 
-from relay.context import Relay
-from relay.errors import ApiError
-from shared import constants as c
-from shared.keys import PublicKey
-from shared.request_auth import KeyMatch, RequestRejected, VerifiedRequest, verify_request
+from dragoon.relay.context import Relay
+from dragoon.relay.errors import ApiError
+from dragoon.shared import constants as c
+from dragoon.shared.keys import PublicKey
+from dragoon.shared.request_auth import KeyMatch, RequestRejected, VerifiedRequest, verify_request
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Final
 
-from relay.errors import ApiError
+from dragoon.relay.errors import ApiError
 
 SHA256: Final = re.compile(r"[0-9a-f]{64}")
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 if TYPE_CHECKING:
-    from relay.config import RelayConfig
+    from dragoon.relay.config import RelayConfig
 
 DATA = click.option(
     "--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -38,7 +38,7 @@ def parse_duration(text: str) -> float:
 
 
 def _initialised(data_dir: Path) -> RelayConfig:
-    from relay.config import RelayConfig
+    from dragoon.relay.config import RelayConfig
 
     config = RelayConfig.load(data_dir)
     if not config.key_path.exists() or not config.db_path.exists():
@@ -56,9 +56,9 @@ def relay() -> None:
 @click.option("--url", default=None, help="The public URL drones and pilots use (join tokens).")
 def init(data_dir: Path, url: str | None) -> None:
     """Create the data directory: database, task-signing key, relay.toml. Safe to re-run."""
-    from relay import db
-    from relay.config import RelayConfig
-    from shared.keys import PrivateKey
+    from dragoon.relay import db
+    from dragoon.relay.config import RelayConfig
+    from dragoon.shared.keys import PrivateKey
 
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
@@ -72,7 +72,7 @@ def init(data_dir: Path, url: str | None) -> None:
     conn.close()
     for sub in (config.logs_dir, config.blobs_dir):
         sub.mkdir(mode=0o700, exist_ok=True)
-    from shared.keys import load_private_key_file
+    from dragoon.shared.keys import load_private_key_file
 
     fingerprint = load_private_key_file(config.key_path).public_key.fingerprint
     click.echo(f"relay data directory ready: {config.data_dir}")
@@ -90,10 +90,10 @@ def add_operator(data_dir: Path, name: str, key_file: Path, no_qr: bool) -> None
 
     For an existing NAME this replaces its key and TOTP secret and ends its sessions.
     """
-    from relay import db, login
-    from relay.enroll import NAME
-    from shared.errors import KeyLoadError
-    from shared.keys import load_public_key_file
+    from dragoon.relay import db, login
+    from dragoon.relay.enroll import NAME
+    from dragoon.shared.errors import KeyLoadError
+    from dragoon.shared.keys import load_public_key_file
 
     config = _initialised(data_dir)
     if not NAME.fullmatch(name):
@@ -139,10 +139,10 @@ def _print_qr(uri: str) -> None:
 @click.option("--url", default=None, help="Relay URL for the token (default: relay.toml's url).")
 def enroll(data_dir: Path, drone: str, labels: str, ttl: str, url: str | None) -> None:
     """Mint a one-time join token; prints it alone on stdout."""
-    from relay import db
-    from relay import enroll as enrollment
-    from relay.errors import ApiError
-    from shared.keys import load_private_key_file
+    from dragoon.relay import db
+    from dragoon.relay import enroll as enrollment
+    from dragoon.relay.errors import ApiError
+    from dragoon.shared.keys import load_private_key_file
 
     config = _initialised(data_dir)
     relay_url = (url or config.url).rstrip("/")
@@ -175,8 +175,8 @@ def enroll(data_dir: Path, drone: str, labels: str, ttl: str, url: str | None) -
 def serve(data_dir: Path, bind: str, tls_cert: Path | None, tls_key: Path | None,
           insecure: bool, log_level: str) -> None:
     """Run the relay until SIGTERM or Ctrl-C."""
-    from relay.server import ServeError, ServeOptions, check_options
-    from relay.server import serve as run
+    from dragoon.relay.server import ServeError, ServeOptions, check_options
+    from dragoon.relay.server import serve as run
 
     options = ServeOptions(bind=bind, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure,
                            log_level=log_level)

@@ -7,14 +7,14 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from relay.blobs import BlobStore
-from relay.config import RelayConfig
-from relay.db import Database
-from relay.events import EventBus
-from relay.logs import LogStore
-from relay.signals import Signals
-from shared.keys import load_private_key_file
-from shared.signers import KeyFileSigner
+from dragoon.relay.blobs import BlobStore
+from dragoon.relay.config import RelayConfig
+from dragoon.relay.db import Database
+from dragoon.relay.events import EventBus
+from dragoon.relay.logs import LogStore
+from dragoon.relay.signals import Signals
+from dragoon.shared.keys import load_private_key_file
+from dragoon.shared.signers import KeyFileSigner
 
 
 @dataclass

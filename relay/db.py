@@ -207,7 +207,7 @@ class Database:
             return fn(self._conn, *args)
         except (OverflowError, UnicodeEncodeError) as exc:
             # A number that does not fit SQLite's 64-bit integers, or text that is not Unicode.
-            from relay.errors import ApiError
+            from dragoon.relay.errors import ApiError
 
             detail = "a number is out of range or a text is not Unicode"
             raise ApiError(422, "invalid", detail) from exc

@@ -21,17 +21,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay import fetches
-from relay import tasks as task_store
-from relay.context import Relay
-from relay.db import transaction
-from relay.drones import view as drone_view
-from relay.logs import LogStore
-from relay.models import PollBody
-from shared import sshsig
-from shared.canonical import canonical_task
-from shared.constants import NS_TASK
-from shared.signers import Signer
+from dragoon.relay import fetches
+from dragoon.relay import tasks as task_store
+from dragoon.relay.context import Relay
+from dragoon.relay.db import transaction
+from dragoon.relay.drones import view as drone_view
+from dragoon.relay.logs import LogStore
+from dragoon.relay.models import PollBody
+from dragoon.shared import sshsig
+from dragoon.shared.canonical import canonical_task
+from dragoon.shared.constants import NS_TASK
+from dragoon.shared.signers import Signer
 
 
 @dataclass
@@ -261,7 +261,7 @@ def sweep_tasks(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Drones silent too long go offline; their running tasks go ``lost`` after each task's
     grace; queued tasks past their expiry are cancelled without ever running."""
-    from relay import drones
+    from dragoon.relay import drones
 
     now = time.time()
     with transaction(conn):

@@ -6,8 +6,8 @@ import json
 import sqlite3
 from typing import Any
 
-from relay.db import transaction
-from relay.errors import ApiError, not_found
+from dragoon.relay.db import transaction
+from dragoon.relay.errors import ApiError, not_found
 
 
 def view(row: sqlite3.Row, running: int) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def listing(conn: sqlite3.Connection) -> list[dict[str, Any]]:
 
 
 def set_drain(conn: sqlite3.Connection, name: str, drain: bool, by: str) -> dict[str, Any]:
-    from relay import audit
+    from dragoon.relay import audit
 
     with transaction(conn):
         cur = conn.execute("UPDATE drones SET draining = ? WHERE name = ?", (int(drain), name))

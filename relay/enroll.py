@@ -11,12 +11,12 @@ import sqlite3
 import time
 from typing import Any
 
-from relay import audit
-from relay.db import transaction
-from relay.errors import ApiError
-from shared.enrollment import JoinToken, new_secret
-from shared.errors import KeyLoadError
-from shared.keys import ED25519, PublicKey
+from dragoon.relay import audit
+from dragoon.relay.db import transaction
+from dragoon.relay.errors import ApiError
+from dragoon.shared.enrollment import JoinToken, new_secret
+from dragoon.shared.errors import KeyLoadError
+from dragoon.shared.keys import ED25519, PublicKey
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:=-]{0,62}")

@@ -7,8 +7,8 @@ import sqlite3
 import time
 from typing import Any
 
-from relay import audit
-from relay.db import transaction
+from dragoon.relay import audit
+from dragoon.relay.db import transaction
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 

@@ -18,16 +18,16 @@ from typing import Any
 
 import pyotp
 
-from relay import audit
-from relay.auth import token_hash
-from relay.config import RelayConfig
-from relay.db import transaction
-from relay.errors import ApiError
-from shared import constants as c
-from shared import sshsig
-from shared.canonical import login_string
-from shared.errors import SignatureError
-from shared.keys import PublicKey
+from dragoon.relay import audit
+from dragoon.relay.auth import token_hash
+from dragoon.relay.config import RelayConfig
+from dragoon.relay.db import transaction
+from dragoon.relay.errors import ApiError
+from dragoon.shared import constants as c
+from dragoon.shared import sshsig
+from dragoon.shared.canonical import login_string
+from dragoon.shared.errors import SignatureError
+from dragoon.shared.keys import PublicKey
 
 FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 TOTP_STEP = 30

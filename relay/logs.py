@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from relay.errors import ApiError
+from dragoon.relay.errors import ApiError
 
 TASK_ID: Final = re.compile(r"t-[a-z2-7]{10}")
 STREAMS: Final = ("stdout", "stderr")

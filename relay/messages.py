@@ -6,8 +6,8 @@ import sqlite3
 import time
 from typing import Any
 
-from relay.db import transaction
-from relay.tasks import own_task
+from dragoon.relay.db import transaction
+from dragoon.relay.tasks import own_task
 
 
 def view(row: sqlite3.Row) -> dict[str, Any]:

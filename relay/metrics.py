@@ -38,7 +38,7 @@ from typing import Any, Final
 
 from starlette.routing import compile_path
 
-from shared.models import DroneState, TaskState
+from dragoon.shared.models import DroneState, TaskState
 
 log = logging.getLogger("dragoon.relay.metrics")
 

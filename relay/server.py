@@ -17,8 +17,8 @@ from typing import Any
 
 import uvicorn
 
-from relay import logconf, metrics, systemd
-from relay.config import RelayConfig
+from dragoon.relay import logconf, metrics, systemd
+from dragoon.relay.config import RelayConfig
 
 
 class ServeError(Exception):
@@ -106,7 +106,7 @@ class _Server(uvicorn.Server):
 
 def serve(config: RelayConfig, options: ServeOptions) -> None:
     """Bind, build the app, and run until SIGTERM/SIGINT."""
-    from relay.app import create_app
+    from dragoon.relay.app import create_app
 
     host, port = check_options(options)
     sock = bind_socket(host, port)

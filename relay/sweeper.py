@@ -11,8 +11,8 @@ import logging
 import sqlite3
 import time
 
-from relay.context import Relay
-from relay.db import transaction
+from dragoon.relay.context import Relay
+from dragoon.relay.db import transaction
 
 log = logging.getLogger("dragoon.relay")
 
@@ -28,7 +28,7 @@ def purge(conn: sqlite3.Connection, lockout_window: float) -> None:
 
 
 async def sweep_once(relay: Relay) -> None:
-    from relay import dispatch
+    from dragoon.relay import dispatch
 
     await relay.db.run(purge, relay.config.lockout_window)
     await dispatch.sweep(relay)

@@ -14,14 +14,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay import audit
-from relay.config import RelayConfig
-from relay.db import transaction
-from relay.enroll import check_labels
-from relay.errors import ApiError, not_found
-from relay.logs import LogStore
-from relay.models import FinishBody, SubmitBody
-from shared.models import TaskState
+from dragoon.relay import audit
+from dragoon.relay.config import RelayConfig
+from dragoon.relay.db import transaction
+from dragoon.relay.enroll import check_labels
+from dragoon.relay.errors import ApiError, not_found
+from dragoon.relay.logs import LogStore
+from dragoon.relay.models import FinishBody, SubmitBody
+from dragoon.shared.models import TaskState
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 ACTIVE = ("dispatched", "running")

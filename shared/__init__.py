@@ -4,8 +4,8 @@ Pure and typed: no network or database I/O (reading a key file and talking to
 the local ssh-agent are its only I/O), and no import of relay, drone or cockpit.
 """
 
-from shared.agent import AgentClient
-from shared.canonical import (
+from dragoon.shared.agent import AgentClient
+from dragoon.shared.canonical import (
     canonical_json,
     canonical_query,
     canonical_request,
@@ -14,8 +14,8 @@ from shared.canonical import (
     sha256_hex,
     spec_sha256,
 )
-from shared.enrollment import JoinToken
-from shared.errors import (
+from dragoon.shared.enrollment import JoinToken
+from dragoon.shared.errors import (
     AgentError,
     DragoonError,
     KeyLoadError,
@@ -23,22 +23,22 @@ from shared.errors import (
     TokenFormatError,
     WireFormatError,
 )
-from shared.keys import (
+from dragoon.shared.keys import (
     PrivateKey,
     PublicKey,
     fingerprint_of_blob,
     load_private_key_file,
     load_public_key_file,
 )
-from shared.models import DroneState, Stream, TaskState
-from shared.request_auth import (
+from dragoon.shared.models import DroneState, Stream, TaskState
+from dragoon.shared.request_auth import (
     KeyMatch,
     RequestRejected,
     VerifiedRequest,
     sign_request,
     verify_request,
 )
-from shared.signers import AgentSigner, KeyFileSigner, Signer
+from dragoon.shared.signers import AgentSigner, KeyFileSigner, Signer
 
 __all__ = [
     "AgentClient",

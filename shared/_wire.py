@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from shared.errors import WireFormatError
+from dragoon.shared.errors import WireFormatError
 
 
 def uint32(value: int) -> bytes:

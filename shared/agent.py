@@ -12,9 +12,9 @@ import socket
 import struct
 from typing import Final
 
-from shared import _wire
-from shared.errors import AgentError, KeyLoadError, WireFormatError
-from shared.keys import RSA, PublicKey
+from dragoon.shared import _wire
+from dragoon.shared.errors import AgentError, KeyLoadError, WireFormatError
+from dragoon.shared.keys import RSA, PublicKey
 
 SSH_AGENT_FAILURE: Final = 5
 SSH_AGENTC_REQUEST_IDENTITIES: Final = 11

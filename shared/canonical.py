@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Any
 
-from shared.constants import LOGIN_VERSION, REQUEST_VERSION, TASK_VERSION
+from dragoon.shared.constants import LOGIN_VERSION, REQUEST_VERSION, TASK_VERSION
 
 
 def sha256_hex(data: bytes) -> str:

@@ -14,8 +14,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Final
 
-from shared.canonical import canonical_json
-from shared.errors import TokenFormatError
+from dragoon.shared.canonical import canonical_json
+from dragoon.shared.errors import TokenFormatError
 
 PREFIX: Final = "dragoon-join-v1."
 # A real token is a few hundred characters; the cap keeps a pasted novel (or a

@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from shared import _wire
-from shared.errors import KeyLoadError, SignatureError, WireFormatError
+from dragoon.shared import _wire
+from dragoon.shared.errors import KeyLoadError, SignatureError, WireFormatError
 
 ED25519: Final = "ssh-ed25519"
 RSA: Final = "ssh-rsa"

@@ -17,12 +17,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from shared import constants as c
-from shared import sshsig
-from shared.canonical import canonical_request
-from shared.errors import SignatureError
-from shared.keys import PublicKey
-from shared.signers import Signer
+from dragoon.shared import constants as c
+from dragoon.shared import sshsig
+from dragoon.shared.canonical import canonical_request
+from dragoon.shared.errors import SignatureError
+from dragoon.shared.keys import PublicKey
+from dragoon.shared.signers import Signer
 
 Principal = TypeVar("Principal")
 

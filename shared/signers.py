@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from shared import sshsig
-from shared.agent import AgentClient
-from shared.errors import AgentError, SignatureError
-from shared.keys import RSA as RSA_KEY
-from shared.keys import PassphraseSource, PrivateKey, PublicKey, load_private_key_file
+from dragoon.shared import sshsig
+from dragoon.shared.agent import AgentClient
+from dragoon.shared.errors import AgentError, SignatureError
+from dragoon.shared.keys import RSA as RSA_KEY
+from dragoon.shared.keys import PassphraseSource, PrivateKey, PublicKey, load_private_key_file
 
 
 class Signer(Protocol):

@@ -13,9 +13,9 @@ import hashlib
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from shared import _wire
-from shared.errors import KeyLoadError, SignatureError, WireFormatError
-from shared.keys import PublicKey
+from dragoon.shared import _wire
+from dragoon.shared.errors import KeyLoadError, SignatureError, WireFormatError
+from dragoon.shared.keys import PublicKey
 
 MAGIC: Final = b"SSHSIG"
 VERSION: Final = 1

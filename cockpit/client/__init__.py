@@ -4,10 +4,10 @@ Private modules hold the implementation; this package re-exports the public
 surface, so importers never depend on how it is split up.
 """
 
-from cockpit.client._client import LONG_POLL, RelayClient
-from cockpit.client._errors import ApiError
-from cockpit.client._retry import Backoff
-from cockpit.client._types import (
+from dragoon.cockpit.client._client import LONG_POLL, RelayClient
+from dragoon.cockpit.client._errors import ApiError
+from dragoon.cockpit.client._retry import Backoff
+from dragoon.cockpit.client._types import (
     Artifact,
     Drone,
     Event,

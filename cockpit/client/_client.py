@@ -27,10 +27,10 @@ if "httpx" not in sys.modules:
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 import httpx
 
-from cockpit.client import _errors as E
-from cockpit.client._errors import ApiError
-from cockpit.client._retry import Backoff, RetryHook
-from cockpit.client._types import (
+from dragoon.cockpit.client import _errors as E
+from dragoon.cockpit.client._errors import ApiError
+from dragoon.cockpit.client._retry import Backoff, RetryHook
+from dragoon.cockpit.client._types import (
     Artifact,
     Drone,
     Event,
@@ -43,11 +43,11 @@ from cockpit.client._types import (
     Task,
     TaskPage,
 )
-from shared import sshsig
-from shared.canonical import login_string
-from shared.constants import NS_LOGIN
-from shared.request_auth import sign_request
-from shared.signers import Signer
+from dragoon.shared import sshsig
+from dragoon.shared.canonical import login_string
+from dragoon.shared.constants import NS_LOGIN
+from dragoon.shared.request_auth import sign_request
+from dragoon.shared.signers import Signer
 
 Query = Mapping[str, str | int | float | None]
 Progress = Callable[[int, int | None], None]

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cockpit.client._errors import ApiError
+from dragoon.cockpit.client._errors import ApiError
 
 RetryHook = Callable[[ApiError, float], None]
 

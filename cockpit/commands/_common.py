@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from cockpit import exit_codes as X
+from dragoon.cockpit import exit_codes as X
 
 if TYPE_CHECKING:
-    from cockpit.client import ApiError, RelayClient
-    from cockpit.config import StoredSession
+    from dragoon.cockpit.client import ApiError, RelayClient
+    from dragoon.cockpit.config import StoredSession
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -80,7 +80,7 @@ def pilot_options(command: F) -> F:
 @asynccontextmanager
 async def naming(subject: str | None) -> AsyncIterator[None]:
     """Say which task or drone the relay did not find: its 404 only says what kind."""
-    from cockpit.client import ApiError
+    from dragoon.cockpit.client import ApiError
 
     try:
         yield
@@ -106,9 +106,9 @@ def open_session(conn: Connection, *, allow_expired: bool = False
                  ) -> tuple[RelayClient, StoredSession]:
     """A client for the logged-in session (the relay and key it was made with, unless told),
     and that session; the cockpit opens on an expired one and asks for the TOTP itself."""
-    from cockpit.client import RelayClient
-    from cockpit.config import SessionStore, resolve
-    from cockpit.identity import signer_for
+    from dragoon.cockpit.client import RelayClient
+    from dragoon.cockpit.config import SessionStore, resolve
+    from dragoon.cockpit.identity import signer_for
 
     settings = resolve(relay=conn.relay, key=conn.key, ca_cert=conn.ca_cert)
     session = SessionStore().load()
@@ -173,9 +173,9 @@ def run_async(make: Callable[[], Coroutine[Any, Any, T]], *,
     """
     import asyncio
 
-    from cockpit.client import ApiError
-    from cockpit.config import ConfigError
-    from shared.errors import AgentError, KeyLoadError
+    from dragoon.cockpit.client import ApiError
+    from dragoon.cockpit.config import ConfigError
+    from dragoon.shared.errors import AgentError, KeyLoadError
 
     def code_of(code: int) -> int:
         return own_failure if own_failure is not None else code

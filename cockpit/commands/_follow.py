@@ -17,9 +17,9 @@ from typing import BinaryIO
 
 import click
 
-from cockpit import exit_codes as X
-from cockpit.client import ApiError, RelayClient, Task
-from shared.models import TaskState, exit_status_code
+from dragoon.cockpit import exit_codes as X
+from dragoon.cockpit.client import ApiError, RelayClient, Task
+from dragoon.shared.models import TaskState, exit_status_code
 
 
 def _notice(message: str) -> None:

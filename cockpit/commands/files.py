@@ -13,8 +13,8 @@ from pathlib import Path, PurePosixPath
 
 import click
 
-from cockpit import exit_codes as X
-from cockpit.commands._common import (
+from dragoon.cockpit import exit_codes as X
+from dragoon.cockpit.commands._common import (
     Connection,
     Fail,
     PilotCommand,
@@ -32,7 +32,7 @@ async def progress_bar(label: str) -> AsyncIterator[OnProgress | None]:
     """A rich progress bar on stderr when it is a terminal; nothing when it is not."""
     import sys
 
-    from cockpit.render import is_terminal
+    from dragoon.cockpit.render import is_terminal
 
     if not is_terminal(sys.stderr):
         yield None
@@ -76,7 +76,7 @@ def artifacts(relay: str | None, key: str | None, ca_cert: str | None, task_id: 
     async def go() -> None:
         async with open_client(Connection(relay, key, ca_cert)) as client, naming(task_id):
             found = await client.artifacts(task_id=task_id)
-        from cockpit import render
+        from dragoon.cockpit import render
 
         if as_json:
             render.print_json(found)

@@ -8,12 +8,12 @@ from typing import Any
 
 import click
 
-from cockpit import exit_codes as X
-from cockpit.commands._common import Connection, PilotCommand, open_client, pilot_options, run_async
+from dragoon.cockpit import exit_codes as X
+from dragoon.cockpit.commands._common import Connection, PilotCommand, open_client, pilot_options, run_async
 
 
 def _line(message: dict[str, Any]) -> str:
-    from cockpit.render import relative_time
+    from dragoon.cockpit.render import relative_time
 
     return (f"{relative_time(message.get('created_at'))}  {message.get('drone', '-')}  "
             f"{message.get('task', '-')}  {message.get('text', '')}")
@@ -30,12 +30,12 @@ def inbox(relay: str | None, key: str | None, ca_cert: str | None, follow: bool,
     """Read (or follow) unread messages from tasks; they are marked read unless --no-ack."""
 
     async def go() -> int:
-        from cockpit.commands._follow import on_retry
+        from dragoon.cockpit.commands._follow import on_retry
 
         async with open_client(Connection(relay, key, ca_cert)) as client:
             unread = [dict(m) for m in await client.messages(unread=True, limit=1000)]
             if as_json and not follow:
-                from cockpit.render import print_json
+                from dragoon.cockpit.render import print_json
 
                 print_json(unread)
             for message in unread:

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cockpit import exit_codes as X
-from cockpit.commands._common import Fail, PilotCommand, pilot_options, run_async, tls_verify
+from dragoon.cockpit import exit_codes as X
+from dragoon.cockpit.commands._common import Fail, PilotCommand, pilot_options, run_async, tls_verify
 
 if TYPE_CHECKING:
-    from cockpit.config import StoredSession
+    from dragoon.cockpit.config import StoredSession
 
 
 async def log_in(*, relay: str | None, key: str | None, ca_cert: str | None,
@@ -23,9 +23,9 @@ async def log_in(*, relay: str | None, key: str | None, ca_cert: str | None,
     ``totp`` may be a callable, so the code is asked for only once the key
     loaded (a wrong key path should not cost the pilot a TOTP code).
     """
-    from cockpit.client import RelayClient
-    from cockpit.config import SessionStore, StoredSession, resolve
-    from cockpit.identity import signer_for
+    from dragoon.cockpit.client import RelayClient
+    from dragoon.cockpit.config import SessionStore, StoredSession, resolve
+    from dragoon.cockpit.identity import signer_for
 
     settings = resolve(relay=relay, key=key, ca_cert=ca_cert, env=env)
     if settings.relay is None:
@@ -63,7 +63,7 @@ def login(relay: str | None, key: str | None, ca_cert: str | None, totp: str | N
                                                           err=True)
 
     async def go() -> None:
-        from cockpit.render import relative_time
+        from dragoon.cockpit.render import relative_time
 
         session = await log_in(relay=relay, key=key, ca_cert=ca_cert, totp=ask)
         click.echo(f"logged in to {session.relay} as {session.pilot or '?'} "
@@ -79,9 +79,9 @@ def logout(relay: str | None, key: str | None, ca_cert: str | None) -> None:
     """Revoke the session token on the relay and forget it here."""
 
     async def go() -> None:
-        from cockpit.client import ApiError
-        from cockpit.commands._common import Connection, open_client
-        from cockpit.config import SessionStore
+        from dragoon.cockpit.client import ApiError
+        from dragoon.cockpit.commands._common import Connection, open_client
+        from dragoon.cockpit.config import SessionStore
 
         store = SessionStore()
         try:

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from cockpit import exit_codes as X
-from cockpit.commands._common import (
+from dragoon.cockpit import exit_codes as X
+from dragoon.cockpit.commands._common import (
     Connection,
     Duration,
     EnvPair,
@@ -101,7 +101,7 @@ def run(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[st
     drone, spec = _target_and_spec(words, labels, timeout, grace, cwd, env, artifacts, name)
 
     async def go() -> int:
-        from cockpit.commands._follow import attach, default_streams, task_exit_code
+        from dragoon.cockpit.commands._follow import attach, default_streams, task_exit_code
 
         async with open_client(Connection(relay, key, ca_cert)) as client:
             async with naming(drone):
@@ -116,7 +116,7 @@ def run(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[st
 
 
 def _task_row(task: dict[str, Any]) -> list[str]:
-    from cockpit.render import relative_time
+    from dragoon.cockpit.render import relative_time
 
     code = task.get("exit_code")
     sig = task.get("signal")
@@ -142,7 +142,7 @@ def tasks(relay: str | None, key: str | None, ca_cert: str | None, drone: str | 
     async def go() -> None:
         async with open_client(Connection(relay, key, ca_cert)) as client:
             page = await client.tasks(drone=drone, state=state, limit=limit)
-        from cockpit import render
+        from dragoon.cockpit import render
 
         if as_json:
             render.print_json(page.tasks)
@@ -164,7 +164,7 @@ def task(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
     async def go() -> None:
         async with open_client(Connection(relay, key, ca_cert)) as client, naming(task_id):
             found = dict(await client.task(task_id=task_id))
-        from cockpit import render
+        from dragoon.cockpit import render
 
         if as_json:
             render.print_json(found)
@@ -207,7 +207,7 @@ def logs(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
     """Print (or follow) a task's output: stdout to stdout, stderr to stderr."""
 
     async def go() -> int:
-        from cockpit.commands._follow import attach, default_streams
+        from dragoon.cockpit.commands._follow import attach, default_streams
 
         streams = default_streams()
         if stream is not None:

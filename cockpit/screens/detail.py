@@ -19,11 +19,11 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from cockpit.render import human_size
-from cockpit.state import TASK_COLOURS, TASK_ICONS, format_duration, task_elapsed
+from dragoon.cockpit.render import human_size
+from dragoon.cockpit.state import TASK_COLOURS, TASK_ICONS, format_duration, task_elapsed
 
 if TYPE_CHECKING:
-    from cockpit.app import CockpitApp
+    from dragoon.cockpit.app import CockpitApp
 
 
 def _when(ts: float | None) -> str:

@@ -12,7 +12,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from cockpit.commands_palette import ACTIONS
+from dragoon.cockpit.commands_palette import ACTIONS
 
 EXTRA_KEYS: tuple[tuple[str, str], ...] = (
     ("tab / shift+tab", "Next / previous pane"),

@@ -11,10 +11,10 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from cockpit.state import format_ago
+from dragoon.cockpit.state import format_ago
 
 if TYPE_CHECKING:
-    from cockpit.app import CockpitApp
+    from dragoon.cockpit.app import CockpitApp
 
 
 class InboxScreen(Screen[None]):

@@ -10,10 +10,10 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
-from cockpit.widgets.connection_bar import ConnectionBar
-from cockpit.widgets.drone_grid import DroneGrid
-from cockpit.widgets.log_view import LogView
-from cockpit.widgets.task_tree import TaskTree
+from dragoon.cockpit.widgets.connection_bar import ConnectionBar
+from dragoon.cockpit.widgets.drone_grid import DroneGrid
+from dragoon.cockpit.widgets.log_view import LogView
+from dragoon.cockpit.widgets.task_tree import TaskTree
 
 
 class MainScreen(Screen[None]):

@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from cockpit.messages import Link
+from dragoon.cockpit.messages import Link
 
 _LINK_STYLES = {
     Link.CONNECTED: ("●", "bold green"),

@@ -20,7 +20,7 @@ from textual.message import Message
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowKey
 
-from cockpit.state import (
+from dragoon.cockpit.state import (
     DRONE_COLUMNS,
     Change,
     DroneAdded,
@@ -34,7 +34,7 @@ from cockpit.state import (
     gpu_load,
     mem_load,
 )
-from cockpit.widgets.cells import load_bar
+from dragoon.cockpit.widgets.cells import load_bar
 
 COLUMN_LABELS: Final = {
     "name": "Drone", "state": "State", "labels": "Labels", "cpu": "CPU", "mem": "Mem",

@@ -22,7 +22,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from cockpit.widgets.log_buffer import STDERR, LogBuffer
+from dragoon.cockpit.widgets.log_buffer import STDERR, LogBuffer
 
 FLUSH_HZ: Final = 20
 CACHE_LINES: Final = 2_000

@@ -16,7 +16,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from cockpit.state import (
+from dragoon.cockpit.state import (
     QUEUED_GROUP,
     STATE_ORDER,
     TASK_COLOURS,

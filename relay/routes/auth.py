@@ -6,11 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from relay import logconf, login
-from relay.auth import PilotDep
-from relay.context import RelayDep
-from relay.errors import ApiError
-from relay.models import ChallengeBody, LoginBody
+from dragoon.relay import logconf, login
+from dragoon.relay.auth import PilotDep
+from dragoon.relay.context import RelayDep
+from dragoon.relay.errors import ApiError
+from dragoon.relay.models import ChallengeBody, LoginBody
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 

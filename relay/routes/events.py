@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from relay.auth import PilotDep
-from relay.context import RelayDep
+from dragoon.relay.auth import PilotDep
+from dragoon.relay.context import RelayDep
 
 router = APIRouter(tags=["events"])
 KEEPALIVE = 15.0

@@ -8,11 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 
-from relay import fetches
-from relay.auth import PilotDep
-from relay.context import RelayDep
-from relay.errors import ApiError, not_found
-from relay.routes.files import blob_response
+from dragoon.relay import fetches
+from dragoon.relay.auth import PilotDep
+from dragoon.relay.context import RelayDep
+from dragoon.relay.errors import ApiError, not_found
+from dragoon.relay.routes.files import blob_response
 
 router = APIRouter(prefix="/v1/fetches", tags=["drones"])
 

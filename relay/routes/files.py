@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi.responses import FileResponse
 
-from relay.errors import ApiError
+from dragoon.relay.errors import ApiError
 
 
 def blob_response(blob_path: Path, filename: str, sha256: str) -> FileResponse:

@@ -7,10 +7,10 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
-from relay import messages
-from relay.auth import PilotDep
-from relay.context import RelayDep
-from relay.models import AckBody
+from dragoon.relay import messages
+from dragoon.relay.auth import PilotDep
+from dragoon.relay.context import RelayDep
+from dragoon.relay.models import AckBody
 
 router = APIRouter(prefix="/v1/messages", tags=["inbox"])
 

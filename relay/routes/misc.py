@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
-from relay import audit
-from relay.auth import PilotDep
-from relay.context import RelayDep
+from dragoon.relay import audit
+from dragoon.relay.auth import PilotDep
+from dragoon.relay.context import RelayDep
 
 router = APIRouter(tags=["relay"])
 

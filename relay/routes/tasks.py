@@ -9,15 +9,15 @@ from typing import Any
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, Response
 
-from relay import artifacts, logconf
-from relay import tasks as task_store
-from relay.auth import PilotDep
-from relay.blobs import check_artifact_path
-from relay.context import RelayDep
-from relay.errors import not_found
-from relay.models import MAX_OFFSET, CancelBody, SubmitBody
-from relay.routes.files import blob_response
-from shared.models import TaskState
+from dragoon.relay import artifacts, logconf
+from dragoon.relay import tasks as task_store
+from dragoon.relay.auth import PilotDep
+from dragoon.relay.blobs import check_artifact_path
+from dragoon.relay.context import RelayDep
+from dragoon.relay.errors import not_found
+from dragoon.relay.models import MAX_OFFSET, CancelBody, SubmitBody
+from dragoon.relay.routes.files import blob_response
+from dragoon.shared.models import TaskState
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 

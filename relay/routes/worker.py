@@ -7,15 +7,15 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from relay import artifacts, dispatch, drones, enroll, fetches, logconf, messages
-from relay import tasks as task_store
-from relay.auth import RECEIVED_AT_KEY, DroneDep, check_request, raw_path, scope_headers
-from relay.blobs import check_artifact_path
-from relay.context import Relay, RelayDep
-from relay.errors import ApiError, not_found
-from relay.logs import Gap
-from relay.models import MAX_OFFSET, FinishBody, InitBody, MessageBody, PollBody
-from shared.request_auth import RequestRejected
+from dragoon.relay import artifacts, dispatch, drones, enroll, fetches, logconf, messages
+from dragoon.relay import tasks as task_store
+from dragoon.relay.auth import RECEIVED_AT_KEY, DroneDep, check_request, raw_path, scope_headers
+from dragoon.relay.blobs import check_artifact_path
+from dragoon.relay.context import Relay, RelayDep
+from dragoon.relay.errors import ApiError, not_found
+from dragoon.relay.logs import Gap
+from dragoon.relay.models import MAX_OFFSET, FinishBody, InitBody, MessageBody, PollBody
+from dragoon.shared.request_auth import RequestRejected
 
 router = APIRouter(prefix="/v1/worker", tags=["drone"])
 

@@ -6,11 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from relay import drones, enroll, fetches
-from relay.auth import PilotDep
-from relay.context import RelayDep
-from relay.errors import ApiError, not_found
-from relay.models import DrainBody, FetchBody, MintBody
+from dragoon.relay import drones, enroll, fetches
+from dragoon.relay.auth import PilotDep
+from dragoon.relay.context import RelayDep
+from dragoon.relay.errors import ApiError, not_found
+from dragoon.relay.models import DrainBody, FetchBody, MintBody
 
 router = APIRouter(prefix="/v1/workers", tags=["drones"])
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from cockpit.client import ApiError, Event, RelayClient
-from cockpit.config import SessionStore
-from cockpit.identity import signer_for
+from dragoon.cockpit.client import ApiError, Event, RelayClient
+from dragoon.cockpit.config import SessionStore
+from dragoon.cockpit.identity import signer_for
 from tests.cli.conftest import Pilot
 
 

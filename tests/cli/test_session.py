@@ -11,7 +11,7 @@ import stat
 import time
 from pathlib import Path
 
-from shared.enrollment import JoinToken
+from dragoon.shared.enrollment import JoinToken
 from tests.cli.conftest import Pilot
 from tests.support.relay import RelayProcess, fresh_totp, new_signer
 

@@ -14,7 +14,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
-from cockpit.app import CockpitApp
+from dragoon.cockpit.app import CockpitApp
 from tests.cockpit.fixed_source import FixedSource, fixed_clock
 
 SELECTED = "t-0000000000"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cockpit.state import (
+from dragoon.cockpit.state import (
     CockpitState,
     DroneAdded,
     DroneRemoved,

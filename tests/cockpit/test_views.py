@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 from textual.command import CommandPalette
 
-from cockpit.app import CockpitApp
-from cockpit.screens.detail import TaskDetailScreen
-from cockpit.screens.dialogs import ConfirmScreen, SubmitScreen, build_submit
-from cockpit.screens.help import HelpScreen
-from cockpit.screens.inbox import InboxScreen
+from dragoon.cockpit.app import CockpitApp
+from dragoon.cockpit.screens.detail import TaskDetailScreen
+from dragoon.cockpit.screens.dialogs import ConfirmScreen, SubmitScreen, build_submit
+from dragoon.cockpit.screens.help import HelpScreen
+from dragoon.cockpit.screens.inbox import InboxScreen
 from tests.cockpit.fixed_source import FixedSource, fixed_clock
 from tests.cockpit.waiting import until
 

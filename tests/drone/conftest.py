@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from drone import config
+from dragoon.drone import config
 from tests.support.relay import REPO, PilotSession, RelayProcess, wait_until
 
 T = TypeVar("T")

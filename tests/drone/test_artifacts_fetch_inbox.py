@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from drone import artifacts, fetch
-from drone.inbox import MESSAGE_CAP, READ_WINDOW, cap_message, split_messages
+from dragoon.drone import artifacts, fetch
+from dragoon.drone.inbox import MESSAGE_CAP, READ_WINDOW, cap_message, split_messages
 
 
 @pytest.fixture

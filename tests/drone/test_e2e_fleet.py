@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.enrollment import JoinToken
+from dragoon.shared.enrollment import JoinToken
 from tests.drone.conftest import DroneProcess, Fleet
 
 

@@ -9,7 +9,7 @@ import signal
 
 import psutil
 
-from drone.release import MARGIN, STEP
+from dragoon.drone.release import MARGIN, STEP
 from tests.drone.conftest import Fleet
 from tests.support.relay import wait_until
 

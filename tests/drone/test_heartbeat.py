@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from drone.client import Backoff
-from drone.metrics import parse_smi
+from dragoon.drone.client import Backoff
+from dragoon.drone.metrics import parse_smi
 from tests.drone.conftest import Fleet
 from tests.support.relay import wait_until
 

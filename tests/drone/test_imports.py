@@ -7,13 +7,15 @@ import sys
 
 from tests.support.relay import REPO
 
-HEAVY = ("fastapi", "starlette", "uvicorn", "pydantic", "textual", "rich", "pygments", "relay",
-         "cockpit")
+HEAVY = ("fastapi", "starlette", "uvicorn", "pydantic", "textual", "rich", "pygments",
+         "dragoon.relay", "dragoon.cockpit")
 
 
 def test_the_drone_imports_neither_fastapi_nor_textual_nor_httpx_cli_extras():
-    probe = ("import sys, dragoon.cli, drone.cli, drone.daemon, drone.join, drone.notify;"
-             "print(','.join(sorted({m.split('.')[0] for m in sys.modules})))")
+    probe = ("import sys, dragoon.cli, dragoon.drone.cli, dragoon.drone.daemon, "
+             "dragoon.drone.join, dragoon.drone.notify;"
+             "print(','.join(sorted({m.split('.')[0] for m in sys.modules}"
+             " | {'.'.join(m.split('.')[:2]) for m in sys.modules if m.startswith('dragoon.')})))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             check=True, cwd=REPO).stdout.strip().split(",")
     assert not [name for name in HEAVY if name in loaded]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from drone.release import BLOCK, MARGIN, STEP, Releaser, punch
+from dragoon.drone.release import BLOCK, MARGIN, STEP, Releaser, punch
 
 
 def test_punching_frees_the_acknowledged_prefix_and_keeps_offsets(tmp_path):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import psutil
 
-from drone import spawn
-from drone.state import read_json
+from dragoon.drone import spawn
+from dragoon.drone.state import read_json
 from tests.support.relay import wait_until
 
 

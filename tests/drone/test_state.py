@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-from drone import config
-from drone.state import ACCEPTED_MEMORY, DataDir, DroneState, is_safe_id
+from dragoon.drone import config
+from dragoon.drone.state import ACCEPTED_MEMORY, DataDir, DroneState, is_safe_id
 
 
 def test_last_seq_and_accepted_ids_survive_a_reload(tmp_path):
@@ -84,7 +84,7 @@ def test_bad_settings_are_named(tmp_path, line, needle):
 def test_notify_appends_one_line_and_needs_the_inbox(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from drone.notify import notify
+    from dragoon.drone.notify import notify
 
     inbox = tmp_path / "inbox"
     inbox.touch()

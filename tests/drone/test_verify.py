@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from drone.verify import SignedTask, parse_spec, parse_task, verify_task
-from shared import sshsig
-from shared.canonical import canonical_task, spec_sha256
-from shared.constants import NS_REQUEST, NS_TASK
-from shared.keys import PrivateKey
-from shared.signers import KeyFileSigner
+from dragoon.drone.verify import SignedTask, parse_spec, parse_task, verify_task
+from dragoon.shared import sshsig
+from dragoon.shared.canonical import canonical_task, spec_sha256
+from dragoon.shared.constants import NS_REQUEST, NS_TASK
+from dragoon.shared.keys import PrivateKey
+from dragoon.shared.signers import KeyFileSigner
 
 SPEC: dict[str, Any] = {"command": "echo hi", "env": {}, "cwd": None, "timeout": None,
                         "grace": 10, "artifacts": [], "name": None}

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import httpx
 
-from shared.request_auth import new_nonce
+from dragoon.shared.request_auth import new_nonce
 from tests.support.relay import DroneClient, PilotSession, RelayProcess, new_signer
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pyotp
 
-from shared.enrollment import JoinToken
+from dragoon.shared.enrollment import JoinToken
 from tests.support.relay import REPO, RelayProcess, dragoon, init_relay, new_signer
 from tests.support.tls import self_signed_certificate
 

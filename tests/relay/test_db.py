@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from relay import db
+from dragoon.relay import db
 
 
 def test_new_database_is_migrated_to_the_current_version_in_wal_mode(tmp_path: Path) -> None:

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from shared import sshsig
-from shared.canonical import canonical_task
-from shared.constants import NS_TASK
-from shared.keys import PublicKey
+from dragoon.shared import sshsig
+from dragoon.shared.canonical import canonical_task
+from dragoon.shared.constants import NS_TASK
+from dragoon.shared.keys import PublicKey
 from tests.support.relay import DroneClient, PilotSession, RelayProcess, wait_until
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.enrollment import JoinToken
-from shared.keys import PublicKey
+from dragoon.shared.enrollment import JoinToken
+from dragoon.shared.keys import PublicKey
 from tests.support.relay import (
     DroneClient,
     PilotSession,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.server import ServeError, ServeOptions, check_options, is_loopback, parse_bind
+from dragoon.relay.server import ServeError, ServeOptions, check_options, is_loopback, parse_bind
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "127.5.5.5"])

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from relay import metrics as m
+from dragoon.relay import metrics as m
 from tests.relay_ops.promtext import parse
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from relay.server import bind_socket
+from dragoon.relay.server import bind_socket
 
 
 def test_connections_accepted_by_serve_have_nodelay() -> None:

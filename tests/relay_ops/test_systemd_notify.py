@@ -13,7 +13,7 @@ import pytest
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from relay import systemd
+from dragoon.relay import systemd
 
 
 @pytest.fixture

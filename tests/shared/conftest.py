@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from shared.keys import PublicKey, load_public_key_file
+from dragoon.shared.keys import PublicKey, load_public_key_file
 from tests.support.agent import SshAgent, running_ssh_agent
 from tests.support.keys import ACCEPTED_KINDS, KeyMaker
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from shared import _wire, sshsig
-from shared.agent import (
+from dragoon.shared import _wire, sshsig
+from dragoon.shared.agent import (
     SSH_AGENT_FAILURE,
     SSH_AGENT_IDENTITIES_ANSWER,
     SSH_AGENT_SIGN_RESPONSE,
@@ -21,9 +21,9 @@ from shared.agent import (
     SSH_AGENTC_SIGN_REQUEST,
     AgentClient,
 )
-from shared.constants import NS_REQUEST
-from shared.errors import AgentError, SignatureError
-from shared.keys import PrivateKey, PublicKey, load_public_key_file
+from dragoon.shared.constants import NS_REQUEST
+from dragoon.shared.errors import AgentError, SignatureError
+from dragoon.shared.keys import PrivateKey, PublicKey, load_public_key_file
 from tests.support.agent import FakeAgent, SshAgent, agent_sign_raw, frame
 from tests.support.keys import ACCEPTED_KINDS, KeyMaker, sha1_rsa_signature, sign_with_ssh_keygen
 

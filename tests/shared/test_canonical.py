@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from shared import sshsig
-from shared.canonical import (
+from dragoon.shared import sshsig
+from dragoon.shared.canonical import (
     canonical_json,
     canonical_query,
     canonical_request,
@@ -23,10 +23,10 @@ from shared.canonical import (
     sha256_hex,
     spec_sha256,
 )
-from shared.constants import NS_REQUEST, NS_TASK
-from shared.errors import SignatureError
-from shared.keys import PublicKey
-from shared.request_auth import KeyMatch, VerifiedRequest, verify_request
+from dragoon.shared.constants import NS_REQUEST, NS_TASK
+from dragoon.shared.errors import SignatureError
+from dragoon.shared.keys import PublicKey
+from dragoon.shared.request_auth import KeyMatch, VerifiedRequest, verify_request
 from tests.shared.conftest import load_vectors
 
 REQUESTS = load_vectors("canonical_requests.json")

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from shared.enrollment import PREFIX, JoinToken, new_secret
-from shared.errors import TokenFormatError
+from dragoon.shared.enrollment import PREFIX, JoinToken, new_secret
+from dragoon.shared.errors import TokenFormatError
 
 TOKEN = JoinToken(relay="https://relay.example:8443", drone="gpu-1", secret=new_secret(),
                   relay_key="SHA256:" + "A" * 43)

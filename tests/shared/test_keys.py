@@ -17,9 +17,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 
-from shared import _wire
-from shared.errors import DragoonError, KeyLoadError, SignatureError
-from shared.keys import (
+from dragoon.shared import _wire
+from dragoon.shared.errors import DragoonError, KeyLoadError, SignatureError
+from dragoon.shared.keys import (
     PrivateKey,
     PublicKey,
     fingerprint_of_blob,

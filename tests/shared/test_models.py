@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.models import FINAL_STATES, DroneState, Stream, TaskState, exit_status_code
+from dragoon.shared.models import FINAL_STATES, DroneState, Stream, TaskState, exit_status_code
 
 
 def test_final_states_are_the_ends_of_the_lifecycle() -> None:

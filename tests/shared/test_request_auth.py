@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from shared import constants as c
-from shared import sshsig
-from shared.canonical import canonical_request
-from shared.keys import PrivateKey, PublicKey
-from shared.request_auth import (
+from dragoon.shared import constants as c
+from dragoon.shared import sshsig
+from dragoon.shared.canonical import canonical_request
+from dragoon.shared.keys import PrivateKey, PublicKey
+from dragoon.shared.request_auth import (
     KeyMatch,
     RequestRejected,
     VerifiedRequest,
@@ -27,7 +27,7 @@ from shared.request_auth import (
     sign_request,
     verify_request,
 )
-from shared.signers import AgentSigner, KeyFileSigner
+from dragoon.shared.signers import AgentSigner, KeyFileSigner
 from tests.support.agent import SshAgent
 from tests.support.keys import sign_with_ssh_keygen
 

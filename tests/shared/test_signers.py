@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from shared import _wire, sshsig
-from shared.agent import (
+from dragoon.shared import _wire, sshsig
+from dragoon.shared.agent import (
     SSH_AGENT_IDENTITIES_ANSWER,
     SSH_AGENT_SIGN_RESPONSE,
     SSH_AGENTC_REQUEST_IDENTITIES,
 )
-from shared.constants import NS_LOGIN, NS_REQUEST
-from shared.errors import AgentError, KeyLoadError
-from shared.keys import PrivateKey, PublicKey, load_private_key_file
-from shared.signers import AgentSigner, KeyFileSigner
+from dragoon.shared.constants import NS_LOGIN, NS_REQUEST
+from dragoon.shared.errors import AgentError, KeyLoadError
+from dragoon.shared.keys import PrivateKey, PublicKey, load_private_key_file
+from dragoon.shared.signers import AgentSigner, KeyFileSigner
 from tests.support.agent import FakeAgent, SshAgent, frame, running_ssh_agent
 from tests.support.keys import (
     KeyMaker,

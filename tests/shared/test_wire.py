@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared import _wire
-from shared.errors import WireFormatError
+from dragoon.shared import _wire
+from dragoon.shared.errors import WireFormatError
 
 
 @pytest.mark.parametrize(("value", "encoded"), [

@@ -37,13 +37,13 @@ from urllib.parse import quote, urlencode
 import httpx
 import pyotp
 
-from shared.canonical import login_string
-from shared.constants import NS_LOGIN
-from shared.enrollment import JoinToken
-from shared.keys import PrivateKey
-from shared.request_auth import sign_request
-from shared.signers import KeyFileSigner, Signer
-from shared.sshsig import sign_b64
+from dragoon.shared.canonical import login_string
+from dragoon.shared.constants import NS_LOGIN
+from dragoon.shared.enrollment import JoinToken
+from dragoon.shared.keys import PrivateKey
+from dragoon.shared.request_auth import sign_request
+from dragoon.shared.signers import KeyFileSigner, Signer
+from dragoon.shared.sshsig import sign_b64
 
 REPO = Path(__file__).resolve().parents[2]
 LISTENING = "dragoon relay listening on "
