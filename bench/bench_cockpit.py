@@ -23,10 +23,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil
-from textual import events
-
 from dragoon.cockpit.app import CockpitApp
 from dragoon.cockpit.live import Snapshot
+from textual import events
+
 from tests.cockpit.fixed_source import FixedSource, make_drone, make_task
 
 STATES = ["running", "succeeded", "failed", "succeeded", "cancelled", "queued", "succeeded"]

@@ -45,6 +45,7 @@ if str(REPO) not in sys.path:
 from dragoon.shared.keys import PrivateKey  # noqa: E402
 from dragoon.shared.request_auth import sign_request  # noqa: E402
 from dragoon.shared.signers import KeyFileSigner, Signer  # noqa: E402
+
 from tests.support.relay import PilotSession, RelayProcess  # noqa: E402
 
 CHUNK = 64 * 1024
@@ -293,11 +294,10 @@ async def _asgi_throughput(app: ASGIApp, path: str, headers: list[list[tuple[byt
 
 def _in_process(data_dir: Path, pilot: PilotSession, task_id: str, total: int) -> tuple[float,
                                                                                       float]:
-    from starlette.middleware import Middleware
-
     from dragoon.relay.app import create_app
     from dragoon.relay.auth import Pilot, SignedRequests, token_hash
     from dragoon.relay.config import RelayConfig
+    from starlette.middleware import Middleware
 
     path = f"/v1/tasks/{task_id}"
     assert pilot.token is not None

@@ -30,6 +30,7 @@ from dragoon.shared import constants, sshsig  # noqa: E402 - after the path set-
 from dragoon.shared.keys import load_private_key_file  # noqa: E402
 from dragoon.shared.request_auth import KeyMatch, VerifiedRequest, sign_request, verify_request  # noqa: E402
 from dragoon.shared.signers import AgentSigner, KeyFileSigner  # noqa: E402
+
 from tests.support.agent import running_ssh_agent  # noqa: E402
 
 KINDS = {"ed25519": ["-t", "ed25519"], "RSA-3072": ["-t", "rsa", "-b", "3072"],

@@ -22,17 +22,16 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
-from rich.text import Text
-from textual import on, work
-from textual.app import App
-from textual.binding import Binding, BindingType
-from textual.widgets import Input, Static, Tree
-
 from dragoon.cockpit.commands_palette import ACTIONS, CockpitCommands
 from dragoon.cockpit.live import DataSource, describe, session_expired
 from dragoon.cockpit.messages import ActionFailed, ConnectionStatus, Link, RoundTrip
 from dragoon.cockpit.screens.detail import TaskDetailScreen
-from dragoon.cockpit.screens.dialogs import ConfirmScreen, JoinTokenScreen, PromptScreen, SubmitScreen
+from dragoon.cockpit.screens.dialogs import (
+    ConfirmScreen,
+    JoinTokenScreen,
+    PromptScreen,
+    SubmitScreen,
+)
 from dragoon.cockpit.screens.help import HelpScreen
 from dragoon.cockpit.screens.inbox import InboxScreen
 from dragoon.cockpit.screens.main import MainScreen
@@ -55,6 +54,11 @@ from dragoon.cockpit.widgets.drone_grid import DroneGrid
 from dragoon.cockpit.widgets.log_buffer import LogBuffer
 from dragoon.cockpit.widgets.log_view import LogView
 from dragoon.cockpit.widgets.task_tree import TaskTree
+from rich.text import Text
+from textual import on, work
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.widgets import Input, Static, Tree
 
 FLUSH_INTERVAL: Final = 0.1
 LOG_BUFFERS: Final = 8  # attached tasks whose output stays followed and in memory

@@ -168,7 +168,6 @@ class Demo:
 
     def log_in(self, secret: str) -> None:
         import pyotp
-
         from dragoon.cockpit.commands.session import log_in
 
         code = pyotp.TOTP(secret).now()  # in-process: the code never sits in an argv

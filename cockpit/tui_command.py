@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import click
-
 from dragoon.cockpit import exit_codes as X
 from dragoon.cockpit.commands._common import Fail, PilotCommand, fail, pilot_options, tls_verify
 

@@ -19,7 +19,6 @@ from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
-
 from dragoon.shared import constants as c
 from dragoon.shared import sshsig
 from dragoon.shared.canonical import canonical_request

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import httpx
-
 from dragoon.drone import config, fetch, spawn
 from dragoon.drone.artifacts import fd_sha256, stream_fd
 from dragoon.drone.client import Backoff, RelayClient, RelayUnavailable, error_code, until_reachable

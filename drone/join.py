@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-
 from dragoon.drone import config
 from dragoon.drone.daemon import version
 from dragoon.drone.state import DataDir, write_atomic

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Final
 
 import psutil
-
 from dragoon.drone.state import read_json, write_json
 
 WRAPPER: Final = str(Path(__file__).with_name("wrapper.py"))

@@ -11,13 +11,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
-
 from dragoon.relay import errors, sweeper
 from dragoon.relay.auth import SignedRequests
 from dragoon.relay.config import RelayConfig
 from dragoon.relay.context import Relay
 from dragoon.relay.routes import auth, events, fetches, messages, misc, tasks, worker, workers
+from fastapi import FastAPI
 
 
 def create_app(config: RelayConfig) -> FastAPI:

@@ -21,13 +21,12 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Final
 
-from fastapi import Depends, Request
-
 from dragoon.relay.context import Relay
 from dragoon.relay.errors import ApiError
 from dragoon.shared import constants as c
 from dragoon.shared.keys import PublicKey
 from dragoon.shared.request_auth import KeyMatch, RequestRejected, VerifiedRequest, verify_request
+from fastapi import Depends, Request
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
-
 from dragoon.relay.blobs import BlobStore
 from dragoon.relay.config import RelayConfig
 from dragoon.relay.db import Database
@@ -15,6 +13,7 @@ from dragoon.relay.logs import LogStore
 from dragoon.relay.signals import Signals
 from dragoon.shared.keys import load_private_key_file
 from dragoon.shared.signers import KeyFileSigner
+from fastapi import Depends, Request
 
 
 @dataclass

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyotp
-
 from dragoon.relay import audit
 from dragoon.relay.auth import token_hash
 from dragoon.relay.config import RelayConfig

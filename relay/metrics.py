@@ -36,9 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from starlette.routing import compile_path
-
 from dragoon.shared.models import DroneState, TaskState
+from starlette.routing import compile_path
 
 log = logging.getLogger("dragoon.relay.metrics")
 

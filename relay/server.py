@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-
 from dragoon.relay import logconf, metrics, systemd
 from dragoon.relay.config import RelayConfig
 

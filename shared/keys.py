@@ -25,7 +25,6 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
-
 from dragoon.shared import _wire
 from dragoon.shared.errors import KeyLoadError, SignatureError, WireFormatError
 

@@ -26,7 +26,6 @@ if "httpx" not in sys.modules:
     # it, and httpx falls back to a stub when the import fails.
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 import httpx
-
 from dragoon.cockpit.client import _errors as E
 from dragoon.cockpit.client._errors import ApiError
 from dragoon.cockpit.client._retry import Backoff, RetryHook

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
-
 from dragoon.cockpit import exit_codes as X
 
 if TYPE_CHECKING:

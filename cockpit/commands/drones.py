@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-
 from dragoon.cockpit.commands._common import (
     Connection,
     Duration,

@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path, PurePosixPath
 
 import click
-
 from dragoon.cockpit import exit_codes as X
 from dragoon.cockpit.commands._common import (
     Connection,

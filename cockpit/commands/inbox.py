@@ -7,9 +7,14 @@ import sys
 from typing import Any
 
 import click
-
 from dragoon.cockpit import exit_codes as X
-from dragoon.cockpit.commands._common import Connection, PilotCommand, open_client, pilot_options, run_async
+from dragoon.cockpit.commands._common import (
+    Connection,
+    PilotCommand,
+    open_client,
+    pilot_options,
+    run_async,
+)
 
 
 def _line(message: dict[str, Any]) -> str:

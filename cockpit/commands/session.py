@@ -7,9 +7,14 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import click
-
 from dragoon.cockpit import exit_codes as X
-from dragoon.cockpit.commands._common import Fail, PilotCommand, pilot_options, run_async, tls_verify
+from dragoon.cockpit.commands._common import (
+    Fail,
+    PilotCommand,
+    pilot_options,
+    run_async,
+    tls_verify,
+)
 
 if TYPE_CHECKING:
     from dragoon.cockpit.config import StoredSession

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-
 from dragoon.cockpit import exit_codes as X
 from dragoon.cockpit.commands._common import (
     Connection,

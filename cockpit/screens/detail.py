@@ -11,6 +11,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from dragoon.cockpit.render import human_size
+from dragoon.cockpit.state import TASK_COLOURS, TASK_ICONS, format_duration, task_elapsed
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -18,9 +20,6 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
-
-from dragoon.cockpit.render import human_size
-from dragoon.cockpit.state import TASK_COLOURS, TASK_ICONS, format_duration, task_elapsed
 
 if TYPE_CHECKING:
     from dragoon.cockpit.app import CockpitApp

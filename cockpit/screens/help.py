@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from dragoon.cockpit.commands_palette import ACTIONS
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -11,8 +12,6 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
-
-from dragoon.cockpit.commands_palette import ACTIONS
 
 EXTRA_KEYS: tuple[tuple[str, str], ...] = (
     ("tab / shift+tab", "Next / previous pane"),

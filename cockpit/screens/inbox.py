@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
+from dragoon.cockpit.state import format_ago
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
-
-from dragoon.cockpit.state import format_ago
 
 if TYPE_CHECKING:
     from dragoon.cockpit.app import CockpitApp

@@ -5,11 +5,10 @@ The unread count lives here so it is visible from every view of the main screen.
 
 from __future__ import annotations
 
+from dragoon.cockpit.messages import Link
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
-
-from dragoon.cockpit.messages import Link
 
 _LINK_STYLES = {
     Link.CONNECTED: ("●", "bold green"),

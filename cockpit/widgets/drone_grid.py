@@ -13,13 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Final
 
-from rich.text import Text
-from textual.binding import Binding, BindingType
-from textual.coordinate import Coordinate
-from textual.message import Message
-from textual.widgets import DataTable
-from textual.widgets.data_table import RowKey
-
 from dragoon.cockpit.state import (
     DRONE_COLUMNS,
     Change,
@@ -35,6 +28,12 @@ from dragoon.cockpit.state import (
     mem_load,
 )
 from dragoon.cockpit.widgets.cells import load_bar
+from rich.text import Text
+from textual.binding import Binding, BindingType
+from textual.coordinate import Coordinate
+from textual.message import Message
+from textual.widgets import DataTable
+from textual.widgets.data_table import RowKey
 
 COLUMN_LABELS: Final = {
     "name": "Drone", "state": "State", "labels": "Labels", "cpu": "CPU", "mem": "Mem",

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import ClassVar, Final
 
+from dragoon.cockpit.widgets.log_buffer import STDERR, LogBuffer
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding, BindingType
@@ -21,8 +22,6 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
-
-from dragoon.cockpit.widgets.log_buffer import STDERR, LogBuffer
 
 FLUSH_HZ: Final = 20
 CACHE_LINES: Final = 2_000

@@ -11,11 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Final
 
-from rich.text import Text
-from textual.binding import Binding, BindingType
-from textual.widgets import Tree
-from textual.widgets.tree import TreeNode
-
 from dragoon.cockpit.state import (
     QUEUED_GROUP,
     STATE_ORDER,
@@ -30,6 +25,10 @@ from dragoon.cockpit.state import (
     task_is_final,
     task_title,
 )
+from rich.text import Text
+from textual.binding import Binding, BindingType
+from textual.widgets import Tree
+from textual.widgets.tree import TreeNode
 
 _LABEL_FIELDS: Final = frozenset(
     {"state", "name", "spec", "started_at", "finished_at", "exit_code", "signal",

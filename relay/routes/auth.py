@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-
 from dragoon.relay import logconf, login
 from dragoon.relay.auth import PilotDep
 from dragoon.relay.context import RelayDep
 from dragoon.relay.errors import ApiError
 from dragoon.relay.models import ChallengeBody, LoginBody
+from fastapi import APIRouter
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 

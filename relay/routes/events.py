@@ -6,11 +6,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
-
 from dragoon.relay.auth import PilotDep
 from dragoon.relay.context import RelayDep
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
 
 router = APIRouter(tags=["events"])
 KEEPALIVE = 15.0

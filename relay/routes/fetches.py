@@ -5,14 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse
-
 from dragoon.relay import fetches
 from dragoon.relay.auth import PilotDep
 from dragoon.relay.context import RelayDep
 from dragoon.relay.errors import ApiError, not_found
 from dragoon.relay.routes.files import blob_response
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
 
 router = APIRouter(prefix="/v1/fetches", tags=["drones"])
 

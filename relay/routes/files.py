@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi.responses import FileResponse
-
 from dragoon.relay.errors import ApiError
+from fastapi.responses import FileResponse
 
 
 def blob_response(blob_path: Path, filename: str, sha256: str) -> FileResponse:

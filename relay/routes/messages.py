@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Query
-
 from dragoon.relay import messages
 from dragoon.relay.auth import PilotDep
 from dragoon.relay.context import RelayDep
 from dragoon.relay.models import AckBody
+from fastapi import APIRouter, Query
 
 router = APIRouter(prefix="/v1/messages", tags=["inbox"])
 

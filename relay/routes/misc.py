@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query
-
 from dragoon.relay import audit
 from dragoon.relay.auth import PilotDep
 from dragoon.relay.context import RelayDep
+from fastapi import APIRouter, Query
 
 router = APIRouter(tags=["relay"])
 

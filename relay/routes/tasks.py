@@ -6,9 +6,6 @@ import asyncio
 import time
 from typing import Any
 
-from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse, Response
-
 from dragoon.relay import artifacts, logconf
 from dragoon.relay import tasks as task_store
 from dragoon.relay.auth import PilotDep
@@ -18,6 +15,8 @@ from dragoon.relay.errors import not_found
 from dragoon.relay.models import MAX_OFFSET, CancelBody, SubmitBody
 from dragoon.relay.routes.files import blob_response
 from dragoon.shared.models import TaskState
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse, Response
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 

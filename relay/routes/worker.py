@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
-
 from dragoon.relay import artifacts, dispatch, drones, enroll, fetches, logconf, messages
 from dragoon.relay import tasks as task_store
 from dragoon.relay.auth import RECEIVED_AT_KEY, DroneDep, check_request, raw_path, scope_headers
@@ -16,6 +13,8 @@ from dragoon.relay.errors import ApiError, not_found
 from dragoon.relay.logs import Gap
 from dragoon.relay.models import MAX_OFFSET, FinishBody, InitBody, MessageBody, PollBody
 from dragoon.shared.request_auth import RequestRejected
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 
 router = APIRouter(prefix="/v1/worker", tags=["drone"])
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-
 from dragoon.relay import drones, enroll, fetches
 from dragoon.relay.auth import PilotDep
 from dragoon.relay.context import RelayDep
 from dragoon.relay.errors import ApiError, not_found
 from dragoon.relay.models import DrainBody, FetchBody, MintBody
+from fastapi import APIRouter
 
 router = APIRouter(prefix="/v1/workers", tags=["drones"])
 

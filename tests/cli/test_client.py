@@ -6,10 +6,10 @@ import asyncio
 import json
 
 import pytest
-
 from dragoon.cockpit.client import ApiError, Event, RelayClient
 from dragoon.cockpit.config import SessionStore
 from dragoon.cockpit.identity import signer_for
+
 from tests.cli.conftest import Pilot
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from dragoon.shared.enrollment import JoinToken
+
 from tests.cli.conftest import Pilot
 from tests.support.relay import RelayProcess, fresh_totp, new_signer
 

@@ -11,17 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.widgets import Input
-
 from dragoon.cockpit.app import CockpitApp
 from dragoon.cockpit.client import RelayClient
 from dragoon.cockpit.live import LiveSource
 from dragoon.cockpit.messages import Link
 from dragoon.cockpit.screens.detail import TaskDetailScreen
-from dragoon.cockpit.screens.dialogs import ConfirmScreen, JoinTokenScreen, PromptScreen, SubmitScreen
+from dragoon.cockpit.screens.dialogs import (
+    ConfirmScreen,
+    JoinTokenScreen,
+    PromptScreen,
+    SubmitScreen,
+)
 from dragoon.cockpit.screens.inbox import InboxScreen
 from dragoon.cockpit.widgets.log_buffer import STDERR, STDOUT
 from dragoon.shared.enrollment import JoinToken
+from textual.widgets import Input
+
 from tests.cockpit.waiting import until
 from tests.drone.conftest import DroneProcess
 from tests.support.relay import PilotSession, RelayProcess, fresh_totp

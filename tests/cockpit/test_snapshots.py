@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 
 import pytest
+from dragoon.cockpit.app import CockpitApp
 from textual.pilot import Pilot
 from textual.widgets import Input
 
-from dragoon.cockpit.app import CockpitApp
 from tests.cockpit.fixed_source import FixedSource, fixed_clock
 
 SELECTED = "t-0000000000"

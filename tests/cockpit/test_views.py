@@ -6,13 +6,13 @@
 from __future__ import annotations
 
 import pytest
-from textual.command import CommandPalette
-
 from dragoon.cockpit.app import CockpitApp
 from dragoon.cockpit.screens.detail import TaskDetailScreen
 from dragoon.cockpit.screens.dialogs import ConfirmScreen, SubmitScreen, build_submit
 from dragoon.cockpit.screens.help import HelpScreen
 from dragoon.cockpit.screens.inbox import InboxScreen
+from textual.command import CommandPalette
+
 from tests.cockpit.fixed_source import FixedSource, fixed_clock
 from tests.cockpit.waiting import until
 

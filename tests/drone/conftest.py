@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-
 from dragoon.drone import config
+
 from tests.support.relay import REPO, PilotSession, RelayProcess, wait_until
 
 T = TypeVar("T")

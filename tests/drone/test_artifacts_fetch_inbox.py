@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from dragoon.drone import artifacts, fetch
 from dragoon.drone.inbox import MESSAGE_CAP, READ_WINDOW, cap_message, split_messages
 

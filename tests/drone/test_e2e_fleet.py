@@ -6,8 +6,8 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from dragoon.shared.enrollment import JoinToken
+
 from tests.drone.conftest import DroneProcess, Fleet
 
 

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from dragoon.drone.state import read_json
 from dragoon.shared import sshsig
 from dragoon.shared.canonical import canonical_task
 from dragoon.shared.constants import NS_TASK
 from dragoon.shared.keys import PrivateKey
 from dragoon.shared.signers import KeyFileSigner
+
 from tests.drone.conftest import DroneProcess, Fleet
 from tests.drone.proxy import TamperingProxy
 

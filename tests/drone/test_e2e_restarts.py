@@ -8,8 +8,8 @@ import os
 import signal
 
 import psutil
-
 from dragoon.drone.release import MARGIN, STEP
+
 from tests.drone.conftest import Fleet
 from tests.support.relay import wait_until
 

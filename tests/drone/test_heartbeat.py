@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
-
 from dragoon.drone.client import Backoff
 from dragoon.drone.metrics import parse_smi
+
 from tests.drone.conftest import Fleet
 from tests.support.relay import wait_until
 

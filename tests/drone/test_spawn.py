@@ -9,9 +9,9 @@ import signal
 from pathlib import Path
 
 import psutil
-
 from dragoon.drone import spawn
 from dragoon.drone.state import read_json
+
 from tests.support.relay import wait_until
 
 

@@ -6,7 +6,6 @@ import os
 import stat
 
 import pytest
-
 from dragoon.drone import config
 from dragoon.drone.state import ACCEPTED_MEMORY, DataDir, DroneState, is_safe_id
 
@@ -83,7 +82,6 @@ def test_bad_settings_are_named(tmp_path, line, needle):
 
 def test_notify_appends_one_line_and_needs_the_inbox(tmp_path, monkeypatch):
     from click.testing import CliRunner
-
     from dragoon.drone.notify import notify
 
     inbox = tmp_path / "inbox"

@@ -6,7 +6,6 @@ import base64
 from typing import Any
 
 import pytest
-
 from dragoon.drone.verify import SignedTask, parse_spec, parse_task, verify_task
 from dragoon.shared import sshsig
 from dragoon.shared.canonical import canonical_task, spec_sha256

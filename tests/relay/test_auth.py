@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 
 import httpx
-
 from dragoon.shared.request_auth import new_nonce
+
 from tests.support.relay import DroneClient, PilotSession, RelayProcess, new_signer
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 import pyotp
-
 from dragoon.shared.enrollment import JoinToken
+
 from tests.support.relay import REPO, RelayProcess, dragoon, init_relay, new_signer
 from tests.support.tls import self_signed_certificate
 

@@ -9,11 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
 from dragoon.shared import sshsig
 from dragoon.shared.canonical import canonical_task
 from dragoon.shared.constants import NS_TASK
 from dragoon.shared.keys import PublicKey
+
 from tests.support.relay import DroneClient, PilotSession, RelayProcess, wait_until
 
 

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from dragoon.shared.enrollment import JoinToken
 from dragoon.shared.keys import PublicKey
+
 from tests.support.relay import (
     DroneClient,
     PilotSession,

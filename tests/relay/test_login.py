@@ -8,10 +8,10 @@ from pathlib import Path
 import httpx
 import pyotp
 import pytest
-
 from dragoon.shared.canonical import login_string
 from dragoon.shared.constants import NS_LOGIN
 from dragoon.shared.sshsig import sign_b64
+
 from tests.support.relay import PilotSession, RelayProcess, new_signer, wait_until
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from dragoon.relay.server import ServeError, ServeOptions, check_options, is_loopback, parse_bind
 
 

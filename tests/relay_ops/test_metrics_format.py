@@ -7,11 +7,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from dragoon.relay import metrics as m
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dragoon.relay import metrics as m
 from tests.relay_ops.promtext import parse
 
 

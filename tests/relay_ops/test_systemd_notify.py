@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from starlette.types import Receive, Scope, Send
-
 from dragoon.relay import systemd
+from starlette.types import Receive, Scope, Send
 
 
 @pytest.fixture

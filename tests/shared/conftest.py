@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from dragoon.shared.keys import PublicKey, load_public_key_file
+
 from tests.support.agent import SshAgent, running_ssh_agent
 from tests.support.keys import ACCEPTED_KINDS, KeyMaker
 

@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from dragoon.shared import _wire, sshsig
 from dragoon.shared.agent import (
     SSH_AGENT_FAILURE,
@@ -24,6 +23,7 @@ from dragoon.shared.agent import (
 from dragoon.shared.constants import NS_REQUEST
 from dragoon.shared.errors import AgentError, SignatureError
 from dragoon.shared.keys import PrivateKey, PublicKey, load_public_key_file
+
 from tests.support.agent import FakeAgent, SshAgent, agent_sign_raw, frame
 from tests.support.keys import ACCEPTED_KINDS, KeyMaker, sha1_rsa_signature, sign_with_ssh_keygen
 

@@ -12,7 +12,6 @@ import hashlib
 from typing import Any
 
 import pytest
-
 from dragoon.shared import sshsig
 from dragoon.shared.canonical import (
     canonical_json,
@@ -27,6 +26,7 @@ from dragoon.shared.constants import NS_REQUEST, NS_TASK
 from dragoon.shared.errors import SignatureError
 from dragoon.shared.keys import PublicKey
 from dragoon.shared.request_auth import KeyMatch, VerifiedRequest, verify_request
+
 from tests.shared.conftest import load_vectors
 
 REQUESTS = load_vectors("canonical_requests.json")

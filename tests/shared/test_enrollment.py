@@ -6,7 +6,6 @@ import base64
 import json
 
 import pytest
-
 from dragoon.shared.enrollment import PREFIX, JoinToken, new_secret
 from dragoon.shared.errors import TokenFormatError
 

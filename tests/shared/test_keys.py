@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
-
 from dragoon.shared import _wire
 from dragoon.shared.errors import DragoonError, KeyLoadError, SignatureError
 from dragoon.shared.keys import (
@@ -27,6 +26,7 @@ from dragoon.shared.keys import (
     load_private_key_file,
     load_public_key_file,
 )
+
 from tests.shared.conftest import load_vectors
 from tests.support.keys import (
     KeyMaker,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from dragoon.shared.models import FINAL_STATES, DroneState, Stream, TaskState, exit_status_code
 
 

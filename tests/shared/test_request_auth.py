@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from dragoon.shared import constants as c
 from dragoon.shared import sshsig
 from dragoon.shared.canonical import canonical_request
@@ -28,6 +27,7 @@ from dragoon.shared.request_auth import (
     verify_request,
 )
 from dragoon.shared.signers import AgentSigner, KeyFileSigner
+
 from tests.support.agent import SshAgent
 from tests.support.keys import sign_with_ssh_keygen
 

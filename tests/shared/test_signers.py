@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from dragoon.shared import _wire, sshsig
 from dragoon.shared.agent import (
     SSH_AGENT_IDENTITIES_ANSWER,
@@ -22,6 +21,7 @@ from dragoon.shared.constants import NS_LOGIN, NS_REQUEST
 from dragoon.shared.errors import AgentError, KeyLoadError
 from dragoon.shared.keys import PrivateKey, PublicKey, load_private_key_file
 from dragoon.shared.signers import AgentSigner, KeyFileSigner
+
 from tests.support.agent import FakeAgent, SshAgent, frame, running_ssh_agent
 from tests.support.keys import (
     KeyMaker,

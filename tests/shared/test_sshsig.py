@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
-
 from dragoon.shared import _wire, sshsig
 from dragoon.shared.constants import NS_LOGIN, NS_REQUEST, NS_SUBMIT, NS_TASK
 from dragoon.shared.errors import SignatureError
 from dragoon.shared.keys import PublicKey, load_private_key_file
 from dragoon.shared.signers import KeyFileSigner
+
 from tests.shared.conftest import load_vectors
 from tests.support.keys import (
     KeyMaker,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from dragoon.shared import _wire
 from dragoon.shared.errors import WireFormatError
 

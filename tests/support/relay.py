@@ -36,7 +36,6 @@ from urllib.parse import quote, urlencode
 
 import httpx
 import pyotp
-
 from dragoon.shared.canonical import login_string
 from dragoon.shared.constants import NS_LOGIN
 from dragoon.shared.enrollment import JoinToken
