@@ -23,8 +23,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil
-from dragoon.cockpit.app import CockpitApp
-from dragoon.cockpit.live import Snapshot
+from dragoon.cockpit.app.application import CockpitApp
+from dragoon.cockpit.app.live import Snapshot
 from textual import events
 
 from tests.cockpit.fixed_source import FixedSource, make_drone, make_task

@@ -22,7 +22,7 @@ class Verb:
     issue: int | None = None  # the issue that builds it, while it is a stub
 
 
-PILOT = "dragoon.cockpit.commands"
+PILOT = "dragoon.cockpit.cli"
 VERBS: dict[str, Verb] = {
     "relay": Verb("dragoon.relay.cli:relay", "Relay host: init, add-operator, enroll, serve."),
     "drone": Verb("dragoon.drone.cli:drone", "Drone host: join a relay, run the daemon."),
@@ -42,8 +42,8 @@ VERBS: dict[str, Verb] = {
     "artifact": Verb(f"{PILOT}:artifact", "Download one artifact."),
     "fetch": Verb(f"{PILOT}:fetch", "Download a file from a drone."),
     "inbox": Verb(f"{PILOT}:inbox", "Read (or follow) messages from tasks."),
-    "cockpit": Verb("dragoon.cockpit.tui_command:cockpit", "The full-screen terminal cockpit."),
-    "demo": Verb("dragoon.cockpit.demo:demo", "Relay + drone on loopback in a temp dir, then the cockpit."),
+    "cockpit": Verb(f"{PILOT}.tui:cockpit", "The full-screen terminal cockpit."),
+    "demo": Verb(f"{PILOT}.demo:demo", "Relay and drone on loopback in a temp dir, then the cockpit."),
 }
 
 

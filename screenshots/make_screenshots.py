@@ -21,10 +21,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dragoon.cockpit.app import CockpitApp  # noqa: E402
+from dragoon.cockpit.app.application import CockpitApp  # noqa: E402
+from dragoon.cockpit.app.live import LiveSource  # noqa: E402
+from dragoon.cockpit.app.messages import Link  # noqa: E402
 from dragoon.cockpit.client import RelayClient  # noqa: E402
-from dragoon.cockpit.live import LiveSource  # noqa: E402
-from dragoon.cockpit.messages import Link  # noqa: E402
 from textual.widgets import Input  # noqa: E402
 
 from tests.drone.conftest import DroneProcess  # noqa: E402

@@ -7,8 +7,8 @@ import json
 
 import pytest
 from dragoon.cockpit.client import ApiError, Event, RelayClient
-from dragoon.cockpit.config import SessionStore
-from dragoon.cockpit.identity import signer_for
+from dragoon.cockpit.client.config import SessionStore
+from dragoon.cockpit.client.identity import signer_for
 
 from tests.cli.conftest import Pilot
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from dragoon.cockpit.live import Snapshot
+from dragoon.cockpit.app.live import Snapshot
 
 NOW = 1_763_900_000.0
 

@@ -11,19 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dragoon.cockpit.app import CockpitApp
-from dragoon.cockpit.client import RelayClient
-from dragoon.cockpit.live import LiveSource
-from dragoon.cockpit.messages import Link
-from dragoon.cockpit.screens.detail import TaskDetailScreen
-from dragoon.cockpit.screens.dialogs import (
+from dragoon.cockpit.app.application import CockpitApp
+from dragoon.cockpit.app.live import LiveSource
+from dragoon.cockpit.app.messages import Link
+from dragoon.cockpit.app.screens.detail import TaskDetailScreen
+from dragoon.cockpit.app.screens.dialogs import (
     ConfirmScreen,
     JoinTokenScreen,
     PromptScreen,
     SubmitScreen,
 )
-from dragoon.cockpit.screens.inbox import InboxScreen
-from dragoon.cockpit.widgets.log_buffer import STDERR, STDOUT
+from dragoon.cockpit.app.screens.inbox import InboxScreen
+from dragoon.cockpit.app.widgets.log_buffer import STDERR, STDOUT
+from dragoon.cockpit.client import RelayClient
 from dragoon.shared.enrollment import JoinToken
 from textual.widgets import Input
 

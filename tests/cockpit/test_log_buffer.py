@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from dragoon.cockpit.widgets.log_buffer import STDERR, STDOUT, LogBuffer, clean_line
+from dragoon.cockpit.app.widgets.log_buffer import STDERR, STDOUT, LogBuffer, clean_line
 
 
 def lines(buffer: LogBuffer) -> list[tuple[int, str]]:
@@ -69,6 +69,6 @@ def test_find_forwards_and_backwards_case_insensitively() -> None:
 
 
 def test_importing_the_cockpit_verb_does_not_import_textual() -> None:
-    code = ("import sys, dragoon.cockpit.tui_command; "
+    code = ("import sys, dragoon.cockpit.cli.tui; "
             "sys.exit(1 if 'textual' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 
 import pytest
-from dragoon.cockpit.app import CockpitApp
+from dragoon.cockpit.app.application import CockpitApp
 from textual.pilot import Pilot
 from textual.widgets import Input
 

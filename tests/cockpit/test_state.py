@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dragoon.cockpit.state import (
+from dragoon.cockpit.app.state import (
     CockpitState,
     DroneAdded,
     DroneRemoved,

@@ -6,11 +6,11 @@
 from __future__ import annotations
 
 import pytest
-from dragoon.cockpit.app import CockpitApp
-from dragoon.cockpit.screens.detail import TaskDetailScreen
-from dragoon.cockpit.screens.dialogs import ConfirmScreen, SubmitScreen, build_submit
-from dragoon.cockpit.screens.help import HelpScreen
-from dragoon.cockpit.screens.inbox import InboxScreen
+from dragoon.cockpit.app.application import CockpitApp
+from dragoon.cockpit.app.screens.detail import TaskDetailScreen
+from dragoon.cockpit.app.screens.dialogs import ConfirmScreen, SubmitScreen, build_submit
+from dragoon.cockpit.app.screens.help import HelpScreen
+from dragoon.cockpit.app.screens.inbox import InboxScreen
 from textual.command import CommandPalette
 
 from tests.cockpit.fixed_source import FixedSource, fixed_clock

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from dragoon.cockpit.state import format_duration
+from dragoon.cockpit.app.state import format_duration
 
 STATE_STYLES = {
     "queued": "cyan",

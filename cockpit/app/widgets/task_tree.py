@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Final
 
-from dragoon.cockpit.state import (
+from dragoon.cockpit.app.state import (
     QUEUED_GROUP,
     STATE_ORDER,
     TASK_COLOURS,

@@ -12,8 +12,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path, PurePosixPath
 
 import click
-from dragoon.cockpit import exit_codes as X
-from dragoon.cockpit.commands._common import (
+from dragoon.cockpit.cli import exit_codes as X
+from dragoon.cockpit.cli._common import (
     Connection,
     Fail,
     PilotCommand,
@@ -31,7 +31,7 @@ async def progress_bar(label: str) -> AsyncIterator[OnProgress | None]:
     """A rich progress bar on stderr when it is a terminal; nothing when it is not."""
     import sys
 
-    from dragoon.cockpit.render import is_terminal
+    from dragoon.cockpit.cli.render import is_terminal
 
     if not is_terminal(sys.stderr):
         yield None
@@ -75,7 +75,7 @@ def artifacts(relay: str | None, key: str | None, ca_cert: str | None, task_id: 
     async def go() -> None:
         async with open_client(Connection(relay, key, ca_cert)) as client, naming(task_id):
             found = await client.artifacts(task_id=task_id)
-        from dragoon.cockpit import render
+        from dragoon.cockpit.cli import render
 
         if as_json:
             render.print_json(found)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from dragoon.cockpit.widgets.connection_bar import ConnectionBar
-from dragoon.cockpit.widgets.drone_grid import DroneGrid
-from dragoon.cockpit.widgets.log_view import LogView
-from dragoon.cockpit.widgets.task_tree import TaskTree
+from dragoon.cockpit.app.widgets.connection_bar import ConnectionBar
+from dragoon.cockpit.app.widgets.drone_grid import DroneGrid
+from dragoon.cockpit.app.widgets.log_view import LogView
+from dragoon.cockpit.app.widgets.task_tree import TaskTree
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from dragoon.cockpit.render import human_size
-from dragoon.cockpit.state import TASK_COLOURS, TASK_ICONS, format_duration, task_elapsed
+from dragoon.cockpit.app.state import TASK_COLOURS, TASK_ICONS, format_duration, task_elapsed
+from dragoon.cockpit.cli.render import human_size
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -22,7 +22,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 if TYPE_CHECKING:
-    from dragoon.cockpit.app import CockpitApp
+    from dragoon.cockpit.app.application import CockpitApp
 
 
 def _when(ts: float | None) -> str:

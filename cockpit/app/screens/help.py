@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from dragoon.cockpit.commands_palette import ACTIONS
+from dragoon.cockpit.app.palette import ACTIONS
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult

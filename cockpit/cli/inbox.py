@@ -7,8 +7,8 @@ import sys
 from typing import Any
 
 import click
-from dragoon.cockpit import exit_codes as X
-from dragoon.cockpit.commands._common import (
+from dragoon.cockpit.cli import exit_codes as X
+from dragoon.cockpit.cli._common import (
     Connection,
     PilotCommand,
     open_client,
@@ -18,7 +18,7 @@ from dragoon.cockpit.commands._common import (
 
 
 def _line(message: dict[str, Any]) -> str:
-    from dragoon.cockpit.render import relative_time
+    from dragoon.cockpit.cli.render import relative_time
 
     return (f"{relative_time(message.get('created_at'))}  {message.get('drone', '-')}  "
             f"{message.get('task', '-')}  {message.get('text', '')}")
@@ -35,12 +35,12 @@ def inbox(relay: str | None, key: str | None, ca_cert: str | None, follow: bool,
     """Read (or follow) unread messages from tasks; they are marked read unless --no-ack."""
 
     async def go() -> int:
-        from dragoon.cockpit.commands._follow import on_retry
+        from dragoon.cockpit.cli._follow import on_retry
 
         async with open_client(Connection(relay, key, ca_cert)) as client:
             unread = [dict(m) for m in await client.messages(unread=True, limit=1000)]
             if as_json and not follow:
-                from dragoon.cockpit.render import print_json
+                from dragoon.cockpit.cli.render import print_json
 
                 print_json(unread)
             for message in unread:

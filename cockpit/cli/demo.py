@@ -168,7 +168,7 @@ class Demo:
 
     def log_in(self, secret: str) -> None:
         import pyotp
-        from dragoon.cockpit.commands.session import log_in
+        from dragoon.cockpit.cli.session import log_in
 
         code = pyotp.TOTP(secret).now()  # in-process: the code never sits in an argv
         asyncio.run(log_in(relay=self.relay_url, key=None, ca_cert=None, totp=code,

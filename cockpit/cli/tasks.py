@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from dragoon.cockpit import exit_codes as X
-from dragoon.cockpit.commands._common import (
+from dragoon.cockpit.cli import exit_codes as X
+from dragoon.cockpit.cli._common import (
     Connection,
     Duration,
     EnvPair,
@@ -100,7 +100,7 @@ def run(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[st
     drone, spec = _target_and_spec(words, labels, timeout, grace, cwd, env, artifacts, name)
 
     async def go() -> int:
-        from dragoon.cockpit.commands._follow import attach, default_streams, task_exit_code
+        from dragoon.cockpit.cli._follow import attach, default_streams, task_exit_code
 
         async with open_client(Connection(relay, key, ca_cert)) as client:
             async with naming(drone):
@@ -115,7 +115,7 @@ def run(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[st
 
 
 def _task_row(task: dict[str, Any]) -> list[str]:
-    from dragoon.cockpit.render import relative_time
+    from dragoon.cockpit.cli.render import relative_time
 
     code = task.get("exit_code")
     sig = task.get("signal")
@@ -141,7 +141,7 @@ def tasks(relay: str | None, key: str | None, ca_cert: str | None, drone: str | 
     async def go() -> None:
         async with open_client(Connection(relay, key, ca_cert)) as client:
             page = await client.tasks(drone=drone, state=state, limit=limit)
-        from dragoon.cockpit import render
+        from dragoon.cockpit.cli import render
 
         if as_json:
             render.print_json(page.tasks)
@@ -163,7 +163,7 @@ def task(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
     async def go() -> None:
         async with open_client(Connection(relay, key, ca_cert)) as client, naming(task_id):
             found = dict(await client.task(task_id=task_id))
-        from dragoon.cockpit import render
+        from dragoon.cockpit.cli import render
 
         if as_json:
             render.print_json(found)
@@ -206,7 +206,7 @@ def logs(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
     """Print (or follow) a task's output: stdout to stdout, stderr to stderr."""
 
     async def go() -> int:
-        from dragoon.cockpit.commands._follow import attach, default_streams
+        from dragoon.cockpit.cli._follow import attach, default_streams
 
         streams = default_streams()
         if stream is not None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Final
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 if TYPE_CHECKING:
-    from dragoon.cockpit.app import CockpitApp
+    from dragoon.cockpit.app.application import CockpitApp
 
 
 @dataclass(frozen=True)

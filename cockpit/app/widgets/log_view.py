@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import ClassVar, Final
 
-from dragoon.cockpit.widgets.log_buffer import STDERR, LogBuffer
+from dragoon.cockpit.app.widgets.log_buffer import STDERR, LogBuffer
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding, BindingType

@@ -11,15 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from dragoon.cockpit import exit_codes as X
-from dragoon.cockpit.commands._common import Fail, PilotCommand, fail, pilot_options, tls_verify
+from dragoon.cockpit.cli import exit_codes as X
+from dragoon.cockpit.cli._common import Fail, PilotCommand, fail, pilot_options, tls_verify
 
 
 def _open_source(relay: str | None, key: str | None, ca_cert: str | None) -> Any:
+    from dragoon.cockpit.app.live import LiveSource
     from dragoon.cockpit.client import RelayClient
-    from dragoon.cockpit.config import ConfigError, SessionStore, StoredSession, resolve
-    from dragoon.cockpit.identity import signer_for
-    from dragoon.cockpit.live import LiveSource
+    from dragoon.cockpit.client.config import ConfigError, SessionStore, StoredSession, resolve
+    from dragoon.cockpit.client.identity import signer_for
 
     try:
         settings = resolve(relay=relay, key=key, ca_cert=ca_cert)
@@ -56,6 +56,6 @@ def cockpit(relay: str | None, key: str | None, ca_cert: str | None, readonly: b
         source = _open_source(relay, key, ca_cert)
     except Fail as exc:
         fail(exc.message, exc.code)
-    from dragoon.cockpit.app import CockpitApp
+    from dragoon.cockpit.app.application import CockpitApp
 
     CockpitApp(source, readonly=readonly).run()

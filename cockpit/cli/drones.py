@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import click
-from dragoon.cockpit.commands._common import (
+from dragoon.cockpit.cli._common import (
     Connection,
     Duration,
     Labels,
@@ -26,7 +26,7 @@ def drones(relay: str | None, key: str | None, ca_cert: str | None, as_json: boo
     async def go() -> None:
         async with open_client(Connection(relay, key, ca_cert)) as client:
             found = await client.drones()
-        from dragoon.cockpit import render
+        from dragoon.cockpit.cli import render
 
         if as_json:
             render.print_json(found)
@@ -83,7 +83,7 @@ def drain(relay: str | None, key: str | None, ca_cert: str | None, name: str, un
     async def go() -> None:
         async with open_client(Connection(relay, key, ca_cert)) as client, naming(name):
             found = await client.drain(drone=name, drain=not undo)
-        from dragoon.cockpit import render
+        from dragoon.cockpit.cli import render
 
         if as_json:
             render.print_json(found)

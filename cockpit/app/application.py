@@ -22,20 +22,20 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
-from dragoon.cockpit.commands_palette import ACTIONS, CockpitCommands
-from dragoon.cockpit.live import DataSource, describe, session_expired
-from dragoon.cockpit.messages import ActionFailed, ConnectionStatus, Link, RoundTrip
-from dragoon.cockpit.screens.detail import TaskDetailScreen
-from dragoon.cockpit.screens.dialogs import (
+from dragoon.cockpit.app.live import DataSource, describe, session_expired
+from dragoon.cockpit.app.messages import ActionFailed, ConnectionStatus, Link, RoundTrip
+from dragoon.cockpit.app.palette import ACTIONS, CockpitCommands
+from dragoon.cockpit.app.screens.detail import TaskDetailScreen
+from dragoon.cockpit.app.screens.dialogs import (
     ConfirmScreen,
     JoinTokenScreen,
     PromptScreen,
     SubmitScreen,
 )
-from dragoon.cockpit.screens.help import HelpScreen
-from dragoon.cockpit.screens.inbox import InboxScreen
-from dragoon.cockpit.screens.main import MainScreen
-from dragoon.cockpit.state import (
+from dragoon.cockpit.app.screens.help import HelpScreen
+from dragoon.cockpit.app.screens.inbox import InboxScreen
+from dragoon.cockpit.app.screens.main import MainScreen
+from dragoon.cockpit.app.state import (
     Change,
     CockpitState,
     DroneAdded,
@@ -49,11 +49,11 @@ from dragoon.cockpit.state import (
     coalesce,
     wall_clock,
 )
-from dragoon.cockpit.widgets.connection_bar import ConnectionBar
-from dragoon.cockpit.widgets.drone_grid import DroneGrid
-from dragoon.cockpit.widgets.log_buffer import LogBuffer
-from dragoon.cockpit.widgets.log_view import LogView
-from dragoon.cockpit.widgets.task_tree import TaskTree
+from dragoon.cockpit.app.widgets.connection_bar import ConnectionBar
+from dragoon.cockpit.app.widgets.drone_grid import DroneGrid
+from dragoon.cockpit.app.widgets.log_buffer import LogBuffer
+from dragoon.cockpit.app.widgets.log_view import LogView
+from dragoon.cockpit.app.widgets.task_tree import TaskTree
 from rich.text import Text
 from textual import on, work
 from textual.app import App

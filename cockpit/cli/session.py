@@ -7,8 +7,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import click
-from dragoon.cockpit import exit_codes as X
-from dragoon.cockpit.commands._common import (
+from dragoon.cockpit.cli import exit_codes as X
+from dragoon.cockpit.cli._common import (
     Fail,
     PilotCommand,
     pilot_options,
@@ -17,7 +17,7 @@ from dragoon.cockpit.commands._common import (
 )
 
 if TYPE_CHECKING:
-    from dragoon.cockpit.config import StoredSession
+    from dragoon.cockpit.client.config import StoredSession
 
 
 async def log_in(*, relay: str | None, key: str | None, ca_cert: str | None,
@@ -29,8 +29,8 @@ async def log_in(*, relay: str | None, key: str | None, ca_cert: str | None,
     loaded (a wrong key path should not cost the pilot a TOTP code).
     """
     from dragoon.cockpit.client import RelayClient
-    from dragoon.cockpit.config import SessionStore, StoredSession, resolve
-    from dragoon.cockpit.identity import signer_for
+    from dragoon.cockpit.client.config import SessionStore, StoredSession, resolve
+    from dragoon.cockpit.client.identity import signer_for
 
     settings = resolve(relay=relay, key=key, ca_cert=ca_cert, env=env)
     if settings.relay is None:
@@ -68,7 +68,7 @@ def login(relay: str | None, key: str | None, ca_cert: str | None, totp: str | N
                                                           err=True)
 
     async def go() -> None:
-        from dragoon.cockpit.render import relative_time
+        from dragoon.cockpit.cli.render import relative_time
 
         session = await log_in(relay=relay, key=key, ca_cert=ca_cert, totp=ask)
         click.echo(f"logged in to {session.relay} as {session.pilot or '?'} "
@@ -84,9 +84,9 @@ def logout(relay: str | None, key: str | None, ca_cert: str | None) -> None:
     """Revoke the session token on the relay and forget it here."""
 
     async def go() -> None:
+        from dragoon.cockpit.cli._common import Connection, open_client
         from dragoon.cockpit.client import ApiError
-        from dragoon.cockpit.commands._common import Connection, open_client
-        from dragoon.cockpit.config import SessionStore
+        from dragoon.cockpit.client.config import SessionStore
 
         store = SessionStore()
         try:

@@ -5,7 +5,7 @@ The unread count lives here so it is visible from every view of the main screen.
 
 from __future__ import annotations
 
-from dragoon.cockpit.messages import Link
+from dragoon.cockpit.app.messages import Link
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
-from dragoon.cockpit import exit_codes as X
+from dragoon.cockpit.cli import exit_codes as X
 
 if TYPE_CHECKING:
     from dragoon.cockpit.client import ApiError, RelayClient
-    from dragoon.cockpit.config import StoredSession
+    from dragoon.cockpit.client.config import StoredSession
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -106,8 +106,8 @@ def open_session(conn: Connection, *, allow_expired: bool = False
     """A client for the logged-in session (the relay and key it was made with, unless told),
     and that session; the cockpit opens on an expired one and asks for the TOTP itself."""
     from dragoon.cockpit.client import RelayClient
-    from dragoon.cockpit.config import SessionStore, resolve
-    from dragoon.cockpit.identity import signer_for
+    from dragoon.cockpit.client.config import SessionStore, resolve
+    from dragoon.cockpit.client.identity import signer_for
 
     settings = resolve(relay=conn.relay, key=conn.key, ca_cert=conn.ca_cert)
     session = SessionStore().load()
@@ -173,7 +173,7 @@ def run_async(make: Callable[[], Coroutine[Any, Any, T]], *,
     import asyncio
 
     from dragoon.cockpit.client import ApiError
-    from dragoon.cockpit.config import ConfigError
+    from dragoon.cockpit.client.config import ConfigError
     from dragoon.shared.errors import AgentError, KeyLoadError
 
     def code_of(code: int) -> int:

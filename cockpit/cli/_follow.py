@@ -16,7 +16,7 @@ import sys
 from typing import BinaryIO
 
 import click
-from dragoon.cockpit import exit_codes as X
+from dragoon.cockpit.cli import exit_codes as X
 from dragoon.cockpit.client import ApiError, RelayClient, Task
 from dragoon.shared.models import TaskState, exit_status_code
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
-from dragoon.cockpit.state import format_ago
+from dragoon.cockpit.app.state import format_ago
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -13,7 +13,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 if TYPE_CHECKING:
-    from dragoon.cockpit.app import CockpitApp
+    from dragoon.cockpit.app.application import CockpitApp
 
 
 class InboxScreen(Screen[None]):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Final
 
-from dragoon.cockpit.state import (
+from dragoon.cockpit.app.state import (
     DRONE_COLUMNS,
     Change,
     DroneAdded,
@@ -27,7 +27,7 @@ from dragoon.cockpit.state import (
     gpu_load,
     mem_load,
 )
-from dragoon.cockpit.widgets.cells import load_bar
+from dragoon.cockpit.app.widgets.cells import load_bar
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.coordinate import Coordinate
