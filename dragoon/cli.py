@@ -43,7 +43,8 @@ VERBS: dict[str, Verb] = {
     "fetch": Verb(f"{PILOT}:fetch", "Download a file from a drone."),
     "inbox": Verb(f"{PILOT}:inbox", "Read (or follow) messages from tasks."),
     "cockpit": Verb(f"{PILOT}.tui:cockpit", "The full-screen terminal cockpit."),
-    "demo": Verb(f"{PILOT}.demo:demo", "Relay and drone on loopback in a temp dir, then the cockpit."),
+    "demo": Verb(f"{PILOT}.demo:demo",
+                 "Relay + drone on loopback in a temp dir, then the cockpit."),
 }
 
 
