@@ -3,7 +3,8 @@
 #
 # Installs the system tools the tests drive for real (OpenSSH's ssh-keygen,
 # ssh-agent and ssh-add; curl; tmux for the cockpit) when they are missing,
-# makes .venv, installs dragoon with its test extras, checks ruff, runs pytest.
+# makes .venv, installs dragoon with every extra and the test tools ('.[test]' pulls in
+# '[all]'), checks ruff, runs pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
