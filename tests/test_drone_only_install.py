@@ -3,7 +3,10 @@
 The package is installed for real (a wheel built by pip, not an editable
 install) into a fresh venv with the default dependencies only, so this also
 pins the installed layout under the ``dragoon`` namespace. The relay runs from
-the test venv, which has every extra; the drone runs from the lean venv.
+the test venv, which has every extra; the drone runs from the lean venv. Last,
+the README's own line (``pip install '.[all]'``, then ``dragoon demo``) runs
+in a checkout, where the checkout's ``dragoon/`` folder could shadow the
+installed package.
 """
 
 from __future__ import annotations
@@ -25,15 +28,16 @@ from tests.support.relay import REPO, RelayProcess, wait_until
 
 pytestmark = pytest.mark.slow
 
-INSTALL_TIMEOUT = 900  # pip fetches the default dependencies (and setuptools to build)
+INSTALL_TIMEOUT = 900  # pip fetches the dependencies (and setuptools to build)
 
 
-def _source_copy(dest: Path) -> Path:
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """What a build needs, copied out of the checkout: building in place would write build/
     into it, and setuptools reuses a stale build/lib in the next wheel."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     folders = set(project["tool"]["setuptools"]["package-dir"].values())
-    dest.mkdir()
+    dest = tmp_path_factory.mktemp("checkout")
     for name in ("pyproject.toml", project["project"]["readme"]):
         shutil.copy2(REPO / name, dest / name)
     for folder in folders:
@@ -42,18 +46,21 @@ def _source_copy(dest: Path) -> Path:
     return dest
 
 
-@pytest.fixture(scope="module")
-def lean(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv with ``pip install dragoon`` (no extras); its bin/ directory."""
-    root = tmp_path_factory.mktemp("lean")
+def _venv_with(root: Path, requirement: str) -> Path:
+    """A fresh venv under ``root`` with ``pip install REQUIREMENT``; its bin/ directory."""
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    source = _source_copy(root / "source")
     done = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-                           str(source)], capture_output=True, text=True, check=False,
+                           requirement], capture_output=True, text=True, check=False,
                           timeout=INSTALL_TIMEOUT, cwd=root)
-    assert done.returncode == 0, f"pip install failed:\n{done.stdout}\n{done.stderr}"
+    assert done.returncode == 0, f"pip install {requirement} failed:\n{done.stdout}\n{done.stderr}"
     return venv / "bin"
+
+
+@pytest.fixture(scope="module")
+def lean(tmp_path_factory: pytest.TempPathFactory, source: Path) -> Path:
+    """A drone box's install: ``pip install /path/to/dragoon``, no extra."""
+    return _venv_with(tmp_path_factory.mktemp("lean"), str(source))
 
 
 def _lean_env() -> dict[str, str]:
@@ -177,3 +184,17 @@ def test_a_drone_from_the_lean_install_runs_a_task(lean_drone: LeanDrone,
         finally:
             lean_drone.stop()
             relay.kill9()  # its graceful stop waits on held long-polls; not under test
+
+
+def test_the_readme_line_runs_the_demo_in_a_checkout(tmp_path_factory: pytest.TempPathFactory,
+                                                    source: Path, tmp_path: Path) -> None:
+    # The README's line, in the checkout: the demo's relay and drone subprocesses start there
+    # too, where the checkout's dragoon/ folder (the entry point alone) sits in the cwd.
+    full = _venv_with(tmp_path_factory.mktemp("full"), f"{source}[all]")
+    (tmp_path / "home").mkdir()
+    (tmp_path / "tmp").mkdir()
+    env = {**_lean_env(), "HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path / "tmp")}
+    done = subprocess.run([str(full / "dragoon"), "demo", "--headless"], capture_output=True,
+                          text=True, check=False, timeout=120, cwd=source, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "succeeded" in done.stderr and "artifacts: out/model.txt" in done.stderr

@@ -50,7 +50,10 @@ class DemoError(Exception):
 
 
 def dragoon_argv() -> list[str]:
-    return [sys.executable, "-m", "dragoon"]
+    """``python -P -m dragoon``: -P keeps the working directory off sys.path, since in a
+    checkout its ``dragoon/`` folder (the entry point alone) would shadow the installed
+    package and hide ``dragoon.relay`` and the rest."""
+    return [sys.executable, "-P", "-m", "dragoon"]
 
 
 def say(message: str) -> None:
