@@ -11,16 +11,21 @@ Module map (each module one job; routes stay thin over the store and dispatcher)
 - ``login``     challenge, TOTP login, lock-out, sessions, logout, add-operator
 - ``enroll``    enrollment (join) tokens, stored hashed, and drone registration
 - ``models``    request bodies (pydantic), the OpenAPI document's source
-- ``tasks``     the task store: submit, list, show, cancel, finish
+- ``tasks``     the task store (``TaskStore``, made once with the output store): submit, list,
+                show, cancel, finish
 - ``dispatch``  the long-poll: heartbeat in, signed tasks/cancels/fetches out; lost/offline sweep
 - ``signals``   in-process wake-ups keyed by name (no polling loops)
-- ``logs``      append-only output files addressed by offset, fsynced before acknowledging
+- ``output``    task output: append-only files addressed by offset, fsynced before acknowledging
 - ``blobs``     content-addressed blob store; ``artifacts`` the per-task index over it
 - ``fetches``   files a pilot asked a drone for; ``messages`` the inbox; ``audit`` the trail
-- ``drones``    the drone registry as pilots see it, drain
+- ``fleet``     every drone's record and view (state, labels, load), drain
 - ``events``    server-sent events fan-out; ``sweeper`` timed housekeeping (purges)
-- ``logconf``   key=value log lines without secrets
-- ``routes/``   HTTP routes, one module per area
+- ``logconf``   the relay's own key=value log lines, without secrets
+- ``routes/``   HTTP routes, one module per area, named for who calls them: ``drone_api``
+                (``/v1/worker``, the drone's), ``fleet`` (``/v1/workers``, the pilots' view of
+                drones), ``tasks``, ``fetches``, ``messages``, ``events``, ``login``
+                (``/v1/auth``), ``audit``, ``health``; ``downloads`` is the blob answer they share
 - ``app``       ``create_app(config)``; ``server`` the programmatic runner; ``cli`` the click group
-- ``metrics``, ``systemd``  Prometheus and sd_notify, plugged in by ``server``
+- ``metrics/``  Prometheus via prometheus-client (request timing, store gauges, ``/metrics``);
+                ``systemd`` sd_notify; both plugged in by ``server``
 """

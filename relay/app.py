@@ -1,8 +1,8 @@
 """``create_app(config)``: the relay as an ASGI app, for ``serve``, tests and other runners.
 
 Hook points for the parts built elsewhere: ``app.state.relay`` holds the
-store and signals; metrics and systemd code wrap or extend the app returned
-here (``relay.metrics.install(app, …)``) without this module knowing them.
+stores and signals; metrics and systemd code wrap or extend the app returned
+here (``relay.metrics.install_for_relay(app)``) without this module knowing them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,17 @@ from dragoon.relay import errors, sweeper
 from dragoon.relay.auth import SignedRequests
 from dragoon.relay.config import RelayConfig
 from dragoon.relay.context import Relay
-from dragoon.relay.routes import auth, events, fetches, messages, misc, tasks, worker, workers
+from dragoon.relay.routes import (
+    audit,
+    drone_api,
+    events,
+    fetches,
+    fleet,
+    health,
+    login,
+    messages,
+    tasks,
+)
 from fastapi import FastAPI
 
 
@@ -38,7 +48,7 @@ def create_app(config: RelayConfig) -> FastAPI:
     )
     app.state.relay = relay
     errors.install(app)
-    for module in (auth, workers, worker, tasks, fetches, messages, events, misc):
+    for module in (login, fleet, drone_api, tasks, fetches, messages, events, health, audit):
         app.include_router(module.router)
     app.add_middleware(SignedRequests, relay=relay)
     return app

@@ -1,4 +1,4 @@
-"""The running relay's shared state: config, database, wake-up signals, event bus, task key."""
+"""The running relay's shared state: config, database, stores, wake-up signals, event bus, key."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from dragoon.relay.blobs import BlobStore
 from dragoon.relay.config import RelayConfig
 from dragoon.relay.db import Database
 from dragoon.relay.events import EventBus
-from dragoon.relay.logs import LogStore
+from dragoon.relay.output import OutputStore
 from dragoon.relay.signals import Signals
+from dragoon.relay.tasks import TaskStore
 from dragoon.shared.keys import load_private_key_file
 from dragoon.shared.signers import KeyFileSigner
 from fastapi import Depends, Request
@@ -21,7 +22,8 @@ class Relay:
     config: RelayConfig
     db: Database
     signer: KeyFileSigner
-    logs: LogStore
+    output: OutputStore
+    tasks: TaskStore
     blobs: BlobStore
     signals: Signals = field(default_factory=Signals)
     bus: EventBus = field(default_factory=EventBus)
@@ -30,9 +32,10 @@ class Relay:
     @classmethod
     def open(cls, config: RelayConfig) -> Relay:
         signer = KeyFileSigner(load_private_key_file(config.key_path))
+        output = OutputStore(config.logs_dir, config.output_cap)
         return cls(
-            config=config, db=Database(config.db_path), signer=signer,
-            logs=LogStore(config.logs_dir, config.output_cap), blobs=BlobStore(config.blobs_dir),
+            config=config, db=Database(config.db_path), signer=signer, output=output,
+            tasks=TaskStore(config, output), blobs=BlobStore(config.blobs_dir),
         )
 
     def stopping(self) -> None:
@@ -41,7 +44,7 @@ class Relay:
         self.bus.close()
 
     def close(self) -> None:
-        self.logs.close()
+        self.output.close()
         self.db.close()
 
 

@@ -21,13 +21,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from dragoon.relay import fetches
+from dragoon.relay import fetches, fleet
 from dragoon.relay import tasks as task_store
 from dragoon.relay.context import Relay
 from dragoon.relay.db import transaction
-from dragoon.relay.drones import view as drone_view
-from dragoon.relay.logs import LogStore
 from dragoon.relay.models import PollBody
+from dragoon.relay.tasks import TaskStore
 from dragoon.shared import sshsig
 from dragoon.shared.canonical import canonical_task
 from dragoon.shared.constants import NS_TASK
@@ -51,7 +50,7 @@ def _signed(signer: Signer, task_id: str, drone: str, seq: int, spec: dict[str, 
 
 
 def assign(
-    conn: sqlite3.Connection, signer: Signer, logs: LogStore, name: str, poll: PollBody,
+    conn: sqlite3.Connection, signer: Signer, tasks: TaskStore, name: str, poll: PollBody,
     first: bool,
 ) -> Assignment:
     """One pass for one drone's poll, in one transaction (see the module docstring)."""
@@ -70,7 +69,7 @@ def assign(
         cancels, fetch_rows, undelivered = _outstanding(conn, name)
         fresh = conn.execute("SELECT * FROM drones WHERE name = ?", (name,)).fetchone()
         rows = [task_store.row_of(conn, task_id) for task_id in sorted(changed_ids)]
-        changed = [task_store.view(row, logs) for row in rows if row is not None]
+        changed = [tasks.view(row) for row in rows if row is not None]
         active = _active(conn, name)
     answer = {
         "tasks": handout.tasks,
@@ -78,7 +77,7 @@ def assign(
         "fetches": [{"id": r["id"], "path": r["path"]} for r in fetch_rows],
         "server_time": time.time(),
     }
-    return Assignment(answer, bool(handout.tasks) or undelivered, drone_view(fresh, active),
+    return Assignment(answer, bool(handout.tasks) or undelivered, fleet.view(fresh, active),
                       drone["state"] != "online", changed, dispatched, failed_fetches)
 
 
@@ -234,7 +233,7 @@ async def poll(relay: Relay, name: str, body: PollBody) -> dict[str, Any]:
     first = True
     while True:
         version = relay.signals.version(key)
-        result = await relay.db.run(assign, relay.signer, relay.logs, name, body, first)
+        result = await relay.db.run(assign, relay.signer, relay.tasks, name, body, first)
         publish(relay, result, metrics=first)
         first = False
         remaining = deadline - time.monotonic()
@@ -253,16 +252,14 @@ def publish(relay: Relay, result: Assignment, *, metrics: bool) -> None:
         relay.bus.publish("task", task)
         relay.signals.notify(("task", task["id"]))
         if task["id"] in result.dispatched and (hook := relay.hooks.get("task_dispatched")):
-            hook(task)  # relay/metrics.py: dispatch latency of a queued task handed out now
+            hook(task)  # relay/metrics/: dispatch latency of a queued task handed out now
 
 
 def sweep_tasks(
-    conn: sqlite3.Connection, logs: LogStore, offline_after: float
+    conn: sqlite3.Connection, tasks: TaskStore, offline_after: float
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Drones silent too long go offline; their running tasks go ``lost`` after each task's
     grace; queued tasks past their expiry are cancelled without ever running."""
-    from dragoon.relay import drones
-
     now = time.time()
     with transaction(conn):
         gone = [r["name"] for r in conn.execute(
@@ -290,13 +287,13 @@ def sweep_tasks(
                 " error = 'expired: still queued at its expiry, never run' WHERE id = ?",
                 (now, task_id),
             )
-    drone_views = [d for d in (drones.get(conn, name) for name in gone) if d is not None]
-    task_views = [task_store.get(conn, logs, t) for t in lost + expired]
+    drone_views = [d for d in (fleet.get(conn, name) for name in gone) if d is not None]
+    task_views = [tasks.get(conn, t) for t in lost + expired]
     return drone_views, task_views
 
 
 async def sweep(relay: Relay) -> None:
-    drones, changed = await relay.db.run(sweep_tasks, relay.logs, relay.config.offline_after)
+    drones, changed = await relay.db.run(sweep_tasks, relay.tasks, relay.config.offline_after)
     for drone in drones:
         relay.bus.publish("drone", drone)
     for task in changed:

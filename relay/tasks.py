@@ -1,8 +1,10 @@
 """The task store: submit, list, show, cancel, and the drone's reports (start, reject, finish).
 
-Every function runs on the database thread, makes its change in one
+Every method runs on the database thread, makes its change in one
 transaction and returns what changed, so the route can publish events and
-wake waiters after the commit.
+wake waiters after the commit. A task's view carries its output sizes, so
+the store is made once with the relay's output store and limits
+(``Relay.tasks``) rather than handed them on every call.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from dragoon.relay.config import RelayConfig
 from dragoon.relay.db import transaction
 from dragoon.relay.enroll import check_labels
 from dragoon.relay.errors import ApiError, not_found
-from dragoon.relay.logs import LogStore
 from dragoon.relay.models import FinishBody, SubmitBody
+from dragoon.relay.output import OutputStore
 from dragoon.shared.models import TaskState
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
@@ -31,21 +33,6 @@ def new_id() -> str:
     return "t-" + "".join(secrets.choice(_ALPHABET) for _ in range(10))
 
 
-def view(row: sqlite3.Row, logs: LogStore) -> dict[str, Any]:
-    spec = json.loads(row["spec"])
-    return {
-        "id": row["id"], "name": row["name"], "state": row["state"], "drone": row["drone"],
-        "target": json.loads(row["target"]), "spec": spec, "pilot": row["pilot"],
-        "created_at": row["created_at"], "dispatched_at": row["dispatched_at"],
-        "started_at": row["started_at"], "finished_at": row["finished_at"],
-        "expires_at": row["expires_at"], "lost_after": row["lost_after"],
-        "exit_code": row["exit_code"], "signal": row["signal"],
-        "cpu_seconds": row["cpu_seconds"], "peak_rss": row["peak_rss"],
-        "cancel_requested": bool(row["cancel_requested"]), "error": row["error"],
-        **logs.sizes(row["id"]),
-    }
-
-
 def row_of(conn: sqlite3.Connection, task_id: str) -> sqlite3.Row | None:
     row: sqlite3.Row | None = conn.execute(
         "SELECT * FROM tasks WHERE id = ?", (task_id,)
@@ -53,127 +40,8 @@ def row_of(conn: sqlite3.Connection, task_id: str) -> sqlite3.Row | None:
     return row
 
 
-def get(conn: sqlite3.Connection, logs: LogStore, task_id: str) -> dict[str, Any]:
-    row = row_of(conn, task_id)
-    if row is None:
-        raise not_found("task")
-    return view(row, logs)
-
-
 def labels_match(wanted: list[str], have: list[str]) -> bool:
     return set(wanted) <= set(have)
-
-
-@dataclass
-class Submitted:
-    task: dict[str, Any]
-    wake: list[str] = field(default_factory=list)  # drones that may take it now
-
-
-def submit(
-    conn: sqlite3.Connection, config: RelayConfig, logs: LogStore, pilot: str, body: SubmitBody
-) -> Submitted:
-    if (body.drone is None) == (body.labels is None):
-        raise ApiError(422, "invalid", "give exactly one target: drone or labels")
-    spec = body.spec.model_dump()
-    now = time.time()
-    with transaction(conn):
-        queued = conn.execute(
-            "SELECT COUNT(*) FROM tasks WHERE pilot = ? AND state = 'queued'", (pilot,)
-        ).fetchone()[0]
-        if queued >= config.queued_per_pilot:
-            raise ApiError(
-                429, "quota_exceeded",
-                f"you already have {queued} queued tasks (limit {config.queued_per_pilot})",
-            )
-        wake: list[str] = []
-        if body.drone is not None:
-            known = conn.execute("SELECT 1 FROM drones WHERE name = ?", (body.drone,)).fetchone()
-            if known is None:
-                raise not_found("drone")
-            target: dict[str, Any] = {"drone": body.drone}
-            wake.append(body.drone)
-        else:
-            wanted = check_labels(body.labels or [])
-            target = {"labels": wanted}
-            for row in conn.execute("SELECT name, labels FROM drones WHERE draining = 0"):
-                if labels_match(wanted, json.loads(row["labels"])):
-                    wake.append(row["name"])
-        task_id = new_id()
-        conn.execute(
-            "INSERT INTO tasks (id, name, state, drone, target, spec, pilot, created_at,"
-            " expires_at, lost_after) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
-            (task_id, spec.get("name"), body.drone, json.dumps(target), json.dumps(spec), pilot,
-             now, now + (body.expires_in or config.task_expires_in),
-             body.lost_after or config.task_lost_after),
-        )
-        audit.record(conn, pilot, "submit", task_id, json.dumps(target), at=now)
-        row = row_of(conn, task_id)
-    assert row is not None
-    return Submitted(view(row, logs), wake)
-
-
-def listing(
-    conn: sqlite3.Connection, logs: LogStore, *, drone: str | None, state: str | None,
-    limit: int, before: str | None,
-) -> dict[str, Any]:
-    where, args = [], []  # type: ignore[var-annotated]
-    if drone:
-        where.append("drone = ?")
-        args.append(drone)
-    if state:
-        states = [s for s in state.split(",") if s]
-        bad = [s for s in states if s not in TaskState.__members__.values()]
-        if bad:
-            raise ApiError(422, "invalid", f"unknown state {bad[0]!r}")
-        where.append(f"state IN ({','.join('?' * len(states))})")
-        args.extend(states)
-    if before:
-        anchor = conn.execute("SELECT num FROM tasks WHERE id = ?", (before,)).fetchone()
-        if anchor is None:
-            raise not_found("task (before)")
-        where.append("num < ?")
-        args.append(anchor["num"])
-    # Only fixed column names and placeholders are joined here; values travel as parameters.
-    sql = "SELECT * FROM tasks" + (" WHERE " + " AND ".join(where) if where else "")  # noqa: S608
-    rows = conn.execute(sql + " ORDER BY num DESC LIMIT ?", (*args, limit + 1)).fetchall()
-    tasks = [view(row, logs) for row in rows[:limit]]
-    return {"tasks": tasks, "next": tasks[-1]["id"] if len(rows) > limit else None}
-
-
-@dataclass
-class Changed:
-    task: dict[str, Any]
-    wake: str | None = None  # the drone to wake, if any
-
-
-def cancel(
-    conn: sqlite3.Connection, logs: LogStore, task_id: str, grace: int | None, pilot: str
-) -> Changed:
-    now = time.time()
-    with transaction(conn):
-        row = row_of(conn, task_id)
-        if row is None:
-            raise not_found("task")
-        wake = None
-        if row["state"] == "queued":
-            conn.execute(
-                "UPDATE tasks SET state = 'cancelled', finished_at = ?, cancel_requested = 1"
-                " WHERE id = ?", (now, task_id),
-            )
-        elif row["state"] in ACTIVE:
-            spec_grace = json.loads(row["spec"]).get("grace", 10)
-            conn.execute(
-                "UPDATE tasks SET cancel_requested = 1, cancel_grace = ?, cancel_delivered = 0"
-                " WHERE id = ?", (spec_grace if grace is None else grace, task_id),
-            )
-            wake = row["drone"]
-        else:
-            return Changed(view(row, logs))  # already final: nothing to do
-        audit.record(conn, pilot, "cancel", task_id, row["state"], at=now)
-        new = row_of(conn, task_id)
-    assert new is not None
-    return Changed(view(new, logs), wake)
 
 
 def own_task(conn: sqlite3.Connection, drone: str, task_id: str) -> sqlite3.Row:
@@ -184,32 +52,171 @@ def own_task(conn: sqlite3.Connection, drone: str, task_id: str) -> sqlite3.Row:
     return row
 
 
-def finish(
-    conn: sqlite3.Connection, logs: LogStore, drone: str, body: FinishBody
-) -> dict[str, Any] | ApiError:
-    """Record the outcome; a repeat is acknowledged, and a report replaces ``lost``."""
-    with transaction(conn):
-        row = own_task(conn, drone, body.task)
-        state = row["state"]
-        if state in ("succeeded", "failed", "timed_out", "cancelled"):
-            return {"ok": True, "state": state, "changed": None}
-        sizes = logs.sizes(body.task)
-        held = {"stdout_size": sizes["stdout_size"], "stderr_size": sizes["stderr_size"]}
-        if not sizes["output_truncated"] and (
-            (body.stdout_size or 0) > held["stdout_size"]
-            or (body.stderr_size or 0) > held["stderr_size"]
-        ):
-            return ApiError(409, "output_incomplete", "ship the rest of the output first", **held)
+@dataclass
+class Submitted:
+    task: dict[str, Any]
+    wake: list[str] = field(default_factory=list)  # drones that may take it now
+
+
+@dataclass
+class Changed:
+    task: dict[str, Any]
+    wake: str | None = None  # the drone to wake, if any
+
+
+class TaskStore:
+    """The tasks table, bound to the output store its views read sizes from and to the limits."""
+
+    def __init__(self, config: RelayConfig, output: OutputStore) -> None:
+        self.config = config
+        self.output = output
+
+    def view(self, row: sqlite3.Row) -> dict[str, Any]:
+        spec = json.loads(row["spec"])
+        return {
+            "id": row["id"], "name": row["name"], "state": row["state"], "drone": row["drone"],
+            "target": json.loads(row["target"]), "spec": spec, "pilot": row["pilot"],
+            "created_at": row["created_at"], "dispatched_at": row["dispatched_at"],
+            "started_at": row["started_at"], "finished_at": row["finished_at"],
+            "expires_at": row["expires_at"], "lost_after": row["lost_after"],
+            "exit_code": row["exit_code"], "signal": row["signal"],
+            "cpu_seconds": row["cpu_seconds"], "peak_rss": row["peak_rss"],
+            "cancel_requested": bool(row["cancel_requested"]), "error": row["error"],
+            **self.output.sizes(row["id"]),
+        }
+
+    def get(self, conn: sqlite3.Connection, task_id: str) -> dict[str, Any]:
+        row = row_of(conn, task_id)
+        if row is None:
+            raise not_found("task")
+        return self.view(row)
+
+    def submit(self, conn: sqlite3.Connection, pilot: str, body: SubmitBody) -> Submitted:
+        config = self.config
+        if (body.drone is None) == (body.labels is None):
+            raise ApiError(422, "invalid", "give exactly one target: drone or labels")
+        spec = body.spec.model_dump()
         now = time.time()
-        conn.execute(
-            "UPDATE tasks SET state = ?, exit_code = ?, signal = ?, cpu_seconds = ?, peak_rss = ?,"
-            " started_at = COALESCE(started_at, ?, ?), finished_at = ?,"
-            " error = COALESCE(?, CASE WHEN state = 'lost' THEN NULL ELSE error END)"
-            " WHERE id = ?",
-            (body.state, body.exit_code, body.signal, body.cpu_seconds, body.peak_rss,
-             body.started_at, row["dispatched_at"], body.finished_at or now, body.error,
-             body.task),
-        )
-        new = row_of(conn, body.task)
-    assert new is not None
-    return {"ok": True, "state": body.state, "changed": view(new, logs)}
+        with transaction(conn):
+            queued = conn.execute(
+                "SELECT COUNT(*) FROM tasks WHERE pilot = ? AND state = 'queued'", (pilot,)
+            ).fetchone()[0]
+            if queued >= config.queued_per_pilot:
+                raise ApiError(
+                    429, "quota_exceeded",
+                    f"you already have {queued} queued tasks (limit {config.queued_per_pilot})",
+                )
+            wake: list[str] = []
+            if body.drone is not None:
+                known = conn.execute(
+                    "SELECT 1 FROM drones WHERE name = ?", (body.drone,)
+                ).fetchone()
+                if known is None:
+                    raise not_found("drone")
+                target: dict[str, Any] = {"drone": body.drone}
+                wake.append(body.drone)
+            else:
+                wanted = check_labels(body.labels or [])
+                target = {"labels": wanted}
+                for row in conn.execute("SELECT name, labels FROM drones WHERE draining = 0"):
+                    if labels_match(wanted, json.loads(row["labels"])):
+                        wake.append(row["name"])
+            task_id = new_id()
+            conn.execute(
+                "INSERT INTO tasks (id, name, state, drone, target, spec, pilot, created_at,"
+                " expires_at, lost_after) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+                (task_id, spec.get("name"), body.drone, json.dumps(target), json.dumps(spec),
+                 pilot, now, now + (body.expires_in or config.task_expires_in),
+                 body.lost_after or config.task_lost_after),
+            )
+            audit.record(conn, pilot, "submit", task_id, json.dumps(target), at=now)
+            row = row_of(conn, task_id)
+        assert row is not None
+        return Submitted(self.view(row), wake)
+
+    def listing(
+        self, conn: sqlite3.Connection, *, drone: str | None, state: str | None,
+        limit: int, before: str | None,
+    ) -> dict[str, Any]:
+        where, args = [], []  # type: ignore[var-annotated]
+        if drone:
+            where.append("drone = ?")
+            args.append(drone)
+        if state:
+            states = [s for s in state.split(",") if s]
+            bad = [s for s in states if s not in TaskState.__members__.values()]
+            if bad:
+                raise ApiError(422, "invalid", f"unknown state {bad[0]!r}")
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args.extend(states)
+        if before:
+            anchor = conn.execute("SELECT num FROM tasks WHERE id = ?", (before,)).fetchone()
+            if anchor is None:
+                raise not_found("task (before)")
+            where.append("num < ?")
+            args.append(anchor["num"])
+        # Only fixed column names and placeholders are joined here; values travel as parameters.
+        sql = "SELECT * FROM tasks" + (" WHERE " + " AND ".join(where) if where else "")  # noqa: S608
+        rows = conn.execute(sql + " ORDER BY num DESC LIMIT ?", (*args, limit + 1)).fetchall()
+        tasks = [self.view(row) for row in rows[:limit]]
+        return {"tasks": tasks, "next": tasks[-1]["id"] if len(rows) > limit else None}
+
+    def cancel(
+        self, conn: sqlite3.Connection, task_id: str, grace: int | None, pilot: str
+    ) -> Changed:
+        now = time.time()
+        with transaction(conn):
+            row = row_of(conn, task_id)
+            if row is None:
+                raise not_found("task")
+            wake = None
+            if row["state"] == "queued":
+                conn.execute(
+                    "UPDATE tasks SET state = 'cancelled', finished_at = ?, cancel_requested = 1"
+                    " WHERE id = ?", (now, task_id),
+                )
+            elif row["state"] in ACTIVE:
+                spec_grace = json.loads(row["spec"]).get("grace", 10)
+                conn.execute(
+                    "UPDATE tasks SET cancel_requested = 1, cancel_grace = ?,"
+                    " cancel_delivered = 0 WHERE id = ?",
+                    (spec_grace if grace is None else grace, task_id),
+                )
+                wake = row["drone"]
+            else:
+                return Changed(self.view(row))  # already final: nothing to do
+            audit.record(conn, pilot, "cancel", task_id, row["state"], at=now)
+            new = row_of(conn, task_id)
+        assert new is not None
+        return Changed(self.view(new), wake)
+
+    def finish(
+        self, conn: sqlite3.Connection, drone: str, body: FinishBody
+    ) -> dict[str, Any] | ApiError:
+        """Record the outcome; a repeat is acknowledged, and a report replaces ``lost``."""
+        with transaction(conn):
+            row = own_task(conn, drone, body.task)
+            state = row["state"]
+            if state in ("succeeded", "failed", "timed_out", "cancelled"):
+                return {"ok": True, "state": state, "changed": None}
+            sizes = self.output.sizes(body.task)
+            held = {"stdout_size": sizes["stdout_size"], "stderr_size": sizes["stderr_size"]}
+            if not sizes["output_truncated"] and (
+                (body.stdout_size or 0) > held["stdout_size"]
+                or (body.stderr_size or 0) > held["stderr_size"]
+            ):
+                return ApiError(409, "output_incomplete", "ship the rest of the output first",
+                                **held)
+            now = time.time()
+            conn.execute(
+                "UPDATE tasks SET state = ?, exit_code = ?, signal = ?, cpu_seconds = ?,"
+                " peak_rss = ?, started_at = COALESCE(started_at, ?, ?), finished_at = ?,"
+                " error = COALESCE(?, CASE WHEN state = 'lost' THEN NULL ELSE error END)"
+                " WHERE id = ?",
+                (body.state, body.exit_code, body.signal, body.cpu_seconds, body.peak_rss,
+                 body.started_at, row["dispatched_at"], body.finished_at or now, body.error,
+                 body.task),
+            )
+            new = row_of(conn, body.task)
+        assert new is not None
+        return {"ok": True, "state": body.state, "changed": self.view(new)}

@@ -9,7 +9,7 @@ from dragoon.relay import fetches
 from dragoon.relay.auth import PilotDep
 from dragoon.relay.context import RelayDep
 from dragoon.relay.errors import ApiError, not_found
-from dragoon.relay.routes.files import blob_response
+from dragoon.relay.routes.downloads import blob_response
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 

@@ -7,13 +7,12 @@ import time
 from typing import Any
 
 from dragoon.relay import artifacts, logconf
-from dragoon.relay import tasks as task_store
 from dragoon.relay.auth import PilotDep
 from dragoon.relay.blobs import check_artifact_path
 from dragoon.relay.context import RelayDep
 from dragoon.relay.errors import not_found
 from dragoon.relay.models import MAX_OFFSET, CancelBody, SubmitBody
-from dragoon.relay.routes.files import blob_response
+from dragoon.relay.routes.downloads import blob_response
 from dragoon.shared.models import TaskState
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, Response
@@ -23,7 +22,7 @@ router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
 @router.post("", status_code=201)
 async def submit(body: SubmitBody, who: PilotDep, relay: RelayDep) -> dict[str, Any]:
-    result = await relay.db.run(task_store.submit, relay.config, relay.logs, who.name, body)
+    result = await relay.db.run(relay.tasks.submit, who.name, body)
     logconf.event("submit", task=result.task["id"], pilot=who.name)
     relay.bus.publish("task", result.task)
     for drone in result.wake:
@@ -38,15 +37,14 @@ async def list_tasks(
     limit: int = Query(100, ge=1, le=1000), before: str | None = Query(None),
 ) -> dict[str, Any]:
     return await relay.db.run(
-        lambda conn: task_store.listing(
-            conn, relay.logs, drone=drone, state=state, limit=limit, before=before
-        )
+        lambda conn: relay.tasks.listing(conn, drone=drone, state=state, limit=limit,
+                                         before=before)
     )
 
 
 @router.get("/{task_id}")
 async def show(task_id: str, _who: PilotDep, relay: RelayDep) -> dict[str, Any]:
-    return await relay.db.run(task_store.get, relay.logs, task_id)
+    return await relay.db.run(relay.tasks.get, task_id)
 
 
 @router.post("/{task_id}/cancel")
@@ -54,7 +52,7 @@ async def cancel(
     task_id: str, who: PilotDep, relay: RelayDep, body: CancelBody | None = None
 ) -> dict[str, Any]:
     grace = body.grace if body is not None else None
-    result = await relay.db.run(task_store.cancel, relay.logs, task_id, grace, who.name)
+    result = await relay.db.run(relay.tasks.cancel, task_id, grace, who.name)
     relay.bus.publish("task", result.task)
     relay.signals.notify(("task", task_id))
     if result.wake:
@@ -74,8 +72,8 @@ async def read_log(
     deadline = time.monotonic() + min(wait, relay.config.poll_max_wait)
     while True:
         version = relay.signals.version(key)
-        task = await relay.db.run(task_store.get, relay.logs, task_id)
-        data = await asyncio.to_thread(relay.logs.read, task_id, stream, offset, limit)
+        task = await relay.db.run(relay.tasks.get, task_id)
+        data = await asyncio.to_thread(relay.output.read, task_id, stream, offset, limit)
         size = task[f"{stream}_size"]
         final = TaskState(task["state"]).is_final
         remaining = deadline - time.monotonic()
@@ -97,7 +95,7 @@ async def read_log(
 async def artifact(
     task_id: str, _who: PilotDep, relay: RelayDep, path: str | None = Query(None),
 ) -> dict[str, Any] | FileResponse:
-    await relay.db.run(task_store.get, relay.logs, task_id)
+    await relay.db.run(relay.tasks.get, task_id)
     if path is None:
         return {"artifacts": await relay.db.run(artifacts.listing, task_id)}
     check_artifact_path(path)

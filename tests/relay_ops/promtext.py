@@ -1,9 +1,11 @@
 """A strict reader of the Prometheus text exposition format (0.0.4), for tests.
 
-Written independently of relay/metrics.py so that the tests check the
-format, not the renderer agreeing with itself: it refuses samples outside a
-declared family, malformed label sets and histograms whose buckets are not
-cumulative or whose ``+Inf`` bucket differs from ``_count``.
+Written independently of the renderer (prometheus-client, under relay/metrics/)
+so that the tests check the format, not the renderer agreeing with itself: it
+refuses samples outside a declared family, malformed label sets and histograms
+whose buckets are not cumulative or whose ``+Inf`` bucket differs from
+``_count``. prometheus-client's ``_created`` series arrive as gauge families of
+their own in this format, and parse as such.
 """
 
 from __future__ import annotations

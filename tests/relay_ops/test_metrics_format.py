@@ -1,8 +1,9 @@
-"""relay/metrics.py on a small real ASGI app: the exposition parses back and counts right."""
+"""relay/metrics/ on a small real ASGI app: the exposition parses back and counts right."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import httpx
@@ -10,12 +11,14 @@ import pytest
 from dragoon.relay import metrics as m
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.relay_ops.promtext import parse
 
 
-def _app(tmp_path: Path, counts: m.StateCounts | None = None) -> FastAPI:
+def _app(tmp_path: Path, counts: m.StateCounts | None = None,
+         reader: m.StateReader | None = None) -> FastAPI:
     app = FastAPI()
 
     @app.get("/v1/tasks/{task_id}")
@@ -36,11 +39,11 @@ def _app(tmp_path: Path, counts: m.StateCounts | None = None) -> FastAPI:
 
     app.add_middleware(_RefuseUnsigned)
 
-    async def read_counts() -> m.StateCounts:
+    def read_counts() -> m.StateCounts:
         assert counts is not None
         return counts
 
-    m.install(app, state_reader=read_counts if counts else None, data_dir=tmp_path)
+    m.install(app, state_reader=reader or (read_counts if counts else None), data_dir=tmp_path)
     return app
 
 
@@ -132,8 +135,9 @@ def test_dispatch_latency_lands_in_the_right_buckets(tmp_path: Path) -> None:
     family = parse(registry.render())["dragoon_relay_dispatch_latency_seconds"]
     assert family.value("_bucket", le="0.0005") == 1
     assert family.value("_bucket", le="0.005") == 2
-    assert family.value("_bucket", le="60") == 2
-    assert family.value("_bucket", le="300") == 3
+    # prometheus-client spells a bound as a float ("60.0"), as Prometheus 3 normalises it.
+    assert family.value("_bucket", le="60.0") == 2
+    assert family.value("_bucket", le="300.0") == 3
     assert family.value("_count") == 3
     assert family.value("_sum") == pytest.approx(90.0034)
 
@@ -163,10 +167,13 @@ def test_label_values_are_escaped() -> None:
     assert family.value("", method="GET", route='odd"\\route\n', status="200") == 1
 
 
-@pytest.mark.parametrize(("value", "text"), [(3.0, "3"), (0.25, "0.25"),
-                                             (float("inf"), "+Inf"), (float("-inf"), "-Inf")])
-def test_values_are_spelled_as_prometheus_reads_them(value: float, text: str) -> None:
-    assert m.format_value(value) == text
+@pytest.mark.parametrize(("seconds", "text"), [(3.0, "3.0"), (0.25, "0.25"), (90.5, "90.5")])
+def test_values_are_spelled_as_prometheus_reads_them(seconds: float, text: str) -> None:
+    registry = m.RelayMetrics()
+    registry.observe_dispatch(100.0, now=100.0 + seconds)
+    lines = registry.render().splitlines()
+    assert f"dragoon_relay_dispatch_latency_seconds_sum {text}" in lines
+    assert 'dragoon_relay_dispatch_latency_seconds_bucket{le="+Inf"} 1.0' in lines
 
 
 def test_dispatched_task_view_is_timed_on_the_relays_clock() -> None:
@@ -177,3 +184,76 @@ def test_dispatched_task_view_is_timed_on_the_relays_clock() -> None:
     assert family.value("_count") == 1
     assert family.value("_bucket", le="0.001") == 0
     assert family.value("_bucket", le="0.0025") == 1
+
+
+def test_openmetrics_is_served_to_a_scraper_that_asks_for_it(tmp_path: Path) -> None:
+    app = _app(tmp_path, m.StateCounts(drones={"online": 2}, tasks={}))
+    openmetrics = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+    async def go() -> tuple[httpx.Response, httpx.Response]:
+        async with _client(app) as client:
+            asked = await client.get("/metrics", headers={"accept": openmetrics})
+            plain = await client.get("/metrics")
+            return asked, plain
+
+    asked, plain = asyncio.run(go())
+    assert asked.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert asked.text.endswith("# EOF\n")
+    families = {f.name: f for f in text_string_to_metric_families(asked.text)}
+    online = [s.value for s in families["dragoon_relay_drones"].samples
+              if s.labels == {"state": "online"}]
+    assert online == [2]
+    assert plain.headers["content-type"] == m.CONTENT_TYPE
+    assert "# EOF" not in plain.text
+
+
+def test_two_relays_in_one_process_keep_their_own_series(tmp_path: Path) -> None:
+    first, second = _app(tmp_path / "first"), _app(tmp_path / "second")
+
+    async def go() -> tuple[str, str]:
+        async with _client(first) as one, _client(second) as two:
+            assert (await one.get("/v1/tasks/t-aaaaaaaaaa")).status_code == 200
+            return (await one.get("/metrics")).text, (await two.get("/metrics")).text
+
+    one_text, two_text = asyncio.run(go())
+    route = (("method", "GET"), ("route", "/v1/tasks/{task_id}"), ("status", "200"))
+    assert parse(one_text)["dragoon_relay_http_requests_total"].series()[route] == 1
+    assert route not in parse(two_text)["dragoon_relay_http_requests_total"].series()
+
+
+def test_store_is_read_at_each_scrape_off_the_event_loop(tmp_path: Path) -> None:
+    threads: list[threading.Thread] = []
+
+    def read() -> m.StateCounts:
+        threads.append(threading.current_thread())
+        return m.StateCounts(drones={"online": len(threads)}, tasks={})
+
+    app = _app(tmp_path, reader=read)
+
+    async def go() -> list[float]:
+        async with _client(app) as client:
+            return [parse((await client.get("/metrics")).text)["dragoon_relay_drones"]
+                    .value("", state="online") for _ in range(2)]
+
+    assert asyncio.run(go()) == [1, 2]
+    assert threading.main_thread() not in threads  # the loop runs on the main thread here
+
+
+def test_metrics_route_is_left_out_of_the_openapi_document(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    assert "/v1/tasks/{task_id}" in app.openapi()["paths"]
+    assert m.METRICS_PATH not in app.openapi()["paths"]
+
+
+def test_a_scrape_is_counted_under_its_own_route(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+
+    async def go() -> str:
+        async with _client(app) as client:
+            assert (await client.head("/metrics")).status_code == 200
+            await client.get("/metrics")
+            return (await client.get("/metrics")).text
+
+    total = parse(asyncio.run(go()))["dragoon_relay_http_requests_total"]
+    assert total.value("", method="GET", route="/metrics", status="200") == 1
+    assert total.value("", method="HEAD", route="/metrics", status="200") == 1

@@ -48,6 +48,16 @@ def test_metrics_count_requests_by_template_drones_and_auth_failures(
     assert failures.value("", code="bad_request_signature_headers") == 1
     rss = families["dragoon_relay_process_resident_memory_bytes"].value()
     assert 10 * 2**20 < rss < 2**31
+    assert families["dragoon_relay_process_cpu_seconds_total"].value() > 0
+
+
+def test_metrics_speak_openmetrics_to_a_scraper_that_asks(relay: RelayProcess) -> None:
+    answer = httpx.get(f"{relay.url}/metrics",
+                       headers={"accept": "application/openmetrics-text; version=1.0.0"})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("application/openmetrics-text")
+    assert answer.text.endswith("# EOF\n")
+    assert "dragoon_relay_drones" in answer.text
 
 
 def test_metrics_are_refused_to_a_remote_bearer_of_a_wrong_token(relay: RelayProcess) -> None:

@@ -1,4 +1,8 @@
-"""``/v1/auth``: challenge, login, logout."""
+"""``/v1/auth``: a pilot's challenge, login and logout, over ``relay/login.py``.
+
+Named for what it does: ``relay/auth.py`` is the RE-V1 middleware that checks
+every request's signature, not these routes.
+"""
 
 from __future__ import annotations
 

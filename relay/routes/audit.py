@@ -1,4 +1,4 @@
-"""Liveness and the audit trail."""
+"""``GET /v1/audit``: the audit trail, newest first, for pilots."""
 
 from __future__ import annotations
 
@@ -10,13 +10,6 @@ from dragoon.relay.context import RelayDep
 from fastapi import APIRouter, Query
 
 router = APIRouter(tags=["relay"])
-
-
-@router.get("/healthz")
-async def healthz(relay: RelayDep) -> dict[str, Any]:
-    """Liveness that also proves the database answers."""
-    await relay.db.run(lambda conn: conn.execute("SELECT 1").fetchone())
-    return {"ok": True}
 
 
 @router.get("/v1/audit")

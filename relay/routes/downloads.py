@@ -1,4 +1,8 @@
-"""Streamed downloads of stored blobs (artifacts, fetched files), with HTTP Range."""
+"""Not a router: the one answer for a stored blob (an artifact, a fetched file), with Range.
+
+``routes/tasks.py`` (artifacts) and ``routes/fetches.py`` (fetched files) both
+answer with it.
+"""
 
 from __future__ import annotations
 

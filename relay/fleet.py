@@ -1,4 +1,9 @@
-"""The drone registry as pilots see it: state, labels, slots, load, drain."""
+"""The fleet: every enrolled drone's record (state, labels, slots, load, metrics) and drain.
+
+One view of a drone serves everyone who shows one: the pilots' ``/v1/workers``
+routes, the dispatcher and the drone's own routes when they publish a
+``drone`` event. Enrollment (how a drone joins) is ``relay/enroll.py``'s.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import json
 import sqlite3
 from typing import Any
 
+from dragoon.relay import audit
 from dragoon.relay.db import transaction
 from dragoon.relay.errors import ApiError, not_found
 
@@ -43,8 +49,6 @@ def listing(conn: sqlite3.Connection) -> list[dict[str, Any]]:
 
 
 def set_drain(conn: sqlite3.Connection, name: str, drain: bool, by: str) -> dict[str, Any]:
-    from dragoon.relay import audit
-
     with transaction(conn):
         cur = conn.execute("UPDATE drones SET draining = ? WHERE name = ?", (int(drain), name))
         if cur.rowcount == 0:

@@ -1,5 +1,8 @@
 """Task output as append-only files ``logs/<task>/<stream>``, addressed by byte offset.
 
+This is what drones ship to ``POST /v1/worker/log`` and pilots read from
+``GET /v1/tasks/{id}/log``; the relay's own log lines are ``relay/logconf.py``'s.
+
 The file's length is the truth: a chunk is appended only when its offset is
 the current length; a chunk that lies within what is already stored is
 acknowledged (a resend after a lost answer); one beyond it is a gap. Every
@@ -43,7 +46,9 @@ class Gap:
     expected: int
 
 
-class LogStore:
+class OutputStore:
+    """stdout and stderr of every task, with the sizes a task view reports."""
+
     def __init__(self, root: Path, cap: int) -> None:
         self.root = root
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)

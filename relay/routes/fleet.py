@@ -1,10 +1,13 @@
-"""``/v1/workers``: list drones, mint join tokens, drain, ask a drone for a file."""
+"""``/v1/workers``: the pilots' view of the fleet: list drones, mint join tokens, drain, fetch.
+
+The routes a drone itself calls (``/v1/worker``) are ``routes/drone_api.py``.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from dragoon.relay import drones, enroll, fetches
+from dragoon.relay import enroll, fetches, fleet
 from dragoon.relay.auth import PilotDep
 from dragoon.relay.context import RelayDep
 from dragoon.relay.errors import ApiError, not_found
@@ -18,7 +21,7 @@ router = APIRouter(prefix="/v1/workers", tags=["drones"])
 async def list_drones(
     _who: PilotDep, relay: RelayDep
 ) -> dict[str, Any]:
-    return {"drones": await relay.db.run(drones.listing)}
+    return {"drones": await relay.db.run(fleet.listing)}
 
 
 @router.post("")
@@ -38,7 +41,7 @@ async def mint_token(
 async def drain(
     name: str, body: DrainBody, who: PilotDep, relay: RelayDep
 ) -> dict[str, Any]:
-    drone = await relay.db.run(drones.set_drain, name, body.drain, who.name)
+    drone = await relay.db.run(fleet.set_drain, name, body.drain, who.name)
     relay.bus.publish("drone", drone)
     relay.signals.notify(("drone", name))
     return drone

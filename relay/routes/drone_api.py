@@ -1,17 +1,21 @@
-"""``/v1/worker``: the drone's routes (init is open; the rest are RE-V1 signed by the drone key)."""
+"""``/v1/worker``: the routes a drone calls (init is open; the rest are RE-V1 signed by its key).
+
+Enroll, the long-poll, output, the outcome, messages and uploads. The pilots'
+view of drones (``/v1/workers``) is ``routes/fleet.py``.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from dragoon.relay import artifacts, dispatch, drones, enroll, fetches, logconf, messages
-from dragoon.relay import tasks as task_store
+from dragoon.relay import artifacts, dispatch, enroll, fetches, fleet, logconf, messages
 from dragoon.relay.auth import RECEIVED_AT_KEY, DroneDep, check_request, raw_path, scope_headers
 from dragoon.relay.blobs import check_artifact_path
 from dragoon.relay.context import Relay, RelayDep
 from dragoon.relay.errors import ApiError, not_found
-from dragoon.relay.logs import Gap
 from dragoon.relay.models import MAX_OFFSET, FinishBody, InitBody, MessageBody, PollBody
+from dragoon.relay.output import Gap
+from dragoon.relay.tasks import own_task
 from dragoon.shared.request_auth import RequestRejected
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
@@ -43,22 +47,22 @@ async def log(
     task: str = Query(), stream: str = Query(pattern="^(stdout|stderr)$"),
     offset: int = Query(ge=0, le=MAX_OFFSET),
 ) -> dict[str, Any] | JSONResponse:
-    row = await relay.db.run(task_store.own_task, drone.name, task)
+    row = await relay.db.run(own_task, drone.name, task)
     data = await request.body()
-    result = await relay.logs.append(row["id"], stream, offset, data)
+    result = await relay.output.append(row["id"], stream, offset, data)
     if isinstance(result, Gap):
         raise ApiError(409, "offset_gap", f"the relay holds {result.expected} bytes",
                        expected=result.expected)
     relay.signals.notify(("task", task))
     if result.truncated_now:
-        changed = await relay.db.run(task_store.get, relay.logs, task)
+        changed = await relay.db.run(relay.tasks.get, task)
         relay.bus.publish("task", changed)
     return {"next_offset": result.next_offset}
 
 
 @router.post("/finish")
 async def finish(body: FinishBody, drone: DroneDep, relay: RelayDep) -> dict[str, Any]:
-    result = await relay.db.run(task_store.finish, relay.logs, drone.name, body)
+    result = await relay.db.run(relay.tasks.finish, drone.name, body)
     if isinstance(result, ApiError):
         raise result
     changed = result.pop("changed")
@@ -68,7 +72,7 @@ async def finish(body: FinishBody, drone: DroneDep, relay: RelayDep) -> dict[str
         relay.signals.notify(("drone", drone.name))  # a slot is free
         # The drone's running count changed too: without this event a cockpit
         # shows the slot as taken until the drone's next metrics report.
-        if (drone_view := await relay.db.run(drones.get, drone.name)) is not None:
+        if (drone_view := await relay.db.run(fleet.get, drone.name)) is not None:
             relay.bus.publish("drone", drone_view)
     return result
 
@@ -97,7 +101,7 @@ async def blob(
         if task is None or path is None:
             raise ApiError(422, "invalid", "give task and path, or fetch")
         check_artifact_path(path)
-        await relay.db.run(task_store.own_task, name, task)
+        await relay.db.run(own_task, name, task)
     else:
         found = await relay.db.run(fetches.get, fetch)
         if found is None or found["drone"] != name:
