@@ -3,8 +3,8 @@
 It makes a relay, a pilot key and operator, serves the relay on a free
 loopback port, enrolls, joins and runs a drone, logs in, and submits a sample
 task that prints for a while, writes an artifact and sends inbox messages;
-then it opens the cockpit (or, headless or without a cockpit yet, follows the
-task in the terminal). The relay and the drone run as ``dragoon relay serve``
+then it opens the cockpit (or, with ``--headless``, follows the task in the
+terminal). The relay and the drone run as ``dragoon relay serve``
 and ``dragoon drone run`` subprocesses (cockpit/ never imports relay/ or
 drone/), and the pilot's settings point into the temp dir, so the demo never
 touches the user's own session or config. Every process and file it made is
@@ -205,12 +205,6 @@ class Demo:
         return task
 
 
-def cockpit_available() -> bool:
-    from dragoon.cli import VERBS
-
-    return VERBS["cockpit"].target is not None
-
-
 def run_demo(*, headless: bool) -> int:
     """The whole demo; 0 when the sample task succeeded."""
     root = Path(tempfile.mkdtemp(prefix="dragoon-demo-"))
@@ -218,7 +212,7 @@ def run_demo(*, headless: bool) -> int:
     try:
         demo.start()
         task_id = demo.submit_sample()
-        if not headless and cockpit_available():
+        if not headless:
             say("opening the cockpit (q quits; the demo then cleans up)")
             subprocess.run([*dragoon_argv(), "cockpit"], env=demo.env, check=False)
             task = json.loads(demo.dragoon("task", task_id, "--json"))
