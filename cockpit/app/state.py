@@ -361,11 +361,16 @@ def state_rank(state: str) -> int:
     return STATE_ORDER.index(state) if state in STATE_ORDER else len(STATE_ORDER)
 
 
-def task_is_final(task: Mapping[str, Any]) -> bool:
+def state_is_final(state: str) -> bool:
+    """Whether a task in `state` is done; a state this cockpit does not know is not."""
     try:
-        return TaskState(str(task.get("state"))) in FINAL_STATES
+        return TaskState(state) in FINAL_STATES
     except ValueError:
         return False
+
+
+def task_is_final(task: Mapping[str, Any]) -> bool:
+    return state_is_final(str(task.get("state")))
 
 
 def task_elapsed(task: Mapping[str, Any], now: float) -> float | None:

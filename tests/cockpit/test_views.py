@@ -219,3 +219,5 @@ async def test_task_tree_groups_by_drone_then_state_in_lifecycle_order_newest_fi
         assert [str(node.label).split()[1] for node in drones[2].children] == [
             "running", "succeeded"]
         assert [leaf.data for leaf in drones[1].children[0].children] == ["t-5", "t-4"]
+        running, succeeded = drones[2].children
+        assert running.is_expanded and not succeeded.is_expanded  # finished groups fold

@@ -16,6 +16,7 @@ from dragoon.cockpit.app.state import (
     Change,
     TaskAdded,
     TaskUpdated,
+    state_is_final,
     state_rank,
     task_elapsed,
     task_group,
@@ -102,8 +103,8 @@ class TaskTree(Tree[str]):
             later = [(state_rank(s), n) for (d, s), n in self._state_nodes.items()
                      if d == drone and state_rank(s) > rank]
             before = min(later, key=lambda pair: pair[0])[1] if later else None
-            final = rank >= state_rank("succeeded")
-            node = parent.add(state_label(state, 0), data="", before=before, expand=not final)
+            node = parent.add(state_label(state, 0), data="", before=before,
+                              expand=not state_is_final(state))
             self._state_nodes[(drone, state)] = node
         return node
 
