@@ -8,6 +8,10 @@ changes; those wait in `_pending` and a 10 Hz tick coalesces them
 `batch_update()`. So a burst of a thousand metric reports costs one repaint,
 and a relay that is slow or gone only ever slows a worker, never the screen.
 
+Screens do not call the app: they post requests (`messages.AckRequested`,
+`TaskJumpRequested`, `ArtifactsRequested`, `DownloadRequested`) that bubble
+up to the handlers here, and read the one `CockpitState` they are given.
+
 Health: the probe is the authority on the link. When it fails the bar says
 reconnecting; when it comes back the sync worker is restarted, which takes a
 fresh snapshot (the diff against what we hold is the resync) and reopens the
@@ -23,7 +27,16 @@ from pathlib import Path
 from typing import Any, ClassVar, Final
 
 from dragoon.cockpit.app.live import DataSource, describe, session_expired
-from dragoon.cockpit.app.messages import ActionFailed, ConnectionStatus, Link, RoundTrip
+from dragoon.cockpit.app.messages import (
+    AckRequested,
+    ActionFailed,
+    ArtifactsRequested,
+    ConnectionStatus,
+    DownloadRequested,
+    Link,
+    RoundTrip,
+    TaskJumpRequested,
+)
 from dragoon.cockpit.app.palette import ACTIONS, CockpitCommands
 from dragoon.cockpit.app.screens.detail import TaskDetailScreen
 from dragoon.cockpit.app.screens.dialogs import (
@@ -50,10 +63,11 @@ from dragoon.cockpit.app.state import (
     wall_clock,
 )
 from dragoon.cockpit.app.widgets.connection_bar import ConnectionBar
-from dragoon.cockpit.app.widgets.drone_grid import DroneGrid
-from dragoon.cockpit.app.widgets.log_buffer import LogBuffer
-from dragoon.cockpit.app.widgets.log_view import LogView
-from dragoon.cockpit.app.widgets.task_tree import TaskTree
+from dragoon.cockpit.app.widgets.fleet.drone_grid import DroneGrid
+from dragoon.cockpit.app.widgets.logs.log_buffer import LogBuffer
+from dragoon.cockpit.app.widgets.logs.log_view import LogView
+from dragoon.cockpit.app.widgets.tasks.task_tree import TaskTree
+from dragoon.cockpit.theme import STDERR_STYLE
 from rich.text import Text
 from textual import on, work
 from textual.app import App
@@ -313,13 +327,13 @@ class CockpitApp(App[None]):
     @on(Tree.NodeSelected, "#tree")
     def _task_selected(self, event: Tree.NodeSelected[str]) -> None:
         if event.node.data:
-            self.push_screen(TaskDetailScreen(event.node.data, clock=self.clock))
+            self.push_screen(self._detail(event.node.data))
 
     @on(DroneGrid.RowSelected, "#grid")
     def _drone_selected(self, event: DroneGrid.RowSelected) -> None:
         name = event.row_key.value
-        for task in sorted(self.state.tasks.values(), key=lambda t: -(t.get("created_at") or 0)):
-            if task.get("drone") == name and self.tree.select_task(str(task["id"])):
+        for task in self.state.tasks_of(name):
+            if self.tree.select_task(str(task["id"])):
                 self.tree.focus()
                 return
 
@@ -363,7 +377,7 @@ class CockpitApp(App[None]):
         text.append(f" {self._log_task} ", style="bold")
         text.append("stdout", style="default")
         text.append(" + ")
-        text.append("stderr", style="rgb(255,135,135)")
+        text.append("stderr", style=STDERR_STYLE)
         text.append("  ")
         text.append("● following" if follow else "‖ paused (End to follow)",
                     style="green" if follow else "yellow")
@@ -387,14 +401,18 @@ class CockpitApp(App[None]):
             self.pop_screen()
         self.main.query_one(f"#{widget_id}").focus()
 
+    def _detail(self, task_id: str) -> TaskDetailScreen:
+        return TaskDetailScreen(task_id, state=self.state, clock=self.clock)
+
     def action_inbox(self) -> None:
         if not isinstance(self.screen, InboxScreen):
-            self.push_screen(InboxScreen(clock=self.clock))
+            self.push_screen(InboxScreen(state=self.state, clock=self.clock,
+                                         readonly=self.readonly))
 
     def action_task_detail(self) -> None:
         task_id = self.selected_task_id
         if task_id:
-            self.push_screen(TaskDetailScreen(task_id, clock=self.clock))
+            self.push_screen(self._detail(task_id))
 
     def action_resync(self) -> None:
         self.start_sync()
@@ -526,17 +544,37 @@ class CockpitApp(App[None]):
     def action_download(self) -> None:
         task_id = self.selected_task_id
         if task_id and not isinstance(self.screen, TaskDetailScreen):
-            self.push_screen(TaskDetailScreen(task_id, clock=self.clock))
+            self.push_screen(self._detail(task_id))
+
+    # ------------------------------------------------------------------ requests from screens
+
+    @on(ArtifactsRequested)
+    def _artifacts_requested(self, request: ArtifactsRequested) -> None:
+        self.load_artifacts(request.task_id)
+
+    @on(DownloadRequested)
+    def _download_requested(self, request: DownloadRequested) -> None:
+        self.download_artifact(request.task_id, request.artifact)
+
+    @on(AckRequested)
+    def _ack_requested(self, request: AckRequested) -> None:
+        self.ack_messages(request.ids)
+
+    @on(TaskJumpRequested)
+    def _jump_requested(self, request: TaskJumpRequested) -> None:
+        self.jump_to_task(request.task_id)
 
     @work(group="artifacts")
-    async def load_artifacts(self, screen: TaskDetailScreen) -> None:
+    async def load_artifacts(self, task_id: str) -> None:
+        """List a task's artifacts into every detail screen of it still open."""
         try:
-            artifacts = await self.source.artifacts(screen.task_id)
+            artifacts = await self.source.artifacts(task_id)
         except Exception as error:
             self.post_message(ActionFailed("listing artifacts", error))
             return
-        if screen.is_attached:
-            screen.show_artifacts(artifacts)
+        for screen in self.screen_stack:
+            if isinstance(screen, TaskDetailScreen) and screen.task_id == task_id:
+                screen.show_artifacts(artifacts)
 
     @work(group="downloads")
     async def download_artifact(self, task_id: str, artifact: dict[str, Any]) -> None:

@@ -57,8 +57,6 @@ class DataSource(Protocol):
 
     def follow_log(self, task_id: str, stream: str, offset: int) -> AsyncIterator[bytes]: ...
 
-    async def task(self, task_id: str) -> dict[str, Any]: ...
-
     async def submit(self, spec: dict[str, Any], *, drone: str | None,
                      labels: list[str] | None) -> dict[str, Any]: ...
 
@@ -124,9 +122,6 @@ class LiveSource:
                                                   give_up_after=math.inf):
             if chunk.data:
                 yield chunk.data
-
-    async def task(self, task_id: str) -> dict[str, Any]:
-        return dict(await self.client.task(task_id=task_id))
 
     async def submit(self, spec: dict[str, Any], *, drone: str | None,
                      labels: list[str] | None) -> dict[str, Any]:

@@ -2,19 +2,30 @@
 
 Showing the CLI equivalent teaches the pilot the scriptable form of what
 they just did. The table here is also what `--readonly` filters: an action
-that changes something on the relay is marked `changes`.
+that changes something on the relay is marked `changes`. The provider reads
+the selection through the small `Selection` protocol, which the app meets,
+so this module never imports the app.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-if TYPE_CHECKING:
-    from dragoon.cockpit.app.application import CockpitApp
+
+class Selection(Protocol):
+    """What the palette reads from the app: the read-only flag and what is selected."""
+
+    readonly: bool
+
+    @property
+    def selected_task_id(self) -> str | None: ...
+
+    @property
+    def selected_drone(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -54,22 +65,28 @@ ACTIONS: Final[tuple[PaletteAction, ...]] = (
 )
 
 
-def command_line(app: CockpitApp, action: PaletteAction) -> str:
-    task = app.selected_task_id or "TASK"
-    drone = app.selected_drone or "DRONE"
+def command_line(selection: Selection, action: PaletteAction) -> str:
+    task = selection.selected_task_id or "TASK"
+    drone = selection.selected_drone or "DRONE"
     return action.cli.format(task=task, drone=drone)
 
 
 class CockpitCommands(Provider):
-    """Matches titles; the help line is the key and the equivalent command."""
+    """Matches titles; the help line is the key and the equivalent command.
+
+    Registered by the cockpit app only (its `COMMANDS`), so `self.app` is a `Selection`.
+    """
+
+    @property
+    def selection(self) -> Selection:
+        return cast(Selection, self.app)
 
     def _actions(self) -> list[PaletteAction]:
-        app = self.app
-        readonly = bool(getattr(app, "readonly", False))
+        readonly = self.selection.readonly
         return [a for a in ACTIONS if not (readonly and a.changes)]
 
     def _help(self, action: PaletteAction) -> str:
-        line = command_line(self.app, action)  # type: ignore[arg-type]
+        line = command_line(self.selection, action)
         key = f"key {action.key}"
         return f"{key}  ·  {line}" if line else key
 

@@ -12,13 +12,13 @@ Relay objects are plain dicts with the field names of docs/api.md.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from dragoon.cockpit.formatting import format_ago
 from dragoon.shared.models import FINAL_STATES, TaskState
 
-Clock = Callable[[], float]
 Drone = dict[str, Any]
 Task = dict[str, Any]
 Message = dict[str, Any]
@@ -222,7 +222,9 @@ class CockpitState:
     # ------------------------------------------------------------------ queries
 
     def tasks_of(self, drone: str | None) -> list[Task]:
-        return [t for t in self.tasks.values() if t.get("drone") == drone]
+        """The tasks `drone` ran or runs, newest first (Enter on a grid row goes to the first)."""
+        return sorted((t for t in self.tasks.values() if t.get("drone") == drone),
+                      key=lambda t: -(t.get("created_at") or 0))
 
     def unread_messages(self) -> list[Message]:
         return sorted(
@@ -246,26 +248,6 @@ def _collapse_unread(changes: list[Change]) -> list[Change]:
 
 
 # --------------------------------------------------------------------------- presentation
-
-
-def format_ago(when: float | None, now: float) -> str:
-    """'12s', '5m', '3h', '2d': short enough for a table cell."""
-    if when is None:
-        return "never"
-    return format_duration(max(0.0, now - when))
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
 
 
 def drone_status(drone: Mapping[str, Any], now: float) -> str:
@@ -343,6 +325,7 @@ def drone_sort_key(drone: Mapping[str, Any], column: str) -> tuple[Any, ...]:
 
 
 def sort_key_changed(change: DroneUpdated, column: str) -> bool:
+    """Whether `change` may move its drone's row when the grid is sorted on `column`."""
     return bool(COLUMN_FIELDS.get(column, frozenset({"name"})) & change.changed)
 
 
@@ -361,31 +344,33 @@ def drone_matches(drone: Mapping[str, Any], query: str) -> bool:
 def sorted_drones(
     drones: Iterable[Drone], column: str = "name", *, reverse: bool = False, query: str = ""
 ) -> list[Drone]:
+    """The grid's rows after a `/` filter: those matching `query`, in `column` order."""
     kept = [d for d in drones if drone_matches(d, query)]
     return sorted(kept, key=lambda d: drone_sort_key(d, column), reverse=reverse)
 
 
 # --------------------------------------------------------------------------- tasks
 
-TASK_ICONS: Final[dict[str, str]] = {
-    "queued": "◷", "dispatched": "➜", "running": "▶", "succeeded": "✔", "failed": "✘",
-    "timed_out": "⌛", "cancelled": "⊘", "lost": "?",
-}
-TASK_COLOURS: Final[dict[str, str]] = {
-    "queued": "grey62", "dispatched": "cyan", "running": "bold dodger_blue1",
-    "succeeded": "green", "failed": "bold red", "timed_out": "dark_orange",
-    "cancelled": "yellow", "lost": "magenta",
-}
 # Live states first: the pilot watches those.
 STATE_ORDER: Final[tuple[str, ...]] = tuple(s.value for s in TaskState)
 QUEUED_GROUP: Final = "(queued)"
 
 
-def task_is_final(task: Mapping[str, Any]) -> bool:
+def state_rank(state: str) -> int:
+    """Where a state group sits in the task tree: lifecycle order, unknown states last."""
+    return STATE_ORDER.index(state) if state in STATE_ORDER else len(STATE_ORDER)
+
+
+def state_is_final(state: str) -> bool:
+    """Whether a task in `state` is done; a state this cockpit does not know is not."""
     try:
-        return TaskState(str(task.get("state"))) in FINAL_STATES
+        return TaskState(state) in FINAL_STATES
     except ValueError:
         return False
+
+
+def task_is_final(task: Mapping[str, Any]) -> bool:
+    return state_is_final(str(task.get("state")))
 
 
 def task_elapsed(task: Mapping[str, Any], now: float) -> float | None:
@@ -406,25 +391,6 @@ def task_title(task: Mapping[str, Any], width: int = 40) -> str:
 def task_group(task: Mapping[str, Any]) -> tuple[str, str]:
     """(drone group, state group) of the task tree."""
     return (str(task.get("drone") or QUEUED_GROUP), str(task.get("state", "queued")))
-
-
-def group_tasks(tasks: Iterable[Task]) -> dict[str, dict[str, list[Task]]]:
-    """drone → state → tasks (newest first), drones by name, states in lifecycle order."""
-    groups: dict[str, dict[str, list[Task]]] = {}
-    for task in tasks:
-        drone, state = task_group(task)
-        groups.setdefault(drone, {}).setdefault(state, []).append(task)
-    def state_rank(state: str) -> int:
-        return STATE_ORDER.index(state) if state in STATE_ORDER else len(STATE_ORDER)
-
-    out: dict[str, dict[str, list[Task]]] = {}
-    for drone in sorted(groups):
-        by_state = groups[drone]
-        out[drone] = {
-            s: sorted(by_state[s], key=lambda t: (-float(t.get("created_at") or 0), str(t["id"])))
-            for s in sorted(by_state, key=state_rank)
-        }
-    return out
 
 
 def wall_clock() -> float:

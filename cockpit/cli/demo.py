@@ -3,8 +3,8 @@
 It makes a relay, a pilot key and operator, serves the relay on a free
 loopback port, enrolls, joins and runs a drone, logs in, and submits a sample
 task that prints for a while, writes an artifact and sends inbox messages;
-then it opens the cockpit (or, headless or without a cockpit yet, follows the
-task in the terminal). The relay and the drone run as ``dragoon relay serve``
+then it opens the cockpit (or, with ``--headless``, follows the task in the
+terminal). The relay and the drone run as ``dragoon relay serve``
 and ``dragoon drone run`` subprocesses (cockpit/ never imports relay/ or
 drone/), and the pilot's settings point into the temp dir, so the demo never
 touches the user's own session or config. Every process and file it made is

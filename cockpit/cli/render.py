@@ -1,6 +1,7 @@
 """Human output of the pilot verbs: tables with relative times and coloured states.
 
-On a terminal the tables are drawn by rich with colours; piped, they are plain
+On a terminal the tables are drawn by rich with colours (the cockpit's, from
+cockpit/theme.py, so a state looks the same in both); piped, they are plain
 aligned columns without escape codes, so ``grep`` and ``awk`` work on them
 (scripts should still prefer ``--json``). rich is imported here, lazily, only
 by verbs that print tables.
@@ -10,45 +11,15 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from dragoon.cockpit.app.state import format_duration
+from dragoon.cockpit.formatting import human_size, relative_time
+from dragoon.cockpit.theme import state_style
 
-STATE_STYLES = {
-    "queued": "cyan",
-    "dispatched": "blue",
-    "running": "bold blue",
-    "succeeded": "green",
-    "failed": "red",
-    "timed_out": "magenta",
-    "cancelled": "yellow",
-    "lost": "bold red",
-    "online": "green",
-    "offline": "red",
-    "pending": "yellow",
-}
-
-
-def relative_time(when: float | None, *, now: float | None = None) -> str:
-    """``12s ago``, ``5m03s ago``, ``3h10m ago``; ``in 4m00s`` for the future; ``-`` for none."""
-    if when is None:
-        return "-"
-    delta = (time.time() if now is None else now) - float(when)
-    text = format_duration(abs(delta))
-    return f"in {text}" if delta < 0 else f"{text} ago"
-
-
-def human_size(size: int | None) -> str:
-    if size is None:
-        return "-"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"  # pragma: no cover - the loop always returns
+# The verbs reach the formatting helpers through this module (`render.human_size`).
+__all__ = ["human_size", "is_terminal", "print_fields", "print_json", "print_table",
+           "relative_time"]
 
 
 def is_terminal(stream: Any = None) -> bool:
@@ -72,17 +43,19 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[str]], *,
         return
     from rich import box
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for header in headers:
         table.add_column(header, overflow="fold")
     for row in rows:
-        cells: list[Any] = list(row)
+        # cells are what drones, tasks and pilots wrote: data, never rich markup
+        cells = [escape(cell) for cell in row]
         if state_column is not None:
-            style = STATE_STYLES.get(row[state_column], "")
-            cells[state_column] = f"[{style}]{row[state_column]}[/]" if style else row[
-                state_column]
+            style = state_style(row[state_column])
+            if style:
+                cells[state_column] = f"[{style}]{cells[state_column]}[/]"
         table.add_row(*cells)
     Console().print(table)
 
@@ -99,8 +72,9 @@ def print_fields(pairs: Iterable[tuple[str, str]], *, state: str | None = None) 
         console = Console(highlight=False)
         for name, value in pairs:
             text = escape(value)
-            if name == "state" and state in STATE_STYLES:
-                text = f"[{STATE_STYLES[state]}]{text}[/]"
+            style = state_style(state) if name == "state" and state else ""
+            if style:
+                text = f"[{style}]{text}[/]"
             console.print(f"[bold]{name.ljust(width)}[/]  {text}")
         return
     for name, value in pairs:

@@ -112,9 +112,6 @@ class FixedSource:
             yield data[start:start + (1 << 20)]
             await asyncio.sleep(0)
 
-    async def task(self, task_id: str) -> dict[str, Any]:
-        return next(t for t in self.fixed.tasks if t["id"] == task_id)
-
     async def submit(self, spec: dict[str, Any], *, drone: str | None,
                      labels: list[str] | None) -> dict[str, Any]:
         raise NotImplementedError("the fixed source takes no orders")

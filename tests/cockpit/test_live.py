@@ -22,7 +22,7 @@ from dragoon.cockpit.app.screens.dialogs import (
     SubmitScreen,
 )
 from dragoon.cockpit.app.screens.inbox import InboxScreen
-from dragoon.cockpit.app.widgets.log_buffer import STDERR, STDOUT
+from dragoon.cockpit.app.widgets.logs.log_buffer import STDERR, STDOUT
 from dragoon.cockpit.client import RelayClient
 from dragoon.shared.enrollment import JoinToken
 from textual.widgets import Input

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from dragoon.cockpit.app.widgets.log_buffer import STDERR, STDOUT, LogBuffer, clean_line
+from dragoon.cockpit.app.widgets.logs.log_buffer import STDERR, STDOUT, LogBuffer, clean_line
 
 
 def lines(buffer: LogBuffer) -> list[tuple[int, str]]:

@@ -18,16 +18,14 @@ from dragoon.cockpit.app.state import (
     columns_for,
     drone_matches,
     drone_status,
-    format_ago,
-    format_duration,
     gpu_load,
-    group_tasks,
     mem_load,
     sort_key_changed,
     sorted_drones,
     task_elapsed,
     task_title,
 )
+from dragoon.cockpit.formatting import format_ago, format_duration
 
 
 def drone(name: str, **kw: Any) -> dict[str, Any]:
@@ -162,14 +160,13 @@ def test_sort_puts_missing_values_last_and_filter_matches_labels() -> None:
     assert not drone_matches(drone("x"), "gpu")
 
 
-def test_tasks_group_by_drone_then_state_in_lifecycle_order() -> None:
-    tasks = [task("t-1", drone="b", state="succeeded"), task("t-2", drone="b", state="running"),
-             task("t-3"), task("t-4", drone="a", state="running", created_at=5.0),
-             task("t-5", drone="a", state="running", created_at=9.0)]
-    groups = group_tasks(tasks)
-    assert list(groups) == ["(queued)", "a", "b"]
-    assert list(groups["b"]) == ["running", "succeeded"]
-    assert [t["id"] for t in groups["a"]["running"]] == ["t-5", "t-4"]
+def test_a_drones_tasks_come_newest_first() -> None:
+    state = CockpitState()
+    state.apply_snapshot(tasks=[task("t-1", drone="a", created_at=1.0),
+                                task("t-2", drone="b", created_at=2.0),
+                                task("t-3", drone="a", created_at=3.0)])
+    assert [t["id"] for t in state.tasks_of("a")] == ["t-3", "t-1"]
+    assert state.tasks_of("c") == []
 
 
 def test_elapsed_runs_on_until_finished() -> None:

@@ -5,12 +5,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from dragoon.cockpit.app.application import CockpitApp
 from dragoon.cockpit.app.screens.detail import TaskDetailScreen
 from dragoon.cockpit.app.screens.dialogs import ConfirmScreen, SubmitScreen, build_submit
 from dragoon.cockpit.app.screens.help import HelpScreen
 from dragoon.cockpit.app.screens.inbox import InboxScreen
+from dragoon.cockpit.app.state import CockpitState
+from dragoon.cockpit.app.widgets.tasks.task_tree import TaskTree
+from textual.app import App, ComposeResult
 from textual.command import CommandPalette
 
 from tests.cockpit.fixed_source import FixedSource, fixed_clock
@@ -187,3 +192,32 @@ async def test_a_metric_change_that_draws_the_same_cell_touches_nothing() -> Non
         drone["metrics"] = {**drone["metrics"], "cpu_percent": cpu + 10}
         source.events_queue.put_nowait(("drone", drone))
         await until(pilot, lambda: grid.cell_updates == updates + 1, what="one cell update")
+
+
+class TreeOnly(App[None]):
+    def compose(self) -> ComposeResult:
+        yield TaskTree(clock=fixed_clock, id="tree")
+
+
+def _task(task_id: str, **kw: Any) -> dict[str, Any]:
+    return {"id": task_id, "state": "queued", "drone": None, "created_at": 1.0,
+            "spec": {"command": "true"}} | kw
+
+
+async def test_task_tree_groups_by_drone_then_state_in_lifecycle_order_newest_first() -> None:
+    # arrival order is the hard case: a later state and an older task come first
+    tasks = [_task("t-1", drone="b", state="succeeded"), _task("t-2", drone="b", state="running"),
+             _task("t-3"), _task("t-4", drone="a", state="running", created_at=5.0),
+             _task("t-5", drone="a", state="running", created_at=9.0)]
+    app = TreeOnly()
+    async with app.run_test(size=(80, 30)) as pilot:
+        tree = app.query_one(TaskTree)
+        tree.apply(CockpitState().apply_snapshot(tasks=tasks))
+        await pilot.pause()
+        drones = tree.root.children
+        assert [str(node.label) for node in drones] == ["(queued)", "a", "b"]
+        assert [str(node.label).split()[1] for node in drones[2].children] == [
+            "running", "succeeded"]
+        assert [leaf.data for leaf in drones[1].children[0].children] == ["t-5", "t-4"]
+        running, succeeded = drones[2].children
+        assert running.is_expanded and not succeeded.is_expanded  # finished groups fold

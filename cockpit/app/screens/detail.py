@@ -1,7 +1,9 @@
 """A task's detail: spec, timestamps, resource use, artifacts and its messages.
 
 The text part is a pure function of the task dict and the clock, so the
-snapshot tests pin it; artifacts are loaded by a worker after the screen shows.
+snapshot tests pin it. The screen reads the shared `CockpitState` it is given
+and asks the app for the rest by message: `ArtifactsRequested` when it opens
+(the app's worker answers with `show_artifacts`), `DownloadRequested` on `d`.
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from dragoon.cockpit.app.state import TASK_COLOURS, TASK_ICONS, format_duration, task_elapsed
-from dragoon.cockpit.cli.render import human_size
+from dragoon.cockpit.app.messages import ArtifactsRequested, DownloadRequested
+from dragoon.cockpit.app.state import CockpitState, task_elapsed
+from dragoon.cockpit.formatting import format_duration, human_size
+from dragoon.cockpit.theme import task_icon, task_style
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -20,9 +24,6 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
-
-if TYPE_CHECKING:
-    from dragoon.cockpit.app.application import CockpitApp
 
 
 def _when(ts: float | None) -> str:
@@ -37,8 +38,7 @@ def task_summary(task: dict[str, Any], now: float) -> Table:
     table.add_column(style="bold")
     table.add_column()
     table.add_row("Task", Text(str(task["id"]), style="bold"))
-    table.add_row("State", Text(f"{TASK_ICONS.get(state, '')} {state}",
-                                style=TASK_COLOURS.get(state, "")))
+    table.add_row("State", Text(f"{task_icon(state)} {state}", style=task_style(state)))
     if task.get("error"):
         table.add_row("Error", Text(str(task["error"]), style="red"))
     target = task.get("target") or {}
@@ -81,16 +81,14 @@ class TaskDetailScreen(Screen[None]):
         Binding("j", "raw", "JSON", id="detail.json"),
     ]
 
-    def __init__(self, task_id: str, *, clock: Callable[[], float]) -> None:
+    def __init__(self, task_id: str, *, state: CockpitState,
+                 clock: Callable[[], float]) -> None:
         super().__init__()
         self.task_id = task_id
+        self.state = state
         self.clock = clock
         self.artifact_rows: list[dict[str, Any]] = []
         self.show_raw = False
-
-    @property
-    def cockpit(self) -> CockpitApp:
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="detail-body"):
@@ -105,10 +103,10 @@ class TaskDetailScreen(Screen[None]):
         table = self.query_one("#artifacts", DataTable)
         table.add_columns("Path", "Size", "SHA-256", "Uploaded")
         self.refresh_task()
-        self.cockpit.load_artifacts(self)
+        self.post_message(ArtifactsRequested(self.task_id))
 
     def refresh_task(self) -> None:
-        task = self.cockpit.state.tasks.get(self.task_id)
+        task = self.state.tasks.get(self.task_id)
         summary = self.query_one("#detail-summary", Static)
         if task is None:
             summary.update(Text(f"{self.task_id}: not known yet", style="dim"))
@@ -117,7 +115,7 @@ class TaskDetailScreen(Screen[None]):
             summary.update(Text(json.dumps(task, indent=2, sort_keys=True)))
         else:
             summary.update(task_summary(task, self.clock()))
-        messages = [m for m in self.cockpit.state.messages.values()
+        messages = [m for m in self.state.messages.values()
                     if m.get("task") == self.task_id]
         text = Text()
         for m in sorted(messages, key=lambda m: int(m["id"])):
@@ -141,7 +139,7 @@ class TaskDetailScreen(Screen[None]):
             self.notify("no artifacts to download", severity="warning")
             return
         artifact = self.artifact_rows[min(table.cursor_row, len(self.artifact_rows) - 1)]
-        self.cockpit.download_artifact(self.task_id, artifact)
+        self.post_message(DownloadRequested(self.task_id, artifact))
 
     def action_raw(self) -> None:
         self.show_raw = not self.show_raw

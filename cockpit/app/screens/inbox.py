@@ -1,19 +1,23 @@
-"""The inbox: messages sent by tasks; marking one read acknowledges it on the relay."""
+"""The inbox: messages sent by tasks; marking one read acknowledges it on the relay.
+
+The screen reads the shared `CockpitState` it is given; acknowledging and
+jumping to a task are asked of the app with `AckRequested` and
+`TaskJumpRequested`, which bubble from the screen to the app.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
-from dragoon.cockpit.app.state import format_ago
+from dragoon.cockpit.app.messages import AckRequested, TaskJumpRequested
+from dragoon.cockpit.app.state import CockpitState
+from dragoon.cockpit.formatting import format_ago
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
-
-if TYPE_CHECKING:
-    from dragoon.cockpit.app.application import CockpitApp
 
 
 class InboxScreen(Screen[None]):
@@ -25,14 +29,13 @@ class InboxScreen(Screen[None]):
         Binding("u", "toggle_unread", "Unread only", id="inbox.unread"),
     ]
 
-    def __init__(self, *, clock: Callable[[], float]) -> None:
+    def __init__(self, *, state: CockpitState, clock: Callable[[], float],
+                 readonly: bool = False) -> None:
         super().__init__()
+        self.state = state
         self.clock = clock
+        self.readonly = readonly
         self.unread_only = False
-
-    @property
-    def cockpit(self) -> CockpitApp:
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         yield Static(id="inbox-title")
@@ -51,12 +54,12 @@ class InboxScreen(Screen[None]):
         table.focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return not (action in ("mark_read", "mark_all_read") and self.cockpit.readonly)
+        return not (action in ("mark_read", "mark_all_read") and self.readonly)
 
     def refresh_messages(self) -> None:
         """Rebuild (the inbox is short); the cursor stays on the same message."""
         table = self.query_one("#inbox", DataTable)
-        state = self.cockpit.state
+        state = self.state
         selected = self.selected_id
         now = self.clock()
         messages = sorted(state.messages.values(), key=lambda m: -int(m["id"]))
@@ -91,18 +94,18 @@ class InboxScreen(Screen[None]):
     def action_mark_read(self) -> None:
         message_id = self.selected_id
         if message_id is not None:
-            self.cockpit.ack_messages([message_id])
+            self.post_message(AckRequested([message_id]))
 
     def action_mark_all_read(self) -> None:
-        self.cockpit.ack_messages([m["id"] for m in self.cockpit.state.unread_messages()])
+        self.post_message(AckRequested([int(m["id"]) for m in self.state.unread_messages()]))
 
     def action_jump(self) -> None:
         message_id = self.selected_id
         if message_id is None:
             return
-        task_id = self.cockpit.state.messages[message_id].get("task")
+        task_id = self.state.messages[message_id].get("task")
         if task_id:
-            self.cockpit.jump_to_task(str(task_id))
+            self.post_message(TaskJumpRequested(str(task_id)))
 
     def action_toggle_unread(self) -> None:
         self.unread_only = not self.unread_only

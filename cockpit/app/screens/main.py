@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from dragoon.cockpit.app.widgets.connection_bar import ConnectionBar
-from dragoon.cockpit.app.widgets.drone_grid import DroneGrid
-from dragoon.cockpit.app.widgets.log_view import LogView
-from dragoon.cockpit.app.widgets.task_tree import TaskTree
+from dragoon.cockpit.app.widgets.fleet.drone_grid import DroneGrid
+from dragoon.cockpit.app.widgets.logs.log_view import LogView
+from dragoon.cockpit.app.widgets.tasks.task_tree import TaskTree
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical

@@ -6,16 +6,10 @@ The unread count lives here so it is visible from every view of the main screen.
 from __future__ import annotations
 
 from dragoon.cockpit.app.messages import Link
+from dragoon.cockpit.theme import LINK_STYLES
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
-
-_LINK_STYLES = {
-    Link.CONNECTED: ("●", "bold green"),
-    Link.CONNECTING: ("◌", "bold yellow"),
-    Link.RECONNECTING: ("⟳", "bold black on yellow"),
-    Link.LOGIN_NEEDED: ("⚿", "bold white on red"),
-}
 
 
 class ConnectionBar(Widget):
@@ -36,7 +30,7 @@ class ConnectionBar(Widget):
         self.pilot = pilot
 
     def render(self) -> Text:
-        icon, style = _LINK_STYLES[self.link]
+        icon, style = LINK_STYLES[self.link]
         text = Text()
         text.append(f" {icon} {self.link.value} ", style=style)
         if self.detail and self.link is not Link.CONNECTED:

@@ -13,18 +13,18 @@ from typing import Any, ClassVar, Final
 
 from dragoon.cockpit.app.state import (
     QUEUED_GROUP,
-    STATE_ORDER,
-    TASK_COLOURS,
-    TASK_ICONS,
     Change,
     TaskAdded,
     TaskUpdated,
-    format_duration,
+    state_is_final,
+    state_rank,
     task_elapsed,
     task_group,
     task_is_final,
     task_title,
 )
+from dragoon.cockpit.formatting import format_duration
+from dragoon.cockpit.theme import task_icon, task_style
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.widgets import Tree
@@ -39,9 +39,8 @@ _LABEL_FIELDS: Final = frozenset(
 def task_label(task: Mapping[str, Any], now: float) -> Text:
     """`▶ t-3kq9z0m2ab  lr sweep  12m03s  exit 0`"""
     state = str(task.get("state", "queued"))
-    colour = TASK_COLOURS.get(state, "")
     text = Text()
-    text.append(f"{TASK_ICONS.get(state, '·')} ", style=colour)
+    text.append(f"{task_icon(state)} ", style=task_style(state))
     text.append(str(task["id"]), style="bold" if state == "running" else "")
     text.append(f"  {task_title(task, 32)}")
     elapsed = task_elapsed(task, now)
@@ -58,13 +57,9 @@ def task_label(task: Mapping[str, Any], now: float) -> Text:
 
 
 def state_label(state: str, count: int) -> Text:
-    text = Text(f"{TASK_ICONS.get(state, '·')} {state}", style=TASK_COLOURS.get(state, ""))
+    text = Text(f"{task_icon(state)} {state}", style=task_style(state))
     text.append(f" ({count})", style="dim")
     return text
-
-
-def _state_rank(state: str) -> int:
-    return STATE_ORDER.index(state) if state in STATE_ORDER else len(STATE_ORDER)
 
 
 class TaskTree(Tree[str]):
@@ -104,12 +99,12 @@ class TaskTree(Tree[str]):
         node = self._state_nodes.get((drone, state))
         if node is None:
             parent = self._drone_node(drone)
-            rank = _state_rank(state)
-            later = [(_state_rank(s), n) for (d, s), n in self._state_nodes.items()
-                     if d == drone and _state_rank(s) > rank]
+            rank = state_rank(state)
+            later = [(state_rank(s), n) for (d, s), n in self._state_nodes.items()
+                     if d == drone and state_rank(s) > rank]
             before = min(later, key=lambda pair: pair[0])[1] if later else None
-            final = rank >= _state_rank("succeeded")
-            node = parent.add(state_label(state, 0), data="", before=before, expand=not final)
+            node = parent.add(state_label(state, 0), data="", before=before,
+                              expand=not state_is_final(state))
             self._state_nodes[(drone, state)] = node
         return node
 

@@ -26,12 +26,14 @@ from dragoon.cockpit.app.state import (
     drone_status,
     gpu_load,
     mem_load,
+    sort_key_changed,
+    sorted_drones,
 )
-from dragoon.cockpit.app.widgets.cells import load_bar
+from dragoon.cockpit.app.widgets.fleet.cells import load_bar
+from dragoon.cockpit.theme import state_style
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.coordinate import Coordinate
-from textual.message import Message
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowKey
 
@@ -42,7 +44,6 @@ COLUMN_LABELS: Final = {
 COLUMN_WIDTHS: Final = {
     "name": 14, "state": 13, "labels": 14, "cpu": 11, "mem": 11, "gpu": 11, "tasks": 5,
 }
-STATE_STYLES: Final = {"online": "green", "draining": "yellow", "pending": "grey62"}
 
 
 def drone_cell(drone: Mapping[str, Any], column: str, now: float) -> str | Text:
@@ -51,7 +52,7 @@ def drone_cell(drone: Mapping[str, Any], column: str, now: float) -> str | Text:
         return str(drone["name"])
     if column == "state":
         status = drone_status(drone, now)
-        return Text(status, style=STATE_STYLES.get(status, "red" if "offline" in status else ""))
+        return Text(status, style=state_style(status))
     if column == "labels":
         return Text(",".join(drone.get("labels") or []), style="cyan", overflow="ellipsis")
     if column == "cpu":
@@ -73,11 +74,6 @@ class DroneGrid(DataTable[str | Text]):
         Binding("s", "sort_next", "Sort", id="grid.sort"),
         Binding("S", "sort_reverse", "Reverse", show=False, id="grid.reverse"),
     ]
-
-    class DroneHighlighted(Message):
-        def __init__(self, name: str | None) -> None:
-            super().__init__()
-            self.name = name
 
     def __init__(self, *, clock: Callable[[], float], **kwargs: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
@@ -150,7 +146,7 @@ class DroneGrid(DataTable[str | Text]):
             if cell != self.get_cell(change.name, column):
                 self.update_cell(change.name, column, cell)
                 self.cell_updates += 1
-        return self.sort_column in columns_for(change.changed)
+        return sort_key_changed(change, self.sort_column)
 
     def refresh_ages(self) -> None:
         now = self.clock()
@@ -199,12 +195,8 @@ class DroneGrid(DataTable[str | Text]):
         self.query_text = query
         with self.app.batch_update():
             self.clear()
-            for name, drone in self.drones.items():
-                if drone_matches(drone, query):
-                    self.add_row(*self._row(drone), key=name)
-            self._sort(selected)
-
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        event.stop()
-        value = event.row_key.value if event.row_key is not None else None
-        self.post_message(self.DroneHighlighted(None if value is None else str(value)))
+            for drone in sorted_drones(self.drones.values(), self.sort_column,
+                                       reverse=self.sort_reverse, query=query):
+                self.add_row(*self._row(drone), key=str(drone["name"]))
+            self.sorts += 1
+            self._restore_cursor(selected)

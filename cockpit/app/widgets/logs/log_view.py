@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import ClassVar, Final
 
-from dragoon.cockpit.app.widgets.log_buffer import STDERR, LogBuffer
+from dragoon.cockpit.app.widgets.logs.log_buffer import STDERR, LogBuffer
+from dragoon.cockpit.theme import STDERR_STYLE as STDERR_COLOUR
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding, BindingType
@@ -27,7 +28,7 @@ FLUSH_HZ: Final = 20
 CACHE_LINES: Final = 2_000
 
 STDOUT_STYLE: Final = Style()
-STDERR_STYLE: Final = Style(color="rgb(255,135,135)")
+STDERR_STYLE: Final = Style.parse(STDERR_COLOUR)
 MATCH_STYLE: Final = Style(bgcolor="rgb(95,75,0)", bold=True)
 
 

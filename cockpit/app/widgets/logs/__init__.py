@@ -1,0 +1,1 @@
+"""The output pane: the virtualised log view and the spooled line buffer behind it."""

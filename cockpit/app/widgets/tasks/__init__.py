@@ -1,0 +1,1 @@
+"""The tasks pane: the drone → state → task tree."""

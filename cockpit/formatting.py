@@ -1,0 +1,52 @@
+"""Durations, ages and sizes as the pilot reads them, in the CLI tables and the cockpit alike.
+
+Pure (no rich, no Textual, no clock of its own unless asked): `dragoon tasks`
+and the cockpit's task tree say `12m03s` the same way because both call
+this module, and the cockpit passes its injectable clock in as `now`.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+def format_duration(seconds: float | None) -> str:
+    """`45s`, `2m05s`, `3h02m`, `2d01h`: two units at most, short enough for a table cell."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+def format_ago(when: float | None, now: float) -> str:
+    """How long ago `when` was, as `12s`, `5m00s`; `never` for none; clock skew shows `0s`."""
+    if when is None:
+        return "never"
+    return format_duration(max(0.0, now - when))
+
+
+def relative_time(when: float | None, *, now: float | None = None) -> str:
+    """``12s ago``, ``5m03s ago``, ``3h10m ago``; ``in 4m00s`` for the future; ``-`` for none."""
+    if when is None:
+        return "-"
+    delta = (time.time() if now is None else now) - float(when)
+    text = format_duration(abs(delta))
+    return f"in {text}" if delta < 0 else f"{text} ago"
+
+
+def human_size(size: int | None) -> str:
+    """`512 B`, `1.5 KiB`, `3.2 GiB` (binary units, GiB at most); `-` for unknown."""
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # pragma: no cover - the loop always returns
