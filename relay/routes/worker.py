@@ -12,7 +12,7 @@ from dragoon.relay.context import Relay, RelayDep
 from dragoon.relay.errors import ApiError, not_found
 from dragoon.relay.logs import Gap
 from dragoon.relay.models import MAX_OFFSET, FinishBody, InitBody, MessageBody, PollBody
-from dragoon.shared.request_auth import RequestRejected
+from dragoon.shared.request_auth import RequestRejected, claimed_fingerprint
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
@@ -138,7 +138,7 @@ async def blob(
 
 async def _blob_drone(request: Request, relay: Relay) -> str:
     """The drone named by the (pre-checked) headers; the signature is checked after the body."""
-    fingerprint = request.headers.get("x-re-key-fingerprint", "")
+    fingerprint = claimed_fingerprint(request.headers) or ""
     row = await relay.db.run(
         lambda conn: conn.execute(
             "SELECT name FROM drones WHERE fingerprint = ?", (fingerprint,)
