@@ -116,12 +116,12 @@ def check_request(
     headers: dict[str, str],
     body: bytes,
     nonce_ttl: float,
-    body_sha256: str | None = None,
+    streamed_sha256: str | None = None,
     received_at: float | None = None,
 ) -> VerifiedRequest[Principal] | RequestRejected:
     """All five RE-V1 checks; the nonce is recorded only for a request that passed the rest.
 
-    ``body_sha256`` is the hash of a streamed body, computed as it was stored;
+    ``streamed_sha256`` is the hash of a streamed body, computed as it was stored;
     ``received_at`` is when such a request arrived: a long upload must not turn
     its timestamp stale on the way.
     """
@@ -129,7 +129,7 @@ def check_request(
     result: VerifiedRequest[Principal] | RequestRejected = verify_request(
         method=method, raw_path=raw_path, raw_query=raw_query, headers=headers, body=body,
         lookup=lambda fp, bearer: lookup_key(conn, fp, bearer, now), now=now,
-        body_sha256=body_sha256,
+        body_sha256=streamed_sha256,
     )
     if isinstance(result, RequestRejected):
         return result

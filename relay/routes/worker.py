@@ -113,7 +113,7 @@ async def blob(
                 conn, method="POST", raw_path=raw_path(request.scope),
                 raw_query=request.scope.get("query_string", b"").decode("latin-1"),
                 headers=scope_headers(request.scope), body=b"",
-                nonce_ttl=relay.config.nonce_ttl, body_sha256=digest,
+                nonce_ttl=relay.config.nonce_ttl, streamed_sha256=digest,
                 received_at=request.scope.get(RECEIVED_AT_KEY),
             )
         )
