@@ -295,13 +295,13 @@ async def _asgi_throughput(app: ASGIApp, path: str, headers: list[list[tuple[byt
 def _in_process(data_dir: Path, pilot: PilotSession, task_id: str, total: int) -> tuple[float,
                                                                                       float]:
     from dragoon.relay.app import create_app
-    from dragoon.relay.auth import Pilot, SignedRequests, token_hash
+    from dragoon.relay.auth import PilotPrincipal, SignedRequests, token_hash
     from dragoon.relay.config import RelayConfig
     from starlette.middleware import Middleware
 
     path = f"/v1/tasks/{task_id}"
     assert pilot.token is not None
-    principal = Pilot("bench", pilot.signer.fingerprint, token_hash(pilot.token))
+    principal = PilotPrincipal("bench", pilot.signer.fingerprint, token_hash(pilot.token))
     signed_app = create_app(RelayConfig.load(data_dir))
     bare_app = create_app(RelayConfig.load(data_dir))
     bare_app.user_middleware = [

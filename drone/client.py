@@ -1,10 +1,12 @@
-"""The drone's HTTP client: every request signed RE-V1, every failure a value the caller can retry.
+"""The drone's link to its relay: every request signed RE-V1, every failure a value to retry.
 
-Transport errors and 5xx answers raise ``RelayUnavailable``: the callers back
-off (1 s doubling to 60 s, with jitter) and try again, forever; a drone never
-exits because the relay is away. Other answers are returned for the caller to
-read. ``Link`` turns the many request outcomes into one log line per change
-of the relay's reachability.
+``RelayLink`` sends the requests; shared/request_auth.py makes their headers
+(over the body, or over the hash of a body streamed from disk). Transport
+errors and 5xx answers raise ``RelayUnavailable``: the callers back off
+(``JitteredBackoff``: 1 s doubling to 60 s, with jitter) and try again,
+forever; a drone never exits because the relay is away. Other answers are
+returned for the caller to read. ``Reachability`` turns the many request
+outcomes into one log line per change of the relay's reachability.
 """
 
 from __future__ import annotations
@@ -13,16 +15,12 @@ import asyncio
 import json
 import logging
 import random
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
-from dragoon.shared import constants as c
-from dragoon.shared import sshsig
-from dragoon.shared.canonical import canonical_request
-from dragoon.shared.request_auth import new_nonce, sign_request
+from dragoon.shared.request_auth import sign_request, sign_streamed_request
 from dragoon.shared.signers import Signer
 
 log = logging.getLogger("dragoon.drone")
@@ -35,8 +33,12 @@ class RelayUnavailable(Exception):
     """The relay could not be reached, or answered 5xx: worth retrying later."""
 
 
-class Backoff:
-    """1 s doubling to a 60 s cap, with jitter so a fleet does not return in lockstep."""
+class JitteredBackoff:
+    """Delays of 1 s doubling to a 60 s cap, jittered so a fleet does not return in lockstep.
+
+    Never gives up: a drone waits for its relay forever (unlike the pilot's
+    follower back-off in cockpit/client/_retry.py, which ends in an error).
+    """
 
     def __init__(self, start: float = BACKOFF_START, cap: float = BACKOFF_CAP) -> None:
         self.start = start
@@ -57,7 +59,7 @@ T = TypeVar("T")
 
 async def until_reachable(action: Callable[[], Awaitable[T]]) -> T:
     """``action()`` again and again, with backoff, until the relay is reachable for it."""
-    backoff = Backoff()
+    backoff = JitteredBackoff()
     while True:
         try:
             return await action()
@@ -65,7 +67,7 @@ async def until_reachable(action: Callable[[], Awaitable[T]]) -> T:
             await asyncio.sleep(backoff.next_delay())
 
 
-class Link:
+class Reachability:
     """The relay's reachability as the drone sees it: logs only when it changes."""
 
     def __init__(self) -> None:
@@ -97,15 +99,16 @@ def error_code(response: httpx.Response) -> str:
     return f"http_{response.status_code}"
 
 
-class RelayClient:
+class RelayLink:
     """Signed requests to one relay with one drone key."""
 
-    def __init__(self, base_url: str, signer: Signer, *, link: Link | None = None) -> None:
+    def __init__(self, base_url: str, signer: Signer, *,
+                 link: Reachability | None = None) -> None:
         parts = urlsplit(base_url.rstrip("/"))
         self._base = base_url.rstrip("/")
         self._prefix = parts.path
         self._signer = signer
-        self.link = link or Link()
+        self.link = link or Reachability()
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(30.0, connect=10.0),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
@@ -116,20 +119,11 @@ class RelayClient:
         await self._http.aclose()
 
     def _signed(self, method: str, path: str, query: str, body: bytes,
-                body_sha256: str | None) -> dict[str, str]:
-        if body_sha256 is None:
+                stream_sha256: str | None) -> dict[str, str]:
+        if stream_sha256 is None:
             return sign_request(self._signer, method=method, path=path, query=query, body=body)
-        # A streamed body: the canonical request carries the hash computed ahead.
-        timestamp, nonce = str(int(time.time())), new_nonce()
-        message = canonical_request(method=method, path=path, query=query, timestamp=timestamp,
-                                    nonce=nonce, fingerprint=self._signer.fingerprint,
-                                    body_sha256=body_sha256)
-        return {
-            c.HEADER_TIMESTAMP: timestamp,
-            c.HEADER_NONCE: nonce,
-            c.HEADER_FINGERPRINT: self._signer.fingerprint,
-            c.HEADER_SIGNATURE: sshsig.encode_b64(self._signer.sign(c.NS_REQUEST, message)),
-        }
+        return sign_streamed_request(self._signer, method=method, path=path, query=query,
+                                     body_sha256=stream_sha256)
 
     async def request(
         self,
@@ -140,12 +134,15 @@ class RelayClient:
         body: bytes = b"",
         json_body: Any = None,
         stream: AsyncIterator[bytes] | None = None,
-        body_sha256: str | None = None,
+        stream_sha256: str | None = None,
         stream_size: int | None = None,
         read_timeout: float = 30.0,
         signed: bool = True,
     ) -> httpx.Response:
-        """One request; RelayUnavailable on a network error or a 5xx answer."""
+        """One request; RelayUnavailable on a network error or a 5xx answer.
+
+        A ``stream`` is signed over ``stream_sha256``, its hash computed ahead.
+        """
         query = query_string(params or {})
         path = self._prefix + route
         headers: dict[str, str] = {}
@@ -158,7 +155,9 @@ class RelayClient:
             # A known length instead of chunked encoding: every proxy on the way accepts it.
             headers["Content-Length"] = str(stream_size)
         if signed:
-            headers.update(self._signed(method, path, query, body, body_sha256))
+            if stream is not None and stream_sha256 is None:
+                raise ValueError("a signed stream needs its stream_sha256")
+            headers.update(self._signed(method, path, query, body, stream_sha256))
         url = self._base + route + (f"?{query}" if query else "")
         timeout = httpx.Timeout(read_timeout, connect=10.0)
         try:

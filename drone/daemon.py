@@ -24,7 +24,13 @@ from typing import Any, Final
 import httpx
 from dragoon.drone import config, fetch, spawn
 from dragoon.drone.artifacts import fd_sha256, stream_fd
-from dragoon.drone.client import Backoff, RelayClient, RelayUnavailable, error_code, until_reachable
+from dragoon.drone.client import (
+    JitteredBackoff,
+    RelayLink,
+    RelayUnavailable,
+    error_code,
+    until_reachable,
+)
 from dragoon.drone.metrics import Metrics
 from dragoon.drone.runner import TaskRunner
 from dragoon.drone.state import DataDir, DroneState, is_safe_id, read_json, write_json
@@ -58,7 +64,7 @@ class Drone:
         self.signer = KeyFileSigner.from_file(data.key)
         self.relay_key: PublicKey = load_public_key_file(data.relay_key)
         self.state = DroneState.load(data.state)
-        self.client = RelayClient(self.settings.relay, self.signer)
+        self.client = RelayLink(self.settings.relay, self.signer)
         self.metrics = Metrics(data.root)
         self.runners: dict[str, TaskRunner] = {}
         self._jobs: set[asyncio.Task[Any]] = set()
@@ -193,7 +199,7 @@ class Drone:
         }
 
     async def poll_loop(self) -> None:
-        backoff = Backoff()
+        backoff = JitteredBackoff()
         last_refusal: str | None = None
         while True:
             body = self.poll_body()
@@ -372,7 +378,7 @@ class Drone:
             response = await self.client.request(
                 "POST", "/v1/worker/blob",
                 params={"fetch": fetch_id, "sha256": digest, "size": size},
-                stream=stream_fd(opened.fd, size), body_sha256=digest, stream_size=size,
+                stream=stream_fd(opened.fd, size), stream_sha256=digest, stream_size=size,
                 read_timeout=300.0)
             return response, size
 

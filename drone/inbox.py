@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from dragoon.drone.client import RelayClient, RelayUnavailable, error_code
+from dragoon.drone.client import RelayLink, RelayUnavailable, error_code
 from dragoon.drone.state import read_json, write_json
 
 MESSAGE_CAP: Final = 4096  # bytes of UTF-8 per message
@@ -71,7 +71,7 @@ def split_messages(
 
 
 class InboxShipper:
-    def __init__(self, client: RelayClient, *, task_id: str, inbox: Path, state_path: Path) -> None:
+    def __init__(self, client: RelayLink, *, task_id: str, inbox: Path, state_path: Path) -> None:
         self.client = client
         self.task_id = task_id
         self.inbox = inbox

@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from dragoon.drone import artifacts, spawn
-from dragoon.drone.client import Backoff, RelayClient, RelayUnavailable, error_code, until_reachable
+from dragoon.drone.client import (
+    JitteredBackoff,
+    RelayLink,
+    RelayUnavailable,
+    error_code,
+    until_reachable,
+)
 from dragoon.drone.inbox import InboxShipper
 from dragoon.drone.shipper import AckedOffsets, StreamShipper, TaskGone
 from dragoon.drone.state import read_json, write_json
@@ -63,7 +69,7 @@ class TaskRunner:
         spec: Spec,
         timeout: float | None,
         grace: float,
-        client: RelayClient,
+        client: RelayLink,
         settings: Settings,
     ) -> None:
         self.id = task_id
@@ -241,7 +247,7 @@ class TaskRunner:
             self.offsets.flush()
 
     async def _inbox_loop(self) -> None:
-        backoff = Backoff()
+        backoff = JitteredBackoff()
         while not self.exited.is_set():
             try:
                 await self.inbox.ship()
@@ -284,7 +290,7 @@ class TaskRunner:
             params = {"task": self.id, "path": rel, "sha256": digest, "size": size}
             response = await self.client.request(
                 "POST", "/v1/worker/blob", params=params, stream=artifacts.stream_fd(fd, size),
-                body_sha256=digest, stream_size=size, read_timeout=300.0)
+                stream_sha256=digest, stream_size=size, read_timeout=300.0)
         finally:
             os.close(fd)
         if response.status_code == 200:
@@ -310,7 +316,7 @@ class TaskRunner:
         return body
 
     async def _finish(self) -> None:
-        backoff = Backoff()
+        backoff = JitteredBackoff()
         while True:
             try:
                 response = await self.client.request("POST", "/v1/worker/finish",

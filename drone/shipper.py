@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from dragoon.drone.client import Backoff, RelayClient, RelayUnavailable, error_code
+from dragoon.drone.client import JitteredBackoff, RelayLink, RelayUnavailable, error_code
 from dragoon.drone.release import Releaser
 
 log = logging.getLogger("dragoon.drone")
@@ -38,7 +38,7 @@ class StreamShipper:
 
     def __init__(
         self,
-        client: RelayClient,
+        client: RelayLink,
         *,
         task_id: str,
         stream: str,
@@ -53,7 +53,7 @@ class StreamShipper:
         self.acked = acked
         self._on_ack = on_ack
         self._releaser = Releaser(spool)
-        self._backoff = Backoff()
+        self._backoff = JitteredBackoff()
 
     def spool_size(self) -> int:
         try:

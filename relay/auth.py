@@ -25,7 +25,13 @@ from dragoon.relay.context import Relay
 from dragoon.relay.errors import ApiError
 from dragoon.shared import constants as c
 from dragoon.shared.keys import PublicKey
-from dragoon.shared.request_auth import KeyMatch, RequestRejected, VerifiedRequest, verify_request
+from dragoon.shared.request_auth import (
+    KeyMatch,
+    RequestRejected,
+    VerifiedRequest,
+    precheck_request,
+    verify_request,
+)
 from fastapi import Depends, Request
 
 Scope = MutableMapping[str, Any]
@@ -42,19 +48,23 @@ STREAMED_PATHS: Final = frozenset({"/v1/worker/blob"})  # the route reads and ch
 
 
 @dataclass(frozen=True)
-class Pilot:
+class PilotPrincipal:
+    """A pilot whose request verified, with the session it came with."""
+
     name: str
     fingerprint: str
     token_hash: str
 
 
 @dataclass(frozen=True)
-class Drone:
+class DronePrincipal:
+    """An enrolled drone whose request verified."""
+
     name: str
     fingerprint: str
 
 
-Principal = Pilot | Drone
+Principal = PilotPrincipal | DronePrincipal
 
 
 def token_hash(token: str) -> str:
@@ -71,7 +81,7 @@ def lookup_key(
         ).fetchone()
         if row is not None:
             key = PublicKey.from_openssh(row["public_key"])
-            return KeyMatch(key, Drone(row["name"], fingerprint))
+            return KeyMatch(key, DronePrincipal(row["name"], fingerprint))
         if conn.execute("SELECT 1 FROM pilots WHERE fingerprint = ?", (fingerprint,)).fetchone():
             return RequestRejected(c.ERR_BAD_SESSION, "a pilot request needs a session token")
         return RequestRejected(c.ERR_UNKNOWN_KEY, "no drone or pilot has this key")
@@ -94,7 +104,7 @@ def lookup_key(
     if pilot is None:
         return RequestRejected(c.ERR_UNKNOWN_KEY, "the pilot of this session is gone")
     key = PublicKey.from_openssh(pilot["public_key"])
-    return KeyMatch(key, Pilot(pilot["name"], fingerprint, digest))
+    return KeyMatch(key, PilotPrincipal(pilot["name"], fingerprint, digest))
 
 
 def check_request(
@@ -106,19 +116,20 @@ def check_request(
     headers: dict[str, str],
     body: bytes,
     nonce_ttl: float,
-    body_sha256: str | None = None,
+    streamed_sha256: str | None = None,
     received_at: float | None = None,
 ) -> VerifiedRequest[Principal] | RequestRejected:
     """All five RE-V1 checks; the nonce is recorded only for a request that passed the rest.
 
-    ``received_at`` is when the request arrived, for a streamed body checked after
-    it was read: a long upload must not turn its timestamp stale on the way.
+    ``streamed_sha256`` is the hash of a streamed body, computed as it was stored;
+    ``received_at`` is when such a request arrived: a long upload must not turn
+    its timestamp stale on the way.
     """
     now = time.time() if received_at is None else received_at
-    extra: dict[str, Any] = {} if body_sha256 is None else {"body_sha256": body_sha256}
     result: VerifiedRequest[Principal] | RequestRejected = verify_request(
         method=method, raw_path=raw_path, raw_query=raw_query, headers=headers, body=body,
-        lookup=lambda fp, bearer: lookup_key(conn, fp, bearer, now), now=now, **extra,
+        lookup=lambda fp, bearer: lookup_key(conn, fp, bearer, now), now=now,
+        body_sha256=streamed_sha256,
     )
     if isinstance(result, RequestRejected):
         return result
@@ -132,19 +143,13 @@ def check_request(
     return result
 
 
-def prevalidate(
-    conn: sqlite3.Connection, *, method: str, raw_path: str, raw_query: str,
-    headers: dict[str, str],
-) -> RequestRejected | None:
+def prevalidate(conn: sqlite3.Connection, *, headers: dict[str, str]) -> RequestRejected | None:
     """Steps 1-3 before a streamed body is read, so strangers cannot make the relay store data."""
     now = time.time()
-    result = verify_request(
-        method=method, raw_path=raw_path, raw_query=raw_query, headers=headers, body=b"",
-        lookup=lambda fp, bearer: lookup_key(conn, fp, bearer, now), now=now,
+    result = precheck_request(
+        headers=headers, lookup=lambda fp, bearer: lookup_key(conn, fp, bearer, now), now=now,
     )
-    if isinstance(result, RequestRejected) and result.code != c.ERR_BAD_SIGNATURE:
-        return result
-    return None
+    return result if isinstance(result, RequestRejected) else None
 
 
 def scope_headers(scope: Scope) -> dict[str, str]:
@@ -205,12 +210,7 @@ class SignedRequests:
         open_route = (method, path) in c.UNSIGNED_ROUTES or path in OPEN_PATHS
         if path in STREAMED_PATHS and not open_route:
             scope[RECEIVED_AT_KEY] = time.time()
-            rejected = await self.relay.db.run(
-                lambda conn: prevalidate(
-                    conn, method=method, raw_path=raw_path(scope),
-                    raw_query=scope.get("query_string", b"").decode("latin-1"), headers=headers,
-                )
-            )
+            rejected = await self.relay.db.run(lambda conn: prevalidate(conn, headers=headers))
             if rejected is not None:
                 await send_error(send, 401, rejected.code, rejected.detail)
                 return
@@ -266,21 +266,21 @@ def principal(request: Request) -> Principal | None:
     return found
 
 
-async def pilot(request: Request) -> Pilot:
+async def pilot(request: Request) -> PilotPrincipal:
     """Dependency: the logged-in pilot, or 403 for a drone on a pilot route."""
     who = principal(request)
-    if not isinstance(who, Pilot):
+    if not isinstance(who, PilotPrincipal):
         raise ApiError(403, "forbidden", "this route is for pilots")
     return who
 
 
-async def drone(request: Request) -> Drone:
+async def drone(request: Request) -> DronePrincipal:
     """Dependency: the enrolled drone, or 403 for a pilot on a drone route."""
     who = principal(request)
-    if not isinstance(who, Drone):
+    if not isinstance(who, DronePrincipal):
         raise ApiError(403, "forbidden", "this route is for drones")
     return who
 
 
-PilotDep = Annotated[Pilot, Depends(pilot)]
-DroneDep = Annotated[Drone, Depends(drone)]
+PilotDep = Annotated[PilotPrincipal, Depends(pilot)]
+DroneDep = Annotated[DronePrincipal, Depends(drone)]

@@ -27,10 +27,8 @@ from dragoon.relay.context import Relay
 from dragoon.relay.db import transaction
 from dragoon.relay.models import PollBody
 from dragoon.relay.tasks import TaskStore
-from dragoon.shared import sshsig
-from dragoon.shared.canonical import canonical_task
-from dragoon.shared.constants import NS_TASK
 from dragoon.shared.signers import Signer
+from dragoon.shared.task_auth import task_envelope
 
 
 @dataclass
@@ -42,11 +40,6 @@ class Assignment:
     changed: list[dict[str, Any]] = field(default_factory=list)
     dispatched: list[str] = field(default_factory=list)  # queued tasks handed out just now
     failed_fetches: list[str] = field(default_factory=list)
-
-
-def _signed(signer: Signer, task_id: str, drone: str, seq: int, spec: dict[str, Any]) -> str:
-    message = canonical_task(task_id=task_id, drone=drone, seq=seq, spec=spec)
-    return sshsig.encode_b64(signer.sign(NS_TASK, message))
 
 
 def assign(
@@ -125,10 +118,9 @@ class _Handout:
             " dispatched_at = COALESCE(dispatched_at, ?) WHERE id = ?",
             (self.name, self.seq, self.now, task_id),
         )
-        self.tasks.append({
-            "id": task_id, "drone": self.name, "seq": self.seq, "spec": spec,
-            "signature": _signed(self.signer, task_id, self.name, self.seq, spec),
-        })
+        self.tasks.append(
+            task_envelope(self.signer, task_id=task_id, drone=self.name, seq=self.seq, spec=spec)
+        )
 
 
 def _redeliver(handout: _Handout, held: set[str]) -> None:

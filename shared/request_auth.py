@@ -4,6 +4,11 @@ The verifier is pure: it takes what arrived on the wire plus a key lookup and
 answers with the verified signer or a precise error code of PROTOCOL.md. The
 nonce memory is the relay's (it lives in its database), so the last check of
 the protocol, ``replayed_nonce``, is not made here.
+
+A body streamed from disk is signed over its hash computed ahead
+(``sign_streamed_request``); the relay makes checks 1-3 before it reads such a
+body (``precheck_request``) and the signature check over the hash it computed
+while storing it (``verify_request(body_sha256=...)``).
 """
 
 from __future__ import annotations
@@ -48,12 +53,41 @@ def sign_request(
     nonce: str | None = None,
 ) -> dict[str, str]:
     """The RE-V1 headers for one request; ``path`` and ``query`` exactly as they go on the wire."""
+    return _signed_headers(signer, method=method, path=path, query=query, body=body,
+                           body_sha256=None, token=token, timestamp=timestamp, nonce=nonce)
+
+
+def sign_streamed_request(
+    signer: Signer,
+    *,
+    method: str,
+    path: str,
+    query: str = "",
+    body_sha256: str,
+    token: str | None = None,
+    timestamp: int | None = None,
+    nonce: str | None = None,
+) -> dict[str, str]:
+    """The RE-V1 headers for a body streamed from disk, given its SHA-256 computed ahead.
+
+    The drone's uploads go this way, so a file never sits in memory; the
+    canonical request is the one ``sign_request`` would make over the bytes.
+    """
+    return _signed_headers(signer, method=method, path=path, query=query, body=b"",
+                           body_sha256=body_sha256, token=token, timestamp=timestamp,
+                           nonce=nonce)
+
+
+def _signed_headers(
+    signer: Signer, *, method: str, path: str, query: str, body: bytes,
+    body_sha256: str | None, token: str | None, timestamp: int | None, nonce: str | None,
+) -> dict[str, str]:
     ts = str(int(time.time()) if timestamp is None else timestamp)
     nonce = nonce or new_nonce()
     fingerprint = signer.fingerprint
     message = canonical_request(
         method=method, path=path, query=query, timestamp=ts, nonce=nonce,
-        fingerprint=fingerprint, body=body,
+        fingerprint=fingerprint, body=body, body_sha256=body_sha256,
     )
     headers = {
         c.HEADER_TIMESTAMP: ts,
@@ -119,24 +153,28 @@ def bearer_token(headers: Mapping[str, str]) -> str | RequestRejected | None:
     return match.group(1)
 
 
-def verify_request(
-    *,
-    method: str,
-    raw_path: str,
-    raw_query: str,
-    headers: Mapping[str, str],
-    body: bytes,
-    lookup: Callable[[str, str | None], KeyMatch[Principal] | RequestRejected],
-    now: float | None = None,
-    max_skew: int = c.MAX_CLOCK_SKEW_SECONDS,
-    body_sha256: str | None = None,
-) -> VerifiedRequest[Principal] | RequestRejected:
-    """Check an RE-V1 request in PROTOCOL.md's order, stopping at the first failure.
+def claimed_fingerprint(headers: Mapping[str, str]) -> str | None:
+    """The signer a request claims to be (its fingerprint header), not yet checked."""
+    return _header(headers, c.HEADER_FINGERPRINT)
 
-    ``lookup(fingerprint, bearer_token)`` maps the claimed signer to its key
-    (an enrolled drone, or a pilot whose session token is bound to that key),
-    or answers ``unknown_key``, ``bad_session`` or ``fingerprint_mismatch``.
-    """
+
+@dataclass(frozen=True)
+class _Claim(Generic[Principal]):
+    """What steps 1-3 established: well-formed headers, a fresh clock, a known key."""
+
+    match: KeyMatch[Principal]
+    timestamp: str
+    nonce: str
+    fingerprint: str
+    signature: bytes
+
+
+def _check_claim(
+    headers: Mapping[str, str],
+    lookup: Callable[[str, str | None], KeyMatch[Principal] | RequestRejected],
+    now: float | None,
+    max_skew: int,
+) -> _Claim[Principal] | RequestRejected:
     values = {
         name: _header(headers, name)
         for name in (c.HEADER_TIMESTAMP, c.HEADER_NONCE, c.HEADER_FINGERPRINT, c.HEADER_SIGNATURE)
@@ -171,16 +209,60 @@ def verify_request(
     match = lookup(fingerprint, token)
     if isinstance(match, RequestRejected):
         return match
+    return _Claim(match, timestamp, nonce, fingerprint, signature)
 
+
+def precheck_request(
+    *,
+    headers: Mapping[str, str],
+    lookup: Callable[[str, str | None], KeyMatch[Principal] | RequestRejected],
+    now: float | None = None,
+    max_skew: int = c.MAX_CLOCK_SKEW_SECONDS,
+) -> KeyMatch[Principal] | RequestRejected:
+    """Checks 1-3 of PROTOCOL.md (headers, clock, key), for a body not read yet.
+
+    The relay makes them before it streams an upload to disk, so a stranger
+    cannot make it store anything; the signature (check 4) is made with
+    ``verify_request(body_sha256=...)`` once the body's hash is known.
+    """
+    claim = _check_claim(headers, lookup, now, max_skew)
+    return claim if isinstance(claim, RequestRejected) else claim.match
+
+
+def verify_request(
+    *,
+    method: str,
+    raw_path: str,
+    raw_query: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    lookup: Callable[[str, str | None], KeyMatch[Principal] | RequestRejected],
+    now: float | None = None,
+    max_skew: int = c.MAX_CLOCK_SKEW_SECONDS,
+    body_sha256: str | None = None,
+) -> VerifiedRequest[Principal] | RequestRejected:
+    """Check an RE-V1 request in PROTOCOL.md's order, stopping at the first failure.
+
+    ``lookup(fingerprint, bearer_token)`` maps the claimed signer to its key
+    (an enrolled drone, or a pilot whose session token is bound to that key),
+    or answers ``unknown_key``, ``bad_session`` or ``fingerprint_mismatch``.
+    ``body_sha256`` stands in for ``body`` when the body was hashed as it
+    streamed in (see ``sign_streamed_request``).
+    """
+    claim = _check_claim(headers, lookup, now, max_skew)
+    if isinstance(claim, RequestRejected):
+        return claim
     try:
         message = canonical_request(
-            method=method, path=raw_path, query=raw_query, timestamp=timestamp, nonce=nonce,
-            fingerprint=fingerprint, body=body, body_sha256=body_sha256,
+            method=method, path=raw_path, query=raw_query, timestamp=claim.timestamp,
+            nonce=claim.nonce, fingerprint=claim.fingerprint, body=body,
+            body_sha256=body_sha256,
         )
     except ValueError as exc:
         return RequestRejected(c.ERR_BAD_SIGNATURE, str(exc))
     try:
-        sshsig.verify(signature, c.NS_REQUEST, message, match.public_key)
+        sshsig.verify(claim.signature, c.NS_REQUEST, message, claim.match.public_key)
     except SignatureError as exc:
         return RequestRejected(c.ERR_BAD_SIGNATURE, exc.detail)
-    return VerifiedRequest(match.principal, match.public_key, nonce, int(timestamp))
+    return VerifiedRequest(claim.match.principal, claim.match.public_key, claim.nonce,
+                           int(claim.timestamp))

@@ -16,7 +16,7 @@ from dragoon.relay.errors import ApiError, not_found
 from dragoon.relay.models import MAX_OFFSET, FinishBody, InitBody, MessageBody, PollBody
 from dragoon.relay.output import Gap
 from dragoon.relay.tasks import own_task
-from dragoon.shared.request_auth import RequestRejected
+from dragoon.shared.request_auth import RequestRejected, claimed_fingerprint
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
@@ -117,7 +117,7 @@ async def blob(
                 conn, method="POST", raw_path=raw_path(request.scope),
                 raw_query=request.scope.get("query_string", b"").decode("latin-1"),
                 headers=scope_headers(request.scope), body=b"",
-                nonce_ttl=relay.config.nonce_ttl, body_sha256=digest,
+                nonce_ttl=relay.config.nonce_ttl, streamed_sha256=digest,
                 received_at=request.scope.get(RECEIVED_AT_KEY),
             )
         )
@@ -142,7 +142,7 @@ async def blob(
 
 async def _blob_drone(request: Request, relay: Relay) -> str:
     """The drone named by the (pre-checked) headers; the signature is checked after the body."""
-    fingerprint = request.headers.get("x-re-key-fingerprint", "")
+    fingerprint = claimed_fingerprint(request.headers) or ""
     row = await relay.db.run(
         lambda conn: conn.execute(
             "SELECT name FROM drones WHERE fingerprint = ?", (fingerprint,)

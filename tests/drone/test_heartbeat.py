@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from dragoon.drone.client import Backoff
+from dragoon.drone.client import JitteredBackoff
 from dragoon.drone.metrics import parse_smi
 
 from tests.drone.conftest import Fleet
@@ -61,7 +61,7 @@ def test_nvidia_smi_lines_that_do_not_parse_are_skipped():
 
 
 def test_backoff_doubles_from_one_second_to_a_sixty_second_cap_with_jitter():
-    backoff = Backoff()
+    backoff = JitteredBackoff()
     delays = [backoff.next_delay() for _ in range(10)]
     bases = [1, 2, 4, 8, 16, 32, 60, 60, 60, 60]
     for delay, base in zip(delays, bases, strict=True):

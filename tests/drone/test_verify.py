@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from dragoon.drone.verify import SignedTask, parse_spec, parse_task, verify_task
-from dragoon.shared import sshsig
+from dragoon.shared import sshsig, task_auth
 from dragoon.shared.canonical import canonical_task, spec_sha256
 from dragoon.shared.constants import NS_REQUEST, NS_TASK
 from dragoon.shared.keys import PrivateKey
@@ -127,3 +127,36 @@ def test_signature_check_uses_sshsig_wire_format(relay_signer):
     task = signed(relay_signer)
     blob = sshsig.decode_b64(task["signature"])
     assert sshsig.parse(blob).namespace == NS_TASK
+
+
+def test_a_stale_sequence_is_checked_after_shared_checks_the_signature(relay_signer):
+    intruder = KeyFileSigner(PrivateKey.generate_ed25519())
+    reason = check(signed(intruder, seq=1), relay_signer, last_seq=4)
+    assert reason is not None and "pinned relay key" in reason
+    assert check(signed(relay_signer, drone="gpu-2", seq=1), relay_signer) == (
+        "task is for drone 'gpu-2', not 'gpu-1'")
+
+
+def test_the_sequence_bound_is_strict_and_the_drone_s_own(relay_signer):
+    assert check(signed(relay_signer, seq=5), relay_signer, last_seq=4) is None
+    assert check(signed(relay_signer, seq=5), relay_signer, last_seq=5) == (
+        "sequence 5 is not above 5")
+    assert check(signed(relay_signer, seq=0), relay_signer, last_seq=-1) is None
+
+
+def test_a_line_break_in_the_task_id_is_a_reason_not_a_crash(relay_signer):
+    task = signed(relay_signer)
+    task["id"] = "t-abc\n5"
+    reason = check(task, relay_signer)
+    assert reason is not None and reason.startswith("task cannot be checked as sent")
+
+
+def test_a_spec_without_canonical_json_is_a_reason_not_a_crash(relay_signer):
+    task = signed(relay_signer)
+    task["spec"] = {**task["spec"], "timeout": float("nan")}
+    assert check(task, relay_signer) == "spec cannot be put in canonical JSON"
+
+
+def test_parse_task_gives_the_shared_envelope_type(relay_signer):
+    assert SignedTask is task_auth.SignedTask
+    assert parse_task("not an object") == "task is not a JSON object"

@@ -18,6 +18,7 @@ from dragoon.shared.canonical import (
     canonical_query,
     canonical_request,
     canonical_task,
+    canonical_task_from_hash,
     login_string,
     sha256_hex,
     spec_sha256,
@@ -176,3 +177,26 @@ def test_canonical_json_refuses_nan() -> None:
 def test_canonical_task_refuses_ambiguous_fields(task_id: str, drone: str, seq: Any) -> None:
     with pytest.raises(ValueError, match=r"line break|non-negative integer"):
         canonical_task(task_id=task_id, drone=drone, seq=seq, spec={})
+
+
+@pytest.mark.parametrize(("task_id", "drone", "seq"), [
+    ("t-1\nx", "d", 1), ("t-1", "d\r", 1), ("t-1", "d", -1), ("t-1", "d", True),
+])
+def test_canonical_task_from_a_hash_refuses_ambiguous_fields(task_id: str, drone: str,
+                                                             seq: Any) -> None:
+    with pytest.raises(ValueError, match=r"line break|non-negative integer"):
+        canonical_task_from_hash(task_id=task_id, drone=drone, seq=seq, spec_hash="0" * 64)
+
+
+@pytest.mark.parametrize("spec_hash", ["", "0" * 63, "0" * 65, "A" * 64, "0" * 63 + "\n",
+                                       " " + "0" * 63, "é" * 64])
+def test_canonical_task_from_a_hash_refuses_a_hash_that_is_no_hash(spec_hash: str) -> None:
+    with pytest.raises(ValueError, match="spec_sha256 must be 64 lowercase hex digits"):
+        canonical_task_from_hash(task_id="t-1", drone="d", seq=1, spec_hash=spec_hash)
+
+
+@pytest.mark.parametrize("body_sha256", ["0" * 63, "F" * 64, "0" * 64 + "\nX", ""])
+def test_canonical_request_refuses_a_body_hash_that_is_no_hash(body_sha256: str) -> None:
+    with pytest.raises(ValueError, match="body_sha256 must be 64 lowercase hex digits"):
+        canonical_request(method="POST", path="/v1/worker/blob", query="", timestamp="1",
+                          nonce="0" * 32, fingerprint="SHA256:x", body_sha256=body_sha256)

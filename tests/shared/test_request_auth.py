@@ -7,6 +7,8 @@ the order the protocol checks them; ``replayed_nonce`` belongs to the relay
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import random
 import string
 from pathlib import Path
@@ -22,14 +24,18 @@ from dragoon.shared.request_auth import (
     RequestRejected,
     VerifiedRequest,
     bearer_token,
+    claimed_fingerprint,
     new_nonce,
+    precheck_request,
     sign_request,
+    sign_streamed_request,
     verify_request,
 )
 from dragoon.shared.signers import AgentSigner, KeyFileSigner
 
+from tests.shared.conftest import load_vectors
 from tests.support.agent import SshAgent
-from tests.support.keys import sign_with_ssh_keygen
+from tests.support.keys import KeyMaker, check_novalidate, sign_with_ssh_keygen
 
 NOW = 1_763_900_000
 PILOT = KeyFileSigner(PrivateKey.generate_ed25519("pilot"))
@@ -317,3 +323,121 @@ def test_junk_headers_are_always_answered_never_raised() -> None:
 
 def test_path_with_a_line_break_is_a_bad_signature_not_a_crash() -> None:
     _rejected(_verify(_signed(), path="/v1/tasks\nGET"), c.ERR_BAD_SIGNATURE)
+
+
+# --- bodies streamed from disk (body_sha256) ---------------------------------------------------
+
+STREAMED = load_vectors("streamed_requests.json")
+
+
+def _streamed_headers(vector: dict[str, Any]) -> dict[str, str]:
+    return {c.HEADER_TIMESTAMP: vector["timestamp"], c.HEADER_NONCE: vector["nonce"],
+            c.HEADER_FINGERPRINT: vector["fingerprint"], c.HEADER_SIGNATURE: vector["signature"]}
+
+
+def _verify_streamed(vector: dict[str, Any], body_sha256: str
+                     ) -> VerifiedRequest[str] | RequestRejected:
+    key = PublicKey.from_openssh(vector["public_key"])
+    return verify_request(method=vector["method"], raw_path=vector["path"],
+                          raw_query=vector["query"], headers=_streamed_headers(vector), body=b"",
+                          body_sha256=body_sha256, lookup=Lookup(key),
+                          now=float(vector["timestamp"]))
+
+
+@pytest.mark.parametrize("vector", STREAMED, ids=lambda v: v["case"])
+def test_streamed_request_matches_the_fixture(vector: dict[str, Any]) -> None:
+    body = base64.b64decode(vector["body_b64"])
+    assert len(body) == vector["body_size"]
+    assert hashlib.sha256(body).hexdigest() == vector["body_sha256"]
+    fields = {k: vector[k] for k in ("method", "path", "query", "timestamp", "nonce",
+                                     "fingerprint")}
+    canonical = base64.b64decode(vector["canonical_b64"])
+    assert canonical_request(**fields, body_sha256=vector["body_sha256"]) == canonical
+    assert canonical_request(**fields, body=body) == canonical
+
+
+@pytest.mark.parametrize("vector", STREAMED, ids=lambda v: v["case"])
+def test_fixture_streamed_request_verifies_over_its_hash(vector: dict[str, Any]) -> None:
+    result = _verify_streamed(vector, vector["body_sha256"])
+    assert isinstance(result, VerifiedRequest), result
+    assert result.nonce == vector["nonce"]
+
+
+@pytest.mark.parametrize("vector", STREAMED, ids=lambda v: v["case"])
+def test_fixture_streamed_request_over_other_bytes_is_a_bad_signature(vector: dict[str, Any]
+                                                                      ) -> None:
+    other = hashlib.sha256(base64.b64decode(vector["body_b64"]) + b"x").hexdigest()
+    _rejected(_verify_streamed(vector, other), c.ERR_BAD_SIGNATURE)
+
+
+def test_a_body_hash_that_is_no_hash_is_a_bad_signature_not_a_crash() -> None:
+    result = _rejected(_verify_streamed(STREAMED[0], "0" * 64 + "\nX"), c.ERR_BAD_SIGNATURE)
+    assert "body_sha256 must be 64 lowercase hex digits" in result.detail
+
+
+def test_streamed_signing_gives_the_headers_of_signing_the_bytes() -> None:
+    body = bytes(range(256)) * 17
+    args: dict[str, Any] = {"method": "POST", "path": "/v1/worker/blob",
+                            "query": "task=t-1&path=a.txt", "timestamp": NOW,
+                            "nonce": new_nonce()}
+    streamed = sign_streamed_request(PILOT, body_sha256=hashlib.sha256(body).hexdigest(), **args)
+    assert streamed == sign_request(PILOT, body=body, **args)  # ed25519 is deterministic
+    result = _verify(streamed, path="/v1/worker/blob", query="task=t-1&path=a.txt", body=body)
+    assert isinstance(result, VerifiedRequest), result
+
+
+def test_a_streamed_signature_passes_ssh_keygen(keys: KeyMaker, workdir: Path) -> None:
+    signer = KeyFileSigner.from_file(keys.make("ed25519"))
+    digest = hashlib.sha256(b"artifact").hexdigest()
+    headers = sign_streamed_request(signer, method="POST", path="/v1/worker/blob",
+                                    query=f"sha256={digest}", body_sha256=digest, timestamp=NOW)
+    message = canonical_request(method="POST", path="/v1/worker/blob", query=f"sha256={digest}",
+                                timestamp=str(NOW), nonce=headers[c.HEADER_NONCE],
+                                fingerprint=signer.fingerprint, body=b"artifact")
+    done = check_novalidate(c.NS_REQUEST, message,
+                            sshsig.decode_b64(headers[c.HEADER_SIGNATURE]), workdir)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("body_sha256", ["", "ab", "A" * 64, "0" * 64 + "\n"])
+def test_streamed_signing_refuses_a_hash_that_is_no_hash(body_sha256: str) -> None:
+    with pytest.raises(ValueError, match="body_sha256 must be 64 lowercase hex digits"):
+        sign_streamed_request(PILOT, method="POST", path="/v1/worker/blob",
+                              body_sha256=body_sha256)
+
+
+# --- the pre-check of a request whose body is not read yet -------------------------------------
+
+def test_precheck_names_the_key_without_checking_the_signature() -> None:
+    headers = _signed() | {c.HEADER_SIGNATURE: sshsig.encode_b64(b"not a signature")}
+    lookup = Lookup(PILOT.public_key)
+    match = precheck_request(headers=headers, lookup=lookup, now=NOW)
+    assert isinstance(match, KeyMatch)
+    assert (match.public_key, match.principal) == (PILOT.public_key, f"pilot:{PILOT.fingerprint}")
+    assert lookup.calls == [(PILOT.fingerprint, SESSION)]
+
+
+@pytest.mark.parametrize(("change", "now", "code"), [
+    ({c.HEADER_NONCE: "x"}, NOW, c.ERR_HEADERS),
+    ({c.HEADER_SIGNATURE: "not base64!"}, NOW, c.ERR_HEADERS),
+    ({}, NOW + 61, c.ERR_STALE),
+])
+def test_precheck_makes_checks_one_and_two(change: dict[str, str], now: int, code: str) -> None:
+    lookup = Lookup(PILOT.public_key)
+    _rejected(precheck_request(headers=_signed() | change, lookup=lookup, now=now), code)
+    assert lookup.calls == []
+
+
+def test_precheck_passes_the_key_lookup_rejection_through() -> None:
+    answer = RequestRejected(c.ERR_UNKNOWN_KEY, "no drone or pilot has this key")
+    result = precheck_request(headers=_signed(), lookup=Lookup(PILOT.public_key, answer),
+                              now=NOW)
+    assert result is answer
+
+
+def test_claimed_fingerprint_is_read_in_any_case() -> None:
+    headers = _signed()
+    for transform in (str.lower, str.upper, str.title):
+        assert claimed_fingerprint({transform(k): v for k, v in headers.items()}) == (
+            PILOT.fingerprint)
+    assert claimed_fingerprint({}) is None
