@@ -115,8 +115,9 @@ DURATIONS: Final[dict[str, tuple[bool, int]]] = {
 }
 
 _NUM = r"([0-9]+(?:\.[0-9]+)?)"
+# ASCII only, any case: a Unicode look-alike (the Kelvin sign folds to k) is not a unit.
 _DURATION: Final = re.compile(rf"(?:{_NUM}\s*d)?\s*(?:{_NUM}\s*h)?\s*(?:{_NUM}\s*m)?\s*"
-                              rf"(?:{_NUM}\s*s)?")
+                              rf"(?:{_NUM}\s*s)?", re.ASCII | re.IGNORECASE)
 _BARE_SECONDS: Final = re.compile(_NUM)
 
 
@@ -146,7 +147,7 @@ def parse_duration(text: str, *, field: DurationField = "timeout") -> int:
     (``1h30`` is refused rather than guessed). Fractions are fine when the total
     is whole seconds.
     """
-    cleaned = text.strip().lower()
+    cleaned = text.strip()
     if not cleaned:
         raise SpecError(field, f"is empty; give a duration {DURATION_HINT}")
     total: Fraction | None = None
@@ -168,7 +169,8 @@ def parse_duration(text: str, *, field: DurationField = "timeout") -> int:
 
 # -- byte sizes -------------------------------------------------------------------------------
 
-_SIZE: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(?:([kmgtp])(i?)b?|(b))?")
+_SIZE: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(?:([kmgtp])(i?)(b?)|(b))?",
+                          re.ASCII | re.IGNORECASE)
 _POWER: Final = {"k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
 
 
@@ -178,16 +180,15 @@ def parse_size(text: str, *, field: str = "size", maximum: int = MAX_SIZE) -> in
     A bare letter and ``…iB`` are binary (1024), as `ls -h` and `df -h` print
     them; ``kB``/``MB``/``GB`` with the ``B`` and no ``i`` are decimal (SI).
     """
-    cleaned = text.strip().lower()
+    cleaned = text.strip()
     match = _SIZE.fullmatch(cleaned) if len(cleaned) <= 64 else None
     if match is None:
         raise SpecError(field, f"{_show(text)} is not a size like 512, 10M, 4GiB or 1.5G")
-    number, prefix, binary, _b = match.groups()
+    number, prefix, binary, with_b, _bytes = match.groups()
     factor = 1
     if prefix:
-        with_b = cleaned.endswith("b")
         base = 1024 if binary or not with_b else 1000
-        factor = base ** _POWER[prefix]
+        factor = base ** _POWER[prefix.lower()]
     total = Fraction(number) * factor
     if total.denominator != 1:
         raise SpecError(field, f"{_show(text)} is not a whole number of bytes")
@@ -443,24 +444,3 @@ def parse_spec(raw: object) -> TaskSpec:
     if "command" not in raw:
         raise SpecError("command", "is required")
     return TaskSpec(**raw)
-
-
-def reason(check: Any, *args: Any, **kwargs: Any) -> str | None:
-    """None when ``check(*args)`` passes, else its one-line reason: for forms that list errors."""
-    try:
-        check(*args, **kwargs)
-    except SpecError as exc:
-        return str(exc)
-    return None
-
-
-__all__ = [
-    "DEFAULT_GRACE", "DURATIONS", "LABEL_RULE", "MAX_ARG_BYTES", "MAX_ARTIFACT_GLOBS",
-    "MAX_COMMAND_BYTES", "MAX_CWD_CHARS", "MAX_ENV_ENTRIES", "MAX_ENV_NAME", "MAX_GLOB_CHARS",
-    "MAX_GRACE", "MAX_LABELS", "MAX_TASK_NAME", "MAX_TIMEOUT", "MAX_TTL", "NAME_RULE",
-    "SPEC_FIELDS", "YEAR", "SpecError", "SpecJSON", "TaskSpec", "check_command", "check_cwd",
-    "check_drone_name", "check_env", "check_env_entry", "check_env_name", "check_glob",
-    "check_globs", "check_grace", "check_label", "check_labels", "check_seconds",
-    "check_task_name", "check_timeout", "parse_drone_name", "parse_duration",
-    "parse_env_entry", "parse_globs", "parse_labels", "parse_size", "parse_spec", "reason",
-]

@@ -21,6 +21,7 @@ from dragoon.cockpit.cli import exit_codes as X
 if TYPE_CHECKING:
     from dragoon.cockpit.client import ApiError, RelayClient
     from dragoon.cockpit.client.config import StoredSession
+    from dragoon.shared.spec import DurationField
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -242,13 +243,13 @@ class Duration(_SharedRule):
 
     name = "DURATION"
 
-    def __init__(self, field: str = "timeout") -> None:
-        self.field = field
+    def __init__(self, field: DurationField = "timeout") -> None:
+        self.field: DurationField = field
 
     def parse(self, text: str) -> int:
         from dragoon.shared.spec import parse_duration
 
-        return parse_duration(text, field=self.field)  # type: ignore[arg-type]
+        return parse_duration(text, field=self.field)
 
 
 class Labels(_SharedRule):

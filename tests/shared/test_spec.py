@@ -219,7 +219,7 @@ def test_sizes_binary_unless_si_is_spelled_out(text: str, size: int) -> None:
     assert parse_size(text) == size
 
 
-@pytest.mark.parametrize("text", ["", "ten", "10X", "-1M", "0.5"])
+@pytest.mark.parametrize("text", ["", "ten", "10X", "-1M", "0.5", "10\u212a"])
 def test_bad_sizes_are_refused(text: str) -> None:
     assert refusal(parse_size, text).startswith("size: ")
 
