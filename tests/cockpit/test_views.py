@@ -238,6 +238,9 @@ async def test_submit_dialog_shows_the_reason_under_the_field_and_stays_open() -
         assert app.screen is dialog, "the dialog closed on bad input"
         assert error_line(dialog, "timeout-error") == (True, "timeout: must be more than zero")
         assert error_line(dialog, "env-error")[0] is True
+        env_error = dialog.query_one("#env-error", Static)
+        reason = error_line(dialog, "env-error")[1]
+        assert env_error.region.width < len(reason) <= env_error.region.area  # wrapped, not cut
         assert error_line(dialog, "command-error") == (False, "")
         dialog.query_one("#timeout", Input).value = "1h30m"
         dialog.query_one("#env", Input).value = "X1=2"

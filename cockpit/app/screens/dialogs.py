@@ -153,10 +153,6 @@ labels_problem = field_problem(rules.parse_labels)
 
 
 class SubmitScreen(ModalScreen[SubmitRequest | None]):
-    DEFAULT_CSS = """
-    SubmitScreen #submit-form .error { color: $error; }
-    SubmitScreen #submit-form .error, SubmitScreen #submit-form .error-pad { display: none; }
-    """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel"),
         Binding("ctrl+s", "submit", "Submit"),
@@ -235,10 +231,6 @@ class PromptScreen(ModalScreen[str | None]):
     """One line of input: a fetch path, or the TOTP code when the session expired."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
-
-    DEFAULT_CSS = """
-    PromptScreen #prompt-error { color: $error; display: none; }
-    """
 
     def __init__(self, title: str, *, placeholder: str = "", password: bool = False,
                  value: str = "", validate: Callable[[str], str | None] | None = None) -> None:
