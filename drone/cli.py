@@ -9,8 +9,14 @@ from pathlib import Path
 import click
 
 
-def _labels(text: str) -> list[str]:
-    return [label.strip() for label in text.split(",") if label.strip()]
+def _labels(_ctx: click.Context, _param: click.Parameter, text: str) -> list[str]:
+    """``--labels`` by the one rule of shared/spec.py; a refusal is a usage error (exit 2)."""
+    from dragoon.shared.spec import SpecError, parse_labels
+
+    try:
+        return parse_labels(text)
+    except SpecError as exc:
+        raise click.BadParameter(exc.problem) from None
 
 
 @click.group(name="drone")
@@ -24,14 +30,15 @@ def drone() -> None:
               help="The drone's data dir (key, settings, spool, work dirs).")
 @click.option("--slots", type=click.IntRange(1, 1024), default=1, show_default=True,
               help="How many tasks run at once.")
-@click.option("--labels", default="", help="Comma-separated labels tasks can target.")
-def join(token: str, data_dir: Path, slots: int, labels: str) -> None:
+@click.option("--labels", default="", callback=_labels,
+              help="Comma-separated labels tasks can target, e.g. gpu,a100.")
+def join(token: str, data_dir: Path, slots: int, labels: list[str]) -> None:
     """Enroll this box with a one-time join TOKEN and pin the relay's task key."""
     from dragoon.drone.join import JoinError
     from dragoon.drone.join import join as do_join
 
     try:
-        joined = do_join(token, data_dir, slots=slots, labels=_labels(labels))
+        joined = do_join(token, data_dir, slots=slots, labels=labels)
     except JoinError as exc:
         click.echo(f"dragoon drone join: {exc}", err=True)
         sys.exit(1)

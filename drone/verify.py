@@ -10,11 +10,10 @@ answers None. A reason is a short human line; the daemon reports it as
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from dragoon.shared import task_auth
 from dragoon.shared.keys import PublicKey
+from dragoon.shared.spec import SpecError, TaskSpec
+from dragoon.shared.spec import parse_spec as parse_task_spec
 from dragoon.shared.task_auth import SignedTask, TaskRejected
 
 
@@ -43,46 +42,17 @@ def verify_task(
     return None
 
 
-@dataclass(frozen=True)
-class Spec:
-    """A verified spec, with its fields typed; what the drone actually runs."""
-
-    command: str
-    env: dict[str, str]
-    cwd: str | None
-    timeout: float | None
-    grace: float | None
-    artifacts: list[str]
-    name: str | None
+# What the drone runs: a spec that passed shared/spec.py, the rule the relay applied too.
+Spec = TaskSpec
 
 
-def parse_spec(spec: dict[str, Any]) -> Spec | str:
-    """The typed spec, or why it cannot be run (reported as ``bad_spec: <reason>``)."""
-    command = spec.get("command")
-    if not isinstance(command, str) or not command.strip():
-        return "command must be a non-empty string"
-    if "\x00" in command:
-        return "command holds a NUL byte"
-    env = spec.get("env") or {}
-    if not isinstance(env, dict):
-        return "env must be an object"
-    for key, value in env.items():
-        if not isinstance(value, str) or not key or "=" in key or "\x00" in key + value:
-            return f"env entry {key!r} is not a valid variable"
-    cwd = spec.get("cwd")
-    if cwd is not None and (not isinstance(cwd, str) or "\x00" in cwd or not cwd):
-        return "cwd must be a path or null"
-    numbers: dict[str, float | None] = {}
-    for key in ("timeout", "grace"):
-        value = spec.get(key)
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int | float) or value < 0
-        ):
-            return f"{key} must be a non-negative number or null"
-        numbers[key] = float(value) if value is not None else None
-    artifacts = spec.get("artifacts") or []
-    if not isinstance(artifacts, list) or not all(isinstance(a, str) for a in artifacts):
-        return "artifacts must be a list of glob patterns"
-    name = spec.get("name")
-    return Spec(command, dict(env), cwd, numbers["timeout"], numbers["grace"], list(artifacts),
-                name if isinstance(name, str) else None)
+def parse_spec(spec: object) -> Spec | str:
+    """The typed spec, or why it cannot be run (reported as ``bad_spec: <reason>``).
+
+    The reason is shared/spec.py's, word for word the relay's 422 for the same
+    spec, so a drone refusing what its relay let through names the same rule.
+    """
+    try:
+        return parse_task_spec(spec)
+    except SpecError as exc:
+        return str(exc)

@@ -7,15 +7,17 @@ login, enroll, server). Errors are one line on stderr and exit code 1.
 from __future__ import annotations
 
 import os
-import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import click
 
 if TYPE_CHECKING:
     from dragoon.relay.config import RelayConfig
+
+T = TypeVar("T")
 
 DATA = click.option(
     "--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -28,13 +30,36 @@ def fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
-def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``15m``, ``1h``, ``7d`` → seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
-    if not match:
-        raise click.BadParameter(f"{text!r} is not a duration like 90s, 15m, 1h, 7d")
-    factor = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-    return float(match.group(1)) * factor
+def _rule(parse: Callable[[str], T]) -> Callable[[click.Context, click.Parameter, str], T]:
+    """A click callback applying one parser of shared/spec.py: a refusal is a usage error."""
+
+    def callback(_ctx: click.Context, _param: click.Parameter, value: str) -> T:
+        from dragoon.shared.spec import SpecError
+
+        try:
+            return parse(value)
+        except SpecError as exc:
+            raise click.BadParameter(exc.problem) from None
+
+    return callback
+
+
+def _drone_name(text: str) -> str:
+    from dragoon.shared.spec import parse_drone_name
+
+    return parse_drone_name(text)
+
+
+def _labels(text: str) -> list[str]:
+    from dragoon.shared.spec import parse_labels
+
+    return parse_labels(text)
+
+
+def _ttl(text: str) -> int:
+    from dragoon.shared.spec import parse_duration
+
+    return parse_duration(text, field="ttl")
 
 
 def _initialised(data_dir: Path) -> RelayConfig:
@@ -91,13 +116,15 @@ def add_operator(data_dir: Path, name: str, key_file: Path, no_qr: bool) -> None
     For an existing NAME this replaces its key and TOTP secret and ends its sessions.
     """
     from dragoon.relay import db, login
-    from dragoon.relay.enroll import NAME
     from dragoon.shared.errors import KeyLoadError
     from dragoon.shared.keys import load_public_key_file
+    from dragoon.shared.spec import SpecError, check_drone_name
 
     config = _initialised(data_dir)
-    if not NAME.fullmatch(name):
-        fail("a pilot name is 1-63 of A-Z a-z 0-9 . _ -")
+    try:
+        check_drone_name(name, field="pilot name")  # a pilot's name follows a drone's rule
+    except SpecError as exc:
+        fail(str(exc))
     try:
         key = load_public_key_file(key_file)
     except KeyLoadError as exc:
@@ -133,11 +160,14 @@ def _print_qr(uri: str) -> None:
 
 @relay.command()
 @DATA
-@click.option("--drone", required=True, help="The new drone's name.")
-@click.option("--labels", default="", help="Comma-separated labels, e.g. gpu,a100.")
-@click.option("--ttl", default="1h", show_default=True, help="How long the token stays valid.")
+@click.option("--drone", required=True, callback=_rule(_drone_name),
+              help="The new drone's name.")
+@click.option("--labels", default="", callback=_rule(_labels),
+              help="Comma-separated labels, e.g. gpu,a100.")
+@click.option("--ttl", default="1h", show_default=True, callback=_rule(_ttl),
+              help="How long the token stays valid (90s, 15m, 1h30m, 7d; at most 30d).")
 @click.option("--url", default=None, help="Relay URL for the token (default: relay.toml's url).")
-def enroll(data_dir: Path, drone: str, labels: str, ttl: str, url: str | None) -> None:
+def enroll(data_dir: Path, drone: str, labels: list[str], ttl: int, url: str | None) -> None:
     """Mint a one-time join token; prints it alone on stdout."""
     from dragoon.relay import db
     from dragoon.relay import enroll as enrollment
@@ -153,8 +183,7 @@ def enroll(data_dir: Path, drone: str, labels: str, ttl: str, url: str | None) -
     try:
         token, _expires = enrollment.mint(
             conn, relay_url=relay_url, relay_key=fingerprint, drone=drone,
-            labels=[x for x in labels.split(",") if x.strip()], ttl=parse_duration(ttl),
-            by="admin",
+            labels=labels, ttl=ttl, by="admin",
         )
     except ApiError as exc:
         fail(exc.detail)

@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import json
 import math
-import re
 import sqlite3
 import time
 from typing import Any
@@ -17,22 +16,24 @@ from dragoon.relay.errors import ApiError
 from dragoon.shared.enrollment import JoinToken, new_secret
 from dragoon.shared.errors import KeyLoadError
 from dragoon.shared.keys import ED25519, PublicKey
-
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
-LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:=-]{0,62}")
+from dragoon.shared.spec import SpecError, check_drone_name
+from dragoon.shared.spec import check_labels as shared_check_labels
 
 
 def check_name(name: str) -> str:
-    if not NAME.fullmatch(name):
-        raise ApiError(422, "invalid", "a drone name is 1-63 of A-Z a-z 0-9 . _ - (not first)")
-    return name
+    """A drone name by the one rule of shared/spec.py; its reason is the 422's detail."""
+    try:
+        return check_drone_name(name)
+    except SpecError as exc:
+        raise ApiError(422, "invalid", str(exc)) from None
 
 
 def check_labels(labels: list[str]) -> list[str]:
-    for label in labels:
-        if not LABEL.fullmatch(label):
-            raise ApiError(422, "invalid", f"bad label {label!r}")
-    return sorted(set(labels))
+    """Labels by the one rule of shared/spec.py, stored sorted and without duplicates."""
+    try:
+        return sorted(shared_check_labels(labels))
+    except SpecError as exc:
+        raise ApiError(422, "invalid", str(exc)) from None
 
 
 def _hash(secret: str) -> str:

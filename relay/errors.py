@@ -45,9 +45,17 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", f"no such {what}")
 
 
+# The error type of a rule of shared/spec.py: its message is the shared one-line reason,
+# which already names its field, so it is the detail as it stands.
+RULE_ERROR = "dragoon_rule"
+
+
 def _describe(errors: list[Any]) -> str:
     parts = []
     for err in errors[:5]:
+        if err.get("type") == RULE_ERROR:
+            parts.append(str(err.get("msg")))
+            continue
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
         parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"

@@ -1,18 +1,35 @@
 """Request bodies of docs/api.md as pydantic models; the OpenAPI document is built from them.
 
 Models forbid unknown fields only where a typo would silently change meaning
-(the task spec); elsewhere newer clients may send more.
+(the task spec); elsewhere newer clients may send more. What a spec, a drone
+name or a label may be is decided by shared/spec.py, the rules every door
+calls: the models run them first and answer their one-line reason as the 422's
+detail; the field types below describe the same rules for the OpenAPI document.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from dragoon.relay.errors import RULE_ERROR
+from dragoon.shared import spec as rules
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    model_validator,
+)
 from pydantic import StrictStr as _StrictStr
+from pydantic_core import PydanticCustomError
 
 _BAD_CHARS = re.compile(r"[\x00\ud800-\udfff]")
+T = TypeVar("T")
 
 
 def _clean(text: str) -> str:
@@ -22,11 +39,32 @@ def _clean(text: str) -> str:
     return text
 
 
+def _rule(check: Callable[[Any], T], *, nullable: bool = False) -> Callable[[Any], T | None]:
+    """A validator applying one rule of shared/spec.py; a refusal keeps the shared reason."""
+
+    def validate(value: Any) -> T | None:
+        if value is None and nullable:
+            return None
+        try:
+            return check(value)
+        except rules.SpecError as exc:
+            raise PydanticCustomError(RULE_ERROR, "{reason}", {"reason": str(exc)}) from None
+
+    return validate
+
+
 StrictStr = Annotated[_StrictStr, AfterValidator(_clean)]
-EnvName = Annotated[_StrictStr, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")]
+EnvName = Annotated[_StrictStr,
+                    Field(pattern=rf"^[A-Za-z_][A-Za-z0-9_]{{0,{rules.MAX_ENV_NAME - 1}}}$")]
+DroneName = Annotated[_StrictStr, BeforeValidator(_rule(rules.check_drone_name))]
+Labels = Annotated[list[_StrictStr], BeforeValidator(_rule(rules.check_labels))]
+OptionalDroneName = Annotated[_StrictStr | None,
+                              BeforeValidator(_rule(rules.check_drone_name, nullable=True))]
+OptionalLabels = Annotated[list[_StrictStr] | None,
+                           BeforeValidator(_rule(rules.check_labels, nullable=True))]
 
 MAX_OFFSET = 1 << 62  # byte offsets and sizes: far past any real output, inside SQLite's range
-YEAR = 366 * 86400
+YEAR = rules.YEAR
 
 
 class ChallengeBody(BaseModel):
@@ -41,9 +79,9 @@ class LoginBody(BaseModel):
 
 
 class MintBody(BaseModel):
-    name: StrictStr
-    labels: list[StrictStr] = []
-    ttl: float = Field(3600, gt=0, le=30 * 86400)
+    name: DroneName
+    labels: Labels = []
+    ttl: float = Field(3600, gt=0, le=rules.MAX_TTL)
 
 
 class DrainBody(BaseModel):
@@ -55,27 +93,36 @@ class FetchBody(BaseModel):
 
 
 class Spec(BaseModel):
+    """The task spec; ``shared.spec.parse_spec`` checks it before these fields are read."""
+
     model_config = ConfigDict(extra="forbid")
 
-    command: StrictStr = Field(min_length=1, max_length=128 * 1024)
-    env: dict[EnvName, StrictStr] = {}
-    cwd: StrictStr | None = None
-    timeout: StrictInt | None = Field(None, gt=0, le=100 * YEAR)
-    grace: StrictInt = Field(10, ge=0, le=3600)
-    artifacts: list[StrictStr] = []
-    name: StrictStr | None = Field(None, max_length=200)
+    command: StrictStr = Field(min_length=1, max_length=rules.MAX_COMMAND_BYTES)
+    env: dict[EnvName, StrictStr] = Field({}, max_length=rules.MAX_ENV_ENTRIES)
+    cwd: StrictStr | None = Field(None, min_length=1, max_length=rules.MAX_CWD_CHARS)
+    timeout: StrictInt | None = Field(None, gt=0, le=rules.MAX_TIMEOUT)
+    grace: StrictInt = Field(rules.DEFAULT_GRACE, ge=0, le=rules.MAX_GRACE)
+    artifacts: list[StrictStr] = Field([], max_length=rules.MAX_ARTIFACT_GLOBS)
+    name: StrictStr | None = Field(None, min_length=1, max_length=rules.MAX_TASK_NAME)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shared_rules(cls, data: Any) -> Any:
+        """The one rule for a spec (shared/spec.py); what passes it comes back filled in."""
+        return _rule(lambda raw: rules.parse_spec(raw).to_json())(data)
 
 
 class SubmitBody(BaseModel):
     spec: Spec
-    drone: StrictStr | None = None
-    labels: list[StrictStr] | None = None
+    drone: OptionalDroneName = None
+    labels: OptionalLabels = None
     expires_in: float | None = Field(None, gt=0, le=10 * YEAR)
     lost_after: float | None = Field(None, gt=0, le=10 * YEAR)
 
 
 class CancelBody(BaseModel):
-    grace: StrictInt | None = Field(None, ge=0, le=3600)
+    grace: Annotated[Annotated[StrictInt, Field(ge=0, le=rules.MAX_GRACE)] | None,
+                     BeforeValidator(_rule(rules.check_grace, nullable=True))] = None
 
 
 class AckBody(BaseModel):

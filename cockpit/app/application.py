@@ -44,6 +44,8 @@ from dragoon.cockpit.app.screens.dialogs import (
     JoinTokenScreen,
     PromptScreen,
     SubmitScreen,
+    drone_name_problem,
+    labels_problem,
 )
 from dragoon.cockpit.app.screens.help import HelpScreen
 from dragoon.cockpit.app.screens.inbox import InboxScreen
@@ -68,6 +70,7 @@ from dragoon.cockpit.app.widgets.logs.log_buffer import LogBuffer
 from dragoon.cockpit.app.widgets.logs.log_view import LogView
 from dragoon.cockpit.app.widgets.tasks.task_tree import TaskTree
 from dragoon.cockpit.theme import STDERR_STYLE
+from dragoon.shared.spec import parse_labels
 from rich.text import Text
 from textual import on, work
 from textual.app import App
@@ -511,12 +514,14 @@ class CockpitApp(App[None]):
     @work(group="actions")
     async def action_enroll(self) -> None:
         name = await self.push_screen_wait(PromptScreen("Enroll a new drone: its name",
-                                                        placeholder="gpu-2"))
+                                                        placeholder="gpu-2",
+                                                        validate=drone_name_problem))
         if not name:
             return
         labels_text = await self.push_screen_wait(PromptScreen(
-            f"Labels for {name} (comma-separated, optional)", placeholder="gpu,a100"))
-        labels = [label.strip() for label in (labels_text or "").split(",") if label.strip()]
+            f"Labels for {name} (comma-separated, optional)", placeholder="gpu,a100",
+            validate=labels_problem))
+        labels = parse_labels(labels_text or "")  # the prompt refused what this would
         try:
             token = await self.source.enroll(name, labels)
         except Exception as error:

@@ -9,7 +9,6 @@ rich, cryptography) happen inside the verb, never at import time.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -22,6 +21,7 @@ from dragoon.cockpit.cli import exit_codes as X
 if TYPE_CHECKING:
     from dragoon.cockpit.client import ApiError, RelayClient
     from dragoon.cockpit.client.config import StoredSession
+    from dragoon.shared.spec import DurationField
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -213,55 +213,76 @@ def run_async(make: Callable[[], Coroutine[Any, Any, T]], *,
 
 
 # -- flag types ------------------------------------------------------------------------------
+# Thin wrappers over shared/spec.py, the parsers the cockpit's dialogs and the relay use too:
+# a refusal is a usage error (exit 2) carrying the shared reason, before any request is sent.
+# shared is imported inside convert, so `--help` never loads it (or the crypto it brings).
 
-_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?")
+
+class _SharedRule(click.ParamType):
+    def parse(self, text: str) -> Any:
+        raise NotImplementedError
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value  # already parsed: a default, or a value click converts twice
+        from dragoon.shared.spec import SpecError
+
+        try:
+            return self.parse(value)
+        except SpecError as exc:
+            self.fail(exc.problem, param, ctx)
 
 
-class Duration(click.ParamType):
-    """``90``, ``90s``, ``15m``, ``3h``, ``1d``, ``1h30m``: whole seconds."""
+class Duration(_SharedRule):
+    """``90``, ``90s``, ``15m``, ``3h``, ``1d``, ``1h30m``: whole seconds, in the field's range.
+
+    ``field`` is the rule's name in shared/spec.py: ``timeout`` and ``ttl`` refuse
+    zero, ``grace`` allows it; each has its own ceiling.
+    """
 
     name = "DURATION"
 
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().lower()
-        match = _DURATION.fullmatch(text)
-        if not text or match is None or not any(match.groups()):
-            self.fail(f"{value!r} is not a duration (like 90s, 15m, 3h, 1d)", param, ctx)
-        days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
-        total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
-        if total <= 0:
-            self.fail(f"{value!r} must be longer than zero", param, ctx)
-        return total
+    def __init__(self, field: DurationField = "timeout") -> None:
+        self.field: DurationField = field
+
+    def parse(self, text: str) -> int:
+        from dragoon.shared.spec import parse_duration
+
+        return parse_duration(text, field=self.field)
 
 
-class Labels(click.ParamType):
-    """``a,b``: a list of non-empty labels."""
+class Labels(_SharedRule):
+    """``a,b`` or ``a, b``: labels, duplicates dropped; ``at_least_one`` for a task's target."""
 
     name = "LABELS"
 
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> list[str]:
-        if isinstance(value, list):
-            return value
-        labels = [part.strip() for part in str(value).split(",")]
-        if not all(labels) or any(" " in label for label in labels):
-            self.fail(f"{value!r} is not a comma-separated list of labels", param, ctx)
-        return labels
+    def __init__(self, *, at_least_one: bool = False) -> None:
+        self.at_least_one = at_least_one
+
+    def parse(self, text: str) -> list[str]:
+        from dragoon.shared.spec import parse_labels
+
+        return parse_labels(text, at_least_one=self.at_least_one)
 
 
-class EnvPair(click.ParamType):
+class DroneName(_SharedRule):
+    """A drone's name: the rule the relay holds drone names to."""
+
+    name = "NAME"
+
+    def parse(self, text: str) -> str:
+        from dragoon.shared.spec import parse_drone_name
+
+        return parse_drone_name(text)
+
+
+class EnvPair(_SharedRule):
     """``K=V`` with a shell-valid name."""
 
     name = "K=V"
 
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> tuple[str, str]:
-        if isinstance(value, tuple):
-            return value
-        name, sep, val = str(value).partition("=")
-        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            self.fail(f"{value!r} is not NAME=VALUE", param, ctx)
-        return name, val
+    def parse(self, text: str) -> tuple[str, str]:
+        from dragoon.shared.spec import parse_env_entry
+
+        return parse_env_entry(text)

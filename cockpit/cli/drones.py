@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 from dragoon.cockpit.cli._common import (
     Connection,
+    DroneName,
     Duration,
     Labels,
     PilotCommand,
@@ -50,9 +51,10 @@ def drones(relay: str | None, key: str | None, ca_cert: str | None, as_json: boo
 
 @click.command(cls=PilotCommand)
 @pilot_options
-@click.argument("name")
+@click.argument("name", type=DroneName())
 @click.option("--labels", type=Labels(), default=None, help="Labels for the drone: a,b.")
-@click.option("--ttl", type=Duration(), default=None, help="How long the token is valid [1h].")
+@click.option("--ttl", type=Duration("ttl"), default=None,
+              help="How long the token is valid, at most 30d [1h].")
 def enroll(relay: str | None, key: str | None, ca_cert: str | None, name: str,
            labels: list[str] | None, ttl: int | None) -> None:
     """Mint a one-time join token for a new drone NAME; prints the token alone on stdout.

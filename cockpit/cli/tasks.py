@@ -29,11 +29,11 @@ def _submit_options(command: Callable[..., Any]) -> Callable[..., Any]:
         pilot_options,
         click.argument("words", nargs=-1, required=True, metavar="(DRONE | --labels a,b) -- "
                                                                  "COMMAND..."),
-        click.option("--labels", type=Labels(), default=None,
+        click.option("--labels", type=Labels(at_least_one=True), default=None,
                      help="Run on any drone that has all these labels (instead of DRONE)."),
-        click.option("--timeout", type=Duration(), default=None,
+        click.option("--timeout", type=Duration("timeout"), default=None,
                      help="Kill the task after this long (e.g. 3h)."),
-        click.option("--grace", type=Duration(), default=None,
+        click.option("--grace", type=Duration("grace"), default=None,
                      help="SIGTERM-to-SIGKILL grace on cancel or time-out [10s]."),
         click.option("--cwd", metavar="DIR", default=None,
                      help="Working directory on the drone."),
@@ -52,7 +52,14 @@ def _target_and_spec(words: tuple[str, ...], labels: list[str] | None, timeout: 
                      grace: int | None, cwd: str | None, env: tuple[tuple[str, str], ...],
                      artifacts: tuple[str, ...], name: str | None
                      ) -> tuple[str | None, dict[str, Any]]:
-    """The drone (None with --labels) and the spec; COMMAND is joined with spaces, as ssh does."""
+    """The drone (None with --labels) and the spec; COMMAND is joined with spaces, as ssh does.
+
+    The drone name and the whole spec are checked by shared/spec.py, the rule
+    the relay applies, so a spec it would refuse is a usage error here (exit 2)
+    with the relay's own reason, and nothing is sent.
+    """
+    from dragoon.shared.spec import SpecError, parse_drone_name, parse_spec
+
     drone: str | None = None
     if labels is None:
         drone, words = words[0], words[1:]
@@ -63,6 +70,12 @@ def _target_and_spec(words: tuple[str, ...], labels: list[str] | None, timeout: 
     for field, value in (("cwd", cwd), ("timeout", timeout), ("grace", grace), ("name", name)):
         if value is not None:
             spec[field] = value
+    try:
+        if drone is not None:
+            drone = parse_drone_name(drone)
+        parse_spec(spec)
+    except SpecError as exc:
+        raise OneLineUsageError(str(exc)) from None
     return drone, spec
 
 
@@ -233,7 +246,7 @@ def logs(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
 @click.command(cls=PilotCommand)
 @pilot_options
 @click.argument("task_id", metavar="TASK")
-@click.option("--grace", type=Duration(), default=None,
+@click.option("--grace", type=Duration("grace"), default=None,
               help="Seconds between SIGTERM and SIGKILL [the task's own, 10s].")
 def cancel(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
            grace: int | None) -> None:

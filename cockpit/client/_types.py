@@ -9,15 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
+from dragoon.shared.spec import SpecJSON
 
-class Spec(TypedDict, total=False):
-    command: str
-    env: dict[str, str]
-    cwd: str | None
-    timeout: int | None
-    grace: int
-    artifacts: list[str]
-    name: str | None
+# The spec's JSON shape has one definition, beside the rules that say what is valid.
+Spec = SpecJSON
 
 
 class Task(TypedDict, total=False):

@@ -207,6 +207,36 @@ def test_malformed_flag_values_are_usage_errors_with_exit_2(pilot: Pilot) -> Non
     assert_one_line(nameless.stderr, "pass -o FILE")
 
 
+def test_values_the_relay_would_refuse_are_usage_errors_with_its_reason(pilot: Pilot) -> None:
+    """Refused before any request, with the words of shared/spec.py (the relay's 422 text)."""
+    for args, reason in (
+        (["submit", "d", "--timeout", "0", "--", "true"],
+         "Invalid value for '--timeout': must be more than zero"),
+        (["submit", "d", "--env", "1X=2", "--", "true"],
+         "Invalid value for '--env': '1X' is not a variable name"),
+        (["submit", "d", "--grace", "2h", "--", "true"],
+         "Invalid value for '--grace': must be at most 1h"),
+        (["submit", "d", "--artifact", "../up", "--", "true"],
+         "artifacts: '../up' holds '..'; patterns stay inside the work dir"),
+        (["submit", "d", "--name", "", "--", "true"], "name: is empty"),
+        (["submit", "gpu 1", "--", "true"], "drone: 'gpu 1' is not a name"),
+        (["enroll", "gpu/3"], "Invalid value for 'NAME': 'gpu/3' is not a name"),
+        (["enroll", "gpu-3", "--ttl", "31d"], "Invalid value for '--ttl': must be at most 30d"),
+    ):
+        done = pilot.cli(*args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert_one_line(done.stderr, f"dragoon: {args[0]}: ", reason)
+
+
+def test_submit_takes_a_timeout_of_hours_and_minutes_and_spaced_labels(pilot: Pilot,
+                                                                       drone: str) -> None:
+    task_id = pilot.ok("submit", "--labels", "cli, test", "--timeout", "1h30m", "--grace", "0",
+                       "--", "true").strip()
+    task = pilot.json("task", task_id)
+    assert task["target"] == {"labels": ["cli", "test"]}
+    assert (task["spec"]["timeout"], task["spec"]["grace"]) == (5400, 0)
+
+
 def test_drones_listing_is_plain_when_piped(pilot: Pilot) -> None:
     out = pilot.ok("drones")
     assert out.splitlines()[0].split() == ["NAME", "STATE", "LABELS", "LOAD", "TASKS", "SEEN"]

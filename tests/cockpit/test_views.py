@@ -7,16 +7,25 @@ from __future__ import annotations
 
 from typing import Any
 
+import click
 import pytest
 from dragoon.cockpit.app.application import CockpitApp
 from dragoon.cockpit.app.screens.detail import TaskDetailScreen
-from dragoon.cockpit.app.screens.dialogs import ConfirmScreen, SubmitScreen, build_submit
+from dragoon.cockpit.app.screens.dialogs import (
+    ConfirmScreen,
+    PromptScreen,
+    SubmitScreen,
+    build_submit,
+)
 from dragoon.cockpit.app.screens.help import HelpScreen
 from dragoon.cockpit.app.screens.inbox import InboxScreen
 from dragoon.cockpit.app.state import CockpitState
 from dragoon.cockpit.app.widgets.tasks.task_tree import TaskTree
+from dragoon.cockpit.cli._common import Duration, EnvPair
+from dragoon.shared.spec import MAX_COMMAND_BYTES
 from textual.app import App, ComposeResult
 from textual.command import CommandPalette
+from textual.widgets import Input, Static
 
 from tests.cockpit.fixed_source import FixedSource, fixed_clock
 from tests.cockpit.waiting import until
@@ -147,6 +156,129 @@ def test_submit_form_builds_a_spec_or_says_what_is_wrong() -> None:
     assert len(bad.errors) == 4
     assert build_submit(target="gpu-1", command="true", timeout="", artifacts="", env="",
                         name="").spec == {"command": "true", "timeout": None}
+
+
+def cli_reason(kind: click.ParamType, flag: str, text: str) -> str:
+    """What `dragoon submit` says about a flag value: click names the flag, shared the rest."""
+    param = click.Option([flag])
+    with pytest.raises(click.BadParameter) as caught:
+        kind.convert(text, param, None)
+    return f"{param.name}: {caught.value.message}"
+
+
+def test_submit_form_accepts_the_timeouts_the_cli_accepts() -> None:
+    for text, seconds in (("1h30m", 5400), ("90", 90), ("2d", 172800), ("1h 30m", 5400)):
+        form = build_submit(target="gpu-1", command="true", timeout=text, artifacts="", env="",
+                            name="")
+        assert form.errors == [] and form.spec["timeout"] == seconds, text
+        assert Duration("timeout").convert(text, None, None) == seconds
+
+
+def test_submit_form_refuses_a_zero_timeout_with_the_clis_reason() -> None:
+    form = build_submit(target="gpu-1", command="true", timeout="0", artifacts="", env="",
+                        name="")
+    assert form.field_errors == {"timeout": "timeout: must be more than zero"}
+    assert cli_reason(Duration("timeout"), "--timeout", "0") == form.field_errors["timeout"]
+
+
+def test_submit_form_refuses_an_env_name_the_shell_refuses_with_the_clis_reason() -> None:
+    form = build_submit(target="gpu-1", command="true", timeout="", artifacts="", env="1X=2",
+                        name="")
+    assert form.field_errors == {"env": "env: '1X' is not a variable name (1-256 of A-Z a-z "
+                                        "0-9 _, not starting with a digit)"}
+    assert cli_reason(EnvPair(), "--env", "1X=2") == form.field_errors["env"]
+
+
+def test_submit_form_holds_each_field_to_the_relays_rule() -> None:
+    form = build_submit(target="gpu 1", command="x" * (MAX_COMMAND_BYTES + 1), timeout="2h",
+                        artifacts="out/*, ../up", env="", name="two\nlines")
+    assert set(form.field_errors) == {"target", "command", "artifacts", "name"}
+    assert form.field_errors["target"].startswith("drone: 'gpu 1' is not a name")
+    assert form.field_errors["artifacts"] == ("artifacts: '../up' holds '..'; patterns stay "
+                                              "inside the work dir")
+    labels = build_submit(target="labels:gpu,,a100", command="true", timeout="", artifacts="",
+                          env="", name="")
+    assert labels.field_errors == {"target": "labels: 'gpu,,a100' has an empty label between "
+                                             "commas"}
+
+
+class RecordingSource(FixedSource):
+    """Takes the orders the fixed source refuses, and remembers them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.orders: list[tuple[str, Any]] = []
+
+    async def submit(self, spec: dict[str, Any], *, drone: str | None,
+                     labels: list[str] | None) -> dict[str, Any]:
+        self.orders.append(("submit", (spec, drone, labels)))
+        return {**self.fixed.tasks[0], "id": "t-submitted0"}
+
+    async def enroll(self, drone: str, labels: list[str]) -> str:
+        self.orders.append(("enroll", (drone, labels)))
+        return "dragoon-join-v1.token"
+
+
+def error_line(screen: Any, widget_id: str) -> tuple[bool, str]:
+    line = screen.query_one(f"#{widget_id}", Static)
+    return bool(line.display), str(line.render())
+
+
+async def test_submit_dialog_shows_the_reason_under_the_field_and_stays_open() -> None:
+    source = RecordingSource()
+    app = CockpitApp(source, clock=fixed_clock, ping_interval=3600)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await pilot.press("x")
+        await until(pilot, lambda: isinstance(app.screen, SubmitScreen), what="the dialog")
+        dialog = app.screen
+        assert error_line(dialog, "timeout-error") == (False, "")
+        for widget_id, value in (("target", "gpu-01"), ("command", "true"),
+                                 ("timeout", "0"), ("env", "1X=2")):
+            dialog.query_one(f"#{widget_id}", Input).value = value
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is dialog, "the dialog closed on bad input"
+        assert error_line(dialog, "timeout-error") == (True, "timeout: must be more than zero")
+        assert error_line(dialog, "env-error")[0] is True
+        env_error = dialog.query_one("#env-error", Static)
+        reason = error_line(dialog, "env-error")[1]
+        assert env_error.region.width < len(reason) <= env_error.region.area  # wrapped, not cut
+        assert error_line(dialog, "command-error") == (False, "")
+        dialog.query_one("#timeout", Input).value = "1h30m"
+        dialog.query_one("#env", Input).value = "X1=2"
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: source.orders, what="the submit")
+        assert source.orders == [("submit", ({"command": "true", "timeout": 5400,
+                                              "env": {"X1": "2"}}, "gpu-01", None))]
+        assert app.screen is not dialog
+
+
+async def test_enroll_prompts_refuse_a_bad_name_and_take_spaced_labels() -> None:
+    source = RecordingSource()
+    app = CockpitApp(source, clock=fixed_clock, ping_interval=3600)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await pilot.press("e")
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen), what="the name prompt")
+        prompt = app.screen
+        await pilot.press(*"gpu 9", "enter")
+        await pilot.pause()
+        assert app.screen is prompt
+        shown, text = error_line(prompt, "prompt-error")
+        assert shown and text.startswith("drone: 'gpu 9' is not a name (1-63 of")
+        prompt.query_one(Input).value = "gpu-9"
+        await pilot.press("enter")
+        await until(pilot, lambda: app.screen is not prompt, what="the labels prompt")
+        labels = app.screen
+        await pilot.press(*"gpu a100", "enter")
+        await pilot.pause()
+        assert app.screen is labels and error_line(labels, "prompt-error")[1].startswith(
+            "labels: 'gpu a100' is not a label")
+        labels.query_one(Input).value = "gpu, a100"
+        await pilot.press("enter")
+        await until(pilot, lambda: source.orders, what="the enroll")
+        assert source.orders == [("enroll", ("gpu-9", ["gpu", "a100"]))]
 
 
 async def test_metrics_update_patches_cells_and_resorts_only_when_the_sort_key_moves() -> None:

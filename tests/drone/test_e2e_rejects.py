@@ -104,6 +104,33 @@ def test_a_tampered_spec_is_rejected_before_it_runs(proxied, tmp_path):
     assert state is None or task_id not in state["accepted"]
 
 
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"artifacts": ["../secret.txt"]},
+     "artifacts: '../secret.txt' holds '..'; patterns stay inside the work dir"),
+    ({"timeout": 0}, "timeout: must be more than zero"),
+    ({"env": {"1X": "2"}}, "env: '1X' is not a variable name"),
+])
+def test_a_signed_spec_the_relay_would_refuse_is_rejected_as_bad_spec(proxied, tmp_path, change,
+                                                                      reason):
+    """A relay holding its key (or a stolen copy) signs what its own door refuses: the drone
+    holds the spec to the same shared rule and names the same reason."""
+    fleet, drone, proxy = proxied
+    marker = tmp_path / "ran"
+    signer = relay_signer(fleet)
+
+    def sign_a_bad_spec(task: dict[str, Any]) -> dict[str, Any]:
+        unhashed = {key: value for key, value in task.items() if key != "spec_sha256"}
+        return resign({**unhashed, "spec": {**task["spec"], **change}}, signer)
+
+    proxy.tamper = sign_a_bad_spec
+    task_id = fleet.submit(f"touch {marker}", drone="d1")
+    task = fleet.wait_state(task_id)
+    assert task["state"] == "failed"
+    assert task["error"].startswith(f"bad_spec: {reason}"), task["error"]
+    assert not marker.exists(), "the refused command ran"
+    assert not (drone.data_dir / "tasks" / task_id).exists()
+
+
 def test_a_redelivered_task_id_is_acknowledged_and_never_run_twice(proxied, tmp_path):
     fleet, drone, proxy = proxied
     counter = tmp_path / "runs"

@@ -110,14 +110,19 @@ def test_garbage_signature_is_rejected_not_raised(relay_signer):
 def test_spec_parsing_types_the_fields():
     spec = parse_spec({**SPEC, "env": {"A": "1"}, "timeout": 30, "artifacts": ["out/**"]})
     assert not isinstance(spec, str)
-    assert spec.timeout == 30.0 and spec.env == {"A": "1"} and spec.artifacts == ["out/**"]
+    assert spec.timeout == 30.0 and spec.env == {"A": "1"} and spec.artifacts == ("out/**",)
 
 
 @pytest.mark.parametrize("patch,reason", [
-    ({"command": ""}, "command must be a non-empty string"),
-    ({"env": {"A=B": "1"}}, "env entry 'A=B' is not a valid variable"),
-    ({"timeout": -1}, "timeout must be a non-negative number or null"),
-    ({"artifacts": "x"}, "artifacts must be a list of glob patterns"),
+    ({"command": ""}, "command: is empty"),
+    ({"env": {"A=B": "1"}}, "env: 'A=B' is not a variable name (1-256 of A-Z a-z 0-9 _, "
+                            "not starting with a digit)"),
+    ({"timeout": -1}, "timeout: must be more than zero"),
+    ({"artifacts": "x"}, "artifacts: must be a list of glob patterns"),
+    ({"timeout": 1.5}, "timeout: must be whole seconds (an integer) or null"),
+    ({"artifacts": ["../up"]}, "artifacts: '../up' holds '..'; patterns stay inside the "
+                               "work dir"),
+    ({"surprise": 1}, "spec: unknown field 'surprise'"),
 ])
 def test_bad_specs_are_refused_with_the_reason(patch, reason):
     assert parse_spec({**SPEC, **patch}) == reason

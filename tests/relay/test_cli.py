@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +39,36 @@ def test_enroll_prints_the_token_alone(tmp_path: Path) -> None:
     assert len(out.strip().splitlines()) == 1
     token = JoinToken.decode(out)
     assert (token.relay, token.drone) == ("https://relay.example:8443", "gpu-1")
+
+
+def test_enroll_takes_labels_with_spaces_after_commas(tmp_path: Path) -> None:
+    """`dragoon relay enroll --labels "gpu, a100"` as `dragoon submit --labels` takes it."""
+    init_relay(tmp_path / "relay", url="https://relay.example:8443")
+    dragoon("relay", "enroll", "--data", str(tmp_path / "relay"), "--drone", "gpu-2",
+            "--labels", "gpu, a100, gpu", "--ttl", "1h30m")
+    with sqlite3.connect(tmp_path / "relay" / "relay.db") as conn:
+        (labels, expires_at, created_at), = conn.execute(
+            "SELECT labels, expires_at, created_at FROM enrollments WHERE drone = 'gpu-2'")
+    assert json.loads(labels) == ["a100", "gpu"]
+    assert 5400 <= expires_at - created_at <= 5401
+
+
+def test_enroll_refuses_bad_flags_with_the_shared_reason_before_touching_the_data(
+    tmp_path: Path
+) -> None:
+    for flag, value, reason in (
+        ("--labels", "gpu a100", "'gpu a100' is not a label"),
+        ("--labels", "gpu,,a100", "'gpu,,a100' has an empty label between commas"),
+        ("--ttl", "0", "must be more than zero"),
+        ("--ttl", "31d", "must be at most 30d"),
+        ("--drone", "gpu 2", "'gpu 2' is not a name"),
+    ):
+        args = {"--drone": "gpu-2", flag: value}
+        result = dragoon("relay", "enroll", "--data", str(tmp_path / "none"),
+                         *(word for pair in args.items() for word in pair), check=False)
+        assert result.returncode == 2, (flag, value, result.stderr)
+        assert f"Invalid value for '{flag}': {reason}" in result.stderr
+    assert not (tmp_path / "none").exists()
 
 
 def test_admin_command_on_a_missing_data_dir_fails_in_one_line(tmp_path: Path) -> None:

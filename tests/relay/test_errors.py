@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from dragoon.shared.spec import SpecError, parse_spec
 
 from tests.support.relay import DroneClient, PilotSession, RelayProcess
 
@@ -39,6 +40,42 @@ def test_wrong_types_on_submit_are_invalid(shared_pilot: PilotSession, body: Any
     answer = shared_pilot.post("/v1/tasks", json=body) if body is not None else shared_pilot.post(
         "/v1/tasks", content=b"null", headers={"content-type": "application/json"})
     _is_error(answer, 422, "invalid")
+
+
+@pytest.mark.parametrize("spec", [
+    {"command": "true", "timeout": 0},
+    {"command": "true", "env": {"1X": "2"}},
+    {"command": "true", "artifacts": ["/etc/passwd"]},
+    {"command": "true", "grace": 3601},
+    {"command": "  "},
+    {"command": "true", "surprise": 1},
+    {"command": "true", "name": "two\nlines"},
+])
+def test_a_bad_spec_is_invalid_with_the_shared_reason_as_its_detail(
+    shared_pilot: PilotSession, spec: dict[str, Any]
+) -> None:
+    """The 422's detail is word for word what the CLI, the dialog and the drone say."""
+    with pytest.raises(SpecError) as caught:
+        parse_spec(spec)
+    answer = shared_pilot.post("/v1/tasks", json={"spec": spec, "drone": "x"})
+    _is_error(answer, 422, "invalid")
+    assert answer.json()["detail"] == str(caught.value)
+
+
+def test_bad_drone_names_and_labels_are_invalid_with_the_shared_reason(
+    shared_pilot: PilotSession
+) -> None:
+    spec = {"command": "true"}
+    for body, reason in (
+        ({"spec": spec, "drone": "gpu 1"}, "drone: 'gpu 1' is not a name"),
+        ({"spec": spec, "labels": ["gpu", "a 100"]}, "labels: 'a 100' is not a label"),
+    ):
+        answer = shared_pilot.post("/v1/tasks", json=body)
+        _is_error(answer, 422, "invalid")
+        assert answer.json()["detail"].startswith(reason), answer.text
+    minted = shared_pilot.post("/v1/workers", json={"name": "-bad", "labels": []})
+    _is_error(minted, 422, "invalid")
+    assert minted.json()["detail"].startswith("drone: '-bad' is not a name")
 
 
 @pytest.mark.parametrize(("path", "params"), [

@@ -7,9 +7,11 @@ Each returns its answer through `dismiss`, so the app's actions read as
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from dragoon.shared import spec as rules
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical
@@ -47,69 +49,107 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(answer)
 
 
+# The form's fields, in order, and which of them each rule of shared/spec.py reports on.
+SUBMIT_FIELDS = ("target", "command", "name", "timeout", "artifacts", "env")
+_FIELD_OF = {"drone": "target", "labels": "target", "command": "command", "name": "name",
+             "timeout": "timeout", "grace": "timeout", "artifacts": "artifacts", "env": "env",
+             "cwd": "command", "spec": "command"}
+
+
 @dataclass
 class SubmitRequest:
-    """What the submit dialog produces: the body of `POST /v1/tasks`, split for the client."""
+    """What the submit dialog produces: the body of `POST /v1/tasks`, split for the client.
+
+    ``field_errors`` maps a form field to the one-line reason shared/spec.py
+    gave, which the dialog shows under that field; empty means it may be sent.
+    """
 
     spec: dict[str, Any]
     drone: str | None = None
     labels: list[str] | None = None
-    errors: list[str] = field(default_factory=list)
+    field_errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[str]:
+        return list(self.field_errors.values())
 
 
 def parse_duration(text: str) -> int | None:
-    """`90`, `90s`, `15m`, `3h`, `1d` → seconds; empty → None (no timeout)."""
-    text = text.strip().lower()
-    if not text:
-        return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(float(text))
+    """The timeout field: empty is no timeout; else the CLI's `--timeout` rule (shared/spec.py)."""
+    return rules.parse_duration(text, field="timeout") if text.strip() else None
 
 
 def build_submit(*, target: str, command: str, timeout: str, artifacts: str, env: str,
                  name: str) -> SubmitRequest:
-    """Turn the dialog's fields into a request; pure, so its rules are unit-tested."""
+    """Turn the dialog's fields into a request; pure, so its rules are unit-tested.
+
+    Each field goes through the parser `dragoon submit` uses for the same flag,
+    and the whole spec through the relay's own check, so the dialog refuses
+    exactly what the CLI and the relay refuse, with the same reason.
+    """
     request = SubmitRequest(spec={})
+    errors = request.field_errors
+
+    def check(form_field: str, parse: Callable[[], Any]) -> Any:
+        try:
+            return parse()
+        except rules.SpecError as exc:
+            errors.setdefault(form_field, str(exc))
+            return None
+
     target = target.strip()
     if target.startswith(("labels:", "label:")):
-        labels = [x.strip() for x in target.split(":", 1)[1].split(",") if x.strip()]
-        if not labels:
-            request.errors.append("give at least one label after labels:")
-        request.labels = labels
+        request.labels = check("target", lambda: rules.parse_labels(
+            target.split(":", 1)[1], at_least_one=True)) or []
     elif target:
-        request.drone = target
+        request.drone = check("target", lambda: rules.parse_drone_name(target))
     else:
-        request.errors.append("give a drone name or labels:a,b")
-    if not command.strip():
-        request.errors.append("the command is empty")
+        errors["target"] = "give a drone name or labels:a,b"
     spec: dict[str, Any] = {"command": command.strip()}
-    try:
-        spec["timeout"] = parse_duration(timeout)
-    except ValueError:
-        request.errors.append(f"timeout {timeout!r} is not like 90s, 15m or 3h")
-    globs = [g for g in (x.strip() for x in artifacts.split(",")) if g]
+    check("command", lambda: rules.check_command(spec["command"]))
+    spec["timeout"] = check("timeout", lambda: parse_duration(timeout))
+    globs = check("artifacts", lambda: rules.parse_globs(artifacts)) or []
     if globs:
         spec["artifacts"] = globs
-    pairs: dict[str, str] = {}
-    try:
-        words = shlex.split(env)
-    except ValueError as exc:
-        words = []
-        request.errors.append(f"env: {exc}")
-    for word in words:
-        key, sep, value = word.partition("=")
-        if not sep or not key:
-            request.errors.append(f"env entry {word!r} is not K=V")
-        else:
-            pairs[key] = value
+    pairs = check("env", lambda: _env_pairs(env)) or {}
     if pairs:
         spec["env"] = pairs
     if name.strip():
-        spec["name"] = name.strip()
+        spec["name"] = check("name", lambda: rules.check_task_name(name.strip()))
+    if not errors:
+        try:  # the spec as a whole (counts, sizes): what the relay would refuse, refused here
+            rules.parse_spec(spec)
+        except rules.SpecError as exc:
+            errors[_FIELD_OF.get(exc.field, "command")] = str(exc)
     request.spec = spec
     return request
+
+
+def _env_pairs(text: str) -> dict[str, str]:
+    """The env field: shell words (quotes allowed), each `K=V` by the CLI's `--env` rule."""
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise rules.SpecError("env", str(exc)) from None
+    return rules.check_env(dict(rules.parse_env_entry(word) for word in words))
+
+
+def field_problem(parse: Callable[[str], Any]) -> Callable[[str], str | None]:
+    """A validator for `PromptScreen`: None when ``parse`` takes the text, else its reason."""
+
+    def problem(text: str) -> str | None:
+        try:
+            parse(text)
+        except rules.SpecError as exc:
+            return str(exc)
+        return None
+
+    return problem
+
+
+# The enroll prompts: a drone's name and its labels, by the rules `dragoon enroll` uses.
+drone_name_problem = field_problem(rules.parse_drone_name)
+labels_problem = field_problem(rules.parse_labels)
 
 
 class SubmitScreen(ModalScreen[SubmitRequest | None]):
@@ -126,19 +166,20 @@ class SubmitScreen(ModalScreen[SubmitRequest | None]):
         with Vertical(id="submit", classes="dialog"):
             yield Static("Submit a task", classes="dialog-title")
             with Grid(id="submit-form"):
-                yield Label("Drone or labels:")
-                yield Input(self.default_drone, placeholder="gpu-1  or  labels:gpu,a100",
-                            id="target", compact=True)
-                yield Label("Command:")
-                yield Input(placeholder="python train.py --lr 3e-4", id="command", compact=True)
-                yield Label("Name:")
-                yield Input(placeholder="optional", id="name", compact=True)
-                yield Label("Timeout:")
-                yield Input(placeholder="3h (empty: none)", id="timeout", compact=True)
-                yield Label("Artifacts:")
-                yield Input(placeholder="out/**/*.pt, logs/*.csv", id="artifacts", compact=True)
-                yield Label("Env:")
-                yield Input(placeholder="K=V OTHER='two words'", id="env", compact=True)
+                for field_id, label, placeholder in (
+                    ("target", "Drone or labels:", "gpu-1  or  labels:gpu,a100"),
+                    ("command", "Command:", "python train.py --lr 3e-4"),
+                    ("name", "Name:", "optional"),
+                    ("timeout", "Timeout:", "3h (empty: none)"),
+                    ("artifacts", "Artifacts:", "out/**/*.pt, logs/*.csv"),
+                    ("env", "Env:", "K=V OTHER='two words'"),
+                ):
+                    yield Label(label)
+                    yield Input(self.default_drone if field_id == "target" else "",
+                                placeholder=placeholder, id=field_id, compact=True)
+                    # The field's reason, shown under it only while there is one.
+                    yield Static("", id=f"{field_id}-error-pad", classes="error-pad")
+                    yield Static("", id=f"{field_id}-error", classes="error", markup=False)
             yield Static("", id="submit-errors")
             with Horizontal(classes="buttons"):
                 yield Button("Submit", variant="primary", id="do-submit")
@@ -156,10 +197,21 @@ class SubmitScreen(ModalScreen[SubmitRequest | None]):
             timeout=self._value("timeout"), artifacts=self._value("artifacts"),
             env=self._value("env"), name=self._value("name"),
         )
-        if request.errors:
-            self.query_one("#submit-errors", Static).update("\n".join(request.errors))
+        self.show_errors(request.field_errors)
+        if request.field_errors:
             return
         self.dismiss(request)
+
+    def show_errors(self, errors: dict[str, str]) -> None:
+        """Each reason under its field, the dialog kept open; fixed fields lose theirs."""
+        for field_id in SUBMIT_FIELDS:
+            reason = errors.get(field_id, "")
+            line = self.query_one(f"#{field_id}-error", Static)
+            line.update(reason)
+            line.display = bool(reason)
+            self.query_one(f"#{field_id}-error-pad", Static).display = bool(reason)
+        unplaced = [text for key, text in errors.items() if key not in SUBMIT_FIELDS]
+        self.query_one("#submit-errors", Static).update("\n".join(unplaced))
 
     def action_cancel(self) -> None:
         self.dismiss(None)
@@ -181,25 +233,33 @@ class PromptScreen(ModalScreen[str | None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, title: str, *, placeholder: str = "", password: bool = False,
-                 value: str = "") -> None:
+                 value: str = "", validate: Callable[[str], str | None] | None = None) -> None:
         super().__init__()
         self.title_text = title
         self.placeholder = placeholder
         self.password = password
         self.value = value
+        self.validate = validate  # text -> None, or the reason shown under the input
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog prompt"):
             yield Static(self.title_text, classes="dialog-title")
             yield Input(self.value, placeholder=self.placeholder, password=self.password,
                         id="prompt-input")
+            yield Static("", id="prompt-error", classes="error", markup=False)
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        self.dismiss(event.value.strip() or None)
+        text = event.value.strip()
+        reason = self.validate(text) if text and self.validate is not None else None
+        line = self.query_one("#prompt-error", Static)
+        line.update(reason or "")
+        line.display = reason is not None
+        if reason is None:
+            self.dismiss(text or None)
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -1,0 +1,446 @@
+"""The task spec and the parsers of what pilots type: one definition that every door calls.
+
+The spec used to be defined three times (the relay's model, the drone's
+parser, the cockpit's type) and durations, labels and env entries were parsed
+in five places under different rules, so the dialog, the CLI, the relay and the
+drone disagreed on what is valid. Here each concept has one rule, one error
+type and one wording: the CLI turns a ``SpecError`` into a usage error, the
+dialog shows it under the field, the relay answers it as a 422 and the drone
+reports it as ``bad_spec: <reason>``, all with the same text.
+
+Two kinds of function: ``check_*`` take values as JSON carries them (the relay
+and the drone), ``parse_*`` take text a person typed (the CLI and the cockpit)
+and are a little more forgiving about spaces. Pure: stdlib only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from types import MappingProxyType
+from typing import Any, Final, Literal, Required, TypedDict
+
+from dragoon.shared.canonical import canonical_json, spec_sha256
+from dragoon.shared.errors import DragoonError
+
+# -- limits ----------------------------------------------------------------------------------
+
+YEAR: Final = 366 * 86400
+# Linux's MAX_ARG_STRLEN (32 pages) counts the terminating NUL: this is the longest single
+# argument `bash -c COMMAND` can be handed, and the longest NAME=VALUE string of an env.
+MAX_ARG_BYTES: Final = 128 * 1024 - 1
+MAX_COMMAND_BYTES: Final = MAX_ARG_BYTES
+MAX_ENV_ENTRIES: Final = 1024
+MAX_ENV_NAME: Final = 256
+MAX_CWD_CHARS: Final = 4096
+MAX_TIMEOUT: Final = 100 * YEAR
+MAX_GRACE: Final = 3600
+DEFAULT_GRACE: Final = 10
+MAX_TTL: Final = 30 * 86400
+MAX_ARTIFACT_GLOBS: Final = 256
+MAX_GLOB_CHARS: Final = 4096
+MAX_TASK_NAME: Final = 200
+MAX_LABELS: Final = 64
+MAX_SIZE: Final = 1 << 62
+
+NAME_RULE: Final = "1-63 of A-Z a-z 0-9 . _ -, starting with a letter or digit"
+LABEL_RULE: Final = "1-63 of A-Z a-z 0-9 . _ : = -, starting with a letter or digit"
+ENV_NAME_RULE: Final = f"1-{MAX_ENV_NAME} of A-Z a-z 0-9 _, not starting with a digit"
+DURATION_HINT: Final = "like 90, 90s, 5m, 1h30m or 2d"
+
+_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_LABEL: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:=-]{0,62}")
+_ENV_NAME: Final = re.compile(rf"[A-Za-z_][A-Za-z0-9_]{{0,{MAX_ENV_NAME - 1}}}")
+_NOT_TEXT: Final = re.compile(r"[\x00\ud800-\udfff]")
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class SpecError(DragoonError, ValueError):
+    """One value broke one rule: ``str()`` is the one-line reason, starting with the field.
+
+    ``field`` is what the value is called on the wire and on the command line
+    (``timeout``, ``env``, ``labels``, ``drone`` …), ``problem`` the rest, so a
+    door that names the field itself (click's ``Invalid value for '--timeout'``)
+    can show the problem alone.
+    """
+
+    code = "invalid"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def _show(value: object) -> str:
+    """A value quoted for a one-line reason, cut short: never a 128 KiB echo."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:36] + "…" + text[-1]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text(field: str, value: str, what: str = "") -> str:
+    """No NUL (it cannot reach bash, an env or a path) and no lone surrogates (not Unicode)."""
+    if _NOT_TEXT.search(value):
+        raise SpecError(field, f"{what}must not contain NUL or a lone surrogate")
+    return value
+
+
+def _span(seconds: int) -> str:
+    """A limit in words: ``100 years``, ``30d``, ``1h``."""
+    if seconds % YEAR == 0:
+        return f"{seconds // YEAR} years"
+    out = ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            out += f"{seconds // size}{unit}"
+            seconds %= size
+    return out or "0s"
+
+
+# -- durations --------------------------------------------------------------------------------
+
+DurationField = Literal["timeout", "grace", "ttl"]
+# field -> (zero allowed, maximum): a timeout or a token's ttl of 0 means nothing sane,
+# a grace of 0 means "SIGKILL at once".
+DURATIONS: Final[dict[str, tuple[bool, int]]] = {
+    "timeout": (False, MAX_TIMEOUT),
+    "grace": (True, MAX_GRACE),
+    "ttl": (False, MAX_TTL),
+}
+
+_NUM = r"([0-9]+(?:\.[0-9]+)?)"
+# ASCII only, any case: a Unicode look-alike (the Kelvin sign folds to k) is not a unit.
+_DURATION: Final = re.compile(rf"(?:{_NUM}\s*d)?\s*(?:{_NUM}\s*h)?\s*(?:{_NUM}\s*m)?\s*"
+                              rf"(?:{_NUM}\s*s)?", re.ASCII | re.IGNORECASE)
+_BARE_SECONDS: Final = re.compile(_NUM)
+
+
+def check_seconds(field: str, value: object, *, nullable: bool = False) -> int | None:
+    """A duration as JSON carries it: whole seconds (an integer), in the field's range."""
+    if value is None and nullable:
+        return None
+    allow_zero, maximum = DURATIONS[field]
+    if not _is_int(value):
+        raise SpecError(field, "must be whole seconds (an integer)" + (" or null" if nullable
+                                                                        else ""))
+    assert isinstance(value, int)
+    if value < 0 and allow_zero:
+        raise SpecError(field, "must not be negative")
+    if value <= 0 and not allow_zero:
+        raise SpecError(field, "must be more than zero")
+    if value > maximum:
+        raise SpecError(field, f"must be at most {_span(maximum)}")
+    return value
+
+
+def parse_duration(text: str, *, field: DurationField = "timeout") -> int:
+    """``90``, ``90s``, ``5m``, ``1h30m``, ``2d``, ``1.5h`` → whole seconds, in the field's range.
+
+    Units d, h, m, s (any case), each at most once and in that order, spaces
+    allowed between them; a number without a unit is seconds, but only alone
+    (``1h30`` is refused rather than guessed). Fractions are fine when the total
+    is whole seconds.
+    """
+    cleaned = text.strip()
+    if not cleaned:
+        raise SpecError(field, f"is empty; give a duration {DURATION_HINT}")
+    total: Fraction | None = None
+    if len(cleaned) <= 64:
+        bare = _BARE_SECONDS.fullmatch(cleaned)
+        match = bare or _DURATION.fullmatch(cleaned)
+        if match is not None and any(match.groups()):
+            factors = (1,) if bare else (86400, 3600, 60, 1)
+            total = sum((Fraction(part) * factor for part, factor in
+                         zip(match.groups(), factors, strict=True) if part), Fraction(0))
+    if total is None:
+        raise SpecError(field, f"{_show(text)} is not a duration {DURATION_HINT}")
+    if total.denominator != 1:
+        raise SpecError(field, f"{_show(text)} is not a whole number of seconds")
+    seconds = check_seconds(field, int(total))
+    assert seconds is not None
+    return seconds
+
+
+# -- byte sizes -------------------------------------------------------------------------------
+
+_SIZE: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(?:([kmgtp])(i?)(b?)|(b))?",
+                          re.ASCII | re.IGNORECASE)
+_POWER: Final = {"k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
+
+
+def parse_size(text: str, *, field: str = "size", maximum: int = MAX_SIZE) -> int:
+    """``512``, ``512B``, ``10K``, ``10M``, ``4GiB``, ``1.5G`` → bytes; ``10MB`` is 10⁷.
+
+    A bare letter and ``…iB`` are binary (1024), as `ls -h` and `df -h` print
+    them; ``kB``/``MB``/``GB`` with the ``B`` and no ``i`` are decimal (SI).
+    """
+    cleaned = text.strip()
+    match = _SIZE.fullmatch(cleaned) if len(cleaned) <= 64 else None
+    if match is None:
+        raise SpecError(field, f"{_show(text)} is not a size like 512, 10M, 4GiB or 1.5G")
+    number, prefix, binary, with_b, _bytes = match.groups()
+    factor = 1
+    if prefix:
+        base = 1024 if binary or not with_b else 1000
+        factor = base ** _POWER[prefix.lower()]
+    total = Fraction(number) * factor
+    if total.denominator != 1:
+        raise SpecError(field, f"{_show(text)} is not a whole number of bytes")
+    if total > maximum:
+        raise SpecError(field, f"must be at most {maximum} bytes")
+    return int(total)
+
+
+# -- names and labels -------------------------------------------------------------------------
+
+
+def check_drone_name(value: object, *, field: str = "drone") -> str:
+    """A drone's (or pilot's) name: a plain token, safe in a path, a URL and a table."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise SpecError(field, f"{_show(value)} is not a name ({NAME_RULE})")
+    return value
+
+
+def parse_drone_name(text: str, *, field: str = "drone") -> str:
+    """A typed drone name; spaces around it are dropped."""
+    return check_drone_name(text.strip(), field=field)
+
+
+def check_label(value: object, *, field: str = "labels") -> str:
+    if not isinstance(value, str) or not _LABEL.fullmatch(value):
+        raise SpecError(field, f"{_show(value)} is not a label ({LABEL_RULE})")
+    return value
+
+
+def check_labels(values: object, *, field: str = "labels") -> list[str]:
+    """A JSON list of labels, each checked; duplicates dropped, first one kept in place."""
+    if not isinstance(values, list | tuple):
+        raise SpecError(field, "must be a list of labels")
+    labels = list(dict.fromkeys(check_label(value, field=field) for value in values))
+    if len(labels) > MAX_LABELS:
+        raise SpecError(field, f"at most {MAX_LABELS} labels, not {len(labels)}")
+    return labels
+
+
+def parse_labels(text: str, *, field: str = "labels", at_least_one: bool = False) -> list[str]:
+    """``gpu,a100`` or ``gpu, a100`` → ``["gpu", "a100"]``; blank text is no labels.
+
+    Spaces around each label are dropped; an empty label between commas
+    (``a,,b``, ``a,``) is refused as a typo. ``at_least_one`` is for a task's
+    target, where no labels at all would mean any drone.
+    """
+    if not text.strip():
+        if at_least_one:
+            raise SpecError(field, "give at least one label, like gpu,a100")
+        return []
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts):
+        raise SpecError(field, f"{_show(text)} has an empty label between commas")
+    return check_labels(parts, field=field)
+
+
+# -- the spec's fields ------------------------------------------------------------------------
+
+
+def check_command(value: object) -> str:
+    if not isinstance(value, str):
+        raise SpecError("command", "must be a string")
+    _text("command", value)
+    if not value.strip():
+        raise SpecError("command", "is empty")
+    size = len(value.encode("utf-8"))
+    if size > MAX_COMMAND_BYTES:
+        raise SpecError("command", f"is {size} bytes of UTF-8; at most {MAX_COMMAND_BYTES}")
+    return value
+
+
+def check_env_name(value: object) -> str:
+    if not isinstance(value, str) or not _ENV_NAME.fullmatch(value):
+        raise SpecError("env", f"{_show(value)} is not a variable name ({ENV_NAME_RULE})")
+    return value
+
+
+def check_env_entry(name: object, value: object) -> tuple[str, str]:
+    """One variable: a shell-valid name, a text value, short enough for exec to pass on."""
+    check_env_name(name)
+    assert isinstance(name, str)
+    if not isinstance(value, str):
+        raise SpecError("env", f"the value of {name} must be a string")
+    _text("env", value, f"the value of {name} ")
+    size = len(name.encode()) + 1 + len(value.encode("utf-8"))
+    if size > MAX_ARG_BYTES:
+        raise SpecError("env", f"{name}=… is {size} bytes of UTF-8; at most {MAX_ARG_BYTES}")
+    return name, value
+
+
+def check_env(value: object) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise SpecError("env", "must be an object of NAME: VALUE strings")
+    if len(value) > MAX_ENV_ENTRIES:
+        raise SpecError("env", f"at most {MAX_ENV_ENTRIES} variables, not {len(value)}")
+    return dict(check_env_entry(name, val) for name, val in value.items())
+
+
+def parse_env_entry(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` (split at the first ``=``; the value may be empty or hold more ``=``)."""
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise SpecError("env", f"{_show(text)} is not NAME=VALUE")
+    return check_env_entry(name, value)
+
+
+def check_cwd(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise SpecError("cwd", "must be a path or null")
+    _text("cwd", value)
+    if not value:
+        raise SpecError("cwd", "is empty; leave it out for a fresh work folder")
+    if len(value) > MAX_CWD_CHARS:
+        raise SpecError("cwd", f"is longer than {MAX_CWD_CHARS} characters")
+    return value
+
+
+def check_timeout(value: object) -> int | None:
+    return check_seconds("timeout", value, nullable=True)
+
+
+def check_grace(value: object) -> int:
+    grace = check_seconds("grace", value)
+    assert grace is not None
+    return grace
+
+
+def check_glob(value: object) -> str:
+    """An artifact pattern: relative to the work dir and never climbing out of it.
+
+    The same refusals as the drone's upload step (drone/artifacts.py), made at
+    the door, so a pattern that could never upload anything is refused at once.
+    """
+    if not isinstance(value, str):
+        raise SpecError("artifacts", "must be a list of glob patterns")
+    _text("artifacts", value, f"{_show(value)} ")
+    pattern = value.strip()
+    if not pattern:
+        raise SpecError("artifacts", "a pattern is empty")
+    if len(value) > MAX_GLOB_CHARS:
+        raise SpecError("artifacts", f"a pattern is longer than {MAX_GLOB_CHARS} characters")
+    if pattern.startswith(("/", "~")):
+        raise SpecError("artifacts", f"{_show(value)} is absolute; patterns are relative to "
+                                     "the work dir")
+    if ".." in pattern.split("/"):
+        raise SpecError("artifacts", f"{_show(value)} holds '..'; patterns stay inside the "
+                                     "work dir")
+    return value
+
+
+def check_globs(value: object) -> list[str]:
+    if not isinstance(value, list | tuple):
+        raise SpecError("artifacts", "must be a list of glob patterns")
+    if len(value) > MAX_ARTIFACT_GLOBS:
+        raise SpecError("artifacts", f"at most {MAX_ARTIFACT_GLOBS} patterns, not {len(value)}")
+    return [check_glob(pattern) for pattern in value]
+
+
+def parse_globs(text: str) -> list[str]:
+    """``out/*.pt, logs/**`` → the patterns, spaces around each dropped, empty ones skipped."""
+    return check_globs([glob for glob in (part.strip() for part in text.split(",")) if glob])
+
+
+def check_task_name(value: object) -> str | None:
+    """A task's name: one line of free text for tables (``lr sweep``, ``entraînement 3``)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise SpecError("name", "must be a string or null")
+    _text("name", value)
+    if not value:
+        raise SpecError("name", "is empty; leave it out or null")
+    if _CONTROL.search(value):
+        raise SpecError("name", "must be one line without control characters")
+    if len(value) > MAX_TASK_NAME:
+        raise SpecError("name", f"is longer than {MAX_TASK_NAME} characters")
+    return value
+
+
+# -- the spec ---------------------------------------------------------------------------------
+
+SPEC_FIELDS: Final = ("command", "env", "cwd", "timeout", "grace", "artifacts", "name")
+
+
+class SpecJSON(TypedDict, total=False):
+    """The spec as JSON (docs/api.md): what a pilot sends; the relay fills every key."""
+
+    command: Required[str]
+    env: dict[str, str]
+    cwd: str | None
+    timeout: int | None
+    grace: int
+    artifacts: list[str]
+    name: str | None
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A valid spec: constructing one checks every field, so holding one proves it is valid.
+
+    ``env`` is a read-only mapping and ``artifacts`` a tuple; ``to_json()`` is
+    the wire form with all seven keys, as the relay stores, signs and hands on.
+    """
+
+    command: str
+    env: Mapping[str, str] = field(default_factory=dict, hash=False)
+    cwd: str | None = None
+    timeout: int | None = None
+    grace: int = DEFAULT_GRACE
+    artifacts: tuple[str, ...] = ()
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        checked: dict[str, Any] = {
+            "command": check_command(self.command),
+            "env": MappingProxyType(check_env(self.env)),
+            "cwd": check_cwd(self.cwd),
+            "timeout": check_timeout(self.timeout),
+            "grace": check_grace(self.grace),
+            "artifacts": tuple(check_globs(self.artifacts)),
+            "name": check_task_name(self.name),
+        }
+        for key, value in checked.items():
+            object.__setattr__(self, key, value)
+
+    def to_json(self) -> SpecJSON:
+        return {"command": self.command, "env": dict(self.env), "cwd": self.cwd,
+                "timeout": self.timeout, "grace": self.grace,
+                "artifacts": list(self.artifacts), "name": self.name}
+
+    def canonical(self) -> bytes:
+        """The canonical JSON of ``to_json()``: the bytes RE-TASK-V1 hashes."""
+        return canonical_json(self.to_json())
+
+    def sha256(self) -> str:
+        return spec_sha256(self.to_json())
+
+
+def parse_spec(raw: object) -> TaskSpec:
+    """A spec as JSON carries it → ``TaskSpec``, or a ``SpecError`` naming the first bad field.
+
+    Unknown fields are refused (a typo must not silently change meaning, and a
+    drone must not run a task partly understood); missing ones take their
+    defaults. Fields are checked in the order of ``SPEC_FIELDS``.
+    """
+    if not isinstance(raw, dict):
+        raise SpecError("spec", "must be a JSON object")
+    unknown = [key for key in raw if key not in SPEC_FIELDS]
+    if unknown:
+        raise SpecError("spec", f"unknown field {_show(unknown[0])}")
+    if "command" not in raw:
+        raise SpecError("command", "is required")
+    return TaskSpec(**raw)
