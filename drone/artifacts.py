@@ -18,6 +18,7 @@ is refused then; all reading happens off the event loop.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -127,14 +128,22 @@ def select(work_dir: Path, patterns: list[str], *, max_total: int) -> Selection:
         if not any(rx.fullmatch(rel) for rx in regexes):
             continue
         full = root / rel
-        real = full.resolve()
+        try:
+            real = full.resolve()
+        except RuntimeError:  # a symlink loop (Python before 3.13)
+            selection.refused.append((rel, "symlink loop"))
+            continue
+        except OSError as exc:
+            selection.refused.append((rel, exc.strerror or str(exc)))
+            continue
         if not _inside(real, root):
             selection.refused.append((rel, "symlink leads out of the work dir"))
             continue
         try:
             found = real.stat()  # a stat, never an open: a FIFO here cannot make it wait
-        except OSError:
-            selection.refused.append((rel, "dangling symlink or vanished file"))
+        except OSError as exc:
+            selection.refused.append((rel, "symlink loop" if exc.errno == errno.ELOOP
+                                      else "dangling symlink or vanished file"))
             continue
         if not stat.S_ISREG(found.st_mode):
             selection.refused.append((rel, f"not a regular file: {safefile.kind(found.st_mode)}"))

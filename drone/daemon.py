@@ -373,6 +373,10 @@ class Drone:
         except fetch.FetchRefused as exc:
             self._fetch_refused(fetch_id, str(exc))
             return
+        except Exception as exc:  # a bug, not the pilot's fault: the fetch must still end
+            log.exception("fetch %s: checking the path failed", fetch_id)
+            self._fetch_refused(fetch_id, f"the drone could not check the path: {exc!r}")
+            return
 
         async def attempt() -> tuple[httpx.Response, int]:
             # Hashed again at each attempt: a file that changed meanwhile is sent as it is now.

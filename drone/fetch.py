@@ -44,7 +44,12 @@ def open_for_fetch(path: str, roots: list[Path], *, max_bytes: int) -> Opened:
     candidate = Path(path).expanduser()
     if not candidate.is_absolute():
         candidate = roots[0] / candidate
-    real = candidate.resolve()
+    try:
+        real = candidate.resolve()
+    except RuntimeError as exc:  # a symlink loop (Python before 3.13)
+        raise FetchRefused(f"{path}: symlink loop") from exc
+    except OSError as exc:
+        raise FetchRefused(f"{path}: {exc.strerror or exc}") from exc
     if not _inside(real, roots):
         raise FetchRefused(f"{path} is outside the fetch roots ({', '.join(map(str, roots))})")
 

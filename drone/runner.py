@@ -259,9 +259,8 @@ class TaskRunner:
         record_path = self.dir / "artifacts.json"
         record = read_json(record_path)
         if not isinstance(record, dict):
-            selection = await asyncio.to_thread(
-                artifacts.select, self.work_dir, self.spec.artifacts,
-                max_total=self.settings.max_artifact_bytes)
+            selection = await safefile.in_thread(lambda: artifacts.select(
+                self.work_dir, self.spec.artifacts, max_total=self.settings.max_artifact_bytes))
             if selection.refused:
                 # Refusals reach the pilot as messages, sent by the drone itself: the inbox
                 # file is the task's to write, and could be a FIFO by now.

@@ -280,3 +280,16 @@ def test_a_nul_in_an_inbox_line_still_makes_a_message_the_relay_takes():
     # The relay refuses text with NUL (422); a line holding one must not be retried forever.
     assert inbox.cap_message(b"a\x00b") == "a\ufffdb"
     assert "\x00" not in inbox.cap_message(b"\x00" * 10_000)
+
+
+def test_a_symlink_loop_is_refused_by_fetch_and_by_artifacts(root: Path):
+    os.symlink(root / "a", root / "b")
+    os.symlink(root / "b", root / "a")
+    (root / "fine.pt").write_bytes(b"f")
+    # "symlink loop" from resolve(), or (Python 3.13, which resolves loops to themselves)
+    # "not a regular file: symlink" from the open: refused either way, never raised raw.
+    with pytest.raises(fetch.FetchRefused, match="symlink"):
+        fetch.open_for_fetch(str(root / "a"), [root.resolve()], max_bytes=100)
+    got = artifacts.select(root, ["*"], max_total=1 << 20)
+    assert [m.path for m in got.matches] == ["fine.pt"]
+    assert dict(got.refused) == {"a": "symlink loop", "b": "symlink loop"}
