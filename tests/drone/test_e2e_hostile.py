@@ -17,7 +17,7 @@ from tests.drone.conftest import Fleet
 from tests.drone.proxy import TamperingProxy
 from tests.support.relay import wait_until
 
-TICKER = "i=0; while [ $i -lt 800 ]; do i=$((i+1)); echo tick $i; sleep 0.05; done"
+TICKER = "i=0; while [ $i -lt 2000 ]; do i=$((i+1)); echo tick $i; sleep 0.05; done"
 
 
 @pytest.fixture
