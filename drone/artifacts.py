@@ -6,17 +6,29 @@ an absolute path is refused, and so is a match that is (or sits behind) a
 symlink leading out of the work dir. Every refusal is reported with its
 reason. Uploads are streamed from disk with the SHA-256 computed ahead, so
 the relay can check what it stored, and the total stays within a size cap.
+
+Only regular files are artifacts. A match that is a FIFO, socket or device
+(or a symlink to one) is skipped with ``not a regular file: KIND``, reported
+to the pilot like every other refusal, and the task's outcome is untouched:
+its exit status says how it ran, artifacts are what it left behind. The file
+is opened again at upload without following it blindly (``open_match``), so
+one swapped for a FIFO or a symlink out of the work dir after the selection
+is refused then; all reading happens off the event loop.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
+import stat
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Final
+
+from dragoon.drone import safefile
 
 READ_BLOCK: Final = 256 * 1024
 MAX_MATCHES: Final = 10_000
@@ -67,6 +79,10 @@ def pattern_problem(pattern: str) -> str | None:
     return None
 
 
+class ArtifactRefused(Exception):
+    """A selected artifact cannot be uploaded (any more); the text is the reason."""
+
+
 @dataclass
 class Match:
     path: str  # relative, posix
@@ -112,14 +128,27 @@ def select(work_dir: Path, patterns: list[str], *, max_total: int) -> Selection:
         if not any(rx.fullmatch(rel) for rx in regexes):
             continue
         full = root / rel
-        real = full.resolve()
+        try:
+            real = full.resolve()
+        except RuntimeError:  # a symlink loop (Python before 3.13)
+            selection.refused.append((rel, "symlink loop"))
+            continue
+        except OSError as exc:
+            selection.refused.append((rel, exc.strerror or str(exc)))
+            continue
         if not _inside(real, root):
             selection.refused.append((rel, "symlink leads out of the work dir"))
             continue
-        if not real.is_file():
-            selection.refused.append((rel, "not a regular file"))
+        try:
+            found = real.stat()  # a stat, never an open: a FIFO here cannot make it wait
+        except OSError as exc:
+            selection.refused.append((rel, "symlink loop" if exc.errno == errno.ELOOP
+                                      else "dangling symlink or vanished file"))
             continue
-        size = real.stat().st_size
+        if not stat.S_ISREG(found.st_mode):
+            selection.refused.append((rel, f"not a regular file: {safefile.kind(found.st_mode)}"))
+            continue
+        size = found.st_size
         if total + size > max_total:
             selection.refused.append((rel, f"over the artifact size cap of {max_total} bytes"))
             continue
@@ -129,6 +158,34 @@ def select(work_dir: Path, patterns: list[str], *, max_total: int) -> Selection:
         total += size
         selection.matches.append(Match(rel, real, size))
     return selection
+
+
+def open_match(work_dir: Path, real: Path) -> tuple[int, int]:
+    """An fd on a selected artifact and its size, checked again as it is opened.
+
+    Between selection and upload (a relay outage, a drone restart) the file
+    may have been replaced: it must still be a regular file inside the work
+    dir, and it is opened without waiting whatever it became.
+    """
+    root = work_dir.resolve()
+
+    def within(found: Path) -> None:
+        if not _inside(found, root):
+            raise ArtifactRefused("symlink leads out of the work dir")
+
+    try:
+        fd, found = safefile.open_regular(real, follow=True, check_path=within)
+    except FileNotFoundError as exc:
+        raise ArtifactRefused("vanished before its upload") from exc
+    except OSError as exc:  # NotRegular included
+        raise ArtifactRefused(str(exc) if isinstance(exc, safefile.NotRegular)
+                              else exc.strerror or str(exc)) from exc
+    return fd, found.st_size
+
+
+async def fd_digest(fd: int) -> tuple[str, int]:
+    """SHA-256 and length of an open file as it is now, computed off the event loop."""
+    return await safefile.in_thread(lambda: fd_sha256(fd, os.fstat(fd).st_size))
 
 
 def fd_sha256(fd: int, size: int) -> tuple[str, int]:
@@ -148,7 +205,7 @@ async def stream_fd(fd: int, size: int) -> AsyncIterator[bytes]:
     """The first ``size`` bytes in blocks: an upload never holds a file in memory."""
     offset = 0
     while offset < size:
-        block = os.pread(fd, min(READ_BLOCK, size - offset), offset)
+        block = await safefile.in_thread(os.pread, fd, min(READ_BLOCK, size - offset), offset)
         if not block:
             return
         offset += len(block)

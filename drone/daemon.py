@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import httpx
-from dragoon.drone import config, fetch, spawn
-from dragoon.drone.artifacts import fd_sha256, stream_fd
+from dragoon.drone import config, fetch, safefile, spawn
+from dragoon.drone.artifacts import fd_digest, stream_fd
 from dragoon.drone.client import (
     JitteredBackoff,
     RelayLink,
@@ -43,6 +43,7 @@ log = logging.getLogger("dragoon.drone")
 TICK: Final = 0.1
 DEFER_PAUSE: Final = 1.0
 FETCH_MEMORY: Final = 1000
+FETCH_CHECK_WAIT: Final = 2.0  # seconds a poll waits for fetch checks, so refusals ride on it
 # Variables of the drone's own supervisor that a task must not inherit.
 PRIVATE_ENV: Final = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS",
                       "LISTEN_PID", "LISTEN_FDNAMES")
@@ -247,7 +248,7 @@ class Drone:
             deferred |= not await self.accept(raw)
         for item in answer.get("fetches") or []:
             if isinstance(item, dict):
-                self.start_fetch(item)
+                await self.start_fetch(item)
         if deferred:
             await asyncio.sleep(DEFER_PAUSE)
 
@@ -287,8 +288,7 @@ class Drone:
         if isinstance(spec, str):
             self._reject(parsed.id, f"bad_spec: {spec}")
             return True
-        task_dir = self.data.task_dir(parsed.id)
-        task_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        task_dir = self.data.make_task_dir(parsed.id)
         # Recorded durably before anything is spawned: a crash from here on never reruns it.
         self.state.accept(parsed.id, parsed.seq)
         work_dir = self._work_dir(parsed.id, spec)
@@ -330,9 +330,7 @@ class Drone:
         if spec.cwd:
             path = Path(spec.cwd).expanduser()
             return path if path.is_absolute() else Path.home() / path
-        work = self.data.work_dir(task_id)
-        work.mkdir(parents=True, exist_ok=True)
-        return work
+        return self.data.make_work_dir(task_id)
 
     def _task_env(self, task_id: str, spec: Spec, task_dir: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
@@ -349,8 +347,9 @@ class Drone:
 
     # ----- fetch -----
 
-    def start_fetch(self, item: dict[str, Any]) -> None:
-        """Check the path at once, so a refusal rides on the very next poll; upload in the back."""
+    async def start_fetch(self, item: dict[str, Any]) -> None:
+        """Check the path off the loop; a refusal found within FETCH_CHECK_WAIT rides on the
+        very next poll, a slow filesystem delays only its own fetch; upload in the back."""
         fetch_id, path = item.get("id"), item.get("path")
         if not isinstance(fetch_id, str) or not isinstance(path, str):
             return
@@ -360,21 +359,34 @@ class Drone:
         self._fetches_seen[fetch_id] = None
         while len(self._fetches_seen) > FETCH_MEMORY:
             del self._fetches_seen[next(iter(self._fetches_seen))]
-        try:
-            opened = fetch.open_for_fetch(path, self.fetch_roots,
-                                          max_bytes=self.settings.max_fetch_bytes)
-        except fetch.FetchRefused as exc:
-            log.info("fetch %s refused: %s", fetch_id, exc)
-            self.fetch_errors.append({"id": fetch_id, "error": str(exc)[:2000]})
+        check = asyncio.ensure_future(safefile.in_thread(
+            lambda: fetch.open_for_fetch(path, self.fetch_roots,
+                                         max_bytes=self.settings.max_fetch_bytes)))
+        await asyncio.wait({check}, timeout=FETCH_CHECK_WAIT)
+        if check.done() and isinstance(check.exception(), fetch.FetchRefused):
+            self._fetch_refused(fetch_id, str(check.exception()))
             return
-        self._spawn_job(self.serve_fetch(fetch_id, opened))
+        self._spawn_job(self.serve_fetch(fetch_id, check))
 
-    async def serve_fetch(self, fetch_id: str, opened: fetch.Opened) -> None:
+    def _fetch_refused(self, fetch_id: str, reason: str) -> None:
+        log.info("fetch %s refused: %s", fetch_id, reason)
+        self.fetch_errors.append({"id": fetch_id, "error": reason[:2000]})
+
+    async def serve_fetch(self, fetch_id: str, check: asyncio.Future[fetch.Opened]) -> None:
         """Stream the already-opened file: what was checked is what is sent."""
+        try:
+            opened = await check
+        except fetch.FetchRefused as exc:
+            self._fetch_refused(fetch_id, str(exc))
+            return
+        except Exception as exc:  # a bug, not the pilot's fault: the fetch must still end
+            log.exception("fetch %s: checking the path failed", fetch_id)
+            self._fetch_refused(fetch_id, f"the drone could not check the path: {exc!r}")
+            return
+
         async def attempt() -> tuple[httpx.Response, int]:
             # Hashed again at each attempt: a file that changed meanwhile is sent as it is now.
-            digest, size = await asyncio.to_thread(fd_sha256, opened.fd,
-                                                   os.fstat(opened.fd).st_size)
+            digest, size = await fd_digest(opened.fd)
             response = await self.client.request(
                 "POST", "/v1/worker/blob",
                 params={"fetch": fetch_id, "sha256": digest, "size": size},

@@ -2,15 +2,19 @@
 
 The check is made on the real path (symlinks resolved) and again on the file
 actually opened (through /proc/self/fd), so a symlink swapped in between the
-check and the open cannot lead outside the roots.
+check and the open cannot lead outside the roots. Only a regular file is
+served: a FIFO, device, socket or folder (or a symlink to one) is refused
+with its kind, found without opening it (``drone/safefile.py``), so a FIFO
+with no writer cannot make the drone wait.
 """
 
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from dragoon.drone import safefile
 
 
 class FetchRefused(Exception):
@@ -40,25 +44,29 @@ def open_for_fetch(path: str, roots: list[Path], *, max_bytes: int) -> Opened:
     candidate = Path(path).expanduser()
     if not candidate.is_absolute():
         candidate = roots[0] / candidate
-    real = candidate.resolve()
-    if not _inside(real, roots):
-        raise FetchRefused(f"{path} is outside the fetch roots ({', '.join(map(str, roots))})")
     try:
-        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW)
-    except FileNotFoundError as exc:
-        raise FetchRefused(f"{path}: no such file") from exc
+        real = candidate.resolve()
+    except RuntimeError as exc:  # a symlink loop (Python before 3.13)
+        raise FetchRefused(f"{path}: symlink loop") from exc
     except OSError as exc:
         raise FetchRefused(f"{path}: {exc.strerror or exc}") from exc
-    try:
-        opened = Path(os.readlink(f"/proc/self/fd/{fd}"))
-        st = os.fstat(fd)
+    if not _inside(real, roots):
+        raise FetchRefused(f"{path} is outside the fetch roots ({', '.join(map(str, roots))})")
+
+    def within_roots(opened: Path) -> None:
         if not _inside(opened, roots):
             raise FetchRefused(f"{path} is outside the fetch roots")
-        if not stat.S_ISREG(st.st_mode):
-            raise FetchRefused(f"{path} is not a regular file")
-        if st.st_size > max_bytes:
-            raise FetchRefused(f"{path} is {st.st_size} bytes, over the cap of {max_bytes}")
-    except BaseException:
+
+    try:
+        fd, st = safefile.open_regular(real, check_path=within_roots)
+    except FileNotFoundError as exc:
+        raise FetchRefused(f"{path}: no such file") from exc
+    except safefile.NotRegular as exc:
+        raise FetchRefused(f"{path}: {exc}") from exc
+    except OSError as exc:
+        raise FetchRefused(f"{path}: {exc.strerror or exc}") from exc
+    opened = safefile.fd_path(fd) or real
+    if st.st_size > max_bytes:
         os.close(fd)
-        raise
+        raise FetchRefused(f"{path} is {st.st_size} bytes, over the cap of {max_bytes}")
     return Opened(fd, opened, st.st_size)

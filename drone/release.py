@@ -17,6 +17,8 @@ import os
 from pathlib import Path
 from typing import Final
 
+from dragoon.drone import safefile
+
 FALLOC_FL_KEEP_SIZE: Final = 0x01
 FALLOC_FL_PUNCH_HOLE: Final = 0x02
 BLOCK: Final = 1 << 20  # punch whole MiBs, never the block under the write head
@@ -49,7 +51,8 @@ def punch(path: Path, upto: int) -> bool:
     if func is None:
         return False
     try:
-        fd = os.open(path, os.O_WRONLY)
+        # The task can replace its spool file: a FIFO there must not make the drone wait.
+        fd, _ = safefile.open_regular(path, os.O_WRONLY)
     except OSError:
         return False
     try:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from dragoon.drone import artifacts, spawn
+from dragoon.drone import artifacts, safefile, spawn
 from dragoon.drone.client import (
     JitteredBackoff,
     RelayLink,
@@ -233,7 +233,10 @@ class TaskRunner:
             await self._finish()
         except TaskGone as exc:
             log.warning("task %s: %s; dropping its spool", self.id, exc)
-        self._cleanup()
+        for shipper in self.shippers.values():
+            shipper.close()
+        # A task can leave any number of files in its task dir: removed off the loop.
+        await asyncio.to_thread(self._cleanup)
         self.done.set()
 
     async def _ship_until_exit(self) -> None:
@@ -262,14 +265,13 @@ class TaskRunner:
         record_path = self.dir / "artifacts.json"
         record = read_json(record_path)
         if not isinstance(record, dict):
-            selection = await asyncio.to_thread(
-                artifacts.select, self.work_dir, self.spec.artifacts,
-                max_total=self.settings.max_artifact_bytes)
+            selection = await safefile.in_thread(lambda: artifacts.select(
+                self.work_dir, self.spec.artifacts, max_total=self.settings.max_artifact_bytes))
             if selection.refused:
-                # Refusals reach the pilot as messages, through the same inbox the task uses.
-                with open(self.dir / "inbox", "ab") as inbox:
-                    for what, reason in selection.refused:
-                        inbox.write(f"dragoon: artifact refused: {what}: {reason}\n".encode())
+                # Refusals reach the pilot as messages, sent by the drone itself: the inbox
+                # file is the task's to write, and could be a FIFO by now.
+                self.inbox.note(*(f"dragoon: artifact refused: {what}: {reason}"
+                                  for what, reason in selection.refused))
                 log.info("task %s: %d artifact(s) refused", self.id, len(selection.refused))
             record = {"files": [[m.path, str(m.real), m.size] for m in selection.matches],
                       "refused": selection.refused, "uploaded": []}
@@ -283,10 +285,14 @@ class TaskRunner:
             write_json(record_path, record)
 
     async def _upload(self, rel: str, real: Path) -> bool:
-        fd = os.open(real, os.O_RDONLY)
         try:
-            size = os.fstat(fd).st_size
-            digest, size = await asyncio.to_thread(artifacts.fd_sha256, fd, size)
+            fd, _size = await safefile.in_thread(artifacts.open_match, self.work_dir, real)
+        except artifacts.ArtifactRefused as exc:
+            log.warning("task %s: artifact %s not uploaded: %s", self.id, rel, exc)
+            self.inbox.note(f"dragoon: artifact not stored: {rel}: {exc}")
+            return False
+        try:
+            digest, size = await artifacts.fd_digest(fd)
             params = {"task": self.id, "path": rel, "sha256": digest, "size": size}
             response = await self.client.request(
                 "POST", "/v1/worker/blob", params=params, stream=artifacts.stream_fd(fd, size),
@@ -298,8 +304,7 @@ class TaskRunner:
             return True
         reason = f"HTTP {response.status_code} {error_code(response)}"
         log.warning("task %s: artifact %s refused by the relay: %s", self.id, rel, reason)
-        with open(self.dir / "inbox", "ab") as inbox:
-            inbox.write(f"dragoon: artifact not stored: {rel}: {reason}\n".encode())
+        self.inbox.note(f"dragoon: artifact not stored: {rel}: {reason}")
         return False
 
     def finish_body(self) -> dict[str, Any]:

@@ -7,6 +7,12 @@ resend after a lost answer is acknowledged, not appended twice, and a 409
 ``offset_gap`` tells the shipper where the relay really is. At most WINDOW
 chunks are in flight per stream, so memory stays flat whatever the task
 writes; small writes that arrive meanwhile go out together in the next round.
+
+The spool is opened once, without following a symlink or waiting on a FIFO
+(``drone/safefile.py``), and read through that fd in a thread: the task
+writes to the very inode the drone reads, so a task that deletes or replaces
+its spool file (the task dir is writable by it) loses nothing it wrote to its
+stdout, and nothing the task puts at that path can stall the drone.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from dragoon.drone import safefile
 from dragoon.drone.client import JitteredBackoff, RelayLink, RelayUnavailable, error_code
 from dragoon.drone.release import Releaser
 
@@ -54,12 +61,33 @@ class StreamShipper:
         self._on_ack = on_ack
         self._releaser = Releaser(spool)
         self._backoff = JitteredBackoff()
+        self._fd: int | None = None
+        self._refused: str | None = None  # why the spool could not be opened, if so
+
+    def _open(self) -> int | None:
+        """The spool's fd, opened on first need (the wrapper creates the file)."""
+        if self._fd is None and self._refused is None:
+            try:
+                self._fd, _ = safefile.open_regular(self.spool)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:  # NotRegular included
+                self._refused = str(exc)
+                log.warning("task %s %s: the spool %s is %s; its output cannot be shipped",
+                            self.task_id, self.stream, self.spool, exc)
+        return self._fd
 
     def spool_size(self) -> int:
-        try:
-            return self.spool.stat().st_size
-        except FileNotFoundError:
-            return 0
+        """Bytes in the spool; what the relay holds when the spool cannot be read."""
+        fd = self._open()
+        if fd is None:
+            return self.acked if self._refused else 0
+        return os.fstat(fd).st_size
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     async def ship_once(self) -> bool:
         """Send the next chunks (up to WINDOW at once); True when the relay's offset moved.
@@ -73,8 +101,10 @@ class StreamShipper:
             return False
         start = self.acked
         offsets = list(range(start, min(size, start + WINDOW * CHUNK), CHUNK))
-        with open(self.spool, "rb") as handle:
-            chunks = [(o, os.pread(handle.fileno(), min(CHUNK, size - o), o)) for o in offsets]
+        fd = self._open()
+        assert fd is not None  # spool_size() found it open
+        chunks = await asyncio.to_thread(
+            lambda: [(o, os.pread(fd, min(CHUNK, size - o), o)) for o in offsets])
         results = await asyncio.gather(*(self._post(o, data) for o, data in chunks if data),
                                        return_exceptions=True)
         acked = [r[1] for r in results if isinstance(r, tuple) and r[0] == "ok"]

@@ -93,7 +93,9 @@ async def launch(
     or the caller reports the failure).
     """
     write_json(task_dir / "launch.json", {"command": command, "cwd": str(cwd)})
-    log = open(task_dir / "wrapper.log", "ab")  # noqa: SIM115 - handed to the child
+    # 0600 like every file of the data dir, whatever the umask the task inherits.
+    log = os.open(task_dir / "wrapper.log",
+                  os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         wrapper = subprocess.Popen(
             [sys.executable, "-I", "-S", WRAPPER, str(task_dir)],
@@ -101,7 +103,7 @@ async def launch(
             start_new_session=True, close_fds=True,
         )
     finally:
-        log.close()
+        os.close(log)
     wrapper_create = _create_time(wrapper.pid)
     pid_path = task_dir / "pid.json"
     deadline = time.monotonic() + start_timeout

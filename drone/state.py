@@ -4,18 +4,32 @@ Every file the drone relies on after a restart (last sequence number, accepted
 task ids, per-task records) is written with write-to-temp, fsync, rename,
 fsync of the directory, so a power cut leaves either the old or the new
 version, never a torn one. See docs/drone.md for the layout.
+
+The data dir is private: folders 0700, files 0600, set explicitly rather
+than left to the umask, and tightened at start if found looser. A task dir is
+also writable by its task (same user), so the records in it are read and
+written without following a symlink or waiting on a FIFO planted there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from dragoon.drone import safefile
+
+log = logging.getLogger("dragoon.drone")
+
 ACCEPTED_MEMORY: Final = 10_000  # how many accepted task ids are remembered
+JSON_CAP: Final = 64 << 20  # a record larger than this is not the drone's
+PRIVATE_DIR: Final = 0o700
 _SAFE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
@@ -25,7 +39,7 @@ def is_safe_id(value: object) -> bool:
 
 
 def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
@@ -36,11 +50,17 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True, mode: int = 0
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new content.
 
     ``durable=False`` skips the fsyncs, for hints that are cheap to lose
-    (shipping offsets, which the relay corrects anyway).
+    (shipping offsets, which the relay corrects anyway). The temp file is made
+    anew (``O_EXCL``, no symlink followed): whatever a task planted under its
+    name is unlinked first, never written through. ``mode`` is exact, whatever
+    the umask.
     """
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
+        os.fchmod(fd, mode)
         os.write(fd, data)
         if durable:
             os.fsync(fd)
@@ -57,11 +77,48 @@ def write_json(path: Path, value: Any, *, durable: bool = True) -> None:
 
 
 def read_json(path: Path) -> Any:
-    """The JSON in ``path``, or None when it does not exist or is unreadable."""
+    """The JSON in ``path``, or None when it does not exist or is unreadable.
+
+    A FIFO, device or symlink in its place counts as unreadable, found so at
+    once: the drone reads these records from its event loop.
+    """
     try:
-        return json.loads(path.read_bytes())
+        fd, found = safefile.open_regular(path)
+    except OSError:
+        return None
+    try:
+        if found.st_size > JSON_CAP:
+            return None
+        chunks: list[bytes] = []
+        while block := os.read(fd, 1 << 20):
+            chunks.append(block)
+        return json.loads(b"".join(chunks))
     except (OSError, ValueError):
         return None
+    finally:
+        os.close(fd)
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a folder of mode 0700 (made, or tightened if it exists looser)."""
+    path.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+    loose = tighten(path)
+    if loose is not None:
+        log.warning("%s was mode %04o, open to other users; tightened to 0700", path, loose)
+    return path
+
+
+def tighten(path: Path, *, exact: bool = True) -> int | None:
+    """Make the folder ``path`` mode 0700 (``exact=False``: only drop group and other bits);
+    its old mode when that let others in, else None."""
+    found = os.stat(path)
+    if not stat.S_ISDIR(found.st_mode):
+        raise ValueError(f"{path} is not a directory ({safefile.kind(found.st_mode)})")
+    mode = stat.S_IMODE(found.st_mode)
+    wanted = PRIVATE_DIR if exact else mode & 0o700
+    if mode != wanted:
+        os.chmod(path, wanted)
+    return mode if mode & 0o077 else None
 
 
 @dataclass(frozen=True)
@@ -105,10 +162,28 @@ class DataDir:
         return self.work / task_id
 
     def create(self) -> None:
+        """Make the layout, private; an existing one made looser (by hand, by an older drone,
+        by a deployment tool's default) is tightened, each loose folder named in the log."""
+        self.root.parent.mkdir(parents=True, exist_ok=True)
         for path in (self.root, self.tasks, self.work):
-            path.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o700)
-        os.chmod(self.tasks, 0o700)
+            private_dir(path)
+        for parent in (self.tasks, self.work):
+            loose = [entry.name for entry in sorted(parent.iterdir())
+                     if entry.is_dir() and not entry.is_symlink()
+                     and tighten(entry, exact=False) is not None]
+            if loose:
+                log.warning("%d folder(s) under %s were open to other users (%s); their group "
+                            "and other access is removed", len(loose), parent, ", ".join(loose[:5])
+                            + (", …" if len(loose) > 5 else ""))
+
+    def make_task_dir(self, task_id: str) -> Path:
+        return private_dir(self.task_dir(task_id))
+
+    def make_work_dir(self, task_id: str) -> Path:
+        """The task's own folder, 0700: only the folder; what the task makes inside keeps
+        the task's umask."""
+        private_dir(self.work)
+        return private_dir(self.work_dir(task_id))
 
 
 @dataclass

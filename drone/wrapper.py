@@ -35,15 +35,19 @@ LEFTOVER_GRACE_SECONDS = 1.0
 
 
 def _write_json_atomic(path: str, value: dict[str, Any]) -> None:
+    # The task can write to TASK_DIR: whatever it planted under the temp name (a FIFO, which
+    # would make this open wait forever, or a symlink) is unlinked, never opened.
     tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         os.write(fd, json.dumps(value).encode("utf-8"))
         os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)
     finally:
@@ -80,7 +84,7 @@ def main(task_dir: str) -> int:
     exit_path = os.path.join(task_dir, "exit.json")
     with open(os.path.join(task_dir, "launch.json"), encoding="utf-8") as handle:
         launch = json.load(handle)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
     out_fd = os.open(os.path.join(task_dir, "stdout"), flags, 0o600)
     err_fd = os.open(os.path.join(task_dir, "stderr"), flags, 0o600)
     started_at = time.time()

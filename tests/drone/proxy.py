@@ -28,6 +28,8 @@ class TamperingProxy:
         self.seen: list[dict[str, Any]] = []  # every task that passed, as the relay sent it
         self.inject: list[dict[str, Any]] = []  # added to every poll answer that carries tasks
         self.answer_hook: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+        # A request whose path this returns True for gets a 503, as from a relay that is away.
+        self.unavailable: Callable[[str], bool] | None = None
         self._http = httpx.Client(timeout=60.0)
         proxy = self
 
@@ -38,6 +40,9 @@ class TamperingProxy:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
+                if proxy.unavailable is not None and proxy.unavailable(self.path):
+                    self.send_error(503)
+                    return
                 headers = {k: v for k, v in self.headers.items()
                            if k.lower() not in ("host", "content-length", "connection")}
                 try:
