@@ -149,19 +149,21 @@ def test_an_inbox_replaced_by_a_fifo_or_a_link_does_not_freeze_the_drone(
     fleet.drone("d1", slots=2)
     ticker = start_ticker(fleet, "d1")
     try:
-        # The refused pattern makes the drone say something to the pilot after the swap.
+        # The refused artifact (a link out of the work dir) makes the drone say something to
+        # the pilot after the swap.
         # The swap comes once the drone has read the first line (inbox.json says how far).
         task_id = fleet.submit(
+            'ln -s /etc/hostname out-link; '
             'echo "before" >> "$DRAGOON_INBOX"; D="$(dirname "$DRAGOON_INBOX")"; '
             """until grep -qs '"offset": 7' "$D/inbox.json"; do sleep 0.05; done; """
-            f"{replace}; sleep 0.5; echo done", drone="d1", artifacts=["../nope"])
+            f"{replace}; sleep 0.5; echo done", drone="d1", artifacts=["out-link"])
         assert fleet.wait_state(task_id, timeout=30)["state"] == "succeeded"
         assert fleet.output(task_id) == b"done\n"
         said = wait_until(lambda: len(got := messages(fleet, task_id)) >= 3 and got,
                           message="the line and the drone's two notices")
         assert said[0] == "before"
         assert any(f"not a regular file: {kind}" in text for text in said), said
-        assert any("artifact refused: ../nope" in text for text in said), said
+        assert any("artifact refused: out-link" in text for text in said), said
         still_streams(fleet, ticker)
     finally:
         stop(fleet, ticker)
