@@ -251,7 +251,7 @@ def _print_gc(report: Report, age: str | None, stats: dict[str, Any]) -> None:
                f"{report.artifacts} artifact records, {report.messages} messages, "
                f"{report.fetches} fetches")
     click.echo(f"{verb}: {report.blobs} blobs, {size(report.blob_bytes)}"
-               f" ({report.shared_blobs} kept: still used by younger tasks)")
+               f" ({report.shared_blobs} kept: still used by kept records)")
     click.echo(f"{verb}: {report.orphan_files} orphan files, {size(report.orphan_bytes)}")
     click.echo(f"{verb} in all: {size(report.bytes)}")
     if report.missing:

@@ -106,7 +106,10 @@ class RelayConfig:
         values: dict[str, Any] = {}
         path = root / CONFIG_FILE
         if path.exists():
-            values = tomllib.loads(path.read_text(encoding="utf-8"))
+            try:
+                values = tomllib.loads(path.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
         known = {f.name for f in dataclasses.fields(cls)} - {"data_dir", "extra"}
         kwargs = {k: v for k, v in values.items() if k in known}
         extra = {k: v for k, v in values.items() if k not in known}

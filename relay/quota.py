@@ -161,8 +161,11 @@ async def append_log(
     """``LogStore.append`` with the quota checked before and the new length counted after."""
     held = relay.logs.size(task, stream)
     fresh = offset + len(data) - held
-    if fresh > 0 and offset <= held and not relay.logs.truncated(task):
-        await relay.db.run(check_append, Limits.of(relay.config), drone, task, fresh)
+    if fresh > 0 and not relay.logs.truncated(task):
+        # A gap (offset past what is held) stores nothing: only whether the task still has
+        # an output is asked then.
+        incoming = fresh if offset <= held else 0
+        await relay.db.run(check_append, Limits.of(relay.config), drone, task, incoming)
     result = await relay.logs.append(task, stream, offset, data)
     if isinstance(result, Appended):
         await relay.db.run(record_log, drone, task, stream, relay.logs.size(task, stream))
@@ -170,7 +173,7 @@ async def append_log(
 
 
 def blob_refusal(
-    conn: sqlite3.Connection, limits: Limits, drone: str, size: int, *, task: str | None,
+    conn: sqlite3.Connection, limits: Limits, drone: str, size: int, task: str | None,
     path: str | None, fetch: str | None,
 ) -> ApiError | None:
     """Why an upload may not be received (read only), or None to receive it."""
@@ -216,9 +219,7 @@ async def guard_blob(
     limits = Limits.of(relay.config)
     if fetch is None and not limits.active:
         return
-    refusal = await relay.db.run(
-        blob_refusal, limits, drone, size, task=task, path=path, fetch=fetch
-    )
+    refusal = await relay.db.run(blob_refusal, limits, drone, size, task, path, fetch)
     if refusal is None:
         return
     from dragoon.relay.auth import RECEIVED_AT_KEY, check_request, raw_path, scope_headers

@@ -85,6 +85,7 @@ class Pruned:
     artifacts: int
     messages: int
     fetches: int
+    shared: int  # content a pruned record held that a kept record still refers to
 
 
 def _in(values: Iterable[str]) -> str:
@@ -131,7 +132,7 @@ def prune_tasks(conn: sqlite3.Connection, cutoff: float, limit: int = BATCH) -> 
         for drone, amount in released.items():
             quota.charge(conn, drone, -amount)
         free = _unreferenced(conn, shas)
-    return Pruned(ids, free, artifacts, messages, 0)
+    return Pruned(ids, free, artifacts, messages, 0, len(set(shas)) - len(free))
 
 
 def prune_fetches(conn: sqlite3.Connection, cutoff: float, limit: int = BATCH) -> Pruned | None:
@@ -148,8 +149,9 @@ def prune_fetches(conn: sqlite3.Connection, cutoff: float, limit: int = BATCH) -
         for row in rows:
             if row["state"] == "ready" and row["size"]:
                 quota.charge(conn, row["drone"], -int(row["size"]))
-        free = _unreferenced(conn, [r["sha256"] for r in rows if r["sha256"]])
-    return Pruned([], free, 0, 0, len(ids))
+        shas = {r["sha256"] for r in rows if r["sha256"]}
+        free = _unreferenced(conn, shas)
+    return Pruned([], free, 0, 0, len(ids), len(shas) - len(free))
 
 
 def add_reclaimed(conn: sqlite3.Connection, amount: int) -> None:
@@ -311,6 +313,7 @@ def collect(
                 report.artifacts += batch.artifacts
                 report.messages += batch.messages
                 report.fetches += batch.fetches
+                report.shared_blobs += batch.shared
                 if len(report.tombstones) < BATCH:
                     report.tombstones.extend(batch.tasks[:BATCH - len(report.tombstones)])
                 freed = sum(_remove_logs(logs_dir, t, report, dry_run=False) for t in batch.tasks)
