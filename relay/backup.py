@@ -8,7 +8,9 @@ goes into the archive truncated to exactly that length: the restored relay
 never holds fewer bytes than its database says, nor more than it counts.
 What a drone shipped after the copy it ships again, from the relay's
 expected offset (a 409 ``offset_gap`` tells it where). Blobs go in when the
-copy refers to them; the keys and relay.toml go in as they are.
+copy refers to them; the keys and relay.toml go in as they are. The copy of
+the database goes in last, once any log found shorter than it says (pruned
+meanwhile) has been recorded at the length archived.
 
 The archive holds the relay's signing key and the pilots' TOTP secrets: it is
 written with mode 0600, and restore lays files down 0600 in a 0700 folder.
@@ -141,10 +143,11 @@ def backup(config: RelayConfig, dest: Path) -> Summary:
                 manifest = {"format": FORMAT, "schema_version": schema, "created_at": snapshot_at,
                             "source": str(data)}
                 _add_bytes(tar, MANIFEST, json.dumps(manifest, indent=1).encode())
-                summary.db_bytes = _add_file(tar, DB_FILE, copy)
                 _add_top_files(tar, data, summary)
-                _add_logs(tar, config, logs, snapshot_at, summary)
+                short = _add_logs(tar, config, logs, snapshot_at, summary)
                 _add_blobs(tar, config, blobs, summary)
+                _settle(copy, short)
+                summary.db_bytes = _add_file(tar, DB_FILE, copy)
                 out.flush()
                 os.fsync(out.fileno())
         os.replace(tmp, dest)
@@ -183,7 +186,9 @@ def _add_top_files(tar: tarfile.TarFile, data: Path, summary: Summary) -> None:
 
 
 def _add_logs(tar: tarfile.TarFile, config: RelayConfig, lengths: dict[tuple[str, str], int],
-              snapshot_at: float, summary: Summary) -> None:
+              snapshot_at: float, summary: Summary) -> dict[tuple[str, str], int]:
+    """Each log cut to its recorded length; returns those found shorter (pruned meanwhile)."""
+    short: dict[tuple[str, str], int] = {}
     tasks = sorted({task for task, _ in lengths})
     for task in tasks:
         for stream in ("stdout", "stderr"):
@@ -192,6 +197,8 @@ def _add_logs(tar: tarfile.TarFile, config: RelayConfig, lengths: dict[tuple[str
                 continue
             added = _add_file(tar, f"logs/{task}/{stream}", config.logs_dir / task / stream,
                               limit=length)
+            if added < length:
+                short[(task, stream)] = max(added, 0)
             if added < 0:
                 summary.missing.append(f"logs/{task}/{stream}")
                 continue
@@ -204,6 +211,33 @@ def _add_logs(tar: tarfile.TarFile, config: RelayConfig, lengths: dict[tuple[str
         with contextlib.suppress(FileNotFoundError):
             if flag.stat().st_mtime <= snapshot_at:
                 _add_file(tar, f"logs/{task}/{TRUNCATED}", flag)
+    return short
+
+
+def _settle(copy: Path, short: dict[tuple[str, str], int]) -> None:
+    """Make the database copy claim no more of a log than the archive holds.
+
+    Only a log pruned (or damaged) between the copy and its turn is short; its
+    recorded length and its drone's count come down to what was archived.
+    """
+    if not short:
+        return
+    conn = sqlite3.connect(copy, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        for (task, stream), held in short.items():
+            row = conn.execute("SELECT l.size, t.drone FROM log_sizes l JOIN tasks t"
+                               " ON t.id = l.task WHERE l.task = ? AND l.stream = ?",
+                               (task, stream)).fetchone()
+            if row is None:
+                continue
+            conn.execute("UPDATE log_sizes SET size = ? WHERE task = ? AND stream = ?",
+                         (held, task, stream))
+            conn.execute("UPDATE storage SET bytes = MAX(bytes - ?, 0) WHERE drone = ?",
+                         (row[0] - held, row[1]))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
 
 
 def _add_blobs(tar: tarfile.TarFile, config: RelayConfig, blobs: list[str],

@@ -187,3 +187,35 @@ def test_restore_refuses_what_is_not_a_relay_backup(tmp_path: Path) -> None:
                      check=False)
     assert answer.returncode == 1 and "has no relay.db" in answer.stderr
     assert not (tmp_path / "t2").exists()
+
+
+def test_the_archived_database_never_claims_more_log_than_the_archive_holds(
+    tmp_path: Path,
+) -> None:
+    """A log pruned or cut between the database copy and its turn comes down in the copy."""
+    from dragoon.relay import backup
+    from dragoon.relay.config import RelayConfig
+
+    data = tmp_path / "relay"
+    RelayProcess(data)  # init only
+    task = "t-aaaaaaaaaa"
+    with sqlite3.connect(data / "relay.db") as conn:
+        conn.execute("INSERT INTO tasks (id, state, drone, target, spec, pilot, created_at,"
+                     " expires_at, lost_after) VALUES (?, 'running', 'd1', '{}', '{}', 'p', 0,"
+                     " 0, 0)", (task,))
+        conn.executemany("INSERT INTO log_sizes VALUES (?, ?, ?)",
+                         [(task, "stdout", 100), (task, "stderr", 40)])
+        conn.execute("INSERT INTO storage VALUES ('d1', 140)")
+    (data / "logs" / task).mkdir()
+    (data / "logs" / task / "stdout").write_bytes(b"x" * 60)  # 40 bytes fewer than recorded
+    archive = tmp_path / "relay.tar"
+    summary = backup.backup(RelayConfig.load(data), archive)
+    assert summary.missing == [f"logs/{task}/stdout (short: 60 of 100)",
+                               f"logs/{task}/stderr"]
+    target = tmp_path / "restored"
+    backup.restore(archive, target)
+    assert (target / "logs" / task / "stdout").read_bytes() == b"x" * 60
+    with sqlite3.connect(target / "relay.db") as conn:
+        assert dict(conn.execute("SELECT stream, size FROM log_sizes")) == {"stdout": 60,
+                                                                           "stderr": 0}
+        assert conn.execute("SELECT bytes FROM storage").fetchone()[0] == 60

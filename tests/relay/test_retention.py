@@ -261,3 +261,8 @@ def test_bad_retention_setting_or_flag_is_one_clear_line(tmp_path: Path) -> None
     assert flag.returncode == 1
     assert flag.stderr.strip().splitlines() == [
         "dragoon relay: --older-than: '3x' is not a duration like 90s, 15m, 1h, 7d"]
+
+
+def test_relay_help_lists_the_storage_verbs() -> None:
+    listed = dragoon("relay", "--help").stdout
+    assert all(verb in listed for verb in ("gc", "backup", "restore"))
