@@ -130,6 +130,10 @@ def record_log(conn: sqlite3.Connection, drone: str, task: str, stream: str, siz
     ).fetchone()
     if row is not None and size <= row[0]:
         return  # a resend, or an answer that overtook a later one: nothing new
+    if row is None and conn.execute(
+        "SELECT 1 FROM tasks WHERE id = ? AND pruned_at IS NOT NULL", (task,)
+    ).fetchone() is not None:
+        return  # a late chunk raced the pruning: its folder goes at the next pass
     with _relaxed(conn):
         row = conn.execute(
             "SELECT size FROM log_sizes WHERE task = ? AND stream = ?", (task, stream)
@@ -161,11 +165,15 @@ async def append_log(
     """``LogStore.append`` with the quota checked before and the new length counted after."""
     held = relay.logs.size(task, stream)
     fresh = offset + len(data) - held
-    if fresh > 0 and not relay.logs.truncated(task):
+    limits = Limits.of(relay.config)
+    # Without a quota the database is asked only when the task has no log folder: it may
+    # have been pruned (pruning removes the folder), else the hop would cost every chunk.
+    ask = limits.active or not relay.logs.path(task, stream).parent.is_dir()
+    if fresh > 0 and ask and not relay.logs.truncated(task):
         # A gap (offset past what is held) stores nothing: only whether the task still has
         # an output is asked then.
         incoming = fresh if offset <= held else 0
-        await relay.db.run(check_append, Limits.of(relay.config), drone, task, incoming)
+        await relay.db.run(check_append, limits, drone, task, incoming)
     result = await relay.logs.append(task, stream, offset, data)
     if isinstance(result, Appended):
         await relay.db.run(record_log, drone, task, stream, relay.logs.size(task, stream))
