@@ -3,14 +3,14 @@
 The consistent point is the database: it is copied first, with SQLite's
 online backup API (one step, so one read snapshot), and everything else is
 cut to what that copy knows. Logs are append-only, and ``log_sizes`` in the
-copy records how many bytes of each the relay had acknowledged, so each log
-goes into the archive truncated to exactly that length: the restored relay
-never holds fewer bytes than its database says, nor more than it counts.
-What a drone shipped after the copy it ships again, from the relay's
-expected offset (a 409 ``offset_gap`` tells it where). Blobs go in when the
-copy refers to them; the keys and relay.toml go in as they are. The copy of
-the database goes in last, once any log found shorter than it says (pruned
-meanwhile) has been recorded at the length archived.
+copy records how many bytes of each the relay had acknowledged: the log of a
+task that may still run goes in truncated to exactly that length (its drone
+ships the rest again, from the relay's expected offset: a 409 ``offset_gap``
+tells it where), and a finished task's log, which no longer grows, goes in
+whole. The copy of the database goes in last, once it records every log at
+the length archived, so the restored relay never holds fewer bytes of a log
+than its database says, nor more than it counts. Blobs go in when the copy
+refers to them; the keys and relay.toml go in as they are.
 
 The archive holds the relay's signing key and the pilots' TOTP secrets: it is
 written with mode 0600, and restore lays files down 0600 in a 0700 folder.
@@ -133,7 +133,7 @@ def backup(config: RelayConfig, dest: Path) -> Summary:
             conn.row_factory = sqlite3.Row
             try:
                 schema = conn.execute("PRAGMA user_version").fetchone()[0]
-                logs = _log_lengths(conn, config)
+                logs = _logs_to_archive(conn, config)
                 blobs = sorted({r[0] for r in conn.execute(
                     "SELECT sha256 FROM artifacts UNION SELECT sha256 FROM fetches"
                     " WHERE sha256 IS NOT NULL")})
@@ -144,9 +144,9 @@ def backup(config: RelayConfig, dest: Path) -> Summary:
                             "source": str(data)}
                 _add_bytes(tar, MANIFEST, json.dumps(manifest, indent=1).encode())
                 _add_top_files(tar, data, summary)
-                short = _add_logs(tar, config, logs, snapshot_at, summary)
+                changed = _add_logs(tar, config, logs, snapshot_at, summary)
                 _add_blobs(tar, config, blobs, summary)
-                _settle(copy, short)
+                _settle(copy, changed)
                 summary.db_bytes = _add_file(tar, DB_FILE, copy)
                 out.flush()
                 os.fsync(out.fileno())
@@ -158,21 +158,40 @@ def backup(config: RelayConfig, dest: Path) -> Summary:
     return summary
 
 
-def _log_lengths(conn: sqlite3.Connection, config: RelayConfig) -> dict[tuple[str, str], int]:
-    """How much of each log the copy of the database accounts for."""
-    lengths = {(r["task"], r["stream"]): int(r["size"]) for r in conn.execute(
+@dataclass(frozen=True)
+class _Log:
+    recorded: int | None  # what log_sizes says; None: not counted (yet)
+    limit: int | None  # how much goes in; None: the whole file
+
+
+_FINISHED: Final = "('succeeded', 'failed', 'timed_out', 'cancelled')"
+
+
+def _logs_to_archive(conn: sqlite3.Connection, config: RelayConfig) -> dict[tuple[str, str], _Log]:
+    """Which logs go in, and how much of each.
+
+    A log that may still grow goes in cut to its recorded length: its drone
+    sends the rest again. A finished task's log no longer grows and its drone
+    has forgotten it, so it goes in whole: should the count have missed its
+    last chunk (a crash between the append and the count), the archive still
+    holds every byte, and the copy's count is set right (``_settle``).
+    """
+    logs = {(r["task"], r["stream"]): _Log(int(r["size"]), int(r["size"])) for r in conn.execute(
         "SELECT task, stream, size FROM log_sizes")}
+    finished = [r[0] for r in conn.execute(
+        f"SELECT id FROM tasks WHERE state IN {_FINISHED} AND pruned_at IS NULL")]  # noqa: S608
     pending = conn.execute(
-        "SELECT 1 FROM counters WHERE name = 'logs_backfill_pending'").fetchone()
-    if pending is not None and config.logs_dir.is_dir():
-        # Not counted yet (a relay upgraded moments ago): the files say how long they are,
-        # and the restored relay counts them itself.
-        for task in os.listdir(config.logs_dir):
-            for stream in ("stdout", "stderr"):
-                path = config.logs_dir / task / stream
-                if (task, stream) not in lengths and path.is_file():
-                    lengths[(task, stream)] = path.stat().st_size
-    return lengths
+        "SELECT 1 FROM counters WHERE name = 'logs_backfill_pending'").fetchone() is not None
+    if pending and config.logs_dir.is_dir():
+        # Not counted yet (a relay upgraded moments ago): every log goes in whole, and the
+        # restored relay counts them itself.
+        finished = os.listdir(config.logs_dir)
+    for task in finished:
+        for stream in ("stdout", "stderr"):
+            if (config.logs_dir / task / stream).is_file():
+                known = logs.get((task, stream))
+                logs[(task, stream)] = _Log(None if known is None else known.recorded, None)
+    return logs
 
 
 def _add_top_files(tar: tarfile.TarFile, data: Path, summary: Summary) -> None:
@@ -185,25 +204,27 @@ def _add_top_files(tar: tarfile.TarFile, data: Path, summary: Summary) -> None:
             summary.files += 1
 
 
-def _add_logs(tar: tarfile.TarFile, config: RelayConfig, lengths: dict[tuple[str, str], int],
+def _add_logs(tar: tarfile.TarFile, config: RelayConfig, logs: dict[tuple[str, str], _Log],
               snapshot_at: float, summary: Summary) -> dict[tuple[str, str], int]:
-    """Each log cut to its recorded length; returns those found shorter (pruned meanwhile)."""
-    short: dict[tuple[str, str], int] = {}
-    tasks = sorted({task for task, _ in lengths})
-    for task in tasks:
+    """Each log as ``_logs_to_archive`` says; returns those archived at another length than
+    the copy records."""
+    changed: dict[tuple[str, str], int] = {}
+    for task in sorted({task for task, _ in logs}):
         for stream in ("stdout", "stderr"):
-            length = lengths.get((task, stream))
-            if length is None:
+            log = logs.get((task, stream))
+            if log is None:
                 continue
-            added = _add_file(tar, f"logs/{task}/{stream}", config.logs_dir / task / stream,
-                              limit=length)
-            if added < length:
-                short[(task, stream)] = max(added, 0)
+            name = f"logs/{task}/{stream}"
+            added = _add_file(tar, name, config.logs_dir / task / stream, limit=log.limit)
+            if log.recorded is not None and max(added, 0) != log.recorded:
+                changed[(task, stream)] = max(added, 0)
+            elif log.recorded is None and added > 0:
+                changed[(task, stream)] = added
             if added < 0:
-                summary.missing.append(f"logs/{task}/{stream}")
+                summary.missing.append(name)
                 continue
-            if added < length:
-                summary.missing.append(f"logs/{task}/{stream} (short: {added} of {length})")
+            if log.limit is not None and added < log.limit:
+                summary.missing.append(f"{name} (short: {added} of {log.limit})")
             summary.logs += 1
             summary.log_bytes += added
         flag = config.logs_dir / task / TRUNCATED
@@ -211,30 +232,34 @@ def _add_logs(tar: tarfile.TarFile, config: RelayConfig, lengths: dict[tuple[str
         with contextlib.suppress(FileNotFoundError):
             if flag.stat().st_mtime <= snapshot_at:
                 _add_file(tar, f"logs/{task}/{TRUNCATED}", flag)
-    return short
+    return changed
 
 
-def _settle(copy: Path, short: dict[tuple[str, str], int]) -> None:
-    """Make the database copy claim no more of a log than the archive holds.
+def _settle(copy: Path, changed: dict[tuple[str, str], int]) -> None:
+    """Make the database copy record each log at exactly the length archived.
 
-    Only a log pruned (or damaged) between the copy and its turn is short; its
-    recorded length and its drone's count come down to what was archived.
+    A log pruned (or damaged) between the copy and its turn is shorter; a
+    finished task's log whose last chunk was never counted is longer. Its
+    recorded length and its drone's count follow what the archive holds.
     """
-    if not short:
+    if not changed:
         return
     conn = sqlite3.connect(copy, isolation_level=None)
     try:
         conn.execute("BEGIN")
-        for (task, stream), held in short.items():
-            row = conn.execute("SELECT l.size, t.drone FROM log_sizes l JOIN tasks t"
-                               " ON t.id = l.task WHERE l.task = ? AND l.stream = ?",
-                               (task, stream)).fetchone()
-            if row is None:
+        for (task, stream), held in changed.items():
+            owner = conn.execute("SELECT drone FROM tasks WHERE id = ?", (task,)).fetchone()
+            if owner is None or owner[0] is None:
                 continue
-            conn.execute("UPDATE log_sizes SET size = ? WHERE task = ? AND stream = ?",
-                         (held, task, stream))
-            conn.execute("UPDATE storage SET bytes = MAX(bytes - ?, 0) WHERE drone = ?",
-                         (row[0] - held, row[1]))
+            row = conn.execute("SELECT size FROM log_sizes WHERE task = ? AND stream = ?",
+                               (task, stream)).fetchone()
+            conn.execute("INSERT INTO log_sizes (task, stream, size) VALUES (?, ?, ?)"
+                         " ON CONFLICT (task, stream) DO UPDATE SET size = excluded.size",
+                         (task, stream, held))
+            delta = held - (0 if row is None else int(row[0]))
+            conn.execute("INSERT INTO storage (drone, bytes) VALUES (?, MAX(?, 0))"
+                         " ON CONFLICT (drone) DO UPDATE SET bytes = MAX(bytes + ?, 0)",
+                         (owner[0], delta, delta))
         conn.execute("COMMIT")
     finally:
         conn.close()

@@ -141,7 +141,8 @@ MIGRATIONS: Final[list[str]] = [
     # length of each log the relay has acknowledged, storage the bytes each drone holds
     # (logs + artifacts + fetched files), both kept by the same code that appends or records.
     # Artifacts and fetched files are counted here; the logs of an older relay are counted
-    # from the disk once, after start-up (the 'logs_backfill_pending' flag).
+    # from the disk once, after start-up (the 'logs_backfill_pending' flag; a relay without
+    # tasks yet has none to count).
     """
     ALTER TABLE tasks ADD COLUMN pruned_at REAL;
     CREATE INDEX tasks_unpruned ON tasks (finished_at) WHERE pruned_at IS NULL;
@@ -163,7 +164,9 @@ MIGRATIONS: Final[list[str]] = [
             UNION ALL
             SELECT drone, size FROM fetches WHERE state = 'ready' AND size IS NOT NULL
         ) GROUP BY drone;
-    INSERT INTO counters (name, value) VALUES ('reclaimed_bytes', 0), ('logs_backfill_pending', 1);
+    INSERT INTO counters (name, value) VALUES ('reclaimed_bytes', 0);
+    INSERT INTO counters (name, value)
+        SELECT 'logs_backfill_pending', 1 WHERE EXISTS (SELECT 1 FROM tasks);
     """,
 ]
 

@@ -219,3 +219,32 @@ def test_the_archived_database_never_claims_more_log_than_the_archive_holds(
         assert dict(conn.execute("SELECT stream, size FROM log_sizes")) == {"stdout": 60,
                                                                            "stderr": 0}
         assert conn.execute("SELECT bytes FROM storage").fetchone()[0] == 60
+
+
+def test_a_finished_task_s_log_goes_in_whole_and_its_count_is_set_right(tmp_path: Path) -> None:
+    """Its drone has forgotten it, so no byte of it may be cut: a count that missed the last
+    chunk (a crash between the append and the count) is corrected in the archive."""
+    from dragoon.relay import backup
+    from dragoon.relay.config import RelayConfig
+
+    data = tmp_path / "relay"
+    RelayProcess(data)  # init only
+    task = "t-bbbbbbbbbb"
+    with sqlite3.connect(data / "relay.db") as conn:
+        conn.execute("INSERT INTO tasks (id, state, drone, target, spec, pilot, created_at,"
+                     " expires_at, lost_after) VALUES (?, 'succeeded', 'd1', '{}', '{}', 'p',"
+                     " 0, 0, 0)", (task,))
+        conn.execute("INSERT INTO log_sizes VALUES (?, 'stdout', 60)", (task,))
+        conn.execute("INSERT INTO storage VALUES ('d1', 60)")
+    (data / "logs" / task).mkdir()
+    (data / "logs" / task / "stdout").write_bytes(b"y" * 100)
+    (data / "logs" / task / "stderr").write_bytes(b"e" * 7)  # never counted at all
+    archive = tmp_path / "relay.tar"
+    assert backup.backup(RelayConfig.load(data), archive).missing == []
+    target = tmp_path / "restored"
+    backup.restore(archive, target)
+    assert (target / "logs" / task / "stdout").read_bytes() == b"y" * 100
+    with sqlite3.connect(target / "relay.db") as conn:
+        assert dict(conn.execute("SELECT stream, size FROM log_sizes")) == {"stdout": 100,
+                                                                           "stderr": 7}
+        assert conn.execute("SELECT bytes FROM storage").fetchone()[0] == 107
