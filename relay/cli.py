@@ -54,7 +54,7 @@ def _initialised(data_dir: Path) -> RelayConfig:
 
 @click.group(name="relay", context_settings={"help_option_names": ["-h", "--help"]})
 def relay() -> None:
-    """Relay host: init a data directory, add operators, enroll drones, serve."""
+    """Relay host: init a data directory, add operators, enroll drones, serve, back up."""
 
 
 @relay.command()
@@ -203,7 +203,7 @@ def serve(data_dir: Path, bind: str, tls_cert: Path | None, tls_key: Path | None
 @click.option("--dry-run", is_flag=True, help="Only say what would be deleted.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def gc(data_dir: Path, older_than: str | None, dry_run: bool, as_json: bool) -> None:
-    """Drop old tasks' output (records stay as tombstones) and unreferenced blobs.
+    """Prune old tasks' output (their records stay) and unused blobs.
 
     Safe while the relay serves: short transactions, files deleted after they commit.
     """
@@ -263,9 +263,9 @@ def _print_gc(report: Report, age: str | None, stats: dict[str, Any]) -> None:
 @DATA
 @click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
 def backup(data_dir: Path, archive: Path) -> None:
-    """Write a consistent copy of the data directory to ARCHIVE (a tar file, mode 0600).
+    """Write a consistent copy of the data directory to ARCHIVE.
 
-    Safe while the relay serves. ARCHIVE ending in .gz or .tgz is compressed.
+    ARCHIVE is a tar file of mode 0600; taking it is safe while the relay serves. ARCHIVE ending in .gz or .tgz is compressed.
     The archive holds the relay's key and the pilots' TOTP secrets: keep it private.
     """
     from dragoon.relay import backup as archiving
@@ -288,7 +288,7 @@ def backup(data_dir: Path, archive: Path) -> None:
 @DATA
 @click.argument("archive", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 def restore(data_dir: Path, archive: Path) -> None:
-    """Unpack a backup ARCHIVE into a new, empty data directory; then serve from it."""
+    """Unpack a backup ARCHIVE into a new, empty data directory."""
     from dragoon.relay import backup as archiving
 
     try:
