@@ -265,8 +265,9 @@ def _print_gc(report: Report, age: str | None, stats: dict[str, Any]) -> None:
 def backup(data_dir: Path, archive: Path) -> None:
     """Write a consistent copy of the data directory to ARCHIVE.
 
-    ARCHIVE is a tar file of mode 0600; taking it is safe while the relay serves. ARCHIVE ending in .gz or .tgz is compressed.
-    The archive holds the relay's key and the pilots' TOTP secrets: keep it private.
+    ARCHIVE is a tar file of mode 0600 (gzip-compressed when it ends in .gz or .tgz);
+    taking it is safe while the relay serves. It holds the relay's key and the pilots'
+    TOTP secrets: keep it private.
     """
     from dragoon.relay import backup as archiving
     from dragoon.relay.units import format_size

@@ -56,7 +56,7 @@ class RelayConfig:
     message_max: int = 4 * KiB
     queued_per_pilot: int = 1000
     # Retention and disk quotas (relay/retention.py, relay/quota.py, docs/operations.md).
-    # Durations like "30d", sizes like "50G" (powers of 1024); "none" turns one off.
+    # Durations like "30d", sizes like "50G" (relay/units.py); "none" turns one off.
     retention: str | float = "30d"  # finished tasks' output older than this is dropped
     gc_interval: float = 600  # how often the relay's sweeper applies the retention
     drone_quota: str | int = "none"  # bytes stored per drone: logs + artifacts + fetched files

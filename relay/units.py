@@ -1,53 +1,83 @@
 """Sizes and durations as an operator writes them in relay.toml and on the command line.
 
-One home for each parser, so relay.toml, ``dragoon relay gc --older-than``
-and the quota messages agree. ``parse_size`` lives here until
-``shared/spec.py`` has one; ``parse_duration`` is the one ``relay/cli.py``
-already uses (``dragoon relay enroll --ttl``), reached through ``duration``
-below so that swapping it for ``shared.spec.parse_duration`` is one line.
+One home on the relay's side for each parser, so relay.toml, ``dragoon relay
+gc --older-than`` and the quota messages agree. The project's parsers live in
+``shared/spec.py`` (``parse_duration``, ``parse_size``); where that module is
+not there yet, the duration parser ``relay/cli.py`` had (``enroll --ttl``) and
+a size parser with the same rules stand in, and this is the one place to
+drop them once it is.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
 
-_SIZE: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?\s*", re.IGNORECASE)
-_FACTORS: Final = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 OFF: Final = ("", "none", "off")
+_SIZE: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(?:([kmgtp])(i?)(b?)|(b))?",
+                          re.ASCII | re.IGNORECASE)
+_POWER: Final = {"k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
+SIZE_HINT: Final = "like 512, 10M, 4GiB or 1.5G"
+
+
+def _shared(name: str) -> Callable[..., Any] | None:
+    try:
+        from dragoon.shared import spec  # not on every branch yet
+    except ImportError:
+        return None
+    found: Callable[..., Any] | None = getattr(spec, name, None)
+    return found
+
+
+def _reason(exc: ValueError) -> str:
+    """The reason without a field name in front (the caller names the setting itself)."""
+    return str(getattr(exc, "problem", None) or exc)
 
 
 def parse_size(text: str | int) -> int:
-    """``4096``, ``512K``, ``50G``, ``1.5TiB`` → bytes (powers of 1024); ValueError otherwise."""
-    if isinstance(text, bool):
-        raise ValueError(f"{text!r} is not a size like 512M, 50G, 2T")
+    """``4096``, ``512K``, ``50G``, ``4GiB``, ``1.5T`` → bytes; ValueError otherwise.
+
+    A bare letter and ``…iB`` are powers of 1024 (as ``df -h`` prints them),
+    ``kB``/``MB``/``GB`` powers of 1000, as shared/spec.py reads them.
+    """
+    if isinstance(text, bool) or (isinstance(text, int) and text < 0):
+        raise ValueError(f"{text!r} is not a size {SIZE_HINT}")
     if isinstance(text, int):
-        if text < 0:
-            raise ValueError(f"a size cannot be negative: {text}")
         return text
-    match = _SIZE.fullmatch(text)
-    if not match:
-        raise ValueError(f"{text!r} is not a size like 512M, 50G, 2T")
-    return int(float(match.group(1)) * _FACTORS[match.group(2).lower()])
+    shared = _shared("parse_size")
+    if shared is not None:
+        try:
+            return int(shared(text))
+        except ValueError as exc:
+            raise ValueError(_reason(exc)) from None
+    match = _SIZE.fullmatch(text.strip()) if len(text) <= 64 else None
+    if match is None:
+        raise ValueError(f"{text!r} is not a size {SIZE_HINT}")
+    number, prefix, binary, with_b, _bytes = match.groups()
+    factor = 1
+    if prefix:
+        factor = (1024 if binary or not with_b else 1000) ** _POWER[prefix.lower()]
+    return int(float(number) * factor)
 
 
 def duration(text: str | float) -> float:
-    """A duration (``90s``, ``15m``, ``12h``, ``30d``, or plain seconds) → seconds.
-
-    The one call of the project's duration parser on this side: point it at
-    ``dragoon.shared.spec.parse_duration`` once that lands.
-    """
-    if isinstance(text, bool):
+    """A duration (``90s``, ``15m``, ``12h``, ``30d``, or plain seconds) → seconds."""
+    if isinstance(text, bool) or (isinstance(text, int | float) and text < 0):
         raise ValueError(f"{text!r} is not a duration like 90s, 15m, 1h, 7d")
     if isinstance(text, int | float):
-        if text < 0:
-            raise ValueError(f"a duration cannot be negative: {text}")
         return float(text)
+    shared = _shared("parse_duration")
+    if shared is not None:
+        try:
+            return float(shared(text, field="timeout"))  # the field whose range is widest
+        except ValueError as exc:
+            raise ValueError(_reason(exc)) from None
     import click
-    from dragoon.relay.cli import parse_duration
+    from dragoon.relay.cli import parse_duration  # the stand-in, until shared/spec.py
 
     try:
-        return parse_duration(text)
+        return float(parse_duration(text))
     except click.BadParameter as exc:
         raise ValueError(exc.message) from exc
 

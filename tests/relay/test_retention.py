@@ -186,7 +186,8 @@ def test_gc_with_a_younger_cutoff_takes_the_young_task_too(
     relay, pilot = serving
     fleet = populate(relay, pilot)
     gc(relay, "--older-than", "30d")
-    done = gc(relay, "--older-than", "0s")
+    sql(relay, "UPDATE tasks SET finished_at = ? WHERE id = ?", time.time() - 3600, fleet.young)
+    done = gc(relay, "--older-than", "1m")
     assert done["tombstones"] == [fleet.young]
     assert not blob_path(relay, SHARED).exists()  # its last reference went with the young task
     assert pilot.get(f"/v1/tasks/{fleet.running}").json()["state"] == "dispatched"
@@ -252,15 +253,15 @@ def test_bad_retention_setting_or_flag_is_one_clear_line(tmp_path: Path) -> None
     for verb in (["gc"], ["serve", "--bind", "127.0.0.1:0"]):
         answer = dragoon("relay", *verb, "--data", str(relay.data_dir), check=False)
         assert answer.returncode == 1
-        assert answer.stderr.strip().splitlines() == [
-            "dragoon relay: relay.toml: retention: 'a month' is not a duration like 90s, 15m,"
-            " 1h, 7d"]
+        [line] = answer.stderr.strip().splitlines()
+        assert line.startswith(
+            "dragoon relay: relay.toml: retention: 'a month' is not a duration like ")
     good = RelayProcess(tmp_path / "good")
     flag = dragoon("relay", "gc", "--data", str(good.data_dir), "--older-than", "3x",
                    check=False)
     assert flag.returncode == 1
-    assert flag.stderr.strip().splitlines() == [
-        "dragoon relay: --older-than: '3x' is not a duration like 90s, 15m, 1h, 7d"]
+    [line] = flag.stderr.strip().splitlines()
+    assert line.startswith("dragoon relay: --older-than: '3x' is not a duration like ")
 
 
 def test_relay_help_lists_the_storage_verbs() -> None:
