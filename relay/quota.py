@@ -163,20 +163,21 @@ async def append_log(
     relay: Relay, drone: str, task: str, stream: str, offset: int, data: bytes
 ) -> Appended | Gap:
     """``LogStore.append`` with the quota checked before and the new length counted after."""
-    held = relay.logs.size(task, stream)
+    store = relay.logs  # the relay's output store: the one line to follow if it is renamed
+    held = store.size(task, stream)
     fresh = offset + len(data) - held
     limits = Limits.of(relay.config)
     # Without a quota the database is asked only when the task has no log folder: it may
     # have been pruned (pruning removes the folder), else the hop would cost every chunk.
-    ask = limits.active or not relay.logs.path(task, stream).parent.is_dir()
-    if fresh > 0 and ask and not relay.logs.truncated(task):
+    ask = limits.active or not store.path(task, stream).parent.is_dir()
+    if fresh > 0 and ask and not store.truncated(task):
         # A gap (offset past what is held) stores nothing: only whether the task still has
         # an output is asked then.
         incoming = fresh if offset <= held else 0
         await relay.db.run(check_append, limits, drone, task, incoming)
-    result = await relay.logs.append(task, stream, offset, data)
+    result = await store.append(task, stream, offset, data)
     if isinstance(result, Appended):
-        await relay.db.run(record_log, drone, task, stream, relay.logs.size(task, stream))
+        await relay.db.run(record_log, drone, task, stream, store.size(task, stream))
     return result
 
 
