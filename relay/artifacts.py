@@ -6,6 +6,7 @@ import sqlite3
 import time
 from typing import Any
 
+from dragoon.relay import quota
 from dragoon.relay.db import transaction
 
 
@@ -22,6 +23,9 @@ def record(conn: sqlite3.Connection, task: str, path: str, sha256: str, size: in
             "INSERT INTO artifacts (task, path, sha256, size, uploaded_at) VALUES (?, ?, ?, ?, ?)",
             (task, path, sha256, size, time.time()),
         )
+        owner = conn.execute("SELECT drone FROM tasks WHERE id = ?", (task,)).fetchone()
+        if owner is not None and owner["drone"] is not None:
+            quota.charge(conn, owner["drone"], size)  # counted with the record, in one commit
     return None
 
 

@@ -77,8 +77,12 @@ class BlobStore:
         """Move a checked upload into place (or drop it when that content is already stored)."""
         final = self.path(sha256)
         if final.exists():
-            tmp.unlink()
-            return
+            # Touched: retention never deletes a blob touched within its grace, so content an
+            # old task held and this new upload is about to refer to stays put.
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(final)
+                tmp.unlink()
+                return
         final.parent.mkdir(exist_ok=True)
         os.replace(tmp, final)
         fd = os.open(final.parent, os.O_RDONLY)

@@ -10,12 +10,15 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from dragoon.relay.config import RelayConfig
+    from dragoon.relay.retention import Report
 
 T = TypeVar("T")
 
@@ -63,9 +66,12 @@ def _ttl(text: str) -> int:
 
 
 def _initialised(data_dir: Path) -> RelayConfig:
-    from dragoon.relay.config import RelayConfig
+    from dragoon.relay.config import ConfigError, RelayConfig
 
-    config = RelayConfig.load(data_dir)
+    try:
+        config = RelayConfig.load(data_dir)
+    except ConfigError as exc:
+        fail(str(exc))
     if not config.key_path.exists() or not config.db_path.exists():
         fail(f"{data_dir} is not a relay data directory (run dragoon relay init --data DIR)")
     return config
@@ -73,7 +79,7 @@ def _initialised(data_dir: Path) -> RelayConfig:
 
 @click.group(name="relay", context_settings={"help_option_names": ["-h", "--help"]})
 def relay() -> None:
-    """Relay host: init a data directory, add operators, enroll drones, serve."""
+    """Relay host: init a data directory, add operators, enroll drones, serve, back up."""
 
 
 @relay.command()
@@ -215,3 +221,110 @@ def serve(data_dir: Path, bind: str, tls_cert: Path | None, tls_key: Path | None
         run(config, options)
     except ServeError as exc:
         fail(str(exc))
+
+
+# ----- storage: gc, backup, restore (docs/operations.md) -----
+
+@relay.command()
+@DATA
+@click.option("--older-than", "older_than", default=None, metavar="DURATION",
+              help="Prune tasks finished longer ago than this (default: relay.toml's retention).")
+@click.option("--dry-run", is_flag=True, help="Only say what would be deleted.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def gc(data_dir: Path, older_than: str | None, dry_run: bool, as_json: bool) -> None:
+    """Prune old tasks' output (their records stay) and unused blobs.
+
+    Safe while the relay serves: short transactions, files deleted after they commit.
+    """
+    import json
+    import time
+
+    from dragoon.relay import db, quota, retention, units
+
+    config = _initialised(data_dir)
+    try:
+        keep = (config.retention_seconds if older_than is None
+                else units.optional_duration(older_than))
+    except ValueError as exc:
+        fail(f"--older-than: {exc}")
+    cutoff = None if keep is None else time.time() - keep
+    conn = db.connect(config.db_path)
+
+    def call(fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(conn, *args)
+
+    try:
+        if not dry_run:
+            quota.backfill_logs(call, config.logs_dir)
+        report = retention.collect(call, config.logs_dir, config.blobs_dir, cutoff=cutoff,
+                                   dry_run=dry_run)
+        stats = retention.storage_stats(conn)
+    finally:
+        conn.close()
+    if as_json:
+        click.echo(json.dumps({**report.as_dict(), "storage": stats}, sort_keys=True))
+        return
+    _print_gc(report, None if keep is None else older_than or str(config.retention), stats)
+
+
+def _print_gc(report: Report, age: str | None, stats: dict[str, Any]) -> None:
+    from dragoon.relay.units import format_size as size
+
+    verb = "would delete" if report.dry_run else "deleted"
+    if age is None:
+        click.echo('retention is off (retention = "none"): pass --older-than to prune tasks')
+    else:
+        click.echo(f"tasks finished more than {age} ago: {report.tasks} "
+                   f"(their records are kept as tombstones)")
+    click.echo(f"{verb}: {report.log_files} log files, {size(report.log_bytes)}; "
+               f"{report.artifacts} artifact records, {report.messages} messages, "
+               f"{report.fetches} fetches")
+    click.echo(f"{verb}: {report.blobs} blobs, {size(report.blob_bytes)}"
+               f" ({report.shared_blobs} kept: still used by kept records)")
+    click.echo(f"{verb}: {report.orphan_files} orphan files, {size(report.orphan_bytes)}")
+    click.echo(f"{verb} in all: {size(report.bytes)}")
+    if report.missing:
+        click.echo(f"already gone: {report.missing} files")
+    click.echo(f"stored now: {size(int(stats['bytes']))}")
+
+
+@relay.command()
+@DATA
+@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
+def backup(data_dir: Path, archive: Path) -> None:
+    """Write a consistent copy of the data directory to ARCHIVE.
+
+    ARCHIVE is a tar file of mode 0600 (gzip-compressed when it ends in .gz or .tgz);
+    taking it is safe while the relay serves. It holds the relay's key and the pilots'
+    TOTP secrets: keep it private.
+    """
+    from dragoon.relay import backup as archiving
+    from dragoon.relay.units import format_size
+
+    config = _initialised(data_dir)
+    try:
+        summary = archiving.backup(config, archive.absolute())
+    except (archiving.BackupError, OSError) as exc:
+        fail(str(exc))
+    for name in summary.missing:
+        click.echo(f"dragoon relay: warning: {name} was removed during the backup", err=True)
+    click.echo(f"backup written: {archive} (database {format_size(summary.db_bytes)}, "
+               f"{summary.logs} logs {format_size(summary.log_bytes)}, "
+               f"{summary.blobs} blobs {format_size(summary.blob_bytes)}, "
+               f"{summary.files} other files)")
+
+
+@relay.command()
+@DATA
+@click.argument("archive", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+def restore(data_dir: Path, archive: Path) -> None:
+    """Unpack a backup ARCHIVE into a new, empty data directory."""
+    from dragoon.relay import backup as archiving
+
+    try:
+        summary = archiving.restore(archive, data_dir.absolute())
+    except (archiving.BackupError, OSError) as exc:
+        fail(str(exc))
+    click.echo(f"restored into {data_dir}: {summary.logs} logs, {summary.blobs} blobs, "
+               f"{summary.files} other files; start it with "
+               f"dragoon relay serve --data {data_dir}")

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from dragoon.relay import units
+
 CONFIG_FILE: Final = "relay.toml"
 DB_FILE: Final = "relay.db"
 KEY_FILE: Final = "relay_key"
@@ -20,6 +22,10 @@ KEY_FILE: Final = "relay_key"
 KiB: Final = 1024
 MiB: Final = 1024 * KiB
 GiB: Final = 1024 * MiB
+
+
+class ConfigError(ValueError):
+    """A setting in relay.toml that cannot be read; the text is the one line to show."""
 
 
 @dataclass
@@ -49,7 +55,33 @@ class RelayConfig:
     artifact_max: int = 4 * GiB
     message_max: int = 4 * KiB
     queued_per_pilot: int = 1000
+    # Retention and disk quotas (relay/retention.py, relay/quota.py, docs/operations.md).
+    # Durations like "30d", sizes like "50G" (relay/units.py); "none" turns one off.
+    retention: str | float = "30d"  # finished tasks' output older than this is dropped
+    gc_interval: float = 600  # how often the relay's sweeper applies the retention
+    drone_quota: str | int = "none"  # bytes stored per drone: logs + artifacts + fetched files
+    storage_quota: str | int = "none"  # the same, all drones together
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("retention_seconds", "drone_quota_bytes", "storage_quota_bytes"):
+            try:
+                getattr(self, name)
+            except ValueError as exc:
+                raise ConfigError(f"{CONFIG_FILE}: {name.rsplit('_', 1)[0]}: {exc}") from None
+
+    @property
+    def retention_seconds(self) -> float | None:
+        """None: keep finished tasks' output forever."""
+        return units.optional_duration(self.retention)
+
+    @property
+    def drone_quota_bytes(self) -> int | None:
+        return units.optional_size(self.drone_quota)
+
+    @property
+    def storage_quota_bytes(self) -> int | None:
+        return units.optional_size(self.storage_quota)
 
     @property
     def db_path(self) -> Path:
@@ -74,7 +106,10 @@ class RelayConfig:
         values: dict[str, Any] = {}
         path = root / CONFIG_FILE
         if path.exists():
-            values = tomllib.loads(path.read_text(encoding="utf-8"))
+            try:
+                values = tomllib.loads(path.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
         known = {f.name for f in dataclasses.fields(cls)} - {"data_dir", "extra"}
         kwargs = {k: v for k, v in values.items() if k in known}
         extra = {k: v for k, v in values.items() if k not in known}

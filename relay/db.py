@@ -136,6 +136,38 @@ MIGRATIONS: Final[list[str]] = [
         detail TEXT
     );
     """,
+    # 2: retention and disk quotas (relay/retention.py, relay/quota.py). A pruned task keeps
+    # its row (a tombstone: state, times, exit code) and loses its output. log_sizes is the
+    # length of each log the relay has acknowledged, storage the bytes each drone holds
+    # (logs + artifacts + fetched files), both kept by the same code that appends or records.
+    # Artifacts and fetched files are counted here; the logs of an older relay are counted
+    # from the disk once, after start-up (the 'logs_backfill_pending' flag; a relay without
+    # tasks yet has none to count).
+    """
+    ALTER TABLE tasks ADD COLUMN pruned_at REAL;
+    CREATE INDEX tasks_unpruned ON tasks (finished_at) WHERE pruned_at IS NULL;
+    CREATE INDEX artifacts_sha256 ON artifacts (sha256);
+    CREATE INDEX fetches_sha256 ON fetches (sha256);
+    CREATE INDEX fetches_created ON fetches (created_at);
+    CREATE TABLE log_sizes (
+        task TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        PRIMARY KEY (task, stream)
+    );
+    CREATE TABLE storage (drone TEXT PRIMARY KEY, bytes INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO storage (drone, bytes)
+        SELECT drone, SUM(size) FROM (
+            SELECT t.drone AS drone, a.size AS size FROM artifacts a JOIN tasks t ON t.id = a.task
+            WHERE t.drone IS NOT NULL
+            UNION ALL
+            SELECT drone, size FROM fetches WHERE state = 'ready' AND size IS NOT NULL
+        ) GROUP BY drone;
+    INSERT INTO counters (name, value) VALUES ('reclaimed_bytes', 0);
+    INSERT INTO counters (name, value)
+        SELECT 'logs_backfill_pending', 1 WHERE EXISTS (SELECT 1 FROM tasks);
+    """,
 ]
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -7,7 +7,7 @@ import sqlite3
 import time
 from typing import Any
 
-from dragoon.relay import audit
+from dragoon.relay import audit, quota
 from dragoon.relay.db import transaction
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
@@ -68,4 +68,5 @@ def complete(
             "UPDATE fetches SET state = 'ready', sha256 = ?, size = ?, error = NULL WHERE id = ?",
             (sha256, size, fetch_id),
         )
+        quota.charge(conn, drone, size)  # counted with the record, in one commit
     return None

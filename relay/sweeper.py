@@ -2,13 +2,18 @@
 
 This is the only timed loop in the relay, and it does no dispatch: work
 reaches drones through wake-ups (relay/signals.py), never through this loop.
+Every ``gc_interval`` it also applies the retention (relay/retention.py) in a
+worker thread, batch by batch, so neither the event loop nor the database
+thread waits on the disk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
+import threading
 import time
 
 from dragoon.relay.context import Relay
@@ -34,10 +39,54 @@ async def sweep_once(relay: Relay) -> None:
     await dispatch.sweep(relay)
 
 
-async def run(relay: Relay) -> None:
+ORPHAN_INTERVAL = 86400.0  # the walk over blobs/ for content no record names: daily
+
+
+def storage_pass(relay: Relay, *, orphans: bool, stop: threading.Event) -> None:
+    """Count an older relay's logs once, then prune what the retention says is due."""
+    from dragoon.relay import quota, retention
+
+    counted = quota.backfill_logs(relay.db.call, relay.config.logs_dir)
+    if counted is not None:
+        log.info("counted %d bytes of logs kept by an older relay", counted)
+    keep = relay.config.retention_seconds
+    cutoff = None if keep is None else time.time() - keep
+    report = retention.collect(
+        relay.db.call, relay.config.logs_dir, relay.config.blobs_dir, cutoff=cutoff,
+        orphans=orphans, should_stop=stop.is_set,
+    )
+    if report.tasks or report.fetches or report.orphan_files:
+        log.info("retention: pruned %d tasks and %d fetches, %d orphan files; %d bytes freed",
+                 report.tasks, report.fetches, report.orphan_files, report.bytes)
+
+
+async def storage_loop(relay: Relay, stop: threading.Event) -> None:
+    """Beside the sweeps, not inside them: a long first pass must not delay ``lost`` marks."""
+    next_orphans = 0.0  # monotonic; due at start-up, as is the first pass
     while True:
+        now = time.monotonic()
+        orphans = now >= next_orphans
+        if orphans:
+            next_orphans = now + ORPHAN_INTERVAL
         try:
-            await sweep_once(relay)
+            await asyncio.to_thread(storage_pass, relay, orphans=orphans, stop=stop)
         except Exception:
-            log.exception("sweep failed")
-        await asyncio.sleep(relay.config.sweep_interval)
+            log.exception("retention pass failed")
+        await asyncio.sleep(relay.config.gc_interval)
+
+
+async def run(relay: Relay) -> None:
+    stop = threading.Event()
+    storage = asyncio.create_task(storage_loop(relay, stop))
+    try:
+        while True:
+            try:
+                await sweep_once(relay)
+            except Exception:
+                log.exception("sweep failed")
+            await asyncio.sleep(relay.config.sweep_interval)
+    finally:
+        stop.set()  # a pass still in its thread ends after its current batch
+        storage.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await storage

@@ -82,6 +82,7 @@ class TaskStore:
             "exit_code": row["exit_code"], "signal": row["signal"],
             "cpu_seconds": row["cpu_seconds"], "peak_rss": row["peak_rss"],
             "cancel_requested": bool(row["cancel_requested"]), "error": row["error"],
+            "pruned_at": row["pruned_at"],  # retention dropped its output, logs and artifacts
             **self.output.sizes(row["id"]),
         }
 

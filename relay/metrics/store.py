@@ -1,4 +1,4 @@
-"""Drones and tasks by state, read from the store at scrape time by a custom collector.
+"""Drones and tasks by state, and bytes stored, read from the store at scrape time.
 
 Gauges kept by incrementing and decrementing drift the first time a code path
 forgets one; two ``GROUP BY state`` counts at each scrape cannot. Every known
@@ -10,10 +10,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any
 
+from dragoon.relay.retention import storage_stats
 from dragoon.shared.models import DroneState, TaskState
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 
@@ -23,6 +25,8 @@ class StateCounts:
 
     drones: Mapping[str, int]
     tasks: Mapping[str, int]
+    stored_bytes: Mapping[str, int] = dataclass_field(default_factory=dict)  # per drone
+    reclaimed_bytes: int = 0  # by retention and gc, ever (kept in the database)
 
 
 StateReader = Callable[[], StateCounts]
@@ -33,7 +37,9 @@ def count_states(conn: sqlite3.Connection) -> StateCounts:
     """Two ``GROUP BY state`` counts; ``tasks_state`` makes the task one an index scan."""
     drones = dict(conn.execute("SELECT state, COUNT(*) FROM drones GROUP BY state").fetchall())
     tasks = dict(conn.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall())
-    return StateCounts(drones=drones, tasks=tasks)
+    storage = storage_stats(conn)
+    return StateCounts(drones=drones, tasks=tasks, stored_bytes=storage["drones"],
+                       reclaimed_bytes=storage["reclaimed_bytes"])
 
 
 def store_reader(db: Any) -> StateReader:
@@ -48,7 +54,7 @@ def store_reader(db: Any) -> StateReader:
 
 
 class StoreCollector(Collector):
-    """``dragoon_relay_drones`` and ``dragoon_relay_tasks`` by ``state``, from the store."""
+    """``dragoon_relay_drones``/``_tasks`` by ``state`` and ``_storage_*`` bytes, from the store."""
 
     def __init__(self, read: StateReader, namespace: str) -> None:
         self._read = read
@@ -75,6 +81,17 @@ def _families(namespace: str, counts: StateCounts, *, samples: bool) -> Iterator
             for state in sorted(merged):
                 family.add_metric([state], merged[state])
         yield family
+    stored = GaugeMetricFamily(f"{namespace}_storage_bytes",
+                               "Bytes of output, artifacts and fetched files held, per drone.",
+                               labels=["drone"])
+    reclaimed = CounterMetricFamily(f"{namespace}_storage_reclaimed_bytes",
+                                    "Bytes deleted by retention and dragoon relay gc, ever.")
+    if samples:
+        for drone in sorted(counts.stored_bytes):
+            stored.add_metric([drone], counts.stored_bytes[drone])
+        reclaimed.add_metric([], counts.reclaimed_bytes)
+    yield stored
+    yield reclaimed
 
 
 def _with_zeros(counts: Mapping[str, int], states: Iterable[str]) -> dict[str, int]:

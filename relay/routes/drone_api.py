@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dragoon.relay import artifacts, dispatch, enroll, fetches, fleet, logconf, messages
+from dragoon.relay import artifacts, dispatch, enroll, fetches, fleet, logconf, messages, quota
 from dragoon.relay.auth import RECEIVED_AT_KEY, DroneDep, check_request, raw_path, scope_headers
 from dragoon.relay.blobs import check_artifact_path
 from dragoon.relay.context import Relay, RelayDep
@@ -49,7 +49,7 @@ async def log(
 ) -> dict[str, Any] | JSONResponse:
     row = await relay.db.run(own_task, drone.name, task)
     data = await request.body()
-    result = await relay.output.append(row["id"], stream, offset, data)
+    result = await quota.append_log(relay, drone.name, row["id"], stream, offset, data)
     if isinstance(result, Gap):
         raise ApiError(409, "offset_gap", f"the relay holds {result.expected} bytes",
                        expected=result.expected)
@@ -106,6 +106,8 @@ async def blob(
         found = await relay.db.run(fetches.get, fetch)
         if found is None or found["drone"] != name:
             raise not_found("fetch for this drone")
+    await quota.guard_blob(relay, request, name, size, sha256=sha256, task=task, path=path,
+                           fetch=fetch)
     tmp, digest = await relay.blobs.receive(
         request.stream(), size=size, cap=relay.config.artifact_max
     )
