@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Final
 
 from dragoon.drone.client import RelayLink, RelayUnavailable, error_code
+from dragoon.drone.shipper import TaskFinished
 from dragoon.drone.state import read_json, write_json
 
 MESSAGE_CAP: Final = 4096  # bytes of UTF-8 per message
@@ -112,6 +113,8 @@ class InboxShipper:
     async def _send(self, text: str) -> None:
         body = {"task": self.task_id, "index": self.state.index, "text": text}
         response = await self.client.request("POST", "/v1/worker/message", json_body=body)
+        if response.status_code == 409 and error_code(response) == "task_finished":
+            raise TaskFinished(f"relay takes no new message for finished task {self.task_id}")
         if response.status_code != 200:
             raise RelayUnavailable(f"message refused: HTTP {response.status_code} "
                                    f"{error_code(response)}")

@@ -61,9 +61,12 @@ def _streamed_headers(drone: DroneClient, query: str, digest: str,
                                  query=query, body_sha256=digest, **overrides)
 
 
+ATTACKER = new_signer()
+
+
 def _forged_headers(drone: DroneClient, query: str, digest: str) -> dict[str, str]:
-    """The drone's public fingerprint, a signature by some other key."""
-    headers = sign_streamed_request(new_signer(), method="POST", path="/v1/worker/blob",
+    """The drone's public fingerprint, a signature by the attacker's own key."""
+    headers = sign_streamed_request(ATTACKER, method="POST", path="/v1/worker/blob",
                                     query=query, body_sha256=digest)
     headers["X-RE-Key-Fingerprint"] = drone.signer.fingerprint
     return headers
