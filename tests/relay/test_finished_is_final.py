@@ -242,6 +242,18 @@ def test_another_exit_code_is_another_outcome(
     assert shared_pilot.get(f"/v1/tasks/{task}").json()["exit_code"] == 1
 
 
+def test_poll_reports_do_not_reopen_a_finished_task(
+    shared_pilot: PilotSession, finished: tuple[DroneClient, str]
+) -> None:
+    """``started``, ``running`` and ``rejected`` move only active (or lost) tasks."""
+    drone, task = finished
+    drone.poll(started=[{"id": task}], running=[task],
+               rejected=[{"id": task, "reason": "late"}])
+    shown = shared_pilot.get(f"/v1/tasks/{task}").json()
+    assert (shown["state"], shown["exit_code"], shown["error"]) == ("succeeded", 0, None)
+    assert _error(drone.log(task, "stdout", 6, b"x")) == (409, "task_finished")
+
+
 def test_a_drone_cannot_finish_another_drone_s_task(
     shared_pilot: PilotSession, new_drone: Callable[..., DroneClient]
 ) -> None:
