@@ -25,6 +25,7 @@ from typing import Final
 
 from dragoon.drone import safefile
 from dragoon.drone.client import RelayLink, RelayUnavailable, error_code
+from dragoon.drone.shipper import TaskFinished
 from dragoon.drone.state import read_json, write_json
 
 log = logging.getLogger("dragoon.drone")
@@ -183,6 +184,8 @@ class InboxShipper:
                         self.task_id, self.state.index, response.status_code,
                         error_code(response))
             return
+        if response.status_code == 409 and error_code(response) == "task_finished":
+            raise TaskFinished(f"relay takes no new message for finished task {self.task_id}")
         if response.status_code != 200:
             raise RelayUnavailable(f"message refused: HTTP {response.status_code} "
                                    f"{error_code(response)}")

@@ -31,7 +31,7 @@ from dragoon.drone.client import (
     until_reachable,
 )
 from dragoon.drone.inbox import InboxShipper
-from dragoon.drone.shipper import AckedOffsets, StreamShipper, TaskGone
+from dragoon.drone.shipper import AckedOffsets, StreamShipper, TaskFinished, TaskGone
 from dragoon.drone.state import read_json, write_json
 from dragoon.drone.verify import Spec
 
@@ -344,6 +344,9 @@ class TaskRunner:
                 continue
             if response.status_code == 404:
                 raise TaskGone(f"relay does not know task {self.id}")
+            if response.status_code == 409 and code == "task_finished":
+                raise TaskFinished(f"relay holds another outcome for task {self.id}: "
+                                   f"{response.json().get('state')}")
             log.warning("task %s: finish refused: HTTP %d %s; retrying", self.id,
                         response.status_code, code)
             await asyncio.sleep(backoff.next_delay())

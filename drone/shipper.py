@@ -13,6 +13,11 @@ The spool is opened once, without following a symlink or waiting on a FIFO
 writes to the very inode the drone reads, so a task that deletes or replaces
 its spool file (the task dir is writable by it) loses nothing it wrote to its
 stdout, and nothing the task puts at that path can stall the drone.
+
+Once the task's finish is recorded the relay's log is closed: a resend of bytes
+it holds is still acknowledged (a drone that restarted before its cleanup ships
+them again), and anything new is 409 ``task_finished``, which ends the shipping
+(``TaskFinished``) instead of being retried forever.
 """
 
 from __future__ import annotations
@@ -38,6 +43,10 @@ IDLE_POLL: Final = 0.025  # seconds between looks at a quiet spool: keeps a line
 
 class TaskGone(Exception):
     """The relay no longer knows the task (404): its output has nowhere to go."""
+
+
+class TaskFinished(TaskGone):
+    """The relay recorded the task's end (409 ``task_finished``): it takes nothing more."""
 
 
 class StreamShipper:
@@ -137,6 +146,10 @@ class StreamShipper:
         code = error_code(response)
         if response.status_code == 409 and code == "offset_gap":
             return "gap", int(response.json()["expected"])
+        if response.status_code == 409 and code == "task_finished":
+            final = response.json().get("size")
+            raise TaskFinished(f"relay closed task {self.task_id}'s {self.stream} at {final} "
+                               f"bytes (the task finished); the spool holds {self.spool_size()}")
         if response.status_code == 404:
             raise TaskGone(f"relay does not know task {self.task_id}")
         raise RelayUnavailable(f"log refused: HTTP {response.status_code} {code}")

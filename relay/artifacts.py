@@ -1,4 +1,8 @@
-"""A task's artifacts: path → content hash, recorded once per (task, path)."""
+"""A task's artifacts: path → content hash, recorded once per (task, path).
+
+The drone uploads them after the task exits and before it reports the finish;
+after the finish only a resend of a recorded one is acknowledged.
+"""
 
 from __future__ import annotations
 
@@ -8,25 +12,46 @@ from typing import Any
 
 from dragoon.relay import quota
 from dragoon.relay.db import transaction
+from dragoon.relay.errors import ApiError
+from dragoon.relay.tasks import FINISHED, own_task, task_finished
 
 
-def record(conn: sqlite3.Connection, task: str, path: str, sha256: str, size: int) -> str | None:
-    """Record an uploaded artifact; the same upload again is fine, other content is an error."""
+def _judge(
+    conn: sqlite3.Connection, task_row: sqlite3.Row, path: str, sha256: str
+) -> dict[str, Any] | None:
+    """The recorded artifact when this is a resend of it, None when it may be stored, or raise."""
+    row = conn.execute(
+        "SELECT sha256, size FROM artifacts WHERE task = ? AND path = ?", (task_row["id"], path)
+    ).fetchone()
+    if row is not None:
+        if row["sha256"] != sha256:
+            raise ApiError(409, "conflict", f"{path} was already uploaded with other content")
+        return {"sha256": row["sha256"], "size": row["size"]}
+    if task_row["state"] in FINISHED:
+        raise task_finished(task_row, "a new artifact is refused")
+    return None
+
+
+def admit(
+    conn: sqlite3.Connection, drone: str, task: str, path: str, sha256: str
+) -> dict[str, Any] | None:
+    """Before the body is read: 404 for a task not this drone's, the recorded artifact for
+    a resend (no need to read it again), 409 for other content or a finished task."""
+    return _judge(conn, own_task(conn, drone, task), path, sha256)
+
+
+def record(
+    conn: sqlite3.Connection, drone: str, task: str, path: str, sha256: str, size: int
+) -> None:
+    """Record an uploaded artifact, judged again in the transaction (a finish may have raced)."""
     with transaction(conn):
-        row = conn.execute(
-            "SELECT sha256 FROM artifacts WHERE task = ? AND path = ?", (task, path)
-        ).fetchone()
-        if row is not None:
-            same = row["sha256"] == sha256
-            return None if same else f"{path} was already uploaded with other content"
+        if _judge(conn, own_task(conn, drone, task), path, sha256) is not None:
+            return
         conn.execute(
             "INSERT INTO artifacts (task, path, sha256, size, uploaded_at) VALUES (?, ?, ?, ?, ?)",
             (task, path, sha256, size, time.time()),
         )
-        owner = conn.execute("SELECT drone FROM tasks WHERE id = ?", (task,)).fetchone()
-        if owner is not None and owner["drone"] is not None:
-            quota.charge(conn, owner["drone"], size)  # counted with the record, in one commit
-    return None
+        quota.charge(conn, drone, size)  # counted with the record, in one commit
 
 
 def listing(conn: sqlite3.Connection, task: str) -> list[dict[str, Any]]:

@@ -1,7 +1,10 @@
 """RE-V1 on every route but the open ones, as a pure ASGI middleware in front of routing.
 
 Verification happens before any route code or body parsing runs, so an
-unsigned request learns nothing but 401. The whole check (key lookup,
+unsigned request learns nothing but 401. A streamed upload (``STREAMED_PATHS``)
+is verified in full before a byte of its body is read: its signature covers the
+body hash that its query claims (``check_streamed``), and the route holds the
+body to that claim as it streams in. The whole check (key lookup,
 signature, nonce) runs as one call on the database thread; the nonce is
 recorded with a plain ``INSERT`` on its primary key, so of two concurrent
 requests with one nonce exactly one passes.
@@ -20,10 +23,12 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Final
+from urllib.parse import parse_qsl
 
 from dragoon.relay.context import Relay
 from dragoon.relay.errors import ApiError
 from dragoon.shared import constants as c
+from dragoon.shared.canonical import is_sha256_hex
 from dragoon.shared.keys import PublicKey
 from dragoon.shared.request_auth import (
     KeyMatch,
@@ -41,10 +46,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PRINCIPAL_KEY: Final = "dragoon.principal"
-RECEIVED_AT_KEY: Final = "dragoon.received_at"
 # Open besides PROTOCOL.md's three: liveness, metrics (guarded by relay/metrics.py) and the schema.
 OPEN_PATHS: Final = frozenset({"/healthz", "/metrics", "/openapi.json"})
 STREAMED_PATHS: Final = frozenset({"/v1/worker/blob"})  # the route reads and checks its own body
+CLAIM_PARAM: Final = "sha256"  # the query parameter a streamed upload claims its body's hash in
 
 
 @dataclass(frozen=True)
@@ -117,15 +122,12 @@ def check_request(
     body: bytes,
     nonce_ttl: float,
     streamed_sha256: str | None = None,
-    received_at: float | None = None,
 ) -> VerifiedRequest[Principal] | RequestRejected:
     """All five RE-V1 checks; the nonce is recorded only for a request that passed the rest.
 
-    ``streamed_sha256`` is the hash of a streamed body, computed as it was stored;
-    ``received_at`` is when such a request arrived: a long upload must not turn
-    its timestamp stale on the way.
+    ``streamed_sha256`` stands in for ``body``: the hash a streamed upload claims.
     """
-    now = time.time() if received_at is None else received_at
+    now = time.time()
     result: VerifiedRequest[Principal] | RequestRejected = verify_request(
         method=method, raw_path=raw_path, raw_query=raw_query, headers=headers, body=body,
         lookup=lambda fp, bearer: lookup_key(conn, fp, bearer, now), now=now,
@@ -143,13 +145,51 @@ def check_request(
     return result
 
 
-def prevalidate(conn: sqlite3.Connection, *, headers: dict[str, str]) -> RequestRejected | None:
-    """Steps 1-3 before a streamed body is read, so strangers cannot make the relay store data."""
-    now = time.time()
-    result = precheck_request(
-        headers=headers, lookup=lambda fp, bearer: lookup_key(conn, fp, bearer, now), now=now,
-    )
-    return result if isinstance(result, RequestRejected) else None
+def claimed_sha256(raw_query: str) -> str | None:
+    """The body hash a streamed upload claims: exactly one ``sha256=`` of 64 lowercase hex.
+
+    Parsed as Starlette parses the query for the route, so the route's ``sha256``
+    is this very value; two claims would let the route check another hash than
+    the one the signature covers, so they are no claim at all.
+    """
+    values = [v for k, v in parse_qsl(raw_query, keep_blank_values=True) if k == CLAIM_PARAM]
+    if len(values) != 1 or not is_sha256_hex(values[0]):
+        return None
+    return values[0]
+
+
+def check_streamed(
+    conn: sqlite3.Connection,
+    *,
+    method: str,
+    raw_path: str,
+    raw_query: str,
+    headers: dict[str, str],
+    nonce_ttl: float,
+) -> VerifiedRequest[Principal] | RequestRejected:
+    """All five RE-V1 checks of a streamed upload, before its body is read.
+
+    The signature is verified over the hash the query claims (the RE-V1 streamed
+    form, ``sign_streamed_request``); the route then refuses a body that does not
+    hash to it. Without a claim there is nothing to verify the body by: checks
+    1-3 still answer first, then ``bad_signature`` — never a check over the empty
+    body, which would let unsigned bytes follow.
+    """
+    claim = claimed_sha256(raw_query)
+    if claim is None:
+        now = time.time()
+        pre = precheck_request(
+            headers=headers, lookup=lambda fp, bearer: lookup_key(conn, fp, bearer, now), now=now,
+        )
+        if isinstance(pre, RequestRejected):
+            return pre
+        return RequestRejected(
+            c.ERR_BAD_SIGNATURE,
+            f"a streamed upload is signed over its body's SHA-256, claimed once in the query "
+            f"as {CLAIM_PARAM}=<64 lowercase hex>",
+        )
+    return check_request(conn, method=method, raw_path=raw_path, raw_query=raw_query,
+                         headers=headers, body=b"", nonce_ttl=nonce_ttl, streamed_sha256=claim)
 
 
 def scope_headers(scope: Scope) -> dict[str, str]:
@@ -183,13 +223,16 @@ async def read_body(receive: Receive, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def send_error(send: Send, status: int, code: str, detail: str) -> None:
+async def send_error(
+    send: Send, status: int, code: str, detail: str, *, close: bool = False
+) -> None:
+    """The error answer; ``close`` hangs up after it, leaving an unread body unread."""
     body = json.dumps({"error": code, "detail": detail}).encode()
-    await send({
-        "type": "http.response.start", "status": status,
-        "headers": [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode())],
-    })
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -209,11 +252,18 @@ class SignedRequests:
         headers = scope_headers(scope)
         open_route = (method, path) in c.UNSIGNED_ROUTES or path in OPEN_PATHS
         if path in STREAMED_PATHS and not open_route:
-            scope[RECEIVED_AT_KEY] = time.time()
-            rejected = await self.relay.db.run(lambda conn: prevalidate(conn, headers=headers))
-            if rejected is not None:
-                await send_error(send, 401, rejected.code, rejected.detail)
+            verified = await self.relay.db.run(
+                lambda conn: check_streamed(
+                    conn, method=method, raw_path=raw_path(scope),
+                    raw_query=scope.get("query_string", b"").decode("latin-1"),
+                    headers=headers, nonce_ttl=self.relay.config.nonce_ttl,
+                )
+            )
+            if isinstance(verified, RequestRejected):
+                # Hang up: a stranger's gigabytes are neither stored nor read to the end.
+                await send_error(send, 401, verified.code, verified.detail, close=True)
                 return
+            scope[PRINCIPAL_KEY] = verified.principal
             await self.app(scope, receive, send)
             return
         limit = body_limit(self.relay, path)

@@ -1,8 +1,10 @@
 """Blobs stored by content hash (``blobs/ab/abcdef…``): artifacts and fetched files.
 
 An upload streams into a temporary file while it is hashed and counted; only
-a body whose size and SHA-256 match what the drone declared, within the cap,
-is fsynced and renamed into place. Storing the same content twice is a no-op.
+a body whose size and SHA-256 match what the drone declared (and signed, see
+relay/auth.py), within the cap, is fsynced and renamed into place. Any other
+body, or one cut short, leaves no temporary file behind. Storing the same
+content twice is a no-op.
 """
 
 from __future__ import annotations
@@ -45,10 +47,26 @@ class BlobStore:
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).exists()
 
+    def check_declared(self, *, size: int, cap: int, content_length: str | None) -> None:
+        """Refuse an upload by what its head says, before a byte of its body is read."""
+        if size > cap:
+            raise ApiError(413, "too_large", f"a file may be at most {cap} bytes")
+        if content_length is None or not content_length.isdigit():
+            return  # chunked: counted as it streams
+        length = int(content_length)
+        if length > size:
+            raise ApiError(413, "too_large", f"the body is larger than the declared {size}")
+        if length < size:
+            raise ApiError(400, "size_mismatch", f"declared {size} bytes, sending {length}")
+
     async def receive(
-        self, chunks: AsyncIterator[bytes], *, size: int, cap: int
-    ) -> tuple[Path, str]:
-        """Stream into a temporary file; returns it and the SHA-256 of what arrived."""
+        self, chunks: AsyncIterator[bytes], *, sha256: str, size: int, cap: int
+    ) -> Path:
+        """Stream into a temporary file that holds exactly the declared bytes, or raise.
+
+        The temporary file is removed on every failure: a hash or length other
+        than declared, more than the cap, or the drone hanging up midway.
+        """
         if size > cap:
             raise ApiError(413, "too_large", f"a file may be at most {cap} bytes")
         tmp = self.tmp / secrets.token_hex(16)
@@ -61,17 +79,19 @@ class BlobStore:
                 if received > size or received > cap:
                     raise ApiError(413, "too_large", f"the body is larger than the declared {size}")
                 digest.update(chunk)
-                os.write(fd, chunk)
+                _write_all(fd, chunk)
             if received != size:
                 raise ApiError(400, "size_mismatch", f"declared {size} bytes, received {received}")
+            if digest.hexdigest() != sha256:
+                raise ApiError(400, "hash_mismatch",
+                               f"the body hashes to {digest.hexdigest()}, not {sha256}")
             await asyncio.to_thread(os.fsync, fd)
         except BaseException:
             os.close(fd)
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+            self.discard(tmp)
             raise
         os.close(fd)
-        return tmp, digest.hexdigest()
+        return tmp
 
     def keep(self, tmp: Path, sha256: str) -> None:
         """Move a checked upload into place (or drop it when that content is already stored)."""
@@ -94,3 +114,9 @@ class BlobStore:
     def discard(self, tmp: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

@@ -1,4 +1,8 @@
-"""Fetches: a pilot asks a drone for one file; the drone uploads it as a blob on its next poll."""
+"""Fetches: a pilot asks a drone for one file; the drone uploads it as a blob on its next poll.
+
+A fetch takes one file: once it is ``ready`` only a resend of that file is
+acknowledged, and a ``failed`` fetch takes none.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 
 from dragoon.relay import audit, quota
 from dragoon.relay.db import transaction
+from dragoon.relay.errors import ApiError, not_found
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 
@@ -52,21 +57,42 @@ def fail(conn: sqlite3.Connection, drone: str, fetch_id: str, error: str) -> boo
     return cur.rowcount > 0
 
 
+def _judge(row: sqlite3.Row | None, drone: str, sha256: str) -> dict[str, Any] | None:
+    """The stored file for a resend, None when the fetch awaits this upload, or raise.
+
+    A fetch that is not this drone's answers like one that does not exist, so a
+    drone learns no other fetch ids.
+    """
+    if row is None or row["drone"] != drone:
+        raise not_found("fetch for this drone")
+    if row["state"] == "ready":
+        if row["sha256"] != sha256:
+            raise ApiError(409, "conflict", "this fetch already has other content")
+        return {"sha256": row["sha256"], "size": row["size"]}
+    if row["state"] != "pending":
+        raise ApiError(409, "fetch_closed", f"this fetch is {row['state']}: it takes no file",
+                       state=row["state"])
+    return None
+
+
+def admit(
+    conn: sqlite3.Connection, drone: str, fetch_id: str, sha256: str
+) -> dict[str, Any] | None:
+    """Before the body is read: may this drone upload this file for this fetch?"""
+    return _judge(conn.execute("SELECT * FROM fetches WHERE id = ?", (fetch_id,)).fetchone(),
+                  drone, sha256)
+
+
 def complete(
     conn: sqlite3.Connection, drone: str, fetch_id: str, sha256: str, size: int
-) -> str | None:
-    """Record the uploaded file; an error line when the fetch is not this drone's."""
+) -> None:
+    """Record the uploaded file, judged again in the transaction (a failure may have raced)."""
     with transaction(conn):
-        row = conn.execute(
-            "SELECT drone, state, sha256 FROM fetches WHERE id = ?", (fetch_id,)
-        ).fetchone()
-        if row is None or row["drone"] != drone:
-            return "no such fetch for this drone"
-        if row["state"] == "ready":
-            return None if row["sha256"] == sha256 else "this fetch already has other content"
+        row = conn.execute("SELECT * FROM fetches WHERE id = ?", (fetch_id,)).fetchone()
+        if _judge(row, drone, sha256) is not None:
+            return
         conn.execute(
             "UPDATE fetches SET state = 'ready', sha256 = ?, size = ?, error = NULL WHERE id = ?",
             (sha256, size, fetch_id),
         )
         quota.charge(conn, drone, size)  # counted with the record, in one commit
-    return None

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from dragoon.relay.db import transaction
-from dragoon.relay.tasks import own_task
+from dragoon.relay.tasks import FINISHED, own_task, task_finished
 
 
 def view(row: sqlite3.Row) -> dict[str, Any]:
@@ -18,14 +18,20 @@ def view(row: sqlite3.Row) -> dict[str, Any]:
 def add(
     conn: sqlite3.Connection, drone: str, task: str, index: int, text: str
 ) -> tuple[dict[str, Any], bool]:
-    """Store a message once per ``(task, index)``; returns it and whether it is new."""
+    """Store a message once per ``(task, index)``; returns it and whether it is new.
+
+    A resend is acknowledged even after the task finished (the drone lost the
+    answer); a new message for a finished task is 409 ``task_finished``.
+    """
     with transaction(conn):
-        own_task(conn, drone, task)
+        task_row = own_task(conn, drone, task)
         row = conn.execute(
             "SELECT * FROM messages WHERE task = ? AND idx = ?", (task, index)
         ).fetchone()
         if row is not None:
             return view(row), False
+        if task_row["state"] in FINISHED:
+            raise task_finished(task_row, "a new message is refused")
         cur = conn.execute(
             "INSERT INTO messages (task, drone, idx, text, created_at) VALUES (?, ?, ?, ?, ?)",
             (task, drone, index, text, time.time()),

@@ -12,6 +12,13 @@ serialises them without locks and keeps fsync off the event loop.
 
 Past the per-task output cap a marker line is written, a ``truncated`` file
 records the fact, and later chunks are acknowledged and dropped.
+
+A finished task's log is closed (``close_log``, a ``closed`` file written on the
+same thread as the appends, after the check that every byte the drone reported
+is here): from then on only a resend of bytes already stored is acknowledged;
+anything new is refused with the stream's final size. The route also passes
+``closed=True`` for a task whose state is finished by other means (a task the
+drone rejected), so the task's state and the log never disagree.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from dragoon.relay.errors import ApiError
 TASK_ID: Final = re.compile(r"t-[a-z2-7]{10}")
 STREAMS: Final = ("stdout", "stderr")
 TRUNCATED: Final = "truncated"
+CLOSED: Final = "closed"
 
 
 def marker(cap: int) -> bytes:
@@ -44,6 +52,21 @@ class Appended:
 @dataclass(frozen=True)
 class Gap:
     expected: int
+
+
+@dataclass(frozen=True)
+class Closed:
+    """New bytes for a closed log: refused; ``size`` is what the stream holds for good."""
+
+    size: int
+
+
+@dataclass(frozen=True)
+class Incomplete:
+    """A finish claimed more output than is here: the log stays open for the rest."""
+
+    stdout_size: int
+    stderr_size: int
 
 
 class OutputStore:
@@ -76,17 +99,31 @@ class OutputStore:
         return {"stdout_size": self.size(task, "stdout"), "stderr_size": self.size(task, "stderr"),
                 "output_truncated": self.truncated(task)}
 
-    async def append(self, task: str, stream: str, offset: int, data: bytes) -> Appended | Gap:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._append, task, stream, offset, data)
+    def is_closed(self, task: str) -> bool:
+        return (self.root / task / CLOSED).exists()
 
-    def _append(self, task: str, stream: str, offset: int, data: bytes) -> Appended | Gap:
+    async def append(
+        self, task: str, stream: str, offset: int, data: bytes, *, closed: bool = False
+    ) -> Appended | Gap | Closed:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, self._append, task, stream, offset, data, closed
+        )
+
+    def _append(
+        self, task: str, stream: str, offset: int, data: bytes, closed: bool
+    ) -> Appended | Gap | Closed:
         path = self.path(task, stream)
+        if self.truncated(task):
+            return Appended(offset + len(data))  # past the cap everything is dropped, even now
+        if closed or self.is_closed(task):
+            size = self.size(task, stream)
+            if offset + len(data) <= size:
+                return Appended(size)  # a resend of stored bytes, after a lost answer
+            return Closed(size)
         if not path.parent.exists():
             path.parent.mkdir(mode=0o700, exist_ok=True)
             _fsync_dir(self.root)
-        if self.truncated(task):
-            return Appended(offset + len(data))
         created = not path.exists()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         if created:  # the new name must be durable before any byte in it is acknowledged
@@ -108,11 +145,34 @@ class OutputStore:
             os.fsync(fd)
         finally:
             os.close(fd)
-        flag = os.open(path.parent / TRUNCATED, os.O_WRONLY | os.O_CREAT, 0o600)
-        os.fsync(flag)
-        os.close(flag)
-        _fsync_dir(path.parent)
+        _touch_durably(path.parent / TRUNCATED)
         return Appended(offset + len(data), truncated_now=True)
+
+    async def close_log(
+        self, task: str, *, stdout_size: int, stderr_size: int
+    ) -> dict[str, int] | Incomplete:
+        """Close the log if it holds what the drone reported; on the appends' thread, so no
+        chunk lands between the check and the close. Returns the final sizes."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, self._close_log, task, stdout_size, stderr_size
+        )
+
+    def _close_log(
+        self, task: str, stdout_size: int, stderr_size: int
+    ) -> dict[str, int] | Incomplete:
+        folder = self.path(task, "stdout").parent
+        held = {"stdout_size": self.size(task, "stdout"), "stderr_size": self.size(task, "stderr")}
+        if not self.truncated(task) and (
+            stdout_size > held["stdout_size"] or stderr_size > held["stderr_size"]
+        ):
+            return Incomplete(**held)
+        if not (folder / CLOSED).exists():
+            if not folder.exists():
+                folder.mkdir(mode=0o700, exist_ok=True)
+                _fsync_dir(self.root)
+            _touch_durably(folder / CLOSED)
+        return held
 
     def read(self, task: str, stream: str, offset: int, limit: int) -> bytes:
         try:
@@ -128,6 +188,16 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def _touch_durably(path: Path) -> None:
+    """A flag file (``truncated``, ``closed``) that survives a crash once this returns."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(path: Path) -> None:

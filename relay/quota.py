@@ -32,13 +32,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from dragoon.relay.db import transaction
 from dragoon.relay.errors import ApiError
-from dragoon.relay.output import STREAMS, TASK_ID, Appended, Gap
+from dragoon.relay.output import STREAMS, TASK_ID, Appended, Closed, Gap
 from dragoon.relay.units import format_size
 
 if TYPE_CHECKING:
     from dragoon.relay.config import RelayConfig
     from dragoon.relay.context import Relay
-    from fastapi import Request
 
 CODE: Final = "quota_exceeded"
 STATUS: Final = 507  # Insufficient Storage
@@ -160,9 +159,14 @@ def check_append(
 
 
 async def append_log(
-    relay: Relay, drone: str, task: str, stream: str, offset: int, data: bytes
-) -> Appended | Gap:
-    """``LogStore.append`` with the quota checked before and the new length counted after."""
+    relay: Relay, drone: str, task: str, stream: str, offset: int, data: bytes, *,
+    closed: bool = False,
+) -> Appended | Gap | Closed:
+    """``OutputStore.append`` with the quota checked before and the new length counted after.
+
+    A closed log (its task finished) takes nothing new whatever the quota: the
+    store answers that, so no quota check is made for it.
+    """
     store = relay.output  # the relay's output store: the one line to follow if it is renamed
     held = store.size(task, stream)
     fresh = offset + len(data) - held
@@ -170,12 +174,12 @@ async def append_log(
     # Without a quota the database is asked only when the task has no log folder: it may
     # have been pruned (pruning removes the folder), else the hop would cost every chunk.
     ask = limits.active or not store.path(task, stream).parent.is_dir()
-    if fresh > 0 and ask and not store.truncated(task):
+    if fresh > 0 and ask and not closed and not store.truncated(task):
         # A gap (offset past what is held) stores nothing: only whether the task still has
         # an output is asked then.
         incoming = fresh if offset <= held else 0
         await relay.db.run(check_append, limits, drone, task, incoming)
-    result = await store.append(task, stream, offset, data)
+    result = await store.append(task, stream, offset, data, closed=closed)
     if isinstance(result, Appended):
         await relay.db.run(record_log, drone, task, stream, store.size(task, stream))
     return result
@@ -216,14 +220,14 @@ def fail_fetch(conn: sqlite3.Connection, fetch_id: str, refusal: ApiError) -> No
 
 
 async def guard_blob(
-    relay: Relay, request: Request, drone: str, size: int, *, sha256: str,
-    task: str | None, path: str | None, fetch: str | None,
+    relay: Relay, drone: str, size: int, *, task: str | None, path: str | None,
+    fetch: str | None,
 ) -> None:
     """Before an upload's body is read: refuse it (507) when it would not fit.
 
-    A refusal is told only to the drone itself: the signature, which covers
-    the declared SHA-256, is checked first (the body is never read), and only
-    then does a refused fetch fail, so nobody else can fail a pilot's fetch.
+    The caller is the drone itself: relay/auth.py checked the signature over
+    the claimed SHA-256 before the route ran (the body is never read first),
+    so only the drone can make its own fetch fail here.
     """
     limits = Limits.of(relay.config)
     if fetch is None and not limits.active:
@@ -231,26 +235,10 @@ async def guard_blob(
     refusal = await relay.db.run(blob_refusal, limits, drone, size, task, path, fetch)
     if refusal is None:
         return
-    from dragoon.relay.auth import RECEIVED_AT_KEY, check_request, raw_path, scope_headers
-    from dragoon.shared.request_auth import RequestRejected
-
-    def verify_then_fail(conn: sqlite3.Connection) -> ApiError:
-        verified = check_request(
-            conn, method=request.method, raw_path=raw_path(request.scope),
-            raw_query=request.scope.get("query_string", b"").decode("latin-1"),
-            headers=scope_headers(request.scope), body=b"", nonce_ttl=relay.config.nonce_ttl,
-            body_sha256=sha256, received_at=request.scope.get(RECEIVED_AT_KEY),
-        )
-        if isinstance(verified, RequestRejected):
-            return ApiError(401, verified.code, verified.detail)
-        if fetch is not None and refusal.status == STATUS:
-            fail_fetch(conn, fetch, refusal)
-        return refusal
-
-    answer = await relay.db.run(verify_then_fail)
-    if fetch is not None and answer is refusal:
+    if fetch is not None and refusal.status == STATUS:
+        await relay.db.run(fail_fetch, fetch, refusal)
         relay.signals.notify(("fetch", fetch))
-    raise answer
+    raise refusal
 
 
 # ----- counting the logs an older relay left behind (once, after migration 2) -----

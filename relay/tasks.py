@@ -27,6 +27,9 @@ from dragoon.shared.models import TaskState
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 ACTIVE = ("dispatched", "running")
+# Final for good: the drone can add nothing (docs/security.md, "Finished is final").
+# `lost` is not among them: the drone's late report replaces it.
+FINISHED = ("succeeded", "failed", "timed_out", "cancelled")
 
 
 def new_id() -> str:
@@ -45,11 +48,28 @@ def labels_match(wanted: list[str], have: list[str]) -> bool:
 
 
 def own_task(conn: sqlite3.Connection, drone: str, task_id: str) -> sqlite3.Row:
-    """The task if it was handed to this drone; 404 otherwise (a drone sees only its own)."""
+    """The task if it was handed to this drone; 404 otherwise (a drone sees only its own).
+
+    One answer for a task that does not exist, is another drone's, or was
+    never handed out (queued, or cancelled while queued for this drone by
+    name), so a drone learns no task id it was not given.
+    """
     row = row_of(conn, task_id)
-    if row is None or row["drone"] != drone or row["state"] == "queued":
+    if row is None or row["drone"] != drone or row["dispatched_at"] is None:
         raise not_found("task for this drone")
     return row
+
+
+def task_finished(row: sqlite3.Row, what: str, **extra: Any) -> ApiError:
+    """The answer to anything new for a finished task: its outcome is recorded, the log closed."""
+    return ApiError(409, "task_finished", f"task {row['id']} has finished ({row['state']}); "
+                    f"{what}", state=row["state"], **extra)
+
+
+def same_outcome(row: sqlite3.Row, body: FinishBody) -> bool:
+    """A finish that repeats the recorded one (the drone lost the answer): state and exit."""
+    return (row["state"], row["exit_code"], row["signal"]) == (
+        body.state, body.exit_code, body.signal)
 
 
 @dataclass
@@ -191,23 +211,35 @@ class TaskStore:
         assert new is not None
         return Changed(self.view(new), wake)
 
+    def recorded_finish(
+        self, conn: sqlite3.Connection, drone: str, body: FinishBody
+    ) -> dict[str, Any] | None:
+        """Before the log is closed: the answer to a repeated finish, or None for a new one.
+
+        The same outcome again is acknowledged; another one is 409
+        ``task_finished`` — the first report stands.
+        """
+        row = own_task(conn, drone, body.task)
+        if row["state"] not in FINISHED:
+            return None
+        if same_outcome(row, body):
+            return {"ok": True, "state": row["state"], "changed": None}
+        raise task_finished(row, "another outcome is refused")
+
     def finish(
         self, conn: sqlite3.Connection, drone: str, body: FinishBody
-    ) -> dict[str, Any] | ApiError:
-        """Record the outcome; a repeat is acknowledged, and a report replaces ``lost``."""
+    ) -> dict[str, Any]:
+        """Record the outcome once its log is closed; a report replaces ``lost``.
+
+        The state is read again in the transaction: of two finishes racing, the
+        first to commit stands and the other is judged against it.
+        """
         with transaction(conn):
             row = own_task(conn, drone, body.task)
-            state = row["state"]
-            if state in ("succeeded", "failed", "timed_out", "cancelled"):
-                return {"ok": True, "state": state, "changed": None}
-            sizes = self.output.sizes(body.task)
-            held = {"stdout_size": sizes["stdout_size"], "stderr_size": sizes["stderr_size"]}
-            if not sizes["output_truncated"] and (
-                (body.stdout_size or 0) > held["stdout_size"]
-                or (body.stderr_size or 0) > held["stderr_size"]
-            ):
-                return ApiError(409, "output_incomplete", "ship the rest of the output first",
-                                **held)
+            if row["state"] in FINISHED:
+                if same_outcome(row, body):
+                    return {"ok": True, "state": row["state"], "changed": None}
+                raise task_finished(row, "another outcome is refused")
             now = time.time()
             conn.execute(
                 "UPDATE tasks SET state = ?, exit_code = ?, signal = ?, cpu_seconds = ?,"

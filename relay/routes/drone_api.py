@@ -9,14 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from dragoon.relay import artifacts, dispatch, enroll, fetches, fleet, logconf, messages, quota
-from dragoon.relay.auth import RECEIVED_AT_KEY, DroneDep, check_request, raw_path, scope_headers
+from dragoon.relay.auth import DroneDep
 from dragoon.relay.blobs import check_artifact_path
-from dragoon.relay.context import Relay, RelayDep
-from dragoon.relay.errors import ApiError, not_found
+from dragoon.relay.context import RelayDep
+from dragoon.relay.errors import ApiError
 from dragoon.relay.models import MAX_OFFSET, FinishBody, InitBody, MessageBody, PollBody
-from dragoon.relay.output import Gap
-from dragoon.relay.tasks import own_task
-from dragoon.shared.request_auth import RequestRejected, claimed_fingerprint
+from dragoon.relay.output import Closed, Gap, Incomplete
+from dragoon.relay.tasks import FINISHED, own_task, task_finished
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
@@ -49,10 +48,14 @@ async def log(
 ) -> dict[str, Any] | JSONResponse:
     row = await relay.db.run(own_task, drone.name, task)
     data = await request.body()
-    result = await quota.append_log(relay, drone.name, row["id"], stream, offset, data)
+    result = await quota.append_log(relay, drone.name, row["id"], stream, offset, data,
+                                    closed=row["state"] in FINISHED)
     if isinstance(result, Gap):
         raise ApiError(409, "offset_gap", f"the relay holds {result.expected} bytes",
                        expected=result.expected)
+    if isinstance(result, Closed):
+        raise task_finished(row, f"its {stream} is closed at {result.size} bytes",
+                            size=result.size)
     relay.signals.notify(("task", task))
     if result.truncated_now:
         changed = await relay.db.run(relay.tasks.get, task)
@@ -62,9 +65,18 @@ async def log(
 
 @router.post("/finish")
 async def finish(body: FinishBody, drone: DroneDep, relay: RelayDep) -> dict[str, Any]:
-    result = await relay.db.run(relay.tasks.finish, drone.name, body)
-    if isinstance(result, ApiError):
-        raise result
+    """Close the log (if every reported byte is here), then record the outcome.
+
+    In that order: once the outcome is recorded no chunk can still be appended.
+    """
+    result = await relay.db.run(relay.tasks.recorded_finish, drone.name, body)
+    if result is None:
+        closed = await relay.output.close_log(body.task, stdout_size=body.stdout_size or 0,
+                                              stderr_size=body.stderr_size or 0)
+        if isinstance(closed, Incomplete):
+            raise ApiError(409, "output_incomplete", "ship the rest of the output first",
+                           stdout_size=closed.stdout_size, stderr_size=closed.stderr_size)
+        result = await relay.db.run(relay.tasks.finish, drone.name, body)
     changed = result.pop("changed")
     if changed is not None:
         relay.bus.publish("task", changed)
@@ -90,66 +102,42 @@ async def message(body: MessageBody, drone: DroneDep, relay: RelayDep) -> dict[s
 
 @router.post("/blob")
 async def blob(
-    request: Request, relay: RelayDep,
+    request: Request, drone: DroneDep, relay: RelayDep,
     sha256: str = Query(pattern="^[0-9a-f]{64}$"), size: int = Query(ge=0),
     task: str | None = Query(None), path: str | None = Query(None),
     fetch: str | None = Query(None),
 ) -> dict[str, Any]:
-    """Streamed upload: checked against the declared size and hash, then the signature."""
-    name = await _blob_drone(request, relay)
+    """Streamed upload, judged before its body is read; the body is then held to its claim.
+
+    The signature over the claimed ``sha256`` was verified before this runs
+    (relay/auth.py ``check_streamed``), and ``sha256`` here is that claim.
+    Every refusal that needs no byte of the body (size, task, path, a
+    finished task, a resend of what is stored) comes before the first read.
+    """
+    relay.blobs.check_declared(size=size, cap=relay.config.artifact_max,
+                               content_length=request.headers.get("content-length"))
     if fetch is None:
         if task is None or path is None:
             raise ApiError(422, "invalid", "give task and path, or fetch")
         check_artifact_path(path)
-        await relay.db.run(own_task, name, task)
+        stored = await relay.db.run(artifacts.admit, drone.name, task, path, sha256)
     else:
-        found = await relay.db.run(fetches.get, fetch)
-        if found is None or found["drone"] != name:
-            raise not_found("fetch for this drone")
-    await quota.guard_blob(relay, request, name, size, sha256=sha256, task=task, path=path,
-                           fetch=fetch)
-    tmp, digest = await relay.blobs.receive(
-        request.stream(), size=size, cap=relay.config.artifact_max
+        stored = await relay.db.run(fetches.admit, drone.name, fetch, sha256)
+    if stored is not None:
+        return stored  # a resend: the relay holds this very content already
+    await quota.guard_blob(relay, drone.name, size, task=task, path=path, fetch=fetch)
+    tmp = await relay.blobs.receive(
+        request.stream(), sha256=sha256, size=size, cap=relay.config.artifact_max
     )
     try:
-        if digest != sha256:
-            raise ApiError(400, "hash_mismatch", f"the body hashes to {digest}, not {sha256}")
-        verified = await relay.db.run(
-            lambda conn: check_request(
-                conn, method="POST", raw_path=raw_path(request.scope),
-                raw_query=request.scope.get("query_string", b"").decode("latin-1"),
-                headers=scope_headers(request.scope), body=b"",
-                nonce_ttl=relay.config.nonce_ttl, streamed_sha256=digest,
-                received_at=request.scope.get(RECEIVED_AT_KEY),
-            )
-        )
-        if isinstance(verified, RequestRejected):
-            raise ApiError(401, verified.code, verified.detail)
+        relay.blobs.keep(tmp, sha256)
     except BaseException:
         relay.blobs.discard(tmp)
         raise
-    relay.blobs.keep(tmp, digest)
     if fetch is not None:
-        error = await relay.db.run(fetches.complete, name, fetch, digest, size)
-        if error is not None:
-            raise ApiError(409, "conflict", error)
+        await relay.db.run(fetches.complete, drone.name, fetch, sha256, size)
         relay.signals.notify(("fetch", fetch))
     else:
         assert task is not None and path is not None
-        error = await relay.db.run(artifacts.record, task, path, digest, size)
-        if error is not None:
-            raise ApiError(409, "conflict", error)
-    return {"sha256": digest, "size": size}
-
-
-async def _blob_drone(request: Request, relay: Relay) -> str:
-    """The drone named by the (pre-checked) headers; the signature is checked after the body."""
-    fingerprint = claimed_fingerprint(request.headers) or ""
-    row = await relay.db.run(
-        lambda conn: conn.execute(
-            "SELECT name FROM drones WHERE fingerprint = ?", (fingerprint,)
-        ).fetchone()
-    )
-    if row is None:
-        raise ApiError(403, "forbidden", "this route is for drones")
-    return str(row["name"])
+        await relay.db.run(artifacts.record, drone.name, task, path, sha256, size)
+    return {"sha256": sha256, "size": size}

@@ -40,7 +40,7 @@ from dragoon.shared.canonical import login_string
 from dragoon.shared.constants import NS_LOGIN
 from dragoon.shared.enrollment import JoinToken
 from dragoon.shared.keys import PrivateKey
-from dragoon.shared.request_auth import sign_request
+from dragoon.shared.request_auth import sign_request, sign_streamed_request
 from dragoon.shared.signers import KeyFileSigner, Signer
 from dragoon.shared.sshsig import sign_b64
 
@@ -284,11 +284,15 @@ class DroneClient(SignedClient):
 
     def blob(self, data: bytes, *, sha256: str | None = None, size: int | None = None,
              **params: Any) -> httpx.Response:
+        """An upload as the drone makes it: signed over the claimed ``sha256``, not the bytes."""
         import hashlib
 
-        query = {**params, "sha256": sha256 or hashlib.sha256(data).hexdigest(),
-                 "size": len(data) if size is None else size}
-        return self.post("/v1/worker/blob", params=query, content=data)
+        claim = sha256 or hashlib.sha256(data).hexdigest()
+        query = encode_query({**params, "sha256": claim,
+                              "size": len(data) if size is None else size})
+        headers = sign_streamed_request(self.signer, method="POST", path="/v1/worker/blob",
+                                        query=query, body_sha256=claim)
+        return self.http.post(f"/v1/worker/blob?{query}", content=data, headers=headers)
 
     def message(self, task: str, index: int, text: str) -> httpx.Response:
         return self.post("/v1/worker/message", json={"task": task, "index": index, "text": text})

@@ -1,0 +1,107 @@
+"""The drone's shippers against a real relay, after the task's finish was recorded.
+
+A drone that restarts after the relay acknowledged its finish, but before it
+removed the task's spool, ships again from a stale hint: those resends must be
+acknowledged, and anything new must end the shipping (``TaskFinished``), not
+be retried forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from dragoon.drone.client import RelayLink
+from dragoon.drone.inbox import InboxShipper
+from dragoon.drone.shipper import StreamShipper, TaskFinished
+
+from tests.support.relay import DroneClient, PilotSession, RelayProcess
+
+T = TypeVar("T")
+HANG_GUARD = 30.0  # a deadline against a loop, not a timing the test measures
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[RelayProcess]:
+    with RelayProcess(tmp_path / "relay") as process:
+        yield process
+
+
+@pytest.fixture
+def finished(relay: RelayProcess) -> tuple[DroneClient, str]:
+    """A task whose drone shipped ``hello\\n`` and one message, then finished."""
+    pilot: PilotSession = relay.pilot()
+    drone = relay.drone("box", pilot=pilot)
+    task = pilot.submit("run", drone=drone.name)["id"]
+    drone.poll()
+    drone.poll(running=[task], started=[{"id": task}])
+    assert drone.log(task, "stdout", 0, b"hello\n").status_code == 200
+    assert drone.message(task, 0, "half way").status_code == 200
+    assert drone.finish(task, stdout_size=6).status_code == 200
+    return drone, task
+
+
+def _with_link(relay: RelayProcess, drone: DroneClient,
+               work: Callable[[RelayLink], Awaitable[T]]) -> T:
+    async def main() -> T:
+        link = RelayLink(relay.url, drone.signer)
+        try:
+            return await asyncio.wait_for(work(link), HANG_GUARD)
+        finally:
+            await link.aclose()
+
+    return asyncio.run(main())
+
+
+def test_a_resend_of_stored_output_after_finish_ends_shipping_normally(
+    relay: RelayProcess, finished: tuple[DroneClient, str], tmp_path: Path
+) -> None:
+    drone, task = finished
+    spool = tmp_path / "stdout"
+    spool.write_bytes(b"hello\n")
+
+    async def ship(link: RelayLink) -> int:
+        shipper = StreamShipper(link, task_id=task, stream="stdout", spool=spool, acked=0)
+        exited = asyncio.Event()
+        exited.set()
+        await shipper.run(exited)
+        return shipper.acked
+
+    assert _with_link(relay, drone, ship) == 6
+
+
+def test_new_output_after_finish_ends_shipping_with_task_finished(
+    relay: RelayProcess, finished: tuple[DroneClient, str], tmp_path: Path
+) -> None:
+    drone, task = finished
+    spool = tmp_path / "stdout"
+    spool.write_bytes(b"hello\nwritten after the finish\n")
+
+    async def ship(link: RelayLink) -> None:
+        shipper = StreamShipper(link, task_id=task, stream="stdout", spool=spool, acked=0)
+        exited = asyncio.Event()
+        exited.set()
+        await shipper.run(exited)
+
+    with pytest.raises(TaskFinished, match="at 6 bytes"):
+        _with_link(relay, drone, ship)
+    assert relay.data_dir.joinpath("logs", task, "stdout").read_bytes() == b"hello\n"
+
+
+def test_a_new_message_after_finish_ends_the_inbox_with_task_finished(
+    relay: RelayProcess, finished: tuple[DroneClient, str], tmp_path: Path
+) -> None:
+    drone, task = finished
+    inbox = tmp_path / "inbox"
+    inbox.write_bytes(b"half way\ntoo late\n")
+
+    async def ship(link: RelayLink) -> None:
+        shipper = InboxShipper(link, task_id=task, inbox=inbox, state_path=tmp_path / "i.json")
+        await shipper.ship(final=True)
+
+    # The first line is a resend (acknowledged); the second is new, and refused.
+    with pytest.raises(TaskFinished):
+        _with_link(relay, drone, ship)
