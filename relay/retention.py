@@ -34,6 +34,7 @@ from typing import Any, Final
 from dragoon.relay import quota
 from dragoon.relay.blobs import SHA256
 from dragoon.relay.db import transaction
+from dragoon.relay.output import CLOSED
 from dragoon.shared.models import FINAL_STATES
 
 BATCH: Final = 200  # tasks per transaction: short enough never to hold the relay up
@@ -181,6 +182,8 @@ def _remove_logs(logs_dir: Path, task: str, report: Report, *, dry_run: bool) ->
                 path.unlink()
         except FileNotFoundError:
             continue
+        if name == CLOSED:
+            continue  # the finished log's marker, not output: goes with its folder, uncounted
         report.log_files += 1
         report.log_bytes += size
         freed += size

@@ -220,8 +220,8 @@ def test_a_pruned_task_takes_no_more_output(serving: tuple[RelayProcess, PilotSe
     task = run_task(pilot, drone, b"x\n", artifacts={}, finished_at=OLD)
     gc(relay, "--older-than", "30d")
     late = drone.log(task, "stdout", 2, b"more\n")
-    assert late.status_code == 404
-    assert "retention" in late.json()["detail"]
+    # Finished is final: the pruned task's log stays closed, and no folder comes back.
+    assert (late.status_code, late.json()["error"]) == (409, "task_finished")
     assert not log_dir(relay, task).exists()
 
 
