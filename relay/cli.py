@@ -137,7 +137,10 @@ def _print_qr(uri: str) -> None:
 @click.option("--labels", default="", help="Comma-separated labels, e.g. gpu,a100.")
 @click.option("--ttl", default="1h", show_default=True, help="How long the token stays valid.")
 @click.option("--url", default=None, help="Relay URL for the token (default: relay.toml's url).")
-def enroll(data_dir: Path, drone: str, labels: str, ttl: str, url: str | None) -> None:
+@click.option("--replace", is_flag=True,
+              help="The token may replace a drone that holds the name (its tasks end lost).")
+def enroll(data_dir: Path, drone: str, labels: str, ttl: str, url: str | None,
+           replace: bool) -> None:
     """Mint a one-time join token; prints it alone on stdout."""
     from dragoon.relay import db
     from dragoon.relay import enroll as enrollment
@@ -154,7 +157,7 @@ def enroll(data_dir: Path, drone: str, labels: str, ttl: str, url: str | None) -
         token, _expires = enrollment.mint(
             conn, relay_url=relay_url, relay_key=fingerprint, drone=drone,
             labels=[x for x in labels.split(",") if x.strip()], ttl=parse_duration(ttl),
-            by="admin",
+            by="admin", replace=replace,
         )
     except ApiError as exc:
         fail(exc.detail)

@@ -44,6 +44,7 @@ class MintBody(BaseModel):
     name: StrictStr
     labels: list[StrictStr] = []
     ttl: float = Field(3600, gt=0, le=30 * 86400)
+    replace: StrictBool = False  # may the token replace a drone that holds the name
 
 
 class DrainBody(BaseModel):
