@@ -68,11 +68,12 @@ Principal = PilotPrincipal | DronePrincipal
 
 
 @dataclass(frozen=True)
-class DroneReplaced(RequestRejected):
-    """The key is retired: a newer enrollment took its drone's name (docs/security.md).
+class RetiredKey(RequestRejected):
+    """``drone_replaced``: the key is retired, a newer enrollment took its drone's name.
 
     Answered at the key lookup, like ``unknown_key``, with the drone's name and
-    the time, so the stale drone can say once why it stops instead of retrying.
+    the time, so the stale drone can say once why it stops instead of retrying
+    (docs/security.md, "Re-enrollment").
     """
 
     drone: str = ""
@@ -86,14 +87,14 @@ def utc_stamp(at: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
 
-def retired(conn: sqlite3.Connection, fingerprint: str) -> DroneReplaced | None:
+def retired(conn: sqlite3.Connection, fingerprint: str) -> RetiredKey | None:
     """The rejection for a replaced drone's key, or None when the key was never retired."""
     row = conn.execute(
         "SELECT drone, retired_at FROM retired_keys WHERE fingerprint = ?", (fingerprint,)
     ).fetchone()
     if row is None:
         return None
-    return DroneReplaced(
+    return RetiredKey(
         c.ERR_DRONE_REPLACED,
         f"drone {row['drone']} was replaced by a newer enrollment at "
         f"{utc_stamp(row['retired_at'])}; this key is retired",
@@ -119,7 +120,7 @@ def require_current(conn: sqlite3.Connection, name: str, fingerprint: str) -> No
 
 def rejection_extra(rejected: RequestRejected) -> dict[str, Any]:
     """Fields a rejection carries besides its code and detail (only ``drone_replaced`` has)."""
-    return rejected.extra() if isinstance(rejected, DroneReplaced) else {}
+    return rejected.extra() if isinstance(rejected, RetiredKey) else {}
 
 
 def token_hash(token: str) -> str:
