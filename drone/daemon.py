@@ -85,6 +85,9 @@ class Drone:
         self.version = version()
         self.fetch_roots = fetch.resolve_roots(self.settings.fetch_roots, data.work)
         self._stop = asyncio.Event()
+        # Clear while a poll answer is being acted on: a task may be half launched then.
+        self._answer_done = asyncio.Event()
+        self._answer_done.set()
 
     # ----- lifecycle -----
 
@@ -106,7 +109,10 @@ class Drone:
         replaced.cancel()
         status = 0
         if self.client.replaced_by is not None:
-            poller.cancel()  # nothing more to ask of the relay: the key is retired
+            # Nothing more to ask of the relay: the key is retired. A task being launched
+            # from the last answer is let through first, so that it is held, and killed.
+            await self._answer_done.wait()
+            poller.cancel()
             await self.stop_replaced(self.client.replaced_by)
             status = EXIT_REPLACED
         else:
@@ -276,7 +282,11 @@ class Drone:
                 answer = response.json()
             except ValueError:
                 answer = {}
-            await self.handle_answer(answer if isinstance(answer, dict) else {})
+            self._answer_done.clear()
+            try:
+                await self.handle_answer(answer if isinstance(answer, dict) else {})
+            finally:
+                self._answer_done.set()
 
     async def handle_answer(self, answer: dict[str, Any]) -> None:
         for item in answer.get("cancel") or []:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from dragoon.relay import db
 from dragoon.shared.enrollment import JoinToken
 
 from tests.relay.test_events import EventReader
@@ -211,3 +213,20 @@ def test_the_new_drone_token_names_the_same_drone(
     enrolled(shared_relay, shared_pilot, name)
     token = JoinToken.decode(mint(shared_pilot, name, replace=True).json()["token"])
     assert token.drone == name
+
+
+def test_a_database_from_before_re_enrollment_is_migrated(tmp_path: Path) -> None:
+    """Tokens minted by an older relay survive the upgrade and may not replace anyone."""
+    ours = next(i for i, m in enumerate(db.MIGRATIONS) if "retired_keys" in m)
+    with sqlite3.connect(tmp_path / "relay.db") as conn:
+        for script in db.MIGRATIONS[:ours]:
+            conn.executescript(script)
+        conn.execute(f"PRAGMA user_version = {ours}")
+        conn.execute("INSERT INTO enrollments (secret_hash, drone, labels, created_by,"
+                     " created_at, expires_at) VALUES ('h', 'old-1', '[]', 'alice', 0, 9e9)")
+    conn = db.connect(tmp_path / "relay.db")
+    try:
+        assert conn.execute("SELECT may_replace FROM enrollments").fetchall()[0][0] == 0
+        assert conn.execute("SELECT COUNT(*) FROM retired_keys").fetchone()[0] == 0
+    finally:
+        conn.close()
