@@ -5,8 +5,10 @@
 errors and 5xx answers raise ``RelayUnavailable``: the callers back off
 (``JitteredBackoff``: 1 s doubling to 60 s, with jitter) and try again,
 forever; a drone never exits because the relay is away. Other answers are
-returned for the caller to read. ``Reachability`` turns the many request
-outcomes into one log line per change of the relay's reachability.
+returned for the caller to read, except ``drone_replaced``: it raises
+``DroneReplaced`` (a ``RelayUnavailable``, so callers only wait) and sets
+``RelayLink.replaced`` for the daemon to stop on. ``Reachability`` turns the
+many request outcomes into one log line per change of the relay's reachability.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
+from dragoon.shared.constants import ERR_DRONE_REPLACED
 from dragoon.shared.request_auth import sign_request, sign_streamed_request
 from dragoon.shared.signers import Signer
 
@@ -31,6 +34,34 @@ BACKOFF_CAP: Final = 60.0
 
 class RelayUnavailable(Exception):
     """The relay could not be reached, or answered 5xx: worth retrying later."""
+
+
+class DroneReplaced(RelayUnavailable):
+    """The relay retired this drone's key: a newer enrollment took its name.
+
+    A ``RelayUnavailable`` so that every caller just backs off quietly; the
+    daemon, woken by ``RelayLink.replaced``, stops the drone. Retrying would
+    never help: the key is not coming back.
+    """
+
+    def __init__(self, drone: str | None, replaced_at: float | None, detail: str) -> None:
+        super().__init__(detail)
+        self.drone = drone
+        self.replaced_at = replaced_at
+        self.detail = detail
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> DroneReplaced:
+        try:
+            data = response.json()
+        except ValueError:
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
+        drone, at = data.get("drone"), data.get("replaced_at")
+        return cls(drone if isinstance(drone, str) else None,
+                   float(at) if isinstance(at, int | float) else None,
+                   str(data.get("detail") or ERR_DRONE_REPLACED))
 
 
 class JitteredBackoff:
@@ -109,6 +140,9 @@ class RelayLink:
         self._prefix = parts.path
         self._signer = signer
         self.link = link or Reachability()
+        # Set, with ``replaced_by`` filled in, on the first ``drone_replaced`` answer.
+        self.replaced = asyncio.Event()
+        self.replaced_by: DroneReplaced | None = None
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(30.0, connect=10.0),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
@@ -174,4 +208,10 @@ class RelayLink:
             self.link.failed(reason)
             raise RelayUnavailable(reason)
         self.link.ok()
+        if response.status_code == 401 and error_code(response) == ERR_DRONE_REPLACED:
+            replaced = DroneReplaced.from_response(response)
+            if self.replaced_by is None:
+                self.replaced_by = replaced
+                self.replaced.set()
+            raise replaced
         return response

@@ -5,7 +5,9 @@ metrics, tasks, cancels and fetches in the answer), a supervisor tick that
 watches every held task's process, and one runner per held task that ships
 its output and reports its end. Stopping the drone (SIGTERM, SIGINT) stops
 only the drone: tasks run on in their own sessions and a new drone re-adopts
-them from the data dir.
+them from the data dir. Being replaced (the relay answers ``drone_replaced``:
+a newer enrollment took the name) is the exception: the drone kills its tasks,
+whose results could never be reported, and exits with ``EXIT_REPLACED``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import httpx
 from dragoon.drone import config, fetch, safefile, spawn
 from dragoon.drone.artifacts import fd_digest, stream_fd
 from dragoon.drone.client import (
+    DroneReplaced,
     JitteredBackoff,
     RelayLink,
     RelayUnavailable,
@@ -47,6 +50,11 @@ FETCH_CHECK_WAIT: Final = 2.0  # seconds a poll waits for fetch checks, so refus
 # Variables of the drone's own supervisor that a task must not inherit.
 PRIVATE_ENV: Final = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS",
                       "LISTEN_PID", "LISTEN_FDNAMES")
+# The exit status of a drone whose name a newer enrollment took (EX_CONFIG of sysexits.h):
+# starting it again cannot help, so deploy/dragoon-drone.service does not restart on it.
+EXIT_REPLACED: Final = 78
+# Past their grace, the killed tasks of a replaced drone get this long to be reaped.
+REPLACED_REAP: Final = 10.0
 
 
 def version() -> str:
@@ -78,10 +86,14 @@ class Drone:
         self.version = version()
         self.fetch_roots = fetch.resolve_roots(self.settings.fetch_roots, data.work)
         self._stop = asyncio.Event()
+        # Clear while a poll answer is being acted on: a task may be half launched then.
+        self._answer_done = asyncio.Event()
+        self._answer_done.set()
 
     # ----- lifecycle -----
 
-    async def main(self) -> None:
+    async def main(self) -> int:
+        """Run until stopped (0) or told by the relay that the drone was replaced."""
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
@@ -91,15 +103,54 @@ class Drone:
         self.adopt()
         poller = asyncio.create_task(self.poll_loop())
         supervisor = asyncio.create_task(self.supervise())
-        await self._stop.wait()
-        held = sum(1 for r in self.runners.values() if r.running)
-        log.info("drone stopping; %d running task(s) keep running and will be re-adopted", held)
+        stopped = asyncio.create_task(self._stop.wait())
+        replaced = asyncio.create_task(self.client.replaced.wait())
+        await asyncio.wait({stopped, replaced}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        replaced.cancel()
+        status = 0
+        if self.client.replaced_by is not None:
+            # Nothing more to ask of the relay: the key is retired. A task being launched
+            # from the last answer is let through first, so that it is held, and killed.
+            await self._answer_done.wait()
+            poller.cancel()
+            await self.stop_replaced(self.client.replaced_by)
+            status = EXIT_REPLACED
+        else:
+            held = sum(1 for r in self.runners.values() if r.running)
+            log.info("drone stopping; %d running task(s) keep running and will be re-adopted",
+                     held)
         for job in (poller, supervisor, *self._jobs):
             job.cancel()
         for runner in self.runners.values():
             runner.offsets.flush()
         await asyncio.gather(poller, supervisor, *self._jobs, return_exceptions=True)
         await self.client.aclose()
+        return status
+
+    async def stop_replaced(self, replaced: DroneReplaced) -> None:
+        """A newer enrollment took this drone's name: kill its tasks, then stop for good.
+
+        Their results could never be reported (the relay has them ``lost``), and a
+        task left running would compete with its re-submission on the new drone.
+        Each gets SIGTERM, its grace, then SIGKILL (the supervisor tick does that).
+        """
+        name = replaced.drone or self.settings.name
+        when = (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(replaced.replaced_at))
+                if replaced.replaced_at is not None else "an unknown time")
+        log.error("replaced by a newer enrollment of %s at %s; stopping", name, when)
+        running = [r for r in self.runners.values() if r.running]
+        for runner in running:
+            runner.request_kill("replaced", runner.grace)
+        if not running:
+            return
+        deadline = max(r.grace for r in running) + REPLACED_REAP
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*(r.exited.wait() for r in running)), deadline)
+        left = [r.id for r in running if r.running]
+        if left:
+            log.warning("task(s) %s did not exit after SIGKILL", ", ".join(left))
 
     def _spawn_job(self, coro: Any) -> asyncio.Task[Any]:
         job = asyncio.create_task(coro)
@@ -109,7 +160,8 @@ class Drone:
 
     def _job_done(self, job: asyncio.Task[Any]) -> None:
         self._jobs.discard(job)
-        if not job.cancelled() and job.exception() is not None:
+        if (not job.cancelled() and job.exception() is not None
+                and not isinstance(job.exception(), DroneReplaced)):
             log.error("internal error in a drone job: %r", job.exception(),
                       exc_info=job.exception())
 
@@ -231,7 +283,11 @@ class Drone:
                 answer = response.json()
             except ValueError:
                 answer = {}
-            await self.handle_answer(answer if isinstance(answer, dict) else {})
+            self._answer_done.clear()
+            try:
+                await self.handle_answer(answer if isinstance(answer, dict) else {})
+            finally:
+                self._answer_done.set()
 
     async def handle_answer(self, answer: dict[str, Any]) -> None:
         for item in answer.get("cancel") or []:
@@ -407,7 +463,11 @@ class Drone:
 
 
 def run(data_dir: Path) -> None:
-    """Run the drone until SIGTERM/SIGINT; relay errors never end it."""
+    """Run the drone until SIGTERM/SIGINT; relay errors never end it, but being replaced does
+    (exit status ``EXIT_REPLACED``)."""
     drone = Drone(DataDir(data_dir))
+    status = 0
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(drone.main())
+        status = asyncio.run(drone.main())
+    if status:
+        sys.exit(status)

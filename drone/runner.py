@@ -127,8 +127,10 @@ class TaskRunner:
             return
         self.kill = {"reason": reason, "term_at": now, "grace": grace, "escalated": False,
                      "term_sent": False}
+        why = {"timeout": "timed out", "replaced": "the drone was replaced"}.get(
+            reason, "cancel requested")
         log.info("task %s: %s: SIGTERM to its process group, SIGKILL after %.0f s",
-                 self.id, "timed out" if reason == "timeout" else "cancel requested", grace)
+                 self.id, why, grace)
         self._send_term()
 
     def _send_term(self) -> None:

@@ -72,6 +72,62 @@ class DronePrincipal:
 Principal = PilotPrincipal | DronePrincipal
 
 
+@dataclass(frozen=True)
+class RetiredKey(RequestRejected):
+    """``drone_replaced``: the key is retired, a newer enrollment took its drone's name.
+
+    Answered at the key lookup, like ``unknown_key``, with the drone's name and
+    the time, so the stale drone can say once why it stops instead of retrying
+    (docs/security.md, "Re-enrollment").
+    """
+
+    drone: str = ""
+    replaced_at: float = 0.0
+
+    def extra(self) -> dict[str, Any]:
+        return {"drone": self.drone, "replaced_at": self.replaced_at}
+
+
+def utc_stamp(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
+def retired(conn: sqlite3.Connection, fingerprint: str) -> RetiredKey | None:
+    """The rejection for a replaced drone's key, or None when the key was never retired."""
+    row = conn.execute(
+        "SELECT drone, retired_at FROM retired_keys WHERE fingerprint = ?", (fingerprint,)
+    ).fetchone()
+    if row is None:
+        return None
+    return RetiredKey(
+        c.ERR_DRONE_REPLACED,
+        f"drone {row['drone']} was replaced by a newer enrollment at "
+        f"{utc_stamp(row['retired_at'])}; this key is retired",
+        drone=row["drone"], replaced_at=float(row["retired_at"]),
+    )
+
+
+def require_current(conn: sqlite3.Connection, name: str, fingerprint: str) -> None:
+    """401 ``drone_replaced`` unless ``fingerprint`` still holds the name ``name``.
+
+    A request verified just before a replacement committed (a long-poll held
+    for seconds) must not act for the successor: it would hand the new
+    drone's tasks to the old one.
+    """
+    row = conn.execute("SELECT fingerprint FROM drones WHERE name = ?", (name,)).fetchone()
+    if row is not None and row["fingerprint"] == fingerprint:
+        return
+    gone = retired(conn, fingerprint)
+    if gone is None:
+        raise ApiError(401, c.ERR_UNKNOWN_KEY, "no drone or pilot has this key")
+    raise ApiError(401, gone.code, gone.detail, **gone.extra())
+
+
+def rejection_extra(rejected: RequestRejected) -> dict[str, Any]:
+    """Fields a rejection carries besides its code and detail (only ``drone_replaced`` has)."""
+    return rejected.extra() if isinstance(rejected, RetiredKey) else {}
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -87,6 +143,8 @@ def lookup_key(
         if row is not None:
             key = PublicKey.from_openssh(row["public_key"])
             return KeyMatch(key, DronePrincipal(row["name"], fingerprint))
+        if (gone := retired(conn, fingerprint)) is not None:
+            return gone
         if conn.execute("SELECT 1 FROM pilots WHERE fingerprint = ?", (fingerprint,)).fetchone():
             return RequestRejected(c.ERR_BAD_SESSION, "a pilot request needs a session token")
         return RequestRejected(c.ERR_UNKNOWN_KEY, "no drone or pilot has this key")
@@ -224,10 +282,10 @@ async def read_body(receive: Receive, limit: int) -> bytes:
 
 
 async def send_error(
-    send: Send, status: int, code: str, detail: str, *, close: bool = False
+    send: Send, status: int, code: str, detail: str, *, close: bool = False, **extra: Any
 ) -> None:
     """The error answer; ``close`` hangs up after it, leaving an unread body unread."""
-    body = json.dumps({"error": code, "detail": detail}).encode()
+    body = json.dumps({"error": code, "detail": detail, **extra}).encode()
     headers = [(b"content-type", b"application/json"),
                (b"content-length", str(len(body)).encode())]
     if close:
@@ -261,7 +319,8 @@ class SignedRequests:
             )
             if isinstance(verified, RequestRejected):
                 # Hang up: a stranger's gigabytes are neither stored nor read to the end.
-                await send_error(send, 401, verified.code, verified.detail, close=True)
+                await send_error(send, 401, verified.code, verified.detail, close=True,
+                                 **rejection_extra(verified))
                 return
             scope[PRINCIPAL_KEY] = verified.principal
             await self.app(scope, receive, send)
@@ -285,7 +344,8 @@ class SignedRequests:
                 )
             )
             if isinstance(result, RequestRejected):
-                await send_error(send, 401, result.code, result.detail)
+                await send_error(send, 401, result.code, result.detail,
+                                 **rejection_extra(result))
                 return
             scope[PRINCIPAL_KEY] = result.principal
         await self.app(scope, _replay(body, receive), send)

@@ -173,7 +173,10 @@ def _print_qr(uri: str) -> None:
 @click.option("--ttl", default="1h", show_default=True, callback=_rule(_ttl),
               help="How long the token stays valid (90s, 15m, 1h30m, 7d; at most 30d).")
 @click.option("--url", default=None, help="Relay URL for the token (default: relay.toml's url).")
-def enroll(data_dir: Path, drone: str, labels: list[str], ttl: int, url: str | None) -> None:
+@click.option("--replace", is_flag=True,
+              help="The token may replace a drone that holds the name (its tasks end lost).")
+def enroll(data_dir: Path, drone: str, labels: list[str], ttl: int, url: str | None,
+           replace: bool) -> None:
     """Mint a one-time join token; prints it alone on stdout."""
     from dragoon.relay import db
     from dragoon.relay import enroll as enrollment
@@ -189,7 +192,7 @@ def enroll(data_dir: Path, drone: str, labels: list[str], ttl: int, url: str | N
     try:
         token, _expires = enrollment.mint(
             conn, relay_url=relay_url, relay_key=fingerprint, drone=drone,
-            labels=labels, ttl=ttl, by="admin",
+            labels=labels, ttl=ttl, by="admin", replace=replace,
         )
     except ApiError as exc:
         fail(exc.detail)

@@ -168,6 +168,19 @@ MIGRATIONS: Final[list[str]] = [
     INSERT INTO counters (name, value)
         SELECT 'logs_backfill_pending', 1 WHERE EXISTS (SELECT 1 FROM tasks);
     """,
+    # 3: re-enrollment (docs/security.md): the keys of replaced drones, so their requests are
+    # answered ``drone_replaced`` rather than ``unknown_key``; and whether a join token may
+    # replace a drone that holds its name.
+    """
+    CREATE TABLE retired_keys (
+        fingerprint TEXT PRIMARY KEY,
+        drone TEXT NOT NULL,
+        public_key TEXT NOT NULL,
+        retired_at REAL NOT NULL,
+        replaced_by TEXT NOT NULL
+    );
+    ALTER TABLE enrollments ADD COLUMN may_replace INTEGER NOT NULL DEFAULT 0
+    """,
 ]
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -23,6 +23,7 @@ from typing import Any
 
 from dragoon.relay import fetches, fleet
 from dragoon.relay import tasks as task_store
+from dragoon.relay.auth import require_current
 from dragoon.relay.context import Relay
 from dragoon.relay.db import transaction
 from dragoon.relay.models import PollBody
@@ -44,11 +45,13 @@ class Assignment:
 
 def assign(
     conn: sqlite3.Connection, signer: Signer, tasks: TaskStore, name: str, poll: PollBody,
-    first: bool,
+    first: bool, fingerprint: str | None = None,
 ) -> Assignment:
     """One pass for one drone's poll, in one transaction (see the module docstring)."""
     now = time.time()
     with transaction(conn):
+        if fingerprint is not None:
+            require_current(conn, name, fingerprint)  # replaced while this poll was held?
         drone, labels = _heartbeat(conn, name, poll, now)
         changed_ids = _apply_reports(conn, name, poll, now) if first else set()
         failed_fetches = _fail_fetches(conn, name, poll) if first else []
@@ -217,15 +220,21 @@ def _fail_fetches(conn: sqlite3.Connection, name: str, poll: PollBody) -> list[s
     return [e.id for e in poll.fetch_errors if fetches.fail(conn, name, e.id, e.error)]
 
 
-async def poll(relay: Relay, name: str, body: PollBody) -> dict[str, Any]:
-    """The long-poll: assign, and if nothing is new, sleep on the drone's signal and retry."""
+async def poll(relay: Relay, name: str, body: PollBody,
+               fingerprint: str | None = None) -> dict[str, Any]:
+    """The long-poll: assign, and if nothing is new, sleep on the drone's signal and retry.
+
+    ``fingerprint`` is the key the poll was verified with; every pass checks that it
+    still holds the name (docs/security.md, "Re-enrollment").
+    """
     key = ("drone", name)
     wait = max(0.0, min(body.wait, relay.config.poll_max_wait))
     deadline = time.monotonic() + wait
     first = True
     while True:
         version = relay.signals.version(key)
-        result = await relay.db.run(assign, relay.signer, relay.tasks, name, body, first)
+        result = await relay.db.run(assign, relay.signer, relay.tasks, name, body, first,
+                                    fingerprint)
         publish(relay, result, metrics=first)
         first = False
         remaining = deadline - time.monotonic()

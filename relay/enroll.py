@@ -10,7 +10,7 @@ import sqlite3
 import time
 from typing import Any
 
-from dragoon.relay import audit
+from dragoon.relay import audit, fetches
 from dragoon.relay.db import transaction
 from dragoon.relay.errors import ApiError
 from dragoon.shared.enrollment import JoinToken, new_secret
@@ -42,21 +42,29 @@ def _hash(secret: str) -> str:
 
 def mint(
     conn: sqlite3.Connection, *, relay_url: str, relay_key: str, drone: str, labels: list[str],
-    ttl: float, by: str,
+    ttl: float, by: str, replace: bool = False,
 ) -> tuple[str, int]:
-    """A join token for ``drone``; only the secret's hash is kept."""
+    """A join token for ``drone``; only the secret's hash is kept.
+
+    A name a drone holds is refused (409 ``name_taken``) unless ``replace``:
+    the token then may replace that drone when it is used (docs/security.md).
+    """
     check_name(drone)
     labels = check_labels(labels)
     secret = new_secret()
     now = time.time()
     expires_at = math.ceil(now + ttl)  # whole seconds, never before the ttl ran out
     with transaction(conn):
+        holder = conn.execute("SELECT state FROM drones WHERE name = ?", (drone,)).fetchone()
+        if holder is not None and not replace:
+            raise name_taken(drone, holder["state"], "use --replace")
         conn.execute(
             "INSERT INTO enrollments (secret_hash, drone, labels, created_by, created_at,"
-            " expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (_hash(secret), drone, json.dumps(labels), by, now, expires_at),
+            " expires_at, may_replace) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (_hash(secret), drone, json.dumps(labels), by, now, expires_at, int(replace)),
         )
-        audit.record(conn, by, "enroll_token", drone, f"expires {expires_at}", at=now)
+        detail = f"expires {expires_at}" + ("; may replace" if replace else "")
+        audit.record(conn, by, "enroll_token", drone, detail, at=now)
     token = JoinToken(relay=relay_url, drone=drone, secret=secret, relay_key=relay_key)
     return token.encode(), expires_at
 
@@ -91,6 +99,17 @@ def register(
         ).fetchone()
         if other is not None:
             return ApiError(409, "conflict", f"this key is already drone {other['name']}")
+        holder = conn.execute("SELECT * FROM drones WHERE name = ?", (name,)).fetchone()
+        lost: list[str] = []
+        failed_fetches: list[str] = []
+        if holder is not None:
+            if not row["may_replace"]:
+                # The name was taken after this token was minted: it must not replace anyone.
+                return name_taken(name, holder["state"], "this join token was minted without "
+                                  "--replace; mint a new one with --replace to replace it")
+            lost, failed_fetches = _retire(conn, holder, key.fingerprint, row["created_by"], now)
+        # A key that comes back (re-enrolled after it was retired) is live again.
+        conn.execute("DELETE FROM retired_keys WHERE fingerprint = ?", (key.fingerprint,))
         asked = set(check_labels(body.get("labels") or []))
         labels = sorted(set(json.loads(row["labels"])) | asked)
         conn.execute(
@@ -104,4 +123,41 @@ def register(
              body.get("hostname"), body.get("version"), now),
         )
         audit.record(conn, name, "enroll", name, key.fingerprint, at=now)
-    return {"name": name, "relay_public_key": relay_public_key}
+    # The last three are for the route's events and log; they are not in the answer.
+    return {"name": name, "relay_public_key": relay_public_key, "replaced": holder is not None,
+            "lost": lost, "failed_fetches": failed_fetches}
+
+
+def name_taken(name: str, state: str, hint: str) -> ApiError:
+    return ApiError(409, "name_taken", f"drone {name} exists ({state}); {hint}",
+                    drone=name, state=state)
+
+
+def _retire(
+    conn: sqlite3.Connection, holder: sqlite3.Row, new_fingerprint: str, by: str, now: float
+) -> tuple[list[str], list[str]]:
+    """Replace ``holder``: retire its key, end its handed-out tasks as ``lost``, fail its fetches.
+
+    Runs in the transaction that records the new key, so there is no moment
+    at which the successor could be handed the old drone's dispatched tasks
+    (or serve a file the pilot asked of the old box). Returns the ids of the
+    lost tasks and of the failed fetches.
+    """
+    # Imported here: relay/tasks.py imports this module (for check_labels).
+    from dragoon.relay.tasks import lose_drone_tasks
+
+    name = holder["name"]
+    if holder["fingerprint"] != new_fingerprint:
+        conn.execute(
+            "INSERT OR REPLACE INTO retired_keys (fingerprint, drone, public_key, retired_at,"
+            " replaced_by) VALUES (?, ?, ?, ?, ?)",
+            (holder["fingerprint"], name, holder["public_key"], now, new_fingerprint),
+        )
+    lost = lose_drone_tasks(
+        conn, name, f"lost: drone replaced by a newer enrollment of {name}; not run again", now)
+    pending = [r["id"] for r in conn.execute(
+        "SELECT id FROM fetches WHERE drone = ? AND state = 'pending'", (name,))]
+    failed = [f for f in pending if fetches.fail(conn, name, f, "the drone was replaced")]
+    audit.record(conn, by, "replace", name,
+                 f"{holder['fingerprint']} -> {new_fingerprint}; {len(lost)} task(s) lost", at=now)
+    return lost, failed

@@ -82,6 +82,7 @@ class MintBody(BaseModel):
     name: DroneName
     labels: Labels = []
     ttl: float = Field(3600, gt=0, le=rules.MAX_TTL)
+    replace: StrictBool = False  # may the token replace a drone that holds the name
 
 
 class DrainBody(BaseModel):

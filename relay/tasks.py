@@ -72,6 +72,25 @@ def same_outcome(row: sqlite3.Row, body: FinishBody) -> bool:
         body.state, body.exit_code, body.signal)
 
 
+def lose_drone_tasks(conn: sqlite3.Connection, drone: str, reason: str, now: float) -> list[str]:
+    """End the drone's dispatched and running tasks as ``lost``; their ids, oldest first.
+
+    Called inside the caller's transaction (a replacement swaps the key in the
+    same one), so no poll sees the new key with the old drone's work still
+    handed out: a dispatched task would otherwise be handed again to whichever
+    drone holds the name next and run twice. Queued tasks are left alone.
+    """
+    ids = [row["id"] for row in conn.execute(
+        "SELECT id FROM tasks WHERE drone = ? AND state IN ('dispatched', 'running')"
+        " ORDER BY num", (drone,),
+    )]
+    conn.execute(
+        "UPDATE tasks SET state = 'lost', finished_at = ?, error = ?"
+        " WHERE drone = ? AND state IN ('dispatched', 'running')", (now, reason, drone),
+    )
+    return ids
+
+
 @dataclass
 class Submitted:
     task: dict[str, Any]

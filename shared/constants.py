@@ -34,3 +34,5 @@ ERR_BAD_SESSION: Final = "bad_session"
 ERR_FINGERPRINT_MISMATCH: Final = "fingerprint_mismatch"
 ERR_BAD_SIGNATURE: Final = "bad_signature"
 ERR_REPLAYED_NONCE: Final = "replayed_nonce"
+# Key lookup: the key belonged to a drone whose name a newer enrollment took (docs/security.md).
+ERR_DRONE_REPLACED: Final = "drone_replaced"

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
-from dragoon.cockpit.app.live import DataSource, describe, session_expired
+from dragoon.cockpit.app.live import DataSource, describe, name_taken, session_expired
 from dragoon.cockpit.app.messages import (
     AckRequested,
     ActionFailed,
@@ -525,8 +525,20 @@ class CockpitApp(App[None]):
         try:
             token = await self.source.enroll(name, labels)
         except Exception as error:
-            self.post_message(ActionFailed(f"enroll {name}", error))
-            return
+            if (state := name_taken(error)) is None:
+                self.post_message(ActionFailed(f"enroll {name}", error))
+                return
+            # The relay is the judge of "taken" (the fleet view may lag): ask, then replace.
+            if not await self.push_screen_wait(ConfirmScreen(
+                    f"Drone {name} exists ({state}). Replace it? When the new drone joins, "
+                    "the old one stops and its dispatched and running tasks end as lost.",
+                    yes="Replace")):
+                return
+            try:
+                token = await self.source.enroll(name, labels, replace=True)
+            except Exception as again:
+                self.post_message(ActionFailed(f"enroll {name}", again))
+                return
         self.push_screen(JoinTokenScreen(name, token))
 
     @work(group="actions")

@@ -35,6 +35,15 @@ def session_expired(error: BaseException) -> bool:
     return getattr(error, "code", None) in SESSION_CODES
 
 
+def name_taken(error: BaseException) -> str | None:
+    """The taken drone's state when minting was refused for an existing name, else None."""
+    if getattr(error, "code", None) != "name_taken":
+        return None
+    body = getattr(error, "body", None)
+    state = body.get("state") if isinstance(body, dict) else None
+    return state if isinstance(state, str) else "?"
+
+
 def describe(error: BaseException) -> str:
     """One line for the pilot, never a traceback."""
     code = getattr(error, "code", None)
@@ -66,7 +75,7 @@ class DataSource(Protocol):
 
     async def drain(self, drone: str, drain: bool) -> dict[str, Any]: ...
 
-    async def enroll(self, drone: str, labels: list[str]) -> str: ...
+    async def enroll(self, drone: str, labels: list[str], *, replace: bool = False) -> str: ...
 
     async def artifacts(self, task_id: str) -> list[dict[str, Any]]: ...
 
@@ -136,8 +145,9 @@ class LiveSource:
     async def drain(self, drone: str, drain: bool) -> dict[str, Any]:
         return dict(await self.client.drain(drone=drone, drain=drain))
 
-    async def enroll(self, drone: str, labels: list[str]) -> str:
-        return str((await self.client.enroll(name=drone, labels=labels))["token"])
+    async def enroll(self, drone: str, labels: list[str], *, replace: bool = False) -> str:
+        return str((await self.client.enroll(name=drone, labels=labels,
+                                             replace=replace))["token"])
 
     async def artifacts(self, task_id: str) -> list[dict[str, Any]]:
         return [dict(a) for a in await self.client.artifacts(task_id=task_id)]

@@ -55,16 +55,21 @@ def drones(relay: str | None, key: str | None, ca_cert: str | None, as_json: boo
 @click.option("--labels", type=Labels(), default=None, help="Labels for the drone: a,b.")
 @click.option("--ttl", type=Duration("ttl"), default=None,
               help="How long the token is valid, at most 30d [1h].")
+@click.option("--replace", is_flag=True,
+              help="NAME may be taken: the new drone replaces it, its running tasks end lost.")
 def enroll(relay: str | None, key: str | None, ca_cert: str | None, name: str,
-           labels: list[str] | None, ttl: int | None) -> None:
+           labels: list[str] | None, ttl: int | None, replace: bool) -> None:
     """Mint a one-time join token for a new drone NAME; prints the token alone on stdout.
 
     On the drone's box: dragoon drone join TOKEN --data DIR
+
+    A NAME that a drone holds is refused unless --replace; the old drone is then
+    stopped when the new one joins (docs/security.md, "Re-enrollment").
     """
 
     async def go() -> None:
         async with open_client(Connection(relay, key, ca_cert)) as client:
-            answer = await client.enroll(name=name, labels=labels, ttl=ttl)
+            answer = await client.enroll(name=name, labels=labels, ttl=ttl, replace=replace)
         click.echo(answer["token"])
 
     run_async(go)

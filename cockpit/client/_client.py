@@ -243,11 +243,17 @@ class RelayClient:
         return cast(list[Drone], (await self._json("GET", "/v1/workers"))["drones"])
 
     async def enroll(self, *, name: str, labels: list[str] | None = None,
-                     ttl: int | None = None) -> JoinTokenAnswer:
-        """Mint a one-time join token for a new drone named ``name``."""
+                     ttl: int | None = None, replace: bool = False) -> JoinTokenAnswer:
+        """Mint a one-time join token for a new drone named ``name``.
+
+        A name a drone holds is refused (``ApiError`` code ``name_taken``) unless
+        ``replace``: the token then replaces that drone when it is used.
+        """
         body: dict[str, Any] = {"name": name, "labels": labels or []}
         if ttl is not None:
             body["ttl"] = ttl
+        if replace:
+            body["replace"] = True
         return cast(JoinTokenAnswer, await self._json("POST", "/v1/workers", json_body=body))
 
     async def drain(self, *, drone: str, drain: bool = True) -> Drone:

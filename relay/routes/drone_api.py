@@ -31,13 +31,36 @@ async def init(body: InitBody, relay: RelayDep) -> dict[str, Any]:
     if isinstance(result, ApiError):
         logconf.event("enroll_failed", drone=body.name, error=result.code)
         raise result
+    replaced = result.pop("replaced")
+    lost, failed_fetches = result.pop("lost"), result.pop("failed_fetches")
     logconf.event("enroll", drone=result["name"])
+    if replaced:
+        logconf.event("replace", drone=result["name"], lost=len(lost))
+        await _announce_replacement(relay, result["name"], lost, failed_fetches)
     return result
+
+
+async def _announce_replacement(
+    relay: Relay, name: str, lost: list[str], failed_fetches: list[str]
+) -> None:
+    """After the commit: cockpits see the lost tasks and the new drone; waiters wake.
+
+    The wake-up on the drone's signal ends a long-poll the old drone still
+    holds: its next pass answers it ``drone_replaced`` (dispatch.assign).
+    """
+    for task_id in lost:
+        relay.bus.publish("task", await relay.db.run(relay.tasks.get, task_id))
+        relay.signals.notify(("task", task_id))
+    for fetch_id in failed_fetches:
+        relay.signals.notify(("fetch", fetch_id))
+    if (drone_view := await relay.db.run(fleet.get, name)) is not None:
+        relay.bus.publish("drone", drone_view)
+    relay.signals.notify(("drone", name))
 
 
 @router.post("/poll")
 async def poll(body: PollBody, drone: DroneDep, relay: RelayDep) -> dict[str, Any]:
-    return await dispatch.poll(relay, drone.name, body)
+    return await dispatch.poll(relay, drone.name, body, drone.fingerprint)
 
 
 @router.post("/log", response_model=None)

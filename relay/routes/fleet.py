@@ -32,6 +32,7 @@ async def mint_token(
         lambda conn: enroll.mint(
             conn, relay_url=relay.config.url, relay_key=relay.signer.fingerprint,
             drone=body.name, labels=body.labels, ttl=body.ttl, by=who.name,
+            replace=body.replace,
         )
     )
     return {"token": token, "expires_at": expires_at}

@@ -126,7 +126,7 @@ class FixedSource:
     async def drain(self, drone: str, drain: bool) -> dict[str, Any]:
         raise NotImplementedError("the fixed source takes no orders")
 
-    async def enroll(self, drone: str, labels: list[str]) -> str:
+    async def enroll(self, drone: str, labels: list[str], *, replace: bool = False) -> str:
         raise NotImplementedError("the fixed source takes no orders")
 
     async def artifacts(self, task_id: str) -> list[dict[str, Any]]:

@@ -199,6 +199,50 @@ async def test_enroll_from_the_cockpit_mints_a_join_token_for_the_relay(world: W
         await until(pilot, lambda: not isinstance(app.screen, JoinTokenScreen), what="closed")
 
 
+async def _enroll_taken_name(app: CockpitApp, pilot: Any) -> None:
+    await pilot.press("e")
+    await until(pilot, lambda: isinstance(app.screen, PromptScreen), what="name prompt")
+    await pilot.press(*DRONE, "enter")
+    await until(pilot, lambda: isinstance(app.screen, PromptScreen)
+                and "Labels" in app.screen.title_text, what="labels prompt")
+    await pilot.press("enter")
+    await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="replace confirm")
+    screen = app.screen
+    assert isinstance(screen, ConfirmScreen)
+    assert f"Drone {DRONE} exists (online)" in screen.question and "lost" in screen.question
+
+
+def _may_replace(world: World) -> list[int]:
+    import sqlite3
+
+    with sqlite3.connect(world.relay.data_dir / "relay.db") as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT may_replace FROM enrollments WHERE drone = ?", (DRONE,))]
+
+
+async def test_enrolling_a_taken_name_from_the_cockpit_asks_before_replacing(
+    world: World,
+) -> None:
+    before = _may_replace(world)
+    app = world.app()
+    async with app.run_test(size=SIZE) as pilot:
+        await connected(pilot, app)
+        await _enroll_taken_name(app, pilot)
+        await pilot.press("n")  # declined: no token at all
+        await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen), what="closed")
+        assert not isinstance(app.screen, JoinTokenScreen)
+        assert _may_replace(world) == before
+        await _enroll_taken_name(app, pilot)
+        await pilot.press("y")
+        await until(pilot, lambda: isinstance(app.screen, JoinTokenScreen), what="the token")
+        screen = app.screen
+        assert isinstance(screen, JoinTokenScreen)
+        assert JoinToken.decode(screen.token).drone == DRONE
+        # Minted as a replacing token; nobody uses it here, so the module's drone stays.
+        assert sorted(_may_replace(world)) == sorted([*before, 1])
+        await pilot.press("escape")
+
+
 async def _download_artifact(world: World, app: CockpitApp, pilot: Any, task_id: str,
                              tmp_path: Path) -> None:
     def uploaded() -> bool:
