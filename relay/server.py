@@ -3,10 +3,15 @@
 It binds its own socket, so ``--bind 127.0.0.1:0`` works and the real port is
 known, then prints one ``dragoon relay listening on URL`` line to stderr once
 uvicorn is ready to accept, which tests and supervisors wait for.
+
+Before that it raises the open-file limit and puts the connection limits of
+relay/connlimit.py in uvicorn's place of an HTTP protocol (docs/security.md,
+"Connection exhaustion"); failed accepts are logged through relay/floodlog.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 import sys
@@ -16,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from dragoon.relay import logconf, metrics, systemd
+from dragoon.relay import connlimit, fdlimit, floodlog, logconf, metrics, systemd
 from dragoon.relay.config import RelayConfig
+from dragoon.relay.peers import TrustedProxies
 
 
 class ServeError(Exception):
@@ -64,11 +70,12 @@ def check_options(options: ServeOptions) -> tuple[str, int]:
     return host, port
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int,
+                listener: type[socket.socket] = socket.socket) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and
     # without it a keep-alive answer written in two parts waits ~40 ms for a delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock = listener(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -80,13 +87,34 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def connection_limits(config: RelayConfig, soft_fd_limit: int) -> connlimit.ConnectionLimits:
+    """The relay config's connection settings, checked, with the total cap made concrete."""
+    for name in ("header_timeout", "keepalive_timeout", "body_timeout", "write_timeout"):
+        if not getattr(config, name) > 0:
+            raise ServeError(f"{name} in relay.toml must be a positive number of seconds")
+    try:
+        trusted = TrustedProxies(config.trusted_proxies)
+    except ValueError as exc:
+        raise ServeError(f"relay.toml: {exc}") from exc
+    return connlimit.ConnectionLimits(
+        header_timeout=config.header_timeout, body_timeout=config.body_timeout,
+        body_min_rate=max(0, config.body_min_rate), write_timeout=config.write_timeout,
+        max_connections=fdlimit.connection_cap(config.max_connections, soft_fd_limit),
+        max_per_peer=max(0, config.max_connections_per_peer), trusted=trusted,
+    )
+
+
 class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, url: str, on_ready: list[Callable[[str], None]]):
+    def __init__(self, config: uvicorn.Config, url: str, on_ready: list[Callable[[str], None]],
+                 flood: floodlog.FloodLog | None = None):
         super().__init__(config)
         self._url = url
         self._on_ready = on_ready
+        self._flood = flood
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._flood is not None:
+            floodlog.install_accept_error_handler(asyncio.get_running_loop(), self._flood)
         await super().startup(sockets=sockets)
         if self.should_exit:
             return
@@ -108,7 +136,9 @@ def serve(config: RelayConfig, options: ServeOptions) -> None:
     from dragoon.relay.app import create_app
 
     host, port = check_options(options)
-    sock = bind_socket(host, port)
+    fds = fdlimit.raise_nofile_limit()
+    limits = connection_limits(config, fds.soft)
+    sock = bind_socket(host, port, listener=connlimit.GatedListener)
     real_port = sock.getsockname()[1]
     scheme = "https" if options.tls_cert else "http"
     shown = f"[{host}]" if ":" in host else host
@@ -116,16 +146,25 @@ def serve(config: RelayConfig, options: ServeOptions) -> None:
     if not config.url:
         config.url = url
     logconf.setup(options.log_level)
+    if fds.raised_from is not None:
+        logconf.event("fd_limit", raised_from=fds.raised_from, to=fds.soft)
+    logconf.event("connection_limits", max_connections=limits.max_connections,
+                  per_peer=limits.max_per_peer or "none", header_timeout=limits.header_timeout)
     app = create_app(config)
     metrics.install_for_relay(app)
     kwargs: dict[str, Any] = {}
     if options.tls_cert is not None:
         kwargs = {"ssl_certfile": str(options.tls_cert), "ssl_keyfile": str(options.tls_key)}
+    flood = floodlog.FloodLog()
+    gate = connlimit.ConnectionGate(limits, flood)
     uv_config = uvicorn.Config(
         app, log_level=options.log_level, access_log=False, lifespan="on",
-        timeout_graceful_shutdown=5, proxy_headers=False, **kwargs,
+        timeout_graceful_shutdown=5, proxy_headers=False,
+        http=connlimit.protocol_class(gate),
+        timeout_keep_alive=config.keepalive_timeout,  # type: ignore[arg-type]  # a float works
+        h11_max_incomplete_event_size=config.max_header_size, **kwargs,
     )
-    server = _Server(uv_config, url, options.on_ready)
+    server = _Server(uv_config, url, options.on_ready, flood)
     try:
         systemd.run(server, sockets=[sock])
     finally:

@@ -108,9 +108,10 @@ def test_flood_past_the_fd_limit_leaves_the_relay_answering(tmp_path: Path) -> N
         assert grown <= LOG_GROWTH_BOUND, relay.stderr_text()[-3000:]
 
 
-def test_accept_errors_are_logged_once_a_second_with_a_count(tmp_path: Path) -> None:
+def test_accept_errors_are_logged_at_most_once_a_second(tmp_path: Path) -> None:
     """Descriptors run out for another reason (the limit lowered under the relay): failed
-    accepts are summed up in a line a second, not a traceback each."""
+    accepts make a line a second at most, never a traceback each (the unfixed relay wrote
+    tens of thousands a second)."""
     raise_own_fd_limit(4096)
     with RelayProcess(tmp_path / "relay") as relay:
         assert relay.process is not None
@@ -121,13 +122,12 @@ def test_accept_errors_are_logged_once_a_second_with_a_count(tmp_path: Path) -> 
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (64, hard))
         try:
             with SlowLoris(port_of(relay), 600) as loris:
-                # Two summaries: the storm went on across more than one second.
-                def two_summaries() -> bool:
+                # Three reports: the storm went on across more than two seconds.
+                def three_reports() -> bool:
                     loris.send_head()
-                    return relay.stderr_text().count("suppressed") >= 2
+                    return relay.stderr_text().count("accept failed") >= 3
 
-                wait_until(two_summaries, timeout=15,
-                           message="summaries of suppressed accept errors")
+                wait_until(three_reports, timeout=20, message="accept failures reported")
         finally:
             resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
         elapsed = time.monotonic() - started
@@ -135,7 +135,8 @@ def test_accept_errors_are_logged_once_a_second_with_a_count(tmp_path: Path) -> 
         text = relay.stderr_text()
         print(f"\n{grown} log lines in {elapsed:.1f} s of failing accepts")
         assert "Traceback" not in text, text[-3000:]
-        assert grown <= 3 * elapsed + 10, text[-3000:]
+        assert text.count("accept failed") <= 2 * (elapsed + 2), text[-3000:]
+        assert grown <= 3 * (elapsed + 2), text[-3000:]
         # Descriptors back: the relay accepts again by itself.
         answer = wait_until(lambda: _healthz_or_none(relay.url), timeout=15)
         assert answer.status_code == 200
