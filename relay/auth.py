@@ -97,6 +97,55 @@ def lookup_key(
     return KeyMatch(key, Pilot(pilot["name"], fingerprint, digest))
 
 
+def session_problem(conn: sqlite3.Connection, who: Pilot, now: float) -> RequestRejected | None:
+    """Why ``who``'s session no longer holds, or None: for requests that outlive their check.
+
+    An event stream or a held request was let in by a session that may since have been
+    revoked (logout), replaced (the pilot's key changed), orphaned (the pilot removed) or
+    have expired; each of those ends it, just as it would refuse the next request.
+    """
+    row = conn.execute(
+        "SELECT s.expires_at, s.fingerprint, p.fingerprint AS current FROM sessions s"
+        " LEFT JOIN pilots p ON p.name = s.pilot WHERE s.token_hash = ?",
+        (who.token_hash,),
+    ).fetchone()
+    if row is None:
+        return RequestRejected(c.ERR_BAD_SESSION, "the session was revoked; log in again")
+    if row["expires_at"] <= now:
+        return RequestRejected(c.ERR_BAD_SESSION, "the session has expired; log in again")
+    if row["current"] is None:
+        return RequestRejected(c.ERR_BAD_SESSION, "the pilot of this session is gone")
+    if row["current"] != row["fingerprint"] or row["fingerprint"] != who.fingerprint:
+        return RequestRejected(c.ERR_BAD_SESSION, "the pilot's key changed; log in again")
+    return None
+
+
+def drone_problem(conn: sqlite3.Connection, who: Drone) -> RequestRejected | None:
+    """Why ``who`` no longer speaks for its drone (re-enrolled with another key), or None."""
+    row = conn.execute("SELECT fingerprint FROM drones WHERE name = ?", (who.name,)).fetchone()
+    if row is None:
+        return RequestRejected(c.ERR_UNKNOWN_KEY, "the drone is no longer enrolled")
+    if row["fingerprint"] != who.fingerprint:
+        return RequestRejected(c.ERR_UNKNOWN_KEY, "the drone was enrolled again with another key")
+    return None
+
+
+def enrolled_drone(conn: sqlite3.Connection, name: str) -> Drone | None:
+    """The drone ``name`` as enrolled now, to re-check a held poll against later."""
+    row = conn.execute("SELECT fingerprint FROM drones WHERE name = ?", (name,)).fetchone()
+    return None if row is None else Drone(name, row["fingerprint"])
+
+
+async def require_session(relay: Relay, who: Principal) -> None:
+    """Raise 401 when ``who``'s session is gone, or a drone's key is no longer its own."""
+    if isinstance(who, Pilot):
+        problem = await relay.db.run(lambda conn: session_problem(conn, who, time.time()))
+    else:
+        problem = await relay.db.run(drone_problem, who)
+    if problem is not None:
+        raise ApiError(401, problem.code, problem.detail)
+
+
 def check_request(
     conn: sqlite3.Connection,
     *,

@@ -21,8 +21,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from dragoon.relay import fetches
+from dragoon.relay import fetches, held
 from dragoon.relay import tasks as task_store
+from dragoon.relay.auth import enrolled_drone
 from dragoon.relay.context import Relay
 from dragoon.relay.db import transaction
 from dragoon.relay.drones import view as drone_view
@@ -232,6 +233,7 @@ async def poll(relay: Relay, name: str, body: PollBody) -> dict[str, Any]:
     wait = max(0.0, min(body.wait, relay.config.poll_max_wait))
     deadline = time.monotonic() + wait
     first = True
+    who = await relay.db.run(enrolled_drone, name)  # the key that signed this poll
     while True:
         version = relay.signals.version(key)
         result = await relay.db.run(assign, relay.signer, relay.logs, name, body, first)
@@ -240,7 +242,7 @@ async def poll(relay: Relay, name: str, body: PollBody) -> dict[str, Any]:
         remaining = deadline - time.monotonic()
         if result.news or remaining <= 0:
             return result.answer
-        if not await relay.signals.wait(key, version, remaining):
+        if not await held.wait(relay, who, key, version, remaining):
             return result.answer
 
 

@@ -89,7 +89,8 @@ def bind_socket(host: str, port: int,
 
 def connection_limits(config: RelayConfig, soft_fd_limit: int) -> connlimit.ConnectionLimits:
     """The relay config's connection settings, checked, with the total cap made concrete."""
-    for name in ("header_timeout", "keepalive_timeout", "body_timeout", "write_timeout"):
+    for name in ("header_timeout", "keepalive_timeout", "body_timeout", "write_timeout",
+                 "session_recheck"):
         if not getattr(config, name) > 0:
             raise ServeError(f"{name} in relay.toml must be a positive number of seconds")
     try:

@@ -182,3 +182,32 @@ def test_a_held_request_is_answered_401_soon_after_logout(
     assert isinstance(answer, httpx.Response), answer
     assert answer.status_code == 401, answer.text
     assert answer.json()["error"] == "bad_session"
+
+
+def test_a_drones_held_poll_ends_when_its_key_is_replaced(relay: RelayProcess) -> None:
+    """Re-enrolling a drone name gives it a new key: a poll the old key holds gets no task."""
+    admin = relay.pilot(next(_names))
+    old = relay.drone("rekeyed", pilot=admin)
+    answers: list[httpx.Response | BaseException] = []
+
+    def hold() -> None:
+        try:
+            answers.append(old.poll(wait=20, timeout=CLOSES_WITHIN))
+        except BaseException as exc:
+            answers.append(exc)
+
+    thread = threading.Thread(target=hold)
+    started = time.monotonic()
+    thread.start()
+    wait_until(lambda: answers or time.monotonic() - started > 1, timeout=5)
+    assert answers == [], answers
+    new = relay.drone("rekeyed", pilot=admin)  # the same name, a new key
+    task = admin.submit("echo for the new key only", drone="rekeyed")
+    thread.join(CLOSES_WITHIN + 5)
+    assert len(answers) == 1
+    answer = answers[0]
+    assert isinstance(answer, httpx.Response), answer
+    assert task["id"] not in answer.text
+    assert answer.status_code == 401, answer.text
+    handed = new.poll(wait=5)
+    assert task["id"] in handed.text
