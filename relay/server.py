@@ -87,21 +87,41 @@ def bind_socket(host: str, port: int,
     return sock
 
 
+POSITIVE_SECONDS = ("header_timeout", "keepalive_timeout", "body_timeout", "write_timeout",
+                    "session_recheck")
+COUNTS = ("body_min_rate", "max_header_size", "max_connections", "max_connections_per_peer",
+          "open_burst_per_peer", "open_burst_total", "max_challenges")
+RATES = ("open_rate_per_peer", "open_rate_total")
+
+
+def check_limits(config: RelayConfig) -> None:
+    """The settings of docs/security.md, each of its type, or a one-line refusal to serve."""
+    for name in POSITIVE_SECONDS + RATES:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or (
+                name in POSITIVE_SECONDS and value == 0):
+            kind = "a positive number of seconds" if name in POSITIVE_SECONDS else "a number ≥ 0"
+            raise ServeError(f"{name} in relay.toml must be {kind}")
+    for name in COUNTS:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ServeError(f"{name} in relay.toml must be a whole number ≥ 0")
+    if not isinstance(config.trusted_proxies, list):
+        raise ServeError("trusted_proxies in relay.toml must be a list, e.g. [\"127.0.0.1\"]")
+
+
 def connection_limits(config: RelayConfig, soft_fd_limit: int) -> connlimit.ConnectionLimits:
     """The relay config's connection settings, checked, with the total cap made concrete."""
-    for name in ("header_timeout", "keepalive_timeout", "body_timeout", "write_timeout",
-                 "session_recheck"):
-        if not getattr(config, name) > 0:
-            raise ServeError(f"{name} in relay.toml must be a positive number of seconds")
+    check_limits(config)
     try:
         trusted = TrustedProxies(config.trusted_proxies)
     except ValueError as exc:
         raise ServeError(f"relay.toml: {exc}") from exc
     return connlimit.ConnectionLimits(
         header_timeout=config.header_timeout, body_timeout=config.body_timeout,
-        body_min_rate=max(0, config.body_min_rate), write_timeout=config.write_timeout,
+        body_min_rate=config.body_min_rate, write_timeout=config.write_timeout,
         max_connections=fdlimit.connection_cap(config.max_connections, soft_fd_limit),
-        max_per_peer=max(0, config.max_connections_per_peer), trusted=trusted,
+        max_per_peer=config.max_connections_per_peer, trusted=trusted,
     )
 
 
