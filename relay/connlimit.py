@@ -35,6 +35,7 @@ import json
 import socket
 import struct
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -349,6 +350,33 @@ class GatedListener(socket.socket):
     def _reset(self) -> None:
         self._taken = 0
         self._resting = False
+
+
+@contextlib.contextmanager
+def tls_handshake_deadline(loop: asyncio.AbstractEventLoop, seconds: float) -> Iterator[None]:
+    """TLS handshakes get ``seconds`` (asyncio's default is 60) in servers made meanwhile.
+
+    A TLS connection reaches the protocol, and so the deadlines above, only once its
+    handshake is done; a handshake left hanging holds a descriptor until asyncio gives
+    up. uvicorn passes no handshake timeout to ``create_server``, so this supplies one
+    to the calls its startup makes, then takes itself away.
+    """
+    original = loop.create_server
+
+    async def create_server(*args: Any, **kwargs: Any) -> asyncio.Server:
+        if kwargs.get("ssl") is not None:
+            kwargs.setdefault("ssl_handshake_timeout", seconds)
+        return await original(*args, **kwargs)
+
+    try:
+        loop.create_server = create_server  # type: ignore[method-assign]
+    except AttributeError:  # a loop whose methods cannot be replaced: keep its default
+        yield
+        return
+    try:
+        yield
+    finally:
+        del loop.create_server
 
 
 def protocol_class(gate: ConnectionGate) -> type[GuardedH11Protocol]:

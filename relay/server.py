@@ -127,16 +127,19 @@ def connection_limits(config: RelayConfig, soft_fd_limit: int) -> connlimit.Conn
 
 class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, url: str, on_ready: list[Callable[[str], None]],
-                 flood: floodlog.FloodLog | None = None):
+                 flood: floodlog.FloodLog | None = None, handshake_timeout: float = 60.0):
         super().__init__(config)
         self._url = url
         self._on_ready = on_ready
         self._flood = flood
+        self._handshake_timeout = handshake_timeout
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        loop = asyncio.get_running_loop()
         if self._flood is not None:
-            floodlog.install_accept_error_handler(asyncio.get_running_loop(), self._flood)
-        await super().startup(sockets=sockets)
+            floodlog.install_accept_error_handler(loop, self._flood)
+        with connlimit.tls_handshake_deadline(loop, self._handshake_timeout):
+            await super().startup(sockets=sockets)
         if self.should_exit:
             return
         print(f"dragoon relay listening on {self._url}", file=sys.stderr, flush=True)
@@ -185,7 +188,8 @@ def serve(config: RelayConfig, options: ServeOptions) -> None:
         timeout_keep_alive=config.keepalive_timeout,  # type: ignore[arg-type]  # a float works
         h11_max_incomplete_event_size=config.max_header_size, **kwargs,
     )
-    server = _Server(uv_config, url, options.on_ready, flood)
+    server = _Server(uv_config, url, options.on_ready, flood,
+                     handshake_timeout=limits.header_timeout)
     try:
         systemd.run(server, sockets=[sock])
     finally:

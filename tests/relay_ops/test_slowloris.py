@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import resource
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from tests.relay_ops.attackers import (
     timed,
 )
 from tests.support.relay import PilotSession, RelayProcess, wait_until
+from tests.support.tls import self_signed_certificate
 
 FLOOD = 5000
 LOG_GROWTH_BOUND = 20  # lines; the unfixed relay wrote hundreds of thousands
@@ -327,3 +329,37 @@ def test_total_cap_sheds_the_oldest_waiting_connection_not_a_busy_one(tmp_path: 
             task = pilot.submit("echo still streaming", labels=["nowhere"])
             stream.next_matching("task", lambda t: t["id"] == task["id"])
             assert not stream.ended.is_set()
+
+
+# --- TLS served by the relay itself ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
+    root = tmp_path_factory.mktemp("tls")
+    cert, key = self_signed_certificate(root)
+    with RelayProcess(root / "relay", config={"header_timeout": 1},
+                      extra_args=["--tls-cert", str(cert), "--tls-key", str(key)]) as relay:
+        yield relay
+
+
+def test_a_tls_handshake_that_never_finishes_is_closed(tls_relay: RelayProcess) -> None:
+    """asyncio's own handshake deadline is 60 s; the relay's is its header timeout."""
+    sock = connect_from(port_of(tls_relay))
+    sock.sendall(b"\x16\x03\x01")  # the first bytes of a ClientHello, and no more
+    with timed() as took:
+        wait_until(lambda: is_closed_by_peer(sock), timeout=20,
+                   message="the stalled handshake was closed")
+    print(f"\nstalled TLS handshake closed after {took[0]:.1f} s")
+    sock.close()
+
+
+def test_a_slow_head_over_tls_is_closed(tls_relay: RelayProcess) -> None:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    raw = connect_from(port_of(tls_relay))
+    sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
+    sock.sendall(PARTIAL_HEAD)
+    assert read_until_closed(sock, timeout=15).startswith(b"HTTP/1.1 408 ")
+    sock.close()
