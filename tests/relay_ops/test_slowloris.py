@@ -250,6 +250,14 @@ def test_a_peer_that_reads_no_answer_is_cut_off(quick_relay: RelayProcess) -> No
     sock.close()
 
 
+def test_a_head_over_max_header_size_is_refused(quick_relay: RelayProcess) -> None:
+    """Fast, but endless: a head that never ends is refused at 16 KiB, not buffered."""
+    sock = connect_from(port_of(quick_relay))
+    sock.sendall(PARTIAL_HEAD + b"X-Pad: " + b"a" * 20_000)
+    assert read_until_closed(sock).startswith(b"HTTP/1.1 400 ")
+    sock.close()
+
+
 def test_a_steady_request_is_not_cut_off_by_the_timeouts(quick_relay: RelayProcess) -> None:
     """Timeouts of one second, and a normal exchange of several requests still works."""
     with httpx.Client(base_url=quick_relay.url, timeout=10) as client:
