@@ -74,6 +74,8 @@ def trickling(loris: SlowLoris, every: float = 1.0) -> Callable[[], int]:
 def test_relay_answers_while_5000_slow_connections_are_open(tmp_path: Path) -> None:
     limit = raise_own_fd_limit(FLOOD + 1024)
     count = min(FLOOD, limit - 1024)
+    if count < 1000:
+        pytest.skip(f"this process may open only {limit} files")
     with RelayProcess(tmp_path / "relay", config={"header_timeout": 8}) as relay:
         pilot = relay.pilot("alice")
         before = log_lines(relay)
@@ -152,9 +154,10 @@ def _healthz_or_none(url: str) -> httpx.Response | None:
 
 
 def test_fd_soft_limit_is_raised_to_the_hard_limit_at_startup(tmp_path: Path) -> None:
-    with LimitedRelay(tmp_path / "relay", nofile=(512, 4096)) as relay:
+    hard = min(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    with LimitedRelay(tmp_path / "relay", nofile=(512, hard)) as relay:
         assert relay.process is not None
-        assert relay_fd_limits(relay.process.pid) == (4096, 4096)
+        assert relay_fd_limits(relay.process.pid) == (hard, hard)
 
 
 # --- timeouts ---------------------------------------------------------------------------------
