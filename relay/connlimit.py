@@ -23,24 +23,23 @@ with what is missing:
   of slow connections displaces itself, not the pilots and drones mid-request.
 
 The protocol is h11 whatever is installed (httptools would be picked by
-uvicorn's "auto"), because the deadlines read h11's parser state.
+uvicorn's "auto"), because the deadlines read h11's parser state. Accepting
+itself (paced, with a TLS handshake deadline) is relay/listener.py's job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import socket
 import struct
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import h11
-from dragoon.relay.floodlog import RESOURCE_ERRNOS, FloodLog
+from dragoon.relay.floodlog import FloodLog
 from dragoon.relay.peers import TrustedProxies, peer_key
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -270,7 +269,9 @@ class GuardedH11Protocol(H11Protocol):
         relay_behind = (self.flow is not None and self.flow.read_paused) or (
             self.cycle is not None and self.cycle.waiting_for_100_continue)
         brought = self._bytes_in - self._window_mark
-        if not relay_behind and brought < limits.body_min_rate * limits.body_timeout:
+        # At least one byte a window, even with body_min_rate = 0.
+        needed = max(1.0, limits.body_min_rate * limits.body_timeout)
+        if not relay_behind and brought < needed:
             self.gate.flood.warn("slow body", f"closed a connection from {self.peer_key}: "
                                  f"{brought} body bytes in {limits.body_timeout:.0f} s")
             if self.cycle is None or not self.cycle.response_started:
@@ -305,78 +306,6 @@ class GuardedH11Protocol(H11Protocol):
     def _cancel(timer: asyncio.TimerHandle | None) -> None:
         if timer is not None:
             timer.cancel()
-
-
-class GatedListener(socket.socket):
-    """The listening socket, pacing asyncio's accept loop so the caps can keep up.
-
-    asyncio accepts up to a whole backlog (2,048) of sockets in one loop tick, each a
-    file descriptor, before any protocol (and so the gate) sees one: a flood would
-    overrun the descriptor reserve that ``max_connections`` leaves. So ``accept()`` takes
-    at most ``ACCEPTS_PER_TICK`` a tick, the rest waiting in the kernel's backlog.
-
-    And when descriptors do run out, CPython 3.11's accept loop reports the failure and
-    schedules one more retry for *every* remaining slot of the batch, so the retries
-    multiply each second (tens of thousands a second, each once a traceback). After one
-    such failure this socket says "nothing to accept" until the next tick, leaving
-    asyncio's single retry a second later.
-    """
-
-    ACCEPTS_PER_TICK: ClassVar[int] = 64
-    _taken = 0
-    _resting = False
-
-    def accept(self) -> tuple[socket.socket, Any]:
-        if self._resting or self._taken >= self.ACCEPTS_PER_TICK:
-            raise BlockingIOError(errno.EAGAIN, "accepting paused until the next loop tick")
-        try:
-            accepted = super().accept()
-        except OSError as exc:
-            if exc.errno in RESOURCE_ERRNOS:
-                self._resting = True
-                self._next_tick()
-            raise
-        self._taken += 1
-        if self._taken == 1:
-            self._next_tick()
-        return accepted
-
-    def _next_tick(self) -> None:
-        try:
-            asyncio.get_running_loop().call_soon(self._reset)
-        except RuntimeError:  # accept() called outside a loop: no pacing to undo
-            self._reset()
-
-    def _reset(self) -> None:
-        self._taken = 0
-        self._resting = False
-
-
-@contextlib.contextmanager
-def tls_handshake_deadline(loop: asyncio.AbstractEventLoop, seconds: float) -> Iterator[None]:
-    """TLS handshakes get ``seconds`` (asyncio's default is 60) in servers made meanwhile.
-
-    A TLS connection reaches the protocol, and so the deadlines above, only once its
-    handshake is done; a handshake left hanging holds a descriptor until asyncio gives
-    up. uvicorn passes no handshake timeout to ``create_server``, so this supplies one
-    to the calls its startup makes, then takes itself away.
-    """
-    original = loop.create_server
-
-    async def create_server(*args: Any, **kwargs: Any) -> asyncio.Server:
-        if kwargs.get("ssl") is not None:
-            kwargs.setdefault("ssl_handshake_timeout", seconds)
-        return await original(*args, **kwargs)
-
-    try:
-        loop.create_server = create_server  # type: ignore[method-assign]
-    except AttributeError:  # a loop whose methods cannot be replaced: keep its default
-        yield
-        return
-    try:
-        yield
-    finally:
-        del loop.create_server
 
 
 def protocol_class(gate: ConnectionGate) -> type[GuardedH11Protocol]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from dragoon.relay import connlimit, fdlimit, floodlog, logconf, metrics, systemd
+from dragoon.relay import connlimit, fdlimit, floodlog, listener, logconf, metrics, systemd
 from dragoon.relay.config import RelayConfig
 from dragoon.relay.peers import TrustedProxies
 
@@ -71,11 +71,11 @@ def check_options(options: ServeOptions) -> tuple[str, int]:
 
 
 def bind_socket(host: str, port: int,
-                listener: type[socket.socket] = socket.socket) -> socket.socket:
+                socket_class: type[socket.socket] = socket.socket) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and
     # without it a keep-alive answer written in two parts waits ~40 ms for a delayed ACK.
-    sock = listener(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock = socket_class(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -138,7 +138,7 @@ class _Server(uvicorn.Server):
         loop = asyncio.get_running_loop()
         if self._flood is not None:
             floodlog.install_accept_error_handler(loop, self._flood)
-        with connlimit.tls_handshake_deadline(loop, self._handshake_timeout):
+        with listener.tls_handshake_deadline(loop, self._handshake_timeout):
             await super().startup(sockets=sockets)
         if self.should_exit:
             return
@@ -162,7 +162,7 @@ def serve(config: RelayConfig, options: ServeOptions) -> None:
     host, port = check_options(options)
     fds = fdlimit.raise_nofile_limit()
     limits = connection_limits(config, fds.soft)
-    sock = bind_socket(host, port, listener=connlimit.GatedListener)
+    sock = bind_socket(host, port, socket_class=listener.GatedListener)
     real_port = sock.getsockname()[1]
     scheme = "https" if options.tls_cert else "http"
     shown = f"[{host}]" if ":" in host else host
