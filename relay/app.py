@@ -15,6 +15,7 @@ from dragoon.relay import errors, sweeper
 from dragoon.relay.auth import SignedRequests
 from dragoon.relay.config import RelayConfig
 from dragoon.relay.context import Relay
+from dragoon.relay.ratelimit import OpenRouteLimits
 from dragoon.relay.routes import (
     audit,
     drone_api,
@@ -51,4 +52,5 @@ def create_app(config: RelayConfig) -> FastAPI:
     for module in (login, fleet, drone_api, tasks, fetches, messages, events, health, audit):
         app.include_router(module.router)
     app.add_middleware(SignedRequests, relay=relay)
+    app.add_middleware(OpenRouteLimits, relay=relay)  # outside: a 429 costs no body read
     return app

@@ -170,6 +170,42 @@ def lookup_key(
     return KeyMatch(key, PilotPrincipal(pilot["name"], fingerprint, digest))
 
 
+def session_problem(
+    conn: sqlite3.Connection, who: PilotPrincipal, now: float
+) -> RequestRejected | None:
+    """Why ``who``'s session no longer holds, or None: for requests that outlive their check.
+
+    An event stream or a held request was let in by a session that may since have been
+    revoked (logout), replaced (the pilot's key changed), orphaned (the pilot removed) or
+    have expired; each of those ends it, just as it would refuse the next request.
+    """
+    row = conn.execute(
+        "SELECT s.expires_at, s.fingerprint, p.fingerprint AS current FROM sessions s"
+        " LEFT JOIN pilots p ON p.name = s.pilot WHERE s.token_hash = ?",
+        (who.token_hash,),
+    ).fetchone()
+    if row is None:
+        return RequestRejected(c.ERR_BAD_SESSION, "the session was revoked; log in again")
+    if row["expires_at"] <= now:
+        return RequestRejected(c.ERR_BAD_SESSION, "the session has expired; log in again")
+    if row["current"] is None:
+        return RequestRejected(c.ERR_BAD_SESSION, "the pilot of this session is gone")
+    if row["current"] != row["fingerprint"] or row["fingerprint"] != who.fingerprint:
+        return RequestRejected(c.ERR_BAD_SESSION, "the pilot's key changed; log in again")
+    return None
+
+
+async def require_session(relay: Relay, who: PilotPrincipal) -> None:
+    """Raise 401 when ``who``'s session is gone (revoked, expired, key replaced or removed).
+
+    A drone's key is re-checked by ``dispatch.assign`` on every pass instead
+    (``require_current``), in the transaction that would hand work out.
+    """
+    problem = await relay.db.run(lambda conn: session_problem(conn, who, time.time()))
+    if problem is not None:
+        raise ApiError(401, problem.code, problem.detail)
+
+
 def check_request(
     conn: sqlite3.Connection,
     *,

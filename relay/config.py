@@ -61,6 +61,32 @@ class RelayConfig:
     gc_interval: float = 600  # how often the relay's sweeper applies the retention
     drone_quota: str | int = "none"  # bytes stored per drone: logs + artifacts + fetched files
     storage_quota: str | int = "none"  # the same, all drones together
+    # Connections (docs/security.md, "Connection exhaustion"). A request's head must be
+    # complete within header_timeout of the connection (or of its first byte on a kept-alive
+    # connection); an idle kept-alive connection is closed after keepalive_timeout.
+    header_timeout: float = 10
+    keepalive_timeout: float = 5
+    # A body must finish within each body_timeout window or bring body_min_rate bytes/s in it.
+    body_timeout: float = 30
+    body_min_rate: int = 256
+    # A peer that takes no byte of an answer for write_timeout is cut off.
+    write_timeout: float = 60
+    max_header_size: int = 16 * KiB
+    # 0: derived from the file-descriptor limit (7/8 of it); a larger value is lowered to that.
+    max_connections: int = 0
+    max_connections_per_peer: int = 128  # 0: no per-peer cap
+    # Peers that are reverse proxies: not capped per address (each carries many clients), and
+    # their X-Forwarded-For names the client for rate limits. The shipped unit sits on loopback.
+    trusted_proxies: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1"])
+    # Unauthenticated routes (challenge, login, drone init): token buckets per client address
+    # and per route, and one per route for all clients together; over them, 429 + Retry-After.
+    open_rate_per_peer: float = 2
+    open_burst_per_peer: int = 20
+    open_rate_total: float = 50
+    open_burst_total: int = 200
+    max_challenges: int = 10000  # live login challenges; the oldest give way past this
+    # Event streams and held requests re-check their pilot's session this often.
+    session_recheck: float = 2
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -128,6 +154,8 @@ class RelayConfig:
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):

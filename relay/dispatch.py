@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from dragoon.relay import fetches, fleet
+from dragoon.relay import fetches, fleet, held
 from dragoon.relay import tasks as task_store
 from dragoon.relay.auth import require_current
 from dragoon.relay.context import Relay
@@ -240,7 +240,9 @@ async def poll(relay: Relay, name: str, body: PollBody,
         remaining = deadline - time.monotonic()
         if result.news or remaining <= 0:
             return result.answer
-        if not await relay.signals.wait(key, version, remaining):
+        # No caller check while held: each pass of ``assign`` checks the poll's key
+        # still holds the name, in the transaction that would hand work out.
+        if not await held.wait(relay, None, key, version, remaining):
             return result.answer
 
 

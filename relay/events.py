@@ -33,6 +33,8 @@ class EventBus:
         self._next = 1
         self._ring: deque[Event] = deque(maxlen=RING)
         self._subscribers: set[asyncio.Queue[Event | None]] = set()
+        # Which session each subscriber reads for, so that a logout ends its streams at once.
+        self._owners: dict[asyncio.Queue[Event | None], str] = {}
         self.closed = False
 
     def publish(self, kind: str, data: dict[str, Any]) -> None:
@@ -42,7 +44,7 @@ class EventBus:
         for queue in list(self._subscribers):
             if queue.qsize() >= QUEUE:
                 # A reader that cannot keep up is cut off rather than slowing everyone.
-                self._subscribers.discard(queue)
+                self.unsubscribe(queue)
                 queue.put_nowait(None)
                 continue
             queue.put_nowait(event)
@@ -53,8 +55,11 @@ class EventBus:
         for queue in self._subscribers:
             queue.put_nowait(None)
         self._subscribers.clear()
+        self._owners.clear()
 
-    def subscribe(self, last_id: int | None = None) -> asyncio.Queue[Event | None]:
+    def subscribe(self, last_id: int | None = None, *,
+                  owner: str | None = None) -> asyncio.Queue[Event | None]:
+        """A queue of the events from now (after ``last_id`` when given) for session ``owner``."""
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
         if self.closed:
             queue.put_nowait(None)
@@ -64,7 +69,17 @@ class EventBus:
                 if event.id > last_id:
                     queue.put_nowait(event)
         self._subscribers.add(queue)
+        if owner is not None:
+            self._owners[queue] = owner
         return queue
 
     def unsubscribe(self, queue: asyncio.Queue[Event | None]) -> None:
         self._subscribers.discard(queue)
+        self._owners.pop(queue, None)
+
+    def end_session(self, owner: str) -> None:
+        """The session ``owner`` is gone (a logout here): its streams get nothing more."""
+        for queue, who in list(self._owners.items()):
+            if who == owner:
+                self.unsubscribe(queue)
+                queue.put_nowait(None)

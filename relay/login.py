@@ -53,7 +53,23 @@ def issue_challenge(
             "INSERT INTO challenges (challenge, fingerprint, expires_at) VALUES (?, ?, ?)",
             (challenge, fingerprint, expires_at),
         )
+        bound_challenges(conn, config.max_challenges)
     return {"challenge": challenge, "expires_at": expires_at}
+
+
+def bound_challenges(conn: sqlite3.Connection, cap: int) -> None:
+    """Keep at most ``cap`` live challenges: the oldest give way to the newest.
+
+    Rowids only grow, so the rows more than ``cap`` behind the newest are the
+    oldest; the delete walks just those. A flood from many addresses can then
+    at worst void a challenge older than ``cap`` newer ones, which a pilot who
+    answers within a second or two never has.
+    """
+    if cap > 0:
+        conn.execute(
+            "DELETE FROM challenges WHERE rowid <= (SELECT max(rowid) FROM challenges) - ?",
+            (cap,),
+        )
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 from dragoon.relay import artifacts, dispatch, enroll, fetches, fleet, logconf, messages, quota
 from dragoon.relay.auth import DroneDep
 from dragoon.relay.blobs import check_artifact_path
-from dragoon.relay.context import RelayDep
+from dragoon.relay.context import Relay, RelayDep
 from dragoon.relay.errors import ApiError
 from dragoon.relay.models import MAX_OFFSET, FinishBody, InitBody, MessageBody, PollBody
 from dragoon.relay.output import Closed, Gap, Incomplete

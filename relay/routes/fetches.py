@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from dragoon.relay import fetches
+from dragoon.relay import fetches, held
 from dragoon.relay.auth import PilotDep
 from dragoon.relay.context import RelayDep
 from dragoon.relay.errors import ApiError, not_found
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1/fetches", tags=["drones"])
 
 @router.get("/{fetch_id}")
 async def show(
-    fetch_id: str, _who: PilotDep, relay: RelayDep, wait: float = Query(0, ge=0)
+    fetch_id: str, who: PilotDep, relay: RelayDep, wait: float = Query(0, ge=0)
 ) -> dict[str, Any]:
     key = ("fetch", fetch_id)
     deadline = time.monotonic() + min(wait, relay.config.poll_max_wait)
@@ -30,7 +30,7 @@ async def show(
         remaining = deadline - time.monotonic()
         if found["state"] != "pending" or remaining <= 0:
             return found
-        if not await relay.signals.wait(key, version, remaining):
+        if not await held.wait(relay, who, key, version, remaining):
             return await relay.db.run(fetches.get, fetch_id) or found
 
 

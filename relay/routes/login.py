@@ -37,4 +37,5 @@ async def do_login(body: LoginBody, relay: RelayDep) -> dict[str, Any]:
 @router.post("/logout")
 async def logout(who: PilotDep, relay: RelayDep) -> dict[str, Any]:
     await relay.db.run(login.logout, who.token_hash, who.name)
+    relay.bus.end_session(who.token_hash)  # its event streams end now, not at their next look
     return {"ok": True}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from dragoon.relay import messages
+from dragoon.relay import held, messages
 from dragoon.relay.auth import PilotDep
 from dragoon.relay.context import RelayDep
 from dragoon.relay.models import AckBody
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1/messages", tags=["inbox"])
 
 @router.get("")
 async def inbox(
-    _who: PilotDep, relay: RelayDep,
+    who: PilotDep, relay: RelayDep,
     after: int | None = Query(None, ge=0), unread: bool = Query(False),
     limit: int = Query(100, ge=1, le=1000), wait: float = Query(0, ge=0),
 ) -> dict[str, Any]:
@@ -28,7 +28,7 @@ async def inbox(
             lambda conn: messages.listing(conn, after=after, unread=unread, limit=limit)
         )
         remaining = deadline - time.monotonic()
-        if found or remaining <= 0 or not await relay.signals.wait(key, version, remaining):
+        if found or remaining <= 0 or not await held.wait(relay, who, key, version, remaining):
             return {"messages": found}
 
 

@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from dragoon.relay import artifacts, logconf
+from dragoon.relay import artifacts, held, logconf
 from dragoon.relay.auth import PilotDep
 from dragoon.relay.blobs import check_artifact_path
 from dragoon.relay.context import RelayDep
@@ -62,7 +62,7 @@ async def cancel(
 
 @router.get("/{task_id}/log")
 async def read_log(
-    task_id: str, _who: PilotDep, relay: RelayDep,
+    task_id: str, who: PilotDep, relay: RelayDep,
     stream: str = Query("stdout", pattern="^(stdout|stderr)$"),
     offset: int = Query(0, ge=0, le=MAX_OFFSET), limit: int = Query(1 << 20, ge=1, le=8 << 20),
     wait: float = Query(0, ge=0),
@@ -79,7 +79,7 @@ async def read_log(
         remaining = deadline - time.monotonic()
         if data or final or remaining <= 0:
             break
-        if not await relay.signals.wait(key, version, remaining):
+        if not await held.wait(relay, who, key, version, remaining):
             break  # time is up (or the relay is stopping): answer what there is
     end = offset + len(data)
     headers = {

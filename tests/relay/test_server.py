@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
-from dragoon.relay.server import ServeError, ServeOptions, check_options, is_loopback, parse_bind
+from dragoon.relay.config import RelayConfig
+from dragoon.relay.server import (
+    ServeError,
+    ServeOptions,
+    check_options,
+    connection_limits,
+    is_loopback,
+    parse_bind,
+)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "127.5.5.5"])
@@ -36,3 +45,27 @@ def test_tls_cert_without_key_is_refused(tmp_path: Path) -> None:
 def test_malformed_bind_is_refused(bind: str) -> None:
     with pytest.raises(ServeError, match="HOST:PORT"):
         parse_bind(bind)
+
+
+@pytest.mark.parametrize(("setting", "value", "says"), [
+    ("header_timeout", 0, "header_timeout in relay.toml must be a positive number of seconds"),
+    ("session_recheck", "2", "session_recheck in relay.toml must be a positive number"),
+    ("max_connections_per_peer", -1, "max_connections_per_peer in relay.toml must be a whole"),
+    ("open_rate_total", -5, "open_rate_total in relay.toml must be a number"),
+    ("trusted_proxies", "127.0.0.1", "trusted_proxies in relay.toml must be a list"),
+    ("trusted_proxies", ["localhost"], "'localhost' is not an address or network"),
+])
+def test_bad_connection_settings_are_refused_in_one_line(
+    tmp_path: Path, setting: str, value: object, says: str,
+) -> None:
+    config = RelayConfig(data_dir=tmp_path)
+    setattr(config, setting, value)
+    with pytest.raises(ServeError, match=re.escape(says)):
+        connection_limits(config, 4096)
+
+
+def test_default_connection_settings_give_a_cap_under_the_fd_limit(tmp_path: Path) -> None:
+    limits = connection_limits(RelayConfig(data_dir=tmp_path), 4096)
+    assert limits.max_connections == 3584
+    assert limits.max_per_peer == 128
+    assert "127.0.0.1" in limits.trusted and "203.0.113.1" not in limits.trusted
