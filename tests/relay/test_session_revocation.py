@@ -201,13 +201,13 @@ def test_a_drones_held_poll_ends_when_its_key_is_replaced(relay: RelayProcess) -
     thread.start()
     wait_until(lambda: answers or time.monotonic() - started > 1, timeout=5)
     assert answers == [], answers
-    new = relay.drone("rekeyed", pilot=admin)  # the same name, a new key
+    new = relay.drone("rekeyed", pilot=admin, replace=True)  # the same name, a new key
     task = admin.submit("echo for the new key only", drone="rekeyed")
     thread.join(CLOSES_WITHIN + 5)
     assert len(answers) == 1
     answer = answers[0]
     assert isinstance(answer, httpx.Response), answer
     assert task["id"] not in answer.text
-    assert answer.status_code == 401, answer.text
+    assert (answer.status_code, answer.json()["error"]) == (401, "drone_replaced"), answer.text
     handed = new.poll(wait=5)
     assert task["id"] in handed.text

@@ -96,13 +96,28 @@ def add_operator(data_dir: Path, name: str, pubkey_path: Path) -> str:
 
 
 def enroll(data_dir: Path, drone: str, labels: Iterable[str] = (), *, url: str | None = None,
-           ttl: str = "1h") -> str:
+           ttl: str = "1h", replace: bool = False) -> str:
     """Mint a join token with the admin CLI; returns the token."""
     args = ["relay", "enroll", "--data", str(data_dir), "--drone", drone,
-            "--labels", ",".join(labels), "--ttl", ttl]
+            "--labels", ",".join(labels), "--ttl", ttl, *(["--replace"] if replace else [])]
     if url:
         args += ["--url", url]
     return dragoon(*args).stdout.strip()
+
+
+def post_open(http: httpx.Client, path: str, body: dict[str, Any]) -> httpx.Response:
+    """POST to an unsigned route as a well-behaved client does: a 429 waits its Retry-After.
+
+    The relay rate-limits its open routes per address (docs/security.md); many
+    test drones and pilots share 127.0.0.1, so a burst of them may be asked to
+    wait. Bounded: after 30 s the last answer is returned as it is.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        answer = http.post(path, json=body)
+        if answer.status_code != 429 or time.monotonic() > deadline:
+            return answer
+        time.sleep(min(float(answer.headers.get("retry-after", "1")), 5))
 
 
 # One TOTP code is accepted once: remember the steps used so that a test can log in twice.
@@ -211,7 +226,7 @@ class PilotSession(SignedClient):
     def login(self, totp_secret: str | None = None, *, totp: str | None = None) -> httpx.Response:
         """Log in; raises on failure unless ``totp`` is given (then the answer is returned)."""
         fingerprint = self.signer.fingerprint
-        answer = self.http.post("/v1/auth/challenge", json={"fingerprint": fingerprint})
+        answer = post_open(self.http, "/v1/auth/challenge", {"fingerprint": fingerprint})
         answer.raise_for_status()
         challenge = answer.json()["challenge"]
         code = totp if totp is not None else fresh_totp(totp_secret or "")
@@ -257,7 +272,7 @@ class DroneClient(SignedClient):
         parsed = JoinToken.decode(token)
         signer = new_signer()
         client = cls(url or parsed.relay, signer)
-        answer = client.http.post("/v1/worker/init", json={
+        answer = post_open(client.http, "/v1/worker/init", {
             "name": parsed.drone, "secret": parsed.secret,
             "public_key": signer.public_key.openssh(), "labels": labels or [], "slots": slots,
             "hostname": "test-host", "version": "test",
@@ -383,8 +398,10 @@ class RelayProcess:
     def add_operator(self, name: str, pubkey_path: Path) -> str:
         return add_operator(self.data_dir, name, pubkey_path)
 
-    def enroll(self, drone: str, labels: Iterable[str] = (), ttl: str = "1h") -> str:
-        return enroll(self.data_dir, drone, labels, url=self.configured_url or self.url, ttl=ttl)
+    def enroll(self, drone: str, labels: Iterable[str] = (), ttl: str = "1h", *,
+               replace: bool = False) -> str:
+        return enroll(self.data_dir, drone, labels, url=self.configured_url or self.url, ttl=ttl,
+                      replace=replace)
 
     def pilot(self, name: str = "alice") -> PilotSession:
         """A logged-in pilot with a fresh key (its key file is kept under the data dir)."""
@@ -399,13 +416,15 @@ class RelayProcess:
         return session
 
     def drone(self, name: str, labels: Iterable[str] = (), *, slots: int = 1,
-              pilot: PilotSession | None = None) -> DroneClient:
+              pilot: PilotSession | None = None, replace: bool = False) -> DroneClient:
         """An enrolled test drone; the join token is minted by the admin CLI, or through
-        ``POST /v1/workers`` by ``pilot`` when given (faster: no subprocess)."""
+        ``POST /v1/workers`` by ``pilot`` when given (faster: no subprocess). ``replace``
+        lets it take the name of a drone that holds it."""
         if pilot is None:
-            token = self.enroll(name, labels)
+            token = self.enroll(name, labels, replace=replace)
         else:
-            answer = pilot.post("/v1/workers", json={"name": name, "labels": list(labels)})
+            answer = pilot.post("/v1/workers", json={"name": name, "labels": list(labels),
+                                                     "replace": replace})
             if answer.status_code != 200:
                 raise AssertionError(f"minting failed: {answer.status_code} {answer.text}")
             token = answer.json()["token"]
