@@ -91,7 +91,7 @@ class Match:
 
 
 @dataclass
-class Selection:
+class ArtifactSelection:
     matches: list[Match] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)  # (path or pattern, reason)
 
@@ -100,9 +100,9 @@ def _inside(real: Path, root: Path) -> bool:
     return real == root or root in real.parents
 
 
-def select(work_dir: Path, patterns: list[str], *, max_total: int) -> Selection:
+def select(work_dir: Path, patterns: list[str], *, max_total: int) -> ArtifactSelection:
     """The files to upload and the refusals, deterministic (sorted) and capped."""
-    selection = Selection()
+    selection = ArtifactSelection()
     regexes: list[re.Pattern[str]] = []
     for pattern in patterns:
         problem = pattern_problem(pattern)

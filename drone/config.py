@@ -28,7 +28,7 @@ class SettingsError(Exception):
 
 
 @dataclass
-class Settings:
+class DroneSettings:
     name: str
     relay: str
     slots: int = 1
@@ -74,7 +74,7 @@ def _toml_value(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def render(settings: Settings) -> str:
+def render(settings: DroneSettings) -> str:
     lines = ["# dragoon drone settings: the drone's ceilings over what the relay asks.", ""]
     for item in fields(settings):
         lines.append(f"# {_COMMENTS[item.name]}")
@@ -82,25 +82,25 @@ def render(settings: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save(settings: Settings, path: Path) -> None:
+def save(settings: DroneSettings, path: Path) -> None:
     write_atomic(path, render(settings).encode("utf-8"), mode=0o644)
 
 
-def load(path: Path) -> Settings:
+def load(path: Path) -> DroneSettings:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise SettingsError(f"{path} does not exist (run `dragoon drone join` first)") from exc
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise SettingsError(f"{path}: {exc}") from exc
-    known = {item.name: item for item in fields(Settings)}
+    known = {item.name: item for item in fields(DroneSettings)}
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise SettingsError(f"{path}: unknown setting {', '.join(unknown)}")
     for required in ("name", "relay"):
         if not isinstance(data.get(required), str) or not data[required]:
             raise SettingsError(f"{path}: `{required}` must be a non-empty string")
-    settings = Settings(name=data["name"], relay=data["relay"])
+    settings = DroneSettings(name=data["name"], relay=data["relay"])
     for key, value in data.items():
         default = getattr(settings, key)
         if isinstance(default, list):

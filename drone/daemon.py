@@ -36,10 +36,11 @@ from dragoon.drone.client import (
 )
 from dragoon.drone.metrics import Metrics
 from dragoon.drone.runner import TaskRunner
-from dragoon.drone.state import DataDir, DroneState, is_safe_id, read_json, write_json
-from dragoon.drone.verify import Spec, parse_spec, parse_task, verify_task
+from dragoon.drone.state import AdmissionLedger, DataDir, is_safe_id, read_json, write_json
+from dragoon.drone.verify import parse_spec, parse_task, verify_task
 from dragoon.shared.keys import PublicKey, load_public_key_file
 from dragoon.shared.signers import KeyFileSigner
+from dragoon.shared.spec import TaskSpec
 
 log = logging.getLogger("dragoon.drone")
 
@@ -66,13 +67,13 @@ def version() -> str:
         return "0"
 
 
-class Drone:
+class DroneDaemon:
     def __init__(self, data: DataDir) -> None:
         self.data = data
         self.settings = config.load(data.settings)
         self.signer = KeyFileSigner.from_file(data.key)
         self.relay_key: PublicKey = load_public_key_file(data.relay_key)
-        self.state = DroneState.load(data.state)
+        self.state = AdmissionLedger.load(data.state)
         self.client = RelayLink(self.settings.relay, self.signer)
         self.metrics = Metrics(data.root)
         self.runners: dict[str, TaskRunner] = {}
@@ -218,7 +219,7 @@ class Drone:
                                          "pid": proc.pid})
             self._hold(runner)
 
-    def _make_runner(self, task_id: str, record: dict[str, Any], spec: Spec) -> TaskRunner:
+    def _make_runner(self, task_id: str, record: dict[str, Any], spec: TaskSpec) -> TaskRunner:
         return TaskRunner(
             task_id=task_id, task_dir=self.data.task_dir(task_id),
             work_dir=Path(record["work_dir"]), spec=spec, timeout=record.get("timeout"),
@@ -381,14 +382,14 @@ class Drone:
         log.info("task %s: reported failed (accepted but never started): HTTP %d",
                  task_id, response.status_code)
 
-    def _work_dir(self, task_id: str, spec: Spec) -> Path:
+    def _work_dir(self, task_id: str, spec: TaskSpec) -> Path:
         """The spec's cwd (relative ones from the home dir), else a fresh per-task folder."""
         if spec.cwd:
             path = Path(spec.cwd).expanduser()
             return path if path.is_absolute() else Path.home() / path
         return self.data.make_work_dir(task_id)
 
-    def _task_env(self, task_id: str, spec: Spec, task_dir: Path) -> dict[str, str]:
+    def _task_env(self, task_id: str, spec: TaskSpec, task_dir: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
         env.update(spec.env)
         env["DRAGOON_TASK_ID"] = task_id
@@ -465,7 +466,7 @@ class Drone:
 def run(data_dir: Path) -> None:
     """Run the drone until SIGTERM/SIGINT; relay errors never end it, but being replaced does
     (exit status ``EXIT_REPLACED``)."""
-    drone = Drone(DataDir(data_dir))
+    drone = DroneDaemon(DataDir(data_dir))
     status = 0
     with contextlib.suppress(KeyboardInterrupt):
         status = asyncio.run(drone.main())

@@ -86,7 +86,7 @@ def join(token_text: str, data_dir: Path, *, slots: int = 1, labels: list[str] |
             f"{token.relay_key} from the join token (wrong relay, or someone in between)")
     write_atomic(data.relay_key, (relay_key.openssh() + "\n").encode("ascii"), mode=0o644)
     name = answer.get("name") if isinstance(answer.get("name"), str) else token.drone
-    settings = config.Settings(name=name, relay=token.relay.rstrip("/"), slots=slots,
+    settings = config.DroneSettings(name=name, relay=token.relay.rstrip("/"), slots=slots,
                                labels=labels or [])
     config.save(settings, data.settings)
     return Joined(name, settings.relay, key.public_key.fingerprint, relay_key.fingerprint)

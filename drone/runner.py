@@ -33,10 +33,10 @@ from dragoon.drone.client import (
 from dragoon.drone.inbox import InboxShipper
 from dragoon.drone.shipper import AckedOffsets, StreamShipper, TaskFinished, TaskGone
 from dragoon.drone.state import read_json, write_json
-from dragoon.drone.verify import Spec
+from dragoon.shared.spec import TaskSpec
 
 if TYPE_CHECKING:
-    from dragoon.drone.config import Settings
+    from dragoon.drone.config import DroneSettings
 
 log = logging.getLogger("dragoon.drone")
 
@@ -66,11 +66,11 @@ class TaskRunner:
         task_id: str,
         task_dir: Path,
         work_dir: Path,
-        spec: Spec,
+        spec: TaskSpec,
         timeout: float | None,
         grace: float,
         client: RelayLink,
-        settings: Settings,
+        settings: DroneSettings,
     ) -> None:
         self.id = task_id
         self.dir = task_dir

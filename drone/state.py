@@ -187,7 +187,7 @@ class DataDir:
 
 
 @dataclass
-class DroneState:
+class AdmissionLedger:
     """What must survive restarts to keep the at-most-once promise: last seq, accepted ids."""
 
     path: Path
@@ -196,7 +196,7 @@ class DroneState:
     _accepted_set: set[str] = field(default_factory=set, repr=False)
 
     @classmethod
-    def load(cls, path: Path) -> DroneState:
+    def load(cls, path: Path) -> AdmissionLedger:
         data = read_json(path)
         if not path.exists():
             return cls(path)

@@ -42,11 +42,8 @@ def verify_task(
     return None
 
 
-# What the drone runs: a spec that passed shared/spec.py, the rule the relay applied too.
-Spec = TaskSpec
 
-
-def parse_spec(spec: object) -> Spec | str:
+def parse_spec(spec: object) -> TaskSpec | str:
     """The typed spec, or why it cannot be run (reported as ``bad_spec: <reason>``).
 
     The reason is shared/spec.py's, word for word the relay's 422 for the same

@@ -18,7 +18,7 @@ QUEUE = 1000
 
 
 @dataclass(frozen=True)
-class Event:
+class BusEvent:
     id: int
     kind: str  # drone | task | message
     data: dict[str, Any]
@@ -31,14 +31,14 @@ class Event:
 class EventBus:
     def __init__(self) -> None:
         self._next = 1
-        self._ring: deque[Event] = deque(maxlen=RING)
-        self._subscribers: set[asyncio.Queue[Event | None]] = set()
+        self._ring: deque[BusEvent] = deque(maxlen=RING)
+        self._subscribers: set[asyncio.Queue[BusEvent | None]] = set()
         # Which session each subscriber reads for, so that a logout ends its streams at once.
-        self._owners: dict[asyncio.Queue[Event | None], str] = {}
+        self._owners: dict[asyncio.Queue[BusEvent | None], str] = {}
         self.closed = False
 
     def publish(self, kind: str, data: dict[str, Any]) -> None:
-        event = Event(self._next, kind, data)
+        event = BusEvent(self._next, kind, data)
         self._next += 1
         self._ring.append(event)
         for queue in list(self._subscribers):
@@ -58,9 +58,9 @@ class EventBus:
         self._owners.clear()
 
     def subscribe(self, last_id: int | None = None, *,
-                  owner: str | None = None) -> asyncio.Queue[Event | None]:
+                  owner: str | None = None) -> asyncio.Queue[BusEvent | None]:
         """A queue of the events from now (after ``last_id`` when given) for session ``owner``."""
-        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        queue: asyncio.Queue[BusEvent | None] = asyncio.Queue()
         if self.closed:
             queue.put_nowait(None)
             return queue
@@ -73,7 +73,7 @@ class EventBus:
             self._owners[queue] = owner
         return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[Event | None]) -> None:
+    def unsubscribe(self, queue: asyncio.Queue[BusEvent | None]) -> None:
         self._subscribers.discard(queue)
         self._owners.pop(queue, None)
 

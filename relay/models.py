@@ -93,7 +93,7 @@ class FetchBody(BaseModel):
     path: StrictStr = Field(min_length=1, max_length=4096)
 
 
-class Spec(BaseModel):
+class SpecBody(BaseModel):
     """The task spec; ``shared.spec.parse_spec`` checks it before these fields are read."""
 
     model_config = ConfigDict(extra="forbid")
@@ -114,7 +114,7 @@ class Spec(BaseModel):
 
 
 class SubmitBody(BaseModel):
-    spec: Spec
+    spec: SpecBody
     drone: OptionalDroneName = None
     labels: OptionalLabels = None
     expires_in: float | None = Field(None, gt=0, le=10 * YEAR)

@@ -2,8 +2,7 @@
 
 Two ``RelayClient`` classes (the pilot's API client and the drone's link) or
 two ``Backoff`` classes doing different jobs make every import, traceback and
-doc line ambiguous. ``KNOWN`` lists the names still held twice when this test
-was written, each waiting for its rename; a new duplicate fails.
+doc line ambiguous: every class name stands in one file only.
 """
 
 from __future__ import annotations
@@ -11,18 +10,9 @@ from __future__ import annotations
 import ast
 from collections import defaultdict
 from pathlib import Path
-from typing import Final
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS: Final = ("shared", "relay", "drone", "cockpit", "dragoon")
-KNOWN: Final = frozenset({
-    "ApiError",    # relay/errors.py (raised by routes) and cockpit/client/_errors.py (the pilot's)
-    "Drone",       # drone/daemon.py (the daemon) and cockpit/client/_types.py (a listing row)
-    "DroneState",  # shared/models.py (the state enum) and drone/state.py (the drone's disk state)
-    "Event",       # relay/events.py and cockpit/client/_types.py
-    "Settings",    # drone/config.py and cockpit/client/config.py
-    "Spec",        # relay/models.py, drone/verify.py, cockpit/client/_types.py
-})
+PARTS = ("shared", "relay", "drone", "cockpit", "dragoon")
 
 
 def class_homes() -> dict[str, list[str]]:
@@ -38,7 +28,7 @@ def class_homes() -> dict[str, list[str]]:
 
 def test_no_two_classes_share_a_name() -> None:
     shared_names = {name: where for name, where in class_homes().items() if len(where) > 1}
-    assert {n: w for n, w in shared_names.items() if n not in KNOWN} == {}
+    assert shared_names == {}
 
 
 def test_the_drone_s_relay_link_and_back_off_have_names_of_their_own() -> None:

@@ -19,7 +19,7 @@ import click
 from dragoon.cockpit.cli import exit_codes as X
 
 if TYPE_CHECKING:
-    from dragoon.cockpit.client import ApiError, RelayClient
+    from dragoon.cockpit.client import RelayClient, RelayError
     from dragoon.cockpit.client.config import StoredSession
     from dragoon.shared.spec import DurationField
 
@@ -79,11 +79,11 @@ def pilot_options(command: F) -> F:
 @asynccontextmanager
 async def naming(subject: str | None) -> AsyncIterator[None]:
     """Say which task or drone the relay did not find: its 404 only says what kind."""
-    from dragoon.cockpit.client import ApiError
+    from dragoon.cockpit.client import RelayError
 
     try:
         yield
-    except ApiError as exc:
+    except RelayError as exc:
         if exc.code != "not_found" or not subject:
             raise
         raise Fail(f"{exc.detail}: {subject}", X.NOT_FOUND) from None
@@ -150,7 +150,7 @@ _API_CODES = {
 }
 
 
-def explain(error: ApiError) -> tuple[str, int]:
+def explain(error: RelayError) -> tuple[str, int]:
     """One line and an exit code for an API failure."""
     template, code = _API_CODES.get(error.code, (None, X.FAILURE))
     if template is None:
@@ -172,8 +172,8 @@ def run_async(make: Callable[[], Coroutine[Any, Any, T]], *,
     """
     import asyncio
 
-    from dragoon.cockpit.client import ApiError
-    from dragoon.cockpit.client.config import ConfigError
+    from dragoon.cockpit.client import RelayError
+    from dragoon.cockpit.client.config import PilotConfigError
     from dragoon.shared.errors import AgentError, KeyLoadError
 
     def code_of(code: int) -> int:
@@ -189,10 +189,10 @@ def run_async(make: Callable[[], Coroutine[Any, Any, T]], *,
         return run()
     except Fail as exc:
         fail(exc.message, code_of(exc.code))
-    except ApiError as exc:
+    except RelayError as exc:
         message, code = explain(exc)
         fail(message, code_of(code))
-    except ConfigError as exc:
+    except PilotConfigError as exc:
         fail(str(exc), code_of(X.USAGE))
     except (KeyLoadError, AgentError) as exc:
         fail(f"key: {exc}", code_of(X.KEY))

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 import click
 from dragoon.cockpit.cli import exit_codes as X
-from dragoon.cockpit.client import ApiError, RelayClient, Task
+from dragoon.cockpit.client import RelayClient, RelayError, Task
 from dragoon.shared.models import TaskState, exit_status_code
 
 
@@ -25,7 +25,7 @@ def _notice(message: str) -> None:
     click.echo(f"dragoon: {message}", err=True)
 
 
-def on_retry(error: ApiError, delay: float) -> None:
+def on_retry(error: RelayError, delay: float) -> None:
     if delay <= 0.1:  # the first retry of a streak: say it once, not every back-off
         _notice(f"{error.detail}; retrying")
 
@@ -43,7 +43,7 @@ async def copy_streams(client: RelayClient, task_id: str, streams: dict[str, Bin
         async with asyncio.TaskGroup() as group:
             for stream, out in streams.items():
                 group.create_task(copy_stream(client, task_id, stream, out))
-    except* ApiError as errors:  # both streams fail alike (unknown task, gone relay): say it once
+    except* RelayError as errors:  # both streams fail alike (unknown task, gone relay): say it once
         raise errors.exceptions[0] from None
 
 

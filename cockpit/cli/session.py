@@ -85,7 +85,7 @@ def logout(relay: str | None, key: str | None, ca_cert: str | None) -> None:
 
     async def go() -> None:
         from dragoon.cockpit.cli._common import Connection, open_client
-        from dragoon.cockpit.client import ApiError
+        from dragoon.cockpit.client import RelayError
         from dragoon.cockpit.client.config import SessionStore
 
         store = SessionStore()
@@ -98,7 +98,7 @@ def logout(relay: str | None, key: str | None, ca_cert: str | None) -> None:
         async with client:
             try:
                 await client.logout()
-            except ApiError as exc:
+            except RelayError as exc:
                 if exc.code != "bad_session":
                     raise
         store.clear()

@@ -18,14 +18,14 @@ from dragoon.cockpit.cli._common import Fail, PilotCommand, fail, pilot_options,
 def _open_source(relay: str | None, key: str | None, ca_cert: str | None) -> Any:
     from dragoon.cockpit.app.live import LiveSource
     from dragoon.cockpit.client import RelayClient
-    from dragoon.cockpit.client.config import ConfigError, SessionStore, StoredSession, resolve
+    from dragoon.cockpit.client.config import PilotConfigError, SessionStore, StoredSession, resolve
     from dragoon.cockpit.client.identity import signer_for
 
     try:
         settings = resolve(relay=relay, key=key, ca_cert=ca_cert)
         store = SessionStore()
         session = store.load()
-    except ConfigError as exc:
+    except PilotConfigError as exc:
         raise Fail(str(exc), X.USAGE) from exc
     url = settings.relay or (session.relay if session else None)
     if session is None or url != session.relay:

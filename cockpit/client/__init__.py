@@ -5,7 +5,7 @@ surface, so importers never depend on how it is split up.
 """
 
 from dragoon.cockpit.client._client import LONG_POLL, RelayClient
-from dragoon.cockpit.client._errors import ApiError
+from dragoon.cockpit.client._errors import RelayError
 from dragoon.cockpit.client._retry import Backoff
 from dragoon.cockpit.client._types import (
     Artifact,
@@ -16,14 +16,13 @@ from dragoon.cockpit.client._types import (
     LogChunk,
     Message,
     Session,
-    Spec,
+    SpecJSON,
     Task,
     TaskPage,
 )
 
 __all__ = [
     "LONG_POLL",
-    "ApiError",
     "Artifact",
     "Backoff",
     "Drone",
@@ -33,8 +32,9 @@ __all__ = [
     "LogChunk",
     "Message",
     "RelayClient",
+    "RelayError",
     "Session",
-    "Spec",
+    "SpecJSON",
     "Task",
     "TaskPage",
 ]

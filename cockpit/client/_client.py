@@ -27,7 +27,7 @@ if "httpx" not in sys.modules:
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 import httpx
 from dragoon.cockpit.client import _errors as E
-from dragoon.cockpit.client._errors import ApiError
+from dragoon.cockpit.client._errors import RelayError
 from dragoon.cockpit.client._retry import Backoff, RetryHook
 from dragoon.cockpit.client._types import (
     Artifact,
@@ -38,7 +38,7 @@ from dragoon.cockpit.client._types import (
     LogChunk,
     Message,
     Session,
-    Spec,
+    SpecJSON,
     Task,
     TaskPage,
 )
@@ -71,20 +71,20 @@ def _tls_failure(exc: Exception) -> bool:
     )
 
 
-def _transport_error(exc: httpx.HTTPError, url: str) -> ApiError:
+def _transport_error(exc: httpx.HTTPError, url: str) -> RelayError:
     """The client's code for a request the relay never answered."""
     if isinstance(exc, httpx.TimeoutException):
-        return ApiError(E.TIMEOUT, f"relay at {url} did not answer in time")
+        return RelayError(E.TIMEOUT, f"relay at {url} did not answer in time")
     if _tls_failure(exc):
         reason = str(exc) or type(exc).__name__
-        return ApiError(E.TLS, f"TLS failure talking to {url}: {reason}")
+        return RelayError(E.TLS, f"TLS failure talking to {url}: {reason}")
     if isinstance(exc, httpx.ConnectError):
         reason = str(exc) or "connection failed"
-        return ApiError(E.UNREACHABLE, f"relay at {url} is unreachable ({reason})")
-    return ApiError(E.PROTOCOL, f"connection to relay at {url} broke ({type(exc).__name__})")
+        return RelayError(E.UNREACHABLE, f"relay at {url} is unreachable ({reason})")
+    return RelayError(E.PROTOCOL, f"connection to relay at {url} broke ({type(exc).__name__})")
 
 
-def _error_from_response(status: int, content: bytes) -> ApiError:
+def _error_from_response(status: int, content: bytes) -> RelayError:
     try:
         body = json.loads(content)
     except ValueError:
@@ -93,9 +93,10 @@ def _error_from_response(status: int, content: bytes) -> ApiError:
         detail = body.get("detail")
         if not isinstance(detail, str):
             detail = json.dumps(detail) if detail is not None else body["error"]
-        return ApiError(body["error"], detail, status=status, body=body)
+        return RelayError(body["error"], detail, status=status, body=body)
     text = content[:200].decode("utf-8", "replace").strip()
-    return ApiError(f"http_{status}", f"relay answered HTTP {status} {text}".strip(), status=status)
+    return RelayError(f"http_{status}", f"relay answered HTTP {status} {text}".strip(),
+                      status=status)
 
 
 class RelayClient:
@@ -200,7 +201,7 @@ class RelayClient:
         try:
             return response.json()
         except ValueError:
-            raise ApiError(E.PROTOCOL, f"relay sent a non-JSON answer to {method} {path}",
+            raise RelayError(E.PROTOCOL, f"relay sent a non-JSON answer to {method} {path}",
                            status=response.status_code) from None
 
     @asynccontextmanager
@@ -246,7 +247,7 @@ class RelayClient:
                      ttl: int | None = None, replace: bool = False) -> JoinTokenAnswer:
         """Mint a one-time join token for a new drone named ``name``.
 
-        A name a drone holds is refused (``ApiError`` code ``name_taken``) unless
+        A name a drone holds is refused (``RelayError`` code ``name_taken``) unless
         ``replace``: the token then replaces that drone when it is used.
         """
         body: dict[str, Any] = {"name": name, "labels": labels or []}
@@ -265,7 +266,7 @@ class RelayClient:
     async def submit(
         self,
         *,
-        spec: Spec,
+        spec: SpecJSON,
         drone: str | None = None,
         labels: list[str] | None = None,
         expires_in: int | None = None,
@@ -343,7 +344,7 @@ class RelayClient:
             try:
                 chunk = await self.read_log(task_id=task_id, stream=stream, offset=offset,
                                             wait=wait)
-            except ApiError as exc:
+            except RelayError as exc:
                 await backoff.wait(exc)
                 continue
             backoff.reset()
@@ -388,10 +389,10 @@ class RelayClient:
         while fetch.get("state") == "pending":
             try:
                 fetch = await self.fetch_status(fetch_id=fetch["id"], wait=FETCH_POLL)
-            except ApiError as exc:
+            except RelayError as exc:
                 await backoff.wait(exc)
         if fetch.get("state") != "ready":
-            raise ApiError(E.FETCH_FAILED,
+            raise RelayError(E.FETCH_FAILED,
                            f"{drone} could not send {path}: {fetch.get('error') or 'failed'}")
         return await self._download(
             f"/v1/fetches/{segment(fetch['id'])}/content", {}, dest=dest,
@@ -429,10 +430,10 @@ class RelayClient:
                         break
                     except httpx.HTTPError as exc:
                         await backoff.wait(_transport_error(exc, self.base_url))
-                    except ApiError as exc:
+                    except RelayError as exc:
                         await backoff.wait(exc)
             if sha256 is not None and digest.hexdigest() != sha256:
-                raise ApiError(
+                raise RelayError(
                     E.SHA256_MISMATCH,
                     f"download of {dest.name} is corrupt: SHA-256 {digest.hexdigest()} "
                     f"is not the relay's {sha256}",
@@ -468,7 +469,7 @@ class RelayClient:
         while True:
             try:
                 batch = await self.messages(after=after, unread=unread, wait=LONG_POLL)
-            except ApiError as exc:
+            except RelayError as exc:
                 await backoff.wait(exc)
                 continue
             backoff.reset()
@@ -497,10 +498,10 @@ class RelayClient:
                         yield event
             except httpx.HTTPError as exc:
                 await backoff.wait(_transport_error(exc, self.base_url))
-            except ApiError as exc:
+            except RelayError as exc:
                 await backoff.wait(exc)
             else:
-                await backoff.wait(ApiError(E.PROTOCOL, "event stream closed"))
+                await backoff.wait(RelayError(E.PROTOCOL, "event stream closed"))
 
 
 async def _parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[Event]:
@@ -528,5 +529,5 @@ async def _parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[Event]:
             event_id = value
 
 
-def _exists(dest: Path) -> ApiError:
-    return ApiError(E.FILE_EXISTS, f"{dest} already exists (use --force to overwrite it)")
+def _exists(dest: Path) -> RelayError:
+    return RelayError(E.FILE_EXISTS, f"{dest} already exists (use --force to overwrite it)")

@@ -2,7 +2,7 @@
 
 Whatever went wrong between the pilot and the relay — the relay refused the
 request, or never answered, or a download did not hash right — surfaces as an
-``ApiError`` with a stable ``code``, so the CLI and the cockpit map codes to
+``RelayError`` with a stable ``code``, so the CLI and the cockpit map codes to
 messages and never parse exception text.
 """
 
@@ -20,7 +20,7 @@ FILE_EXISTS = "file_exists"
 FETCH_FAILED = "fetch_failed"
 
 
-class ApiError(Exception):
+class RelayError(Exception):
     """A request to the relay failed.
 
     ``status`` is the HTTP status when the relay answered, ``None`` when it did
@@ -46,7 +46,7 @@ class ApiError(Exception):
         return self.detail
 
     def __repr__(self) -> str:
-        return f"ApiError(code={self.code!r}, status={self.status!r}, detail={self.detail!r})"
+        return f"RelayError(code={self.code!r}, status={self.status!r}, detail={self.detail!r})"
 
     @property
     def retryable(self) -> bool:

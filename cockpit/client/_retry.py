@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dragoon.cockpit.client._errors import ApiError
+from dragoon.cockpit.client._errors import RelayError
 
-RetryHook = Callable[[ApiError, float], None]
+RetryHook = Callable[[RelayError, float], None]
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Backoff:
         self._failing_since = None
         self._server_errors = 0
 
-    async def wait(self, error: ApiError) -> None:
+    async def wait(self, error: RelayError) -> None:
         """Sleep before the next attempt, or re-raise ``error`` when it is not worth retrying."""
         if not error.retryable:
             raise error

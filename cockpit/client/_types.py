@@ -11,9 +11,6 @@ from typing import Any, TypedDict
 
 from dragoon.shared.spec import SpecJSON
 
-# The spec's JSON shape has one definition, beside the rules that say what is valid.
-Spec = SpecJSON
-
 
 class Task(TypedDict, total=False):
     id: str
@@ -21,7 +18,7 @@ class Task(TypedDict, total=False):
     state: str
     drone: str | None
     target: dict[str, Any]
-    spec: Spec
+    spec: SpecJSON
     pilot: str
     created_at: float
     dispatched_at: float | None

@@ -21,12 +21,12 @@ from typing import Any
 from dragoon.shared.keys import write_private_file
 
 
-class ConfigError(Exception):
+class PilotConfigError(Exception):
     """A setting is missing or unreadable; the message says which and how to give it."""
 
 
 @dataclass(frozen=True)
-class Settings:
+class PilotSettings:
     relay: str | None
     key: str | None
     ca_cert: str | None
@@ -75,17 +75,17 @@ def load_config(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         return {}
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        raise PilotConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        raise PilotConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     for name in ("relay", "key", "ca_cert"):
         if name in data and not isinstance(data[name], str):
-            raise ConfigError(f"config file {path}: {name} must be a string")
+            raise PilotConfigError(f"config file {path}: {name} must be a string")
     return data
 
 
 def resolve(*, relay: str | None = None, key: str | None = None, ca_cert: str | None = None,
-            env: Mapping[str, str] = os.environ) -> Settings:
+            env: Mapping[str, str] = os.environ) -> PilotSettings:
     """Flags win, then the environment, then the config file (read only when needed)."""
     relay = relay or env.get("DRAGOON_RELAY") or None
     key = key or env.get("DRAGOON_KEY") or None
@@ -95,7 +95,7 @@ def resolve(*, relay: str | None = None, key: str | None = None, ca_cert: str | 
         relay = relay or config.get("relay")
         key = key or config.get("key")
         ca_cert = ca_cert or config.get("ca_cert")
-    return Settings(
+    return PilotSettings(
         relay=normalize_relay(relay) if relay else None,
         key=str(Path(key).expanduser()) if key else None,
         ca_cert=str(Path(ca_cert).expanduser()) if ca_cert else None,
@@ -107,7 +107,7 @@ def normalize_relay(url: str) -> str:
     url = url.strip().rstrip("/")
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in ("http", "https") or not rest or " " in rest:
-        raise ConfigError(f"relay URL {url!r} must look like https://host:port")
+        raise PilotConfigError(f"relay URL {url!r} must look like https://host:port")
     return url
 
 
@@ -124,7 +124,7 @@ class SessionStore:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, TypeError) as exc:
-            raise ConfigError(
+            raise PilotConfigError(
                 f"session file {self.path} is unreadable ({exc}); run `dragoon login`"
             ) from exc
 

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 
 from dragoon.relay.auth import PilotDep, PilotPrincipal, session_problem
 from dragoon.relay.context import Relay, RelayDep
-from dragoon.relay.events import Event
+from dragoon.relay.events import BusEvent
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
@@ -46,13 +46,13 @@ async def events(request: Request, who: PilotDep, relay: RelayDep) -> StreamingR
 
 
 async def _deliver(relay: Relay, who: PilotPrincipal,
-                   queue: asyncio.Queue[Event | None]) -> AsyncIterator[bytes]:
+                   queue: asyncio.Queue[BusEvent | None]) -> AsyncIterator[bytes]:
     """Batches of events, each sent only after the session was found still good."""
     recheck = relay.config.session_recheck
     checked = written = time.monotonic()
     while True:
         wait = min(written + KEEPALIVE, checked + recheck) - time.monotonic()
-        batch: list[Event | None] = []
+        batch: list[BusEvent | None] = []
         with contextlib.suppress(TimeoutError):
             batch.append(await asyncio.wait_for(queue.get(), max(wait, 0.0)))
         while not queue.empty():

@@ -6,7 +6,7 @@ import asyncio
 import json
 
 import pytest
-from dragoon.cockpit.client import ApiError, Event, RelayClient
+from dragoon.cockpit.client import Event, RelayClient, RelayError
 from dragoon.cockpit.client.config import SessionStore
 from dragoon.cockpit.client.identity import signer_for
 
@@ -62,7 +62,7 @@ def test_relay_errors_carry_code_status_and_detail(pilot: Pilot) -> None:
         async with client_for(pilot) as client:
             await client.task(task_id="t-zzzzzzzzzz")
 
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(RelayError) as caught:
         asyncio.run(scenario())
     assert (caught.value.code, caught.value.status) == ("not_found", 404)
     assert caught.value.detail

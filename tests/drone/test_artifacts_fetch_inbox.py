@@ -21,7 +21,7 @@ def work(tmp_path):
     return root
 
 
-def paths(selection: artifacts.Selection) -> list[str]:
+def paths(selection: artifacts.ArtifactSelection) -> list[str]:
     return [m.path for m in selection.matches]
 
 

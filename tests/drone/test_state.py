@@ -7,21 +7,21 @@ import stat
 
 import pytest
 from dragoon.drone import config
-from dragoon.drone.state import ACCEPTED_MEMORY, DataDir, DroneState, is_safe_id
+from dragoon.drone.state import ACCEPTED_MEMORY, AdmissionLedger, DataDir, is_safe_id
 
 
 def test_last_seq_and_accepted_ids_survive_a_reload(tmp_path):
-    state = DroneState.load(tmp_path / "state.json")
+    state = AdmissionLedger.load(tmp_path / "state.json")
     state.accept("t-one", 7)
     state.accept("t-two", 9)
-    again = DroneState.load(tmp_path / "state.json")
+    again = AdmissionLedger.load(tmp_path / "state.json")
     assert again.last_seq == 9
     assert again.is_accepted("t-one") and again.is_accepted("t-two")
     assert not again.is_accepted("t-three")
 
 
 def test_state_file_is_private_and_written_atomically(tmp_path):
-    state = DroneState.load(tmp_path / "state.json")
+    state = AdmissionLedger.load(tmp_path / "state.json")
     state.accept("t-one", 1)
     assert stat.S_IMODE(os.stat(tmp_path / "state.json").st_mode) == 0o600
     assert not list(tmp_path.glob(".*.tmp"))
@@ -30,11 +30,11 @@ def test_state_file_is_private_and_written_atomically(tmp_path):
 def test_a_damaged_state_file_is_refused_rather_than_reset(tmp_path):
     (tmp_path / "state.json").write_text("{torn")
     with pytest.raises(ValueError, match="damaged"):
-        DroneState.load(tmp_path / "state.json")
+        AdmissionLedger.load(tmp_path / "state.json")
 
 
 def test_accepted_ids_are_bounded(tmp_path):
-    state = DroneState(tmp_path / "state.json")
+    state = AdmissionLedger(tmp_path / "state.json")
     for i in range(ACCEPTED_MEMORY + 5):
         state.accepted.append(f"t-{i}")
     state.accept("t-last", 1)
@@ -54,21 +54,21 @@ def test_task_dir_refuses_unsafe_ids(tmp_path):
 
 
 def test_settings_round_trip_through_toml(tmp_path):
-    settings = config.Settings(name="gpu-1", relay="https://r.example", slots=3,
+    settings = config.DroneSettings(name="gpu-1", relay="https://r.example", slots=3,
                                labels=["gpu", "a100"], fetch_roots=["/data"], max_timeout=3600)
     config.save(settings, tmp_path / "drone.toml")
     assert config.load(tmp_path / "drone.toml") == settings
 
 
 def test_settings_are_the_ceiling_over_what_the_relay_asks():
-    settings = config.Settings(name="d", relay="r", max_timeout=100, default_grace=5,
+    settings = config.DroneSettings(name="d", relay="r", max_timeout=100, default_grace=5,
                                max_grace=30)
     assert settings.effective_timeout(1000) == 100
     assert settings.effective_timeout(None) == 100
     assert settings.effective_timeout(50) == 50
     assert settings.effective_grace(None) == 5
     assert settings.effective_grace(600) == 30
-    unlimited = config.Settings(name="d", relay="r")
+    unlimited = config.DroneSettings(name="d", relay="r")
     assert unlimited.effective_timeout(None) is None
 
 
