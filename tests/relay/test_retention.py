@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from tests.relay_ops.promtext import Family, parse
 from tests.support.relay import (
     DroneClient,
     PilotSession,
@@ -267,3 +269,28 @@ def test_bad_retention_setting_or_flag_is_one_clear_line(tmp_path: Path) -> None
 def test_relay_help_lists_the_storage_verbs() -> None:
     listed = dragoon("relay", "--help").stdout
     assert all(verb in listed for verb in ("gc", "backup", "restore"))
+
+
+def test_metrics_show_bytes_stored_per_drone_and_bytes_reclaimed(
+    serving: tuple[RelayProcess, PilotSession],
+) -> None:
+    relay, pilot = serving
+    drone = relay.drone("gpu-1", pilot=pilot)
+    output = b"kept for a while\n" * 100
+    run_task(pilot, drone, output, artifacts={"own.bin": OWN}, finished_at=OLD)
+
+    def scraped() -> dict[str, Family]:
+        answer = httpx.get(f"{relay.url}/metrics")
+        assert answer.status_code == 200, answer.text
+        return parse(answer.text)
+
+    before = scraped()
+    held = len(output) + len(OWN)
+    assert before["dragoon_relay_storage_bytes"].value("", drone="gpu-1") == held
+    assert before["dragoon_relay_storage_reclaimed_bytes_total"].value() == 0
+    report = gc(relay, "--older-than", "30d")
+    after = scraped()
+    assert after["dragoon_relay_storage_bytes"].value("", drone="gpu-1") == 0
+    reclaimed = after["dragoon_relay_storage_reclaimed_bytes_total"].value()
+    # The blob waits out its grace after its last touch (docs/operations.md): logs only here.
+    assert reclaimed == report["bytes"] >= len(output)
