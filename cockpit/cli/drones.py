@@ -15,6 +15,7 @@ from dragoon.cockpit.cli._common import (
     run_async,
 )
 
+# The --json fields docs/cli.md promises to keep (tests/cli hold the output to them).
 DRONE_JSON_FIELDS = ("name", "state", "labels")
 
 

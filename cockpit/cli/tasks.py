@@ -21,6 +21,7 @@ from dragoon.cockpit.cli._common import (
     run_async,
 )
 
+# The --json fields docs/cli.md promises to keep (tests/cli hold the output to them).
 TASK_JSON_FIELDS = ("id", "state", "drone", "name", "exit_code")
 
 

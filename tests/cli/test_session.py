@@ -11,6 +11,7 @@ import stat
 import time
 from pathlib import Path
 
+from dragoon.cockpit.cli.drones import DRONE_JSON_FIELDS
 from dragoon.shared.enrollment import JoinToken
 
 from tests.cli.conftest import Pilot
@@ -248,6 +249,7 @@ def test_drain_stops_new_work_and_undo_resumes_it(pilot: Pilot, drone: str) -> N
         assert pilot.ok("drain", drone).strip().startswith(f"{drone}: draining")
         listed = {d["name"]: d for d in pilot.json("drones")}
         assert listed[drone]["draining"] is True
+        assert set(DRONE_JSON_FIELDS) <= listed[drone].keys()  # docs/cli.md keeps these
     finally:
         undone = json.loads(pilot.ok("drain", drone, "--undo", "--json"))
     assert undone["draining"] is False
