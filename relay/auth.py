@@ -46,7 +46,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PRINCIPAL_KEY: Final = "dragoon.principal"
-# Open besides PROTOCOL.md's three: liveness, metrics (guarded by relay/metrics.py) and the schema.
+# Open besides PROTOCOL.md's three: liveness, metrics (guarded in relay/metrics/scrape.py),
+# and the schema.
 OPEN_PATHS: Final = frozenset({"/healthz", "/metrics", "/openapi.json"})
 STREAMED_PATHS: Final = frozenset({"/v1/worker/blob"})  # the route reads and checks its own body
 CLAIM_PARAM: Final = "sha256"  # the query parameter a streamed upload claims its body's hash in
