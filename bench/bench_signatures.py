@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dragoon.shared import constants, sshsig  # noqa: E402 - after the path set-up above
+from dragoon.shared.canonical import canonical_request  # noqa: E402
 from dragoon.shared.keys import load_private_key_file  # noqa: E402
 from dragoon.shared.request_auth import KeyMatch, VerifiedRequest, sign_request, verify_request  # noqa: E402
 from dragoon.shared.signers import AgentSigner, KeyFileSigner  # noqa: E402
@@ -35,7 +36,9 @@ from tests.support.agent import running_ssh_agent  # noqa: E402
 
 KINDS = {"ed25519": ["-t", "ed25519"], "RSA-3072": ["-t", "rsa", "-b", "3072"],
          "ECDSA P-256": ["-t", "ecdsa", "-b", "256"]}
-MESSAGE = b"RE-V1\nPOST\n/v1/tasks\n\n1763900000\n" + b"0" * 32 + b"\nSHA256:x\n" + b"f" * 64
+# One RE-V1 request as the relay checks it, built by shared so it cannot drift from the protocol.
+MESSAGE = canonical_request(method="POST", path="/v1/tasks", query="", timestamp="1763900000",
+                            nonce="0" * 32, fingerprint="SHA256:x", body_sha256="f" * 64)
 
 
 def rate(operation: Callable[[], object], seconds: float, rounds: int = 10) -> float:

@@ -22,11 +22,9 @@ from dragoon.relay.auth import token_hash
 from dragoon.relay.config import RelayConfig
 from dragoon.relay.db import transaction
 from dragoon.relay.errors import ApiError
-from dragoon.shared import constants as c
-from dragoon.shared import sshsig
-from dragoon.shared.canonical import login_string
 from dragoon.shared.errors import SignatureError
 from dragoon.shared.keys import PublicKey
+from dragoon.shared.login_auth import verify_login
 
 FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 TOTP_STEP = 30
@@ -117,10 +115,8 @@ def _login(
         audit.record(conn, attempt.fingerprint, "login_failed", None, "unknown key", at=now)
         return refused
     try:
-        sshsig.verify_b64(
-            attempt.signature, c.NS_LOGIN, login_string(attempt.challenge, attempt.fingerprint),
-            PublicKey.from_openssh(pilot["public_key"]),
-        )
+        verify_login(PublicKey.from_openssh(pilot["public_key"]), challenge=attempt.challenge,
+                     fingerprint=attempt.fingerprint, signature=attempt.signature)
     except SignatureError:
         audit.record(conn, pilot["name"], "login_failed", pilot["name"], "bad signature", at=now)
         return refused

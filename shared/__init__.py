@@ -1,4 +1,4 @@
-"""dragoon's protocol core: keys, SSHSIG, signers, canonical forms, request verification.
+"""dragoon's protocol core: keys, SSHSIG, signers, canonical forms, request and login signing.
 
 Pure and typed: no network or database I/O (reading a key file and talking to
 the local ssh-agent are its only I/O), and no import of relay, drone or cockpit.
@@ -30,6 +30,7 @@ from dragoon.shared.keys import (
     load_private_key_file,
     load_public_key_file,
 )
+from dragoon.shared.login_auth import sign_login, verify_login
 from dragoon.shared.models import DroneState, Stream, TaskState
 from dragoon.shared.request_auth import (
     KeyMatch,
@@ -69,7 +70,9 @@ __all__ = [
     "load_public_key_file",
     "login_string",
     "sha256_hex",
+    "sign_login",
     "sign_request",
     "spec_sha256",
+    "verify_login",
     "verify_request",
 ]

@@ -14,7 +14,8 @@ and must not hold:
   request API (``sign_streamed_request``, ``verify_request``).
 
 fixtures/, docs/ and tests/ restate the bytes on purpose and are not read;
-neither is bench/, which times the primitives themselves.
+neither is bench/, which times the primitives themselves. There are no
+exceptions: the login is signed and checked through shared/login_auth.py too.
 """
 
 from __future__ import annotations
@@ -42,13 +43,6 @@ BUILDERS: Final = frozenset({
     "REQUEST_VERSION", "LOGIN_VERSION", "TASK_VERSION",
     "NS_REQUEST", "NS_LOGIN", "NS_TASK", "NS_SUBMIT",
     "HEADER_TIMESTAMP", "HEADER_NONCE", "HEADER_FINGERPRINT", "HEADER_SIGNATURE",
-})
-# The login string is built by shared (login_string); its one signing call (the
-# pilot's client) and one check (the relay) are still made beside it. Moving them
-# into shared (a sign_login/verify_login pair) empties this list.
-KNOWN: Final = frozenset({
-    ("relay/login.py", "NS_LOGIN"), ("relay/login.py", "login_string"),
-    ("cockpit/client/_client.py", "NS_LOGIN"), ("cockpit/client/_client.py", "login_string"),
 })
 
 
@@ -113,7 +107,7 @@ def violations(path: Path, rel: str) -> list[str]:
             if isinstance(value, str):
                 found += [f"{rel}:{line}: literal holds {m!r}" for m in markers_in(value)]
         for name in _names(node):
-            if name in BUILDERS and (rel, name) not in KNOWN:
+            if name in BUILDERS:
                 found.append(f"{rel}:{line}: uses {name}, which only shared/ may")
             if name == STREAMED_HASH and id(node) not in allowed_keywords:
                 found.append(f"{rel}:{line}: {STREAMED_HASH} outside a call to "
@@ -136,6 +130,10 @@ def test_the_protocol_bytes_are_built_in_shared_only() -> None:
     ("msg = canonical.canonical_request(method='GET')", "uses canonical_request"),
     ("sig = signer.sign(c.NS_TASK, message)", "uses NS_TASK"),
     ("line = c.TASK_VERSION", "uses TASK_VERSION"),
+    ("sig = signer.sign(NS_LOGIN, login_string(challenge, fpr))", "uses login_string"),
+    ("from dragoon.shared.constants import NS_LOGIN", "uses NS_LOGIN"),
+    ('ns = "dragoon-login-v1"', "literal holds 'dragoon-login-v1'"),
+    ('text = f"RE-LOGIN-V1\\n{challenge}"', "literal holds 'RE-LOGIN-V1'"),
     ("def send(body_sha256: str) -> None: ...", "body_sha256 outside a call"),
     ("canonical(body=b'', body_sha256=digest)", "body_sha256 outside a call"),
 ])
@@ -155,7 +153,10 @@ def test_the_check_lets_prose_and_shared_calls_be(tmp_path: Path) -> None:
         '    """Signed over body_sha256, the hash computed ahead (RE-TASK-V1 aside)."""\n'
         "    # body_sha256 in a comment is prose too\n"
         "    return sign_streamed_request(signer, method='POST', path='/v1/worker/blob',\n"
-        "                                 body_sha256=digest)\n",
+        "                                 body_sha256=digest)\n"
+        "def login(signer, challenge):\n"
+        '    """Signs RE-LOGIN-V1 in dragoon-login-v1, through shared."""\n'
+        "    return sign_login(signer, challenge=challenge, fingerprint=signer.fingerprint)\n",
         encoding="utf-8",
     )
     assert violations(path, "drone/fine.py") == []

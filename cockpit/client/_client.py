@@ -42,9 +42,7 @@ from dragoon.cockpit.client._types import (
     Task,
     TaskPage,
 )
-from dragoon.shared import sshsig
-from dragoon.shared.canonical import login_string
-from dragoon.shared.constants import NS_LOGIN
+from dragoon.shared.login_auth import sign_login
 from dragoon.shared.request_auth import sign_request
 from dragoon.shared.signers import Signer
 
@@ -224,12 +222,12 @@ class RelayClient:
                                   json_body={"fingerprint": fingerprint})
         challenge = answer["challenge"]
         signature = await asyncio.to_thread(
-            self.signer.sign, NS_LOGIN, login_string(challenge, fingerprint)
+            sign_login, self.signer, challenge=challenge, fingerprint=fingerprint
         )
         result = await self._json(
             "POST", "/v1/auth/login", signed=False,
             json_body={"fingerprint": fingerprint, "challenge": challenge,
-                       "signature": sshsig.encode_b64(signature), "totp": totp},
+                       "signature": signature, "totp": totp},
         )
         self.token = result["token"]
         return Session(token=result["token"], expires_at=float(result["expires_at"]),

@@ -21,6 +21,8 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "fixtures" / "make_fixtures.py"
 KEYED = {"public_key", "fingerprint", "signature", "relay_public_key"}
+# The line of each signed string that names the signer's fingerprint, by its version tag.
+FINGERPRINT_LINE = {b"RE-V1": 6, b"RE-LOGIN-V1": 2}
 
 
 def _generator() -> ModuleType:
@@ -51,10 +53,12 @@ def _unkeyed(value: Any) -> Any:
     if not isinstance(value, dict):
         return value
     out = {k: _unkeyed(v) for k, v in value.items() if k not in KEYED}
-    if "canonical_b64" in out and "fingerprint" in value:  # RE-V1: line 7 names the signer
+    if "canonical_b64" in out and "fingerprint" in value:  # a line names the signer
         lines = base64.b64decode(value["canonical_b64"]).split(b"\n")
-        assert lines[6] == value["fingerprint"].encode()
-        out["canonical_b64"] = b"\n".join([*lines[:6], b"<fingerprint>", *lines[7:]])
+        index = FINGERPRINT_LINE[lines[0]]
+        assert lines[index] == value["fingerprint"].encode()
+        out["canonical_b64"] = b"\n".join([*lines[:index], b"<fingerprint>",
+                                           *lines[index + 1:]])
     return out
 
 
@@ -73,7 +77,8 @@ def test_make_fixtures_refuses_to_overwrite_without_force(tmp_path: Path) -> Non
 def test_committed_fixtures_are_all_present() -> None:
     names = {p.name for p in SCRIPT.parent.glob("*.json")}
     assert names >= {"fingerprints.json", "signatures.json", "canonical_requests.json",
-                     "canonical_tasks.json", "task_envelopes.json", "streamed_requests.json"}
+                     "canonical_tasks.json", "task_envelopes.json", "streamed_requests.json",
+                     "logins.json"}
     assert names == set(GEN.FILES)
 
 
@@ -126,6 +131,12 @@ def test_the_generator_rebuilds_each_committed_envelope(vector: dict[str, Any]) 
     envelope = vector["envelope"]
     built = GEN.canonical_task_from_hash(envelope["id"], envelope["drone"], envelope["seq"],
                                          vector["spec_sha256"])
+    assert built == base64.b64decode(vector["canonical_b64"])
+
+
+@pytest.mark.parametrize("vector", _committed("logins.json"), ids=lambda v: v["case"])
+def test_the_generator_rebuilds_each_committed_login(vector: dict[str, Any]) -> None:
+    built = GEN.login_string(vector["challenge"], vector["fingerprint"])
     assert built == base64.b64decode(vector["canonical_b64"])
 
 
