@@ -9,12 +9,13 @@ from another history, or older than what is kept (``events_kept``,
 ``events_max_age``, pruned by the sweeper), is answered with a ``reset`` event
 (reload the lists) instead of silently missing what came between.
 
-The order of work: a change commits, the route publishes its event, the event's
-row is written in the next job of the database thread (events published
-meanwhile go into the same transaction), and only then is it handed to the
-streams. A crash in the instant between a change's commit and its event's row
-loses that one event: a cockpit that reconnects after such a crash sees the
-object again at its next change. ``docs/api.md`` says so.
+The order of work: a change commits, the route publishes its event, which
+queues the event's row on the database thread right then, behind the commit
+(events published meanwhile go into the same transaction), and only once the
+row is durable is the event handed to the streams. A crash in the instant
+between a change's commit and its event's row loses that one event: a cockpit
+that reconnects after such a crash sees the object again at its next change.
+``docs/api.md`` says so.
 
 The store sits behind ``EventStore`` so that another backend (PostgreSQL with
 several relay replicas, whose "global event ids" are the same table-backed
@@ -50,12 +51,10 @@ def epoch_text(value: int) -> str:
     return f"{value:010x}"
 
 
-def new_epoch(conn: sqlite3.Connection) -> str:
+def set_epoch(conn: sqlite3.Connection, value: int) -> None:
     """Start a new event history (a restored backup, a lost event): every older id resets."""
-    value = secrets.randbits(40)
     with transaction(conn):
         conn.execute("UPDATE counters SET value = ? WHERE name = ?", (value, EPOCH_COUNTER))
-    return epoch_text(value)
 
 
 def fork_history(db_path: Path) -> None:
@@ -65,7 +64,7 @@ def fork_history(db_path: Path) -> None:
     conn = sqlite3.connect(db_path, isolation_level=None)
     try:
         if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'counters'").fetchone():
-            new_epoch(conn)
+            set_epoch(conn, secrets.randbits(40))
     finally:
         conn.close()
 
@@ -120,7 +119,10 @@ class EventStore(Protocol):
     epoch: str
 
     def append(self, pending: deque[tuple[str, str, float]]) -> asyncio.Future[list[BusEvent]]:
-        """Queue the write of what ``pending`` holds then (in one transaction), in call order."""
+        """Queue, now and in call order, the write of (kind, JSON, at) entries from
+        ``pending``: the write takes all it holds when it runs, in one transaction (so what
+        was published meanwhile shares it, and a later call may find nothing left), and
+        answers the events it stored, ids given."""
         ...
 
     async def window(self) -> Window: ...
@@ -165,7 +167,9 @@ class SqliteEventStore:
         return await self.db.run(_prune, keep, cutoff)
 
     async def fork(self) -> None:
-        self.epoch = await self.db.run(new_epoch)
+        value = secrets.randbits(40)
+        self.epoch = epoch_text(value)  # at once, even if the write below fails too
+        await self.db.run(set_epoch, value)
 
 
 def _read_epoch(conn: sqlite3.Connection) -> str:

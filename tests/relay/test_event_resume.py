@@ -247,3 +247,41 @@ def test_events_settings_are_checked(tmp_path: Path) -> None:
                    "127.0.0.1:0", check=False)
     assert done.returncode != 0
     assert "events_kept: -1 is not a count" in done.stderr
+
+
+def test_an_event_that_cannot_be_stored_ends_every_stream_and_old_ids_reset(
+    tmp_path: Path
+) -> None:
+    """In process, on a real database that refuses writes (``query_only``): the event cannot
+    be replayed, so rather than a gap every stream ends and its id gets ``reset``."""
+    import asyncio
+
+    from dragoon.relay.db import Database
+    from dragoon.relay.events import EventBus, SqliteEventStore
+
+    db = Database(tmp_path / "relay.db")
+    store = SqliteEventStore(db)
+    bus = EventBus(store)
+
+    async def scenario() -> None:
+        stream = bus.subscribe(owner="pilot")
+        bus.publish("task", {"id": "stored"})
+        stored = await asyncio.wait_for(stream.get(), 10)
+        assert stored is not None and stored.id == 1
+        before = stored.event_id
+        await db.run(lambda conn: conn.execute("PRAGMA query_only = ON"))
+        bus.publish("task", {"id": "refused"})
+        assert await asyncio.wait_for(stream.get(), 10) is None, "the stream ends"
+        assert store.epoch != before.split("-")[0], "a new history"
+        await db.run(lambda conn: conn.execute("PRAGMA query_only = OFF"))
+        opening = await bus.open(before)
+        assert opening.reset is not None and "another relay history" in opening.reset.payload
+        fresh = bus.subscribe(owner="pilot")
+        bus.publish("task", {"id": "later"})
+        later = await asyncio.wait_for(fresh.get(), 10)
+        assert later is not None and later.epoch == store.epoch and later.id == 2
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        db.close()
