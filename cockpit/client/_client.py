@@ -15,7 +15,7 @@ import os
 import ssl
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote, urlencode
@@ -519,8 +519,10 @@ class RelayClient:
         request = self._request("GET", "/v1/events", headers={"Accept": "text/event-stream"})
         try:
             async with self._stream(request) as response:
-                async for position, _event in _parse_sse(response.aiter_lines(), comments=True):
-                    return position  # a fresh stream's first block: its position, or nothing
+                blocks = _parse_sse(response.aiter_lines(), comments=True)
+                async with aclosing(blocks):
+                    async for position, _event in blocks:
+                        return position  # a fresh stream's first block: its position, or none
         except httpx.HTTPError as exc:
             raise _transport_error(exc, self.base_url) from None
         return None

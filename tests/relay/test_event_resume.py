@@ -1,8 +1,9 @@
 """Event ids survive a relay restart: a stream resumed with ``Last-Event-ID`` gets exactly what
 it missed, and an id the relay cannot resume from gets ``reset``, never a silent gap.
 
-Every test runs its own relay (they stop it), with no drone, so that the only events
-are the ones the test makes (a submit is one ``task`` event each).
+Every test runs its own relay (most stop it), with no drone, so that the only events
+are the ones the test makes (a submit is one ``task`` event each); the last one drives
+the event bus in process over a database that refuses the write.
 """
 
 from __future__ import annotations
