@@ -19,7 +19,8 @@ Module map (each module one job; routes stay thin over the store and dispatcher)
 - ``blobs``     content-addressed blob store; ``artifacts`` the per-task index over it
 - ``fetches``   files a pilot asked a drone for; ``messages`` the inbox; ``audit`` the trail
 - ``fleet``     every drone's record and view (state, labels, load), drain
-- ``events``    server-sent events fan-out; ``sweeper`` timed housekeeping (purges)
+- ``events``    server-sent events: stored (durable ids), replayed, fanned out; ``sweeper`` timed
+                housekeeping (purges, event pruning)
 - ``logconf``   the relay's own key=value log lines, without secrets
 - ``routes/``   HTTP routes, one module per area, named for who calls them: ``drone_api``
                 (``/v1/worker``, the drone's), ``fleet`` (``/v1/workers``, the pilots' view of

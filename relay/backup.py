@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Final
 
+from dragoon.relay import events
 from dragoon.relay.config import DB_FILE, KEY_FILE, RelayConfig
 from dragoon.relay.db import SCHEMA_VERSION
 from dragoon.relay.output import TRUNCATED
@@ -327,6 +328,7 @@ def restore(archive: Path, data_dir: Path) -> Summary:
                 if name != MANIFEST:
                     _extract(tar, member, data_dir / name, summary)
             _check_db(data_dir / DB_FILE)
+            events.fork_history(data_dir / DB_FILE)  # its cockpits reload, not resume
         except (tarfile.TarError, EOFError, OSError) as exc:
             _empty(data_dir, remove=created)
             raise BackupError(f"{archive}: cannot unpack ({exc})") from None

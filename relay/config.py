@@ -87,19 +87,32 @@ class RelayConfig:
     max_challenges: int = 10000  # live login challenges; the oldest give way past this
     # Event streams and held requests re-check their pilot's session this often.
     session_recheck: float = 2
+    # Events kept for cockpits that reconnect (relay/events.py): the newest events_kept, none
+    # older than events_max_age ("none": no age limit); an older Last-Event-ID gets a reset.
+    events_kept: int = 10000
+    events_max_age: str | float = "1h"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("retention_seconds", "drone_quota_bytes", "storage_quota_bytes"):
+        for name in ("retention_seconds", "drone_quota_bytes", "storage_quota_bytes",
+                     "events_max_age_seconds"):
             try:
                 getattr(self, name)
             except ValueError as exc:
                 raise ConfigError(f"{CONFIG_FILE}: {name.rsplit('_', 1)[0]}: {exc}") from None
+        if isinstance(self.events_kept, bool) or not isinstance(self.events_kept, int) \
+                or self.events_kept < 0:
+            raise ConfigError(f"{CONFIG_FILE}: events_kept: {self.events_kept!r} is not a count")
 
     @property
     def retention_seconds(self) -> float | None:
         """None: keep finished tasks' output forever."""
         return units.optional_duration(self.retention)
+
+    @property
+    def events_max_age_seconds(self) -> float | None:
+        """None: events are dropped by count alone."""
+        return units.optional_duration(self.events_max_age)
 
     @property
     def drone_quota_bytes(self) -> int | None:

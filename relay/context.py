@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from dragoon.relay.blobs import BlobStore
 from dragoon.relay.config import RelayConfig
 from dragoon.relay.db import Database
-from dragoon.relay.events import EventBus
+from dragoon.relay.events import EventBus, SqliteEventStore
 from dragoon.relay.output import OutputStore
 from dragoon.relay.signals import Signals
 from dragoon.relay.tasks import TaskStore
@@ -25,17 +25,19 @@ class Relay:
     output: OutputStore
     tasks: TaskStore
     blobs: BlobStore
+    bus: EventBus
     signals: Signals = field(default_factory=Signals)
-    bus: EventBus = field(default_factory=EventBus)
     hooks: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def open(cls, config: RelayConfig) -> Relay:
         signer = KeyFileSigner(load_private_key_file(config.key_path))
         output = OutputStore(config.logs_dir, config.output_cap)
+        db = Database(config.db_path)
         return cls(
-            config=config, db=Database(config.db_path), signer=signer, output=output,
+            config=config, db=db, signer=signer, output=output,
             tasks=TaskStore(config, output), blobs=BlobStore(config.blobs_dir),
+            bus=EventBus(SqliteEventStore(db)),
         )
 
     def stopping(self) -> None:

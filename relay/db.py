@@ -181,6 +181,21 @@ MIGRATIONS: Final[list[str]] = [
     );
     ALTER TABLE enrollments ADD COLUMN may_replace INTEGER NOT NULL DEFAULT 0
     """,
+    # 4: durable server-sent events (relay/events.py, docs/api.md): every event is a row
+    # before a stream sees it, so ids go on across restarts and a reconnecting cockpit
+    # resumes exactly; AUTOINCREMENT never hands an id out twice, even once all are pruned.
+    # The epoch (a random number, shown in hex) names this history: ids from another data
+    # dir, or from before a restore, are answered with a ``reset``.
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX events_at ON events (at);
+    INSERT INTO counters (name, value) VALUES ('events_epoch', abs(random() % 1099511627776))
+    """,
 ]
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -242,6 +257,14 @@ class Database:
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._call, fn, args)
+
+    def submit(self, fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
+        """Queue ``fn(conn, …)`` now, behind every job already queued, without waiting.
+
+        For work whose order matters more than its caller (relay/events.py: an event's
+        row goes in right behind the commit it reports); call it on the event loop.
+        """
+        return asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn, args)
 
     def call(self, fn: Callable[..., T], *args: object) -> T:
         """The synchronous form, for the admin CLI and start-up code."""

@@ -1,4 +1,5 @@
-"""Housekeeping on a timer: purge what expired, mark silent drones offline, tasks lost.
+"""Housekeeping on a timer: purge what expired, prune old events, mark silent drones offline
+and tasks lost.
 
 This is the only timed loop in the relay, and it does no dispatch: work
 reaches drones through wake-ups (relay/signals.py), never through this loop.
@@ -36,7 +37,15 @@ async def sweep_once(relay: Relay) -> None:
     from dragoon.relay import dispatch
 
     await relay.db.run(purge, relay.config.lockout_window)
+    await prune_events(relay)
     await dispatch.sweep(relay)
+
+
+async def prune_events(relay: Relay) -> None:
+    """Keep the event history bounded; a cockpit that reconnects from older is told to reset."""
+    max_age = relay.config.events_max_age_seconds
+    await relay.bus.store.prune(keep=relay.config.events_kept,
+                                cutoff=None if max_age is None else time.time() - max_age)
 
 
 ORPHAN_INTERVAL = 86400.0  # the walk over blobs/ for content no record names: daily

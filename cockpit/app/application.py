@@ -26,7 +26,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
-from dragoon.cockpit.app.live import DataSource, describe, name_taken, session_expired
+from dragoon.cockpit.app.live import (
+    DataSource,
+    Snapshot,
+    describe,
+    name_taken,
+    session_expired,
+)
 from dragoon.cockpit.app.messages import (
     AckRequested,
     ActionFailed,
@@ -182,12 +188,7 @@ class CockpitApp(App[None]):
         except Exception as error:
             await self._connection_failed(error)
             return
-        changes = self.state.apply_snapshot(drones=snapshot.drones, tasks=snapshot.tasks,
-                                            messages=snapshot.messages)
-        # messages already waiting are listed in the inbox, not announced one by one
-        self._quiet.update(c.message_id for c in changes if isinstance(c, MessageAdded))
-        self._queue(changes)
-        self.snapshots += 1
+        self._apply_snapshot(snapshot)
         self._set_link(Link.CONNECTED)
 
         def on_retry(error: BaseException) -> None:
@@ -196,9 +197,20 @@ class CockpitApp(App[None]):
 
         try:
             async for kind, data in self.source.events(on_retry):
+                if kind == "snapshot":  # the relay could not replay what was missed
+                    self._apply_snapshot(Snapshot(**data))
+                    continue
                 self._queue(self.state.apply_event(kind, data))
         except Exception as error:
             await self._connection_failed(error)
+
+    def _apply_snapshot(self, snapshot: Snapshot) -> None:
+        changes = self.state.apply_snapshot(drones=snapshot.drones, tasks=snapshot.tasks,
+                                            messages=snapshot.messages)
+        # messages already waiting are listed in the inbox, not announced one by one
+        self._quiet.update(c.message_id for c in changes if isinstance(c, MessageAdded))
+        self._queue(changes)
+        self.snapshots += 1
 
     async def _connection_failed(self, error: BaseException) -> None:
         if session_expired(error):

@@ -9,6 +9,7 @@ stream that tells the app when it broke) live here, built on the client.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import AsyncIterator, Callable
@@ -60,7 +61,11 @@ class DataSource(Protocol):
     async def snapshot(self) -> Snapshot: ...
 
     def events(self, on_retry: Callable[[BaseException], None]) -> AsyncIterator[
-        tuple[str, dict[str, Any]]]: ...
+        tuple[str, dict[str, Any]]]:
+        """(kind, object) for each change since the last snapshot; ``("snapshot", {"drones",
+        "tasks", "messages"})`` when the relay could not replay what was missed and the
+        lists were read again."""
+        ...
 
     async def ping(self) -> float: ...
 
@@ -102,22 +107,45 @@ class LiveSource:
         self.relay_url = client.base_url
         self.pilot = pilot
         self.on_login = on_login
+        # The id of the last event folded into what the app holds: the event stream
+        # resumes after it, across reconnects and relay restarts.
+        self.position: str | None = None
 
     async def snapshot(self) -> Snapshot:
+        """The lists, and (read first) the event position they are at least as new as."""
+        position = await self.client.event_position()
         drones = await self.client.drones()
         page = await self.client.tasks(limit=TASKS_IN_SNAPSHOT)
         messages = await self.client.messages(unread=True, limit=1000)
+        self.position = position
         return Snapshot(drones=[dict(d) for d in drones], tasks=[dict(t) for t in page.tasks],
                         messages=[dict(m) for m in messages])
 
     async def events(self, on_retry: Callable[[BaseException], None]) -> AsyncIterator[
             tuple[str, dict[str, Any]]]:
+        """Every change after the snapshot, none twice; a relay ``reset`` reads the lists again.
+
+        A change made while the snapshot was read may come once more as an event (it is
+        applied again, to the same effect); none made after the position is missed.
+        """
         def hook(error: BaseException, _delay: float) -> None:
             on_retry(error)
 
-        async for event in self.client.events(on_retry=hook, give_up_after=math.inf):
-            if isinstance(event.data, dict):
-                yield event.kind, event.data
+        while True:
+            stream = self.client.events(last_event_id=self.position, on_retry=hook,
+                                        give_up_after=math.inf)
+            async with contextlib.aclosing(stream):
+                async for event in stream:
+                    if event.kind == "reset":
+                        break
+                    self.position = event.id or self.position
+                    if isinstance(event.data, dict):
+                        yield event.kind, event.data
+                else:
+                    return
+            snapshot = await self.snapshot()
+            yield "snapshot", {"drones": snapshot.drones, "tasks": snapshot.tasks,
+                               "messages": snapshot.messages}
 
     async def ping(self) -> float:
         """The cheapest authenticated request: proves the relay is up and the session good;

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from dragoon.cockpit.cli import exit_codes as X
@@ -15,6 +15,24 @@ from dragoon.cockpit.cli._common import (
     pilot_options,
     run_async,
 )
+
+if TYPE_CHECKING:
+    from dragoon.cockpit.client import RelayClient
+    from dragoon.cockpit.client._retry import RetryHook
+
+
+async def _ack(client: RelayClient, ids: list[int], on_retry: RetryHook) -> None:
+    """Acknowledge, retrying through a relay restart: acking twice is harmless, and a
+    follower that died on a refused ack would end ``inbox -f`` for a passing outage."""
+    from dragoon.cockpit.client import Backoff, RelayError
+
+    backoff = Backoff(on_retry=on_retry)
+    while True:
+        try:
+            await client.ack(ids=ids)
+            return
+        except RelayError as exc:
+            await backoff.wait(exc)
 
 
 def _line(message: dict[str, Any]) -> str:
@@ -49,7 +67,8 @@ def inbox(relay: str | None, key: str | None, ca_cert: str | None, follow: bool,
                 elif not as_json:
                     print(_line(message), flush=True)
             if unread and not no_ack:
-                await client.ack(ids=[m["id"] for m in unread])
+                ids = [m["id"] for m in unread]
+                await (_ack(client, ids, on_retry) if follow else client.ack(ids=ids))
             if not follow:
                 return X.OK
             after = max((m["id"] for m in unread), default=None)
@@ -58,7 +77,7 @@ def inbox(relay: str | None, key: str | None, ca_cert: str | None, follow: bool,
                     dict(message))
                 print(text, flush=True)
                 if not no_ack:
-                    await client.ack(ids=[message["id"]])
+                    await _ack(client, [message["id"]], on_retry)
         return X.OK
 
     sys.exit(run_async(go))

@@ -15,7 +15,7 @@ import os
 import ssl
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote, urlencode
@@ -477,11 +477,20 @@ class RelayClient:
 
     # -- live events ------------------------------------------------------------------------
 
-    async def events(self, *, on_retry: RetryHook | None = None,
+    async def events(self, *, last_event_id: str | None = None,
+                     on_retry: RetryHook | None = None,
                      give_up_after: float = 300.0) -> AsyncIterator[Event]:
-        """Server-sent events (drone, task, message changes), reconnecting with Last-Event-ID."""
+        """Server-sent events (drone, task, message changes), after ``last_event_id`` if given.
+
+        Every reconnect (a dropped network, a relay restart: refused for a while,
+        then back) sends the id of the last event seen as ``Last-Event-ID``, and the
+        relay replays exactly what came after it, so nothing is missed or repeated.
+        When the relay cannot (the id is older than it keeps, or from another relay),
+        the next event is ``reset``: reload the lists; the stream goes on from there.
+        ``event.id`` is always the id to resume from.
+        """
         backoff = Backoff(on_retry=on_retry, give_up_after=give_up_after)
-        last_id: str | None = None
+        last_id = last_event_id
         while True:
             headers = {"Accept": "text/event-stream"}
             if last_id is not None:
@@ -490,10 +499,10 @@ class RelayClient:
             try:
                 async with self._stream(request) as response:
                     backoff.reset()
-                    async for event in _parse_sse(response.aiter_lines()):
-                        if event.id is not None:
-                            last_id = event.id
-                        yield event
+                    async for position, event in _parse_sse(response.aiter_lines()):
+                        last_id = position or last_id
+                        if event is not None:
+                            yield event
             except httpx.HTTPError as exc:
                 await backoff.wait(_transport_error(exc, self.base_url))
             except RelayError as exc:
@@ -501,9 +510,31 @@ class RelayClient:
             else:
                 await backoff.wait(RelayError(E.PROTOCOL, "event stream closed"))
 
+    async def event_position(self) -> str | None:
+        """The id of the relay's newest event: ``events(last_event_id=…)`` from it misses
+        nothing that happens after this call. Read before listing, it makes a snapshot
+        plus its events whole. None from a relay that does not say (an older one)."""
+        request = self._request("GET", "/v1/events", headers={"Accept": "text/event-stream"})
+        try:
+            async with self._stream(request) as response:
+                blocks = _parse_sse(response.aiter_lines(), comments=True)
+                async with aclosing(blocks):
+                    async for position, _event in blocks:
+                        return position  # a fresh stream's first block: its position, or none
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc, self.base_url) from None
+        return None
 
-async def _parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[Event]:
-    kind, data, event_id = "message", [], None
+
+async def _parse_sse(lines: AsyncIterator[str], *, comments: bool = False) -> AsyncIterator[
+        tuple[str | None, Event | None]]:
+    """Each block as (the last event id so far, its event or None for an id or comment alone).
+
+    As in the SSE spec, a block with an ``id`` and no data moves the last event id
+    without being an event (the relay tells a new stream its position so); with
+    ``comments``, blocks of comments alone are reported too.
+    """
+    kind, data, event_id, fields = "message", [], None, 0
     async for line in lines:
         if not line:
             if data:
@@ -512,11 +543,14 @@ async def _parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[Event]:
                     payload: Any = json.loads(text)
                 except ValueError:
                     payload = text
-                yield Event(kind=kind, data=payload, id=event_id)
-            kind, data = "message", []
+                yield event_id, Event(kind=kind, data=payload, id=event_id)
+            elif fields or comments:
+                yield event_id, None
+            kind, data, fields = "message", [], 0
             continue
         if line.startswith(":"):
             continue
+        fields += 1
         name, _, value = line.partition(":")
         value = value.removeprefix(" ")
         if name == "event":

@@ -117,7 +117,8 @@ class TaskPage:
 
 @dataclass(frozen=True)
 class Event:
-    """One server-sent event: ``kind`` is ``drone``, ``task`` or ``message``."""
+    """One server-sent event: ``kind`` is ``drone``, ``task`` or ``message`` (the object as
+    ``data``), or ``reset`` (reload the lists); ``id`` (``<epoch>-<n>``) is where to resume."""
 
     kind: str
     data: Any
