@@ -79,6 +79,9 @@ async def storage_loop(relay: Relay, stop: threading.Event) -> None:
             next_orphans = now + ORPHAN_INTERVAL
         try:
             await asyncio.to_thread(storage_pass, relay, orphans=orphans, stop=stop)
+        except (OSError, sqlite3.OperationalError) as exc:  # out of fds or disk: no traceback
+            log.warning("retention pass failed: %s; next try in %g s", exc,
+                        relay.config.gc_interval)
         except Exception:
             log.exception("retention pass failed")
         await asyncio.sleep(relay.config.gc_interval)
@@ -91,6 +94,8 @@ async def run(relay: Relay) -> None:
         while True:
             try:
                 await sweep_once(relay)
+            except (OSError, sqlite3.OperationalError) as exc:  # out of fds or disk: one line
+                log.warning("sweep failed: %s", exc)
             except Exception:
                 log.exception("sweep failed")
             await asyncio.sleep(relay.config.sweep_interval)
