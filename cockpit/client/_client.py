@@ -481,7 +481,14 @@ class RelayClient:
 
     async def events(self, *, on_retry: RetryHook | None = None,
                      give_up_after: float = 300.0) -> AsyncIterator[Event]:
-        """Server-sent events (drone, task, message changes), reconnecting with Last-Event-ID."""
+        """Server-sent events (drone, task, message changes), reconnecting with Last-Event-ID.
+
+        A dropped stream or a restarting relay is retried with back-off; a stream
+        the relay refuses with 401 ``bad_session`` (the session was revoked by a
+        logout elsewhere, expired, or the pilot's key changed) ends the iteration
+        at once with that ``RelayError``: no new connection could fix it, only a
+        new login (``session_ended`` on the error says so).
+        """
         backoff = Backoff(on_retry=on_retry, give_up_after=give_up_after)
         last_id: str | None = None
         while True:
@@ -499,8 +506,11 @@ class RelayClient:
             except httpx.HTTPError as exc:
                 await backoff.wait(_transport_error(exc, self.base_url))
             except RelayError as exc:
+                if exc.session_ended:
+                    raise
                 await backoff.wait(exc)
             else:
+                # the relay ends a stream whose session ended; the reconnect tells which it was
                 await backoff.wait(RelayError(E.PROTOCOL, "event stream closed"))
 
 
