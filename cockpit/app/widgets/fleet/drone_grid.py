@@ -31,7 +31,7 @@ from dragoon.cockpit.app.state import (
     task_counts,
 )
 from dragoon.cockpit.app.widgets.fleet.cells import load_bar
-from dragoon.cockpit.safe_text import plain
+from dragoon.cockpit.safe_text import clean, plain
 from dragoon.cockpit.theme import state_style
 from rich.text import Text
 from textual.binding import Binding, BindingType
@@ -168,11 +168,15 @@ class DroneGrid(DataTable[str | Text]):
     # ------------------------------------------------------------------ order
 
     def _sort(self, selected: str | None) -> None:
-        drones = self.drones
         column = self.sort_column
+        # DataTable hands the key the name cell, which shows the name as safe text: for a
+        # name as the relay's rule makes them that is the name itself, for a lying relay's
+        # it may not be, and two such may even look alike (their order is then theirs).
+        shown = {clean(name): drone for name, drone in self.drones.items()}
 
-        def key(name: str) -> tuple[Any, ...]:
-            return drone_sort_key(drones[str(name)], column)
+        def key(cell: str | Text) -> tuple[Any, ...]:
+            drone = shown.get(str(cell))
+            return drone_sort_key(drone, column) if drone is not None else (True, 0, str(cell))
 
         self.sort("name", key=key, reverse=self.sort_reverse)
         self.sorts += 1
