@@ -159,6 +159,8 @@ async def _smi_gpus(timeout: float) -> list[dict[str, Any]]:
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
+        with contextlib.suppress(asyncio.CancelledError):
+            await process.wait()  # reaped, its pipes closed, even when the drone is stopping
         raise
     if process.returncode != 0:
         raise OSError(f"nvidia-smi exited with {process.returncode}")
