@@ -18,8 +18,9 @@ def _is_number(value: object) -> bool:
 
 def format_duration(seconds: float | None) -> str:
     """`45s`, `2m05s`, `3h02m`, `2d01h`: two units at most, short enough for a table cell."""
-    if seconds is None:
+    if not _is_number(seconds):
         return "-"
+    assert seconds is not None
     s = int(seconds)
     if s < 60:
         return f"{s}s"
@@ -34,6 +35,8 @@ def format_ago(when: float | None, now: float) -> str:
     """How long ago `when` was, as `12s`, `5m00s`; `never` for none; clock skew shows `0s`."""
     if when is None:
         return "never"
+    if not _is_number(when):
+        return "-"
     return format_duration(max(0.0, now - when))
 
 

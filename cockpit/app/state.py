@@ -400,11 +400,11 @@ def task_is_final(task: Mapping[str, Any]) -> bool:
 
 def task_elapsed(task: Mapping[str, Any], now: float) -> float | None:
     """Run time so far, or the whole duration once finished; None before it starts."""
-    start = task.get("started_at") or task.get("dispatched_at")
+    start = number(task.get("started_at") or task.get("dispatched_at"))
     if not start:
         return None
-    end = task.get("finished_at") if task_is_final(task) else None
-    return max(0.0, float(end or now) - float(start))
+    end = number(task.get("finished_at")) if task_is_final(task) else None
+    return max(0.0, (end or now) - start)
 
 
 def task_title(task: Mapping[str, Any], width: int = 40) -> str:

@@ -109,8 +109,9 @@ def hostile_snapshot() -> Any:
                  "gpus": "[/]", TITLE: BIDI}))
     snapshot.tasks.append(fixed_task(
         50, "running", EVIL_DRONE, id=EVIL_TASK, name=HOSTILE, error=HOSTILE, pilot=HOSTILE,
-        created_at=NOW - 1, started_at=NOW - 30, signal=None,
-        spec={"command": HOSTILE, "env": {"X": HOSTILE}, "cwd": HOSTILE, "timeout": None,
+        created_at=NOW - 1, started_at=NOW - 30, signal=None, dispatched_at=TITLE,
+        cpu_seconds="[/]", peak_rss=CLEAR, stdout_size="[/]", exit_code=None,
+        spec={"command": HOSTILE, "env": {"X": HOSTILE}, "cwd": HOSTILE, "timeout": TITLE,
               "grace": 10, "artifacts": [HOSTILE], "name": HOSTILE}))
     snapshot.messages.append({"id": 3, "task": EVIL_TASK, "drone": EVIL_DRONE, "text": HOSTILE,
                               "created_at": NOW - 10, "acked": False})

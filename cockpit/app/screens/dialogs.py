@@ -183,7 +183,7 @@ class SubmitScreen(ModalScreen[SubmitRequest | None]):
                     # The field's reason, shown under it only while there is one.
                     yield Static("", id=f"{field_id}-error-pad", classes="error-pad")
                     yield Static("", id=f"{field_id}-error", classes="error", markup=False)
-            yield Static("", id="submit-errors")
+            yield Static("", id="submit-errors", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Submit", variant="primary", id="do-submit")
                 yield Button("Cancel", id="do-cancel")
