@@ -10,10 +10,17 @@ from __future__ import annotations
 import time
 
 
+def _is_number(value: object) -> bool:
+    """A relay sends numbers here; anything else (a string, a bool, NaN) shows as ``-``."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and value == value and abs(value) != float("inf"))
+
+
 def format_duration(seconds: float | None) -> str:
     """`45s`, `2m05s`, `3h02m`, `2d01h`: two units at most, short enough for a table cell."""
-    if seconds is None:
+    if not _is_number(seconds):
         return "-"
+    assert seconds is not None
     s = int(seconds)
     if s < 60:
         return f"{s}s"
@@ -28,13 +35,16 @@ def format_ago(when: float | None, now: float) -> str:
     """How long ago `when` was, as `12s`, `5m00s`; `never` for none; clock skew shows `0s`."""
     if when is None:
         return "never"
+    if not _is_number(when):
+        return "-"
     return format_duration(max(0.0, now - when))
 
 
 def relative_time(when: float | None, *, now: float | None = None) -> str:
     """``12s ago``, ``5m03s ago``, ``3h10m ago``; ``in 4m00s`` for the future; ``-`` for none."""
-    if when is None:
+    if not _is_number(when):
         return "-"
+    assert when is not None
     delta = (time.time() if now is None else now) - float(when)
     text = format_duration(abs(delta))
     return f"in {text}" if delta < 0 else f"{text} ago"
@@ -42,8 +52,9 @@ def relative_time(when: float | None, *, now: float | None = None) -> str:
 
 def human_size(size: int | None) -> str:
     """`512 B`, `1.5 KiB`, `3.2 GiB` (binary units, GiB at most); `-` for unknown."""
-    if size is None:
+    if not _is_number(size):
         return "-"
+    assert size is not None
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":

@@ -238,10 +238,10 @@ class DroneDaemon:
 
     # ----- the poll loop -----
 
-    def poll_body(self) -> dict[str, Any]:
+    async def poll_body(self) -> dict[str, Any]:
         return {
             "wait": self.settings.poll_wait,
-            "metrics": self.metrics.collect(),
+            "metrics": await self.metrics.collect(),
             "labels": self.settings.labels,
             "slots": self.settings.slots,
             "hostname": self.hostname,
@@ -256,7 +256,7 @@ class DroneDaemon:
         backoff = JitteredBackoff()
         last_refusal: str | None = None
         while True:
-            body = self.poll_body()
+            body = await self.poll_body()
             try:
                 response = await self.client.request(
                     "POST", "/v1/worker/poll", json_body=body,

@@ -3,14 +3,21 @@
 Every field is optional on the wire; a field that cannot be read is left out
 rather than guessed. GPUs come from NVML (nvidia-ml-py) when it is installed,
 else from ``nvidia-smi``; a box without NVIDIA GPUs simply has no ``gpus``.
+
+Reading the GPUs never holds up the drone's event loop: ``nvidia-smi`` runs as
+an asyncio subprocess (killed after ``SMI_TIMEOUT``; a wedged driver can hang it
+for minutes) and NVML in a thread, while output shipping, cancels and uploads go
+on. Only the first heartbeat waits for the first reading, so a drone reports its
+GPUs from the start; after that a heartbeat carries the last reading and a
+fresh one is taken in the background every ``GPU_REFRESH`` seconds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -18,17 +25,20 @@ from typing import Any, Final
 import psutil
 
 GPU_REFRESH: Final = 10.0  # seconds; nvidia-smi costs a process start
+SMI_TIMEOUT: Final = 10.0  # seconds nvidia-smi may take before it is killed
 
 
 class Metrics:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self._gpus: list[dict[str, Any]] | None = None
-        self._gpus_at = 0.0
+        self._gpus_at: float | None = None  # when the last reading was started
+        self._read_once = False
+        self._reading: asyncio.Task[None] | None = None
         self._gpu_source: str | None = _gpu_source()
         psutil.cpu_percent(interval=None)  # primes the counter: the next call measures since now
 
-    def collect(self) -> dict[str, Any]:
+    async def collect(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         with contextlib.suppress(Exception):
             out["cpu_percent"] = psutil.cpu_percent(interval=None)
@@ -45,22 +55,37 @@ class Metrics:
             out["disk_free"] = disk.free
         with contextlib.suppress(Exception):
             out["uptime"] = int(time.time() - psutil.boot_time())
-        gpus = self.gpus()
+        gpus = await self.gpus()
         if gpus:
             out["gpus"] = gpus
         return out
 
-    def gpus(self) -> list[dict[str, Any]] | None:
+    async def gpus(self) -> list[dict[str, Any]] | None:
+        """The last GPU reading; a new one starts in the background once this one is stale."""
         if self._gpu_source is None:
             return None
         now = time.monotonic()
-        if self._gpus is None or now - self._gpus_at > GPU_REFRESH:
+        if self._reading is None and (self._gpus_at is None
+                                      or now - self._gpus_at > GPU_REFRESH):
             self._gpus_at = now
-            try:
-                self._gpus = _nvml_gpus() if self._gpu_source == "nvml" else _smi_gpus()
-            except Exception:
-                self._gpus = None
+            self._reading = asyncio.get_running_loop().create_task(self._read())
+        if self._reading is not None and not self._read_once:
+            # shielded: a poll cancelled meanwhile (shutdown) must not leave the reading
+            # half done; it is the reading's own timeout that bounds this wait
+            await asyncio.shield(self._reading)
         return self._gpus
+
+    async def _read(self) -> None:
+        try:
+            if self._gpu_source == "nvml":
+                self._gpus = await asyncio.to_thread(_nvml_gpus)
+            else:
+                self._gpus = await _smi_gpus(SMI_TIMEOUT)
+        except Exception:
+            self._gpus = None
+        finally:
+            self._read_once = True
+            self._reading = None
 
 
 def _gpu_source() -> str | None:
@@ -122,9 +147,21 @@ def parse_smi(text: str) -> list[dict[str, Any]]:
     return gpus
 
 
-def _smi_gpus() -> list[dict[str, Any]]:
-    result = subprocess.run(
-        ["nvidia-smi", f"--query-gpu={SMI_QUERY}", "--format=csv,noheader,nounits"],
-        capture_output=True, text=True, timeout=10, check=True,
-    )
-    return parse_smi(result.stdout)
+async def _smi_gpus(timeout: float) -> list[dict[str, Any]]:
+    """``nvidia-smi`` without blocking the loop; killed when it takes longer than ``timeout``
+    (or when the drone stops meanwhile); a failure or a time-out is no reading."""
+    process = await asyncio.create_subprocess_exec(
+        "nvidia-smi", f"--query-gpu={SMI_QUERY}", "--format=csv,noheader,nounits",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL)
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(), timeout)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        with contextlib.suppress(asyncio.CancelledError):
+            await process.wait()  # reaped, its pipes closed, even when the drone is stopping
+        raise
+    if process.returncode != 0:
+        raise OSError(f"nvidia-smi exited with {process.returncode}")
+    return parse_smi(out.decode("utf-8", "replace"))

@@ -1,13 +1,18 @@
 """``dragoon notify TEXT``: inside a task, one message to the pilot's inbox, with no login.
 
 It appends one line to ``$DRAGOON_INBOX``, which the drone ships; newlines in
-TEXT become spaces so that one call is always one message.
+TEXT become spaces so that one call is always one message. The inbox must be a
+regular file: anything else (a FIFO, a device, a symbolic link) is refused with
+one line and exit 1, never waited on.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import sys
+from typing import NoReturn
 
 import click
 
@@ -22,12 +27,34 @@ def notify(text: tuple[str, ...]) -> None:
                    err=True)
         sys.exit(2)
     line = " ".join(text).replace("\r", " ").replace("\n", " ") + "\n"
-    try:
-        fd = os.open(inbox, os.O_WRONLY | os.O_APPEND)
-    except OSError as exc:
-        click.echo(f"dragoon notify: cannot open {inbox}: {exc.strerror or exc}", err=True)
-        sys.exit(1)
+    fd = _open_inbox(inbox)
     try:
         os.write(fd, line.encode("utf-8"))  # one write with O_APPEND: lines never interleave
     finally:
         os.close(fd)
+
+
+def _open_inbox(inbox: str) -> int:
+    """The inbox, opened for appending only if it is a regular file; else one line and exit 1.
+
+    Never blocks and never follows a link: a FIFO put in its place would hang the
+    task (an open for writing waits for a reader), a device or a link would send
+    the line somewhere the drone does not ship from.
+    """
+    try:
+        fd = os.open(inbox, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError as exc:
+        reason = ("it is a symbolic link" if exc.errno == errno.ELOOP
+                  else "it is a FIFO without a reader" if exc.errno == errno.ENXIO
+                  else exc.strerror or str(exc))
+        _refuse(f"cannot open {inbox}: {reason}")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        _refuse(f"{inbox} is not a regular file")
+    os.set_blocking(fd, True)  # a regular file: the one write below is whole
+    return fd
+
+
+def _refuse(message: str) -> NoReturn:
+    click.echo(f"dragoon notify: {message}", err=True)
+    sys.exit(1)

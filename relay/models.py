@@ -5,6 +5,12 @@ Models forbid unknown fields only where a typo would silently change meaning
 name or a label may be is decided by shared/spec.py, the rules every door
 calls: the models run them first and answer their one-line reason as the 422's
 detail; the field types below describe the same rules for the OpenAPI document.
+
+What a drone reports about itself is checked at the door too: its labels by the
+label rule, its hostname and version by the one-line rule of a task's name (no
+control or bidi character). Free text by nature (a message, a task's error, an
+artifact's path, metrics) is stored as sent and escaped where a pilot sees it
+(docs/security.md, "Untrusted text is data").
 """
 
 from __future__ import annotations
@@ -62,6 +68,22 @@ OptionalDroneName = Annotated[_StrictStr | None,
                               BeforeValidator(_rule(rules.check_drone_name, nullable=True))]
 OptionalLabels = Annotated[list[_StrictStr] | None,
                            BeforeValidator(_rule(rules.check_labels, nullable=True))]
+
+# What a drone says about itself is shown in every pilot's table: one line each, no control
+# or bidi character (shared/spec.py ``check_line``, the task name's rule), refused at the door.
+MAX_HOSTNAME = 255
+MAX_VERSION = 100
+
+
+def _line(field: str, limit: int) -> Callable[[Any], str | None]:
+    def check(value: str) -> str:
+        return value if value == "" else rules.check_line(field, value, limit=limit)
+
+    return _rule(check, nullable=True)
+
+
+Hostname = Annotated[_StrictStr | None, AfterValidator(_line("hostname", MAX_HOSTNAME))]
+Version = Annotated[_StrictStr | None, AfterValidator(_line("version", MAX_VERSION))]
 
 MAX_OFFSET = 1 << 62  # byte offsets and sizes: far past any real output, inside SQLite's range
 YEAR = rules.YEAR
@@ -136,8 +158,8 @@ class InitBody(BaseModel):
     public_key: StrictStr = Field(max_length=2000)
     labels: list[StrictStr] = []
     slots: StrictInt = Field(1, ge=1, le=1024)
-    hostname: StrictStr | None = None
-    version: StrictStr | None = None
+    hostname: Hostname = None
+    version: Version = None
 
 
 class Started(BaseModel):
@@ -159,10 +181,10 @@ class FetchError(BaseModel):
 class PollBody(BaseModel):
     wait: float = Field(25, ge=0)
     metrics: dict[str, object] | None = None
-    labels: list[StrictStr] | None = None
+    labels: OptionalLabels = None  # the one label rule, as at enrollment
     slots: StrictInt | None = Field(None, ge=1, le=1024)
-    hostname: StrictStr | None = None
-    version: StrictStr | None = None
+    hostname: Hostname = None
+    version: Version = None
     running: list[StrictStr] = []
     started: list[Started] = []
     rejected: list[Rejected] = []

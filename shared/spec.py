@@ -54,7 +54,10 @@ _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _LABEL: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:=-]{0,62}")
 _ENV_NAME: Final = re.compile(rf"[A-Za-z_][A-Za-z0-9_]{{0,{MAX_ENV_NAME - 1}}}")
 _NOT_TEXT: Final = re.compile(r"[\x00\ud800-\udfff]")
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+# A line of text to show: no C0, DEL or C1 control, no line or paragraph separator; and no
+# bidi override or isolate, which makes a table cell read otherwise than it is.
+_CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_BIDI: Final = re.compile("[\u202a-\u202e\u2066-\u2069]")
 
 
 class SpecError(DragoonError, ValueError):
@@ -354,20 +357,34 @@ def parse_globs(text: str) -> list[str]:
     return check_globs([glob for glob in (part.strip() for part in text.split(",")) if glob])
 
 
+def check_line(field: str, value: str, *, limit: int) -> str:
+    """One line of text shown in tables: no NUL or surrogate, no control character (C0, DEL,
+    C1, U+2028/U+2029), no bidi override or isolate (U+202A..U+202E, U+2066..U+2069).
+
+    A task's name, and what a drone says about itself (hostname, version) at the
+    relay's door: text that every pilot's terminal shows, so nothing in it may
+    steer the terminal or make the line read otherwise than it is.
+    """
+    _text(field, value)
+    if not value:
+        raise SpecError(field, "is empty; leave it out or null")
+    if _CONTROL.search(value):
+        raise SpecError(field, "must be one line without control characters")
+    if _BIDI.search(value):
+        raise SpecError(field, "must not hold bidi override or isolate characters "
+                               "(U+202A..U+202E, U+2066..U+2069)")
+    if len(value) > limit:
+        raise SpecError(field, f"is longer than {limit} characters")
+    return value
+
+
 def check_task_name(value: object) -> str | None:
     """A task's name: one line of free text for tables (``lr sweep``, ``entraînement 3``)."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise SpecError("name", "must be a string or null")
-    _text("name", value)
-    if not value:
-        raise SpecError("name", "is empty; leave it out or null")
-    if _CONTROL.search(value):
-        raise SpecError("name", "must be one line without control characters")
-    if len(value) > MAX_TASK_NAME:
-        raise SpecError("name", f"is longer than {MAX_TASK_NAME} characters")
-    return value
+    return check_line("name", value, limit=MAX_TASK_NAME)
 
 
 # -- the spec ---------------------------------------------------------------------------------

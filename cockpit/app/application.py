@@ -23,10 +23,11 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar, Final
 
 from dragoon.cockpit.app.live import (
+    SESSION_ENDED,
     DataSource,
     Snapshot,
     describe,
@@ -75,12 +76,14 @@ from dragoon.cockpit.app.widgets.fleet.drone_grid import DroneGrid
 from dragoon.cockpit.app.widgets.logs.log_buffer import LogBuffer
 from dragoon.cockpit.app.widgets.logs.log_view import LogView
 from dragoon.cockpit.app.widgets.tasks.task_tree import TaskTree
+from dragoon.cockpit.safe_text import clean
 from dragoon.cockpit.theme import STDERR_STYLE
 from dragoon.shared.spec import parse_labels
 from rich.text import Text
 from textual import on, work
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.notifications import SeverityLevel
 from textual.widgets import Input, Static, Tree
 
 FLUSH_INTERVAL: Final = 0.1
@@ -156,6 +159,17 @@ class CockpitApp(App[None]):
             buffer.close()
         await self.source.aclose()
 
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """Every toast of the cockpit (screens' too: theirs come here) as safe text, not markup.
+
+        A toast often quotes a drone, a task or the relay (a message's text, an
+        error's detail, an artifact's path), so it is cleaned by cockpit/safe_text.py
+        and never parsed as markup, whatever the caller asked.
+        """
+        super().notify(clean(message), title=clean(title), severity=severity, timeout=timeout,
+                       markup=False)
+
     @property
     def bar(self) -> ConnectionBar:
         return self._bar
@@ -214,7 +228,7 @@ class CockpitApp(App[None]):
 
     async def _connection_failed(self, error: BaseException) -> None:
         if session_expired(error):
-            self._set_link(Link.LOGIN_NEEDED, "session expired")
+            self._set_link(Link.LOGIN_NEEDED, SESSION_ENDED)
         else:
             self._set_link(Link.RECONNECTING, describe(error))
 
@@ -240,7 +254,7 @@ class CockpitApp(App[None]):
         self._login_open = True
         try:
             code = await self.push_screen_wait(
-                PromptScreen("Session expired: enter your TOTP code to log in again",
+                PromptScreen("Session ended: enter your TOTP code to log in again",
                              placeholder="123456", password=True))
             if not code:
                 return
@@ -319,7 +333,7 @@ class CockpitApp(App[None]):
     def _show_failure(self, message: ActionFailed) -> None:
         self.notify(f"{message.what} failed: {describe(message.error)}", severity="error")
         if session_expired(message.error):
-            self._set_link(Link.LOGIN_NEEDED, "session expired")
+            self._set_link(Link.LOGIN_NEEDED, SESSION_ENDED)
 
     # ------------------------------------------------------------------ selection
 
@@ -389,7 +403,7 @@ class CockpitApp(App[None]):
             return
         follow = self.log_view.follow if follow is None else follow
         text = Text()
-        text.append(f" {self._log_task} ", style="bold")
+        text.append(f" {clean(self._log_task)} ", style="bold")
         text.append("stdout", style="default")
         text.append(" + ")
         text.append("stderr", style=STDERR_STYLE)
@@ -607,7 +621,11 @@ class CockpitApp(App[None]):
 
     @work(group="downloads")
     async def download_artifact(self, task_id: str, artifact: dict[str, Any]) -> None:
-        dest = self.download_dir / Path(str(artifact["path"])).name
+        name = clean(PurePosixPath(str(artifact["path"])).name)  # a drone named the file
+        if name in ("", ".", ".."):
+            self.notify(f"cannot name a file after {artifact['path']!r}", severity="error")
+            return
+        dest = self.download_dir / name
         try:
             saved = await self.source.download_artifact(task_id, artifact, dest)
         except Exception as error:

@@ -17,11 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from dragoon.cockpit.safe_text import clean
+
 if TYPE_CHECKING:
     from dragoon.cockpit.client import RelayClient
 
 # 401 codes that a fresh login cures (a bad signature or unknown key would not).
 SESSION_CODES = frozenset({"bad_session"})
+# What the cockpit says when the relay ended the session (a logout elsewhere, expiry, a new key).
+SESSION_ENDED = "session ended: log in again with dragoon login"
 TASKS_IN_SNAPSHOT = 500
 
 
@@ -46,10 +50,12 @@ def name_taken(error: BaseException) -> str | None:
 
 
 def describe(error: BaseException) -> str:
-    """One line for the pilot, never a traceback."""
+    """One line for the pilot, never a traceback; safe text (a relay's detail is its words)."""
+    if session_expired(error):
+        return SESSION_ENDED
     code = getattr(error, "code", None)
     text = str(error) or type(error).__name__
-    return f"{code}: {text}" if code and code not in text else text
+    return clean(f"{code}: {text}" if code and code not in text else text)
 
 
 class DataSource(Protocol):

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Final, Protocol, cast
 
+from dragoon.cockpit.safe_text import clean
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.markup import escape
 
 
 class Selection(Protocol):
@@ -86,9 +88,11 @@ class CockpitCommands(Provider):
         return [a for a in ACTIONS if not (readonly and a.changes)]
 
     def _help(self, action: PaletteAction) -> str:
+        """Textual reads a hit's help as markup: the selected task and drone are the relay's
+        words, so the line is made safe (cockpit/safe_text.py) and escaped."""
         line = command_line(self.selection, action)
         key = f"key {action.key}"
-        return f"{key}  ·  {line}" if line else key
+        return escape(clean(f"{key}  ·  {line}" if line else key))
 
     async def _run(self, action: PaletteAction) -> None:
         await self.app.run_action(action.action)

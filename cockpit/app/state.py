@@ -11,12 +11,14 @@ Relay objects are plain dicts with the field names of docs/api.md.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from dragoon.cockpit.formatting import format_ago
+from dragoon.cockpit.safe_text import clean
 from dragoon.shared.models import FINAL_STATES, TaskState
 
 Drone = dict[str, Any]
@@ -252,7 +254,7 @@ def _collapse_unread(changes: list[Change]) -> list[Change]:
 
 def drone_status(drone: Mapping[str, Any], now: float) -> str:
     """The grid's state word: draining wins over online, offline says since when."""
-    state = str(drone.get("state", "pending"))
+    state = clean(drone.get("state", "pending"))
     if state == "offline":
         return f"offline {format_ago(drone.get('last_seen'), now)}"
     if drone.get("draining"):
@@ -260,25 +262,48 @@ def drone_status(drone: Mapping[str, Any], now: float) -> str:
     return state
 
 
+def number(value: object) -> float | None:
+    """A finite number, or None: metrics are whatever JSON a drone sent, read as numbers only.
+
+    The relay passes a drone's metrics on as they came (docs/security.md,
+    "Untrusted text is data"): a string, a bool, a list or NaN where a number
+    belongs shows as no value, it never stops the cockpit.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    result = float(value)
+    return result if math.isfinite(result) else None
+
+
+def _metrics(drone: Mapping[str, Any]) -> Mapping[str, Any]:
+    metrics = drone.get("metrics")
+    return metrics if isinstance(metrics, Mapping) else {}
+
+
 def cpu_load(drone: Mapping[str, Any]) -> float | None:
-    metrics = drone.get("metrics") or {}
-    value = metrics.get("cpu_percent")
-    return None if value is None else float(value)
+    return number(_metrics(drone).get("cpu_percent"))
 
 
 def mem_load(drone: Mapping[str, Any]) -> float | None:
-    metrics = drone.get("metrics") or {}
-    total, used = metrics.get("mem_total"), metrics.get("mem_used")
+    metrics = _metrics(drone)
+    total, used = number(metrics.get("mem_total")), number(metrics.get("mem_used"))
     if not total or used is None:
         return None
-    return 100.0 * float(used) / float(total)
+    return 100.0 * used / total
 
 
 def gpu_load(drone: Mapping[str, Any]) -> float | None:
     """Mean utilisation over the drone's GPUs; None when it has none."""
-    gpus = (drone.get("metrics") or {}).get("gpus") or []
-    utils = [float(g["util"]) for g in gpus if g.get("util") is not None]
+    gpus = _metrics(drone).get("gpus")
+    gpus = gpus if isinstance(gpus, list) else []
+    utils = [u for g in gpus if isinstance(g, Mapping) and (u := number(g.get("util"))) is not None]
     return sum(utils) / len(utils) if utils else None
+
+
+def task_counts(drone: Mapping[str, Any]) -> tuple[int, int]:
+    """(running, slots) of a drone, 0 for what is missing or not a number."""
+    running, slots = number(drone.get("running")), number(drone.get("slots"))
+    return int(running or 0), int(slots or 0)
 
 
 # Columns of the drone grid, and which drone fields each one reads: a change
@@ -310,7 +335,7 @@ def drone_sort_key(drone: Mapping[str, Any], column: str) -> tuple[Any, ...]:
     if column == "state":
         value = (_STATE_ORDER.get(str(drone.get("state")), 3), bool(drone.get("draining")))
     elif column == "labels":
-        value = ",".join(drone.get("labels") or [])
+        value = ",".join(map(str, drone.get("labels") or []))
     elif column == "cpu":
         value = cpu_load(drone)
     elif column == "mem":
@@ -318,7 +343,7 @@ def drone_sort_key(drone: Mapping[str, Any], column: str) -> tuple[Any, ...]:
     elif column == "gpu":
         value = gpu_load(drone)
     elif column == "tasks":
-        value = (int(drone.get("running") or 0), int(drone.get("slots") or 0))
+        value = task_counts(drone)
     else:
         value = name
     return (value is None, value if value is not None else 0, name)
@@ -336,7 +361,7 @@ def drone_matches(drone: Mapping[str, Any], query: str) -> bool:
         return True
     hay = " ".join(
         [str(drone.get("name", "")), str(drone.get("state", "")),
-         "draining" if drone.get("draining") else "", *(drone.get("labels") or [])]
+         "draining" if drone.get("draining") else "", *map(str, drone.get("labels") or [])]
     ).lower()
     return all(w in hay for w in words)
 
@@ -375,16 +400,17 @@ def task_is_final(task: Mapping[str, Any]) -> bool:
 
 def task_elapsed(task: Mapping[str, Any], now: float) -> float | None:
     """Run time so far, or the whole duration once finished; None before it starts."""
-    start = task.get("started_at") or task.get("dispatched_at")
+    start = number(task.get("started_at") or task.get("dispatched_at"))
     if not start:
         return None
-    end = task.get("finished_at") if task_is_final(task) else None
-    return max(0.0, float(end or now) - float(start))
+    end = number(task.get("finished_at")) if task_is_final(task) else None
+    return max(0.0, (end or now) - start)
 
 
 def task_title(task: Mapping[str, Any], width: int = 40) -> str:
+    """The name, else the command, on one line and cut to ``width``; safe text to show."""
     text = task.get("name") or (task.get("spec") or {}).get("command") or ""
-    text = " ".join(str(text).split())
+    text = clean(" ".join(str(text).split()))
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

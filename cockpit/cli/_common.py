@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from dragoon.cockpit.cli import exit_codes as X
+from dragoon.cockpit.safe_text import clean
 
 if TYPE_CHECKING:
     from dragoon.cockpit.client import RelayClient, RelayError
@@ -41,7 +42,7 @@ class OneLineUsageError(click.UsageError):
 
     def show(self, file: Any = None) -> None:
         verb = self.ctx.info_name if self.ctx is not None else "?"
-        click.echo(f"dragoon: {verb}: {self.format_message()} (see --help)", err=True)
+        click.echo(f"dragoon: {verb}: {clean(self.format_message())} (see --help)", err=True)
 
 
 class PilotCommand(click.Command):
@@ -128,8 +129,11 @@ def open_client(conn: Connection) -> RelayClient:
     return open_session(conn)[0]
 
 
+# A 401 bad_session: revoked (a logout elsewhere), expired, or the pilot's key replaced.
+SESSION_ENDED = "session ended: log in again with `dragoon login`"
+
 _API_CODES = {
-    "bad_session": ("session expired or revoked: run `dragoon login`", X.AUTH),
+    "bad_session": (SESSION_ENDED, X.AUTH),
     "stale_timestamp": (None, X.AUTH),
     "unknown_key": ("the relay does not accept this key ({detail})", X.KEY),
     "fingerprint_mismatch": ("the session belongs to another key: run `dragoon login` "
@@ -159,7 +163,12 @@ def explain(error: RelayError) -> tuple[str, int]:
 
 
 def fail(message: str, code: int) -> NoReturn:
-    click.echo(f"dragoon: {message}", err=True)
+    """The one way a verb ends in failure: one line on stderr, as safe text, and ``code``.
+
+    The line may carry what the relay said (its ``detail``), a drone's words or a
+    path: it goes through the rule of cockpit/safe_text.py like every other view.
+    """
+    click.echo(f"dragoon: {clean(message)}", err=True)
     sys.exit(code)
 
 

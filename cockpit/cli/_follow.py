@@ -1,10 +1,12 @@
 """Following a task's output in the terminal, as ``dragoon run`` and ``dragoon logs -f`` do.
 
 Each stream is followed by its own long-poll loop and written, as it arrives,
-to its own file descriptor. Ctrl-C is the pilot's: it detaches (the task goes
-on), or with ``cancel_on_interrupt`` it asks the relay to cancel and keeps
-following so that the task's last words and exit code still arrive; a second
-Ctrl-C detaches at once.
+to its own file descriptor: the task's bytes exactly as it wrote them, escape
+sequences included, as ``ssh host cmd`` would (it is the pilot's own program
+talking); what dragoon itself says goes to stderr as safe text. Ctrl-C is the
+pilot's: it detaches (the task goes on), or with ``cancel_on_interrupt`` it asks
+the relay to cancel and keeps following so that the task's last words and exit
+code still arrive; a second Ctrl-C detaches at once.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from typing import BinaryIO
 import click
 from dragoon.cockpit.cli import exit_codes as X
 from dragoon.cockpit.client import RelayClient, RelayError, Task
+from dragoon.cockpit.safe_text import clean
 from dragoon.shared.models import TaskState, exit_status_code
 
 
 def _notice(message: str) -> None:
-    click.echo(f"dragoon: {message}", err=True)
+    """One line on stderr, as safe text: it quotes the relay and the task's drone."""
+    click.echo(f"dragoon: {clean(message)}", err=True)
 
 
 def on_retry(error: RelayError, delay: float) -> None:

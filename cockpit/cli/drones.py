@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 from dragoon.cockpit.cli._common import (
     Connection,
@@ -14,9 +17,29 @@ from dragoon.cockpit.cli._common import (
     pilot_options,
     run_async,
 )
+from dragoon.cockpit.safe_text import clean
 
 # The --json fields docs/cli.md promises to keep (tests/cli hold the output to them).
 DRONE_JSON_FIELDS = ("name", "state", "labels")
+
+
+def _load(metrics: object) -> str:
+    """The 1-minute load a drone reported, or ``-``: metrics are the drone's JSON, any shape."""
+    load = metrics.get("load") if isinstance(metrics, dict) else None
+    first = load[0] if isinstance(load, list) and load else None
+    if isinstance(first, bool) or not isinstance(first, int | float) or first != first:
+        return "-"
+    return f"{first:.2f}"
+
+
+def _drone_row(drone: dict[str, Any], relative_time: Callable[[Any], str]) -> list[str]:
+    """A row of ``dragoon drones``; the table makes every cell safe text."""
+    state = str(drone.get("state", "?")) + (" (draining)" if drone.get("draining") else "")
+    labels = drone.get("labels")
+    return [str(drone.get("name", "?")), state,
+            ",".join(map(str, labels)) if isinstance(labels, list) and labels else "-",
+            _load(drone.get("metrics")), f"{drone.get('running', 0)}/{drone.get('slots', '?')}",
+            relative_time(drone.get("last_seen"))]
 
 
 @click.command(cls=PilotCommand)
@@ -33,17 +56,7 @@ def drones(relay: str | None, key: str | None, ca_cert: str | None, as_json: boo
         if as_json:
             render.print_json(found)
             return
-        rows = []
-        for drone in found:
-            metrics = drone.get("metrics") or {}
-            load = metrics.get("load") or []
-            state = drone.get("state", "?") + (" (draining)" if drone.get("draining") else "")
-            rows.append([
-                drone["name"], state, ",".join(drone.get("labels") or []) or "-",
-                f"{load[0]:.2f}" if load else "-",
-                f"{drone.get('running', 0)}/{drone.get('slots', '?')}",
-                render.relative_time(drone.get("last_seen")),
-            ])
+        rows = [_drone_row(dict(drone), render.relative_time) for drone in found]
         render.print_table(["NAME", "STATE", "LABELS", "LOAD", "TASKS", "SEEN"], rows,
                            state_column=1)
 
@@ -71,7 +84,7 @@ def enroll(relay: str | None, key: str | None, ca_cert: str | None, name: str,
     async def go() -> None:
         async with open_client(Connection(relay, key, ca_cert)) as client:
             answer = await client.enroll(name=name, labels=labels, ttl=ttl, replace=replace)
-        click.echo(answer["token"])
+        click.echo(clean(answer["token"]))  # the relay's answer: a token is plain text
 
     run_async(go)
 
@@ -97,6 +110,6 @@ def drain(relay: str | None, key: str | None, ca_cert: str | None, name: str, un
             render.print_json(found)
             return
         state = "draining" if found.get("draining") else "taking work"
-        click.echo(f"{found['name']}: {state} ({found.get('running', 0)} running)")
+        click.echo(clean(f"{found['name']}: {state} ({found.get('running', 0)} running)"))
 
     run_async(go)

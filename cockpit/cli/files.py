@@ -22,13 +22,17 @@ from dragoon.cockpit.cli._common import (
     pilot_options,
     run_async,
 )
+from dragoon.cockpit.safe_text import clean
 
 OnProgress = Callable[[int, int | None], None]
 
 
 @asynccontextmanager
 async def progress_bar(label: str) -> AsyncIterator[OnProgress | None]:
-    """A rich progress bar on stderr when it is a terminal; nothing when it is not."""
+    """A rich progress bar on stderr when it is a terminal; nothing when it is not.
+
+    ``label`` is a remote path (a drone named the file): safe text, never markup.
+    """
     import sys
 
     from dragoon.cockpit.cli.render import is_terminal
@@ -41,12 +45,14 @@ async def progress_bar(label: str) -> AsyncIterator[OnProgress | None]:
         BarColumn,
         DownloadColumn,
         Progress,
+        TextColumn,
         TransferSpeedColumn,
     )
 
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=None)
+    description = TextColumn("{task.description}", style="progress.description", markup=False)
+    with Progress(description, BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(clean(label), total=None)
 
         def update(done: int, total: int | None) -> None:
             bar.update(task, completed=done, total=total)
@@ -109,7 +115,7 @@ def artifact(relay: str | None, key: str | None, ca_cert: str | None, task_id: s
                 saved = await client.download_artifact(
                     task_id=task_id, artifact=listed[path], dest=dest, force=force,
                     on_progress=on_progress)
-        click.echo(f"saved {saved} (sha256 {listed[path].get('sha256', '?')})", err=True)
+        click.echo(clean(f"saved {saved} (sha256 {listed[path].get('sha256', '?')})"), err=True)
 
     run_async(go)
 
@@ -131,6 +137,6 @@ def fetch(relay: str | None, key: str | None, ca_cert: str | None, drone: str, p
                 progress_bar(path) as on_progress:
             saved = await client.fetch(drone=drone, path=path, dest=dest, force=force,
                                        on_progress=on_progress)
-        click.echo(f"saved {saved}", err=True)
+        click.echo(clean(f"saved {saved}"), err=True)
 
     run_async(go)

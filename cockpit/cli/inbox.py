@@ -15,6 +15,7 @@ from dragoon.cockpit.cli._common import (
     pilot_options,
     run_async,
 )
+from dragoon.cockpit.safe_text import clean
 
 if TYPE_CHECKING:
     from dragoon.cockpit.client import RelayClient
@@ -36,10 +37,11 @@ async def _ack(client: RelayClient, ids: list[int], on_retry: RetryHook) -> None
 
 
 def _line(message: dict[str, Any]) -> str:
+    """One message on one line, as safe text: a task wrote it (cockpit/safe_text.py)."""
     from dragoon.cockpit.cli.render import relative_time
 
-    return (f"{relative_time(message.get('created_at'))}  {message.get('drone', '-')}  "
-            f"{message.get('task', '-')}  {message.get('text', '')}")
+    fields = (message.get("drone", "-"), message.get("task", "-"), message.get("text", ""))
+    return "  ".join([relative_time(message.get("created_at")), *map(clean, fields)])
 
 
 @click.command(cls=PilotCommand)

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from dragoon.cockpit.formatting import human_size, relative_time
+from dragoon.cockpit.safe_text import clean
 from dragoon.cockpit.theme import state_style
 
 # The verbs reach the formatting helpers through this module (`render.human_size`).
@@ -33,8 +34,13 @@ def print_json(value: Any) -> None:
 
 def print_table(headers: Sequence[str], rows: Iterable[Sequence[str]], *,
                 state_column: int | None = None) -> None:
-    """A table on stdout: rich with colours on a terminal, plain columns when piped."""
-    rows = [list(row) for row in rows]
+    """A table on stdout: rich with colours on a terminal, plain columns when piped.
+
+    Cells are what drones, tasks and pilots wrote: each goes through the one rule
+    of cockpit/safe_text.py (no markup, no control characters), piped or not, since
+    piped output still ends up on a terminal (``dragoon tasks | grep sweep``).
+    """
+    rows = [[clean(cell) for cell in row] for row in rows]
     if not is_terminal():
         widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
         for row in [list(headers), *rows]:
@@ -43,39 +49,33 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[str]], *,
         return
     from rich import box
     from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for header in headers:
         table.add_column(header, overflow="fold")
     for row in rows:
-        # cells are what drones, tasks and pilots wrote: data, never rich markup
-        cells = [escape(cell) for cell in row]
-        if state_column is not None:
-            style = state_style(row[state_column])
-            if style:
-                cells[state_column] = f"[{style}]{cells[state_column]}[/]"
-        table.add_row(*cells)
+        # a span, not the cell's base style: the state's colour stops where its text does
+        styles = ["" if i != state_column else state_style(cell) for i, cell in enumerate(row)]
+        table.add_row(*(Text.assemble((cell, style)) for cell, style in
+                        zip(row, styles, strict=True)))
     Console().print(table)
 
 
 def print_fields(pairs: Iterable[tuple[str, str]], *, state: str | None = None) -> None:
-    """``name: value`` lines for one object (``dragoon task``)."""
-    pairs = list(pairs)
+    """``name: value`` lines for one object (``dragoon task``); values as safe text."""
+    pairs = [(name, clean(value)) for name, value in pairs]
     width = max(len(name) for name, _ in pairs)
     color = is_terminal() and state is not None
     if color:
         from rich.console import Console
-        from rich.markup import escape
+        from rich.text import Text
 
         console = Console(highlight=False)
         for name, value in pairs:
-            text = escape(value)
             style = state_style(state) if name == "state" and state else ""
-            if style:
-                text = f"[{style}]{text}[/]"
-            console.print(f"[bold]{name.ljust(width)}[/]  {text}")
+            console.print(Text.assemble((name.ljust(width), "bold"), "  ", (value, style)))
         return
     for name, value in pairs:
         sys.stdout.write(f"{name.ljust(width)}  {value}\n")

@@ -15,6 +15,7 @@ from dragoon.cockpit.cli._common import (
     run_async,
     tls_verify,
 )
+from dragoon.cockpit.safe_text import clean
 
 if TYPE_CHECKING:
     from dragoon.cockpit.client.config import StoredSession
@@ -71,9 +72,9 @@ def login(relay: str | None, key: str | None, ca_cert: str | None, totp: str | N
         from dragoon.cockpit.cli.render import relative_time
 
         session = await log_in(relay=relay, key=key, ca_cert=ca_cert, totp=ask)
-        click.echo(f"logged in to {session.relay} as {session.pilot or '?'} "
-                   f"with {session.fingerprint}; session ends "
-                   f"{relative_time(session.expires_at)}", err=True)
+        click.echo(clean(f"logged in to {session.relay} as {session.pilot or '?'} "
+                         f"with {session.fingerprint}; session ends "
+                         f"{relative_time(session.expires_at)}"), err=True)
 
     run_async(go)
 

@@ -20,6 +20,7 @@ from dragoon.cockpit.cli._common import (
     pilot_options,
     run_async,
 )
+from dragoon.cockpit.safe_text import clean
 
 # The --json fields docs/cli.md promises to keep (tests/cli hold the output to them).
 TASK_JSON_FIELDS = ("id", "state", "drone", "name", "exit_code")
@@ -92,7 +93,7 @@ def submit(relay: str | None, key: str | None, ca_cert: str | None, words: tuple
     async def go() -> None:
         async with open_client(Connection(relay, key, ca_cert)) as client, naming(drone):
             task = await client.submit(spec=spec, drone=drone, labels=labels)  # type: ignore[arg-type]
-        click.echo(task["id"])
+        click.echo(clean(task["id"]))
 
     run_async(go)
 
@@ -258,10 +259,11 @@ def cancel(relay: str | None, key: str | None, ca_cert: str | None, task_id: str
             found = await client.cancel(task_id=task_id, grace=grace)
         state = found.get("state")
         if state == "cancelled":
-            click.echo(f"{task_id} cancelled")
+            line = f"{task_id} cancelled"
         elif found.get("cancel_requested"):
-            click.echo(f"{task_id} cancel requested ({state})")
+            line = f"{task_id} cancel requested ({state})"
         else:
-            click.echo(f"{task_id} is already {state}")
+            line = f"{task_id} is already {state}"
+        click.echo(clean(line))
 
     run_async(go)

@@ -488,6 +488,10 @@ class RelayClient:
         When the relay cannot (the id is older than it keeps, or from another relay),
         the next event is ``reset``: reload the lists; the stream goes on from there.
         ``event.id`` is always the id to resume from.
+        A stream the relay refuses with 401 ``bad_session`` (the session was
+        revoked by a logout elsewhere, expired, or the pilot's key changed) ends
+        the iteration at once with that ``RelayError``: no new connection could
+        fix it, only a new login (``session_ended`` on the error says so).
         """
         backoff = Backoff(on_retry=on_retry, give_up_after=give_up_after)
         last_id = last_event_id
@@ -506,8 +510,11 @@ class RelayClient:
             except httpx.HTTPError as exc:
                 await backoff.wait(_transport_error(exc, self.base_url))
             except RelayError as exc:
+                if exc.session_ended:
+                    raise
                 await backoff.wait(exc)
             else:
+                # the relay ends a stream whose session ended; the reconnect tells which it was
                 await backoff.wait(RelayError(E.PROTOCOL, "event stream closed"))
 
     async def event_position(self) -> str | None:

@@ -18,6 +18,8 @@ PROTOCOL = "protocol"
 SHA256_MISMATCH = "sha256_mismatch"
 FILE_EXISTS = "file_exists"
 FETCH_FAILED = "fetch_failed"
+# The relay's code for a session that is gone (revoked, expired, the key replaced).
+BAD_SESSION = "bad_session"
 
 
 class RelayError(Exception):
@@ -47,6 +49,11 @@ class RelayError(Exception):
 
     def __repr__(self) -> str:
         return f"RelayError(code={self.code!r}, status={self.status!r}, detail={self.detail!r})"
+
+    @property
+    def session_ended(self) -> bool:
+        """The relay no longer knows this session: only a new login helps, never a retry."""
+        return self.code == BAD_SESSION
 
     @property
     def retryable(self) -> bool:

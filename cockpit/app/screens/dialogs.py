@@ -2,6 +2,8 @@
 
 Each returns its answer through `dismiss`, so the app's actions read as
 `answer = await self.push_screen_wait(Dialog(...))` and hold no widget state.
+A question or title that names a drone, a task or what the relay said is shown
+as safe text (cockpit/safe_text.py), never as markup.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from dragoon.cockpit.safe_text import plain
 from dragoon.shared import spec as rules
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -34,7 +37,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm", classes="dialog"):
-            yield Static(self.question, id="question")
+            yield Static(plain(self.question), id="question")  # names a drone or a task
             with Horizontal(classes="buttons"):
                 yield Button(self.yes, variant="error", id="yes")
                 yield Button("No", id="no")
@@ -180,7 +183,7 @@ class SubmitScreen(ModalScreen[SubmitRequest | None]):
                     # The field's reason, shown under it only while there is one.
                     yield Static("", id=f"{field_id}-error-pad", classes="error-pad")
                     yield Static("", id=f"{field_id}-error", classes="error", markup=False)
-            yield Static("", id="submit-errors")
+            yield Static("", id="submit-errors", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Submit", variant="primary", id="do-submit")
                 yield Button("Cancel", id="do-cancel")
@@ -243,7 +246,7 @@ class PromptScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog prompt"):
-            yield Static(self.title_text, classes="dialog-title")
+            yield Static(plain(self.title_text), classes="dialog-title")
             yield Input(self.value, placeholder=self.placeholder, password=self.password,
                         id="prompt-input")
             yield Static("", id="prompt-error", classes="error", markup=False)
@@ -284,9 +287,9 @@ class JoinTokenScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog prompt"):
-            yield Static(f"Join token for {self.drone} (one use, expires)",
+            yield Static(plain(f"Join token for {self.drone} (one use, expires)"),
                          classes="dialog-title")
-            yield Static(self.token, id="join-token", markup=False)
+            yield Static(plain(self.token), id="join-token")
             yield Static("On the drone's box:\n  dragoon drone join TOKEN --data DIR\n"
                          "y copies the token · esc closes", classes="dialog-hint")
 

@@ -13,6 +13,7 @@ from typing import ClassVar
 from dragoon.cockpit.app.messages import AckRequested, TaskJumpRequested
 from dragoon.cockpit.app.state import CockpitState
 from dragoon.cockpit.formatting import format_ago
+from dragoon.cockpit.safe_text import plain
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -71,11 +72,11 @@ class InboxScreen(Screen[None]):
             style = "bold" if unread else "dim"
             table.add_row(
                 Text("●" if unread else " ", style="yellow"),
-                Text(str(m["id"]), style=style),
+                plain(m["id"], style=style),
                 Text(format_ago(m.get("created_at"), now), style="dim"),
-                Text(str(m.get("drone") or ""), style=style),
-                Text(str(m.get("task") or ""), style=style),
-                Text(str(m.get("text", "")), style=style),
+                plain(m.get("drone") or "", style=style),  # a drone's words, and a task's:
+                plain(m.get("task") or "", style=style),  # safe text, never markup
+                plain(m.get("text", ""), style=style),
                 key=str(m["id"]),
             )
         if selected is not None and str(selected) in {str(m["id"]) for m in messages}:

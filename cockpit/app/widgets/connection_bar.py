@@ -6,6 +6,7 @@ The unread count lives here so it is visible from every view of the main screen.
 from __future__ import annotations
 
 from dragoon.cockpit.app.messages import Link
+from dragoon.cockpit.safe_text import clean
 from dragoon.cockpit.theme import LINK_STYLES
 from rich.text import Text
 from textual.reactive import reactive
@@ -34,13 +35,13 @@ class ConnectionBar(Widget):
         text = Text()
         text.append(f" {icon} {self.link.value} ", style=style)
         if self.detail and self.link is not Link.CONNECTED:
-            text.append(f" {self.detail}", style="yellow")
+            text.append(f" {clean(self.detail)}", style="yellow")  # often the relay's words
         text.append(" ")
         text.append(f" ✉ {self.unread} unread ",
                     style="bold black on yellow" if self.unread else "dim")
-        text.append(f"  {self.relay_url}", style="bold")
+        text.append(f"  {clean(self.relay_url)}", style="bold")
         if self.pilot:
-            text.append(f"  pilot {self.pilot}")
+            text.append(f"  pilot {clean(self.pilot)}")  # the name the relay answered
         if self.rtt is not None and self.link is Link.CONNECTED:
             text.append(f"  rtt {self.rtt * 1000:.0f} ms", style="dim")
         if self.readonly:

@@ -28,8 +28,10 @@ from dragoon.cockpit.app.state import (
     mem_load,
     sort_key_changed,
     sorted_drones,
+    task_counts,
 )
 from dragoon.cockpit.app.widgets.fleet.cells import load_bar
+from dragoon.cockpit.safe_text import clean, plain
 from dragoon.cockpit.theme import state_style
 from rich.text import Text
 from textual.binding import Binding, BindingType
@@ -47,14 +49,22 @@ COLUMN_WIDTHS: Final = {
 
 
 def drone_cell(drone: Mapping[str, Any], column: str, now: float) -> str | Text:
-    """What one cell shows; pure, so the snapshot tests and the bench share it."""
+    """What one cell shows; pure, so the snapshot tests and the bench share it.
+
+    Names, states and labels are what the relay sent: plain ``Text`` through
+    cockpit/safe_text.py, never markup (a str cell of a DataTable is parsed as markup).
+    """
     if column == "name":
-        return str(drone["name"])
+        return plain(drone.get("name", ""))
     if column == "state":
         status = drone_status(drone, now)
         return Text(status, style=state_style(status))
     if column == "labels":
-        return Text(",".join(drone.get("labels") or []), style="cyan", overflow="ellipsis")
+        labels = drone.get("labels")
+        shown = ",".join(map(str, labels)) if isinstance(labels, list) else ""
+        text = plain(shown, style="cyan")
+        text.overflow = "ellipsis"
+        return text
     if column == "cpu":
         return load_bar(cpu_load(drone))
     if column == "mem":
@@ -62,7 +72,7 @@ def drone_cell(drone: Mapping[str, Any], column: str, now: float) -> str | Text:
     if column == "gpu":
         return load_bar(gpu_load(drone))
     if column == "tasks":
-        running, slots = int(drone.get("running") or 0), int(drone.get("slots") or 0)
+        running, slots = task_counts(drone)
         return Text(f"{running}/{slots}", style="bold" if running else "dim", justify="right")
     raise KeyError(column)
 
@@ -158,11 +168,15 @@ class DroneGrid(DataTable[str | Text]):
     # ------------------------------------------------------------------ order
 
     def _sort(self, selected: str | None) -> None:
-        drones = self.drones
         column = self.sort_column
+        # DataTable hands the key the name cell, which shows the name as safe text: for a
+        # name as the relay's rule makes them that is the name itself, for a lying relay's
+        # it may not be, and two such may even look alike (their order is then theirs).
+        shown = {clean(name): drone for name, drone in self.drones.items()}
 
-        def key(name: str) -> tuple[Any, ...]:
-            return drone_sort_key(drones[str(name)], column)
+        def key(cell: str | Text) -> tuple[Any, ...]:
+            drone = shown.get(str(cell))
+            return drone_sort_key(drone, column) if drone is not None else (True, 0, str(cell))
 
         self.sort("name", key=key, reverse=self.sort_reverse)
         self.sorts += 1

@@ -21,6 +21,8 @@ from bisect import bisect_right
 from itertools import accumulate, islice
 from typing import Final
 
+from dragoon.cockpit.safe_text import clean
+
 STDOUT: Final = 0
 STDERR: Final = 1
 _STREAMS: Final = {"stdout": STDOUT, "stderr": STDERR}
@@ -28,13 +30,16 @@ _SEARCH_CHUNK: Final = 4 << 20
 
 
 def clean_line(raw: bytes) -> str:
-    """Bytes of one line as the terminal would leave it: last `\\r` segment, tabs expanded."""
+    """Bytes of one line as the terminal would leave it: last `\\r` segment, tabs expanded.
+
+    Then the one rule for untrusted text (cockpit/safe_text.py): a task's output
+    is the task's to write, not to steer the pilot's terminal with, so an escape
+    shows as ␛ (and keeps cell widths), a bidi override as �.
+    """
     text = raw.decode("utf-8", "replace").rstrip("\r\n")
     if "\r" in text:
         text = text.rsplit("\r", 1)[-1]
-    if "\x1b" in text:
-        text = text.replace("\x1b", "␛")  # escape codes would break cell widths
-    return text.expandtabs(8)
+    return clean(text.expandtabs(8))
 
 
 class LogBuffer:

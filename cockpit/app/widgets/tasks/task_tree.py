@@ -24,6 +24,7 @@ from dragoon.cockpit.app.state import (
     task_title,
 )
 from dragoon.cockpit.formatting import format_duration
+from dragoon.cockpit.safe_text import clean, plain
 from dragoon.cockpit.theme import task_icon, task_style
 from rich.text import Text
 from textual.binding import Binding, BindingType
@@ -41,23 +42,23 @@ def task_label(task: Mapping[str, Any], now: float) -> Text:
     state = str(task.get("state", "queued"))
     text = Text()
     text.append(f"{task_icon(state)} ", style=task_style(state))
-    text.append(str(task["id"]), style="bold" if state == "running" else "")
-    text.append(f"  {task_title(task, 32)}")
+    text.append(clean(task["id"]), style="bold" if state == "running" else "")
+    text.append(f"  {task_title(task, 32)}")  # task_title is safe text already
     elapsed = task_elapsed(task, now)
     if elapsed is not None:
         text.append(f"  {format_duration(elapsed)}", style="dim")
     if task.get("signal"):
-        text.append(f"  sig {task['signal']}", style="red")
+        text.append(f"  sig {clean(task['signal'])}", style="red")
     elif task.get("exit_code") is not None:
-        code = int(task["exit_code"])
-        text.append(f"  exit {code}", style="green" if code == 0 else "red")
+        code = clean(task["exit_code"])
+        text.append(f"  exit {code}", style="green" if code == "0" else "red")
     if task.get("cancel_requested") and not task_is_final(task):
         text.append("  cancelling…", style="yellow")
     return text
 
 
 def state_label(state: str, count: int) -> Text:
-    text = Text(f"{task_icon(state)} {state}", style=task_style(state))
+    text = Text(f"{task_icon(state)} {clean(state)}", style=task_style(state))
     text.append(f" ({count})", style="dim")
     return text
 
@@ -90,7 +91,7 @@ class TaskTree(Tree[str]):
         if node is None:
             names = sorted(self._drone_nodes)
             before = next((self._drone_nodes[n] for n in names if n > drone), None)
-            label = Text(drone, style="bold italic" if drone == QUEUED_GROUP else "bold")
+            label = plain(drone, style="bold italic" if drone == QUEUED_GROUP else "bold")
             node = self.root.add(label, data="", before=before, expand=True)
             self._drone_nodes[drone] = node
         return node
