@@ -115,20 +115,28 @@ def test_an_artifact_swapped_for_a_fifo_before_its_upload_is_not_stored_and_the_
         fleet: Fleet):
     proxy = TamperingProxy(fleet.relay.url)
     try:
-        # The relay takes no upload until the swap is done: selection and upload part in time.
-        proxy.unavailable = lambda path: path.startswith("/v1/worker/blob")
+        # The first upload attempt has opened and hashed the regular file when it reaches the
+        # proxy: the swap happens right then, and that attempt is refused (503). The retry
+        # opens the path again and meets the FIFO: no race with the drone's timing.
+        swapped: list[str] = []
         drone = fleet.drone("d1", slots=2, start=False)
+
+        def swap_on_first_upload(path: str) -> bool:
+            if not path.startswith("/v1/worker/blob") or swapped:
+                return False
+            artifact = drone.data_dir / "work" / task_id / "out" / "m.pt"
+            artifact.unlink()
+            os.mkfifo(artifact)
+            swapped.append(path)
+            return True
+
+        proxy.unavailable = swap_on_first_upload
         drone.configure(relay=proxy.url)
         drone.start()
         ticker = start_ticker(fleet, "d1")
         task_id = fleet.submit("mkdir out && echo model > out/m.pt", drone="d1",
                                artifacts=["out/*"])
-        record = drone.data_dir / "tasks" / task_id / "artifacts.json"
-        wait_until(record.exists, timeout=20, message="artifacts selected")
-        artifact = drone.data_dir / "work" / task_id / "out" / "m.pt"
-        artifact.unlink()
-        os.mkfifo(artifact)
-        proxy.unavailable = None
+        wait_until(lambda: swapped, timeout=30, message="the first upload attempt")
         assert fleet.wait_state(task_id, timeout=40)["state"] == "succeeded"
         said = "\n".join(wait_until(lambda: messages(fleet, task_id), message="a notice"))
         assert "artifact not stored: out/m.pt: not a regular file: FIFO" in said
