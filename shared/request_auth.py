@@ -153,11 +153,6 @@ def bearer_token(headers: Mapping[str, str]) -> str | RequestRejected | None:
     return match.group(1)
 
 
-def claimed_fingerprint(headers: Mapping[str, str]) -> str | None:
-    """The signer a request claims to be (its fingerprint header), not yet checked."""
-    return _header(headers, c.HEADER_FINGERPRINT)
-
-
 @dataclass(frozen=True)
 class _Claim(Generic[Principal]):
     """What steps 1-3 established: well-formed headers, a fresh clock, a known key."""

@@ -24,7 +24,6 @@ from dragoon.shared.request_auth import (
     RequestRejected,
     VerifiedRequest,
     bearer_token,
-    claimed_fingerprint,
     new_nonce,
     precheck_request,
     sign_request,
@@ -434,10 +433,3 @@ def test_precheck_passes_the_key_lookup_rejection_through() -> None:
                               now=NOW)
     assert result is answer
 
-
-def test_claimed_fingerprint_is_read_in_any_case() -> None:
-    headers = _signed()
-    for transform in (str.lower, str.upper, str.title):
-        assert claimed_fingerprint({transform(k): v for k, v in headers.items()}) == (
-            PILOT.fingerprint)
-    assert claimed_fingerprint({}) is None
