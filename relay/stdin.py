@@ -132,6 +132,13 @@ class StdinStore:
     async def drop(self, task: str) -> None:
         await self._run(self._drop, task)
 
+    def held(self) -> list[str]:
+        """The tasks with a stdin folder here (few: each is a task that is or was running)."""
+        try:
+            return [name for name in os.listdir(self.root) if TASK_ID.fullmatch(name)]
+        except FileNotFoundError:
+            return []
+
     # -- on the store's thread ------------------------------------------------------------
 
     def _state(self, task: str) -> StdinState:
@@ -267,6 +274,20 @@ def pilot_task(conn: sqlite3.Connection, pilot: str, task_id: str) -> sqlite3.Ro
     if row["state"] in FINISHED:
         raise task_finished(row, "it reads no more stdin")
     return row
+
+
+def ended(conn: sqlite3.Connection, tasks: list[str]) -> list[str]:
+    """Those of ``tasks`` that will read no stdin again: finished, or gone from the database.
+
+    A task finished through its drone has its stdin dropped at once; this is for the others
+    (cancelled while queued, expired, ended by a replacement), which the sweeper cleans up.
+    """
+    out: list[str] = []
+    for task in tasks:
+        row = row_of(conn, task)
+        if row is None or row["state"] in FINISHED:
+            out.append(task)
+    return out
 
 
 def drone_task(conn: sqlite3.Connection, drone: str, task_id: str) -> sqlite3.Row:

@@ -9,7 +9,13 @@ from typing import Any
 import httpx
 from dragoon.shared.request_auth import sign_streamed_request
 
-from tests.support.relay import DroneClient, PilotSession, RelayProcess, encode_query
+from tests.support.relay import (
+    DroneClient,
+    PilotSession,
+    RelayProcess,
+    encode_query,
+    wait_until,
+)
 
 CHUNK = 256 * 1024
 
@@ -138,3 +144,15 @@ def test_a_finished_task_takes_no_stdin(relay: RelayProcess, pilot: PilotSession
     assert late.status_code == 409 and late.json()["error"] == "task_finished"
     assert _take(drone, task, 0).json()["error"] == "task_finished"
     assert not (relay.data_dir / "stdin" / task).exists()
+
+
+def test_the_stdin_of_a_task_cancelled_while_queued_is_dropped(tmp_path: Any) -> None:
+    with RelayProcess(tmp_path / "relay", config={"sweep_interval": 0.2}) as relay:
+        pilot = relay.pilot("alice")
+        relay.drone("d7", pilot=pilot)  # known, never polls: the task stays queued
+        task = pilot.submit("cat", drone="d7", stdin=True)["id"]
+        assert _feed(pilot, task, 0, b"never read").status_code == 200
+        folder = relay.data_dir / "stdin" / task
+        assert folder.exists()
+        assert pilot.post(f"/v1/tasks/{task}/cancel", json={}).json()["state"] == "cancelled"
+        wait_until(lambda: not folder.exists(), timeout=30, message="stdin dropped")
