@@ -204,7 +204,9 @@ class StdinStore:
             # A lost ack only makes the drone's next offset acknowledge the bytes again.
             self._save(task, state, durable=False)
         pieces: list[bytes] = []
-        want = limit
+        position = offset
+        # Never past what state.json names: a chunk file a crash left unnamed is not stored.
+        want = min(limit, state.end - offset)
         for name in _chunk_names(folder):
             start = int(name)
             path = folder / name
@@ -213,12 +215,13 @@ class StdinStore:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()  # acknowledged: it is in the drone's spool
                 continue
-            if want <= 0 or start > offset + sum(map(len, pieces)):
+            if want <= 0 or start > position:
                 continue
             with path.open("rb") as handle:
-                handle.seek(offset + sum(map(len, pieces)) - start)
+                handle.seek(position - start)
                 piece = handle.read(want)
             pieces.append(piece)
+            position += len(piece)
             want -= len(piece)
         data = b"".join(pieces)
         return StdinRead(data, offset, state.eof and offset + len(data) == state.end, moved)

@@ -11,6 +11,9 @@ cat`` would wait for input nobody sees it wanting. So (docs/cli.md, "Stdin"):
 - neither: forward a pipe, a file, a socket; a terminal, /dev/null or a closed
   fd 0 give the task EOF at once without a stdin stream at all.
 
+Ctrl-C (detaching) closes the task's stdin after what the relay already took,
+so the task reads EOF instead of waiting for a pilot who left.
+
 The upload reads fd 0 in a daemon thread (a read that blocks on a terminal
 must never keep the CLI from exiting) at most two chunks ahead of what the
 relay took, and posts each chunk at its offset: the relay answers the next
@@ -82,23 +85,59 @@ def _start_reader(fd: int, loop: asyncio.AbstractEventLoop,
     threading.Thread(target=read, name="stdin-reader", daemon=True).start()
 
 
-async def feed_stdin(client: RelayClient, task_id: str, fd: int = 0) -> None:
-    """Send ``fd`` to the task's stdin until EOF; quiet when the task is over first."""
-    chunks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
-    _start_reader(fd, asyncio.get_running_loop(), chunks)
-    backoff = Backoff(on_retry=on_retry)
-    offset = 0
-    while True:
-        data = await chunks.get()
-        eof = not data
-        try:
-            offset = await _send(client, task_id, offset, data, eof, backoff)
-        except RelayError as exc:
-            if exc.code not in ("task_finished", "stdin_closed"):
-                _notice(f"stdin for {task_id} stopped: {exc.detail}")
+class StdinFeed:
+    """The upload of fd 0 to one task's stdin; ``offset`` is what the relay has taken."""
+
+    def __init__(self, client: RelayClient, task_id: str, fd: int = 0) -> None:
+        self.client = client
+        self.task_id = task_id
+        self.fd = fd
+        self.offset = 0
+        self.closed = False
+
+    async def run(self) -> None:
+        """Send ``fd`` until EOF; quiet when the task is over first."""
+        chunks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
+        _start_reader(self.fd, asyncio.get_running_loop(), chunks)
+        backoff = Backoff(on_retry=on_retry)
+        while True:
+            data = await chunks.get()
+            eof = not data
+            try:
+                self.offset = await _send(self.client, self.task_id, self.offset, data, eof,
+                                          backoff)
+            except RelayError as exc:
+                if exc.code not in ("task_finished", "stdin_closed"):
+                    _notice(f"stdin for {self.task_id} stopped: {exc.detail}")
+                self.closed = True
+                return
+            if eof:
+                self.closed = True
+                return
+
+    async def close(self) -> None:
+        """Detaching: the task reads EOF after what it was sent, rather than wait for ever.
+
+        Best effort, a few quick tries: the pilot is leaving, and a task that
+        ended meanwhile needs nothing.
+        """
+        if self.closed:
             return
-        if eof:
-            return
+        offset = self.offset
+        for _ in range(3):
+            try:
+                answer = await self.client.send_stdin(task_id=self.task_id, offset=offset,
+                                                      data=b"", eof=True, wait=0)
+            except RelayError as exc:
+                expected = (exc.body or {}).get("expected")
+                if exc.code == "offset_gap" and isinstance(expected, int):
+                    offset = expected
+                    continue
+                return
+            if answer.eof:
+                self.closed = True
+                return
+            offset = answer.next_offset  # a chunk in flight landed: close after it
 
 
 async def _send(client: RelayClient, task_id: str, offset: int, data: bytes, eof: bool,

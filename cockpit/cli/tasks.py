@@ -129,12 +129,13 @@ def run(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[st
 
     async def go() -> int:
         from dragoon.cockpit.cli._follow import attach, default_streams, task_exit_code
-        from dragoon.cockpit.cli._stdin import feed_stdin
+        from dragoon.cockpit.cli._stdin import StdinFeed
 
         async with open_client(Connection(relay, key, ca_cert)) as client:
             async with naming(drone):
                 task = await client.submit(spec=spec, drone=drone, labels=labels)  # type: ignore[arg-type]
-            feeding = asyncio.ensure_future(feed_stdin(client, task["id"])) if feed else None
+            stdin = StdinFeed(client, task["id"]) if feed else None
+            feeding = asyncio.ensure_future(stdin.run()) if stdin is not None else None
             try:
                 detached = await attach(client, task["id"], streams=default_streams(),
                                         cancel_on_interrupt=cancel_on_interrupt)
@@ -143,6 +144,8 @@ def run(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[st
                     feeding.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await feeding
+            if detached is not None and stdin is not None:
+                await stdin.close()
             if detached is not None:
                 return detached
             return task_exit_code(await client.task(task_id=task["id"]))

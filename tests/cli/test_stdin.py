@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -230,3 +231,25 @@ def test_a_drone_restarted_mid_stream_delivers_every_byte_once(pilot: Pilot,
     first, digest = out[:100000], out[100000:].split()[0].decode()
     assert first == payload[:100000]
     assert digest == hashlib.sha256(payload[100000:]).hexdigest()
+
+
+def test_detaching_closes_the_tasks_stdin_after_what_was_sent(pilot: Pilot, drone: str) -> None:
+    """Ctrl-C leaves the task running; it reads EOF after the bytes it got, not wait for ever."""
+    read_end, write_end = os.pipe()
+    try:
+        process = subprocess.Popen(pilot.argv("run", drone, "--name", "stdin-detach", "--",
+                                              "cat; echo after-eof"),
+                                   stdin=read_end, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, env=pilot.env, cwd=pilot.home)
+        os.close(read_end)
+        os.write(write_end, b"partial\n")  # and the pipe stays open: no EOF from here
+        assert process.stdout is not None
+        assert process.stdout.readline() == b"partial\n"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 130
+    finally:
+        os.close(write_end)
+    task = _task_named(pilot, "stdin-detach")
+    wait_until(lambda: pilot.json("task", task["id"])["state"] == "succeeded", timeout=60,
+               interval=0.2, message="the detached task read EOF and ended")
+    assert pilot.ok("logs", task["id"]) == "partial\nafter-eof\n"
