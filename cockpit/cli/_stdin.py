@@ -31,6 +31,7 @@ import stat
 import threading
 from typing import Final
 
+import click
 from dragoon.cockpit.cli._common import OneLineUsageError
 from dragoon.cockpit.cli._follow import on_retry
 from dragoon.cockpit.client import Backoff, RelayClient, RelayError
@@ -62,8 +63,6 @@ def wants_stdin(*, interactive: bool, no_stdin: bool, fd: int = 0) -> bool:
 
 
 def _notice(message: str) -> None:
-    import click
-
     click.echo(f"dragoon: {clean(message)}", err=True)
 
 

@@ -12,6 +12,7 @@ reset of a connection with unread bytes.
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import time
 from typing import Any
 
@@ -93,7 +94,7 @@ async def feed(
 
 
 async def _drone_task(relay: Relay, drone: str, fingerprint: str, task_id: str) -> None:
-    def check(conn: Any) -> None:
+    def check(conn: sqlite3.Connection) -> None:
         require_current(conn, drone, fingerprint)
         stdin.drone_task(conn, drone, task_id)
 
