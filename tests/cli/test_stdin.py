@@ -253,3 +253,13 @@ def test_detaching_closes_the_tasks_stdin_after_what_was_sent(pilot: Pilot, dron
     wait_until(lambda: pilot.json("task", task["id"])["state"] == "succeeded", timeout=60,
                interval=0.2, message="the detached task read EOF and ended")
     assert pilot.ok("logs", task["id"]) == "partial\nafter-eof\n"
+
+
+def test_a_closed_stdin_is_no_stdin(pilot: Pilot, drone: str) -> None:
+    done = subprocess.run(pilot.argv("run", drone, "--name", "stdin-closed", "--",
+                                     "cat; echo done"),
+                          capture_output=True, env=pilot.env, cwd=pilot.home, timeout=60,
+                          check=False, preexec_fn=lambda: os.close(0))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"done\n"
+    assert "stdin" not in _task_named(pilot, "stdin-closed")["spec"]

@@ -156,3 +156,20 @@ def test_the_stdin_of_a_task_cancelled_while_queued_is_dropped(tmp_path: Any) ->
         assert folder.exists()
         assert pilot.post(f"/v1/tasks/{task}/cancel", json={}).json()["state"] == "cancelled"
         wait_until(lambda: not folder.exists(), timeout=30, message="stdin dropped")
+
+
+def test_acknowledged_stdin_survives_a_relay_killed_at_once(tmp_path: Any) -> None:
+    with RelayProcess(tmp_path / "relay") as relay:
+        pilot = relay.pilot("alice")
+        drone, task = _dispatched(relay, pilot, "d8", stdin=True)
+        assert _feed(pilot, task, 0, b"before ").json()["next_offset"] == 7
+        relay.kill9()
+        relay.start()
+        pilot.reconnect()
+        drone.reconnect()
+        # The pilot goes on where the relay says; a resend of the first chunk is harmless.
+        assert _feed(pilot, task, 0, b"before ").json()["next_offset"] == 7
+        assert _feed(pilot, task, 7, b"after", eof=True).json() == {"next_offset": 12,
+                                                                     "eof": True}
+        got = _take(drone, task, 0)
+        assert got.content == b"before after" and got.headers["X-Dragoon-Eof"] == "1"
