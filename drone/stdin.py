@@ -111,6 +111,10 @@ class StdinFetcher:
             self._backoff.reset()
             if response.status_code != 200:
                 if not await self._refused(response):
+                    if error_code(response) == "offset_gap":
+                        # Bytes are lost for good (a relay restored from a backup): the task
+                        # reads EOF after what it has, rather than wait for ever.
+                        write_json(self.dir / EOF_MARK, {"size": offset})
                     return
                 continue
             if response.headers.get("X-Dragoon-Offset") != str(offset):
@@ -137,7 +141,7 @@ class StdinFetcher:
             return False
         if status == 409 and code == "offset_gap":
             log.error("task %s: the relay's stdin and this drone's spool disagree (%s); the "
-                      "task gets no more stdin", self.task_id, response.json())
+                      "task reads EOF after what it has", self.task_id, response.json())
             return False
         log.warning("task %s: stdin refused: HTTP %d %s; retrying", self.task_id, status, code)
         await asyncio.sleep(self._backoff.next_delay())
