@@ -359,7 +359,8 @@ class DroneDaemon:
         (task_dir / "inbox").touch(mode=0o600)
         runner = self._make_runner(parsed.id, record, spec)
         env = self._task_env(parsed.id, spec, task_dir)
-        wrapper, proc = await spawn.launch(task_dir, command=spec.command, cwd=work_dir, env=env)
+        wrapper, proc = await spawn.launch(task_dir, command=spec.command, cwd=work_dir, env=env,
+                                           stdin=spec.stdin)
         runner.wrapper, runner.proc = wrapper, proc
         if proc is None:
             runner.tick()  # the wrapper may have written exit.json (e.g. cwd missing)
