@@ -194,7 +194,8 @@ def test_colour_carries_across_lines_and_checkpoints_per_stream() -> None:
 def test_lines_past_the_cap_are_cut_and_counted() -> None:
     buffer = LogBuffer()
     buffer.append("stdout", b"x" * (MAX_LINE_BYTES + 1000) + b"\n")
-    code, raw, length = buffer.line_bytes(0)
+    stream, raw, length = buffer.line_bytes(0)
+    assert stream == STDOUT
     assert len(raw) == MAX_LINE_BYTES and length == MAX_LINE_BYTES + 1000
 
 

@@ -120,7 +120,8 @@ def coloured_log() -> dict[str, bytes]:
            b"256: " + b"".join(b"\x1b[48;5;%dm " % n for n in range(16, 232, 6)) + b"\x1b[0m",
            b"rgb: " + b"".join(b"\x1b[38;2;%d;%d;255m#" % (n * 8, 255 - n * 8) for n in range(32))
            + b"\x1b[0m",
-           b"see \x1b]8;;https://example.invalid/\x1b\\the docs\x1b]8;;\x1b\\ (a link, drawn as text)",
+           b"see \x1b]8;;https://example.invalid/\x1b\\the docs\x1b]8;;\x1b\\"
+           b" (a link, drawn as text)",
            b"\x1b[2J\x1b[Hcursor moves and erases are dropped\x1b[5A\x1b[K",
            b"\x1b[36mstep 0100\x1b[0m loss=0.4213 " + b"=" * 150 + b"> the end of a long line",
            b"\x1b[1;35mrun continues in magenta",
