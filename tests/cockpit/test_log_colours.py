@@ -166,3 +166,12 @@ async def test_search_matches_the_visible_text_of_a_coloured_line() -> None:
         await pilot.pause()
         assert view.match_line == 100
         assert app.log_view.buffer.find("hidden", 0) is None
+
+
+async def test_wrap_moves_a_wide_character_to_the_next_row_whole() -> None:
+    async with LogOnly().run_test(size=(20, 10)) as pilot:
+        view = await shown(pilot, {"stdout": ("a" * 19 + "漢字です\n").encode()})
+        await pilot.press("w")
+        await pilot.pause()
+        texts = [strip.text.rstrip() for strip in rows(view)]
+        assert texts[:2] == ["a" * 19, "漢字です"]

@@ -44,6 +44,7 @@ from dragoon.cockpit.app.widgets.logs.log_buffer import (
 )
 from dragoon.cockpit.formatting import human_size
 from dragoon.cockpit.theme import STDERR_STYLE as STDERR_COLOUR
+from rich.cells import get_character_cell_size
 from rich.color import Color
 from rich.segment import Segment
 from rich.style import Style
@@ -154,6 +155,7 @@ class LogView(ScrollView, can_focus=True):
         self._wrap_region = (0, 0)  # the pane's size those two were worked out for
         self._layout_key: tuple[int, ...] | None = None
         self._layout: list[tuple[int, int]] = []  # wrap mode: (line, row of it) per screen row
+        self._cuts: OrderedDict[int, tuple[Strip, int, list[int]]] = OrderedDict()
 
     def on_mount(self) -> None:
         self.set_interval(1 / FLUSH_HZ, self._flush)
@@ -345,8 +347,31 @@ class LogView(ScrollView, can_focus=True):
             self._cache.popitem(last=False)
         return strip
 
+    def _row_starts(self, index: int, width: int) -> list[int]:
+        """The cells where each wrapped row of line `index` starts: a wide character
+        that would straddle the edge starts the next row (a crop would blank it)."""
+        strip = self._line_strip(index)
+        known = self._cuts.get(index)
+        if known is not None and known[0] is strip and known[1] == width:
+            return known[2]
+        text, length = strip.text, strip.cell_length
+        if length == len(text):  # one cell a character: cut every `width`
+            starts = list(range(0, max(length, 1), width))
+        else:
+            starts, column, row_start = [0], 0, 0
+            for char in text:
+                size = get_character_cell_size(char)
+                if column + size - row_start > width and column > row_start:
+                    row_start = column
+                    starts.append(column)
+                column += size
+        self._cuts[index] = (strip, width, starts)
+        if len(self._cuts) > CACHE_LINES:
+            self._cuts.popitem(last=False)
+        return starts
+
     def _rows_of(self, index: int, width: int) -> int:
-        return max(1, -(-self._line_strip(index).cell_length // max(width, 1)))
+        return len(self._row_starts(index, max(width, 1)))
 
     def _end_top(self, width: int, height: int) -> tuple[int, bool]:
         """In wrap mode, the line at the top when the end is shown, and whether the rows
@@ -395,8 +420,10 @@ class LogView(ScrollView, can_focus=True):
             if y >= len(layout):
                 return Strip.blank(width, base)
             index, row = layout[y]
-            strip = self._line_strip(index)
-            return strip.crop_extend(row * width, (row + 1) * width, base).apply_style(base)
+            starts = self._row_starts(index, width)
+            end = starts[row + 1] if row + 1 < len(starts) else None
+            strip = self._line_strip(index).crop(starts[row], end)
+            return strip.extend_cell_length(width, base).apply_style(base)
         index = scroll_y + y
         if index >= min(self._shown_lines, len(self.buffer)):
             return Strip.blank(width, base)
