@@ -193,10 +193,13 @@ def test_colour_carries_across_lines_and_checkpoints_per_stream() -> None:
 
 def test_lines_past_the_cap_are_cut_and_counted() -> None:
     buffer = LogBuffer()
-    buffer.append("stdout", b"x" * (MAX_LINE_BYTES + 1000) + b"\n")
+    buffer.append("stdout", b"\x1b[31m" + b"x" * MAX_LINE_BYTES + b"\x1b[32m\nnext\n")
     stream, raw, length = buffer.line_bytes(0)
     assert stream == STDOUT
-    assert len(raw) == MAX_LINE_BYTES and length == MAX_LINE_BYTES + 1000
+    assert len(raw) == MAX_LINE_BYTES and length == MAX_LINE_BYTES + 10
+    # what is not read is not read for colour either, by every path to the state
+    assert LineColours(buffer).start_state(1, STDOUT) == RED
+    assert LineColours(buffer).start_state(2, STDOUT) == RED
 
 
 def test_nothing_unsafe_survives_any_mix() -> None:

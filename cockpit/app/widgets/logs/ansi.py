@@ -175,9 +175,9 @@ def advance(state: SgrState, data: bytes) -> SgrState:
     Starts from the last plain reset when there is one: everything before it is
     forgotten by it.
     """
-    if b"\x1b[" not in data:
+    if b"\x1b" not in data:
         return state
-    start = max(data.rfind(reset) for reset in _RESETS)
+    start = max(data.rfind(_RESETS[0]), data.rfind(_RESETS[1]))
     if start >= 0:
         state = DEFAULT
     for match in _SGR_BYTES.finditer(data, max(start, 0)):

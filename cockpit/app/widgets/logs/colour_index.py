@@ -33,15 +33,18 @@ StreamStates = tuple[SgrState, SgrState]  # (stdout, stderr)
 _INVERT: Final = bytes.maketrans(b"\x00\x01", b"\x01\x00")
 
 
-def fold(states: StreamStates, block: bytes, streams: bytes) -> StreamStates:
+def fold(states: StreamStates, block: bytes, streams: bytes, *, cut: bool) -> StreamStates:
     """Each stream's state after the lines of `block` (newline-ended, `streams` one code
-    per line), reading each line as the view does: cut at `MAX_LINE_BYTES`."""
-    if b"\x1b[" not in block:
+    per line), reading each line as the view does: cut at `MAX_LINE_BYTES` (`cut`: the
+    buffer holds a line that long; otherwise no line needs looking at)."""
+    if b"\x1b" not in block:  # one byte: memchr, far faster than a longer needle
         return states
-    lines = block.split(b"\n")[:-1]
-    if len(block) > MAX_LINE_BYTES and max(map(len, lines)) > MAX_LINE_BYTES:
-        lines = [line[:MAX_LINE_BYTES] for line in lines]
     out, err = states
+    if not cut and STDERR not in streams:  # the common case: one stream, no split
+        return advance(out, block), err
+    lines = block.split(b"\n")[:-1]
+    if cut:
+        lines = [line[:MAX_LINE_BYTES] for line in lines]
     if STDERR not in streams:
         return advance(out, b"\n".join(lines)), err
     if STDOUT not in streams:
@@ -72,8 +75,9 @@ class LineColours:
         checkpoints = self._checkpoints
         while len(checkpoints) <= number:
             first = (len(checkpoints) - 1) * CHECKPOINT_LINES
-            block, streams = self.buffer.lines_bytes(first, first + CHECKPOINT_LINES)
-            states = fold(checkpoints[-1], block, streams)
+            states = fold(checkpoints[-1],
+                          *self.buffer.lines_bytes(first, first + CHECKPOINT_LINES),
+                          cut=self.buffer.max_width > MAX_LINE_BYTES)
             checkpoints.append(self._interned.setdefault(states, states))
         return checkpoints[number]
 
@@ -87,8 +91,9 @@ class LineColours:
             cursor = index - index % CHECKPOINT_LINES
             self._cursor_states = self._checkpoint(index // CHECKPOINT_LINES)
         if index > cursor:
-            block, streams = self.buffer.lines_bytes(cursor, index)
-            self._cursor_states = fold(self._cursor_states, block, streams)
+            self._cursor_states = fold(self._cursor_states,
+                                       *self.buffer.lines_bytes(cursor, index),
+                                       cut=self.buffer.max_width > MAX_LINE_BYTES)
         self._cursor = index
         return self._cursor_states
 
