@@ -175,3 +175,20 @@ async def test_wrap_moves_a_wide_character_to_the_next_row_whole() -> None:
         await pilot.pause()
         texts = [strip.text.rstrip() for strip in rows(view)]
         assert texts[:2] == ["a" * 19, "漢字です"]
+
+
+async def test_wrapped_pages_move_by_the_rows_on_screen_not_by_lines() -> None:
+    lines = b"".join(b"%03d " % i + b"w" * 150 + b"\n" for i in range(100))  # 2 rows each
+    async with LogOnly().run_test(size=(80, 24)) as pilot:
+        view = await shown(pilot, {"stdout": lines})
+        view.action_top()
+        await pilot.press("w")
+        await pilot.pause()
+        assert rows(view)[0].text.startswith("000 ")
+        await pilot.press("pagedown")
+        await pilot.pause()
+        tops = [strip.text[:4] for strip in rows(view)]
+        assert tops[0] == "011 "  # the last line the first page showed (rows 22, 23)
+        await pilot.press("pageup")
+        await pilot.pause()
+        assert rows(view)[0].text.startswith("000 ")

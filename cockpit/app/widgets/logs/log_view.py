@@ -167,6 +167,7 @@ class LogView(ScrollView, can_focus=True):
         """Show another task's buffer (the pane keeps no copy of the text)."""
         self.buffer = buffer
         self._cache.clear()
+        self._cuts.clear()
         self._shown_lines = 0
         self._widest = 0
         self.match_line = None
@@ -311,6 +312,33 @@ class LogView(ScrollView, can_focus=True):
         else:
             self.scroll_to(y=top, animate=False, immediate=True, force=True)
         self.refresh()
+
+    def action_page_down(self) -> None:
+        """Wrapping, a page is the rows on screen, not as many lines: the last line shown
+        becomes the top one."""
+        if not self.wrap:
+            super().action_page_down()
+            return
+        region = self.scrollable_content_region
+        layout = self._wrapped_rows(region.width, region.height)
+        top = round(self.scroll_y)
+        if layout:
+            top = max(layout[-1][0], top + 1)
+        self.scroll_to(y=top, animate=False, immediate=True)
+
+    def action_page_up(self) -> None:
+        """Wrapping: the lines above the top one that fill a screen, rows counted."""
+        if not self.wrap:
+            super().action_page_up()
+            return
+        region = self.scrollable_content_region
+        layout = self._wrapped_rows(region.width, region.height)
+        first = layout[0][0] if layout else round(self.scroll_y)
+        top, rows = first, 0
+        while top > 0 and rows + self._rows_of(top - 1, region.width) <= region.height:
+            top -= 1
+            rows += self._rows_of(top, region.width)
+        self.scroll_to(y=min(top, first - 1) if first else 0, animate=False, immediate=True)
 
     def action_side(self, direction: int) -> None:
         if not self.wrap:
