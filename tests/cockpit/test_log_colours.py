@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from dragoon.cockpit.app.application import CockpitApp
 from dragoon.cockpit.app.widgets.logs.log_view import MATCH_STYLE, LogView
@@ -86,6 +88,10 @@ async def test_titles_cursor_moves_and_other_sequences_never_reach_the_screen() 
             for segment in strip:
                 assert not UNSAFE.search(segment.text), segment.text
                 assert segment.style is None or not segment.style.link  # no hyperlink
+        # what the driver would write for these rows: Textual's own SGRs and the text
+        written = "".join(strip.render(pilot.app.console) for strip in rows(view))
+        assert re.sub("\x1b\\[[0-9;]*m", "", written).replace("\n", "").isprintable()
+        assert "\x1b" in written and "pwned" not in written
         svg = pilot.app.export_screenshot()
         assert not any(char in svg for char in "\x1b\x07\x9b\u202e")
         assert "pwned" not in svg and "evil.example" not in svg
