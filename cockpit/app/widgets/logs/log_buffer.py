@@ -27,8 +27,8 @@ STDOUT: Final = 0
 STDERR: Final = 1
 _STREAMS: Final = {"stdout": STDOUT, "stderr": STDERR}
 _SEARCH_CHUNK: Final = 4 << 20
-# What the pane reads of one line: a task can print a 10 MB line, which would
-# cost its bytes at every repaint; the rest is counted, not shown or searched for colour.
+# What the pane reads of one line: a task can print a 10 MB line, which would cost
+# its bytes at every repaint; past this the line is counted, not shown or read for colour.
 MAX_LINE_BYTES: Final = 32 << 10
 
 

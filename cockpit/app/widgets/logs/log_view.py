@@ -37,7 +37,6 @@ from dragoon.cockpit.app.widgets.logs.ansi import (
 )
 from dragoon.cockpit.app.widgets.logs.colour_index import LineColours
 from dragoon.cockpit.app.widgets.logs.log_buffer import (
-    MAX_LINE_BYTES,
     STDERR,
     LogBuffer,
     decode_line,
@@ -149,7 +148,11 @@ class LogView(ScrollView, can_focus=True):
         self.match_line: int | None = None
         self.wrap = False
         self._colours: WeakKeyDictionary[LogBuffer, LineColours] = WeakKeyDictionary()
-        self._widest = 0  # the widest strip drawn, when its bytes undercount it (tabs)
+        # the widest line drawn since attaching, in cells: the sideways extent. A line's
+        # bytes say nothing reliable (escapes take bytes and no cells, a tab one byte and
+        # up to eight cells), and measuring every line would read the whole log
+        self._widest = 0
+        self._resize_pending = False
         self._wrap_end = 0  # in wrap mode: the scroll position that shows the end
         self._wrap_overflow = False  # ... laid out from the bottom up
         self._wrap_region = (0, 0)  # the pane's size those two were worked out for
@@ -220,8 +223,7 @@ class LogView(ScrollView, can_focus=True):
         and one position past the last top line, which shows the end laid out upwards."""
         total = self._shown_lines
         if not self.wrap:
-            width = min(self.buffer.max_width, MAX_LINE_BYTES + 16)
-            self.virtual_size = Size(max(width, self._widest) + 1, total)
+            self.virtual_size = Size(self._widest + 1, total)
             return
         region = self.scrollable_content_region
         self._wrap_region = (region.width, region.height)
@@ -299,6 +301,13 @@ class LogView(ScrollView, can_focus=True):
 
     # ------------------------------------------------------------------ long lines
 
+    def _widened(self) -> None:
+        self._resize_pending = False
+        if not self.wrap:
+            self._update_virtual_size()
+            if self.follow:  # a horizontal scrollbar may have come to eat the last line
+                self.call_after_refresh(self._stick_to_end)
+
     def action_toggle_wrap(self) -> None:
         """Wrap long lines or scroll sideways; the top line stays the top line."""
         top = round(self.scroll_y)
@@ -367,9 +376,11 @@ class LogView(ScrollView, can_focus=True):
         if length > len(raw):
             segments.append(Segment(f" … {human_size(length - len(raw))} more", CUT_STYLE))
         strip = Strip(segments)
-        if strip.cell_length > self._widest and strip.cell_length > self.buffer.max_width:
+        if strip.cell_length > self._widest:
             self._widest = strip.cell_length
-            self.call_later(self._update_virtual_size)
+            if not self._resize_pending:  # once per frame, after it
+                self._resize_pending = True
+                self.call_later(self._widened)
         self._cache[index] = strip
         if len(self._cache) > CACHE_LINES:
             self._cache.popitem(last=False)
