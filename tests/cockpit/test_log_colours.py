@@ -198,3 +198,13 @@ async def test_wrapped_pages_move_by_the_rows_on_screen_not_by_lines() -> None:
         await pilot.press("pageup")
         await pilot.pause()
         assert rows(view)[0].text.startswith("000 ")
+
+
+async def test_a_line_past_the_cap_says_how_much_more_there_is() -> None:
+    async with LogOnly().run_test(size=(80, 24)) as pilot:
+        view = await shown(pilot, {"stdout": b"\x1b[32m" + b"g" * (40 << 10) + b" END\n"})
+        view.scroll_to(x=view.max_scroll_x, animate=False, immediate=True)
+        await pilot.pause()
+        end = rows(view)[0]
+        assert end.text.rstrip().endswith("g … 8.0 KiB more")
+        assert style_of(end, "more").italic and style_of(end, "g").color == Color.parse("green")
