@@ -208,3 +208,18 @@ async def test_a_line_past_the_cap_says_how_much_more_there_is() -> None:
         end = rows(view)[0]
         assert end.text.rstrip().endswith("g … 8.0 KiB more")
         assert style_of(end, "more").italic and style_of(end, "g").color == Color.parse("green")
+
+
+async def test_ten_megabytes_of_escapes_without_a_newline_draw_as_a_count() -> None:
+    flood = b"\x1b[31m\x1b]0;pwned\x07\x1b[2J\x1b[" + b"1;" * 5_000_000
+    async with LogOnly().run_test(size=(80, 24)) as pilot:
+        view = await shown(pilot, {"stdout": flood})  # the unfinished tail line
+        await pilot.press("w")
+        await pilot.pause()
+        first = rows(view)[0]
+        assert first.text.strip() == "… 9.5 MiB more"  # nothing of it shows, or is sent
+        view.append("stdout", b"\nred after it\n")
+        view._flush()
+        await until(pilot, lambda: rows(view)[1].text.rstrip() == "red after it",
+                    what="the next line")
+        assert style_of(rows(view)[1], "red after it").color == RED
