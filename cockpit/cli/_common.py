@@ -121,7 +121,7 @@ def open_session(conn: Connection, *, allow_expired: bool = False
     key = settings.key or session.key
     signer = signer_for(key, public_key=session.public_key if key is None else None)
     client = RelayClient(relay, signer=signer, token=session.token,
-                         verify=tls_verify(settings.ca_cert))
+                         verify=tls_verify(settings.ca_cert or session.ca_cert))
     return client, session
 
 
