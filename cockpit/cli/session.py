@@ -80,9 +80,6 @@ def read_totp() -> str:
     try:
         with interruptible():
             return getpass.getpass("TOTP code: ", stream=sys.stderr)
-    except KeyboardInterrupt:
-        click.echo(err=True)  # getpass leaves the cursor after the prompt
-        raise
     except EOFError:
         click.echo(err=True)
         raise Fail("no TOTP code given", X.USAGE) from None
@@ -116,26 +113,54 @@ def login(relay: str | None, key: str | None, ca_cert: str | None, totp: str | N
 @click.command(cls=PilotCommand)
 @pilot_options
 def logout(relay: str | None, key: str | None, ca_cert: str | None) -> None:
-    """Revoke the session token on the relay and forget it here."""
+    """Revoke the session token on the relay and forget it here.
+
+    The session is forgotten here whatever happens: a pilot who asked to log
+    out is logged out on this machine even when the relay cannot be told (it is
+    away, the key cannot sign any more). The line then says so, and the exit
+    code is that failure's; the token, useless without the key's signatures,
+    ends at its expiry.
+    """
 
     async def go() -> None:
-        from dragoon.cockpit.cli._common import Connection, open_client
+        from dragoon.cockpit.cli._common import Connection, explain, open_client
+        from dragoon.cockpit.cli.render import relative_time
         from dragoon.cockpit.client import RelayError
         from dragoon.cockpit.client.config import SessionStore
+        from dragoon.shared.errors import AgentError, KeyLoadError
 
         store = SessionStore()
+        session = store.load()
+        if session is None:
+            click.echo("not logged in", err=True)
+            return
+        if session.expired:
+            store.clear()
+            click.echo("logged out (the session had already expired)", err=True)
+            return
+
+        def not_told(reason: str, code: int) -> Fail:
+            store.clear()
+            return Fail(f"logged out here, but the relay was not told ({reason}); the token "
+                        f"ends {relative_time(session.expires_at)}", code)
+
         try:
             client = open_client(Connection(relay, key, ca_cert))
-        except Fail:
-            store.clear()
-            click.echo("not logged in", err=True)
+        except (KeyLoadError, AgentError) as exc:
+            raise not_told(f"key: {exc}", X.KEY) from exc
+        except Fail as exc:
+            if exc.code != X.AUTH:  # an unusable CA file
+                raise not_told(exc.message, exc.code) from exc
+            # --relay names another relay than the session's: that one is left alone.
+            click.echo(f"not logged in there (the session here is with {session.relay}); "
+                       "nothing done", err=True)
             return
         async with client:
             try:
                 await client.logout()
             except RelayError as exc:
                 if exc.code != "bad_session":
-                    raise
+                    raise not_told(*explain(exc)) from exc
         store.clear()
         click.echo("logged out", err=True)
 

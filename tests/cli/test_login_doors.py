@@ -93,6 +93,16 @@ def test_ctrl_c_at_the_totp_prompt_is_one_line_and_exit_130(fresh_pilot: Pilot) 
     assert not session_file(fresh_pilot).exists()
 
 
+def test_ctrl_d_at_the_totp_prompt_is_one_line_and_exit_2(fresh_pilot: Pilot) -> None:
+    code, output = on_terminal(fresh_pilot, ["login", "--relay", fresh_pilot.relay.url,
+                                             "--key", str(fresh_pilot.key)],
+                               when=b"TOTP code:", send=b"\x04")
+    assert code == 2, output
+    text = output.decode(errors="replace")
+    assert text.split("TOTP code:", 1)[1].strip().splitlines() == [
+        "dragoon: no TOTP code given"], text
+
+
 def test_the_totp_code_is_read_from_stdin_that_is_not_a_terminal(fresh_pilot: Pilot) -> None:
     done = no_terminal(fresh_pilot, "login", "--relay", fresh_pilot.relay.url, "--key",
                        str(fresh_pilot.key), stdin=fresh_totp(fresh_pilot.totp_secret) + "\n")
@@ -173,21 +183,29 @@ def test_an_agent_that_refuses_falls_back_to_the_key_file(fresh_pilot: Pilot) ->
     assert isinstance(fresh_pilot.json("drones"), list)
 
 
-def test_an_encrypted_key_goes_through_the_agent_and_without_one_says_to_add_it(
-        relay: RelayProcess, tmp_path: Path) -> None:
+def encrypted_key_pilot(relay: RelayProcess, root: Path) -> tuple[Pilot, PrivateKey]:
+    """A pilot whose key file is passphrase-protected, with no .pub beside it (the OpenSSH
+    container tells its public half)."""
     raw = ed25519.Ed25519PrivateKey.generate()
     key = PrivateKey.from_crypto(raw, "enc")
-    home = tmp_path / "carol"
-    encrypted = home / ".ssh" / "id_work"  # no .pub beside it: the container tells its key
+    home = root / "carol"
+    encrypted = home / ".ssh" / "id_work"
     encrypted.parent.mkdir(parents=True)
     encrypted.write_bytes(raw.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
         serialization.BestAvailableEncryption(b"correct horse")))
     encrypted.chmod(0o600)
-    pub = tmp_path / "carol.pub"
+    pub = root / "carol.pub"
     pub.write_text(key.public_key.openssh() + "\n")
     pilot = Pilot(home=home, key=encrypted, relay=relay,
-                  totp_secret=relay.add_operator("carol" + tmp_path.name[-6:], pub))
+                  totp_secret=relay.add_operator("carol" + root.name[-6:], pub))
+    return pilot, key
+
+
+def test_an_encrypted_key_goes_through_the_agent_and_without_one_says_to_add_it(
+        relay: RelayProcess, tmp_path: Path) -> None:
+    pilot, key = encrypted_key_pilot(relay, tmp_path)
+    encrypted = pilot.key
     # No agent, no terminal: one line that says what to do, and the TOTP on stdin left alone.
     done = no_terminal(pilot, "login", "--relay", relay.url, "--key", str(encrypted),
                        stdin="123456\n")
@@ -203,6 +221,40 @@ def test_an_encrypted_key_goes_through_the_agent_and_without_one_says_to_add_it(
                          stdin=fresh_totp(pilot.totp_secret) + "\n")
         assert ok.returncode == 0, ok.stderr
         assert isinstance(pilot.json("drones"), list)
+
+
+def test_ctrl_c_at_the_passphrase_prompt_is_one_line_and_exit_130(relay: RelayProcess,
+                                                                  tmp_path: Path) -> None:
+    pilot, _ = encrypted_key_pilot(relay, tmp_path)
+    code, output = on_terminal(pilot, ["login", "--relay", relay.url, "--key", str(pilot.key)],
+                               when=b"Passphrase for", send=b"\x03")
+    assert code == 130, output
+    text = output.decode(errors="replace")
+    assert "Traceback" not in text and "TOTP code" not in text, text
+    assert text.split("Passphrase for", 1)[1].strip().splitlines()[1:] == [
+        "dragoon: interrupted"], text
+
+
+def test_logout_forgets_the_session_even_when_the_relay_cannot_be_told(
+        fresh_pilot: Pilot) -> None:
+    fresh_pilot.login()
+    fresh_pilot.key.rename(fresh_pilot.key.with_name("elsewhere"))  # the key cannot sign now
+    done = fresh_pilot.cli("logout")
+    assert done.returncode == 7
+    assert_one_line(done.stderr, "logged out here, but the relay was not told", "no such key")
+    assert not session_file(fresh_pilot).exists()
+    again = fresh_pilot.cli("logout")
+    assert (again.returncode, again.stderr.strip()) == (0, "not logged in")
+
+
+def test_logout_of_an_expired_session_forgets_it_quietly(fresh_pilot: Pilot) -> None:
+    fresh_pilot.login()
+    path = session_file(fresh_pilot)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "expires_at": time.time() - 5}))
+    done = fresh_pilot.cli("logout")
+    assert (done.returncode, done.stderr.strip()) == (
+        0, "logged out (the session had already expired)")
+    assert not path.exists()
 
 
 def test_a_key_file_others_can_read_is_refused_saying_chmod(fresh_pilot: Pilot) -> None:
