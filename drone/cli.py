@@ -52,6 +52,9 @@ def join(token: str, data_dir: Path, slots: int, labels: list[str],
     except JoinError as exc:
         click.echo(f"dragoon drone join: {exc}", err=True)
         sys.exit(exc.status)
+    except KeyboardInterrupt:  # nothing is written before the relay accepted: run it again
+        click.echo("\ndragoon drone join: interrupted", err=True)
+        sys.exit(130)
     click.echo(f"joined {joined.relay} as drone {joined.name!r}")
     click.echo(f"drone key {joined.fingerprint}; relay task key {joined.relay_key_fingerprint} "
                "pinned")

@@ -31,13 +31,22 @@ async def log_in(*, relay: str | None, key: str | None, ca_cert: str | None,
     loaded (a wrong key path should not cost the pilot a TOTP code).
     """
     from dragoon.cockpit.client import RelayClient
-    from dragoon.cockpit.client.config import SessionStore, StoredSession, resolve
+    from dragoon.cockpit.client.config import (
+        PilotConfigError,
+        SessionStore,
+        StoredSession,
+        resolve,
+    )
     from dragoon.cockpit.client.identity import signer_for
 
     settings = resolve(relay=relay, key=key, ca_cert=ca_cert, env=env)
     # Logging in again after the session expired (or was revoked): the relay, key and CA of
-    # the last login, unless given anew, as every other verb takes them.
-    last = SessionStore(env).load()
+    # the last login, unless given anew, as every other verb takes them. A session file that
+    # cannot be read is what a login replaces: it must not stand in the way.
+    try:
+        last = SessionStore(env).load()
+    except PilotConfigError:
+        last = None
     relay_url = settings.relay or (last.relay if last else None)
     if relay_url is None:
         raise Fail("no relay URL: pass --relay URL, set DRAGOON_RELAY, or put relay = "

@@ -19,10 +19,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from dragoon.shared.keys import PrivateKey, load_private_key_file
 
-from tests.cli.conftest import Pilot
+from tests.cli.conftest import Pilot, make_pilot
 from tests.cli.test_session import assert_one_line, session_file
 from tests.support.agent import FakeAgent, running_ssh_agent
 from tests.support.relay import REPO, RelayProcess, fresh_totp, new_signer
+from tests.support.tls import self_signed_certificate
 
 
 def no_terminal(pilot: Pilot, *args: str, stdin: str | None = None,
@@ -150,6 +151,33 @@ def test_plain_login_after_the_session_expired_reuses_its_relay_and_key(
     assert isinstance(fresh_pilot.json("drones"), list)
 
 
+def test_login_replaces_a_session_file_it_cannot_read(fresh_pilot: Pilot) -> None:
+    path = session_file(fresh_pilot)
+    path.parent.mkdir(parents=True)
+    path.write_text("{ not json")
+    assert fresh_pilot.cli("drones").returncode == 2  # the other verbs say it is unreadable
+    fresh_pilot.login()
+    assert isinstance(fresh_pilot.json("drones"), list)
+
+
+def test_the_ca_file_of_a_login_serves_the_other_verbs_and_the_next_login(
+        tmp_path: Path) -> None:
+    cert, key = self_signed_certificate(tmp_path)
+    with RelayProcess(tmp_path / "relay",
+                      extra_args=["--tls-cert", str(cert), "--tls-key", str(key)]) as relay:
+        pilot = make_pilot(relay, tmp_path, "tls-erin")
+        pilot.ok("login", "--relay", relay.url, "--key", str(pilot.key), "--ca-cert", str(cert),
+                 "--totp", fresh_totp(pilot.totp_secret))
+        assert pilot.json("drones") == []  # no --ca-cert, no DRAGOON_CA_CERT: the session's
+        path = session_file(pilot)
+        path.write_text(json.dumps({**json.loads(path.read_text()),
+                                    "expires_at": time.time() - 5}))
+        again = no_terminal(pilot, "login", stdin=fresh_totp(pilot.totp_secret) + "\n")
+        assert again.returncode == 0, again.stderr
+        assert json.loads(path.read_text())["ca_cert"] == str(cert)
+        assert pilot.json("drones") == []
+
+
 # ----- the ssh-agent and the key file ---------------------------------------------------------
 
 
@@ -170,6 +198,18 @@ def test_an_agent_holding_another_key_falls_back_to_the_key_file(fresh_pilot: Pi
         fresh_pilot.ok("login", "--relay", fresh_pilot.relay.url, "--key",
                        f"{fresh_pilot.key}.pub", "--totp", fresh_totp(fresh_pilot.totp_secret))
         assert isinstance(fresh_pilot.json("drones"), list)
+
+
+def test_a_session_made_through_the_agent_goes_on_with_the_same_key_file_when_it_leaves(
+        fresh_pilot: Pilot) -> None:
+    with running_ssh_agent() as agent:
+        agent.add(fresh_pilot.key)
+        fresh_pilot.extra_env["SSH_AUTH_SOCK"] = str(agent.socket_path)
+        fresh_pilot.ok("login", "--relay", fresh_pilot.relay.url,
+                       "--totp", fresh_totp(fresh_pilot.totp_secret))
+        assert json.loads(session_file(fresh_pilot).read_text())["key"] is None  # the agent's
+    # The agent is gone; ~/.ssh/id_ed25519 is the very key the session is bound to.
+    assert isinstance(fresh_pilot.json("drones"), list)
 
 
 def test_an_agent_that_refuses_falls_back_to_the_key_file(fresh_pilot: Pilot) -> None:
