@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 from dragoon.drone import config
-from dragoon.drone.client import EXIT_TLS, TLS_HINT
+from dragoon.drone.client import EXIT_TLS
 from dragoon.drone.daemon import version
 from dragoon.drone.state import DataDir, write_atomic
 from dragoon.shared.enrollment import JoinToken
@@ -84,7 +84,10 @@ def join(token_text: str, data_dir: Path, *, slots: int = 1, labels: list[str] |
         response = client.post(url, json=body)
     except httpx.HTTPError as exc:
         if is_tls_failure(exc):
-            raise JoinError(f"TLS failure talking to {token.relay}: {exc}; {TLS_HINT}",
+            hint = (f"does the relay's certificate chain to {ca_cert}?" if ca_cert is not None
+                    else "if a private CA signed the relay's certificate, pass it with "
+                         "--ca-cert FILE")
+            raise JoinError(f"TLS failure talking to {token.relay}: {exc}; {hint}",
                             EXIT_TLS) from exc
         raise JoinError(f"cannot reach the relay at {token.relay}: {exc}") from exc
     finally:

@@ -135,11 +135,16 @@ def logout(relay: str | None, key: str | None, ca_cert: str | None) -> None:
         from dragoon.cockpit.cli._common import Connection, explain, open_client
         from dragoon.cockpit.cli.render import relative_time
         from dragoon.cockpit.client import RelayError
-        from dragoon.cockpit.client.config import SessionStore
+        from dragoon.cockpit.client.config import PilotConfigError, SessionStore
         from dragoon.shared.errors import AgentError, KeyLoadError
 
         store = SessionStore()
-        session = store.load()
+        try:
+            session = store.load()
+        except PilotConfigError:
+            store.clear()
+            click.echo("logged out (the session file was unreadable)", err=True)
+            return
         if session is None:
             click.echo("not logged in", err=True)
             return

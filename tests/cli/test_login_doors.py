@@ -158,6 +158,11 @@ def test_login_replaces_a_session_file_it_cannot_read(fresh_pilot: Pilot) -> Non
     assert fresh_pilot.cli("drones").returncode == 2  # the other verbs say it is unreadable
     fresh_pilot.login()
     assert isinstance(fresh_pilot.json("drones"), list)
+    path.write_text("{ not json")
+    done = fresh_pilot.cli("logout")
+    assert (done.returncode, done.stderr.strip()) == (
+        0, "logged out (the session file was unreadable)")
+    assert not path.exists()
 
 
 def test_the_ca_file_of_a_login_serves_the_other_verbs_and_the_next_login(

@@ -79,6 +79,7 @@ def test_join_without_the_ca_fails_in_tls_with_exit_6_and_writes_nothing(
     # A CA that signed something else is no better; the same token is still good after.
     wrong = join(data, token, "--ca-cert", str(site.stranger_ca))
     assert wrong.returncode == 6 and "TLS failure" in wrong.stderr, wrong.stderr
+    assert f"chain to {site.stranger_ca}?" in wrong.stderr
     unusable = join(data, token, "--ca-cert", str(tmp_path / "missing.pem"))
     assert unusable.returncode == 6, unusable.stderr
     assert "cannot use CA certificate" in unusable.stderr and "no such file" in unusable.stderr
