@@ -113,20 +113,25 @@ class Reachability:
 
     def __init__(self) -> None:
         self.up: bool | None = None
+        self.tls_failing = False
 
     def ok(self) -> None:
         if self.up is not True:
             log.info("relay reachable")
         self.up = True
+        self.tls_failing = False
 
     def failed(self, reason: str, *, tls: bool = False) -> None:
-        if self.up is not False:
+        # A relay that was away and comes back with a certificate the drone does not trust
+        # is a change worth its own line: the first one blamed the network.
+        if self.up is not False or self.tls_failing != tls:
             if tls:
                 log.error("relay unreachable: TLS failure (%s); %s retrying with backoff",
                           reason, TLS_HINT)
             else:
                 log.warning("relay unreachable (%s); retrying with backoff", reason)
         self.up = False
+        self.tls_failing = tls
 
 
 def query_string(params: Mapping[str, str | int]) -> str:
