@@ -52,7 +52,7 @@ def join(token: str, data_dir: Path, slots: int, labels: list[str],
     except JoinError as exc:
         click.echo(f"dragoon drone join: {exc}", err=True)
         sys.exit(exc.status)
-    except KeyboardInterrupt:  # nothing is written before the relay accepted: run it again
+    except KeyboardInterrupt:  # a join the relay has not accepted is simply run again
         click.echo("\ndragoon drone join: interrupted", err=True)
         sys.exit(130)
     click.echo(f"joined {joined.relay} as drone {joined.name!r}")
