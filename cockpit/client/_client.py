@@ -46,6 +46,7 @@ from dragoon.cockpit.client._types import (
 from dragoon.shared.login_auth import sign_login
 from dragoon.shared.request_auth import sign_request
 from dragoon.shared.signers import Signer
+from dragoon.shared.tls import is_tls_failure
 
 Query = Mapping[str, str | int | float | None]
 Progress = Callable[[int, int | None], None]
@@ -64,18 +65,11 @@ def segment(value: str) -> str:
     return quote(value, safe="")
 
 
-def _tls_failure(exc: Exception) -> bool:
-    text = f"{exc} {exc.__cause__ or ''} {exc.__context__ or ''}"
-    return isinstance(exc.__cause__, ssl.SSLError) or any(
-        mark in text for mark in ("SSL", "CERTIFICATE", "certificate", "TLS")
-    )
-
-
 def _transport_error(exc: httpx.HTTPError, url: str) -> RelayError:
     """The client's code for a request the relay never answered."""
     if isinstance(exc, httpx.TimeoutException):
         return RelayError(E.TIMEOUT, f"relay at {url} did not answer in time")
-    if _tls_failure(exc):
+    if is_tls_failure(exc):
         reason = str(exc) or type(exc).__name__
         return RelayError(E.TLS, f"TLS failure talking to {url}: {reason}")
     if isinstance(exc, httpx.ConnectError):
