@@ -72,6 +72,8 @@ OptionalLabels = Annotated[list[_StrictStr] | None,
 # What a drone says about itself is shown in every pilot's table: one line each, no control
 # or bidi character (shared/spec.py ``check_line``, the task name's rule), refused at the door.
 MAX_HOSTNAME = 255
+MAX_NOTES = 100  # notes of one task's finish report
+MAX_NOTE = 1000  # characters of one note
 MAX_VERSION = 100
 
 
@@ -203,9 +205,13 @@ class FinishBody(BaseModel):
     stdout_size: StrictInt | None = Field(None, ge=0)
     stderr_size: StrictInt | None = Field(None, ge=0)
     error: StrictStr | None = Field(None, max_length=2000)
+    # Said about the task without failing it (an artifact pattern that matched nothing).
+    notes: list[Annotated[StrictStr, Field(max_length=MAX_NOTE)]] | None = Field(
+        None, max_length=MAX_NOTES)
 
 
 class MessageBody(BaseModel):
     task: StrictStr
     index: StrictInt = Field(ge=0)
-    text: StrictStr
+    # The rule `dragoon notify` applies: not blank, at most MESSAGE_CAP bytes (shared/spec.py).
+    text: Annotated[_StrictStr, BeforeValidator(_rule(rules.check_message))]
