@@ -269,14 +269,16 @@ class TaskRunner:
         if not isinstance(record, dict):
             selection = await safefile.in_thread(lambda: artifacts.select(
                 self.work_dir, self.spec.artifacts, max_total=self.settings.max_artifact_bytes))
-            if selection.refused:
-                # Refusals reach the pilot as messages, sent by the drone itself: the inbox
-                # file is the task's to write, and could be a FIFO by now.
-                self.inbox.note(*(f"dragoon: artifact refused: {what}: {reason}"
-                                  for what, reason in selection.refused))
-                log.info("task %s: %d artifact(s) refused", self.id, len(selection.refused))
+            notes = [f"artifact pattern {pattern!r} matched nothing"
+                     for pattern in selection.unmatched]
+            notes += [f"artifact refused: {what}: {reason}" for what, reason in selection.refused]
+            if notes:
+                # They reach the pilot as messages sent by the drone itself (the inbox file is
+                # the task's to write, and could be a FIFO by now) and as the task's notes.
+                self.inbox.note(*(f"dragoon: {note}" for note in notes))
+                log.info("task %s: %s", self.id, "; ".join(notes))
             record = {"files": [[m.path, str(m.real), m.size] for m in selection.matches],
-                      "refused": selection.refused, "uploaded": []}
+                      "refused": selection.refused, "uploaded": [], "notes": notes}
             write_json(record_path, record)
         for rel, real, _size in record["files"]:
             if rel in record["uploaded"]:
@@ -320,7 +322,21 @@ class TaskRunner:
             body["peak_rss"] = int(body["peak_rss"])
         if body["error"] is not None:
             body["error"] = str(body["error"])[:2000]
+        notes = self.notes()
+        if notes:
+            body["notes"] = notes
         return body
+
+    def notes(self) -> list[str]:
+        """What the task's finish says without failing it: the daemon's notes at its start
+        (task.json: dragoon upgraded under the drone) and its artifact notes (artifacts.json),
+        kept on disk so a drone restarted before the finish still reports them."""
+        notes: list[str] = []
+        for name in ("task.json", "artifacts.json"):
+            record = read_json(self.dir / name)
+            found = record.get("notes") if isinstance(record, dict) else None
+            notes += [str(note)[:1000] for note in found] if isinstance(found, list) else []
+        return notes[:100]
 
     async def _finish(self) -> None:
         backoff = JitteredBackoff()
