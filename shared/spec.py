@@ -518,19 +518,20 @@ def check_task_prefix(value: object, *, field: str = "id_prefix") -> str:
 MESSAGE_CAP: Final = 4096  # bytes of UTF-8 per message
 
 
-def check_message(value: object, *, field: str = "text") -> str:
-    """One inbox message: some text that is not only blank, at most MESSAGE_CAP bytes of UTF-8.
+def check_message(value: object, *, field: str = "text", cap: int | None = MESSAGE_CAP) -> str:
+    """One inbox message: some text that is not only blank, at most ``cap`` bytes of UTF-8.
 
     ``dragoon notify`` refuses what breaks this (exit 2), the drone skips a
     blank line of the inbox file and cuts a long one to fit, and the relay
-    answers 422: an empty message in every pilot's inbox says nothing.
+    answers 422 (its size limit is its own setting, ``message_max``, whose
+    default is MESSAGE_CAP: so the model passes ``cap=None`` and the route
+    answers 413 past it): an empty message in every pilot's inbox says nothing.
     """
     if not isinstance(value, str):
         raise SpecError(field, "must be a string")
     _text(field, value)
     if not value.strip():
         raise SpecError(field, "is empty or only blanks; say something")
-    size = len(value.encode("utf-8"))
-    if size > MESSAGE_CAP:
-        raise SpecError(field, f"is {size} bytes of UTF-8, over the cap of {MESSAGE_CAP}")
+    if cap is not None and (size := len(value.encode("utf-8"))) > cap:
+        raise SpecError(field, f"is {size} bytes of UTF-8, over the cap of {cap}")
     return value
