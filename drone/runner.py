@@ -283,18 +283,22 @@ class TaskRunner:
         for rel, real, _size in record["files"]:
             if rel in record["uploaded"]:
                 continue
-            # Done either way: stored, or refused by the relay (said in a message).
-            await until_reachable(lambda rel=rel, real=real: self._upload(rel, Path(real)))
+            # Done either way: stored, or refused (said in a message and in the task's notes).
+            refused = await until_reachable(lambda rel=rel, real=real: self._upload(rel,
+                                                                                   Path(real)))
+            if refused is not None:
+                self.inbox.note(f"dragoon: {refused}")
+                record.setdefault("notes", []).append(refused)
             record["uploaded"].append(rel)
             write_json(record_path, record)
 
-    async def _upload(self, rel: str, real: Path) -> bool:
+    async def _upload(self, rel: str, real: Path) -> str | None:
+        """Upload one artifact: None once the relay stored it, else why it was not."""
         try:
             fd, _size = await safefile.in_thread(artifacts.open_match, self.work_dir, real)
         except artifacts.ArtifactRefused as exc:
             log.warning("task %s: artifact %s not uploaded: %s", self.id, rel, exc)
-            self.inbox.note(f"dragoon: artifact not stored: {rel}: {exc}")
-            return False
+            return f"artifact not stored: {rel}: {exc}"
         try:
             digest, size = await artifacts.fd_digest(fd)
             params = {"task": self.id, "path": rel, "sha256": digest, "size": size}
@@ -305,11 +309,10 @@ class TaskRunner:
             os.close(fd)
         if response.status_code == 200:
             log.info("task %s: artifact %s uploaded (%d bytes)", self.id, rel, size)
-            return True
+            return None
         reason = f"HTTP {response.status_code} {error_code(response)}"
         log.warning("task %s: artifact %s refused by the relay: %s", self.id, rel, reason)
-        self.inbox.note(f"dragoon: artifact not stored: {rel}: {reason}")
-        return False
+        return f"artifact not stored: {rel}: {reason}"
 
     def finish_body(self) -> dict[str, Any]:
         assert self.outcome is not None

@@ -35,3 +35,16 @@ def test_a_task_whose_patterns_all_match_has_no_notes(pilot: Pilot, drone: str) 
     task_id = pilot.json("tasks", "--drone", drone, "--limit", "1")[0]["id"]
     assert pilot.json("task", task_id)["notes"] == []
     assert not any(line.startswith("note") for line in pilot.ok("task", task_id).splitlines())
+
+
+def test_a_refused_artifact_is_a_note_too(pilot: Pilot, drone: str) -> None:
+    done = pilot.cli("run", drone, "--artifact", "out/*", "--",
+                     "mkdir -p out && ln -s /etc/hostname out/escape && echo ok > out/fine")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ("dragoon: artifact refused: out/escape: symlink leads out of the "
+                           "work dir\n")
+    task_id = pilot.json("tasks", "--drone", drone, "--limit", "1")[0]["id"]
+    found = pilot.json("task", task_id)
+    assert found["state"] == "succeeded"
+    assert found["notes"] == ["artifact refused: out/escape: symlink leads out of the work dir"]
+    assert [a["path"] for a in pilot.json("artifacts", task_id)] == ["out/fine"]
