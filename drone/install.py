@@ -47,7 +47,11 @@ class RunningCode:
 
     def __init__(self, data: DataDir, *, version: str) -> None:
         self.version = version
-        self.source = INSTALLED_WRAPPER.read_bytes()
+        try:
+            self.source = INSTALLED_WRAPPER.read_bytes()
+        except OSError as exc:  # a broken install: say so in one line (drone/cli.py)
+            raise ValueError(f"cannot read the task wrapper {INSTALLED_WRAPPER}: "
+                             f"{exc.strerror or exc}; reinstall dragoon") from exc
         self.wrapper = data.root / "wrapper.py"
         write_atomic(self.wrapper, self.source)
         self._said: str | None = None
