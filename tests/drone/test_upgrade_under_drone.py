@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 from tests.drone.conftest import DroneProcess, Fleet
@@ -85,3 +86,37 @@ def test_a_drone_upgraded_under_it_says_so_and_keeps_running_tasks(fleet: Fleet,
     assert log.count(upgraded) == 1, log  # said once, not once per task
     assert log.count("is gone): restart it") == 1, log
     assert "the task wrapper did not start" not in log
+
+
+def test_a_drone_whose_python_went_with_the_upgrade_fails_tasks_saying_why(
+        fleet: Fleet, tmp_path: Path) -> None:
+    """The venv rebuilt under the drone: even its captured wrapper has no Python to run it."""
+    site = site_copy(tmp_path)
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    python = bin_dir / "python"
+    python.symlink_to(Path(sys.executable).resolve())
+    libraries = sysconfig.get_paths()["purelib"]  # httpx, psutil …: not the package itself
+    drone = fleet.drone("d1", start=False)
+    log = open(drone.log_path, "ab")  # noqa: SIM115 - the child owns it
+    try:
+        drone.process = subprocess.Popen(
+            [str(python), "-m", "dragoon", "drone", "run", "--data", str(drone.data_dir)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=tmp_path,
+            env={**os.environ, "PYTHONUNBUFFERED": "1",
+                 "PYTHONPATH": os.pathsep.join([str(site), libraries])})
+    finally:
+        log.close()
+    wait_until(lambda: "starting" in drone.log_text(), timeout=30, message="drone started")
+    assert run_task(fleet)["state"] == "succeeded"
+
+    python.unlink()  # the old venv is gone ...
+    dist = site / "dragoon-9.9.9.dist-info"  # ... and a newer dragoon is installed
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: dragoon\nVersion: 9.9.9\n")
+    task = fleet.wait_state(fleet.submit("echo never", drone="d1"), timeout=60)
+    upgraded = f"dragoon was upgraded under this drone ({VERSION} → 9.9.9): restart it"
+    assert task["state"] == "failed", task
+    assert task["error"] == upgraded
+    assert fleet.output(str(task["id"])) == b""
+    assert upgraded in drone.log_text()
