@@ -367,7 +367,10 @@ class DroneDaemon:
         if proc is None:
             runner.tick()  # the wrapper may have written exit.json (e.g. cwd missing)
             if runner.outcome is None:
-                runner.conclude_without_exit(upgraded or "the task wrapper did not start")
+                runner.conclude_without_exit(upgraded or (
+                    "the task wrapper did not start" if wrapper is not None else
+                    f"cannot run {sys.executable} (see wrapper.log): the drone's Python "
+                    "changed under it? restart it"))
         else:
             log.info("task %s: started (pid %d) in %s: %s", parsed.id, proc.pid, work_dir,
                      spec.command if len(spec.command) < 80 else spec.command[:77] + "...")
