@@ -369,7 +369,7 @@ class DroneDaemon:
             if runner.outcome is None:
                 runner.conclude_without_exit(upgraded or (
                     "the task wrapper did not start" if wrapper is not None else
-                    f"cannot run {sys.executable} (see wrapper.log): the drone's Python "
+                    f"cannot run {sys.executable}: the drone's Python "
                     "changed under it? restart it"))
         else:
             log.info("task %s: started (pid %d) in %s: %s", parsed.id, proc.pid, work_dir,
