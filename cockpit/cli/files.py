@@ -88,6 +88,22 @@ async def save(output: str | None, remote_path: str, force: bool,
         sys.stdout.buffer.flush()
 
 
+def check_output(output: str | None, remote_path: str) -> None:
+    """Refuse, before any request, an ``-o`` the download could not go to.
+
+    ``-o -`` on a terminal is refused (exit 2), as curl does: the file is a
+    task's bytes, and raw on a terminal its escape sequences would act
+    (docs/security.md, "Untrusted text is data"). Pipe or redirect it.
+    """
+    import sys
+
+    if output != STDOUT:
+        _destination(output, remote_path)
+    elif sys.stdout.isatty():
+        raise Fail("-o - writes the file's raw bytes and stdout is a terminal: pipe or "
+                   "redirect it (-o - | xxd, -o - > FILE)", X.USAGE)
+
+
 def _destination(output: str | None, remote_path: str) -> Path:
     """``-o FILE``, or the remote file's name inside ``-o DIR`` or the current directory."""
     if output is not None and not Path(output).is_dir():
@@ -136,8 +152,7 @@ def artifact(relay: str | None, key: str | None, ca_cert: str | None, task_id: s
     """Download one artifact of TASK, checked against its SHA-256 (-o - writes it to stdout)."""
 
     async def go() -> None:
-        if output != STDOUT:
-            _destination(output, path)  # a name it cannot have is said before any request
+        check_output(output, path)  # a name it cannot have is said before any request
         async with open_client(Connection(relay, key, ca_cert)) as client:
             found_id = await client.resolve_task(task_id)
             async with naming(found_id):
@@ -169,8 +184,7 @@ def fetch(relay: str | None, key: str | None, ca_cert: str | None, drone: str, p
     """Download the file at PATH on DRONE (under the drone's fetch roots); -o - to stdout."""
 
     async def go() -> None:
-        if output != STDOUT:
-            _destination(output, path)
+        check_output(output, path)
         async with open_client(Connection(relay, key, ca_cert)) as client, naming(drone):
 
             async def download(dest: Path, replace: bool) -> Path:

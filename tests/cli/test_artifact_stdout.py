@@ -70,3 +70,26 @@ def test_an_unknown_artifact_to_stdout_is_exit_4_and_no_bytes(pilot: Pilot, dron
     done = raw(pilot, "artifact", task_id, "out/none.bin", "-o", "-")
     assert done.returncode == 4
     assert done.stdout == b""
+
+
+def test_stdout_on_a_terminal_is_refused_before_any_request(pilot: Pilot, drone: str) -> None:
+    import os
+
+    task_id, _ = run_binary_task(pilot, drone)
+    master, slave = os.openpty()
+    try:
+        done = subprocess.run(pilot.argv("artifact", task_id, "out/data.bin", "-o", "-"),
+                              stdout=slave, stderr=subprocess.PIPE, env=pilot.env,
+                              cwd=pilot.home, timeout=60, check=False)
+        os.set_blocking(master, False)
+        try:
+            shown = os.read(master, 1 << 20)
+        except BlockingIOError:
+            shown = b""
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert done.returncode == 2
+    assert shown == b""  # not one byte of the file reached the terminal
+    lines = done.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "stdout is a terminal" in lines[0]
