@@ -34,6 +34,7 @@ from dragoon.drone.client import (
     error_code,
     until_reachable,
 )
+from dragoon.drone.install import RunningCode, installed_version
 from dragoon.drone.metrics import Metrics
 from dragoon.drone.runner import TaskRunner
 from dragoon.drone.state import AdmissionLedger, DataDir, is_safe_id, read_json, write_json
@@ -64,13 +65,7 @@ EXIT_REPLACED: Final = 78
 REPLACED_REAP: Final = 10.0
 
 
-def version() -> str:
-    try:
-        from importlib.metadata import version as dist_version
-
-        return dist_version("dragoon")
-    except Exception:
-        return "0"
+version = installed_version  # the version this drone reports; read once, at its start
 
 
 class DroneDaemon:
@@ -94,6 +89,7 @@ class DroneDaemon:
         self.fetch_errors: list[dict[str, Any]] = []
         self.hostname = socket.gethostname()
         self.version = version()
+        self.code: RunningCode | None = None  # captured in main(), once the data dir exists
         self.fetch_roots = fetch.resolve_roots(self.settings.fetch_roots, data.work)
         self._stop = asyncio.Event()
         # Clear while a poll answer is being acted on: a task may be half launched then.
@@ -108,6 +104,7 @@ class DroneDaemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
         self.data.create()
+        self.code = RunningCode(self.data, version=self.version)
         log.info("drone %s starting (relay %s, %d slot(s), labels %s, TLS trust %s)",
                  self.settings.name, self.settings.relay, self.settings.slots,
                  ",".join(self.settings.labels) or "-", self.ca_cert or "system CAs")
@@ -365,17 +362,25 @@ class DroneDaemon:
             "timeout": self.settings.effective_timeout(spec.timeout),
             "grace": self.settings.effective_grace(spec.grace),
         }
+        # dragoon upgraded on disk under this drone: said in the task's notes (and logged).
+        upgraded = self.code.changed() if self.code is not None else None
+        if upgraded:
+            record["notes"] = [upgraded]
         write_json(task_dir / "task.json", record)
         (task_dir / "inbox").touch(mode=0o600)
         runner = self._make_runner(parsed.id, record, spec)
         env = self._task_env(parsed.id, spec, task_dir)
-        wrapper, proc = await spawn.launch(task_dir, command=spec.command, cwd=work_dir, env=env,
-                                           stdin=spec.stdin)
+        wrapper, proc = await spawn.launch(
+            task_dir, command=spec.command, cwd=work_dir, env=env, stdin=spec.stdin,
+            wrapper=str(self.code.wrapper) if self.code is not None else spawn.WRAPPER)
         runner.wrapper, runner.proc = wrapper, proc
         if proc is None:
             runner.tick()  # the wrapper may have written exit.json (e.g. cwd missing)
             if runner.outcome is None:
-                runner.conclude_without_exit("the task wrapper did not start")
+                runner.conclude_without_exit(upgraded or (
+                    "the task wrapper did not start" if wrapper is not None else
+                    f"cannot run {sys.executable}: the drone's Python "
+                    "changed under it? restart it"))
         else:
             log.info("task %s: started (pid %d) in %s: %s", parsed.id, proc.pid, work_dir,
                      spec.command if len(spec.command) < 80 else spec.command[:77] + "...")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from dragoon.relay import units
+from dragoon.shared.spec import MESSAGE_CAP
 
 CONFIG_FILE: Final = "relay.toml"
 DB_FILE: Final = "relay.db"
@@ -53,7 +54,7 @@ class RelayConfig:
     max_log_chunk: int = 256 * KiB
     output_cap: int = 1 * GiB
     artifact_max: int = 4 * GiB
-    message_max: int = 4 * KiB
+    message_max: int = MESSAGE_CAP  # shared/spec.py: what `dragoon notify` and drones send
     # A task's stdin (relay/stdin.py): at most this many bytes the drone has not taken yet
     # are held per task (plus one chunk of max_log_chunk); the pilot's upload waits beyond.
     stdin_window: int = 4 * MiB

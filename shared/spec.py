@@ -477,3 +477,77 @@ def parse_spec(raw: object) -> TaskSpec:
     if "command" not in raw:
         raise SpecError("command", "is required")
     return TaskSpec(**raw)
+
+
+# -- task ids and prefixes of them ------------------------------------------------------------
+
+# The relay makes ids as ``t-`` and ten of these (base32's letters and digits, lower case).
+TASK_ID_ALPHABET: Final = "abcdefghijklmnopqrstuvwxyz234567"
+TASK_ID_LENGTH: Final = 10
+# The shortest prefix a pilot may type: fewer would match a good part of any busy relay, and
+# a query for it would be a listing, not a look-up.
+MIN_TASK_PREFIX: Final = 3
+TASK_REF_RULE: Final = (f"t- and {MIN_TASK_PREFIX}-{TASK_ID_LENGTH} of a-z 2-7; "
+                        "the t- may be left out")
+_TASK_REF: Final = re.compile(
+    rf"(?:t-)?([{TASK_ID_ALPHABET}]{{{MIN_TASK_PREFIX},{TASK_ID_LENGTH}}})")
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    """What a pilot typed for a task: a whole id, or a prefix of one to look up.
+
+    ``text`` is always in the id's own form (``t-`` and lower case), so a
+    prefix is matched, and an id sent, as the relay stores it.
+    """
+
+    text: str
+    exact: bool
+
+
+def parse_task_ref(text: str, *, field: str = "task") -> TaskRef:
+    """``t-4jgab2kq7z`` (an id), ``t-4jg`` or ``4jg`` (a prefix) → a ``TaskRef``.
+
+    Every door that takes a task id calls this (the CLI's verbs through
+    ``RelayClient.resolve_task``, the relay's ``id_prefix`` query). The ``t-``
+    is optional because every id has it, and case is ignored because ids are
+    lower case: neither can make a prefix match another task.
+    """
+    raw = text.strip()
+    match = _TASK_REF.fullmatch(raw.lower())
+    if match is None:
+        raise SpecError(field, f"{_show(raw)} is not a task id or a prefix of one "
+                               f"({TASK_REF_RULE})")
+    body = match.group(1)
+    return TaskRef("t-" + body, exact=len(body) == TASK_ID_LENGTH)
+
+
+def check_task_prefix(value: object, *, field: str = "id_prefix") -> str:
+    """The relay's ``id_prefix`` query: a prefix by ``parse_task_ref``'s rule, in id form."""
+    if not isinstance(value, str):
+        raise SpecError(field, "must be a string")
+    return parse_task_ref(value, field=field).text
+
+
+# -- messages to the pilot's inbox ------------------------------------------------------------
+
+MESSAGE_CAP: Final = 4096  # bytes of UTF-8 per message
+
+
+def check_message(value: object, *, field: str = "text", cap: int | None = MESSAGE_CAP) -> str:
+    """One inbox message: some text that is not only blank, at most ``cap`` bytes of UTF-8.
+
+    ``dragoon notify`` refuses what breaks this (exit 2), the drone skips a
+    blank line of the inbox file and cuts a long one to fit, and the relay
+    answers 422 (its size limit is its own setting, ``message_max``, whose
+    default is MESSAGE_CAP: so the model passes ``cap=None`` and the route
+    answers 413 past it): an empty message in every pilot's inbox says nothing.
+    """
+    if not isinstance(value, str):
+        raise SpecError(field, "must be a string")
+    _text(field, value)
+    if not value.strip():
+        raise SpecError(field, "is empty or only blanks; say something")
+    if cap is not None and (size := len(value.encode("utf-8"))) > cap:
+        raise SpecError(field, f"is {size} bytes of UTF-8, over the cap of {cap}")
+    return value

@@ -144,6 +144,7 @@ _API_CODES = {
     "bad_challenge": ("login refused: {detail}; try again", X.AUTH),
     "locked_out": ("too many failed logins, locked out for a while ({detail})", X.AUTH),
     "not_found": (None, X.NOT_FOUND),
+    "ambiguous": (None, X.USAGE),
     "unreachable": (None, X.UNREACHABLE),
     "timeout": (None, X.UNREACHABLE),
     "protocol": (None, X.UNREACHABLE),
@@ -284,6 +285,18 @@ class DroneName(_SharedRule):
         from dragoon.shared.spec import parse_drone_name
 
         return parse_drone_name(text)
+
+
+class TaskArg(_SharedRule):
+    """A task id, or a prefix of one (``t-4jg``, ``4jg``): checked here, resolved by
+    ``RelayClient.resolve_task`` once the verb has a client."""
+
+    name = "TASK"
+
+    def parse(self, text: str) -> str:
+        from dragoon.shared.spec import parse_task_ref
+
+        return parse_task_ref(text).text
 
 
 class EnvPair(_SharedRule):

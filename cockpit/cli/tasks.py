@@ -12,11 +12,13 @@ import click
 from dragoon.cockpit.cli import exit_codes as X
 from dragoon.cockpit.cli._common import (
     Connection,
+    DroneName,
     Duration,
     EnvPair,
     Labels,
     OneLineUsageError,
     PilotCommand,
+    TaskArg,
     naming,
     open_client,
     pilot_options,
@@ -148,9 +150,19 @@ def run(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[st
                 await stdin.close()
             if detached is not None:
                 return detached
-            return task_exit_code(await client.task(task_id=task["id"]))
+            ended = await client.task(task_id=task["id"])
+            for note in task_notes(dict(ended)):
+                click.echo(f"dragoon: {clean(note)}", err=True)
+            return task_exit_code(ended)
 
     sys.exit(run_async(go, own_failure=X.RUN_OWN_FAILURE))
+
+
+def task_notes(task: dict[str, Any]) -> list[str]:
+    """What the drone said about the task without failing it (e.g. an artifact pattern that
+    matched nothing): the relay's ``notes``, a list of lines; anything else is none."""
+    notes = task.get("notes")
+    return [str(note) for note in notes] if isinstance(notes, list) else []
 
 
 def _task_row(task: dict[str, Any]) -> list[str]:
@@ -166,7 +178,8 @@ def _task_row(task: dict[str, Any]) -> list[str]:
 
 @click.command(cls=PilotCommand)
 @pilot_options
-@click.option("--drone", metavar="D", default=None, help="Only this drone's tasks.")
+@click.option("--drone", metavar="D", type=DroneName(), default=None,
+              help="Only this drone's tasks (a name no drone has is exit 4).")
 @click.option("--state", metavar="S", default=None,
               type=click.Choice(["queued", "dispatched", "running", "succeeded", "failed",
                                  "timed_out", "cancelled", "lost"]),
@@ -178,7 +191,7 @@ def tasks(relay: str | None, key: str | None, ca_cert: str | None, drone: str | 
     """List tasks, newest first."""
 
     async def go() -> None:
-        async with open_client(Connection(relay, key, ca_cert)) as client:
+        async with open_client(Connection(relay, key, ca_cert)) as client, naming(drone):
             page = await client.tasks(drone=drone, state=state, limit=limit)
         from dragoon.cockpit.cli import render
 
@@ -193,15 +206,17 @@ def tasks(relay: str | None, key: str | None, ca_cert: str | None, drone: str | 
 
 @click.command(cls=PilotCommand)
 @pilot_options
-@click.argument("task_id", metavar="TASK")
+@click.argument("task_id", metavar="TASK", type=TaskArg())
 @click.option("--json", "as_json", is_flag=True, help="The task object as JSON.")
 def task(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
          as_json: bool) -> None:
     """Show one task."""
 
     async def go() -> None:
-        async with open_client(Connection(relay, key, ca_cert)) as client, naming(task_id):
-            found = dict(await client.task(task_id=task_id))
+        async with open_client(Connection(relay, key, ca_cert)) as client:
+            found_id = await client.resolve_task(task_id)
+            async with naming(found_id):
+                found = dict(await client.task(task_id=found_id))
         from dragoon.cockpit.cli import render
 
         if as_json:
@@ -229,6 +244,7 @@ def task(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
         ]
         if found.get("error"):
             fields.append(("error", found["error"]))
+        fields += [("note", str(note)) for note in task_notes(found)]
         render.print_fields(fields, state=found.get("state"))
 
     run_async(go)
@@ -236,7 +252,7 @@ def task(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
 
 @click.command(cls=PilotCommand)
 @pilot_options
-@click.argument("task_id", metavar="TASK")
+@click.argument("task_id", metavar="TASK", type=TaskArg())
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the task ends.")
 @click.option("--stream", type=click.Choice(["stdout", "stderr"]), default=None,
               help="Only this stream, printed on stdout.")
@@ -250,20 +266,24 @@ def logs(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
         streams = default_streams()
         if stream is not None:
             streams = {stream: sys.stdout.buffer}
-        async with open_client(Connection(relay, key, ca_cert)) as client, naming(task_id):
-            if follow:
-                detached = await attach(client, task_id, streams=streams, detach_hint=False)
-                return detached or X.OK
-            await client.task(task_id=task_id)  # an unknown task is an error, not silence
-            for name, out in streams.items():
-                offset = 0
-                while True:
-                    chunk = await client.read_log(task_id=task_id, stream=name, offset=offset)
-                    if not chunk.data:
-                        break
-                    out.write(chunk.data)
-                    out.flush()
-                    offset = chunk.next_offset
+        async with open_client(Connection(relay, key, ca_cert)) as client:
+            found_id = await client.resolve_task(task_id)
+            async with naming(found_id):
+                if follow:
+                    detached = await attach(client, found_id, streams=streams,
+                                            detach_hint=False)
+                    return detached or X.OK
+                await client.task(task_id=found_id)  # an unknown task is an error, not silence
+                for name, out in streams.items():
+                    offset = 0
+                    while True:
+                        chunk = await client.read_log(task_id=found_id, stream=name,
+                                                      offset=offset)
+                        if not chunk.data:
+                            break
+                        out.write(chunk.data)
+                        out.flush()
+                        offset = chunk.next_offset
         return X.OK
 
     sys.exit(run_async(go))
@@ -271,7 +291,7 @@ def logs(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
 
 @click.command(cls=PilotCommand)
 @pilot_options
-@click.argument("task_id", metavar="TASK")
+@click.argument("task_id", metavar="TASK", type=TaskArg())
 @click.option("--grace", type=Duration("grace"), default=None,
               help="Seconds between SIGTERM and SIGKILL [the task's own, 10s].")
 def cancel(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
@@ -279,15 +299,17 @@ def cancel(relay: str | None, key: str | None, ca_cert: str | None, task_id: str
     """Cancel a task: SIGTERM to its process group, the grace period, then SIGKILL."""
 
     async def go() -> None:
-        async with open_client(Connection(relay, key, ca_cert)) as client, naming(task_id):
-            found = await client.cancel(task_id=task_id, grace=grace)
+        async with open_client(Connection(relay, key, ca_cert)) as client:
+            found_id = await client.resolve_task(task_id)
+            async with naming(found_id):
+                found = await client.cancel(task_id=found_id, grace=grace)
         state = found.get("state")
         if state == "cancelled":
-            line = f"{task_id} cancelled"
+            line = f"{found_id} cancelled"
         elif found.get("cancel_requested"):
-            line = f"{task_id} cancel requested ({state})"
+            line = f"{found_id} cancel requested ({state})"
         else:
-            line = f"{task_id} is already {state}"
+            line = f"{found_id} is already {state}"
         click.echo(clean(line))
 
     run_async(go)

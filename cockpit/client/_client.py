@@ -46,6 +46,7 @@ from dragoon.cockpit.client._types import (
 from dragoon.shared.login_auth import sign_login
 from dragoon.shared.request_auth import sign_request
 from dragoon.shared.signers import Signer
+from dragoon.shared.spec import parse_task_ref
 from dragoon.shared.tls import is_tls_failure
 
 Query = Mapping[str, str | int | float | None]
@@ -57,6 +58,7 @@ STDIN_WAIT = 10  # seconds the relay may hold a stdin chunk while its window is 
 # seconds bounds how long a refusal takes to reach the pilot, whichever way the
 # relay wakes (or does not wake) a held status request.
 FETCH_POLL = 5
+AMBIGUOUS_SHOWN = 5  # ids an "ambiguous" error lists
 _CHUNK = 64 * 1024
 
 
@@ -285,10 +287,36 @@ class RelayClient:
         return cast(Task, await self._json("POST", "/v1/tasks", json_body=body))
 
     async def tasks(self, *, drone: str | None = None, state: str | None = None,
-                    limit: int = 100, before: str | None = None) -> TaskPage:
+                    limit: int = 100, before: str | None = None,
+                    id_prefix: str | None = None) -> TaskPage:
         answer = await self._json("GET", "/v1/tasks", query={
-            "drone": drone, "state": state, "limit": limit, "before": before})
+            "drone": drone, "state": state, "limit": limit, "before": before,
+            "id_prefix": id_prefix})
         return TaskPage(tasks=answer["tasks"], next=answer.get("next"))
+
+    async def resolve_task(self, ref: str) -> str:
+        """The whole id of the one task ``ref`` names: an id, or a unique prefix of one.
+
+        The one resolver every verb that takes a TASK calls. ``ref`` is read by
+        shared/spec.py's ``parse_task_ref`` (``t-4jg`` or ``4jg``; a ``SpecError``
+        otherwise). A whole id is returned as it is, with no request: whether it
+        exists is the next request's answer. A prefix is looked up on the relay
+        (``GET /v1/tasks?id_prefix=``); none matching is ``RelayError``
+        ``not_found``, several ``ambiguous``, listing the first few.
+        """
+        parsed = parse_task_ref(ref)
+        if parsed.exact:
+            return parsed.text
+        page = await self.tasks(id_prefix=parsed.text, limit=AMBIGUOUS_SHOWN + 1)
+        ids = [task["id"] for task in page.tasks]
+        if not ids:
+            raise RelayError(E.NOT_FOUND, f"no task matches {parsed.text}", status=404)
+        if len(ids) > 1:
+            shown = ", ".join(ids[:AMBIGUOUS_SHOWN]) + (", …" if len(ids) > AMBIGUOUS_SHOWN
+                                                        else "")
+            raise RelayError(E.AMBIGUOUS, f"ambiguous: {parsed.text} matches {shown}; "
+                                          "type more of the id")
+        return ids[0]
 
     async def task(self, *, task_id: str) -> Task:
         return cast(Task, await self._json("GET", f"/v1/tasks/{segment(task_id)}"))

@@ -32,6 +32,7 @@ class Task(TypedDict, total=False):
     peak_rss: int | None
     cancel_requested: bool
     error: str | None
+    notes: list[str]
     stdout_size: int
     stderr_size: int
     output_truncated: bool
