@@ -137,7 +137,7 @@ def _write(data: DataDir, key: PrivateKey | None, relay_key: PublicKey,
             key.save(data.key)
         write_atomic(data.relay_key, (relay_key.openssh() + "\n").encode("ascii"), mode=0o644)
         if ca_pem is not None:
-            # Public certificates, readable like relay_key.pub; kept as given (a bundle stays whole).
+            # Public certificates, readable like relay_key.pub; kept as given (a bundle whole).
             write_atomic(data.ca_cert, ca_pem, mode=0o644)
         config.save(settings, data.settings)
     except OSError as exc:
