@@ -36,8 +36,9 @@ def snapshot(root: Path) -> dict[str, tuple[int, bytes | None]]:
     return found
 
 
-def assert_failed_cleanly(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert done.returncode == 1, done
+def assert_failed_cleanly(done: subprocess.CompletedProcess[str], *fragments: str,
+                          code: int = 1) -> None:
+    assert done.returncode == code, done
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dragoon drone join: "), done.stderr
     for fragment in fragments:
@@ -83,7 +84,7 @@ def test_an_untrusted_tls_certificate_leaves_no_data_dir(tmp_path: Path) -> None
         data = tmp_path / "data"
         done = join(token, data)
         relay.kill9()
-    assert_failed_cleanly(done)
+    assert_failed_cleanly(done, "TLS failure", "--ca-cert", code=6)  # 6: TLS, as the pilot's
     assert "CERTIFICATE_VERIFY_FAILED" in done.stderr
     assert not data.exists()
 
