@@ -15,10 +15,12 @@ from dragoon.cockpit.cli._common import (
     Labels,
     OneLineUsageError,
     PilotCommand,
+    TargetAndCommand,
     naming,
     open_client,
     pilot_options,
     run_async,
+    split_target,
 )
 from dragoon.cockpit.safe_text import clean
 
@@ -29,8 +31,8 @@ TASK_JSON_FIELDS = ("id", "state", "drone", "name", "exit_code")
 def _submit_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for decorator in reversed([
         pilot_options,
-        click.argument("words", nargs=-1, required=True, metavar="(DRONE | --labels a,b) -- "
-                                                                 "COMMAND..."),
+        click.argument("words", nargs=-1, required=False, metavar="(DRONE | --labels a,b) -- "
+                                                                  "COMMAND..."),
         click.option("--labels", type=Labels(at_least_one=True), default=None,
                      help="Run on any drone that has all these labels (instead of DRONE)."),
         click.option("--timeout", type=Duration("timeout"), default=None,
@@ -62,12 +64,9 @@ def _target_and_spec(words: tuple[str, ...], labels: list[str] | None, timeout: 
     """
     from dragoon.shared.spec import SpecError, parse_drone_name, parse_spec
 
-    drone: str | None = None
-    if labels is None:
-        drone, words = words[0], words[1:]
-    if not words:
-        raise OneLineUsageError("no COMMAND: give it after `--`, e.g. dragoon run gpu-1 -- nproc")
-    spec: dict[str, Any] = {"command": " ".join(words), "env": dict(env),
+    drone, command = split_target(words, click.get_current_context().meta["command_words"],
+                                  labels is not None)
+    spec: dict[str, Any] = {"command": " ".join(command), "env": dict(env),
                             "artifacts": list(artifacts)}
     for field, value in (("cwd", cwd), ("timeout", timeout), ("grace", grace), ("name", name)):
         if value is not None:
@@ -81,7 +80,7 @@ def _target_and_spec(words: tuple[str, ...], labels: list[str] | None, timeout: 
     return drone, spec
 
 
-@click.command(cls=PilotCommand)
+@click.command(cls=TargetAndCommand)
 @_submit_options
 def submit(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[str, ...],
            labels: list[str] | None, timeout: int | None, grace: int | None, cwd: str | None,
@@ -98,7 +97,7 @@ def submit(relay: str | None, key: str | None, ca_cert: str | None, words: tuple
     run_async(go)
 
 
-@click.command(cls=PilotCommand)
+@click.command(cls=TargetAndCommand)
 @_submit_options
 @click.option("--cancel-on-interrupt", is_flag=True,
               help="Ctrl-C cancels the task instead of detaching from it.")
