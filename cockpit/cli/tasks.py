@@ -47,6 +47,10 @@ def _submit_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="Upload files matching GLOB (relative to the working directory) "
                           "after exit (repeatable)."),
         click.option("--name", metavar="TEXT", default=None, help="A name for the task."),
+        click.option("--start-within", "start_within", type=Duration("start_within"),
+                     default=None,
+                     help="Cancel the task if no drone has taken it this soon (e.g. 30s); "
+                          "the relay enforces it."),
     ]):
         command = decorator(command)
     return command
@@ -85,16 +89,29 @@ def _target_and_spec(words: tuple[str, ...], labels: list[str] | None, timeout: 
 def submit(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[str, ...],
            labels: list[str] | None, timeout: int | None, grace: int | None, cwd: str | None,
            env: tuple[tuple[str, str], ...], artifacts: tuple[str, ...],
-           name: str | None) -> None:
-    """Queue a command on a drone; prints the task id alone on stdout."""
+           name: str | None, start_within: int | None) -> None:
+    """Queue a command on a drone; prints the task id alone on stdout.
+
+    If it cannot start now, one line on stderr says why. With --start-within,
+    waits until a drone takes it: exit 1 if none did in time (the relay cancels it).
+    """
     drone, spec = _target_and_spec(words, labels, timeout, grace, cwd, env, artifacts, name)
 
-    async def go() -> None:
-        async with open_client(Connection(relay, key, ca_cert)) as client, naming(drone):
-            task = await client.submit(spec=spec, drone=drone, labels=labels)  # type: ignore[arg-type]
-        click.echo(clean(task["id"]))
+    async def go() -> int:
+        from dragoon.cockpit.cli._queue import QueueWatch, wait_for_start
 
-    run_async(go)
+        async with open_client(Connection(relay, key, ca_cert)) as client:
+            async with naming(drone):
+                task = await client.submit(spec=spec, drone=drone,  # type: ignore[arg-type]
+                                           labels=labels, start_within=start_within)
+            click.echo(clean(task["id"]))
+            sys.stdout.flush()
+            if start_within is None:
+                QueueWatch(client, task).say()
+                return X.OK
+            return await wait_for_start(client, task)
+
+    sys.exit(run_async(go))
 
 
 @click.command(cls=TargetAndCommand)
@@ -104,12 +121,13 @@ def submit(relay: str | None, key: str | None, ca_cert: str | None, words: tuple
 def run(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[str, ...],
         labels: list[str] | None, timeout: int | None, grace: int | None, cwd: str | None,
         env: tuple[tuple[str, str], ...], artifacts: tuple[str, ...], name: str | None,
-        cancel_on_interrupt: bool) -> None:
+        start_within: int | None, cancel_on_interrupt: bool) -> None:
     """Submit, stream the output, exit with the task's code.
 
     Like `ssh host cmd`: stdout to stdout, stderr to stderr, as produced; the
     exit code is the task's (128 + N for signal N) and 255 when dragoon itself
-    failed. Ctrl-C detaches (exit 130) and the task goes on.
+    failed. While the task waits, stderr says why; Ctrl-C then cancels it. Once
+    it started, Ctrl-C detaches (exit 130) and the task goes on.
     """
     drone, spec = _target_and_spec(words, labels, timeout, grace, cwd, env, artifacts, name)
 
@@ -118,9 +136,11 @@ def run(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[st
 
         async with open_client(Connection(relay, key, ca_cert)) as client:
             async with naming(drone):
-                task = await client.submit(spec=spec, drone=drone, labels=labels)  # type: ignore[arg-type]
+                task = await client.submit(spec=spec, drone=drone,  # type: ignore[arg-type]
+                                           labels=labels, start_within=start_within)
             detached = await attach(client, task["id"], streams=default_streams(),
-                                    cancel_on_interrupt=cancel_on_interrupt)
+                                    cancel_on_interrupt=cancel_on_interrupt, queued=task,
+                                    owned=True)
             if detached is not None:
                 return detached
             return task_exit_code(await client.task(task_id=task["id"]))
@@ -202,6 +222,13 @@ def task(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
             ("output", f"{render.human_size(found.get('stdout_size', 0))} stdout, "
                        f"{render.human_size(found.get('stderr_size', 0))} stderr"),
         ]
+        if found.get("waiting") and found.get("state") == "queued":
+            from dragoon.cockpit.waiting import describe
+
+            fields.insert(3, ("waiting", describe(found["waiting"])))
+        if found.get("start_by") and found.get("state") == "queued":
+            fields.insert(4, ("start by", render.relative_time(found["start_by"])
+                              + " (else cancelled)"))
         if found.get("error"):
             fields.append(("error", found["error"]))
         render.print_fields(fields, state=found.get("state"))
@@ -227,7 +254,9 @@ def logs(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
             streams = {stream: sys.stdout.buffer}
         async with open_client(Connection(relay, key, ca_cert)) as client, naming(task_id):
             if follow:
-                detached = await attach(client, task_id, streams=streams, detach_hint=False)
+                seen = await client.task(task_id=task_id)  # a queued task: say why it waits
+                detached = await attach(client, task_id, streams=streams, detach_hint=False,
+                                        queued=seen)
                 return detached or X.OK
             await client.task(task_id=task_id)  # an unknown task is an error, not silence
             for name, out in streams.items():

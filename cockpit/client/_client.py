@@ -269,8 +269,10 @@ class RelayClient:
         labels: list[str] | None = None,
         expires_in: int | None = None,
         lost_after: int | None = None,
+        start_within: int | None = None,
     ) -> Task:
-        """Queue ``spec`` on the drone named ``drone``, or on any drone with all ``labels``."""
+        """Queue ``spec`` on the drone named ``drone``, or on any drone with all ``labels``;
+        with ``start_within``, the relay cancels it if no drone took it that soon."""
         if (drone is None) == (labels is None):
             raise ValueError("submit needs exactly one of drone= or labels=")
         body: dict[str, Any] = {"spec": dict(spec)}
@@ -282,6 +284,8 @@ class RelayClient:
             body["expires_in"] = expires_in
         if lost_after is not None:
             body["lost_after"] = lost_after
+        if start_within is not None:
+            body["start_within"] = start_within
         return cast(Task, await self._json("POST", "/v1/tasks", json_body=body))
 
     async def tasks(self, *, drone: str | None = None, state: str | None = None,

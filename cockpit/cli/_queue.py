@@ -1,0 +1,120 @@
+"""While a task is queued: say why it waits, once per reason, and what a signal does to it.
+
+The relay computes why a queued task has not started (its ``waiting`` object,
+docs/api.md); the CLI learns of changes by asking for the task every
+``QUEUE_POLL`` seconds while it is queued, and only then: the relay's event
+stream carries task changes, but a reason changes with a drone (it goes
+offline, drains, frees a slot), which publishes no task event, and a poll of
+one small object a second costs less than reading every fleet event. A line is
+printed when the reason (or the drone it names) changes, never once per poll.
+
+"Started" means a drone took the task (it left the queue): until then the task
+is the waiting verb's to cancel, so that nothing runs later with nobody watching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Final
+
+import click
+from dragoon.cockpit.cli import exit_codes as X
+from dragoon.cockpit.client import RelayClient, RelayError, Task
+from dragoon.cockpit.safe_text import clean
+from dragoon.cockpit.waiting import describe, key
+
+QUEUE_POLL: Final = 1.0  # seconds between looks at a queued task
+STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def notice(message: str) -> None:
+    """One ``dragoon:`` line on stderr, as safe text (it quotes drone names and labels)."""
+    click.echo(f"dragoon: {clean(message)}", err=True)
+
+
+def signal_name(signum: int) -> str:
+    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
+class QueueWatch:
+    """One task seen while it is queued: its last known view, and what was said about it."""
+
+    def __init__(self, client: RelayClient, task: Task, *, poll: float = QUEUE_POLL) -> None:
+        self.client = client
+        self.task = task
+        self.poll = poll
+        self._said: tuple[object, ...] | None = None
+
+    @property
+    def queued(self) -> bool:
+        return self.task.get("state") == "queued"
+
+    def say(self) -> None:
+        """The waiting line, if the reason is new since the last one said."""
+        if not self.queued:
+            return
+        waiting = self.task.get("waiting")
+        now = key(waiting)  # type: ignore[arg-type]
+        if now is not None and now != self._said:
+            notice(f"{self.task['id']} waiting: {describe(waiting)}")  # type: ignore[arg-type]
+        self._said = now
+
+    async def run(self) -> Task:
+        """Say why it waits until it leaves the queue; the view it left with."""
+        self.say()
+        while self.queued:
+            await asyncio.sleep(self.poll)
+            try:
+                self.task = await self.client.task(task_id=self.task["id"])
+            except RelayError:
+                continue  # the relay is away: the log followers say so, and retry
+            self.say()
+        return self.task
+
+    async def cancel_unstarted(self, signum: int) -> bool:
+        """A signal before the start: cancel; True when the relay cancelled it still queued.
+
+        False when the task left the queue in the meantime: the cancel then reached
+        a started task (the relay asks its drone to stop it), and the caller says so.
+        """
+        task_id = self.task["id"]
+        self.task = await self.client.cancel(task_id=task_id)
+        if self.task.get("state") == "cancelled" and self.task.get("started_at") is None:
+            notice(f"{signal_name(signum)}: cancelled {task_id} before it started")
+            return True
+        notice(f"{signal_name(signum)}: {task_id} had just started; cancel requested")
+        return False
+
+
+async def wait_for_start(client: RelayClient, task: Task) -> int:
+    """``submit --start-within``: wait until a drone takes the task or the relay cancels it.
+
+    The deadline is the relay's (``start_by``): this only watches. 0 once it started,
+    1 when it ended without starting (the relay's error says why), 128 + N when a
+    signal cancelled it first.
+    """
+    watch = QueueWatch(client, task)
+    loop = asyncio.get_running_loop()
+    caught: asyncio.Queue[int] = asyncio.Queue()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, caught.put_nowait, signum)
+    watching = asyncio.ensure_future(watch.run())
+    waiter = asyncio.ensure_future(caught.get())
+    try:
+        done, _ = await asyncio.wait({watching, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if waiter in done:
+            watching.cancel()
+            signum = waiter.result()
+            await watch.cancel_unstarted(signum)
+            return 128 + signum
+        final = watching.result()
+    finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+        for pending in (watching, waiter):
+            pending.cancel()
+    if final.get("started_at") is None and final.get("state") in ("cancelled", "failed", "lost"):
+        notice(f"{final['id']} {final.get('state')}: {final.get('error') or 'never started'}")
+        return X.FAILURE
+    return X.OK
