@@ -136,7 +136,8 @@ async def attach(client: RelayClient, task_id: str, *, streams: dict[str, Binary
                 return None
             signum = waiter.result()
             name = signal_name(signum)
-            if owned and not cancelling and watch is not None and watch.queued:
+            if (owned and not cancelling and watch is not None and watch.queued
+                    and await watch.still_queued()):
                 cancelling = True
                 if await watch.cancel_unstarted(signum) or signum != signal.SIGINT:
                     return 128 + signum

@@ -15,6 +15,7 @@ is the waiting verb's to cancel, so that nothing runs later with nobody watching
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from typing import Final
 
@@ -72,6 +73,12 @@ class QueueWatch:
             self.say()
         return self.task
 
+    async def still_queued(self) -> bool:
+        """Asked afresh, not from the last poll: the output may already be flowing."""
+        with contextlib.suppress(RelayError):
+            self.task = await self.client.task(task_id=self.task["id"])
+        return self.queued
+
     async def cancel_unstarted(self, signum: int) -> bool:
         """A signal before the start: cancel; True when the relay cancelled it still queued.
 
@@ -106,7 +113,10 @@ async def wait_for_start(client: RelayClient, task: Task) -> int:
         if waiter in done:
             watching.cancel()
             signum = waiter.result()
-            await watch.cancel_unstarted(signum)
+            if await watch.still_queued():
+                await watch.cancel_unstarted(signum)
+            else:
+                notice(f"{signal_name(signum)}: {task['id']} has started; it goes on")
             return 128 + signum
         final = watching.result()
     finally:
