@@ -128,3 +128,32 @@ async def wait_for_start(client: RelayClient, task: Task) -> int:
         notice(f"{final['id']} {final.get('state')}: {final.get('error') or 'never started'}")
         return X.FAILURE
     return X.OK
+
+
+class DroneWatch:
+    """``fetch``: while the drone has not sent the file, say once why (it is offline).
+
+    The drone's state is the relay's (its ``/v1/workers`` view); asked once per
+    wait of the fetch's own long-poll, so no more often than the fetch polls.
+    """
+
+    def __init__(self, client: RelayClient, drone: str, what: str) -> None:
+        self.client = client
+        self.drone = drone
+        self.what = what
+        self._said: tuple[object, ...] | None = None
+
+    async def check(self, _fetch: object = None) -> None:
+        try:
+            found = next((d for d in await self.client.drones() if d.get("name") == self.drone),
+                         None)
+        except RelayError:
+            return
+        if found is None or found.get("state") == "online":
+            self._said = None
+            return
+        waiting = {"reason": "offline", "drone": self.drone, "since": found.get("last_seen")}
+        if key(waiting) != self._said:
+            notice(f"{self.what} waiting: {describe(waiting)}; it comes when the drone is "
+                   "back (Ctrl-C to give up)")
+        self._said = key(waiting)

@@ -110,6 +110,10 @@ def artifact(relay: str | None, key: str | None, ca_cert: str | None, task_id: s
         async with open_client(Connection(relay, key, ca_cert)) as client, naming(task_id):
             listed = {a["path"]: a for a in await client.artifacts(task_id=task_id)}
             if path not in listed:
+                state = (await client.task(task_id=task_id)).get("state")
+                if state in ("queued", "dispatched", "running"):  # not a silent "none"
+                    raise Fail(f"task {task_id} is {state}: its artifacts are uploaded when it "
+                               f"ends (dragoon logs -f {task_id}, then try again)", X.NOT_FOUND)
                 raise Fail(f"task {task_id} has no artifact {path!r}", X.NOT_FOUND)
             async with progress_bar(path) as on_progress:
                 saved = await client.download_artifact(
@@ -132,11 +136,14 @@ def fetch(relay: str | None, key: str | None, ca_cert: str | None, drone: str, p
     """Download the file at PATH on DRONE (under the drone's fetch roots)."""
 
     async def go() -> None:
+        from dragoon.cockpit.cli._queue import DroneWatch
+
         dest = _destination(output, path)
         async with open_client(Connection(relay, key, ca_cert)) as client, naming(drone), \
                 progress_bar(path) as on_progress:
+            watch = DroneWatch(client, drone, f"fetch of {path}")
             saved = await client.fetch(drone=drone, path=path, dest=dest, force=force,
-                                       on_progress=on_progress)
+                                       on_progress=on_progress, on_pending=watch.check)
         click.echo(clean(f"saved {saved}"), err=True)
 
     run_async(go)

@@ -14,7 +14,7 @@ import json
 import os
 import ssl
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -382,13 +382,19 @@ class RelayClient:
 
     async def fetch(self, *, drone: str, path: str, dest: Path, force: bool = False,
                     on_progress: Progress | None = None,
-                    give_up_after: float = 300.0) -> Path:
-        """Ask ``drone`` for the file at ``path``, wait until it reached the relay, save it."""
+                    give_up_after: float = 300.0,
+                    on_pending: Callable[[Fetch], Awaitable[None]] | None = None) -> Path:
+        """Ask ``drone`` for the file at ``path``, wait until it reached the relay, save it.
+
+        ``on_pending`` is awaited before each wait while the drone has not sent it
+        (the CLI says there why it waits: the drone is offline)."""
         if dest.exists() and not force:
             raise _exists(dest)
         fetch = await self.request_fetch(drone=drone, path=path)
         backoff = Backoff(give_up_after=give_up_after)
         while fetch.get("state") == "pending":
+            if on_pending is not None:
+                await on_pending(fetch)
             try:
                 fetch = await self.fetch_status(fetch_id=fetch["id"], wait=FETCH_POLL)
             except RelayError as exc:

@@ -355,3 +355,33 @@ def test_a_mistyped_verb_suggests_the_right_one(wpilot: Pilot) -> None:
     done = wpilot.cli("runn", "box", "--", "true")
     assert done.returncode == 2
     assert done.stderr == "dragoon: no verb 'runn'; did you mean run?\n"
+
+
+# -- other waiting verbs ----------------------------------------------------------------------
+
+
+def test_fetch_from_an_offline_drone_says_why_it_waits(wpilot: Pilot, ghost: str,
+                                                      tmp_path: Path) -> None:
+    process = wpilot.popen("fetch", ghost, "/etc/hostname", "-o", str(tmp_path / "got"))
+    assert process.stderr is not None
+    err = Lines(process.stderr)
+    line = err.wait_for("waiting:")
+    assert line == (f"dragoon: fetch of /etc/hostname waiting: drone {ghost} offline (never "
+                    "came online); it comes when the drone is back (Ctrl-C to give up)\n")
+    process.send_signal(signal.SIGINT)
+    assert process.wait(30) == 130
+    assert not (tmp_path / "got").exists()
+
+
+def test_artifact_of_a_running_task_says_it_is_not_over(wpilot: Pilot, box: str,
+                                                       tmp_path: Path) -> None:
+    task_id = wpilot.ok("submit", box, "--artifact", "out.txt", "--",
+                        "echo x > out.txt; sleep 60").strip()
+    try:
+        wait_state(wpilot, task_id, {"running"})
+        done = wpilot.cli("artifact", task_id, "out.txt", "-o", str(tmp_path / "out.txt"))
+        assert done.returncode == 4
+        assert done.stderr == (f"dragoon: task {task_id} is running: its artifacts are uploaded "
+                               f"when it ends (dragoon logs -f {task_id}, then try again)\n")
+    finally:
+        wpilot.ok("cancel", task_id, "--grace", "0")
