@@ -110,7 +110,8 @@ class TaskStore:
         self.config = config
         self.output = output
 
-    def view(self, conn: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
+    def view(self, conn: sqlite3.Connection, row: sqlite3.Row,
+             fleet: waiting.FleetSnapshot | None = None) -> dict[str, Any]:
         """The task as the API shows it; a queued one says why it waits (relay/waiting.py)."""
         spec = json.loads(row["spec"])
         return {
@@ -123,7 +124,7 @@ class TaskStore:
             "cpu_seconds": row["cpu_seconds"], "peak_rss": row["peak_rss"],
             "cancel_requested": bool(row["cancel_requested"]), "error": row["error"],
             "pruned_at": row["pruned_at"],  # retention dropped its output, logs and artifacts
-            "start_by": row["start_by"], "waiting": waiting.of_task(conn, row),
+            "start_by": row["start_by"], "waiting": waiting.of_task(conn, row, fleet),
             **self.output.sizes(row["id"]),
         }
 
@@ -202,7 +203,9 @@ class TaskStore:
         # Only fixed column names and placeholders are joined here; values travel as parameters.
         sql = "SELECT * FROM tasks" + (" WHERE " + " AND ".join(where) if where else "")  # noqa: S608
         rows = conn.execute(sql + " ORDER BY num DESC LIMIT ?", (*args, limit + 1)).fetchall()
-        tasks = [self.view(conn, row) for row in rows[:limit]]
+        fleet = (waiting.FleetSnapshot.read(conn)
+                 if any(row["state"] == "queued" for row in rows) else None)
+        tasks = [self.view(conn, row, fleet) for row in rows[:limit]]
         return {"tasks": tasks, "next": tasks[-1]["id"] if len(rows) > limit else None}
 
     def cancel(

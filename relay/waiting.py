@@ -20,22 +20,35 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import dataclass
 from typing import Any, Final
 
 # The order a labels target picks its most hopeful candidate in.
 _HOPE: Final = {"dispatching": 0, "busy": 1, "draining": 2, "offline": 3}
 
 
-def _running(conn: sqlite3.Connection, name: str) -> int:
-    return int(conn.execute(
-        "SELECT COUNT(*) FROM tasks WHERE drone = ? AND state IN ('dispatched', 'running')",
-        (name,),
-    ).fetchone()[0])
+@dataclass(frozen=True)
+class FleetSnapshot:
+    """Every drone and its active task count, read once for a page of task views:
+    two queries however many queued tasks the page holds."""
+
+    drones: list[sqlite3.Row]
+    running: dict[str, int]
+
+    @classmethod
+    def read(cls, conn: sqlite3.Connection) -> FleetSnapshot:
+        running = dict(conn.execute(
+            "SELECT drone, COUNT(*) FROM tasks WHERE state IN ('dispatched', 'running')"
+            " GROUP BY drone").fetchall())
+        return cls(conn.execute("SELECT * FROM drones ORDER BY name").fetchall(), running)
+
+    def named(self, name: str) -> sqlite3.Row | None:
+        return next((d for d in self.drones if d["name"] == name), None)
 
 
-def _of_drone(conn: sqlite3.Connection, drone: sqlite3.Row) -> dict[str, Any]:
+def _of_drone(fleet: FleetSnapshot, drone: sqlite3.Row) -> dict[str, Any]:
     """Why this drone does not take a task now (``dispatching`` when it would)."""
-    running = _running(conn, drone["name"])
+    running = fleet.running.get(drone["name"], 0)
     base = {"drone": drone["name"], "since": drone["last_seen"], "slots": drone["slots"],
             "running": running}
     if drone["state"] != "online":
@@ -47,25 +60,29 @@ def _of_drone(conn: sqlite3.Connection, drone: sqlite3.Row) -> dict[str, Any]:
     return {"reason": "dispatching", **base}
 
 
-def of_task(conn: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any] | None:
-    """The ``waiting`` object of a queued task; ``None`` for a task in any other state."""
+def of_task(conn: sqlite3.Connection, row: sqlite3.Row,
+            fleet: FleetSnapshot | None = None) -> dict[str, Any] | None:
+    """The ``waiting`` object of a queued task; ``None`` for a task in any other state.
+
+    ``fleet`` is shared by the views of one listing; read here when not given.
+    """
     if row["state"] != "queued":
         return None
+    fleet = fleet or FleetSnapshot.read(conn)
     target = json.loads(row["target"])
     if "drone" in target:
-        drone = conn.execute("SELECT * FROM drones WHERE name = ?",
-                             (target["drone"],)).fetchone()
+        drone = fleet.named(target["drone"])
         if drone is None:  # removed after the submit
             return {"reason": "no_match", "drone": target["drone"], "labels": None}
-        return _of_drone(conn, drone)
+        return _of_drone(fleet, drone)
     wanted = set(target.get("labels") or [])
     best: dict[str, Any] | None = None
     candidates = 0
-    for drone in conn.execute("SELECT * FROM drones ORDER BY name"):
+    for drone in fleet.drones:
         if not wanted <= set(json.loads(drone["labels"])):
             continue
         candidates += 1
-        found = _of_drone(conn, drone)
+        found = _of_drone(fleet, drone)
         if best is None or _HOPE[found["reason"]] < _HOPE[best["reason"]]:
             best = found
     if best is None:
