@@ -1,12 +1,13 @@
 """While a task is queued: say why it waits, once per reason, and what a signal does to it.
 
 The relay computes why a queued task has not started (its ``waiting`` object,
-docs/api.md); the CLI learns of changes by asking for the task every
-``QUEUE_POLL`` seconds while it is queued, and only then: the relay's event
-stream carries task changes, but a reason changes with a drone (it goes
-offline, drains, frees a slot), which publishes no task event, and a poll of
-one small object a second costs less than reading every fleet event. A line is
-printed when the reason (or the drone it names) changes, never once per poll.
+docs/api.md); the CLI learns of changes by asking for the task every second
+while it is queued (slowing to every five seconds when it waits long), and only
+then. The relay's event stream carries task changes, but a reason changes with
+a drone (it goes offline, drains, frees a slot), which publishes no task event,
+and one small read a second costs less than reading every fleet event. A line
+is printed when the reason (or the drone it names) changes, never once per
+poll. The start itself is seen sooner: the log followers' long-polls wake on it.
 
 "Started" means a drone took the task (it left the queue): until then the task
 is the waiting verb's to cancel, so that nothing runs later with nobody watching.
@@ -25,7 +26,8 @@ from dragoon.cockpit.client import RelayClient, RelayError, Task
 from dragoon.cockpit.safe_text import clean
 from dragoon.cockpit.waiting import describe, key
 
-QUEUE_POLL: Final = 1.0  # seconds between looks at a queued task
+QUEUE_POLL: Final = 1.0  # seconds between the first looks at a queued task
+QUEUE_POLL_MAX: Final = 5.0  # a task queued for long is looked at this often
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -64,8 +66,10 @@ class QueueWatch:
     async def run(self) -> Task:
         """Say why it waits until it leaves the queue; the view it left with."""
         self.say()
+        pause = self.poll
         while self.queued:
-            await asyncio.sleep(self.poll)
+            await asyncio.sleep(pause)
+            pause = min(pause * 1.2, max(self.poll, QUEUE_POLL_MAX))
             try:
                 self.task = await self.client.task(task_id=self.task["id"])
             except RelayError:
