@@ -12,6 +12,7 @@ from dragoon.cockpit.cli._common import (
     Connection,
     Duration,
     EnvPair,
+    Fail,
     Labels,
     OneLineUsageError,
     PilotCommand,
@@ -101,9 +102,7 @@ def submit(relay: str | None, key: str | None, ca_cert: str | None, words: tuple
         from dragoon.cockpit.cli._queue import QueueWatch, wait_for_start
 
         async with open_client(Connection(relay, key, ca_cert)) as client:
-            async with naming(drone):
-                task = await client.submit(spec=spec, drone=drone,  # type: ignore[arg-type]
-                                           labels=labels, start_within=start_within)
+            task = await _submit(client, spec, drone, labels, start_within)
             click.echo(clean(task["id"]))
             sys.stdout.flush()
             if start_within is None:
@@ -135,9 +134,7 @@ def run(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[st
         from dragoon.cockpit.cli._follow import attach, default_streams, task_exit_code
 
         async with open_client(Connection(relay, key, ca_cert)) as client:
-            async with naming(drone):
-                task = await client.submit(spec=spec, drone=drone,  # type: ignore[arg-type]
-                                           labels=labels, start_within=start_within)
+            task = await _submit(client, spec, drone, labels, start_within)
             detached = await attach(client, task["id"], streams=default_streams(),
                                     cancel_on_interrupt=cancel_on_interrupt, queued=task,
                                     owned=True)
@@ -146,6 +143,20 @@ def run(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[st
             return task_exit_code(await client.task(task_id=task["id"]))
 
     sys.exit(run_async(go, own_failure=X.RUN_OWN_FAILURE))
+
+
+async def _submit(client: Any, spec: dict[str, Any], drone: str | None,
+                  labels: list[str] | None, start_within: int | None) -> Any:
+    """Submit; a relay that ignored ``start_within`` (one older than the flag) would keep the
+    task queued past the deadline with nobody to cancel it: it is cancelled and refused."""
+    async with naming(drone):
+        task = await client.submit(spec=spec, drone=drone, labels=labels,
+                                   start_within=start_within)
+    if start_within is not None and task.get("start_by") is None:
+        await client.cancel(task_id=task["id"])
+        raise Fail(f"this relay does not keep --start-within deadlines (too old); "
+                   f"{task['id']} was cancelled", X.FAILURE)
+    return task
 
 
 def _task_row(task: dict[str, Any]) -> list[str]:
