@@ -58,9 +58,9 @@ class QueueWatch:
         if not self.queued:
             return
         waiting = self.task.get("waiting")
-        now = key(waiting)  # type: ignore[arg-type]
-        if now is not None and now != self._said:
-            notice(f"{self.task['id']} waiting: {describe(waiting)}")  # type: ignore[arg-type]
+        now = key(waiting)
+        if waiting and now is not None and now != self._said:
+            notice(f"{self.task['id']} waiting: {describe(waiting)}")
         self._said = now
 
     async def run(self) -> Task:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from dragoon.cockpit.cli import exit_codes as X
@@ -24,6 +24,9 @@ from dragoon.cockpit.cli._common import (
     split_target,
 )
 from dragoon.cockpit.safe_text import clean
+
+if TYPE_CHECKING:
+    from dragoon.cockpit.client import RelayClient, Task
 
 # The --json fields docs/cli.md promises to keep (tests/cli hold the output to them).
 TASK_JSON_FIELDS = ("id", "state", "drone", "name", "exit_code")
@@ -145,13 +148,13 @@ def run(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[st
     sys.exit(run_async(go, own_failure=X.RUN_OWN_FAILURE))
 
 
-async def _submit(client: Any, spec: dict[str, Any], drone: str | None,
-                  labels: list[str] | None, start_within: int | None) -> Any:
+async def _submit(client: RelayClient, spec: dict[str, Any], drone: str | None,
+                  labels: list[str] | None, start_within: int | None) -> Task:
     """Submit; a relay that ignored ``start_within`` (one older than the flag) would keep the
     task queued past the deadline with nobody to cancel it: it is cancelled and refused."""
     async with naming(drone):
-        task = await client.submit(spec=spec, drone=drone, labels=labels,
-                                   start_within=start_within)
+        task = await client.submit(spec=spec, drone=drone,  # type: ignore[arg-type]
+                                   labels=labels, start_within=start_within)
     if start_within is not None and task.get("start_by") is None:
         await client.cancel(task_id=task["id"])
         raise Fail(f"this relay does not keep --start-within deadlines (too old); "
