@@ -30,7 +30,8 @@ class Lines:
     def __init__(self, stream: IO[bytes]) -> None:
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
-        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+        self.reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.reader.start()
 
     def _read(self, stream: IO[bytes]) -> None:
         for raw in iter(stream.readline, b""):
@@ -52,14 +53,17 @@ class Lines:
             raise AssertionError(f"no line with {text!r} in {self.seen}") from None
 
     def rest(self) -> str:
-        self.wait_for("")  # drain what came
+        """Everything the child wrote, once it closed the stream (call after it exited)."""
+        self.reader.join(30)
+        while not self.lines.empty():
+            self.seen.append(self.lines.get_nowait())
         return "".join(self.seen)
 
 
 @pytest.fixture(scope="module")
 def wrelay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
     root = tmp_path_factory.mktemp("waits-relay")
-    config = {"sweep_interval": 0.2, "poll_max_wait": 1, "offline_after": 5}
+    config = {"sweep_interval": 0.2, "poll_max_wait": 1, "offline_after": 8}
     with RelayProcess(root / "relay", config=config) as process:
         yield process
 
