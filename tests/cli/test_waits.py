@@ -180,9 +180,18 @@ def test_run_on_a_busy_drone_says_so_then_runs_when_a_slot_frees(wpilot: Pilot,
     task_id = task_id_in(line)
     waiting = task_of(wpilot, task_id)["waiting"]
     assert (waiting["reason"], waiting["slots"], waiting["running"]) == ("busy", 1, 1)
-    wpilot.ok("cancel", first, "--grace", "0")
+    wpilot.ok("drain", box)  # the reason changes: a new line says so
+    try:
+        assert f"{task_id} waiting: labels waits: drone {box} draining" in err.wait_for(
+            "draining")
+        wpilot.ok("cancel", first, "--grace", "0")  # frees the slot: still draining
+        wait_state(wpilot, first, {"cancelled"})
+    finally:
+        wpilot.ok("drain", box, "--undo")
     assert process.wait(60) == 0, err.rest()
     assert process.stdout.read() == b"second\n"
+    assert [line for line in err.seen if "waiting:" in line] == [
+        line, f"dragoon: {task_id} waiting: labels waits: drone {box} draining\n"]
 
 
 def test_run_on_a_draining_drone_says_so_then_runs_once_undrained(wpilot: Pilot,
