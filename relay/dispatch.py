@@ -62,6 +62,8 @@ def assign(
         if not drone["draining"]:
             dispatched = _fill_slots(handout, labels, poll.slots or drone["slots"])
         changed_ids.update(dispatched)
+        if drone["state"] != "online":  # back: its queued tasks wait for another reason now
+            changed_ids.update(waiting.queued_for(conn, name))
         conn.execute("UPDATE drones SET seq = ? WHERE name = ?", (handout.seq, name))
         cancels, fetch_rows, undelivered = _outstanding(conn, name)
         fresh = conn.execute("SELECT * FROM drones WHERE name = ?", (name,)).fetchone()
@@ -294,7 +296,9 @@ def sweep_tasks(
             )
         late = _cancel_late(conn, now)
     drone_views = [d for d in (fleet.get(conn, name) for name in gone) if d is not None]
-    task_views = [tasks.get(conn, t) for t in lost + expired + late]
+    # Their queued tasks now wait on an offline drone: say so (bounded, relay/waiting.py).
+    waiting_anew = [t for name in gone for t in waiting.queued_for(conn, name)]
+    task_views = [tasks.get(conn, t) for t in dict.fromkeys(lost + expired + late + waiting_anew)]
     return drone_views, task_views
 
 

@@ -102,3 +102,28 @@ def summary(waiting: dict[str, Any]) -> str:
     if reason in ("offline", "draining"):
         return f"drone {drone} {reason}"
     return "no drone took it in time"
+
+
+# A drone's change (online, offline, drain) changes why its queued tasks wait; their new views
+# are published as task events so that a cockpit's lists stay true. Bounded: a fleet change
+# must not flood the event history; tasks past this are seen anew at their own next change.
+REPUBLISH_MAX: Final = 100
+
+
+def queued_for(conn: sqlite3.Connection, name: str) -> list[str]:
+    """Ids of the queued tasks a drone's change concerns: by its name or by labels it has."""
+    drone = conn.execute("SELECT labels FROM drones WHERE name = ?", (name,)).fetchone()
+    if drone is None:
+        return []
+    have = set(json.loads(drone["labels"]))
+    found: list[str] = []
+    for row in conn.execute(
+        "SELECT id, drone, target FROM tasks WHERE state = 'queued' AND (drone = ? OR drone IS"
+        " NULL) ORDER BY num LIMIT 1000", (name,),
+    ):
+        target = json.loads(row["target"])
+        if row["drone"] == name or set(target.get("labels") or []) <= have:
+            found.append(row["id"])
+            if len(found) >= REPUBLISH_MAX:
+                break
+    return found

@@ -3,9 +3,10 @@
 The relay computes why a queued task has not started (its ``waiting`` object,
 docs/api.md); the CLI learns of changes by asking for the task every second
 while it is queued (slowing to every five seconds when it waits long), and only
-then. The relay's event stream carries task changes, but a reason changes with
-a drone (it goes offline, drains, frees a slot), which publishes no task event,
-and one small read a second costs less than reading every fleet event. A line
+then. The relay's event stream does carry a queued task's new reason when its
+drone comes, goes or drains, but not every change (a busy count, past the first
+hundred tasks), and it would be a second connection held for one task; one
+small read a second is simpler and enough. A line
 is printed when the reason (or the drone it names) changes, never once per
 poll. The start itself is seen sooner: the log followers' long-polls wake on it.
 

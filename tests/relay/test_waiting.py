@@ -74,3 +74,35 @@ def test_start_within_is_whole_seconds_in_range(shared_pilot: PilotSession,
                                                   "labels": ["x"], "start_within": value})
     assert answer.status_code == 422, answer.text
     assert "start_within" in answer.text
+
+
+def test_a_drone_change_republishes_its_queued_tasks_with_the_new_reason(
+        tmp_path: Path) -> None:
+    from tests.relay.sse import EventStream
+
+    config = {"sweep_interval": 0.1, "offline_after": 1}
+    with RelayProcess(tmp_path / "relay", config=config) as relay:
+        pilot = relay.pilot()
+        drone = relay.drone("moody", ("moodlab",), pilot=pilot)
+        drone.poll()
+        pilot.post("/v1/workers/moody/drain", json={"drain": True})
+        with EventStream(pilot) as events:
+            by_name = pilot.submit("true", drone="moody")["id"]
+            by_labels = pilot.submit("true", labels=["moodlab"])["id"]
+            elsewhere = pilot.submit("true", labels=["otherlab"])["id"]
+            for task_id in (by_name, by_labels):
+                events.next_matching("task", lambda t, i=task_id: t["id"] == i
+                                     and t["waiting"]["reason"] == "draining")
+            # silent now: the sweeper marks it offline, and its queued tasks say so
+            for task_id in (by_name, by_labels):
+                events.next_matching("task", lambda t, i=task_id: t["id"] == i
+                                     and t["waiting"]["reason"] == "offline")
+            drone.poll()  # back, still draining
+            events.next_matching("task", lambda t: t["id"] == by_name
+                                 and t["waiting"]["reason"] == "draining")
+            pilot.post("/v1/workers/moody/drain", json={"drain": False})
+            events.next_matching("task", lambda t: t["id"] == by_name
+                                 and t["waiting"]["reason"] == "dispatching")
+            others = [t for _, kind, t in events.received
+                      if kind == "task" and t["id"] == elsewhere]
+            assert [t["waiting"]["reason"] for t in others] == ["no_match"]  # not its drone
