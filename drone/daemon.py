@@ -41,6 +41,7 @@ from dragoon.drone.verify import parse_spec, parse_task, verify_task
 from dragoon.shared.keys import PublicKey, load_public_key_file
 from dragoon.shared.signers import KeyFileSigner
 from dragoon.shared.spec import TaskSpec
+from dragoon.shared.tls import ca_context
 
 log = logging.getLogger("dragoon.drone")
 
@@ -51,6 +52,11 @@ FETCH_CHECK_WAIT: Final = 2.0  # seconds a poll waits for fetch checks, so refus
 # Variables of the drone's own supervisor that a task must not inherit.
 PRIVATE_ENV: Final = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS",
                       "LISTEN_PID", "LISTEN_FDNAMES")
+# What decides whom the drone's own HTTPS client trusts: the relay's CA is the drone's
+# business, and a task that inherited it would trust (or fail to trust) the rest of the
+# world by the drone's rule. A task that needs one sets it in its spec's env, which is kept.
+TLS_ENV: Final = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+                  "SSLKEYLOGFILE", "DRAGOON_CA_CERT")
 # The exit status of a drone whose name a newer enrollment took (EX_CONFIG of sysexits.h):
 # starting it again cannot help, so deploy/dragoon-drone.service does not restart on it.
 EXIT_REPLACED: Final = 78
@@ -68,13 +74,16 @@ def version() -> str:
 
 
 class DroneDaemon:
-    def __init__(self, data: DataDir) -> None:
+    def __init__(self, data: DataDir, *, ca_cert: Path | None = None) -> None:
+        """``ca_cert`` (``drone run --ca-cert``) wins over drone.toml's ``ca_cert``."""
         self.data = data
         self.settings = config.load(data.settings)
         self.signer = KeyFileSigner.from_file(data.key)
         self.relay_key: PublicKey = load_public_key_file(data.relay_key)
         self.state = AdmissionLedger.load(data.state)
-        self.client = RelayLink(self.settings.relay, self.signer)
+        self.ca_cert = ca_cert or self.settings.ca_cert_path(data.root)
+        verify = ca_context(self.ca_cert) if self.ca_cert is not None else True
+        self.client = RelayLink(self.settings.relay, self.signer, verify=verify)
         self.metrics = Metrics(data.root)
         self.runners: dict[str, TaskRunner] = {}
         self._jobs: set[asyncio.Task[Any]] = set()
@@ -99,8 +108,9 @@ class DroneDaemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
         self.data.create()
-        log.info("drone %s starting (relay %s, %d slot(s), labels %s)", self.settings.name,
-                 self.settings.relay, self.settings.slots, ",".join(self.settings.labels) or "-")
+        log.info("drone %s starting (relay %s, %d slot(s), labels %s, TLS trust %s)",
+                 self.settings.name, self.settings.relay, self.settings.slots,
+                 ",".join(self.settings.labels) or "-", self.ca_cert or "system CAs")
         self.adopt()
         poller = asyncio.create_task(self.poll_loop())
         supervisor = asyncio.create_task(self.supervise())
@@ -365,7 +375,8 @@ class DroneDaemon:
             runner.conclude_without_exit(f"cwd {spec.cwd}: {cwd_problem}")
             self._hold(runner)
             return True
-        wrapper, proc = await spawn.launch(task_dir, command=spec.command, cwd=work_dir, env=env)
+        wrapper, proc = await spawn.launch(task_dir, command=spec.command, cwd=work_dir, env=env,
+                                           stdin=spec.stdin)
         runner.wrapper, runner.proc = wrapper, proc
         if proc is None:
             runner.tick()  # the wrapper may have written exit.json (e.g. cwd missing)
@@ -396,7 +407,8 @@ class DroneDaemon:
         return self.data.make_work_dir(task_id)
 
     def _task_env(self, task_id: str, spec: TaskSpec, task_dir: Path) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
+        env = {k: v for k, v in os.environ.items()
+               if k not in PRIVATE_ENV and k not in TLS_ENV}
         env.update(spec.env)
         env["DRAGOON_TASK_ID"] = task_id
         env["DRAGOON_INBOX"] = str(task_dir / "inbox")
@@ -469,10 +481,10 @@ class DroneDaemon:
             self.fetch_errors.append({"id": fetch_id, "error": reason})
 
 
-def run(data_dir: Path) -> None:
+def run(data_dir: Path, *, ca_cert: Path | None = None) -> None:
     """Run the drone until SIGTERM/SIGINT; relay errors never end it, but being replaced does
     (exit status ``EXIT_REPLACED``)."""
-    drone = DroneDaemon(DataDir(data_dir))
+    drone = DroneDaemon(DataDir(data_dir), ca_cert=ca_cert)
     status = 0
     with contextlib.suppress(KeyboardInterrupt):
         status = asyncio.run(drone.main())

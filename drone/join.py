@@ -4,6 +4,13 @@ The join token carries the fingerprint of the relay's task-signing key, so the
 key the relay sends back is kept only when it matches: the drone never trusts
 a key on first use. Nothing is written to the data dir until the relay has
 accepted the drone and its key checked out, so a failed join can be retried.
+
+``--ca-cert FILE`` (a relay behind a private CA) is checked before anything is
+sent, trusted alone for the enrollment, and copied into the data dir
+(``relay-ca.pem``, named by drone.toml's ``ca_cert``) once the join succeeded:
+the drone then trusts it at every start without the flag, and without depending
+on a file outside its data dir that may move, vanish, or be unreadable to the
+user the drone runs as.
 """
 
 from __future__ import annotations
@@ -14,15 +21,21 @@ from pathlib import Path
 
 import httpx
 from dragoon.drone import config
+from dragoon.drone.client import EXIT_TLS
 from dragoon.drone.daemon import version
 from dragoon.drone.state import DataDir, write_atomic
 from dragoon.shared.enrollment import JoinToken
 from dragoon.shared.errors import DragoonError, KeyLoadError, TokenFormatError
 from dragoon.shared.keys import PrivateKey, PublicKey, load_private_key_file
+from dragoon.shared.tls import CaCertError, ca_context, is_tls_failure
 
 
 class JoinError(Exception):
-    """Joining failed; the text is the one line the user sees."""
+    """Joining failed; the text is the one line the user sees, ``status`` the exit status."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -34,11 +47,18 @@ class Joined:
 
 
 def join(token_text: str, data_dir: Path, *, slots: int = 1, labels: list[str] | None = None,
-         http: httpx.Client | None = None) -> Joined:
+         ca_cert: Path | None = None, http: httpx.Client | None = None) -> Joined:
     try:
         token = JoinToken.decode(token_text)
     except TokenFormatError as exc:
         raise JoinError(str(exc)) from exc
+    try:
+        verify = ca_context(ca_cert) if ca_cert is not None else True
+        ca_pem = ca_cert.read_bytes() if ca_cert is not None else None
+    except CaCertError as exc:
+        raise JoinError(str(exc), EXIT_TLS) from exc
+    except OSError as exc:
+        raise JoinError(f"cannot read CA certificate {ca_cert}: {exc.strerror}", EXIT_TLS) from exc
     data = DataDir(data_dir)
     if data.settings.exists():
         raise JoinError(f"{data.settings} exists: this data dir already belongs to a drone "
@@ -59,10 +79,16 @@ def join(token_text: str, data_dir: Path, *, slots: int = 1, labels: list[str] |
         "version": version(),
     }
     url = token.relay.rstrip("/") + "/v1/worker/init"
-    client = http or httpx.Client(timeout=30.0)
+    client = http or httpx.Client(timeout=30.0, verify=verify)
     try:
         response = client.post(url, json=body)
     except httpx.HTTPError as exc:
+        if is_tls_failure(exc):
+            hint = (f"does the relay's certificate chain to {ca_cert}?" if ca_cert is not None
+                    else "if a private CA signed the relay's certificate, pass it with "
+                         "--ca-cert FILE")
+            raise JoinError(f"TLS failure talking to {token.relay}: {exc}; {hint}",
+                            EXIT_TLS) from exc
         raise JoinError(f"cannot reach the relay at {token.relay}: {exc}") from exc
     finally:
         if http is None:
@@ -85,8 +111,12 @@ def join(token_text: str, data_dir: Path, *, slots: int = 1, labels: list[str] |
             f"refusing the relay's task key: its fingerprint {relay_key.fingerprint} is not "
             f"{token.relay_key} from the join token (wrong relay, or someone in between)")
     write_atomic(data.relay_key, (relay_key.openssh() + "\n").encode("ascii"), mode=0o644)
+    if ca_pem is not None:
+        # Public certificates, readable like relay_key.pub; kept as given (a bundle stays whole).
+        write_atomic(data.ca_cert, ca_pem, mode=0o644)
     name = answer.get("name") if isinstance(answer.get("name"), str) else token.drone
-    settings = config.DroneSettings(name=name, relay=token.relay.rstrip("/"), slots=slots,
-                               labels=labels or [])
+    settings = config.DroneSettings(
+        name=name, relay=token.relay.rstrip("/"), slots=slots, labels=labels or [],
+        ca_cert=data.ca_cert.name if ca_pem is not None else "")
     config.save(settings, data.settings)
     return Joined(name, settings.relay, key.public_key.fingerprint, relay_key.fingerprint)

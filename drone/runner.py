@@ -33,6 +33,7 @@ from dragoon.drone.client import (
 from dragoon.drone.inbox import InboxShipper
 from dragoon.drone.shipper import AckedOffsets, StreamShipper, TaskFinished, TaskGone
 from dragoon.drone.state import read_json, write_json
+from dragoon.drone.stdin import StdinFetcher
 from dragoon.shared.spec import TaskSpec
 
 if TYPE_CHECKING:
@@ -106,6 +107,8 @@ class TaskRunner:
         }
         self.inbox = InboxShipper(client, task_id=task_id, inbox=task_dir / "inbox",
                                   state_path=task_dir / "inbox.json")
+        self.stdin = (StdinFetcher(client, task_id=task_id, task_dir=task_dir)
+                      if spec.stdin else None)
         self.done = asyncio.Event()
 
     # ----- process control (called from the drone's supervisor tick) -----
@@ -244,10 +247,12 @@ class TaskRunner:
     async def _ship_until_exit(self) -> None:
         streams = [asyncio.create_task(s.run(self.exited)) for s in self.shippers.values()]
         inbox = asyncio.create_task(self._inbox_loop())
+        # The task's stdin is fetched while it runs; once it has exited nobody reads it.
+        feed = [asyncio.create_task(self.stdin.run(self.exited))] if self.stdin else []
         try:
             await asyncio.gather(*streams, inbox)
         finally:
-            for job in (*streams, inbox):
+            for job in (*streams, inbox, *feed):
                 job.cancel()
             self.offsets.flush()
 

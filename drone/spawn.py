@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Final
 
 import psutil
+from dragoon.drone import stdin as drone_stdin
 from dragoon.drone.state import read_json, write_json
 
 WRAPPER: Final = str(Path(__file__).with_name("wrapper.py"))
@@ -103,7 +104,8 @@ def cwd_problem(cwd: Path) -> str | None:
 
 
 async def launch(
-    task_dir: Path, *, command: str, cwd: Path, env: dict[str, str], start_timeout: float = 15.0
+    task_dir: Path, *, command: str, cwd: Path, env: dict[str, str], start_timeout: float = 15.0,
+    stdin: bool = False,
 ) -> tuple[subprocess.Popen[bytes], ProcRecord | None]:
     """Start the wrapper for one task and wait until it names the task's pid.
 
@@ -111,7 +113,11 @@ async def launch(
     record, or None when the wrapper never reported (its exit.json says why,
     or the caller reports the failure).
     """
-    write_json(task_dir / "launch.json", {"command": command, "cwd": str(cwd)})
+    launch_record: dict[str, object] = {"command": command, "cwd": str(cwd)}
+    if stdin:  # the task reads its pilot's stdin: the wrapper feeds it from the spool
+        drone_stdin.prepare(task_dir)
+        launch_record["stdin"] = True
+    write_json(task_dir / "launch.json", launch_record)
     # 0600 like every file of the data dir, whatever the umask the task inherits.
     log = os.open(task_dir / "wrapper.log",
                   os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)

@@ -127,12 +127,17 @@ class SpecBody(BaseModel):
     grace: StrictInt = Field(rules.DEFAULT_GRACE, ge=0, le=rules.MAX_GRACE)
     artifacts: list[StrictStr] = Field([], max_length=rules.MAX_ARTIFACT_GLOBS)
     name: StrictStr | None = Field(None, min_length=1, max_length=rules.MAX_TASK_NAME)
+    stdin: StrictBool = False
 
     @model_validator(mode="before")
     @classmethod
     def _shared_rules(cls, data: Any) -> Any:
         """The one rule for a spec (shared/spec.py); what passes it comes back filled in."""
         return _rule(lambda raw: rules.parse_spec(raw).to_json())(data)
+
+    def wire(self) -> dict[str, Any]:
+        """The spec as stored, signed and handed on: ``stdin`` only when true (shared/spec.py)."""
+        return self.model_dump(exclude=None if self.stdin else {"stdin"})
 
 
 class SubmitBody(BaseModel):

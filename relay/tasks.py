@@ -138,7 +138,7 @@ class TaskStore:
         config = self.config
         if (body.drone is None) == (body.labels is None):
             raise ApiError(422, "invalid", "give exactly one target: drone or labels")
-        spec = body.spec.model_dump()
+        spec = body.spec.wire()
         now = time.time()
         with transaction(conn):
             queued = conn.execute(

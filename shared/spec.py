@@ -401,7 +401,14 @@ def check_task_name(value: object) -> str | None:
 
 # -- the spec ---------------------------------------------------------------------------------
 
-SPEC_FIELDS: Final = ("command", "env", "cwd", "timeout", "grace", "artifacts", "name")
+SPEC_FIELDS: Final = ("command", "env", "cwd", "timeout", "grace", "artifacts", "name", "stdin")
+
+
+def check_stdin(value: object) -> bool:
+    """Whether the task reads the pilot's stdin: a JSON boolean, never a truthy stand-in."""
+    if not isinstance(value, bool):
+        raise SpecError("stdin", "must be true or false")
+    return value
 
 
 class SpecJSON(TypedDict, total=False):
@@ -414,6 +421,7 @@ class SpecJSON(TypedDict, total=False):
     grace: int
     artifacts: list[str]
     name: str | None
+    stdin: bool  # present only when true (docs/protocol.md, "Stdin")
 
 
 @dataclass(frozen=True)
@@ -421,7 +429,10 @@ class TaskSpec:
     """A valid spec: constructing one checks every field, so holding one proves it is valid.
 
     ``env`` is a read-only mapping and ``artifacts`` a tuple; ``to_json()`` is
-    the wire form with all seven keys, as the relay stores, signs and hands on.
+    the wire form with all seven keys, as the relay stores, signs and hands on,
+    plus ``"stdin": true`` for a task that reads its pilot's stdin. The key is
+    left out when false, so every spec written before it existed keeps its
+    canonical bytes, and its hash, exactly.
     """
 
     command: str
@@ -431,6 +442,7 @@ class TaskSpec:
     grace: int = DEFAULT_GRACE
     artifacts: tuple[str, ...] = ()
     name: str | None = None
+    stdin: bool = False
 
     def __post_init__(self) -> None:
         checked: dict[str, Any] = {
@@ -441,14 +453,18 @@ class TaskSpec:
             "grace": check_grace(self.grace),
             "artifacts": tuple(check_globs(self.artifacts)),
             "name": check_task_name(self.name),
+            "stdin": check_stdin(self.stdin),
         }
         for key, value in checked.items():
             object.__setattr__(self, key, value)
 
     def to_json(self) -> SpecJSON:
-        return {"command": self.command, "env": dict(self.env), "cwd": self.cwd,
-                "timeout": self.timeout, "grace": self.grace,
-                "artifacts": list(self.artifacts), "name": self.name}
+        wire: SpecJSON = {"command": self.command, "env": dict(self.env), "cwd": self.cwd,
+                          "timeout": self.timeout, "grace": self.grace,
+                          "artifacts": list(self.artifacts), "name": self.name}
+        if self.stdin:
+            wire["stdin"] = True  # only when true: older specs keep their bytes and hash
+        return wire
 
     def canonical(self) -> bytes:
         """The canonical JSON of ``to_json()``: the bytes RE-TASK-V1 hashes."""

@@ -143,12 +143,12 @@ def tls_verify(ca_cert: str | None) -> Any:
     """httpx's ``verify``: the system CAs, or an SSL context trusting ``ca_cert``."""
     if ca_cert is None:
         return True
-    import ssl
+    from dragoon.shared.tls import CaCertError, ca_context
 
     try:
-        return ssl.create_default_context(cafile=ca_cert)
-    except (OSError, ssl.SSLError) as exc:
-        raise Fail(f"cannot use CA certificate {ca_cert}: {exc}", X.TLS) from exc
+        return ca_context(ca_cert)
+    except CaCertError as exc:
+        raise Fail(str(exc), X.TLS) from exc
 
 
 def open_session(conn: Connection, *, allow_expired: bool = False
@@ -170,7 +170,7 @@ def open_session(conn: Connection, *, allow_expired: bool = False
     key = settings.key or session.key
     signer = signer_for(key, public_key=session.public_key if key is None else None)
     client = RelayClient(relay, signer=signer, token=session.token,
-                         verify=tls_verify(settings.ca_cert))
+                         verify=tls_verify(settings.ca_cert or session.ca_cert))
     return client, session
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -62,7 +64,7 @@ def _submit_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _target_and_spec(words: tuple[str, ...], labels: list[str] | None, timeout: int | None,
                      grace: int | None, cwd: str | None, env: tuple[tuple[str, str], ...],
-                     artifacts: tuple[str, ...], name: str | None
+                     artifacts: tuple[str, ...], name: str | None, *, stdin: bool = False
                      ) -> tuple[str | None, dict[str, Any]]:
     """The drone (None with --labels) and the spec; COMMAND is joined with spaces, as ssh does.
 
@@ -79,6 +81,8 @@ def _target_and_spec(words: tuple[str, ...], labels: list[str] | None, timeout: 
     for field, value in (("cwd", cwd), ("timeout", timeout), ("grace", grace), ("name", name)):
         if value is not None:
             spec[field] = value
+    if stdin:
+        spec["stdin"] = True
     try:
         if drone is not None:
             drone = parse_drone_name(drone)
@@ -120,27 +124,48 @@ def submit(relay: str | None, key: str | None, ca_cert: str | None, words: tuple
 @_submit_options
 @click.option("--cancel-on-interrupt", is_flag=True,
               help="Ctrl-C cancels the task instead of detaching from it.")
+@click.option("-i", "--stdin", "interactive", is_flag=True,
+              help="Forward stdin even when it is a terminal (Ctrl-D ends it).")
+@click.option("-n", "--no-stdin", "no_stdin", is_flag=True,
+              help="Forward no stdin, even from a pipe or file: the task reads EOF (ssh -n).")
 def run(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[str, ...],
         labels: list[str] | None, timeout: int | None, grace: int | None, cwd: str | None,
         env: tuple[tuple[str, str], ...], artifacts: tuple[str, ...], name: str | None,
-        start_within: int | None, cancel_on_interrupt: bool) -> None:
+        start_within: int | None, cancel_on_interrupt: bool, interactive: bool,
+        no_stdin: bool) -> None:
     """Submit, stream the output, exit with the task's code.
 
     Like `ssh host cmd`: stdout to stdout, stderr to stderr, as produced; the
     exit code is the task's (128 + N for signal N) and 255 when dragoon itself
     failed. While the task waits, stderr says why; Ctrl-C then cancels it. Once
-    it started, Ctrl-C detaches (exit 130) and the task goes on.
+    it started, Ctrl-C detaches (exit 130) and the task goes on. A piped or
+    redirected stdin is the task's stdin; a terminal is not, unless -i.
     """
-    drone, spec = _target_and_spec(words, labels, timeout, grace, cwd, env, artifacts, name)
+    from dragoon.cockpit.cli._stdin import wants_stdin
+
+    feed = wants_stdin(interactive=interactive, no_stdin=no_stdin)
+    drone, spec = _target_and_spec(words, labels, timeout, grace, cwd, env, artifacts, name,
+                                   stdin=feed)
 
     async def go() -> int:
         from dragoon.cockpit.cli._follow import attach, default_streams, task_exit_code
+        from dragoon.cockpit.cli._stdin import StdinFeed
 
         async with open_client(Connection(relay, key, ca_cert)) as client:
             task = await _submit(client, spec, drone, labels, start_within)
-            detached = await attach(client, task["id"], streams=default_streams(),
-                                    cancel_on_interrupt=cancel_on_interrupt, queued=task,
-                                    owned=True)
+            stdin = StdinFeed(client, task["id"]) if feed else None
+            feeding = asyncio.ensure_future(stdin.run()) if stdin is not None else None
+            try:
+                detached = await attach(client, task["id"], streams=default_streams(),
+                                        cancel_on_interrupt=cancel_on_interrupt, queued=task,
+                                        owned=True)
+            finally:
+                if feeding is not None:
+                    feeding.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await feeding
+            if detached is not None and stdin is not None:
+                await stdin.close()
             if detached is not None:
                 return detached
             return task_exit_code(await client.task(task_id=task["id"]))

@@ -96,6 +96,14 @@ class Session:
 
 
 @dataclass(frozen=True)
+class StdinAnswer:
+    """The relay took a task's stdin up to ``next_offset``; ``eof`` once it is closed."""
+
+    next_offset: int
+    eof: bool
+
+
+@dataclass(frozen=True)
 class LogChunk:
     """Bytes of one stream from ``offset`` up to ``next_offset``.
 
