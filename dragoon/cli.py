@@ -100,6 +100,13 @@ def _lacking(name: str, missing: tuple[str, ...]) -> click.Command:
     return lacking
 
 
+class _UnknownVerb(click.UsageError):
+    """One line for a verb that does not exist (exit 2), not click's usage block."""
+
+    def show(self, file: object = None) -> None:
+        click.echo(f"dragoon: {self.format_message()}", err=True)
+
+
 class LazyVerbs(click.Group):
     """A group whose commands are imported only when invoked (or their own help is asked for)."""
 
@@ -128,6 +135,18 @@ class LazyVerbs(click.Group):
         command = getattr(module, attribute)
         assert isinstance(command, click.Command)
         return command
+
+    def resolve_command(self, ctx: click.Context, args: list[str]
+                        ) -> tuple[str | None, click.Command | None, list[str]]:
+        """A mistyped verb is one line naming the closest verbs (``runn``: did you mean run?)."""
+        name = args[0] if args else ""
+        if args and not name.startswith("-") and name not in VERBS:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(VERBS), n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(close)}?" if close else "; see dragoon --help"
+            raise _UnknownVerb(f"no verb {name!r}{hint}", ctx)
+        return super().resolve_command(ctx, args)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Help lists the summaries from the table, so it imports no part at all.

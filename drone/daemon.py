@@ -370,6 +370,12 @@ class DroneDaemon:
         (task_dir / "inbox").touch(mode=0o600)
         runner = self._make_runner(parsed.id, record, spec)
         env = self._task_env(parsed.id, spec, task_dir)
+        cwd_problem = spawn.cwd_problem(work_dir) if spec.cwd else None
+        if cwd_problem is not None:  # dragoon's failure, not the command's: no exit code
+            log.warning("task %s: not started: cwd %s: %s", parsed.id, spec.cwd, cwd_problem)
+            runner.conclude_without_exit(f"cwd {spec.cwd}: {cwd_problem}")
+            self._hold(runner)
+            return True
         wrapper, proc = await spawn.launch(
             task_dir, command=spec.command, cwd=work_dir, env=env, stdin=spec.stdin,
             wrapper=str(self.code.wrapper) if self.code is not None else spawn.WRAPPER)

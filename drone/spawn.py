@@ -84,6 +84,25 @@ def rebooted_since(record: ProcRecord) -> bool:
     return abs(psutil.boot_time() - record.boot_time) > BOOT_TIME_TOLERANCE
 
 
+def cwd_problem(cwd: Path) -> str | None:
+    """Why the task cannot start in ``cwd`` (checked before anything is spawned), or None.
+
+    A missing working directory is the drone's refusal, not the command's failure:
+    the task ends failed with this reason and no exit code, so ``dragoon run``
+    exits 255 rather than bash's 127 (docs/cli.md, "Exit codes").
+    """
+    try:
+        if not cwd.exists():
+            return "no such directory"
+        if not cwd.is_dir():
+            return "not a directory"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not os.access(cwd, os.X_OK):
+        return "permission denied"
+    return None
+
+
 async def launch(
     task_dir: Path, *, command: str, cwd: Path, env: dict[str, str], start_timeout: float = 15.0,
     stdin: bool = False,

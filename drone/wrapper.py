@@ -193,7 +193,7 @@ def main(task_dir: str) -> int:
     except OSError as exc:
         os.write(err_fd, f"dragoon: cannot start the task: {exc}\n".encode())
         _write_json_atomic(exit_path, {
-            "exit_code": 127, "signal": None, "cpu_seconds": 0.0, "max_rss": 0,
+            "exit_code": None, "signal": None, "cpu_seconds": 0.0, "max_rss": 0,
             "started_at": started_at, "finished_at": time.time(),
             "error": f"cannot start the task: {exc.strerror or exc}",
         })

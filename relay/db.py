@@ -201,6 +201,13 @@ MIGRATIONS: Final[list[str]] = [
     """
     ALTER TABLE tasks ADD COLUMN notes TEXT
     """,
+    # 6: a start deadline (docs/api.md, "start_within"): a queued task not handed to a drone
+    # by ``start_by`` is cancelled by the sweeper, whoever is watching. Relay-side, not in the
+    # signed spec: it is about the queue, and the drone never sees it.
+    """
+    ALTER TABLE tasks ADD COLUMN start_by REAL;
+    CREATE INDEX tasks_start_by ON tasks (start_by) WHERE start_by IS NOT NULL
+    """,
 ]
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from dragoon.relay import fetches, fleet, held
+from dragoon.relay import fetches, fleet, held, waiting
 from dragoon.relay import tasks as task_store
 from dragoon.relay.auth import require_current
 from dragoon.relay.context import Relay
@@ -29,6 +29,7 @@ from dragoon.relay.db import transaction
 from dragoon.relay.models import PollBody
 from dragoon.relay.tasks import TaskStore
 from dragoon.shared.signers import Signer
+from dragoon.shared.spec import duration_text
 from dragoon.shared.task_auth import task_envelope
 
 
@@ -61,11 +62,13 @@ def assign(
         if not drone["draining"]:
             dispatched = _fill_slots(handout, labels, poll.slots or drone["slots"])
         changed_ids.update(dispatched)
+        if drone["state"] != "online":  # back: its queued tasks wait for another reason now
+            changed_ids.update(waiting.queued_for(conn, name))
         conn.execute("UPDATE drones SET seq = ? WHERE name = ?", (handout.seq, name))
         cancels, fetch_rows, undelivered = _outstanding(conn, name)
         fresh = conn.execute("SELECT * FROM drones WHERE name = ?", (name,)).fetchone()
         rows = [task_store.row_of(conn, task_id) for task_id in sorted(changed_ids)]
-        changed = [tasks.view(row) for row in rows if row is not None]
+        changed = [tasks.view(conn, row) for row in rows if row is not None]
         active = _active(conn, name)
     answer = {
         "tasks": handout.tasks,
@@ -146,8 +149,9 @@ def _fill_slots(handout: _Handout, labels: list[str], slots: int) -> list[str]:
     while True:  # in pages, so tasks for other labels never hide a matching one
         rows = handout.conn.execute(
             "SELECT num, id, spec, target FROM tasks WHERE state = 'queued' AND num > ?"
-            " AND (drone = ? OR drone IS NULL) AND expires_at > ? ORDER BY num LIMIT 500",
-            (after, handout.name, handout.now),
+            " AND (drone = ? OR drone IS NULL) AND expires_at > ?"
+            " AND (start_by IS NULL OR start_by > ?) ORDER BY num LIMIT 500",
+            (after, handout.name, handout.now, handout.now),
         ).fetchall()
         for row in rows:
             target = json.loads(row["target"])
@@ -290,9 +294,34 @@ def sweep_tasks(
                 " error = 'expired: still queued at its expiry, never run' WHERE id = ?",
                 (now, task_id),
             )
+        late = _cancel_late(conn, now)
     drone_views = [d for d in (fleet.get(conn, name) for name in gone) if d is not None]
-    task_views = [tasks.get(conn, t) for t in lost + expired]
+    # Their queued tasks now wait on an offline drone: say so (bounded, relay/waiting.py).
+    waiting_anew = [t for name in gone for t in waiting.queued_for(conn, name)]
+    task_views = [tasks.get(conn, t) for t in dict.fromkeys(lost + expired + late + waiting_anew)]
     return drone_views, task_views
+
+
+def _cancel_late(conn: sqlite3.Connection, now: float) -> list[str]:
+    """Queued tasks past their start deadline: cancelled, with why they never started.
+
+    Enforced here, not by the pilot's CLI, so the deadline holds when nobody watches;
+    dispatch never hands out a task past it either (``_fill_slots``).
+    """
+    late = []
+    for row in conn.execute(
+        "SELECT * FROM tasks WHERE state = 'queued' AND start_by IS NOT NULL AND start_by <= ?",
+        (now,),
+    ).fetchall():
+        why = waiting.of_task(conn, row)
+        within = duration_text(max(1, round(row["start_by"] - row["created_at"])))
+        error = f"not started within {within}" + (f": {waiting.summary(why)}" if why else "")
+        conn.execute(
+            "UPDATE tasks SET state = 'cancelled', finished_at = ?, error = ? WHERE id = ?",
+            (now, error, row["id"]),
+        )
+        late.append(row["id"])
+    return late
 
 
 async def sweep(relay: Relay) -> None:

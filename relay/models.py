@@ -152,6 +152,10 @@ class SubmitBody(BaseModel):
     labels: OptionalLabels = None
     expires_in: float | None = Field(None, gt=0, le=10 * YEAR)
     lost_after: float | None = Field(None, gt=0, le=10 * YEAR)
+    # Cancel the task if no drone has taken it this many seconds after the submit.
+    start_within: Annotated[Annotated[StrictInt, Field(gt=0, le=rules.MAX_START_WITHIN)] | None,
+                            BeforeValidator(_rule(rules.check_start_within,
+                                                  nullable=True))] = None
 
 
 class CancelBody(BaseModel):

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from dragoon.relay import audit
+from dragoon.relay import audit, waiting
 from dragoon.relay.config import RelayConfig
 from dragoon.relay.db import transaction
 from dragoon.relay.enroll import check_labels
@@ -110,7 +110,9 @@ class TaskStore:
         self.config = config
         self.output = output
 
-    def view(self, row: sqlite3.Row) -> dict[str, Any]:
+    def view(self, conn: sqlite3.Connection, row: sqlite3.Row,
+             fleet: waiting.FleetSnapshot | None = None) -> dict[str, Any]:
+        """The task as the API shows it; a queued one says why it waits (relay/waiting.py)."""
         spec = json.loads(row["spec"])
         return {
             "id": row["id"], "name": row["name"], "state": row["state"], "drone": row["drone"],
@@ -123,6 +125,7 @@ class TaskStore:
             "cancel_requested": bool(row["cancel_requested"]), "error": row["error"],
             "pruned_at": row["pruned_at"],  # retention dropped its output, logs and artifacts
             "notes": json.loads(row["notes"]) if row["notes"] else [],
+            "start_by": row["start_by"], "waiting": waiting.of_task(conn, row, fleet),
             **self.output.sizes(row["id"]),
         }
 
@@ -130,7 +133,7 @@ class TaskStore:
         row = row_of(conn, task_id)
         if row is None:
             raise not_found("task")
-        return self.view(row)
+        return self.view(conn, row)
 
     def submit(self, conn: sqlite3.Connection, pilot: str, body: SubmitBody) -> Submitted:
         config = self.config
@@ -163,17 +166,19 @@ class TaskStore:
                     if labels_match(wanted, json.loads(row["labels"])):
                         wake.append(row["name"])
             task_id = new_id()
+            start_by = None if body.start_within is None else now + body.start_within
             conn.execute(
                 "INSERT INTO tasks (id, name, state, drone, target, spec, pilot, created_at,"
-                " expires_at, lost_after) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+                " expires_at, lost_after, start_by) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?,"
+                " ?)",
                 (task_id, spec.get("name"), body.drone, json.dumps(target), json.dumps(spec),
                  pilot, now, now + (body.expires_in or config.task_expires_in),
-                 body.lost_after or config.task_lost_after),
+                 body.lost_after or config.task_lost_after, start_by),
             )
             audit.record(conn, pilot, "submit", task_id, json.dumps(target), at=now)
             row = row_of(conn, task_id)
         assert row is not None
-        return Submitted(self.view(row), wake)
+        return Submitted(self.view(conn, row), wake)
 
     def listing(
         self, conn: sqlite3.Connection, *, drone: str | None, state: str | None,
@@ -212,7 +217,9 @@ class TaskStore:
         # Only fixed column names and placeholders are joined here; values travel as parameters.
         sql = "SELECT * FROM tasks" + (" WHERE " + " AND ".join(where) if where else "")  # noqa: S608
         rows = conn.execute(sql + " ORDER BY num DESC LIMIT ?", (*args, limit + 1)).fetchall()
-        tasks = [self.view(row) for row in rows[:limit]]
+        fleet = (waiting.FleetSnapshot.read(conn)
+                 if any(row["state"] == "queued" for row in rows) else None)
+        tasks = [self.view(conn, row, fleet) for row in rows[:limit]]
         return {"tasks": tasks, "next": tasks[-1]["id"] if len(rows) > limit else None}
 
     def cancel(
@@ -238,11 +245,11 @@ class TaskStore:
                 )
                 wake = row["drone"]
             else:
-                return Changed(self.view(row))  # already final: nothing to do
+                return Changed(self.view(conn, row))  # already final: nothing to do
             audit.record(conn, pilot, "cancel", task_id, row["state"], at=now)
             new = row_of(conn, task_id)
         assert new is not None
-        return Changed(self.view(new), wake)
+        return Changed(self.view(conn, new), wake)
 
     def recorded_finish(
         self, conn: sqlite3.Connection, drone: str, body: FinishBody
@@ -285,4 +292,4 @@ class TaskStore:
             )
             new = row_of(conn, body.task)
         assert new is not None
-        return {"ok": True, "state": body.state, "changed": self.view(new)}
+        return {"ok": True, "state": body.state, "changed": self.view(conn, new)}

@@ -39,6 +39,7 @@ MAX_TIMEOUT: Final = 100 * YEAR
 MAX_GRACE: Final = 3600
 DEFAULT_GRACE: Final = 10
 MAX_TTL: Final = 30 * 86400
+MAX_START_WITHIN: Final = YEAR  # a start deadline (``--start-within``); the queue expires sooner
 MAX_ARTIFACT_GLOBS: Final = 256
 MAX_GLOB_CHARS: Final = 4096
 MAX_TASK_NAME: Final = 200
@@ -106,15 +107,21 @@ def _span(seconds: int) -> str:
     return out or "0s"
 
 
+def duration_text(seconds: int) -> str:
+    """A duration as a pilot writes it (``30s``, ``1h30m``): the messages that quote one."""
+    return _span(seconds)
+
+
 # -- durations --------------------------------------------------------------------------------
 
-DurationField = Literal["timeout", "grace", "ttl"]
+DurationField = Literal["timeout", "grace", "ttl", "start_within"]
 # field -> (zero allowed, maximum): a timeout or a token's ttl of 0 means nothing sane,
 # a grace of 0 means "SIGKILL at once".
 DURATIONS: Final[dict[str, tuple[bool, int]]] = {
     "timeout": (False, MAX_TIMEOUT),
     "grace": (True, MAX_GRACE),
     "ttl": (False, MAX_TTL),
+    "start_within": (False, MAX_START_WITHIN),
 }
 
 _NUM = r"([0-9]+(?:\.[0-9]+)?)"
@@ -309,6 +316,11 @@ def check_cwd(value: object) -> str | None:
     if len(value) > MAX_CWD_CHARS:
         raise SpecError("cwd", f"is longer than {MAX_CWD_CHARS} characters")
     return value
+
+
+def check_start_within(value: object) -> int | None:
+    """A start deadline as JSON carries it: whole seconds, or null for none."""
+    return check_seconds("start_within", value, nullable=True)
 
 
 def check_timeout(value: object) -> int | None:

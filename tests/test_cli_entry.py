@@ -125,7 +125,13 @@ def test_every_verb_in_the_table_imports_and_has_help(name: str) -> None:
 def test_unknown_verb_is_a_usage_error() -> None:
     result = CliRunner().invoke(cli.main, ["no-such-verb"])
     assert result.exit_code == 2
-    assert "No such command" in result.output
+    assert result.output == "dragoon: no verb 'no-such-verb'; see dragoon --help\n"
+
+
+def test_a_mistyped_verb_names_the_closest_ones() -> None:
+    result = CliRunner().invoke(cli.main, ["taks"])
+    assert result.exit_code == 2
+    assert result.output == "dragoon: no verb 'taks'; did you mean tasks or task?\n"
 
 
 # ----------------------------------------------------------------- extras

@@ -57,6 +57,55 @@ class PilotCommand(click.Command):
             raise OneLineUsageError(exc.format_message(), ctx) from None
 
 
+class TargetAndCommand(PilotCommand):
+    """``submit`` and ``run``: ``[OPTIONS] DRONE -- COMMAND...``, split strictly at ``--``.
+
+    Before the first ``--`` come options and at most one word, the DRONE; after it,
+    only COMMAND words (options included: they are the command's). click alone
+    would merge both sides into one list, so ``submit box-1 --labels cpu -- true``
+    ran ``box-1 true``: the split is made here, before click parses the options.
+    Without ``--``, the line is read as ssh reads it (options, DRONE, then COMMAND),
+    but only while unambiguous: a word after DRONE that starts with ``-`` could be
+    meant for dragoon, so it is a usage error asking for ``--``. The COMMAND words
+    go to ``ctx.meta["command_words"]`` (``None`` without ``--``).
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            cut = args.index("--")
+            ctx.meta["command_words"] = args[cut + 1:]
+            args = args[:cut]
+        else:
+            ctx.meta["command_words"] = None
+            ctx.allow_interspersed_args = False  # after DRONE, every word is COMMAND's
+        return super().parse_args(ctx, args)
+
+
+def split_target(words: tuple[str, ...], command_words: list[str] | None,
+                 with_labels: bool) -> tuple[str | None, list[str]]:
+    """The DRONE (``None`` with ``--labels``) and the COMMAND words, by the rule above."""
+    example = "e.g. dragoon run gpu-1 -- nproc"
+    if command_words is None:  # no `--`: DRONE COMMAND... as ssh reads it
+        before, command_words = list(words[:1]), list(words[1:])
+        dashed = [w for w in command_words if w.startswith("-")]
+        if dashed:
+            raise OneLineUsageError(f"{dashed[0]!r} after DRONE is ambiguous: put COMMAND "
+                                    f"after `--`, {example}")
+    else:
+        before = list(words)
+    if with_labels and before:
+        raise OneLineUsageError(f"DRONE ({before[0]}) and --labels: give one of them "
+                                "(COMMAND goes after `--`)")
+    if len(before) > 1:
+        raise OneLineUsageError(f"one DRONE before `--`, not {len(before)} words "
+                                f"({' '.join(before)})")
+    if not with_labels and not before:
+        raise OneLineUsageError(f"missing DRONE (or --labels), {example}")
+    if not command_words:
+        raise OneLineUsageError(f"no COMMAND: give it after `--`, {example}")
+    return (None if with_labels else before[0]), command_words
+
+
 @dataclass(frozen=True)
 class Connection:
     relay: str | None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from typing import BinaryIO
@@ -34,12 +35,23 @@ def on_retry(error: RelayError, delay: float) -> None:
         _notice(f"{error.detail}; retrying")
 
 
+class OutputClosed(Exception):
+    """The reader of one of our streams went away (``dragoon run box -- seq 1e9 | head``)."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        super().__init__("output closed")
+        self.out = out
+
+
 async def copy_stream(client: RelayClient, task_id: str, stream: str, out: BinaryIO) -> None:
     """Write ``stream``'s bytes to ``out`` as they are produced, until the task is over."""
     async for chunk in client.follow_log(task_id=task_id, stream=stream, on_retry=on_retry):
         if chunk.data:
-            out.write(chunk.data)
-            out.flush()
+            try:
+                out.write(chunk.data)
+                out.flush()
+            except BrokenPipeError:
+                raise OutputClosed(out) from None
 
 
 async def copy_streams(client: RelayClient, task_id: str, streams: dict[str, BinaryIO]) -> None:
@@ -49,6 +61,8 @@ async def copy_streams(client: RelayClient, task_id: str, streams: dict[str, Bin
                 group.create_task(copy_stream(client, task_id, stream, out))
     except* RelayError as errors:  # both streams fail alike (unknown task, gone relay): say it once
         raise errors.exceptions[0] from None
+    except* OutputClosed as closed:
+        raise closed.exceptions[0] from None
 
 
 def task_exit_code(task: Task) -> int:
@@ -68,23 +82,73 @@ def default_streams() -> dict[str, BinaryIO]:
     return {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
 
 
+def _silence(out: BinaryIO) -> None:
+    """Point a closed stream's fd at /dev/null, so the exit's flush has nowhere to fail."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+
+
+async def _output_closed(client: RelayClient, task_id: str, closed: OutputClosed,
+                         owned: bool) -> int:
+    """Like ssh, whose remote command dies of SIGPIPE when the channel closes: ``run``
+    cancels its task and exits 141 (128 + SIGPIPE), quietly; ``logs -f`` just stops (0)."""
+    _silence(closed.out)
+    if not owned:
+        return X.OK
+    with contextlib.suppress(RelayError):
+        await client.cancel(task_id=task_id)
+    return X.PIPE_CLOSED
+
+
 async def attach(client: RelayClient, task_id: str, *, streams: dict[str, BinaryIO],
-                 cancel_on_interrupt: bool = False, detach_hint: bool = True) -> int | None:
-    """Follow ``streams`` until the task ends (``None``), or until Ctrl-C detaches (130)."""
+                 cancel_on_interrupt: bool = False, detach_hint: bool = True,
+                 queued: Task | None = None, owned: bool = False) -> int | None:
+    """Follow ``streams`` until the task ends (``None``), or until a signal ends the follow.
+
+    ``queued`` is the task as last seen: while it is queued, why it waits is said
+    (cli/_queue.py). ``owned`` (``run``: the verb made the task) means a signal
+    before the start cancels it, and a closed output cancels it. Ctrl-C after the
+    start detaches (130), or cancels first with ``cancel_on_interrupt``; SIGTERM and
+    SIGHUP say what happened and exit 128 + N at once.
+    """
+    from dragoon.cockpit.cli._queue import STOP_SIGNALS, QueueWatch, signal_name
+
     loop = asyncio.get_running_loop()
-    interrupted = asyncio.Event()
-    loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    caught: asyncio.Queue[int] = asyncio.Queue()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, caught.put_nowait, signum)
     follow = asyncio.ensure_future(copy_streams(client, task_id, streams))
+    watch = QueueWatch(client, queued) if queued is not None else None
+    watching = asyncio.ensure_future(watch.run()) if watch is not None else None
     cancelling = False
+    hint = f"Re-attach with: dragoon logs -f {task_id}"
     try:
         while True:
-            waiter = asyncio.ensure_future(interrupted.wait())
+            waiter = asyncio.ensure_future(caught.get())
             done, _ = await asyncio.wait({follow, waiter}, return_when=asyncio.FIRST_COMPLETED)
             if follow in done:
                 waiter.cancel()
-                follow.result()
+                try:
+                    follow.result()
+                except OutputClosed as closed:
+                    return await _output_closed(client, task_id, closed, owned)
                 return None
-            interrupted.clear()
+            signum = waiter.result()
+            name = signal_name(signum)
+            if (owned and not cancelling and watch is not None and watch.queued
+                    and await watch.still_queued()):
+                cancelling = True
+                if await watch.cancel_unstarted(signum) or signum != signal.SIGINT:
+                    return 128 + signum
+                continue  # it had just started: follow on to its end, as a cancel does
+            if signum != signal.SIGINT:
+                if cancel_on_interrupt and owned and not cancelling:
+                    await client.cancel(task_id=task_id)
+                    _notice(f"{name}: cancel requested for {task_id}; not following it")
+                elif detach_hint:
+                    _notice(f"{name}: detached; {task_id} goes on. {hint}")
+                return 128 + signum
             if cancel_on_interrupt and not cancelling:
                 cancelling = True
                 await client.cancel(task_id=task_id)
@@ -94,9 +158,11 @@ async def attach(client: RelayClient, task_id: str, *, streams: dict[str, Binary
             with contextlib.suppress(asyncio.CancelledError):
                 await follow
             if detach_hint:
-                _notice(f"detached; {task_id} goes on. Re-attach with: dragoon logs -f {task_id}")
+                _notice(f"detached; {task_id} goes on. {hint}")
             return X.INTERRUPTED
     finally:
-        loop.remove_signal_handler(signal.SIGINT)
-        if not follow.done():
-            follow.cancel()
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+        for pending in (follow, watching):
+            if pending is not None and not pending.done():
+                pending.cancel()

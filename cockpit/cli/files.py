@@ -158,6 +158,10 @@ def artifact(relay: str | None, key: str | None, ca_cert: str | None, task_id: s
             async with naming(found_id):
                 listed = {a["path"]: a for a in await client.artifacts(task_id=found_id)}
             if path not in listed:
+                state = (await client.task(task_id=found_id)).get("state")
+                if state in ("queued", "dispatched", "running"):  # not a silent "none"
+                    raise Fail(f"task {found_id} is {state}: its artifacts are uploaded when it "
+                               f"ends (dragoon logs -f {found_id}, then try again)", X.NOT_FOUND)
                 raise Fail(f"task {found_id} has no artifact {path!r}", X.NOT_FOUND)
 
             async def download(dest: Path, replace: bool) -> Path:
@@ -184,13 +188,16 @@ def fetch(relay: str | None, key: str | None, ca_cert: str | None, drone: str, p
     """Download the file at PATH on DRONE (under the drone's fetch roots); -o - to stdout."""
 
     async def go() -> None:
+        from dragoon.cockpit.cli._queue import DroneWatch
+
         check_output(output, path)
         async with open_client(Connection(relay, key, ca_cert)) as client, naming(drone):
+            watch = DroneWatch(client, drone, f"fetch of {path}")
 
             async def download(dest: Path, replace: bool) -> Path:
                 async with progress_bar(path) as on_progress:
                     return await client.fetch(drone=drone, path=path, dest=dest, force=replace,
-                                              on_progress=on_progress)
+                                              on_progress=on_progress, on_pending=watch.check)
 
             await save(output, path, force, download)
 

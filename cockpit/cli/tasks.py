@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from dragoon.cockpit.cli import exit_codes as X
@@ -15,16 +15,22 @@ from dragoon.cockpit.cli._common import (
     DroneName,
     Duration,
     EnvPair,
+    Fail,
     Labels,
     OneLineUsageError,
     PilotCommand,
+    TargetAndCommand,
     TaskArg,
     naming,
     open_client,
     pilot_options,
     run_async,
+    split_target,
 )
 from dragoon.cockpit.safe_text import clean
+
+if TYPE_CHECKING:
+    from dragoon.cockpit.client import RelayClient, Task
 
 # The --json fields docs/cli.md promises to keep (tests/cli hold the output to them).
 TASK_JSON_FIELDS = ("id", "state", "drone", "name", "exit_code")
@@ -33,8 +39,8 @@ TASK_JSON_FIELDS = ("id", "state", "drone", "name", "exit_code")
 def _submit_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for decorator in reversed([
         pilot_options,
-        click.argument("words", nargs=-1, required=True, metavar="(DRONE | --labels a,b) -- "
-                                                                 "COMMAND..."),
+        click.argument("words", nargs=-1, required=False, metavar="(DRONE | --labels a,b) -- "
+                                                                  "COMMAND..."),
         click.option("--labels", type=Labels(at_least_one=True), default=None,
                      help="Run on any drone that has all these labels (instead of DRONE)."),
         click.option("--timeout", type=Duration("timeout"), default=None,
@@ -49,6 +55,10 @@ def _submit_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="Upload files matching GLOB (relative to the working directory) "
                           "after exit (repeatable)."),
         click.option("--name", metavar="TEXT", default=None, help="A name for the task."),
+        click.option("--start-within", "start_within", type=Duration("start_within"),
+                     default=None,
+                     help="Cancel the task if no drone has taken it this soon (e.g. 30s); "
+                          "the relay enforces it."),
     ]):
         command = decorator(command)
     return command
@@ -66,12 +76,9 @@ def _target_and_spec(words: tuple[str, ...], labels: list[str] | None, timeout: 
     """
     from dragoon.shared.spec import SpecError, parse_drone_name, parse_spec
 
-    drone: str | None = None
-    if labels is None:
-        drone, words = words[0], words[1:]
-    if not words:
-        raise OneLineUsageError("no COMMAND: give it after `--`, e.g. dragoon run gpu-1 -- nproc")
-    spec: dict[str, Any] = {"command": " ".join(words), "env": dict(env),
+    drone, command = split_target(words, click.get_current_context().meta["command_words"],
+                                  labels is not None)
+    spec: dict[str, Any] = {"command": " ".join(command), "env": dict(env),
                             "artifacts": list(artifacts)}
     for field, value in (("cwd", cwd), ("timeout", timeout), ("grace", grace), ("name", name)):
         if value is not None:
@@ -87,24 +94,35 @@ def _target_and_spec(words: tuple[str, ...], labels: list[str] | None, timeout: 
     return drone, spec
 
 
-@click.command(cls=PilotCommand)
+@click.command(cls=TargetAndCommand)
 @_submit_options
 def submit(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[str, ...],
            labels: list[str] | None, timeout: int | None, grace: int | None, cwd: str | None,
            env: tuple[tuple[str, str], ...], artifacts: tuple[str, ...],
-           name: str | None) -> None:
-    """Queue a command on a drone; prints the task id alone on stdout."""
+           name: str | None, start_within: int | None) -> None:
+    """Queue a command on a drone; prints the task id alone on stdout.
+
+    If it cannot start now, one line on stderr says why. With --start-within,
+    waits until a drone takes it: exit 1 if none did in time (the relay cancels it).
+    """
     drone, spec = _target_and_spec(words, labels, timeout, grace, cwd, env, artifacts, name)
 
-    async def go() -> None:
-        async with open_client(Connection(relay, key, ca_cert)) as client, naming(drone):
-            task = await client.submit(spec=spec, drone=drone, labels=labels)  # type: ignore[arg-type]
-        click.echo(clean(task["id"]))
+    async def go() -> int:
+        from dragoon.cockpit.cli._queue import QueueWatch, wait_for_start
 
-    run_async(go)
+        async with open_client(Connection(relay, key, ca_cert)) as client:
+            task = await _submit(client, spec, drone, labels, start_within)
+            click.echo(clean(task["id"]))
+            sys.stdout.flush()
+            if start_within is None:
+                QueueWatch(client, task).say()
+                return X.OK
+            return await wait_for_start(client, task)
+
+    sys.exit(run_async(go))
 
 
-@click.command(cls=PilotCommand)
+@click.command(cls=TargetAndCommand)
 @_submit_options
 @click.option("--cancel-on-interrupt", is_flag=True,
               help="Ctrl-C cancels the task instead of detaching from it.")
@@ -115,12 +133,14 @@ def submit(relay: str | None, key: str | None, ca_cert: str | None, words: tuple
 def run(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[str, ...],
         labels: list[str] | None, timeout: int | None, grace: int | None, cwd: str | None,
         env: tuple[tuple[str, str], ...], artifacts: tuple[str, ...], name: str | None,
-        cancel_on_interrupt: bool, interactive: bool, no_stdin: bool) -> None:
+        start_within: int | None, cancel_on_interrupt: bool, interactive: bool,
+        no_stdin: bool) -> None:
     """Submit, stream the output, exit with the task's code.
 
     Like `ssh host cmd`: stdout to stdout, stderr to stderr, as produced; the
     exit code is the task's (128 + N for signal N) and 255 when dragoon itself
-    failed. Ctrl-C detaches (exit 130) and the task goes on. A piped or
+    failed. While the task waits, stderr says why; Ctrl-C then cancels it. Once
+    it started, Ctrl-C detaches (exit 130) and the task goes on. A piped or
     redirected stdin is the task's stdin; a terminal is not, unless -i.
     """
     from dragoon.cockpit.cli._stdin import wants_stdin
@@ -134,13 +154,13 @@ def run(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[st
         from dragoon.cockpit.cli._stdin import StdinFeed
 
         async with open_client(Connection(relay, key, ca_cert)) as client:
-            async with naming(drone):
-                task = await client.submit(spec=spec, drone=drone, labels=labels)  # type: ignore[arg-type]
+            task = await _submit(client, spec, drone, labels, start_within)
             stdin = StdinFeed(client, task["id"]) if feed else None
             feeding = asyncio.ensure_future(stdin.run()) if stdin is not None else None
             try:
                 detached = await attach(client, task["id"], streams=default_streams(),
-                                        cancel_on_interrupt=cancel_on_interrupt)
+                                        cancel_on_interrupt=cancel_on_interrupt, queued=task,
+                                        owned=True)
             finally:
                 if feeding is not None:
                     feeding.cancel()
@@ -163,6 +183,20 @@ def task_notes(task: dict[str, Any]) -> list[str]:
     matched nothing): the relay's ``notes``, a list of lines; anything else is none."""
     notes = task.get("notes")
     return [str(note) for note in notes] if isinstance(notes, list) else []
+
+
+async def _submit(client: RelayClient, spec: dict[str, Any], drone: str | None,
+                  labels: list[str] | None, start_within: int | None) -> Task:
+    """Submit; a relay that ignored ``start_within`` (one older than the flag) would keep the
+    task queued past the deadline with nobody to cancel it: it is cancelled and refused."""
+    async with naming(drone):
+        task = await client.submit(spec=spec, drone=drone,  # type: ignore[arg-type]
+                                   labels=labels, start_within=start_within)
+    if start_within is not None and task.get("start_by") is None:
+        await client.cancel(task_id=task["id"])
+        raise Fail(f"this relay does not keep --start-within deadlines (too old); "
+                   f"{task['id']} was cancelled", X.FAILURE)
+    return task
 
 
 def _task_row(task: dict[str, Any]) -> list[str]:
@@ -242,6 +276,13 @@ def task(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
             ("output", f"{render.human_size(found.get('stdout_size', 0))} stdout, "
                        f"{render.human_size(found.get('stderr_size', 0))} stderr"),
         ]
+        if found.get("waiting") and found.get("state") == "queued":
+            from dragoon.cockpit.waiting import describe
+
+            fields.insert(3, ("waiting", describe(found["waiting"])))
+        if found.get("start_by") and found.get("state") == "queued":
+            fields.insert(4, ("start by", render.relative_time(found["start_by"])
+                              + " (else cancelled)"))
         if found.get("error"):
             fields.append(("error", found["error"]))
         fields += [("note", str(note)) for note in task_notes(found)]
@@ -269,11 +310,11 @@ def logs(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
         async with open_client(Connection(relay, key, ca_cert)) as client:
             found_id = await client.resolve_task(task_id)
             async with naming(found_id):
-                if follow:
+                seen = await client.task(task_id=found_id)  # unknown: an error, not silence
+                if follow:  # a queued task: say why it waits
                     detached = await attach(client, found_id, streams=streams,
-                                            detach_hint=False)
+                                            detach_hint=False, queued=seen)
                     return detached or X.OK
-                await client.task(task_id=found_id)  # an unknown task is an error, not silence
                 for name, out in streams.items():
                     offset = 0
                     while True:

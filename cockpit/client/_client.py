@@ -14,7 +14,7 @@ import json
 import os
 import ssl
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -271,8 +271,10 @@ class RelayClient:
         labels: list[str] | None = None,
         expires_in: int | None = None,
         lost_after: int | None = None,
+        start_within: int | None = None,
     ) -> Task:
-        """Queue ``spec`` on the drone named ``drone``, or on any drone with all ``labels``."""
+        """Queue ``spec`` on the drone named ``drone``, or on any drone with all ``labels``;
+        with ``start_within``, the relay cancels it if no drone took it that soon."""
         if (drone is None) == (labels is None):
             raise ValueError("submit needs exactly one of drone= or labels=")
         body: dict[str, Any] = {"spec": dict(spec)}
@@ -284,6 +286,8 @@ class RelayClient:
             body["expires_in"] = expires_in
         if lost_after is not None:
             body["lost_after"] = lost_after
+        if start_within is not None:
+            body["start_within"] = start_within
         return cast(Task, await self._json("POST", "/v1/tasks", json_body=body))
 
     async def tasks(self, *, drone: str | None = None, state: str | None = None,
@@ -426,13 +430,19 @@ class RelayClient:
 
     async def fetch(self, *, drone: str, path: str, dest: Path, force: bool = False,
                     on_progress: Progress | None = None,
-                    give_up_after: float = 300.0) -> Path:
-        """Ask ``drone`` for the file at ``path``, wait until it reached the relay, save it."""
+                    give_up_after: float = 300.0,
+                    on_pending: Callable[[Fetch], Awaitable[None]] | None = None) -> Path:
+        """Ask ``drone`` for the file at ``path``, wait until it reached the relay, save it.
+
+        ``on_pending`` is awaited before each wait while the drone has not sent it
+        (the CLI says there why it waits: the drone is offline)."""
         if dest.exists() and not force:
             raise _exists(dest)
         fetch = await self.request_fetch(drone=drone, path=path)
         backoff = Backoff(give_up_after=give_up_after)
         while fetch.get("state") == "pending":
+            if on_pending is not None:
+                await on_pending(fetch)
             try:
                 fetch = await self.fetch_status(fetch_id=fetch["id"], wait=FETCH_POLL)
             except RelayError as exc:

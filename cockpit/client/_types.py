@@ -36,6 +36,8 @@ class Task(TypedDict, total=False):
     stdout_size: int
     stderr_size: int
     output_truncated: bool
+    start_by: float | None  # the relay cancels it if still queued then (``start_within``)
+    waiting: dict[str, Any] | None  # a queued task: why it has not started (docs/api.md)
 
 
 class Drone(TypedDict, total=False):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dragoon.relay import enroll, fetches, fleet
+from dragoon.relay import enroll, fetches, fleet, waiting
 from dragoon.relay.auth import PilotDep
 from dragoon.relay.context import RelayDep
 from dragoon.relay.errors import ApiError, not_found
@@ -45,6 +45,11 @@ async def drain(
     drone = await relay.db.run(fleet.set_drain, name, body.drain, who.name)
     relay.bus.publish("drone", drone)
     relay.signals.notify(("drone", name))
+    # Its queued tasks wait for another reason now (draining, or not): their views say so.
+    for task in await relay.db.run(
+        lambda conn: [relay.tasks.get(conn, t) for t in waiting.queued_for(conn, name)]
+    ):
+        relay.bus.publish("task", task)
     return drone
 
 

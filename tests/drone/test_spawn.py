@@ -63,7 +63,15 @@ def test_a_missing_cwd_is_reported_as_a_start_failure(tmp_path):
         task, command="true", cwd=tmp_path / "nope", env=dict(os.environ)))
     assert record is None
     info = exit_info(task)
-    assert info["exit_code"] == 127 and "cannot start" in info["error"]
+    # The wrapper's own failure, not the command's: no exit code (docs/cli.md, "Exit codes").
+    assert info["exit_code"] is None and "cannot start" in info["error"]
+
+
+def test_cwd_problem_names_what_is_wrong_before_anything_is_spawned(tmp_path):
+    (tmp_path / "file").write_text("")
+    assert spawn.cwd_problem(tmp_path) is None
+    assert spawn.cwd_problem(tmp_path / "nope") == "no such directory"
+    assert spawn.cwd_problem(tmp_path / "file") == "not a directory"
 
 
 def test_killing_the_group_leaves_no_grandchild_behind(tmp_path):

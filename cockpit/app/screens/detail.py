@@ -18,6 +18,7 @@ from dragoon.cockpit.app.state import CockpitState, number, task_elapsed
 from dragoon.cockpit.formatting import format_duration, human_size
 from dragoon.cockpit.safe_text import clean, plain
 from dragoon.cockpit.theme import task_icon, task_style
+from dragoon.cockpit.waiting import describe as describe_waiting
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -45,6 +46,9 @@ def task_summary(task: dict[str, Any], now: float) -> Table:
     table.add_column()
     table.add_row("Task", plain(task["id"], style="bold"))
     table.add_row("State", plain(f"{task_icon(state)} {state}", style=task_style(state)))
+    if state == "queued" and isinstance(task.get("waiting"), dict):  # the relay says why
+        table.add_row("Waiting", plain(describe_waiting(task["waiting"], now=now),
+                                       style="yellow"))
     if task.get("error"):
         table.add_row("Error", plain(task["error"], style="red"))
     notes = task.get("notes")
