@@ -1,0 +1,58 @@
+"""Throughput of the task wrapper alone: a task writes N bytes to stdout as fast as it can.
+
+Run: ``.venv/bin/python bench/bench_wrapper.py [--megabytes 1024] [--rounds 3]``. Starts
+``drone/wrapper.py`` exactly as the drone does (``python -I -S``) on a temporary task dir
+with ``yes | head -c N`` (and, with ``--mixed``, the same split over stdout and stderr in
+alternating lines), and prints the best round's MB/s: the wrapper's own ceiling, to
+compare with the drone's shipping rate (docs/benchmarks.md, ## Drone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WRAPPER = Path(__file__).resolve().parents[1] / "drone" / "wrapper.py"
+
+
+def one_round(command: str, size: int) -> float:
+    with tempfile.TemporaryDirectory(prefix="bench-wrapper-") as tmp:
+        task = Path(tmp)
+        (task / "launch.json").write_text(json.dumps({"command": command, "cwd": tmp}))
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-I", "-S", str(WRAPPER), tmp], check=True)
+        elapsed = time.perf_counter() - start
+        held = sum((task / name).stat().st_size for name in ("stdout", "stderr"))
+        if held < size:
+            raise SystemExit(f"the spool holds {held} bytes, expected {size}")
+        return size / elapsed / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--megabytes", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--mixed", action="store_true",
+                        help="half on stdout, half on stderr, written at the same time")
+    args = parser.parse_args()
+    size = args.megabytes << 20
+    if args.mixed:
+        half = size // 2
+        command = f"yes | head -c {half} & yes | head -c {half} >&2; wait"
+    else:
+        command = f"yes | head -c {size}"
+    rates = [one_round(command, size) for _ in range(args.rounds)]
+    print(json.dumps({"megabytes": args.megabytes, "mixed": args.mixed,
+                      "best_mb_s": round(max(rates), 1),
+                      "rounds_mb_s": [round(r, 1) for r in rates],
+                      "load": os.getloadavg()[0]}))
+
+
+if __name__ == "__main__":
+    main()
