@@ -202,6 +202,7 @@ class FinishBody(BaseModel):
     finished_at: float | None = None
     stdout_size: StrictInt | None = Field(None, ge=0)
     stderr_size: StrictInt | None = Field(None, ge=0)
+    order_size: StrictInt | None = Field(None, ge=0)  # an older drone sends none
     error: StrictStr | None = Field(None, max_length=2000)
 
 
