@@ -9,7 +9,8 @@ recorded order, so the log pane (and a terminal) ends in the task's own order.
 What it never does is wait for ever or without bound, whatever a drone sends:
 
 - bytes held for ``hold_seconds`` (the order lags, or claims bytes that never
-  come, or the task's older drone sends no order at all) or more than
+  come; ``NO_ORDER_SECONDS`` while no order came at all, as from an older
+  drone, which sends none) or more than
   ``hold_limit`` bytes in all are let through in arrival order; runs that
   cover bytes already shown are then skipped, so a late order stream only
   costs the order of what was let through, never a byte shown twice;
@@ -17,21 +18,30 @@ What it never does is wait for ever or without bound, whatever a drone sends:
 - a malformed order stream, or one that ends without a header (an older
   drone), turns the rest into arrival order;
 - once the order stream has ended, bytes it does not cover (the relay's cap
-  marker, say) are shown as they come.
+  marker, say) are shown as they come;
+- the order is kept as the bytes it came as (a few bytes a run) and read a
+  slice at a time as the data needs it; past ``ORDER_LIMIT`` unread bytes
+  (``wants_order`` is False) its follower waits, so memory stays flat however
+  far ahead of the data an order runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Final
 
-from dragoon.shared.order import OrderReader
+from dragoon.shared.order import STREAM, OrderReader
 
 HOLD_SECONDS: Final = 3.0
+NO_ORDER_SECONDS: Final = 1.0  # the hold before any order arrived: an older drone sends none
 HOLD_LIMIT: Final = 8 << 20  # bytes held in all, both streams
+ORDER_LIMIT: Final = 4 << 20  # unread order bytes kept before its follower waits
+PARSE_SLICE: Final = 64 << 10  # order bytes read into runs at a time
+TICK_SECONDS: Final = 0.25
 DATA_STREAMS: Final = ("stdout", "stderr")
 
 #: ``sink(stream, data)``: where the bytes go, in order (``LogBuffer.append``, a terminal).
@@ -57,6 +67,7 @@ class Interleaver:
         self.hold_limit = hold_limit
         self._clock = clock
         self._reader = OrderReader()
+        self._order_raw = bytearray()  # order bytes not read into runs yet
         self._runs: deque[_Pending] = deque()
         self._held = {s: bytearray() for s in DATA_STREAMS}
         self._held_since: dict[str, float | None] = dict.fromkeys(DATA_STREAMS)
@@ -84,13 +95,23 @@ class Interleaver:
         self.tick()
 
     def order(self, chunk: bytes) -> None:
+        if self._for_good:
+            return
+        self._order_raw += chunk
         had_header = self._reader.header_seen
-        runs = self._reader.feed(chunk)
-        self._runs.extend(_Pending(run.stream, run.size) for run in runs)
+        self._refill()
         if self._reader.header_seen and not had_header and not self._for_good:
             self.arrival_order = False  # late, not absent: order again from here on
         self._pump()
-        if self._reader.broken is not None:
+
+    def _refill(self) -> None:
+        """Read the next slice of the order into runs, when the runs read so far are used."""
+        while not self._runs and self._order_raw and self._reader.broken is None:
+            piece = bytes(self._order_raw[:PARSE_SLICE])
+            del self._order_raw[:PARSE_SLICE]
+            self._runs.extend(_Pending(run.stream, run.size) for run in self._reader.feed(piece))
+        if self._reader.broken is not None and not self._for_good:
+            self._order_raw.clear()
             self._let_through()
 
     def end(self, stream: str) -> None:
@@ -106,7 +127,9 @@ class Interleaver:
         """Let held bytes through once they waited too long or weigh too much; call it
         now and then (the cockpit does every quarter second) so a stall ends on time."""
         now = self._clock()
-        waited = any(since is not None and now - since >= self.hold_seconds
+        hold = self.hold_seconds if self._reader.header_seen else min(self.hold_seconds,
+                                                                      NO_ORDER_SECONDS)
+        waited = any(since is not None and now - since >= hold
                      for since in self._held_since.values())
         if waited or sum(map(len, self._held.values())) > self.hold_limit:
             if not self._reader.header_seen:
@@ -117,14 +140,23 @@ class Interleaver:
     def held(self) -> int:
         return sum(map(len, self._held.values()))
 
+    @property
+    def wants_order(self) -> bool:
+        """False while enough order is waiting for its data: its follower pauses."""
+        return len(self._order_raw) < ORDER_LIMIT or self._for_good
+
     # ----- inside
 
     def _order_done(self) -> bool:
-        return "order" in self._ended and not self._runs
+        return "order" in self._ended and not self._runs and not self._order_raw
 
     def _pump(self) -> None:
         """Hand over every byte the runs at the head of the queue allow."""
-        while self._runs:
+        while True:
+            if not self._runs:
+                self._refill()
+                if not self._runs:
+                    return
             run = self._runs[0]
             stream, size = run.stream, run.size
             ahead = self._shown[stream] - self._covered[stream]
@@ -161,6 +193,47 @@ class Interleaver:
 
     def _let_through(self) -> None:
         """From now on bytes go as they come, after what the runs known so far still order."""
-        self._pump()
         self.arrival_order = self._for_good = True
+        self._pump()
         self._release_held()
+
+
+async def follow_in_order(follow: Callable[[str], AsyncIterator[bytes]], sink: Sink, *,
+                          tick_seconds: float = TICK_SECONDS) -> None:
+    """Follow stdout, stderr and order (``follow(stream)`` yields a stream's bytes until the
+    task is over and all is read) and hand the bytes to ``sink`` in the recorded order.
+
+    An older relay refuses the ``order`` stream (422): the output then goes in
+    arrival order, as it did before there was one.
+    """
+    merge = Interleaver(sink)
+
+    async def data(stream: str) -> None:
+        async for chunk in follow(stream):
+            merge.data(stream, chunk)
+        merge.end(stream)
+
+    async def order() -> None:
+        try:
+            async for chunk in follow(STREAM):
+                merge.order(chunk)
+                while not merge.wants_order:
+                    await asyncio.sleep(tick_seconds)
+        except Exception as error:
+            if getattr(error, "status", None) != 422:
+                raise
+        merge.end(STREAM)
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(tick_seconds)
+            merge.tick()
+
+    jobs = [asyncio.ensure_future(job) for job in (data("stdout"), data("stderr"), order())]
+    clock = asyncio.ensure_future(ticker())
+    try:
+        await asyncio.gather(*jobs)
+    finally:
+        for job in (*jobs, clock):
+            job.cancel()
+        await asyncio.gather(*jobs, clock, return_exceptions=True)

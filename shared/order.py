@@ -12,7 +12,7 @@ and records, after each run of bytes of one stream, a line in a third stream,
   ``e N`` (of stderr), N decimal, > 0, without leading zeros, at most 15 digits.
 
 Only whole lines count, so a reader can stop at any byte boundary and go on
-later. A line of another lowercase letter, a space and anything printable is
+later. A line of another lowercase letter (not o, e), a space and printable text is
 an extension a reader skips (a later version may add one); anything else is
 malformed, and the reader (``OrderReader``) says so once and reads no more.
 The counts never claim bytes the spools do not hold yet when they are written;
@@ -31,7 +31,7 @@ HEADER: Final = b"dragoon-order 1\n"
 TAGS: Final = {b"o": "stdout", b"e": "stderr"}
 MAX_LINE: Final = 64  # bytes; a longer line without its newline is malformed
 _RUN: Final = re.compile(rb"([oe]) ([1-9][0-9]{0,14})")
-_EXTENSION: Final = re.compile(rb"[a-z] [\x20-\x7e]*")
+_EXTENSION: Final = re.compile(rb"[a-df-np-z] [\x20-\x7e]*")  # not o or e
 
 
 @dataclass(frozen=True)
