@@ -20,9 +20,10 @@ from tests.drone.test_spawn import exit_info, launch
 from tests.support.relay import wait_until
 
 LINES = 200
-# Each line waits until the wrapper has put the previous one in its spool.
+# Each line waits until the wrapper has put the previous one in its spool (the task dir: the
+# inbox's folder under a drone, the working directory under the bare wrapper).
 PACED = f"""
-spool=$PWD
+spool=$(dirname "${{DRAGOON_INBOX:-$PWD/inbox}}")
 size() {{ stat -c %s "$spool/$1"; }}
 for i in $(seq 1 {LINES}); do
   before=$(size stdout); echo "out $i"; until [ "$(size stdout)" -gt "$before" ]; do :; done
@@ -85,7 +86,9 @@ def test_a_process_that_left_the_group_cannot_hold_the_task_open(tmp_path: Path)
     start = time.monotonic()
     launch(task, "setsid bash -c 'echo $$ > escaped; while :; do echo still; sleep 0.1; done' & "
                  "until [ -s escaped ]; do sleep 0.01; done; echo main done", cwd=tmp_path / "t")
-    escaped = int(wait_until(lambda: (task / "escaped").read_text().strip(), message="pid"))
+    pid_file = task / "escaped"
+    escaped = int(wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(),
+                             message="the escaped process's pid"))
     try:
         info = exit_info(task, timeout=30)
         assert info["exit_code"] == 0 and time.monotonic() - start < 20
