@@ -221,7 +221,7 @@ def logs(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
     """Print (or follow) a task's output: stdout to stdout, stderr to stderr."""
 
     async def go() -> int:
-        from dragoon.cockpit.cli._follow import attach, default_streams
+        from dragoon.cockpit.cli._follow import attach, default_streams, print_streams
 
         streams = default_streams()
         if stream is not None:
@@ -231,15 +231,7 @@ def logs(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
                 detached = await attach(client, task_id, streams=streams, detach_hint=False)
                 return detached or X.OK
             await client.task(task_id=task_id)  # an unknown task is an error, not silence
-            for name, out in streams.items():
-                offset = 0
-                while True:
-                    chunk = await client.read_log(task_id=task_id, stream=name, offset=offset)
-                    if not chunk.data:
-                        break
-                    out.write(chunk.data)
-                    out.flush()
-                    offset = chunk.next_offset
+            await print_streams(client, task_id, streams)  # both: in the order written
         return X.OK
 
     sys.exit(run_async(go))
