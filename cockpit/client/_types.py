@@ -34,6 +34,7 @@ class Task(TypedDict, total=False):
     error: str | None
     stdout_size: int
     stderr_size: int
+    order_size: int  # the order stream (docs/api.md); absent from an older relay
     output_truncated: bool
 
 
