@@ -73,7 +73,8 @@ class OrderLog:
         self.tag = b""
         self.pending = 0
         self.since = 0.0
-        _write_all(fd, ORDER_HEADER)
+        self.failed = False  # a write failed (a full disk): no more records, never a wrong one
+        self._write(ORDER_HEADER)
 
     def add(self, tag: bytes, count: int) -> None:
         if tag != self.tag:
@@ -88,14 +89,46 @@ class OrderLog:
 
     def flush(self) -> None:
         if self.pending:
-            _write_all(self.fd, self.tag + b" %d\n" % self.pending)
+            self._write(self.tag + b" %d\n" % self.pending)
             self.pending = 0
 
+    def _write(self, line: bytes) -> None:
+        # A record cut short would make the rest unreadable, so after a failed write the order
+        # stops: its readers show what it does not cover in arrival order.
+        if not self.failed and _write_all(self.fd, line) < len(line):
+            self.failed = True
 
-def _write_all(fd: int, data: bytes) -> None:
+
+def _write_all(fd: int, data: bytes) -> int:
+    """Bytes written: all of them, or fewer when the disk refuses (full, quota).
+
+    The task must not die of a full disk it did not cause: the wrapper goes on
+    reading its pipes, drops what it cannot store and says so once in
+    wrapper.log (the drone's ``spawn.launch`` gives the wrapper that file).
+    """
     view = memoryview(data)
+    written = 0
     while view:
-        view = view[os.write(fd, view):]
+        try:
+            step = os.write(fd, view)
+        except InterruptedError:
+            continue
+        except OSError as exc:
+            _note_once(f"dragoon wrapper: output dropped, a spool write failed: {exc}")
+            break
+        written += step
+        view = view[step:]
+    return written
+
+
+_noted: set[str] = set()
+
+
+def _note_once(text: str) -> None:
+    if text not in _noted:
+        _noted.add(text)
+        with contextlib.suppress(OSError):
+            os.write(2, text.encode("utf-8", "replace") + b"\n")
 
 
 def _write_json_atomic(path: str, value: dict[str, Any]) -> None:
@@ -208,8 +241,9 @@ class _Pump:
             pipe.close()  # through its file object, which would close the number again
             self.pipes -= 1
             return
-        _write_all(spool, data)
-        self.order.add(tag, len(data))
+        written = _write_all(spool, data)
+        if written:
+            self.order.add(tag, written)
 
     def _reap(self, *, block: bool = True) -> None:
         if self.result is not None:
@@ -259,6 +293,9 @@ def main(task_dir: str) -> int:
     # The wrapper must outlive hang-ups and the drone's own signals; only the task is killed.
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(signum, signal.SIG_IGN)
+    # A spool past a file-size limit is a failed write (EFBIG, see _write_all), not a death;
+    # Popen's restore_signals gives the task the default back.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     exit_path = os.path.join(task_dir, "exit.json")
     with open(os.path.join(task_dir, "launch.json"), encoding="utf-8") as handle:
         launch = json.load(handle)
@@ -282,8 +319,7 @@ def main(task_dir: str) -> int:
         )
     except OSError as exc:
         notice = f"dragoon: cannot start the task: {exc}\n".encode()
-        _write_all(err_fd, notice)
-        order.add(b"e", len(notice))
+        order.add(b"e", _write_all(err_fd, notice))
         order.flush()
         _write_json_atomic(exit_path, {
             "exit_code": 127, "signal": None, "cpu_seconds": 0.0, "max_rss": 0,

@@ -114,3 +114,32 @@ def test_a_start_failure_notice_is_in_the_order_too(tmp_path: Path) -> None:
     assert exit_info(task)["exit_code"] == 127
     [(stream, data)] = replay(task)
     assert stream == "stderr" and data.startswith(b"dragoon: cannot start the task")
+
+
+def test_a_spool_that_cannot_grow_drops_output_not_the_task(tmp_path: Path) -> None:
+    """A full disk (here a file-size limit on the wrapper) must not kill the task: the wrapper
+    keeps reading its pipes, stores what fits, and the order counts only what was stored."""
+    import json
+    import resource
+    import subprocess
+    import sys
+
+    from dragoon.drone import spawn
+
+    task = tmp_path / "t"
+    task.mkdir()
+    limit = 4096
+    (task / "launch.json").write_text(json.dumps({
+        "command": "yes | head -c 100000; echo done >&2; exit 4", "cwd": str(task)}))
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    done = subprocess.run([sys.executable, "-I", "-S", spawn.WRAPPER, str(task)],
+                          preexec_fn=small_files, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert exit_info(task)["exit_code"] == 4  # the task ran to its end
+    assert (task / "stdout").stat().st_size == limit
+    assert (task / "stderr").read_bytes() == b"done\n"
+    assert b"output dropped, a spool write failed" in done.stderr
+    assert as_lines(replay(task))[-1] == ("stderr", "done")
