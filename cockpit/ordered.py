@@ -36,8 +36,8 @@ from typing import Final
 
 from dragoon.shared.order import STREAM, OrderReader
 
-HOLD_SECONDS: Final = 3.0
-NO_ORDER_SECONDS: Final = 1.0  # the hold before any order arrived: an older drone sends none
+HOLD_SECONDS = 5.0  # not Final: read when an Interleaver is made (tests lengthen it)
+NO_ORDER_SECONDS = 2.0  # the hold before any order arrived: an older drone sends none
 HOLD_LIMIT: Final = 8 << 20  # bytes held in all, both streams
 ORDER_LIMIT: Final = 4 << 20  # unread order bytes kept before its follower waits
 PARSE_SLICE: Final = 64 << 10  # order bytes read into runs at a time
@@ -59,11 +59,12 @@ class _Pending:
 class Interleaver:
     """stdout and stderr bytes in, the same bytes out to ``sink`` in the recorded order."""
 
-    def __init__(self, sink: Sink, *, hold_seconds: float = HOLD_SECONDS,
-                 hold_limit: int = HOLD_LIMIT,
+    def __init__(self, sink: Sink, *, hold_seconds: float | None = None,
+                 no_order_seconds: float | None = None, hold_limit: int = HOLD_LIMIT,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._sink = sink
-        self.hold_seconds = hold_seconds
+        self.hold_seconds = HOLD_SECONDS if hold_seconds is None else hold_seconds
+        self.no_order_seconds = NO_ORDER_SECONDS if no_order_seconds is None else no_order_seconds
         self.hold_limit = hold_limit
         self._clock = clock
         self._reader = OrderReader()
@@ -128,7 +129,7 @@ class Interleaver:
         now and then (the cockpit does every quarter second) so a stall ends on time."""
         now = self._clock()
         hold = self.hold_seconds if self._reader.header_seen else min(self.hold_seconds,
-                                                                      NO_ORDER_SECONDS)
+                                                                      self.no_order_seconds)
         waited = any(since is not None and now - since >= hold
                      for since in self._held_since.values())
         if waited or sum(map(len, self._held.values())) > self.hold_limit:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dragoon.cockpit import ordered
 from dragoon.cockpit.app.application import CockpitApp
 from dragoon.cockpit.app.live import LiveSource
 from dragoon.cockpit.app.messages import Link
@@ -87,6 +88,15 @@ async def follow(world: World, task_id: str, lines: int, *, final: bool = True,
         return pane(app)
 
 
+@pytest.fixture
+def patient(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Holds long enough that no load on the test machine lets bytes through unordered: the
+    bound on holds is tested in test_ordered.py and by the lying drone below."""
+    monkeypatch.setattr(ordered, "HOLD_SECONDS", 120.0)
+    monkeypatch.setattr(ordered, "NO_ORDER_SECONDS", 120.0)
+
+
+@pytest.mark.usefixtures("patient")
 async def test_the_pane_ends_in_exactly_program_order(world: World) -> None:
     # Attached while the task runs: the three streams come in as it writes them.
     task_id = world.pilot.submit(PACED, drone=DRONE)["id"]
@@ -95,6 +105,7 @@ async def test_the_pane_ends_in_exactly_program_order(world: World) -> None:
                      for s, w in (("stdout", "out"), ("stderr", "err"))]
 
 
+@pytest.mark.usefixtures("patient")
 async def test_the_pane_is_what_the_order_stream_records_for_a_tight_loop(
     world: World,
 ) -> None:

@@ -133,9 +133,12 @@ def test_held_bytes_go_through_after_the_hold_and_are_never_shown_twice() -> Non
 
 def test_no_order_at_all_is_an_older_drone_arrival_order_then() -> None:
     clock, sink = Clock(), Sink()
-    merge = Interleaver(sink, clock=clock)
+    merge = Interleaver(sink, clock=clock, hold_seconds=5.0, no_order_seconds=1.0)
     merge.data("stdout", b"a\n")
-    clock.now += 1.0
+    clock.now += 0.9
+    merge.tick()
+    assert sink.got == []
+    clock.now += 0.1
     merge.tick()
     assert sink.got == [("stdout", b"a\n")] and merge.arrival_order
     merge.data("stderr", b"b\n")  # no wait any more
