@@ -94,6 +94,7 @@ class Match:
 class ArtifactSelection:
     matches: list[Match] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)  # (path or pattern, reason)
+    unmatched: list[str] = field(default_factory=list)  # patterns no file matched
 
 
 def _inside(real: Path, root: Path) -> bool:
@@ -104,13 +105,17 @@ def select(work_dir: Path, patterns: list[str], *, max_total: int) -> ArtifactSe
     """The files to upload and the refusals, deterministic (sorted) and capped."""
     selection = ArtifactSelection()
     regexes: list[re.Pattern[str]] = []
+    wanted: list[tuple[str, re.Pattern[str]]] = []
     for pattern in patterns:
         problem = pattern_problem(pattern)
         if problem:
             selection.refused.append((pattern, problem))
         else:
-            regexes.append(pattern_regex(pattern.strip().removeprefix("./")))
+            regex = pattern_regex(pattern.strip().removeprefix("./"))
+            regexes.append(regex)
+            wanted.append((pattern, regex))
     if not regexes or not work_dir.is_dir():
+        selection.unmatched = [pattern for pattern, _ in wanted]
         return selection
     root = work_dir.resolve()
     candidates: list[str] = []
@@ -123,6 +128,10 @@ def select(work_dir: Path, patterns: list[str], *, max_total: int) -> ArtifactSe
         candidates.extend(prefix + name for name in names)
         if len(candidates) > MAX_MATCHES * 10:
             break
+    # A pattern that matched no file at all (refused matches count as matched: each has its
+    # own reason) is said to the pilot: a typo in --artifact must not look like success.
+    selection.unmatched = [pattern for pattern, regex in wanted
+                           if not any(regex.fullmatch(rel) for rel in candidates)]
     total = 0
     for rel in sorted(candidates):
         if not any(rx.fullmatch(rel) for rx in regexes):

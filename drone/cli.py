@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -24,6 +26,11 @@ def drone() -> None:
     """Drone host: join a relay, run the daemon."""
 
 
+def _ca_cert_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option("--ca-cert", "ca_cert", default=None, metavar="FILE",
+                        type=click.Path(dir_okay=False, path_type=Path), help=help_text)
+
+
 @drone.command()
 @click.argument("token")
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
@@ -32,16 +39,22 @@ def drone() -> None:
               help="How many tasks run at once.")
 @click.option("--labels", default="", callback=_labels,
               help="Comma-separated labels tasks can target, e.g. gpu,a100.")
-def join(token: str, data_dir: Path, slots: int, labels: list[str]) -> None:
+@_ca_cert_option("CA bundle that signed the relay's TLS certificate; copied into the data "
+                 "dir and trusted by every `drone run` after.")
+def join(token: str, data_dir: Path, slots: int, labels: list[str],
+         ca_cert: Path | None) -> None:
     """Enroll this box with a one-time join TOKEN and pin the relay's task key."""
     from dragoon.drone.join import JoinError
     from dragoon.drone.join import join as do_join
 
     try:
-        joined = do_join(token, data_dir, slots=slots, labels=labels)
+        joined = do_join(token, data_dir, slots=slots, labels=labels, ca_cert=ca_cert)
     except JoinError as exc:
         click.echo(f"dragoon drone join: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(exc.status)
+    except KeyboardInterrupt:  # a join the relay has not accepted is simply run again
+        click.echo("\ndragoon drone join: interrupted", err=True)
+        sys.exit(130)
     click.echo(f"joined {joined.relay} as drone {joined.name!r}")
     click.echo(f"drone key {joined.fingerprint}; relay task key {joined.relay_key_fingerprint} "
                "pinned")
@@ -53,7 +66,9 @@ def join(token: str, data_dir: Path, slots: int, labels: list[str]) -> None:
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
               help="The drone's data dir, as given to `dragoon drone join`.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail too.")
-def run(data_dir: Path, verbose: bool) -> None:
+@_ca_cert_option("CA bundle that signed the relay's TLS certificate, for this run "
+                 "(instead of drone.toml's ca_cert).")
+def run(data_dir: Path, verbose: bool, ca_cert: Path | None) -> None:
     """Run the drone: long-poll the relay, run tasks, ship output; relay errors never stop it."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -61,12 +76,17 @@ def run(data_dir: Path, verbose: bool) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    from dragoon.drone.client import EXIT_TLS
     from dragoon.drone.config import SettingsError
     from dragoon.drone.daemon import run as run_daemon
     from dragoon.shared.errors import DragoonError
+    from dragoon.shared.tls import CaCertError
 
     try:
-        run_daemon(data_dir)
+        run_daemon(data_dir, ca_cert=ca_cert)
+    except CaCertError as exc:
+        click.echo(f"dragoon drone run: {exc}", err=True)
+        sys.exit(EXIT_TLS)
     except (SettingsError, DragoonError, ValueError) as exc:
         click.echo(f"dragoon drone run: {exc}", err=True)
         sys.exit(1)

@@ -8,7 +8,10 @@ forever; a drone never exits because the relay is away. Other answers are
 returned for the caller to read, except ``drone_replaced``: it raises
 ``DroneReplaced`` (a ``RelayUnavailable``, so callers only wait) and sets
 ``RelayLink.replaced`` for the daemon to stop on. ``Reachability`` turns the
-many request outcomes into one log line per change of the relay's reachability.
+many request outcomes into one log line per change of the relay's reachability;
+a TLS failure (the relay's certificate does not chain to the trusted CA, a
+handshake that fails) is named as such in that line, at error level, since
+waiting alone will not mend it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import asyncio
 import json
 import logging
 import random
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlsplit
@@ -25,11 +29,17 @@ import httpx
 from dragoon.shared.constants import ERR_DRONE_REPLACED
 from dragoon.shared.request_auth import sign_request, sign_streamed_request
 from dragoon.shared.signers import Signer
+from dragoon.shared.tls import is_tls_failure
 
 log = logging.getLogger("dragoon.drone")
 
 BACKOFF_START: Final = 1.0
 BACKOFF_CAP: Final = 60.0
+# `dragoon drone join` (and `drone run` given an unusable CA file) exit with the pilot's
+# TLS code (cockpit/cli/exit_codes.py): scripts read 6 the same way from either side.
+EXIT_TLS: Final = 6
+TLS_HINT: Final = ("does the relay's certificate chain to the CA in drone.toml's ca_cert "
+                   "(or --ca-cert FILE)?")
 
 
 class RelayUnavailable(Exception):
@@ -103,16 +113,25 @@ class Reachability:
 
     def __init__(self) -> None:
         self.up: bool | None = None
+        self.tls_failing = False
 
     def ok(self) -> None:
         if self.up is not True:
             log.info("relay reachable")
         self.up = True
+        self.tls_failing = False
 
-    def failed(self, reason: str) -> None:
-        if self.up is not False:
-            log.warning("relay unreachable (%s); retrying with backoff", reason)
+    def failed(self, reason: str, *, tls: bool = False) -> None:
+        # A relay that was away and comes back with a certificate the drone does not trust
+        # is a change worth its own line: the first one blamed the network.
+        if self.up is not False or self.tls_failing != tls:
+            if tls:
+                log.error("relay unreachable: TLS failure (%s); %s retrying with backoff",
+                          reason, TLS_HINT)
+            else:
+                log.warning("relay unreachable (%s); retrying with backoff", reason)
         self.up = False
+        self.tls_failing = tls
 
 
 def query_string(params: Mapping[str, str | int]) -> str:
@@ -134,7 +153,8 @@ class RelayLink:
     """Signed requests to one relay with one drone key."""
 
     def __init__(self, base_url: str, signer: Signer, *,
-                 link: Reachability | None = None) -> None:
+                 link: Reachability | None = None,
+                 verify: ssl.SSLContext | bool = True) -> None:
         parts = urlsplit(base_url.rstrip("/"))
         self._base = base_url.rstrip("/")
         self._prefix = parts.path
@@ -147,6 +167,7 @@ class RelayLink:
             timeout=httpx.Timeout(30.0, connect=10.0),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
             headers={"User-Agent": "dragoon-drone"},
+            verify=verify,
         )
 
     async def aclose(self) -> None:
@@ -201,7 +222,7 @@ class RelayLink:
             )
         except httpx.HTTPError as exc:
             reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
-            self.link.failed(reason)
+            self.link.failed(reason, tls=is_tls_failure(exc))
             raise RelayUnavailable(reason) from exc
         if response.status_code >= 500:
             reason = f"HTTP {response.status_code} {error_code(response)}"

@@ -40,12 +40,22 @@ class DroneSettings:
     max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES
     max_fetch_bytes: int = DEFAULT_MAX_FETCH_BYTES
     poll_wait: float = DEFAULT_POLL_WAIT
+    # The CA bundle the relay's TLS certificate must chain to; empty: the system's CAs.
+    # A relative path is inside the data dir (`join --ca-cert` copies the file there).
+    ca_cert: str = ""
 
     def effective_timeout(self, asked: float | None) -> float | None:
         """The relay's timeout, cut to ``max_timeout`` (which also applies when none is asked)."""
         if self.max_timeout > 0:
             return min(asked, self.max_timeout) if asked else self.max_timeout
         return asked if asked else None
+
+    def ca_cert_path(self, data_dir: Path) -> Path | None:
+        """The CA file to trust, relative paths taken from the data dir; None: system CAs."""
+        if not self.ca_cert:
+            return None
+        path = Path(self.ca_cert).expanduser()
+        return path if path.is_absolute() else data_dir / path
 
     def effective_grace(self, asked: float | None) -> float:
         grace = self.default_grace if asked is None else max(0.0, float(asked))
@@ -64,6 +74,8 @@ _COMMENTS: Final = {
     "max_artifact_bytes": "total size of the artifacts one task may upload",
     "max_fetch_bytes": "largest file a pilot may fetch",
     "poll_wait": "seconds the relay may hold a poll",
+    "ca_cert": "CA bundle the relay's TLS certificate must chain to, relative to the data dir "
+               "(\"\": the system's CAs)",
 }
 
 

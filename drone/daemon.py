@@ -34,6 +34,7 @@ from dragoon.drone.client import (
     error_code,
     until_reachable,
 )
+from dragoon.drone.install import RunningCode, installed_version
 from dragoon.drone.metrics import Metrics
 from dragoon.drone.runner import TaskRunner
 from dragoon.drone.state import AdmissionLedger, DataDir, is_safe_id, read_json, write_json
@@ -41,6 +42,7 @@ from dragoon.drone.verify import parse_spec, parse_task, verify_task
 from dragoon.shared.keys import PublicKey, load_public_key_file
 from dragoon.shared.signers import KeyFileSigner
 from dragoon.shared.spec import TaskSpec
+from dragoon.shared.tls import ca_context
 
 log = logging.getLogger("dragoon.drone")
 
@@ -51,6 +53,11 @@ FETCH_CHECK_WAIT: Final = 2.0  # seconds a poll waits for fetch checks, so refus
 # Variables of the drone's own supervisor that a task must not inherit.
 PRIVATE_ENV: Final = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS",
                       "LISTEN_PID", "LISTEN_FDNAMES")
+# What decides whom the drone's own HTTPS client trusts: the relay's CA is the drone's
+# business, and a task that inherited it would trust (or fail to trust) the rest of the
+# world by the drone's rule. A task that needs one sets it in its spec's env, which is kept.
+TLS_ENV: Final = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+                  "SSLKEYLOGFILE", "DRAGOON_CA_CERT")
 # The exit status of a drone whose name a newer enrollment took (EX_CONFIG of sysexits.h):
 # starting it again cannot help, so deploy/dragoon-drone.service does not restart on it.
 EXIT_REPLACED: Final = 78
@@ -58,23 +65,20 @@ EXIT_REPLACED: Final = 78
 REPLACED_REAP: Final = 10.0
 
 
-def version() -> str:
-    try:
-        from importlib.metadata import version as dist_version
-
-        return dist_version("dragoon")
-    except Exception:
-        return "0"
+version = installed_version  # the version this drone reports; read once, at its start
 
 
 class DroneDaemon:
-    def __init__(self, data: DataDir) -> None:
+    def __init__(self, data: DataDir, *, ca_cert: Path | None = None) -> None:
+        """``ca_cert`` (``drone run --ca-cert``) wins over drone.toml's ``ca_cert``."""
         self.data = data
         self.settings = config.load(data.settings)
         self.signer = KeyFileSigner.from_file(data.key)
         self.relay_key: PublicKey = load_public_key_file(data.relay_key)
         self.state = AdmissionLedger.load(data.state)
-        self.client = RelayLink(self.settings.relay, self.signer)
+        self.ca_cert = ca_cert or self.settings.ca_cert_path(data.root)
+        verify = ca_context(self.ca_cert) if self.ca_cert is not None else True
+        self.client = RelayLink(self.settings.relay, self.signer, verify=verify)
         self.metrics = Metrics(data.root)
         self.runners: dict[str, TaskRunner] = {}
         self._jobs: set[asyncio.Task[Any]] = set()
@@ -85,6 +89,7 @@ class DroneDaemon:
         self.fetch_errors: list[dict[str, Any]] = []
         self.hostname = socket.gethostname()
         self.version = version()
+        self.code: RunningCode | None = None  # captured in main(), once the data dir exists
         self.fetch_roots = fetch.resolve_roots(self.settings.fetch_roots, data.work)
         self._stop = asyncio.Event()
         # Clear while a poll answer is being acted on: a task may be half launched then.
@@ -99,8 +104,10 @@ class DroneDaemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
         self.data.create()
-        log.info("drone %s starting (relay %s, %d slot(s), labels %s)", self.settings.name,
-                 self.settings.relay, self.settings.slots, ",".join(self.settings.labels) or "-")
+        self.code = RunningCode(self.data, version=self.version)
+        log.info("drone %s starting (relay %s, %d slot(s), labels %s, TLS trust %s)",
+                 self.settings.name, self.settings.relay, self.settings.slots,
+                 ",".join(self.settings.labels) or "-", self.ca_cert or "system CAs")
         self.adopt()
         poller = asyncio.create_task(self.poll_loop())
         supervisor = asyncio.create_task(self.supervise())
@@ -355,16 +362,25 @@ class DroneDaemon:
             "timeout": self.settings.effective_timeout(spec.timeout),
             "grace": self.settings.effective_grace(spec.grace),
         }
+        # dragoon upgraded on disk under this drone: said in the task's notes (and logged).
+        upgraded = self.code.changed() if self.code is not None else None
+        if upgraded:
+            record["notes"] = [upgraded]
         write_json(task_dir / "task.json", record)
         (task_dir / "inbox").touch(mode=0o600)
         runner = self._make_runner(parsed.id, record, spec)
         env = self._task_env(parsed.id, spec, task_dir)
-        wrapper, proc = await spawn.launch(task_dir, command=spec.command, cwd=work_dir, env=env)
+        wrapper, proc = await spawn.launch(
+            task_dir, command=spec.command, cwd=work_dir, env=env, stdin=spec.stdin,
+            wrapper=str(self.code.wrapper) if self.code is not None else spawn.WRAPPER)
         runner.wrapper, runner.proc = wrapper, proc
         if proc is None:
             runner.tick()  # the wrapper may have written exit.json (e.g. cwd missing)
             if runner.outcome is None:
-                runner.conclude_without_exit("the task wrapper did not start")
+                runner.conclude_without_exit(upgraded or (
+                    "the task wrapper did not start" if wrapper is not None else
+                    f"cannot run {sys.executable}: the drone's Python "
+                    "changed under it? restart it"))
         else:
             log.info("task %s: started (pid %d) in %s: %s", parsed.id, proc.pid, work_dir,
                      spec.command if len(spec.command) < 80 else spec.command[:77] + "...")
@@ -390,7 +406,8 @@ class DroneDaemon:
         return self.data.make_work_dir(task_id)
 
     def _task_env(self, task_id: str, spec: TaskSpec, task_dir: Path) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
+        env = {k: v for k, v in os.environ.items()
+               if k not in PRIVATE_ENV and k not in TLS_ENV}
         env.update(spec.env)
         env["DRAGOON_TASK_ID"] = task_id
         env["DRAGOON_INBOX"] = str(task_dir / "inbox")
@@ -463,10 +480,10 @@ class DroneDaemon:
             self.fetch_errors.append({"id": fetch_id, "error": reason})
 
 
-def run(data_dir: Path) -> None:
+def run(data_dir: Path, *, ca_cert: Path | None = None) -> None:
     """Run the drone until SIGTERM/SIGINT; relay errors never end it, but being replaced does
     (exit status ``EXIT_REPLACED``)."""
-    drone = DroneDaemon(DataDir(data_dir))
+    drone = DroneDaemon(DataDir(data_dir), ca_cert=ca_cert)
     status = 0
     with contextlib.suppress(KeyboardInterrupt):
         status = asyncio.run(drone.main())

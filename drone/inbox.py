@@ -27,10 +27,10 @@ from dragoon.drone import safefile
 from dragoon.drone.client import RelayLink, RelayUnavailable, error_code
 from dragoon.drone.shipper import TaskFinished
 from dragoon.drone.state import read_json, write_json
+from dragoon.shared.spec import MESSAGE_CAP, SpecError, check_message
 
 log = logging.getLogger("dragoon.drone")
 
-MESSAGE_CAP: Final = 4096  # bytes of UTF-8 per message
 READ_WINDOW: Final = 64 * 1024  # a line longer than this is cut, the rest of it skipped
 MAX_INBOX_BYTES: Final = 64 << 20  # what one task's inbox may hold; the rest is not read
 
@@ -48,6 +48,16 @@ def cap_message(raw: bytes) -> str:
     room = MESSAGE_CAP - len(note.encode("utf-8"))
     head = encoded[:room].decode("utf-8", errors="ignore")
     return head + note
+
+
+def sendable(text: str) -> bool:
+    """Whether a line is a message by shared/spec.py's rule (the one `dragoon notify` and the
+    relay apply): a blank line of the inbox file is skipped, never sent as an empty message."""
+    try:
+        check_message(text)
+    except SpecError:
+        return False
+    return True
 
 
 @dataclass
@@ -151,9 +161,11 @@ class InboxShipper:
             if not messages and consumed == 0:
                 break
             for raw, end in messages:
-                await self._send(cap_message(raw))
-                # Index and offset move together, so a retry resends the same (task, index).
-                self.state.index += 1
+                text = cap_message(raw)
+                if sendable(text):
+                    await self._send(text)
+                    # Index and offset move together, so a retry resends the same (task, index).
+                    self.state.index += 1
                 self.state.offset = start + end
                 self.state.skipping = skipping if end == consumed else False
                 self._save()

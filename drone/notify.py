@@ -1,7 +1,9 @@
 """``dragoon notify TEXT``: inside a task, one message to the pilot's inbox, with no login.
 
 It appends one line to ``$DRAGOON_INBOX``, which the drone ships; newlines in
-TEXT become spaces so that one call is always one message. The inbox must be a
+TEXT become spaces so that one call is always one message. TEXT is held to
+shared/spec.py's message rule, as the drone and the relay hold it: blank text,
+or more than MESSAGE_CAP bytes, is refused with one line and exit 2. The inbox must be a
 regular file: anything else (a FIFO, a device, a symbolic link) is refused with
 one line and exit 1, never waited on.
 """
@@ -26,7 +28,15 @@ def notify(text: tuple[str, ...]) -> None:
         click.echo("dragoon notify: DRAGOON_INBOX is not set (run it inside a dragoon task)",
                    err=True)
         sys.exit(2)
-    line = " ".join(text).replace("\r", " ").replace("\n", " ") + "\n"
+    from dragoon.shared.spec import SpecError, check_message
+
+    message = " ".join(text).replace("\r", " ").replace("\n", " ")
+    try:
+        check_message(message)
+    except SpecError as exc:
+        click.echo(f"dragoon notify: {exc} (nothing sent)", err=True)
+        sys.exit(2)
+    line = message + "\n"
     fd = _open_inbox(inbox)
     try:
         os.write(fd, line.encode("utf-8"))  # one write with O_APPEND: lines never interleave

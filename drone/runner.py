@@ -33,6 +33,7 @@ from dragoon.drone.client import (
 from dragoon.drone.inbox import InboxShipper
 from dragoon.drone.shipper import AckedOffsets, StreamShipper, TaskFinished, TaskGone
 from dragoon.drone.state import read_json, write_json
+from dragoon.drone.stdin import StdinFetcher
 from dragoon.shared.spec import TaskSpec
 
 if TYPE_CHECKING:
@@ -108,6 +109,8 @@ class TaskRunner:
         }
         self.inbox = InboxShipper(client, task_id=task_id, inbox=task_dir / "inbox",
                                   state_path=task_dir / "inbox.json")
+        self.stdin = (StdinFetcher(client, task_id=task_id, task_dir=task_dir)
+                      if spec.stdin else None)
         self.done = asyncio.Event()
 
     # ----- process control (called from the drone's supervisor tick) -----
@@ -246,10 +249,12 @@ class TaskRunner:
     async def _ship_until_exit(self) -> None:
         streams = [asyncio.create_task(s.run(self.exited)) for s in self.shippers.values()]
         inbox = asyncio.create_task(self._inbox_loop())
+        # The task's stdin is fetched while it runs; once it has exited nobody reads it.
+        feed = [asyncio.create_task(self.stdin.run(self.exited))] if self.stdin else []
         try:
             await asyncio.gather(*streams, inbox)
         finally:
-            for job in (*streams, inbox):
+            for job in (*streams, inbox, *feed):
                 job.cancel()
             self.offsets.flush()
 
@@ -271,30 +276,36 @@ class TaskRunner:
         if not isinstance(record, dict):
             selection = await safefile.in_thread(lambda: artifacts.select(
                 self.work_dir, self.spec.artifacts, max_total=self.settings.max_artifact_bytes))
-            if selection.refused:
-                # Refusals reach the pilot as messages, sent by the drone itself: the inbox
-                # file is the task's to write, and could be a FIFO by now.
-                self.inbox.note(*(f"dragoon: artifact refused: {what}: {reason}"
-                                  for what, reason in selection.refused))
-                log.info("task %s: %d artifact(s) refused", self.id, len(selection.refused))
+            notes = [f"artifact pattern {pattern!r} matched nothing"
+                     for pattern in selection.unmatched]
+            notes += [f"artifact refused: {what}: {reason}" for what, reason in selection.refused]
+            if notes:
+                # They reach the pilot as messages sent by the drone itself (the inbox file is
+                # the task's to write, and could be a FIFO by now) and as the task's notes.
+                self.inbox.note(*(f"dragoon: {note}" for note in notes))
+                log.info("task %s: %s", self.id, "; ".join(notes))
             record = {"files": [[m.path, str(m.real), m.size] for m in selection.matches],
-                      "refused": selection.refused, "uploaded": []}
+                      "refused": selection.refused, "uploaded": [], "notes": notes}
             write_json(record_path, record)
         for rel, real, _size in record["files"]:
             if rel in record["uploaded"]:
                 continue
-            # Done either way: stored, or refused by the relay (said in a message).
-            await until_reachable(lambda rel=rel, real=real: self._upload(rel, Path(real)))
+            # Done either way: stored, or refused (said in a message and in the task's notes).
+            refused = await until_reachable(lambda rel=rel, real=real: self._upload(rel,
+                                                                                   Path(real)))
+            if refused is not None:
+                self.inbox.note(f"dragoon: {refused}")
+                record.setdefault("notes", []).append(refused)
             record["uploaded"].append(rel)
             write_json(record_path, record)
 
-    async def _upload(self, rel: str, real: Path) -> bool:
+    async def _upload(self, rel: str, real: Path) -> str | None:
+        """Upload one artifact: None once the relay stored it, else why it was not."""
         try:
             fd, _size = await safefile.in_thread(artifacts.open_match, self.work_dir, real)
         except artifacts.ArtifactRefused as exc:
             log.warning("task %s: artifact %s not uploaded: %s", self.id, rel, exc)
-            self.inbox.note(f"dragoon: artifact not stored: {rel}: {exc}")
-            return False
+            return f"artifact not stored: {rel}: {exc}"
         try:
             digest, size = await artifacts.fd_digest(fd)
             params = {"task": self.id, "path": rel, "sha256": digest, "size": size}
@@ -305,11 +316,10 @@ class TaskRunner:
             os.close(fd)
         if response.status_code == 200:
             log.info("task %s: artifact %s uploaded (%d bytes)", self.id, rel, size)
-            return True
+            return None
         reason = f"HTTP {response.status_code} {error_code(response)}"
         log.warning("task %s: artifact %s refused by the relay: %s", self.id, rel, reason)
-        self.inbox.note(f"dragoon: artifact not stored: {rel}: {reason}")
-        return False
+        return f"artifact not stored: {rel}: {reason}"
 
     def finish_body(self) -> dict[str, Any]:
         assert self.outcome is not None
@@ -323,7 +333,21 @@ class TaskRunner:
             body["peak_rss"] = int(body["peak_rss"])
         if body["error"] is not None:
             body["error"] = str(body["error"])[:2000]
+        notes = self.notes()
+        if notes:
+            body["notes"] = notes
         return body
+
+    def notes(self) -> list[str]:
+        """What the task's finish says without failing it: the daemon's notes at its start
+        (task.json: dragoon upgraded under the drone) and its artifact notes (artifacts.json),
+        kept on disk so a drone restarted before the finish still reports them."""
+        notes: list[str] = []
+        for name in ("task.json", "artifacts.json"):
+            record = read_json(self.dir / name)
+            found = record.get("notes") if isinstance(record, dict) else None
+            notes += [str(note)[:1000] for note in found] if isinstance(found, list) else []
+        return notes[:100]
 
     async def _finish(self) -> None:
         backoff = JitteredBackoff()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Final
 
 import psutil
+from dragoon.drone import stdin as drone_stdin
 from dragoon.drone.state import read_json, write_json
 
 WRAPPER: Final = str(Path(__file__).with_name("wrapper.py"))
@@ -84,40 +85,52 @@ def rebooted_since(record: ProcRecord) -> bool:
 
 
 async def launch(
-    task_dir: Path, *, command: str, cwd: Path, env: dict[str, str], start_timeout: float = 15.0
-) -> tuple[subprocess.Popen[bytes], ProcRecord | None]:
+    task_dir: Path, *, command: str, cwd: Path, env: dict[str, str], start_timeout: float = 15.0,
+    stdin: bool = False,
+    wrapper: str = WRAPPER,
+) -> tuple[subprocess.Popen[bytes] | None, ProcRecord | None]:
     """Start the wrapper for one task and wait until it names the task's pid.
 
     Returns the wrapper's Popen (the drone reaps it while it lives) and the
     record, or None when the wrapper never reported (its exit.json says why,
-    or the caller reports the failure).
+    or the caller reports the failure). ``wrapper`` is the file to run: the
+    daemon passes the copy it made at its start (drone/install.py). A wrapper
+    that cannot even be started (the Python is gone) is (None, None), with the
+    reason in ``wrapper.log``.
     """
-    write_json(task_dir / "launch.json", {"command": command, "cwd": str(cwd)})
+    launch_record: dict[str, object] = {"command": command, "cwd": str(cwd)}
+    if stdin:  # the task reads its pilot's stdin: the wrapper feeds it from the spool
+        drone_stdin.prepare(task_dir)
+        launch_record["stdin"] = True
+    write_json(task_dir / "launch.json", launch_record)
     # 0600 like every file of the data dir, whatever the umask the task inherits.
     log = os.open(task_dir / "wrapper.log",
                   os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        wrapper = subprocess.Popen(
-            [sys.executable, "-I", "-S", WRAPPER, str(task_dir)],
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-S", wrapper, str(task_dir)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=str(task_dir),
             start_new_session=True, close_fds=True,
         )
+    except OSError as exc:
+        os.write(log, f"dragoon: cannot start {sys.executable} {wrapper}: {exc}\n".encode())
+        return None, None
     finally:
         os.close(log)
-    wrapper_create = _create_time(wrapper.pid)
+    wrapper_create = _create_time(process.pid)
     pid_path = task_dir / "pid.json"
     deadline = time.monotonic() + start_timeout
     info = read_json(pid_path)
     while info is None:
-        if wrapper.poll() is not None or time.monotonic() > deadline:
-            return wrapper, None
+        if process.poll() is not None or time.monotonic() > deadline:
+            return process, None
         await asyncio.sleep(0.002)
         info = read_json(pid_path)
     pid = int(info["pid"])
-    record = ProcRecord(pid, _create_time(pid), wrapper.pid, wrapper_create,
+    record = ProcRecord(pid, _create_time(pid), process.pid, wrapper_create,
                         psutil.boot_time(), float(info["started_at"]))
     write_json(task_dir / "proc.json", record.to_json())
-    return wrapper, record
+    return process, record
 
 
 def recover(task_dir: Path, *, wait: float = 2.0) -> ProcRecord | None:

@@ -140,6 +140,11 @@ class DataDir:
         return self.root / "relay_key.pub"
 
     @property
+    def ca_cert(self) -> Path:
+        """The relay's CA bundle, copied here by ``join --ca-cert``."""
+        return self.root / "relay-ca.pem"
+
+    @property
     def state(self) -> Path:
         return self.root / "state.json"
 

@@ -10,13 +10,20 @@ a drone upgrade that changes the package cannot break a running wrapper.
 
 Protocol with the drone (all files inside TASK_DIR):
 
-- reads ``launch.json``: ``{"command", "cwd"}``; the environment is inherited.
+- reads ``launch.json``: ``{"command", "cwd"[, "stdin": true]}``; the environment is
+  inherited.
 - runs ``bash -c COMMAND`` in its own new session and process group, stdin
   from /dev/null, stdout/stderr on two pipes that this process reads (one
   thread, ``selectors``) and appends to the spool files ``stdout`` /
   ``stderr``, and after each run of bytes of one stream a record to the spool
   file ``order`` (``OrderLog``): the true relative order of the two streams,
   which two files alone cannot tell.
+- with ``"stdin": true``, the task's stdin is a pipe instead, fed by a thread of
+  its own (``_StdinFeeder``) from the spool ``stdin`` that the drone appends to;
+  it rewrites ``stdin.fed`` with how many bytes the task took, and closes the
+  pipe once ``stdin.eof`` (``{"size"}``) says the spool is complete and all of
+  it was fed. Blocking writes to the pipe are the back-pressure: the drone
+  fetches no further ahead of ``stdin.fed`` than its bound (drone/stdin.py).
 - writes ``pid.json`` ``{"pid", "wrapper_pid", "started_at"}`` once started.
 - after the task's main process ends, sends SIGTERM then SIGKILL to what is
   left of its process group (nothing outlives a task), reads the pipes to
@@ -36,6 +43,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import IO, Any
 
@@ -129,6 +137,88 @@ def _note_once(text: str) -> None:
         _noted.add(text)
         with contextlib.suppress(OSError):
             os.write(2, text.encode("utf-8", "replace") + b"\n")
+
+
+STDIN_POLL_SECONDS = 0.02  # between looks at a spool that has nothing new
+STDIN_BLOCK = 64 * 1024
+
+
+class _StdinFeeder(threading.Thread):
+    """Copies the stdin spool into the task's stdin pipe, in order, exactly once.
+
+    A thread, not the main loop: a write blocks while the task does not read,
+    which is the point. EPIPE (the task closed its stdin, or ended) just stops
+    the feeding. A daemon thread, so it never keeps a finished wrapper alive.
+    """
+
+    def __init__(self, task_dir: str, pipe_fd: int) -> None:
+        super().__init__(name="stdin-feeder", daemon=True)
+        self.spool_path = os.path.join(task_dir, "stdin")
+        self.fed_path = os.path.join(task_dir, "stdin.fed")
+        self.eof_path = os.path.join(task_dir, "stdin.eof")
+        self.pipe_fd = pipe_fd
+        self.fed = 0
+
+    def run(self) -> None:
+        spool = -1
+        try:
+            spool = os.open(self.spool_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            while True:
+                data = os.pread(spool, STDIN_BLOCK, self.fed)
+                if data:
+                    view = memoryview(data)
+                    while view:
+                        written = os.write(self.pipe_fd, view)
+                        view = view[written:]
+                        self.fed += written
+                    self._publish()
+                    continue
+                final = self._final_size()
+                if final is not None and self.fed >= final:
+                    return
+                time.sleep(STDIN_POLL_SECONDS)
+        except BrokenPipeError:
+            return  # the task closed its stdin: nothing more to feed
+        except OSError as exc:
+            sys.stderr.write(f"dragoon wrapper: the task's stdin stopped: {exc}\n")
+        finally:
+            if spool >= 0:
+                os.close(spool)
+            with contextlib.suppress(OSError):
+                os.close(self.pipe_fd)
+
+    def _publish(self) -> None:
+        # Rewritten, never fsynced: a stale value only makes the drone fetch a little less.
+        tmp = f"{self.fed_path}.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, str(self.fed).encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.fed_path)
+
+    def _final_size(self) -> int | None:
+        try:
+            fd = os.open(self.eof_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        try:
+            size = json.loads(os.read(fd, 4096) or b"null")["size"]
+        except (ValueError, TypeError, KeyError):
+            return None
+        finally:
+            os.close(fd)
+        return size if isinstance(size, int) else None
+
+
+def _stdin_pipe(task_dir: str, launch: dict[str, Any]) -> tuple[int, _StdinFeeder] | None:
+    """The read end for the task and its feeder (started later), or None: /dev/null."""
+    if launch.get("stdin") is not True:
+        return None
+    read_end, write_end = os.pipe()
+    return read_end, _StdinFeeder(task_dir, write_end)
 
 
 def _write_json_atomic(path: str, value: dict[str, Any]) -> None:
@@ -304,10 +394,11 @@ def main(task_dir: str) -> int:
     err_fd = os.open(os.path.join(task_dir, "stderr"), flags, 0o600)
     order = OrderLog(os.open(os.path.join(task_dir, "order"), flags, 0o600))
     started_at = time.time()
+    stdin_pipe = _stdin_pipe(task_dir, launch)
     try:
         child = subprocess.Popen(
             ["bash", "-c", launch["command"]],
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin_pipe is None else stdin_pipe[0],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=launch["cwd"],
@@ -327,6 +418,9 @@ def main(task_dir: str) -> int:
             "error": f"cannot start the task: {exc.strerror or exc}",
         })
         return 0
+    if stdin_pipe is not None:
+        os.close(stdin_pipe[0])  # the task holds it now: its exit gives the feeder EPIPE
+        stdin_pipe[1].start()
     _write_json_atomic(os.path.join(task_dir, "pid.json"),
                        {"pid": child.pid, "wrapper_pid": os.getpid(), "started_at": started_at})
     status, usage, finished_at = _Pump(child, {b"o": out_fd, b"e": err_fd}, order).run()

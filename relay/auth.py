@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -50,6 +51,9 @@ PRINCIPAL_KEY: Final = "dragoon.principal"
 # and the schema.
 OPEN_PATHS: Final = frozenset({"/healthz", "/metrics", "/openapi.json"})
 STREAMED_PATHS: Final = frozenset({"/v1/worker/blob"})  # the route reads and checks its own body
+# A pilot's stdin chunk is streamed too: its route may hold it until the window has room
+# before reading a byte of it (relay/routes/stdin.py).
+STREAMED_PATTERN: Final = re.compile(r"/v1/tasks/[^/]+/stdin")
 CLAIM_PARAM: Final = "sha256"  # the query parameter a streamed upload claims its body's hash in
 
 
@@ -287,6 +291,11 @@ def check_streamed(
                          headers=headers, body=b"", nonce_ttl=nonce_ttl, streamed_sha256=claim)
 
 
+def is_streamed(path: str) -> bool:
+    """A route that reads and checks its own body against the claimed hash."""
+    return path in STREAMED_PATHS or STREAMED_PATTERN.fullmatch(path) is not None
+
+
 def scope_headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
@@ -346,7 +355,7 @@ class SignedRequests:
         path: str = scope["path"]
         headers = scope_headers(scope)
         open_route = (method, path) in c.UNSIGNED_ROUTES or path in OPEN_PATHS
-        if path in STREAMED_PATHS and not open_route:
+        if is_streamed(path) and not open_route:
             verified = await self.relay.db.run(
                 lambda conn: check_streamed(
                     conn, method=method, raw_path=raw_path(scope),

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from dragoon.relay import units
+from dragoon.shared.spec import MESSAGE_CAP
 
 CONFIG_FILE: Final = "relay.toml"
 DB_FILE: Final = "relay.db"
@@ -53,7 +54,10 @@ class RelayConfig:
     max_log_chunk: int = 256 * KiB
     output_cap: int = 1 * GiB
     artifact_max: int = 4 * GiB
-    message_max: int = 4 * KiB
+    message_max: int = MESSAGE_CAP  # shared/spec.py: what `dragoon notify` and drones send
+    # A task's stdin (relay/stdin.py): at most this many bytes the drone has not taken yet
+    # are held per task (plus one chunk of max_log_chunk); the pilot's upload waits beyond.
+    stdin_window: int = 4 * MiB
     queued_per_pilot: int = 1000
     # Retention and disk quotas (relay/retention.py, relay/quota.py, docs/operations.md).
     # Durations like "30d", sizes like "50G" (relay/units.py); "none" turns one off.
@@ -137,6 +141,10 @@ class RelayConfig:
     @property
     def blobs_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def stdin_dir(self) -> Path:
+        return self.data_dir / "stdin"
 
     @classmethod
     def load(cls, data_dir: str | Path) -> RelayConfig:

@@ -11,6 +11,7 @@ from dragoon.relay.db import Database
 from dragoon.relay.events import EventBus, SqliteEventStore
 from dragoon.relay.output import OutputStore
 from dragoon.relay.signals import Signals
+from dragoon.relay.stdin import StdinStore
 from dragoon.relay.tasks import TaskStore
 from dragoon.shared.keys import load_private_key_file
 from dragoon.shared.signers import KeyFileSigner
@@ -26,6 +27,7 @@ class Relay:
     tasks: TaskStore
     blobs: BlobStore
     bus: EventBus
+    stdin: StdinStore
     signals: Signals = field(default_factory=Signals)
     hooks: dict[str, Any] = field(default_factory=dict)
 
@@ -38,6 +40,7 @@ class Relay:
             config=config, db=db, signer=signer, output=output,
             tasks=TaskStore(config, output), blobs=BlobStore(config.blobs_dir),
             bus=EventBus(SqliteEventStore(db)),
+            stdin=StdinStore(config.stdin_dir, config.stdin_window),
         )
 
     def stopping(self) -> None:
@@ -47,6 +50,7 @@ class Relay:
 
     def close(self) -> None:
         self.output.close()
+        self.stdin.close()
         self.db.close()
 
 

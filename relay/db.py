@@ -196,6 +196,11 @@ MIGRATIONS: Final[list[str]] = [
     CREATE INDEX events_at ON events (at);
     INSERT INTO counters (name, value) VALUES ('events_epoch', abs(random() % 1099511627776))
     """,
+    # 5: a task's notes (docs/api.md): what the drone says about a task without failing it,
+    # such as an artifact pattern that matched nothing; a JSON list of lines, NULL for none.
+    """
+    ALTER TABLE tasks ADD COLUMN notes TEXT
+    """,
 ]
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

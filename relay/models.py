@@ -59,6 +59,10 @@ def _rule(check: Callable[[Any], T], *, nullable: bool = False) -> Callable[[Any
     return validate
 
 
+def _message_text(value: Any) -> str:
+    return rules.check_message(value, cap=None)
+
+
 StrictStr = Annotated[_StrictStr, AfterValidator(_clean)]
 EnvName = Annotated[_StrictStr,
                     Field(pattern=rf"^[A-Za-z_][A-Za-z0-9_]{{0,{rules.MAX_ENV_NAME - 1}}}$")]
@@ -72,6 +76,8 @@ OptionalLabels = Annotated[list[_StrictStr] | None,
 # What a drone says about itself is shown in every pilot's table: one line each, no control
 # or bidi character (shared/spec.py ``check_line``, the task name's rule), refused at the door.
 MAX_HOSTNAME = 255
+MAX_NOTES = 100  # notes of one task's finish report
+MAX_NOTE = 1000  # characters of one note
 MAX_VERSION = 100
 
 
@@ -127,12 +133,17 @@ class SpecBody(BaseModel):
     grace: StrictInt = Field(rules.DEFAULT_GRACE, ge=0, le=rules.MAX_GRACE)
     artifacts: list[StrictStr] = Field([], max_length=rules.MAX_ARTIFACT_GLOBS)
     name: StrictStr | None = Field(None, min_length=1, max_length=rules.MAX_TASK_NAME)
+    stdin: StrictBool = False
 
     @model_validator(mode="before")
     @classmethod
     def _shared_rules(cls, data: Any) -> Any:
         """The one rule for a spec (shared/spec.py); what passes it comes back filled in."""
         return _rule(lambda raw: rules.parse_spec(raw).to_json())(data)
+
+    def wire(self) -> dict[str, Any]:
+        """The spec as stored, signed and handed on: ``stdin`` only when true (shared/spec.py)."""
+        return self.model_dump(exclude=None if self.stdin else {"stdin"})
 
 
 class SubmitBody(BaseModel):
@@ -204,9 +215,14 @@ class FinishBody(BaseModel):
     stderr_size: StrictInt | None = Field(None, ge=0)
     order_size: StrictInt | None = Field(None, ge=0)  # an older drone sends none
     error: StrictStr | None = Field(None, max_length=2000)
+    # Said about the task without failing it (an artifact pattern that matched nothing).
+    notes: list[Annotated[StrictStr, Field(max_length=MAX_NOTE)]] | None = Field(
+        None, max_length=MAX_NOTES)
 
 
 class MessageBody(BaseModel):
     task: StrictStr
     index: StrictInt = Field(ge=0)
-    text: StrictStr
+    # The rule `dragoon notify` applies (shared/spec.py): not blank. Its size is the relay's
+    # own setting (message_max, by default the shared cap), answered 413 by the route.
+    text: Annotated[_StrictStr, BeforeValidator(_rule(_message_text))]

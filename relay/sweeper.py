@@ -39,6 +39,18 @@ async def sweep_once(relay: Relay) -> None:
     await relay.db.run(purge, relay.config.lockout_window)
     await prune_events(relay)
     await dispatch.sweep(relay)
+    await drop_stale_stdin(relay)
+
+
+async def drop_stale_stdin(relay: Relay) -> None:
+    """The stdin a task will never read (cancelled while queued, expired) leaves the disk."""
+    from dragoon.relay import stdin
+
+    held = relay.stdin.held()
+    if not held:
+        return
+    for task in await relay.db.run(stdin.ended, held):
+        await relay.stdin.drop(task)
 
 
 async def prune_events(relay: Relay) -> None:

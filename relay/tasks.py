@@ -24,8 +24,8 @@ from dragoon.relay.errors import ApiError, not_found
 from dragoon.relay.models import FinishBody, SubmitBody
 from dragoon.relay.output import OutputStore
 from dragoon.shared.models import TaskState
+from dragoon.shared.spec import TASK_ID_ALPHABET, TASK_ID_LENGTH
 
-_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 ACTIVE = ("dispatched", "running")
 # Final for good: the drone can add nothing (docs/security.md, "Finished is final").
 # `lost` is not among them: the drone's late report replaces it.
@@ -33,7 +33,7 @@ FINISHED = ("succeeded", "failed", "timed_out", "cancelled")
 
 
 def new_id() -> str:
-    return "t-" + "".join(secrets.choice(_ALPHABET) for _ in range(10))
+    return "t-" + "".join(secrets.choice(TASK_ID_ALPHABET) for _ in range(TASK_ID_LENGTH))
 
 
 def row_of(conn: sqlite3.Connection, task_id: str) -> sqlite3.Row | None:
@@ -122,6 +122,7 @@ class TaskStore:
             "cpu_seconds": row["cpu_seconds"], "peak_rss": row["peak_rss"],
             "cancel_requested": bool(row["cancel_requested"]), "error": row["error"],
             "pruned_at": row["pruned_at"],  # retention dropped its output, logs and artifacts
+            "notes": json.loads(row["notes"]) if row["notes"] else [],
             **self.output.sizes(row["id"]),
         }
 
@@ -135,7 +136,7 @@ class TaskStore:
         config = self.config
         if (body.drone is None) == (body.labels is None):
             raise ApiError(422, "invalid", "give exactly one target: drone or labels")
-        spec = body.spec.model_dump()
+        spec = body.spec.wire()
         now = time.time()
         with transaction(conn):
             queued = conn.execute(
@@ -176,10 +177,23 @@ class TaskStore:
 
     def listing(
         self, conn: sqlite3.Connection, *, drone: str | None, state: str | None,
-        limit: int, before: str | None,
+        limit: int, before: str | None, id_prefix: str | None = None,
     ) -> dict[str, Any]:
+        """A page of tasks, newest first; ``id_prefix`` (checked by the route) narrows it to
+        the ids that start with it, which is how a pilot's short id is resolved."""
         where, args = [], []  # type: ignore[var-annotated]
+        if id_prefix:
+            # Ids hold only [a-z2-7-], so the prefix has no LIKE wildcard to escape; the range
+            # form keeps the primary-key index usable.
+            where.append("id >= ? AND id < ?")
+            args.extend([id_prefix, id_prefix + "\x7f"])
         if drone:
+            # A name no drone holds (nor ever ran a task here) is a typo, not an empty page.
+            known = conn.execute("SELECT 1 FROM drones WHERE name = ? UNION ALL "
+                                 "SELECT 1 FROM tasks WHERE drone = ? LIMIT 1",
+                                 (drone, drone)).fetchone()
+            if known is None:
+                raise not_found("drone")
             where.append("drone = ?")
             args.append(drone)
         if state:
@@ -263,11 +277,11 @@ class TaskStore:
             conn.execute(
                 "UPDATE tasks SET state = ?, exit_code = ?, signal = ?, cpu_seconds = ?,"
                 " peak_rss = ?, started_at = COALESCE(started_at, ?, ?), finished_at = ?,"
-                " error = COALESCE(?, CASE WHEN state = 'lost' THEN NULL ELSE error END)"
-                " WHERE id = ?",
+                " error = COALESCE(?, CASE WHEN state = 'lost' THEN NULL ELSE error END),"
+                " notes = ? WHERE id = ?",
                 (body.state, body.exit_code, body.signal, body.cpu_seconds, body.peak_rss,
                  body.started_at, row["dispatched_at"], body.finished_at or now, body.error,
-                 body.task),
+                 json.dumps(body.notes) if body.notes else None, body.task),
             )
             new = row_of(conn, body.task)
         assert new is not None

@@ -263,7 +263,52 @@ def load_public_key_file(path: str | Path) -> PublicKey:
     lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
     if not lines:
         raise KeyLoadError(source, "file is empty")
+    if lines[0].startswith("-----BEGIN ") and "PRIVATE KEY" in lines[0]:
+        # Said without a word of the file: it is a secret, and this line may reach a log.
+        hint = f"{source}.pub" if not source.endswith(".pub") else "the .pub file"
+        raise KeyLoadError(source, f"this is a private key; give its public half ({hint})")
     return PublicKey.from_openssh(lines[0], source=source)
+
+
+_OPENSSH_ARMOR: Final = (b"-----BEGIN OPENSSH PRIVATE KEY-----",
+                         b"-----END OPENSSH PRIVATE KEY-----")
+
+
+def public_half_of_private_file(path: str | Path) -> PublicKey | None:
+    """The public key of a private key file, read without its passphrase; None if unknown.
+
+    From ``PATH.pub`` when there is one, else from the OpenSSH container, which
+    stores the public key in the clear even when the private part is encrypted.
+    This is how a key file's key is looked for in the ssh-agent before any
+    passphrase is asked, as ssh does.
+    """
+    pub = Path(f"{path}.pub")
+    if pub.is_file():
+        try:
+            return load_public_key_file(pub)
+        except KeyLoadError:
+            pass
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    begin, end = _OPENSSH_ARMOR
+    start, stop = data.find(begin), data.find(end)
+    if start < 0 or stop < start:
+        return None
+    try:
+        raw = base64.b64decode(b"".join(data[start + len(begin):stop].split()), validate=True)
+        magic = b"openssh-key-v1\x00"
+        if not raw.startswith(magic):
+            return None
+        reader = _wire.WireReader(raw[len(magic):], what="OpenSSH private key")
+        for _ in range(3):  # cipher name, KDF name, KDF options
+            reader.string()
+        if reader.uint32() < 1:
+            return None
+        return PublicKey.from_blob(reader.string(), source=str(path))
+    except (binascii.Error, WireFormatError, KeyLoadError):
+        return None
 
 
 def _wrap_private(key: object, source: str, comment: str) -> PrivateKey:

@@ -389,7 +389,14 @@ def check_task_name(value: object) -> str | None:
 
 # -- the spec ---------------------------------------------------------------------------------
 
-SPEC_FIELDS: Final = ("command", "env", "cwd", "timeout", "grace", "artifacts", "name")
+SPEC_FIELDS: Final = ("command", "env", "cwd", "timeout", "grace", "artifacts", "name", "stdin")
+
+
+def check_stdin(value: object) -> bool:
+    """Whether the task reads the pilot's stdin: a JSON boolean, never a truthy stand-in."""
+    if not isinstance(value, bool):
+        raise SpecError("stdin", "must be true or false")
+    return value
 
 
 class SpecJSON(TypedDict, total=False):
@@ -402,6 +409,7 @@ class SpecJSON(TypedDict, total=False):
     grace: int
     artifacts: list[str]
     name: str | None
+    stdin: bool  # present only when true (docs/protocol.md, "Stdin")
 
 
 @dataclass(frozen=True)
@@ -409,7 +417,10 @@ class TaskSpec:
     """A valid spec: constructing one checks every field, so holding one proves it is valid.
 
     ``env`` is a read-only mapping and ``artifacts`` a tuple; ``to_json()`` is
-    the wire form with all seven keys, as the relay stores, signs and hands on.
+    the wire form with all seven keys, as the relay stores, signs and hands on,
+    plus ``"stdin": true`` for a task that reads its pilot's stdin. The key is
+    left out when false, so every spec written before it existed keeps its
+    canonical bytes, and its hash, exactly.
     """
 
     command: str
@@ -419,6 +430,7 @@ class TaskSpec:
     grace: int = DEFAULT_GRACE
     artifacts: tuple[str, ...] = ()
     name: str | None = None
+    stdin: bool = False
 
     def __post_init__(self) -> None:
         checked: dict[str, Any] = {
@@ -429,14 +441,18 @@ class TaskSpec:
             "grace": check_grace(self.grace),
             "artifacts": tuple(check_globs(self.artifacts)),
             "name": check_task_name(self.name),
+            "stdin": check_stdin(self.stdin),
         }
         for key, value in checked.items():
             object.__setattr__(self, key, value)
 
     def to_json(self) -> SpecJSON:
-        return {"command": self.command, "env": dict(self.env), "cwd": self.cwd,
-                "timeout": self.timeout, "grace": self.grace,
-                "artifacts": list(self.artifacts), "name": self.name}
+        wire: SpecJSON = {"command": self.command, "env": dict(self.env), "cwd": self.cwd,
+                          "timeout": self.timeout, "grace": self.grace,
+                          "artifacts": list(self.artifacts), "name": self.name}
+        if self.stdin:
+            wire["stdin"] = True  # only when true: older specs keep their bytes and hash
+        return wire
 
     def canonical(self) -> bytes:
         """The canonical JSON of ``to_json()``: the bytes RE-TASK-V1 hashes."""
@@ -461,3 +477,77 @@ def parse_spec(raw: object) -> TaskSpec:
     if "command" not in raw:
         raise SpecError("command", "is required")
     return TaskSpec(**raw)
+
+
+# -- task ids and prefixes of them ------------------------------------------------------------
+
+# The relay makes ids as ``t-`` and ten of these (base32's letters and digits, lower case).
+TASK_ID_ALPHABET: Final = "abcdefghijklmnopqrstuvwxyz234567"
+TASK_ID_LENGTH: Final = 10
+# The shortest prefix a pilot may type: fewer would match a good part of any busy relay, and
+# a query for it would be a listing, not a look-up.
+MIN_TASK_PREFIX: Final = 3
+TASK_REF_RULE: Final = (f"t- and {MIN_TASK_PREFIX}-{TASK_ID_LENGTH} of a-z 2-7; "
+                        "the t- may be left out")
+_TASK_REF: Final = re.compile(
+    rf"(?:t-)?([{TASK_ID_ALPHABET}]{{{MIN_TASK_PREFIX},{TASK_ID_LENGTH}}})")
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    """What a pilot typed for a task: a whole id, or a prefix of one to look up.
+
+    ``text`` is always in the id's own form (``t-`` and lower case), so a
+    prefix is matched, and an id sent, as the relay stores it.
+    """
+
+    text: str
+    exact: bool
+
+
+def parse_task_ref(text: str, *, field: str = "task") -> TaskRef:
+    """``t-4jgab2kq7z`` (an id), ``t-4jg`` or ``4jg`` (a prefix) → a ``TaskRef``.
+
+    Every door that takes a task id calls this (the CLI's verbs through
+    ``RelayClient.resolve_task``, the relay's ``id_prefix`` query). The ``t-``
+    is optional because every id has it, and case is ignored because ids are
+    lower case: neither can make a prefix match another task.
+    """
+    raw = text.strip()
+    match = _TASK_REF.fullmatch(raw.lower())
+    if match is None:
+        raise SpecError(field, f"{_show(raw)} is not a task id or a prefix of one "
+                               f"({TASK_REF_RULE})")
+    body = match.group(1)
+    return TaskRef("t-" + body, exact=len(body) == TASK_ID_LENGTH)
+
+
+def check_task_prefix(value: object, *, field: str = "id_prefix") -> str:
+    """The relay's ``id_prefix`` query: a prefix by ``parse_task_ref``'s rule, in id form."""
+    if not isinstance(value, str):
+        raise SpecError(field, "must be a string")
+    return parse_task_ref(value, field=field).text
+
+
+# -- messages to the pilot's inbox ------------------------------------------------------------
+
+MESSAGE_CAP: Final = 4096  # bytes of UTF-8 per message
+
+
+def check_message(value: object, *, field: str = "text", cap: int | None = MESSAGE_CAP) -> str:
+    """One inbox message: some text that is not only blank, at most ``cap`` bytes of UTF-8.
+
+    ``dragoon notify`` refuses what breaks this (exit 2), the drone skips a
+    blank line of the inbox file and cuts a long one to fit, and the relay
+    answers 422 (its size limit is its own setting, ``message_max``, whose
+    default is MESSAGE_CAP: so the model passes ``cap=None`` and the route
+    answers 413 past it): an empty message in every pilot's inbox says nothing.
+    """
+    if not isinstance(value, str):
+        raise SpecError(field, "must be a string")
+    _text(field, value)
+    if not value.strip():
+        raise SpecError(field, "is empty or only blanks; say something")
+    if cap is not None and (size := len(value.encode("utf-8"))) > cap:
+        raise SpecError(field, f"is {size} bytes of UTF-8, over the cap of {cap}")
+    return value

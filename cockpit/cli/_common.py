@@ -94,12 +94,12 @@ def tls_verify(ca_cert: str | None) -> Any:
     """httpx's ``verify``: the system CAs, or an SSL context trusting ``ca_cert``."""
     if ca_cert is None:
         return True
-    import ssl
+    from dragoon.shared.tls import CaCertError, ca_context
 
     try:
-        return ssl.create_default_context(cafile=ca_cert)
-    except (OSError, ssl.SSLError) as exc:
-        raise Fail(f"cannot use CA certificate {ca_cert}: {exc}", X.TLS) from exc
+        return ca_context(ca_cert)
+    except CaCertError as exc:
+        raise Fail(str(exc), X.TLS) from exc
 
 
 def open_session(conn: Connection, *, allow_expired: bool = False
@@ -121,7 +121,7 @@ def open_session(conn: Connection, *, allow_expired: bool = False
     key = settings.key or session.key
     signer = signer_for(key, public_key=session.public_key if key is None else None)
     client = RelayClient(relay, signer=signer, token=session.token,
-                         verify=tls_verify(settings.ca_cert))
+                         verify=tls_verify(settings.ca_cert or session.ca_cert))
     return client, session
 
 
@@ -144,6 +144,7 @@ _API_CODES = {
     "bad_challenge": ("login refused: {detail}; try again", X.AUTH),
     "locked_out": ("too many failed logins, locked out for a while ({detail})", X.AUTH),
     "not_found": (None, X.NOT_FOUND),
+    "ambiguous": (None, X.USAGE),
     "unreachable": (None, X.UNREACHABLE),
     "timeout": (None, X.UNREACHABLE),
     "protocol": (None, X.UNREACHABLE),
@@ -284,6 +285,18 @@ class DroneName(_SharedRule):
         from dragoon.shared.spec import parse_drone_name
 
         return parse_drone_name(text)
+
+
+class TaskArg(_SharedRule):
+    """A task id, or a prefix of one (``t-4jg``, ``4jg``): checked here, resolved by
+    ``RelayClient.resolve_task`` once the verb has a client."""
+
+    name = "TASK"
+
+    def parse(self, text: str) -> str:
+        from dragoon.shared.spec import parse_task_ref
+
+        return parse_task_ref(text).text
 
 
 class EnvPair(_SharedRule):

@@ -8,7 +8,8 @@ terminal). The relay and the drone run as ``dragoon relay serve``
 and ``dragoon drone run`` subprocesses (cockpit/ never imports relay/ or
 drone/), and the pilot's settings point into the temp dir, so the demo never
 touches the user's own session or config. Every process and file it made is
-removed at the end, also on Ctrl-C.
+removed at the end however the demo ends: ``q`` in the cockpit, Ctrl-C,
+SIGTERM, or its terminal closing (SIGHUP).
 """
 
 from __future__ import annotations
@@ -57,7 +58,10 @@ def dragoon_argv() -> list[str]:
 
 
 def say(message: str) -> None:
-    click.secho(f"demo: {message}", fg="cyan", err=True)
+    """A progress line on stderr; a terminal that is gone (closed, SIGHUP) is no reason to
+    stop cleaning up, so a line that cannot be written is dropped."""
+    with contextlib.suppress(OSError):
+        click.secho(f"demo: {message}", fg="cyan", err=True)
 
 
 class Demo:
@@ -223,12 +227,22 @@ def run_demo(*, headless: bool) -> int:
             task = demo.follow(task_id)
         return 0 if task.get("state") == "succeeded" else 1
     finally:
+        # A second signal (the shell forwarding SIGHUP, then SIGTERM; an impatient Ctrl-C)
+        # must not cut the clean-up short: it runs to the end whatever arrives meanwhile.
+        for signum in ENDINGS:
+            signal.signal(signum, signal.SIG_IGN)
         demo.close()
         say("cleaned up: processes stopped, temp dir removed")
 
 
+# Every way a demo is told to end: Ctrl-C, `kill`, and its terminal closing. The relay and
+# the drone run in sessions of their own (so a Ctrl-C reaches only the foreground), so no
+# signal reaches them from the terminal: this process must stop them, whichever it gets.
+ENDINGS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _terminate(signum: int, frame: object) -> None:
-    """SIGTERM cleans up like Ctrl-C does."""
+    """SIGTERM and SIGHUP clean up like Ctrl-C does."""
     raise KeyboardInterrupt
 
 
@@ -244,14 +258,18 @@ def demo(headless: bool) -> None:
     # Ctrl-C reaches the foreground child (`logs -f`, the cockpit) and this
     # process alike; the relay and drone run in their own sessions and are
     # stopped together by Demo.close.
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = {signum: signal.signal(signum, _terminate)
+                for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
         sys.exit(run_demo(headless=headless))
     except KeyboardInterrupt:
-        click.echo("dragoon: demo interrupted", err=True)
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+            click.echo("dragoon: demo interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # a step failed: say which, as one line, never a traceback
-        click.echo(f"dragoon: demo: {exc}", err=True)
+        with contextlib.suppress(OSError):
+            click.echo(f"dragoon: demo: {exc}", err=True)
         sys.exit(1)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

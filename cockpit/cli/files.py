@@ -7,7 +7,7 @@ replaced unless told ``--force``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path, PurePosixPath
 
@@ -17,6 +17,7 @@ from dragoon.cockpit.cli._common import (
     Connection,
     Fail,
     PilotCommand,
+    TaskArg,
     naming,
     open_client,
     pilot_options,
@@ -60,6 +61,49 @@ async def progress_bar(label: str) -> AsyncIterator[OnProgress | None]:
         yield update
 
 
+STDOUT = "-"  # ``-o -``: the file's bytes to stdout
+
+
+async def save(output: str | None, remote_path: str, force: bool,
+               download: Callable[[Path, bool], Awaitable[Path]], *, note: str = "") -> None:
+    """Run ``download(dest, force)`` to ``-o FILE``/``-o DIR``/here, or to stdout for ``-o -``.
+
+    For stdout the file lands in a private temp dir first and is copied out only
+    once its SHA-256 checked: a corrupt or cut download never reaches the pipe,
+    and stdout carries the file's bytes and nothing else (the one line of a
+    failure goes to stderr, as always).
+    """
+    if output != STDOUT:
+        saved = await download(_destination(output, remote_path), force)
+        click.echo(clean(f"saved {saved}{note}"), err=True)
+        return
+    import shutil
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="dragoon-") as tmp:
+        saved = await download(Path(tmp) / "download", True)
+        with open(saved, "rb") as src:
+            shutil.copyfileobj(src, sys.stdout.buffer, 1 << 20)
+        sys.stdout.buffer.flush()
+
+
+def check_output(output: str | None, remote_path: str) -> None:
+    """Refuse, before any request, an ``-o`` the download could not go to.
+
+    ``-o -`` on a terminal is refused (exit 2), as curl does: the file is a
+    task's bytes, and raw on a terminal its escape sequences would act
+    (docs/security.md, "Untrusted text is data"). Pipe or redirect it.
+    """
+    import sys
+
+    if output != STDOUT:
+        _destination(output, remote_path)
+    elif sys.stdout.isatty():
+        raise Fail("-o - writes the file's raw bytes and stdout is a terminal: pipe or "
+                   "redirect it (-o - | xxd, -o - > FILE)", X.USAGE)
+
+
 def _destination(output: str | None, remote_path: str) -> Path:
     """``-o FILE``, or the remote file's name inside ``-o DIR`` or the current directory."""
     if output is not None and not Path(output).is_dir():
@@ -72,15 +116,17 @@ def _destination(output: str | None, remote_path: str) -> Path:
 
 @click.command(cls=PilotCommand)
 @pilot_options
-@click.argument("task_id", metavar="TASK")
+@click.argument("task_id", metavar="TASK", type=TaskArg())
 @click.option("--json", "as_json", is_flag=True, help="One JSON list of artifact objects.")
 def artifacts(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
               as_json: bool) -> None:
     """List a task's artifacts."""
 
     async def go() -> None:
-        async with open_client(Connection(relay, key, ca_cert)) as client, naming(task_id):
-            found = await client.artifacts(task_id=task_id)
+        async with open_client(Connection(relay, key, ca_cert)) as client:
+            found_id = await client.resolve_task(task_id)
+            async with naming(found_id):
+                found = await client.artifacts(task_id=found_id)
         from dragoon.cockpit.cli import render
 
         if as_json:
@@ -96,26 +142,32 @@ def artifacts(relay: str | None, key: str | None, ca_cert: str | None, task_id: 
 
 @click.command(cls=PilotCommand)
 @pilot_options
-@click.argument("task_id", metavar="TASK")
+@click.argument("task_id", metavar="TASK", type=TaskArg())
 @click.argument("path")
 @click.option("-o", "--output", metavar="FILE", default=None,
-              help="Where to save it [the artifact's file name, here].")
+              help="Where to save it [the artifact's file name, here]; - for stdout.")
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
 def artifact(relay: str | None, key: str | None, ca_cert: str | None, task_id: str, path: str,
              output: str | None, force: bool) -> None:
-    """Download one artifact of TASK, checked against its SHA-256."""
+    """Download one artifact of TASK, checked against its SHA-256 (-o - writes it to stdout)."""
 
     async def go() -> None:
-        dest = _destination(output, path)
-        async with open_client(Connection(relay, key, ca_cert)) as client, naming(task_id):
-            listed = {a["path"]: a for a in await client.artifacts(task_id=task_id)}
+        check_output(output, path)  # a name it cannot have is said before any request
+        async with open_client(Connection(relay, key, ca_cert)) as client:
+            found_id = await client.resolve_task(task_id)
+            async with naming(found_id):
+                listed = {a["path"]: a for a in await client.artifacts(task_id=found_id)}
             if path not in listed:
-                raise Fail(f"task {task_id} has no artifact {path!r}", X.NOT_FOUND)
-            async with progress_bar(path) as on_progress:
-                saved = await client.download_artifact(
-                    task_id=task_id, artifact=listed[path], dest=dest, force=force,
-                    on_progress=on_progress)
-        click.echo(clean(f"saved {saved} (sha256 {listed[path].get('sha256', '?')})"), err=True)
+                raise Fail(f"task {found_id} has no artifact {path!r}", X.NOT_FOUND)
+
+            async def download(dest: Path, replace: bool) -> Path:
+                async with progress_bar(path) as on_progress:
+                    return await client.download_artifact(
+                        task_id=found_id, artifact=listed[path], dest=dest, force=replace,
+                        on_progress=on_progress)
+
+            await save(output, path, force, download,
+                       note=f" (sha256 {listed[path].get('sha256', '?')})")
 
     run_async(go)
 
@@ -125,18 +177,21 @@ def artifact(relay: str | None, key: str | None, ca_cert: str | None, task_id: s
 @click.argument("drone")
 @click.argument("path")
 @click.option("-o", "--output", metavar="FILE", default=None,
-              help="Where to save it [the file's name, here].")
+              help="Where to save it [the file's name, here]; - for stdout.")
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
 def fetch(relay: str | None, key: str | None, ca_cert: str | None, drone: str, path: str,
           output: str | None, force: bool) -> None:
-    """Download the file at PATH on DRONE (under the drone's fetch roots)."""
+    """Download the file at PATH on DRONE (under the drone's fetch roots); -o - to stdout."""
 
     async def go() -> None:
-        dest = _destination(output, path)
-        async with open_client(Connection(relay, key, ca_cert)) as client, naming(drone), \
-                progress_bar(path) as on_progress:
-            saved = await client.fetch(drone=drone, path=path, dest=dest, force=force,
-                                       on_progress=on_progress)
-        click.echo(clean(f"saved {saved}"), err=True)
+        check_output(output, path)
+        async with open_client(Connection(relay, key, ca_cert)) as client, naming(drone):
+
+            async def download(dest: Path, replace: bool) -> Path:
+                async with progress_bar(path) as on_progress:
+                    return await client.fetch(drone=drone, path=path, dest=dest, force=replace,
+                                              on_progress=on_progress)
+
+            await save(output, path, force, download)
 
     run_async(go)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -10,11 +12,13 @@ import click
 from dragoon.cockpit.cli import exit_codes as X
 from dragoon.cockpit.cli._common import (
     Connection,
+    DroneName,
     Duration,
     EnvPair,
     Labels,
     OneLineUsageError,
     PilotCommand,
+    TaskArg,
     naming,
     open_client,
     pilot_options,
@@ -52,7 +56,7 @@ def _submit_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _target_and_spec(words: tuple[str, ...], labels: list[str] | None, timeout: int | None,
                      grace: int | None, cwd: str | None, env: tuple[tuple[str, str], ...],
-                     artifacts: tuple[str, ...], name: str | None
+                     artifacts: tuple[str, ...], name: str | None, *, stdin: bool = False
                      ) -> tuple[str | None, dict[str, Any]]:
     """The drone (None with --labels) and the spec; COMMAND is joined with spaces, as ssh does.
 
@@ -72,6 +76,8 @@ def _target_and_spec(words: tuple[str, ...], labels: list[str] | None, timeout: 
     for field, value in (("cwd", cwd), ("timeout", timeout), ("grace", grace), ("name", name)):
         if value is not None:
             spec[field] = value
+    if stdin:
+        spec["stdin"] = True
     try:
         if drone is not None:
             drone = parse_drone_name(drone)
@@ -102,31 +108,61 @@ def submit(relay: str | None, key: str | None, ca_cert: str | None, words: tuple
 @_submit_options
 @click.option("--cancel-on-interrupt", is_flag=True,
               help="Ctrl-C cancels the task instead of detaching from it.")
+@click.option("-i", "--stdin", "interactive", is_flag=True,
+              help="Forward stdin even when it is a terminal (Ctrl-D ends it).")
+@click.option("-n", "--no-stdin", "no_stdin", is_flag=True,
+              help="Forward no stdin, even from a pipe or file: the task reads EOF (ssh -n).")
 def run(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[str, ...],
         labels: list[str] | None, timeout: int | None, grace: int | None, cwd: str | None,
         env: tuple[tuple[str, str], ...], artifacts: tuple[str, ...], name: str | None,
-        cancel_on_interrupt: bool) -> None:
+        cancel_on_interrupt: bool, interactive: bool, no_stdin: bool) -> None:
     """Submit, stream the output, exit with the task's code.
 
     Like `ssh host cmd`: stdout to stdout, stderr to stderr, as produced; the
     exit code is the task's (128 + N for signal N) and 255 when dragoon itself
-    failed. Ctrl-C detaches (exit 130) and the task goes on.
+    failed. Ctrl-C detaches (exit 130) and the task goes on. A piped or
+    redirected stdin is the task's stdin; a terminal is not, unless -i.
     """
-    drone, spec = _target_and_spec(words, labels, timeout, grace, cwd, env, artifacts, name)
+    from dragoon.cockpit.cli._stdin import wants_stdin
+
+    feed = wants_stdin(interactive=interactive, no_stdin=no_stdin)
+    drone, spec = _target_and_spec(words, labels, timeout, grace, cwd, env, artifacts, name,
+                                   stdin=feed)
 
     async def go() -> int:
         from dragoon.cockpit.cli._follow import attach, default_streams, task_exit_code
+        from dragoon.cockpit.cli._stdin import StdinFeed
 
         async with open_client(Connection(relay, key, ca_cert)) as client:
             async with naming(drone):
                 task = await client.submit(spec=spec, drone=drone, labels=labels)  # type: ignore[arg-type]
-            detached = await attach(client, task["id"], streams=default_streams(),
-                                    cancel_on_interrupt=cancel_on_interrupt)
+            stdin = StdinFeed(client, task["id"]) if feed else None
+            feeding = asyncio.ensure_future(stdin.run()) if stdin is not None else None
+            try:
+                detached = await attach(client, task["id"], streams=default_streams(),
+                                        cancel_on_interrupt=cancel_on_interrupt)
+            finally:
+                if feeding is not None:
+                    feeding.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await feeding
+            if detached is not None and stdin is not None:
+                await stdin.close()
             if detached is not None:
                 return detached
-            return task_exit_code(await client.task(task_id=task["id"]))
+            ended = await client.task(task_id=task["id"])
+            for note in task_notes(dict(ended)):
+                click.echo(f"dragoon: {clean(note)}", err=True)
+            return task_exit_code(ended)
 
     sys.exit(run_async(go, own_failure=X.RUN_OWN_FAILURE))
+
+
+def task_notes(task: dict[str, Any]) -> list[str]:
+    """What the drone said about the task without failing it (e.g. an artifact pattern that
+    matched nothing): the relay's ``notes``, a list of lines; anything else is none."""
+    notes = task.get("notes")
+    return [str(note) for note in notes] if isinstance(notes, list) else []
 
 
 def _task_row(task: dict[str, Any]) -> list[str]:
@@ -142,7 +178,8 @@ def _task_row(task: dict[str, Any]) -> list[str]:
 
 @click.command(cls=PilotCommand)
 @pilot_options
-@click.option("--drone", metavar="D", default=None, help="Only this drone's tasks.")
+@click.option("--drone", metavar="D", type=DroneName(), default=None,
+              help="Only this drone's tasks (a name no drone has is exit 4).")
 @click.option("--state", metavar="S", default=None,
               type=click.Choice(["queued", "dispatched", "running", "succeeded", "failed",
                                  "timed_out", "cancelled", "lost"]),
@@ -154,7 +191,7 @@ def tasks(relay: str | None, key: str | None, ca_cert: str | None, drone: str | 
     """List tasks, newest first."""
 
     async def go() -> None:
-        async with open_client(Connection(relay, key, ca_cert)) as client:
+        async with open_client(Connection(relay, key, ca_cert)) as client, naming(drone):
             page = await client.tasks(drone=drone, state=state, limit=limit)
         from dragoon.cockpit.cli import render
 
@@ -169,15 +206,17 @@ def tasks(relay: str | None, key: str | None, ca_cert: str | None, drone: str | 
 
 @click.command(cls=PilotCommand)
 @pilot_options
-@click.argument("task_id", metavar="TASK")
+@click.argument("task_id", metavar="TASK", type=TaskArg())
 @click.option("--json", "as_json", is_flag=True, help="The task object as JSON.")
 def task(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
          as_json: bool) -> None:
     """Show one task."""
 
     async def go() -> None:
-        async with open_client(Connection(relay, key, ca_cert)) as client, naming(task_id):
-            found = dict(await client.task(task_id=task_id))
+        async with open_client(Connection(relay, key, ca_cert)) as client:
+            found_id = await client.resolve_task(task_id)
+            async with naming(found_id):
+                found = dict(await client.task(task_id=found_id))
         from dragoon.cockpit.cli import render
 
         if as_json:
@@ -205,6 +244,7 @@ def task(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
         ]
         if found.get("error"):
             fields.append(("error", found["error"]))
+        fields += [("note", str(note)) for note in task_notes(found)]
         render.print_fields(fields, state=found.get("state"))
 
     run_async(go)
@@ -212,7 +252,7 @@ def task(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
 
 @click.command(cls=PilotCommand)
 @pilot_options
-@click.argument("task_id", metavar="TASK")
+@click.argument("task_id", metavar="TASK", type=TaskArg())
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the task ends.")
 @click.option("--stream", type=click.Choice(["stdout", "stderr"]), default=None,
               help="Only this stream, printed on stdout.")
@@ -226,12 +266,15 @@ def logs(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
         streams = default_streams()
         if stream is not None:
             streams = {stream: sys.stdout.buffer}
-        async with open_client(Connection(relay, key, ca_cert)) as client, naming(task_id):
-            if follow:
-                detached = await attach(client, task_id, streams=streams, detach_hint=False)
-                return detached or X.OK
-            await client.task(task_id=task_id)  # an unknown task is an error, not silence
-            await print_streams(client, task_id, streams)  # both: in the order written
+        async with open_client(Connection(relay, key, ca_cert)) as client:
+            found_id = await client.resolve_task(task_id)
+            async with naming(found_id):
+                if follow:
+                    detached = await attach(client, found_id, streams=streams,
+                                            detach_hint=False)
+                    return detached or X.OK
+                await client.task(task_id=found_id)  # an unknown task is an error, not silence
+                await print_streams(client, found_id, streams)  # both: in the order written
         return X.OK
 
     sys.exit(run_async(go))
@@ -239,7 +282,7 @@ def logs(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
 
 @click.command(cls=PilotCommand)
 @pilot_options
-@click.argument("task_id", metavar="TASK")
+@click.argument("task_id", metavar="TASK", type=TaskArg())
 @click.option("--grace", type=Duration("grace"), default=None,
               help="Seconds between SIGTERM and SIGKILL [the task's own, 10s].")
 def cancel(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
@@ -247,15 +290,17 @@ def cancel(relay: str | None, key: str | None, ca_cert: str | None, task_id: str
     """Cancel a task: SIGTERM to its process group, the grace period, then SIGKILL."""
 
     async def go() -> None:
-        async with open_client(Connection(relay, key, ca_cert)) as client, naming(task_id):
-            found = await client.cancel(task_id=task_id, grace=grace)
+        async with open_client(Connection(relay, key, ca_cert)) as client:
+            found_id = await client.resolve_task(task_id)
+            async with naming(found_id):
+                found = await client.cancel(task_id=found_id, grace=grace)
         state = found.get("state")
         if state == "cancelled":
-            line = f"{task_id} cancelled"
+            line = f"{found_id} cancelled"
         elif found.get("cancel_requested"):
-            line = f"{task_id} cancel requested ({state})"
+            line = f"{found_id} cancel requested ({state})"
         else:
-            line = f"{task_id} is already {state}"
+            line = f"{found_id} is already {state}"
         click.echo(clean(line))
 
     run_async(go)

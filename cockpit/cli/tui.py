@@ -20,6 +20,7 @@ def _open_source(relay: str | None, key: str | None, ca_cert: str | None) -> Any
     from dragoon.cockpit.client import RelayClient
     from dragoon.cockpit.client.config import PilotConfigError, SessionStore, StoredSession, resolve
     from dragoon.cockpit.client.identity import signer_for
+    from dragoon.shared.errors import AgentError, KeyLoadError
 
     try:
         settings = resolve(relay=relay, key=key, ca_cert=ca_cert)
@@ -32,16 +33,20 @@ def _open_source(relay: str | None, key: str | None, ca_cert: str | None) -> Any
         where = f" to {url}" if url else ""
         raise Fail(f"not logged in{where}: run `dragoon login`", X.AUTH)
     key_path = settings.key or session.key
-    signer = signer_for(key_path, public_key=session.public_key if key_path is None else None)
+    try:
+        signer = signer_for(key_path,
+                            public_key=session.public_key if key_path is None else None)
+    except (KeyLoadError, AgentError) as exc:
+        raise Fail(f"key: {exc}", X.KEY) from exc
     client = RelayClient(url, signer=signer, token=session.token,
-                         verify=tls_verify(settings.ca_cert))
+                         verify=tls_verify(settings.ca_cert or session.ca_cert))
     stored = session
 
     def keep(new: Any) -> None:
         store.save(StoredSession(
             relay=stored.relay, token=new.token, expires_at=new.expires_at,
             pilot=new.pilot or stored.pilot, fingerprint=new.fingerprint, key=stored.key,
-            public_key=stored.public_key))
+            public_key=stored.public_key, ca_cert=stored.ca_cert))
 
     return LiveSource(client, pilot=session.pilot or "", on_login=keep)
 
@@ -56,6 +61,8 @@ def cockpit(relay: str | None, key: str | None, ca_cert: str | None, readonly: b
         source = _open_source(relay, key, ca_cert)
     except Fail as exc:
         fail(exc.message, exc.code)
+    except KeyboardInterrupt:  # at the key's passphrase prompt, as every verb ends on Ctrl-C
+        fail("interrupted", X.INTERRUPTED)
     from dragoon.cockpit.app.application import CockpitApp
 
     CockpitApp(source, readonly=readonly).run()

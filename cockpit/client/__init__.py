@@ -17,6 +17,7 @@ from dragoon.cockpit.client._types import (
     Message,
     Session,
     SpecJSON,
+    StdinAnswer,
     Task,
     TaskPage,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "RelayError",
     "Session",
     "SpecJSON",
+    "StdinAnswer",
     "Task",
     "TaskPage",
 ]

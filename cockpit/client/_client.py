@@ -39,21 +39,26 @@ from dragoon.cockpit.client._types import (
     Message,
     Session,
     SpecJSON,
+    StdinAnswer,
     Task,
     TaskPage,
 )
 from dragoon.shared.login_auth import sign_login
 from dragoon.shared.request_auth import sign_request
 from dragoon.shared.signers import Signer
+from dragoon.shared.spec import parse_task_ref
+from dragoon.shared.tls import is_tls_failure
 
 Query = Mapping[str, str | int | float | None]
 Progress = Callable[[int, int | None], None]
 
 LONG_POLL = 25  # seconds the relay may hold a follow request (docs/api.md)
+STDIN_WAIT = 10  # seconds the relay may hold a stdin chunk while its window is full
 # A fetch the drone refuses comes back in its next poll; asking again every few
 # seconds bounds how long a refusal takes to reach the pilot, whichever way the
 # relay wakes (or does not wake) a held status request.
 FETCH_POLL = 5
+AMBIGUOUS_SHOWN = 5  # ids an "ambiguous" error lists
 _CHUNK = 64 * 1024
 
 
@@ -62,18 +67,11 @@ def segment(value: str) -> str:
     return quote(value, safe="")
 
 
-def _tls_failure(exc: Exception) -> bool:
-    text = f"{exc} {exc.__cause__ or ''} {exc.__context__ or ''}"
-    return isinstance(exc.__cause__, ssl.SSLError) or any(
-        mark in text for mark in ("SSL", "CERTIFICATE", "certificate", "TLS")
-    )
-
-
 def _transport_error(exc: httpx.HTTPError, url: str) -> RelayError:
     """The client's code for a request the relay never answered."""
     if isinstance(exc, httpx.TimeoutException):
         return RelayError(E.TIMEOUT, f"relay at {url} did not answer in time")
-    if _tls_failure(exc):
+    if is_tls_failure(exc):
         reason = str(exc) or type(exc).__name__
         return RelayError(E.TLS, f"TLS failure talking to {url}: {reason}")
     if isinstance(exc, httpx.ConnectError):
@@ -146,6 +144,7 @@ class RelayClient:
         *,
         query: Query | None = None,
         json_body: Any = None,
+        content: bytes | None = None,
         signed: bool = True,
         headers: Mapping[str, str] | None = None,
         read_timeout: float | None = None,
@@ -160,6 +159,9 @@ class RelayClient:
         all_headers = dict(headers or {})
         if json_body is not None:
             all_headers["Content-Type"] = "application/json"
+        elif content is not None:
+            body = content
+            all_headers["Content-Type"] = "application/octet-stream"
         if signed:
             wire_path, _, wire_query = url.raw_path.decode("ascii").partition("?")
             all_headers.update(
@@ -285,10 +287,36 @@ class RelayClient:
         return cast(Task, await self._json("POST", "/v1/tasks", json_body=body))
 
     async def tasks(self, *, drone: str | None = None, state: str | None = None,
-                    limit: int = 100, before: str | None = None) -> TaskPage:
+                    limit: int = 100, before: str | None = None,
+                    id_prefix: str | None = None) -> TaskPage:
         answer = await self._json("GET", "/v1/tasks", query={
-            "drone": drone, "state": state, "limit": limit, "before": before})
+            "drone": drone, "state": state, "limit": limit, "before": before,
+            "id_prefix": id_prefix})
         return TaskPage(tasks=answer["tasks"], next=answer.get("next"))
+
+    async def resolve_task(self, ref: str) -> str:
+        """The whole id of the one task ``ref`` names: an id, or a unique prefix of one.
+
+        The one resolver every verb that takes a TASK calls. ``ref`` is read by
+        shared/spec.py's ``parse_task_ref`` (``t-4jg`` or ``4jg``; a ``SpecError``
+        otherwise). A whole id is returned as it is, with no request: whether it
+        exists is the next request's answer. A prefix is looked up on the relay
+        (``GET /v1/tasks?id_prefix=``); none matching is ``RelayError``
+        ``not_found``, several ``ambiguous``, listing the first few.
+        """
+        parsed = parse_task_ref(ref)
+        if parsed.exact:
+            return parsed.text
+        page = await self.tasks(id_prefix=parsed.text, limit=AMBIGUOUS_SHOWN + 1)
+        ids = [task["id"] for task in page.tasks]
+        if not ids:
+            raise RelayError(E.NOT_FOUND, f"no task matches {parsed.text}", status=404)
+        if len(ids) > 1:
+            shown = ", ".join(ids[:AMBIGUOUS_SHOWN]) + (", …" if len(ids) > AMBIGUOUS_SHOWN
+                                                        else "")
+            raise RelayError(E.AMBIGUOUS, f"ambiguous: {parsed.text} matches {shown}; "
+                                          "type more of the id")
+        return ids[0]
 
     async def task(self, *, task_id: str) -> Task:
         return cast(Task, await self._json("GET", f"/v1/tasks/{segment(task_id)}"))
@@ -351,6 +379,26 @@ class RelayClient:
                 yield chunk
             if chunk.eof:
                 return
+
+    # -- stdin ------------------------------------------------------------------------------
+
+    async def send_stdin(self, *, task_id: str, offset: int, data: bytes, eof: bool = False,
+                         wait: int = STDIN_WAIT) -> StdinAnswer:
+        """Append ``data`` to the task's stdin at ``offset`` (``eof``: and close it after).
+
+        Signed as a streamed upload (its hash in the query), so the relay can
+        hold it while its window is full: up to ``wait`` seconds, then
+        ``RelayError`` ``window_full`` (send it again). ``offset_gap`` carries
+        the relay's ``expected`` offset; a finished task answers ``task_finished``.
+        """
+        digest = hashlib.sha256(data).hexdigest()
+        query: dict[str, str | int | float | None] = {"offset": offset, "sha256": digest}
+        if eof:
+            query["eof"] = "true"
+        query["wait"] = wait
+        answer = await self._json("POST", f"/v1/tasks/{segment(task_id)}/stdin", query=query,
+                                  content=data, read_timeout=wait + self._timeout)
+        return StdinAnswer(next_offset=int(answer["next_offset"]), eof=bool(answer["eof"]))
 
     # -- artifacts and fetches --------------------------------------------------------------
 

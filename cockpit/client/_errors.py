@@ -18,6 +18,9 @@ PROTOCOL = "protocol"
 SHA256_MISMATCH = "sha256_mismatch"
 FILE_EXISTS = "file_exists"
 FETCH_FAILED = "fetch_failed"
+# A task prefix the pilot typed: no task has it (the relay's own 404 code), or several do.
+NOT_FOUND = "not_found"
+AMBIGUOUS = "ambiguous"
 # The relay's code for a session that is gone (revoked, expired, the key replaced).
 BAD_SESSION = "bad_session"
 

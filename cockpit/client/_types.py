@@ -32,6 +32,7 @@ class Task(TypedDict, total=False):
     peak_rss: int | None
     cancel_requested: bool
     error: str | None
+    notes: list[str]
     stdout_size: int
     stderr_size: int
     order_size: int  # the order stream (docs/api.md); absent from an older relay
@@ -92,6 +93,14 @@ class Session:
     expires_at: float
     pilot: str | None
     fingerprint: str
+
+
+@dataclass(frozen=True)
+class StdinAnswer:
+    """The relay took a task's stdin up to ``next_offset``; ``eof`` once it is closed."""
+
+    next_offset: int
+    eof: bool
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ class StoredSession:
     fingerprint: str
     key: str | None  # the key file that logged in; None when it was the ssh-agent
     public_key: str  # OpenSSH line, to find the same key in the agent again
+    ca_cert: str | None = None  # the CA file the login trusted (absent from older files)
 
     @property
     def expired(self) -> bool:

@@ -104,6 +104,7 @@ async def finish(body: FinishBody, drone: DroneDep, relay: RelayDep) -> dict[str
         result = await relay.db.run(relay.tasks.finish, drone.name, body)
     changed = result.pop("changed")
     if changed is not None:
+        await relay.stdin.drop(body.task)  # a finished task reads no more stdin
         relay.bus.publish("task", changed)
         relay.signals.notify(("task", body.task))
         relay.signals.notify(("drone", drone.name))  # a slot is free

@@ -10,10 +10,11 @@ from dragoon.relay import artifacts, held, logconf
 from dragoon.relay.auth import PilotDep
 from dragoon.relay.blobs import check_artifact_path
 from dragoon.relay.context import RelayDep
-from dragoon.relay.errors import not_found
+from dragoon.relay.errors import ApiError, not_found
 from dragoon.relay.models import MAX_OFFSET, CancelBody, SubmitBody
 from dragoon.relay.routes.downloads import blob_response
 from dragoon.shared.models import TaskState
+from dragoon.shared.spec import SpecError, check_task_prefix
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, Response
 
@@ -35,10 +36,17 @@ async def list_tasks(
     _who: PilotDep, relay: RelayDep,
     drone: str | None = Query(None), state: str | None = Query(None),
     limit: int = Query(100, ge=1, le=1000), before: str | None = Query(None),
+    id_prefix: str | None = Query(None),
 ) -> dict[str, Any]:
+    prefix = None
+    if id_prefix is not None:
+        try:
+            prefix = check_task_prefix(id_prefix)
+        except SpecError as exc:
+            raise ApiError(422, "invalid", str(exc)) from None
     return await relay.db.run(
         lambda conn: relay.tasks.listing(conn, drone=drone, state=state, limit=limit,
-                                         before=before)
+                                         before=before, id_prefix=prefix)
     )
 
 

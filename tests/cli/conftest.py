@@ -52,10 +52,11 @@ class Pilot:
 
     def cli(self, *args: str, timeout: float = 60, env: Mapping[str, str] | None = None,
             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-        """``dragoon ARGS`` to completion, never raising on a non-zero exit."""
+        """``dragoon ARGS`` to completion, never raising on a non-zero exit; stdin /dev/null,
+        so no test forwards whatever the test runner's stdin is (``dragoon run`` would)."""
         return subprocess.run(self.argv(*args), capture_output=True, text=True,
                               timeout=timeout, env=dict(env or self.env), check=False,
-                              cwd=cwd or self.home)
+                              cwd=cwd or self.home, stdin=subprocess.DEVNULL)
 
     def ok(self, *args: str, timeout: float = 60) -> str:
         """``dragoon ARGS`` that must succeed; its stdout."""
@@ -64,6 +65,7 @@ class Pilot:
         return done.stdout
 
     def popen(self, *args: str, **kwargs: Any) -> subprocess.Popen[bytes]:
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
         return subprocess.Popen(self.argv(*args), env=self.env, cwd=self.home,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
 

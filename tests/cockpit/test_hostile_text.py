@@ -82,10 +82,12 @@ def test_safe_text_is_pure() -> None:
     assert not {"rich", "textual"} & {str(m).split(".")[0] for m in modules | names}
 
 
-def test_log_lines_follow_the_same_rule() -> None:
-    shown = "step 1 ␛]0;pwned␇\ufffdgnp.exe\ufffd"
+def test_log_lines_drop_escapes_and_keep_the_rule_for_the_rest() -> None:
+    # a log line's escape sequences are read (colours) or dropped (all else), never shown
+    # or passed on; a BEL, C1 or bidi control left between them follows the one rule
+    shown = "step 1 \ufffdgnp.exe\ufffd"
     assert clean_line(f"step 1 {TITLE}{BIDI}\r\n".encode()) == shown
-    assert clean_line(b"\x1b[31mred\ttab\n") == "␛[31mred" + " " * 8 + "tab"
+    assert clean_line(b"\x1b[31mred\x07\ttab\n") == "red␇    tab"
 
 
 def test_errors_are_described_as_safe_text() -> None:
@@ -165,7 +167,9 @@ async def test_every_view_renders_a_lying_relays_words_inert(tmp_path: Path) -> 
         main = screen_text(app)
         for fragment in (" evil[/]␛]0;pwn ", " [/],␛]0;pwned… ",  # the grid's cells, cut
                          ">evil[/]␛]0;pwned␇<", " t-[/]␛[2J ",  # the tree, the log's title
-                         "␛[31mred␇", "warning ␛]0;pwned␇\ufffdgnp.exe\ufffd"):  # the log
+                         # the log: escapes read as colour or dropped, never shown or sent
+                         "red␇", "warning \ufffdgnp.exe\ufffd",
+                         "[/] [bold red]boom \ufffd31m\ufffdgnp.exe\ufffd"):
             assert fragment in main, fragment
         app.bar.link, app.bar.detail = Link.RECONNECTING, HOSTILE
         await pilot.pause()
@@ -253,7 +257,7 @@ async def test_a_lying_drones_words_reach_the_cockpit_inert(relay: RelayProcess)
         app.log_view._flush(force=True)
         await driver.pause()
         main = screen_text(app)
-        assert "x[/] [bold red]boom" in main and "step 1 ␛]0;pwned␇\ufffd31m" in main
+        assert "x[/] [bold red]boom" in main and "step 1 \ufffd31m" in main
         finish = liar.finish(task, "failed", exit_code=1, error=HOSTILE,
                              stdout_size=len(output), stderr_size=0)
         assert finish.status_code == 200, finish.text

@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import pytest
 from dragoon.cockpit.app.application import CockpitApp
+from dragoon.cockpit.app.widgets.logs.log_view import LogView
+from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -101,3 +103,61 @@ def test_help_screen(snap_compare) -> None:
 def test_grid_filtered_and_sorted_by_cpu(snap_compare, size: tuple[int, int]) -> None:
     assert snap_compare(make_app(), terminal_size=size,
                         run_before=prepare("1", "s", "s", "s", "slash", after=list("a100")))
+
+
+# -- the log pane alone, in the colours a task gave its output ------------------------------
+
+def coloured_log() -> dict[str, bytes]:
+    """What test runners, loggers and progress bars print, with what no pane may pass on."""
+    out = [b"\x1b]0;training\x07\x1b[1mepoch 1\x1b[0m \x1b[2m(resumed)\x1b[22m",
+           b"\x1b[32m PASSED\x1b[0m tests/test_model.py::test_forward",
+           b"\x1b[31m FAILED\x1b[0m tests/test_model.py::test_backward - \x1b[1mAssertionError",
+           b"  still bold, still the default colour\x1b[0m",
+           b"\x1b[33mwarn\x1b[0m \x1b[3mitalic\x1b[23m \x1b[4munderlined\x1b[24m "
+           b"\x1b[7mreverse\x1b[27m \x1b[9mstruck\x1b[29m",
+           b"16: " + b"".join(b"\x1b[%dm%d" % (30 + i, i) for i in range(8))
+           + b" " + b"".join(b"\x1b[%dm%d" % (90 + i, 8 + i) for i in range(8)) + b"\x1b[0m",
+           b"256: " + b"".join(b"\x1b[48;5;%dm " % n for n in range(16, 232, 6)) + b"\x1b[0m",
+           b"rgb: " + b"".join(b"\x1b[38;2;%d;%d;255m#" % (n * 8, 255 - n * 8) for n in range(32))
+           + b"\x1b[0m",
+           b"see \x1b]8;;https://example.invalid/\x1b\\the docs\x1b]8;;\x1b\\"
+           b" (a link, drawn as text)",
+           b"\x1b[2J\x1b[Hcursor moves and erases are dropped\x1b[5A\x1b[K",
+           b"\x1b[36mstep 0100\x1b[0m loss=0.4213 " + b"=" * 150 + b"> the end of a long line",
+           b"\x1b[1;35mrun continues in magenta",
+           b"across lines until it is reset\x1b[0m",
+           b" 10%\r 55%\r\x1b[32m100%\x1b[0m done"]
+    err = b"\x1b[33mUserWarning\x1b[0m: stderr keeps its colour where the task sets none\n"
+    return {"stdout": b"\n".join(out) + b"\n", "stderr": err}
+
+
+class ColouredLogApp(App[None]):
+    CSS = "LogView { height: 1fr; }"
+
+    def compose(self) -> ComposeResult:
+        yield LogView(id="log")
+
+
+def show_log(*keys: str) -> Callable[[Pilot[None]], Awaitable[None]]:
+    async def run_before(pilot: Pilot[None]) -> None:
+        view = pilot.app.query_one(LogView)
+        for stream, data in coloured_log().items():
+            view.append(stream, data)
+        view._flush(force=True)
+        view.focus()
+        await pilot.pause()
+        await pilot.press(*keys)
+        await pilot.pause()
+        view._flush(force=True)
+        await pilot.pause()
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)], ids=["80x24", "200x50"])
+def test_log_pane_with_colours(snap_compare, size: tuple[int, int]) -> None:
+    assert snap_compare(ColouredLogApp(), terminal_size=size, run_before=show_log())
+
+
+def test_log_pane_with_colours_wrapped(snap_compare) -> None:
+    assert snap_compare(ColouredLogApp(), terminal_size=(80, 24), run_before=show_log("w"))

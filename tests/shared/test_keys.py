@@ -25,6 +25,7 @@ from dragoon.shared.keys import (
     load_private_key_bytes,
     load_private_key_file,
     load_public_key_file,
+    public_half_of_private_file,
 )
 
 from tests.shared.conftest import load_vectors
@@ -440,3 +441,40 @@ def test_ssh_keygen_fingerprint_helper_agrees_with_subprocess_directly(key_path:
     out = subprocess.run(["ssh-keygen", "-lf", f"{key_path}.pub"], capture_output=True,
                          check=True, text=True).stdout
     assert out.split()[1] == fingerprint_by_ssh_keygen(Path(f"{key_path}.pub"))
+
+
+# --- the public half of a private key file, without its passphrase ----------------------------
+
+def test_public_half_of_an_encrypted_openssh_key_needs_no_passphrase(
+        keys: KeyMaker, kind: str, tmp_path: Path) -> None:
+    """Read from the OpenSSH container (made by ssh-keygen), where it is stored in the clear."""
+    made = keys.make(kind, passphrase=PASSPHRASE)
+    alone = tmp_path / "no-pub-beside"
+    alone.write_bytes(made.read_bytes())
+    assert public_half_of_private_file(alone) == load_public_key_file(f"{made}.pub")
+
+
+def test_public_half_comes_from_the_pub_file_first_and_is_none_when_unknown(
+        keys: KeyMaker, tmp_path: Path) -> None:
+    made = keys.make("ed25519")
+    assert public_half_of_private_file(made) == load_public_key_file(f"{made}.pub")
+    pem = reformat_key(keys.make("ecdsa-p256"), tmp_path / "pem", key_format="PEM",
+                       passphrase=PASSPHRASE)
+    Path(f"{pem}.pub").unlink(missing_ok=True)
+    assert public_half_of_private_file(pem) is None  # encrypted PEM: nothing in the clear
+    assert public_half_of_private_file(tmp_path / "missing") is None
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"-----BEGIN OPENSSH PRIVATE KEY-----\n!!!\n"
+                        b"-----END OPENSSH PRIVATE KEY-----\n")
+    assert public_half_of_private_file(garbage) is None
+
+
+def test_a_private_key_where_a_public_one_belongs_says_so_and_quotes_none_of_it(
+        keys: KeyMaker) -> None:
+    made = keys.make("ed25519")
+    with pytest.raises(KeyLoadError) as caught:
+        load_public_key_file(made)
+    assert str(caught.value) == (f"{made}: this is a private key; give its public half "
+                                 f"({made}.pub)")
+    body = [line for line in made.read_text().splitlines() if "-----" not in line]
+    assert not any(line in str(caught.value) for line in body)

@@ -6,6 +6,7 @@ on every input) are in test_spec_properties.py; this file pins the rules.
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -319,3 +320,42 @@ def test_canonical_bytes_of_the_fixture_specs_are_unchanged() -> None:
     first = load_vectors("canonical_tasks.json")[0]["spec"]
     filled = parse_spec(first)  # the first fixture is a spec a pilot could send
     assert filled.canonical() == canonical_json({**first, "grace": 10})
+
+
+# -- stdin ----------------------------------------------------------------------------------
+
+
+def test_stdin_is_on_the_wire_only_when_true() -> None:
+    plain = TaskSpec(command="cat")
+    assert "stdin" not in plain.to_json() and len(plain.to_json()) == 7
+    assert parse_spec({"command": "cat", "stdin": False}) == plain
+    assert parse_spec({"command": "cat", "stdin": False}).canonical() == plain.canonical()
+    reading = parse_spec({"command": "cat", "stdin": True})
+    assert reading.stdin is True and reading.to_json()["stdin"] is True
+    assert reading.sha256() != plain.sha256()  # the signature covers whether it reads stdin
+
+
+@pytest.mark.parametrize("value", [1, 0, "true", None, [], {}])
+def test_stdin_must_be_a_json_boolean(value: object) -> None:
+    with pytest.raises(SpecError, match=r"^stdin: must be true or false$"):
+        parse_spec({"command": "cat", "stdin": value})
+
+
+def test_stdin_fixture_specs_are_what_task_spec_emits_and_signs() -> None:
+    """fixtures/stdin_tasks.json: the wire form with and without stdin, byte for byte."""
+    from dragoon.shared.canonical import canonical_task
+    from dragoon.shared.constants import NS_TASK
+    from dragoon.shared.keys import PublicKey
+    from dragoon.shared.sshsig import decode_b64, verify
+
+    vectors = load_vectors("stdin_tasks.json")
+    assert [("stdin" in v["spec"]) for v in vectors] == [True, False]
+    for vector in vectors:
+        spec = parse_spec(vector["spec"])
+        assert spec.to_json() == vector["spec"]
+        assert spec.canonical() == vector["spec_canonical_json"].encode("utf-8")
+        message = canonical_task(task_id=vector["task_id"], drone=vector["drone"],
+                                 seq=vector["seq"], spec=spec.to_json())
+        assert message == base64.b64decode(vector["canonical_b64"])
+        verify(decode_b64(vector["signature"]), NS_TASK, message,
+               PublicKey.from_openssh(vector["relay_public_key"]))

@@ -88,6 +88,7 @@ spec_fields: dict[str, st.SearchStrategy[Any]] = {
     "artifacts": st.one_of(st.lists(globs, max_size=3), json_text, st.none(),
                            st.lists(st.integers(), max_size=2)),
     "name": st.one_of(st.none(), task_names, st.integers()),
+    "stdin": st.one_of(st.booleans(), st.integers(0, 1), st.none(), json_text),
     "surprise": st.integers(),
 }
 commands = st.one_of(st.text(min_size=1, max_size=20), junk, st.integers(), st.none(),
@@ -100,6 +101,7 @@ valid_fields: dict[str, st.SearchStrategy[Any]] = {
     "artifacts": st.lists(st.from_regex(r"[a-z*]{1,4}(/[a-z*]{1,4}){0,2}", fullmatch=True),
                           max_size=3),
     "name": st.none() | st.text(min_size=1, max_size=12).filter(str.isprintable),
+    "stdin": st.booleans(),
 }
 spec_values = st.one_of(
     st.fixed_dictionaries({"command": st.text(min_size=1, max_size=20).filter(str.strip)},
@@ -376,7 +378,7 @@ def test_the_relay_and_the_drone_accept_the_same_specs_with_the_same_reasons(raw
     drone = drone_parse_spec(raw)
     if expected[0] == "ok":
         spec = expected[1]
-        assert relay[0] == "ok" and relay[1].spec.model_dump() == spec.to_json()
+        assert relay[0] == "ok" and relay[1].spec.wire() == spec.to_json()
         assert drone == spec
     else:
         assert relay == expected
@@ -396,6 +398,6 @@ def test_the_canonical_form_round_trips_and_its_bytes_are_stable(raw: Any) -> No
     assert again.canonical() == spec.canonical()
     # What the relay stores and signs hashes to the same bytes.
     stored = json.loads(json.dumps(SubmitBody.model_validate(
-        {"spec": raw, "drone": "gpu-1"}).spec.model_dump()))
+        {"spec": raw, "drone": "gpu-1"}).spec.wire()))
     assert canonical_json(stored) == spec.canonical()
     assert rules.parse_spec(stored) == spec

@@ -47,6 +47,9 @@ def task_summary(task: dict[str, Any], now: float) -> Table:
     table.add_row("State", plain(f"{task_icon(state)} {state}", style=task_style(state)))
     if task.get("error"):
         table.add_row("Error", plain(task["error"], style="red"))
+    notes = task.get("notes")
+    for note in notes if isinstance(notes, list) else []:
+        table.add_row("Note", plain(str(note), style="yellow"))
     target = task.get("target") or {}
     where = task.get("drone") or ("labels " + ",".join(map(str, target.get("labels") or [])))
     table.add_row("Drone", plain(where))

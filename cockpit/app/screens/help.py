@@ -18,6 +18,8 @@ EXTRA_KEYS: tuple[tuple[str, str], ...] = (
     ("s / S", "Sort the grid by the next column / reverse (or click a header)"),
     ("n / N", "Next / previous search match in the log"),
     ("End", "Follow the log again (scrolling up pauses it)"),
+    ("w", "Wrap long log lines, or scroll them sideways again"),
+    ("←/→, h/l", "Scroll the log sideways (when not wrapping)"),
     ("ctrl+p", "Command palette, with the equivalent dragoon command"),
     ("escape", "Close a dialog or go back"),
 )

@@ -17,29 +17,36 @@ from __future__ import annotations
 import os
 import tempfile
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from itertools import accumulate, islice
 from typing import Final
 
-from dragoon.cockpit.safe_text import clean
+from dragoon.cockpit.app.widgets.logs.ansi import parse_line, strip_escapes
 
 STDOUT: Final = 0
 STDERR: Final = 1
 _STREAMS: Final = {"stdout": STDOUT, "stderr": STDERR}
 _SEARCH_CHUNK: Final = 4 << 20
+# What the pane reads of one line: a task can print a 10 MB line, which would cost
+# its bytes at every repaint; past this the line is counted, not shown or read for colour.
+MAX_LINE_BYTES: Final = 32 << 10
 
 
 def clean_line(raw: bytes) -> str:
-    """Bytes of one line as the terminal would leave it: last `\\r` segment, tabs expanded.
+    """Bytes of one line as the pilot sees its text: colours read, other escapes dropped.
 
-    Then the one rule for untrusted text (cockpit/safe_text.py): a task's output
-    is the task's to write, not to steer the pilot's terminal with, so an escape
-    shows as ␛ (and keeps cell widths), a bidi override as �.
+    The visible text of `ansi.parse_line`: the last ``\\r`` segment, tabs
+    expanded, SGR colour sequences taken out (the view draws them as styles),
+    every other escape or control sequence dropped, and what is left through
+    the one rule for untrusted text (cockpit/safe_text.py): a BEL shows as ␇,
+    a C1 control or a bidi override as �. Lines past `MAX_LINE_BYTES` are cut.
     """
-    text = raw.decode("utf-8", "replace").rstrip("\r\n")
-    if "\r" in text:
-        text = text.rsplit("\r", 1)[-1]
-    return clean(text.expandtabs(8))
+    return parse_line(decode_line(raw)).text
+
+
+def decode_line(raw: bytes) -> str:
+    """A line's bytes as text, cut at `MAX_LINE_BYTES`, without its line ending."""
+    return raw[:MAX_LINE_BYTES].decode("utf-8", "replace").rstrip("\r\n")
 
 
 class LogBuffer:
@@ -113,50 +120,70 @@ class LogBuffer:
         return len(self._starts) + len(self._tails())
 
     def line(self, index: int) -> tuple[int, str]:
-        """(stream code, text) of line `index` (0 is the oldest line still kept)."""
+        """(stream code, visible text) of line `index` (0 is the oldest line still kept)."""
+        code, raw, _ = self.line_bytes(index)
+        return code, clean_line(raw)
+
+    def line_bytes(self, index: int) -> tuple[int, bytes, int]:
+        """(stream code, bytes, full length) of line `index`, without its newline; the
+        bytes are cut at `MAX_LINE_BYTES`, the length is what the task wrote."""
         count = len(self._starts)
         if index < count:
             start = self._starts[index]
             end = self._starts[index + 1] if index + 1 < count else self._end
-            return self._streams[index], clean_line(os.pread(self._fd, end - start, start))
+            length = end - start - 1
+            return self._streams[index], os.pread(self._fd, min(length, MAX_LINE_BYTES),
+                                                  start), length
         tails = self._tails()
         code = tails[index - count]
-        return code, clean_line(bytes(self._partial[code]))
+        partial = self._partial[code]
+        return code, bytes(partial[:MAX_LINE_BYTES]), len(partial)
+
+    def _offset(self, index: int) -> int:
+        """Where complete line `index` starts in the spool (the end for the line after the last)."""
+        return self._starts[index] if index < len(self._starts) else self._end
+
+    def lines_bytes(self, first: int, stop: int) -> tuple[bytes, bytes]:
+        """Complete lines `first` to `stop - 1` as one read: their bytes, newlines kept, and
+        their stream codes, one byte each (the colour index folds a block at a time)."""
+        stop = min(stop, len(self._starts))
+        if first >= stop:
+            return b"", b""
+        start = self._starts[first]
+        return (os.pread(self._fd, self._offset(stop) - start, start),
+                self._streams[first:stop].tobytes())
 
     def find(self, query: str, start: int, *, backwards: bool = False) -> int | None:
-        """Index of the next line at or after `start` (before it, backwards) containing
-        `query`, case-insensitively; scans the spool in large blocks, not line by line."""
+        """Index of the next line at or after `start` (before it, backwards) whose visible
+        text contains `query`, case-insensitively (escape sequences are not text: a
+        coloured word is found). Scans the spool in blocks of whole lines, not line by line."""
         needle = query.lower().encode()
         count = len(self._starts)
         if not needle or count == 0:
             return None
+        starts = self._starts
         if backwards:
-            return self._find_backwards(needle, min(start, count - 1))
-        if start >= count:
+            stop = min(start, count - 1) + 1
+            while stop > 0:
+                first = min(bisect_left(starts, self._offset(stop) - _SEARCH_CHUNK), stop - 1)
+                hit = self._search(first, stop, needle, backwards=True)
+                if hit is not None:
+                    return hit
+                stop = first
             return None
-        pos = self._starts[max(start, 0)]
-        while pos < self._end:
-            size = min(_SEARCH_CHUNK, self._end - pos)
-            block = os.pread(self._fd, size + len(needle), pos).lower()
-            hit = block.find(needle)
-            if hit >= 0 and hit < size + len(needle):
-                return bisect_right(self._starts, pos + hit) - 1
-            pos += size
+        first = max(start, 0)
+        while first < count:
+            stop = bisect_right(starts, starts[first] + _SEARCH_CHUNK, lo=first + 1)
+            hit = self._search(first, stop, needle, backwards=False)
+            if hit is not None:
+                return hit
+            first = stop
         return None
 
-    def _find_backwards(self, needle: bytes, start: int) -> int | None:
-        if start < 0:
-            return None
-        end = self._starts[start + 1] if start + 1 < len(self._starts) else self._end
-        first = self._starts[0]
-        while end > first:
-            pos = max(first, end - _SEARCH_CHUNK)
-            block = os.pread(self._fd, end - pos, pos).lower()
-            hit = block.rfind(needle)
-            if hit >= 0:
-                return bisect_right(self._starts, pos + hit) - 1
-            end = pos + len(needle) - 1 if pos > first else first
-        return None
+    def _search(self, first: int, stop: int, needle: bytes, *, backwards: bool) -> int | None:
+        block = strip_escapes(self.lines_bytes(first, stop)[0]).lower()
+        hit = block.rfind(needle) if backwards else block.find(needle)
+        return None if hit < 0 else first + block.count(b"\n", 0, hit)
 
     def memory_bytes(self) -> int:
         """What the index and the unfinished lines hold in memory (the spool is on disk)."""

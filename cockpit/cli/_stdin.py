@@ -1,0 +1,162 @@
+"""``dragoon run``'s stdin: whether the task gets it (ssh's rules), and the upload.
+
+``ssh host cmd`` forwards its stdin. dragoon does too, with one difference
+that ssh users ask for with ``ssh -n`` or ``< /dev/null`` anyway: a terminal
+is not forwarded unless ``-i`` says so, because a task that never reads would
+otherwise leave the pilot's keystrokes stolen, and a forgotten ``run box --
+cat`` would wait for input nobody sees it wanting. So (docs/cli.md, "Stdin"):
+
+- ``-n``: no stdin, from anything (``ssh -n``); the task reads EOF.
+- ``-i``: forward stdin, a terminal included (type, then Ctrl-D for EOF).
+- neither: forward a pipe, a file, a socket; a terminal, /dev/null or a closed
+  fd 0 give the task EOF at once without a stdin stream at all.
+
+Ctrl-C (detaching) closes the task's stdin after what the relay already took,
+so the task reads EOF instead of waiting for a pilot who left.
+
+The upload reads fd 0 in a daemon thread (a read that blocks on a terminal
+must never keep the CLI from exiting) at most two chunks ahead of what the
+relay took, and posts each chunk at its offset: the relay answers the next
+offset, holds the chunk while its window is full, and a resend after a lost
+answer is acknowledged, never stored twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import stat
+import threading
+from typing import Final
+
+import click
+from dragoon.cockpit.cli._common import OneLineUsageError
+from dragoon.cockpit.cli._follow import on_retry
+from dragoon.cockpit.client import Backoff, RelayClient, RelayError
+from dragoon.cockpit.safe_text import clean
+
+CHUNK: Final = 256 * 1024  # the relay's chunk cap (max_log_chunk)
+
+
+def wants_stdin(*, interactive: bool, no_stdin: bool, fd: int = 0) -> bool:
+    """Whether the task reads ``fd``: the rules above."""
+    if interactive and no_stdin:
+        raise OneLineUsageError("-i/--stdin and -n/--no-stdin contradict each other")
+    if no_stdin:
+        return False
+    try:
+        found = os.fstat(fd)
+    except OSError:
+        return False  # fd 0 is closed
+    if interactive:
+        return True
+    if os.isatty(fd):
+        return False
+    if stat.S_ISCHR(found.st_mode):
+        with contextlib.suppress(OSError):
+            null = os.stat(os.devnull)
+            if (found.st_dev, found.st_ino) == (null.st_dev, null.st_ino):
+                return False
+    return True
+
+
+def _notice(message: str) -> None:
+    click.echo(f"dragoon: {clean(message)}", err=True)
+
+
+def _start_reader(fd: int, loop: asyncio.AbstractEventLoop,
+                  chunks: asyncio.Queue[bytes]) -> None:
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(fd, CHUNK)
+            except OSError:
+                data = b""  # a hung-up terminal: EOF
+            try:
+                asyncio.run_coroutine_threadsafe(chunks.put(data), loop).result()
+            except (RuntimeError, concurrent.futures.CancelledError):
+                return  # the CLI is done with stdin
+            if not data:
+                return
+
+    threading.Thread(target=read, name="stdin-reader", daemon=True).start()
+
+
+class StdinFeed:
+    """The upload of fd 0 to one task's stdin; ``offset`` is what the relay has taken."""
+
+    def __init__(self, client: RelayClient, task_id: str, fd: int = 0) -> None:
+        self.client = client
+        self.task_id = task_id
+        self.fd = fd
+        self.offset = 0
+        self.closed = False
+
+    async def run(self) -> None:
+        """Send ``fd`` until EOF; quiet when the task is over first."""
+        chunks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
+        _start_reader(self.fd, asyncio.get_running_loop(), chunks)
+        backoff = Backoff(on_retry=on_retry)
+        while True:
+            data = await chunks.get()
+            eof = not data
+            try:
+                self.offset = await _send(self.client, self.task_id, self.offset, data, eof,
+                                          backoff)
+            except RelayError as exc:
+                if exc.code not in ("task_finished", "stdin_closed"):
+                    _notice(f"stdin for {self.task_id} stopped: {exc.detail}")
+                self.closed = True
+                return
+            if eof:
+                self.closed = True
+                return
+
+    async def close(self) -> None:
+        """Detaching: the task reads EOF after what it was sent, rather than wait for ever.
+
+        Best effort, a few quick tries: the pilot is leaving, and a task that
+        ended meanwhile needs nothing.
+        """
+        if self.closed:
+            return
+        offset = self.offset
+        for _ in range(3):
+            try:
+                answer = await self.client.send_stdin(task_id=self.task_id, offset=offset,
+                                                      data=b"", eof=True, wait=0)
+            except RelayError as exc:
+                expected = (exc.body or {}).get("expected")
+                if exc.code == "offset_gap" and isinstance(expected, int):
+                    offset = expected
+                    continue
+                return
+            if answer.eof:
+                self.closed = True
+                return
+            offset = answer.next_offset  # a chunk in flight landed: close after it
+
+
+async def _send(client: RelayClient, task_id: str, offset: int, data: bytes, eof: bool,
+                backoff: Backoff) -> int:
+    """One chunk, until the relay holds it: the offset after it."""
+    start, pending = offset, data
+    while True:
+        try:
+            answer = await client.send_stdin(task_id=task_id, offset=start, data=pending,
+                                             eof=eof)
+        except RelayError as exc:
+            if exc.code == "window_full":
+                backoff.reset()  # the relay held it as long as it may: simply ask again
+                continue
+            expected = (exc.body or {}).get("expected")
+            if exc.code == "offset_gap" and isinstance(expected, int) \
+                    and start <= expected <= start + len(pending) and expected != start:
+                pending, start = pending[expected - start:], expected
+                continue
+            await backoff.wait(exc)  # raises what is not worth retrying
+            continue
+        backoff.reset()
+        return answer.next_offset
