@@ -39,8 +39,8 @@ from dragoon.shared.order import STREAM, OrderReader
 HOLD_SECONDS = 5.0  # not Final: read when an Interleaver is made (tests lengthen it)
 NO_ORDER_SECONDS = 2.0  # the hold before any order arrived: an older drone sends none
 HOLD_LIMIT: Final = 8 << 20  # bytes held in all, both streams
-ORDER_LIMIT: Final = 4 << 20  # unread order bytes kept before its follower waits
-PARSE_SLICE: Final = 64 << 10  # order bytes read into runs at a time
+ORDER_LIMIT = 4 << 20  # unread order bytes kept before its follower waits (tests shrink it)
+PARSE_SLICE = 64 << 10  # order bytes read into runs at a time (likewise)
 TICK_SECONDS: Final = 0.25
 DATA_STREAMS: Final = ("stdout", "stderr")
 

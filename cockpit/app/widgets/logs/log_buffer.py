@@ -8,8 +8,9 @@ it shows with `pread` and caches their rendering.
 
 stdout and stderr arrive as separate byte streams (each addressed by offset on
 the relay); lines are interleaved in the order they are appended and tagged
-with their stream (the app appends in the task's own order: cockpit/ordered.py). A line that has not ended yet is held per stream and shown as the
-tail of the view until its newline arrives.
+with their stream (the app appends in the task's own order: cockpit/ordered.py).
+A line that has not ended yet is held per stream and shown as the tail of the
+view until its newline arrives.
 """
 
 from __future__ import annotations
