@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dragoon.drone")
 
-STREAMS: Final = ("stdout", "stderr")
+STREAMS: Final = ("stdout", "stderr", "order")  # order: which of the two came when
+OPTIONAL: Final = frozenset({"order"})  # given up, not retried, if the relay refuses it
 SAMPLE_EVERY: Final = 1.0  # seconds between process-tree samples
 INBOX_EVERY: Final = 0.2
 
@@ -102,7 +103,8 @@ class TaskRunner:
             self.offsets.offsets.update({k: int(v) for k, v in hint.items() if k in STREAMS})
         self.shippers = {
             stream: StreamShipper(client, task_id=task_id, stream=stream, spool=task_dir / stream,
-                                  acked=self.offsets.offsets[stream], on_ack=self.offsets.update)
+                                  acked=self.offsets.offsets[stream], on_ack=self.offsets.update,
+                                  optional=stream in OPTIONAL)
             for stream in STREAMS
         }
         self.inbox = InboxShipper(client, task_id=task_id, inbox=task_dir / "inbox",
@@ -322,8 +324,9 @@ class TaskRunner:
     def finish_body(self) -> dict[str, Any]:
         assert self.outcome is not None
         body: dict[str, Any] = {"task": self.id, **self.outcome.__dict__}
-        for stream in STREAMS:
-            body[f"{stream}_size"] = self.shippers[stream].spool_size()
+        for stream, shipper in self.shippers.items():
+            if not shipper.given_up:  # a relay that refused the order stream is not told of it
+                body[f"{stream}_size"] = shipper.spool_size()
         if body["cpu_seconds"] is not None:
             body["cpu_seconds"] = float(body["cpu_seconds"])
         if body["peak_rss"] is not None:

@@ -1,6 +1,7 @@
 """Shipping one output stream of one task: spool file → relay, exactly once, in order.
 
-The task writes its stdout/stderr to spool files; this reads them from the
+The wrapper writes the task's stdout/stderr, and their ``order`` (shared/
+order.py), to spool files; this reads each from the
 offset the relay has acknowledged and posts chunks of at most 256 KiB with
 their offset. The relay appends a chunk only at its current length, so a
 resend after a lost answer is acknowledged, not appended twice, and a 409
@@ -49,6 +50,10 @@ class TaskFinished(TaskGone):
     """The relay recorded the task's end (409 ``task_finished``): it takes nothing more."""
 
 
+class StreamRefused(Exception):
+    """The relay does not take this stream (422): an older relay, which knows no ``order``."""
+
+
 class StreamShipper:
     """Keeps ``acked`` equal to what the relay holds, and pushes the rest of the spool."""
 
@@ -61,6 +66,7 @@ class StreamShipper:
         spool: Path,
         acked: int = 0,
         on_ack: Callable[[str, int], None] | None = None,
+        optional: bool = False,
     ) -> None:
         self.client = client
         self.task_id = task_id
@@ -72,6 +78,10 @@ class StreamShipper:
         self._backoff = JitteredBackoff()
         self._fd: int | None = None
         self._refused: str | None = None  # why the spool could not be opened, if so
+        # An optional stream (``order``) the relay refuses is given up, not retried for ever:
+        # the task's output must not wait on its order.
+        self.optional = optional
+        self.given_up = False
 
     def _open(self) -> int | None:
         """The spool's fd, opened on first need (the wrapper creates the file)."""
@@ -128,7 +138,7 @@ class StreamShipper:
                          self.task_id, self.stream, expected, self.acked)
             self._advance(expected)
         for result in results:
-            if isinstance(result, TaskGone):
+            if isinstance(result, TaskGone | StreamRefused):
                 raise result
         if not acked and not gaps:
             failure = next((r for r in results if isinstance(r, BaseException)), None)
@@ -152,6 +162,8 @@ class StreamShipper:
                                f"bytes (the task finished); the spool holds {self.spool_size()}")
         if response.status_code == 404:
             raise TaskGone(f"relay does not know task {self.task_id}")
+        if response.status_code == 422 and self.optional:
+            raise StreamRefused(f"the relay takes no {self.stream} stream (HTTP 422 {code})")
         raise RelayUnavailable(f"log refused: HTTP {response.status_code} {code}")
 
     def _advance(self, offset: int) -> None:
@@ -167,9 +179,14 @@ class StreamShipper:
 
     async def run(self, exited: asyncio.Event) -> None:
         """Ship until the task has exited and the relay holds every byte of the spool."""
-        while True:
+        while not self.given_up:
             try:
                 moved = await self.ship_once()
+            except StreamRefused as exc:
+                log.warning("task %s: %s; its %s is not shipped (upgrade the relay)",
+                            self.task_id, exc, self.stream)
+                self.given_up = True
+                return
             except RelayUnavailable:
                 await asyncio.sleep(self._backoff.next_delay())
                 continue
@@ -191,7 +208,7 @@ class AckedOffsets:
     def __init__(self, path: Path, write: Callable[[Path, dict[str, int]], None]) -> None:
         self.path = path
         self._write = write
-        self.offsets: dict[str, int] = {"stdout": 0, "stderr": 0}
+        self.offsets: dict[str, int] = {"stdout": 0, "stderr": 0, "order": 0}
         self._last_write = 0.0
 
     def update(self, stream: str, offset: int) -> None:

@@ -2,7 +2,7 @@
 
 The drone starts this file as ``python -I -S wrapper.py TASK_DIR`` in a new
 session and then forgets it: the task's output goes to spool files, never
-through pipes, and the task's exit status goes to ``exit.json``. So the drone
+through the drone, and the task's exit status goes to ``exit.json``. So the drone
 can be killed, restarted or upgraded while the task runs; a new drone reads
 the same files. The wrapper imports only the standard library (``-S`` skips
 site-packages, ``-I`` ignores PYTHON* variables the task's env may carry), so
@@ -13,7 +13,11 @@ Protocol with the drone (all files inside TASK_DIR):
 - reads ``launch.json``: ``{"command", "cwd"[, "stdin": true]}``; the environment is
   inherited.
 - runs ``bash -c COMMAND`` in its own new session and process group, stdin
-  from /dev/null, stdout/stderr appended to ``stdout`` / ``stderr``.
+  from /dev/null, stdout/stderr on two pipes that this process reads (one
+  thread, ``selectors``) and appends to the spool files ``stdout`` /
+  ``stderr``, and after each run of bytes of one stream a record to the spool
+  file ``order`` (``OrderLog``): the true relative order of the two streams,
+  which two files alone cannot tell.
 - with ``"stdin": true``, the task's stdin is a pipe instead, fed by a thread of
   its own (``_StdinFeeder``) from the spool ``stdin`` that the drone appends to;
   it rewrites ``stdin.fed`` with how many bytes the task took, and closes the
@@ -22,7 +26,9 @@ Protocol with the drone (all files inside TASK_DIR):
   fetches no further ahead of ``stdin.fed`` than its bound (drone/stdin.py).
 - writes ``pid.json`` ``{"pid", "wrapper_pid", "started_at"}`` once started.
 - after the task's main process ends, sends SIGTERM then SIGKILL to what is
-  left of its process group (nothing outlives a task), then writes
+  left of its process group (nothing outlives a task), reads the pipes to
+  their end (at most ``DRAIN_SECONDS`` more: a process that left the group can
+  hold a pipe open for ever), then writes
   ``exit.json`` ``{"exit_code", "signal", "cpu_seconds", "max_rss",
   "finished_at", "error"}`` atomically.
 """
@@ -30,16 +36,109 @@ Protocol with the drone (all files inside TASK_DIR):
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import selectors
 import signal
 import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from typing import IO, Any
 
 LEFTOVER_GRACE_SECONDS = 1.0
+DRAIN_SECONDS = 2.0  # after the sweep: a process that escaped the group may hold a pipe open
+READ_SIZE = 1 << 20  # one os.read takes all a full pipe holds: few syscalls per gigabyte
+PIPE_SIZE = 1 << 20  # asked of the kernel (the unprivileged maximum); 64 KiB if refused
+ORDER_HEADER = b"dragoon-order 1\n"
+FLUSH_BYTES = 1 << 20  # a run of one stream is recorded at least every MiB...
+FLUSH_SECONDS = 0.05  # ...and every 50 ms, so a reader never waits long on a busy stream
+SWEEP_POLL = 0.02
+
+
+class OrderLog:
+    """The ``order`` spool: which stream each run of output bytes came from, in order.
+
+    Two spool files cannot say whether a stderr line came before or after a
+    stdout line; this file does, so a reader can replay the two in the order
+    the task wrote them. The format is shared/order.py's (its reader lives
+    there; this file may import nothing of the package):
+
+    - the first line is ``dragoon-order 1`` (the format's version);
+    - then one ASCII line per run, ``o N`` (the next N bytes of ``stdout``) or
+      ``e N`` (of ``stderr``), N a decimal count without leading zeros, > 0.
+
+    Only whole lines count, so the file can be read at any byte boundary. A
+    run's record is written after its bytes are in their spool, so the counts
+    never claim bytes the spools do not hold. Chunks of one stream in a row
+    make one record, written when the other stream speaks, before the wrapper
+    waits for output, or when the run reaches FLUSH_BYTES or FLUSH_SECONDS.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.tag = b""
+        self.pending = 0
+        self.since = 0.0
+        self.failed = False  # a write failed (a full disk): no more records, never a wrong one
+        self._write(ORDER_HEADER)
+
+    def add(self, tag: bytes, count: int) -> None:
+        if tag != self.tag:
+            self.flush()
+            self.tag = tag
+        now = time.monotonic()
+        if not self.pending:
+            self.since = now
+        self.pending += count
+        if self.pending >= FLUSH_BYTES or now - self.since >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self._write(self.tag + b" %d\n" % self.pending)
+            self.pending = 0
+
+    def _write(self, line: bytes) -> None:
+        # A record cut short would make the rest unreadable, so after a failed write the order
+        # stops: its readers show what it does not cover in arrival order.
+        if not self.failed and _write_all(self.fd, line) < len(line):
+            self.failed = True
+
+
+def _write_all(fd: int, data: bytes) -> int:
+    """Bytes written: all of them, or fewer when the disk refuses (full, quota).
+
+    The task must not die of a full disk it did not cause: the wrapper goes on
+    reading its pipes, drops what it cannot store and says so once in
+    wrapper.log (the drone's ``spawn.launch`` gives the wrapper that file).
+    """
+    view = memoryview(data)
+    written = 0
+    while view:
+        try:
+            step = os.write(fd, view)
+        except InterruptedError:
+            continue
+        except OSError as exc:
+            _note_once(f"dragoon wrapper: output dropped, a spool write failed: {exc}")
+            break
+        written += step
+        view = view[step:]
+    return written
+
+
+_noted: set[str] = set()
+
+
+def _note_once(text: str) -> None:
+    if text not in _noted:
+        _noted.add(text)
+        with contextlib.suppress(OSError):
+            os.write(2, text.encode("utf-8", "replace") + b"\n")
+
+
 STDIN_POLL_SECONDS = 0.02  # between looks at a spool that has nothing new
 STDIN_BLOCK = 64 * 1024
 
@@ -152,37 +251,156 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def _sweep_group(pgid: int) -> None:
-    """Leftover background processes of a finished task must not keep writing its spool."""
+def _signal_group(pgid: int, signum: int) -> bool:
+    """False when nothing is left of the group."""
     try:
-        os.killpg(pgid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return
-    deadline = time.monotonic() + LEFTOVER_GRACE_SECONDS
-    while time.monotonic() < deadline and _group_alive(pgid):
-        time.sleep(0.02)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _Pump:
+    """Reads the task's stdout and stderr pipes into their spools, one thread, no blocking.
+
+    Leftover background processes of a finished task must not keep writing its
+    spool: once the main process is reaped, its group gets SIGTERM, then
+    SIGKILL after LEFTOVER_GRACE_SECONDS, and the pipes are read meanwhile (so
+    last words written on SIGTERM are kept), then to their end, for at most
+    DRAIN_SECONDS more.
+    """
+
+    def __init__(self, child: subprocess.Popen[bytes], spools: dict[bytes, int],
+                 order: OrderLog) -> None:
+        self.child = child
+        self.order = order
+        self.selector = selectors.DefaultSelector()
+        self.pipes = 0
+        for tag, pipe in ((b"o", child.stdout), (b"e", child.stderr)):
+            assert pipe is not None
+            fd = pipe.fileno()
+            os.set_blocking(fd, False)
+            with contextlib.suppress(OSError, AttributeError):
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+            self.selector.register(fd, selectors.EVENT_READ, (tag, spools[tag], pipe))
+            self.pipes += 1
+        self.pidfd: int | None = None
+        with contextlib.suppress(OSError, AttributeError):  # Linux >= 5.3; else polled
+            self.pidfd = os.pidfd_open(child.pid)
+            self.selector.register(self.pidfd, selectors.EVENT_READ, None)
+        self.result: tuple[int, Any] | None = None  # (wait status, rusage) of the main process
+        self.finished_at = 0.0
+        self.kill_at: float | None = None  # SIGKILL for the leftovers is due then
+        self.drain_until: float | None = None
+
+    def run(self) -> tuple[int, Any, float]:
+        """Until the main process is reaped, its group swept and the pipes drained."""
+        while self.pipes or self.result is None or self.drain_until is None:
+            events = self.selector.select(0)
+            if not events:
+                self.order.flush()  # the wrapper is about to wait: what it read is recorded
+                events = self.selector.select(self._timeout())
+            for key, _mask in events:
+                if key.data is None:
+                    self._reap()
+                else:
+                    self._read(key.fd, *key.data)
+            self._step()
+            if self.drain_until is not None and time.monotonic() >= self.drain_until:
+                break
+        self.order.flush()
+        for key in list(self.selector.get_map().values()):
+            self.selector.unregister(key.fd)
+            if key.data is not None:
+                key.data[2].close()  # an escaped writer gets EPIPE from now on
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+        self.selector.close()
+        assert self.result is not None
+        return self.result[0], self.result[1], self.finished_at
+
+    def _read(self, fd: int, tag: bytes, spool: int, pipe: IO[bytes]) -> None:
+        try:
+            data = os.read(fd, READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        if not data:
+            self.selector.unregister(fd)
+            pipe.close()  # through its file object, which would close the number again
+            self.pipes -= 1
+            return
+        written = _write_all(spool, data)
+        if written:
+            self.order.add(tag, written)
+
+    def _reap(self, *, block: bool = True) -> None:
+        if self.result is not None:
+            return
+        while True:
+            try:
+                pid, status, usage = os.wait4(self.child.pid, 0 if block else os.WNOHANG)
+                break
+            except InterruptedError:
+                continue
+        if pid == 0:
+            return
+        self.child.returncode = os.waitstatus_to_exitcode(status)  # Popen must not reap again
+        self.result = (status, usage)
+        self.finished_at = time.time()
+        if self.pidfd is not None:
+            self.selector.unregister(self.pidfd)
+            os.close(self.pidfd)
+            self.pidfd = None
+        if _signal_group(self.child.pid, signal.SIGTERM):
+            self.kill_at = time.monotonic() + LEFTOVER_GRACE_SECONDS
+        else:
+            self.drain_until = time.monotonic() + DRAIN_SECONDS
+
+    def _step(self) -> None:
+        """The timed parts: reaping without a pidfd, the leftovers' SIGKILL."""
+        if self.result is None and self.pidfd is None:
+            self._reap(block=not self.pipes)
+        if self.kill_at is not None and (time.monotonic() >= self.kill_at
+                                         or not _group_alive(self.child.pid)):
+            _signal_group(self.child.pid, signal.SIGKILL)
+            self.kill_at = None
+            self.drain_until = time.monotonic() + DRAIN_SECONDS
+
+    def _timeout(self) -> float | None:
+        now = time.monotonic()
+        if self.kill_at is not None:
+            return max(0.0, min(SWEEP_POLL, self.kill_at - now))
+        if self.drain_until is not None:
+            return max(0.0, self.drain_until - now)
+        if self.result is None and self.pidfd is None:
+            return SWEEP_POLL  # no pidfd: the exit is polled (_step)
+        return None
 
 
 def main(task_dir: str) -> int:
     # The wrapper must outlive hang-ups and the drone's own signals; only the task is killed.
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(signum, signal.SIG_IGN)
+    # A spool past a file-size limit is a failed write (EFBIG, see _write_all), not a death;
+    # Popen's restore_signals gives the task the default back.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     exit_path = os.path.join(task_dir, "exit.json")
     with open(os.path.join(task_dir, "launch.json"), encoding="utf-8") as handle:
         launch = json.load(handle)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
     out_fd = os.open(os.path.join(task_dir, "stdout"), flags, 0o600)
     err_fd = os.open(os.path.join(task_dir, "stderr"), flags, 0o600)
+    order = OrderLog(os.open(os.path.join(task_dir, "order"), flags, 0o600))
     started_at = time.time()
     stdin_pipe = _stdin_pipe(task_dir, launch)
     try:
         child = subprocess.Popen(
             ["bash", "-c", launch["command"]],
             stdin=subprocess.DEVNULL if stdin_pipe is None else stdin_pipe[0],
-            stdout=out_fd,
-            stderr=err_fd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             cwd=launch["cwd"],
             start_new_session=True,
             close_fds=True,
@@ -191,28 +409,24 @@ def main(task_dir: str) -> int:
             preexec_fn=_default_signals,  # resets the ignored signals
         )
     except OSError as exc:
-        os.write(err_fd, f"dragoon: cannot start the task: {exc}\n".encode())
+        notice = f"dragoon: cannot start the task: {exc}\n".encode()
+        order.add(b"e", _write_all(err_fd, notice))
+        order.flush()
         _write_json_atomic(exit_path, {
             "exit_code": None, "signal": None, "cpu_seconds": 0.0, "max_rss": 0,
             "started_at": started_at, "finished_at": time.time(),
             "error": f"cannot start the task: {exc.strerror or exc}",
         })
         return 0
-    os.close(out_fd)
-    os.close(err_fd)
     if stdin_pipe is not None:
         os.close(stdin_pipe[0])  # the task holds it now: its exit gives the feeder EPIPE
         stdin_pipe[1].start()
     _write_json_atomic(os.path.join(task_dir, "pid.json"),
                        {"pid": child.pid, "wrapper_pid": os.getpid(), "started_at": started_at})
-    while True:
-        try:
-            _pid, status, usage = os.wait4(child.pid, 0)
-            break
-        except InterruptedError:
-            continue
-    finished_at = time.time()
-    _sweep_group(child.pid)
+    status, usage, finished_at = _Pump(child, {b"o": out_fd, b"e": err_fd}, order).run()
+    os.close(out_fd)
+    os.close(err_fd)
+    os.close(order.fd)
     exit_code = os.waitstatus_to_exitcode(status)
     _write_json_atomic(exit_path, {
         "exit_code": exit_code if exit_code >= 0 else None,

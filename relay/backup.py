@@ -38,12 +38,12 @@ from typing import IO, Final
 from dragoon.relay import events
 from dragoon.relay.config import DB_FILE, KEY_FILE, RelayConfig
 from dragoon.relay.db import SCHEMA_VERSION
-from dragoon.relay.output import TRUNCATED
+from dragoon.relay.output import STREAMS, TRUNCATED
 
 FORMAT: Final = 1
 MANIFEST: Final = "dragoon-backup.json"
 _TOP: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
-_LOG: Final = re.compile(r"logs/(t-[a-z2-7]{10})/(stdout|stderr|" + TRUNCATED + ")")
+_LOG: Final = re.compile(r"logs/(t-[a-z2-7]{10})/(" + "|".join((*STREAMS, TRUNCATED)) + ")")
 _BLOB: Final = re.compile(r"blobs/([0-9a-f]{2})/(\1[0-9a-f]{62})")
 _DB_SIDE_FILES: Final = (f"{DB_FILE}-wal", f"{DB_FILE}-shm", f"{DB_FILE}-journal")
 _NOT_TOP: Final = (*_DB_SIDE_FILES, "logs", "blobs", MANIFEST)
@@ -188,7 +188,7 @@ def _logs_to_archive(conn: sqlite3.Connection, config: RelayConfig) -> dict[tupl
         # restored relay counts them itself.
         finished = os.listdir(config.logs_dir)
     for task in finished:
-        for stream in ("stdout", "stderr"):
+        for stream in STREAMS:
             if (config.logs_dir / task / stream).is_file():
                 known = logs.get((task, stream))
                 logs[(task, stream)] = _Log(None if known is None else known.recorded, None)
@@ -211,7 +211,7 @@ def _add_logs(tar: tarfile.TarFile, config: RelayConfig, logs: dict[tuple[str, s
     the copy records."""
     changed: dict[tuple[str, str], int] = {}
     for task in sorted({task for task, _ in logs}):
-        for stream in ("stdout", "stderr"):
+        for stream in STREAMS:
             log = logs.get((task, stream))
             if log is None:
                 continue

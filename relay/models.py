@@ -217,6 +217,7 @@ class FinishBody(BaseModel):
     finished_at: float | None = None
     stdout_size: StrictInt | None = Field(None, ge=0)
     stderr_size: StrictInt | None = Field(None, ge=0)
+    order_size: StrictInt | None = Field(None, ge=0)  # an older drone sends none
     error: StrictStr | None = Field(None, max_length=2000)
     # Said about the task without failing it (an artifact pattern that matched nothing).
     notes: list[Annotated[StrictStr, Field(max_length=MAX_NOTE)]] | None = Field(

@@ -10,8 +10,15 @@ append is fsynced before it is acknowledged, so a relay killed at any moment
 keeps every byte it said it had. Appends run on one dedicated thread, which
 serialises them without locks and keeps fsync off the event loop.
 
-Past the per-task output cap a marker line is written, a ``truncated`` file
-records the fact, and later chunks are acknowledged and dropped.
+Three streams per task: ``stdout``, ``stderr`` and ``order`` (which of the
+two each run of bytes came from, shared/order.py). The per-task output cap
+counts stdout and stderr, the task's output. Past it a marker line is
+written, a ``truncated`` file records the fact, and later chunks of every
+stream are acknowledged and dropped. ``order`` is not task output and does not
+eat into the cap, but it has a cap of its own of the same size (a task that
+alternates one-byte writes makes more order than output): past it, the rest of
+the order is acknowledged and dropped, no marker, since a reader already takes
+bytes the order does not cover in arrival order. Both count towards quotas.
 
 A finished task's log is closed (``close_log``, a ``closed`` file written on the
 same thread as the appends, after the check that every byte the drone reported
@@ -34,7 +41,8 @@ from typing import Final
 from dragoon.relay.errors import ApiError
 
 TASK_ID: Final = re.compile(r"t-[a-z2-7]{10}")
-STREAMS: Final = ("stdout", "stderr")
+STREAMS: Final = ("stdout", "stderr", "order")
+OUTPUT: Final = ("stdout", "stderr")  # the task's own output, which the output cap counts
 TRUNCATED: Final = "truncated"
 CLOSED: Final = "closed"
 
@@ -67,10 +75,11 @@ class Incomplete:
 
     stdout_size: int
     stderr_size: int
+    order_size: int
 
 
 class OutputStore:
-    """stdout and stderr of every task, with the sizes a task view reports."""
+    """stdout, stderr and order of every task, with the sizes a task view reports."""
 
     def __init__(self, root: Path, cap: int) -> None:
         self.root = root
@@ -96,8 +105,10 @@ class OutputStore:
         return (self.root / task / TRUNCATED).exists()
 
     def sizes(self, task: str) -> dict[str, object]:
-        return {"stdout_size": self.size(task, "stdout"), "stderr_size": self.size(task, "stderr"),
-                "output_truncated": self.truncated(task)}
+        return {**self._held(task), "output_truncated": self.truncated(task)}
+
+    def _held(self, task: str) -> dict[str, int]:
+        return {f"{stream}_size": self.size(task, stream) for stream in STREAMS}
 
     def is_closed(self, task: str) -> bool:
         return (self.root / task / CLOSED).exists()
@@ -116,6 +127,8 @@ class OutputStore:
         path = self.path(task, stream)
         if self.truncated(task):
             return Appended(offset + len(data))  # past the cap everything is dropped, even now
+        if stream not in OUTPUT and self.size(task, stream) >= self.cap:
+            return Appended(offset + len(data))  # the order past its own cap, likewise
         if closed or self.is_closed(task):
             size = self.size(task, stream)
             if offset + len(data) <= size:
@@ -135,12 +148,20 @@ class OutputStore:
             fresh = data[size - offset:]
             if not fresh:
                 return Appended(size)  # a duplicate: every byte is already here
-            other = "stderr" if stream == "stdout" else "stdout"
-            room = self.cap - size - self.size(task, other)
+            if stream in OUTPUT:
+                other = "stderr" if stream == "stdout" else "stdout"
+                room = self.cap - size - self.size(task, other)
+            else:
+                room = self.cap - size
             if len(fresh) <= room:
                 _write_all(fd, fresh)
                 os.fsync(fd)
                 return Appended(size + len(fresh))
+            if stream not in OUTPUT:  # the order's own cap: what is past it is dropped
+                if room > 0:
+                    _write_all(fd, fresh[:room])
+                    os.fsync(fd)
+                return Appended(offset + len(data))
             _write_all(fd, fresh[:max(room, 0)] + marker(self.cap))
             os.fsync(fd)
         finally:
@@ -149,22 +170,25 @@ class OutputStore:
         return Appended(offset + len(data), truncated_now=True)
 
     async def close_log(
-        self, task: str, *, stdout_size: int, stderr_size: int
+        self, task: str, *, stdout_size: int, stderr_size: int, order_size: int = 0
     ) -> dict[str, int] | Incomplete:
         """Close the log if it holds what the drone reported; on the appends' thread, so no
-        chunk lands between the check and the close. Returns the final sizes."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, self._close_log, task, stdout_size, stderr_size
-        )
+        chunk lands between the check and the close. Returns the final sizes.
 
-    def _close_log(
-        self, task: str, stdout_size: int, stderr_size: int
-    ) -> dict[str, int] | Incomplete:
+        An older drone reports no order size (0): its tasks have no order stream."""
+        loop = asyncio.get_running_loop()
+        claimed = {"stdout_size": stdout_size, "stderr_size": stderr_size,
+                   "order_size": order_size}
+        return await loop.run_in_executor(self._executor, self._close_log, task, claimed)
+
+    def _close_log(self, task: str, claimed: dict[str, int]) -> dict[str, int] | Incomplete:
         folder = self.path(task, "stdout").parent
-        held = {"stdout_size": self.size(task, "stdout"), "stderr_size": self.size(task, "stderr")}
+        held = self._held(task)
+        # The order's own cap drops its tail without a flag: a claim past it is not missing.
+        order_cut = min(claimed["order_size"], self.cap)
         if not self.truncated(task) and (
-            stdout_size > held["stdout_size"] or stderr_size > held["stderr_size"]
+            claimed["stdout_size"] > held["stdout_size"]
+            or claimed["stderr_size"] > held["stderr_size"] or order_cut > held["order_size"]
         ):
             return Incomplete(**held)
         if not (folder / CLOSED).exists():

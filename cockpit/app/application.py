@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar, Final
 
@@ -76,6 +76,7 @@ from dragoon.cockpit.app.widgets.fleet.drone_grid import DroneGrid
 from dragoon.cockpit.app.widgets.logs.log_buffer import LogBuffer
 from dragoon.cockpit.app.widgets.logs.log_view import LogView
 from dragoon.cockpit.app.widgets.tasks.task_tree import TaskTree
+from dragoon.cockpit.ordered import follow_in_order
 from dragoon.cockpit.safe_text import clean
 from dragoon.cockpit.theme import STDERR_STYLE
 from dragoon.shared.spec import parse_labels
@@ -377,9 +378,8 @@ class CockpitApp(App[None]):
         if buffer is None:
             buffer = LogBuffer()
             self._logs[task_id] = buffer
-            for stream in ("stdout", "stderr"):
-                self.run_worker(self._follow(task_id, stream, buffer), group=f"log:{task_id}",
-                                name=f"log:{task_id}:{stream}")
+            self.run_worker(self._follow(task_id, buffer), group=f"log:{task_id}",
+                            name=f"log:{task_id}")
             while len(self._logs) > LOG_BUFFERS:
                 old_id, old = self._logs.popitem(last=False)
                 self.workers.cancel_group(self, f"log:{old_id}")
@@ -388,15 +388,21 @@ class CockpitApp(App[None]):
         self.log_view.attach(buffer)
         self._update_log_title()
 
-    async def _follow(self, task_id: str, stream: str, buffer: LogBuffer) -> None:
+    async def _follow(self, task_id: str, buffer: LogBuffer) -> None:
+        """stdout and stderr into `buffer` in the order the task wrote them (cockpit/ordered.py)."""
+        def show(stream: str, data: bytes) -> None:
+            buffer.append(stream, data)
+            if self.log_view.buffer is buffer:
+                self.log_view.mark_dirty()
+
+        def follow(stream: str) -> AsyncIterator[bytes]:
+            return self.source.follow_log(task_id, stream, 0)  # a new buffer: from the start
+
         try:
-            async for data in self.source.follow_log(task_id, stream, buffer.received[stream]):
-                buffer.append(stream, data)
-                if self.log_view.buffer is buffer:
-                    self.log_view.mark_dirty()
+            await follow_in_order(follow, show)
         except Exception as error:
             if not isinstance(error, asyncio.CancelledError):
-                self.post_message(ActionFailed(f"following {stream} of {task_id}", error))
+                self.post_message(ActionFailed(f"following the output of {task_id}", error))
 
     def _update_log_title(self, follow: bool | None = None) -> None:
         if self._log_task is None:

@@ -1,8 +1,10 @@
 """Following a task's output in the terminal, as ``dragoon run`` and ``dragoon logs -f`` do.
 
-Each stream is followed by its own long-poll loop and written, as it arrives,
-to its own file descriptor: the task's bytes exactly as it wrote them, escape
-sequences included, as ``ssh host cmd`` would (it is the pilot's own program
+Each stream is followed by its own long-poll loop and written to its own
+file descriptor; with both stdout and stderr, in the order the task wrote
+them (the ``order`` stream, cockpit/ordered.py), so a terminal showing both
+sees them interleaved as the task did. The task's bytes exactly as it wrote
+them, escape sequences included, as ``ssh host cmd`` would (it is the pilot's own program
 talking); what dragoon itself says goes to stderr as safe text. Ctrl-C is the
 pilot's: it detaches (the task goes on), or with ``cancel_on_interrupt`` it asks
 the relay to cancel and keeps following so that the task's last words and exit
@@ -16,11 +18,13 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator, Callable
 from typing import BinaryIO
 
 import click
 from dragoon.cockpit.cli import exit_codes as X
-from dragoon.cockpit.client import RelayClient, RelayError, Task
+from dragoon.cockpit.client import LogChunk, RelayClient, RelayError, Task
+from dragoon.cockpit.ordered import follow_in_order
 from dragoon.cockpit.safe_text import clean
 from dragoon.shared.models import TaskState, exit_status_code
 
@@ -54,7 +58,22 @@ async def copy_stream(client: RelayClient, task_id: str, stream: str, out: Binar
                 raise OutputClosed(out) from None
 
 
+def _writer(streams: dict[str, BinaryIO]) -> Callable[[str, bytes], None]:
+    def write(stream: str, data: bytes) -> None:
+        out = streams[stream]
+        out.write(data)
+        out.flush()
+    return write
+
+
 async def copy_streams(client: RelayClient, task_id: str, streams: dict[str, BinaryIO]) -> None:
+    if set(streams) == {"stdout", "stderr"}:
+        def follow(stream: str) -> AsyncIterator[bytes]:
+            return _data(client.follow_log(task_id=task_id, stream=stream,
+                                           on_retry=on_retry if stream in streams else None))
+
+        await follow_in_order(follow, _writer(streams))
+        return
     try:
         async with asyncio.TaskGroup() as group:
             for stream, out in streams.items():
@@ -63,6 +82,33 @@ async def copy_streams(client: RelayClient, task_id: str, streams: dict[str, Bin
         raise errors.exceptions[0] from None
     except* OutputClosed as closed:
         raise closed.exceptions[0] from None
+
+
+async def print_streams(client: RelayClient, task_id: str,
+                        streams: dict[str, BinaryIO]) -> None:
+    """What the relay holds of ``streams`` now, once (``dragoon logs`` without ``-f``)."""
+    async def read(stream: str) -> AsyncIterator[bytes]:
+        offset = 0
+        while True:
+            chunk = await client.read_log(task_id=task_id, stream=stream, offset=offset)
+            if not chunk.data:
+                return
+            offset = chunk.next_offset
+            yield chunk.data
+
+    if set(streams) == {"stdout", "stderr"}:
+        await follow_in_order(read, _writer(streams))
+        return
+    write = _writer(streams)
+    for name in streams:
+        async for data in read(name):
+            write(name, data)
+
+
+async def _data(chunks: AsyncIterator[LogChunk]) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        if chunk.data:
+            yield chunk.data
 
 
 def task_exit_code(task: Task) -> int:

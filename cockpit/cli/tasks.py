@@ -302,7 +302,7 @@ def logs(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
     """Print (or follow) a task's output: stdout to stdout, stderr to stderr."""
 
     async def go() -> int:
-        from dragoon.cockpit.cli._follow import attach, default_streams
+        from dragoon.cockpit.cli._follow import attach, default_streams, print_streams
 
         streams = default_streams()
         if stream is not None:
@@ -315,16 +315,7 @@ def logs(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
                     detached = await attach(client, found_id, streams=streams,
                                             detach_hint=False, queued=seen)
                     return detached or X.OK
-                for name, out in streams.items():
-                    offset = 0
-                    while True:
-                        chunk = await client.read_log(task_id=found_id, stream=name,
-                                                      offset=offset)
-                        if not chunk.data:
-                            break
-                        out.write(chunk.data)
-                        out.flush()
-                        offset = chunk.next_offset
+                await print_streams(client, found_id, streams)  # both: in the order written
         return X.OK
 
     sys.exit(run_async(go))

@@ -35,6 +35,7 @@ class Task(TypedDict, total=False):
     notes: list[str]
     stdout_size: int
     stderr_size: int
+    order_size: int  # the order stream (docs/api.md); absent from an older relay
     output_truncated: bool
     start_by: float | None  # the relay cancels it if still queued then (``start_within``)
     waiting: dict[str, Any] | None  # a queued task: why it has not started (docs/api.md)

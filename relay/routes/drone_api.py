@@ -66,7 +66,7 @@ async def poll(body: PollBody, drone: DroneDep, relay: RelayDep) -> dict[str, An
 @router.post("/log", response_model=None)
 async def log(
     request: Request, drone: DroneDep, relay: RelayDep,
-    task: str = Query(), stream: str = Query(pattern="^(stdout|stderr)$"),
+    task: str = Query(), stream: str = Query(pattern="^(stdout|stderr|order)$"),
     offset: int = Query(ge=0, le=MAX_OFFSET),
 ) -> dict[str, Any] | JSONResponse:
     row = await relay.db.run(own_task, drone.name, task)
@@ -95,10 +95,12 @@ async def finish(body: FinishBody, drone: DroneDep, relay: RelayDep) -> dict[str
     result = await relay.db.run(relay.tasks.recorded_finish, drone.name, body)
     if result is None:
         closed = await relay.output.close_log(body.task, stdout_size=body.stdout_size or 0,
-                                              stderr_size=body.stderr_size or 0)
+                                              stderr_size=body.stderr_size or 0,
+                                              order_size=body.order_size or 0)
         if isinstance(closed, Incomplete):
             raise ApiError(409, "output_incomplete", "ship the rest of the output first",
-                           stdout_size=closed.stdout_size, stderr_size=closed.stderr_size)
+                           stdout_size=closed.stdout_size, stderr_size=closed.stderr_size,
+                           order_size=closed.order_size)
         result = await relay.db.run(relay.tasks.finish, drone.name, body)
     changed = result.pop("changed")
     if changed is not None:

@@ -71,7 +71,7 @@ async def cancel(
 @router.get("/{task_id}/log")
 async def read_log(
     task_id: str, who: PilotDep, relay: RelayDep,
-    stream: str = Query("stdout", pattern="^(stdout|stderr)$"),
+    stream: str = Query("stdout", pattern="^(stdout|stderr|order)$"),
     offset: int = Query(0, ge=0, le=MAX_OFFSET), limit: int = Query(1 << 20, ge=1, le=8 << 20),
     wait: float = Query(0, ge=0),
 ) -> Response:

@@ -30,6 +30,9 @@ class TamperingProxy:
         self.answer_hook: Callable[[dict[str, Any]], dict[str, Any]] | None = None
         # A request whose path this returns True for gets a 503, as from a relay that is away.
         self.unavailable: Callable[[str], bool] | None = None
+        # One it returns True for gets the 422 a relay answers a query it does not take (an
+        # older relay, asked for a stream it does not know).
+        self.refuse: Callable[[str], bool] | None = None
         self._http = httpx.Client(timeout=60.0)
         proxy = self
 
@@ -42,6 +45,14 @@ class TamperingProxy:
                 body = self.rfile.read(length)
                 if proxy.unavailable is not None and proxy.unavailable(self.path):
                     self.send_error(503)
+                    return
+                if proxy.refuse is not None and proxy.refuse(self.path):
+                    refusal = json.dumps({"error": "invalid", "detail": "bad query"}).encode()
+                    self.send_response(422)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(refusal)))
+                    self.end_headers()
+                    self.wfile.write(refusal)
                     return
                 headers = {k: v for k, v in self.headers.items()
                            if k.lower() not in ("host", "content-length", "connection")}

@@ -9,6 +9,7 @@ import signal
 
 import psutil
 from dragoon.drone.release import MARGIN, STEP
+from dragoon.shared.order import OrderReader
 
 from tests.drone.conftest import Fleet
 from tests.support.relay import wait_until
@@ -208,3 +209,36 @@ def test_a_cancel_sent_while_the_drone_is_down_is_carried_out_after_its_restart(
     drone.start()
     task = fleet.wait_state(task_id)
     assert task["state"] == "cancelled" and task["signal"] == 15
+
+
+def test_the_order_stream_survives_a_drone_kill9_byte_for_byte(fleet: Fleet, tmp_path):
+    """The order is shipped like stdout/stderr: resumed by offset after a restart, exactly once.
+
+    The task holds on at the end (a gate) so the wrapper's own order file can be
+    compared with the relay's copy before the spool is removed."""
+    drone = fleet.drone("d1")
+    gate = tmp_path / "gate"
+    task_id = fleet.submit(f"{COUNTER.removesuffix('; exit 7')}; "
+                           f"while [ ! -e {gate} ]; do sleep 0.05; done; exit 7", drone="d1")
+    wait_until(lambda: fleet.task(task_id).get("order_size", 0) > 200,
+               message="some order at the relay")
+    drone.kill9()
+    spool = drone.data_dir / "tasks" / task_id
+    wait_until(lambda: b"err-300\n" in (spool / "stderr").read_bytes(), timeout=30,
+               message="the task writing on with no drone")
+    drone.start()
+    wait_until(lambda: b"err-400\n" in fleet.output(task_id, "stderr"), timeout=60,
+               message="all the output at the relay")
+    local = (spool / "order").read_bytes()
+    wait_until(lambda: fleet.output(task_id, "order") == local, timeout=30,
+               message="the relay holding the drone's whole order file")
+    gate.touch()
+    task = fleet.wait_state(task_id, timeout=60)
+    assert task["state"] == "failed" and task["exit_code"] == 7
+    order = fleet.output(task_id, "order")
+    assert order == local and task["order_size"] == len(order)
+    reader = OrderReader()
+    runs = reader.feed(order)
+    assert reader.header_seen and reader.broken is None
+    for stream in ("stdout", "stderr"):  # every byte counted once: none lost, none twice
+        assert sum(r.size for r in runs if r.stream == stream) == task[f"{stream}_size"]

@@ -15,6 +15,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from dragoon.shared.order import OrderReader
 
 from tests.drone.conftest import Fleet
 from tests.support.relay import RelayProcess, dragoon, wait_until
@@ -56,6 +57,7 @@ def test_backup_mid_stream_restores_a_relay_that_drone_and_pilot_carry_on_with(
         assert archive.stat().st_mode & 0o777 == 0o600
         at_backup = archived(archive, f"logs/{task_id}/stdout")
         assert len(at_backup) > 3000
+        assert archived(archive, f"logs/{task_id}/order").startswith(b"dragoon-order 1\n")
         # The relay serves on past the backup before it goes.
         wait_until(lambda: relay_bytes(fleet, task_id) > len(at_backup) + 3000, timeout=30,
                    message="output beyond the backup")
@@ -87,6 +89,10 @@ def test_backup_mid_stream_restores_a_relay_that_drone_and_pilot_carry_on_with(
         lines = output.decode().splitlines()
         assert lines[-1] == "done"
         assert lines[:-1] == [f"line-{i}" for i in range(1, len(lines))]  # no gap, no repeat
+        # The order resumed from the restored relay's offset too: it counts each byte once.
+        reader = OrderReader()
+        runs = reader.feed(fleet.output(task_id, "order"))
+        assert reader.broken is None and sum(r.size for r in runs) == len(output)
         # The drone, never restarted, resent from the offset the restored relay asked for.
         assert f"relay holds {len(at_backup)} bytes, resuming there" in drone.log_text()
         assert drone.process is not None and drone.process.poll() is None

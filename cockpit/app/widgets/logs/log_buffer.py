@@ -7,9 +7,10 @@ index of line offsets in memory (9 bytes a line); the view reads the few lines
 it shows with `pread` and caches their rendering.
 
 stdout and stderr arrive as separate byte streams (each addressed by offset on
-the relay); lines are interleaved in arrival order and tagged with their
-stream. A line that has not ended yet is held per stream and shown as the
-tail of the view until its newline arrives.
+the relay); lines are interleaved in the order they are appended and tagged
+with their stream (the app appends in the task's own order: cockpit/ordered.py).
+A line that has not ended yet is held per stream and shown as the tail of the
+view until its newline arrives.
 """
 
 from __future__ import annotations
