@@ -49,10 +49,13 @@ from dragoon.cockpit.app.screens.detail import TaskDetailScreen
 from dragoon.cockpit.app.screens.dialogs import (
     ConfirmScreen,
     JoinTokenScreen,
+    OverwriteScreen,
     PromptScreen,
     SubmitScreen,
+    cancel_details,
     drone_name_problem,
     labels_problem,
+    save_name_problem,
 )
 from dragoon.cockpit.app.screens.help import HelpScreen
 from dragoon.cockpit.app.screens.inbox import InboxScreen
@@ -105,6 +108,7 @@ class CockpitApp(App[None]):
         Binding("c", "cancel_task", "Cancel", id="app.cancel"),
         Binding("D", "drain", "Drain", id="app.drain"),
         Binding("f", "fetch", "Fetch", show=False, id="app.fetch"),
+        Binding("d", "download", "Download", show=False, id="app.download"),
         Binding("e", "enroll", "Enroll", show=False, id="app.enroll"),
         Binding("i", "inbox", "Inbox", id="app.inbox"),
         Binding("1", "focus('grid')", "Drones", show=False, id="app.grid"),
@@ -132,6 +136,7 @@ class CockpitApp(App[None]):
         self.link = Link.CONNECTING
         self.snapshots = 0  # how many snapshots were applied (tests and bench read it)
         self._pending: list[Change] = []
+        self._output_news: set[str] = set()  # tasks whose followed output grew since a flush
         self._logs: OrderedDict[str, LogBuffer] = OrderedDict()
         self._log_task: str | None = None
         self._filter_target = "grid"
@@ -273,6 +278,11 @@ class CockpitApp(App[None]):
 
     def flush(self) -> None:
         """Apply every pending change to the widgets in one batch (called at 10 Hz)."""
+        if self._output_news and self._grid.is_attached:
+            news, self._output_news = self._output_news, set()
+            for screen in self._detail_screens():
+                if screen.task_id in news:
+                    screen.refresh_task()
         if not self._pending or not self._grid.is_attached:
             return
         changes = coalesce(self._pending)
@@ -298,10 +308,15 @@ class CockpitApp(App[None]):
             self._select_first_task()
 
     def _select_first_task(self) -> None:
-        """On opening, show the newest running task (else the newest task) and its output."""
-        tasks = sorted(self.state.tasks.values(),
-                       key=lambda t: (t.get("state") == "running", t.get("created_at") or 0))
-        task_id = str(tasks[-1]["id"])
+        """On opening, the tree's cursor is on the selected drone's newest task (else the
+        newest running task, else the newest task), never on a group line; its output shows."""
+        mine = self.state.tasks_of(self.selected_drone) if self.selected_drone else []
+        if mine:
+            task_id = str(mine[0]["id"])
+        else:
+            tasks = sorted(self.state.tasks.values(),
+                           key=lambda t: (t.get("state") == "running", t.get("created_at") or 0))
+            task_id = str(tasks[-1]["id"])
         self.tree.select_task(task_id)
         self.attach_log(task_id)
 
@@ -311,14 +326,18 @@ class CockpitApp(App[None]):
         running = sum(1 for t in self.state.tasks.values() if t.get("state") == "running")
         return f"drones {online}/{len(self.state.drones)} online · tasks {running} running"
 
+    def _detail_screens(self) -> list[TaskDetailScreen]:
+        """Open task details, the one under a dialog too (it is seen again when it closes)."""
+        return [s for s in self.screen_stack if isinstance(s, TaskDetailScreen)]
+
     def _refresh_screens(self, tasks: list[Change], messages: list[Change]) -> None:
-        screen = self.screen
-        if isinstance(screen, TaskDetailScreen) and (
-            messages or any(getattr(c, "task_id", None) == screen.task_id for c in tasks)
-        ):
-            screen.refresh_task()
-        elif isinstance(screen, InboxScreen) and messages:
-            screen.refresh_messages()
+        changed = {getattr(c, "task_id", None) for c in tasks}
+        for screen in self._detail_screens():
+            if messages or screen.task_id in changed:
+                screen.refresh_task()
+        for inbox in self.screen_stack:
+            if isinstance(inbox, InboxScreen) and messages:
+                inbox.refresh_messages()
 
     @on(ConnectionStatus)
     def _show_status(self, message: ConnectionStatus) -> None:
@@ -392,6 +411,7 @@ class CockpitApp(App[None]):
         try:
             async for data in self.source.follow_log(task_id, stream, buffer.received[stream]):
                 buffer.append(stream, data)
+                self._output_news.add(task_id)
                 if self.log_view.buffer is buffer:
                     self.log_view.mark_dirty()
         except Exception as error:
@@ -431,7 +451,13 @@ class CockpitApp(App[None]):
         self.main.query_one(f"#{widget_id}").focus()
 
     def _detail(self, task_id: str) -> TaskDetailScreen:
-        return TaskDetailScreen(task_id, state=self.state, clock=self.clock)
+        return TaskDetailScreen(task_id, state=self.state, clock=self.clock,
+                                received=self._received)
+
+    def _received(self, task_id: str) -> dict[str, int] | None:
+        """Output bytes followed so far for a task, if the cockpit follows it."""
+        buffer = self._logs.get(task_id)
+        return dict(buffer.received) if buffer is not None else None
 
     def action_inbox(self) -> None:
         if not isinstance(self.screen, InboxScreen):
@@ -475,14 +501,28 @@ class CockpitApp(App[None]):
         self.main.query_one("#filter", Input).remove_class("open")
 
     def on_key(self, event: Any) -> None:
-        field = self.main.query_one("#filter", Input) if self.main.is_attached else None
-        if event.key == "escape" and field is not None and field.has_focus:
+        """Escape in the `/` field clears the filter (or the search) and leaves the field;
+        Escape on a filtered grid clears its filter (k9s)."""
+        if event.key != "escape" or self.screen is not self.main:
+            return
+        field = self.main.query_one("#filter", Input)
+        if field.has_focus:
             if self._filter_target == "grid":
-                field.value = ""
-                self.grid.set_filter("")
+                self.clear_filter()
+            else:
+                self.log_view.query_text = ""
             field.remove_class("open")
             (self.log_view if self._filter_target == "log" else self.grid).focus()
             event.stop()
+        elif self.grid.has_focus and self.grid.query_text:
+            self.clear_filter()
+            event.stop()
+
+    def clear_filter(self) -> None:
+        field = self.main.query_one("#filter", Input)
+        with field.prevent(Input.Changed):
+            field.value = ""
+        self.grid.set_filter("")
 
     @work(group="actions")
     async def action_submit(self) -> None:
@@ -507,8 +547,9 @@ class CockpitApp(App[None]):
         if task_id is None:
             self.notify("select a task first", severity="warning")
             return
-        if not await self.push_screen_wait(ConfirmScreen(f"Cancel task {task_id}?",
-                                                         yes="Cancel task")):
+        task = self.state.tasks.get(task_id, {})
+        if not await self.push_screen_wait(ConfirmScreen(
+                f"Cancel task {task_id}?", yes="Cancel task", details=cancel_details(task))):
             return
         try:
             task = await self.source.cancel(task_id)
@@ -576,18 +617,46 @@ class CockpitApp(App[None]):
                                                         placeholder="/data/run1/metrics.csv"))
         if not path:
             return
-        dest = self.download_dir / f"{name}-{Path(path).name}"
+        where = await self._choose_destination(
+            self.download_dir / clean(f"{name}-{PurePosixPath(path).name}"))
+        if where is None:
+            return
+        dest, force = where
         try:
-            saved = await self.source.fetch(name, path, dest)
+            saved = await self.source.fetch(name, path, dest, force=force)
         except Exception as error:
             self.post_message(ActionFailed(f"fetch {path}", error))
             return
         self.notify(f"saved {saved}")
 
     def action_download(self) -> None:
-        task_id = self.selected_task_id
-        if task_id and not isinstance(self.screen, TaskDetailScreen):
-            self.push_screen(self._detail(task_id))
+        """`d`: on the main screen, open the task's detail, where its artifacts are listed
+        and `d` downloads the selected one (the detail screen's own binding)."""
+        screen = self.screen
+        if isinstance(screen, TaskDetailScreen):
+            screen.action_download()
+        elif screen is self.main:
+            task_id = self.selected_task_id
+            if task_id:
+                self.push_screen(self._detail(task_id))
+            else:
+                self.notify("select a task first", severity="warning")
+
+    async def _choose_destination(self, dest: Path) -> tuple[Path, bool] | None:
+        """Where to save, and whether replacing is allowed: a name that exists asks first
+        (overwrite / another name / cancel); None when the pilot cancels."""
+        while dest.exists():
+            choice = await self.push_screen_wait(OverwriteScreen(dest))
+            if choice == "overwrite":
+                return dest, True
+            if choice != "rename":
+                return None
+            name = await self.push_screen_wait(PromptScreen(
+                f"Save as (in {dest.parent})", value=dest.name, validate=save_name_problem))
+            if not name:
+                return None
+            dest = dest.parent / name
+        return dest, False
 
     # ------------------------------------------------------------------ requests from screens
 
@@ -625,9 +694,12 @@ class CockpitApp(App[None]):
         if name in ("", ".", ".."):
             self.notify(f"cannot name a file after {artifact['path']!r}", severity="error")
             return
-        dest = self.download_dir / name
+        where = await self._choose_destination(self.download_dir / name)
+        if where is None:
+            return
+        dest, force = where
         try:
-            saved = await self.source.download_artifact(task_id, artifact, dest)
+            saved = await self.source.download_artifact(task_id, artifact, dest, force=force)
         except Exception as error:
             self.post_message(ActionFailed(f"download {artifact['path']}", error))
             return

@@ -42,6 +42,11 @@ class LogView(ScrollView, can_focus=True):
         Binding("down", "scroll_down", "Down", show=False),
         Binding("pageup", "page_up", "Page up", show=False),
         Binding("pagedown", "page_down", "Page down", show=False),
+        # less motion: j k scroll a line, g the top, G the bottom (and follow again, as End)
+        Binding("j", "scroll_down", "Down", show=False, id="log.down"),
+        Binding("k", "scroll_up", "Up", show=False, id="log.up"),
+        Binding("g", "top", "Top", show=False, id="log.g"),
+        Binding("G", "follow", "Bottom", show=False, id="log.bottom"),
         Binding("n", "next_match", "Next match", show=False, id="log.next"),
         Binding("N", "previous_match", "Previous match", show=False, id="log.previous"),
     ]
