@@ -87,17 +87,24 @@ from textual import on, work
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.notifications import SeverityLevel
+from textual.screen import ModalScreen
 from textual.widgets import Input, Static, Tree
 
 FLUSH_INTERVAL: Final = 0.1
 LOG_BUFFERS: Final = 8  # attached tasks whose output stays followed and in memory
 CHANGING_ACTIONS: Final = frozenset(a.action for a in ACTIONS if a.changes)
+# The app's keys that mean something away from the main screen (on the task detail, the
+# inbox); under a dialog none does, so a letter typed there never submits or quits.
+AWAY_ACTIONS: Final = frozenset({"quit", "help", "cancel_task", "download", "inbox", "focus",
+                                 "resync", "task_detail"})
 
 
 class CockpitApp(App[None]):
     """The cockpit. `source` is where data comes from (live relay, or fixed data in tests)."""
 
     CSS_PATH = "cockpit.tcss"
+    # a screen under 36 rows is `-short`: dialogs drop their gaps so their buttons stay on it
+    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-short"), (36, "-tall")]
     TITLE = "dragoon cockpit"
     COMMANDS: ClassVar = App.COMMANDS | {CockpitCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -439,8 +446,16 @@ class CockpitApp(App[None]):
     # ------------------------------------------------------------------ actions
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """`--readonly` hides (and refuses) every action that changes something."""
-        return not (self.readonly and action in CHANGING_ACTIONS)
+        """`--readonly` hides (and refuses) every action that changes something; away from
+        the main screen only the keys that apply there are live (and in the footer)."""
+        if self.readonly and action in CHANGING_ACTIONS:
+            return False
+        if action not in APP_ACTIONS or not hasattr(self, "main"):
+            return True
+        screen = self.screen
+        if screen is self.main:
+            return True
+        return not isinstance(screen, ModalScreen) and action in AWAY_ACTIONS
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(readonly=self.readonly))
@@ -728,3 +743,8 @@ class CockpitApp(App[None]):
             self.attach_log(task_id)
         else:
             self.notify(f"{task_id} is not in the task list", severity="warning")
+
+
+# the action names of the app's own keys (`focus('grid')` is the action `focus`)
+APP_ACTIONS: Final = frozenset(
+    b.action.split("(")[0] for b in CockpitApp.BINDINGS if isinstance(b, Binding))

@@ -339,6 +339,7 @@ class PromptScreen(ModalScreen[str | None]):
             yield Input(self.value, placeholder=self.placeholder, password=self.password,
                         id="prompt-input")
             yield Static("", id="prompt-error", classes="error", markup=False)
+            yield Static("enter confirms · esc cancels", classes="dialog-hint")
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()
