@@ -3,15 +3,19 @@
 The data comes from `FixedSource` (no network), the clock is pinned, input
 cursors do not blink, and every screenshot is taken once the first snapshot
 has been applied and the log pane has painted, so the SVGs are byte-stable.
+Every screen is pinned at 80x24 (nothing essential may be cut there) and 200x50.
 Update them with `pytest tests/cockpit --snapshot-update` and look at them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 
 import pytest
 from dragoon.cockpit.app.application import CockpitApp
+from dragoon.cockpit.app.screens.detail import TaskDetailScreen
+from dragoon.cockpit.app.screens.dialogs import OverwriteScreen
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -33,6 +37,13 @@ async def settle(pilot: Pilot[None]) -> None:
         if app.snapshots and not app._pending:
             break
     app.flush()
+    await pilot.pause()
+    # the log pane follows (its end shows, under a dialog too): set here, for a layout
+    # change while the screen filled in may have left it a line short
+    app.log_view.follow = True
+    app.log_view._flush(force=True)
+    await pilot.pause()
+    await pilot.wait_for_scheduled_animations()
     await pilot.pause()
     for field in app.query(Input):
         field.cursor_blink = False
@@ -57,6 +68,11 @@ def prepare(*keys: str, select: bool = True,
                 if len(app.log_view.buffer) >= 61:
                     break
             app.log_view._flush(force=True)
+            view = app.log_view
+            for _ in range(50):  # the followed log at its last line before a dialog covers it
+                await pilot.pause()
+                if view.max_scroll_y and view.scroll_y == view.max_scroll_y:
+                    break
         await pilot.press(*keys)
         await settle(pilot)
         await pilot.press(*after)
@@ -65,39 +81,86 @@ def prepare(*keys: str, select: bool = True,
     return run_before
 
 
-@pytest.mark.parametrize("size", [(160, 48), (100, 30)], ids=["160x48", "100x30"])
+SIZES = pytest.mark.parametrize("size", [(80, 24), (200, 50)], ids=["80x24", "200x50"])
+
+
+@SIZES
 def test_main_screen_grid_tree_and_log(snap_compare, size: tuple[int, int]) -> None:
     assert snap_compare(make_app(), terminal_size=size, run_before=prepare())
 
 
-def test_main_screen_readonly_hides_changing_actions(snap_compare) -> None:
-    assert snap_compare(make_app(readonly=True), terminal_size=(140, 36),
-                        run_before=prepare())
+@SIZES
+def test_main_screen_readonly_hides_changing_actions(snap_compare, size: tuple[int, int]) -> None:
+    assert snap_compare(make_app(readonly=True), terminal_size=size, run_before=prepare())
 
 
-def test_task_detail_screen(snap_compare) -> None:
-    assert snap_compare(make_app(), terminal_size=(120, 40), run_before=prepare("enter"))
+@SIZES
+def test_task_detail_screen(snap_compare, size: tuple[int, int]) -> None:
+    assert snap_compare(make_app(), terminal_size=size, run_before=prepare("enter"))
 
 
-def test_inbox_screen(snap_compare) -> None:
-    assert snap_compare(make_app(), terminal_size=(120, 30), run_before=prepare("i"))
+@SIZES
+def test_inbox_screen(snap_compare, size: tuple[int, int]) -> None:
+    assert snap_compare(make_app(), terminal_size=size, run_before=prepare("i"))
 
 
-def test_submit_dialog(snap_compare) -> None:
-    assert snap_compare(make_app(), terminal_size=(120, 40),
+@SIZES
+def test_submit_dialog(snap_compare, size: tuple[int, int]) -> None:
+    assert snap_compare(make_app(), terminal_size=size,
                         run_before=prepare("1", "x", after=list("echo hi")))
 
 
-def test_command_palette_shows_cli_equivalents(snap_compare) -> None:
-    assert snap_compare(make_app(), terminal_size=(120, 40),
+@SIZES
+def test_enroll_dialog(snap_compare, size: tuple[int, int]) -> None:
+    assert snap_compare(make_app(), terminal_size=size,
+                        run_before=prepare("e", after=list("gpu-9")))
+
+
+@SIZES
+def test_cancel_confirmation(snap_compare, size: tuple[int, int]) -> None:
+    assert snap_compare(make_app(), terminal_size=size, run_before=prepare("c"))
+
+
+@SIZES
+def test_overwrite_confirmation(snap_compare, size: tuple[int, int], tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # a relative download directory in a temporary cwd: its name is the same every run
+    monkeypatch.chdir(tmp_path)
+    downloads = Path("downloads")
+    downloads.mkdir()
+    (downloads / "model.pt").write_text("mine")
+    app = CockpitApp(FixedSource(), clock=fixed_clock, ping_interval=3600,
+                     download_dir=downloads)
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        await prepare("enter")(pilot)
+        for _ in range(100):
+            await pilot.pause()
+            screen = pilot.app.screen
+            if isinstance(screen, TaskDetailScreen) and screen.artifact_rows:
+                break
+        await pilot.press("d")
+        for _ in range(100):
+            await pilot.pause()
+            if isinstance(pilot.app.screen, OverwriteScreen):
+                break
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+@SIZES
+def test_command_palette_shows_cli_equivalents(snap_compare, size: tuple[int, int]) -> None:
+    assert snap_compare(make_app(), terminal_size=size,
                         run_before=prepare("ctrl+p", after=list("cancel")))
 
 
-def test_help_screen(snap_compare) -> None:
-    assert snap_compare(make_app(), terminal_size=(120, 40), run_before=prepare("question_mark"))
+@SIZES
+def test_help_screen(snap_compare, size: tuple[int, int]) -> None:
+    assert snap_compare(make_app(), terminal_size=size, run_before=prepare("question_mark"))
 
 
-@pytest.mark.parametrize("size", [(160, 48), (100, 30)], ids=["160x48", "100x30"])
+@SIZES
 def test_grid_filtered_and_sorted_by_cpu(snap_compare, size: tuple[int, int]) -> None:
     assert snap_compare(make_app(), terminal_size=size,
                         run_before=prepare("1", "s", "s", "s", "slash", after=list("a100")))
