@@ -376,3 +376,17 @@ async def test_help_fits_80x24_and_scrolls() -> None:
         await pilot.press("G")
         await pilot.pause()
         assert box.scroll_y == box.max_scroll_y
+
+
+async def test_the_logs_scrollbar_thumb_is_where_the_view_is() -> None:
+    """The log followed its end before it overflowed: the scrollbar that then appears must
+    not draw its thumb at the top (a stray mark) while the view shows the end."""
+    app = make_app()
+    async with app.run_test(size=LARGE) as pilot:
+        await loaded(pilot)
+        view = app.log_view
+        await until(pilot, lambda: view.line_count == 61 and view.max_scroll_y
+                    and view.scroll_y == view.max_scroll_y, what="the log at its end")
+        await pilot.pause()
+        assert view.show_vertical_scrollbar
+        assert view.vertical_scrollbar.position == view.scroll_y

@@ -19,7 +19,8 @@ from dragoon.cockpit.app.screens.dialogs import OverwriteScreen
 from textual.pilot import Pilot
 from textual.widgets import Input
 
-from tests.cockpit.fixed_source import FixedSource, fixed_clock
+from tests.cockpit.fixed_source import FixedSource, demo_log, fixed_clock
+from tests.cockpit.waiting import until
 
 SELECTED = "t-0000000000"
 
@@ -29,24 +30,13 @@ def make_app(*, readonly: bool = False) -> CockpitApp:
 
 
 async def settle(pilot: Pilot[None]) -> None:
-    """Wait until the fixed snapshot and the selected task's log are on screen."""
+    """Wait until every change of the fixed snapshot is on the widgets (on a deadline, not a
+    count of pauses: a loaded machine takes longer, and a snapshot must never be early)."""
     app = pilot.app
     assert isinstance(app, CockpitApp)
-    for _ in range(100):
-        await pilot.pause()
-        if app.snapshots and not app._pending:
-            break
+    await until(pilot, lambda: app.snapshots and not app._pending, what="the snapshot applied")
     app.flush()
     await pilot.pause()
-    # the log pane follows (its end shows, under a dialog too): set here, for a layout
-    # change while the screen filled in may have left it a line short
-    app.log_view.follow = True
-    app.log_view._flush(force=True)
-    await pilot.pause()
-    await pilot.wait_for_scheduled_animations()
-    await pilot.pause()
-    for field in app.query(Input):
-        field.cursor_blink = False
     for screen in app.screen_stack:
         for field in screen.query(Input):
             field.cursor_blink = False
@@ -63,16 +53,16 @@ def prepare(*keys: str, select: bool = True,
             app.tree.focus()
             await pilot.pause()
             app.attach_log(SELECTED)
-            for _ in range(50):
-                await pilot.pause()
-                if len(app.log_view.buffer) >= 61:
-                    break
-            app.log_view._flush(force=True)
             view = app.log_view
-            for _ in range(50):  # the followed log at its last line before a dialog covers it
-                await pilot.pause()
-                if view.max_scroll_y and view.scroll_y == view.max_scroll_y:
-                    break
+            whole = {stream: len(data) for stream, data in demo_log().items()}
+            # every byte of both streams in, and the followed log at its end, before a
+            # dialog covers the main screen (behind one it is not repainted)
+            await until(pilot, lambda: view.buffer.received == whole, what="the whole log")
+            view._flush(force=True)
+            await until(pilot, lambda: view.line_count == len(view.buffer)
+                        and view.max_scroll_y and view.scroll_y == view.max_scroll_y,
+                        what="the log at its end")
+            await pilot.pause()
         await pilot.press(*keys)
         await settle(pilot)
         await pilot.press(*after)
@@ -134,16 +124,11 @@ def test_overwrite_confirmation(snap_compare, size: tuple[int, int], tmp_path: P
 
     async def run_before(pilot: Pilot[None]) -> None:
         await prepare("enter")(pilot)
-        for _ in range(100):
-            await pilot.pause()
-            screen = pilot.app.screen
-            if isinstance(screen, TaskDetailScreen) and screen.artifact_rows:
-                break
+        await until(pilot, lambda: isinstance(pilot.app.screen, TaskDetailScreen)
+                    and pilot.app.screen.artifact_rows, what="the artifacts")
         await pilot.press("d")
-        for _ in range(100):
-            await pilot.pause()
-            if isinstance(pilot.app.screen, OverwriteScreen):
-                break
+        await until(pilot, lambda: isinstance(pilot.app.screen, OverwriteScreen),
+                    what="the overwrite question")
         await settle(pilot)
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)

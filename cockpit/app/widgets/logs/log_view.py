@@ -139,6 +139,12 @@ class LogView(ScrollView, can_focus=True):
         if at_end != self.follow:
             self.follow = at_end
 
+    def watch_show_vertical_scrollbar(self, show: bool) -> None:
+        """A scrollbar that appears after the view scrolled (the log followed its end before
+        it overflowed) starts at the top: put its thumb where the view is."""
+        if show:
+            self.vertical_scrollbar.position = self.scroll_y
+
     def watch_follow(self, follow: bool) -> None:
         self.post_message(self.FollowChanged(self, follow))
 

@@ -95,6 +95,12 @@ class TaskTree(Tree[str]):
 
     # ------------------------------------------------------------------ groups
 
+    def watch_show_vertical_scrollbar(self, show: bool) -> None:
+        """A scrollbar that appears after the view scrolled (the log followed its end before
+        it overflowed) starts at the top: put its thumb where the view is."""
+        if show:
+            self.vertical_scrollbar.position = self.scroll_y
+
     def _drone_node(self, drone: str) -> TreeNode[str]:
         node = self._drone_nodes.get(drone)
         if node is None:
