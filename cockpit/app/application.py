@@ -93,10 +93,11 @@ from textual.widgets import Input, Static, Tree
 FLUSH_INTERVAL: Final = 0.1
 LOG_BUFFERS: Final = 8  # attached tasks whose output stays followed and in memory
 CHANGING_ACTIONS: Final = frozenset(a.action for a in ACTIONS if a.changes)
-# The app's keys that mean something away from the main screen (on the task detail, the
-# inbox); under a dialog none does, so a letter typed there never submits or quits.
-AWAY_ACTIONS: Final = frozenset({"quit", "help", "cancel_task", "download", "inbox", "focus",
-                                 "resync", "task_detail"})
+# The app's keys that mean something away from the main screen; under a dialog none
+# does, so a letter typed there never submits or quits.
+DETAIL_ACTIONS: Final = frozenset({"quit", "help", "cancel_task", "download", "inbox", "focus",
+                                   "resync"})
+INBOX_ACTIONS: Final = frozenset({"quit", "help", "focus", "resync"})
 
 
 class CockpitApp(App[None]):
@@ -435,7 +436,7 @@ class CockpitApp(App[None]):
         text.append(" + ")
         text.append("stderr", style=STDERR_STYLE)
         text.append("  ")
-        text.append("● following" if follow else "‖ paused (End to follow)",
+        text.append("● following" if follow else "‖ paused (G or End to follow)",
                     style="green" if follow else "yellow")
         self.main.query_one("#log-title", Static).update(text)
 
@@ -455,7 +456,9 @@ class CockpitApp(App[None]):
         screen = self.screen
         if screen is self.main:
             return True
-        return not isinstance(screen, ModalScreen) and action in AWAY_ACTIONS
+        if isinstance(screen, TaskDetailScreen):
+            return action in DETAIL_ACTIONS
+        return not isinstance(screen, ModalScreen) and action in INBOX_ACTIONS
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(readonly=self.readonly))

@@ -26,7 +26,8 @@ class InboxScreen(Screen[None]):
         Binding("escape,q", "app.pop_screen", "Back", id="inbox.back"),
         Binding("r,space", "mark_read", "Mark read", id="inbox.read"),
         Binding("A", "mark_all_read", "All read", id="inbox.all"),
-        Binding("enter", "jump", "Go to task", id="inbox.jump"),
+        # priority: the table binds Enter too (hidden); this one is the inbox's, and shown
+        Binding("enter", "jump", "Go to task", priority=True, id="inbox.jump"),
         Binding("u", "toggle_unread", "Unread only", id="inbox.unread"),
         # k9s / less motion, as in every list of the cockpit (g was "go to task" once)
         Binding("j", "motion('cursor_down')", "Down", show=False, id="inbox.down"),
@@ -114,7 +115,7 @@ class InboxScreen(Screen[None]):
             self.post_message(TaskJumpRequested(str(task_id)))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        """Enter on a row: the table takes the key first, so its selection is the jump."""
+        """A click on a selected row is the table's selection: the same jump as Enter."""
         event.stop()
         self.action_jump()
 
