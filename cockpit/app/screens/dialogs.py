@@ -53,7 +53,8 @@ def cancel_details(task: Mapping[str, Any]) -> list[tuple[str, object]]:
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    """Destructive actions ask first (k9s); Enter/y confirms, Escape/n declines."""
+    """Destructive actions ask first (k9s); y confirms, n or Escape declines. The focus
+    starts on the No button, so an Enter typed out of habit declines."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "answer(True)", "Yes"),
@@ -72,6 +73,7 @@ class ConfirmScreen(ModalScreen[bool]):
             yield Static(plain(self.question), id="question")  # names a drone or a task
             if self.details:
                 yield Static(details_table(self.details), id="confirm-details")
+            yield Static("y confirms · n or esc declines", classes="dialog-hint")
             with Horizontal(classes="buttons"):
                 yield Button(self.yes, variant="error", id="yes")
                 yield Button("No", id="no")
@@ -122,7 +124,8 @@ class OverwriteScreen(ModalScreen[OverwriteChoice]):
             # the name came from a drone (an artifact's path): safe text
             yield Static(plain(f"{self.dest.name} already exists in {self.dest.parent}."),
                          id="question")
-            yield Static("Replace it, or save the download under another name?",
+            yield Static("Replace it, or save the download under another name?\n"
+                         "o overwrites · a asks for another name · esc cancels",
                          classes="dialog-hint")
             with Horizontal(classes="buttons"):
                 yield Button("Overwrite", variant="error", id="overwrite-yes")
