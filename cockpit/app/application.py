@@ -302,6 +302,8 @@ class CockpitApp(App[None]):
         with self.batch_update():
             if drones:
                 self.grid.apply(drones)
+                if self.grid.query_text:
+                    self._show_filter()
             if tasks:
                 self.tree.apply(tasks)
             for change in changes:
@@ -507,6 +509,17 @@ class CockpitApp(App[None]):
     def _filter_changed(self, event: Input.Changed) -> None:
         if self._filter_target == "grid":
             self.grid.set_filter(event.value)
+            self._show_filter()
+
+    def _show_filter(self) -> None:
+        """The grid pane's title says what filters it and how much shows (k9s's `/filter`),
+        so a grid that shows nothing is not mistaken for a fleet that has no drones."""
+        grid = self.grid
+        title = Text("drones")
+        if grid.query_text:
+            title.append(f"  /{clean(grid.query_text)}", style="bold")
+            title.append(f"  {grid.row_count} of {len(grid.drones)}")
+        self.main.query_one("#grid-pane").border_title = title
 
     @on(Input.Submitted, "#filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
@@ -541,6 +554,7 @@ class CockpitApp(App[None]):
         with field.prevent(Input.Changed):
             field.value = ""
         self.grid.set_filter("")
+        self._show_filter()
 
     @work(group="actions")
     async def action_submit(self) -> None:

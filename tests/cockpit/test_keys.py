@@ -234,12 +234,15 @@ async def test_escape_clears_the_filter_and_leaves_the_field() -> None:
         await loaded(pilot)
         field = app.main.query_one("#filter", Input)
         app.grid.focus()
+        pane = app.main.query_one("#grid-pane")
         await pilot.press("slash", *"a100")
         await pilot.pause()
         assert app.grid.row_count == 3 and field.has_focus
+        assert "/a100" in str(pane.border_title) and "3 of 6" in str(pane.border_title)
         await pilot.press("escape")
         await pilot.pause()
         assert app.grid.row_count == 6 and field.value == "" and not field.has_focus
+        assert pane.border_title == "drones"
         assert app.grid.has_focus and not field.has_class("open")
         # Enter keeps the filter; Escape on the filtered grid then clears it
         await pilot.press("slash", *"offline", "enter")
