@@ -294,7 +294,7 @@ async def test_the_task_detail_is_live() -> None:
         source.events_queue.put_nowait(("task", finished))
         await until(pilot, lambda: "failed" in text_of(summary), what="the event")
         shown = text_of(summary)
-        assert "Exit        1" in shown and "Elapsed     8m20s" in shown
+        assert "Exit        1" in shown and "Duration    8m20s" in shown
         assert app.screen is detail
         refreshes = detail.refreshes
         now[0] = NOW + 60

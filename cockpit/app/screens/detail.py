@@ -86,7 +86,9 @@ def task_summary(task: dict[str, Any], now: float,
                        ("Started", "started_at"), ("Finished", "finished_at")):
         table.add_row(label, _when(task.get(key)))
     elapsed = task_elapsed(task, now)
-    table.add_row("Elapsed", format_duration(elapsed) if elapsed is not None else "-")
+    # a finished task ran for finished_at - started_at; a running one so far
+    table.add_row("Duration" if task_is_final(task) else "Elapsed",
+                  format_duration(elapsed) if elapsed is not None else "-")
     code = task.get("exit_code")
     table.add_row("Exit", plain("-" if code is None and not task.get("signal") else
                                 (f"signal {task['signal']}" if task.get("signal") else code)))
