@@ -49,10 +49,13 @@ from dragoon.cockpit.app.screens.detail import TaskDetailScreen
 from dragoon.cockpit.app.screens.dialogs import (
     ConfirmScreen,
     JoinTokenScreen,
+    OverwriteScreen,
     PromptScreen,
     SubmitScreen,
+    cancel_details,
     drone_name_problem,
     labels_problem,
+    save_name_problem,
 )
 from dragoon.cockpit.app.screens.help import HelpScreen
 from dragoon.cockpit.app.screens.inbox import InboxScreen
@@ -85,17 +88,25 @@ from textual import on, work
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.notifications import SeverityLevel
+from textual.screen import ModalScreen
 from textual.widgets import Input, Static, Tree
 
 FLUSH_INTERVAL: Final = 0.1
 LOG_BUFFERS: Final = 8  # attached tasks whose output stays followed and in memory
 CHANGING_ACTIONS: Final = frozenset(a.action for a in ACTIONS if a.changes)
+# The app's keys that mean something away from the main screen; under a dialog none
+# does, so a letter typed there never submits or quits.
+DETAIL_ACTIONS: Final = frozenset({"quit", "help", "cancel_task", "download", "inbox", "focus",
+                                   "resync"})
+INBOX_ACTIONS: Final = frozenset({"quit", "help", "focus", "resync"})
 
 
 class CockpitApp(App[None]):
     """The cockpit. `source` is where data comes from (live relay, or fixed data in tests)."""
 
     CSS_PATH = "cockpit.tcss"
+    # a screen under 36 rows is `-short`: dialogs drop their gaps so their buttons stay on it
+    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-short"), (36, "-tall")]
     TITLE = "dragoon cockpit"
     COMMANDS: ClassVar = App.COMMANDS | {CockpitCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -106,6 +117,7 @@ class CockpitApp(App[None]):
         Binding("c", "cancel_task", "Cancel", id="app.cancel"),
         Binding("D", "drain", "Drain", id="app.drain"),
         Binding("f", "fetch", "Fetch", show=False, id="app.fetch"),
+        Binding("d", "download", "Download", show=False, id="app.download"),
         Binding("e", "enroll", "Enroll", show=False, id="app.enroll"),
         Binding("i", "inbox", "Inbox", id="app.inbox"),
         Binding("1", "focus('grid')", "Drones", show=False, id="app.grid"),
@@ -133,6 +145,7 @@ class CockpitApp(App[None]):
         self.link = Link.CONNECTING
         self.snapshots = 0  # how many snapshots were applied (tests and bench read it)
         self._pending: list[Change] = []
+        self._output_news: set[str] = set()  # tasks whose followed output grew since a flush
         self._logs: OrderedDict[str, LogBuffer] = OrderedDict()
         self._log_task: str | None = None
         self._filter_target = "grid"
@@ -274,6 +287,11 @@ class CockpitApp(App[None]):
 
     def flush(self) -> None:
         """Apply every pending change to the widgets in one batch (called at 10 Hz)."""
+        if self._output_news and self._grid.is_attached:
+            news, self._output_news = self._output_news, set()
+            for screen in self._detail_screens():
+                if screen.task_id in news:
+                    screen.refresh_task()
         if not self._pending or not self._grid.is_attached:
             return
         changes = coalesce(self._pending)
@@ -285,6 +303,8 @@ class CockpitApp(App[None]):
         with self.batch_update():
             if drones:
                 self.grid.apply(drones)
+                if self.grid.query_text:
+                    self._show_filter()
             if tasks:
                 self.tree.apply(tasks)
             for change in changes:
@@ -299,10 +319,15 @@ class CockpitApp(App[None]):
             self._select_first_task()
 
     def _select_first_task(self) -> None:
-        """On opening, show the newest running task (else the newest task) and its output."""
-        tasks = sorted(self.state.tasks.values(),
-                       key=lambda t: (t.get("state") == "running", t.get("created_at") or 0))
-        task_id = str(tasks[-1]["id"])
+        """On opening, the tree's cursor is on the selected drone's newest task (else the
+        newest running task, else the newest task), never on a group line; its output shows."""
+        mine = self.state.tasks_of(self.selected_drone) if self.selected_drone else []
+        if mine:
+            task_id = str(mine[0]["id"])
+        else:
+            tasks = sorted(self.state.tasks.values(),
+                           key=lambda t: (t.get("state") == "running", t.get("created_at") or 0))
+            task_id = str(tasks[-1]["id"])
         self.tree.select_task(task_id)
         self.attach_log(task_id)
 
@@ -312,14 +337,18 @@ class CockpitApp(App[None]):
         running = sum(1 for t in self.state.tasks.values() if t.get("state") == "running")
         return f"drones {online}/{len(self.state.drones)} online · tasks {running} running"
 
+    def _detail_screens(self) -> list[TaskDetailScreen]:
+        """Open task details, the one under a dialog too (it is seen again when it closes)."""
+        return [s for s in self.screen_stack if isinstance(s, TaskDetailScreen)]
+
     def _refresh_screens(self, tasks: list[Change], messages: list[Change]) -> None:
-        screen = self.screen
-        if isinstance(screen, TaskDetailScreen) and (
-            messages or any(getattr(c, "task_id", None) == screen.task_id for c in tasks)
-        ):
-            screen.refresh_task()
-        elif isinstance(screen, InboxScreen) and messages:
-            screen.refresh_messages()
+        changed = {getattr(c, "task_id", None) for c in tasks}
+        for screen in self._detail_screens():
+            if messages or screen.task_id in changed:
+                screen.refresh_task()
+        for inbox in self.screen_stack:
+            if isinstance(inbox, InboxScreen) and messages:
+                inbox.refresh_messages()
 
     @on(ConnectionStatus)
     def _show_status(self, message: ConnectionStatus) -> None:
@@ -392,6 +421,7 @@ class CockpitApp(App[None]):
         """stdout and stderr into `buffer` in the order the task wrote them (cockpit/ordered.py)."""
         def show(stream: str, data: bytes) -> None:
             buffer.append(stream, data)
+            self._output_news.add(task_id)
             if self.log_view.buffer is buffer:
                 self.log_view.mark_dirty()
 
@@ -414,7 +444,7 @@ class CockpitApp(App[None]):
         text.append(" + ")
         text.append("stderr", style=STDERR_STYLE)
         text.append("  ")
-        text.append("● following" if follow else "‖ paused (End to follow)",
+        text.append("● following" if follow else "‖ paused (G or End to follow)",
                     style="green" if follow else "yellow")
         self.main.query_one("#log-title", Static).update(text)
 
@@ -425,8 +455,18 @@ class CockpitApp(App[None]):
     # ------------------------------------------------------------------ actions
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """`--readonly` hides (and refuses) every action that changes something."""
-        return not (self.readonly and action in CHANGING_ACTIONS)
+        """`--readonly` hides (and refuses) every action that changes something; away from
+        the main screen only the keys that apply there are live (and in the footer)."""
+        if self.readonly and action in CHANGING_ACTIONS:
+            return False
+        if action not in APP_ACTIONS or not hasattr(self, "main"):
+            return True
+        screen = self.screen
+        if screen is self.main:
+            return True
+        if isinstance(screen, TaskDetailScreen):
+            return action in DETAIL_ACTIONS
+        return not isinstance(screen, ModalScreen) and action in INBOX_ACTIONS
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(readonly=self.readonly))
@@ -437,7 +477,13 @@ class CockpitApp(App[None]):
         self.main.query_one(f"#{widget_id}").focus()
 
     def _detail(self, task_id: str) -> TaskDetailScreen:
-        return TaskDetailScreen(task_id, state=self.state, clock=self.clock)
+        return TaskDetailScreen(task_id, state=self.state, clock=self.clock,
+                                received=self._received)
+
+    def _received(self, task_id: str) -> dict[str, int] | None:
+        """Output bytes followed so far for a task, if the cockpit follows it."""
+        buffer = self._logs.get(task_id)
+        return dict(buffer.received) if buffer is not None else None
 
     def action_inbox(self) -> None:
         if not isinstance(self.screen, InboxScreen):
@@ -469,6 +515,17 @@ class CockpitApp(App[None]):
     def _filter_changed(self, event: Input.Changed) -> None:
         if self._filter_target == "grid":
             self.grid.set_filter(event.value)
+            self._show_filter()
+
+    def _show_filter(self) -> None:
+        """The grid pane's title says what filters it and how much shows (k9s's `/filter`),
+        so a grid that shows nothing is not mistaken for a fleet that has no drones."""
+        grid = self.grid
+        title = Text("drones")
+        if grid.query_text:
+            title.append(f"  /{clean(grid.query_text)}", style="bold")
+            title.append(f"  {grid.row_count} of {len(grid.drones)}")
+        self.main.query_one("#grid-pane").border_title = title
 
     @on(Input.Submitted, "#filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
@@ -481,14 +538,29 @@ class CockpitApp(App[None]):
         self.main.query_one("#filter", Input).remove_class("open")
 
     def on_key(self, event: Any) -> None:
-        field = self.main.query_one("#filter", Input) if self.main.is_attached else None
-        if event.key == "escape" and field is not None and field.has_focus:
+        """Escape in the `/` field clears the filter (or the search) and leaves the field;
+        Escape on a filtered grid clears its filter (k9s)."""
+        if event.key != "escape" or self.screen is not self.main:
+            return
+        field = self.main.query_one("#filter", Input)
+        if field.has_focus:
             if self._filter_target == "grid":
-                field.value = ""
-                self.grid.set_filter("")
+                self.clear_filter()
+            else:
+                self.log_view.query_text = ""
             field.remove_class("open")
             (self.log_view if self._filter_target == "log" else self.grid).focus()
             event.stop()
+        elif self.grid.has_focus and self.grid.query_text:
+            self.clear_filter()
+            event.stop()
+
+    def clear_filter(self) -> None:
+        field = self.main.query_one("#filter", Input)
+        with field.prevent(Input.Changed):
+            field.value = ""
+        self.grid.set_filter("")
+        self._show_filter()
 
     @work(group="actions")
     async def action_submit(self) -> None:
@@ -513,8 +585,9 @@ class CockpitApp(App[None]):
         if task_id is None:
             self.notify("select a task first", severity="warning")
             return
-        if not await self.push_screen_wait(ConfirmScreen(f"Cancel task {task_id}?",
-                                                         yes="Cancel task")):
+        task = self.state.tasks.get(task_id, {})
+        if not await self.push_screen_wait(ConfirmScreen(
+                f"Cancel task {task_id}?", yes="Cancel task", details=cancel_details(task))):
             return
         try:
             task = await self.source.cancel(task_id)
@@ -582,18 +655,46 @@ class CockpitApp(App[None]):
                                                         placeholder="/data/run1/metrics.csv"))
         if not path:
             return
-        dest = self.download_dir / f"{name}-{Path(path).name}"
+        where = await self._choose_destination(
+            self.download_dir / clean(f"{name}-{PurePosixPath(path).name}"))
+        if where is None:
+            return
+        dest, force = where
         try:
-            saved = await self.source.fetch(name, path, dest)
+            saved = await self.source.fetch(name, path, dest, force=force)
         except Exception as error:
             self.post_message(ActionFailed(f"fetch {path}", error))
             return
         self.notify(f"saved {saved}")
 
     def action_download(self) -> None:
-        task_id = self.selected_task_id
-        if task_id and not isinstance(self.screen, TaskDetailScreen):
-            self.push_screen(self._detail(task_id))
+        """`d`: on the main screen, open the task's detail, where its artifacts are listed
+        and `d` downloads the selected one (the detail screen's own binding)."""
+        screen = self.screen
+        if isinstance(screen, TaskDetailScreen):
+            screen.action_download()
+        elif screen is self.main:
+            task_id = self.selected_task_id
+            if task_id:
+                self.push_screen(self._detail(task_id))
+            else:
+                self.notify("select a task first", severity="warning")
+
+    async def _choose_destination(self, dest: Path) -> tuple[Path, bool] | None:
+        """Where to save, and whether replacing is allowed: a name that exists asks first
+        (overwrite / another name / cancel); None when the pilot cancels."""
+        while dest.exists():
+            choice = await self.push_screen_wait(OverwriteScreen(dest))
+            if choice == "overwrite":
+                return dest, True
+            if choice != "rename":
+                return None
+            name = await self.push_screen_wait(PromptScreen(
+                f"Save as (in {dest.parent})", value=dest.name, validate=save_name_problem))
+            if not name:
+                return None
+            dest = dest.parent / name
+        return dest, False
 
     # ------------------------------------------------------------------ requests from screens
 
@@ -631,9 +732,12 @@ class CockpitApp(App[None]):
         if name in ("", ".", ".."):
             self.notify(f"cannot name a file after {artifact['path']!r}", severity="error")
             return
-        dest = self.download_dir / name
+        where = await self._choose_destination(self.download_dir / name)
+        if where is None:
+            return
+        dest, force = where
         try:
-            saved = await self.source.download_artifact(task_id, artifact, dest)
+            saved = await self.source.download_artifact(task_id, artifact, dest, force=force)
         except Exception as error:
             self.post_message(ActionFailed(f"download {artifact['path']}", error))
             return
@@ -662,3 +766,8 @@ class CockpitApp(App[None]):
             self.attach_log(task_id)
         else:
             self.notify(f"{task_id} is not in the task list", severity="warning")
+
+
+# the action names of the app's own keys (`focus('grid')` is the action `focus`)
+APP_ACTIONS: Final = frozenset(
+    b.action.split("(")[0] for b in CockpitApp.BINDINGS if isinstance(b, Binding))

@@ -91,9 +91,9 @@ class DataSource(Protocol):
     async def artifacts(self, task_id: str) -> list[dict[str, Any]]: ...
 
     async def download_artifact(self, task_id: str, artifact: dict[str, Any],
-                                dest: Path) -> Path: ...
+                                dest: Path, *, force: bool = False) -> Path: ...
 
-    async def fetch(self, drone: str, path: str, dest: Path) -> Path: ...
+    async def fetch(self, drone: str, path: str, dest: Path, *, force: bool = False) -> Path: ...
 
     async def login(self, totp: str) -> None: ...
 
@@ -187,12 +187,12 @@ class LiveSource:
         return [dict(a) for a in await self.client.artifacts(task_id=task_id)]
 
     async def download_artifact(self, task_id: str, artifact: dict[str, Any],
-                                dest: Path) -> Path:
+                                dest: Path, *, force: bool = False) -> Path:
         return await self.client.download_artifact(task_id=task_id, artifact=artifact,  # type: ignore[arg-type]
-                                                   dest=dest)
+                                                   dest=dest, force=force)
 
-    async def fetch(self, drone: str, path: str, dest: Path) -> Path:
-        return await self.client.fetch(drone=drone, path=path, dest=dest)
+    async def fetch(self, drone: str, path: str, dest: Path, *, force: bool = False) -> Path:
+        return await self.client.fetch(drone=drone, path=path, dest=dest, force=force)
 
     async def login(self, totp: str) -> None:
         session = await self.client.login(totp=totp)

@@ -51,7 +51,7 @@ ACTIONS: Final[tuple[PaletteAction, ...]] = (
                   "dragoon fetch {drone} PATH", "f", False),
     PaletteAction("task_detail", "Open the selected task's detail", "dragoon task {task}",
                   "enter", False),
-    PaletteAction("download", "Download the selected task's artifacts",
+    PaletteAction("download", "Download an artifact of the selected task…",
                   "dragoon artifact {task} PATH", "d", False),
     PaletteAction("inbox", "Open the inbox", "dragoon inbox", "i", False),
     PaletteAction("filter", "Filter drones / search the log", "dragoon drones | grep …", "/",

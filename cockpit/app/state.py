@@ -399,12 +399,20 @@ def task_is_final(task: Mapping[str, Any]) -> bool:
 
 
 def task_elapsed(task: Mapping[str, Any], now: float) -> float | None:
-    """Run time so far, or the whole duration once finished; None before it starts."""
-    start = number(task.get("started_at") or task.get("dispatched_at"))
+    """How long the task ran: ``finished_at - started_at`` once it is final, ``now -
+    started_at`` while it runs; None when it never started (queued, dispatched, or
+    cancelled before its drone started it) or a final task lacks its end.
+
+    A finished task must not tick on: its duration is the relay's two timestamps,
+    never the cockpit's clock.
+    """
+    start = number(task.get("started_at"))
     if not start:
         return None
-    end = number(task.get("finished_at")) if task_is_final(task) else None
-    return max(0.0, (end or now) - start)
+    if task_is_final(task):
+        end = number(task.get("finished_at"))
+        return max(0.0, end - start) if end else None
+    return max(0.0, now - start)
 
 
 def task_title(task: Mapping[str, Any], width: int = 40) -> str:

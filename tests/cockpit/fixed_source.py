@@ -93,6 +93,7 @@ class FixedSource:
         self.fixed = snapshot or demo_snapshot()
         self.logs = logs if logs is not None else demo_log()
         self.acked: list[int] = []
+        self.saved: list[tuple[Path, bool]] = []
         self.events_queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
 
     async def snapshot(self) -> Snapshot:
@@ -134,10 +135,16 @@ class FixedSource:
                  "uploaded_at": NOW - 30}]
 
     async def download_artifact(self, task_id: str, artifact: dict[str, Any],
-                                dest: Path) -> Path:
-        raise NotImplementedError
+                                dest: Path, *, force: bool = False) -> Path:
+        """Writes the artifact's path as its content; refuses to replace a file unless forced,
+        as `RelayClient` does."""
+        if dest.exists() and not force:
+            raise FileExistsError(dest)
+        dest.write_text(str(artifact["path"]))
+        self.saved.append((dest, force))
+        return dest
 
-    async def fetch(self, drone: str, path: str, dest: Path) -> Path:
+    async def fetch(self, drone: str, path: str, dest: Path, *, force: bool = False) -> Path:
         raise NotImplementedError
 
     async def login(self, totp: str) -> None:

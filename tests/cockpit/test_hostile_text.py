@@ -136,7 +136,7 @@ class LyingRelay(FixedSource):
         return [{"path": EVIL_PATH, "size": TITLE, "sha256": HOSTILE, "uploaded_at": "[/]"}]
 
     async def download_artifact(self, task_id: str, artifact: dict[str, Any],
-                                dest: Path) -> Path:
+                                dest: Path, *, force: bool = False) -> Path:
         self.downloads.append(dest)
         return dest
 
@@ -165,7 +165,7 @@ async def test_every_view_renders_a_lying_relays_words_inert(tmp_path: Path) -> 
         await loaded(pilot, app)
         assert app._log_task == EVIL_TASK
         main = screen_text(app)
-        for fragment in (" evil[/]␛]0;pwn ", " [/],␛]0;pwned… ",  # the grid's cells, cut
+        for fragment in (" evil[/]␛]0;pwned␇ ", " [/],␛]0;pwned␇,",  # the grid's cells
                          ">evil[/]␛]0;pwned␇<", " t-[/]␛[2J ",  # the tree, the log's title
                          # the log: escapes read as colour or dropped, never shown or sent
                          "red␇", "warning \ufffdgnp.exe\ufffd",
@@ -195,7 +195,7 @@ async def test_every_view_renders_a_lying_relays_words_inert(tmp_path: Path) -> 
         await until(pilot, lambda: source.downloads, what="the download")
         # saved under its last part ("[/]" holds a slash), as safe text: no bidi in a file name
         assert source.downloads == [tmp_path / "]\ufffdgnp.exe\ufffd.pt"]
-        await pilot.press("j")  # the raw JSON: escaped by JSON itself, lines kept
+        await pilot.press("y")  # the raw JSON: escaped by JSON itself, lines kept
         await pilot.pause()
         assert "\\u001b]0;pwned\\u0007" in screen_text(app)
         await pilot.press("escape")

@@ -6,6 +6,7 @@ part); the relay-restart test runs last because it takes the relay away.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from dragoon.cockpit.app.screens.detail import TaskDetailScreen
 from dragoon.cockpit.app.screens.dialogs import (
     ConfirmScreen,
     JoinTokenScreen,
+    OverwriteScreen,
     PromptScreen,
     SubmitScreen,
 )
@@ -25,7 +27,8 @@ from dragoon.cockpit.app.screens.inbox import InboxScreen
 from dragoon.cockpit.app.widgets.logs.log_buffer import STDERR, STDOUT
 from dragoon.cockpit.client import RelayClient
 from dragoon.shared.enrollment import JoinToken
-from textual.widgets import Input
+from rich.console import Console
+from textual.widgets import Input, Static
 
 from tests.cockpit.waiting import until
 from tests.drone.conftest import DroneProcess
@@ -103,6 +106,13 @@ async def test_submit_from_the_dialog_shows_its_output(world: World) -> None:
         assert world.task(task_id)["spec"]["command"].startswith("echo hello-from-cockpit")
 
 
+def summary_text(detail: TaskDetailScreen) -> str:
+    """The detail's summary as the terminal shows it."""
+    console = Console(width=120, file=io.StringIO(), record=True)
+    console.print(detail.query_one("#detail-summary", Static).content)
+    return console.export_text()
+
+
 async def test_cancel_asks_then_the_task_ends_cancelled(world: World) -> None:
     task_id = world.pilot.submit("sleep 60", drone=DRONE, grace=1)["id"]
     app = world.app()
@@ -114,12 +124,25 @@ async def test_cancel_asks_then_the_task_ends_cancelled(world: World) -> None:
         assert app.tree.select_task(task_id)
         app.tree.focus()
         await until(pilot, lambda: app.tree.selected_task_id == task_id, what="the cursor")
+        await pilot.press("enter")  # cancel from the task's detail, which stays open and live
+        await until(pilot, lambda: isinstance(app.screen, TaskDetailScreen), what="the detail")
+        detail = app.screen
+        assert isinstance(detail, TaskDetailScreen)
         await pilot.press("c")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
+        confirm = app.screen
+        assert isinstance(confirm, ConfirmScreen)
+        shown = dict(confirm.details)  # which run is stopped: its drone and command
+        assert (shown["Drone"], shown["Command"], shown["State"]) == (DRONE, "sleep 60", "running")
         await pilot.press("y")
         await until(pilot, lambda: app.state.tasks[task_id]["state"] == "cancelled",
                     timeout=30, what="the cancelled state to reach the cockpit")
         assert world.task(task_id)["state"] == "cancelled"
+        # the detail, never reopened, says so: state and the end of the run
+        await until(pilot, lambda: "cancelled" in summary_text(detail)
+                    and "Finished    -" not in summary_text(detail), what="the detail to update")
+        assert app.screen is detail
+        await pilot.press("escape")
         await until(pilot, lambda: (DRONE, "cancelled") in app.tree._state_nodes
                     and app.tree._leaves[task_id].parent
                     is app.tree._state_nodes[(DRONE, "cancelled")],
@@ -152,7 +175,7 @@ async def test_a_message_arrives_and_marking_it_read_acks_on_the_relay(world: Wo
 
         await until(pilot, acked_on_relay, timeout=10, what="the ack on the relay")
         assert app.bar.unread == before
-        await pilot.press("g")
+        await pilot.press("enter")
         await until(pilot, lambda: app.screen is app.main, what="the jump to the task")
         assert app.tree.selected_task_id == task_id or app._log_task == task_id
 
@@ -259,6 +282,27 @@ async def _download_artifact(world: World, app: CockpitApp, pilot: Any, task_id:
     await pilot.press("d")
     await until(pilot, lambda: (tmp_path / "model.pt").exists(), what="the download")
     assert (tmp_path / "model.pt").read_bytes() == b"weights\n"
+
+    # again: the file exists, so the cockpit asks; another name keeps the first file
+    (tmp_path / "model.pt").write_bytes(b"mine\n")
+    await pilot.press("d")
+    await until(pilot, lambda: isinstance(app.screen, OverwriteScreen), what="overwrite ask")
+    await pilot.press("a")
+    await until(pilot, lambda: isinstance(app.screen, PromptScreen), what="the name prompt")
+    field = app.screen.query_one(Input)
+    assert field.value == "model.pt"
+    field.value = "model-2.pt"
+    await pilot.press("enter")
+    await until(pilot, lambda: (tmp_path / "model-2.pt").exists(), what="the renamed download")
+    assert (tmp_path / "model-2.pt").read_bytes() == b"weights\n"
+    assert (tmp_path / "model.pt").read_bytes() == b"mine\n"
+    # and overwrite replaces it
+    await until(pilot, lambda: isinstance(app.screen, TaskDetailScreen), what="back")
+    await pilot.press("d")
+    await until(pilot, lambda: isinstance(app.screen, OverwriteScreen), what="overwrite ask")
+    await pilot.press("o")
+    await until(pilot, lambda: (tmp_path / "model.pt").read_bytes() == b"weights\n",
+                what="the overwritten file")
 
 
 async def test_an_expired_session_asks_for_the_totp_code_in_the_app(world: World) -> None:

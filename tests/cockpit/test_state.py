@@ -177,6 +177,18 @@ def test_elapsed_runs_on_until_finished() -> None:
     assert task_elapsed(task("t-2"), 500.0) is None
 
 
+def test_a_finished_task_shows_its_duration_never_the_clock() -> None:
+    """finished_at - started_at, whatever the time now; no start or no end: no duration."""
+    done = task("t-1", state="failed", started_at=100.0, finished_at=400.0)
+    assert task_elapsed(done, 10_000.0) == 300.0
+    dispatched = task("t-2", state="dispatched", dispatched_at=100.0)
+    assert task_elapsed(dispatched, 500.0) is None
+    cancelled_early = task("t-3", state="cancelled", dispatched_at=100.0, finished_at=120.0)
+    assert task_elapsed(cancelled_early, 500.0) is None
+    lost_without_end = task("t-4", state="lost", started_at=100.0)
+    assert task_elapsed(lost_without_end, 500.0) is None
+
+
 def test_task_title_prefers_name_and_truncates_command() -> None:
     assert task_title(task("t", name="sweep")) == "sweep"
     long = task("t", spec={"command": "python  train.py " + "x" * 60})

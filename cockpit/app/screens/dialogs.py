@@ -1,4 +1,4 @@
-"""Modal dialogs: submit, confirm, fetch and the in-app TOTP login.
+"""Modal dialogs: submit, confirm, overwrite, fetch and the in-app TOTP login.
 
 Each returns its answer through `dismiss`, so the app's actions read as
 `answer = await self.push_screen_wait(Dialog(...))` and hold no widget state.
@@ -9,35 +9,71 @@ as safe text (cockpit/safe_text.py), never as markup.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Final, Literal
 
-from dragoon.cockpit.safe_text import plain
+from dragoon.cockpit.safe_text import clean, plain
 from dragoon.shared import spec as rules
+from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
+DETAIL_CHARS: Final = 300  # a confirmation quotes a command this long at most
+
+
+def details_table(details: Sequence[tuple[str, object]]) -> Table:
+    """`label  value` lines under a question; each value is a drone's or a pilot's words,
+    so it is safe text (cockpit/safe_text.py), cut to `DETAIL_CHARS`, never markup."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    for label, value in details:
+        text = clean(value)
+        if len(text) > DETAIL_CHARS:
+            text = text[: DETAIL_CHARS - 1] + "…"
+        table.add_row(label, plain(text))
+    return table
+
+
+def cancel_details(task: Mapping[str, Any]) -> list[tuple[str, object]]:
+    """What the cancel confirmation shows, so the pilot sees which run they stop."""
+    spec = task.get("spec") or {}
+    target = task.get("target") or {}
+    drone = task.get("drone") or ("labels " + ",".join(map(str, target.get("labels") or []))
+                                  if target.get("labels") else "-")
+    return [("Name", task.get("name") or spec.get("name") or "-"),
+            ("Drone", drone),
+            ("State", task.get("state") or "-"),
+            ("Command", spec.get("command") or "-")]
+
 
 class ConfirmScreen(ModalScreen[bool]):
-    """Destructive actions ask first (k9s); Enter/y confirms, Escape/n declines."""
+    """Destructive actions ask first (k9s); y confirms, n or Escape declines. The focus
+    starts on the No button, so an Enter typed out of habit declines."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "answer(True)", "Yes"),
         Binding("n,escape", "answer(False)", "No"),
     ]
 
-    def __init__(self, question: str, *, yes: str = "Yes") -> None:
+    def __init__(self, question: str, *, yes: str = "Yes",
+                 details: Sequence[tuple[str, object]] = ()) -> None:
         super().__init__()
         self.question = question
         self.yes = yes
+        self.details = list(details)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm", classes="dialog"):
             yield Static(plain(self.question), id="question")  # names a drone or a task
+            if self.details:
+                yield Static(details_table(self.details), id="confirm-details")
+            yield Static("y confirms · n or esc declines", classes="dialog-hint")
             with Horizontal(classes="buttons"):
                 yield Button(self.yes, variant="error", id="yes")
                 yield Button("No", id="no")
@@ -49,6 +85,62 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(event.button.id == "yes")
 
     def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+
+OverwriteChoice = Literal["overwrite", "rename", "cancel"]
+
+
+def save_name_problem(text: str) -> str | None:
+    """A file name to save under, in the download directory: one name, no path."""
+    name = text.strip()
+    if name in ("", ".", ".."):
+        return "give a file name"
+    if "/" in name or "\\" in name:
+        return "a file name only, without a directory"
+    if clean(name) != name:
+        return "a file name without control characters"
+    if len(name.encode()) > 255:
+        return "a file name of 255 bytes at most"
+    return None
+
+
+class OverwriteScreen(ModalScreen[OverwriteChoice]):
+    """A download would replace a file that exists: overwrite it, save under another
+    name, or cancel (the cockpit's answer to the CLI's `--force`)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("o", "answer('overwrite')", "Overwrite"),
+        Binding("a", "answer('rename')", "Another name"),
+        Binding("escape,n", "answer('cancel')", "Cancel"),
+    ]
+
+    def __init__(self, dest: Path) -> None:
+        super().__init__()
+        self.dest = dest
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="overwrite", classes="dialog"):
+            # the name came from a drone (an artifact's path): safe text
+            yield Static(plain(f"{self.dest.name} already exists in {self.dest.parent}."),
+                         id="question")
+            yield Static("Replace it, or save the download under another name?\n"
+                         "o overwrites · a asks for another name · esc cancels",
+                         classes="dialog-hint")
+            with Horizontal(classes="buttons"):
+                yield Button("Overwrite", variant="error", id="overwrite-yes")
+                yield Button("Another name", variant="primary", id="overwrite-rename")
+                yield Button("Cancel", id="overwrite-cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#overwrite-rename", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        choice: dict[str | None, OverwriteChoice] = {"overwrite-yes": "overwrite",
+                                                     "overwrite-rename": "rename"}
+        self.dismiss(choice.get(event.button.id, "cancel"))
+
+    def action_answer(self, answer: OverwriteChoice) -> None:
         self.dismiss(answer)
 
 
@@ -250,6 +342,7 @@ class PromptScreen(ModalScreen[str | None]):
             yield Input(self.value, placeholder=self.placeholder, password=self.password,
                         id="prompt-input")
             yield Static("", id="prompt-error", classes="error", markup=False)
+            yield Static("enter confirms · esc cancels", classes="dialog-hint")
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()

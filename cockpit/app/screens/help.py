@@ -15,25 +15,28 @@ from textual.widgets import Static
 
 EXTRA_KEYS: tuple[tuple[str, str], ...] = (
     ("tab / shift+tab", "Next / previous pane"),
-    ("s / S", "Sort the grid by the next column / reverse (or click a header)"),
+    ("j / k", "Down / up in the grid, the task tree, the log, the detail's artifacts"),
+    ("g / G", "First / last line (G in the log follows it again)"),
+    ("s / S", "Sort the grid by the next column / reverse (or click a header); ▲▼ marks it"),
     ("n / N", "Next / previous search match in the log"),
     ("End", "Follow the log again (scrolling up pauses it)"),
     ("w", "Wrap long log lines, or scroll them sideways again"),
     ("←/→, h/l", "Scroll the log sideways (when not wrapping)"),
+    ("y", "The task detail's raw JSON"),
     ("ctrl+p", "Command palette, with the equivalent dragoon command"),
-    ("escape", "Close a dialog or go back"),
+    ("escape", "Clear the filter, close a dialog or go back"),
 )
 
 
 def help_table(readonly: bool) -> Table:
-    table = Table(box=None, padding=(0, 2), show_header=True, header_style="bold")
+    table = Table(box=None, padding=(0, 1), show_header=True, header_style="bold", expand=True)
     table.add_column("Key", style="bold cyan", no_wrap=True)
-    table.add_column("Action")
-    table.add_column("Command line", style="dim")
+    table.add_column("Action", ratio=3)
+    table.add_column("Command line", style="dim", ratio=2)
     for action in ACTIONS:
         if readonly and action.changes:
             continue
-        table.add_row(action.key, action.title, action.cli)
+        table.add_row(action.key, action.title, action.cli.format(task="TASK", drone="DRONE"))
     for key, text in EXTRA_KEYS:
         table.add_row(key, text, "")
     return table
@@ -42,6 +45,10 @@ def help_table(readonly: bool) -> Table:
 class HelpScreen(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q,question_mark", "app.pop_screen", "Close"),
+        Binding("j", "scroll(1)", "Down", show=False),
+        Binding("k", "scroll(-1)", "Up", show=False),
+        Binding("g", "edge(False)", "Top", show=False),
+        Binding("G", "edge(True)", "Bottom", show=False),
     ]
 
     def __init__(self, *, readonly: bool) -> None:
@@ -52,3 +59,14 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll(classes="dialog", id="help"):
             yield Static(Text("dragoon cockpit: keys", style="bold"), classes="dialog-title")
             yield Static(help_table(self.readonly))
+            yield Static("j k g G scroll · esc closes", classes="dialog-hint")
+
+    def action_scroll(self, step: int) -> None:
+        self.query_one("#help", VerticalScroll).scroll_relative(y=step, animate=False)
+
+    def action_edge(self, bottom: bool) -> None:
+        box = self.query_one("#help", VerticalScroll)
+        if bottom:
+            box.scroll_end(animate=False)
+        else:
+            box.scroll_home(animate=False)

@@ -26,8 +26,14 @@ class InboxScreen(Screen[None]):
         Binding("escape,q", "app.pop_screen", "Back", id="inbox.back"),
         Binding("r,space", "mark_read", "Mark read", id="inbox.read"),
         Binding("A", "mark_all_read", "All read", id="inbox.all"),
-        Binding("g,enter", "jump", "Go to task", id="inbox.jump"),
+        # priority: the table binds Enter too (hidden); this one is the inbox's, and shown
+        Binding("enter", "jump", "Go to task", priority=True, id="inbox.jump"),
         Binding("u", "toggle_unread", "Unread only", id="inbox.unread"),
+        # k9s / less motion, as in every list of the cockpit (g was "go to task" once)
+        Binding("j", "motion('cursor_down')", "Down", show=False, id="inbox.down"),
+        Binding("k", "motion('cursor_up')", "Up", show=False, id="inbox.up"),
+        Binding("g", "motion('scroll_top')", "Top", show=False, id="inbox.top"),
+        Binding("G", "motion('scroll_bottom')", "Bottom", show=False, id="inbox.bottom"),
     ]
 
     def __init__(self, *, state: CockpitState, clock: Callable[[], float],
@@ -41,7 +47,7 @@ class InboxScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(id="inbox-title")
         yield DataTable(id="inbox", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#inbox", DataTable)
@@ -107,6 +113,15 @@ class InboxScreen(Screen[None]):
         task_id = self.state.messages[message_id].get("task")
         if task_id:
             self.post_message(TaskJumpRequested(str(task_id)))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """A click on a selected row is the table's selection: the same jump as Enter."""
+        event.stop()
+        self.action_jump()
+
+    def action_motion(self, action: str) -> None:
+        table = self.query_one("#inbox", DataTable)
+        getattr(table, f"action_{action}")()
 
     def action_toggle_unread(self) -> None:
         self.unread_only = not self.unread_only

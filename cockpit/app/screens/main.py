@@ -33,7 +33,7 @@ class MainScreen(Screen[None]):
                 yield Static(Text("no task selected", style="dim"), id="log-title")
                 yield LogView(id="log")
         yield Input(placeholder="filter drones", id="filter")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#grid-pane").border_title = "drones"

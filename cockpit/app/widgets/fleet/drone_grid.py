@@ -43,12 +43,36 @@ COLUMN_LABELS: Final = {
     "name": "Drone", "state": "State", "labels": "Labels", "cpu": "CPU", "mem": "Mem",
     "gpu": "GPU", "tasks": "Tasks",
 }
-COLUMN_WIDTHS: Final = {
-    "name": 14, "state": 13, "labels": 14, "cpu": 11, "mem": 11, "gpu": 11, "tasks": 5,
-}
+STATE_WIDTH: Final = 13  # "offline 7m00s"
+TASKS_WIDTH: Final = 7  # "Tasks ▲"; the running/slots a pilot must always see
+WIDE_BAR: Final = 6
+NARROW_BAR: Final = 2
+LOAD_EXTRA: Final = 5  # " 87%" after the bar
+NAME_WIDTHS: Final = (8, 24)  # least, most
+LABEL_WIDTHS: Final = (8, 40)
+SORT_MARKS: Final = {False: "▲", True: "▼"}
 
 
-def drone_cell(drone: Mapping[str, Any], column: str, now: float) -> str | Text:
+def column_widths(width: int, padding: int = 1) -> tuple[dict[str, int], int]:
+    """Column widths that fit `width` cells, and the load bars' width.
+
+    Every column is kept whole at 80 columns (slots included): below the room the
+    wide bars need they shrink to two cells, and the name and labels share what is
+    left (within bounds), so a wide terminal shows long labels instead of blank.
+    """
+    room = width - 2 * padding * len(DRONE_COLUMNS)
+    wide_fixed = STATE_WIDTH + TASKS_WIDTH + 3 * (WIDE_BAR + LOAD_EXTRA)
+    bar = WIDE_BAR if room - wide_fixed >= 2 * NAME_WIDTHS[0] + LABEL_WIDTHS[0] else NARROW_BAR
+    rest = room - (STATE_WIDTH + TASKS_WIDTH + 3 * (bar + LOAD_EXTRA))
+    name = max(NAME_WIDTHS[0], min(NAME_WIDTHS[1], rest // 2))
+    labels = max(LABEL_WIDTHS[0], min(LABEL_WIDTHS[1], rest - name))
+    load = bar + LOAD_EXTRA
+    return ({"name": name, "state": STATE_WIDTH, "labels": labels, "cpu": load, "mem": load,
+             "gpu": load, "tasks": TASKS_WIDTH}, bar)
+
+
+def drone_cell(drone: Mapping[str, Any], column: str, now: float,
+               bar: int = WIDE_BAR) -> str | Text:
     """What one cell shows; pure, so the snapshot tests and the bench share it.
 
     Names, states and labels are what the relay sent: plain ``Text`` through
@@ -66,11 +90,11 @@ def drone_cell(drone: Mapping[str, Any], column: str, now: float) -> str | Text:
         text.overflow = "ellipsis"
         return text
     if column == "cpu":
-        return load_bar(cpu_load(drone))
+        return load_bar(cpu_load(drone), bar)
     if column == "mem":
-        return load_bar(mem_load(drone))
+        return load_bar(mem_load(drone), bar)
     if column == "gpu":
-        return load_bar(gpu_load(drone))
+        return load_bar(gpu_load(drone), bar)
     if column == "tasks":
         running, slots = task_counts(drone)
         return Text(f"{running}/{slots}", style="bold" if running else "dim", justify="right")
@@ -83,6 +107,11 @@ class DroneGrid(DataTable[str | Text]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "sort_next", "Sort", id="grid.sort"),
         Binding("S", "sort_reverse", "Reverse", show=False, id="grid.reverse"),
+        # k9s / less motion: j k move the cursor, g G go to the first / last drone
+        Binding("j", "cursor_down", "Down", show=False, id="grid.down"),
+        Binding("k", "cursor_up", "Up", show=False, id="grid.up"),
+        Binding("g", "scroll_top", "Top", show=False, id="grid.top"),
+        Binding("G", "scroll_bottom", "Bottom", show=False, id="grid.bottom"),
     ]
 
     def __init__(self, *, clock: Callable[[], float], **kwargs: Any) -> None:
@@ -94,18 +123,52 @@ class DroneGrid(DataTable[str | Text]):
         self.query_text = ""
         self.sorts = 0  # how many times rows were re-sorted (tests and the bench read it)
         self.cell_updates = 0
+        self.widths, self.bar = column_widths(80)
+        self._laid_out_for = -1  # the width the columns were last fitted to
 
     def on_mount(self) -> None:
-        for column in DRONE_COLUMNS:
-            self.add_column(COLUMN_LABELS[column], key=column, width=COLUMN_WIDTHS[column])
+        self._add_columns()
         # offline drones say "offline 5m": that text ages without any event
         self.set_interval(5.0, self.refresh_ages)
+
+    def _add_columns(self) -> None:
+        for column in DRONE_COLUMNS:
+            self.add_column(self._column_label(column), key=column, width=self.widths[column])
+
+    def _column_label(self, column: str) -> Text:
+        """The sorted column's header carries ▲ (ascending) or ▼ (descending), as in k9s."""
+        label = COLUMN_LABELS[column]
+        if column != self.sort_column:
+            return Text(label)
+        return Text.assemble(label, " ", (SORT_MARKS[self.sort_reverse], "bold"))
+
+    def _show_sort(self) -> None:
+        for key, column in self.columns.items():
+            column.label = self._column_label(str(key.value))
+        self._clear_caches()  # the header line is cached like any row
+        self.refresh()
+
+    def on_resize(self) -> None:
+        """Fit the columns to the pane; a rebuild only when the fit changed (rare)."""
+        width = self.size.width - self.styles.scrollbar_size_vertical
+        if width <= 0 or width == self._laid_out_for:
+            return
+        self._laid_out_for = width
+        widths, bar = column_widths(width, self.cell_padding)
+        if (widths, bar) == (self.widths, self.bar):
+            return
+        self.widths, self.bar = widths, bar
+        selected = self.selected_name
+        with self.app.batch_update():
+            self.clear(columns=True)
+            self._add_columns()
+            self._fill(selected)
 
     # ------------------------------------------------------------------ data in
 
     def _row(self, drone: Mapping[str, Any]) -> list[str | Text]:
         now = self.clock()
-        return [drone_cell(drone, column, now) for column in DRONE_COLUMNS]
+        return [drone_cell(drone, column, now, self.bar) for column in DRONE_COLUMNS]
 
     @property
     def selected_name(self) -> str | None:
@@ -151,7 +214,7 @@ class DroneGrid(DataTable[str | Text]):
         if not present:
             return False
         for column in columns_for(change.changed):
-            cell = drone_cell(change.drone, column, now)
+            cell = drone_cell(change.drone, column, now, self.bar)
             # 45.2 % → 45.4 % draws the same cell: skip it, any update_cell costs a repaint
             if cell != self.get_cell(change.name, column):
                 self.update_cell(change.name, column, cell)
@@ -190,6 +253,7 @@ class DroneGrid(DataTable[str | Text]):
         if reverse is None:
             reverse = not self.sort_reverse if column == self.sort_column else False
         self.sort_column, self.sort_reverse = column, reverse
+        self._show_sort()
         self._sort(self.selected_name)
 
     def action_sort_next(self) -> None:
@@ -209,8 +273,11 @@ class DroneGrid(DataTable[str | Text]):
         self.query_text = query
         with self.app.batch_update():
             self.clear()
-            for drone in sorted_drones(self.drones.values(), self.sort_column,
-                                       reverse=self.sort_reverse, query=query):
-                self.add_row(*self._row(drone), key=str(drone["name"]))
-            self.sorts += 1
-            self._restore_cursor(selected)
+            self._fill(selected)
+
+    def _fill(self, selected: str | None) -> None:
+        for drone in sorted_drones(self.drones.values(), self.sort_column,
+                                   reverse=self.sort_reverse, query=self.query_text):
+            self.add_row(*self._row(drone), key=str(drone["name"]))
+        self.sorts += 1
+        self._restore_cursor(selected)

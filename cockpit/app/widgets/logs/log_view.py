@@ -116,6 +116,11 @@ class LogView(ScrollView, can_focus=True):
         Binding("down", "scroll_down", "Down", show=False),
         Binding("pageup", "page_up", "Page up", show=False),
         Binding("pagedown", "page_down", "Page down", show=False),
+        # less motion: j k scroll a line, g the top, G the bottom (and follow again, as End)
+        Binding("j", "scroll_down", "Down", show=False, id="log.down"),
+        Binding("k", "scroll_up", "Up", show=False, id="log.up"),
+        Binding("g", "top", "Top", show=False, id="log.g"),
+        Binding("G", "follow", "Bottom", show=False, id="log.bottom"),
         Binding("n", "next_match", "Next match", show=False, id="log.next"),
         Binding("N", "previous_match", "Previous match", show=False, id="log.previous"),
         Binding("w", "toggle_wrap", "Wrap", show=False, id="log.wrap"),
@@ -244,6 +249,12 @@ class LogView(ScrollView, can_focus=True):
         at_end = round(new_value) >= self.max_scroll_y
         if at_end != self.follow:
             self.follow = at_end
+
+    def watch_show_vertical_scrollbar(self, show: bool) -> None:
+        """A scrollbar that appears after the view scrolled (the log followed its end before
+        it overflowed) starts at the top: put its thumb where the view is."""
+        if show:
+            self.vertical_scrollbar.position = self.scroll_y
 
     def watch_follow(self, follow: bool) -> None:
         self.post_message(self.FollowChanged(self, follow))

@@ -38,12 +38,15 @@ _LABEL_FIELDS: Final = frozenset(
 
 
 def task_label(task: Mapping[str, Any], now: float) -> Text:
-    """`▶ t-3kq9z0m2ab  lr sweep  12m03s  exit 0`"""
+    """`▶ t-3kq9z0m2ab  12m03s  exit 0  lr sweep`
+
+    What the pilot scans for (state, id, how long, how it ended) comes first and
+    the title last, so a narrow pane (80 columns) cuts the title, not the duration.
+    """
     state = str(task.get("state", "queued"))
     text = Text()
     text.append(f"{task_icon(state)} ", style=task_style(state))
     text.append(clean(task["id"]), style="bold" if state == "running" else "")
-    text.append(f"  {task_title(task, 32)}")  # task_title is safe text already
     elapsed = task_elapsed(task, now)
     if elapsed is not None:
         text.append(f"  {format_duration(elapsed)}", style="dim")
@@ -54,6 +57,7 @@ def task_label(task: Mapping[str, Any], now: float) -> Text:
         text.append(f"  exit {code}", style="green" if code == "0" else "red")
     if task.get("cancel_requested") and not task_is_final(task):
         text.append("  cancelling…", style="yellow")
+    text.append(f"  {task_title(task, 32)}")  # task_title is safe text already
     return text
 
 
@@ -68,6 +72,11 @@ class TaskTree(Tree[str]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "select_cursor", "Detail", id="tree.detail"),
+        # k9s / less motion: j k move the cursor, g G go to the first / last line
+        Binding("j", "cursor_down", "Down", show=False, id="tree.down"),
+        Binding("k", "cursor_up", "Up", show=False, id="tree.up"),
+        Binding("g", "scroll_home", "Top", show=False, id="tree.top"),
+        Binding("G", "scroll_end", "Bottom", show=False, id="tree.bottom"),
     ]
 
     def __init__(self, *, clock: Callable[[], float], **kwargs: Any) -> None:
@@ -85,6 +94,12 @@ class TaskTree(Tree[str]):
         self.set_interval(1.0, self.tick)
 
     # ------------------------------------------------------------------ groups
+
+    def watch_show_vertical_scrollbar(self, show: bool) -> None:
+        """A scrollbar that appears after the view scrolled (the log followed its end before
+        it overflowed) starts at the top: put its thumb where the view is."""
+        if show:
+            self.vertical_scrollbar.position = self.scroll_y
 
     def _drone_node(self, drone: str) -> TreeNode[str]:
         node = self._drone_nodes.get(drone)
@@ -208,21 +223,26 @@ class TaskTree(Tree[str]):
         return node.data if node is not None and node.data else None
 
     def select_task(self, task_id: str) -> bool:
+        """Put the cursor on the task's line now (its groups opened), never on a group line.
+
+        The tree lays its lines out lazily; reading them lays out what changed, so the
+        leaf has its line at once, however many tasks arrived in the same batch.
+        """
         node = self._leaves.get(task_id)
         if node is None:
             return False
         self._reveal(node)
-        self.call_after_refresh(self._move_to, task_id)
+        self._move_to(task_id)
+        self.call_after_refresh(self._move_to, task_id)  # scroll once the size is known
         return True
 
-    def _move_to(self, task_id: str, tries: int = 5) -> None:
+    def _move_to(self, task_id: str) -> None:
         """Look the leaf up again: the task may have moved group since it was asked for."""
         node = self._leaves.get(task_id)
         if node is None:
             return
-        if node.line < 0:  # just re-added: lines are laid out on the next refresh
-            if tries:
-                self._reveal(node)
-                self.call_after_refresh(self._move_to, task_id, tries - 1)
-            return
-        self.move_cursor(node, animate=False)
+        if node.line < 0:
+            self._reveal(node)
+            self._tree_lines  # noqa: B018 - laying the lines out gives the leaf its line
+        if node.line >= 0:
+            self.move_cursor(node, animate=False)
