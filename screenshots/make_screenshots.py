@@ -32,8 +32,10 @@ from tests.support.relay import RelayProcess  # noqa: E402
 
 OUT = REPO / "screenshots"
 SIZE = (160, 46)
+# The task's own colours (a yellow warning on stderr, a green "ok"), which the log pane draws.
 TRAIN = ('for i in $(seq 1 400); do echo "epoch $((i / 40)) step $i loss=0.$((900 - i))"; '
-         'if [ $((i % 25)) = 0 ]; then echo "warning: slow batch $i" >&2; fi; sleep 0.05; done')
+         'if [ $((i % 25)) = 0 ]; then printf "\\033[33mwarning:\\033[0m slow batch %s\\n" $i >&2;'
+         ' printf "checkpoint \\033[1;32mok\\033[0m\\n"; fi; sleep 0.05; done')
 NOTIFY = ('echo "starting eval"; echo "eval: accuracy 0.913" >> "$DRAGOON_INBOX"; '
           'sleep 0.5; echo "checkpoint saved to out/ckpt.pt" >> "$DRAGOON_INBOX"; '
           'mkdir -p out && echo weights > out/ckpt.pt')
@@ -68,6 +70,11 @@ async def drive(url: str, pilot_session: object, tasks: dict[str, str]) -> None:
             print(f"saved screenshots/{name}.svg")
 
         shot("main")
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause(0.5)
+        shot("main-80x24")
+        await pilot.resize_terminal(*SIZE)
+        await pilot.pause(0.5)
         await pilot.press("enter")
         await pilot.pause(1.0)
         shot("task-detail")
