@@ -64,20 +64,27 @@ def _submit_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def _command_words() -> list[str] | None:
+    """The words the pilot gave after `--`, as TargetAndCommand parsed them."""
+    words: list[str] | None = click.get_current_context().meta["command_words"]
+    return words
+
+
 def _target_and_spec(words: tuple[str, ...], labels: list[str] | None, timeout: int | None,
                      grace: int | None, cwd: str | None, env: tuple[tuple[str, str], ...],
-                     artifacts: tuple[str, ...], name: str | None, *, stdin: bool = False
+                     artifacts: tuple[str, ...], name: str | None, *, stdin: bool = False,
+                     command_words: list[str] | None = None
                      ) -> tuple[str | None, dict[str, Any]]:
     """The drone (None with --labels) and the spec; COMMAND is joined with spaces, as ssh does.
 
     The drone name and the whole spec are checked by shared/spec.py, the rule
     the relay applies, so a spec it would refuse is a usage error here (exit 2)
-    with the relay's own reason, and nothing is sent.
+    with the relay's own reason, and nothing is sent. ``command_words`` are the
+    words after `--` (TargetAndCommand keeps them); None when there was no `--`.
     """
     from dragoon.shared.spec import SpecError, parse_drone_name, parse_spec
 
-    drone, command = split_target(words, click.get_current_context().meta["command_words"],
-                                  labels is not None)
+    drone, command = split_target(words, command_words, labels is not None)
     spec: dict[str, Any] = {"command": " ".join(command), "env": dict(env),
                             "artifacts": list(artifacts)}
     for field, value in (("cwd", cwd), ("timeout", timeout), ("grace", grace), ("name", name)):
@@ -105,7 +112,8 @@ def submit(relay: str | None, key: str | None, ca_cert: str | None, words: tuple
     If it cannot start now, one line on stderr says why. With --start-within,
     waits until a drone takes it: exit 1 if none did in time (the relay cancels it).
     """
-    drone, spec = _target_and_spec(words, labels, timeout, grace, cwd, env, artifacts, name)
+    drone, spec = _target_and_spec(words, labels, timeout, grace, cwd, env, artifacts, name,
+                                   command_words=_command_words())
 
     async def go() -> int:
         from dragoon.cockpit.cli._queue import QueueWatch, wait_for_start
@@ -147,7 +155,7 @@ def run(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[st
 
     feed = wants_stdin(interactive=interactive, no_stdin=no_stdin)
     drone, spec = _target_and_spec(words, labels, timeout, grace, cwd, env, artifacts, name,
-                                   stdin=feed)
+                                   stdin=feed, command_words=_command_words())
 
     async def go() -> int:
         from dragoon.cockpit.cli._follow import attach, default_streams, task_exit_code
