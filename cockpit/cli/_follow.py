@@ -61,8 +61,11 @@ async def copy_stream(client: RelayClient, task_id: str, stream: str, out: Binar
 def _writer(streams: dict[str, BinaryIO]) -> Callable[[str, bytes], None]:
     def write(stream: str, data: bytes) -> None:
         out = streams[stream]
-        out.write(data)
-        out.flush()
+        try:
+            out.write(data)
+            out.flush()
+        except BrokenPipeError:  # `| head`: the same end as copy_stream's, whatever the path
+            raise OutputClosed(out) from None
     return write
 
 
