@@ -19,7 +19,7 @@ import json
 import sqlite3
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from dragoon.relay import fetches, fleet, held, waiting
 from dragoon.relay import tasks as task_store
@@ -300,6 +300,19 @@ def sweep_tasks(
     waiting_anew = [t for name in gone for t in waiting.queued_for(conn, name)]
     task_views = [tasks.get(conn, t) for t in dict.fromkeys(lost + expired + late + waiting_anew)]
     return drone_views, task_views
+
+
+#: The sweeper waits on this key (relay/signals.py): a submit with a start deadline wakes it.
+START_DEADLINES: Final = ("start-deadlines",)
+
+
+def next_start_deadline(conn: sqlite3.Connection) -> float | None:
+    """The soonest ``start_by`` of a queued task (epoch seconds), or None: the sweeper wakes
+    then, not a sweep later, so ``--start-within 10s`` fails at 10 s rather than 15."""
+    row = conn.execute(
+        "SELECT MIN(start_by) FROM tasks WHERE state = 'queued' AND start_by IS NOT NULL"
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
 
 
 def _cancel_late(conn: sqlite3.Connection, now: float) -> list[str]:

@@ -99,6 +99,25 @@ async def storage_loop(relay: Relay, stop: threading.Event) -> None:
         await asyncio.sleep(relay.config.gc_interval)
 
 
+async def _until_next_sweep(relay: Relay) -> None:
+    """``sweep_interval``, or less when a queued task's start deadline comes sooner; a
+    submit with a deadline wakes this wait (dispatch.START_DEADLINES) to look again."""
+    from dragoon.relay.dispatch import START_DEADLINES, next_start_deadline
+
+    interval = relay.config.sweep_interval
+    woken_at = time.monotonic()
+    while True:
+        since = relay.signals.version(START_DEADLINES)
+        left = interval - (time.monotonic() - woken_at)
+        deadline = await relay.db.run(next_start_deadline)
+        if deadline is not None:
+            left = min(left, deadline - time.time())
+        if left <= 0 or relay.signals.closed:
+            return
+        if not await relay.signals.wait(START_DEADLINES, since, left):
+            return  # the time is up (or the relay is stopping): sweep; woken: look again
+
+
 async def run(relay: Relay) -> None:
     stop = threading.Event()
     storage = asyncio.create_task(storage_loop(relay, stop))
@@ -110,7 +129,7 @@ async def run(relay: Relay) -> None:
                 log.warning("sweep failed: %s", exc)
             except Exception:
                 log.exception("sweep failed")
-            await asyncio.sleep(relay.config.sweep_interval)
+            await _until_next_sweep(relay)
     finally:
         stop.set()  # a pass still in its thread ends after its current batch
         storage.cancel()

@@ -10,6 +10,7 @@ from dragoon.relay import artifacts, held, logconf
 from dragoon.relay.auth import PilotDep
 from dragoon.relay.blobs import check_artifact_path
 from dragoon.relay.context import RelayDep
+from dragoon.relay.dispatch import START_DEADLINES
 from dragoon.relay.errors import ApiError, not_found
 from dragoon.relay.models import MAX_OFFSET, CancelBody, SubmitBody
 from dragoon.relay.routes.downloads import blob_response
@@ -28,6 +29,8 @@ async def submit(body: SubmitBody, who: PilotDep, relay: RelayDep) -> dict[str, 
     relay.bus.publish("task", result.task)
     for drone in result.wake:
         relay.signals.notify(("drone", drone))
+    if result.task.get("start_by") is not None:
+        relay.signals.notify(START_DEADLINES)  # the sweeper's next wake may now be sooner
     return result.task
 
 
