@@ -264,7 +264,10 @@ class TaskRunner:
             try:
                 await self.inbox.ship()
                 backoff.reset()
-                await asyncio.sleep(INBOX_EVERY)
+                # Woken by the exit itself, not a look 0.2 s later: every task paid up to that
+                # before its finish report (the last inbox lines go with ship(final=True)).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.exited.wait(), INBOX_EVERY)
             except RelayUnavailable:
                 await asyncio.sleep(backoff.next_delay())
 
