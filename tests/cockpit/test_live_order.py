@@ -80,10 +80,21 @@ async def follow(world: World, task_id: str, lines: int, *, final: bool = True,
     async with app.run_test(size=(140, 40)) as pilot:
         await until(pilot, lambda: app.link is Link.CONNECTED and task_id in app.state.tasks
                     and not app._pending, timeout=30, what="the cockpit to see the task")
-        app.attach_log(task_id)
-        await until(pilot, lambda: len(pane(app)) >= lines
-                    and (not final or app.state.tasks[task_id].get("state") == "succeeded"),
-                    timeout=timeout, what=f"{lines} lines in the pane")
+        # As a pilot does: the tree's cursor onto the task, which attaches its output. A bare
+        # attach_log could be undone by a highlight the tree still had queued (the cursor it
+        # put on the drone's newest task when the cockpit opened), under load.
+        await until(pilot, lambda: app.tree.select_task(task_id), timeout=30,
+                    what="the task in the tree")
+        await until(pilot, lambda: app._log_task == task_id, timeout=30,
+                    what="the task's output attached")
+        try:
+            await until(pilot, lambda: len(pane(app)) >= lines
+                        and (not final or app.state.tasks[task_id].get("state") == "succeeded"),
+                        timeout=timeout, what=f"{lines} lines in the pane")
+        except AssertionError as exc:  # say what the pane and the task were at the deadline
+            state = app.state.tasks.get(task_id, {}).get("state")
+            raise AssertionError(f"{exc}: pane {pane(app)!r} of {app._log_task}, task {state}"
+                                 ) from None
         await pilot.pause(0.3)  # nothing more, and nothing twice, comes after
         return pane(app)
 
