@@ -94,8 +94,10 @@ async def test_submit_from_the_dialog_shows_its_output(world: World) -> None:
         assert app.screen.query_one("#target", Input).value == DRONE  # the selected drone
         app.screen.query_one("#command", Input).value = (
             "echo hello-from-cockpit; echo oops-on-stderr >&2")
+        known = set(app.state.tasks)  # the cockpit opened on an older task's output
         await pilot.press("ctrl+s")
-        await until(pilot, lambda: app._log_task is not None, what="the new task's log")
+        await until(pilot, lambda: app._log_task is not None and app._log_task not in known,
+                    what="the new task's log")
         task_id = app._log_task
         assert task_id is not None and task_id in app.state.tasks
         await until(pilot, lambda: (STDOUT, "hello-from-cockpit") in log_lines(app)
