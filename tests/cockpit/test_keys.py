@@ -281,7 +281,8 @@ async def test_the_task_detail_is_live() -> None:
         await until(pilot, lambda: isinstance(app.screen, TaskDetailScreen), what="the detail")
         detail = app.screen
         assert isinstance(detail, TaskDetailScreen)
-        await until(pilot, lambda: detail.refreshes, what="the detail drawn")
+        await until(pilot, lambda: detail.refreshes and detail.query("#detail-summary"),
+                    what="the detail drawn")  # mounted, not only refreshed, under load
         summary = detail.query_one("#detail-summary", Static)
         assert "10m00s" in text_of(summary)  # started 600 s before NOW
         # the elapsed clock ticks by itself
