@@ -40,6 +40,20 @@ def test_a_burst_keeps_every_slot_busy_while_tasks_are_queued(fleet: Fleet, tmp_
     ids = [fleet.submit(gated(gate), drone="d1") for gate in gates]
     gate_of = dict(zip(ids, gates, strict=True))
     released: set[str] = set()
+    try:
+        keep_slots_full(fleet, ids, gate_of, released, slots)
+    finally:
+        for gate in gates:  # a failed run must not leave its tasks waiting forever
+            gate.touch()
+    for task_id in ids:
+        task = fleet.wait_state(task_id)
+        assert task["state"] == "succeeded", task
+        assert fleet.output(task_id) == f"{gate_of[task_id].name}\n".encode()
+
+
+def keep_slots_full(fleet: Fleet, ids: list[str], gate_of: dict[str, Path],
+                    released: set[str], slots: int) -> None:
+    total = len(ids)
     while len(released) < total:
         # Every slot in use as long as the queue can fill it, never one more.
         busy = min(slots, total - len(released))
@@ -56,10 +70,6 @@ def test_a_burst_keeps_every_slot_busy_while_tasks_are_queued(fleet: Fleet, tmp_
                         and t not in released][:2]:
             gate_of[task_id].touch()
             released.add(task_id)
-    for task_id in ids:
-        task = fleet.wait_state(task_id)
-        assert task["state"] == "succeeded", task
-        assert fleet.output(task_id) == f"{gate_of[task_id].name}\n".encode()
 
 
 @pytest.fixture
@@ -89,11 +99,13 @@ def test_a_freed_slot_is_refilled_by_the_held_poll_without_polling_again(
     proxy.answer_hook = record
     gate = tmp_path / "gate"
     first = fleet.submit(gated(gate), drone="d2")
-    fleet.wait_state(first, "running")
-    second = fleet.submit("echo second", drone="d2")
-    assert fleet.task(second)["state"] == "queued"  # the one slot is taken
-    seen = len(answers)
-    gate.touch()
+    try:
+        fleet.wait_state(first, "running")
+        second = fleet.submit("echo second", drone="d2")
+        assert fleet.task(second)["state"] == "queued"  # the one slot is taken
+        seen = len(answers)
+    finally:
+        gate.touch()  # a failed run must not leave the task waiting forever
     assert fleet.wait_state(second)["state"] == "succeeded"
     # The first answer after the slot was taken is the one that carried the queued task:
     # no poll came back empty in between (the drone did not have to ask again).
