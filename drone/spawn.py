@@ -131,7 +131,10 @@ async def launch(
     if stdin:  # the task reads its pilot's stdin: the wrapper feeds it from the spool
         drone_stdin.prepare(task_dir)
         launch_record["stdin"] = True
-    write_json(task_dir / "launch.json", launch_record)
+    # Not fsynced: it matters only until the task's processes run, and a power cut (what an
+    # fsync guards against) ends those anyway; task.json and state.json are the durable
+    # record of the accept. A drone crash loses nothing the kernel holds.
+    write_json(task_dir / "launch.json", launch_record, durable=False)
     if launcher is not None:
         try:
             report = await launcher.start_task(task_dir, env, start_timeout)

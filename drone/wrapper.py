@@ -237,19 +237,25 @@ def _stdin_pipe(task_dir: str, launch: dict[str, Any]) -> tuple[int, _StdinFeede
     return read_end, _StdinFeeder(task_dir, write_end)
 
 
-def _write_json_atomic(path: str, value: dict[str, Any]) -> None:
+def _write_json_atomic(path: str, value: dict[str, Any], *, durable: bool = True) -> None:
     # The task can write to TASK_DIR: whatever it planted under the temp name (a FIFO, which
     # would make this open wait forever, or a symlink) is unlinked, never opened.
+    # ``durable=False`` skips the fsyncs: for a record that only matters while the task's
+    # processes live (pid.json), which a power cut, the one thing fsync guards against,
+    # ends anyway. A drone crash loses nothing the kernel holds.
     tmp = f"{path}.tmp"
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         os.write(fd, json.dumps(value).encode("utf-8"))
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
+    if not durable:
+        return
     dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)
@@ -470,7 +476,8 @@ def main(task_dir: str, report_fd: int | None = None) -> int:
         os.close(stdin_pipe[0])  # the task holds it now: its exit gives the feeder EPIPE
         stdin_pipe[1].start()
     _write_json_atomic(os.path.join(task_dir, "pid.json"),
-                       {"pid": child.pid, "wrapper_pid": os.getpid(), "started_at": started_at})
+                       {"pid": child.pid, "wrapper_pid": os.getpid(), "started_at": started_at},
+                       durable=False)
     _report(report_fd, task_dir, child.pid, started_at)
     status, usage, finished_at = _Pump(child, {b"o": out_fd, b"e": err_fd}, order).run()
     os.close(out_fd)

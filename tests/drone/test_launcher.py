@@ -156,11 +156,14 @@ def test_a_launcher_exits_by_itself_when_its_drone_is_killed(tmp_path):
                 print(launcher.pid, flush=True)
                 await asyncio.sleep(3600)
             asyncio.run(main())
-        """)], stdout=subprocess.PIPE, text=True)
+        """)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert owner.stdout is not None
-        launcher_pid = int(owner.stdout.readline())
-        assert "--launcher" in psutil.Process(launcher_pid).cmdline()
+        assert owner.stdout is not None and owner.stderr is not None
+        said = owner.stdout.readline()
+        assert said.strip().isdigit(), f"{said!r} {owner.stderr.read() if owner.poll() else ''}"
+        launcher_pid = int(said)
+        wait_until(lambda: "--launcher" in psutil.Process(launcher_pid).cmdline(),
+                   message="the launcher's command line")
         # In a session of its own, like every wrapper: a signal to the drone's group misses it.
         assert os.getsid(launcher_pid) == launcher_pid
         owner.kill()
