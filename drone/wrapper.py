@@ -128,7 +128,8 @@ def _write_all(fd: int, data: bytes) -> int:
 
     The task must not die of a full disk it did not cause: the wrapper goes on
     reading its pipes, drops what it cannot store and says so once in
-    wrapper.log (the drone's ``spawn.launch`` gives the wrapper that file).
+    wrapper.log (its stderr: given by the drone's ``spawn.launch`` to a cold
+    start, opened by a forked wrapper itself, ``_forked``).
     """
     view = memoryview(data)
     written = 0
