@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from dragoon.shared.spec import TaskSpec
 else:
     # The task path (and psutil, ctypes, the spec rules under it) is loaded by the first
-    # task or re-adoption, not by an idle drone (drone/lazy.py; tests/drone/test_idle_imports.py).
+    # task or re-adoption, not by an idle drone (drone/lazy.py; tests/drone/test_imports.py).
     spawn = lazy_module("dragoon.drone.spawn")
     fd_digest = lazy_call("dragoon.drone.artifacts", "fd_digest")
     stream_fd = lazy_call("dragoon.drone.artifacts", "stream_fd")
