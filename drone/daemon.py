@@ -22,11 +22,9 @@ import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import httpx
-from dragoon.drone import config, fetch, safefile, spawn
-from dragoon.drone.artifacts import fd_digest, stream_fd
+from dragoon.drone import config, fetch, safefile
 from dragoon.drone.client import (
     DroneReplaced,
     JitteredBackoff,
@@ -37,14 +35,30 @@ from dragoon.drone.client import (
 )
 from dragoon.drone.install import RunningCode, installed_version
 from dragoon.drone.launcher import Launcher
+from dragoon.drone.lazy import lazy_call, lazy_module
 from dragoon.drone.metrics import Metrics
-from dragoon.drone.runner import TaskRunner
 from dragoon.drone.state import AdmissionLedger, DataDir, is_safe_id, read_json, write_json
-from dragoon.drone.verify import parse_spec, parse_task, verify_task
 from dragoon.shared.keys import PublicKey, load_public_key_file
 from dragoon.shared.signers import KeyFileSigner
-from dragoon.shared.spec import TaskSpec
 from dragoon.shared.tls import ca_context
+
+if TYPE_CHECKING:
+    import httpx
+    from dragoon.drone import spawn
+    from dragoon.drone.artifacts import fd_digest, stream_fd
+    from dragoon.drone.runner import TaskRunner
+    from dragoon.drone.verify import parse_spec, parse_task, verify_task
+    from dragoon.shared.spec import TaskSpec
+else:
+    # The task path (and psutil, ctypes, the spec rules under it) is loaded by the first
+    # task or re-adoption, not by an idle drone (drone/lazy.py; tests/drone/test_imports.py).
+    spawn = lazy_module("dragoon.drone.spawn")
+    fd_digest = lazy_call("dragoon.drone.artifacts", "fd_digest")
+    stream_fd = lazy_call("dragoon.drone.artifacts", "stream_fd")
+    TaskRunner = lazy_call("dragoon.drone.runner", "TaskRunner")
+    parse_spec = lazy_call("dragoon.drone.verify", "parse_spec")
+    parse_task = lazy_call("dragoon.drone.verify", "parse_task")
+    verify_task = lazy_call("dragoon.drone.verify", "verify_task")
 
 log = logging.getLogger("dragoon.drone")
 
