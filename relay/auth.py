@@ -5,10 +5,11 @@ unsigned request learns nothing but 401. A streamed upload (``STREAMED_PATHS``)
 is verified in full before a byte of its body is read: its signature covers the
 body hash that its query claims (``check_streamed``), and the route holds the
 body to that claim as it streams in. Checks 1-4 (key lookup, signature) run as
-one call on the database thread; check 5, the nonce, is ``relay.replay``'s
-(relay/replay.py): held in memory and claimed on the event loop, so of two
-concurrent requests with one nonce exactly one passes, and covered across a
-restart by the replay floor that check 2 enforces.
+one call on the database thread, which sees every commit, so a logout or a
+revocation holds for the very next request. Check 5, the nonce, is
+``relay.replay``'s (relay/replay.py): held in memory and claimed on the event
+loop, so of two concurrent requests with one nonce exactly one passes, and
+covered across a restart by the replay floor that check 2 enforces.
 
 Routes then ask for the role they need with ``Depends(pilot)`` or
 ``Depends(drone)``; the wrong role is 403 ``forbidden``.
@@ -16,6 +17,7 @@ Routes then ask for the role they need with ``Depends(pilot)`` or
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -133,6 +135,12 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+@functools.lru_cache(maxsize=4096)
+def public_key(openssh: str) -> PublicKey:
+    """The stored key, parsed once: a ``PublicKey`` is immutable, and the text is its identity."""
+    return PublicKey.from_openssh(openssh)
+
+
 def lookup_key(
     conn: sqlite3.Connection, fingerprint: str, bearer: str | None, now: float
 ) -> KeyMatch[Principal] | RequestRejected:
@@ -142,7 +150,7 @@ def lookup_key(
             "SELECT name, public_key FROM drones WHERE fingerprint = ?", (fingerprint,)
         ).fetchone()
         if row is not None:
-            key = PublicKey.from_openssh(row["public_key"])
+            key = public_key(row["public_key"])
             return KeyMatch(key, DronePrincipal(row["name"], fingerprint))
         if (gone := retired(conn, fingerprint)) is not None:
             return gone
@@ -150,8 +158,10 @@ def lookup_key(
             return RequestRejected(c.ERR_BAD_SESSION, "a pilot request needs a session token")
         return RequestRejected(c.ERR_UNKNOWN_KEY, "no drone or pilot has this key")
     digest = token_hash(bearer)
+    # One statement for the session and its pilot.
     session = conn.execute(
-        "SELECT token_hash, pilot, fingerprint, expires_at FROM sessions WHERE token_hash = ?",
+        "SELECT s.token_hash, s.fingerprint, s.expires_at, p.name, p.public_key"
+        " FROM sessions s LEFT JOIN pilots p ON p.name = s.pilot WHERE s.token_hash = ?",
         (digest,),
     ).fetchone()
     if session is None or not hmac.compare_digest(session["token_hash"], digest):
@@ -162,13 +172,10 @@ def lookup_key(
         return RequestRejected(
             c.ERR_FINGERPRINT_MISMATCH, "the session belongs to another key"
         )
-    pilot = conn.execute(
-        "SELECT name, public_key FROM pilots WHERE name = ?", (session["pilot"],)
-    ).fetchone()
-    if pilot is None:
+    if session["name"] is None:
         return RequestRejected(c.ERR_UNKNOWN_KEY, "the pilot of this session is gone")
-    key = PublicKey.from_openssh(pilot["public_key"])
-    return KeyMatch(key, PilotPrincipal(pilot["name"], fingerprint, digest))
+    key = public_key(session["public_key"])
+    return KeyMatch(key, PilotPrincipal(session["name"], fingerprint, digest))
 
 
 def session_problem(
