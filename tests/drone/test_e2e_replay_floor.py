@@ -18,7 +18,7 @@ from tests.drone.conftest import Fleet
 def test_a_drone_finishes_and_takes_tasks_across_a_relay_restart_with_a_floor_ahead(
     fleet: Fleet,
 ) -> None:
-    fleet.drone("d1")
+    drone = fleet.drone("d1")
     running = fleet.submit("sleep 1.5; echo across", drone="d1")
     fleet.wait_state(running, "running")
     fleet.relay.kill9()
@@ -37,3 +37,4 @@ def test_a_drone_finishes_and_takes_tasks_across_a_relay_restart_with_a_floor_ah
     after = fleet.submit("echo after", drone="d1")
     assert fleet.wait_state(after, timeout=60)["state"] == "succeeded"
     assert fleet.output(after) == b"after\n"
+    assert "stale_timestamp" not in drone.log_text()  # signed again at once, never backed off
