@@ -12,11 +12,17 @@ in memory (``MemoryNonces``), and what a restart forgets is covered by the
   signed at or past the mark (a client whose clock runs ahead) is written to the
   ``nonces`` table, and the mark raised, in one group commit before its request
   goes on;
-- at start the relay sets its floor to ``max(mark, ceil(now))`` and refuses every
-  timestamp below it (``stale_timestamp`` with ``not_before``), then loads the
-  stored nonces. Every nonce the previous run accepted is thus either below the
-  floor or loaded again, whatever the clock did meanwhile: a clock stepped back
-  finds the floor where the last run left its mark.
+- at start the relay's floor is the stored mark: it refuses every timestamp
+  below it (``stale_timestamp`` with ``not_before``), loads the stored nonces,
+  and takes a new lease. Every nonce the previous run accepted is thus either
+  below the floor or loaded again, whatever the clock did meanwhile: a clock
+  stepped back finds the floor where the last run left its mark.
+
+The floor is the mark and not the start time: requests signed in the second
+before a start, or by a client whose clock lags, could not have been accepted
+by the previous run past its mark, and refusing them would fail every
+third-party client (a curl session) at every start. After a restart quicker
+than the lease the floor is at most ``LEASE`` seconds past the crash.
 
 Under steady traffic that is one small commit per ``LEASE / 2`` seconds, none on
 the way of a request whose client's clock is in sync.
@@ -99,13 +105,12 @@ class Start:
 
 
 def start(conn: sqlite3.Connection, now: float) -> Start:
-    """Raise the stored floor to ``ceil(now)`` (never lower it), take a lease, load nonces."""
+    """The floor is the stored mark; take a new lease (never lowering it), load the nonces."""
     with transaction(conn):
         row = conn.execute("SELECT value FROM counters WHERE name = ?",
                            (FLOOR_COUNTER,)).fetchone()
-        stored = int(row["value"]) if row is not None else 0
-        floor = max(stored, math.ceil(now))
-        mark = max(stored, math.ceil(now) + LEASE)
+        floor = int(row["value"]) if row is not None else 0
+        mark = max(floor, math.ceil(now) + LEASE)
         _store_mark(conn, mark)
     nonces = conn.execute("SELECT nonce, expires_at FROM nonces WHERE expires_at > ?",
                           (now,)).fetchall()

@@ -49,8 +49,8 @@ def set_stored_floor(data_dir: Path, value: int) -> None:
 def fresh_timestamp(pilot: PilotSession, ahead: int = 0) -> int:
     """Now, or the relay's floor if it is later, as an honest client learns it.
 
-    A relay refuses what was signed before it started (in its first second, and
-    for a few more after a quick restart) and names its floor in the answer.
+    A relay refuses what was signed before its replay floor (for a few seconds
+    after a quick restart) and names the floor in the answer.
     """
     now = int(time.time())
     probe = pilot.http.get("/v1/workers",
