@@ -21,13 +21,14 @@ import json
 import logging
 import random
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
 from dragoon.shared.constants import ERR_DRONE_REPLACED
-from dragoon.shared.request_auth import sign_request, sign_streamed_request
+from dragoon.shared.request_auth import retry_timestamp, sign_request, sign_streamed_request
 from dragoon.shared.signers import Signer
 from dragoon.shared.tls import is_tls_failure, plain_http_context
 
@@ -169,6 +170,8 @@ class RelayLink:
             # Built once here (httpx's rule: SSL_CERT_FILE, SSL_CERT_DIR, else certifi)
             # rather than once per transport: each proxy variable adds a transport.
             verify = httpx.create_ssl_context()
+        # The relay's replay floor, once it named one: requests are signed at or above it.
+        self._not_before: int | None = None
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(30.0, connect=10.0),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
@@ -181,10 +184,14 @@ class RelayLink:
 
     def _signed(self, method: str, path: str, query: str, body: bytes,
                 stream_sha256: str | None) -> dict[str, str]:
+        timestamp = None
+        if self._not_before is not None and self._not_before > int(time.time()):
+            timestamp = self._not_before
         if stream_sha256 is None:
-            return sign_request(self._signer, method=method, path=path, query=query, body=body)
+            return sign_request(self._signer, method=method, path=path, query=query, body=body,
+                                timestamp=timestamp)
         return sign_streamed_request(self._signer, method=method, path=path, query=query,
-                                     body_sha256=stream_sha256)
+                                     body_sha256=stream_sha256, timestamp=timestamp)
 
     async def request(
         self,
@@ -215,17 +222,46 @@ class RelayLink:
         if stream is not None and stream_size is not None:
             # A known length instead of chunked encoding: every proxy on the way accepts it.
             headers["Content-Length"] = str(stream_size)
-        if signed:
-            if stream is not None and stream_sha256 is None:
-                raise ValueError("a signed stream needs its stream_sha256")
-            headers.update(self._signed(method, path, query, body, stream_sha256))
+        if signed and stream is not None and stream_sha256 is None:
+            raise ValueError("a signed stream needs its stream_sha256")
         url = self._base + route + (f"?{query}" if query else "")
         timeout = httpx.Timeout(read_timeout, connect=10.0)
+        for attempt in range(2):
+            if signed:
+                headers.update(self._signed(method, path, query, body, stream_sha256))
+            response = await self._send(method, url, stream if stream is not None else body,
+                                        headers, timeout)
+            floor = self._floor_refusal(response) if signed else None
+            if floor is None:
+                break
+            # The relay restarted and refuses what was signed before its replay floor: sign
+            # again at the floor. A stream is half read already: its caller retries it.
+            self._not_before = floor
+            if stream is not None or attempt:
+                raise RelayUnavailable("the relay restarted: signed again at its replay floor")
+        if response.status_code == 401 and error_code(response) == ERR_DRONE_REPLACED:
+            replaced = DroneReplaced.from_response(response)
+            if self.replaced_by is None:
+                self.replaced_by = replaced
+                self.replaced.set()
+            raise replaced
+        return response
+
+    @staticmethod
+    def _floor_refusal(response: httpx.Response) -> int | None:
+        if response.status_code != 401:
+            return None
         try:
-            response = await self._http.request(
-                method, url, content=stream if stream is not None else body, headers=headers,
-                timeout=timeout,
-            )
+            data = response.json()
+        except ValueError:
+            return None
+        return retry_timestamp(data) if isinstance(data, dict) else None
+
+    async def _send(self, method: str, url: str, content: Any, headers: dict[str, str],
+                    timeout: httpx.Timeout) -> httpx.Response:
+        try:
+            response = await self._http.request(method, url, content=content, headers=headers,
+                                                timeout=timeout)
         except httpx.HTTPError as exc:
             reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
             self.link.failed(reason, tls=is_tls_failure(exc))
@@ -235,10 +271,4 @@ class RelayLink:
             self.link.failed(reason)
             raise RelayUnavailable(reason)
         self.link.ok()
-        if response.status_code == 401 and error_code(response) == ERR_DRONE_REPLACED:
-            replaced = DroneReplaced.from_response(response)
-            if self.replaced_by is None:
-                self.replaced_by = replaced
-                self.replaced.set()
-            raise replaced
         return response

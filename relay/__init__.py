@@ -7,7 +7,8 @@ Module map (each module one job; routes stay thin over the store and dispatcher)
                 executor thread so async code never shares a connection
 - ``context``   the running relay's shared state (config, db, stores, signals, bus, key)
 - ``errors``    ApiError and the handlers that make every error ``{"error","detail"}``
-- ``auth``      RE-V1 verification middleware, nonce memory, pilot/drone principals
+- ``auth``      RE-V1 verification middleware, pilot/drone principals
+- ``replay``    one-shot nonces in memory, and the durable replay floor that covers a restart
 - ``login``     challenge, TOTP login, lock-out, sessions, logout, add-operator
 - ``enroll``    enrollment (join) tokens, stored hashed, and drone registration
 - ``models``    request bodies (pydantic), the OpenAPI document's source

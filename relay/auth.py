@@ -4,10 +4,12 @@ Verification happens before any route code or body parsing runs, so an
 unsigned request learns nothing but 401. A streamed upload (``STREAMED_PATHS``)
 is verified in full before a byte of its body is read: its signature covers the
 body hash that its query claims (``check_streamed``), and the route holds the
-body to that claim as it streams in. The whole check (key lookup,
-signature, nonce) runs as one call on the database thread; the nonce is
-recorded with a plain ``INSERT`` on its primary key, so of two concurrent
-requests with one nonce exactly one passes.
+body to that claim as it streams in. Checks 1-4 (key lookup, signature) run as
+one call on the database thread, which sees every commit, so a logout or a
+revocation holds for the very next request. Check 5, the nonce, is
+``relay.replay``'s (relay/replay.py): held in memory and claimed on the event
+loop, so of two concurrent requests with one nonce exactly one passes, and
+covered across a restart by the replay floor that check 2 enforces.
 
 Routes then ask for the role they need with ``Depends(pilot)`` or
 ``Depends(drone)``; the wrong role is 403 ``forbidden``.
@@ -15,6 +17,7 @@ Routes then ask for the role they need with ``Depends(pilot)`` or
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -128,13 +131,14 @@ def require_current(conn: sqlite3.Connection, name: str, fingerprint: str) -> No
     raise ApiError(401, gone.code, gone.detail, **gone.extra())
 
 
-def rejection_extra(rejected: RequestRejected) -> dict[str, Any]:
-    """Fields a rejection carries besides its code and detail (only ``drone_replaced`` has)."""
-    return rejected.extra() if isinstance(rejected, RetiredKey) else {}
-
-
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@functools.lru_cache(maxsize=4096)
+def public_key(openssh: str) -> PublicKey:
+    """The stored key, parsed once: a ``PublicKey`` is immutable, and the text is its identity."""
+    return PublicKey.from_openssh(openssh)
 
 
 def lookup_key(
@@ -146,7 +150,7 @@ def lookup_key(
             "SELECT name, public_key FROM drones WHERE fingerprint = ?", (fingerprint,)
         ).fetchone()
         if row is not None:
-            key = PublicKey.from_openssh(row["public_key"])
+            key = public_key(row["public_key"])
             return KeyMatch(key, DronePrincipal(row["name"], fingerprint))
         if (gone := retired(conn, fingerprint)) is not None:
             return gone
@@ -154,8 +158,10 @@ def lookup_key(
             return RequestRejected(c.ERR_BAD_SESSION, "a pilot request needs a session token")
         return RequestRejected(c.ERR_UNKNOWN_KEY, "no drone or pilot has this key")
     digest = token_hash(bearer)
+    # One statement for the session and its pilot.
     session = conn.execute(
-        "SELECT token_hash, pilot, fingerprint, expires_at FROM sessions WHERE token_hash = ?",
+        "SELECT s.token_hash, s.fingerprint, s.expires_at, p.name, p.public_key"
+        " FROM sessions s LEFT JOIN pilots p ON p.name = s.pilot WHERE s.token_hash = ?",
         (digest,),
     ).fetchone()
     if session is None or not hmac.compare_digest(session["token_hash"], digest):
@@ -166,13 +172,10 @@ def lookup_key(
         return RequestRejected(
             c.ERR_FINGERPRINT_MISMATCH, "the session belongs to another key"
         )
-    pilot = conn.execute(
-        "SELECT name, public_key FROM pilots WHERE name = ?", (session["pilot"],)
-    ).fetchone()
-    if pilot is None:
+    if session["name"] is None:
         return RequestRejected(c.ERR_UNKNOWN_KEY, "the pilot of this session is gone")
-    key = PublicKey.from_openssh(pilot["public_key"])
-    return KeyMatch(key, PilotPrincipal(pilot["name"], fingerprint, digest))
+    key = public_key(session["public_key"])
+    return KeyMatch(key, PilotPrincipal(session["name"], fingerprint, digest))
 
 
 def session_problem(
@@ -219,29 +222,26 @@ def check_request(
     raw_query: str,
     headers: dict[str, str],
     body: bytes,
-    nonce_ttl: float,
+    not_before: int,
     streamed_sha256: str | None = None,
 ) -> VerifiedRequest[Principal] | RequestRejected:
-    """All five RE-V1 checks; the nonce is recorded only for a request that passed the rest.
+    """RE-V1 checks 1-4, with the replay floor in check 2; ``admit`` then makes check 5.
 
     ``streamed_sha256`` stands in for ``body``: the hash a streamed upload claims.
     """
     now = time.time()
-    result: VerifiedRequest[Principal] | RequestRejected = verify_request(
+    return verify_request(
         method=method, raw_path=raw_path, raw_query=raw_query, headers=headers, body=body,
         lookup=lambda fp, bearer: lookup_key(conn, fp, bearer, now), now=now,
-        body_sha256=streamed_sha256,
+        body_sha256=streamed_sha256, not_before=not_before,
     )
-    if isinstance(result, RequestRejected):
-        return result
-    try:
-        conn.execute(
-            "INSERT INTO nonces (nonce, expires_at) VALUES (?, ?)",
-            (result.nonce, time.time() + nonce_ttl),
-        )
-    except sqlite3.IntegrityError:
-        return RequestRejected(c.ERR_REPLAYED_NONCE, "this nonce was already used")
-    return result
+
+
+async def admit(relay: Relay, verified: VerifiedRequest[Principal]) -> RequestRejected | None:
+    """Check 5: the nonce, recorded in ``relay.replay`` so that of two copies one passes."""
+    if await relay.replay.admit(verified.nonce, verified.timestamp, time.time()):
+        return None
+    return RequestRejected(c.ERR_REPLAYED_NONCE, "this nonce was already used")
 
 
 def claimed_sha256(raw_query: str) -> str | None:
@@ -264,9 +264,9 @@ def check_streamed(
     raw_path: str,
     raw_query: str,
     headers: dict[str, str],
-    nonce_ttl: float,
+    not_before: int,
 ) -> VerifiedRequest[Principal] | RequestRejected:
-    """All five RE-V1 checks of a streamed upload, before its body is read.
+    """RE-V1 checks 1-4 of a streamed upload, before its body is read.
 
     The signature is verified over the hash the query claims (the RE-V1 streamed
     form, ``sign_streamed_request``); the route then refuses a body that does not
@@ -279,6 +279,7 @@ def check_streamed(
         now = time.time()
         pre = precheck_request(
             headers=headers, lookup=lambda fp, bearer: lookup_key(conn, fp, bearer, now), now=now,
+            not_before=not_before,
         )
         if isinstance(pre, RequestRejected):
             return pre
@@ -288,7 +289,8 @@ def check_streamed(
             f"as {CLAIM_PARAM}=<64 lowercase hex>",
         )
     return check_request(conn, method=method, raw_path=raw_path, raw_query=raw_query,
-                         headers=headers, body=b"", nonce_ttl=nonce_ttl, streamed_sha256=claim)
+                         headers=headers, body=b"", not_before=not_before,
+                         streamed_sha256=claim)
 
 
 def is_streamed(path: str) -> bool:
@@ -360,13 +362,15 @@ class SignedRequests:
                 lambda conn: check_streamed(
                     conn, method=method, raw_path=raw_path(scope),
                     raw_query=scope.get("query_string", b"").decode("latin-1"),
-                    headers=headers, nonce_ttl=self.relay.config.nonce_ttl,
+                    headers=headers, not_before=self.relay.replay.floor,
                 )
             )
+            if not isinstance(verified, RequestRejected):
+                verified = await admit(self.relay, verified) or verified
             if isinstance(verified, RequestRejected):
                 # Hang up: a stranger's gigabytes are neither stored nor read to the end.
                 await send_error(send, 401, verified.code, verified.detail, close=True,
-                                 **rejection_extra(verified))
+                                 **verified.extra())
                 return
             scope[PRINCIPAL_KEY] = verified.principal
             await self.app(scope, receive, send)
@@ -386,12 +390,13 @@ class SignedRequests:
                 lambda conn: check_request(
                     conn, method=method, raw_path=raw_path(scope),
                     raw_query=scope.get("query_string", b"").decode("latin-1"),
-                    headers=headers, body=body, nonce_ttl=self.relay.config.nonce_ttl,
+                    headers=headers, body=body, not_before=self.relay.replay.floor,
                 )
             )
+            if not isinstance(result, RequestRejected):
+                result = await admit(self.relay, result) or result
             if isinstance(result, RequestRejected):
-                await send_error(send, 401, result.code, result.detail,
-                                 **rejection_extra(result))
+                await send_error(send, 401, result.code, result.detail, **result.extra())
                 return
             scope[PRINCIPAL_KEY] = result.principal
         await self.app(scope, _replay(body, receive), send)

@@ -11,6 +11,7 @@ from dragoon.relay.db import Database
 from dragoon.relay.events import EventBus, SqliteEventStore
 from dragoon.relay.output import OutputStore
 from dragoon.relay.quota import LogSizes
+from dragoon.relay.replay import ReplayGuard
 from dragoon.relay.signals import Signals
 from dragoon.relay.stdin import StdinStore
 from dragoon.relay.tasks import TaskStore
@@ -30,6 +31,7 @@ class Relay:
     bus: EventBus
     stdin: StdinStore
     log_sizes: LogSizes
+    replay: ReplayGuard
     signals: Signals = field(default_factory=Signals)
     hooks: dict[str, Any] = field(default_factory=dict)
 
@@ -44,6 +46,7 @@ class Relay:
             bus=EventBus(SqliteEventStore(db)),
             stdin=StdinStore(config.stdin_dir, config.stdin_window),
             log_sizes=LogSizes(db.run),
+            replay=ReplayGuard(db, nonce_ttl=config.nonce_ttl),
         )
 
     def stopping(self) -> None:

@@ -208,6 +208,13 @@ MIGRATIONS: Final[list[str]] = [
     ALTER TABLE tasks ADD COLUMN start_by REAL;
     CREATE INDEX tasks_start_by ON tasks (start_by) WHERE start_by IS NOT NULL
     """,
+    # 7: the replay floor (relay/replay.py, docs/security.md): nonces live in memory, and the
+    # relay refuses requests signed below a durable mark it keeps a few seconds ahead of its
+    # clock; only nonces signed past the mark still go to ``nonces``. The nonces an older
+    # relay stored there are loaded at the first start, so the upgrade opens no window.
+    """
+    INSERT INTO counters (name, value) VALUES ('replay_floor', 0)
+    """,
 ]
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

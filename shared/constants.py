@@ -36,3 +36,7 @@ ERR_BAD_SIGNATURE: Final = "bad_signature"
 ERR_REPLAYED_NONCE: Final = "replayed_nonce"
 # Key lookup: the key belonged to a drone whose name a newer enrollment took (docs/security.md).
 ERR_DRONE_REPLACED: Final = "drone_replaced"
+# Check 2, the relay's replay floor (docs/protocol.md): a ``stale_timestamp`` answer to a
+# request signed before the floor carries the floor in this field, so that the client
+# re-signs with a timestamp at or above it instead of failing.
+FIELD_NOT_BEFORE: Final = "not_before"

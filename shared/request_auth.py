@@ -3,7 +3,9 @@
 The verifier is pure: it takes what arrived on the wire plus a key lookup and
 answers with the verified signer or a precise error code of PROTOCOL.md. The
 nonce memory is the relay's (it lives in its database), so the last check of
-the protocol, ``replayed_nonce``, is not made here.
+the protocol, ``replayed_nonce``, is not made here. The relay's replay floor is
+(``not_before``): part of check 2, a timestamp below it is ``stale_timestamp``
+with the floor in the answer, and ``retry_timestamp`` is the client's side of it.
 
 A body streamed from disk is signed over its hash computed ahead
 (``sign_streamed_request``); the relay makes checks 1-3 before it reads such a
@@ -20,7 +22,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from dragoon.shared import constants as c
 from dragoon.shared import sshsig
@@ -107,6 +109,48 @@ class RequestRejected:
     code: str
     detail: str
 
+    def extra(self) -> dict[str, Any]:
+        """Fields the JSON error carries besides ``error`` and ``detail``."""
+        return {}
+
+
+@dataclass(frozen=True)
+class BelowFloor(RequestRejected):
+    """``stale_timestamp`` for a request signed before the relay's replay floor.
+
+    The relay forgets its nonces when it restarts, so it refuses every timestamp
+    below a floor it stored durably; the answer names the floor so that an
+    honest client re-signs at it (``retry_timestamp``) instead of failing.
+    """
+
+    not_before: int = 0
+
+    def extra(self) -> dict[str, Any]:
+        return {c.FIELD_NOT_BEFORE: self.not_before}
+
+
+def is_signed(headers: Mapping[str, str]) -> bool:
+    """Whether these request headers carry an RE-V1 signature (a client's retry re-signs them)."""
+    return _header(headers, c.HEADER_SIGNATURE) is not None
+
+
+def retry_timestamp(error: Mapping[str, Any], now: float | None = None) -> int | None:
+    """The timestamp to re-sign a request with after the relay's answer ``error``, or None.
+
+    Only a ``stale_timestamp`` that names the relay's floor is worth a retry, and
+    only when the floor is within the allowed skew of this client's clock: a
+    client never signs further ahead of its own clock than a relay accepts.
+    """
+    if error.get("error") != c.ERR_STALE:
+        return None
+    floor = error.get(c.FIELD_NOT_BEFORE)
+    if not isinstance(floor, int) or isinstance(floor, bool):
+        return None
+    clock = int(time.time() if now is None else now)
+    if floor - clock > c.MAX_CLOCK_SKEW_SECONDS:
+        return None
+    return max(floor, clock)
+
 
 @dataclass(frozen=True)
 class KeyMatch(Generic[Principal]):
@@ -169,6 +213,7 @@ def _check_claim(
     lookup: Callable[[str, str | None], KeyMatch[Principal] | RequestRejected],
     now: float | None,
     max_skew: int,
+    not_before: int | None = None,
 ) -> _Claim[Principal] | RequestRejected:
     values = {
         name: _header(headers, name)
@@ -200,6 +245,13 @@ def _check_claim(
         return RequestRejected(
             c.ERR_STALE, f"timestamp is {int(clock - int(timestamp))} s off the relay's clock"
         )
+    if not_before is not None and int(timestamp) < not_before:
+        return BelowFloor(
+            c.ERR_STALE,
+            f"signed before the relay's replay floor {not_before} (it restarted and forgot "
+            f"the nonces it had seen); sign again with a timestamp of at least {not_before}",
+            not_before=not_before,
+        )
 
     match = lookup(fingerprint, token)
     if isinstance(match, RequestRejected):
@@ -213,6 +265,7 @@ def precheck_request(
     lookup: Callable[[str, str | None], KeyMatch[Principal] | RequestRejected],
     now: float | None = None,
     max_skew: int = c.MAX_CLOCK_SKEW_SECONDS,
+    not_before: int | None = None,
 ) -> KeyMatch[Principal] | RequestRejected:
     """Checks 1-3 of PROTOCOL.md (headers, clock, key), for a body not read yet.
 
@@ -220,7 +273,7 @@ def precheck_request(
     cannot make it store anything; the signature (check 4) is made with
     ``verify_request(body_sha256=...)`` once the body's hash is known.
     """
-    claim = _check_claim(headers, lookup, now, max_skew)
+    claim = _check_claim(headers, lookup, now, max_skew, not_before)
     return claim if isinstance(claim, RequestRejected) else claim.match
 
 
@@ -235,6 +288,7 @@ def verify_request(
     now: float | None = None,
     max_skew: int = c.MAX_CLOCK_SKEW_SECONDS,
     body_sha256: str | None = None,
+    not_before: int | None = None,
 ) -> VerifiedRequest[Principal] | RequestRejected:
     """Check an RE-V1 request in PROTOCOL.md's order, stopping at the first failure.
 
@@ -242,9 +296,10 @@ def verify_request(
     (an enrolled drone, or a pilot whose session token is bound to that key),
     or answers ``unknown_key``, ``bad_session`` or ``fingerprint_mismatch``.
     ``body_sha256`` stands in for ``body`` when the body was hashed as it
-    streamed in (see ``sign_streamed_request``).
+    streamed in (see ``sign_streamed_request``). ``not_before`` is the relay's
+    replay floor: a timestamp below it fails check 2 (``BelowFloor``).
     """
-    claim = _check_claim(headers, lookup, now, max_skew)
+    claim = _check_claim(headers, lookup, now, max_skew, not_before)
     if isinstance(claim, RequestRejected):
         return claim
     try:

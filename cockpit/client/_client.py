@@ -14,6 +14,7 @@ import json
 import os
 import ssl
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
@@ -44,7 +45,7 @@ from dragoon.cockpit.client._types import (
     TaskPage,
 )
 from dragoon.shared.login_auth import sign_login
-from dragoon.shared.request_auth import sign_request
+from dragoon.shared.request_auth import is_signed, retry_timestamp, sign_request
 from dragoon.shared.signers import Signer
 from dragoon.shared.spec import parse_task_ref
 from dragoon.shared.tls import is_tls_failure, plain_http_context
@@ -116,6 +117,8 @@ class RelayClient:
         self.base_url = base_url.rstrip("/")
         self.signer = signer
         self.token = token
+        # The relay's replay floor, once it named one: requests are signed at or above it.
+        self._not_before: int | None = None
         self._base = httpx.URL(self.base_url)
         self._prefix = self._base.path.rstrip("/")
         self._timeout = timeout
@@ -166,17 +169,35 @@ class RelayClient:
             body = content
             all_headers["Content-Type"] = "application/octet-stream"
         if signed:
-            wire_path, _, wire_query = url.raw_path.decode("ascii").partition("?")
-            all_headers.update(
-                sign_request(self.signer, method=method, path=wire_path, query=wire_query,
-                             body=body, token=self.token)
-            )
+            all_headers.update(self._signature(method, url, body))
         timeout = httpx.Timeout(self._timeout, read=read_timeout or self._timeout)
         return self._http.build_request(
             method, url, content=body or None, headers=all_headers, timeout=timeout
         )
 
+    def _signature(self, method: str, url: httpx.URL, body: bytes) -> dict[str, str]:
+        wire_path, _, wire_query = url.raw_path.decode("ascii").partition("?")
+        timestamp = None
+        if self._not_before is not None and self._not_before > int(time.time()):
+            timestamp = self._not_before
+        return sign_request(self.signer, method=method, path=wire_path, query=wire_query,
+                            body=body, token=self.token, timestamp=timestamp)
+
     async def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        try:
+            return await self._send_once(request, stream=stream)
+        except RelayError as error:
+            # A relay that restarted refuses what was signed before its replay floor and
+            # names the floor: sign once more at it (a fresh nonce too), not a user's error.
+            floor = retry_timestamp(error.body or {})
+            if floor is None or not is_signed(request.headers):
+                raise
+            self._not_before = floor
+            request.headers.update(self._signature(request.method, request.url,
+                                                   request.content))
+            return await self._send_once(request, stream=stream)
+
+    async def _send_once(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
         try:
             response = await self._http.send(request, stream=stream)
         except httpx.HTTPError as exc:

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from dragoon.relay.events import PAGE
+from dragoon.shared.request_auth import retry_timestamp
 
 from tests.support.relay import PilotSession, RelayProcess, dragoon, wait_until
 
@@ -33,17 +34,31 @@ class Reader:
         self.position: str | None = None
         self.connected = threading.Event()
         self.status: int | None = None
-        headers = pilot.signed_headers("GET", "/v1/events")
-        if last_event_id is not None:
-            headers["Last-Event-ID"] = last_event_id
+        self._pilot = pilot
+        self._last_event_id = last_event_id
         self._client = httpx.Client(base_url=pilot.url, timeout=60)
-        self._thread = threading.Thread(target=self._run, args=(headers,), daemon=True)
+        self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         assert self.connected.wait(10), f"the stream did not open: {self.status}"
 
-    def _run(self, headers: dict[str, str]) -> None:
+    def _headers(self, timestamp: int | None = None) -> dict[str, str]:
+        overrides = {} if timestamp is None else {"timestamp": timestamp}
+        headers = self._pilot.signed_headers("GET", "/v1/events", **overrides)
+        if self._last_event_id is not None:
+            headers["Last-Event-ID"] = self._last_event_id
+        return headers
+
+    def _floor(self) -> int | None:
+        """The relay's replay floor when a restarted relay refuses a stream signed before it."""
+        probe = self._client.get("/v1/workers",
+                                 headers=self._pilot.signed_headers("GET", "/v1/workers"))
+        return retry_timestamp(probe.json()) if probe.status_code == 401 else None
+
+    def _run(self) -> None:
         try:
-            with self._client.stream("GET", "/v1/events", headers=headers) as answer:
+            # As an honest client does after a restart: sign at the relay's floor if it has one.
+            with self._client.stream("GET", "/v1/events",
+                                     headers=self._headers(self._floor())) as answer:
                 self.status = answer.status_code
                 event_id, kind, data = None, "", None
                 for line in answer.iter_lines():

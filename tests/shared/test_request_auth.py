@@ -2,7 +2,8 @@
 
 Each error code of PROTOCOL.md that the verifier makes is pinned here, in
 the order the protocol checks them; ``replayed_nonce`` belongs to the relay
-(its nonce memory lives in the database) and is tested there.
+(its nonce memory, relay/replay.py) and is tested there. The replay floor is
+part of check 2 and is pinned here, with the client's side of it.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from dragoon.shared import sshsig
 from dragoon.shared.canonical import canonical_request
 from dragoon.shared.keys import PrivateKey, PublicKey
 from dragoon.shared.request_auth import (
+    BelowFloor,
     KeyMatch,
     RequestRejected,
     VerifiedRequest,
     bearer_token,
     new_nonce,
     precheck_request,
+    retry_timestamp,
     sign_request,
     sign_streamed_request,
     verify_request,
@@ -240,6 +243,44 @@ def test_stale_check_comes_before_the_key_lookup() -> None:
     answer = RequestRejected(c.ERR_UNKNOWN_KEY, "no such key")
     _rejected(_verify(_signed(), now=NOW + 120, lookup=Lookup(PILOT.public_key, answer)),
               c.ERR_STALE)
+
+
+def test_a_timestamp_below_the_replay_floor_is_stale_and_names_the_floor() -> None:
+    lookup = Lookup(PILOT.public_key)
+    result = verify_request(method="POST", raw_path="/v1/tasks", raw_query="drone=gpu-1",
+                            headers=_signed(), body=b'{"command":"true"}', lookup=lookup,
+                            now=NOW, not_before=NOW + 1)
+    rejected = _rejected(result, c.ERR_STALE)
+    assert isinstance(rejected, BelowFloor)
+    assert rejected.extra() == {"not_before": NOW + 1}
+    assert lookup.calls == []  # refused before the key lookup, like any stale timestamp
+
+
+def test_a_timestamp_at_the_replay_floor_is_accepted() -> None:
+    result = verify_request(method="POST", raw_path="/v1/tasks", raw_query="drone=gpu-1",
+                            headers=_signed(), body=b'{"command":"true"}',
+                            lookup=Lookup(PILOT.public_key), now=NOW, not_before=NOW)
+    assert isinstance(result, VerifiedRequest)
+
+
+def test_the_streamed_precheck_holds_the_floor_too() -> None:
+    _rejected(precheck_request(headers=_signed(), lookup=Lookup(PILOT.public_key), now=NOW,
+                               not_before=NOW + 1), c.ERR_STALE)
+
+
+@pytest.mark.parametrize(("answer", "expected"), [
+    ({"error": "stale_timestamp", "detail": "", "not_before": NOW + 5}, NOW + 5),
+    ({"error": "stale_timestamp", "detail": "", "not_before": NOW - 5}, NOW),  # clock is later
+    ({"error": "stale_timestamp", "detail": "", "not_before": NOW + 60}, NOW + 60),
+    ({"error": "stale_timestamp", "detail": "", "not_before": NOW + 61}, None),  # too far ahead
+    ({"error": "stale_timestamp", "detail": "timestamp is 120 s off"}, None),  # plain skew
+    ({"error": "stale_timestamp", "not_before": "soon"}, None),
+    ({"error": "stale_timestamp", "not_before": True}, None),
+    ({"error": "replayed_nonce", "not_before": NOW + 5}, None),
+])
+def test_a_client_signs_again_only_at_a_floor_it_may_reach(answer: dict[str, Any],
+                                                           expected: int | None) -> None:
+    assert retry_timestamp(answer, now=NOW + 0.5) == expected
 
 
 # --- 3. unknown_key, bad_session, fingerprint_mismatch: the lookup's answer ------------------

@@ -40,7 +40,7 @@ from dragoon.shared.canonical import login_string
 from dragoon.shared.constants import NS_LOGIN
 from dragoon.shared.enrollment import JoinToken
 from dragoon.shared.keys import PrivateKey
-from dragoon.shared.request_auth import sign_request, sign_streamed_request
+from dragoon.shared.request_auth import retry_timestamp, sign_request, sign_streamed_request
 from dragoon.shared.signers import KeyFileSigner, Signer
 from dragoon.shared.sshsig import sign_b64
 
@@ -159,6 +159,17 @@ def encode_query(params: Mapping[str, Any] | None) -> str:
     return urlencode(pairs, quote_via=quote, safe="")
 
 
+def _floor_refusal(answer: httpx.Response) -> int | None:
+    """The timestamp to sign again at when the relay refused a request below its replay floor."""
+    if answer.status_code != 401:
+        return None
+    try:
+        body = answer.json()
+    except ValueError:
+        return None
+    return retry_timestamp(body) if isinstance(body, dict) else None
+
+
 class SignedClient:
     """A synchronous httpx client that signs every request with RE-V1."""
 
@@ -211,7 +222,14 @@ class SignedClient:
         all_headers.update(headers or {})
         url = path + (f"?{query}" if query else "")
         extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
-        return self.http.request(method, url, content=body, headers=all_headers, **extra)
+        answer = self.http.request(method, url, content=body, headers=all_headers, **extra)
+        own_signature = not any(k.lower().startswith("x-re-") for k in headers or {})
+        floor = _floor_refusal(answer) if sign and own_signature else None
+        if floor is not None:
+            # As an honest client does after a relay restart: sign again at the replay floor.
+            all_headers.update(self.signed_headers(method, path, query, body, timestamp=floor))
+            answer = self.http.request(method, url, content=body, headers=all_headers, **extra)
+        return answer
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.request("GET", path, **kwargs)
