@@ -84,6 +84,9 @@ class Poke:
     def set(self) -> None:
         self._event.set()
 
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
     async def wait(self, timeout: float) -> None:
         """Return once poked (at once if poked since the last wait) or after ``timeout``."""
         if not self._event.is_set():
