@@ -7,7 +7,7 @@ IN_CREATE and IN_MOVED_TO, made non-blocking and watched with ``add_reader``.
 Each event names a file; the ``Poke`` for that name is set, and whoever ships
 that file wakes. The stdlib has no inotify binding: ``inotify_init1`` and
 ``inotify_add_watch`` are called through ctypes on libc (imported only when a
-task is held, so an idle drone does not pay for ctypes).
+task is held, so a drone that never ran one does not pay its ~0.4 MiB).
 
 What this is not: a guarantee. A task can unlink its spool and keep writing to
 it (the wrapper's fd still names the old inode; the directory no longer
@@ -64,9 +64,10 @@ def _load_libc() -> Any:
     if _libc is None and _libc_missing is None:
         try:
             import ctypes
-            import ctypes.util
 
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            # The symbols of the running process, libc's among them: ctypes.util.find_library
+            # would run ldconfig in a subprocess and import tempfile, shutil and subprocess.
+            libc = ctypes.CDLL(None, use_errno=True)
             libc.inotify_init1.argtypes = [ctypes.c_int]
             libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
             _libc = libc
