@@ -326,6 +326,10 @@ class TaskRunner:
         self.exited.set()
         if self.files is not None:
             self.files.poke_all()  # every shipper takes the rest of its file now
+            # Nothing writes the spools any more: the inotify fd goes now, not at the finish
+            # (which can wait long on a relay that is down), so only running tasks hold one
+            # of the user's few inotify instances (fs.inotify.max_user_instances, often 128).
+            self.files.close()
 
     def _disarm(self) -> None:
         """The task has ended: no timer and no process watch is left behind."""
