@@ -34,7 +34,7 @@ from dragoon.drone.client import (
     error_code,
     until_reachable,
 )
-from dragoon.drone.dirwatch import SAFETY_LOOK, DirWatch
+from dragoon.drone.dirwatch import BACKSTOP, DirWatch
 from dragoon.drone.inbox import InboxShipper
 from dragoon.drone.shipper import (
     IDLE_POLL,
@@ -326,9 +326,9 @@ class TaskRunner:
         self.exited.set()
         if self.files is not None:
             self.files.poke_all()  # every shipper takes the rest of its file now
-            # Nothing writes the spools any more: the inotify fd goes now, not at the finish
-            # (which can wait long on a relay that is down), so only running tasks hold one
-            # of the user's few inotify instances (fs.inotify.max_user_instances, often 128).
+            # Nothing writes the spools any more: the task dir's watch goes now, not at the
+            # finish (which can wait long on a relay that is down), so only running tasks
+            # hold one.
             self.files.close()
 
     def _disarm(self) -> None:
@@ -381,8 +381,9 @@ class TaskRunner:
                 job.cancel()
 
     def _look_every(self, fallback: float) -> float:
-        """Seconds between a waiter's own looks: rare where inotify wakes it, else ``fallback``."""
-        return SAFETY_LOOK if self.files is not None and self.files.active else fallback
+        """Seconds between a waiter's own looks: rare where inotify (and the watch's safety
+        look, every SAFETY_LOOK) wakes it, else ``fallback``."""
+        return BACKSTOP if self.files is not None and self.files.active else fallback
 
     async def _ship_until_exit(self) -> None:
         """The three streams until the task has exited and the relay holds every byte."""

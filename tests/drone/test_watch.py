@@ -179,24 +179,45 @@ def test_a_directory_that_cannot_be_watched_falls_back_to_looking(tmp_path: Path
     assert not active and why and "inotify_add_watch" in why and woken
 
 
-def test_closed_watches_leave_no_inotify_fd_behind(tmp_path: Path):
-    async def main() -> None:
+def test_closed_watches_leave_no_watch_and_share_one_inotify_fd(tmp_path: Path):
+    """One inotify instance for the drone (closing one that had a watch costs an RCU grace
+    period, ~16 ms, on the loop); each DirWatch adds a watch and its close removes it."""
+    async def main() -> tuple[int, int]:
         for _ in range(300):
             DirWatch(tmp_path, ("stdout",)).close()
+        first, second = DirWatch(tmp_path, ("stdout",)), DirWatch(tmp_path / "..", ("inbox",))
+        during = dirwatch.watches_held()
+        first.close()
+        second.close()
+        return during, fd_kinds("inotify")
 
-    before = fd_kinds("inotify")
-    asyncio.run(main())
-    assert fd_kinds("inotify") == before
+    during, fds = asyncio.run(main())
+    assert during == 2 and dirwatch.watches_held() == 0 and fds == 1
 
 
-def test_a_flood_of_events_is_read_in_bounded_bites(tmp_path: Path):
-    """Thousands of events (a task hammering its dir) are drained without blocking the loop,
+def test_two_watches_on_one_directory_each_keep_working_until_their_own_close(tmp_path: Path):
+    """inotify gives one descriptor per directory: closing one watcher must not blind the other."""
+    async def main() -> bool:
+        first, second = DirWatch(tmp_path, ("stdout",)), DirWatch(tmp_path, ("stdout",))
+        try:
+            first.close()
+            (tmp_path / "stdout").write_bytes(b"hi\n")
+            await asyncio.wait_for(second.poke("stdout").wait(DEADLINE * 10), DEADLINE)
+            return True
+        finally:
+            second.close()
+
+    assert asyncio.run(main())
+
+
+def test_a_burst_of_events_on_other_files_does_not_hide_the_watched_one(tmp_path: Path):
+    """Thousands of events (a task hammering its dir) are drained in bites of READ_MAX,
     and the watched name is still poked."""
     async def main() -> bool:
         watcher = DirWatch(tmp_path, ("stdout",))
         try:
-            for i in range(5000):
-                (tmp_path / f"f{i % 50}").write_bytes(b"x")
+            for i in range(1000):
+                (tmp_path / f"f{i % 10}").write_bytes(b"x")
             (tmp_path / "stdout").write_bytes(b"last\n")
             await asyncio.wait_for(watcher.poke("stdout").wait(DEADLINE * 10), DEADLINE)
             return True
@@ -205,3 +226,23 @@ def test_a_flood_of_events_is_read_in_bounded_bites(tmp_path: Path):
 
     assert asyncio.run(main())
     assert dirwatch.READ_MAX >= 4096
+
+
+def test_a_quiet_directory_still_pokes_every_waiter_at_the_safety_look(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A spool the task unlinked and writes on reports no event: the safety look covers it,
+    one timer for all waiters; and a closed watch keeps no timer."""
+    monkeypatch.setattr(dirwatch, "SAFETY_LOOK", 0.05)
+
+    async def main() -> tuple[bool, bool]:
+        watcher = DirWatch(tmp_path, ("stdout", "inbox"))
+        try:
+            await asyncio.wait_for(watcher.poke("stdout").wait(DEADLINE * 10), DEADLINE)
+            both = watcher.poke("inbox").is_set()
+        finally:
+            watcher.close()
+        await asyncio.sleep(0)
+        return both, watcher._safety is None
+
+    both, no_timer = asyncio.run(main())
+    assert both and no_timer
