@@ -20,7 +20,9 @@ What is measured, and how:
 - 1,000 drones each holding a 25 s long-poll on one relay: its resident memory
   and its CPU use over a window that includes a full re-poll cycle.
 - output: ``POST /v1/worker/log`` with 64 KiB chunks in offset order, one
-  stream, as a drone ships its spool; MB/s (1 MB = 10^6 bytes).
+  stream, one request at a time; MB/s (1 MB = 10^6 bytes). Then shaped as a
+  drone ships (drone/shipper.py): 4 tasks' streams side by side, each with 4
+  chunks in flight, with 64 KiB chunks and with the drone's own 256 KiB.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ from dragoon.shared.signers import KeyFileSigner, Signer  # noqa: E402
 from tests.support.relay import PilotSession, RelayProcess  # noqa: E402
 
 CHUNK = 64 * 1024
+DRONE_TASKS = 4  # streams shipping at once in the drone-shaped append bench
+DRONE_WINDOW = 4  # chunks in flight per stream: drone/shipper.py's WINDOW
 
 
 # --- a raw HTTP/1.1 keep-alive client ---------------------------------------------------------
@@ -466,14 +470,87 @@ async def _append(url: str, pilot: PilotSession, megabytes: int, chunk: int) -> 
     return chunks * chunk / elapsed / 1e6
 
 
+async def _append_drone(url: str, pilot: PilotSession, megabytes: int, chunk: int, *,
+                        tasks: int = DRONE_TASKS, window: int = DRONE_WINDOW) -> float:
+    """What a drone does (drone/shipper.py): per stream, ``window`` chunks in flight at once
+    (one connection each, as httpx's pool opens them), the next round from the highest
+    offset acknowledged; ``tasks`` streams shipping side by side. A chunk that overtook its
+    predecessor and was answered ``offset_gap`` is signed again and resent, as the shipper does.
+    """
+    drone = new_signer()
+    name = f"bench-drone-{chunk // 1024}k-{tasks}x{window}"
+    setup = await Connection(url).open()
+    await enroll_drone(url, pilot, name, drone, setup, slots=tasks)
+    body = json.dumps({"drone": name, "spec": {"command": "yes"}}).encode()
+    ids = []
+    for _ in range(tasks):
+        ids.append((await setup.request(
+            "POST", "/v1/tasks", signed(pilot.signer, "POST", "/v1/tasks", "", body, pilot.token),
+            body)).json()["id"])
+    handed: list[str] = []
+    while len(handed) < tasks:
+        poll = json.dumps({"wait": 5, "running": handed}).encode()
+        answer = await setup.request("POST", "/v1/worker/poll",
+                                     signed(drone, "POST", "/v1/worker/poll", "", poll), poll)
+        handed += [t["id"] for t in answer.json()["tasks"]]
+    setup.close()
+    per_task = megabytes * 10**6 // tasks // chunk * chunk
+    data = os.urandom(chunk)
+
+    def request(task: str, offset: int) -> tuple[str, dict[str, str]]:
+        query = f"task={task}&stream=stdout&offset={offset}"
+        headers = signed(drone, "POST", "/v1/worker/log", query, data)
+        return query, {**headers, "Content-Type": "application/octet-stream"}
+
+    presigned = {(task, o): request(task, o) for task in ids for o in range(0, per_task, chunk)}
+    resent = 0
+
+    async def post(conn: Connection, task: str, offset: int) -> int:
+        nonlocal resent
+        prepared = presigned.pop((task, offset), None)
+        if prepared is None:  # a resend: a nonce is used once, so it is signed anew
+            resent += 1
+            prepared = request(task, offset)
+        query, headers = prepared
+        answer = await conn.request("POST", f"/v1/worker/log?{query}", headers, data)
+        if answer.status == 200:
+            return int(answer.json()["next_offset"])
+        if answer.status == 409 and answer.json().get("error") == "offset_gap":
+            return -1
+        raise RuntimeError(f"log append: {answer.status} {answer.body!r}")
+
+    async def ship(task: str) -> None:
+        conns = [await Connection(url).open() for _ in range(window)]
+        acked = 0
+        while acked < per_task:
+            offsets = range(acked, min(per_task, acked + window * chunk), chunk)
+            posts = (post(c, task, o) for c, o in zip(conns, offsets, strict=False))
+            results = await asyncio.gather(*posts)
+            acked = max(acked, *results)
+        for conn in conns:
+            conn.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(ship(task) for task in ids))
+    elapsed = time.perf_counter() - started
+    if resent:
+        print(f"  ({resent} chunks resent after offset_gap)", file=sys.stderr)
+    return tasks * per_task / elapsed / 1e6
+
+
 def bench_output(work: Path, megabytes: int) -> list[tuple[str, str, str]]:
     with RelayProcess(work / "output") as relay:
         pilot = relay.pilot("bench")
         rate = asyncio.run(_append(relay.url, pilot, megabytes, CHUNK))
         # The largest chunk the relay takes (max_log_chunk), for comparison.
         big = asyncio.run(_append(relay.url, pilot, megabytes, 256 * 1024))
+        window = asyncio.run(_append_drone(relay.url, pilot, megabytes, CHUNK))
+        drone = asyncio.run(_append_drone(relay.url, pilot, megabytes, 256 * 1024))
+    shape = f"{DRONE_TASKS} tasks x {DRONE_WINDOW} in flight"
     return [(f"output append, 64 KiB chunks, {megabytes} MB", f"{rate:.0f} MB/s", ">= 100 MB/s"),
-            (f"output append, 256 KiB chunks, {megabytes} MB", f"{big:.0f} MB/s", "")]
+            (f"output append, 256 KiB chunks, {megabytes} MB", f"{big:.0f} MB/s", ""),
+            (f"output append, 64 KiB chunks, {shape}", f"{window:.0f} MB/s", ">= 100 MB/s"),
+            (f"output append, 256 KiB chunks (a drone's), {shape}", f"{drone:.0f} MB/s", "")]
 
 
 # --- main -------------------------------------------------------------------------------------

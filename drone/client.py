@@ -29,7 +29,7 @@ import httpx
 from dragoon.shared.constants import ERR_DRONE_REPLACED
 from dragoon.shared.request_auth import sign_request, sign_streamed_request
 from dragoon.shared.signers import Signer
-from dragoon.shared.tls import is_tls_failure
+from dragoon.shared.tls import is_tls_failure, plain_http_context
 
 log = logging.getLogger("dragoon.drone")
 
@@ -163,6 +163,12 @@ class RelayLink:
         # Set, with ``replaced_by`` filled in, on the first ``drone_replaced`` answer.
         self.replaced = asyncio.Event()
         self.replaced_by: DroneReplaced | None = None
+        if parts.scheme == "http":
+            verify = plain_http_context()
+        elif verify is True:
+            # Built once here (httpx's rule: SSL_CERT_FILE, SSL_CERT_DIR, else certifi)
+            # rather than once per transport: each proxy variable adds a transport.
+            verify = httpx.create_ssl_context()
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(30.0, connect=10.0),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),

@@ -22,12 +22,11 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import httpx
-from dragoon.drone import config, fetch, safefile, spawn
-from dragoon.drone.artifacts import fd_digest, stream_fd
+from dragoon.drone import config, fetch, safefile
 from dragoon.drone.client import (
     DroneReplaced,
     JitteredBackoff,
@@ -37,14 +36,31 @@ from dragoon.drone.client import (
     until_reachable,
 )
 from dragoon.drone.install import RunningCode, installed_version
+from dragoon.drone.launcher import Launcher
+from dragoon.drone.lazy import lazy_call, lazy_module
 from dragoon.drone.metrics import Metrics
-from dragoon.drone.runner import TaskRunner
 from dragoon.drone.state import AdmissionLedger, DataDir, is_safe_id, read_json, write_json
-from dragoon.drone.verify import parse_spec, parse_task, verify_task
 from dragoon.shared.keys import PublicKey, load_public_key_file
 from dragoon.shared.signers import KeyFileSigner
-from dragoon.shared.spec import TaskSpec
 from dragoon.shared.tls import ca_context
+
+if TYPE_CHECKING:
+    import httpx
+    from dragoon.drone import spawn
+    from dragoon.drone.artifacts import fd_digest, stream_fd
+    from dragoon.drone.runner import TaskRunner
+    from dragoon.drone.verify import parse_spec, parse_task, verify_task
+    from dragoon.shared.spec import TaskSpec
+else:
+    # The task path (and psutil, ctypes, the spec rules under it) is loaded by the first
+    # task or re-adoption, not by an idle drone (drone/lazy.py; tests/drone/test_imports.py).
+    spawn = lazy_module("dragoon.drone.spawn")
+    fd_digest = lazy_call("dragoon.drone.artifacts", "fd_digest")
+    stream_fd = lazy_call("dragoon.drone.artifacts", "stream_fd")
+    TaskRunner = lazy_call("dragoon.drone.runner", "TaskRunner")
+    parse_spec = lazy_call("dragoon.drone.verify", "parse_spec")
+    parse_task = lazy_call("dragoon.drone.verify", "parse_task")
+    verify_task = lazy_call("dragoon.drone.verify", "verify_task")
 
 log = logging.getLogger("dragoon.drone")
 
@@ -82,6 +98,8 @@ class DroneDaemon:
         self.client = RelayLink(self.settings.relay, self.signer, verify=verify)
         self.metrics = Metrics(data.root)
         self.runners: dict[str, TaskRunner] = {}
+        self._launching: dict[str, TaskRunner] = {}  # accepted, wrapper not yet reported
+        self.launcher: Launcher | None = None  # made in main(), with the captured wrapper
         self._jobs: set[asyncio.Task[Any]] = set()
         self._unheld: set[str] = set()
         self._fetches_seen: dict[str, None] = {}  # insertion-ordered, bounded
@@ -106,6 +124,8 @@ class DroneDaemon:
             loop.add_signal_handler(signum, self._stop.set)
         self.data.create()
         self.code = RunningCode(self.data, version=self.version)
+        self.launcher = Launcher(str(self.code.wrapper), self._drone_env())
+        self.launcher.start()  # its interpreter starts now, off the first task's path
         log.info("drone %s starting (relay %s, %d slot(s), labels %s, TLS trust %s)",
                  self.settings.name, self.settings.relay, self.settings.slots,
                  ",".join(self.settings.labels) or "-", self.ca_cert or "system CAs")
@@ -134,6 +154,8 @@ class DroneDaemon:
             runner.offsets.flush()
         await asyncio.gather(poller, *self._jobs, return_exceptions=True)
         await self.client.aclose()
+        if self.launcher is not None:
+            self.launcher.close()
         return status
 
     async def stop_replaced(self, replaced: DroneReplaced) -> None:
@@ -304,17 +326,41 @@ class DroneDaemon:
                         float(asked) if isinstance(asked, int | float) else runner.grace))
         tasks = [t for t in answer.get("tasks") or [] if isinstance(t, dict)]
         deferred = False
+        launches: list[asyncio.Future[None]] = []
+        # Admitted one at a time, in sequence order (the sequence check and the durable
+        # record), then launched together: the answer's wrappers start side by side.
         for raw in sorted(tasks, key=lambda t: t.get("seq") if isinstance(t.get("seq"), int)
                           else 0):
-            deferred |= not await self.accept(raw)
+            admitted = self.admit(raw)
+            if admitted is False:
+                deferred = True
+            elif admitted is not True:
+                launches.append(asyncio.ensure_future(admitted))
         for item in answer.get("fetches") or []:
             if isinstance(item, dict):
                 await self.start_fetch(item)
+        # The next poll carries their "started" reports (a launch takes milliseconds).
+        await asyncio.gather(*launches)
         if deferred:
-            await asyncio.sleep(DEFER_PAUSE)
+            await self._slot_freed(DEFER_PAUSE)
+
+    async def _slot_freed(self, timeout: float) -> None:
+        """Until a held task exits (a slot is free), at most ``timeout``: the relay counted a
+        slot the drone still had in use; its task is handed out again on the next poll."""
+        exits = [asyncio.ensure_future(r.exited.wait())
+                 for r in self.runners.values() if r.running]
+        if not exits:
+            await asyncio.sleep(timeout)
+            return
+        try:
+            await asyncio.wait(exits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in exits:
+                waiter.cancel()
 
     def free_slots(self) -> int:
-        return self.settings.slots - sum(1 for r in self.runners.values() if r.running)
+        in_use = sum(1 for r in self.runners.values() if r.running) + len(self._launching)
+        return self.settings.slots - in_use
 
     def _reject(self, task_id: str, reason: str) -> None:
         log.warning("task %s rejected: %s", task_id, reason)
@@ -322,13 +368,28 @@ class DroneDaemon:
 
     async def accept(self, raw: dict[str, Any]) -> bool:
         """Verify, record, launch; False only when the task was deferred for lack of a slot."""
+        admitted = self.admit(raw)
+        if isinstance(admitted, bool):
+            return admitted
+        await admitted
+        return True
+
+    def admit(self, raw: dict[str, Any]) -> bool | Coroutine[Any, Any, None]:
+        """Verify and record the task durably, at once; its launch is the coroutine returned.
+
+        True: nothing to launch (rejected, already accepted, failed before its start);
+        False: deferred for lack of a slot. Everything up to the durable ``state.accept``
+        happens here, without a yield, so accepts of one answer never interleave their
+        sequence checks, and nothing is spawned before the task is recorded.
+        """
         parsed = parse_task(raw)
         if isinstance(parsed, str):
             self._reject(str(raw.get("id", "?")), f"bad_task_signature: {parsed}")
             return True
         if self.state.is_accepted(parsed.id):
             log.info("task %s: already accepted; acknowledged, not run again", parsed.id)
-            if parsed.id not in self.runners and parsed.id not in self._unheld:
+            if (parsed.id not in self.runners and parsed.id not in self._launching
+                    and parsed.id not in self._unheld):
                 # Accepted, then lost in a crash before it started: end it, or the relay
                 # would hand it out forever. At most once means never a second start.
                 self._unheld.add(parsed.id)
@@ -373,24 +434,34 @@ class DroneDaemon:
             runner.conclude_without_exit(f"cwd {spec.cwd}: {cwd_problem}")
             self._hold(runner)
             return True
-        wrapper, proc = await spawn.launch(
-            task_dir, command=spec.command, cwd=work_dir, env=env, stdin=spec.stdin,
-            wrapper=str(self.code.wrapper) if self.code is not None else spawn.WRAPPER)
+        self._launching[parsed.id] = runner  # holds its slot while the wrapper starts
+        return self._launch(runner, parsed.id, spec, work_dir, env, upgraded)
+
+    async def _launch(self, runner: TaskRunner, task_id: str, spec: TaskSpec, work_dir: Path,
+                      env: dict[str, str], upgraded: str | None) -> None:
+        unstartable = False
+        try:
+            wrapper, proc = await spawn.launch(
+                runner.dir, command=spec.command, cwd=work_dir, env=env, stdin=spec.stdin,
+                wrapper=str(self.code.wrapper) if self.code is not None else spawn.WRAPPER,
+                launcher=self.launcher)
+        except spawn.WrapperUnstartable:
+            wrapper, proc, unstartable = None, None, True
+        finally:
+            self._launching.pop(task_id, None)
         runner.wrapper, runner.proc = wrapper, proc
         if proc is None:
             runner.tick()  # the wrapper may have written exit.json (e.g. cwd missing)
             if runner.outcome is None:
                 runner.conclude_without_exit(upgraded or (
-                    "the task wrapper did not start" if wrapper is not None else
-                    f"cannot run {sys.executable}: the drone's Python "
-                    "changed under it? restart it"))
+                    f"cannot run {sys.executable}: the drone's Python changed under it? "
+                    "restart it" if unstartable else "the task wrapper did not start"))
         else:
-            log.info("task %s: started (pid %d) in %s: %s", parsed.id, proc.pid, work_dir,
+            log.info("task %s: started (pid %d) in %s: %s", task_id, proc.pid, work_dir,
                      spec.command if len(spec.command) < 80 else spec.command[:77] + "...")
-            self.started.append({"id": parsed.id, "started_at": proc.started_at,
+            self.started.append({"id": task_id, "started_at": proc.started_at,
                                  "pid": proc.pid})
         self._hold(runner)
-        return True
 
     async def _finish_unheld(self, task_id: str) -> None:
         body = {"task": task_id, "state": "failed", "finished_at": time.time(),
@@ -408,9 +479,14 @@ class DroneDaemon:
             return path if path.is_absolute() else Path.home() / path
         return self.data.make_work_dir(task_id)
 
+    @staticmethod
+    def _drone_env() -> dict[str, str]:
+        """The drone's environment less what is the drone's own business (PRIVATE_ENV, TLS)."""
+        return {k: v for k, v in os.environ.items()
+                if k not in PRIVATE_ENV and k not in TLS_ENV}
+
     def _task_env(self, task_id: str, spec: TaskSpec, task_dir: Path) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if k not in PRIVATE_ENV and k not in TLS_ENV}
+        env = self._drone_env()
         env.update(spec.env)
         env["DRAGOON_TASK_ID"] = task_id
         env["DRAGOON_INBOX"] = str(task_dir / "inbox")

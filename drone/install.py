@@ -24,12 +24,13 @@ import logging
 from pathlib import Path
 from typing import Final
 
-from dragoon.drone.spawn import WRAPPER
 from dragoon.drone.state import DataDir, write_atomic
 
 log = logging.getLogger("dragoon.drone")
 
-INSTALLED_WRAPPER: Final = Path(WRAPPER)  # where pip put it: replaced by an upgrade
+# Where pip put it (replaced by an upgrade); spawn.WRAPPER is the same path, named here
+# without importing spawn, which is the task path (drone/lazy.py).
+INSTALLED_WRAPPER: Final = Path(__file__).with_name("wrapper.py")
 
 
 def installed_version() -> str:

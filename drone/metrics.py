@@ -10,6 +10,10 @@ for minutes) and NVML in a thread, while output shipping, cancels and uploads go
 on. Only the first heartbeat waits for the first reading, so a drone reports its
 GPUs from the start; after that a heartbeat carries the last reading and a
 fresh one is taken in the background every ``GPU_REFRESH`` seconds.
+
+On Linux the host figures are read from ``/proc`` and ``statvfs`` directly, the
+way psutil reads them there, so that an idle drone does not load psutil for
+five numbers (docs/drone.md, "Memory"); elsewhere psutil reads them.
 """
 
 from __future__ import annotations
@@ -20,9 +24,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Final
-
-import psutil
+from typing import Any, Final, Protocol
 
 GPU_REFRESH: Final = 10.0  # seconds; nvidia-smi costs a process start
 SMI_TIMEOUT: Final = 10.0  # seconds nvidia-smi may take before it is killed
@@ -36,25 +38,25 @@ class Metrics:
         self._read_once = False
         self._reading: asyncio.Task[None] | None = None
         self._gpu_source: str | None = _gpu_source()
-        psutil.cpu_percent(interval=None)  # primes the counter: the next call measures since now
+        self.host: Host = ProcHost() if os.path.exists("/proc/stat") else PsutilHost()
+        with contextlib.suppress(Exception):
+            self.host.cpu_percent()  # primes the counter: the next call measures since now
 
     async def collect(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         with contextlib.suppress(Exception):
-            out["cpu_percent"] = psutil.cpu_percent(interval=None)
-            out["cpu_count"] = psutil.cpu_count() or 0
+            out["cpu_percent"] = self.host.cpu_percent()
+            out["cpu_count"] = os.cpu_count() or 0
         with contextlib.suppress(OSError):
             out["load"] = [round(x, 2) for x in os.getloadavg()]
         with contextlib.suppress(Exception):
-            memory = psutil.virtual_memory()
-            out["mem_total"] = memory.total
-            out["mem_used"] = memory.total - memory.available
+            out["mem_total"], out["mem_used"] = self.host.memory()
         with contextlib.suppress(OSError):
-            disk = psutil.disk_usage(str(self.data_dir))
-            out["disk_total"] = disk.total
-            out["disk_free"] = disk.free
+            disk = os.statvfs(self.data_dir)
+            out["disk_total"] = disk.f_blocks * disk.f_frsize
+            out["disk_free"] = disk.f_bavail * disk.f_frsize
         with contextlib.suppress(Exception):
-            out["uptime"] = int(time.time() - psutil.boot_time())
+            out["uptime"] = int(time.time() - self.host.boot_time())
         gpus = await self.gpus()
         if gpus:
             out["gpus"] = gpus
@@ -86,6 +88,80 @@ class Metrics:
         finally:
             self._read_once = True
             self._reading = None
+
+
+class Host(Protocol):
+    def cpu_percent(self) -> float: ...
+
+    def memory(self) -> tuple[int, int]: ...  # total, used (total - available), bytes
+
+    def boot_time(self) -> float: ...
+
+
+class ProcHost:
+    """Linux: the figures psutil would give, from /proc/stat and /proc/meminfo."""
+
+    def __init__(self) -> None:
+        self._last: tuple[int, int] | None = None  # (busy, total) jiffies at the last call
+        self._boot: float | None = None
+
+    def cpu_percent(self) -> float:
+        """Busy share of all CPUs since the last call (psutil.cpu_percent(interval=None))."""
+        busy, total = _cpu_times()
+        last, self._last = self._last, (busy, total)
+        if last is None or total <= last[1]:
+            return 0.0
+        return round(100.0 * max(0, busy - last[0]) / (total - last[1]), 1)
+
+    def memory(self) -> tuple[int, int]:
+        fields: dict[str, int] = {}
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                key, _, rest = line.partition(b":")
+                if key in (b"MemTotal", b"MemAvailable"):
+                    fields[key.decode()] = int(rest.split()[0]) * 1024
+        total = fields["MemTotal"]
+        return total, total - fields["MemAvailable"]
+
+    def boot_time(self) -> float:
+        if self._boot is None:
+            with open("/proc/stat", "rb") as f:
+                for line in f:
+                    if line.startswith(b"btime "):
+                        self._boot = float(line.split()[1])
+                        break
+                else:
+                    raise OSError("no btime in /proc/stat")
+        return self._boot
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of the ``cpu`` line, counted as psutil counts them: guest time
+    is already in user time, and idle and iowait are not busy."""
+    with open("/proc/stat", "rb") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    fields += [0] * (10 - len(fields))
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal
+    return total - fields[3] - fields[4], total
+
+
+class PsutilHost:
+    """Elsewhere: psutil, imported when the drone starts there."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._psutil = psutil
+
+    def cpu_percent(self) -> float:
+        return float(self._psutil.cpu_percent(interval=None))
+
+    def memory(self) -> tuple[int, int]:
+        memory = self._psutil.virtual_memory()
+        return memory.total, memory.total - memory.available
+
+    def boot_time(self) -> float:
+        return float(self._psutil.boot_time())
 
 
 def _gpu_source() -> str | None:

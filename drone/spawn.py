@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import psutil
 from dragoon.drone import stdin as drone_stdin
+from dragoon.drone.launcher import Launcher, LauncherGone
 from dragoon.drone.state import read_json, write_json
 
 WRAPPER: Final = str(Path(__file__).with_name("wrapper.py"))
@@ -103,53 +105,109 @@ def cwd_problem(cwd: Path) -> str | None:
     return None
 
 
+class WrapperUnstartable(OSError):
+    """No wrapper could be started at all: the drone's Python is gone (a rebuilt venv)."""
+
+
 async def launch(
     task_dir: Path, *, command: str, cwd: Path, env: dict[str, str], start_timeout: float = 15.0,
     stdin: bool = False,
     wrapper: str = WRAPPER,
+    launcher: Launcher | None = None,
 ) -> tuple[subprocess.Popen[bytes] | None, ProcRecord | None]:
-    """Start the wrapper for one task and wait until it names the task's pid.
+    """Start the wrapper for one task and wait until it reports the task's pid.
 
-    Returns the wrapper's Popen (the drone reaps it while it lives) and the
-    record, or None when the wrapper never reported (its exit.json says why,
-    or the caller reports the failure). ``wrapper`` is the file to run: the
+    Returns the wrapper's Popen (the drone reaps it while it lives; None for a
+    wrapper forked by ``launcher``, which the kernel reaps) and the record, or
+    None when the wrapper never reported (its exit.json says why, or the
+    caller reports the failure). The start is learnt from the one line the
+    wrapper writes on a pipe the moment bash runs (drone/wrapper.py), read when
+    readable: no looking for pid.json. ``wrapper`` is the file to run: the
     daemon passes the copy it made at its start (drone/install.py). A wrapper
-    that cannot even be started (the Python is gone) is (None, None), with the
-    reason in ``wrapper.log``.
+    that cannot even be started (the Python is gone) raises WrapperUnstartable,
+    with the reason in ``wrapper.log``.
     """
     launch_record: dict[str, object] = {"command": command, "cwd": str(cwd)}
     if stdin:  # the task reads its pilot's stdin: the wrapper feeds it from the spool
         drone_stdin.prepare(task_dir)
         launch_record["stdin"] = True
-    write_json(task_dir / "launch.json", launch_record)
+    # Not fsynced: it matters only until the task's processes run, and a power cut (what an
+    # fsync guards against) ends those anyway; task.json and state.json are the durable
+    # record of the accept. A drone crash loses nothing the kernel holds.
+    write_json(task_dir / "launch.json", launch_record, durable=False)
+    if launcher is not None:
+        try:
+            report = await launcher.start_task(task_dir, env, start_timeout)
+        except LauncherGone:
+            pass  # the line never reached a wrapper: a cold start cannot run it twice
+        else:
+            return None, _record(task_dir, report, None, None)
     # 0600 like every file of the data dir, whatever the umask the task inherits.
     log = os.open(task_dir / "wrapper.log",
                   os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    report_read, report_write = os.pipe()
     try:
         process = subprocess.Popen(
-            [sys.executable, "-I", "-S", wrapper, str(task_dir)],
+            [sys.executable, "-I", "-S", wrapper, str(task_dir), str(report_write)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=str(task_dir),
-            start_new_session=True, close_fds=True,
+            start_new_session=True, close_fds=True, pass_fds=(report_write,),
         )
     except OSError as exc:
         os.write(log, f"dragoon: cannot start {sys.executable} {wrapper}: {exc}\n".encode())
-        return None, None
+        os.close(report_read)
+        raise WrapperUnstartable(str(exc)) from exc
     finally:
         os.close(log)
+        os.close(report_write)
     wrapper_create = _create_time(process.pid)
-    pid_path = task_dir / "pid.json"
-    deadline = time.monotonic() + start_timeout
-    info = read_json(pid_path)
-    while info is None:
-        if process.poll() is not None or time.monotonic() > deadline:
-            return process, None
-        await asyncio.sleep(0.002)
-        info = read_json(pid_path)
-    pid = int(info["pid"])
-    record = ProcRecord(pid, _create_time(pid), process.pid, wrapper_create,
-                        psutil.boot_time(), float(info["started_at"]))
+    try:
+        report = await asyncio.wait_for(_one_line(report_read), start_timeout)
+    except TimeoutError:
+        report = None
+    finally:
+        os.close(report_read)
+    return process, _record(task_dir, report, process.pid, wrapper_create)
+
+
+async def _one_line(fd: int) -> dict[str, Any] | None:
+    """The wrapper's report, read as it arrives; None at EOF without one (it died)."""
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
+    data = b""
+    while b"\n" not in data:
+        readable = loop.create_future()
+        loop.add_reader(fd, readable.set_result, None)
+        try:
+            await readable
+        finally:
+            loop.remove_reader(fd)
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            return None
+        data += chunk
+    try:
+        report = json.loads(data.split(b"\n", 1)[0])
+    except ValueError:
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def _record(task_dir: Path, report: dict[str, Any] | None, wrapper_pid: int | None,
+            wrapper_create: float | None) -> ProcRecord | None:
+    """proc.json from the wrapper's report; None when the task did not start."""
+    if report is None or not isinstance(report.get("pid"), int):
+        return None
+    pid = int(report["pid"])
+    if wrapper_pid is None:  # forked by the launcher: the report names it
+        wrapper_pid = int(report["wrapper_pid"])
+        wrapper_create = _create_time(wrapper_pid)
+    record = ProcRecord(pid, _create_time(pid), wrapper_pid, wrapper_create,
+                        psutil.boot_time(), float(report["started_at"]))
     write_json(task_dir / "proc.json", record.to_json())
-    return process, record
+    return record
 
 
 def recover(task_dir: Path, *, wait: float = 2.0) -> ProcRecord | None:

@@ -24,13 +24,29 @@ Protocol with the drone (all files inside TASK_DIR):
   pipe once ``stdin.eof`` (``{"size"}``) says the spool is complete and all of
   it was fed. Blocking writes to the pipe are the back-pressure: the drone
   fetches no further ahead of ``stdin.fed`` than its bound (drone/stdin.py).
-- writes ``pid.json`` ``{"pid", "wrapper_pid", "started_at"}`` once started.
+- writes ``pid.json`` ``{"pid", "wrapper_pid", "started_at"}`` once started, then
+  (given a report fd) one line on it, ``{"task_dir", "pid", "wrapper_pid",
+  "started_at"}``, ``"pid": null`` when the task could not be started: the
+  drone learns the start from that line the moment it is written, without
+  looking for pid.json.
 - after the task's main process ends, sends SIGTERM then SIGKILL to what is
   left of its process group (nothing outlives a task), reads the pipes to
   their end (at most ``DRAIN_SECONDS`` more: a process that left the group can
   hold a pipe open for ever), then writes
   ``exit.json`` ``{"exit_code", "signal", "cpu_seconds", "max_rss",
   "finished_at", "error"}`` atomically.
+
+Two ways in. ``wrapper.py TASK_DIR [REPORT_FD]`` owns one task (a cold start,
+an interpreter per task). ``wrapper.py --launcher`` is the drone's launcher: a
+pre-started wrapper, in its own session, that has already paid the
+interpreter's start and imports, and reads one line per task on its stdin,
+``{"task_dir", "env"}``; for each it forks, and the child becomes that task's
+wrapper exactly as a cold one (new session, cwd TASK_DIR, the task's env,
+stderr to ``wrapper.log``), reporting on the launcher's stdout. The launcher
+never runs a task itself, holds no task dir, and exits at EOF on its stdin,
+which the kernel gives it when the drone that started it is gone, killed or
+not: a launcher is never left behind, and a forked wrapper never depends on
+it (see docs/drone.md, "Starting a task").
 """
 
 from __future__ import annotations
@@ -112,7 +128,8 @@ def _write_all(fd: int, data: bytes) -> int:
 
     The task must not die of a full disk it did not cause: the wrapper goes on
     reading its pipes, drops what it cannot store and says so once in
-    wrapper.log (the drone's ``spawn.launch`` gives the wrapper that file).
+    wrapper.log (its stderr: given by the drone's ``spawn.launch`` to a cold
+    start, opened by a forked wrapper itself, ``_forked``).
     """
     view = memoryview(data)
     written = 0
@@ -221,19 +238,25 @@ def _stdin_pipe(task_dir: str, launch: dict[str, Any]) -> tuple[int, _StdinFeede
     return read_end, _StdinFeeder(task_dir, write_end)
 
 
-def _write_json_atomic(path: str, value: dict[str, Any]) -> None:
+def _write_json_atomic(path: str, value: dict[str, Any], *, durable: bool = True) -> None:
     # The task can write to TASK_DIR: whatever it planted under the temp name (a FIFO, which
     # would make this open wait forever, or a symlink) is unlinked, never opened.
+    # ``durable=False`` skips the fsyncs: for a record that only matters while the task's
+    # processes live (pid.json), which a power cut, the one thing fsync guards against,
+    # ends anyway. A drone crash loses nothing the kernel holds.
     tmp = f"{path}.tmp"
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         os.write(fd, json.dumps(value).encode("utf-8"))
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
+    if not durable:
+        return
     dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)
@@ -379,13 +402,44 @@ class _Pump:
         return None
 
 
-def main(task_dir: str) -> int:
+def _unheeded(_signum: int, _frame: object) -> None:
+    """The handler of the signals the wrapper outlives (a handler, not SIG_IGN: see below)."""
+
+
+def _ignore_signals() -> None:
     # The wrapper must outlive hang-ups and the drone's own signals; only the task is killed.
+    # Caught by a handler that does nothing rather than ignored: exec gives a caught signal
+    # its default back, where an ignored one would stay ignored in the task, so bash starts
+    # without a preexec_fn, which lets Popen use vfork (~1 ms less per task start).
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(signum, signal.SIG_IGN)
+        signal.signal(signum, _unheeded)
     # A spool past a file-size limit is a failed write (EFBIG, see _write_all), not a death;
     # Popen's restore_signals gives the task the default back.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+_reported = False  # this process has said how its task started: its report fd is closed
+
+
+def _report(fd: int | None, task_dir: str, pid: int | None, started_at: float) -> None:
+    """The one line that tells the drone the task started (or could not), then the fd closes.
+
+    Under PIPE_BUF bytes, so the lines of wrappers forked by one launcher never interleave.
+    """
+    global _reported
+    if fd is None or _reported:
+        return
+    _reported = True
+    line = json.dumps({"task_dir": task_dir, "pid": pid, "wrapper_pid": os.getpid(),
+                       "started_at": started_at}).encode("utf-8") + b"\n"
+    with contextlib.suppress(OSError):  # the drone is gone: it reads pid.json when back
+        os.write(fd, line)
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+def main(task_dir: str, report_fd: int | None = None) -> int:
+    _ignore_signals()
     exit_path = os.path.join(task_dir, "exit.json")
     with open(os.path.join(task_dir, "launch.json"), encoding="utf-8") as handle:
         launch = json.load(handle)
@@ -404,9 +458,9 @@ def main(task_dir: str) -> int:
             cwd=launch["cwd"],
             start_new_session=True,
             close_fds=True,
-            # The task gets default signal dispositions, not the wrapper's SIG_IGN.
+            # The task gets default signal dispositions: exec resets the caught ones, and
+            # restore_signals the ignored SIGPIPE and SIGXFSZ.
             restore_signals=True,
-            preexec_fn=_default_signals,  # resets the ignored signals
         )
     except OSError as exc:
         notice = f"dragoon: cannot start the task: {exc}\n".encode()
@@ -417,12 +471,15 @@ def main(task_dir: str) -> int:
             "started_at": started_at, "finished_at": time.time(),
             "error": f"cannot start the task: {exc.strerror or exc}",
         })
+        _report(report_fd, task_dir, None, started_at)
         return 0
     if stdin_pipe is not None:
         os.close(stdin_pipe[0])  # the task holds it now: its exit gives the feeder EPIPE
         stdin_pipe[1].start()
     _write_json_atomic(os.path.join(task_dir, "pid.json"),
-                       {"pid": child.pid, "wrapper_pid": os.getpid(), "started_at": started_at})
+                       {"pid": child.pid, "wrapper_pid": os.getpid(), "started_at": started_at},
+                       durable=False)
+    _report(report_fd, task_dir, child.pid, started_at)
     status, usage, finished_at = _Pump(child, {b"o": out_fd, b"e": err_fd}, order).run()
     os.close(out_fd)
     os.close(err_fd)
@@ -440,10 +497,70 @@ def main(task_dir: str) -> int:
     return 0
 
 
-def _default_signals() -> None:
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(signum, signal.SIG_DFL)
+def serve() -> int:
+    """The launcher (``--launcher``): fork one wrapper per line on stdin, until its EOF.
+
+    stdin is the drone's command pipe and stdout the report pipe; both move to fds of
+    their own, and 0 and 1 become /dev/null. The launcher stays single-threaded (a fork
+    copies only the calling thread) and lets the kernel reap its children (SIGCHLD
+    ignored): a forked wrapper is watched by the drone through its pid, never by this
+    process, so it runs on whatever becomes of the launcher.
+    """
+    _ignore_signals()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    commands, report = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+    pending = b""
+    while True:
+        try:
+            chunk = os.read(commands, 1 << 16)
+        except InterruptedError:
+            continue
+        if not chunk:
+            return 0  # the drone closed the pipe or is gone: a launcher never outlives it
+        pending += chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            if os.fork() == 0:
+                os._exit(_forked(line, commands, report))
+
+
+def _forked(line: bytes, commands: int, report: int) -> int:
+    """In the child: become the wrapper of the task the line names, as a cold start would."""
+    task_dir = ""
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the wrapper reaps its task itself
+        os.close(commands)
+        os.setsid()  # a session of its own, apart from the launcher's
+        order = json.loads(line)
+        task_dir, env = str(order["task_dir"]), order["env"]
+        os.chdir(task_dir)
+        log = os.open(os.path.join(task_dir, "wrapper.log"),
+                      os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        os.environ.clear()
+        os.environ.update({str(k): str(v) for k, v in env.items()})
+    except Exception as exc:  # said in the report; nothing was started
+        _note_once(f"dragoon launcher: cannot become the task's wrapper: {exc!r}")
+        _report(report, task_dir, None, time.time())
+        return 1
+    try:
+        return main(task_dir, report)
+    except Exception as exc:  # this wrapper fails alone, never the launcher
+        _note_once(f"dragoon wrapper: {exc!r}")
+        return 1
+    finally:
+        _report(report, task_dir, None, time.time())  # unless main() has reported
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    if sys.argv[1:] == ["--launcher"]:
+        sys.exit(serve())
+    sys.exit(main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None))

@@ -10,6 +10,7 @@ from dragoon.relay.config import RelayConfig
 from dragoon.relay.db import Database
 from dragoon.relay.events import EventBus, SqliteEventStore
 from dragoon.relay.output import OutputStore
+from dragoon.relay.quota import LogSizes
 from dragoon.relay.signals import Signals
 from dragoon.relay.stdin import StdinStore
 from dragoon.relay.tasks import TaskStore
@@ -28,6 +29,7 @@ class Relay:
     blobs: BlobStore
     bus: EventBus
     stdin: StdinStore
+    log_sizes: LogSizes
     signals: Signals = field(default_factory=Signals)
     hooks: dict[str, Any] = field(default_factory=dict)
 
@@ -41,6 +43,7 @@ class Relay:
             tasks=TaskStore(config, output), blobs=BlobStore(config.blobs_dir),
             bus=EventBus(SqliteEventStore(db)),
             stdin=StdinStore(config.stdin_dir, config.stdin_window),
+            log_sizes=LogSizes(db.run),
         )
 
     def stopping(self) -> None:

@@ -6,9 +6,14 @@ This is what drones ship to ``POST /v1/worker/log`` and pilots read from
 The file's length is the truth: a chunk is appended only when its offset is
 the current length; a chunk that lies within what is already stored is
 acknowledged (a resend after a lost answer); one beyond it is a gap. Every
-append is fsynced before it is acknowledged, so a relay killed at any moment
-keeps every byte it said it had. Appends run on one dedicated thread, which
-serialises them without locks and keeps fsync off the event loop.
+append is synced to disk before it is acknowledged, so a relay killed at any
+moment (or a power cut) keeps every byte it said it had. Appends run on one
+dedicated thread, which serialises them without locks and keeps fsync off the
+event loop, and commits them in groups: the appends waiting when the thread
+comes round are all written, then one sync round (``fdatasync`` per file, a
+directory only when a name was added to it) covers them all, and only then is
+each answered. Concurrent chunks (a drone's window, many tasks at once) share
+one fsync instead of queueing for one each; a lone chunk pays exactly one.
 
 Three streams per task: ``stdout``, ``stderr`` and ``order`` (which of the
 two each run of bytes came from, shared/order.py). The per-task output cap
@@ -31,12 +36,15 @@ drone rejected), so the task's state and the log never disagree.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import queue
 import re
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from dragoon.relay.errors import ApiError
 
@@ -45,6 +53,7 @@ STREAMS: Final = ("stdout", "stderr", "order")
 OUTPUT: Final = ("stdout", "stderr")  # the task's own output, which the output cap counts
 TRUNCATED: Final = "truncated"
 CLOSED: Final = "closed"
+BATCH_JOBS: Final = 256  # at most this many appends share one fsync round (memory stays bounded)
 
 
 def marker(cap: int) -> bytes:
@@ -85,10 +94,15 @@ class OutputStore:
         self.root = root
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.cap = cap
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-logs")
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._committer = threading.Thread(target=self._commit_loop, name="relay-logs",
+                                           daemon=True)
+        self._committer.start()
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        if self._committer.is_alive():
+            self._jobs.put(None)
+            self._committer.join()
 
     def path(self, task: str, stream: str) -> Path:
         if not TASK_ID.fullmatch(task) or stream not in STREAMS:
@@ -116,13 +130,63 @@ class OutputStore:
     async def append(
         self, task: str, stream: str, offset: int, data: bytes, *, closed: bool = False
     ) -> Appended | Gap | Closed:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, self._append, task, stream, offset, data, closed
-        )
+        path = self.path(task, stream)  # a bad name is refused here, before any queueing
+        return await self._submit(_Job(
+            lambda commit: self._append(commit, task, stream, offset, data, closed),
+            order=(0, str(path), offset)))
+
+    async def _submit(self, job: _Job) -> Any:
+        job.loop = asyncio.get_running_loop()
+        job.future = job.loop.create_future()
+        self._jobs.put(job)
+        return await job.future
+
+    def _commit_loop(self) -> None:
+        """Group commit: take every job waiting, do them, make them durable at once, answer.
+
+        A job only writes; the one fsync round at the end of its batch covers
+        everything the batch wrote, and nothing is answered before it. A job in
+        a later batch therefore sees every earlier batch durable (or failed), so
+        a resend answered from the file's length never acknowledges a byte that
+        a power cut could still take. Appends of one batch are done in offset
+        order per stream: chunks a drone sent together, reordered in transit,
+        then land instead of bouncing off as gaps.
+        """
+        while True:
+            first = self._jobs.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < BATCH_JOBS:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stop = True
+                    break
+                batch.append(job)
+            batch.sort(key=lambda job: job.order)
+            commit = _Commit()
+            outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+            for job in batch:
+                try:
+                    outcomes.append((job, job.work(commit), None))
+                except BaseException as exc:  # handed to the waiting request
+                    outcomes.append((job, None, exc))
+            try:
+                commit.sync()
+            except OSError as exc:  # nothing of this batch is known durable: no job succeeds
+                outcomes = [(job, None, exc) for job, _, _ in outcomes]
+            finally:
+                commit.release()
+            _answer(outcomes)
+            if stop:
+                return
 
     def _append(
-        self, task: str, stream: str, offset: int, data: bytes, closed: bool
+        self, commit: _Commit, task: str, stream: str, offset: int, data: bytes, closed: bool
     ) -> Appended | Gap | Closed:
         path = self.path(task, stream)
         if self.truncated(task):
@@ -131,42 +195,37 @@ class OutputStore:
             return Appended(offset + len(data))  # the order past its own cap, likewise
         if closed or self.is_closed(task):
             size = self.size(task, stream)
+            if size:
+                commit.open(path)  # the answer says these bytes are held: make sure they are
             if offset + len(data) <= size:
                 return Appended(size)  # a resend of stored bytes, after a lost answer
             return Closed(size)
         if not path.parent.exists():
             path.parent.mkdir(mode=0o700, exist_ok=True)
-            _fsync_dir(self.root)
-        created = not path.exists()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        if created:  # the new name must be durable before any byte in it is acknowledged
-            _fsync_dir(path.parent)
-        try:
-            size = os.fstat(fd).st_size
-            if offset > size:
-                return Gap(size)
-            fresh = data[size - offset:]
-            if not fresh:
-                return Appended(size)  # a duplicate: every byte is already here
-            if stream in OUTPUT:
-                other = "stderr" if stream == "stdout" else "stdout"
-                room = self.cap - size - self.size(task, other)
-            else:
-                room = self.cap - size
-            if len(fresh) <= room:
-                _write_all(fd, fresh)
-                os.fsync(fd)
-                return Appended(size + len(fresh))
-            if stream not in OUTPUT:  # the order's own cap: what is past it is dropped
-                if room > 0:
-                    _write_all(fd, fresh[:room])
-                    os.fsync(fd)
-                return Appended(offset + len(data))
-            _write_all(fd, fresh[:max(room, 0)] + marker(self.cap))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        _touch_durably(path.parent / TRUNCATED)
+            commit.dirs.add(self.root)
+        # Every answer below reports the file's length: the batch's sync covers it, whether
+        # this job wrote the bytes or an earlier process did (before a crash).
+        fd = commit.open(path)
+        size = os.fstat(fd).st_size
+        if offset > size:
+            return Gap(size)
+        fresh = data[size - offset:]
+        if not fresh:
+            return Appended(size)  # a duplicate: every byte is already here
+        if stream in OUTPUT:
+            other = "stderr" if stream == "stdout" else "stdout"
+            room = self.cap - size - self.size(task, other)
+        else:
+            room = self.cap - size
+        if len(fresh) <= room:
+            _write_all(fd, fresh)
+            return Appended(size + len(fresh))
+        if stream not in OUTPUT:  # the order's own cap: what is past it is dropped
+            if room > 0:
+                _write_all(fd, fresh[:room])
+            return Appended(offset + len(data))
+        _write_all(fd, fresh[:max(room, 0)] + marker(self.cap))
+        commit.touch(path.parent / TRUNCATED)
         return Appended(offset + len(data), truncated_now=True)
 
     async def close_log(
@@ -176,12 +235,15 @@ class OutputStore:
         chunk lands between the check and the close. Returns the final sizes.
 
         An older drone reports no order size (0): its tasks have no order stream."""
-        loop = asyncio.get_running_loop()
+        folder = self.path(task, "stdout").parent
         claimed = {"stdout_size": stdout_size, "stderr_size": stderr_size,
                    "order_size": order_size}
-        return await loop.run_in_executor(self._executor, self._close_log, task, claimed)
+        return await self._submit(_Job(
+            lambda commit: self._close_log(commit, task, claimed), order=(1, str(folder), 0)))
 
-    def _close_log(self, task: str, claimed: dict[str, int]) -> dict[str, int] | Incomplete:
+    def _close_log(
+        self, commit: _Commit, task: str, claimed: dict[str, int]
+    ) -> dict[str, int] | Incomplete:
         folder = self.path(task, "stdout").parent
         held = self._held(task)
         # The order's own cap drops its tail without a flag: a claim past it is not missing.
@@ -192,10 +254,12 @@ class OutputStore:
         ):
             return Incomplete(**held)
         if not (folder / CLOSED).exists():
-            if not folder.exists():
-                folder.mkdir(mode=0o700, exist_ok=True)
-                _fsync_dir(self.root)
-            _touch_durably(folder / CLOSED)
+            # Not synced: the task's finished state, committed right after this (the route),
+            # is what keeps the log closed across a power cut (an append for a finished task
+            # passes ``closed=True``); the flag only has to be seen by the next append here,
+            # which it is once written. One fsync and a directory fsync off every finish.
+            folder.mkdir(mode=0o700, exist_ok=True)
+            os.close(os.open(folder / CLOSED, os.O_WRONLY | os.O_CREAT, 0o600))
         return held
 
     def read(self, task: str, stream: str, offset: int, limit: int) -> bytes:
@@ -207,21 +271,81 @@ class OutputStore:
             return b""
 
 
+@dataclass(eq=False)
+class _Job:
+    """One append or close on the committer thread; its answer goes to the waiting request."""
+
+    work: Callable[[_Commit], Any]
+    order: tuple[int, str, int]
+    loop: asyncio.AbstractEventLoop | None = None
+    future: asyncio.Future[Any] | None = None
+
+
+class _Commit:
+    """What one batch touched, made durable in one round: the files, then the directories.
+
+    ``fdatasync`` suffices for a file (it flushes the length an append changed);
+    a directory is synced only when a name was added to it, since a new name
+    is not durable until its directory is.
+    """
+
+    def __init__(self) -> None:
+        self.files: dict[Path, int] = {}
+        self.dirs: set[Path] = set()
+
+    def open(self, path: Path) -> int:
+        fd = self.files.get(path)
+        if fd is None:
+            created = not path.exists()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self.files[path] = fd
+            if created:
+                self.dirs.add(path.parent)
+        return fd
+
+    def touch(self, path: Path) -> None:
+        """A flag file (``truncated``), durable once the batch is synced."""
+        self.open(path)
+
+    def sync(self) -> None:
+        for fd in self.files.values():
+            os.fdatasync(fd)
+        for folder in self.dirs:
+            _fsync_dir(folder)
+
+    def release(self) -> None:
+        for fd in self.files.values():
+            os.close(fd)
+        self.files.clear()
+
+
+def _answer(outcomes: list[tuple[_Job, Any, BaseException | None]]) -> None:
+    """Hand each result to its request's loop, one wake-up per loop for the whole batch."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Any, BaseException | None]]] = {}
+    for outcome in outcomes:
+        assert outcome[0].loop is not None
+        by_loop.setdefault(outcome[0].loop, []).append(outcome)
+    for loop, answers in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a loop already closed has nobody waiting
+            loop.call_soon_threadsafe(_resolve, answers)
+
+
+def _resolve(answers: list[tuple[_Job, Any, BaseException | None]]) -> None:
+    for job, result, error in answers:
+        future = job.future
+        if future is None or future.done():  # the request went away meanwhile
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-def _touch_durably(path: Path) -> None:
-    """A flag file (``truncated``, ``closed``) that survives a crash once this returns."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    _fsync_dir(path.parent)
 
 
 def _fsync_dir(path: Path) -> None:

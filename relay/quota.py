@@ -22,10 +22,11 @@ bound of the disk used.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -181,8 +182,56 @@ async def append_log(
         await relay.db.run(check_append, limits, drone, task, incoming)
     result = await store.append(task, stream, offset, data, closed=closed)
     if isinstance(result, Appended):
-        await relay.db.run(record_log, drone, task, stream, store.size(task, stream))
+        await relay.log_sizes.record(drone, task, stream, store.size(task, stream))
     return result
+
+
+class LogSizes:
+    """``record_log`` for concurrent appends in one database call, the answers after it.
+
+    The appends that a group commit answered together (relay/output.py) would
+    otherwise queue on the database thread for one transaction each. While one
+    round is being written, new sizes collect for the next, keeping only the
+    largest per log; every caller waits for the round that holds its size, so
+    usage is counted before the chunk is acknowledged, as before.
+    """
+
+    def __init__(self, call: Callable[..., Awaitable[Any]]) -> None:
+        self._call = call  # Database.run
+        self._pending: dict[tuple[str, str], tuple[str, int]] = {}
+        self._next: asyncio.Future[None] | None = None
+        self._writing = False
+
+    async def record(self, drone: str, task: str, stream: str, size: int) -> None:
+        held = self._pending.get((task, stream))
+        if held is None or size > held[1]:
+            self._pending[(task, stream)] = (drone, size)
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        round_ = self._next
+        if not self._writing:
+            self._writing = True
+            asyncio.get_running_loop().create_task(self._write())
+        await asyncio.shield(round_)
+
+    async def _write(self) -> None:
+        try:
+            while self._next is not None:
+                round_, sizes = self._next, self._pending
+                self._next, self._pending = None, {}
+                try:
+                    await self._call(record_logs, sizes)
+                except Exception as exc:  # every caller of this round answers with it
+                    round_.set_exception(exc)
+                else:
+                    round_.set_result(None)
+        finally:
+            self._writing = False
+
+
+def record_logs(conn: sqlite3.Connection, sizes: dict[tuple[str, str], tuple[str, int]]) -> None:
+    for (task, stream), (drone, size) in sizes.items():
+        record_log(conn, drone, task, stream, size)
 
 
 def blob_refusal(

@@ -130,6 +130,8 @@ async def run(relay: Relay) -> None:
             except Exception:
                 log.exception("sweep failed")
             await _until_next_sweep(relay)
+            if relay.signals.closed:
+                return  # shutting down: every wait now returns at once, so this would spin
     finally:
         stop.set()  # a pass still in its thread ends after its current batch
         storage.cancel()

@@ -18,12 +18,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from fractions import Fraction
 from types import MappingProxyType
-from typing import Any, Final, Literal, Required, TypedDict
+from typing import TYPE_CHECKING, Any, Final, Literal, Required, TypedDict
 
 from dragoon.shared.canonical import canonical_json, spec_sha256
 from dragoon.shared.errors import DragoonError
+
+if TYPE_CHECKING:
+    from fractions import Fraction
 
 # -- limits ----------------------------------------------------------------------------------
 
@@ -157,6 +159,8 @@ def parse_duration(text: str, *, field: DurationField = "timeout") -> int:
     (``1h30`` is refused rather than guessed). Fractions are fine when the total
     is whole seconds.
     """
+    from fractions import Fraction  # here: it pulls in decimal, which few callers need
+
     cleaned = text.strip()
     if not cleaned:
         raise SpecError(field, f"is empty; give a duration {DURATION_HINT}")
@@ -190,6 +194,8 @@ def parse_size(text: str, *, field: str = "size", maximum: int = MAX_SIZE) -> in
     A bare letter and ``…iB`` are binary (1024), as `ls -h` and `df -h` print
     them; ``kB``/``MB``/``GB`` with the ``B`` and no ``i`` are decimal (SI).
     """
+    from fractions import Fraction
+
     cleaned = text.strip()
     match = _SIZE.fullmatch(cleaned) if len(cleaned) <= 64 else None
     if match is None:

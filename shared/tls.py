@@ -44,6 +44,18 @@ def ca_context(path: str | Path) -> ssl.SSLContext:
         raise CaCertError(f"cannot use CA certificate {path}: {exc.strerror or exc}") from exc
 
 
+def plain_http_context() -> ssl.SSLContext:
+    """The TLS context of a client whose relay URL is ``http://``: it never does TLS.
+
+    httpx builds a context per transport (one more per proxy variable) when
+    given ``verify=True``, and loading the CA bundle costs ~2 MiB and ~10 ms a
+    time. A plain-HTTP client gets this one instead: nothing loaded, and still
+    verifying (``CERT_REQUIRED``, host names checked), so that any TLS it were
+    ever asked to do would fail closed rather than trust anyone.
+    """
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
 def is_tls_failure(exc: BaseException) -> bool:
     """Whether a failed request failed in TLS (handshake, certificate, protocol)."""
     seen: set[int] = set()

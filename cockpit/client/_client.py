@@ -47,7 +47,7 @@ from dragoon.shared.login_auth import sign_login
 from dragoon.shared.request_auth import sign_request
 from dragoon.shared.signers import Signer
 from dragoon.shared.spec import parse_task_ref
-from dragoon.shared.tls import is_tls_failure
+from dragoon.shared.tls import is_tls_failure, plain_http_context
 
 Query = Mapping[str, str | int | float | None]
 Progress = Callable[[int, int | None], None]
@@ -121,7 +121,10 @@ class RelayClient:
         self._timeout = timeout
         if self._base.scheme == "http":
             # Plain HTTP never does TLS: skip loading the CA bundle (~45 ms per start).
-            verify = False
+            verify = plain_http_context()
+        elif verify is True:
+            # Once, not once per transport: httpx adds one for each proxy variable set.
+            verify = httpx.create_ssl_context()
         self._http = httpx.AsyncClient(
             verify=verify, timeout=timeout, transport=transport, follow_redirects=False
         )

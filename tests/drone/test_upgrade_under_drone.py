@@ -16,6 +16,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import psutil
+
 from tests.drone.conftest import DroneProcess, Fleet
 from tests.support.relay import REPO, wait_until
 
@@ -88,9 +90,18 @@ def test_a_drone_upgraded_under_it_says_so_and_keeps_running_tasks(fleet: Fleet,
     assert "the task wrapper did not start" not in log
 
 
+def launcher_of(drone: DroneProcess) -> psutil.Process:
+    """The drone's task launcher (drone/launcher.py): its child running ``--launcher``."""
+    assert drone.process is not None
+    return wait_until(lambda: next(
+        (p for p in psutil.Process(drone.process.pid).children()
+         if "--launcher" in p.cmdline()), None), message="the drone's launcher")
+
+
 def test_a_drone_whose_python_went_with_the_upgrade_fails_tasks_saying_why(
         fleet: Fleet, tmp_path: Path) -> None:
-    """The venv rebuilt under the drone: even its captured wrapper has no Python to run it."""
+    """The venv rebuilt under the drone: once its launcher, the one Python process it had
+    already started, is gone, even its captured wrapper has no Python to run it."""
     site = site_copy(tmp_path)
     bin_dir = tmp_path / "venv" / "bin"
     bin_dir.mkdir(parents=True)
@@ -111,6 +122,12 @@ def test_a_drone_whose_python_went_with_the_upgrade_fails_tasks_saying_why(
     assert run_task(fleet)["state"] == "succeeded"
 
     python.unlink()  # the old venv is gone ...
+    # ... while the launcher started before lives, tasks still start from it ...
+    assert run_task(fleet)["state"] == "succeeded"
+    launcher = launcher_of(drone)
+    launcher.kill()  # ... and once it is gone, nothing can start a wrapper
+    wait_until(lambda: not launcher.is_running() or launcher.status() == psutil.STATUS_ZOMBIE,
+               message="the launcher dead")
     dist = site / "dragoon-9.9.9.dist-info"  # ... and a newer dragoon is installed
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: dragoon\nVersion: 9.9.9\n")

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.relay import DroneClient, PilotSession, RelayProcess, wait_until
+from tests.support.relay import (
+    DroneClient,
+    PilotSession,
+    RelayProcess,
+    SignedClient,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -72,6 +79,76 @@ def test_kill9_during_log_appends_loses_no_acknowledged_byte(crashing: RelayProc
     thread.join(60)
     # The session survived too: the pilot reads with the token from before the crash.
     assert pilot.get(f"/v1/tasks/{task}/log", params={"limit": 1 << 20}).content == payload
+    assert _integrity(crashing.data_dir) == "ok"
+
+
+def test_kill9_during_many_concurrent_appends_loses_no_acknowledged_byte(
+    crashing: RelayProcess,
+) -> None:
+    """Group commit under fire: 4 tasks x 2 streams, each with 4 chunks in flight as a drone
+    ships them, so appends to one file and to many share sync rounds when the relay dies."""
+    pilot = crashing.pilot()
+    drone = crashing.drone("writer", pilot=pilot, slots=4)
+    tasks = [pilot.submit("yes", drone="writer")["id"] for _ in range(4)]
+    handed: list[str] = []
+    wait_until(lambda: handed.extend(t["id"] for t in drone.poll(running=handed).json()["tasks"])
+               or len(handed) == len(tasks), timeout=30, message="all four tasks handed")
+    chunk, window = 2048, 4
+    payloads = {
+        (task, stream): b"".join(b"%s %s %05d\n" % (task.encode(), stream.encode(), i)
+                                 for i in range(8000))[:chunk * 100]
+        for task in tasks for stream in ("stdout", "stderr")
+    }
+    acked = dict.fromkeys(payloads, 0)
+    failures: list[BaseException] = []
+
+    def ship(task: str, stream: str) -> None:
+        payload = payloads[(task, stream)]
+        client = SignedClient(crashing.url, drone.signer)
+        offset = 0
+
+        def post(at: int) -> int:
+            part = payload[at:at + chunk]
+            answer = _retrying(lambda: client.post("/v1/worker/log", params={
+                "task": task, "stream": stream, "offset": at}, content=part))
+            if answer.status_code == 409:
+                assert answer.json()["error"] == "offset_gap", answer.text
+                return int(answer.json()["expected"])
+            assert answer.status_code == 200, answer.text
+            acked[(task, stream)] = max(acked[(task, stream)], answer.json()["next_offset"])
+            return int(answer.json()["next_offset"])
+
+        try:
+            with ThreadPoolExecutor(window) as pool:
+                while offset < len(payload):
+                    starts = range(offset, min(len(payload), offset + window * chunk), chunk)
+                    answers = list(pool.map(post, starts))
+                    moved = [a for a, at in zip(answers, starts, strict=True) if a > at]
+                    offset = max(moved) if moved else max(answers)
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=ship, args=key) for key in payloads]
+    for thread in threads:
+        thread.start()
+    total = sum(len(p) for p in payloads.values())
+    wait_until(lambda: sum(acked.values()) > total // 3, timeout=60, message="appends")
+    crashing.kill9()
+    at_kill = dict(acked)
+    crashing.start()
+    for (task, stream), payload in payloads.items():
+        path = crashing.data_dir / "logs" / task / stream
+        stored = path.read_bytes() if path.exists() else b""
+        assert len(stored) >= at_kill[(task, stream)], (task, stream)
+        assert stored == payload[:len(stored)], (task, stream)
+    for thread in threads:
+        thread.join(120)
+    assert not failures, failures
+    for (task, stream), payload in payloads.items():  # exactly once: no byte lost or doubled
+        got = pilot.get(f"/v1/tasks/{task}/log", params={"stream": stream, "limit": 1 << 20})
+        assert got.content == payload, (task, stream)
     assert _integrity(crashing.data_dir) == "ok"
 
 
