@@ -10,7 +10,7 @@ wall clock of this machine:
 - ``started``: the wrapper's own clock when it started ``bash`` (pid.json);
 - ``spawned``: the drone's log line "started (pid …)" (the wrapper wrote pid.json);
 - ``exit``: the wrapper's clock when bash ended (exit.json; the relay's ``finished_at``);
-- ``noticed``: the drone's log line "exited" (its supervisor tick read exit.json);
+- ``noticed``: the drone's log line "exited" (the wrapper's pidfd fired and exit.json was read);
 - ``acked``: the drone's log line "finish acknowledged";
 - ``eof``: the pilot has both streams to their end;
 - ``done``: the pilot has the final task (exit status).
@@ -101,8 +101,8 @@ def main() -> None:
         if gaps:
             print(f"| {before} → {after} | {gaps[len(gaps) // 2]:.1f} | "
                   f"{gaps[min(len(gaps) - 1, round(0.9 * (len(gaps) - 1)))]:.1f} |")
-    # Spans: started → acked is what the runner adds once the task runs (its inbox loop
-    # sleeps INBOX_EVERY before the runner may finish, whenever the task exits).
+    # Spans: started → acked is what the runner adds once the task runs (the exit noticed,
+    # the streams' tails and the finish acknowledged).
     for before, after in (("started", "acked"), ("submit", "done")):
         span = sorted((r[after] - r[before]) * 1000 for r in rows if before in r and after in r)
         print(f"| {before} → {after} (span) | {span[len(span) // 2]:.1f} | "

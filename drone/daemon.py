@@ -1,9 +1,11 @@
 """``dragoon drone run``: the long-poll loop, task acceptance, and re-adoption after a restart.
 
-One asyncio loop holds three kinds of work: the poll loop (heartbeat with
-metrics, tasks, cancels and fetches in the answer), a supervisor tick that
-watches every held task's process, and one runner per held task that ships
-its output and reports its end. Stopping the drone (SIGTERM, SIGINT) stops
+One asyncio loop holds two kinds of work: the poll loop (heartbeat with
+metrics, tasks, cancels and fetches in the answer), and one runner per held
+task that watches its process, ships its output and reports its end. Nothing
+runs on a period: a runner learns of its task's exit and output from the
+kernel (pidfd, inotify) and keeps timers only while its task runs, so a drone
+holding no running task sleeps in its long-poll. Stopping the drone (SIGTERM, SIGINT) stops
 only the drone: tasks run on in their own sessions and a new drone re-adopts
 them from the data dir. Being replaced (the relay answers ``drone_replaced``:
 a newer enrollment took the name) is the exception: the drone kills its tasks,
@@ -62,7 +64,6 @@ else:
 
 log = logging.getLogger("dragoon.drone")
 
-TICK: Final = 0.1
 DEFER_PAUSE: Final = 1.0
 FETCH_MEMORY: Final = 1000
 FETCH_CHECK_WAIT: Final = 2.0  # seconds a poll waits for fetch checks, so refusals ride on it
@@ -130,7 +131,6 @@ class DroneDaemon:
                  ",".join(self.settings.labels) or "-", self.ca_cert or "system CAs")
         self.adopt()
         poller = asyncio.create_task(self.poll_loop())
-        supervisor = asyncio.create_task(self.supervise())
         stopped = asyncio.create_task(self._stop.wait())
         replaced = asyncio.create_task(self.client.replaced.wait())
         await asyncio.wait({stopped, replaced}, return_when=asyncio.FIRST_COMPLETED)
@@ -148,11 +148,11 @@ class DroneDaemon:
             held = sum(1 for r in self.runners.values() if r.running)
             log.info("drone stopping; %d running task(s) keep running and will be re-adopted",
                      held)
-        for job in (poller, supervisor, *self._jobs):
+        for job in (poller, *self._jobs):
             job.cancel()
         for runner in self.runners.values():
             runner.offsets.flush()
-        await asyncio.gather(poller, supervisor, *self._jobs, return_exceptions=True)
+        await asyncio.gather(poller, *self._jobs, return_exceptions=True)
         await self.client.aclose()
         if self.launcher is not None:
             self.launcher.close()
@@ -163,7 +163,7 @@ class DroneDaemon:
 
         Their results could never be reported (the relay has them ``lost``), and a
         task left running would compete with its re-submission on the new drone.
-        Each gets SIGTERM, its grace, then SIGKILL (the supervisor tick does that).
+        Each gets SIGTERM, its grace, then SIGKILL (its runner's timer does that).
         """
         name = replaced.drone or self.settings.name
         when = (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(replaced.replaced_at))
@@ -195,19 +195,16 @@ class DroneDaemon:
             log.error("internal error in a drone job: %r", job.exception(),
                       exc_info=job.exception())
 
-    async def supervise(self) -> None:
-        while True:
-            for runner in list(self.runners.values()):
-                try:
-                    runner.tick()
-                except Exception:
-                    log.exception("task %s: supervisor tick failed", runner.id)
-            await asyncio.sleep(TICK)
-
     # ----- re-adoption -----
 
     def adopt(self) -> None:
-        """Take back every task a previous drone held: running ones keep running."""
+        """Take back every task a previous drone held: running ones keep running.
+
+        A running task's wrapper is no longer this drone's child, but its exit is
+        still an event: the runner opens a pidfd on it (drone/watch.py) once its
+        pid and start time are checked, and re-arms the timeout and any kill's
+        grace from task.json and kill.json.
+        """
         if not self.data.tasks.is_dir():
             return
         for task_dir in sorted(self.data.tasks.iterdir()):

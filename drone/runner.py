@@ -1,11 +1,15 @@
 """One held task, from launch (or re-adoption after a restart) to the relay's acknowledged finish.
 
-The runner owns no process: the wrapper does. It watches the task's files
-(``exit.json``, spools, inbox), enforces the timeout and cancel (SIGTERM to
-the process group, grace, SIGKILL), ships output, messages and artifacts,
+The runner owns no process: the wrapper does. It learns of the task's end
+from the wrapper's exit (a pidfd, drone/watch.py) and then reads
+``exit.json``; it enforces the timeout and cancel (SIGTERM to the process
+group, grace, SIGKILL) with loop timers; it ships output and messages when
+the task dir says they changed (inotify, drone/dirwatch.py), then artifacts,
 reports the finish, and removes the task's spool once the relay holds it all.
-Everything it decides is written to the task dir first, so a restarted drone
-decides the same.
+A runner whose task has ended keeps no timer: a drone holding no running task
+does not wake for tasks at all. Everything it decides is written to the task
+dir first (``kill.json``, ``result.json``), so a restarted drone re-arms the
+same timers from the same records and decides the same.
 """
 
 from __future__ import annotations
@@ -30,10 +34,19 @@ from dragoon.drone.client import (
     error_code,
     until_reachable,
 )
+from dragoon.drone.dirwatch import BACKSTOP, DirWatch
 from dragoon.drone.inbox import InboxShipper
-from dragoon.drone.shipper import AckedOffsets, StreamShipper, TaskFinished, TaskGone
+from dragoon.drone.shipper import (
+    IDLE_POLL,
+    AckedOffsets,
+    StreamShipper,
+    TaskFinished,
+    TaskGone,
+)
 from dragoon.drone.state import read_json, write_json
-from dragoon.drone.stdin import StdinFetcher
+from dragoon.drone.stdin import FED, StdinFetcher
+from dragoon.drone.stdin import IDLE as STDIN_IDLE
+from dragoon.drone.watch import ExitWatch
 from dragoon.shared.spec import TaskSpec
 
 if TYPE_CHECKING:
@@ -43,8 +56,12 @@ log = logging.getLogger("dragoon.drone")
 
 STREAMS: Final = ("stdout", "stderr", "order")  # order: which of the two came when
 OPTIONAL: Final = frozenset({"order"})  # given up, not retried, if the relay refuses it
-SAMPLE_EVERY: Final = 1.0  # seconds between process-tree samples
-INBOX_EVERY: Final = 0.2
+SAMPLE_EVERY: Final = 1.0  # seconds between process-tree samples, while the task runs
+SAMPLE_FIRST: Final = 0.25  # the first sample: a task this short has its wrapper's figures
+INBOX_EVERY: Final = 0.2  # seconds between looks at the inbox where inotify is missing
+WATCHED: Final = (*STREAMS, "inbox", FED)  # the task dir's files whose changes wake the runner
+VANISHED: Final = ("the task's wrapper process vanished without recording an exit status "
+                   "(killed from outside the drone?)")
 
 
 @dataclass
@@ -82,7 +99,7 @@ class TaskRunner:
         self.grace = grace
         self.client = client
         self.settings = settings
-        self.proc: spawn.ProcRecord | None = None
+        self._proc: spawn.ProcRecord | None = None
         self.wrapper: subprocess.Popen[bytes] | None = None
         self.exited = asyncio.Event()
         self.exit_info: dict[str, Any] | None = None
@@ -90,7 +107,6 @@ class TaskRunner:
         sample = read_json(task_dir / "sample.json") or {}
         self.peak_rss: int = int(sample.get("peak_rss", 0))
         self.cpu_seen: float = float(sample.get("cpu_seconds", 0.0))
-        self._last_sample = 0.0
         self.outcome: Outcome | None = None
         saved = read_json(task_dir / "result.json")
         if isinstance(saved, dict):
@@ -112,13 +128,95 @@ class TaskRunner:
         self.stdin = (StdinFetcher(client, task_id=task_id, task_dir=task_dir)
                       if spec.stdin else None)
         self.done = asyncio.Event()
+        # Armed by run(), in the loop: the exit watch, the timers, the task dir's watch.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._exit_watch: ExitWatch | None = None
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.files: DirWatch | None = None
 
-    # ----- process control (called from the drone's supervisor tick) -----
+    # ----- process control: the wrapper's exit is an event, deadlines are timers -----
 
     @property
     def running(self) -> bool:
         """Occupies a slot: started (or starting) and not yet exited."""
         return not self.exited.is_set()
+
+    @property
+    def proc(self) -> spawn.ProcRecord | None:
+        return self._proc
+
+    @proc.setter
+    def proc(self, record: spawn.ProcRecord | None) -> None:
+        """Known once the wrapper named the task's pid; watched from then on if run() began."""
+        self._proc = record
+        if record is not None and self._loop is not None:
+            self._watch_process()
+
+    def _arm(self) -> None:
+        """Start watching (from run(), in the loop): the task dir always, the process if known."""
+        self._loop = asyncio.get_running_loop()
+        self.files = DirWatch(self.dir, WATCHED, loop=self._loop)
+        if not self.files.active:
+            log.info("task %s: no inotify (%s); its files are looked at every %g s", self.id,
+                     self.files.why_not, IDLE_POLL)
+        if self._proc is not None:
+            self._watch_process()
+
+    def _watch_process(self) -> None:
+        """Watch the wrapper's exit, arm the timeout and a pending kill's grace, sample."""
+        if self.exited.is_set() or self._proc is None or self._exit_watch is not None:
+            return
+        proc = self._proc
+        self._exit_watch = ExitWatch(proc.wrapper_pid, lambda: spawn.wrapper_alive(proc),
+                                     self._wrapper_exited, loop=self._loop)
+        if self.exited.is_set():
+            return
+        if self.kill is not None and not self.kill.get("term_sent", True):
+            self._send_term()  # a cancel that came while the task was starting
+        self._arm_deadlines()
+        self._later("sample", SAMPLE_FIRST, self._sample_now)
+
+    def _later(self, name: str, delay: float, callback: Any) -> None:
+        """(Re)arm the runner's timer ``name``; a wall-clock deadline in the past fires at once."""
+        old = self._timers.pop(name, None)
+        if old is not None:
+            old.cancel()
+        if self._loop is not None and not self.exited.is_set():
+            self._timers[name] = self._loop.call_later(max(0.0, delay), self._fire, name,
+                                                       callback)
+
+    def _fire(self, name: str, callback: Any) -> None:
+        self._timers.pop(name, None)
+        if self.exited.is_set():
+            return
+        try:
+            callback()
+        except Exception:
+            log.exception("task %s: %s failed", self.id, name)
+
+    def _arm_deadlines(self) -> None:
+        """The timeout and the grace, from the task's records: a restarted drone arms the same."""
+        if self._proc is None:
+            return
+        now = time.time()
+        if self.timeout is not None and self.kill is None:
+            self._later("timeout", self._proc.started_at + self.timeout - now, self._timed_out)
+        if self.kill is not None and not self.kill.get("escalated"):
+            self._later("grace", self.kill["term_at"] + self.kill["grace"] - now,
+                        self._escalate)
+
+    def _timed_out(self) -> None:
+        if self.kill is None:
+            self.request_kill("timeout", self.grace)
+
+    def _escalate(self) -> None:
+        assert self._proc is not None and self.kill is not None
+        if self.kill.get("escalated"):
+            return
+        log.info("task %s: grace over, SIGKILL to its process group", self.id)
+        spawn.kill_tree(self._proc, signal.SIGKILL)
+        self.kill["escalated"] = True
+        write_json(self.dir / "kill.json", self.kill)
 
     def request_kill(self, reason: str, grace: float) -> None:
         """SIGTERM → grace → SIGKILL, started once; a later request can only shorten it."""
@@ -129,6 +227,7 @@ class TaskRunner:
             if now + grace < self.kill["term_at"] + self.kill["grace"]:
                 self.kill["grace"] = max(0.0, now + grace - self.kill["term_at"])
                 write_json(self.dir / "kill.json", self.kill)
+                self._arm_deadlines()
             return
         self.kill = {"reason": reason, "term_at": now, "grace": grace, "escalated": False,
                      "term_sent": False}
@@ -137,55 +236,57 @@ class TaskRunner:
         log.info("task %s: %s: SIGTERM to its process group, SIGKILL after %.0f s",
                  self.id, why, grace)
         self._send_term()
+        timeout = self._timers.pop("timeout", None)
+        if timeout is not None:
+            timeout.cancel()
+        if self._exit_watch is not None:
+            self._arm_deadlines()
 
     def _send_term(self) -> None:
         """SIGTERM once the task's pid is known (a cancel can arrive while it is starting)."""
         assert self.kill is not None
-        if self.proc is not None and not self.kill.get("term_sent"):
-            spawn.kill_tree(self.proc, signal.SIGTERM)
+        if self._proc is not None and not self.kill.get("term_sent"):
+            spawn.kill_tree(self._proc, signal.SIGTERM)
             self.kill["term_sent"] = True
         write_json(self.dir / "kill.json", self.kill)
 
+    def _wrapper_exited(self) -> None:
+        """The pidfd said so: exit.json is written (the wrapper's last act), or never will be."""
+        self._exit_watch = None
+        if self.wrapper is not None:
+            with contextlib.suppress(Exception):
+                self.wrapper.poll()  # the drone's own child: reaped now, not left a zombie
+        if not self._read_exit():
+            self._conclude(self._failed(VANISHED))
+
     def tick(self) -> None:
-        """Reap, notice the exit, enforce timeout and grace, sample the process tree."""
+        """Look once, now, for the task's end: reap the wrapper and read ``exit.json``.
+
+        For the moments when no event can come: a launch whose wrapper never named
+        the task's pid, a re-adoption that finds the wrapper gone. A running task's
+        end arrives through its ExitWatch; nothing calls this periodically.
+        """
         if self.exited.is_set():
             return
         if self.wrapper is not None:
             self.wrapper.poll()
-        if self._read_exit():
-            return
-        now = time.time()
-        if self.proc is None:
-            return
-        if (self.timeout is not None and self.kill is None
-                and now >= self.proc.started_at + self.timeout):
-            self.request_kill("timeout", self.grace)
-        if self.kill is not None and not self.kill.get("term_sent", True):
-            self._send_term()
-        if (self.kill is not None and not self.kill.get("escalated")
-                and now >= self.kill["term_at"] + self.kill["grace"]):
-            log.info("task %s: grace over, SIGKILL to its process group", self.id)
-            spawn.kill_tree(self.proc, signal.SIGKILL)
-            self.kill["escalated"] = True
-            write_json(self.dir / "kill.json", self.kill)
-        if now - self._last_sample >= SAMPLE_EVERY:
-            self._last_sample = now
-            self._sample()
+        self._read_exit()
 
-    def _sample(self) -> None:
-        assert self.proc is not None
-        sample = spawn.sample_tree(self.proc)
+    def _sample_now(self) -> None:
+        """One process-tree sample (peak RSS, CPU), then the next in SAMPLE_EVERY."""
+        assert self._proc is not None
+        sample = spawn.sample_tree(self._proc)
         if sample is not None:
             self.peak_rss = max(self.peak_rss, sample.rss)
             self.cpu_seen = max(self.cpu_seen, sample.cpu_seconds)
             write_json(self.dir / "sample.json",
                        {"peak_rss": self.peak_rss, "cpu_seconds": self.cpu_seen}, durable=False)
-        elif not spawn.wrapper_alive(self.proc) and not self._read_exit():
-            # The wrapper is gone without an exit.json: it was killed (OOM, kill -9 of the unit).
-            self._conclude(Outcome("failed", None, None, self.cpu_seen or None,
-                                   self.peak_rss or None, self.proc.started_at, time.time(),
-                                   "the task's wrapper process vanished without recording an "
-                                   "exit status (killed from outside the drone?)"))
+        self._later("sample", SAMPLE_EVERY, self._sample_now)
+
+    def _failed(self, error: str) -> Outcome:
+        started = self._proc.started_at if self._proc else None
+        return Outcome("failed", None, None, self.cpu_seen or None, self.peak_rss or None,
+                       started, time.time(), error)
 
     def _read_exit(self) -> bool:
         info = read_json(self.dir / "exit.json")
@@ -215,6 +316,7 @@ class TaskRunner:
                        float(info.get("finished_at") or time.time()), error)
 
     def _conclude(self, outcome: Outcome) -> None:
+        self._disarm()
         if self.outcome is None:
             self.outcome = outcome
             write_json(self.dir / "result.json", outcome.__dict__)
@@ -222,52 +324,100 @@ class TaskRunner:
                    else f"signal {outcome.signal}" if outcome.signal else outcome.error)
             log.info("task %s: exited (%s) → %s", self.id, how, outcome.state)
         self.exited.set()
+        if self.files is not None:
+            self.files.poke_all()  # every shipper takes the rest of its file now
+            # Nothing writes the spools any more: the task dir's watch goes now, not at the
+            # finish (which can wait long on a relay that is down), so only running tasks
+            # hold one.
+            self.files.close()
+
+    def _disarm(self) -> None:
+        """The task has ended: no timer and no process watch is left behind."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        if self._exit_watch is not None:
+            self._exit_watch.close()
+            self._exit_watch = None
 
     def conclude_without_exit(self, error: str) -> None:
         """The task can never report an exit (reboot, failed launch): it ends as failed."""
-        started = self.proc.started_at if self.proc else None
-        self._conclude(Outcome("failed", None, None, self.cpu_seen or None,
-                               self.peak_rss or None, started, time.time(), error))
+        self._conclude(self._failed(error))
 
     # ----- shipping and reporting -----
 
     async def run(self) -> None:
-        """Ship everything, then finish; returns when the relay holds the task's end."""
+        """Ship everything, then finish; returns when the relay holds the task's end.
+
+        Once the exit is known every byte is in the spools (the wrapper drains the
+        pipes before it writes exit.json): the streams' tails and the messages'
+        (artifacts, then the inbox's last lines) go at once and side by side, and the
+        finish the moment both are acknowledged.
+        """
+        self._arm()
         try:
-            await self._ship_until_exit()
-            await self._artifacts()
-            await until_reachable(lambda: self.inbox.ship(final=True))
+            await self._gather(self._ship_until_exit(), self._messages())
             await self._finish()
         except TaskGone as exc:
             log.warning("task %s: %s; dropping its spool", self.id, exc)
+        finally:
+            self._disarm()
+            if self.files is not None:
+                self.files.close()
         for shipper in self.shippers.values():
             shipper.close()
         # A task can leave any number of files in its task dir: removed off the loop.
         await asyncio.to_thread(self._cleanup)
         self.done.set()
 
-    async def _ship_until_exit(self) -> None:
-        streams = [asyncio.create_task(s.run(self.exited)) for s in self.shippers.values()]
-        inbox = asyncio.create_task(self._inbox_loop())
-        # The task's stdin is fetched while it runs; once it has exited nobody reads it.
-        feed = [asyncio.create_task(self.stdin.run(self.exited))] if self.stdin else []
+    @staticmethod
+    async def _gather(*coros: Any) -> None:
+        """All of them; the first failure cancels the rest and is raised."""
+        jobs = [asyncio.ensure_future(c) for c in coros]
         try:
-            await asyncio.gather(*streams, inbox)
+            await asyncio.gather(*jobs)
         finally:
-            for job in (*streams, inbox, *feed):
+            for job in jobs:
                 job.cancel()
+
+    def _look_every(self, fallback: float) -> float:
+        """Seconds between a waiter's own looks: rare where inotify (and the watch's safety
+        look, every SAFETY_LOOK) wakes it, else ``fallback``."""
+        return BACKSTOP if self.files is not None and self.files.active else fallback
+
+    async def _ship_until_exit(self) -> None:
+        """The three streams until the task has exited and the relay holds every byte."""
+        assert self.files is not None
+        every = self._look_every(IDLE_POLL)
+        streams = [s.run(self.exited, self.files.poke(name), every)
+                   for name, s in self.shippers.items()]
+        # The task's stdin is fetched while it runs; once it has exited nobody reads it.
+        feed = (asyncio.ensure_future(self.stdin.run(
+            self.exited, self.files.poke(FED), self._look_every(STDIN_IDLE)))
+            if self.stdin else None)
+        try:
+            await self._gather(*streams)
+        finally:
+            if feed is not None:
+                feed.cancel()
             self.offsets.flush()
 
+    async def _messages(self) -> None:
+        """The inbox while the task runs; after its exit, artifacts, then the last lines."""
+        await self._inbox_loop()
+        await self._artifacts()
+        await until_reachable(lambda: self.inbox.ship(final=True))
+
     async def _inbox_loop(self) -> None:
+        assert self.files is not None
+        poke = self.files.poke("inbox")  # set by a write to the inbox, and by the exit
+        every = self._look_every(INBOX_EVERY)
         backoff = JitteredBackoff()
         while not self.exited.is_set():
             try:
                 await self.inbox.ship()
                 backoff.reset()
-                # Woken by the exit itself, not a look 0.2 s later: every task paid up to that
-                # before its finish report (the last inbox lines go with ship(final=True)).
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.exited.wait(), INBOX_EVERY)
+                await poke.wait(every)
             except RelayUnavailable:
                 await asyncio.sleep(backoff.next_delay())
 

@@ -33,13 +33,17 @@ from typing import Final
 
 from dragoon.drone import safefile
 from dragoon.drone.client import JitteredBackoff, RelayLink, RelayUnavailable, error_code
+from dragoon.drone.dirwatch import Poke
 from dragoon.drone.release import Releaser
 
 log = logging.getLogger("dragoon.drone")
 
 CHUNK: Final = 256 * 1024
 WINDOW: Final = 4  # chunks in flight per stream: memory stays at WINDOW * CHUNK
-IDLE_POLL: Final = 0.025  # seconds between looks at a quiet spool: keeps a line under ~100 ms
+# Seconds between looks at a quiet spool where nothing tells the shipper that it grew (no
+# inotify: drone/dirwatch.py); with inotify the wrapper's writes wake it, and it looks on its
+# own only every dirwatch.SAFETY_LOOK.
+IDLE_POLL: Final = 0.025
 
 
 class TaskGone(Exception):
@@ -177,8 +181,13 @@ class StreamShipper:
         if self._on_ack is not None:
             self._on_ack(self.stream, offset)
 
-    async def run(self, exited: asyncio.Event) -> None:
-        """Ship until the task has exited and the relay holds every byte of the spool."""
+    async def run(self, exited: asyncio.Event, poke: Poke | None = None,
+                  look_every: float = IDLE_POLL) -> None:
+        """Ship until the task has exited and the relay holds every byte of the spool.
+
+        A quiet spool is looked at again when ``poke`` is set (the spool changed, or the
+        task exited: the runner pokes every shipper then) or after ``look_every`` seconds.
+        """
         while not self.given_up:
             try:
                 moved = await self.ship_once()
@@ -195,7 +204,10 @@ class StreamShipper:
                 continue
             if exited.is_set() and self.acked >= self.spool_size():
                 return
-            await asyncio.sleep(IDLE_POLL)
+            if poke is None:
+                await asyncio.sleep(look_every)
+            else:
+                await poke.wait(look_every)
 
 
 class AckedOffsets:

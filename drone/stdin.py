@@ -34,6 +34,7 @@ from dragoon.drone.client import (
     RelayUnavailable,
     error_code,
 )
+from dragoon.drone.dirwatch import Poke
 from dragoon.drone.state import write_json
 
 log = logging.getLogger("dragoon.drone")
@@ -44,7 +45,7 @@ FED: Final = "stdin.fed"
 CHUNK: Final = 256 * 1024
 AHEAD: Final = 1024 * 1024  # bytes fetched beyond what the task has read, at most (+ a chunk)
 HOLD: Final = 20  # seconds the relay may hold a request while the pilot sends nothing
-IDLE: Final = 0.05  # seconds between looks at a full spool
+IDLE: Final = 0.05  # seconds between looks at a full spool where nothing says it drained
 
 
 def fed_offset(task_dir: Path) -> int:
@@ -77,8 +78,13 @@ class StdinFetcher:
     def done(self) -> bool:
         return (self.dir / EOF_MARK).exists()
 
-    async def run(self, exited: asyncio.Event) -> None:
-        """Fetch until eof, the task's exit (then cancelled), or a refusal that is final."""
+    async def run(self, exited: asyncio.Event, fed: Poke | None = None,
+                  look_every: float = IDLE) -> None:
+        """Fetch until eof, the task's exit (then cancelled), or a refusal that is final.
+
+        A full spool is looked at again when ``fed`` is set (the wrapper rewrote
+        ``stdin.fed``: the task read some) or after ``look_every`` seconds.
+        """
         if self.done() or exited.is_set():
             return
         try:
@@ -88,17 +94,21 @@ class StdinFetcher:
                         "stdin", self.task_id, exc)
             return
         try:
-            await self._loop(fd, found.st_size, exited)
+            await self._loop(fd, found.st_size, exited, fed, look_every)
         except DroneReplaced:
             return  # the daemon says why and stops; the task gets no more stdin from here
         finally:
             os.close(fd)
 
-    async def _loop(self, fd: int, offset: int, exited: asyncio.Event) -> None:
+    async def _loop(self, fd: int, offset: int, exited: asyncio.Event, fed: Poke | None,
+                    look_every: float) -> None:
         while not exited.is_set():
             room = AHEAD - (offset - fed_offset(self.dir))
             if room <= 0:
-                await asyncio.sleep(IDLE)
+                if fed is None:
+                    await asyncio.sleep(look_every)
+                else:
+                    await fed.wait(look_every)
                 continue
             params = {"offset": offset, "limit": min(CHUNK, room), "wait": HOLD}
             try:
