@@ -326,6 +326,21 @@ def rows(r: dict[str, Any], counts: Counts) -> list[tuple[str, str, str]]:
     ]
 
 
+def compile_bytecode() -> None:
+    """Byte-compile the checkout first, as ``pip install`` does for a wheel.
+
+    An editable install run with ``PYTHONDONTWRITEBYTECODE=1`` (set on the machines these
+    figures come from) would otherwise compile every dragoon module from source at every
+    process start, and the whole-process rows (``run``, CLI start-up, the drone's start)
+    would measure the compiler, not dragoon.
+    """
+    import compileall
+
+    for package in ("cockpit", "relay", "drone", "shared", "dragoon"):
+        if (REPO / package).is_dir():
+            compileall.compile_dir(REPO / package, quiet=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run")
@@ -334,6 +349,7 @@ def main() -> None:
                         help="relay idle also with real drone processes (about 2 GiB of RAM)")
     args = parser.parse_args()
     counts = QUICK if args.quick else FULL
+    compile_bytecode()
     results: dict[str, Any] = {"load_average_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="dragoon-bench-table-") as tmp:
         work = Path(tmp)
