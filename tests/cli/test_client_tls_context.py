@@ -3,27 +3,15 @@
 
 from __future__ import annotations
 
-import ssl
-from typing import Any
-
 import pytest
 from dragoon.cockpit.client import RelayClient
 from dragoon.shared.keys import PrivateKey
 from dragoon.shared.signers import KeyFileSigner
 
+from tests.support.tls import count_default_contexts
+
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 
-
-def count_default_contexts(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    calls: list[dict[str, Any]] = []
-    real = ssl.create_default_context
-
-    def counting(*args: Any, **kwargs: Any) -> ssl.SSLContext:
-        calls.append(kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(ssl, "create_default_context", counting)
-    return calls
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from dragoon.shared.signers import KeyFileSigner
 
 from tests.drone.conftest import Fleet
 from tests.support.relay import wait_until
+from tests.support.tls import count_default_contexts
 
 LINUX = os.path.exists("/proc/self/maps")
 # Extension modules only the task path loads: psutil (drone/spawn.py), ctypes
@@ -126,18 +127,6 @@ def test_a_drone_behind_an_http_proxy_polls_and_runs_through_it(fleet: Fleet) ->
 def signer() -> KeyFileSigner:
     return KeyFileSigner(PrivateKey.generate_ed25519())
 
-
-def count_default_contexts(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Every ``ssl.create_default_context`` call (each loads a CA bundle) from now on."""
-    calls: list[dict[str, Any]] = []
-    real = ssl.create_default_context
-
-    def counting(*args: Any, **kwargs: Any) -> ssl.SSLContext:
-        calls.append(kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(ssl, "create_default_context", counting)
-    return calls
 
 
 def tls_contexts(link: RelayLink) -> set[ssl.SSLContext]:

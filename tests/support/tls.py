@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import ssl
 from pathlib import Path
+from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -86,3 +89,16 @@ def certificate_from_ca(directory: Path, ca_cert: Path,
                                            serialization.NoEncryption()))
     key_path.chmod(0o600)
     return cert_path, key_path
+
+
+def count_default_contexts(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every ``ssl.create_default_context`` call (each loads a CA bundle) from now on."""
+    calls: list[dict[str, Any]] = []
+    real = ssl.create_default_context
+
+    def counting(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counting)
+    return calls
