@@ -74,10 +74,36 @@ async def trace(relay: RelayProcess, fleet: Fleet, count: int) -> list[dict[str,
                         started=ended["started_at"] or 0, exit=ended["finished_at"] or 0)
             rows.append({"id": task["id"], **mark})  # type: ignore[dict-item]
     await asyncio.sleep(0.5)  # the drone's last log lines
+    server_side.update(route_means(relay.url))
     marks = drone_marks(fleet.drones[0].log_text())
     for row in rows:
         row.update(marks.get(str(row["id"]), {}))
     return rows[3:]  # the first three warm up
+
+
+server_side: dict[str, tuple[int, float]] = {}
+HISTOGRAM_LINE = re.compile(
+    r"dragoon_relay_http_request_duration_seconds_(sum|count)\{(.*)\} (\S+)")
+
+
+def route_means(url: str) -> dict[str, tuple[int, float]]:
+    """Per route: how many requests the relay served and their mean time inside the relay
+    (its own request histogram, outermost middleware to the last byte), from ``/metrics``."""
+    import httpx
+
+    text = httpx.get(f"{url}/metrics").text  # the bench relay listens on plain loopback
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        found = HISTOGRAM_LINE.match(line)
+        if found:
+            route = re.search(r'route="([^"]*)"', found[2])
+            method = re.search(r'method="([^"]*)"', found[2])
+            key = f"{method[1] if method else ''} {route[1] if route else ''}"
+            (sums if found[1] == "sum" else counts)[key] = (
+                (sums if found[1] == "sum" else counts).get(key, 0.0) + float(found[3]))
+    return {key: (int(counts[key]), sums[key] / counts[key] * 1000)
+            for key in counts if counts[key]}
 
 
 def main() -> None:
@@ -107,6 +133,11 @@ def main() -> None:
         span = sorted((r[after] - r[before]) * 1000 for r in rows if before in r and after in r)
         print(f"| {before} → {after} (span) | {span[len(span) // 2]:.1f} | "
               f"{span[min(len(span) - 1, round(0.9 * (len(span) - 1)))]:.1f} |")
+    print("\nInside the relay, per route (all requests of the run, warm-up included)\n")
+    print("| route | requests | mean ms |")
+    print("|---|---:|---:|")
+    for key, (count, mean) in sorted(server_side.items(), key=lambda kv: -kv[1][0]):
+        print(f"| {key} | {count} | {mean:.2f} |")
 
 
 if __name__ == "__main__":
