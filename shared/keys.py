@@ -5,11 +5,11 @@ Keys travel in OpenSSH one-line form and are identified by the fingerprint
 (``string algorithm, string signature``) that both SSHSIG and the ssh-agent
 use; ``shared.sshsig`` wraps it.
 
-ed25519 keys, the only kind a drone or the relay holds, are parsed here and signed and
-checked with libsodium (``shared/ed25519.py``), so that a process meeting no other kind
-never imports ``cryptography`` (about 9 MiB of RSS on an idle drone). RSA and ECDSA keys,
-which a pilot may bring, and every passphrase-protected or PEM private key file, go
-through ``cryptography``, imported at the first such key.
+ed25519 keys (the only kind a drone meets: its own and the relay's) are parsed
+here and signed and checked with libsodium (``shared/ed25519.py``), so that a process
+meeting no other kind never imports ``cryptography`` (about 8.5 MiB of RSS on an idle
+drone). RSA and ECDSA keys, which a pilot may bring, and every passphrase-protected or
+PEM private key file, go through ``cryptography``, imported at the first such key.
 """
 
 from __future__ import annotations
@@ -442,7 +442,7 @@ def _unencrypted_openssh_ed25519(data: bytes, source: str) -> _ed25519.SigningKe
         raise malformed("private part is not of the public key the file names")
     if len(secret) != 2 * _ed25519.SEED_BYTES or secret[_ed25519.SEED_BYTES:] != public:
         raise malformed("ed25519 secret of the wrong length or for another key")
-    if padding != bytes(range(1, len(padding) + 1)) or len(padding) >= _OPENSSH_BLOCK:
+    if len(padding) >= _OPENSSH_BLOCK or padding != bytes(range(1, len(padding) + 1)):
         raise malformed("bad padding")
     key = _ed25519.SigningKey(secret[:_ed25519.SEED_BYTES])
     if key.public != public:

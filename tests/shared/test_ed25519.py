@@ -10,6 +10,7 @@ cryptography to open (passphrase-protected, PKCS#8) sign through libsodium once 
 from __future__ import annotations
 
 import base64
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -169,3 +170,31 @@ def test_a_damaged_unencrypted_ed25519_file_is_malformed_or_refused(change: int)
     # Only the comment (empty here, so: its length field) or padding could be harmless.
     assert loaded.public_key == private.public_key
     assert loaded.sign_ssh(MESSAGE) == private.sign_ssh(MESSAGE)
+
+
+def test_random_damage_to_an_ed25519_container_ends_as_key_load_error_or_the_same_key() -> None:
+    """Truncations, flipped bytes and appended bytes of the decoded container (what a
+    re-armored damaged file holds): only KeyLoadError escapes, and whatever loads is the key."""
+    private = PrivateKey.generate_ed25519()
+    lines = private.openssh_private_bytes().strip().splitlines()
+    raw = base64.b64decode(b"".join(lines[1:-1]))
+    rng = random.Random(12)
+    for _ in range(400):
+        mutated = bytearray(raw)
+        choice = rng.randrange(3)
+        if choice == 0:
+            mutated = mutated[: rng.randrange(len(mutated))]
+        elif choice == 1:
+            for _flip in range(rng.randrange(1, 4)):
+                mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+        else:
+            mutated += bytes(rng.randrange(256) for _ in range(rng.randrange(1, 9)))
+        b64 = base64.b64encode(bytes(mutated))
+        data = b"\n".join([lines[0], *(b64[i:i + 70] for i in range(0, len(b64), 70)),
+                           lines[-1]]) + b"\n"
+        try:
+            loaded = load_private_key_bytes(data)
+        except KeyLoadError:
+            continue
+        assert loaded.public_key == private.public_key
+        assert loaded.sign_ssh(MESSAGE) == private.sign_ssh(MESSAGE)
