@@ -23,7 +23,7 @@ import click
 # What each pip extra installs, by the top-level modules its distributions
 # provide; pyproject.toml's [project.optional-dependencies] is the other half of
 # this table, and tests/test_cli_entry.py keeps the two equal. The default
-# install (no extra) is a drone box's: click, httpx, cryptography, bcrypt, psutil.
+# install (no extra) is a drone box's: click, httpx, pynacl, cryptography, bcrypt, psutil.
 EXTRAS: dict[str, tuple[str, ...]] = {
     "relay": ("fastapi", "pydantic", "starlette", "uvicorn", "h11", "pyotp", "qrcode",
               "prometheus_client"),

@@ -1,6 +1,7 @@
 """What an idle drone holds in memory (docs/drone.md, "Memory"): no task path until a task
-arrives, no CA bundle for a plain-HTTP relay, one TLS context for an HTTPS one, host metrics
-read from /proc; and HTTP-proxy support kept through all of it."""
+arrives, no cryptography (ed25519 on libsodium), no CA bundle for a plain-HTTP relay, one
+TLS context for an HTTPS one, host metrics read from /proc; and HTTP-proxy support kept
+through all of it."""
 
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ LINUX = os.path.exists("/proc/self/maps")
 # Extension modules only the task path loads: psutil (drone/spawn.py), ctypes
 # (drone/release.py), decimal (fractions, for durations and sizes in shared/spec.py).
 TASK_PATH_EXTENSIONS = ("_psutil_linux", "/_ctypes.", "/_decimal.")
+# Never loaded by a drone with its own ed25519 key, idle or running a task: its requests'
+# signatures and the checks of the relay's go through libsodium (shared/ed25519.py).
+# cryptography's one extension (OpenSSL linked in) lives under cryptography/, bcrypt's
+# under bcrypt/; libsodium is nacl/_sodium.
+NEVER_MAPPED = ("/cryptography/", "/bcrypt/")
+LIBSODIUM = "/nacl/_sodium"
 
 
 def mapped(pid: int) -> str:
@@ -46,12 +53,16 @@ def test_an_idle_drone_maps_no_task_path_extension_until_a_task_arrives(fleet: F
     wait_until(lambda: drone_view(fleet, "idle").get("metrics"), message="a heartbeat")
     idle = mapped(drone.process.pid)
     assert [name for name in TASK_PATH_EXTENSIONS if name in idle] == []
+    assert [name for name in NEVER_MAPPED if name in idle] == []
+    assert LIBSODIUM in idle  # it signed its polls: the signing library is the one mapped
 
     task_id = fleet.submit("echo hi", drone="idle")
     assert fleet.wait_state(task_id)["state"] == "succeeded"
     assert fleet.output(task_id) == b"hi\n"
     after = mapped(drone.process.pid)
     assert "_psutil_linux" in after and "/_ctypes." in after  # loaded by the task, as meant
+    # The task's relay signature was checked (it ran) without cryptography as well.
+    assert [name for name in NEVER_MAPPED if name in after] == []
 
 
 def test_a_plain_http_link_loads_no_ca_bundle_and_still_verifies(

@@ -7,8 +7,10 @@ import sys
 
 from tests.support.relay import REPO
 
+# cryptography and bcrypt: a drone's keys are ed25519, signed and checked on libsodium
+# (shared/ed25519.py); a real drone's maps are checked too (test_idle_memory.py).
 HEAVY = ("fastapi", "starlette", "uvicorn", "pydantic", "textual", "rich", "pygments",
-         "dragoon.relay", "dragoon.cockpit")
+         "cryptography", "bcrypt", "dragoon.relay", "dragoon.cockpit")
 
 
 def test_the_drone_imports_neither_fastapi_nor_textual_nor_httpx_cli_extras():
