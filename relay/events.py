@@ -11,8 +11,10 @@ from another history, or older than what is kept (``events_kept``,
 
 The order of work: a change commits, the route publishes its event, which
 queues the event's row on the database thread right then, behind the commit
-(events published meanwhile go into the same transaction), and only once the
-row is durable is the event handed to the streams. A crash in the instant
+(events published meanwhile go into the same transaction; a publish while a
+write is queued and not yet started joins that write instead of queueing a
+job that would find nothing left: it too runs behind the commit), and only
+once the row is durable is the event handed to the streams. A crash in the instant
 between a change's commit and its event's row loses that one event: a cockpit
 that reconnects after such a crash sees the object again at its next change.
 ``docs/api.md`` says so.
