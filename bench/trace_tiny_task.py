@@ -15,7 +15,9 @@ wall clock of this machine:
 - ``eof``: the pilot has both streams to their end;
 - ``done``: the pilot has the final task (exit status).
 
-Prints the median and p90 of each step (ms from the previous one). The drone's log
+Prints the median and p90 of each step (ms from the previous one), the CPU each process
+(relay; drone with its wrappers and tasks) spent per task, and per route the relay's own
+mean time per request. The drone's log
 lines carry milliseconds only, so those steps are ±1 ms.
 """
 
@@ -30,6 +32,8 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+
+import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 for entry in (REPO, REPO / "bench"):
@@ -59,10 +63,24 @@ def drone_marks(log_text: str) -> dict[str, dict[str, float]]:
     return marks
 
 
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU of each process, children (the drone's wrappers, bash) included
+    once they were waited for, so the drone's figure holds what it spawned."""
+    out = {}
+    for name, pid in pids.items():
+        times = psutil.Process(pid).cpu_times()
+        out[name] = times.user + times.system + times.children_user + times.children_system
+    return out
+
+
 async def trace(relay: RelayProcess, fleet: Fleet, count: int) -> list[dict[str, float]]:
     rows = []
+    pids = {"relay": relay.process.pid if relay.process else 0,
+            "drone": fleet.drones[0].process.pid if fleet.drones[0].process else 0}
     async with client_for(relay, fleet.pilot) as client:
-        for _ in range(count + 3):
+        for number in range(count + 3):
+            if number == 3:  # the first three warm up
+                cpu_before, wall_before = cpu_seconds(pids), time.perf_counter()
             mark: dict[str, float] = {"submit": time.time()}
             task = await client.submit(spec={"command": TINY}, drone=DRONE)
             await asyncio.gather(_read_to_end(client, task["id"], "stdout"),
@@ -73,6 +91,10 @@ async def trace(relay: RelayProcess, fleet: Fleet, count: int) -> list[dict[str,
             mark.update(created=ended["created_at"], dispatched=ended["dispatched_at"] or 0,
                         started=ended["started_at"] or 0, exit=ended["finished_at"] or 0)
             rows.append({"id": task["id"], **mark})  # type: ignore[dict-item]
+        cpu_after, wall = cpu_seconds(pids), time.perf_counter() - wall_before
+    for name in pids:
+        cpu_per_task[name] = (cpu_after[name] - cpu_before[name]) / count * 1000
+    cpu_per_task["wall"] = wall / count * 1000
     await asyncio.sleep(0.5)  # the drone's last log lines
     server_side.update(route_means(relay.url))
     marks = drone_marks(fleet.drones[0].log_text())
@@ -82,6 +104,7 @@ async def trace(relay: RelayProcess, fleet: Fleet, count: int) -> list[dict[str,
 
 
 server_side: dict[str, tuple[int, float]] = {}
+cpu_per_task: dict[str, float] = {}  # ms of CPU per task, per process; "wall": ms per task
 HISTOGRAM_LINE = re.compile(
     r"dragoon_relay_http_request_duration_seconds_(sum|count)\{(.*)\} (\S+)")
 
@@ -133,6 +156,8 @@ def main() -> None:
         span = sorted((r[after] - r[before]) * 1000 for r in rows if before in r and after in r)
         print(f"| {before} → {after} (span) | {span[len(span) // 2]:.1f} | "
               f"{span[min(len(span) - 1, round(0.9 * (len(span) - 1)))]:.1f} |")
+    print(f"\nCPU per task (ms, {args.tasks} tasks after the warm-up): "
+          + ", ".join(f"{name} {ms:.1f}" for name, ms in cpu_per_task.items()))
     print("\nInside the relay, per route (all requests of the run, warm-up included)\n")
     print("| route | requests | mean ms |")
     print("|---|---:|---:|")

@@ -209,7 +209,13 @@ async def require_session(relay: Relay, who: PilotPrincipal) -> None:
     A drone's key is re-checked by ``dispatch.assign`` on every pass instead
     (``require_current``), in the transaction that would hand work out.
     """
-    problem = await relay.db.run(lambda conn: session_problem(conn, who, time.time()))
+    await relay.db.run(check_session, who)
+
+
+def check_session(conn: sqlite3.Connection, who: PilotPrincipal) -> None:
+    """``require_session`` on the database thread, for a route that checks the session in
+    the same call as its own reads (relay/routes/tasks.py ``read_log``)."""
+    problem = session_problem(conn, who, time.time())
     if problem is not None:
         raise ApiError(401, problem.code, problem.detail)
 

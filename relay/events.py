@@ -11,8 +11,10 @@ from another history, or older than what is kept (``events_kept``,
 
 The order of work: a change commits, the route publishes its event, which
 queues the event's row on the database thread right then, behind the commit
-(events published meanwhile go into the same transaction), and only once the
-row is durable is the event handed to the streams. A crash in the instant
+(events published meanwhile go into the same transaction; a publish while a
+write is queued and not yet started joins that write instead of queueing a
+job that would find nothing left: it too runs behind the commit), and only
+once the row is durable is the event handed to the streams. A crash in the instant
 between a change's commit and its event's row loses that one event: a cockpit
 that reconnects after such a crash sees the object again at its next change.
 ``docs/api.md`` says so.
@@ -118,11 +120,15 @@ class EventStore(Protocol):
 
     epoch: str
 
-    def append(self, pending: deque[tuple[str, str, float]]) -> asyncio.Future[list[BusEvent]]:
+    def append(
+        self, pending: deque[tuple[str, str, float]]
+    ) -> asyncio.Future[list[BusEvent]] | None:
         """Queue, now and in call order, the write of (kind, JSON, at) entries from
         ``pending``: the write takes all it holds when it runs, in one transaction (so what
         was published meanwhile shares it, and a later call may find nothing left), and
-        answers the events it stored, ids given."""
+        answers the events it stored, ids given. None: a write queued earlier has not
+        started yet, so it takes these entries too (it runs behind every commit that
+        happened before this call, since it had not started when this call came)."""
         ...
 
     async def window(self) -> Window: ...
@@ -150,9 +156,28 @@ class SqliteEventStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.epoch = db.call(_read_epoch)
+        # A write is queued on the database thread and has not started: publishing more
+        # needs no other job (it would find nothing left, a hop to the thread for nothing).
+        self._queued = False
 
-    def append(self, pending: deque[tuple[str, str, float]]) -> asyncio.Future[list[BusEvent]]:
-        return self.db.submit(_write, pending, self.epoch)
+    def append(
+        self, pending: deque[tuple[str, str, float]]
+    ) -> asyncio.Future[list[BusEvent]] | None:
+        if self._queued:
+            return None
+        self._queued = True  # before the submit: the job may start (and clear it) at once
+        try:
+            return self.db.submit(self._write, pending)
+        except BaseException:
+            self._queued = False
+            raise
+
+    def _write(self, conn: sqlite3.Connection,
+               pending: deque[tuple[str, str, float]]) -> list[BusEvent]:
+        # Cleared before the deque is drained: an entry published after this line is
+        # either drained below or queues a write of its own.
+        self._queued = False
+        return _write(conn, pending, self.epoch)
 
     async def window(self) -> Window:
         return await self.db.run(_window)
@@ -240,7 +265,8 @@ class EventBus:
     def publish(self, kind: str, data: dict[str, Any]) -> None:
         """Queue the event's row now, behind the commit it reports; streams get it once written."""
         self._pending.append((kind, json.dumps(data, separators=(",", ":")), time.time()))
-        self.store.append(self._pending).add_done_callback(self._stored)
+        if (written := self.store.append(self._pending)) is not None:
+            written.add_done_callback(self._stored)
 
     def _stored(self, future: asyncio.Future[list[BusEvent]]) -> None:
         if future.cancelled():

@@ -23,8 +23,15 @@ from dragoon.relay.context import Relay
 
 
 async def wait(relay: Relay, who: PilotPrincipal | None, key: Hashable, since: int,
-               timeout: float) -> bool:
-    """Like ``relay.signals.wait``; raises 401 once ``who``'s session is gone (None: never)."""
+               timeout: float, *, caller_rechecks: bool = False) -> bool:
+    """Like ``relay.signals.wait``; raises 401 once ``who``'s session is gone (None: never).
+
+    ``caller_rechecks``: on a wake-up (True returned) the session is not checked
+    here, because the caller's very next database call checks it, in the same
+    call as its own reads and before anything is answered (``auth.check_session``);
+    one hop to the database thread per wake-up instead of two. A slice that ends
+    without a wake-up is still checked here.
+    """
     if who is None:
         return await relay.signals.wait(key, since, timeout)
     deadline = time.monotonic() + timeout
@@ -33,6 +40,8 @@ async def wait(relay: Relay, who: PilotPrincipal | None, key: Hashable, since: i
         moved = await relay.signals.wait(key, since, step)
         if relay.signals.closed:
             return False  # shutting down: answer what there is, as before
+        if moved and caller_rechecks:
+            return True
         await require_session(relay, who)
         if moved or time.monotonic() >= deadline:
             return moved

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from dragoon.relay.db import transaction
-from dragoon.relay.errors import ApiError
+from dragoon.relay.errors import ApiError, not_found
 from dragoon.relay.output import STREAMS, TASK_ID, Appended, Closed, Gap
 from dragoon.relay.units import format_size
 
@@ -160,30 +160,50 @@ def check_append(
 
 
 async def append_log(
-    relay: Relay, drone: str, task: str, stream: str, offset: int, data: bytes, *,
-    closed: bool = False,
-) -> Appended | Gap | Closed:
-    """``OutputStore.append`` with the quota checked before and the new length counted after.
+    relay: Relay, drone: str, task: str, stream: str, offset: int, data: bytes,
+) -> tuple[sqlite3.Row, Appended | Gap | Closed]:
+    """``OutputStore.append`` for the drone's own task, with the quota checked before and
+    the new length counted after; the task's row and the store's answer.
 
-    A closed log (its task finished) takes nothing new whatever the quota: the
-    store answers that, so no quota check is made for it.
+    The task is looked up (``own_task``: 404 unless it was handed to this drone) and,
+    when needed, the quota checked in one call on the database thread: one hop, not two.
+    A closed log (its task finished) takes nothing new whatever the quota: the store
+    answers that, so no quota check is made for it; a task whose state is finished is
+    appended with ``closed=True``, so the task's state and the log never disagree.
     """
+    if not TASK_ID.fullmatch(task):
+        raise not_found("task for this drone")  # own_task's answer: no such task exists
     store = relay.output  # the relay's output store: the one line to follow if it is renamed
     held = store.size(task, stream)
     fresh = offset + len(data) - held
     limits = Limits.of(relay.config)
-    # Without a quota the database is asked only when the task has no log folder: it may
-    # have been pruned (pruning removes the folder), else the hop would cost every chunk.
-    ask = limits.active or not store.path(task, stream).parent.is_dir()
-    if fresh > 0 and ask and not closed and not store.truncated(task):
-        # A gap (offset past what is held) stores nothing: only whether the task still has
-        # an output is asked then.
-        incoming = fresh if offset <= held else 0
-        await relay.db.run(check_append, limits, drone, task, incoming)
-    result = await store.append(task, stream, offset, data, closed=closed)
+    # Without a quota the quota is asked only when the task has no log folder: it may
+    # have been pruned (pruning removes the folder), else the check would cost every chunk.
+    ask = (fresh > 0 and (limits.active or not store.path(task, stream).parent.is_dir())
+           and not store.truncated(task))
+    # A gap (offset past what is held) stores nothing: only whether the task still has
+    # an output is asked then.
+    incoming = (fresh if offset <= held else 0) if ask else None
+    row, finished = await relay.db.run(admit_append, limits, drone, task, incoming)
+    result = await store.append(task, stream, offset, data, closed=finished)
     if isinstance(result, Appended):
         await relay.log_sizes.record(drone, task, stream, store.size(task, stream))
-    return result
+    return row, result
+
+
+def admit_append(
+    conn: sqlite3.Connection, limits: Limits, drone: str, task: str, incoming: int | None
+) -> tuple[sqlite3.Row, bool]:
+    """The drone's own task (``own_task``) and whether it is finished, with the quota
+    checked for ``incoming`` new bytes unless None (no check asked for) or the task is
+    finished (its closed log takes nothing new)."""
+    from dragoon.relay.tasks import FINISHED, own_task  # tasks → enroll → fetches → quota
+
+    row = own_task(conn, drone, task)
+    finished = row["state"] in FINISHED
+    if incoming is not None and not finished:
+        check_append(conn, limits, drone, task, incoming)
+    return row, finished
 
 
 class LogSizes:

@@ -6,6 +6,7 @@ view of drones (``/v1/workers``) is ``routes/fleet.py``.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from dragoon.relay import artifacts, dispatch, enroll, fetches, fleet, logconf, messages, quota
@@ -15,7 +16,7 @@ from dragoon.relay.context import Relay, RelayDep
 from dragoon.relay.errors import ApiError
 from dragoon.relay.models import MAX_OFFSET, FinishBody, InitBody, MessageBody, PollBody
 from dragoon.relay.output import Closed, Gap, Incomplete
-from dragoon.relay.tasks import FINISHED, own_task, task_finished
+from dragoon.relay.tasks import TaskStore, task_finished
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
@@ -69,10 +70,8 @@ async def log(
     task: str = Query(), stream: str = Query(pattern="^(stdout|stderr|order)$"),
     offset: int = Query(ge=0, le=MAX_OFFSET),
 ) -> dict[str, Any] | JSONResponse:
-    row = await relay.db.run(own_task, drone.name, task)
     data = await request.body()
-    result = await quota.append_log(relay, drone.name, row["id"], stream, offset, data,
-                                    closed=row["state"] in FINISHED)
+    row, result = await quota.append_log(relay, drone.name, task, stream, offset, data)
     if isinstance(result, Gap):
         raise ApiError(409, "offset_gap", f"the relay holds {result.expected} bytes",
                        expected=result.expected)
@@ -91,6 +90,8 @@ async def finish(body: FinishBody, drone: DroneDep, relay: RelayDep) -> dict[str
     """Close the log (if every reported byte is here), then record the outcome.
 
     In that order: once the outcome is recorded no chunk can still be appended.
+    The drone is answered once the outcome is committed; the events are queued
+    (``bus.publish`` only queues their row, behind that commit) before it is.
     """
     result = await relay.db.run(relay.tasks.recorded_finish, drone.name, body)
     if result is None:
@@ -101,17 +102,29 @@ async def finish(body: FinishBody, drone: DroneDep, relay: RelayDep) -> dict[str
             raise ApiError(409, "output_incomplete", "ship the rest of the output first",
                            stdout_size=closed.stdout_size, stderr_size=closed.stderr_size,
                            order_size=closed.order_size)
-        result = await relay.db.run(relay.tasks.finish, drone.name, body)
-    changed = result.pop("changed")
+        result = await relay.db.run(record_finish, relay.tasks, drone.name, body)
+    changed, drone_view = result.pop("changed"), result.pop("drone", None)
     if changed is not None:
-        await relay.stdin.drop(body.task)  # a finished task reads no more stdin
         relay.bus.publish("task", changed)
-        relay.signals.notify(("task", body.task))
-        relay.signals.notify(("drone", drone.name))  # a slot is free
         # The drone's running count changed too: without this event a cockpit
         # shows the slot as taken until the drone's next metrics report.
-        if (drone_view := await relay.db.run(fleet.get, drone.name)) is not None:
+        if drone_view is not None:
             relay.bus.publish("drone", drone_view)
+        relay.signals.notify(("task", body.task))
+        relay.signals.notify(("drone", drone.name))  # a slot is free
+        if changed["spec"].get("stdin") is True:  # only such a task has stdin to drop
+            await relay.stdin.drop(body.task)  # a finished task reads no more stdin
+    return result
+
+
+def record_finish(
+    conn: sqlite3.Connection, tasks: TaskStore, drone: str, body: FinishBody
+) -> dict[str, Any]:
+    """``TaskStore.finish``, and when it changed the task, the drone's view right after the
+    commit (its running count): one call on the database thread, not two."""
+    result = tasks.finish(conn, drone, body)
+    if result["changed"] is not None:
+        result["drone"] = fleet.get(conn, drone)
     return result
 
 

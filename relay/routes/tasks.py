@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
-from typing import Any
+from typing import Any, Final
 
 from dragoon.relay import artifacts, held, logconf
-from dragoon.relay.auth import PilotDep
+from dragoon.relay.auth import PilotDep, PilotPrincipal, check_session
 from dragoon.relay.blobs import check_artifact_path
-from dragoon.relay.context import RelayDep
+from dragoon.relay.context import Relay, RelayDep
 from dragoon.relay.dispatch import START_DEADLINES
 from dragoon.relay.errors import ApiError, not_found
 from dragoon.relay.models import MAX_OFFSET, CancelBody, SubmitBody
@@ -20,6 +21,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, Response
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+INLINE_READ: Final = 64 << 10  # bytes a log read may take on the event loop itself
 
 
 @router.post("", status_code=201)
@@ -81,25 +83,52 @@ async def read_log(
     """Bytes from ``offset``; with ``wait`` and nothing new, held until an append or a change."""
     key = ("task", task_id)
     deadline = time.monotonic() + min(wait, relay.config.poll_max_wait)
+    woken = False
     while True:
         version = relay.signals.version(key)
-        task = await relay.db.run(relay.tasks.get, task_id)
-        data = await asyncio.to_thread(relay.output.read, task_id, stream, offset, limit)
-        size = task[f"{stream}_size"]
-        final = TaskState(task["state"]).is_final
+        # One database call per pass: the task's state, and after a wake-up the session too
+        # (held.wait leaves that check to this call, before anything is answered).
+        state = await relay.db.run(follow_pass, task_id, who if woken else None)
+        # The sizes after the state: a final state means a closed log (the finish closes it
+        # before the outcome commits), so these are its final sizes.
+        size = relay.output.size(task_id, stream)
+        data = await _read(relay, task_id, stream, offset, min(limit, max(size - offset, 0)))
+        final = TaskState(state).is_final
         remaining = deadline - time.monotonic()
         if data or final or remaining <= 0:
             break
-        if not await held.wait(relay, who, key, version, remaining):
+        if not await held.wait(relay, who, key, version, remaining, caller_rechecks=True):
             break  # time is up (or the relay is stopping): answer what there is
+        woken = True
     end = offset + len(data)
     headers = {
         "X-Dragoon-Offset": str(offset), "X-Dragoon-Next-Offset": str(end),
-        "X-Dragoon-Task-State": task["state"],
+        "X-Dragoon-Task-State": state,
     }
     if final and end >= size:
         headers["X-Dragoon-Eof"] = "1"
     return Response(data, media_type="application/octet-stream", headers=headers)
+
+
+def follow_pass(conn: sqlite3.Connection, task_id: str, who: PilotPrincipal | None) -> str:
+    """The task's state for a log read, with ``who``'s session checked first when given."""
+    if who is not None:
+        check_session(conn, who)
+    row = conn.execute("SELECT state FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    if row is None:
+        raise not_found("task")
+    return str(row["state"])
+
+
+async def _read(relay: Relay, task_id: str, stream: str, offset: int, want: int) -> bytes:
+    """``want`` bytes of the log from ``offset``: none asked, no read; a small read (what a
+    follower's wake-up brings, bytes just written and in the page cache) on the event loop,
+    which costs less than a hop to a worker thread and back; a large one on a thread."""
+    if want <= 0:
+        return b""
+    if want <= INLINE_READ:
+        return relay.output.read(task_id, stream, offset, want)
+    return await asyncio.to_thread(relay.output.read, task_id, stream, offset, want)
 
 
 @router.get("/{task_id}/artifact", response_model=None)

@@ -301,3 +301,45 @@ def test_an_event_that_cannot_be_stored_ends_every_stream_and_old_ids_reset(
         asyncio.run(scenario())
     finally:
         db.close()
+
+
+def test_events_published_while_a_write_is_queued_share_it_and_arrive_in_order(
+    tmp_path: Path
+) -> None:
+    """In process, on a real database: a publish while an earlier write is queued and not
+    started queues no job of its own (SqliteEventStore.append answers None), and that write
+    stores it; every event arrives once, in publish order, with ids in that order."""
+    import asyncio
+    import threading
+
+    from dragoon.relay.db import Database
+    from dragoon.relay.events import EventBus, SqliteEventStore
+
+    db = Database(tmp_path / "relay.db")
+    store = SqliteEventStore(db)
+    bus = EventBus(store)
+    busy = threading.Event()
+
+    async def scenario() -> None:
+        stream = bus.subscribe(owner="pilot")
+        # The database thread is held, so every write queued now waits behind this job.
+        held = db.submit(lambda conn: busy.wait(10))
+        bus.publish("task", {"n": 0})
+        assert store.append(bus._pending) is None, "a write is queued and not started"
+        for n in range(1, 50):
+            bus.publish("task", {"n": n})
+        busy.set()
+        await held
+        got = [await asyncio.wait_for(stream.get(), 10) for _ in range(50)]
+        # Once that write ran, the next publish queues a write of its own.
+        bus.publish("task", {"n": 50})
+        got.append(await asyncio.wait_for(stream.get(), 10))
+        assert all(event is not None for event in got)
+        assert [json.loads(e.payload)["n"] for e in got if e] == list(range(51))
+        assert [e.id for e in got if e] == list(range(1, 52))
+        assert stream.empty(), "none twice"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        db.close()

@@ -346,3 +346,17 @@ def test_a_served_fetch_acknowledges_a_resend_and_refuses_other_content(
     assert drone.blob(b"first", fetch=fetch["id"]).status_code == 200
     assert _error(drone.blob(b"second", fetch=fetch["id"])) == (409, "conflict")
     assert shared_pilot.get(f"/v1/fetches/{fetch['id']}/content").content == b"first"
+
+
+def test_output_for_another_drone_s_or_no_task_gets_one_answer(
+    shared_pilot: PilotSession, new_drone: Callable[..., DroneClient]
+) -> None:
+    """The task lookup and the quota check are one database call now (quota.admit_append):
+    a task of another drone, an unknown id and a malformed one still get the same 404, and
+    nothing is stored for the owner's task."""
+    owner, intruder = new_drone(), new_drone()
+    task = _running(shared_pilot, owner)
+    answers = [intruder.log(name, "stdout", 0, b"x") for name in (task, "t-aaaaaaaaaa", "nope")]
+    assert len({(a.status_code, a.text) for a in answers}) == 1, [a.text for a in answers]
+    assert answers[0].status_code == 404
+    assert shared_pilot.get(f"/v1/tasks/{task}").json()["stdout_size"] == 0

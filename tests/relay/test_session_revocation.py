@@ -211,3 +211,39 @@ def test_a_drones_held_poll_ends_when_its_key_is_replaced(relay: RelayProcess) -
     assert (answer.status_code, answer.json()["error"]) == (401, "drone_replaced"), answer.text
     handed = new.poll(wait=5)
     assert task["id"] in handed.text
+
+
+def test_a_follower_woken_after_logout_is_answered_401_not_the_change(tmp_path: Path) -> None:
+    """A log follow woken by a change is checked in the same database call that reads the
+    task (routes/tasks.py ``follow_pass``), not by held.wait: with a recheck slice far longer
+    than the test, only that check can answer the woken follower 401 instead of the task's
+    new state (here a cancel, which would end the follow with a 200 and its eof)."""
+    with RelayProcess(tmp_path / "relay", config={"session_recheck": 300}) as relay:
+        pilot, other = relay.pilot("follower"), relay.pilot("canceller")
+        task = pilot.submit("sleep 60", labels=["nowhere"])["id"]
+        answers: list[httpx.Response | BaseException] = []
+
+        def follow() -> None:
+            try:
+                answers.append(pilot.get(f"/v1/tasks/{task}/log", params={"wait": 20},
+                                         timeout=CLOSES_WITHIN))
+            except BaseException as exc:
+                answers.append(exc)
+
+        thread = threading.Thread(target=follow)
+        started = time.monotonic()
+        thread.start()
+        logout = SignedClient(relay.url, pilot.signer, token=pilot.token)
+        try:
+            wait_until(lambda: answers or time.monotonic() - started > 1, timeout=5)
+            assert answers == [], answers  # held
+            logout.post("/v1/auth/logout").raise_for_status()
+            other.post(f"/v1/tasks/{task}/cancel", json={}).raise_for_status()  # the wake-up
+            thread.join(CLOSES_WITHIN + 5)
+        finally:
+            logout.close()
+        assert len(answers) == 1
+        answer = answers[0]
+        assert isinstance(answer, httpx.Response), answer
+        assert (answer.status_code, answer.json()["error"]) == (401, "bad_session"), answer.text
+        assert time.monotonic() - started < CLOSES_WITHIN, "answered by the wake-up, not a slice"
