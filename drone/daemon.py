@@ -258,7 +258,8 @@ class DroneDaemon:
             task_id=task_id, task_dir=self.data.task_dir(task_id),
             work_dir=Path(record["work_dir"]), spec=spec, timeout=record.get("timeout"),
             grace=float(record.get("grace", self.settings.default_grace)), client=self.client,
-            settings=self.settings, before_cleanup=self.state.save_if_behind)
+            settings=self.settings, before_cleanup=self.state.save_if_behind,
+            start_notes=record.get("notes"))
 
     def _hold(self, runner: TaskRunner) -> None:
         self.runners[runner.id] = runner

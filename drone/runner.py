@@ -92,11 +92,14 @@ class TaskRunner:
         client: RelayLink,
         settings: DroneSettings,
         before_cleanup: Callable[[], None] | None = None,
+        start_notes: list[str] | None = None,
     ) -> None:
         """``before_cleanup`` runs (in a thread) before the task dir is removed: the daemon's
-        ledger writes state.json then, as the task dir held the accept's durable record."""
+        ledger writes state.json then, as the task dir held the accept's durable record.
+        ``start_notes``: task.json's notes (the daemon has just written or read it)."""
         self.id = task_id
         self._before_cleanup = before_cleanup
+        self._start_notes = [str(n) for n in start_notes] if isinstance(start_notes, list) else []
         self.dir = task_dir
         self.work_dir = work_dir
         self.spec = spec
@@ -411,10 +414,14 @@ class TaskRunner:
             if self.stdin else None)
         try:
             await self._gather(*streams)
+        except BaseException:
+            self.offsets.flush()  # the hint for a restarted drone (a stop flushes it too)
+            raise
         finally:
             if feed is not None:
                 feed.cancel()
-            self.offsets.flush()
+        # Every byte is acknowledged: no hint is written on the way to the finish (a drone
+        # that crashes before it ships again from the last hint; the relay dedups).
 
     async def _messages(self) -> None:
         """The inbox while the task runs; after its exit, artifacts, then the last lines."""
@@ -507,11 +514,12 @@ class TaskRunner:
 
     def notes(self) -> list[str]:
         """What the task's finish says without failing it: the daemon's notes at its start
-        (task.json: dragoon upgraded under the drone) and its artifact notes (artifacts.json),
-        kept on disk so a drone restarted before the finish still reports them."""
-        notes: list[str] = []
-        for name in ("task.json", "artifacts.json"):
-            record = read_json(self.dir / name)
+        (task.json: dragoon upgraded under the drone; handed over by the daemon, which wrote
+        or read it) and its artifact notes (artifacts.json), kept on disk so a drone
+        restarted before the finish still reports them."""
+        notes = [note[:1000] for note in self._start_notes]
+        if self.spec.artifacts:
+            record = read_json(self.dir / "artifacts.json")
             found = record.get("notes") if isinstance(record, dict) else None
             notes += [str(note)[:1000] for note in found] if isinstance(found, list) else []
         return notes[:100]
