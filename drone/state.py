@@ -1,9 +1,12 @@
 """The drone's data directory: where everything lives, and writes that survive a crash.
 
-Every file the drone relies on after a restart (last sequence number, accepted
-task ids, per-task records) is written with write-to-temp, fsync, rename,
+Every file the drone relies on after a power cut (last sequence number, accepted
+task ids, the task's record) is written with write-to-temp, fsync, rename,
 fsync of the directory, so a power cut leaves either the old or the new
-version, never a torn one. See docs/drone.md for the layout.
+version, never a torn one; records that only matter while the task's processes
+live, or that are decided again from fsynced ones, skip the fsyncs
+(``durable=False``) but are still replaced atomically. See docs/drone.md for
+the layout and which is which.
 
 The data dir is private: folders 0700, files 0600, set explicitly rather
 than left to the umask, and tightened at start if found looser. A task dir is
