@@ -39,7 +39,14 @@ from dragoon.drone.install import RunningCode, installed_version
 from dragoon.drone.launcher import Launcher
 from dragoon.drone.lazy import lazy_call, lazy_module
 from dragoon.drone.metrics import Metrics
-from dragoon.drone.state import AdmissionLedger, DataDir, is_safe_id, read_json, write_json
+from dragoon.drone.state import (
+    AdmissionLedger,
+    DataDir,
+    fsync_dir,
+    is_safe_id,
+    read_json,
+    write_json,
+)
 from dragoon.shared.keys import PublicKey, load_public_key_file
 from dragoon.shared.signers import KeyFileSigner
 from dragoon.shared.tls import ca_context
@@ -92,7 +99,7 @@ class DroneDaemon:
         self.settings = config.load(data.settings)
         self.signer = KeyFileSigner.from_file(data.key)
         self.relay_key: PublicKey = load_public_key_file(data.relay_key)
-        self.state = AdmissionLedger.load(data.state)
+        self.state = AdmissionLedger.load(data.state, data.tasks)
         self.ca_cert = ca_cert or self.settings.ca_cert_path(data.root)
         verify = ca_context(self.ca_cert) if self.ca_cert is not None else True
         self.client = RelayLink(self.settings.relay, self.signer, verify=verify)
@@ -153,6 +160,7 @@ class DroneDaemon:
         for runner in self.runners.values():
             runner.offsets.flush()
         await asyncio.gather(poller, *self._jobs, return_exceptions=True)
+        self.state.save_if_behind()  # not needed (the task dirs hold them), but tidy
         await self.client.aclose()
         if self.launcher is not None:
             self.launcher.close()
@@ -250,7 +258,8 @@ class DroneDaemon:
             task_id=task_id, task_dir=self.data.task_dir(task_id),
             work_dir=Path(record["work_dir"]), spec=spec, timeout=record.get("timeout"),
             grace=float(record.get("grace", self.settings.default_grace)), client=self.client,
-            settings=self.settings)
+            settings=self.settings, before_cleanup=self.state.save_if_behind,
+            start_notes=record.get("notes"))
 
     def _hold(self, runner: TaskRunner) -> None:
         self.runners[runner.id] = runner
@@ -411,7 +420,6 @@ class DroneDaemon:
             self._reject(parsed.id, f"bad_spec: {spec}")
             return True
         task_dir = self.data.make_task_dir(parsed.id)
-        # Recorded durably before anything is spawned: a crash from here on never reruns it.
         self.state.accept(parsed.id, parsed.seq)
         work_dir = self._work_dir(parsed.id, spec)
         record = {
@@ -424,7 +432,11 @@ class DroneDaemon:
         upgraded = self.code.changed() if self.code is not None else None
         if upgraded:
             record["notes"] = [upgraded]
+        # The accept's durable record (its id and seq; state.json catches up before the task
+        # dir goes, AdmissionLedger): fsynced, with tasks/ holding the dir, before anything
+        # is spawned, so a crash from here on never reruns it.
         write_json(task_dir / "task.json", record)
+        fsync_dir(self.data.tasks)
         (task_dir / "inbox").touch(mode=0o600)
         runner = self._make_runner(parsed.id, record, spec)
         env = self._task_env(parsed.id, spec, task_dir)

@@ -21,6 +21,8 @@ is gone too, as when its venv was rebuilt), that sentence is its error.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Final
 
@@ -56,13 +58,24 @@ class RunningCode:
         self.wrapper = data.root / "wrapper.py"
         write_atomic(self.wrapper, self.source)
         self._said: str | None = None
+        self._looked: tuple[object, ...] | None = None  # _install_stamp() at the last look
+        self._found: str | None = None  # what that look found
 
     def changed(self) -> str | None:
         """A sentence when the installed dragoon is no longer the one running, else None.
 
         Logged once per distinct change: each task of an upgraded drone carries it in its
-        notes, its log says it once.
+        notes, its log says it once. Asked at every accept, so the answer is kept while
+        nothing pip touches has changed (``_install_stamp``): reading the metadata afresh
+        costs most of a millisecond, on the path from the poll answer to the task's start.
         """
+        stamp = _install_stamp()
+        if stamp is not None and stamp == self._looked:
+            return self._said_again(self._found)
+        self._looked, self._found = stamp, self._compare()
+        return self._said_again(self._found)
+
+    def _compare(self) -> str | None:
         now = installed_version()
         if now != self.version:
             change = f"dragoon was upgraded under this drone ({self.version} → {now})"
@@ -74,12 +87,34 @@ class RunningCode:
             else:
                 change = None if same else (f"dragoon's files changed under this drone "
                                             f"({INSTALLED_WRAPPER} differs)")
-        if change is None:
+        return None if change is None else f"{change}: restart it"
+
+    def _said_again(self, sentence: str | None) -> str | None:
+        if sentence is None:
             return None
-        sentence = f"{change}: restart it"
         if sentence != self._said:
             log.warning("%s (`systemctl restart dragoon-drone`, or stop and start "
                         "`dragoon drone run`); tasks still start from the wrapper this drone "
                         "started with, %s", sentence, self.wrapper)
             self._said = sentence
         return sentence
+
+
+def _install_stamp() -> tuple[object, ...] | None:
+    """What an install or upgrade changes: the installed wrapper's file, and the folders on
+    the import path (a dist-info folder made or removed in one changes its mtime); None when
+    one cannot be looked at (then the caller looks afresh)."""
+    try:
+        found = os.stat(INSTALLED_WRAPPER)
+        wrapper: tuple[object, ...] = (found.st_ino, found.st_mtime_ns, found.st_size)
+    except FileNotFoundError:
+        wrapper = ("gone",)
+    except OSError:
+        return None
+    folders: list[tuple[str, int]] = []
+    for entry in sys.path:
+        try:
+            folders.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            folders.append((entry, -1))
+    return (wrapper, *folders)

@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -90,8 +91,15 @@ class TaskRunner:
         grace: float,
         client: RelayLink,
         settings: DroneSettings,
+        before_cleanup: Callable[[], None] | None = None,
+        start_notes: list[str] | None = None,
     ) -> None:
+        """``before_cleanup`` runs (in a thread) before the task dir is removed: the daemon's
+        ledger writes state.json then, as the task dir held the accept's durable record.
+        ``start_notes``: task.json's notes (the daemon has just written or read it)."""
         self.id = task_id
+        self._before_cleanup = before_cleanup
+        self._start_notes = [str(n) for n in start_notes] if isinstance(start_notes, list) else []
         self.dir = task_dir
         self.work_dir = work_dir
         self.spec = spec
@@ -319,7 +327,12 @@ class TaskRunner:
         self._disarm()
         if self.outcome is None:
             self.outcome = outcome
-            write_json(self.dir / "result.json", outcome.__dict__)
+            # An outcome read from exit.json (fsynced by the wrapper) is decided again, the
+            # same, from it and kill.json by a drone that lost result.json in a power cut: not
+            # fsynced then, off the path from the exit to the finish. One the drone made up
+            # (a vanished wrapper, a reboot) has nothing else to be decided from: fsynced.
+            write_json(self.dir / "result.json", outcome.__dict__,
+                       durable=self.exit_info is None)
             how = (f"exit code {outcome.exit_code}" if outcome.exit_code is not None
                    else f"signal {outcome.signal}" if outcome.signal else outcome.error)
             log.info("task %s: exited (%s) → %s", self.id, how, outcome.state)
@@ -367,7 +380,11 @@ class TaskRunner:
         for shipper in self.shippers.values():
             shipper.close()
         # A task can leave any number of files in its task dir: removed off the loop.
-        await asyncio.to_thread(self._cleanup)
+        try:
+            await asyncio.to_thread(self._cleanup)
+        except OSError as exc:  # state.json not written: the task dir, its record, stays
+            log.error("task %s: cannot record its accept in state.json (%s); its task dir "
+                      "is kept", self.id, exc)
         self.done.set()
 
     @staticmethod
@@ -397,10 +414,14 @@ class TaskRunner:
             if self.stdin else None)
         try:
             await self._gather(*streams)
+        except BaseException:
+            self.offsets.flush()  # the hint for a restarted drone (a stop flushes it too)
+            raise
         finally:
             if feed is not None:
                 feed.cancel()
-            self.offsets.flush()
+        # Every byte is acknowledged: no hint is written on the way to the finish (a drone
+        # that crashes before it ships again from the last hint; the relay dedups).
 
     async def _messages(self) -> None:
         """The inbox while the task runs; after its exit, artifacts, then the last lines."""
@@ -493,11 +514,12 @@ class TaskRunner:
 
     def notes(self) -> list[str]:
         """What the task's finish says without failing it: the daemon's notes at its start
-        (task.json: dragoon upgraded under the drone) and its artifact notes (artifacts.json),
-        kept on disk so a drone restarted before the finish still reports them."""
-        notes: list[str] = []
-        for name in ("task.json", "artifacts.json"):
-            record = read_json(self.dir / name)
+        (task.json: dragoon upgraded under the drone; handed over by the daemon, which wrote
+        or read it) and its artifact notes (artifacts.json), kept on disk so a drone
+        restarted before the finish still reports them."""
+        notes = [note[:1000] for note in self._start_notes]
+        if self.spec.artifacts:
+            record = read_json(self.dir / "artifacts.json")
             found = record.get("notes") if isinstance(record, dict) else None
             notes += [str(note)[:1000] for note in found] if isinstance(found, list) else []
         return notes[:100]
@@ -534,7 +556,10 @@ class TaskRunner:
             await asyncio.sleep(backoff.next_delay())
 
     def _cleanup(self) -> None:
-        """The relay holds it all: the spool and the task's records go."""
+        """The relay holds it all: the spool and the task's records go (its accept is in
+        state.json first)."""
+        if self._before_cleanup is not None:
+            self._before_cleanup()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def reap(self) -> None:

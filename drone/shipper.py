@@ -44,6 +44,7 @@ WINDOW: Final = 4  # chunks in flight per stream: memory stays at WINDOW * CHUNK
 # inotify: drone/dirwatch.py); with inotify the wrapper's writes wake it, and it looks on its
 # own only every dirwatch.SAFETY_LOOK.
 IDLE_POLL: Final = 0.025
+INLINE_READ: Final = 64 * 1024  # a window this small is read on the loop (ship_once)
 
 
 class TaskGone(Exception):
@@ -126,8 +127,14 @@ class StreamShipper:
         offsets = list(range(start, min(size, start + WINDOW * CHUNK), CHUNK))
         fd = self._open()
         assert fd is not None  # spool_size() found it open
-        chunks = await asyncio.to_thread(
-            lambda: [(o, os.pread(fd, min(CHUNK, size - o), o)) for o in offsets])
+
+        def read() -> list[tuple[int, bytes]]:
+            return [(o, os.pread(fd, min(CHUNK, size - o), o)) for o in offsets]
+
+        # A few KiB of the drone's own regular file come from the page cache in microseconds:
+        # read at once, not through a thread hop (most of a millisecond on a busy box, on the
+        # path from a tiny task's exit to its finish); a bigger window is read off the loop.
+        chunks = read() if size - start <= INLINE_READ else await asyncio.to_thread(read)
         results = await asyncio.gather(*(self._post(o, data) for o, data in chunks if data),
                                        return_exceptions=True)
         acked = [r[1] for r in results if isinstance(r, tuple) and r[0] == "ok"]

@@ -206,7 +206,12 @@ def _record(task_dir: Path, report: dict[str, Any] | None, wrapper_pid: int | No
         wrapper_create = _create_time(wrapper_pid)
     record = ProcRecord(pid, _create_time(pid), wrapper_pid, wrapper_create,
                         psutil.boot_time(), float(report["started_at"]))
-    write_json(task_dir / "proc.json", record.to_json())
+    # Not fsynced, like launch.json and pid.json: it finds the task's live processes again
+    # after a drone crash (the kernel keeps the file), and a power cut, all an fsync would
+    # guard against, ends those processes; a restart that finds no proc.json rebuilds it
+    # from pid.json (recover), and one that finds neither reports the task failed: the
+    # accept's durable record (task.json) keeps it from ever running twice.
+    write_json(task_dir / "proc.json", record.to_json(), durable=False)
     return record
 
 
@@ -233,9 +238,12 @@ def recover(task_dir: Path, *, wait: float = 2.0) -> ProcRecord | None:
         return created if created is not None and abs(created - started_at) < 2.0 else None
 
     pid, wrapper_pid = int(info["pid"]), int(info["wrapper_pid"])
-    record = ProcRecord(pid, ours(pid), wrapper_pid, ours(wrapper_pid), psutil.boot_time(),
-                        started_at)
-    write_json(task_dir / "proc.json", record.to_json())
+    boot = psutil.boot_time()
+    # A task that started before this boot ran under an earlier one (a power cut lost its
+    # proc.json): recorded so, rebooted_since() says the host rebooted under it.
+    record = ProcRecord(pid, ours(pid), wrapper_pid, ours(wrapper_pid),
+                        boot if started_at >= boot else started_at, started_at)
+    write_json(task_dir / "proc.json", record.to_json(), durable=False)
     return record
 
 

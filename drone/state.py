@@ -1,9 +1,12 @@
 """The drone's data directory: where everything lives, and writes that survive a crash.
 
-Every file the drone relies on after a restart (last sequence number, accepted
-task ids, per-task records) is written with write-to-temp, fsync, rename,
+Every file the drone relies on after a power cut (last sequence number, accepted
+task ids, the task's record) is written with write-to-temp, fsync, rename,
 fsync of the directory, so a power cut leaves either the old or the new
-version, never a torn one. See docs/drone.md for the layout.
+version, never a torn one; records that only matter while the task's processes
+live, or that are decided again from fsynced ones, skip the fsyncs
+(``durable=False``) but are still replaced atomically. See docs/drone.md for
+the layout and which is which.
 
 The data dir is private: folders 0700, files 0600, set explicitly rather
 than left to the umask, and tightened at start if found looser. A task dir is
@@ -19,6 +22,7 @@ import logging
 import os
 import re
 import stat
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -193,37 +197,101 @@ class DataDir:
 
 @dataclass
 class AdmissionLedger:
-    """What must survive restarts to keep the at-most-once promise: last seq, accepted ids."""
+    """What must survive restarts to keep the at-most-once promise: last seq, accepted ids.
+
+    An accept is made durable by its task's own record, ``tasks/<id>/task.json`` (which holds
+    the id and the sequence), written and fsynced by the daemon before anything is spawned;
+    ``state.json`` holds the accepts whose task dir is gone. So the one file fsynced on the
+    task's path is task.json, and ``state.json`` is brought up to date (``save_if_behind``)
+    only before a task dir is removed, and at the drone's stop: at every moment each accepted
+    id is in a durable ``state.json`` or in a durable task dir, and ``load`` reads both.
+    """
 
     path: Path
     last_seq: int = 0
     accepted: list[str] = field(default_factory=list)
     _accepted_set: set[str] = field(default_factory=set, repr=False)
+    _changes: int = field(default=0, repr=False)  # accepts made in memory
+    _saved: int = field(default=0, repr=False)  # of them, how many state.json holds
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _write_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def load(cls, path: Path) -> AdmissionLedger:
+    def load(cls, path: Path, tasks: Path | None = None) -> AdmissionLedger:
+        """``state.json``, plus the accepts recorded in the task dirs under ``tasks``."""
         data = read_json(path)
         if not path.exists():
-            return cls(path)
-        if not isinstance(data, dict):
+            ledger = cls(path)
+        elif not isinstance(data, dict):
             # A damaged state file must not silently reset the sequence to 0.
             raise ValueError(f"{path} is damaged; refusing to guess the last sequence number")
-        accepted = [str(x) for x in data.get("accepted", [])]
-        return cls(path, int(data.get("last_seq", 0)), accepted, set(accepted))
+        else:
+            accepted = [str(x) for x in data.get("accepted", [])]
+            ledger = cls(path, int(data.get("last_seq", 0)), accepted, set(accepted))
+        held = sorted(_task_records(tasks) if tasks is not None else [], key=lambda r: r[1])
+        for task_id, seq in held:
+            ledger._remember(task_id, seq)
+        return ledger
 
     def is_accepted(self, task_id: str) -> bool:
         return task_id in self._accepted_set
 
     def accept(self, task_id: str, seq: int) -> None:
-        """Record the task before anything is spawned, durably."""
+        """Remember the task as accepted, in memory: its task.json is its durable record."""
+        with self._lock:
+            self._remember(task_id, seq)
+            self._changes += 1
+
+    def _remember(self, task_id: str, seq: int) -> None:
         self.last_seq = max(self.last_seq, seq)
+        if task_id in self._accepted_set:
+            return
         self.accepted.append(task_id)
         self._accepted_set.add(task_id)
         if len(self.accepted) > ACCEPTED_MEMORY:
             dropped = self.accepted[: len(self.accepted) - ACCEPTED_MEMORY]
             self.accepted = self.accepted[-ACCEPTED_MEMORY:]
             self._accepted_set.difference_update(dropped)
-        self.save()
+
+    def save_if_behind(self) -> None:
+        """Make ``state.json`` hold every accept made so far (durably), unless it does.
+
+        Called before a task dir is removed, from a thread: the snapshot is taken under a
+        lock that ``accept`` (on the loop) holds for microseconds, the fsyncs outside it.
+        """
+        with self._write_lock:
+            with self._lock:
+                if self._saved >= self._changes:
+                    return
+                target = self._changes
+                snapshot = {"last_seq": self.last_seq, "accepted": list(self.accepted)}
+            write_json(self.path, snapshot)
+            with self._lock:
+                self._saved = max(self._saved, target)
 
     def save(self) -> None:
-        write_json(self.path, {"last_seq": self.last_seq, "accepted": self.accepted})
+        """Write ``state.json`` now, durably, whatever it holds."""
+        with self._write_lock:
+            with self._lock:
+                target = self._changes
+                snapshot = {"last_seq": self.last_seq, "accepted": list(self.accepted)}
+            write_json(self.path, snapshot)
+            with self._lock:
+                self._saved = max(self._saved, target)
+
+
+def _task_records(tasks: Path) -> list[tuple[str, int]]:
+    """(id, seq) of every task dir's readable task.json: the accepts not yet in state.json."""
+    found: list[tuple[str, int]] = []
+    try:
+        entries = sorted(tasks.iterdir())
+    except OSError:
+        return found
+    for entry in entries:
+        if not is_safe_id(entry.name):
+            continue
+        record = read_json(entry / "task.json")
+        if (isinstance(record, dict) and record.get("id") == entry.name
+                and isinstance(record.get("seq"), int)):
+            found.append((entry.name, int(record["seq"])))
+    return found

@@ -141,3 +141,27 @@ def test_a_redelivered_task_id_is_acknowledged_and_never_run_twice(proxied, tmp_
     assert fleet.wait_state(second)["state"] == "succeeded"
     assert counter.read_text() == "run\n"
     assert f"task {first}: already accepted" in drone.log_text()
+
+
+def test_an_accept_kept_only_by_its_task_dir_survives_a_kill9_and_never_runs_twice(proxied,
+                                                                                    tmp_path):
+    """state.json catches up only when a task dir goes (drone/state.py, AdmissionLedger): after
+    a kill -9 mid-task, the task's own task.json is what refuses its redelivery."""
+    fleet, drone, proxy = proxied
+    counter, release = tmp_path / "runs", tmp_path / "go"
+    first = fleet.submit(f"echo run >> {counter}; until [ -e {release} ]; do sleep 0.05; done",
+                         drone="d1")
+    fleet.wait_state(first, "running")
+    drone.kill9()
+    state = read_json(drone.data_dir / "state.json")
+    assert state is None or first not in state["accepted"]
+    drone.configure(slots=2)  # the re-adopted task holds one: the redelivery rides on another
+    drone.start()
+    proxy.inject = [task for task in proxy.seen if task["id"] == first]
+    second = fleet.submit("true", drone="d1")
+    assert fleet.wait_state(second)["state"] == "succeeded"
+    release.touch()
+    assert fleet.wait_state(first)["state"] == "succeeded"
+    assert counter.read_text() == "run\n"
+    assert f"task {first}: already accepted" in drone.log_text()
+    proxy.inject = []

@@ -162,6 +162,20 @@ def test_a_lost_proc_record_is_rebuilt_from_the_wrappers_pid_file(tmp_path):
     exit_info(task)
 
 
+def test_a_task_whose_proc_record_a_power_cut_lost_is_known_to_have_died_in_the_reboot(
+        tmp_path):
+    """proc.json is not fsynced (drone/spawn.py): after a power cut only pid.json may be left,
+    naming a start before this boot; the rebuilt record says the host rebooted under it."""
+    task = tmp_path / "t"
+    task.mkdir()
+    (task / "launch.json").write_text("{}")
+    before_boot = psutil.boot_time() - 600
+    (task / "pid.json").write_text(json.dumps({"pid": 1, "wrapper_pid": 1,
+                                               "started_at": before_boot}))
+    rebuilt = spawn.recover(task, wait=0)
+    assert rebuilt is not None and spawn.rebooted_since(rebuilt)
+
+
 def test_a_pid_file_naming_someone_elses_process_is_not_adopted(tmp_path):
     task = tmp_path / "t"
     task.mkdir()

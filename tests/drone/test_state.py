@@ -7,22 +7,61 @@ import stat
 
 import pytest
 from dragoon.drone import config
-from dragoon.drone.state import ACCEPTED_MEMORY, AdmissionLedger, DataDir, is_safe_id
+from dragoon.drone.state import (
+    ACCEPTED_MEMORY,
+    AdmissionLedger,
+    DataDir,
+    is_safe_id,
+    write_json,
+)
 
 
 def test_last_seq_and_accepted_ids_survive_a_reload(tmp_path):
     state = AdmissionLedger.load(tmp_path / "state.json")
     state.accept("t-one", 7)
     state.accept("t-two", 9)
+    state.save_if_behind()
     again = AdmissionLedger.load(tmp_path / "state.json")
     assert again.last_seq == 9
     assert again.is_accepted("t-one") and again.is_accepted("t-two")
     assert not again.is_accepted("t-three")
 
 
+def write_task_record(tasks, task_id, seq):
+    """What the daemon writes, durably, at an accept (the accept's own record)."""
+    (tasks / task_id).mkdir(parents=True)
+    write_json(tasks / task_id / "task.json", {"id": task_id, "seq": seq, "spec": {}})
+
+
+def test_an_accept_whose_task_dir_remains_counts_after_a_crash_without_state_json(tmp_path):
+    """A kill -9 after the accept: state.json never heard of it, its task.json did."""
+    tasks = tmp_path / "tasks"
+    state = AdmissionLedger.load(tmp_path / "state.json", tasks)
+    state.accept("t-old", 3)
+    state.save_if_behind()
+    state.accept("t-new", 5)
+    write_task_record(tasks, "t-new", 5)
+    (tasks / "t-torn").mkdir()  # made, then the crash, before its task.json
+    again = AdmissionLedger.load(tmp_path / "state.json", tasks)
+    assert again.is_accepted("t-old") and again.is_accepted("t-new")
+    assert not again.is_accepted("t-torn")
+    assert again.last_seq == 5
+
+
+def test_state_json_catches_up_only_when_behind(tmp_path):
+    state = AdmissionLedger.load(tmp_path / "state.json")
+    state.accept("t-one", 1)
+    assert not (tmp_path / "state.json").exists()  # the task dir is the durable record
+    state.save_if_behind()
+    first = os.stat(tmp_path / "state.json").st_ino
+    state.save_if_behind()  # nothing new: not written again
+    assert os.stat(tmp_path / "state.json").st_ino == first
+
+
 def test_state_file_is_private_and_written_atomically(tmp_path):
     state = AdmissionLedger.load(tmp_path / "state.json")
     state.accept("t-one", 1)
+    state.save_if_behind()
     assert stat.S_IMODE(os.stat(tmp_path / "state.json").st_mode) == 0o600
     assert not list(tmp_path.glob(".*.tmp"))
 
