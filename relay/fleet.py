@@ -24,6 +24,11 @@ def view(row: sqlite3.Row, running: int) -> dict[str, Any]:
         "enrolled_at": row["enrolled_at"], "hostname": row["hostname"],
         "version": row["version"],
         "metrics": json.loads(row["metrics"]) if row["metrics"] else None,
+        # Trust roots, for the pilots to check themselves (docs/security.md, "Trust roots"):
+        # the relay only repeats what the drone sent at init.
+        "public_key": row["public_key"], "x25519_public_key": row["x25519_public_key"],
+        "x25519_signature": row["x25519_signature"], "binding": row["binding"],
+        "enrollment": row["enrolled_with"],
     }
 
 
