@@ -43,8 +43,7 @@ PILOT = "dragoon.cockpit.cli"  # each verb by its own module: `run` loads no oth
 VERBS: dict[str, Verb] = {
     "relay": Verb("dragoon.relay.cli:relay", "Relay host: init, add-operator, enroll, serve.",
                   RELAY),
-    "drone": Verb("dragoon.drone.cli:drone",
-                  "Drone host: join a relay, run the daemon, choose the pilots it obeys."),
+    "drone": Verb("dragoon.drone.cli:drone", "Drone host: join a relay, run the daemon."),
     "notify": Verb("dragoon.drone.notify:notify", "Inside a task: send TEXT to the pilot's inbox."),
     "login": Verb(f"{PILOT}.session:login",
                   "Log in to the relay with your SSH key and a TOTP code.", COCKPIT),

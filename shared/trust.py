@@ -30,16 +30,15 @@ from pathlib import Path
 from typing import Final
 
 from dragoon.shared import sshsig
+from dragoon.shared.constants import BINDING_VERSION, NS_DRONE_KEY
 from dragoon.shared.errors import DragoonError, KeyLoadError
 from dragoon.shared.keys import ED25519, KEY_TYPES, PublicKey, write_private_file
 from dragoon.shared.spec import SpecError, check_drone_name
 
 AUTHORIZED_PILOTS: Final = "authorized_pilots"
 KNOWN_DRONES: Final = "known_drones"
-# The SSHSIG namespace of a drone's signature over its own X25519 public key.
-NS_DRONE_KEY: Final = "dragoon-drone-key-v1"
 # The first line of the bytes the binding MACs; a new layout gets a new tag.
-BINDING_TAG: Final = b"dragoon-enroll-v1"
+BINDING_TAG: Final = BINDING_VERSION.encode("ascii")
 BINDING_KEY_BYTES: Final = 32
 X25519_BYTES: Final = 32
 # A file of keys is small; the cap keeps a wrong path (a disk image) from being read whole.
