@@ -58,6 +58,14 @@ class PilotGroup(click.Group):
         except click.UsageError as exc:
             raise OneLineUsageError(exc.format_message(), ctx) from None
 
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[Any, Any, Any]:
+        try:
+            return super().resolve_command(ctx, args)
+        except OneLineUsageError:
+            raise
+        except click.UsageError as exc:
+            raise OneLineUsageError(exc.format_message(), ctx) from None
+
 
 def _say_confirmations(relay: str, found: list[Any]) -> None:
     """Confirm the pending enrollments this listing answers (cockpit/client/enrollments.py):

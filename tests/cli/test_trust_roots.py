@@ -180,7 +180,11 @@ def test_an_admin_token_binds_nothing_until_the_pilot_trusts_the_fingerprint(
     assert f"its key is not {wrong}" in refused.stderr
     assert f"ed25519 {drone_key.fingerprint}" in refused.stderr
     assert name not in known(me)
-    assert me.cli("drones", "trust", name, "SHA256:short").returncode == 2
+    malformed = me.cli("drones", "trust", name, "SHA256:short")
+    assert malformed.returncode == 2
+    assert malformed.stderr.startswith("dragoon: trust: 'SHA256:short' is not a key fingerprint")
+    unknown_verb = me.cli("drones", "trusst", name, wrong)
+    assert unknown_verb.returncode == 2 and len(unknown_verb.stderr.splitlines()) == 1
     assert me.cli("drones", "trust", "no-such-drone-x", wrong).returncode == 4
 
     done = me.cli("drones", "trust", name, drone_key.fingerprint)
