@@ -211,3 +211,24 @@ def test_a_v1_token_straight_from_the_relay_joins_with_no_pilot(me: Pilot, relay
     assert read_authorized_pilots(data / "authorized_pilots") == []
     wait_until(lambda: any(d["name"] == name for d in me.json("drones")), timeout=10)
     assert name not in known(me)
+
+
+def test_replacing_a_name_needs_the_pilots_binding_again(me: Pilot, tmp_path: Path) -> None:
+    """`enroll --replace`: while the new drone has not joined, the relay still shows the old
+    one (another enrollment): still pending, no refusal; once it joins, its binding replaces
+    the known_drones entry."""
+    name = name_for(me, "tr-repl")
+    join(me.ok("enroll", name).strip(), tmp_path / "old")
+    assert me.cli("drones").returncode == 0
+    old = read_known_drones(me.home / "config" / "dragoon" / "known_drones")[name]
+
+    token = me.ok("enroll", name, "--replace").strip()
+    waiting = me.cli("drones")
+    assert waiting.returncode == 0 and "REFUSED" not in waiting.stderr
+    assert known(me)[name] == old
+    join(token, tmp_path / "new")
+    done = me.cli("drones")
+    assert done.returncode == 0, done.stderr
+    new = read_known_drones(me.home / "config" / "dragoon" / "known_drones")[name]
+    assert new.ed25519 == PublicKey.from_openssh((tmp_path / "new" / "drone_key.pub").read_text())
+    assert new != old
