@@ -69,7 +69,12 @@ class PilotGroup(click.Group):
 
 def _say_confirmations(relay: str, found: list[Any]) -> None:
     """Confirm the pending enrollments this listing answers (cockpit/client/enrollments.py):
-    each confirmed drone is one line on stderr; a refused one ends the verb, exit 1."""
+    each confirmed drone is one line on stderr; a refused one ends the verb, exit 1.
+    With no pending file (the usual case) nothing more is imported or read."""
+    from dragoon.cockpit.client.config import state_dir
+
+    if not (state_dir() / "pending-enrollments.json").exists():
+        return
     from dragoon.cockpit.client.enrollments import confirm
 
     confirmed, refused = confirm(relay, found)

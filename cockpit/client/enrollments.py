@@ -48,6 +48,7 @@ from dragoon.shared.trust import (
 # A pending enrollment whose token expired is kept this long after for a drone that joined
 # just before the expiry and that no listing has met yet; then it is dropped.
 PENDING_AFTER_EXPIRY = 7 * 86400.0
+PENDING_FILE = "pending-enrollments.json"  # in the state dir; cli/drones.py looks for it first
 
 
 class TrustMismatch(Exception):
@@ -84,7 +85,7 @@ class PendingStore:
     """``pending-enrollments.json``: one entry per (relay, drone name), 0600, written whole."""
 
     def __init__(self, env: Mapping[str, str] = os.environ) -> None:
-        self.path = state_dir(env) / "pending-enrollments.json"
+        self.path = state_dir(env) / PENDING_FILE
 
     def load(self) -> list[PendingEnrollment]:
         try:
@@ -101,6 +102,11 @@ class PendingStore:
                                    f"({exc}); remove it and enroll again") from exc
 
     def save(self, entries: Iterable[PendingEnrollment]) -> None:
+        """Written whole; with nothing pending the file goes (a listing then skips the check)."""
+        entries = list(entries)
+        if not entries:
+            self.path.unlink(missing_ok=True)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         body = {"pending": [dataclasses.asdict(e) for e in entries]}
         write_private_file(self.path, json.dumps(body, indent=1).encode())
