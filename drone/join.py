@@ -1,4 +1,11 @@
-"""``dragoon drone join``: make the drone's key, enroll at the relay, pin the relay's task key.
+"""``dragoon drone join``: make the drone's keys, enroll at the relay, pin the relay's task key.
+
+The drone makes its signing key (ed25519) and its encryption key (X25519), seeds
+``authorized_pilots`` with the pilot keys the token carries, and sends the
+X25519 key's public half with its signing key's certificate of it and, when
+the token came from a pilot, the binding: an HMAC under the pilot's binding
+key over both public keys, which the relay can't make (docs/security.md,
+"Trust roots").
 
 The join token carries the fingerprint of the relay's task-signing key, so the
 key the relay sends back is kept only when it matches: the drone never trusts
@@ -22,6 +29,7 @@ import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from dragoon.drone import config
@@ -32,6 +40,17 @@ from dragoon.shared.enrollment import JoinToken
 from dragoon.shared.errors import DragoonError, KeyLoadError, TokenFormatError
 from dragoon.shared.keys import PrivateKey, PublicKey, load_private_key_file
 from dragoon.shared.tls import CaCertError, ca_context, is_tls_failure
+from dragoon.shared.trust import (
+    TrustFileError,
+    X25519Key,
+    certify_x25519,
+    make_binding,
+    parse_pilot_line,
+    read_authorized_pilots,
+    write_authorized_pilots,
+    x25519_fingerprint,
+    x25519_text,
+)
 
 
 class JoinError(Exception):
@@ -48,6 +67,9 @@ class Joined:
     relay: str
     fingerprint: str
     relay_key_fingerprint: str
+    x25519_fingerprint: str = ""
+    pilots: int = 0  # how many keys authorized_pilots holds from the token
+    bound: bool = False  # the token carried a pilot's binding key
 
 
 def join(token_text: str, data_dir: Path, *, slots: int = 1, labels: list[str] | None = None,
@@ -77,11 +99,24 @@ def join(token_text: str, data_dir: Path, *, slots: int = 1, labels: list[str] |
             key = load_private_key_file(data.key)
         except KeyLoadError as exc:
             raise JoinError(str(exc)) from exc
-    body = {
+    new_x25519 = not data.x25519_key.exists()
+    try:
+        x25519 = X25519Key.generate() if new_x25519 else X25519Key.load(data.x25519_key)
+        pilots = [parse_pilot_line(line, source="join token") for line in token.pilots]
+    except TrustFileError as exc:
+        raise JoinError(str(exc)) from exc
+    body: dict[str, Any] = {
         "name": token.drone, "secret": token.secret, "public_key": key.public_key.openssh(),
         "labels": labels or [], "slots": slots, "hostname": socket.gethostname(),
         "version": version(),
+        # Trust roots (docs/protocol.md, "Join token"): only the X25519 key's public half
+        # leaves the box, certified by the drone's key; the binding only if a pilot made one.
+        "x25519_public_key": x25519_text(x25519.public),
+        "x25519_signature": certify_x25519(key, x25519.public),
     }
+    if token.binding_key is not None:
+        body["binding"] = make_binding(token.binding_key, token.drone, key.public_key,
+                                       x25519.public)
     url = token.relay.rstrip("/") + "/v1/worker/init"
     client = http or httpx.Client(timeout=30.0, verify=verify)
     try:
@@ -118,16 +153,20 @@ def join(token_text: str, data_dir: Path, *, slots: int = 1, labels: list[str] |
     settings = config.DroneSettings(
         name=name, relay=token.relay.rstrip("/"), slots=slots, labels=labels or [],
         ca_cert=data.ca_cert.name if ca_pem is not None else "")
-    _write(data, key if new_key else None, relay_key, settings, ca_pem)
-    return Joined(name, settings.relay, key.public_key.fingerprint, relay_key.fingerprint)
+    _write(data, key if new_key else None, x25519 if new_x25519 else None, pilots, relay_key,
+           settings, ca_pem)
+    return Joined(name, settings.relay, key.public_key.fingerprint, relay_key.fingerprint,
+                  x25519_fingerprint(x25519.public), len(pilots), token.binding_key is not None)
 
 
-def _write(data: DataDir, key: PrivateKey | None, relay_key: PublicKey,
-           settings: config.DroneSettings, ca_pem: bytes | None) -> None:
+def _write(data: DataDir, key: PrivateKey | None, x25519: X25519Key | None,
+           pilots: list[PublicKey], relay_key: PublicKey, settings: config.DroneSettings,
+           ca_pem: bytes | None) -> None:
     """The data dir's files, all or nothing: a write that fails (a full disk, a read-only
     folder) takes back what this join made, so the join can simply be run again."""
     top = next((p for p in reversed([data.root, *data.root.parents]) if not p.exists()), None)
     made = [path for path in (data.key, data.key.with_name(data.key.name + ".pub"),
+                              data.x25519_key, data.authorized_pilots,
                               data.relay_key, data.ca_cert, data.settings, data.tasks,
                               data.work)
             if not path.exists()]
@@ -135,17 +174,23 @@ def _write(data: DataDir, key: PrivateKey | None, relay_key: PublicKey,
         data.create()
         if key is not None:
             key.save(data.key)
+        if x25519 is not None:
+            x25519.save(data.x25519_key)
+        # The token's keys, and any the box's owner put there before: the box's grant.
+        kept = read_authorized_pilots(data.authorized_pilots)
+        write_authorized_pilots(data.authorized_pilots,
+                                [*kept, *(k for k in pilots if k not in kept)])
         write_atomic(data.relay_key, (relay_key.openssh() + "\n").encode("ascii"), mode=0o644)
         if ca_pem is not None:
             # Public certificates, readable like relay_key.pub; kept as given (a bundle whole).
             write_atomic(data.ca_cert, ca_pem, mode=0o644)
         config.save(settings, data.settings)
-    except OSError as exc:
+    except (OSError, TrustFileError) as exc:
         if top is not None:
             shutil.rmtree(top, ignore_errors=True)
         else:
             for path in made:
                 with contextlib.suppress(OSError):
                     shutil.rmtree(path) if path.is_dir() else path.unlink()
-        raise JoinError(f"cannot write the drone's files in {data.root}: "
-                        f"{exc.strerror or exc}") from exc
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise JoinError(f"cannot write the drone's files in {data.root}: {reason}") from exc

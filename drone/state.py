@@ -144,6 +144,16 @@ class DataDir:
         return self.root / "relay_key.pub"
 
     @property
+    def x25519_key(self) -> Path:
+        """The drone's encryption key (X25519, 0600; docs/drone.md), made at join."""
+        return self.root / "drone_x25519"
+
+    @property
+    def authorized_pilots(self) -> Path:
+        """The pilot keys the drone obeys (shared/trust.py), seeded at join, edited on the box."""
+        return self.root / "authorized_pilots"
+
+    @property
     def ca_cert(self) -> Path:
         """The relay's CA bundle, copied here by ``join --ca-cert``."""
         return self.root / "relay-ca.pem"

@@ -175,14 +175,34 @@ def _print_qr(uri: str) -> None:
 @click.option("--url", default=None, help="Relay URL for the token (default: relay.toml's url).")
 @click.option("--replace", is_flag=True,
               help="The token may replace a drone that holds the name (its tasks end lost).")
+@click.option("--authorize", "authorize", multiple=True, metavar="FILE",
+              help="A pilot public key file the drone is to obey (repeatable); seeds its "
+                   "authorized_pilots.")
 def enroll(data_dir: Path, drone: str, labels: list[str], ttl: int, url: str | None,
-           replace: bool) -> None:
-    """Mint a one-time join token; prints it alone on stdout."""
+           replace: bool, authorize: tuple[str, ...]) -> None:
+    """Mint a one-time join token; prints it alone on stdout.
+
+    No pilot is behind it, so it carries no enrollment binding: the drone obeys only
+    the --authorize keys, and a pilot trusts it with `dragoon drones trust NAME
+    FINGERPRINT` (docs/security.md, "Trust roots").
+    """
+    import dataclasses
+
     from dragoon.relay import db
     from dragoon.relay import enroll as enrollment
     from dragoon.relay.errors import ApiError
+    from dragoon.shared.enrollment import JoinToken
     from dragoon.shared.keys import load_private_key_file
+    from dragoon.shared.trust import TrustFileError, pilot_keys_from
 
+    pilots: list[str] = []
+    for given in authorize:
+        try:
+            pilots += [key.openssh() for key in pilot_keys_from(given)
+                       if key.openssh() not in pilots]
+        except TrustFileError as exc:
+            click.echo(f"dragoon relay: --authorize {exc}", err=True)
+            sys.exit(2)
     config = _initialised(data_dir)
     relay_url = (url or config.url).rstrip("/")
     if not relay_url:
@@ -198,7 +218,8 @@ def enroll(data_dir: Path, drone: str, labels: list[str], ttl: int, url: str | N
         fail(exc.detail)
     finally:
         conn.close()
-    click.echo(token)
+    # The v2 form, with the --authorize keys; the admin's token never has a binding key.
+    click.echo(dataclasses.replace(JoinToken.decode(token), pilots=tuple(pilots)).encode())
 
 
 @relay.command()

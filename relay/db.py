@@ -215,6 +215,16 @@ MIGRATIONS: Final[list[str]] = [
     """
     INSERT INTO counters (name, value) VALUES ('replay_floor', 0)
     """,
+    # 8: trust roots (issue 13, docs/security.md): what a drone sent at init for the pilots to
+    # check without trusting the relay: its X25519 key, its signing key's certificate of it,
+    # the enrollment binding (an HMAC the relay can't make), and which token it spent (the
+    # SHA-256 of its secret, so that a pilot knows which enrollment a binding answers).
+    """
+    ALTER TABLE drones ADD COLUMN x25519_public_key TEXT;
+    ALTER TABLE drones ADD COLUMN x25519_signature TEXT;
+    ALTER TABLE drones ADD COLUMN binding TEXT;
+    ALTER TABLE drones ADD COLUMN enrolled_with TEXT
+    """,
 ]
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

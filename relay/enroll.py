@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -18,6 +20,7 @@ from dragoon.shared.errors import KeyLoadError
 from dragoon.shared.keys import ED25519, PublicKey
 from dragoon.shared.spec import SpecError, check_drone_name
 from dragoon.shared.spec import check_labels as shared_check_labels
+from dragoon.shared.trust import TrustFileError, parse_x25519
 
 
 def check_name(name: str) -> str:
@@ -66,7 +69,8 @@ def mint(
         detail = f"expires {expires_at}" + ("; may replace" if replace else "")
         audit.record(conn, by, "enroll_token", drone, detail, at=now)
     token = JoinToken(relay=relay_url, drone=drone, secret=secret, relay_key=relay_key)
-    return token.encode(), expires_at
+    # The relay's half (v1): the pilot adds its keys and binding (docs/protocol.md, "Join token").
+    return token.relay_half(), expires_at
 
 
 def register(
@@ -81,6 +85,9 @@ def register(
         return ApiError(422, "invalid", exc.detail)
     if key.key_type != ED25519:
         return ApiError(422, "invalid", "a drone key must be ssh-ed25519")
+    trust = _trust_fields(body)
+    if isinstance(trust, ApiError):
+        return trust
     with transaction(conn):
         row = conn.execute(
             "SELECT * FROM enrollments WHERE secret_hash = ?", (digest,)
@@ -114,18 +121,46 @@ def register(
         labels = sorted(set(json.loads(row["labels"])) | asked)
         conn.execute(
             "INSERT INTO drones (name, fingerprint, public_key, labels, slots, hostname, version,"
-            " state, enrolled_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)"
+            " state, enrolled_at, x25519_public_key, x25519_signature, binding, enrolled_with)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)"
             " ON CONFLICT (name) DO UPDATE SET fingerprint = excluded.fingerprint,"
             " public_key = excluded.public_key, labels = excluded.labels, slots = excluded.slots,"
             " hostname = excluded.hostname, version = excluded.version, state = 'pending',"
-            " enrolled_at = excluded.enrolled_at",
+            " enrolled_at = excluded.enrolled_at,"
+            " x25519_public_key = excluded.x25519_public_key,"
+            " x25519_signature = excluded.x25519_signature, binding = excluded.binding,"
+            " enrolled_with = excluded.enrolled_with",
             (name, key.fingerprint, key.openssh(), json.dumps(labels), body.get("slots") or 1,
-             body.get("hostname"), body.get("version"), now),
+             body.get("hostname"), body.get("version"), now, *trust, digest),
         )
         audit.record(conn, name, "enroll", name, key.fingerprint, at=now)
     # The last three are for the route's events and log; they are not in the answer.
     return {"name": name, "relay_public_key": relay_public_key, "replaced": holder is not None,
             "lost": lost, "failed_fetches": failed_fetches}
+
+
+def _trust_fields(body: dict[str, Any]) -> tuple[str | None, str | None, str | None] | ApiError:
+    """The X25519 key, its certificate and the binding, as the drone sent them.
+
+    Only their form is checked here (the relay is not who they protect): the
+    pilots check the certificate and the binding themselves (docs/security.md).
+    """
+    x25519, signature, binding = (body.get("x25519_public_key"), body.get("x25519_signature"),
+                                  body.get("binding"))
+    try:
+        if x25519 is not None:
+            parse_x25519(x25519, source="x25519_public_key")
+        if binding is not None and len(base64.b64decode(binding, validate=True)) != 32:
+            raise TrustFileError("binding: not 32 bytes")
+        if signature is not None:
+            base64.b64decode(signature, validate=True)
+    except (TrustFileError, binascii.Error, ValueError) as exc:
+        return ApiError(422, "invalid", str(exc) if isinstance(exc, TrustFileError)
+                        else "x25519_signature or binding is not base64")
+    if (x25519 is None) != (signature is None) or (binding is not None and x25519 is None):
+        return ApiError(422, "invalid", "x25519_public_key and x25519_signature come together, "
+                                        "and a binding needs them")
+    return x25519, signature, binding
 
 
 def name_taken(name: str, state: str, hint: str) -> ApiError:

@@ -16,8 +16,10 @@ from dragoon.relay.db import transaction
 from dragoon.relay.errors import ApiError, not_found
 
 
-def view(row: sqlite3.Row, running: int) -> dict[str, Any]:
-    return {
+def view(row: sqlite3.Row, running: int, *, trust: bool = False) -> dict[str, Any]:
+    """A drone as the API shows it; ``trust`` adds what the drone sent at init for the pilots
+    to check (the listing has it; the ``drone`` events, sent on every change, do not)."""
+    shown = {
         "name": row["name"], "state": row["state"], "draining": bool(row["draining"]),
         "labels": json.loads(row["labels"]), "slots": row["slots"], "running": running,
         "fingerprint": row["fingerprint"], "last_seen": row["last_seen"],
@@ -25,6 +27,14 @@ def view(row: sqlite3.Row, running: int) -> dict[str, Any]:
         "version": row["version"],
         "metrics": json.loads(row["metrics"]) if row["metrics"] else None,
     }
+    if trust:
+        # Trust roots, for the pilots to check themselves (docs/security.md, "Trust roots on
+        # the ends"): the relay only repeats what the drone sent at init.
+        shown.update({
+            "public_key": row["public_key"], "x25519_public_key": row["x25519_public_key"],
+            "x25519_signature": row["x25519_signature"], "binding": row["binding"],
+            "enrollment": row["enrolled_with"]})
+    return shown
 
 
 def _running(conn: sqlite3.Connection, name: str) -> int:
@@ -45,7 +55,7 @@ def listing(conn: sqlite3.Connection) -> list[dict[str, Any]]:
         " GROUP BY drone"
     ).fetchall())
     rows = conn.execute("SELECT * FROM drones ORDER BY name").fetchall()
-    return [view(row, counts.get(row["name"], 0)) for row in rows]
+    return [view(row, counts.get(row["name"], 0), trust=True) for row in rows]
 
 
 def set_drain(conn: sqlite3.Connection, name: str, drain: bool, by: str) -> dict[str, Any]:

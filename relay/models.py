@@ -175,6 +175,11 @@ class InitBody(BaseModel):
     slots: StrictInt = Field(1, ge=1, le=1024)
     hostname: Hostname = None
     version: Version = None
+    # Trust roots (docs/protocol.md, "Join token"): the drone's X25519 key, its signing key's
+    # certificate of it, and the pilot's binding. Optional: older drones send none.
+    x25519_public_key: StrictStr | None = Field(None, max_length=100)
+    x25519_signature: StrictStr | None = Field(None, max_length=1000)
+    binding: StrictStr | None = Field(None, max_length=100)
 
 
 class Started(BaseModel):

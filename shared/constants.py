@@ -6,10 +6,14 @@ NS_REQUEST: Final = "dragoon-request-v1"
 NS_LOGIN: Final = "dragoon-login-v1"
 NS_TASK: Final = "dragoon-task-v1"
 NS_SUBMIT: Final = "dragoon-submit-v1"
+# A drone's signature over its own X25519 public key (shared/trust.py, docs/protocol.md).
+NS_DRONE_KEY: Final = "dragoon-drone-key-v1"
 
 REQUEST_VERSION: Final = "RE-V1"
 LOGIN_VERSION: Final = "RE-LOGIN-V1"
 TASK_VERSION: Final = "RE-TASK-V1"
+# The first line of the enrollment binding's MACed bytes (shared/trust.py, docs/protocol.md).
+BINDING_VERSION: Final = "dragoon-enroll-v1"
 
 HEADER_TIMESTAMP: Final = "X-RE-Timestamp"
 HEADER_NONCE: Final = "X-RE-Nonce"

@@ -31,17 +31,18 @@ from dragoon.shared import constants as c
 ROOT = Path(__file__).resolve().parents[1]
 OUTSIDE_SHARED: Final = ("relay", "drone", "cockpit", "dragoon")
 
-VERSION_TAGS: Final = (c.REQUEST_VERSION, c.LOGIN_VERSION, c.TASK_VERSION)
-NAMESPACES: Final = (c.NS_REQUEST, c.NS_LOGIN, c.NS_TASK, c.NS_SUBMIT)
+VERSION_TAGS: Final = (c.REQUEST_VERSION, c.LOGIN_VERSION, c.TASK_VERSION, c.BINDING_VERSION,
+                       "dragoon-join-v")
+NAMESPACES: Final = (c.NS_REQUEST, c.NS_LOGIN, c.NS_TASK, c.NS_SUBMIT, c.NS_DRONE_KEY)
 HEADERS: Final = (c.HEADER_TIMESTAMP, c.HEADER_NONCE, c.HEADER_FINGERPRINT, c.HEADER_SIGNATURE)
 STREAMED_HASH: Final = "body_sha256"
 STREAMED_API: Final = frozenset({"sign_streamed_request", "verify_request"})
 
 BUILDERS: Final = frozenset({
     "canonical_request", "canonical_query", "canonical_task", "canonical_task_from_hash",
-    "login_string", "signed_data",
-    "REQUEST_VERSION", "LOGIN_VERSION", "TASK_VERSION",
-    "NS_REQUEST", "NS_LOGIN", "NS_TASK", "NS_SUBMIT",
+    "login_string", "signed_data", "binding_message",
+    "REQUEST_VERSION", "LOGIN_VERSION", "TASK_VERSION", "BINDING_VERSION",
+    "NS_REQUEST", "NS_LOGIN", "NS_TASK", "NS_SUBMIT", "NS_DRONE_KEY",
     "HEADER_TIMESTAMP", "HEADER_NONCE", "HEADER_FINGERPRINT", "HEADER_SIGNATURE",
 })
 

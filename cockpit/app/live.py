@@ -180,8 +180,16 @@ class LiveSource:
         return dict(await self.client.drain(drone=drone, drain=drain))
 
     async def enroll(self, drone: str, labels: list[str], *, replace: bool = False) -> str:
-        return str((await self.client.enroll(name=drone, labels=labels,
-                                             replace=replace))["token"])
+        """The join token made on the pilot's side, as ``dragoon enroll`` makes it: the pilot's
+        key and a binding key added to the relay's half; `dragoon drones` confirms it later."""
+        from dragoon.cockpit.client.enrollments import PendingStore, pilot_token
+
+        answer = await self.client.enroll(name=drone, labels=labels, replace=replace)
+        token, pending = pilot_token(str(answer["token"]), self.relay_url,
+                                     [self.client.signer.public_key.openssh()],
+                                     expires_at=float(answer["expires_at"]))
+        PendingStore().add(pending)
+        return token
 
     async def artifacts(self, task_id: str) -> list[dict[str, Any]]:
         return [dict(a) for a in await self.client.artifacts(task_id=task_id)]

@@ -54,6 +54,12 @@ class Drone(TypedDict, total=False):
     hostname: str | None
     version: str | None
     metrics: dict[str, Any] | None
+    # What the drone sent at init, for the pilot to check (cockpit/client/enrollments.py).
+    public_key: str
+    x25519_public_key: str | None
+    x25519_signature: str | None
+    binding: str | None
+    enrollment: str | None
 
 
 class Message(TypedDict, total=False):

@@ -205,7 +205,9 @@ async def test_drain_asks_then_the_drone_drains_and_an_artifact_downloads(
         world.pilot.post(f"/v1/workers/{DRONE}/drain", json={"drain": False})
 
 
-async def test_enroll_from_the_cockpit_mints_a_join_token_for_the_relay(world: World) -> None:
+async def test_enroll_from_the_cockpit_mints_a_join_token_for_the_relay(
+        world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))  # the pending enrollment goes there
     app = world.app()
     async with app.run_test(size=SIZE) as pilot:
         await connected(pilot, app)
@@ -220,6 +222,11 @@ async def test_enroll_from_the_cockpit_mints_a_join_token_for_the_relay(world: W
         assert isinstance(screen, JoinTokenScreen)
         token = JoinToken.decode(screen.token)
         assert (token.drone, token.relay) == ("cockpit-new", world.relay.url)
+        # Made on the pilot's side, as `dragoon enroll` makes it: the pilot's key to obey and
+        # a binding key kept pending here (docs/security.md, "Trust roots on the ends").
+        assert token.pilots == (world.pilot.signer.public_key.openssh(),)
+        assert token.binding_key is not None
+        assert "cockpit-new" in (tmp_path / "dragoon" / "pending-enrollments.json").read_text()
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, JoinTokenScreen), what="closed")
 
@@ -246,8 +253,9 @@ def _may_replace(world: World) -> list[int]:
 
 
 async def test_enrolling_a_taken_name_from_the_cockpit_asks_before_replacing(
-    world: World,
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     before = _may_replace(world)
     app = world.app()
     async with app.run_test(size=SIZE) as pilot:

@@ -96,3 +96,26 @@ def test_init_with_a_non_ed25519_key_is_invalid(shared_relay: RelayProcess) -> N
         "name": "enr-h", "secret": token.secret, "public_key": "ssh-rsa AAAA",
     })
     assert (answer.status_code, answer.json()["error"]) == (422, "invalid")
+
+
+@pytest.mark.parametrize(("extra", "says"), [
+    ({"x25519_public_key": "AAAA", "x25519_signature": "AAAA"}, "32 bytes"),
+    ({"x25519_public_key": "A" * 43 + "=", "x25519_signature": "not base64!"}, "not base64"),
+    ({"x25519_public_key": "A" * 43 + "="}, "come together"),
+    ({"binding": "A" * 43 + "="}, "a binding needs them"),
+], ids=["short-x25519", "bad-signature", "x25519-alone", "binding-alone"])
+def test_init_refuses_malformed_trust_fields_and_spends_nothing(
+        shared_relay: RelayProcess, extra: dict[str, str], says: str) -> None:
+    """The relay checks only their form (the pilots check the rest): garbage is a 422 before
+    the token is looked at, so the token still works."""
+    from tests.support.relay import new_signer, post_open
+
+    token = JoinToken.decode(shared_relay.enroll("enr-t" + str(len(says))))
+    signer = new_signer()
+    with DroneClient(shared_relay.url, signer) as client:
+        answer = post_open(client.http, "/v1/worker/init", {
+            "name": token.drone, "secret": token.secret,
+            "public_key": signer.public_key.openssh(), **extra})
+    assert answer.status_code == 422, answer.text
+    assert says in answer.json()["detail"]
+    DroneClient.join(token.encode(), url=shared_relay.url).close()
