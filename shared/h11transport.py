@@ -328,7 +328,7 @@ class H11Transport(httpx.AsyncBaseTransport):
         """Back to the pool after a complete exchange, when both sides keep it alive."""
         state = connection.h11
         if (not self._closed and state.our_state is h11.DONE and state.their_state is h11.DONE
-                and not connection.eof):
+                and not connection.eof and not state.trailing_data[0]):  # nothing past the end
             state.start_next_cycle()
             idle = self._idle.setdefault(key, [])
             if len(idle) < self._max_keepalive:
