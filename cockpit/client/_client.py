@@ -44,6 +44,7 @@ from dragoon.cockpit.client._types import (
     Task,
     TaskPage,
 )
+from dragoon.shared.h11transport import direct_transport
 from dragoon.shared.login_auth import sign_login
 from dragoon.shared.request_auth import is_signed, retry_timestamp, sign_request
 from dragoon.shared.signers import Signer
@@ -128,6 +129,10 @@ class RelayClient:
         elif verify is True:
             # Once, not once per transport: httpx adds one for each proxy variable set.
             verify = httpx.create_ssl_context()
+        if transport is None and isinstance(verify, ssl.SSLContext):
+            # h11 straight over asyncio (shared/h11transport.py), unless a proxy is configured:
+            # then None, and httpx's own transport, which handles it.
+            transport = direct_transport(verify, max_connections=100, max_keepalive=20)
         self._http = httpx.AsyncClient(
             verify=verify, timeout=timeout, transport=transport, follow_redirects=False
         )

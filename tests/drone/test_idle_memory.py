@@ -18,6 +18,7 @@ import httpx
 import pytest
 from dragoon.drone.client import RelayLink
 from dragoon.drone.metrics import Metrics, ProcHost
+from dragoon.shared.h11transport import H11Transport
 from dragoon.shared.keys import PrivateKey
 from dragoon.shared.signers import KeyFileSigner
 
@@ -145,7 +146,8 @@ def tls_contexts(link: RelayLink) -> set[ssl.SSLContext]:
     look, to see that the proxy mounts share one)."""
     client: httpx.AsyncClient = link._http
     transports = [client._transport, *(t for t in client._mounts.values() if t is not None)]
-    return {t._pool._ssl_context for t in transports}  # type: ignore[attr-defined]
+    return {t.ssl_context if isinstance(t, H11Transport)
+            else t._pool._ssl_context for t in transports}  # type: ignore[attr-defined]
 
 
 class ForwardProxy:
