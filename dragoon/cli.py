@@ -25,7 +25,7 @@ import click
 # this table, and tests/test_cli_entry.py keeps the two equal. The default
 # install (no extra) is a drone box's: click, httpx, pynacl, cryptography, bcrypt, psutil.
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "relay": ("fastapi", "pydantic", "starlette", "uvicorn", "h11", "pyotp", "qrcode",
+    "relay": ("fastapi", "pydantic", "starlette", "uvicorn", "pyotp", "qrcode",
               "prometheus_client"),
     "cockpit": ("textual", "rich"),
 }
