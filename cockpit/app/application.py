@@ -338,8 +338,11 @@ class CockpitApp(App[None]):
         return f"drones {online}/{len(self.state.drones)} online · tasks {running} running"
 
     def _detail_screens(self) -> list[TaskDetailScreen]:
-        """Open task details, the one under a dialog too (it is seen again when it closes)."""
-        return [s for s in self.screen_stack if isinstance(s, TaskDetailScreen)]
+        """Open task details, the one under a dialog too (it is seen again when it closes).
+
+        Only mounted ones: a screen just pushed has no widgets until its mount, which
+        draws it from the state anyway; asking it to redraw before then would fail."""
+        return [s for s in self.screen_stack if isinstance(s, TaskDetailScreen) and s.is_mounted]
 
     def _refresh_screens(self, tasks: list[Change], messages: list[Change]) -> None:
         changed = {getattr(c, "task_id", None) for c in tasks}
@@ -347,7 +350,7 @@ class CockpitApp(App[None]):
             if messages or screen.task_id in changed:
                 screen.refresh_task()
         for inbox in self.screen_stack:
-            if isinstance(inbox, InboxScreen) and messages:
+            if isinstance(inbox, InboxScreen) and inbox.is_mounted and messages:
                 inbox.refresh_messages()
 
     @on(ConnectionStatus)

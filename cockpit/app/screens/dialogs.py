@@ -78,8 +78,7 @@ class ConfirmScreen(ModalScreen[bool]):
                 yield Button(self.yes, variant="error", id="yes")
                 yield Button("No", id="no")
 
-    def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()
+    AUTO_FOCUS = "#no"  # Textual focuses it when the screen is shown (safe if it never was)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")
@@ -132,8 +131,7 @@ class OverwriteScreen(ModalScreen[OverwriteChoice]):
                 yield Button("Another name", variant="primary", id="overwrite-rename")
                 yield Button("Cancel", id="overwrite-cancel")
 
-    def on_mount(self) -> None:
-        self.query_one("#overwrite-rename", Button).focus()
+    AUTO_FOCUS = "#overwrite-rename"
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         choice: dict[str | None, OverwriteChoice] = {"overwrite-yes": "overwrite",
@@ -256,6 +254,7 @@ class SubmitScreen(ModalScreen[SubmitRequest | None]):
     def __init__(self, *, drone: str | None = None) -> None:
         super().__init__()
         self.default_drone = drone or ""
+        self.AUTO_FOCUS = "#command" if self.default_drone else "#target"
 
     def compose(self) -> ComposeResult:
         with Vertical(id="submit", classes="dialog"):
@@ -280,8 +279,6 @@ class SubmitScreen(ModalScreen[SubmitRequest | None]):
                 yield Button("Submit", variant="primary", id="do-submit")
                 yield Button("Cancel", id="do-cancel")
 
-    def on_mount(self) -> None:
-        self.query_one("#command" if self.default_drone else "#target", Input).focus()
 
     def _value(self, widget_id: str) -> str:
         return self.query_one(f"#{widget_id}", Input).value
@@ -344,8 +341,7 @@ class PromptScreen(ModalScreen[str | None]):
             yield Static("", id="prompt-error", classes="error", markup=False)
             yield Static("enter confirms · esc cancels", classes="dialog-hint")
 
-    def on_mount(self) -> None:
-        self.query_one(Input).focus()
+    AUTO_FOCUS = "#prompt-input"
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
