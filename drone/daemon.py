@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     import httpx
     from dragoon.drone import spawn
     from dragoon.drone.artifacts import fd_digest, stream_fd
+    from dragoon.drone.orders import OrderGate
     from dragoon.drone.runner import TaskRunner
     from dragoon.drone.verify import parse_spec, parse_task, verify_task
     from dragoon.shared.spec import TaskSpec
@@ -110,6 +111,9 @@ class DroneDaemon:
         self._jobs: set[asyncio.Task[Any]] = set()
         self._unheld: set[str] = set()
         self._fetches_seen: dict[str, None] = {}  # insertion-ordered, bounded
+        self._gate: OrderGate | None = None  # made at the first order (drone/orders.py)
+        self._order_ids: dict[str, str] = {}  # held task → the id of the order it runs under
+        self._cancels_refused: dict[tuple[str, object], None] = {}  # logged once each
         self.started: list[dict[str, Any]] = []
         self.rejected: list[dict[str, Any]] = []
         self.fetch_errors: list[dict[str, Any]] = []
@@ -136,6 +140,7 @@ class DroneDaemon:
         log.info("drone %s starting (relay %s, %d slot(s), labels %s, TLS trust %s)",
                  self.settings.name, self.settings.relay, self.settings.slots,
                  ",".join(self.settings.labels) or "-", self.ca_cert or "system CAs")
+        self._say_if_no_pilot()
         self.adopt()
         poller = asyncio.create_task(self.poll_loop())
         stopped = asyncio.create_task(self._stop.wait())
@@ -165,6 +170,27 @@ class DroneDaemon:
         if self.launcher is not None:
             self.launcher.close()
         return status
+
+    def _say_if_no_pilot(self) -> None:
+        """A drone that obeys no pilot runs nothing: said at start, not first at a refusal.
+
+        Read as text (a key line is a line that is neither blank nor a comment): the keys
+        themselves are parsed by the first order's check (drone/orders.py).
+        """
+        try:
+            text = self.data.authorized_pilots.read_text("utf-8", "replace")
+        except FileNotFoundError:
+            text = ""
+        except OSError as exc:
+            log.error("cannot read %s (%s): this drone runs nothing until it can",
+                      self.data.authorized_pilots, exc)
+            return
+        if not any(line.strip() and not line.lstrip().startswith("#")
+                   for line in text.splitlines()):
+            log.warning("%s authorizes no pilot: this drone runs nothing (every order is "
+                        "refused) until a pilot key is added on this box: dragoon drone "
+                        "authorize KEY --data %s (docs/drone.md)",
+                        self.data.authorized_pilots, self.data.root)
 
     async def stop_replaced(self, replaced: DroneReplaced) -> None:
         """A newer enrollment took this drone's name: kill its tasks, then stop for good.
@@ -203,6 +229,40 @@ class DroneDaemon:
             log.error("internal error in a drone job: %r", job.exception(),
                       exc_info=job.exception())
 
+    # ----- pilot-signed orders -----
+
+    @property
+    def gate(self) -> OrderGate:
+        """The order checks (drone/orders.py), loaded with the first order, not at start."""
+        if self._gate is None:
+            from dragoon.drone.orders import OrderGate
+
+            self._gate = OrderGate(self.data.root, self.data.authorized_pilots,
+                                   name=self.settings.name, labels=self.settings.labels)
+        return self._gate
+
+    def refusal(self, why: str) -> str:
+        """The reason the pilot reads for an order this drone refuses."""
+        return f"refused by drone {self.settings.name}: {why}"
+
+    def check_task_order(self, raw: dict[str, Any], task_id: str,
+                         spec: dict[str, Any]) -> tuple[Any, str | None]:
+        """The task's order, durably remembered, or (None, the reason it is refused)."""
+        from dragoon.shared.canonical import spec_sha256
+        from dragoon.shared.orders import OrderError
+
+        try:
+            order = self.gate.check(raw.get("order"), raw.get("order_signature"),
+                                    kind="task", ref=task_id)
+            actual = spec_sha256(spec)
+            if actual != order.fields["spec_sha256"]:
+                raise OrderError(f"the spec hashes to {actual[:12]}…, not the "
+                                 f"{order.fields['spec_sha256'][:12]}… the pilot signed")
+            self.gate.seen.remember(order, task_id)
+        except OrderError as exc:
+            return None, self.refusal(exc.detail)
+        return order, None
+
     # ----- re-adoption -----
 
     def adopt(self) -> None:
@@ -227,6 +287,8 @@ class DroneDaemon:
             if isinstance(spec, str):
                 continue
             runner = self._make_runner(task_id, record, spec)
+            if isinstance(record.get("order_id"), str):
+                self._order_ids[task_id] = record["order_id"]
             if runner.outcome is None:
                 proc = spawn.ProcRecord.from_json(read_json(task_dir / "proc.json"))
                 if proc is None and not (task_dir / "exit.json").exists():
@@ -268,6 +330,7 @@ class DroneDaemon:
 
     def _release(self, task_id: str) -> None:
         runner = self.runners.pop(task_id, None)
+        self._order_ids.pop(task_id, None)
         if runner is not None:
             runner.reap()
 
@@ -330,9 +393,9 @@ class DroneDaemon:
             if isinstance(item, dict):
                 runner = self.runners.get(str(item.get("id")))
                 if runner is not None:
-                    asked = item.get("grace")
-                    runner.request_kill("cancel", self.settings.effective_grace(
-                        float(asked) if isinstance(asked, int | float) else runner.grace))
+                    grace = self.check_cancel(item, runner.grace)
+                    if grace is not None:
+                        runner.request_kill("cancel", grace)
         tasks = [t for t in answer.get("tasks") or [] if isinstance(t, dict)]
         deferred = False
         launches: list[asyncio.Future[None]] = []
@@ -366,6 +429,36 @@ class DroneDaemon:
         finally:
             for waiter in exits:
                 waiter.cancel()
+
+    def check_cancel(self, item: dict[str, Any], task_grace: float) -> float | None:
+        """The grace a cancel is obeyed with, or None when its order is refused (logged once).
+
+        The pilot's cancel order must name this task and the order the task runs under;
+        its grace is the one used (the relay's copy beside it is not), or the task's own.
+        """
+        from dragoon.shared.orders import OrderError
+
+        task_id = str(item.get("id"))
+        try:
+            order = self.gate.check(item.get("order"), item.get("order_signature"),
+                                    kind="cancel", ref=task_id)
+            if order.fields["task"] != task_id:
+                raise OrderError(f"the cancel order is for task {order.fields['task']}")
+            if order.fields["task_order"] != self._order_ids.get(task_id):
+                raise OrderError("the cancel order names another order than the one the "
+                                 "task runs under")
+            self.gate.seen.remember(order, task_id)
+        except OrderError as exc:
+            key = (task_id, item.get("order"))
+            if key not in self._cancels_refused:
+                self._cancels_refused[key] = None
+                while len(self._cancels_refused) > FETCH_MEMORY:
+                    del self._cancels_refused[next(iter(self._cancels_refused))]
+                log.warning("cancel of task %s refused: %s", task_id,
+                            self.refusal(exc.detail))
+            return None
+        grace = order.fields["grace"]
+        return self.settings.effective_grace(float(grace) if grace is not None else task_grace)
 
     def free_slots(self) -> int:
         in_use = sum(1 for r in self.runners.values() if r.running) + len(self._launching)
@@ -415,6 +508,11 @@ class DroneDaemon:
         if reason is not None:
             self._reject(parsed.id, f"bad_task_signature: {reason}")
             return True
+        # The pilot's order, checked and remembered before anything of the task is made.
+        order, refused = self.check_task_order(raw, parsed.id, parsed.spec)
+        if refused is not None:
+            self._reject(parsed.id, refused)
+            return True
         spec = parse_spec(parsed.spec)
         if isinstance(spec, str):
             self._reject(parsed.id, f"bad_spec: {spec}")
@@ -424,6 +522,7 @@ class DroneDaemon:
         work_dir = self._work_dir(parsed.id, spec)
         record = {
             "id": parsed.id, "seq": parsed.seq, "spec": parsed.spec, "accepted_at": time.time(),
+            "order_id": order.id,
             "work_dir": str(work_dir),
             "timeout": self.settings.effective_timeout(spec.timeout),
             "grace": self.settings.effective_grace(spec.grace),
@@ -439,6 +538,7 @@ class DroneDaemon:
         fsync_dir(self.data.tasks)
         (task_dir / "inbox").touch(mode=0o600)
         runner = self._make_runner(parsed.id, record, spec)
+        self._order_ids[parsed.id] = order.id
         env = self._task_env(parsed.id, spec, task_dir)
         cwd_problem = spawn.cwd_problem(work_dir) if spec.cwd else None
         if cwd_problem is not None:  # dragoon's failure, not the command's: no exit code
@@ -524,6 +624,18 @@ class DroneDaemon:
         self._fetches_seen[fetch_id] = None
         while len(self._fetches_seen) > FETCH_MEMORY:
             del self._fetches_seen[next(iter(self._fetches_seen))]
+        from dragoon.shared.orders import OrderError
+
+        try:
+            order = self.gate.check(item.get("order"), item.get("order_signature"),
+                                    kind="fetch", ref=fetch_id)
+            if order.fields["fetch"]["path"] != path:
+                raise OrderError(f"the pilot signed a fetch of {order.fields['fetch']['path']!r}"
+                                 f", not {path!r}")
+            self.gate.seen.remember(order, fetch_id)
+        except OrderError as exc:
+            self._fetch_refused(fetch_id, self.refusal(exc.detail))
+            return
         check = asyncio.ensure_future(safefile.in_thread(
             lambda: fetch.open_for_fetch(path, self.fetch_roots,
                                          max_bytes=self.settings.max_fetch_bytes)))
