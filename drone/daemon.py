@@ -116,6 +116,7 @@ class DroneDaemon:
         self._cancels_refused: dict[tuple[str, object], None] = {}  # logged once each
         self.started: list[dict[str, Any]] = []
         self.rejected: list[dict[str, Any]] = []
+        self.refused_cancels: list[dict[str, Any]] = []  # cancels whose order was refused
         self.fetch_errors: list[dict[str, Any]] = []
         self.hostname = socket.gethostname()
         self.version = version()
@@ -247,21 +248,44 @@ class DroneDaemon:
 
     def check_task_order(self, raw: dict[str, Any], task_id: str,
                          spec: dict[str, Any]) -> tuple[Any, str | None]:
-        """The task's order, durably remembered, or (None, the reason it is refused)."""
+        """The task's order, once it may be obeyed, or (None, the reason it is refused).
+
+        Remembered (``seen_orders``) by ``admit`` once ``task.json`` holds the accept: an id
+        seen before, for whichever task, is a replay (a task redelivered after its accept
+        is known by ``is_accepted`` first, and acknowledged).
+        """
         from dragoon.shared.canonical import spec_sha256
         from dragoon.shared.orders import OrderError
 
         try:
             order = self.gate.check(raw.get("order"), raw.get("order_signature"),
-                                    kind="task", ref=task_id)
+                                    kind="task", ref=task_id, strict=True)
             actual = spec_sha256(spec)
             if actual != order.fields["spec_sha256"]:
                 raise OrderError(f"the spec hashes to {actual[:12]}…, not the "
                                  f"{order.fields['spec_sha256'][:12]}… the pilot signed")
-            self.gate.seen.remember(order, task_id)
         except OrderError as exc:
             return None, self.refusal(exc.detail)
         return order, None
+
+    def _remember_task_order(self, order: Any, task_id: str) -> str | None:
+        """Put the accepted task's order in seen_orders; None, or why it could not be."""
+        from dragoon.shared.orders import OrderError
+
+        try:
+            # Not fsynced here: task.json (fsynced) holds the id too, until _before_cleanup.
+            self.gate.seen.remember(order, task_id, durable=False)
+        except OrderError as exc:
+            log.error("task %s: %s", task_id, exc.detail)
+            return exc.detail
+        return None
+
+    def _before_cleanup(self) -> None:
+        """Before a task dir goes (in the runner's cleanup thread): the accept into state.json
+        and the order's id into seen_orders, durably, as the dir held both till now."""
+        self.state.save_if_behind()
+        if self._gate is not None:
+            self._gate.seen.sync()
 
     # ----- re-adoption -----
 
@@ -289,6 +313,8 @@ class DroneDaemon:
             runner = self._make_runner(task_id, record, spec)
             if isinstance(record.get("order_id"), str):
                 self._order_ids[task_id] = record["order_id"]
+                # Accepted, and perhaps not yet in seen_orders (a crash between the two).
+                self.gate.seen.recall(record["order_id"], record.get("order_expires"), task_id)
             if runner.outcome is None:
                 proc = spawn.ProcRecord.from_json(read_json(task_dir / "proc.json"))
                 if proc is None and not (task_dir / "exit.json").exists():
@@ -320,7 +346,7 @@ class DroneDaemon:
             task_id=task_id, task_dir=self.data.task_dir(task_id),
             work_dir=Path(record["work_dir"]), spec=spec, timeout=record.get("timeout"),
             grace=float(record.get("grace", self.settings.default_grace)), client=self.client,
-            settings=self.settings, before_cleanup=self.state.save_if_behind,
+            settings=self.settings, before_cleanup=self._before_cleanup,
             start_notes=record.get("notes"))
 
     def _hold(self, runner: TaskRunner) -> None:
@@ -348,6 +374,7 @@ class DroneDaemon:
             "started": list(self.started),
             "rejected": list(self.rejected),
             "fetch_errors": list(self.fetch_errors),
+            "refused_cancels": list(self.refused_cancels),
         }
 
     async def poll_loop(self) -> None:
@@ -375,7 +402,8 @@ class DroneDaemon:
             backoff.reset()
             # What this poll carried has been heard; drop exactly those reports.
             for key, sent in (("started", body["started"]), ("rejected", body["rejected"]),
-                              ("fetch_errors", body["fetch_errors"])):
+                              ("fetch_errors", body["fetch_errors"]),
+                              ("refused_cancels", body["refused_cancels"])):
                 pending: list[dict[str, Any]] = getattr(self, key)
                 del pending[: len(sent)]
             try:
@@ -431,7 +459,8 @@ class DroneDaemon:
                 waiter.cancel()
 
     def check_cancel(self, item: dict[str, Any], task_grace: float) -> float | None:
-        """The grace a cancel is obeyed with, or None when its order is refused (logged once).
+        """The grace a cancel is obeyed with, or None when its order is refused (logged and
+        reported once).
 
         The pilot's cancel order must name this task and the order the task runs under;
         its grace is the one used (the relay's copy beside it is not), or the task's own.
@@ -454,8 +483,10 @@ class DroneDaemon:
                 self._cancels_refused[key] = None
                 while len(self._cancels_refused) > FETCH_MEMORY:
                     del self._cancels_refused[next(iter(self._cancels_refused))]
-                log.warning("cancel of task %s refused: %s", task_id,
-                            self.refusal(exc.detail))
+                reason = self.refusal(exc.detail)
+                log.warning("cancel of task %s refused: %s", task_id, reason)
+                # Told to the relay once, which shows it on the task (``cancel_refused``).
+                self.refused_cancels.append({"id": task_id, "reason": reason[:2000]})
             return None
         grace = order.fields["grace"]
         return self.settings.effective_grace(float(grace) if grace is not None else task_grace)
@@ -522,7 +553,7 @@ class DroneDaemon:
         work_dir = self._work_dir(parsed.id, spec)
         record = {
             "id": parsed.id, "seq": parsed.seq, "spec": parsed.spec, "accepted_at": time.time(),
-            "order_id": order.id,
+            "order_id": order.id, "order_expires": order.expires,
             "work_dir": str(work_dir),
             "timeout": self.settings.effective_timeout(spec.timeout),
             "grace": self.settings.effective_grace(spec.grace),
@@ -536,9 +567,16 @@ class DroneDaemon:
         # is spawned, so a crash from here on never reruns it.
         write_json(task_dir / "task.json", record)
         fsync_dir(self.data.tasks)
+        # Then the order's id into seen_orders: task.json holds it already (a crash before
+        # seen_orders has it is made good by adopt()), seen_orders durably before the dir goes.
+        remembered = self._remember_task_order(order, parsed.id)
         (task_dir / "inbox").touch(mode=0o600)
         runner = self._make_runner(parsed.id, record, spec)
         self._order_ids[parsed.id] = order.id
+        if remembered is not None:  # not started: a replay of it could not be refused
+            runner.conclude_without_exit(remembered)
+            self._hold(runner)
+            return True
         env = self._task_env(parsed.id, spec, task_dir)
         cwd_problem = spawn.cwd_problem(work_dir) if spec.cwd else None
         if cwd_problem is not None:  # dragoon's failure, not the command's: no exit code

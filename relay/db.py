@@ -235,6 +235,7 @@ MIGRATIONS: Final[list[str]] = [
     ALTER TABLE tasks ADD COLUMN order_signature TEXT;
     ALTER TABLE tasks ADD COLUMN cancel_order TEXT;
     ALTER TABLE tasks ADD COLUMN cancel_signature TEXT;
+    ALTER TABLE tasks ADD COLUMN cancel_refused TEXT;
     ALTER TABLE fetches ADD COLUMN order_text TEXT;
     ALTER TABLE fetches ADD COLUMN order_signature TEXT
     """,

@@ -219,6 +219,14 @@ def _apply_reports(conn: sqlite3.Connection, name: str, poll: PollBody, now: flo
         )
         if cur.rowcount:
             changed.add(task_id)
+    for refused in poll.refused_cancels:  # the task runs on; the pilot reads why
+        cur = conn.execute(
+            "UPDATE tasks SET cancel_requested = 0, cancel_order = NULL, cancel_signature = NULL,"
+            " cancel_refused = ? WHERE id = ? AND drone = ? AND state IN ('dispatched', 'running')",
+            (refused.reason, refused.id, name),
+        )
+        if cur.rowcount:
+            changed.add(refused.id)
     for rejected in poll.rejected:
         cur = conn.execute(
             "UPDATE tasks SET state = 'failed', error = ?, finished_at = ?"

@@ -222,6 +222,8 @@ class PollBody(BaseModel):
     started: list[Started] = []
     rejected: list[Rejected] = []
     fetch_errors: list[FetchError] = []
+    # Cancels whose pilot-signed order the drone refused (the task runs on).
+    refused_cancels: list[Rejected] = Field([], max_length=10000)
 
 
 class FinishBody(BaseModel):

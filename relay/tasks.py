@@ -130,6 +130,7 @@ class TaskStore:
             "notes": json.loads(row["notes"]) if row["notes"] else [],
             "start_by": row["start_by"], "waiting": waiting.of_task(conn, row, fleet),
             "order_id": row["order_id"],  # the pilot's signed order it runs under
+            "cancel_refused": row["cancel_refused"],  # the drone's reason, if it refused one
             **self.output.sizes(row["id"]),
         }
 
@@ -265,7 +266,8 @@ class TaskStore:
                 spec_grace = json.loads(row["spec"]).get("grace", 10)
                 conn.execute(
                     "UPDATE tasks SET cancel_requested = 1, cancel_grace = ?,"
-                    " cancel_delivered = 0, cancel_order = ?, cancel_signature = ? WHERE id = ?",
+                    " cancel_delivered = 0, cancel_order = ?, cancel_signature = ?,"
+                    " cancel_refused = NULL WHERE id = ?",
                     (spec_grace if grace is None else grace,
                      order.text if order is not None else None, signature, task_id),
                 )

@@ -13,8 +13,8 @@ its own envelope, but cannot make one: the drone verifies it under its own
 
 ``id`` is pilot-chosen (128 random bits, base32 lowercase, 26 characters) and is
 what the drone remembers to refuse a replay; ``target`` is ``{"drone": NAME}`` or
-``{"labels": [...]}`` (sorted, no duplicates; a task only); ``expires`` is unix
-seconds. The signed bytes are the order's canonical JSON exactly: a parser that
+``{"labels": [...]}`` (sorted, no duplicates, ``[]`` for any drone; a task only);
+``expires`` is unix seconds. The signed bytes are the order's canonical JSON exactly: a parser that
 meets any other spelling of the same object refuses it, so an order has one
 reading everywhere.
 """
@@ -50,8 +50,9 @@ CLOCK_SKEW: Final = 300
 MAX_LIFETIME: Final = 31 * 86400
 # Without ``start_within``, a task order is good for this long (docs/protocol.md).
 DEFAULT_TASK_LIFETIME: Final = 7 * 86400
-# Cancels and fetches are acted on at once, or never: an hour is plenty.
-DEFAULT_CONTROL_LIFETIME: Final = 3600
+# A cancel or fetch waits for an offline drone like a task does (the relay keeps it until
+# the drone polls); a replay of one can only repeat it for the task or fetch it names.
+DEFAULT_CONTROL_LIFETIME: Final = 7 * 86400
 MAX_FETCH_PATH: Final = 4096
 
 _FIELDS: Final = {
@@ -128,10 +129,17 @@ def _make(kind: str, target: dict[str, Any], expires: int | None, lifetime: int,
 
 
 def task_order(*, target: dict[str, Any], spec_sha256: str, expires: int | None = None,
-               start_within: int | None = None, order_id: str | None = None) -> Order:
+               start_within: int | None = None, expires_in: float | None = None,
+               order_id: str | None = None) -> Order:
     """A task order: ``expires`` given, else submit + ``start_within`` (the relay cancels a
-    task not started by then anyway), else submit + 7 days."""
-    lifetime = DEFAULT_TASK_LIFETIME if start_within is None else int(start_within)
+    task not started by then anyway), else + the submit's ``expires_in`` (how long it may
+    stay queued), else + 7 days; never more than 31 days (``MAX_LIFETIME``)."""
+    if start_within is not None:
+        lifetime = int(start_within)
+    elif expires_in is not None:
+        lifetime = int(expires_in) + 1
+    else:
+        lifetime = DEFAULT_TASK_LIFETIME
     return _make("task", target, expires, min(lifetime, MAX_LIFETIME), order_id,
                  spec_sha256=spec_sha256)
 
@@ -172,8 +180,8 @@ def _check_target(target: object, kind: str) -> None:
         labels = target["labels"]
         if kind == "fetch":
             raise OrderError("a fetch order names one drone, not labels")
-        if not isinstance(labels, list) or not labels:
-            raise OrderError("order's target labels must be a non-empty list")
+        if not isinstance(labels, list):  # [] is every drone, as in a submit
+            raise OrderError("order's target labels must be a list")
         try:
             for label in labels:
                 check_label(label)

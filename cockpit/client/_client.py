@@ -329,10 +329,22 @@ class RelayClient:
             body["start_within"] = start_within
         target = orders.drone_target(drone) if drone is not None else orders.labels_target(
             labels or [])
-        order = orders.task_order(target=target, spec_sha256=order_spec_hash(spec),
-                                  start_within=start_within)
-        body.update(orders.sign_order(self.signer, order).wire())
+        body.update(self._signed_order(lambda: orders.task_order(
+            target=target, spec_sha256=order_spec_hash(spec), start_within=start_within,
+            expires_in=expires_in)))
         return cast(Task, await self._json("POST", "/v1/tasks", json_body=body))
+
+    def _signed_order(self, make: Callable[[], orders.Order]) -> dict[str, str]:
+        """The order's two body fields, signed by this pilot's key (shared/orders.py).
+
+        A request the order's own rules refuse (a drone name or label that is no name,
+        a path too long) goes without one: the relay refuses it first, in the one rule's
+        words, as it did before orders."""
+        try:
+            order = make()
+        except orders.OrderError:
+            return {}
+        return orders.sign_order(self.signer, order).wire()
 
     async def tasks(self, *, drone: str | None = None, state: str | None = None,
                     limit: int = 100, before: str | None = None,
@@ -382,9 +394,8 @@ class RelayClient:
         if isinstance(order_id, str) and order_id:
             target = (orders.drone_target(task["drone"]) if task.get("drone")
                       else dict(task.get("target") or {}))
-            order = orders.cancel_order(target=target, task=task_id, task_order_id=order_id,
-                                        grace=grace)
-            body.update(orders.sign_order(self.signer, order).wire())
+            body.update(self._signed_order(lambda: orders.cancel_order(
+                target=target, task=task_id, task_order_id=order_id, grace=grace)))
         return cast(Task, await self._json(
             "POST", f"/v1/tasks/{segment(task_id)}/cancel", json_body=body))
 
@@ -480,8 +491,7 @@ class RelayClient:
     async def request_fetch(self, *, drone: str, path: str) -> Fetch:
         """Ask the drone for a file, with a signed fetch order naming the drone and path."""
         body: dict[str, Any] = {"path": path}
-        body.update(orders.sign_order(self.signer,
-                                      orders.fetch_order(drone=drone, path=path)).wire())
+        body.update(self._signed_order(lambda: orders.fetch_order(drone=drone, path=path)))
         return cast(Fetch, await self._json(
             "POST", f"/v1/workers/{segment(drone)}/fetch", json_body=body))
 

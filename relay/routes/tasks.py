@@ -27,6 +27,8 @@ INLINE_READ: Final = 64 << 10  # bytes a log read may take on the event loop its
 
 @router.post("", status_code=201)
 async def submit(body: SubmitBody, who: PilotDep, relay: RelayDep) -> dict[str, Any]:
+    if (body.drone is None) == (body.labels is None):  # the body's own rules before the order's
+        raise ApiError(422, "invalid", "give exactly one target: drone or labels")
     order = relay_orders.check(body.order, body.order_signature, kind="task",
                                fingerprint=who.fingerprint)
     result = await relay.db.run(relay.tasks.submit, who.name, body, order)

@@ -151,10 +151,16 @@ def test_an_order_for_one_drone_delivered_to_another_is_refused(
 def test_a_signed_order_queued_again_as_a_new_task_is_refused(
         fleet: Fleet, db: sqlite3.Connection, tmp_path: Path) -> None:
     counter = tmp_path / "runs"
-    fleet.drone("d1")
+    drone = fleet.drone("d1")
     first = fleet.submit(f"echo run >> {counter}", drone="d1")
     assert fleet.wait_state(first)["state"] == "succeeded"
     assert counter.read_text() == "run\n"
+    # Its task dir gone (the relay has it all), and the drone killed and started again: the
+    # order's id must be remembered durably, not in the dir or in memory only.
+    wait_until(lambda: not (drone.data_dir / "tasks" / first).exists(), timeout=20,
+               message="the finished task's dir is removed")
+    drone.kill9()
+    drone.start()
     old = db.execute("SELECT spec, order_text, order_signature FROM tasks WHERE id = ?",
                      (first,)).fetchone()
     replay = queued(fleet, "d1", "echo placeholder")
@@ -187,7 +193,7 @@ def test_a_cancel_no_pilot_signed_is_refused_and_the_task_runs_on(
         fleet: Fleet, db: sqlite3.Connection, tmp_path: Path) -> None:
     done = tmp_path / "finished"
     fleet.drone("d1")
-    task_id = fleet.submit(f"sleep 2; touch {done}", drone="d1")
+    task_id = fleet.submit(f"sleep 4; touch {done}", drone="d1")
     fleet.wait_state(task_id, "running")
     stranger = new_signer()
     forged = orders.sign_order(stranger, orders.cancel_order(
@@ -202,6 +208,11 @@ def test_a_cancel_no_pilot_signed_is_refused_and_the_task_runs_on(
     wait_until(lambda: "cancel of task" in drone.log_text(), timeout=20,
                message="the drone logs the refused cancel")
     assert "not signed by an authorized pilot" in drone.log_text()
+    # Told to the relay, which shows it on the task (an honest relay's pilot reads it).
+    shown = wait_until(lambda: fleet.task(task_id)["cancel_refused"], timeout=20,
+                       message="the refusal reaches the task's view")
+    assert shown.startswith(f"refused by drone {fleet.name('d1')}: not signed by an "
+                            f"authorized pilot (key {stranger.fingerprint})"), shown
     assert fleet.wait_state(task_id)["state"] == "succeeded"
     assert done.exists()
 

@@ -112,6 +112,12 @@ def test_the_order_rides_to_the_drone_with_the_task_cancel_and_fetch(
     cancel, _key = orders.read_signed(cancels[0]["order"], cancels[0]["order_signature"])
     assert (cancel.kind, cancel.fields["task"], cancel.fields["task_order"]) == (
         "cancel", task["id"], task["order_id"])
+    # A drone that refuses the cancel's order says so; the pilot reads it on the task.
+    reason = f"refused by drone {drone.name}: not signed by an authorized pilot (key x)"
+    drone.poll(running=[task["id"]], refused_cancels=[{"id": task["id"], "reason": reason}])
+    shown = shared_pilot.get(f"/v1/tasks/{task['id']}").json()
+    assert (shown["state"], shown["cancel_requested"], shown["cancel_refused"]) == (
+        "dispatched", False, reason)
 
     fetch = shared_pilot.post(f"/v1/workers/{drone.name}/fetch", json={"path": "/etc/hostname"})
     assert fetch.status_code in (200, 201), fetch.text

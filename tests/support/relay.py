@@ -280,11 +280,13 @@ class PilotSession(SignedClient):
                     return None
             else:
                 return None
-            within = body.get("start_within")
+            within, queued = body.get("start_within"), body.get("expires_in")
             try:
                 return orders.task_order(
                     target=target, spec_sha256=order_spec_hash(body["spec"]),
-                    start_within=within if isinstance(within, int) and within > 0 else None)
+                    start_within=within if isinstance(within, int) and within > 0 else None,
+                    expires_in=queued if isinstance(queued, int | float) and queued > 0
+                    else None)
             except orders.OrderError:
                 return None  # a body the relay refuses for its own reason first
         if cancel is not None:
