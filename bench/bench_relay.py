@@ -44,6 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from dragoon.cockpit.client._client import order_spec_hash  # noqa: E402
+from dragoon.shared import orders  # noqa: E402
 from dragoon.shared.keys import PrivateKey  # noqa: E402
 from dragoon.shared.request_auth import sign_request  # noqa: E402
 from dragoon.shared.signers import KeyFileSigner, Signer  # noqa: E402
@@ -178,6 +180,15 @@ def relay_dispatch_mean(url: str) -> float | None:
 # --- 1. dispatch latency ----------------------------------------------------------------------
 
 
+def task_body(pilot: PilotSession, drone: str, command: str) -> bytes:
+    """A submit body with the pilot's signed order (shared/orders.py), as the client makes it."""
+    spec = {"command": command}
+    order = orders.task_order(target=orders.drone_target(drone),
+                              spec_sha256=order_spec_hash(spec))
+    return json.dumps({"drone": drone, "spec": spec,
+                       **orders.sign_order(pilot.signer, order).wire()}).encode()
+
+
 async def _dispatch(url: str, pilot: PilotSession, count: int) -> list[float]:
     drone = new_signer()
     setup = await Connection(url).open()
@@ -185,8 +196,8 @@ async def _dispatch(url: str, pilot: PilotSession, count: int) -> list[float]:
     poller = await Connection(url).open()
     submitter = await Connection(url).open()
     latencies: list[float] = []
-    submit_body = json.dumps({"drone": "bench-dispatch", "spec": {"command": "true"}}).encode()
     for _ in range(count):
+        submit_body = task_body(pilot, "bench-dispatch", "true")  # signed before the clock
         poll = json.dumps({"wait": 25, "running": []}).encode()
         poller.send("POST", "/v1/worker/poll", signed(drone, "POST", "/v1/worker/poll", "", poll),
                     poll)
@@ -450,7 +461,7 @@ async def _append(url: str, pilot: PilotSession, megabytes: int, chunk: int) -> 
     name = f"bench-output-{chunk // 1024}k"
     conn = await Connection(url).open()
     await enroll_drone(url, pilot, name, drone, conn)
-    body = json.dumps({"drone": name, "spec": {"command": "yes"}}).encode()
+    body = task_body(pilot, name, "yes")
     task = (await conn.request("POST", "/v1/tasks",
                                signed(pilot.signer, "POST", "/v1/tasks", "", body, pilot.token),
                                body)).json()["id"]
@@ -486,9 +497,9 @@ async def _append_drone(url: str, pilot: PilotSession, megabytes: int, chunk: in
     name = f"bench-drone-{chunk // 1024}k-{tasks}x{window}"
     setup = await Connection(url).open()
     await enroll_drone(url, pilot, name, drone, setup, slots=tasks)
-    body = json.dumps({"drone": name, "spec": {"command": "yes"}}).encode()
     ids = []
     for _ in range(tasks):
+        body = task_body(pilot, name, "yes")
         ids.append((await setup.request(
             "POST", "/v1/tasks", signed(pilot.signer, "POST", "/v1/tasks", "", body, pilot.token),
             body)).json()["id"])

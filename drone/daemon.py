@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     import httpx
     from dragoon.drone import spawn
     from dragoon.drone.artifacts import fd_digest, stream_fd
+    from dragoon.drone.orders import OrderGate
     from dragoon.drone.runner import TaskRunner
     from dragoon.drone.verify import parse_spec, parse_task, verify_task
     from dragoon.shared.spec import TaskSpec
@@ -110,8 +111,12 @@ class DroneDaemon:
         self._jobs: set[asyncio.Task[Any]] = set()
         self._unheld: set[str] = set()
         self._fetches_seen: dict[str, None] = {}  # insertion-ordered, bounded
+        self._gate: OrderGate | None = None  # made at the first order (drone/orders.py)
+        self._order_ids: dict[str, str] = {}  # held task → the id of the order it runs under
+        self._cancels_refused: dict[tuple[str, object], None] = {}  # logged once each
         self.started: list[dict[str, Any]] = []
         self.rejected: list[dict[str, Any]] = []
+        self.refused_cancels: list[dict[str, Any]] = []  # cancels whose order was refused
         self.fetch_errors: list[dict[str, Any]] = []
         self.hostname = socket.gethostname()
         self.version = version()
@@ -136,6 +141,7 @@ class DroneDaemon:
         log.info("drone %s starting (relay %s, %d slot(s), labels %s, TLS trust %s)",
                  self.settings.name, self.settings.relay, self.settings.slots,
                  ",".join(self.settings.labels) or "-", self.ca_cert or "system CAs")
+        self._say_if_no_pilot()
         self.adopt()
         poller = asyncio.create_task(self.poll_loop())
         stopped = asyncio.create_task(self._stop.wait())
@@ -165,6 +171,27 @@ class DroneDaemon:
         if self.launcher is not None:
             self.launcher.close()
         return status
+
+    def _say_if_no_pilot(self) -> None:
+        """A drone that obeys no pilot runs nothing: said at start, not first at a refusal.
+
+        Read as text (a key line is a line that is neither blank nor a comment): the keys
+        themselves are parsed by the first order's check (drone/orders.py).
+        """
+        try:
+            text = self.data.authorized_pilots.read_text("utf-8", "replace")
+        except FileNotFoundError:
+            text = ""
+        except OSError as exc:
+            log.error("cannot read %s (%s): this drone runs nothing until it can",
+                      self.data.authorized_pilots, exc)
+            return
+        if not any(line.strip() and not line.lstrip().startswith("#")
+                   for line in text.splitlines()):
+            log.warning("%s authorizes no pilot: this drone runs nothing (every order is "
+                        "refused) until a pilot key is added on this box: dragoon drone "
+                        "authorize KEY --data %s (docs/drone.md)",
+                        self.data.authorized_pilots, self.data.root)
 
     async def stop_replaced(self, replaced: DroneReplaced) -> None:
         """A newer enrollment took this drone's name: kill its tasks, then stop for good.
@@ -203,6 +230,63 @@ class DroneDaemon:
             log.error("internal error in a drone job: %r", job.exception(),
                       exc_info=job.exception())
 
+    # ----- pilot-signed orders -----
+
+    @property
+    def gate(self) -> OrderGate:
+        """The order checks (drone/orders.py), loaded with the first order, not at start."""
+        if self._gate is None:
+            from dragoon.drone.orders import OrderGate
+
+            self._gate = OrderGate(self.data.root, self.data.authorized_pilots,
+                                   name=self.settings.name, labels=self.settings.labels)
+        return self._gate
+
+    def refusal(self, why: str) -> str:
+        """The reason the pilot reads for an order this drone refuses."""
+        return f"refused by drone {self.settings.name}: {why}"
+
+    def check_task_order(self, raw: dict[str, Any], task_id: str,
+                         spec: dict[str, Any]) -> tuple[Any, str | None]:
+        """The task's order, once it may be obeyed, or (None, the reason it is refused).
+
+        Remembered (``seen_orders``) by ``admit`` once ``task.json`` holds the accept: an id
+        seen before, for whichever task, is a replay (a task redelivered after its accept
+        is known by ``is_accepted`` first, and acknowledged).
+        """
+        from dragoon.shared.canonical import spec_sha256
+        from dragoon.shared.orders import OrderError
+
+        try:
+            order = self.gate.check(raw.get("order"), raw.get("order_signature"),
+                                    kind="task", ref=task_id, strict=True)
+            actual = spec_sha256(spec)
+            if actual != order.fields["spec_sha256"]:
+                raise OrderError(f"the spec hashes to {actual[:12]}…, not the "
+                                 f"{order.fields['spec_sha256'][:12]}… the pilot signed")
+        except OrderError as exc:
+            return None, self.refusal(exc.detail)
+        return order, None
+
+    def _remember_task_order(self, order: Any, task_id: str) -> str | None:
+        """Put the accepted task's order in seen_orders; None, or why it could not be."""
+        from dragoon.shared.orders import OrderError
+
+        try:
+            # Not fsynced here: task.json (fsynced) holds the id too, until _before_cleanup.
+            self.gate.seen.remember(order, task_id, durable=False)
+        except OrderError as exc:
+            log.error("task %s: %s", task_id, exc.detail)
+            return exc.detail
+        return None
+
+    def _before_cleanup(self) -> None:
+        """Before a task dir goes (in the runner's cleanup thread): the accept into state.json
+        and the order's id into seen_orders, durably, as the dir held both till now."""
+        self.state.save_if_behind()
+        if self._gate is not None:
+            self._gate.seen.sync()
+
     # ----- re-adoption -----
 
     def adopt(self) -> None:
@@ -227,6 +311,10 @@ class DroneDaemon:
             if isinstance(spec, str):
                 continue
             runner = self._make_runner(task_id, record, spec)
+            if isinstance(record.get("order_id"), str):
+                self._order_ids[task_id] = record["order_id"]
+                # Accepted, and perhaps not yet in seen_orders (a crash between the two).
+                self.gate.seen.recall(record["order_id"], record.get("order_expires"), task_id)
             if runner.outcome is None:
                 proc = spawn.ProcRecord.from_json(read_json(task_dir / "proc.json"))
                 if proc is None and not (task_dir / "exit.json").exists():
@@ -258,7 +346,7 @@ class DroneDaemon:
             task_id=task_id, task_dir=self.data.task_dir(task_id),
             work_dir=Path(record["work_dir"]), spec=spec, timeout=record.get("timeout"),
             grace=float(record.get("grace", self.settings.default_grace)), client=self.client,
-            settings=self.settings, before_cleanup=self.state.save_if_behind,
+            settings=self.settings, before_cleanup=self._before_cleanup,
             start_notes=record.get("notes"))
 
     def _hold(self, runner: TaskRunner) -> None:
@@ -268,6 +356,7 @@ class DroneDaemon:
 
     def _release(self, task_id: str) -> None:
         runner = self.runners.pop(task_id, None)
+        self._order_ids.pop(task_id, None)
         if runner is not None:
             runner.reap()
 
@@ -285,6 +374,7 @@ class DroneDaemon:
             "started": list(self.started),
             "rejected": list(self.rejected),
             "fetch_errors": list(self.fetch_errors),
+            "refused_cancels": list(self.refused_cancels),
         }
 
     async def poll_loop(self) -> None:
@@ -312,7 +402,8 @@ class DroneDaemon:
             backoff.reset()
             # What this poll carried has been heard; drop exactly those reports.
             for key, sent in (("started", body["started"]), ("rejected", body["rejected"]),
-                              ("fetch_errors", body["fetch_errors"])):
+                              ("fetch_errors", body["fetch_errors"]),
+                              ("refused_cancels", body["refused_cancels"])):
                 pending: list[dict[str, Any]] = getattr(self, key)
                 del pending[: len(sent)]
             try:
@@ -330,9 +421,9 @@ class DroneDaemon:
             if isinstance(item, dict):
                 runner = self.runners.get(str(item.get("id")))
                 if runner is not None:
-                    asked = item.get("grace")
-                    runner.request_kill("cancel", self.settings.effective_grace(
-                        float(asked) if isinstance(asked, int | float) else runner.grace))
+                    grace = self.check_cancel(item, runner.grace)
+                    if grace is not None:
+                        runner.request_kill("cancel", grace)
         tasks = [t for t in answer.get("tasks") or [] if isinstance(t, dict)]
         deferred = False
         launches: list[asyncio.Future[None]] = []
@@ -366,6 +457,39 @@ class DroneDaemon:
         finally:
             for waiter in exits:
                 waiter.cancel()
+
+    def check_cancel(self, item: dict[str, Any], task_grace: float) -> float | None:
+        """The grace a cancel is obeyed with, or None when its order is refused (logged and
+        reported once).
+
+        The pilot's cancel order must name this task and the order the task runs under;
+        its grace is the one used (the relay's copy beside it is not), or the task's own.
+        """
+        from dragoon.shared.orders import OrderError
+
+        task_id = str(item.get("id"))
+        try:
+            order = self.gate.check(item.get("order"), item.get("order_signature"),
+                                    kind="cancel", ref=task_id)
+            if order.fields["task"] != task_id:
+                raise OrderError(f"the cancel order is for task {order.fields['task']}")
+            if order.fields["task_order"] != self._order_ids.get(task_id):
+                raise OrderError("the cancel order names another order than the one the "
+                                 "task runs under")
+            self.gate.seen.remember(order, task_id)
+        except OrderError as exc:
+            key = (task_id, item.get("order"))
+            if key not in self._cancels_refused:
+                self._cancels_refused[key] = None
+                while len(self._cancels_refused) > FETCH_MEMORY:
+                    del self._cancels_refused[next(iter(self._cancels_refused))]
+                reason = self.refusal(exc.detail)
+                log.warning("cancel of task %s refused: %s", task_id, reason)
+                # Told to the relay once, which shows it on the task (``cancel_refused``).
+                self.refused_cancels.append({"id": task_id, "reason": reason[:2000]})
+            return None
+        grace = order.fields["grace"]
+        return self.settings.effective_grace(float(grace) if grace is not None else task_grace)
 
     def free_slots(self) -> int:
         in_use = sum(1 for r in self.runners.values() if r.running) + len(self._launching)
@@ -415,6 +539,11 @@ class DroneDaemon:
         if reason is not None:
             self._reject(parsed.id, f"bad_task_signature: {reason}")
             return True
+        # The pilot's order, checked and remembered before anything of the task is made.
+        order, refused = self.check_task_order(raw, parsed.id, parsed.spec)
+        if refused is not None:
+            self._reject(parsed.id, refused)
+            return True
         spec = parse_spec(parsed.spec)
         if isinstance(spec, str):
             self._reject(parsed.id, f"bad_spec: {spec}")
@@ -424,6 +553,7 @@ class DroneDaemon:
         work_dir = self._work_dir(parsed.id, spec)
         record = {
             "id": parsed.id, "seq": parsed.seq, "spec": parsed.spec, "accepted_at": time.time(),
+            "order_id": order.id, "order_expires": order.expires,
             "work_dir": str(work_dir),
             "timeout": self.settings.effective_timeout(spec.timeout),
             "grace": self.settings.effective_grace(spec.grace),
@@ -437,8 +567,16 @@ class DroneDaemon:
         # is spawned, so a crash from here on never reruns it.
         write_json(task_dir / "task.json", record)
         fsync_dir(self.data.tasks)
+        # Then the order's id into seen_orders: task.json holds it already (a crash before
+        # seen_orders has it is made good by adopt()), seen_orders durably before the dir goes.
+        remembered = self._remember_task_order(order, parsed.id)
         (task_dir / "inbox").touch(mode=0o600)
         runner = self._make_runner(parsed.id, record, spec)
+        self._order_ids[parsed.id] = order.id
+        if remembered is not None:  # not started: a replay of it could not be refused
+            runner.conclude_without_exit(remembered)
+            self._hold(runner)
+            return True
         env = self._task_env(parsed.id, spec, task_dir)
         cwd_problem = spawn.cwd_problem(work_dir) if spec.cwd else None
         if cwd_problem is not None:  # dragoon's failure, not the command's: no exit code
@@ -524,6 +662,18 @@ class DroneDaemon:
         self._fetches_seen[fetch_id] = None
         while len(self._fetches_seen) > FETCH_MEMORY:
             del self._fetches_seen[next(iter(self._fetches_seen))]
+        from dragoon.shared.orders import OrderError
+
+        try:
+            order = self.gate.check(item.get("order"), item.get("order_signature"),
+                                    kind="fetch", ref=fetch_id)
+            if order.fields["fetch"]["path"] != path:
+                raise OrderError(f"the pilot signed a fetch of {order.fields['fetch']['path']!r}"
+                                 f", not {path!r}")
+            self.gate.seen.remember(order, fetch_id)
+        except OrderError as exc:
+            self._fetch_refused(fetch_id, self.refusal(exc.detail))
+            return
         check = asyncio.ensure_future(safefile.in_thread(
             lambda: fetch.open_for_fetch(path, self.fetch_roots,
                                          max_bytes=self.settings.max_fetch_bytes)))

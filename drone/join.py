@@ -72,6 +72,24 @@ class Joined:
     bound: bool = False  # the token carried a pilot's binding key
 
 
+def _joined_labels(given: list[str], enrolled: object) -> list[str]:
+    """The drone's labels: its own ``--labels`` and those its enrollment gave (the init
+    answer's, each by the label rule; anything else is ignored). A pilot's labels order is
+    checked against these (drone/orders.py); the relay only ever chose among drones with a
+    label, so taking its word for them here lets it do no more than that."""
+    from dragoon.shared.spec import SpecError, check_label
+
+    labels = list(given)
+    for label in enrolled if isinstance(enrolled, list) else []:
+        try:
+            label = check_label(label)
+        except SpecError:
+            continue
+        if label not in labels:
+            labels.append(label)
+    return labels
+
+
 def join(token_text: str, data_dir: Path, *, slots: int = 1, labels: list[str] | None = None,
          ca_cert: Path | None = None, http: httpx.Client | None = None) -> Joined:
     try:
@@ -151,7 +169,8 @@ def join(token_text: str, data_dir: Path, *, slots: int = 1, labels: list[str] |
             f"{token.relay_key} from the join token (wrong relay, or someone in between)")
     name = answer.get("name") if isinstance(answer.get("name"), str) else token.drone
     settings = config.DroneSettings(
-        name=name, relay=token.relay.rstrip("/"), slots=slots, labels=labels or [],
+        name=name, relay=token.relay.rstrip("/"), slots=slots,
+        labels=_joined_labels(labels or [], answer.get("labels")),
         ca_cert=data.ca_cert.name if ca_pem is not None else "")
     _write(data, key if new_key else None, x25519 if new_x25519 else None, pilots, relay_key,
            settings, ca_pem)

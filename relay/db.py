@@ -225,6 +225,20 @@ MIGRATIONS: Final[list[str]] = [
     ALTER TABLE drones ADD COLUMN binding TEXT;
     ALTER TABLE drones ADD COLUMN enrolled_with TEXT
     """,
+    # 9: pilot-signed orders (issue 13 piece 2, docs/security.md, "Signed orders"): each task
+    # keeps the order its pilot signed (canonical JSON, its id apart for the views) and the
+    # signature, handed to the drone beside the relay's envelope; so do a cancel and a fetch.
+    # Tasks from before have none: a drone refuses them, as it refuses any unsigned task.
+    """
+    ALTER TABLE tasks ADD COLUMN order_id TEXT;
+    ALTER TABLE tasks ADD COLUMN order_text TEXT;
+    ALTER TABLE tasks ADD COLUMN order_signature TEXT;
+    ALTER TABLE tasks ADD COLUMN cancel_order TEXT;
+    ALTER TABLE tasks ADD COLUMN cancel_signature TEXT;
+    ALTER TABLE tasks ADD COLUMN cancel_refused TEXT;
+    ALTER TABLE fetches ADD COLUMN order_text TEXT;
+    ALTER TABLE fetches ADD COLUMN order_signature TEXT
+    """,
 ]
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

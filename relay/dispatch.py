@@ -72,8 +72,11 @@ def assign(
         active = _active(conn, name)
     answer = {
         "tasks": handout.tasks,
-        "cancel": [{"id": r["id"], "grace": int(r["cancel_grace"] or 0)} for r in cancels],
-        "fetches": [{"id": r["id"], "path": r["path"]} for r in fetch_rows],
+        "cancel": [{"id": r["id"], "grace": int(r["cancel_grace"] or 0),
+                    "order": r["cancel_order"], "order_signature": r["cancel_signature"]}
+                   for r in cancels],
+        "fetches": [{"id": r["id"], "path": r["path"], "order": r["order_text"],
+                     "order_signature": r["order_signature"]} for r in fetch_rows],
         "server_time": time.time(),
     }
     return Assignment(answer, bool(handout.tasks) or undelivered, fleet.view(fresh, active),
@@ -116,7 +119,8 @@ class _Handout:
     seq: int
     tasks: list[dict[str, Any]] = field(default_factory=list)
 
-    def give(self, task_id: str, spec_json: str) -> None:
+    def give(self, task_id: str, spec_json: str, order: str | None,
+             order_signature: str | None) -> None:
         self.seq += 1
         spec = json.loads(spec_json)
         self.conn.execute(
@@ -124,19 +128,23 @@ class _Handout:
             " dispatched_at = COALESCE(dispatched_at, ?) WHERE id = ?",
             (self.name, self.seq, self.now, task_id),
         )
-        self.tasks.append(
-            task_envelope(self.signer, task_id=task_id, drone=self.name, seq=self.seq, spec=spec)
-        )
+        envelope = task_envelope(self.signer, task_id=task_id, drone=self.name, seq=self.seq,
+                                 spec=spec)
+        # The pilot's signed order rides beside the relay's envelope, which does not cover
+        # it: the drone checks it under its own authorized_pilots (shared/orders.py).
+        envelope["order"] = order
+        envelope["order_signature"] = order_signature
+        self.tasks.append(envelope)
 
 
 def _redeliver(handout: _Handout, held: set[str]) -> None:
     """Dispatched tasks the drone does not hold: the answer that carried them was lost."""
     for row in handout.conn.execute(
-        "SELECT id, spec FROM tasks WHERE drone = ? AND state = 'dispatched' ORDER BY num",
-        (handout.name,),
+        "SELECT id, spec, order_text, order_signature FROM tasks WHERE drone = ?"
+        " AND state = 'dispatched' ORDER BY num", (handout.name,),
     ).fetchall():
         if row["id"] not in held:
-            handout.give(row["id"], row["spec"])
+            handout.give(row["id"], row["spec"], row["order_text"], row["order_signature"])
 
 
 def _fill_slots(handout: _Handout, labels: list[str], slots: int) -> list[str]:
@@ -148,7 +156,8 @@ def _fill_slots(handout: _Handout, labels: list[str], slots: int) -> list[str]:
     after = 0
     while True:  # in pages, so tasks for other labels never hide a matching one
         rows = handout.conn.execute(
-            "SELECT num, id, spec, target FROM tasks WHERE state = 'queued' AND num > ?"
+            "SELECT num, id, spec, target, order_text, order_signature FROM tasks"
+            " WHERE state = 'queued' AND num > ?"
             " AND (drone = ? OR drone IS NULL) AND expires_at > ?"
             " AND (start_by IS NULL OR start_by > ?) ORDER BY num LIMIT 500",
             (after, handout.name, handout.now, handout.now),
@@ -157,7 +166,7 @@ def _fill_slots(handout: _Handout, labels: list[str], slots: int) -> list[str]:
             target = json.loads(row["target"])
             if "labels" in target and not task_store.labels_match(target["labels"], labels):
                 continue
-            handout.give(row["id"], row["spec"])
+            handout.give(row["id"], row["spec"], row["order_text"], row["order_signature"])
             given.append(row["id"])
             if len(given) >= free:
                 return given
@@ -171,11 +180,13 @@ def _outstanding(
 ) -> tuple[list[sqlite3.Row], list[sqlite3.Row], bool]:
     """Every cancel and fetch still open for the drone, and whether any is new to it."""
     cancels = conn.execute(
-        "SELECT id, cancel_grace, cancel_delivered FROM tasks WHERE drone = ?"
+        "SELECT id, cancel_grace, cancel_delivered, cancel_order, cancel_signature"
+        " FROM tasks WHERE drone = ?"
         " AND state IN ('dispatched', 'running') AND cancel_requested = 1", (name,),
     ).fetchall()
     fetch_rows = conn.execute(
-        "SELECT id, path, delivered FROM fetches WHERE drone = ? AND state = 'pending'"
+        "SELECT id, path, delivered, order_text, order_signature FROM fetches"
+        " WHERE drone = ? AND state = 'pending'"
         " ORDER BY created_at", (name,),
     ).fetchall()
     undelivered = any(not r["cancel_delivered"] for r in cancels) or any(
@@ -208,6 +219,14 @@ def _apply_reports(conn: sqlite3.Connection, name: str, poll: PollBody, now: flo
         )
         if cur.rowcount:
             changed.add(task_id)
+    for refused in poll.refused_cancels:  # the task runs on; the pilot reads why
+        cur = conn.execute(
+            "UPDATE tasks SET cancel_requested = 0, cancel_order = NULL, cancel_signature = NULL,"
+            " cancel_refused = ? WHERE id = ? AND drone = ? AND state IN ('dispatched', 'running')",
+            (refused.reason, refused.id, name),
+        )
+        if cur.rowcount:
+            changed.add(refused.id)
     for rejected in poll.rejected:
         cur = conn.execute(
             "UPDATE tasks SET state = 'failed', error = ?, finished_at = ?"

@@ -135,8 +135,9 @@ def register(
         )
         audit.record(conn, name, "enroll", name, key.fingerprint, at=now)
     # The last three are for the route's events and log; they are not in the answer.
-    return {"name": name, "relay_public_key": relay_public_key, "replaced": holder is not None,
-            "lost": lost, "failed_fetches": failed_fetches}
+    return {"name": name, "relay_public_key": relay_public_key,
+            "labels": labels,  # the drone keeps them: a labels order is checked against them
+            "replaced": holder is not None, "lost": lost, "failed_fetches": failed_fetches}
 
 
 def _trust_fields(body: dict[str, Any]) -> tuple[str | None, str | None, str | None] | ApiError:

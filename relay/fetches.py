@@ -30,15 +30,18 @@ def view(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-def create(conn: sqlite3.Connection, drone: str, path: str, pilot: str) -> dict[str, Any] | None:
+def create(conn: sqlite3.Connection, drone: str, path: str, pilot: str,
+           order_text: str | None = None,
+           order_signature: str | None = None) -> dict[str, Any] | None:
+    """A pending fetch, kept with the pilot's signed fetch order the drone will check."""
     with transaction(conn):
         if conn.execute("SELECT 1 FROM drones WHERE name = ?", (drone,)).fetchone() is None:
             return None
         fetch_id = new_id()
         conn.execute(
-            "INSERT INTO fetches (id, drone, path, pilot, state, created_at)"
-            " VALUES (?, ?, ?, ?, 'pending', ?)",
-            (fetch_id, drone, path, pilot, time.time()),
+            "INSERT INTO fetches (id, drone, path, pilot, state, created_at, order_text,"
+            " order_signature) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)",
+            (fetch_id, drone, path, pilot, time.time(), order_text, order_signature),
         )
         audit.record(conn, pilot, "fetch", drone, f"{fetch_id} {path}")
     return {"id": fetch_id, "state": "pending"}

@@ -117,8 +117,15 @@ class DrainBody(BaseModel):
     drain: StrictBool = True
 
 
+# A pilot-signed order (shared/orders.py): its canonical JSON and the base64 SSHSIG.
+OrderText = Annotated[StrictStr, Field(max_length=8192)]
+OrderSignature = Annotated[StrictStr, Field(max_length=8192)]
+
+
 class FetchBody(BaseModel):
     path: StrictStr = Field(min_length=1, max_length=4096)
+    order: OrderText | None = None
+    order_signature: OrderSignature | None = None
 
 
 class SpecBody(BaseModel):
@@ -156,11 +163,17 @@ class SubmitBody(BaseModel):
     start_within: Annotated[Annotated[StrictInt, Field(gt=0, le=rules.MAX_START_WITHIN)] | None,
                             BeforeValidator(_rule(rules.check_start_within,
                                                   nullable=True))] = None
+    # The pilot's signed order for this task; required (checked by relay/orders.py, so a
+    # missing one is the named ``order_missing`` rather than a generic 422).
+    order: OrderText | None = None
+    order_signature: OrderSignature | None = None
 
 
 class CancelBody(BaseModel):
     grace: Annotated[Annotated[StrictInt, Field(ge=0, le=rules.MAX_GRACE)] | None,
                      BeforeValidator(_rule(rules.check_grace, nullable=True))] = None
+    order: OrderText | None = None
+    order_signature: OrderSignature | None = None
 
 
 class AckBody(BaseModel):
@@ -209,6 +222,8 @@ class PollBody(BaseModel):
     started: list[Started] = []
     rejected: list[Rejected] = []
     fetch_errors: list[FetchError] = []
+    # Cancels whose pilot-signed order the drone refused (the task runs on).
+    refused_cancels: list[Rejected] = Field([], max_length=10000)
 
 
 class FinishBody(BaseModel):

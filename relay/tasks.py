@@ -17,13 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dragoon.relay import audit, waiting
+from dragoon.relay import orders as relay_orders
 from dragoon.relay.config import RelayConfig
 from dragoon.relay.db import transaction
 from dragoon.relay.enroll import check_labels
 from dragoon.relay.errors import ApiError, not_found
 from dragoon.relay.models import FinishBody, SubmitBody
 from dragoon.relay.output import OutputStore
+from dragoon.shared.canonical import spec_sha256
 from dragoon.shared.models import TaskState
+from dragoon.shared.orders import Order
 from dragoon.shared.spec import TASK_ID_ALPHABET, TASK_ID_LENGTH
 
 ACTIVE = ("dispatched", "running")
@@ -126,6 +129,8 @@ class TaskStore:
             "pruned_at": row["pruned_at"],  # retention dropped its output, logs and artifacts
             "notes": json.loads(row["notes"]) if row["notes"] else [],
             "start_by": row["start_by"], "waiting": waiting.of_task(conn, row, fleet),
+            "order_id": row["order_id"],  # the pilot's signed order it runs under
+            "cancel_refused": row["cancel_refused"],  # the drone's reason, if it refused one
             **self.output.sizes(row["id"]),
         }
 
@@ -135,11 +140,21 @@ class TaskStore:
             raise not_found("task")
         return self.view(conn, row)
 
-    def submit(self, conn: sqlite3.Connection, pilot: str, body: SubmitBody) -> Submitted:
+    def submit(self, conn: sqlite3.Connection, pilot: str, body: SubmitBody,
+               order: Order) -> Submitted:
+        """Queue the task with its pilot's order, once the order says what the body says.
+
+        ``order`` has been read and its signer checked (relay/orders.py); here: the spec it
+        signs is the spec stored, and its target the body's.
+        """
         config = self.config
         if (body.drone is None) == (body.labels is None):
             raise ApiError(422, "invalid", "give exactly one target: drone or labels")
         spec = body.spec.wire()
+        relay_orders.same(order, "spec_sha256", spec_sha256(spec), "spec hash")
+        wanted_target = ({"drone": body.drone} if body.drone is not None
+                         else {"labels": check_labels(body.labels or [])})
+        relay_orders.same(order, "target", wanted_target, "target")
         now = time.time()
         with transaction(conn):
             queued = conn.execute(
@@ -169,11 +184,12 @@ class TaskStore:
             start_by = None if body.start_within is None else now + body.start_within
             conn.execute(
                 "INSERT INTO tasks (id, name, state, drone, target, spec, pilot, created_at,"
-                " expires_at, lost_after, start_by) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?,"
-                " ?)",
+                " expires_at, lost_after, start_by, order_id, order_text, order_signature)"
+                " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (task_id, spec.get("name"), body.drone, json.dumps(target), json.dumps(spec),
                  pilot, now, now + (body.expires_in or config.task_expires_in),
-                 body.lost_after or config.task_lost_after, start_by),
+                 body.lost_after or config.task_lost_after, start_by, order.id, order.text,
+                 body.order_signature),
             )
             audit.record(conn, pilot, "submit", task_id, json.dumps(target), at=now)
             row = row_of(conn, task_id)
@@ -223,13 +239,23 @@ class TaskStore:
         return {"tasks": tasks, "next": tasks[-1]["id"] if len(rows) > limit else None}
 
     def cancel(
-        self, conn: sqlite3.Connection, task_id: str, grace: int | None, pilot: str
+        self, conn: sqlite3.Connection, task_id: str, grace: int | None, pilot: str,
+        order: Order | None = None, signature: str | None = None,
     ) -> Changed:
+        """Cancel: a queued task here and now; a handed-out one through its drone, which
+        obeys only the pilot's signed cancel order (``order``, checked for its signer by
+        the route), so one is required then and must name this task's order."""
         now = time.time()
         with transaction(conn):
             row = row_of(conn, task_id)
             if row is None:
                 raise not_found("task")
+            if order is not None:
+                relay_orders.same(order, "task_order", row["order_id"], "task order")
+            elif row["state"] in ACTIVE:
+                raise ApiError(400, relay_orders.ERR_MISSING,
+                               f"task {task_id} is on drone {row['drone']}: cancelling it "
+                               "needs the pilot's signed cancel order (upgrade the client)")
             wake = None
             if row["state"] == "queued":
                 conn.execute(
@@ -240,8 +266,10 @@ class TaskStore:
                 spec_grace = json.loads(row["spec"]).get("grace", 10)
                 conn.execute(
                     "UPDATE tasks SET cancel_requested = 1, cancel_grace = ?,"
-                    " cancel_delivered = 0 WHERE id = ?",
-                    (spec_grace if grace is None else grace, task_id),
+                    " cancel_delivered = 0, cancel_order = ?, cancel_signature = ?,"
+                    " cancel_refused = NULL WHERE id = ?",
+                    (spec_grace if grace is None else grace,
+                     order.text if order is not None else None, signature, task_id),
                 )
                 wake = row["drone"]
             else:

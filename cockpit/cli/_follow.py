@@ -120,7 +120,10 @@ def task_exit_code(task: Task) -> int:
     code, sig = task.get("exit_code"), task.get("signal")
     if state == TaskState.LOST or (code is None and not sig):
         reason = task.get("error") or "no exit status"
-        _notice(f"task {task.get('id')} ended {state}: {reason}")
+        if reason.startswith("refused by drone "):  # its pilot-signed order (drone/orders.py)
+            _notice(f"task {task.get('id')} {reason}")
+        else:
+            _notice(f"task {task.get('id')} ended {state}: {reason}")
         return X.RUN_OWN_FAILURE
     if state in (TaskState.CANCELLED, TaskState.TIMED_OUT):
         _notice(f"task {task.get('id')} {state}")

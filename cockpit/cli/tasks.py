@@ -293,6 +293,8 @@ def task(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
                               + " (else cancelled)"))
         if found.get("error"):
             fields.append(("error", found["error"]))
+        if found.get("cancel_refused"):  # the drone refused a cancel's signed order
+            fields.append(("cancel", str(found["cancel_refused"])))
         fields += [("note", str(note)) for note in task_notes(found)]
         render.print_fields(fields, state=found.get("state"))
 

@@ -44,11 +44,13 @@ from dragoon.cockpit.client._types import (
     Task,
     TaskPage,
 )
+from dragoon.shared import orders
+from dragoon.shared.canonical import spec_sha256
 from dragoon.shared.h11transport import direct_transport
 from dragoon.shared.login_auth import sign_login
 from dragoon.shared.request_auth import is_signed, retry_timestamp, sign_request
 from dragoon.shared.signers import Signer
-from dragoon.shared.spec import parse_task_ref
+from dragoon.shared.spec import SpecError, parse_spec, parse_task_ref
 from dragoon.shared.tls import is_tls_failure, plain_http_context
 
 Query = Mapping[str, str | int | float | None]
@@ -62,6 +64,19 @@ STDIN_WAIT = 10  # seconds the relay may hold a stdin chunk while its window is 
 FETCH_POLL = 5
 AMBIGUOUS_SHOWN = 5  # ids an "ambiguous" error lists
 _CHUNK = 64 * 1024
+
+
+def order_spec_hash(spec: Mapping[str, Any]) -> str:
+    """The hash a task order signs: the spec as the relay stores and hands it on (filled in
+    by shared/spec.py's one rule). A spec that fails the rule is hashed as it stands; the
+    relay refuses it with the rule's own words."""
+    try:
+        return parse_spec(dict(spec)).sha256()
+    except SpecError:
+        try:
+            return spec_sha256(dict(spec))
+        except (TypeError, ValueError):
+            return "0" * 64
 
 
 def segment(value: str) -> str:
@@ -317,7 +332,24 @@ class RelayClient:
             body["lost_after"] = lost_after
         if start_within is not None:
             body["start_within"] = start_within
+        target = orders.drone_target(drone) if drone is not None else orders.labels_target(
+            labels or [])
+        body.update(self._signed_order(lambda: orders.task_order(
+            target=target, spec_sha256=order_spec_hash(spec), start_within=start_within,
+            expires_in=expires_in)))
         return cast(Task, await self._json("POST", "/v1/tasks", json_body=body))
+
+    def _signed_order(self, make: Callable[[], orders.Order]) -> dict[str, str]:
+        """The order's two body fields, signed by this pilot's key (shared/orders.py).
+
+        A request the order's own rules refuse (a drone name or label that is no name,
+        a path too long) goes without one: the relay refuses it first, in the one rule's
+        words, as it did before orders."""
+        try:
+            order = make()
+        except orders.OrderError:
+            return {}
+        return orders.sign_order(self.signer, order).wire()
 
     async def tasks(self, *, drone: str | None = None, state: str | None = None,
                     limit: int = 100, before: str | None = None,
@@ -355,7 +387,20 @@ class RelayClient:
         return cast(Task, await self._json("GET", f"/v1/tasks/{segment(task_id)}"))
 
     async def cancel(self, *, task_id: str, grace: int | None = None) -> Task:
-        body = {} if grace is None else {"grace": grace}
+        """Cancel the task, with a signed cancel order naming it and its task order.
+
+        The task's view says which order it runs under and where it went; a relay that
+        lies there gets an order the drone refuses (it names the task as well), never one
+        that cancels another task.
+        """
+        body: dict[str, Any] = {} if grace is None else {"grace": grace}
+        task = await self.task(task_id=task_id)
+        order_id = task.get("order_id")
+        if isinstance(order_id, str) and order_id:
+            target = (orders.drone_target(task["drone"]) if task.get("drone")
+                      else dict(task.get("target") or {}))
+            body.update(self._signed_order(lambda: orders.cancel_order(
+                target=target, task=task_id, task_order_id=order_id, grace=grace)))
         return cast(Task, await self._json(
             "POST", f"/v1/tasks/{segment(task_id)}/cancel", json_body=body))
 
@@ -449,8 +494,11 @@ class RelayClient:
         )
 
     async def request_fetch(self, *, drone: str, path: str) -> Fetch:
+        """Ask the drone for a file, with a signed fetch order naming the drone and path."""
+        body: dict[str, Any] = {"path": path}
+        body.update(self._signed_order(lambda: orders.fetch_order(drone=drone, path=path)))
         return cast(Fetch, await self._json(
-            "POST", f"/v1/workers/{segment(drone)}/fetch", json_body={"path": path}))
+            "POST", f"/v1/workers/{segment(drone)}/fetch", json_body=body))
 
     async def fetch_status(self, *, fetch_id: str, wait: int | None = None) -> Fetch:
         return cast(Fetch, await self._json(

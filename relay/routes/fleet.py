@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from dragoon.relay import enroll, fetches, fleet, waiting
+from dragoon.relay import orders as relay_orders
 from dragoon.relay.auth import PilotDep
 from dragoon.relay.context import RelayDep
 from dragoon.relay.errors import ApiError, not_found
@@ -57,7 +58,12 @@ async def drain(
 async def fetch(
     name: str, body: FetchBody, who: PilotDep, relay: RelayDep
 ) -> dict[str, Any]:
-    result = await relay.db.run(fetches.create, name, body.path, who.name)
+    order = relay_orders.check(body.order, body.order_signature, kind="fetch",
+                               fingerprint=who.fingerprint)
+    relay_orders.same(order, "target", {"drone": name}, "target")
+    relay_orders.same(order, "fetch", {"path": body.path}, "path")
+    result = await relay.db.run(fetches.create, name, body.path, who.name, order.text,
+                                body.order_signature)
     if result is None:
         raise not_found("drone")
     if isinstance(result, ApiError):

@@ -8,6 +8,7 @@ import time
 from typing import Any, Final
 
 from dragoon.relay import artifacts, held, logconf
+from dragoon.relay import orders as relay_orders
 from dragoon.relay.auth import PilotDep, PilotPrincipal, check_session
 from dragoon.relay.blobs import check_artifact_path
 from dragoon.relay.context import Relay, RelayDep
@@ -26,7 +27,11 @@ INLINE_READ: Final = 64 << 10  # bytes a log read may take on the event loop its
 
 @router.post("", status_code=201)
 async def submit(body: SubmitBody, who: PilotDep, relay: RelayDep) -> dict[str, Any]:
-    result = await relay.db.run(relay.tasks.submit, who.name, body)
+    if (body.drone is None) == (body.labels is None):  # the body's own rules before the order's
+        raise ApiError(422, "invalid", "give exactly one target: drone or labels")
+    order = relay_orders.check(body.order, body.order_signature, kind="task",
+                               fingerprint=who.fingerprint)
+    result = await relay.db.run(relay.tasks.submit, who.name, body, order)
     logconf.event("submit", task=result.task["id"], pilot=who.name)
     relay.bus.publish("task", result.task)
     for drone in result.wake:
@@ -65,7 +70,14 @@ async def cancel(
     task_id: str, who: PilotDep, relay: RelayDep, body: CancelBody | None = None
 ) -> dict[str, Any]:
     grace = body.grace if body is not None else None
-    result = await relay.db.run(relay.tasks.cancel, task_id, grace, who.name)
+    order = None
+    if body is not None and (body.order or body.order_signature):
+        order = relay_orders.check(body.order, body.order_signature, kind="cancel",
+                                   fingerprint=who.fingerprint)
+        relay_orders.same(order, "task", task_id, "task")
+        relay_orders.same(order, "grace", grace, "grace")
+    signature = body.order_signature if order is not None and body is not None else None
+    result = await relay.db.run(relay.tasks.cancel, task_id, grace, who.name, order, signature)
     relay.bus.publish("task", result.task)
     relay.signals.notify(("task", task_id))
     if result.wake:

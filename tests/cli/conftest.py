@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dragoon.shared.trust import pilot_keys_from, read_authorized_pilots, write_authorized_pilots
 
 from tests.support.relay import REPO, RelayProcess, fresh_totp, new_signer, wait_until
 
@@ -77,10 +78,20 @@ class Pilot:
         return json.loads(self.ok(*args, "--json"))
 
 
+# The data dirs of the session's running drones: a pilot made later is authorized on them
+# (as `dragoon drone authorize` does on the box; the running drone needs no restart).
+_DRONE_DATA: list[Path] = []
+
+
 def make_pilot(relay: RelayProcess, root: Path, name: str) -> Pilot:
     key = root / name / ".ssh" / "id_ed25519"
     new_signer(key)
     secret = relay.add_operator(name, Path(f"{key}.pub"))
+    relay.pilot_keys.append(Path(f"{key}.pub"))  # drones relay.enroll() mints for obey it
+    for data in _DRONE_DATA:
+        path = data / "authorized_pilots"
+        write_authorized_pilots(path, [*read_authorized_pilots(path),
+                                       *pilot_keys_from(f"{key}.pub")])
     return Pilot(home=root / name, key=key, relay=relay, totp_secret=secret)
 
 
@@ -100,6 +111,7 @@ def drone(relay: RelayProcess, tmp_path_factory: pytest.TempPathFactory,
     subprocess.run([sys.executable, "-m", "dragoon", "drone", "join", token, "--data", str(data),
                     "--slots", "6", "--labels", "cli,test"], check=True, capture_output=True,
                    cwd=REPO, timeout=30)
+    _DRONE_DATA.append(data)
     log = open(data.parent / "drone.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen([sys.executable, "-m", "dragoon", "drone", "run", "--data",
                                 str(data)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)

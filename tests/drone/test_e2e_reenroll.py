@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import psutil
+from dragoon.shared.trust import read_authorized_pilots, write_authorized_pilots
 
 from tests.cli.conftest import Pilot, make_pilot
 from tests.drone.conftest import DroneProcess, Fleet
@@ -55,6 +56,11 @@ def refused_enroll(pilot: Pilot, name: str) -> None:
 def join_b(fleet: Fleet, token: str) -> DroneProcess:
     drone_b = DroneProcess(fleet.root / "drone-b")
     drone_b.join(token)
+    # Its owner lets the fleet's pilot (who submits the tasks) give it orders, as
+    # `dragoon drone authorize` does; the token authorized only the enrolling pilot.
+    pilots = drone_b.data_dir / "authorized_pilots"
+    write_authorized_pilots(pilots, [*read_authorized_pilots(pilots),
+                                     fleet.pilot.signer.public_key])
     drone_b.configure(poll_wait=5.0)
     fleet.drones.append(drone_b)
     drone_b.start()

@@ -156,7 +156,9 @@ def test_cancel_reaches_a_polling_drone_at_once(
     shown = shared_pilot.post(f"/v1/tasks/{task['id']}/cancel", json={"grace": 5}).json()
     assert shown["state"] == "running" and shown["cancel_requested"] is True
     answer = poller.join()
-    assert answer["cancel"] == [{"id": task["id"], "grace": 5}]
+    assert [{k: c[k] for k in ("id", "grace")} for c in answer["cancel"]] == [
+        {"id": task["id"], "grace": 5}]
+    assert '"kind":"cancel"' in answer["cancel"][0]["order"]  # the pilot's, signed
     assert poller.elapsed < 5
     drone.finish(task["id"], "cancelled", signal=15)
     assert shared_pilot.get(f"/v1/tasks/{task['id']}").json()["state"] == "cancelled"

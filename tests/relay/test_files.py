@@ -111,7 +111,9 @@ def test_fetch_is_handed_to_the_drone_and_served_to_the_pilot(
                               json={"path": "/data/run1/metrics.csv"}).json()
     assert fetch["state"] == "pending"
     answer = drone.poll().json()
-    assert answer["fetches"] == [{"id": fetch["id"], "path": "/data/run1/metrics.csv"}]
+    assert [{k: f[k] for k in ("id", "path")} for f in answer["fetches"]] == [
+        {"id": fetch["id"], "path": "/data/run1/metrics.csv"}]
+    assert '"kind":"fetch"' in answer["fetches"][0]["order"]  # the pilot's, signed
     assert drone.blob(b"a,b\n1,2\n", fetch=fetch["id"]).status_code == 200
     shown = shared_pilot.get(f"/v1/fetches/{fetch['id']}", params={"wait": 5}).json()
     assert (shown["state"], shown["size"]) == ("ready", 8)
