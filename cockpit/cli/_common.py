@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -45,16 +45,23 @@ class OneLineUsageError(click.UsageError):
         click.echo(f"dragoon: {verb}: {clean(self.format_message())} (see --help)", err=True)
 
 
+@contextmanager
+def one_line_usage(ctx: click.Context) -> Iterator[None]:
+    """click's usage errors raised inside become one line on stderr (and exit 2)."""
+    try:
+        yield
+    except OneLineUsageError:
+        raise
+    except click.UsageError as exc:
+        raise OneLineUsageError(exc.format_message(), ctx) from None
+
+
 class PilotCommand(click.Command):
     """A pilot verb: malformed flags and arguments are one line on stderr and exit 2."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
+        with one_line_usage(ctx):
             return super().parse_args(ctx, args)
-        except OneLineUsageError:
-            raise
-        except click.UsageError as exc:
-            raise OneLineUsageError(exc.format_message(), ctx) from None
 
 
 class TargetAndCommand(PilotCommand):

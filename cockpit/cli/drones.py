@@ -17,6 +17,7 @@ from dragoon.cockpit.cli._common import (
     OneLineUsageError,
     PilotCommand,
     naming,
+    one_line_usage,
     open_client,
     open_session,
     pilot_options,
@@ -51,20 +52,12 @@ class PilotGroup(click.Group):
     """``dragoon drones [trust …]``: a verb with subcommands, its usage errors one line."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
+        with one_line_usage(ctx):
             return super().parse_args(ctx, args)
-        except OneLineUsageError:
-            raise
-        except click.UsageError as exc:
-            raise OneLineUsageError(exc.format_message(), ctx) from None
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[Any, Any, Any]:
-        try:
+        with one_line_usage(ctx):
             return super().resolve_command(ctx, args)
-        except OneLineUsageError:
-            raise
-        except click.UsageError as exc:
-            raise OneLineUsageError(exc.format_message(), ctx) from None
 
 
 def _say_confirmations(relay: str, found: list[Any]) -> None:
