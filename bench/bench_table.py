@@ -183,19 +183,26 @@ async def burst(relay: RelayProcess, pilot: PilotSession, total: int) -> dict[st
             "burst_submit_s": submitted}
 
 
-def cli_whole_process(root: Path, relay: RelayProcess, runs: int) -> dict[str, float]:
-    """``dragoon run`` and ``dragoon --version`` as the user starts them, wall time."""
+def logged_in_cli(root: Path, relay: RelayProcess,
+                  env_extra: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The ``dragoon`` command and an environment of its own home, logged in to ``relay``."""
     home = root / "cli-home"
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("DRAGOON_") and k != "SSH_AUTH_SOCK"}
     env.update({"HOME": str(home), "XDG_STATE_HOME": str(home / "state"),
-                "XDG_CONFIG_HOME": str(home / "config")})
+                "XDG_CONFIG_HOME": str(home / "config"), **(env_extra or {})})
     dragoon = [sys.executable, "-m", "dragoon"]
     key = home / ".ssh" / "id_ed25519"
     new_signer(key)
     secret = relay.add_operator("bench-cli", Path(f"{key}.pub"))
     subprocess.run([*dragoon, "login", "--relay", relay.url, "--key", str(key),
                     "--totp", fresh_totp(secret)], env=env, check=True, capture_output=True)
+    return dragoon, env
+
+
+def cli_whole_process(root: Path, relay: RelayProcess, runs: int) -> dict[str, float]:
+    """``dragoon run`` and ``dragoon --version`` as the user starts them, wall time."""
+    dragoon, env = logged_in_cli(root, relay)
 
     def median_ms(argv: list[str]) -> float:
         timed(argv, env, expect=0)  # warm-up

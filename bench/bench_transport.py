@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,13 +34,21 @@ for entry in (REPO, REPO / "bench"):
         sys.path.insert(0, str(entry))
 
 import httpx  # noqa: E402
-from bench_table import DRONE, SLOTS, TINY, compile_bytecode, timed, tiny_latency  # noqa: E402
+from bench_table import (  # noqa: E402
+    DRONE,
+    SLOTS,
+    TINY,
+    compile_bytecode,
+    logged_in_cli,
+    timed,
+    tiny_latency,
+)
 from dragoon.cockpit.client import RelayClient  # noqa: E402
 from dragoon.shared.h11transport import FALLBACK_VARIABLE, H11Transport  # noqa: E402
 from dragoon.shared.tls import plain_http_context  # noqa: E402
 
 from tests.drone.conftest import Fleet  # noqa: E402
-from tests.support.relay import PilotSession, RelayProcess, fresh_totp, new_signer  # noqa: E402
+from tests.support.relay import PilotSession, RelayProcess  # noqa: E402
 
 TRANSPORTS = ("httpx", "h11")
 
@@ -94,17 +101,7 @@ async def round_trips(relay: RelayProcess, pilot: PilotSession, rounds: int) -> 
 
 def run_whole(root: Path, relay: RelayProcess, runs: int, env_extra: dict[str, str]) -> float:
     """bench_table.cli_whole_process's ``run`` figure, with this sitting's transport variable."""
-    home = root / "cli-home"
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("DRAGOON_") and k != "SSH_AUTH_SOCK"}
-    env.update({"HOME": str(home), "XDG_STATE_HOME": str(home / "state"),
-                "XDG_CONFIG_HOME": str(home / "config"), **env_extra})
-    dragoon = [sys.executable, "-m", "dragoon"]
-    key = home / ".ssh" / "id_ed25519"
-    new_signer(key)
-    secret = relay.add_operator("bench-cli", Path(f"{key}.pub"))
-    subprocess.run([*dragoon, "login", "--relay", relay.url, "--key", str(key),
-                    "--totp", fresh_totp(secret)], env=env, check=True, capture_output=True)
+    dragoon, env = logged_in_cli(root, relay, env_extra)
     argv = [*dragoon, "run", DRONE, "--", TINY]
     timed(argv, env, expect=0)
     return statistics.median(timed(argv, env, expect=0) for _ in range(runs)) * 1000

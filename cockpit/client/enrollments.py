@@ -184,6 +184,11 @@ def check_binding(pending: PendingEnrollment, drone: Mapping[str, Any]) -> Known
     if not binding_holds(pending.key, name, key, x25519, binding):
         raise _refuse(name, key, x25519, "its keys do not match the enrollment binding "
                                          "this pilot made")
+    return _certified(name, key, x25519, signature)
+
+
+def _certified(name: str, key: PublicKey, x25519: bytes, signature: str) -> KnownDrone:
+    """The drone, once its key is shown to certify the X25519 key reported beside it."""
     try:
         check_x25519_certificate(key, x25519, signature)
     except DragoonError:
@@ -200,11 +205,7 @@ def check_fingerprint(name: str, fingerprint: str, drone: Mapping[str, Any]) -> 
     if x25519 is None or signature is None:
         raise _refuse(name, key, x25519, "it has no X25519 key (a drone joined before "
                                          "trust roots; join it again)")
-    try:
-        check_x25519_certificate(key, x25519, signature)
-    except DragoonError:
-        raise _refuse(name, key, x25519, "its X25519 key is not certified by its key") from None
-    return KnownDrone(name, key, x25519)
+    return _certified(name, key, x25519, signature)
 
 
 def remember(drone: KnownDrone, env: Mapping[str, str] = os.environ) -> None:
