@@ -214,6 +214,10 @@ class DroppingProxy:
 
     It stands for the network between pilot and relay: ``drop()`` resets every
     connection in flight, as a Wi-Fi hand-over or a NAT time-out would.
+    ``cut_next_answer()`` does so the moment the relay's next answer arrives,
+    withholding that answer: the cut then lands on a request in flight by
+    construction, not by the luck of timing (a cut between two requests is
+    healed silently by a fresh connection, and proves less).
     """
 
     def __init__(self, upstream_port: int) -> None:
@@ -223,6 +227,9 @@ class DroppingProxy:
         self.open: list[socket.socket] = []
         self.drops = 0
         self.lock = threading.Lock()
+        self.upstreams: set[socket.socket] = set()
+        self.cut_armed = threading.Event()
+        self.cut_done = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -234,13 +241,18 @@ class DroppingProxy:
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
             with self.lock:
                 self.open += [client, upstream]
+                self.upstreams.add(upstream)
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                if source in self.upstreams and self.cut_armed.is_set():
+                    self.cut_armed.clear()
+                    self.drop()  # the answer is withheld: its request dies in flight
+                    self.cut_done.set()
+                    return
                 sink.sendall(data)
         except OSError:
             pass
@@ -258,6 +270,13 @@ class DroppingProxy:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 sock.shutdown(socket.SHUT_RDWR)  # wakes the pump blocked in recv()
                 sock.close()
+
+    def cut_next_answer(self, timeout: float = 20) -> None:
+        """Reset every connection when the relay's next answer arrives, and wait for it."""
+        self.cut_done.clear()
+        self.cut_armed.set()
+        if not self.cut_done.wait(timeout):
+            raise TimeoutError("no answer came through the proxy to cut")
 
     def close(self) -> None:
         self.listener.close()
@@ -285,7 +304,7 @@ def test_run_survives_network_drops_without_gaps_or_repeats(
             except TimeoutError:
                 process.kill()
                 raise AssertionError(process.stderr.read().decode()) from None
-            proxy.drop()
+            proxy.cut_next_answer()
         reader.join(60)
         code = process.wait(30)
         stderr = process.stderr.read().decode()
@@ -296,4 +315,4 @@ def test_run_survives_network_drops_without_gaps_or_repeats(
     err_lines = [line for line in stderr.splitlines() if not line.startswith("dragoon: ")]
     assert err_lines == [f"err-{i}" for i in range(1, 51)]
     assert proxy.drops >= 3
-    assert "retrying" in stderr, "no drop hit a request in flight"
+    assert "retrying" in stderr, "a request cut in flight went unreported"
