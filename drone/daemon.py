@@ -15,6 +15,7 @@ whose results could never be reported, and exits with ``EXIT_REPLACED``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     from dragoon.drone.runner import TaskRunner
     from dragoon.drone.verify import parse_spec, parse_task, verify_task
     from dragoon.shared.spec import TaskSpec
+    from dragoon.shared.trust import X25519Key
 else:
     # The task path (and psutil, ctypes, the spec rules under it) is loaded by the first
     # task or re-adoption, not by an idle drone (drone/lazy.py; tests/drone/test_imports.py).
@@ -111,6 +113,7 @@ class DroneDaemon:
         self._jobs: set[asyncio.Task[Any]] = set()
         self._unheld: set[str] = set()
         self._fetches_seen: dict[str, None] = {}  # insertion-ordered, bounded
+        self._x25519: X25519Key | None = None  # the encryption key, read at the first task
         self._gate: OrderGate | None = None  # made at the first order (drone/orders.py)
         self._order_ids: dict[str, str] = {}  # held task → the id of the order it runs under
         self._cancels_refused: dict[tuple[str, object], None] = {}  # logged once each
@@ -267,6 +270,28 @@ class DroneDaemon:
         except OrderError as exc:
             return None, self.refusal(exc.detail)
         return order, None
+
+    def open_sealed(self, raw: dict[str, Any], order: Any,
+                    clear: dict[str, Any]) -> tuple[Any, str | None]:
+        """The task's whole spec and key out of its sealed payload (shared/sealed_task.py),
+        or (None, the reason it is refused): a task not sealed to this drone's key, or
+        whose payload, wrap or clear fields the relay altered, never runs."""
+        from dragoon.shared.e2e import E2EError
+        from dragoon.shared.sealed_task import open_task
+        from dragoon.shared.trust import X25519Key
+
+        if self.signer.public_key.fingerprint not in order.fields["recipients"]:
+            return None, self.refusal("the task is not sealed to this drone's key")
+        try:
+            if self._x25519 is None:
+                self._x25519 = X25519Key.load(self.data.x25519_key)
+            opened = open_task(order, clear=clear, payload=raw.get("payload"),
+                               wrap=raw.get("wrap"), x25519_secret=self._x25519.secret)
+        except E2EError as exc:
+            return None, self.refusal(exc.detail)
+        except (OSError, ValueError) as exc:  # TrustFileError included
+            return None, self.refusal(f"its encryption key cannot be read: {exc}")
+        return opened, None
 
     def _remember_task_order(self, order: Any, task_id: str) -> str | None:
         """Put the accepted task's order in seen_orders; None, or why it could not be."""
@@ -541,18 +566,21 @@ class DroneDaemon:
             return True
         # The pilot's order, checked and remembered before anything of the task is made.
         order, refused = self.check_task_order(raw, parsed.id, parsed.spec)
+        if refused is None:
+            opened, refused = self.open_sealed(raw, order, parsed.spec)
         if refused is not None:
             self._reject(parsed.id, refused)
             return True
-        spec = parse_spec(parsed.spec)
-        if isinstance(spec, str):
-            self._reject(parsed.id, f"bad_spec: {spec}")
-            return True
+        spec = opened.spec
         task_dir = self.data.make_task_dir(parsed.id)
         self.state.accept(parsed.id, parsed.seq)
         work_dir = self._work_dir(parsed.id, spec)
         record = {
-            "id": parsed.id, "seq": parsed.seq, "spec": parsed.spec, "accepted_at": time.time(),
+            "id": parsed.id, "seq": parsed.seq, "spec": spec.to_json(),
+            "accepted_at": time.time(),
+            # The task key: what its output, artifacts and messages are sealed under. The
+            # drone's own disk (task dirs are 0700) holds it as it holds the plaintext.
+            "task_key": base64.b64encode(opened.task_key).decode("ascii"),
             "order_id": order.id, "order_expires": order.expires,
             "work_dir": str(work_dir),
             "timeout": self.settings.effective_timeout(spec.timeout),

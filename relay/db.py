@@ -239,6 +239,13 @@ MIGRATIONS: Final[list[str]] = [
     ALTER TABLE fetches ADD COLUMN order_text TEXT;
     ALTER TABLE fetches ADD COLUMN order_signature TEXT
     """,
+    # 10: sealed tasks (issue 13 piece 3, docs/security.md, "Sealed tasks"): the spec column
+    # holds only its clear part; the whole spec is the payload, sealed under the task key,
+    # which ``wraps`` holds wrapped per recipient (JSON: fingerprint -> base64).
+    """
+    ALTER TABLE tasks ADD COLUMN payload TEXT;
+    ALTER TABLE tasks ADD COLUMN wraps TEXT
+    """,
 ]
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

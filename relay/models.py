@@ -129,32 +129,41 @@ class FetchBody(BaseModel):
 
 
 class SpecBody(BaseModel):
-    """The task spec; ``shared.spec.parse_spec`` checks it before these fields are read."""
+    """The spec's clear part (shared/spec.py ``CLEAR_FIELDS``): all the relay reads of a task.
+
+    The command, env, cwd and artifact globs travel in the sealed ``payload``, which the
+    relay stores and hands on but cannot open (docs/security.md)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    command: StrictStr = Field(min_length=1, max_length=rules.MAX_COMMAND_BYTES)
-    env: dict[EnvName, StrictStr] = Field({}, max_length=rules.MAX_ENV_ENTRIES)
-    cwd: StrictStr | None = Field(None, min_length=1, max_length=rules.MAX_CWD_CHARS)
     timeout: StrictInt | None = Field(None, gt=0, le=rules.MAX_TIMEOUT)
     grace: StrictInt = Field(rules.DEFAULT_GRACE, ge=0, le=rules.MAX_GRACE)
-    artifacts: list[StrictStr] = Field([], max_length=rules.MAX_ARTIFACT_GLOBS)
     name: StrictStr | None = Field(None, min_length=1, max_length=rules.MAX_TASK_NAME)
     stdin: StrictBool = False
 
     @model_validator(mode="before")
     @classmethod
     def _shared_rules(cls, data: Any) -> Any:
-        """The one rule for a spec (shared/spec.py); what passes it comes back filled in."""
-        return _rule(lambda raw: rules.parse_spec(raw).to_json())(data)
+        """The one rule for a spec's clear part (shared/spec.py), filled in."""
+        return _rule(rules.parse_clear_spec)(data)
 
     def wire(self) -> dict[str, Any]:
-        """The spec as stored, signed and handed on: ``stdin`` only when true (shared/spec.py)."""
+        """The clear spec as stored, signed and handed on: ``stdin`` only when true."""
         return self.model_dump(exclude=None if self.stdin else {"stdin"})
+
+
+# The sealed payload (shared/e2e.py) in base64, and the task key's wraps by recipient
+# fingerprint: the body cap (``max_body``) bounds them together.
+Payload = Annotated[StrictStr, Field(min_length=1, max_length=2 * 1024 * 1024)]
+Wrap = Annotated[StrictStr, Field(max_length=200)]
+Wraps = Annotated[dict[Annotated[StrictStr, Field(max_length=60)], Wrap],
+                  Field(max_length=512)]
 
 
 class SubmitBody(BaseModel):
     spec: SpecBody
+    payload: Payload | None = None  # required, checked against the order (relay/tasks.py)
+    wraps: Wraps = {}
     drone: OptionalDroneName = None
     labels: OptionalLabels = None
     expires_in: float | None = Field(None, gt=0, le=10 * YEAR)

@@ -44,6 +44,7 @@ from dragoon.cockpit.client._types import (
     Task,
     TaskPage,
 )
+from dragoon.cockpit.client.sealing import PilotKeys, seal_task
 from dragoon.shared import orders
 from dragoon.shared.canonical import spec_sha256
 from dragoon.shared.h11transport import direct_transport
@@ -129,9 +130,13 @@ class RelayClient:
         verify: ssl.SSLContext | bool = True,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.signer = signer
+        # Sealing tasks and opening them (cockpit/client/sealing.py): known_drones and the
+        # pilot's encryption key, read from this pilot's config dir when first needed.
+        self.keys = PilotKeys(signer.public_key, os.environ if env is None else env)
         self.token = token
         # The relay's replay floor, once it named one: requests are signed at or above it.
         self._not_before: int | None = None
@@ -321,7 +326,18 @@ class RelayClient:
         with ``start_within``, the relay cancels it if no drone took it that soon."""
         if (drone is None) == (labels is None):
             raise ValueError("submit needs exactly one of drone= or labels=")
-        body: dict[str, Any] = {"spec": dict(spec)}
+        try:
+            task_spec = parse_spec(dict(spec))
+        except SpecError as exc:  # the relay can't judge a sealed spec: this door must
+            raise RelayError("invalid", str(exc), status=None) from None
+        if drone is not None:
+            recipients = [self.keys.drone(drone)]
+        else:
+            recipients = self.keys.drones_with(sorted(set(labels or [])), await self.drones())
+        order_id = orders.new_order_id()
+        sealed = seal_task(task_spec, order_id=order_id,
+                           recipients=[*recipients, self.keys.myself()])
+        body: dict[str, Any] = sealed.wire()
         if drone is not None:
             body["drone"] = drone
         else:
@@ -335,9 +351,12 @@ class RelayClient:
         target = orders.drone_target(drone) if drone is not None else orders.labels_target(
             labels or [])
         body.update(self._signed_order(lambda: orders.task_order(
-            target=target, spec_sha256=order_spec_hash(spec), start_within=start_within,
-            expires_in=expires_in)))
-        return cast(Task, await self._json("POST", "/v1/tasks", json_body=body))
+            target=target, spec_sha256=sealed.spec_sha256,
+            payload_sha256=sealed.payload_sha256, recipients=[r.id for r in recipients],
+            start_within=start_within, expires_in=expires_in, order_id=order_id)))
+        task = await self._json("POST", "/v1/tasks", json_body=body)
+        self.keys.remember(str(task.get("id")), sealed.task_key)
+        return cast(Task, self.keys.open(task))
 
     def _signed_order(self, make: Callable[[], orders.Order]) -> dict[str, str]:
         """The order's two body fields, signed by this pilot's key (shared/orders.py).
@@ -357,7 +376,8 @@ class RelayClient:
         answer = await self._json("GET", "/v1/tasks", query={
             "drone": drone, "state": state, "limit": limit, "before": before,
             "id_prefix": id_prefix})
-        return TaskPage(tasks=answer["tasks"], next=answer.get("next"))
+        return TaskPage(tasks=[self.keys.open(t) for t in answer["tasks"]],
+                        next=answer.get("next"))
 
     async def resolve_task(self, ref: str) -> str:
         """The whole id of the one task ``ref`` names: an id, or a unique prefix of one.
@@ -384,7 +404,7 @@ class RelayClient:
         return ids[0]
 
     async def task(self, *, task_id: str) -> Task:
-        return cast(Task, await self._json("GET", f"/v1/tasks/{segment(task_id)}"))
+        return cast(Task, self.keys.open(await self._json("GET", f"/v1/tasks/{segment(task_id)}")))
 
     async def cancel(self, *, task_id: str, grace: int | None = None) -> Task:
         """Cancel the task, with a signed cancel order naming it and its task order.
@@ -640,6 +660,8 @@ class RelayClient:
                     backoff.reset()
                     async for position, event in _parse_sse(response.aiter_lines()):
                         last_id = position or last_id
+                        if event is not None and event.kind == "task":
+                            event = Event(event.kind, self.keys.open(event.data), event.id)
                         if event is not None:
                             yield event
             except httpx.HTTPError as exc:

@@ -22,6 +22,7 @@ never fixed sleeps.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import signal
@@ -30,6 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -37,7 +39,6 @@ from urllib.parse import quote, unquote, urlencode
 
 import httpx
 import pyotp
-from dragoon.cockpit.client._client import order_spec_hash
 from dragoon.shared import orders
 from dragoon.shared.canonical import login_string
 from dragoon.shared.constants import NS_LOGIN
@@ -46,6 +47,7 @@ from dragoon.shared.keys import PrivateKey
 from dragoon.shared.request_auth import retry_timestamp, sign_request, sign_streamed_request
 from dragoon.shared.signers import KeyFileSigner, Signer
 from dragoon.shared.sshsig import sign_b64
+from dragoon.shared.trust import X25519Key, certify_x25519, parse_x25519
 
 REPO = Path(__file__).resolve().parents[2]
 LISTENING = "dragoon relay listening on "
@@ -248,6 +250,35 @@ _CANCEL_PATH = re.compile(r"/v1/tasks/([^/]+)/cancel")
 _FETCH_PATH = re.compile(r"/v1/workers/([^/]+)/fetch")
 
 
+@dataclass
+class SealedBody:
+    """A submit body sealed by a test pilot, and what its order must say."""
+
+    body: dict[str, Any]
+    sealed: Any  # shared.sealed_task.SealedTask
+    recipients: list[str]
+    order_id: str
+
+    def order(self, **changes: Any) -> orders.Order:
+        """The task order for this body (as the client makes it), with ``changes``."""
+        body = self.body
+        target = (orders.drone_target(body["drone"]) if isinstance(body.get("drone"), str)
+                  else orders.labels_target(body.get("labels") or []))
+        within, queued = body.get("start_within"), body.get("expires_in")
+        fields: dict[str, Any] = {
+            "target": target, "spec_sha256": self.sealed.spec_sha256,
+            "payload_sha256": self.sealed.payload_sha256, "recipients": self.recipients,
+            "start_within": within if isinstance(within, int) and within > 0 else None,
+            "expires_in": queued if isinstance(queued, int | float) and queued > 0 else None,
+            "order_id": self.order_id}
+        fields.update(changes)
+        return orders.task_order(**fields)
+
+
+def _throwaway_x25519() -> bytes:
+    return X25519Key.generate().public
+
+
 class PilotSession(SignedClient):
     """A pilot: challenge + signature + TOTP login, then signed requests with the bearer token.
 
@@ -262,33 +293,75 @@ class PilotSession(SignedClient):
             cancel, fetch = _CANCEL_PATH.fullmatch(path), _FETCH_PATH.fullmatch(path)
             if cancel and body is None and kwargs.get("content") is None:
                 body = {}
+            if (path == "/v1/tasks" and isinstance(body, dict) and "payload" not in body
+                    and isinstance(body.get("spec"), dict) and "command" in body["spec"]):
+                body = kwargs["json"] = self._sealed(body)
             if isinstance(body, dict) and "order" not in body:
                 order = self._order_for(path, body, cancel, fetch)
                 if order is not None:
                     kwargs["json"] = {**body, **orders.sign_order(self.signer, order).wire()}
         return super().request(method, path, **kwargs)
 
+    def _sealed(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The body with its spec sealed as the real client seals it (shared/sealed_task.py),
+        to the keys the relay reports for the target drone(s) (a test trusts its relay), and
+        signed; a spec the rules refuse goes with its clear part only, for the relay."""
+        from dragoon.shared.spec import CLEAR_FIELDS, SPEC_FIELDS, SpecError
+
+        try:
+            sealed = self.seal(body)
+        except (SpecError, TypeError):
+            # What the relay still judges is the clear part: sent alone (no payload), a bad
+            # clear field gets the relay's own refusal; the rest is the pilot's door's.
+            clear = {k: v for k, v in body["spec"].items() if k in CLEAR_FIELDS
+                     or k not in SPEC_FIELDS}
+            return {**body, "spec": clear}
+        try:
+            order = sealed.order()
+        except (orders.OrderError, TypeError):
+            return sealed.body
+        return {**sealed.body, **orders.sign_order(self.signer, order).wire()}
+
+    def seal(self, body: dict[str, Any]) -> SealedBody:
+        """``body`` (docs/api.md's, with a whole ``spec``) sealed, not yet signed."""
+        from dragoon.shared.sealed_task import Recipient, seal_task
+        from dragoon.shared.spec import parse_spec
+
+        spec = parse_spec(body["spec"])
+        listed = super().request("GET", "/v1/workers").json()["drones"]
+        drones = [d for d in listed if d.get("name") == body.get("drone")
+                  or (body.get("drone") is None and isinstance(body.get("labels"), list)
+                      and set(body["labels"]) <= set(d.get("labels") or []))]
+        recipients = [Recipient(d["fingerprint"], parse_x25519(d["x25519_public_key"]))
+                      for d in drones if d.get("x25519_public_key")]
+        if not recipients:  # a drone without a key (or none at all): sealed to nobody's
+            recipients = [Recipient("SHA256:" + "A" * 43, _throwaway_x25519())]
+        order_id = orders.new_order_id()
+        sealed = seal_task(spec, order_id=order_id,
+                           recipients=[*recipients, Recipient(self.signer.fingerprint,
+                                                              self.x25519.public)])
+        self.task_keys[order_id] = sealed.task_key
+        rest = {k: v for k, v in body.items() if k != "spec"}
+        return SealedBody({**rest, **sealed.wire()}, sealed, sorted({r.id for r in recipients}),
+                          order_id)
+
+    @property
+    def x25519(self) -> X25519Key:
+        if getattr(self, "_x25519", None) is None:
+            self._x25519 = X25519Key.generate()
+        return self._x25519
+
+    @property
+    def task_keys(self) -> dict[str, bytes]:
+        """Order id → task key, of every task this session sealed."""
+        if getattr(self, "_task_keys", None) is None:
+            self._task_keys: dict[str, bytes] = {}
+        return self._task_keys
+
     def _order_for(self, path: str, body: dict[str, Any], cancel: re.Match[str] | None,
                    fetch: re.Match[str] | None) -> orders.Order | None:
-        if path == "/v1/tasks" and isinstance(body.get("spec"), dict):
-            if isinstance(body.get("drone"), str):
-                target = orders.drone_target(body["drone"])
-            elif isinstance(body.get("labels"), list):
-                try:
-                    target = orders.labels_target(body["labels"])
-                except TypeError:
-                    return None
-            else:
-                return None
-            within, queued = body.get("start_within"), body.get("expires_in")
-            try:
-                return orders.task_order(
-                    target=target, spec_sha256=order_spec_hash(body["spec"]),
-                    start_within=within if isinstance(within, int) and within > 0 else None,
-                    expires_in=queued if isinstance(queued, int | float) and queued > 0
-                    else None)
-            except orders.OrderError:
-                return None  # a body the relay refuses for its own reason first
+        if path == "/v1/tasks":
+            return None  # sealed and signed by _sealed, or refused by the relay as it stands
         if cancel is not None:
             task = super().request("GET", f"/v1/tasks/{cancel.group(1)}")
             if task.status_code != 200 or not task.json().get("order_id"):
@@ -356,10 +429,13 @@ class DroneClient(SignedClient):
         parsed = JoinToken.decode(token)
         signer = new_signer()
         client = cls(url or parsed.relay, signer)
+        client.x25519 = X25519Key.generate()
         answer = post_open(client.http, "/v1/worker/init", {
             "name": parsed.drone, "secret": parsed.secret,
             "public_key": signer.public_key.openssh(), "labels": labels or [], "slots": slots,
             "hostname": "test-host", "version": "test",
+            "x25519_public_key": base64.b64encode(client.x25519.public).decode(),
+            "x25519_signature": certify_x25519(signer, client.x25519.public),
         })
         if answer.status_code != 200:
             client.close()
@@ -367,6 +443,14 @@ class DroneClient(SignedClient):
         client.name = parsed.drone
         client.relay_public_key = answer.json()["relay_public_key"]
         return client
+
+    def open(self, task: Mapping[str, Any]) -> dict[str, Any]:
+        """The whole spec of a handed-out task, opened as the real drone opens it."""
+        from dragoon.shared.sealed_task import open_task
+
+        order = orders.parse_order(task["order"])
+        return dict(open_task(order, clear=task["spec"], payload=task["payload"],
+                              wrap=task["wrap"], x25519_secret=self.x25519.secret).spec.to_json())
 
     def poll(self, *, wait: float = 0, timeout: float | None = None, **body: Any) -> httpx.Response:
         return self.post("/v1/worker/poll", json={"wait": wait, **body},

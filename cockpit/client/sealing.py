@@ -1,0 +1,130 @@
+"""The pilot's half of sealed tasks: whom a task is sealed to, and opening what the relay shows.
+
+Sealing a task (shared/sealed_task.py) needs the drones' encryption keys, and those come
+from this pilot's own ``known_drones``, never from the relay's word: a drone the pilot has
+not confirmed (``dragoon enroll NAME --wait``, any ``dragoon drones`` listing, or
+``dragoon drones trust NAME FINGERPRINT``) gets no task. The pilot also seals the task key
+to itself (its X25519 key, cockpit/client/pilot_key.py), so it can read the task's output.
+
+Opening is the other way: a task as the relay shows it has the clear part of its spec
+only; ``PilotKeys.open`` checks the order's signature, opens this pilot's wrap and the
+payload, and puts the whole spec back, or says why it could not (``sealed``). Task keys
+are kept in memory by task id for the task's output, artifacts and messages.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from dragoon.cockpit.client._errors import RelayError
+from dragoon.cockpit.client.enrollments import known_drones_path
+from dragoon.cockpit.client.pilot_key import load_or_make_pilot_key
+from dragoon.shared import orders
+from dragoon.shared.keys import PublicKey
+from dragoon.shared.trust import KnownDrone, TrustFileError, X25519Key, read_known_drones
+
+if TYPE_CHECKING:
+    from dragoon.shared.sealed_task import OpenedTask, Recipient, SealedTask
+    from dragoon.shared.spec import TaskSpec
+
+UNTRUSTED = "untrusted_drone"  # RelayError code: no drone this pilot trusts to seal to
+TAMPERED = "tampered"  # RelayError code: what the relay handed over does not hold
+
+
+# PyNaCl (libsodium) is loaded by the first task sealed or opened, not by every command's start.
+def seal_task(spec: TaskSpec, *, order_id: str, recipients: Iterable[Recipient]) -> SealedTask:
+    from dragoon.shared import sealed_task
+
+    return sealed_task.seal_task(spec, order_id=order_id, recipients=recipients)
+
+
+def _recipient(fingerprint: str, x25519: bytes) -> Recipient:
+    from dragoon.shared.sealed_task import Recipient
+
+    return Recipient(fingerprint, x25519)
+
+
+def labels_match(wanted: Iterable[str], labels: Iterable[str]) -> bool:
+    return set(wanted) <= set(labels)
+
+
+class PilotKeys:
+    """This pilot's known drones and encryption key, read on first need."""
+
+    def __init__(self, own: PublicKey, env: Mapping[str, str] = os.environ) -> None:
+        self.own = own
+        self.env = env
+        self._x25519: X25519Key | None = None
+        self._task_keys: dict[str, bytes] = {}
+        # Keys whose orders this pilot believes: its own; the drones' published
+        # authorized_pilots add to it (cockpit/client/recipients.py).
+        self.trusted_signers: dict[bytes, PublicKey] = {own.blob: own}
+
+    @property
+    def x25519(self) -> X25519Key:
+        if self._x25519 is None:
+            self._x25519 = load_or_make_pilot_key(self.env)
+        return self._x25519
+
+    def myself(self) -> Recipient:
+        return _recipient(self.own.fingerprint, self.x25519.public)
+
+    def known(self) -> dict[str, KnownDrone]:
+        try:
+            return read_known_drones(known_drones_path(self.env))
+        except TrustFileError as exc:
+            raise RelayError(UNTRUSTED, str(exc)) from None
+
+    def drone(self, name: str) -> Recipient:
+        entry = self.known().get(name)
+        if entry is None:
+            raise RelayError(UNTRUSTED, (
+                f"drone {name} is not in your known_drones ({known_drones_path(self.env)}): "
+                f"confirm its enrollment (`dragoon drones`) or, with the fingerprint read on "
+                f"the box, `dragoon drones trust {name} FINGERPRINT`"))
+        return _recipient(entry.fingerprint, entry.x25519)
+
+    def drones_with(self, labels: list[str], listed: Iterable[Mapping[str, Any]]) -> list[
+            Recipient]:
+        """Every drone the relay lists with ``labels`` that this pilot trusts, sealed to
+        the keys known_drones holds (the relay only says which names have the labels)."""
+        known = self.known()
+        found = [_recipient(known[d["name"]].fingerprint, known[d["name"]].x25519)
+                 for d in listed
+                 if d.get("name") in known and labels_match(labels, d.get("labels") or [])]
+        if not found:
+            raise RelayError(UNTRUSTED, (
+                f"no drone in your known_drones has the labels {','.join(labels) or '(any)'}: "
+                "confirm one (`dragoon drones`) or `dragoon drones trust NAME FINGERPRINT`"))
+        return found
+
+    def remember(self, task_id: str, key: bytes) -> None:
+        self._task_keys[task_id] = key
+
+    def task_key(self, task_id: str) -> bytes | None:
+        return self._task_keys.get(task_id)
+
+    def open(self, task: dict[str, Any]) -> dict[str, Any]:
+        """The task with its whole spec, or with ``sealed`` saying why it stays sealed."""
+        if not isinstance(task, dict) or "payload" not in task:
+            return task
+        from dragoon.shared.e2e import E2EError
+        from dragoon.shared.sealed_task import open_task
+
+        opened: OpenedTask
+        try:
+            order, signer = orders.read_signed(task.get("order"), task.get("order_signature"))
+            if signer.blob not in self.trusted_signers:
+                raise E2EError(f"its order is signed by {signer.fingerprint}, a key no drone "
+                               "you trust authorizes")
+            wraps = task.get("wraps") or {}
+            opened = open_task(order, clear=task.get("spec") or {}, payload=task["payload"],
+                               wrap=wraps.get(self.own.fingerprint) if isinstance(
+                                   wraps, dict) else None,
+                               x25519_secret=self.x25519.secret)
+        except (E2EError, orders.OrderError) as exc:
+            return {**task, "sealed": exc.detail}
+        self._task_keys[str(task.get("id"))] = opened.task_key
+        return {**task, "spec": opened.spec.to_json()}
