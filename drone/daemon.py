@@ -278,6 +278,7 @@ class DroneDaemon:
         whose payload, wrap or clear fields the relay altered, never runs."""
         from dragoon.shared.e2e import E2EError
         from dragoon.shared.sealed_task import open_task
+        from dragoon.shared.spec import SpecError
         from dragoon.shared.trust import X25519Key
 
         if self.signer.public_key.fingerprint not in order.fields["recipients"]:
@@ -289,6 +290,8 @@ class DroneDaemon:
                                wrap=raw.get("wrap"), x25519_secret=self._x25519.secret)
         except E2EError as exc:
             return None, self.refusal(exc.detail)
+        except SpecError as exc:  # sealed by an authorized pilot, but no spec by the rule
+            return None, f"bad_spec: {exc}"
         except (OSError, ValueError) as exc:  # TrustFileError included
             return None, self.refusal(f"its encryption key cannot be read: {exc}")
         return opened, None

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from dragoon.shared.spec import SpecError
 
 from tests.drone.conftest import Fleet
 from tests.drone.proxy import TamperingProxy
@@ -45,14 +46,13 @@ def test_artifacts_are_uploaded_checked_and_escapes_are_refused(fleet: Fleet, tm
     secret = tmp_path / "secret.txt"
     secret.write_text("never leaves the box")
     fleet.drone("d1")
-    # A pattern climbing out of the work dir is refused at the door, by the shared rule; the
+    # A pattern climbing out of the work dir is refused at the pilot's door, by the shared rule; the
     # drone refuses it too when a relay signs one anyway (test_e2e_rejects.py).
-    escape = fleet.pilot.post("/v1/tasks", json={
-        "spec": {"command": "true", "artifacts": ["out/**", "../secret.txt"]},
-        "drone": fleet.name("d1")})
-    assert escape.status_code == 422, escape.text
-    assert escape.json()["detail"] == ("artifacts: '../secret.txt' holds '..'; patterns stay "
-                                       "inside the work dir")
+    with pytest.raises(SpecError) as escape:
+        fleet.pilot.seal({"spec": {"command": "true", "artifacts": ["out/**", "../secret.txt"]},
+                          "drone": fleet.name("d1")})
+    assert str(escape.value) == ("artifacts: '../secret.txt' holds '..'; patterns stay "
+                                 "inside the work dir")
     task_id = fleet.submit(
         "mkdir -p out/sub && echo model > out/sub/m.pt && echo log > out/run.txt && "
         f"ln -s {secret} out/leak.pt && ln -s {tmp_path} out/up",

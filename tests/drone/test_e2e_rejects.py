@@ -10,14 +10,15 @@ from typing import Any
 
 import pytest
 from dragoon.drone.state import read_json
-from dragoon.shared import orders, sshsig
-from dragoon.shared.canonical import canonical_task, spec_sha256
+from dragoon.shared import sshsig
+from dragoon.shared.canonical import canonical_task
 from dragoon.shared.constants import NS_TASK
 from dragoon.shared.keys import PrivateKey
 from dragoon.shared.signers import KeyFileSigner
 
 from tests.drone.conftest import DroneProcess, Fleet
 from tests.drone.proxy import TamperingProxy
+from tests.support.sealing import DroneKeys, sealed_fields
 
 
 @pytest.fixture
@@ -120,13 +121,12 @@ def test_a_signed_spec_the_relay_would_refuse_is_rejected_as_bad_spec(proxied, t
 
     def sign_a_bad_spec(task: dict[str, Any]) -> dict[str, Any]:
         unhashed = {key: value for key, value in task.items() if key != "spec_sha256"}
-        spec = {**task["spec"], **change}
-        # An authorized pilot signed it too (its client does not hold it to the rule):
-        # the drone's own spec rule is what must refuse it.
-        order = orders.task_order(target=orders.drone_target(task["drone"]),
-                                  spec_sha256=spec_sha256(spec))
-        return resign({**unhashed, "spec": spec,
-                       **orders.sign_order(fleet.pilot.signer, order).wire()}, signer)
+        spec = {"command": f"touch {marker}", "grace": 10, **change}
+        # An authorized pilot sealed and signed it too (its client does not hold it to the
+        # rule): the drone's own spec rule is what must refuse it.
+        return resign({**unhashed, **sealed_fields(spec, drone=task["drone"],
+                                                   keys=DroneKeys.of(drone.data_dir),
+                                                   signer=fleet.pilot.signer)}, signer)
 
     proxy.tamper = sign_a_bad_spec
     task_id = fleet.submit(f"touch {marker}", drone="d1")
