@@ -13,7 +13,7 @@ from typing import Any
 
 from dragoon.shared import e2e, orders
 from dragoon.shared.canonical import canonical_json, sha256_hex, spec_sha256
-from dragoon.shared.keys import load_private_key
+from dragoon.shared.keys import load_private_key_file
 from dragoon.shared.signers import Signer
 from dragoon.shared.spec import CLEAR_FIELDS
 from dragoon.shared.trust import X25519Key
@@ -28,7 +28,7 @@ class DroneKeys:
 
     @classmethod
     def of(cls, data_dir: Path) -> DroneKeys:
-        key = load_private_key(data_dir / "drone_key").public_key
+        key = load_private_key_file(data_dir / "drone_key").public_key
         return cls(key.fingerprint, X25519Key.load(data_dir / "drone_x25519").public)
 
 
