@@ -282,6 +282,14 @@ class RelayClient:
     async def logout(self) -> None:
         await self._json("POST", "/v1/auth/logout")
 
+    async def publish_pilot_key(self, *, x25519_public_key: str,
+                                x25519_signature: str) -> None:
+        """Give the relay this pilot's X25519 key and its SSH key's certificate of it
+        (cockpit/client/pilot_key.py), for the other pilots and the drones to encrypt for."""
+        await self._json("PUT", "/v1/pilot/x25519",
+                         json_body={"x25519_public_key": x25519_public_key,
+                                    "x25519_signature": x25519_signature})
+
     # -- drones -----------------------------------------------------------------------------
 
     async def drones(self) -> list[Drone]:
@@ -300,6 +308,15 @@ class RelayClient:
         if replace:
             body["replace"] = True
         return cast(JoinTokenAnswer, await self._json("POST", "/v1/workers", json_body=body))
+
+    async def recipients(self, *, drone: str) -> dict[str, Any]:
+        """What the relay holds for encrypting to ``drone``: its keys, its signed pilots list
+        and those pilots' certified X25519 keys. Unchecked: cockpit/client/recipients.py
+        checks it against this pilot's own roots."""
+        answer = await self._json("GET", f"/v1/workers/{segment(drone)}/recipients")
+        if not isinstance(answer, dict):
+            raise RelayError(E.PROTOCOL, "relay sent a recipients answer that is no object")
+        return answer
 
     async def drain(self, *, drone: str, drain: bool = True) -> Drone:
         return cast(Drone, await self._json(
