@@ -5,9 +5,10 @@ Pilots encrypt a task's output for every pilot in that list; the signature (SSHS
 ``dragoon-drone-pilots-v1``, shared/pilots_list.py) is what keeps a relay from adding a
 reader of its own. The file is looked at before each poll (a stat), so ``dragoon drone
 authorize`` / ``revoke`` reach the relay within one poll, without a timer of its own and
-without a restart. A list that can't be sent (the relay away, a refusal) is tried again
-before the next poll; an unreadable file publishes nothing (and the order gate, which reads
-the same file, obeys no one meanwhile).
+without a restart. A list that can't be sent (the relay away) is tried again before the
+next poll; one the relay refuses (a 4xx) goes again only once the file changes, or at the
+next start; an unreadable file publishes nothing (and the order gate, which reads the same
+file, obeys no one meanwhile).
 
 The version is the signing time in milliseconds, kept strictly increasing in this process,
 so that a pilot can refuse a list older than one it has seen.
@@ -59,21 +60,25 @@ class PilotsPublisher:
         from dragoon.shared.pilots_list import make_pilots_list, sign_pilots_list
         from dragoon.shared.trust import read_authorized_pilots
 
+        version = max(time.time_ns() // 1_000_000, self.version + 1)
         try:
             keys = read_authorized_pilots(self.path)
+            signed = make_pilots_list(self.name, version, keys)
         except DragoonError as exc:
-            self._say(f"authorized_pilots unreadable, not published: {exc}")
+            self._say(f"authorized_pilots not published: {exc}")
             return False
-        self.version = max(time.time_ns() // 1_000_000, self.version + 1)
-        signed = make_pilots_list(self.name, self.version, keys)
+        self.version = version
         body = {"list": signed.text(), "signature": sign_pilots_list(self.signer, signed)}
         try:
             response = await client.request("PUT", ROUTE, json_body=body)
         except RelayUnavailable:
             return False  # the poll loop says the relay is away; tried before the next poll
         if response.status_code != 200:
-            self._say(f"the relay refuses the pilots list: HTTP {response.status_code} "
-                      f"{error_code(response)}")
+            # Refused as it stands: sending it again each poll would change nothing. It goes
+            # again when the file changes, or at the next start.
+            self._sent = stamp
+            log.warning("the relay refuses the pilots list: HTTP %d %s; sent again when "
+                        "authorized_pilots changes", response.status_code, error_code(response))
             return False
         self._sent, self._failed = stamp, None
         log.info("published the pilots list: %d pilot(s), version %d", len(keys), self.version)

@@ -26,6 +26,7 @@ before the key existed).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -248,8 +249,9 @@ async def _resolve(client: RelayClient, names: Sequence[str], env: Mapping[str, 
         for pilot in found.pilots:
             pilots.setdefault(pilot.fingerprint, pilot)
         without.update(dict.fromkeys(found.without_key))
-    if republish:
-        await client.publish_pilot_key(**publication(client.signer, mine))
+    if republish:  # signed off the loop: an ssh-agent answers over a socket
+        body = await asyncio.to_thread(publication, client.signer, mine)
+        await client.publish_pilot_key(**body)
     return Recipients(drones=tuple(drones), pilots=tuple(pilots.values()),
                       without_key=tuple(f for f in without if f not in pilots),
                       unlisted=tuple(unlisted), unknown=tuple(unknown))
