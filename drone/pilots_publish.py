@@ -10,8 +10,10 @@ next poll; one the relay refuses (a 4xx) goes again only once the file changes, 
 next start; an unreadable file publishes nothing (and the order gate, which reads the same
 file, obeys no one meanwhile).
 
-The version is the signing time in milliseconds, kept strictly increasing in this process,
-so that a pilot can refuse a list older than one it has seen.
+The version is the signing time in milliseconds, kept strictly increasing: above the last
+version signed, which is kept in ``DIR/pilots_list_version`` (written before the list is
+sent), so a drone whose clock went back, or that restarted, never signs a list that pilots
+who saw the last one would refuse as older.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ import time
 from pathlib import Path
 
 from dragoon.drone.client import RelayLink, RelayUnavailable, error_code
+from dragoon.drone.state import write_atomic
 from dragoon.shared.errors import DragoonError
 from dragoon.shared.signers import Signer
 
 log = logging.getLogger("dragoon.drone")
 
 ROUTE = "/v1/worker/pilots"
+VERSION_FILE = "pilots_list_version"  # in the data dir, beside authorized_pilots
 
 
 class PilotsPublisher:
@@ -37,9 +41,17 @@ class PilotsPublisher:
         self.path = path
         self.signer = signer
         self.name = name
-        self.version = 0  # of the last list signed
+        self._version_file = path.parent / VERSION_FILE
+        self.version = self._last_version()  # of the last list signed
         self._sent: tuple[int, int, int] | None = None  # the file's stat when last sent
         self._failed: str | None = None  # the last failure, logged once
+
+    def _last_version(self) -> int:
+        try:
+            text = self._version_file.read_text("ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return 0
+        return int(text) if text.isdigit() else 0
 
     def _stamp(self) -> tuple[int, int, int]:
         try:
@@ -66,6 +78,12 @@ class PilotsPublisher:
             signed = make_pilots_list(self.name, version, keys)
         except DragoonError as exc:
             self._say(f"authorized_pilots not published: {exc}")
+            return False
+        try:
+            write_atomic(self._version_file, f"{version}\n".encode("ascii"))
+        except OSError as exc:
+            self._say(f"cannot record the pilots list's version in {self._version_file} "
+                      f"({exc.strerror or exc}), not published")
             return False
         self.version = version
         body = {"list": signed.text(), "signature": sign_pilots_list(self.signer, signed)}

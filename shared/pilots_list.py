@@ -16,11 +16,12 @@ X25519 key, and a drone's signed list of the pilots it obeys.
       …
 
   one key a line, without its comment, in the file's order, each once; a final newline.
-  ``version`` is the drone's signing time in milliseconds, strictly increasing within
-  one drone process. The name stops a list of one drone standing for another's; the
-  version lets a pilot refuse a list older than one it has seen (a relay replaying the
-  list from before a ``dragoon drone revoke``). Parsing is strict: a text that does not
-  render back byte for byte is refused, so there is one reading of a signed list.
+  ``version`` is the drone's signing time in milliseconds, always above the last one it
+  signed (drone/pilots_publish.py keeps it across restarts). The name stops a list of
+  one drone standing for another's; the version lets a pilot refuse a list older than
+  one it has seen (a relay replaying the list from before a ``dragoon drone revoke``).
+  Parsing is strict: a text that does not render back byte for byte is refused, so there
+  is one reading of a signed list.
 
 One parser and one renderer for each, shared by the drone, the relay and the pilot.
 """

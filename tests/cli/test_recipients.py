@@ -355,3 +355,18 @@ def test_a_drone_not_in_known_drones_is_refused_and_left_out_of_a_labels_target(
     assert f"not in known_drones (the relay reports ed25519 {box.key.fingerprint})" in text
     by_labels = resolve(bob, labels=[LABEL])
     assert by_labels.drones == () and by_labels.unknown == (box.name,)
+
+
+def test_the_lists_version_only_grows_across_a_restart_and_a_clock_gone_back(
+        me: Pilot, box: Box) -> None:
+    """Pilots refuse a list older than one they saw: a drone restarted with its clock behind
+    the last list it signed must still sign newer ones (DIR/pilots_list_version)."""
+    resolve(me, box.name)  # this pilot has seen the current list
+    box.drone.stop()
+    ahead = listed_version(box) + 10**9  # the last list signed ~12 days "later"
+    (box.data / "pilots_list_version").write_text(f"{ahead}\n")
+    box.drone.start()
+    wait_until(lambda: listed_version(box) > ahead, timeout=30,
+               message="a list signed after the restart")
+    assert resolve(me, box.name).drones == (Recipient(box.key.fingerprint, box.x25519),)
+    assert "published the pilots list" in box.drone.log_text()
