@@ -40,6 +40,7 @@ from dragoon.drone.install import RunningCode, installed_version
 from dragoon.drone.launcher import Launcher
 from dragoon.drone.lazy import lazy_call, lazy_module
 from dragoon.drone.metrics import Metrics
+from dragoon.drone.pilots_publish import PilotsPublisher
 from dragoon.drone.state import (
     AdmissionLedger,
     DataDir,
@@ -115,6 +116,8 @@ class DroneDaemon:
         self._fetches_seen: dict[str, None] = {}  # insertion-ordered, bounded
         self._x25519: X25519Key | None = None  # the encryption key, read at the first task
         self._gate: OrderGate | None = None  # made at the first order (drone/orders.py)
+        self.pilots_list = PilotsPublisher(data.authorized_pilots, self.signer,
+                                           self.settings.name)
         self._order_ids: dict[str, str] = {}  # held task → the id of the order it runs under
         self._cancels_refused: dict[tuple[str, object], None] = {}  # logged once each
         self.started: list[dict[str, Any]] = []
@@ -409,6 +412,9 @@ class DroneDaemon:
         backoff = JitteredBackoff()
         last_refusal: str | None = None
         while True:
+            # Whom this drone obeys, signed, for the pilots to encrypt for: sent at start and
+            # again once authorized_pilots changed (drone/pilots_publish.py); a stat a poll.
+            await self.pilots_list.publish_if_due(self.client)
             body = await self.poll_body()
             try:
                 response = await self.client.request(

@@ -204,6 +204,20 @@ class InitBody(BaseModel):
     binding: StrictStr | None = Field(None, max_length=100)
 
 
+class PilotKeyBody(BaseModel):
+    """``PUT /v1/pilot/x25519``: the pilot's X25519 key and its SSH key's certificate of it."""
+
+    x25519_public_key: StrictStr = Field(max_length=100)
+    x25519_signature: StrictStr = Field(max_length=20000)
+
+
+class PilotsListBody(BaseModel):
+    """``PUT /v1/worker/pilots``: the drone's canonical pilots list and its signature."""
+
+    list: StrictStr = Field(max_length=1 << 20)
+    signature: StrictStr = Field(max_length=1000)
+
+
 class Started(BaseModel):
     id: StrictStr
     started_at: float | None = None

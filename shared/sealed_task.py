@@ -28,10 +28,11 @@ from dragoon.shared.spec import TaskSpec, parse_spec
 
 @dataclass(frozen=True)
 class Recipient:
-    """Whom a task key is wrapped to: ``id`` the fingerprint of the recipient's signing key
-    (a drone's ed25519 key, a pilot's SSH key), ``x25519`` its certified encryption key."""
+    """Whom a task key is wrapped to: ``fingerprint`` that of the recipient's signing key
+    (a drone's ed25519 key, a pilot's SSH key), ``x25519`` its certified encryption key
+    (checked by cockpit/client/recipients.py before it gets here)."""
 
-    id: str
+    fingerprint: str
     x25519: bytes
 
 
@@ -61,7 +62,7 @@ class OpenedTask:
 def seal_task(spec: TaskSpec, *, order_id: str, recipients: Iterable[Recipient]) -> SealedTask:
     key = e2e.new_task_key()
     sealed = e2e.seal_payload(key, canonical_json(spec.to_json()), order_id=order_id)
-    wraps = {r.id: e2e.wrap_key(key, r.x25519) for r in recipients}
+    wraps = {r.fingerprint: e2e.wrap_key(key, r.x25519) for r in recipients}
     return SealedTask(spec.clear(), e2e.b64(sealed), wraps, key, sha256_hex(sealed))
 
 

@@ -342,8 +342,8 @@ class PilotSession(SignedClient):
                                                               self.x25519.public)])
         self.task_keys[order_id] = sealed.task_key
         rest = {k: v for k, v in body.items() if k != "spec"}
-        return SealedBody({**rest, **sealed.wire()}, sealed, sorted({r.id for r in recipients}),
-                          order_id)
+        return SealedBody({**rest, **sealed.wire()}, sealed,
+                          sorted({r.fingerprint for r in recipients}), order_id)
 
     @property
     def x25519(self) -> X25519Key:
