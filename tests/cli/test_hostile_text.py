@@ -72,6 +72,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         api = PilotSession(relay.url, KeyFileSigner.from_file(pilot.key))
         api.login(pilot.totp_secret)
         liar = relay.drone(LIAR, ["gpu"], slots=4)
+        pilot.trust(liar)
         answer = liar.poll(hostname="box[/]", version="[bold red]9", metrics=METRICS)
         assert answer.status_code == 200, answer.text
         task = api.submit("echo hi", drone=LIAR, name=TASK_NAME)["id"]
