@@ -65,7 +65,8 @@ async def log_in(*, relay: str | None, key: str | None, ca_cert: str | None,
 
     # Made (or read) before the login: a key file others can read stops here, not later.
     pilot_key = load_or_make_pilot_key(env)
-    async with RelayClient(relay_url, signer=signer, verify=tls_verify(ca_file)) as client:
+    async with RelayClient(relay_url, signer=signer, verify=tls_verify(ca_file),
+                           env=env) as client:
         session = await client.login(totp=code)
         stored = StoredSession(
             relay=relay_url, token=session.token, expires_at=session.expires_at,

@@ -33,6 +33,7 @@ from textual.widgets import Input, Static
 from tests.cockpit.waiting import until
 from tests.drone.conftest import DroneProcess
 from tests.support.relay import PilotSession, RelayProcess, fresh_totp
+from tests.support.sealing import trust_drone
 
 pytestmark = pytest.mark.anyio
 DRONE = "box-1"
@@ -46,7 +47,7 @@ class World:
         self.drone = drone
 
     def app(self, *, token: str | None = None, download_dir: Path | None = None) -> CockpitApp:
-        client = RelayClient(self.relay.url, signer=self.pilot.signer,
+        client = RelayClient(self.relay.url, signer=self.pilot.signer, env=self.pilot.env,
                              token=token or self.pilot.token, timeout=10.0)
         return CockpitApp(LiveSource(client, pilot="alice"), ping_interval=0.3,
                           download_dir=download_dir)
@@ -65,6 +66,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         pilot = relay.pilot("alice")
         drone = DroneProcess(root / "drone")
         drone.join(relay.enroll(DRONE, ["cpu"]), slots=4, labels=("cpu",))
+        trust_drone(pilot.env, drone.data_dir)
         drone.configure(poll_wait=2.0)
         drone.start()
         try:

@@ -346,10 +346,39 @@ class PilotSession(SignedClient):
                           sorted({r.fingerprint for r in recipients}), order_id)
 
     @property
+    def env(self) -> dict[str, str]:
+        """A pilot's machine for in-process clients (cockpit tests): its config and state
+        dirs, where its pilot.x25519 and known_drones live (never the test runner's HOME)."""
+        if getattr(self, "_env", None) is None:
+            import tempfile
+
+            home = Path(tempfile.mkdtemp(prefix="pilot-home-"))
+            self._env = {**os.environ, "HOME": str(home),
+                         "XDG_CONFIG_HOME": str(home / "config"),
+                         "XDG_STATE_HOME": str(home / "state")}
+            self._env.pop("DRAGOON_CONFIG", None)
+        return self._env
+
+    @env.setter
+    def env(self, value: dict[str, str]) -> None:
+        self._env = value
+
+    @property
     def x25519(self) -> X25519Key:
+        """This pilot's encryption key: the pilot.x25519 of its ``env``, so an in-process
+        RelayClient with that env opens what this session sealed."""
         if getattr(self, "_x25519", None) is None:
-            self._x25519 = X25519Key.generate()
+            from dragoon.cockpit.client.pilot_key import load_or_make_pilot_key
+
+            self._x25519 = load_or_make_pilot_key(self.env)
         return self._x25519
+
+    def client(self, url: str | None = None, **kwargs: Any) -> Any:
+        """The real RelayClient for this pilot (its signer, token and env)."""
+        from dragoon.cockpit.client import RelayClient
+
+        return RelayClient(url or self.url, signer=self.signer, token=self.token,
+                           env=self.env, **kwargs)
 
     @property
     def task_keys(self) -> dict[str, bytes]:
