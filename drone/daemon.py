@@ -274,14 +274,13 @@ class DroneDaemon:
             return None, self.refusal(exc.detail)
         return order, None
 
-    def open_sealed(self, raw: dict[str, Any], order: Any,
-                    clear: dict[str, Any]) -> tuple[Any, str | None]:
+    def open_sealed(self, raw: dict[str, Any], order: Any, clear: dict[str, Any],
+                    task_id: str) -> tuple[Any, str | None]:
         """The task's whole spec and key out of its sealed payload (shared/sealed_task.py),
         or (None, the reason it is refused): a task not sealed to this drone's key, or
         whose payload, wrap or clear fields the relay altered, never runs."""
-        from dragoon.shared.e2e import E2EError
-        from dragoon.shared.sealed_task import open_task
-        from dragoon.shared.spec import SpecError
+        from dragoon.shared.e2e import E2EError, seal_text
+        from dragoon.shared.sealed_task import BadSealedSpec, open_task
         from dragoon.shared.trust import X25519Key
 
         if self.signer.public_key.fingerprint not in order.fields["recipients"]:
@@ -293,8 +292,9 @@ class DroneDaemon:
                                wrap=raw.get("wrap"), x25519_secret=self._x25519.secret)
         except E2EError as exc:
             return None, self.refusal(exc.detail)
-        except SpecError as exc:  # sealed by an authorized pilot, but no spec by the rule
-            return None, f"bad_spec: {exc}"
+        except BadSealedSpec as exc:  # sealed by an authorized pilot, but no spec by the rule
+            return None, seal_text(exc.task_key, f"bad_spec: {exc}", task_id=task_id,
+                                   name="error")
         except (OSError, ValueError) as exc:  # TrustFileError included
             return None, self.refusal(f"its encryption key cannot be read: {exc}")
         return opened, None
@@ -378,7 +378,7 @@ class DroneDaemon:
             work_dir=Path(record["work_dir"]), spec=spec, timeout=record.get("timeout"),
             grace=float(record.get("grace", self.settings.default_grace)), client=self.client,
             settings=self.settings, before_cleanup=self._before_cleanup,
-            start_notes=record.get("notes"))
+            start_notes=record.get("notes"), task_key=record.get("task_key"))
 
     def _hold(self, runner: TaskRunner) -> None:
         self.runners[runner.id] = runner
@@ -576,7 +576,7 @@ class DroneDaemon:
         # The pilot's order, checked and remembered before anything of the task is made.
         order, refused = self.check_task_order(raw, parsed.id, parsed.spec)
         if refused is None:
-            opened, refused = self.open_sealed(raw, order, parsed.spec)
+            opened, refused = self.open_sealed(raw, order, parsed.spec, parsed.id)
         if refused is not None:
             self._reject(parsed.id, refused)
             return True

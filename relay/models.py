@@ -77,7 +77,7 @@ OptionalLabels = Annotated[list[_StrictStr] | None,
 # or bidi character (shared/spec.py ``check_line``, the task name's rule), refused at the door.
 MAX_HOSTNAME = 255
 MAX_NOTES = 100  # notes of one task's finish report
-MAX_NOTE = 1000  # characters of one note
+MAX_NOTE = 2000  # characters of one note (a sealed one: docs/protocol.md, "Sealed texts")
 MAX_VERSION = 100
 
 

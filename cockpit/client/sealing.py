@@ -109,6 +109,33 @@ class PilotKeys:
                                    wraps, dict) else None,
                                x25519_secret=self.x25519.secret)
         except (E2EError, orders.OrderError) as exc:
-            return {**task, "sealed": exc.detail}
+            return {**task, "sealed": exc.detail, **_texts(task, None)}
         self._task_keys[str(task.get("id"))] = opened.task_key
-        return {**task, "spec": opened.spec.to_json()}
+        return {**task, "spec": opened.spec.to_json(), **_texts(task, opened.task_key)}
+
+
+def _texts(task: Mapping[str, Any], key: bytes | None) -> dict[str, Any]:
+    """The task's error and notes opened (the drone seals what it says about a task it
+    opened: shared/e2e.py ``seal_text``); one that does not open says so, in place."""
+    from dragoon.shared.e2e import E2EError, is_sealed_text, open_text
+
+    task_id = str(task.get("id"))
+
+    def opened(value: Any, name: str) -> Any:
+        if not is_sealed_text(value):
+            return value
+        if key is None:
+            return "(sealed)"
+        try:
+            return open_text(key, value, task_id=task_id, name=name)
+        except E2EError as exc:
+            return f"(a sealed {name} that does not open: {exc.detail})"
+
+    # One text named "error": the reason a drone refused a task it opened (bad_spec), or
+    # why one it ran ended without an exit status; a task has one or the other.
+    shown = {"error": opened(task.get("error"), "error")}
+    notes = task.get("notes")
+    if isinstance(notes, list):
+        shown["notes"] = [opened(note, f"note-{i}") for i, note in enumerate(notes)]
+    return shown
+
