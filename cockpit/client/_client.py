@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Final, cast
 from urllib.parse import quote, urlencode
 
 if "httpx" not in sys.modules:
@@ -46,7 +46,6 @@ from dragoon.cockpit.client._types import (
 )
 from dragoon.cockpit.client.sealing import UNTRUSTED, PilotKeys, seal_task
 from dragoon.shared import orders
-from dragoon.shared.canonical import spec_sha256
 from dragoon.shared.errors import DragoonError
 from dragoon.shared.h11transport import direct_transport
 from dragoon.shared.login_auth import sign_login
@@ -68,17 +67,9 @@ AMBIGUOUS_SHOWN = 5  # ids an "ambiguous" error lists
 _CHUNK = 64 * 1024
 
 
-def order_spec_hash(spec: Mapping[str, Any]) -> str:
-    """The hash a task order signs: the spec as the relay stores and hands it on (filled in
-    by shared/spec.py's one rule). A spec that fails the rule is hashed as it stands; the
-    relay refuses it with the rule's own words."""
-    try:
-        return parse_spec(dict(spec)).sha256()
-    except SpecError:
-        try:
-            return spec_sha256(dict(spec))
-        except (TypeError, ValueError):
-            return "0" * 64
+# Seconds a long-lived client (the cockpit, a script) reuses the checked recipients of a
+# target: a `dragoon drone authorize` reaches its next submits that much later at most.
+RECIPIENTS_TTL: Final = 10.0
 
 
 def segment(value: str) -> str:
@@ -139,6 +130,9 @@ class RelayClient:
         # pilot's encryption key, read from this pilot's config dir when first needed.
         self.keys = PilotKeys(signer.public_key, os.environ if env is None else env)
         self._lists_read: set[str] = set()  # drones whose pilots list open_tasks has read
+        # Whom the last submits to a target were sealed to, reused for RECIPIENTS_TTL: a
+        # cockpit or script submitting many tasks checks the keys once, not once a task.
+        self._recipients: dict[tuple[Any, Any], tuple[float, Any]] = {}
         self.last_recipients: Any = None  # whom the last submit sealed to (for the CLI)
         self.token = token
         # The relay's replay floor, once it named one: requests are signed at or above it.
@@ -352,9 +346,15 @@ class RelayClient:
             raise RelayError("invalid", str(exc), status=None) from None
         from dragoon.cockpit.client import recipients as who
 
-        found = (await who.recipients_for_drone(self, drone, env=self.keys.env)
-                 if drone is not None else
-                 await who.recipients_for_labels(self, labels or [], env=self.keys.env))
+        target_key = (drone, None) if drone is not None else (None, tuple(sorted(labels or [])))
+        cached = self._recipients.get(target_key)
+        if cached is not None and time.monotonic() - cached[0] < RECIPIENTS_TTL:
+            found = cached[1]
+        else:
+            found = (await who.recipients_for_drone(self, drone, env=self.keys.env)
+                     if drone is not None else
+                     await who.recipients_for_labels(self, labels or [], env=self.keys.env))
+            self._recipients[target_key] = (time.monotonic(), found)
         if not found.drones:
             raise RelayError(UNTRUSTED, "no drone in your known_drones has the labels "
                              f"{','.join(labels or []) or '(any)'}: confirm one (`dragoon "
