@@ -193,18 +193,6 @@ def task_notes(task: dict[str, Any]) -> list[str]:
     return [str(note) for note in notes] if isinstance(notes, list) else []
 
 
-def _say_whom_it_is_sealed_to(found: Any) -> None:
-    """What a relay withheld, said once (docs/cli.md, "Sealed tasks"): pilots the drone
-    obeys who published no encryption key, so no one is surprised that another pilot can't
-    read the task. (A drone with no published pilots list, which a drone sends at start, is
-    sealed to this pilot alone, silently: the other pilots' reads then say why.)"""
-    if found is None:
-        return
-    for fingerprint in found.without_key:
-        click.echo(f"dragoon: pilot {fingerprint} has no encryption key on the relay yet; "
-                   "it won't read this task", err=True)
-
-
 async def _submit(client: RelayClient, spec: dict[str, Any], drone: str | None,
                   labels: list[str] | None, start_within: int | None) -> Task:
     """Submit; a relay that ignored ``start_within`` (one older than the flag) would keep the
@@ -212,7 +200,6 @@ async def _submit(client: RelayClient, spec: dict[str, Any], drone: str | None,
     async with naming(drone):
         task = await client.submit(spec=spec, drone=drone,  # type: ignore[arg-type]
                                    labels=labels, start_within=start_within)
-    _say_whom_it_is_sealed_to(client.last_recipients)
     if start_within is not None and task.get("start_by") is None:
         await client.cancel(task_id=task["id"])
         raise Fail(f"this relay does not keep --start-within deadlines (too old); "

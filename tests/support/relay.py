@@ -387,6 +387,22 @@ class PilotSession(SignedClient):
             self._task_keys: dict[str, bytes] = {}
         return self._task_keys
 
+    def opened(self, task: dict[str, Any]) -> dict[str, Any]:
+        """A task view with the texts the drone sealed (error, notes: shared/e2e.py
+        ``seal_text``) opened with the key this session sealed the task with."""
+        from dragoon.shared.e2e import is_sealed_text, open_text
+
+        key = self.task_keys.get(str(task.get("order_id")))
+        if key is None:
+            return task
+        shown = dict(task)
+        if is_sealed_text(task.get("error")):
+            shown["error"] = open_text(key, task["error"], task_id=task["id"], name="error")
+        if isinstance(task.get("notes"), list):
+            shown["notes"] = [open_text(key, n, task_id=task["id"], name=f"note-{i}")
+                              if is_sealed_text(n) else n for i, n in enumerate(task["notes"])]
+        return shown
+
     def _order_for(self, path: str, body: dict[str, Any], cancel: re.Match[str] | None,
                    fetch: re.Match[str] | None) -> orders.Order | None:
         if path == "/v1/tasks":
