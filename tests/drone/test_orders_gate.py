@@ -19,6 +19,7 @@ from tests.support.relay import new_signer
 
 def _order(expires: int | None = None, drone: str = "box-1") -> orders.Order:
     return orders.task_order(target=orders.drone_target(drone), spec_sha256="0" * 64,
+                             payload_sha256="1" * 64, recipients=["SHA256:" + "A" * 43],
                              expires=expires)
 
 
@@ -88,11 +89,12 @@ def test_the_gate_checks_kind_target_and_labels(tmp_path: Path) -> None:
     other = orders.sign_order(alice, _order(drone="box-2"))
     with pytest.raises(OrderError, match="order is for drone 'box-2', not 'box-1'"):
         gate.check(other.order.text, other.signature, kind="task", ref="t-a")
-    fetch = orders.sign_order(alice, orders.fetch_order(drone="box-1", path="/x"))
+    fetch = orders.sign_order(alice, orders.fetch_order(drone="box-1", payload_sha256="ab" * 32))
     with pytest.raises(OrderError, match="a fetch order, not a task"):
         gate.check(fetch.order.text, fetch.signature, kind="task", ref="t-a")
     labels = orders.sign_order(alice, orders.task_order(
-        target=orders.labels_target(["gpu", "a100"]), spec_sha256="0" * 64))
+        target=orders.labels_target(["gpu", "a100"]), spec_sha256="0" * 64, payload_sha256="1" * 64,
+        recipients=["SHA256:" + "A" * 43]))
     with pytest.raises(OrderError, match="lacks a100"):
         gate.check(labels.order.text, labels.signature, kind="task", ref="t-a")
     with pytest.raises(OrderError, match="no order signed by a pilot"):
