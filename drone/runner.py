@@ -497,7 +497,8 @@ class TaskRunner:
         try:
             stream = Stream(self._task_key(), self.id, "artifact", str(index))
             rel = record["files"][index][0]
-            sealed = await safefile.in_thread(seal_file, fd, size, spool, stream, path=rel)
+            sealed = await safefile.in_thread(
+                lambda: seal_file(fd, size, spool, stream, path=rel))
         finally:
             os.close(fd)
         record["sealed"][str(index)] = sealed.to_json()
