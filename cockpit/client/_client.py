@@ -612,9 +612,6 @@ class RelayClient:
 
         ``on_pending`` is awaited before each wait while the drone has not sent it
         (the CLI says there why it waits: the drone is offline)."""
-        from dragoon.shared.e2e import E2EError
-        from dragoon.shared.sealed_files import FileOpener, open_error, open_meta
-
         if dest.exists() and not force:
             raise _exists(dest)
         fetch = await self.request_fetch(drone=drone, path=path)
@@ -626,6 +623,17 @@ class RelayClient:
                 fetch = await self.fetch_status(fetch_id=fetch["id"], wait=FETCH_POLL)
             except RelayError as exc:
                 await backoff.wait(exc)
+        return await self.download_fetch(fetch=fetch, drone=drone, path=path, dest=dest,
+                                         force=force, on_progress=on_progress)
+
+    async def download_fetch(self, *, fetch: Fetch, drone: str, path: str, dest: Path,
+                             force: bool = False, on_progress: Progress | None = None) -> Path:
+        """Save a settled fetch of ``path`` at ``dest``: opened with this pilot's wrap, its
+        refusal opened and raised (``fetch_failed``), or its file opened record by record
+        and checked against its sealed metadata."""
+        from dragoon.shared.e2e import E2EError
+        from dragoon.shared.sealed_files import FileOpener, open_error, open_meta
+
         opened_path, stream = self.open_fetch(fetch)
         if opened_path != path:
             raise RelayError(TAMPERED, f"fetch {fetch.get('id')} is of another path than "
