@@ -487,7 +487,7 @@ class TaskRunner:
     async def _seal(self, record: dict[str, Any], index: int, real: Path) -> Any:
         """The artifact sealed into its spool (shared/sealed_files.py), once: a resend after
         a restart uploads the same bytes, which the relay takes as the resend it is."""
-        from dragoon.shared.sealed_files import Sealed, Stream, seal_file
+        from dragoon.shared.sealed_files import FileStream, Sealed, seal_file
 
         spool = self.dir / f"artifact-{index}.sealed"
         kept = Sealed.from_json(record.setdefault("sealed", {}).get(str(index)))
@@ -495,7 +495,7 @@ class TaskRunner:
             return kept
         fd, size = await safefile.in_thread(artifacts.open_match, self.work_dir, real)
         try:
-            stream = Stream(self._task_key(), self.id, "artifact", str(index))
+            stream = FileStream(self._task_key(), self.id, "artifact", str(index))
             rel = record["files"][index][0]
             sealed = await safefile.in_thread(
                 lambda: seal_file(fd, size, spool, stream, path=rel))

@@ -40,7 +40,7 @@ _START: Final = e2e.Position()
 
 
 @dataclass(frozen=True)
-class Stream:
+class FileStream:
     """Where a file's records belong: the key they are sealed under and their stream."""
 
     key: bytes
@@ -49,8 +49,8 @@ class Stream:
     name: str
 
     @property
-    def meta(self) -> Stream:
-        return Stream(self.key, self.task_id, self.kind, self.name + META_SUFFIX)
+    def meta(self) -> FileStream:
+        return FileStream(self.key, self.task_id, self.kind, self.name + META_SUFFIX)
 
     def writer(self, at: e2e.Position = _START) -> e2e.RecordWriter:
         return e2e.RecordWriter(self.key, task_id=self.task_id, kind=self.kind, name=self.name,
@@ -86,7 +86,7 @@ class Sealed:
             return None
 
 
-def seal_meta(stream: Stream, fields: dict[str, Any]) -> str:
+def seal_meta(stream: FileStream, fields: dict[str, Any]) -> str:
     """The metadata of the file in ``stream``: one final record, base64."""
     plain = canonical_json(fields)
     if len(plain) > MAX_META:
@@ -94,7 +94,7 @@ def seal_meta(stream: Stream, fields: dict[str, Any]) -> str:
     return e2e.b64(stream.meta.writer().seal(plain, final=True))
 
 
-def open_meta(stream: Stream, text: object) -> dict[str, Any]:
+def open_meta(stream: FileStream, text: object) -> dict[str, Any]:
     """The metadata of the file in ``stream`` with ``size`` and ``sha256`` checked for form;
     E2EError when it does not open there (altered, or another file's)."""
     raw = e2e.unb64(text, what="the file's metadata")
@@ -114,7 +114,7 @@ def open_meta(stream: Stream, text: object) -> dict[str, Any]:
     return fields
 
 
-def seal_file(fd: int, size: int, spool: Path, stream: Stream, **meta: Any) -> Sealed:
+def seal_file(fd: int, size: int, spool: Path, stream: FileStream, **meta: Any) -> Sealed:
     """Seal the first ``size`` bytes of ``fd`` (fewer, if it shrank) into ``spool``.
 
     Blocking (run it off the event loop). Every record but the last holds exactly
@@ -162,7 +162,7 @@ class FileOpener:
     gives the plaintext; ``check`` at the end says whether it is the whole file the
     metadata describes."""
 
-    def __init__(self, stream: Stream, *, size: int, sha256: str) -> None:
+    def __init__(self, stream: FileStream, *, size: int, sha256: str) -> None:
         self.stream, self.size, self.sha256 = stream, size, sha256
         self.reader = stream.reader()
         self.digest = hashlib.sha256()
@@ -252,8 +252,8 @@ def open_fetch(order: Any, *, payload: object, wrap: object, x25519_secret: byte
     return path, key
 
 
-def fetch_stream(key: bytes, order_id: str) -> Stream:
-    return Stream(key, order_id, "fetch", FETCH_DATA)
+def fetch_stream(key: bytes, order_id: str) -> FileStream:
+    return FileStream(key, order_id, "fetch", FETCH_DATA)
 
 
 SEALED_ERROR: Final = "sealed:"  # a fetch's refusal, sealed under its fetch key

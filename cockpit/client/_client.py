@@ -521,7 +521,7 @@ class RelayClient:
         ``size`` and ``sha256`` are the drone's, sealed under the task key. One whose
         metadata does not open is listed with ``sealed`` saying why, and no path."""
         from dragoon.shared.e2e import E2EError
-        from dragoon.shared.sealed_files import Stream, open_meta
+        from dragoon.shared.sealed_files import FileStream, open_meta
 
         answer = await self._json("GET", f"/v1/tasks/{segment(task_id)}/artifact")
         rows = answer["artifacts"]
@@ -532,7 +532,7 @@ class RelayClient:
             stored = {"name": name, "stored_size": row.get("size"),
                       "uploaded_at": row.get("uploaded_at")}
             try:
-                meta = open_meta(Stream(key, task_id, "artifact", name), row.get("meta"))
+                meta = open_meta(FileStream(key, task_id, "artifact", name), row.get("meta"))
                 if not isinstance(meta.get("path"), str) or not meta["path"]:
                     raise E2EError("the artifact's metadata has no path")
             except E2EError as exc:
@@ -547,12 +547,12 @@ class RelayClient:
                                 force: bool = False, on_progress: Progress | None = None) -> Path:
         """Save one artifact at ``dest``: its records opened under the task key, the
         plaintext checked against the SHA-256 of its sealed metadata."""
-        from dragoon.shared.sealed_files import FileOpener, Stream
+        from dragoon.shared.sealed_files import FileOpener, FileStream
 
         if artifact.get("sealed") or "name" not in artifact:
             raise RelayError(TAMPERED, f"artifact {artifact.get('path')} does not open: "
                                        f"{artifact.get('sealed') or 'not listed'}")
-        stream = Stream(await self._task_key(task_id), task_id, "artifact", artifact["name"])
+        stream = FileStream(await self._task_key(task_id), task_id, "artifact", artifact["name"])
         return await self._download(
             f"/v1/tasks/{segment(task_id)}/artifact", {"path": artifact["name"]}, dest=dest,
             opener=FileOpener(stream, size=artifact["size"], sha256=artifact["sha256"]),

@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 from dragoon.cockpit.client.pilot_key import load_or_make_pilot_key
 from dragoon.shared.enrollment import JoinToken
-from dragoon.shared.sealed_files import Stream, seal_meta
+from dragoon.shared.sealed_files import FileStream, seal_meta
 from dragoon.shared.signers import KeyFileSigner
 
 from tests.cli.conftest import Pilot, make_pilot
@@ -86,7 +86,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         assert liar.message(task, 0, HOSTILE).status_code == 200
         assert liar.message(task, 1, FORGED).status_code == 200
         # The hostile path comes in the artifact's sealed metadata, as a drone sends it.
-        stream = Stream(api.task_key(task), task, "artifact", "0")
+        stream = FileStream(api.task_key(task), task, "artifact", "0")
         meta = seal_meta(stream, {"path": HOSTILE_PATH, "size": 7,
                                   "sha256": hashlib.sha256(b"weights").hexdigest()})
         sealed = b"".join(stream.writer().seal_all(b"weights", final=True))

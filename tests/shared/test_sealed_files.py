@@ -11,7 +11,7 @@ import pytest
 from dragoon.shared import e2e, orders
 from dragoon.shared.sealed_files import (
     FileOpener,
-    Stream,
+    FileStream,
     fetch_stream,
     open_error,
     open_fetch,
@@ -24,10 +24,10 @@ from dragoon.shared.sealed_files import (
 from dragoon.shared.trust import X25519Key
 
 KEY = bytes(range(32))
-STREAM = Stream(KEY, "t-abcdefghij", "artifact", "0")
+STREAM = FileStream(KEY, "t-abcdefghij", "artifact", "0")
 
 
-def sealed(tmp_path: Path, data: bytes, stream: Stream = STREAM, **meta: object) -> tuple[
+def sealed(tmp_path: Path, data: bytes, stream: FileStream = STREAM, **meta: object) -> tuple[
         bytes, dict]:
     source = tmp_path / "source"
     source.write_bytes(data)
@@ -43,7 +43,7 @@ def sealed(tmp_path: Path, data: bytes, stream: Stream = STREAM, **meta: object)
     return stored, open_meta(stream, result.meta)
 
 
-def opened(stored: bytes, meta: dict, stream: Stream = STREAM) -> bytes:
+def opened(stored: bytes, meta: dict, stream: FileStream = STREAM) -> bytes:
     opener = FileOpener(stream, size=meta["size"], sha256=meta["sha256"])
     plain = opener.feed(stored)
     opener.check()
@@ -90,9 +90,9 @@ def test_a_download_resumes_at_a_record_boundary(tmp_path: Path) -> None:
 
 def test_metadata_of_another_artifact_or_task_does_not_open(tmp_path: Path) -> None:
     meta = seal_meta(STREAM, {"path": "a", "size": 0, "sha256": "0" * 64})
-    for other in (Stream(KEY, STREAM.task_id, "artifact", "1"),
-                  Stream(KEY, "t-other00000", "artifact", "0"),
-                  Stream(bytes(32), STREAM.task_id, "artifact", "0")):
+    for other in (FileStream(KEY, STREAM.task_id, "artifact", "1"),
+                  FileStream(KEY, "t-other00000", "artifact", "0"),
+                  FileStream(bytes(32), STREAM.task_id, "artifact", "0")):
         with pytest.raises(e2e.E2EError):
             open_meta(other, meta)
 
@@ -101,7 +101,7 @@ def test_records_of_another_artifact_do_not_open_as_this_one(tmp_path: Path) -> 
     data = b"weights"
     stored, meta = sealed(tmp_path, data)
     with pytest.raises(e2e.E2EError):
-        opened(stored, meta, Stream(KEY, STREAM.task_id, "artifact", "1"))
+        opened(stored, meta, FileStream(KEY, STREAM.task_id, "artifact", "1"))
 
 
 def test_a_file_other_than_its_metadata_says_fails_the_check(tmp_path: Path) -> None:
@@ -147,4 +147,4 @@ def test_a_sealed_refusal_opens_under_its_fetch_only() -> None:
         "refused by drone d: a replay")
     with pytest.raises(e2e.E2EError):
         open_error(KEY, orders.new_order_id(), error)
-    assert fetch_stream(KEY, order_id) == Stream(KEY, order_id, "fetch", "data")
+    assert fetch_stream(KEY, order_id) == FileStream(KEY, order_id, "fetch", "data")

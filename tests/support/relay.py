@@ -342,24 +342,24 @@ class PilotSession(SignedClient):
     def artifacts(self, task_id: str) -> dict[str, dict[str, Any]]:
         """The task's artifacts by path, their sealed metadata opened as the pilot opens it
         (``name`` is the relay's name for each)."""
-        from dragoon.shared.sealed_files import Stream, open_meta
+        from dragoon.shared.sealed_files import FileStream, open_meta
 
         key = self.task_key(task_id)
         listed = super().request("GET", f"/v1/tasks/{task_id}/artifact").json()["artifacts"]
         found = {}
         for row in listed:
-            meta = open_meta(Stream(key, task_id, "artifact", row["path"]), row["meta"])
+            meta = open_meta(FileStream(key, task_id, "artifact", row["path"]), row["meta"])
             found[meta["path"]] = {**meta, "name": row["path"], "stored_size": row["size"]}
         return found
 
     def artifact_bytes(self, task_id: str, path: str) -> bytes:
         """An artifact downloaded whole and opened, checked against its metadata."""
-        from dragoon.shared.sealed_files import FileOpener, Stream
+        from dragoon.shared.sealed_files import FileOpener, FileStream
 
         artifact = self.artifacts(task_id)[path]
         stored = super().request("GET", f"/v1/tasks/{task_id}/artifact",
                                  params={"path": artifact["name"]}).content
-        opener = FileOpener(Stream(self.task_key(task_id), task_id, "artifact",
+        opener = FileOpener(FileStream(self.task_key(task_id), task_id, "artifact",
                                    artifact["name"]), size=artifact["size"],
                             sha256=artifact["sha256"])
         plain = opener.feed(stored)
