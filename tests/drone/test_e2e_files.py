@@ -133,3 +133,39 @@ def test_a_fetch_listed_again_while_it_uploads_is_served_once(fleet: Fleet, tmp_
         assert drone.log_text().count(f"fetch {done['id']}") == 1  # one upload, nothing else
     finally:
         proxy.close()
+
+
+def test_an_artifact_sealed_before_a_drone_crash_is_sent_as_the_same_bytes_after_it(
+        fleet: Fleet):
+    """The drone seals an artifact once, into the task dir: killed with SIGKILL as its first
+    upload reaches the relay, then started again, it uploads that very spool (a resend the
+    relay takes as one), not a new sealing under new nonces."""
+    proxy = TamperingProxy(fleet.relay.url)
+    spooled: list[bytes] = []
+    try:
+        drone = fleet.drone("d1", start=False)
+        drone.configure(relay=proxy.url)
+
+        def crash_on_first_upload(path: str) -> bool:
+            if not path.startswith("/v1/worker/blob") or spooled:
+                return False
+            spool = drone.data_dir / "tasks" / task_id / "artifact-0.sealed"
+            spooled.append(spool.read_bytes())
+            drone.kill9()
+            return True
+
+        proxy.unavailable = crash_on_first_upload
+        drone.start()
+        task_id = fleet.submit("mkdir out && head -c 200000 /dev/urandom > out/w.bin",
+                               drone="d1", artifacts=["out/*"])
+        wait_until(lambda: spooled, timeout=30, message="the first upload attempt")
+        drone.start()
+        assert fleet.wait_state(task_id, timeout=40)["state"] == "succeeded"
+        artifact = fleet.pilot.artifacts(task_id)["out/w.bin"]
+        assert artifact["stored_size"] == len(spooled[0]) == e2e.blob_size(200000)
+        stored = fleet.pilot.get(f"/v1/tasks/{task_id}/artifact",
+                                 params={"path": artifact["name"]}).content
+        assert stored == spooled[0]
+        assert len(fleet.pilot.artifact_bytes(task_id, "out/w.bin")) == 200000
+    finally:
+        proxy.close()
