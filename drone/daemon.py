@@ -145,6 +145,7 @@ class DroneDaemon:
                  ",".join(self.settings.labels) or "-", self.ca_cert or "system CAs")
         self._say_if_no_pilot()
         self.adopt()
+        self._drop_fetch_spools()
         poller = asyncio.create_task(self.poll_loop())
         stopped = asyncio.create_task(self._stop.wait())
         replaced = asyncio.create_task(self.client.replaced.wait())
@@ -716,6 +717,14 @@ class DroneDaemon:
             self._fetch_refused(fetch_id, str(check.exception()), stream)
             return
         self._spawn_job(self.serve_fetch(fetch_id, check, stream))
+
+    def _drop_fetch_spools(self) -> None:
+        """Sealed fetches a stopped drone left (``DIR/fetches``): none is being served at the
+        start, and a fetch still pending is handed out again and sealed afresh."""
+        with contextlib.suppress(FileNotFoundError):
+            for spool in (self.data.root / "fetches").iterdir():
+                with contextlib.suppress(OSError):
+                    spool.unlink()
 
     def encryption_key(self) -> X25519Key:
         """The drone's X25519 key, read at its first use."""
