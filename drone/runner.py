@@ -510,13 +510,13 @@ class TaskRunner:
         """Upload one artifact, sealed under the task key: None once the relay stored it,
         else why it was not. The relay knows it by its index alone; its path, size and
         hash travel in the sealed metadata."""
+        spool = self.dir / f"artifact-{index}.sealed"
         try:
             sealed = await self._seal(record, index, real)
+            fd = os.open(spool, os.O_RDONLY | os.O_NOFOLLOW)
         except (artifacts.ArtifactRefused, OSError) as exc:  # OSError: the spool (disk full)
             log.warning("task %s: artifact %s not uploaded: %s", self.id, rel, exc)
             return f"artifact not stored: {rel}: {exc}"
-        spool = self.dir / f"artifact-{index}.sealed"
-        fd = os.open(spool, os.O_RDONLY | os.O_NOFOLLOW)
         try:
             params = {"task": self.id, "path": str(index), "sha256": sealed.stored_sha256,
                       "size": sealed.stored_size, "meta": sealed.meta}
