@@ -5,7 +5,7 @@ A real relay and drone; the attacker is whoever can edit the relay's blob store 
 a byte flipped, a record cut, two records swapped, the final record cut or shortened.
 Every download of such a file fails with one line, and nothing is left where the pilot
 asked for the file. The relay's listing, database and blobs hold neither the artifact's
-path, nor the fetched path, nor a byte of either file. A download cut halfway resumes
+path, nor the fetched path, nor a byte of either file, nor does its log. A download cut halfway resumes
 from the record where it stopped (HTTP Range over the sealed records).
 """
 
@@ -153,6 +153,7 @@ def test_the_relay_holds_no_path_and_no_byte_of_artifacts_and_fetched_files(
     for blob in (relay.data_dir / "blobs").rglob("*"):
         if blob.is_file():
             assert MARKER.encode() not in blob.read_bytes(), blob
+    assert MARKER not in relay.stderr_text()  # nor its log
 
 
 def pilot_get(pilot: Pilot, path: str) -> Any:
