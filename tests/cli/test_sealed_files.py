@@ -4,9 +4,9 @@ sealed, and whatever it does to it the pilot notices.
 A real relay and drone; the attacker is whoever can edit the relay's blob store on disk:
 a byte flipped, a record cut, two records swapped, the final record cut or shortened.
 Every download of such a file fails with one line, and nothing is left where the pilot
-asked for the file. The relay's listing, database and blobs hold neither the artifact's
-path, nor the fetched path, nor a byte of either file, nor does its log. A download cut halfway resumes
-from the record where it stopped (HTTP Range over the sealed records).
+asked for the file. The relay's listing, database, blobs and log hold neither the
+artifact's path, nor the fetched path, nor a byte of either file. A download cut halfway
+resumes from the record where it stopped (HTTP Range over the sealed records).
 """
 
 from __future__ import annotations
