@@ -465,35 +465,76 @@ class TaskRunner:
             record = {"files": [[m.path, str(m.real), m.size] for m in selection.matches],
                       "refused": selection.refused, "uploaded": [], "notes": notes}
             write_json(record_path, record)
-        for rel, real, _size in record["files"]:
+        for index, (rel, real, _size) in enumerate(record["files"]):
             if rel in record["uploaded"]:
                 continue
             # Done either way: stored, or refused (said in a message and in the task's notes).
-            refused = await until_reachable(lambda rel=rel, real=real: self._upload(rel,
-                                                                                   Path(real)))
+            refused = await until_reachable(
+                lambda index=index, rel=rel, real=real: self._upload(record, index, rel,
+                                                                     Path(real)))
             if refused is not None:
                 self.inbox.note(f"dragoon: {refused}")
                 record.setdefault("notes", []).append(refused)
             record["uploaded"].append(rel)
             write_json(record_path, record)
 
-    async def _upload(self, rel: str, real: Path) -> str | None:
-        """Upload one artifact: None once the relay stored it, else why it was not."""
+    def _task_key(self) -> bytes:
+        """The task key, from task.json (drone/daemon.py ``admit`` wrote it there)."""
+        import base64
+
+        record = read_json(self.dir / "task.json")
+        key = record.get("task_key") if isinstance(record, dict) else None
+        if not isinstance(key, str):
+            raise artifacts.ArtifactRefused("the task's key is not in its task.json")
+        return base64.b64decode(key)
+
+    async def _seal(self, record: dict[str, Any], index: int, real: Path) -> Any:
+        """The artifact sealed into its spool (shared/sealed_files.py), once: a resend after
+        a restart uploads the same bytes, which the relay takes as the resend it is."""
+        from dragoon.shared.sealed_files import FileStream, Sealed, seal_file
+
+        spool = self.dir / f"artifact-{index}.sealed"
+        kept = Sealed.from_json(record.setdefault("sealed", {}).get(str(index)))
+        if kept is not None and spool.is_file() and spool.stat().st_size == kept.stored_size:
+            return kept
+        fd, size = await safefile.in_thread(artifacts.open_match, self.work_dir, real)
         try:
-            fd, _size = await safefile.in_thread(artifacts.open_match, self.work_dir, real)
-        except artifacts.ArtifactRefused as exc:
+            stream = FileStream(self._task_key(), self.id, "artifact", str(index))
+            rel = record["files"][index][0]
+            sealed = await safefile.in_thread(
+                lambda: seal_file(fd, size, spool, stream, path=rel))
+        finally:
+            os.close(fd)
+        record["sealed"][str(index)] = sealed.to_json()
+        write_json(self.dir / "artifacts.json", record)
+        return sealed
+
+    async def _upload(self, record: dict[str, Any], index: int, rel: str,
+                      real: Path) -> str | None:
+        """Upload one artifact, sealed under the task key: None once the relay stored it,
+        else why it was not. The relay knows it by its index alone; its path, size and
+        hash travel in the sealed metadata."""
+        spool = self.dir / f"artifact-{index}.sealed"
+        try:
+            sealed = await self._seal(record, index, real)
+            fd = os.open(spool, os.O_RDONLY | os.O_NOFOLLOW)
+        except (artifacts.ArtifactRefused, OSError) as exc:  # OSError: the spool (disk full)
             log.warning("task %s: artifact %s not uploaded: %s", self.id, rel, exc)
             return f"artifact not stored: {rel}: {exc}"
         try:
-            digest, size = await artifacts.fd_digest(fd)
-            params = {"task": self.id, "path": rel, "sha256": digest, "size": size}
+            params = {"task": self.id, "path": str(index), "sha256": sealed.stored_sha256,
+                      "size": sealed.stored_size, "meta": sealed.meta}
             response = await self.client.request(
-                "POST", "/v1/worker/blob", params=params, stream=artifacts.stream_fd(fd, size),
-                stream_sha256=digest, stream_size=size, read_timeout=300.0)
+                "POST", "/v1/worker/blob", params=params,
+                stream=artifacts.stream_fd(fd, sealed.stored_size),
+                stream_sha256=sealed.stored_sha256, stream_size=sealed.stored_size,
+                read_timeout=300.0)
         finally:
             os.close(fd)
         if response.status_code == 200:
-            log.info("task %s: artifact %s uploaded (%d bytes)", self.id, rel, size)
+            log.info("task %s: artifact %s uploaded (%d bytes, %d sealed)", self.id, rel,
+                     sealed.size, sealed.stored_size)
+            spool.unlink(missing_ok=True)
             return None
         reason = f"HTTP {response.status_code} {error_code(response)}"
         log.warning("task %s: artifact %s refused by the relay: %s", self.id, rel, reason)

@@ -267,6 +267,20 @@ MIGRATIONS: Final[list[str]] = [
         received_at REAL NOT NULL
     )
     """,
+    # 12: sealed files (issue 13 piece 4, docs/protocol.md, "Sealed files"): an artifact's
+    # ``path`` is an opaque name (its index), its sealed metadata (path, size, hash) in
+    # ``meta``; a fetch keeps no path, but the sealed payload holding it and the fetch key's
+    # wraps, and its file's sealed metadata. A fetch still pending from before names a
+    # path in clear under an order no drone takes any more: it fails.
+    """
+    ALTER TABLE artifacts ADD COLUMN meta TEXT;
+    UPDATE fetches SET state = 'failed', error = 'made before sealed fetches (relay upgraded)'
+        WHERE state = 'pending';
+    ALTER TABLE fetches DROP COLUMN path;
+    ALTER TABLE fetches ADD COLUMN payload TEXT;
+    ALTER TABLE fetches ADD COLUMN wraps TEXT;
+    ALTER TABLE fetches ADD COLUMN meta TEXT
+    """,
 ]
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -75,8 +75,10 @@ def assign(
         "cancel": [{"id": r["id"], "grace": int(r["cancel_grace"] or 0),
                     "order": r["cancel_order"], "order_signature": r["cancel_signature"]}
                    for r in cancels],
-        "fetches": [{"id": r["id"], "path": r["path"], "order": r["order_text"],
-                     "order_signature": r["order_signature"]} for r in fetch_rows],
+        "fetches": [{"id": r["id"], "order": r["order_text"],
+                     "order_signature": r["order_signature"], "payload": r["payload"],
+                     "wrap": json.loads(r["wraps"] or "{}").get(drone["fingerprint"])}
+                    for r in fetch_rows],
         "server_time": time.time(),
     }
     return Assignment(answer, bool(handout.tasks) or undelivered, fleet.view(fresh, active),
@@ -194,7 +196,7 @@ def _outstanding(
         " AND state IN ('dispatched', 'running') AND cancel_requested = 1", (name,),
     ).fetchall()
     fetch_rows = conn.execute(
-        "SELECT id, path, delivered, order_text, order_signature FROM fetches"
+        "SELECT id, delivered, order_text, order_signature, payload, wraps FROM fetches"
         " WHERE drone = ? AND state = 'pending'"
         " ORDER BY created_at", (name,),
     ).fetchall()

@@ -122,12 +122,6 @@ OrderText = Annotated[StrictStr, Field(max_length=8192)]
 OrderSignature = Annotated[StrictStr, Field(max_length=8192)]
 
 
-class FetchBody(BaseModel):
-    path: StrictStr = Field(min_length=1, max_length=4096)
-    order: OrderText | None = None
-    order_signature: OrderSignature | None = None
-
-
 class SpecBody(BaseModel):
     """The spec's clear part (shared/spec.py ``CLEAR_FIELDS``): all the relay reads of a task.
 
@@ -158,6 +152,17 @@ Payload = Annotated[StrictStr, Field(min_length=1, max_length=2 * 1024 * 1024)]
 Wrap = Annotated[StrictStr, Field(max_length=200)]
 Wraps = Annotated[dict[Annotated[StrictStr, Field(max_length=60)], Wrap],
                   Field(max_length=512)]
+
+
+class FetchBody(BaseModel):
+    """A sealed fetch: the payload holds the path under the fetch key, ``wraps`` that key
+    by recipient fingerprint (the drone's, the pilot's); the order signs the payload's
+    hash (docs/protocol.md, "Sealed fetches")."""
+
+    payload: StrictStr = Field(min_length=1, max_length=8192)
+    wraps: Wraps = {}
+    order: OrderText | None = None
+    order_signature: OrderSignature | None = None
 
 
 class SubmitBody(BaseModel):

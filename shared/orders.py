@@ -14,7 +14,9 @@ its own envelope, but cannot make one: the drone verifies it under its own
   ``recipients`` the ed25519 fingerprints of the drones the task key is sealed to (sorted,
   each once): a relay can hand the task to none but these
 - ``cancel``: ``{"v", "kind", "id", "target", "expires", "task", "task_order", "grace"}``
-- ``fetch``:  ``{"v", "kind", "id", "target", "expires", "fetch": {"path"}}``
+- ``fetch``:  ``{"v", "kind", "id", "target", "expires", "fetch": {"payload_sha256"}}``:
+  the hash of the sealed payload holding the path, under a fetch key of its own wrapped to
+  the drone and the pilot (shared/sealed_files.py ``seal_fetch``): the relay never reads it
 
 ``id`` is pilot-chosen (128 random bits, base32 lowercase, 26 characters) and is
 what the drone remembers to refuse a replay; ``target`` is ``{"drone": NAME}`` or
@@ -161,10 +163,11 @@ def cancel_order(*, target: dict[str, Any], task: str, task_order_id: str,
                  task_order=task_order_id, grace=grace)
 
 
-def fetch_order(*, drone: str, path: str, expires: int | None = None,
+def fetch_order(*, drone: str, payload_sha256: str, expires: int | None = None,
                 order_id: str | None = None) -> Order:
+    """A fetch of the file whose path the sealed payload of hash ``payload_sha256`` holds."""
     return _make("fetch", drone_target(drone), expires, DEFAULT_CONTROL_LIFETIME, order_id,
-                 fetch={"path": path})
+                 fetch={"payload_sha256": payload_sha256})
 
 
 def sign_order(signer: Signer, order: Order) -> SignedOrder:
@@ -271,11 +274,10 @@ def parse_order(text: object) -> Order:
             raise OrderError("cancel order's grace must be null or a non-negative integer")
     else:
         fetch = fields["fetch"]
-        if not isinstance(fetch, dict) or set(fetch) != {"path"}:
-            raise OrderError("fetch order's fetch must be {\"path\": PATH}")
-        path = fetch["path"]
-        if not isinstance(path, str) or not path or len(path) > MAX_FETCH_PATH:
-            raise OrderError("fetch order's path must be a non-empty string")
+        if not isinstance(fetch, dict) or set(fetch) != {"payload_sha256"}:
+            raise OrderError("fetch order's fetch must be {\"payload_sha256\": HEX}")
+        if not is_sha256_hex(fetch["payload_sha256"]):
+            raise OrderError("fetch order's payload_sha256 must be 64 lowercase hex digits")
     return Order(fields, text)
 
 

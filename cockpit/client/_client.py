@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 from urllib.parse import quote, urlencode
 
 if "httpx" not in sys.modules:
@@ -44,7 +44,7 @@ from dragoon.cockpit.client._types import (
     Task,
     TaskPage,
 )
-from dragoon.cockpit.client.sealing import UNTRUSTED, PilotKeys, seal_task
+from dragoon.cockpit.client.sealing import TAMPERED, UNTRUSTED, PilotKeys, seal_task
 from dragoon.shared import orders
 from dragoon.shared.errors import DragoonError
 from dragoon.shared.h11transport import direct_transport
@@ -53,6 +53,9 @@ from dragoon.shared.request_auth import is_signed, retry_timestamp, sign_request
 from dragoon.shared.signers import Signer
 from dragoon.shared.spec import SpecError, parse_spec, parse_task_ref
 from dragoon.shared.tls import is_tls_failure, plain_http_context
+
+if TYPE_CHECKING:
+    from dragoon.shared.sealed_files import FileOpener
 
 Query = Mapping[str, str | int | float | None]
 Progress = Callable[[int, int | None], None]
@@ -547,25 +550,101 @@ class RelayClient:
 
     # -- artifacts and fetches --------------------------------------------------------------
 
+    async def _task_key(self, task_id: str) -> bytes:
+        """The task's key: remembered from its submit or its last view, else from a read of
+        the task (which opens it); RelayError ``tampered`` when it stays sealed to us."""
+        key = self.keys.task_key(task_id)
+        if key is None:
+            task = await self.task(task_id=task_id)
+            key = self.keys.task_key(task_id)
+            if key is None:
+                raise RelayError(TAMPERED, f"task {task_id} stays sealed to you: "
+                                           f"{task.get('sealed') or 'no key for it'}")
+        return key
+
     async def artifacts(self, *, task_id: str) -> list[Artifact]:
+        """The task's artifacts, their sealed metadata opened (shared/sealed_files.py): the
+        relay knows each by an opaque name (``name``) and its stored size; ``path``,
+        ``size`` and ``sha256`` are the drone's, sealed under the task key. One whose
+        metadata does not open is listed with ``sealed`` saying why, and no path."""
+        from dragoon.shared.e2e import E2EError
+        from dragoon.shared.sealed_files import FileStream, open_meta
+
         answer = await self._json("GET", f"/v1/tasks/{segment(task_id)}/artifact")
-        return cast(list[Artifact], answer["artifacts"])
+        rows = answer["artifacts"]
+        key = await self._task_key(task_id) if rows else b""
+        found: list[Artifact] = []
+        for row in rows:
+            name = str(row.get("path"))
+            stored = {"name": name, "stored_size": row.get("size"),
+                      "uploaded_at": row.get("uploaded_at")}
+            try:
+                meta = open_meta(FileStream(key, task_id, "artifact", name), row.get("meta"))
+                if not isinstance(meta.get("path"), str) or not meta["path"]:
+                    raise E2EError("the artifact's metadata has no path")
+            except E2EError as exc:
+                found.append(cast(Artifact, {**stored, "path": f"?{name}",
+                                             "sealed": exc.detail}))
+                continue
+            found.append(cast(Artifact, {**stored, "path": meta["path"], "size": meta["size"],
+                                         "sha256": meta["sha256"]}))
+        return sorted(found, key=lambda a: a["path"])
 
     async def download_artifact(self, *, task_id: str, artifact: Artifact, dest: Path,
                                 force: bool = False, on_progress: Progress | None = None) -> Path:
-        """Save one artifact at ``dest``, checked against the SHA-256 the relay listed."""
+        """Save one artifact at ``dest``: its records opened under the task key, the
+        plaintext checked against the SHA-256 of its sealed metadata."""
+        from dragoon.shared.sealed_files import FileOpener, FileStream
+
+        if artifact.get("sealed") or "name" not in artifact:
+            raise RelayError(TAMPERED, f"artifact {artifact.get('path')} does not open: "
+                                       f"{artifact.get('sealed') or 'not listed'}")
+        stream = FileStream(await self._task_key(task_id), task_id, "artifact", artifact["name"])
         return await self._download(
-            f"/v1/tasks/{segment(task_id)}/artifact", {"path": artifact["path"]},
-            dest=dest, sha256=artifact.get("sha256"), size=artifact.get("size"),
+            f"/v1/tasks/{segment(task_id)}/artifact", {"path": artifact["name"]}, dest=dest,
+            opener=FileOpener(stream, size=artifact["size"], sha256=artifact["sha256"]),
             force=force, on_progress=on_progress,
         )
 
     async def request_fetch(self, *, drone: str, path: str) -> Fetch:
-        """Ask the drone for a file, with a signed fetch order naming the drone and path."""
-        body: dict[str, Any] = {"path": path}
-        body.update(self._signed_order(lambda: orders.fetch_order(drone=drone, path=path)))
+        """Ask the drone for a file: the path sealed under a fresh fetch key, wrapped to the
+        drone (from known_drones) and to this pilot, with a signed fetch order naming the
+        drone and the sealed payload's hash (shared/sealed_files.py ``seal_fetch``)."""
+        from dragoon.shared.sealed_files import seal_fetch
+
+        target, me = self.keys.drone(drone), self.keys.myself()
+        order_id = orders.new_order_id()
+        try:
+            sealed = seal_fetch(path, order_id=order_id,
+                                recipients=[(target.id, target.x25519), (me.id, me.x25519)])
+        except ValueError as exc:
+            raise RelayError("invalid", str(exc), status=None) from None
+        body: dict[str, Any] = {"payload": sealed.payload, "wraps": sealed.wraps}
+        body.update(self._signed_order(lambda: orders.fetch_order(
+            drone=drone, payload_sha256=sealed.payload_sha256, order_id=order_id)))
         return cast(Fetch, await self._json(
             "POST", f"/v1/workers/{segment(drone)}/fetch", json_body=body))
+
+    def open_fetch(self, fetch: Mapping[str, Any]) -> tuple[str, Any]:
+        """The path and file stream of a fetch as the relay shows it, opened with this
+        pilot's own wrap of its key: its order signed by a key this pilot believes, its
+        payload the one the order signs. RelayError ``tampered`` otherwise."""
+        from dragoon.shared.e2e import E2EError
+        from dragoon.shared.sealed_files import fetch_stream, open_fetch
+
+        try:
+            order, signer = orders.read_signed(fetch.get("order"), fetch.get("order_signature"))
+            if signer.blob not in self.keys.trusted_signers:
+                raise E2EError(f"its order is signed by {signer.fingerprint}, not by you")
+            wraps = fetch.get("wraps")
+            path, key = open_fetch(
+                order, payload=fetch.get("payload"),
+                wrap=wraps.get(self.keys.own.fingerprint) if isinstance(wraps, dict) else None,
+                x25519_secret=self.keys.x25519.secret)
+        except (E2EError, orders.OrderError) as exc:
+            raise RelayError(TAMPERED, f"fetch {fetch.get('id')} does not open: "
+                                       f"{exc.detail}") from None
+        return path, fetch_stream(key, order.id)
 
     async def fetch_status(self, *, fetch_id: str, wait: int | None = None) -> Fetch:
         return cast(Fetch, await self._json(
@@ -591,56 +670,78 @@ class RelayClient:
                 fetch = await self.fetch_status(fetch_id=fetch["id"], wait=FETCH_POLL)
             except RelayError as exc:
                 await backoff.wait(exc)
-        if fetch.get("state") != "ready":
-            raise RelayError(E.FETCH_FAILED,
-                           f"{drone} could not send {path}: {fetch.get('error') or 'failed'}")
+        return await self.download_fetch(fetch=fetch, drone=drone, path=path, dest=dest,
+                                         force=force, on_progress=on_progress)
+
+    async def download_fetch(self, *, fetch: Fetch, drone: str, path: str, dest: Path,
+                             force: bool = False, on_progress: Progress | None = None) -> Path:
+        """Save a settled fetch of ``path`` at ``dest``: opened with this pilot's wrap, its
+        refusal opened and raised (``fetch_failed``), or its file opened record by record
+        and checked against its sealed metadata."""
+        from dragoon.shared.e2e import E2EError
+        from dragoon.shared.sealed_files import FileOpener, open_error, open_meta
+
+        opened_path, stream = self.open_fetch(fetch)
+        if opened_path != path:
+            raise RelayError(TAMPERED, f"fetch {fetch.get('id')} is of another path than "
+                                       "the one asked")
+        try:
+            if fetch.get("state") != "ready":
+                error = open_error(stream.key, stream.task_id, fetch.get("error"))
+                raise RelayError(E.FETCH_FAILED, f"{drone} could not send {path}: {error}")
+            meta = open_meta(stream, fetch.get("meta"))
+        except E2EError as exc:
+            raise RelayError(TAMPERED, f"fetch {fetch.get('id')}: {exc.detail}") from None
         return await self._download(
             f"/v1/fetches/{segment(fetch['id'])}/content", {}, dest=dest,
-            sha256=fetch.get("sha256"), size=fetch.get("size"), force=force,
+            opener=FileOpener(stream, size=meta["size"], sha256=meta["sha256"]), force=force,
             on_progress=on_progress,
         )
 
-    async def _download(self, path: str, query: Query, *, dest: Path, sha256: str | None,
-                        size: int | None, force: bool, on_progress: Progress | None) -> Path:
-        """Stream to a hidden part file beside ``dest``, resume with Range after a drop,
-        check the SHA-256, and only then move it into place."""
+    async def _download(self, path: str, query: Query, *, dest: Path, opener: FileOpener,
+                        force: bool, on_progress: Progress | None) -> Path:
+        """Stream the sealed file, opening its records as they come, into a hidden part
+        file beside ``dest``; resume with Range after a drop (from the record boundary
+        where the plaintext stopped, ``e2e.blob_span``); check it is whole and its
+        SHA-256 the sealed metadata's, and only then move it into place. Any record that
+        does not open, or a file cut before its final record, fails it as a SHA-256
+        mismatch does: the part file goes, ``dest`` is untouched."""
+        from dragoon.shared.e2e import E2EError
+
         if dest.exists() and not force:
             raise _exists(dest)
         part = dest.with_name(f".{dest.name}.part")
-        digest = hashlib.sha256()
-        done = 0
         backoff = Backoff()
         try:
             with open(part, "wb") as out:
-                while True:
-                    headers = {"Range": f"bytes={done}-"} if done else {}
+                while not opener.finished:
+                    start = opener.resume()
+                    out.seek(opener.done)
+                    out.truncate()
+                    headers = {"Range": f"bytes={start}-"} if start else {}
                     request = self._request("GET", path, query=query, headers=headers)
                     try:
                         async with self._stream(request) as response:
-                            if done and response.status_code != 206:
+                            if start and response.status_code != 206:
+                                opener.restart()
                                 out.seek(0)
                                 out.truncate()
-                                digest, done = hashlib.sha256(), 0
                             async for data in response.aiter_bytes(_CHUNK):
-                                out.write(data)
-                                digest.update(data)
-                                done += len(data)
+                                out.write(opener.feed(data))
                                 if on_progress is not None:
-                                    on_progress(done, size)
+                                    on_progress(opener.done, opener.size)
                         break
                     except httpx.HTTPError as exc:
                         await backoff.wait(_transport_error(exc, self.base_url))
                     except RelayError as exc:
                         await backoff.wait(exc)
-            if sha256 is not None and digest.hexdigest() != sha256:
-                raise RelayError(
-                    E.SHA256_MISMATCH,
-                    f"download of {dest.name} is corrupt: SHA-256 {digest.hexdigest()} "
-                    f"is not the relay's {sha256}",
-                )
+                opener.check()
             if dest.exists() and not force:
                 raise _exists(dest)
             os.replace(part, dest)
+        except E2EError as exc:
+            raise RelayError(E.SHA256_MISMATCH, f"download of {dest.name} is corrupt or "
+                                                f"altered: {exc.detail}") from None
         finally:
             part.unlink(missing_ok=True)
         return dest

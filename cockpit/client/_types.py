@@ -72,20 +72,35 @@ class Message(TypedDict, total=False):
 
 
 class Artifact(TypedDict, total=False):
+    """An artifact, its sealed metadata opened: ``path``, ``size``, ``sha256`` are the
+    drone's; ``name`` and ``stored_size`` all the relay knows; ``sealed`` why it does not
+    open (then ``path`` is ``?NAME``)."""
+
     path: str
     size: int
     sha256: str
     uploaded_at: float
+    name: str
+    stored_size: int
+    sealed: str
 
 
 class Fetch(TypedDict, total=False):
+    """A fetch as the relay shows it: no path; ``payload``/``wraps`` (the sealed path and
+    the fetch key's wraps), ``meta`` (the file's sealed metadata); ``size``/``sha256`` are
+    the stored, sealed file's (``RelayClient.open_fetch``)."""
+
     id: str
     drone: str
-    path: str
     state: str
     error: str | None
     size: int | None
     sha256: str | None
+    order: str
+    order_signature: str
+    payload: str
+    wraps: dict[str, str]
+    meta: str | None
 
 
 class JoinTokenAnswer(TypedDict):

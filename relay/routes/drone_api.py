@@ -168,7 +168,7 @@ async def blob(
     request: Request, drone: DroneDep, relay: RelayDep,
     sha256: str = Query(pattern="^[0-9a-f]{64}$"), size: int = Query(ge=0),
     task: str | None = Query(None), path: str | None = Query(None),
-    fetch: str | None = Query(None),
+    fetch: str | None = Query(None), meta: str | None = Query(None, max_length=8192),
 ) -> dict[str, Any]:
     """Streamed upload, judged before its body is read; the body is then held to its claim.
 
@@ -176,6 +176,8 @@ async def blob(
     (relay/auth.py ``check_streamed``), and ``sha256`` here is that claim.
     Every refusal that needs no byte of the body (size, task, path, a
     finished task, a resend of what is stored) comes before the first read.
+    The body is the file sealed (shared/sealed_files.py) and ``meta`` its sealed
+    metadata: the relay keeps both and reads neither.
     """
     relay.blobs.check_declared(size=size, cap=relay.config.artifact_max,
                                content_length=request.headers.get("content-length"))
@@ -198,9 +200,9 @@ async def blob(
         relay.blobs.discard(tmp)
         raise
     if fetch is not None:
-        await relay.db.run(fetches.complete, drone.name, fetch, sha256, size)
+        await relay.db.run(fetches.complete, drone.name, fetch, sha256, size, meta)
         relay.signals.notify(("fetch", fetch))
     else:
         assert task is not None and path is not None
-        await relay.db.run(artifacts.record, drone.name, task, path, sha256, size)
+        await relay.db.run(artifacts.record, drone.name, task, path, sha256, size, meta)
     return {"sha256": sha256, "size": size}

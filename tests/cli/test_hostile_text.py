@@ -16,6 +16,7 @@ outside the label rule) is refused with the shared rule's reason.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import pty
 import re
@@ -30,7 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from dragoon.cockpit.client.pilot_key import load_or_make_pilot_key
 from dragoon.shared.enrollment import JoinToken
+from dragoon.shared.sealed_files import FileStream, seal_meta
 from dragoon.shared.signers import KeyFileSigner
 
 from tests.cli.conftest import Pilot, make_pilot
@@ -70,6 +73,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         pilot = make_pilot(relay, root, "alice")
         pilot.login()
         api = PilotSession(relay.url, KeyFileSigner.from_file(pilot.key))
+        api._x25519 = load_or_make_pilot_key(pilot.env)  # tasks sealed to the CLI pilot too
         api.login(pilot.totp_secret)
         liar = relay.drone(LIAR, ["gpu"], slots=4)
         pilot.trust(liar)
@@ -82,7 +86,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         assert liar.log(task, "stdout", 0, output).status_code == 200
         assert liar.message(task, 0, HOSTILE).status_code == 200
         assert liar.message(task, 1, FORGED).status_code == 200
-        assert liar.blob(b"weights", task=task, path=HOSTILE_PATH).status_code == 200
+        # The hostile path comes in the artifact's sealed metadata, as a drone sends it.
+        stream = FileStream(api.task_key(task), task, "artifact", "0")
+        meta = seal_meta(stream, {"path": HOSTILE_PATH, "size": 7,
+                                  "sha256": hashlib.sha256(b"weights").hexdigest()})
+        sealed = b"".join(stream.writer().seal_all(b"weights", final=True))
+        assert liar.blob(sealed, task=task, path="0", meta=meta).status_code == 200
         finished = liar.finish(task, "failed", exit_code=3, error=HOSTILE,
                                stdout_size=len(output), stderr_size=0)
         assert finished.status_code == 200, finished.text

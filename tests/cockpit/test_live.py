@@ -49,6 +49,8 @@ class World:
     def app(self, *, token: str | None = None, download_dir: Path | None = None) -> CockpitApp:
         client = RelayClient(self.relay.url, signer=self.pilot.signer, env=self.pilot.env,
                              token=token or self.pilot.token, timeout=10.0)
+        # The test pilot seals its tasks to its own encryption key: the cockpit is that pilot.
+        client.keys._x25519 = self.pilot.x25519
         return CockpitApp(LiveSource(client, pilot="alice"), ping_interval=0.3,
                           download_dir=download_dir)
 

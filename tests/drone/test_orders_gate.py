@@ -90,7 +90,7 @@ def test_the_gate_checks_kind_target_and_labels(tmp_path: Path) -> None:
     other = orders.sign_order(alice, _order(drone="box-2"))
     with pytest.raises(OrderError, match="order is for drone 'box-2', not 'box-1'"):
         gate.check(other.order.text, other.signature, kind="task", ref="t-a")
-    fetch = orders.sign_order(alice, orders.fetch_order(drone="box-1", path="/x"))
+    fetch = orders.sign_order(alice, orders.fetch_order(drone="box-1", payload_sha256="ab" * 32))
     with pytest.raises(OrderError, match="a fetch order, not a task"):
         gate.check(fetch.order.text, fetch.signature, kind="task", ref="t-a")
     labels = orders.sign_order(alice, orders.task_order(

@@ -7,6 +7,9 @@ these hold the relay to a clear 4xx for an honest pilot's mistake, early.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -51,7 +54,7 @@ def test_a_submit_whose_order_says_something_else_is_refused(
         (sealed.order(spec_sha256=spec_sha256({"command": "true"})), "spec hash"),
         (sealed.order(payload_sha256="0" * 64), "payload hash"),
         (sealed.order(target={"drone": other.name}), "target"),
-        (orders.fetch_order(drone=drone.name, path="/x"), "fetch order"),
+        (orders.fetch_order(drone=drone.name, payload_sha256="0" * 64), "fetch order"),
     ]
     for order, said in cases:
         answer = _submit(shared_pilot, {**sealed.body, **_signed(shared_pilot.signer, order)})
@@ -113,8 +116,12 @@ def test_the_order_rides_to_the_drone_with_the_task_cancel_and_fetch(
     assert fetch.status_code in (200, 201), fetch.text
     fetches = drone.poll(wait=5, running=[task["id"]]).json()["fetches"]
     signed, _key = orders.read_signed(fetches[0]["order"], fetches[0]["order_signature"])
-    assert signed.fields["fetch"] == {"path": "/etc/hostname"}
-    other = _signed(shared_pilot.signer, orders.fetch_order(drone=drone.name, path="/etc/other"))
+    # The order signs the sealed path's hash; the path itself is only in the payload.
+    assert signed.fields["fetch"] == {
+        "payload_sha256": hashlib.sha256(base64.b64decode(fetches[0]["payload"])).hexdigest()}
+    assert "/etc/hostname" not in json.dumps(fetches)
+    other = _signed(shared_pilot.signer,
+                    orders.fetch_order(drone=drone.name, payload_sha256="0" * 64))
     answer = shared_pilot.post(f"/v1/workers/{drone.name}/fetch",
                                json={"path": "/etc/hostname", **other})
     assert answer.status_code == 400 and answer.json()["error"] == "order_mismatch"

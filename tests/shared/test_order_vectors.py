@@ -62,7 +62,7 @@ def test_ssh_keygen_verifies_an_order_dragoon_signs(tmp_path: Path, key_path: Pa
     """The other way: an order shared/orders.py builds and signs (every key type a pilot
     uses) is one OpenSSH accepts."""
     signer = KeyFileSigner.from_file(key_path)
-    signed = orders.sign_order(signer, orders.fetch_order(drone="box-1", path="/etc/hostname"))
+    signed = orders.sign_order(signer, orders.fetch_order(drone="box-1", payload_sha256="ab" * 32))
     sig = tmp_path / "order.sig"
     sig.write_text(armor(base64.b64decode(signed.signature)), encoding="ascii")
     allowed = tmp_path / "allowed_signers"

@@ -296,11 +296,106 @@ class PilotSession(SignedClient):
             if (path == "/v1/tasks" and isinstance(body, dict) and "payload" not in body
                     and isinstance(body.get("spec"), dict) and "command" in body["spec"]):
                 body = kwargs["json"] = self._sealed(body)
+            if (fetch is not None and isinstance(body, dict) and "payload" not in body
+                    and isinstance(body.get("path"), str) and body["path"]):
+                return self._sealed_fetch(path, unquote(fetch.group(1)), body, kwargs)
             if isinstance(body, dict) and "order" not in body:
                 order = self._order_for(path, body, cancel, fetch)
                 if order is not None:
                     kwargs["json"] = {**body, **orders.sign_order(self.signer, order).wire()}
         return super().request(method, path, **kwargs)
+
+    def _sealed_fetch(self, path: str, drone: str, body: dict[str, Any],
+                      kwargs: dict[str, Any]) -> httpx.Response:
+        """``{"path": P}`` sealed as the real client seals a fetch (shared/sealed_files.py),
+        to the key the relay reports for the drone and to this session; the fetch key is
+        kept by fetch id (``fetch_keys``) for ``open_fetched``."""
+        from dragoon.shared.sealed_files import seal_fetch
+
+        listed = super().request("GET", "/v1/workers").json()["drones"]
+        found = [d for d in listed if d.get("name") == drone and d.get("x25519_public_key")]
+        to = [(d["fingerprint"], parse_x25519(d["x25519_public_key"])) for d in found] or [
+            ("SHA256:" + "A" * 43, _throwaway_x25519())]
+        order_id = orders.new_order_id()
+        sealed = seal_fetch(body["path"], order_id=order_id,
+                            recipients=[*to, (self.signer.fingerprint, self.x25519.public)])
+        rest = {k: v for k, v in body.items() if k != "path"}
+        sent = {**rest, "payload": sealed.payload, "wraps": sealed.wraps}
+        if "order" not in body:
+            try:
+                order = orders.fetch_order(drone=drone, payload_sha256=sealed.payload_sha256,
+                                           order_id=order_id)
+                sent.update(orders.sign_order(self.signer, order).wire())
+            except orders.OrderError:
+                pass
+        kwargs["json"] = sent
+        answer = super().request("POST", path, **kwargs)
+        if answer.status_code in (200, 201, 202):
+            self.fetch_keys[answer.json()["id"]] = (sealed.key, order_id)
+        return answer
+
+    def task_key(self, task_id: str) -> bytes:
+        """The key of a task this session sealed, found by its order id."""
+        view = super().request("GET", f"/v1/tasks/{task_id}").json()
+        return self.task_keys[view["order_id"]]
+
+    def artifacts(self, task_id: str) -> dict[str, dict[str, Any]]:
+        """The task's artifacts by path, their sealed metadata opened as the pilot opens it
+        (``name`` is the relay's name for each)."""
+        from dragoon.shared.sealed_files import FileStream, open_meta
+
+        key = self.task_key(task_id)
+        listed = super().request("GET", f"/v1/tasks/{task_id}/artifact").json()["artifacts"]
+        found = {}
+        for row in listed:
+            meta = open_meta(FileStream(key, task_id, "artifact", row["path"]), row["meta"])
+            found[meta["path"]] = {**meta, "name": row["path"], "stored_size": row["size"]}
+        return found
+
+    def artifact_bytes(self, task_id: str, path: str) -> bytes:
+        """An artifact downloaded whole and opened, checked against its metadata."""
+        from dragoon.shared.sealed_files import FileOpener, FileStream
+
+        artifact = self.artifacts(task_id)[path]
+        stored = super().request("GET", f"/v1/tasks/{task_id}/artifact",
+                                 params={"path": artifact["name"]}).content
+        opener = FileOpener(FileStream(self.task_key(task_id), task_id, "artifact",
+                                   artifact["name"]), size=artifact["size"],
+                            sha256=artifact["sha256"])
+        plain = opener.feed(stored)
+        opener.check()
+        return plain
+
+    @property
+    def fetch_keys(self) -> dict[str, tuple[bytes, str]]:
+        """Fetch id → (fetch key, order id), of every fetch this session sealed."""
+        if getattr(self, "_fetch_keys", None) is None:
+            self._fetch_keys: dict[str, tuple[bytes, str]] = {}
+        return self._fetch_keys
+
+    def fetch_stream(self, fetch_id: str) -> Any:
+        from dragoon.shared.sealed_files import fetch_stream
+
+        key, order_id = self.fetch_keys[fetch_id]
+        return fetch_stream(key, order_id)
+
+    def fetch_error(self, view: Mapping[str, Any]) -> str:
+        """A failed fetch's error, opened as the pilot opens it."""
+        from dragoon.shared.sealed_files import open_error
+
+        stream = self.fetch_stream(view["id"])
+        return open_error(stream.key, stream.task_id, view.get("error"))
+
+    def open_fetched(self, view: Mapping[str, Any], stored: bytes) -> bytes:
+        """A fetched file as the relay stores it, opened and checked as the pilot does."""
+        from dragoon.shared.sealed_files import FileOpener, open_meta
+
+        stream = self.fetch_stream(view["id"])
+        meta = open_meta(stream, view["meta"])
+        opener = FileOpener(stream, size=meta["size"], sha256=meta["sha256"])
+        plain = opener.feed(stored)
+        opener.check()
+        return plain
 
     def _sealed(self, body: dict[str, Any]) -> dict[str, Any]:
         """The body with its spec sealed as the real client seals it (shared/sealed_task.py),
@@ -418,11 +513,6 @@ class PilotSession(SignedClient):
             return orders.cancel_order(target=target, task=view["id"],
                                        task_order_id=view["order_id"],
                                        grace=grace if isinstance(grace, int) else None)
-        if fetch is not None and isinstance(body.get("path"), str) and body["path"]:
-            try:
-                return orders.fetch_order(drone=unquote(fetch.group(1)), path=body["path"])
-            except orders.OrderError:
-                return None
         return None
 
     def login(self, totp_secret: str | None = None, *, totp: str | None = None) -> httpx.Response:
