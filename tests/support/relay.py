@@ -487,15 +487,24 @@ class PilotSession(SignedClient):
         ``seal_text``) opened with the key this session sealed the task with."""
         from dragoon.shared.e2e import is_sealed_text, open_text
 
+        from dragoon.shared.e2e import E2EError
+
         key = self.task_keys.get(str(task.get("order_id")))
         if key is None:
             return task
+
+        def opened(value: Any, name: str) -> Any:
+            if not is_sealed_text(value):
+                return value
+            try:
+                return open_text(key, value, task_id=task["id"], name=name)
+            except E2EError:  # sealed under another key (a hostile test's own): as it is
+                return value
+
         shown = dict(task)
-        if is_sealed_text(task.get("error")):
-            shown["error"] = open_text(key, task["error"], task_id=task["id"], name="error")
+        shown["error"] = opened(task.get("error"), "error")
         if isinstance(task.get("notes"), list):
-            shown["notes"] = [open_text(key, n, task_id=task["id"], name=f"note-{i}")
-                              if is_sealed_text(n) else n for i, n in enumerate(task["notes"])]
+            shown["notes"] = [opened(n, f"note-{i}") for i, n in enumerate(task["notes"])]
         return shown
 
     def _order_for(self, path: str, body: dict[str, Any], cancel: re.Match[str] | None,
