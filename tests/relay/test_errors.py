@@ -208,7 +208,7 @@ def test_text_that_cannot_reach_bash_or_is_not_unicode_is_invalid(
     drone.poll()
     _is_error(shared_pilot.post("/v1/tasks", json={
         "spec": {"command": "x", "name": "a\x00b"}, "drone": drone.name}), 422, "invalid")
-    lone = b'{"task": "%s", "index": 1, "text": "\\udc80"}' % task.encode()
+    lone = b'{"task": "%s", "index": 1, "sealed": "\\udc80"}' % task.encode()
     _is_error(drone.post("/v1/worker/message", content=lone,
                          headers={"content-type": "application/json"}), 422, "invalid")
     _is_error(shared_pilot.post("/v1/tasks", content=b'{"spec": {"command": "\xff"}}',
