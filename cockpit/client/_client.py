@@ -635,7 +635,7 @@ class RelayClient:
             if key is None and task.get("sealed"):
                 why = f"its task does not open: {task['sealed']}"
         if key is None:
-            opened["error"] = f"message {index} not shown: {why}"
+            opened["error"] = why
             return cast(Message, opened)
         try:
             opened["text"] = open_message(key, task_id=task_id, index=index,

@@ -48,6 +48,7 @@ class World:
     def app(self, *, token: str | None = None, download_dir: Path | None = None) -> CockpitApp:
         client = RelayClient(self.relay.url, signer=self.pilot.signer,
                              token=token or self.pilot.token, timeout=10.0)
+        client.keys._x25519 = self.pilot.x25519  # the key the test pilot seals its tasks to
         return CockpitApp(LiveSource(client, pilot="alice"), ping_interval=0.3,
                           download_dir=download_dir)
 
@@ -163,6 +164,9 @@ async def test_a_message_arrives_and_marking_it_read_acks_on_the_relay(world: Wo
                     timeout=20, what="the message")
         await until(pilot, lambda: app.bar.unread == before + 1, what="the unread count")
         message_id = next(i for i, m in app.state.messages.items() if m.get("task") == task_id)
+        # Sealed by the drone under the task key, opened by the cockpit's client.
+        assert app.state.messages[message_id].get("text") == "ready for review", \
+            app.state.messages[message_id]
         await pilot.press("i")
         await until(pilot, lambda: isinstance(app.screen, InboxScreen), what="the inbox")
         inbox = app.screen
