@@ -208,47 +208,41 @@ class StdinFetcher:
             data = response.content
             reader = RecordReader(self.task_key, task_id=self.task_id, kind=KIND, name=NAME,
                                   at=pos.at, consumed=pos.stored)
-            try:
-                plaintext = reader.feed(data)
-            except E2EError as exc:
-                self._stop(spool, exc.detail)
+            plaintext, rest, broken = _open_whole(reader, data)
+            if reader.consumed > pos.stored:
+                self._backoff.reset()
+                # A drone killed after the spool write and before stdin.pos has these bytes
+                # once: what the spool already holds of them is skipped.
+                skip = max(0, spool - pos.at.offset)
+                if len(plaintext) > skip:
+                    await asyncio.to_thread(_write_all, fd, plaintext[skip:])
+                spool = max(spool, pos.at.offset + len(plaintext))
+                pos = StreamPos(reader.consumed, reader.position)
+                write_json(self.dir / POS, pos.to_json(), durable=False)
+            if broken is not None:
+                self._stop(spool, broken)  # after the records that opened, none of the rest
                 return
-            relay_eof = response.headers.get("X-Dragoon-Eof") == "1"
-            if reader.partial:
-                # Asked again from the record's start, whole: the request's offset must never
-                # acknowledge bytes of a record not yet in the spool.
-                rest = data[len(data) - reader.partial:]
-                need = (HEADER_BYTES + CHUNK if len(rest) < HEADER_BYTES
-                        else parse_header(rest).record_size)
-                if need > MAX_LIMIT or relay_eof:
-                    self._stop(spool, f"{reader.where}: the stdin stream ends inside a record "
-                                      "(the relay cut it)")
-                    return
-            else:
-                need = 0
-            if reader.consumed == pos.stored:
-                if relay_eof and not reader.finished:
-                    self._stop(spool, f"{reader.where}: the relay closed stdin without the "
-                                      "pilot's final record (cut)")
-                    return
-                if data and len(data) < limit:
-                    # Less than asked, and no whole record: the relay holds a part of one
-                    # only (the pilot posts whole records). Not worth hammering on.
-                    await asyncio.sleep(self._backoff.next_delay())
-                continue
-            self._backoff.reset()
-            # A drone killed after the spool write and before stdin.pos has these bytes once.
-            skip = max(0, spool - pos.at.offset)
-            if len(plaintext) > skip:
-                await asyncio.to_thread(_write_all, fd, plaintext[skip:])
-            spool = max(spool, pos.at.offset + len(plaintext))
-            pos = StreamPos(reader.consumed, reader.position)
-            write_json(self.dir / POS, pos.to_json(), durable=False)
             if reader.finished:
                 write_json(self.dir / EOF_MARK, {"size": spool})
                 log.info("task %s: stdin closed by the pilot after %d bytes", self.task_id,
                          spool)
                 return
+            if response.headers.get("X-Dragoon-Eof") == "1":
+                self._stop(spool, f"{reader.where}: the relay closed stdin without the pilot's "
+                                  "final record (cut)")
+                return
+            # A record the answer held only part of is asked for again from its start, whole:
+            # a request's offset must never acknowledge bytes not yet in the spool.
+            need = 0 if not rest else (HEADER_BYTES + CHUNK if len(rest) < HEADER_BYTES
+                                       else parse_header(rest).record_size)
+            if need > MAX_LIMIT:
+                self._stop(spool, f"{reader.where}: a record claims {need} bytes, more than "
+                                  "the relay hands out at once")
+                return
+            if reader.consumed == pos.stored and data and len(data) < limit:
+                # Less than asked and no whole record: the relay holds a part of one only
+                # (the pilot posts whole records). Not worth hammering on.
+                await asyncio.sleep(self._backoff.next_delay())
 
     async def _refused(self, response: httpx.Response) -> bool:
         """Log a refusal; True to ask again (after a pause), False when it is final."""
@@ -264,6 +258,26 @@ class StdinFetcher:
         log.warning("task %s: stdin refused: HTTP %d %s; retrying", self.task_id, status, code)
         await asyncio.sleep(self._backoff.next_delay())
         return True
+
+
+def _open_whole(reader: RecordReader, data: bytes) -> tuple[bytes, bytes, str | None]:
+    """Open the whole records in ``data`` one by one: the plaintext of those that opened,
+    the bytes of a record begun but not whole, and why the stream broke, if it did (the
+    records before the one that broke are the pilot's, and still fed)."""
+    out: list[bytes] = []
+    used = 0
+    try:
+        while len(data) - used >= HEADER_BYTES and not reader.finished:
+            size = parse_header(data[used:used + HEADER_BYTES]).record_size
+            if len(data) - used < size:
+                break
+            out.append(reader.feed(data[used:used + size]))
+            used += size
+    except E2EError as exc:
+        detail = exc.detail if exc.detail.startswith(reader.where) else (
+            f"{reader.where}: {exc.detail}")
+        return b"".join(out), b"", detail
+    return b"".join(out), data[used:], None
 
 
 def _write_all(fd: int, data: bytes) -> None:
