@@ -209,7 +209,8 @@ class StdinFetcher:
             reader = RecordReader(self.task_key, task_id=self.task_id, kind=KIND, name=NAME,
                                   at=pos.at, consumed=pos.stored)
             plaintext, rest, broken = _open_whole(reader, data)
-            if reader.consumed > pos.stored:
+            progressed = reader.consumed > pos.stored
+            if progressed:
                 self._backoff.reset()
                 # A drone killed after the spool write and before stdin.pos has these bytes
                 # once: what the spool already holds of them is skipped.
@@ -239,7 +240,7 @@ class StdinFetcher:
                 self._stop(spool, f"{reader.where}: a record claims {need} bytes, more than "
                                   "the relay hands out at once")
                 return
-            if reader.consumed == pos.stored and data and len(data) < limit:
+            if not progressed and data and len(data) < limit:
                 # Less than asked and no whole record: the relay holds a part of one only
                 # (the pilot posts whole records). Not worth hammering on.
                 await asyncio.sleep(self._backoff.next_delay())
