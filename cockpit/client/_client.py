@@ -137,6 +137,9 @@ class RelayClient:
         # Sealing tasks and opening them (cockpit/client/sealing.py): known_drones and the
         # pilot's encryption key, read from this pilot's config dir when first needed.
         self.keys = PilotKeys(signer.public_key, os.environ if env is None else env)
+        # Tasks that do not open for this pilot, and why: their messages say so without
+        # asking the relay for the task again (a task's wraps never change).
+        self._unopened: dict[str, str] = {}
         self.token = token
         # The relay's replay floor, once it named one: requests are signed at or above it.
         self._not_before: int | None = None
@@ -625,15 +628,15 @@ class RelayClient:
             opened["error"] = "the relay listed a message without its task or index"
             return cast(Message, opened)
         key = self.keys.task_key(task_id)
-        why = "this pilot cannot open its task"
-        if key is None:
+        why = self._unopened.get(task_id, "this pilot cannot open its task")
+        if key is None and task_id not in self._unopened:
             try:
                 task = await self.task(task_id=task_id)  # opens it, remembers its key
             except RelayError as exc:
                 task, why = {}, f"its task cannot be read: {exc.detail}"
             key = self.keys.task_key(task_id)
             if key is None and task.get("sealed"):
-                why = f"its task does not open: {task['sealed']}"
+                why = self._unopened[task_id] = f"its task does not open: {task['sealed']}"
         if key is None:
             opened["error"] = why
             return cast(Message, opened)
