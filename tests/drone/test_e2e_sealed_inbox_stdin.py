@@ -4,7 +4,7 @@ A real relay and real drones. The relay holds every message sealed by the drone 
 every stdin byte sealed by the pilot (shared/sealed_message.py, shared/e2e.py); here
 the relay's storage is edited behind its back, as a relay's operator could: a message
 row swapped for another task's, moved to another index, replayed under a new one, a
-byte flipped; stdin records flipped, reordered, cut short. The pilot's real client
+byte flipped; stdin records flipped, reordered, repeated, cut short. The pilot's real client
 shows an error where the text would be, never the text, and the drone feeds the task
 none of the edited stdin: the task reads EOF after the bytes that opened, and its
 notes say why.
@@ -128,7 +128,7 @@ def _chunk(folder: Path, offset: int) -> Path:
     return folder / f"{offset:020d}"
 
 
-@pytest.mark.parametrize("attack", ["flip", "reorder", "cut", "none"])
+@pytest.mark.parametrize("attack", ["flip", "reorder", "repeat", "cut", "none"])
 def test_stdin_the_relay_edited_is_never_fed(fleet: Fleet, attack: str) -> None:
     """Four records (the third and fourth the same length) and the final one, stored while
     the task waits for its drone; the relay's store is edited; then the drone starts."""
@@ -153,6 +153,8 @@ def test_stdin_the_relay_edited_is_never_fed(fleet: Fleet, attack: str) -> None:
         a, b = third.read_bytes(), fourth.read_bytes()
         third.write_bytes(b)
         fourth.write_bytes(a)
+    elif attack == "repeat":  # the third record again where the fourth stands
+        fourth.write_bytes(third.read_bytes())
     elif attack == "cut":  # the stream ends after good-2, as if the pilot had closed it
         for offset in offsets[2:]:
             _chunk(folder, offset).unlink()
@@ -167,10 +169,14 @@ def test_stdin_the_relay_edited_is_never_fed(fleet: Fleet, attack: str) -> None:
         assert out == b"good-1\ngood-2\nevil-3\nlate-4\nafter-eof\n"
         assert not done.get("notes")
         return
-    assert out == b"good-1\ngood-2\nafter-eof\n"  # never a byte of what was edited
+    # Never a byte of what was edited: the records before it, then EOF.
+    fed = b"good-1\ngood-2\nevil-3\n" if attack == "repeat" else b"good-1\ngood-2\n"
+    assert out == fed + b"after-eof\n"
     notes = done.get("notes") or []
-    assert len(notes) == 1 and notes[0].startswith("stdin stopped after 14 bytes: "), notes
+    assert len(notes) == 1, notes
+    assert notes[0].startswith(f"stdin stopped after {len(fed)} bytes: "), notes
     reason = {"flip": "record 2 does not open",
               "reorder": "record 3 stands where record 2 belongs",
+              "repeat": "record 2 stands where record 3 belongs",
               "cut": "without the pilot's final record"}[attack]
     assert reason in notes[0], notes
