@@ -15,6 +15,7 @@ same timers from the same records and decides the same.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -47,7 +48,6 @@ from dragoon.drone.shipper import (
 from dragoon.drone.state import read_json, write_json
 from dragoon.drone.stdin import FED, StdinFetcher, stdin_note
 from dragoon.drone.stdin import IDLE as STDIN_IDLE
-from dragoon.drone.task_key import load_task_key
 from dragoon.drone.watch import ExitWatch
 from dragoon.shared.spec import TaskSpec
 
@@ -94,6 +94,7 @@ class TaskRunner:
         settings: DroneSettings,
         before_cleanup: Callable[[], None] | None = None,
         start_notes: list[str] | None = None,
+        task_key: str | None = None,
     ) -> None:
         """``before_cleanup`` runs (in a thread) before the task dir is removed: the daemon's
         ledger writes state.json then, as the task dir held the accept's durable record.
@@ -101,6 +102,8 @@ class TaskRunner:
         self.id = task_id
         self._before_cleanup = before_cleanup
         self._start_notes = [str(n) for n in start_notes] if isinstance(start_notes, list) else []
+        # The task key (task.json's, base64): what this task's reported texts are sealed with.
+        self.task_key = base64.b64decode(task_key) if isinstance(task_key, str) else None
         self.dir = task_dir
         self.work_dir = work_dir
         self.spec = spec
@@ -132,11 +135,11 @@ class TaskRunner:
                                   optional=stream in OPTIONAL)
             for stream in STREAMS
         }
-        task_key = load_task_key(task_dir)  # what its messages and stdin are sealed under
+        # Its messages are sealed under the task key, and its stdin opened with it.
         self.inbox = InboxShipper(client, task_id=task_id, inbox=task_dir / "inbox",
-                                  state_path=task_dir / "inbox.json", task_key=task_key)
+                                  state_path=task_dir / "inbox.json", task_key=self.task_key)
         self.stdin = (StdinFetcher(client, task_id=task_id, task_dir=task_dir,
-                                   task_key=task_key) if spec.stdin else None)
+                                   task_key=self.task_key) if spec.stdin else None)
         self.done = asyncio.Event()
         # Armed by run(), in the loop: the exit watch, the timers, the task dir's watch.
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -508,11 +511,21 @@ class TaskRunner:
         if body["peak_rss"] is not None:
             body["peak_rss"] = int(body["peak_rss"])
         if body["error"] is not None:
-            body["error"] = str(body["error"])[:2000]
+            body["error"] = self.sealed(str(body["error"])[:2000], "error")
         notes = self.notes()
         if notes:
-            body["notes"] = notes
+            body["notes"] = [self.sealed(note, f"note-{i}") for i, note in enumerate(notes)]
         return body
+
+    def sealed(self, text: str, name: str) -> str:
+        """A text about the task, sealed under its key (shared/e2e.py ``seal_text``): a
+        reason or note may quote the command's cwd or an artifact's path, which the relay
+        must not read. Only a task adopted from before sealed tasks has no key."""
+        if self.task_key is None:
+            return text
+        from dragoon.shared.e2e import seal_text
+
+        return seal_text(self.task_key, text, task_id=self.id, name=name)
 
     def notes(self) -> list[str]:
         """What the task's finish says without failing it: the daemon's notes at its start

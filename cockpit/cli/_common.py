@@ -240,6 +240,7 @@ def run_async(make: Callable[[], Coroutine[Any, Any, T]], *,
 
     from dragoon.cockpit.client import RelayError
     from dragoon.cockpit.client.config import PilotConfigError
+    from dragoon.cockpit.client.enrollments import TrustMismatch
     from dragoon.shared.errors import AgentError, KeyLoadError
 
     def code_of(code: int) -> int:
@@ -260,6 +261,8 @@ def run_async(make: Callable[[], Coroutine[Any, Any, T]], *,
         fail(message, code_of(code))
     except PilotConfigError as exc:
         fail(str(exc), code_of(X.USAGE))
+    except TrustMismatch as exc:  # the relay's word against this pilot's own roots
+        fail(str(exc), code_of(X.FAILURE))
     except (KeyLoadError, AgentError) as exc:
         fail(f"key: {exc}", code_of(X.KEY))
     except KeyboardInterrupt:

@@ -26,6 +26,7 @@ from tests.cockpit.waiting import until
 from tests.drone.conftest import DroneProcess
 from tests.drone.test_wrapper_order import LINES, PACED
 from tests.support.relay import DroneClient, PilotSession, RelayProcess
+from tests.support.sealing import trust_drone
 
 pytestmark = pytest.mark.anyio
 DRONE = "order-1"
@@ -38,8 +39,8 @@ class World:
         self.pilot = pilot
 
     def app(self) -> CockpitApp:
-        client = RelayClient(self.relay.url, signer=self.pilot.signer, token=self.pilot.token,
-                             timeout=10.0)
+        client = RelayClient(self.relay.url, signer=self.pilot.signer, env=self.pilot.env,
+                             token=self.pilot.token, timeout=10.0)
         return CockpitApp(LiveSource(client, pilot="alice"), ping_interval=0.5)
 
     def task(self, task_id: str) -> dict[str, Any]:
@@ -61,6 +62,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         pilot = relay.pilot("alice")
         drone = DroneProcess(root / "drone")
         drone.join(relay.enroll(DRONE, ["cpu"]), slots=2, labels=("cpu",))
+        trust_drone(pilot.env, drone.data_dir)
         drone.configure(poll_wait=2.0)
         drone.start()
         try:

@@ -36,9 +36,8 @@ def _client_messages(fleet: Fleet) -> list[dict[str, Any]]:
     """The inbox as the real client (cockpit/client) opens it, for the test's pilot."""
 
     async def read() -> list[dict[str, Any]]:
-        client = RelayClient(fleet.relay.url, signer=fleet.pilot.signer,
+        client = RelayClient(fleet.relay.url, signer=fleet.pilot.signer, env=fleet.pilot.env,
                              token=fleet.pilot.token, timeout=10.0)
-        client.keys._x25519 = fleet.pilot.x25519  # the key the test pilot seals tasks to
         async with client:
             return [dict(m) for m in await client.messages(limit=1000)]
 

@@ -74,7 +74,7 @@ def test_old_data_dir_is_migrated_and_served(tmp_path: Path) -> None:
         artifact = pilot.get("/v1/tasks/t-aaaaaaaaaa/artifact", params={"path": "result.txt"})
         assert artifact.content == v1.ARTIFACT
         assert pilot.get("/v1/fetches/f-aaaaaaaaaa/content").content == v1.FETCHED
-        # Migration 11: the relay keeps sealed messages only; the plaintext ones it kept are
+        # Migration 12: the relay keeps sealed messages only; the plaintext ones it kept are
         # gone with their column (no pilot could tell them from forged ones).
         assert pilot.get("/v1/messages").json()["messages"] == []
         with sqlite3.connect(relay.data_dir / "relay.db") as conn:
