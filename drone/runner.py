@@ -46,7 +46,7 @@ from dragoon.drone.shipper import (
     TaskGone,
 )
 from dragoon.drone.state import read_json, write_json
-from dragoon.drone.stdin import FED, StdinFetcher
+from dragoon.drone.stdin import FED, StdinFetcher, stdin_note
 from dragoon.drone.stdin import IDLE as STDIN_IDLE
 from dragoon.drone.watch import ExitWatch
 from dragoon.shared.spec import TaskSpec
@@ -135,10 +135,11 @@ class TaskRunner:
                                   optional=stream in OPTIONAL)
             for stream in STREAMS
         }
+        # Its messages are sealed under the task key, and its stdin opened with it.
         self.inbox = InboxShipper(client, task_id=task_id, inbox=task_dir / "inbox",
-                                  state_path=task_dir / "inbox.json")
-        self.stdin = (StdinFetcher(client, task_id=task_id, task_dir=task_dir)
-                      if spec.stdin else None)
+                                  state_path=task_dir / "inbox.json", task_key=self.task_key)
+        self.stdin = (StdinFetcher(client, task_id=task_id, task_dir=task_dir,
+                                   task_key=self.task_key) if spec.stdin else None)
         self.done = asyncio.Event()
         # Armed by run(), in the loop: the exit watch, the timers, the task dir's watch.
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -570,13 +571,17 @@ class TaskRunner:
     def notes(self) -> list[str]:
         """What the task's finish says without failing it: the daemon's notes at its start
         (task.json: dragoon upgraded under the drone; handed over by the daemon, which wrote
-        or read it) and its artifact notes (artifacts.json), kept on disk so a drone
-        restarted before the finish still reports them."""
+        or read it), its artifact notes (artifacts.json) and why its stdin stopped early
+        (stdin.note), kept on disk so a drone restarted before the finish still reports
+        them."""
         notes = [note[:1000] for note in self._start_notes]
         if self.spec.artifacts:
             record = read_json(self.dir / "artifacts.json")
             found = record.get("notes") if isinstance(record, dict) else None
             notes += [str(note)[:1000] for note in found] if isinstance(found, list) else []
+        stopped = stdin_note(self.dir) if self.spec.stdin else None
+        if stopped:  # the relay's stdin did not open (drone/stdin.py): said, never fed
+            notes.append(stopped[:1000])
         return notes[:100]
 
     async def _finish(self) -> None:

@@ -281,6 +281,17 @@ MIGRATIONS: Final[list[str]] = [
     ALTER TABLE fetches ADD COLUMN wraps TEXT;
     ALTER TABLE fetches ADD COLUMN meta TEXT
     """,
+    # 13: sealed messages (issue 13 piece 4, docs/protocol.md, "Sealed messages"): the
+    # relay keeps each inbox message as the drone sealed it under the task key (base64 of
+    # one record) and its stored size, never its text. The plaintext messages an older relay
+    # kept are deleted with their column: no pilot could tell them from forged ones, and
+    # the relay should hold none. The ids go on (AUTOINCREMENT keeps its sequence).
+    """
+    DELETE FROM messages;
+    ALTER TABLE messages DROP COLUMN text;
+    ALTER TABLE messages ADD COLUMN sealed TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN size INTEGER NOT NULL DEFAULT 0
+    """,
 ]
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -59,10 +59,6 @@ def _rule(check: Callable[[Any], T], *, nullable: bool = False) -> Callable[[Any
     return validate
 
 
-def _message_text(value: Any) -> str:
-    return rules.check_message(value, cap=None)
-
-
 StrictStr = Annotated[_StrictStr, AfterValidator(_clean)]
 EnvName = Annotated[_StrictStr,
                     Field(pattern=rf"^[A-Za-z_][A-Za-z0-9_]{{0,{rules.MAX_ENV_NAME - 1}}}$")]
@@ -275,6 +271,8 @@ class FinishBody(BaseModel):
 class MessageBody(BaseModel):
     task: StrictStr
     index: StrictInt = Field(ge=0)
-    # The rule `dragoon notify` applies (shared/spec.py): not blank. Its size is the relay's
-    # own setting (message_max, by default the shared cap), answered 413 by the route.
-    text: Annotated[_StrictStr, BeforeValidator(_rule(_message_text))]
+    # Message ``index`` of the task, sealed by the drone under the task key (one record,
+    # base64: shared/sealed_message.py). The relay holds it to the form of one record at
+    # that index; its size is the relay's own setting (message_max, by default the shared
+    # cap, plus a record's overhead), answered 413 by the route. The body cap bounds it too.
+    sealed: _StrictStr

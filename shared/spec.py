@@ -586,11 +586,12 @@ MESSAGE_CAP: Final = 4096  # bytes of UTF-8 per message
 def check_message(value: object, *, field: str = "text", cap: int | None = MESSAGE_CAP) -> str:
     """One inbox message: some text that is not only blank, at most ``cap`` bytes of UTF-8.
 
-    ``dragoon notify`` refuses what breaks this (exit 2), the drone skips a
-    blank line of the inbox file and cuts a long one to fit, and the relay
-    answers 422 (its size limit is its own setting, ``message_max``, whose
-    default is MESSAGE_CAP: so the model passes ``cap=None`` and the route
-    answers 413 past it): an empty message in every pilot's inbox says nothing.
+    ``dragoon notify`` refuses what breaks this (exit 2), and the drone skips a
+    blank line of the inbox file and cuts a long one to fit, before it seals the
+    message under the task key (shared/sealed_message.py): an empty message in
+    every pilot's inbox says nothing. The relay cannot read a message; it holds
+    the sealed record to its own size limit, ``message_max`` (default MESSAGE_CAP)
+    plus a record's overhead.
     """
     if not isinstance(value, str):
         raise SpecError(field, "must be a string")

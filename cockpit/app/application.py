@@ -79,6 +79,7 @@ from dragoon.cockpit.app.widgets.fleet.drone_grid import DroneGrid
 from dragoon.cockpit.app.widgets.logs.log_buffer import LogBuffer
 from dragoon.cockpit.app.widgets.logs.log_view import LogView
 from dragoon.cockpit.app.widgets.tasks.task_tree import TaskTree
+from dragoon.cockpit.formatting import message_text
 from dragoon.cockpit.ordered import follow_in_order
 from dragoon.cockpit.safe_text import clean
 from dragoon.cockpit.theme import STDERR_STYLE
@@ -312,7 +313,7 @@ class CockpitApp(App[None]):
                     self.bar.unread = change.count
                 elif isinstance(change, MessageAdded) and change.message_id not in self._quiet:
                     m = change.message
-                    self.notify(str(m.get("text", "")), title=f"✉ {m.get('task')}", timeout=4)
+                    self.notify(message_text(m), title=f"✉ {m.get('task')}", timeout=4)
             self.bar.counts = self._counts()
             self._refresh_screens(tasks, messages)
         if self._log_task is None and self.state.tasks:

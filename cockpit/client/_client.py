@@ -132,6 +132,9 @@ class RelayClient:
         # Sealing tasks and opening them (cockpit/client/sealing.py): known_drones and the
         # pilot's encryption key, read from this pilot's config dir when first needed.
         self.keys = PilotKeys(signer.public_key, os.environ if env is None else env)
+        # Tasks that do not open for this pilot, and why: their messages say so without
+        # asking the relay for the task again (a task's wraps never change).
+        self._unopened: dict[str, str] = {}
         self._lists_read: set[str] = set()  # drones whose pilots list open_tasks has read
         # Whom the last submits to a target were sealed to, reused for RECIPIENTS_TTL: a
         # cockpit or script submitting many tasks checks the keys once, not once a task.
@@ -750,13 +753,47 @@ class RelayClient:
 
     async def messages(self, *, after: int | None = None, unread: bool = False,
                        limit: int = 100, wait: int | None = None) -> list[Message]:
+        """The inbox, each message opened under its task's key (``open_message``)."""
         answer = await self._json(
             "GET", "/v1/messages",
             query={"after": after, "unread": 1 if unread else None, "limit": limit,
                    "wait": wait},
             read_timeout=(wait or 0) + self._timeout,
         )
-        return cast(list[Message], answer["messages"])
+        return [await self.open_message(m) for m in answer["messages"]]
+
+    async def open_message(self, message: Mapping[str, Any]) -> Message:
+        """The message as the relay lists it, its ``sealed`` record opened into ``text``
+        (shared/sealed_message.py); one that does not open, or whose task this pilot cannot
+        open, has ``error`` (one line) and no ``text``: never a relay's words as a task's."""
+        from dragoon.shared.e2e import E2EError
+        from dragoon.shared.sealed_message import open_message
+
+        opened: dict[str, Any] = {k: v for k, v in message.items() if k != "sealed"}
+        task_id, index = message.get("task"), message.get("index")
+        if not isinstance(task_id, str) or not isinstance(index, int) or isinstance(
+                index, bool):
+            opened["error"] = "the relay listed a message without its task or index"
+            return cast(Message, opened)
+        key = self.keys.task_key(task_id)
+        why = self._unopened.get(task_id, "this pilot cannot open its task")
+        if key is None and task_id not in self._unopened:
+            try:
+                task = await self.task(task_id=task_id)  # opens it, remembers its key
+            except RelayError as exc:
+                task, why = {}, f"its task cannot be read: {exc.detail}"
+            key = self.keys.task_key(task_id)
+            if key is None and task.get("sealed"):
+                why = self._unopened[task_id] = f"its task does not open: {task['sealed']}"
+        if key is None:
+            opened["error"] = why
+            return cast(Message, opened)
+        try:
+            opened["text"] = open_message(key, task_id=task_id, index=index,
+                                          sealed=message.get("sealed"))
+        except E2EError as exc:
+            opened["error"] = exc.detail
+        return cast(Message, opened)
 
     async def ack(self, *, ids: list[int]) -> int:
         answer = await self._json("POST", "/v1/messages/ack", json_body={"ids": ids})
@@ -810,6 +847,10 @@ class RelayClient:
                         last_id = position or last_id
                         if event is not None and event.kind == "task":
                             event = Event(event.kind, self.keys.open(event.data), event.id)
+                        elif event is not None and event.kind == "message" and isinstance(
+                                event.data, dict):
+                            event = Event(event.kind, dict(await self.open_message(
+                                event.data)), event.id)
                         if event is not None:
                             yield event
             except httpx.HTTPError as exc:

@@ -63,10 +63,16 @@ class Drone(TypedDict, total=False):
 
 
 class Message(TypedDict, total=False):
+    """A message as the client hands it out: opened (``text``), or ``error`` saying in one
+    line why it is not shown; ``index`` is its place in its task, ``size`` its sealed size."""
+
     id: int
     task: str
     drone: str
+    index: int
+    size: int
     text: str
+    error: str
     created_at: float
     acked: bool
 

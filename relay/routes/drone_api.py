@@ -34,6 +34,8 @@ from dragoon.relay.models import (
 )
 from dragoon.relay.output import Closed, Gap, Incomplete
 from dragoon.relay.tasks import TaskStore, task_finished
+from dragoon.shared.e2e import OVERHEAD, E2EError
+from dragoon.shared.sealed_message import sealed_size
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
@@ -154,9 +156,15 @@ def record_finish(
 
 @router.post("/message")
 async def message(body: MessageBody, drone: DroneDep, relay: RelayDep) -> dict[str, Any]:
-    if len(body.text.encode("utf-8")) > relay.config.message_max:
+    """Store message ``index`` of a task as its drone sealed it (the relay reads no text)."""
+    try:
+        size = sealed_size(body.sealed, index=body.index)
+    except E2EError as exc:
+        raise ApiError(422, "invalid", f"sealed: {exc.detail}") from None
+    if size > relay.config.message_max + OVERHEAD:
         raise ApiError(413, "too_large", f"a message is at most {relay.config.message_max} bytes")
-    stored, new = await relay.db.run(messages.add, drone.name, body.task, body.index, body.text)
+    stored, new = await relay.db.run(messages.add, drone.name, body.task, body.index,
+                                     body.sealed, size)
     if new:
         relay.bus.publish("message", stored)
         relay.signals.notify(("messages",))

@@ -75,6 +75,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         api = PilotSession(relay.url, KeyFileSigner.from_file(pilot.key))
         api._x25519 = load_or_make_pilot_key(pilot.env)  # tasks sealed to the CLI pilot too
         api.login(pilot.totp_secret)
+        api.env = dict(pilot.env)  # it seals to the CLI pilot's key: the CLI opens its tasks
         liar = relay.drone(LIAR, ["gpu"], slots=4)
         pilot.trust(liar)
         answer = liar.poll(hostname="box[/]", version="[bold red]9", metrics=METRICS)

@@ -169,6 +169,9 @@ async def test_a_message_arrives_and_marking_it_read_acks_on_the_relay(world: Wo
                     timeout=20, what="the message")
         await until(pilot, lambda: app.bar.unread == before + 1, what="the unread count")
         message_id = next(i for i, m in app.state.messages.items() if m.get("task") == task_id)
+        # Sealed by the drone under the task key, opened by the cockpit's client.
+        assert app.state.messages[message_id].get("text") == "ready for review", \
+            app.state.messages[message_id]
         await pilot.press("i")
         await until(pilot, lambda: isinstance(app.screen, InboxScreen), what="the inbox")
         inbox = app.screen

@@ -23,9 +23,7 @@ def fleet(shared_fleet: Fleet) -> Fleet:
 
 
 def messages(fleet: Fleet, task_id: str) -> list[str]:
-    answer = fleet.pilot.get("/v1/messages", params={"limit": 1000})
-    assert answer.status_code == 200, answer.text
-    return [m["text"] for m in answer.json()["messages"] if m["task"] == task_id]
+    return [m["text"] for m in fleet.pilot.inbox(limit=1000) if m["task"] == task_id]
 
 
 def test_each_inbox_line_and_each_notify_becomes_one_message(fleet: Fleet):

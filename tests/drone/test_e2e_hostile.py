@@ -27,9 +27,7 @@ def fleet(shared_fleet: Fleet) -> Fleet:
 
 
 def messages(fleet: Fleet, task_id: str) -> list[str]:
-    answer = fleet.pilot.get("/v1/messages", params={"limit": 1000})
-    assert answer.status_code == 200, answer.text
-    return [m["text"] for m in answer.json()["messages"] if m["task"] == task_id]
+    return [m["text"] for m in fleet.pilot.inbox(limit=1000) if m["task"] == task_id]
 
 
 def fetch(fleet: Fleet, drone: str, path: str) -> dict:

@@ -99,7 +99,8 @@ def test_a_new_message_after_finish_ends_the_inbox_with_task_finished(
     inbox.write_bytes(b"half way\ntoo late\n")
 
     async def ship(link: RelayLink) -> None:
-        shipper = InboxShipper(link, task_id=task, inbox=inbox, state_path=tmp_path / "i.json")
+        shipper = InboxShipper(link, task_id=task, inbox=inbox, state_path=tmp_path / "i.json",
+                               task_key=drone.task_keys[task])
         await shipper.ship(final=True)
 
     # The first line is a resend (acknowledged); the second is new, and refused.

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from dragoon.shared.sealed_message import seal_message
 from dragoon.shared.spec import SpecError, parse_spec
 
 from tests.support.relay import DroneClient, PilotSession, RelayProcess
@@ -190,7 +191,8 @@ def test_numbers_beyond_64_bits_are_invalid_not_a_crash(
         shared_pilot.get(f"/v1/tasks/{task}/log", params={"offset": HUGE}),
         shared_pilot.post("/v1/tasks", json={"spec": {"command": "x", "timeout": HUGE},
                                              "drone": drone.name}),
-        drone.message(task, HUGE, "x"),
+        drone.post("/v1/worker/message", json={"task": task, "index": HUGE, "sealed":
+                   seal_message(drone.task_keys[task], task_id=task, index=0, text="x")}),
         drone.finish(task, exit_code=HUGE),
         drone.log(task, "stdout", HUGE, b"x"),
         drone.poll(started=[{"id": task, "pid": HUGE}]),
@@ -208,7 +210,7 @@ def test_text_that_cannot_reach_bash_or_is_not_unicode_is_invalid(
     drone.poll()
     _is_error(shared_pilot.post("/v1/tasks", json={
         "spec": {"command": "x", "name": "a\x00b"}, "drone": drone.name}), 422, "invalid")
-    lone = b'{"task": "%s", "index": 1, "text": "\\udc80"}' % task.encode()
+    lone = b'{"task": "%s", "index": 1, "sealed": "\\udc80"}' % task.encode()
     _is_error(drone.post("/v1/worker/message", content=lone,
                          headers={"content-type": "application/json"}), 422, "invalid")
     _is_error(shared_pilot.post("/v1/tasks", content=b'{"spec": {"command": "\xff"}}',

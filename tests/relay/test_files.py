@@ -149,8 +149,7 @@ def test_messages_reach_the_inbox_once_and_are_acked(
     first = drone.message(task, 0, "epoch 1 done").json()["id"]
     assert drone.message(task, 0, "epoch 1 done").json()["id"] == first
     drone.message(task, 1, "epoch 2 done")
-    mine = [m for m in shared_pilot.get("/v1/messages", params={"unread": 1}).json()["messages"]
-            if m["task"] == task]
+    mine = [m for m in shared_pilot.inbox(unread=1) if m["task"] == task]
     assert [m["text"] for m in mine] == ["epoch 1 done", "epoch 2 done"]
     acked = shared_pilot.post("/v1/messages/ack", json={"ids": [m["id"] for m in mine]}).json()
     assert acked == {"acked": 2}

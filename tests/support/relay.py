@@ -23,6 +23,7 @@ never fixed sleeps.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 import signal
@@ -30,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -279,6 +280,26 @@ def _throwaway_x25519() -> bytes:
     return X25519Key.generate().public
 
 
+def open_listed(message: Mapping[str, Any],
+                task_key: Callable[[str], bytes | None]) -> dict[str, Any]:
+    """A message as ``/v1/messages`` lists it, opened under ``task_key(task id)``: ``text``,
+    or ``error`` when it does not open (the client's rule, cockpit/client/_client.py)."""
+    from dragoon.shared.e2e import E2EError
+    from dragoon.shared.sealed_message import open_message
+
+    opened = {k: v for k, v in message.items() if k != "sealed"}
+    key = task_key(str(message.get("task")))
+    if key is None:
+        opened["error"] = "no task key"
+        return opened
+    try:
+        opened["text"] = open_message(key, task_id=str(message["task"]),
+                                      index=int(message["index"]), sealed=message["sealed"])
+    except E2EError as exc:
+        opened["error"] = exc.detail
+    return opened
+
+
 class PilotSession(SignedClient):
     """A pilot: challenge + signature + TOTP login, then signed requests with the bearer token.
 
@@ -524,6 +545,26 @@ class PilotSession(SignedClient):
                                        grace=grace if isinstance(grace, int) else None)
         return None
 
+    def task_key(self, task_id: str) -> bytes | None:
+        """The key of a task this session sealed, by the task's id (via its order id)."""
+        answer = super().request("GET", f"/v1/tasks/{task_id}")
+        order_id = answer.json().get("order_id") if answer.status_code == 200 else None
+        return self.task_keys.get(order_id) if isinstance(order_id, str) else None
+
+    def inbox(self, **params: Any) -> list[dict[str, Any]]:
+        """``GET /v1/messages`` with each message opened as the real client opens it
+        (``text``), or ``error`` in its place: every message of a task this session sealed."""
+        answer = self.get("/v1/messages", params=params)
+        assert answer.status_code == 200, answer.text
+        keys: dict[str, bytes | None] = {}
+
+        def key(task_id: str) -> bytes | None:
+            if task_id not in keys:
+                keys[task_id] = self.task_key(task_id)
+            return keys[task_id]
+
+        return [open_listed(m, key) for m in answer.json()["messages"]]
+
     def login(self, totp_secret: str | None = None, *, totp: str | None = None) -> httpx.Response:
         """Log in; raises on failure unless ``totp`` is given (then the answer is returned)."""
         fingerprint = self.signer.fingerprint
@@ -597,8 +638,22 @@ class DroneClient(SignedClient):
                               wrap=task["wrap"], x25519_secret=self.x25519.secret).spec.to_json())
 
     def poll(self, *, wait: float = 0, timeout: float | None = None, **body: Any) -> httpx.Response:
-        return self.post("/v1/worker/poll", json={"wait": wait, **body},
-                         timeout=timeout if timeout is not None else wait + 15)
+        answer = self.post("/v1/worker/poll", json={"wait": wait, **body},
+                           timeout=timeout if timeout is not None else wait + 15)
+        self._keep_keys(answer)
+        return answer
+
+    def _keep_keys(self, answer: httpx.Response) -> None:
+        from dragoon.shared.e2e import E2EError, unwrap_key
+
+        try:
+            tasks = answer.json().get("tasks") if answer.status_code == 200 else None
+        except ValueError:
+            return
+        for task in tasks if isinstance(tasks, list) else []:
+            if isinstance(task, dict) and isinstance(task.get("id"), str) and task.get("wrap"):
+                with contextlib.suppress(E2EError):
+                    self.task_keys[task["id"]] = unwrap_key(task["wrap"], self.x25519.secret)
 
     def log(self, task: str, stream: str, offset: int, data: bytes) -> httpx.Response:
         return self.post("/v1/worker/log", params={"task": task, "stream": stream,
@@ -621,8 +676,24 @@ class DroneClient(SignedClient):
                                         query=query, body_sha256=claim)
         return self.http.post(f"/v1/worker/blob?{query}", content=data, headers=headers)
 
+    @property
+    def task_keys(self) -> dict[str, bytes]:
+        """Task id → task key, of every task a poll handed this drone (its wrap opened)."""
+        if getattr(self, "_task_keys", None) is None:
+            self._task_keys: dict[str, bytes] = {}
+        return self._task_keys
+
     def message(self, task: str, index: int, text: str) -> httpx.Response:
-        return self.post("/v1/worker/message", json={"task": task, "index": index, "text": text})
+        """Message ``index`` of ``task``, sealed as the drone seals it (shared/sealed_message.py)
+        under the task's key; a task no poll handed out gets a random key (the relay can't
+        tell)."""
+        from dragoon.shared.e2e import new_task_key
+        from dragoon.shared.sealed_message import seal_message
+
+        key = self.task_keys.get(task) or new_task_key()
+        sealed = seal_message(key, task_id=task, index=index, text=text)
+        return self.post("/v1/worker/message", json={"task": task, "index": index,
+                                                      "sealed": sealed})
 
 
 class RelayProcess:

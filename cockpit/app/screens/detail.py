@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from dragoon.cockpit.app.messages import ArtifactsRequested, DownloadRequested
 from dragoon.cockpit.app.state import CockpitState, number, task_elapsed, task_is_final
-from dragoon.cockpit.formatting import format_duration, human_size
+from dragoon.cockpit.formatting import format_duration, human_size, message_text
 from dragoon.cockpit.safe_text import clean, plain
 from dragoon.cockpit.theme import task_icon, task_style
 from dragoon.cockpit.waiting import describe as describe_waiting
@@ -178,7 +178,8 @@ class TaskDetailScreen(Screen[None]):
         for m in sorted(messages, key=lambda m: int(m["id"])):
             text.append(f"#{clean(m['id'])} ", style="dim")
             text.append(_when(m.get("created_at")) + "  ", style="dim")
-            text.append(clean(m.get("text", "")), style="" if m.get("acked") else "bold")
+            text.append(clean(message_text(m)), style="red" if "error" in m
+                        else "" if m.get("acked") else "bold")
             text.append("\n")
         self.query_one("#detail-messages", Static).update(
             text if messages else Text("none", style="dim"))
