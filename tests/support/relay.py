@@ -355,17 +355,13 @@ class PilotSession(SignedClient):
             self.fetch_keys[answer.json()["id"]] = (sealed.key, order_id)
         return answer
 
-    def task_key(self, task_id: str) -> bytes:
-        """The key of a task this session sealed, found by its order id."""
-        view = super().request("GET", f"/v1/tasks/{task_id}").json()
-        return self.task_keys[view["order_id"]]
-
     def artifacts(self, task_id: str) -> dict[str, dict[str, Any]]:
         """The task's artifacts by path, their sealed metadata opened as the pilot opens it
         (``name`` is the relay's name for each)."""
         from dragoon.shared.sealed_files import FileStream, open_meta
 
         key = self.task_key(task_id)
+        assert key is not None, f"{task_id} was not sealed by this session"
         listed = super().request("GET", f"/v1/tasks/{task_id}/artifact").json()["artifacts"]
         found = {}
         for row in listed:
@@ -506,9 +502,7 @@ class PilotSession(SignedClient):
     def opened(self, task: dict[str, Any]) -> dict[str, Any]:
         """A task view with the texts the drone sealed (error, notes: shared/e2e.py
         ``seal_text``) opened with the key this session sealed the task with."""
-        from dragoon.shared.e2e import is_sealed_text, open_text
-
-        from dragoon.shared.e2e import E2EError
+        from dragoon.shared.e2e import E2EError, is_sealed_text, open_text
 
         key = self.task_keys.get(str(task.get("order_id")))
         if key is None:
