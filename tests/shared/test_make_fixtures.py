@@ -25,7 +25,10 @@ KEYED = {"public_key", "fingerprint", "signature", "relay_public_key",
          "x25519_signature", "binding_message_b64", "binding", "token", "relay_half",
          "relay_key", "pilots",
          # recipients.json: a signed pilots list's text holds the pilots' public keys
-         "list"}
+         "list",
+         # sealed_messages.json: a fresh task key and random nonces each run (what a seal
+         # must be); tests/shared/test_sealed_message.py opens each committed vector
+         "task_key", "sealed"}
 # The line of each signed string that names the signer's fingerprint, by its version tag.
 FINGERPRINT_LINE = {b"RE-V1": 6, b"RE-LOGIN-V1": 2}
 
