@@ -613,13 +613,18 @@ class RelayClient:
         """Ask the drone for a file: the path sealed under a fresh fetch key, wrapped to the
         drone (from known_drones) and to this pilot, with a signed fetch order naming the
         drone and the sealed payload's hash (shared/sealed_files.py ``seal_fetch``)."""
+        from dragoon.cockpit.client import recipients as who
         from dragoon.shared.sealed_files import seal_fetch
 
-        target, me = self.keys.drone(drone), self.keys.myself()
+        # The drone's key as known_drones pins it (the same checks as a submit's), and this
+        # pilot's own: a fetched file is for the pilot who asked, not every reader of tasks.
+        found = await who.recipients_for_drone(self, drone, env=self.keys.env)
+        target, me = found.drones[0], found.pilots[0]
         order_id = orders.new_order_id()
         try:
             sealed = seal_fetch(path, order_id=order_id,
-                                recipients=[(target.id, target.x25519), (me.id, me.x25519)])
+                                recipients=[(target.fingerprint, target.x25519),
+                                            (me.fingerprint, me.x25519)])
         except ValueError as exc:
             raise RelayError("invalid", str(exc), status=None) from None
         body: dict[str, Any] = {"payload": sealed.payload, "wraps": sealed.wraps}
