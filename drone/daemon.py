@@ -375,7 +375,7 @@ class DroneDaemon:
             work_dir=Path(record["work_dir"]), spec=spec, timeout=record.get("timeout"),
             grace=float(record.get("grace", self.settings.default_grace)), client=self.client,
             settings=self.settings, before_cleanup=self._before_cleanup,
-            start_notes=record.get("notes"))
+            start_notes=record.get("notes"), task_key=base64.b64decode(record["task_key"]))
 
     def _hold(self, runner: TaskRunner) -> None:
         self.runners[runner.id] = runner

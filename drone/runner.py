@@ -37,6 +37,7 @@ from dragoon.drone.client import (
 )
 from dragoon.drone.dirwatch import BACKSTOP, DirWatch
 from dragoon.drone.inbox import InboxShipper
+from dragoon.drone.sealer import SealedSpool
 from dragoon.drone.shipper import (
     IDLE_POLL,
     AckedOffsets,
@@ -93,10 +94,12 @@ class TaskRunner:
         settings: DroneSettings,
         before_cleanup: Callable[[], None] | None = None,
         start_notes: list[str] | None = None,
+        task_key: bytes,
     ) -> None:
         """``before_cleanup`` runs (in a thread) before the task dir is removed: the daemon's
         ledger writes state.json then, as the task dir held the accept's durable record.
-        ``start_notes``: task.json's notes (the daemon has just written or read it)."""
+        ``start_notes``: task.json's notes (the daemon has just written or read it).
+        ``task_key``: what the task's output is sealed under (task.json's, drone/sealer.py)."""
         self.id = task_id
         self._before_cleanup = before_cleanup
         self._start_notes = [str(n) for n in start_notes] if isinstance(start_notes, list) else []
@@ -126,9 +129,12 @@ class TaskRunner:
         if isinstance(hint, dict):
             self.offsets.offsets.update({k: int(v) for k, v in hint.items() if k in STREAMS})
         self.shippers = {
-            stream: StreamShipper(client, task_id=task_id, stream=stream, spool=task_dir / stream,
-                                  acked=self.offsets.offsets[stream], on_ack=self.offsets.update,
-                                  optional=stream in OPTIONAL)
+            stream: StreamShipper(
+                client, task_id=task_id, stream=stream,
+                sealer=SealedSpool(task_key=task_key, task_id=task_id, stream=stream,
+                                   plain=task_dir / stream),
+                acked=self.offsets.offsets[stream], on_ack=self.offsets.update,
+                optional=stream in OPTIONAL)
             for stream in STREAMS
         }
         self.inbox = InboxShipper(client, task_id=task_id, inbox=task_dir / "inbox",
