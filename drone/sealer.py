@@ -31,8 +31,10 @@ a durable checkpoint past it exists (a resume never walks a punched region).
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Final
@@ -65,8 +67,9 @@ class SealedSpool:
         self._plain_refused = False
         self._fd: int | None = None
         self._writer: e2e.RecordWriter | None = None
-        self.size = 0
+        self._size = 0  # whole records in the sealed spool (once it is opened)
         self._last_checkpoint = 0.0
+        self._checkpointed = 0  # the sealed size the checkpoint on disk names
         self._plain_releaser = Releaser(plain, before_punch=self._sync)
 
     # -- opening and resuming ------------------------------------------------------------------
@@ -77,6 +80,12 @@ class SealedSpool:
             self._resume()
         assert self._fd is not None
         return self._fd
+
+    @property
+    def size(self) -> int:
+        """Bytes of whole records in the sealed spool: what may be shipped."""
+        self.fd()
+        return self._size
 
     @property
     def finished(self) -> bool:
@@ -91,14 +100,31 @@ class SealedSpool:
         assert self._writer is not None
         return self._writer.position.offset
 
+    def _open(self) -> int:
+        """The drone's own file in its own task dir; never what the task may have put there
+        (a symlink, a FIFO): that is removed, and the stream starts again from nothing."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        try:
+            fd = os.open(self.path, flags, 0o600)
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                return fd
+            os.close(fd)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+                raise
+        log.warning("task %s %s: %s is not the drone's sealed spool any more; starting it "
+                    "again", self.task_id, self.stream, self.path)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self.checkpoint_path.unlink(missing_ok=True)
+        return os.open(self.path, flags | os.O_EXCL, 0o600)
+
     def _resume(self) -> None:
-        # The drone's own file in its own task dir; never a symlink the task put there.
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-                     | os.O_NONBLOCK, 0o600)
+        fd = self._open()
         try:
             size = os.fstat(fd).st_size
-            start, at = self._checkpoint(size)
-            used, at, final = _walk(fd, size, start, at)
+            start, at, final = self._checkpoint(size)
+            used, at, final = _walk(fd, size, start, at, final)
             if used < size:
                 log.info("task %s %s: cutting a torn record off the sealed spool (%d bytes "
                          "past %d)", self.task_id, self.stream, size - used, used)
@@ -107,31 +133,34 @@ class SealedSpool:
             os.close(fd)
             raise
         self._fd = fd
-        self.size = used
+        self._size = used
         self._writer = e2e.RecordWriter(self._key, task_id=self.task_id, kind="out",
                                         name=self.stream, at=at)
         self._writer.finished = final
 
-    def _checkpoint(self, size: int) -> tuple[int, e2e.Position]:
+    def _checkpoint(self, size: int) -> tuple[int, e2e.Position, bool]:
         """Where to start walking: the checkpoint if it holds, else the spool's start."""
         saved = read_json(self.checkpoint_path)
         if isinstance(saved, dict):
             try:
                 start = int(saved["size"])
                 at = e2e.Position(int(saved["index"]), int(saved["offset"]))
+                final = saved["final"] is True
             except (KeyError, TypeError, ValueError):
-                return 0, e2e.Position()
+                return 0, e2e.Position(), False
             if 0 <= start <= size:
-                return start, at
-        return 0, e2e.Position()
+                return start, at, final
+        return 0, e2e.Position(), False
 
     def checkpoint(self, *, durable: bool = False) -> None:
         if self._writer is None:
             return
         self._last_checkpoint = time.monotonic()
+        self._checkpointed = self._size
         at = self._writer.position
-        write_json(self.checkpoint_path, {"size": self.size, "index": at.index,
-                                          "offset": at.offset}, durable=durable)
+        write_json(self.checkpoint_path, {"size": self._size, "index": at.index,
+                                          "offset": at.offset, "final": self._writer.finished},
+                   durable=durable)
 
     def _sync(self) -> None:
         """Before plaintext is punched out: the records holding it are on disk for good."""
@@ -179,9 +208,12 @@ class SealedSpool:
         if exited and not writer.finished:
             records.append(writer.seal(b"", final=True))
         if not records:
+            if self._checkpointed != self._size and \
+                    time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY:
+                self.checkpoint()  # a quiet stream's last records are in it too, in time
             return False
-        _write_all(fd, self.size, b"".join(records))
-        self.size += sum(len(r) for r in records)
+        _write_all(fd, self._size, b"".join(records))
+        self._size += sum(len(r) for r in records)
         if writer.finished or time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY:
             self.checkpoint()
         self._plain_releaser.acknowledged(writer.position.offset)
@@ -195,11 +227,12 @@ class SealedSpool:
         self._fd = self._plain_fd = None
 
 
-def _walk(fd: int, size: int, start: int, at: e2e.Position) -> tuple[int, e2e.Position, bool]:
+def _walk(fd: int, size: int, start: int, at: e2e.Position,
+          final: bool) -> tuple[int, e2e.Position, bool]:
     """Whole records from ``start`` by their clear headers (the drone trusts its own disk):
     the bytes they end at, the position after them, and whether the last was final."""
-    used, final = start, False
-    while size - used >= e2e.HEADER_BYTES:
+    used = start
+    while not final and size - used >= e2e.HEADER_BYTES:
         try:
             header = e2e.parse_header(os.pread(fd, e2e.HEADER_BYTES, used))
         except e2e.E2EError:
@@ -209,8 +242,6 @@ def _walk(fd: int, size: int, start: int, at: e2e.Position) -> tuple[int, e2e.Po
             break
         used += header.record_size
         at, final = header.after, header.final
-        if final:
-            break
     return used, at, final
 
 

@@ -93,7 +93,6 @@ class StreamShipper:
 
     def spool_size(self) -> int:
         """Bytes in the sealed spool: whole records."""
-        self.sealer.fd()
         return self.sealer.size
 
     def close(self) -> None:
