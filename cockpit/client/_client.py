@@ -29,7 +29,7 @@ if "httpx" not in sys.modules:
 import httpx
 from dragoon.cockpit.client import _errors as E
 from dragoon.cockpit.client._errors import RelayError
-from dragoon.cockpit.client._logs import Marks, check_end
+from dragoon.cockpit.client._logs import Marks, check_end, open_records
 from dragoon.cockpit.client._retry import Backoff, RetryHook
 from dragoon.cockpit.client._types import (
     Artifact,
@@ -443,6 +443,7 @@ class RelayClient:
                                         stream=stream, offset=offset)
         at = offset
         parts: list[bytes] = []
+        pending = b""  # a record begun, not whole yet
         while True:
             response = await self._call(
                 "GET", f"/v1/tasks/{segment(task_id)}/log",
@@ -452,18 +453,28 @@ class RelayClient:
             h = response.headers
             data = response.content
             at = int(h.get("X-Dragoon-Next-Offset", at + len(data)))
-            parts.append(reader.feed(data))
+            opened, pending, error = open_records(reader, pending + data)
+            parts.append(opened)
             eof = h.get("X-Dragoon-Eof") == "1"
             cut = h.get("X-Dragoon-Truncated")
             cut_at = int(cut) if cut and cut.isdigit() else None
-            if parts[-1] or eof or not data or not reader.partial:
-                break  # else a record begun, not whole yet: read on from where its bytes end
-        if eof:
-            check_end(reader, cut_at=cut_at)
-        self._log_marks.remember(task_id, stream, reader)
+            if error is not None or opened or eof or not data or not pending:
+                break  # else read on from where the record's bytes end so far
+        plaintext = b"".join(parts)
+        if error is not None:
+            if not plaintext:
+                raise error
+            # What opened before the bad record is handed out; the next read raises.
+            self._log_marks.remember(task_id, stream, reader, error)
+            eof = False
+        elif eof:
+            check_end(reader, partial=len(pending), cut_at=cut_at)
+            self._log_marks.remember(task_id, stream, reader)
+        else:
+            self._log_marks.remember(task_id, stream, reader)
         return LogChunk(
             stream=stream,
-            data=b"".join(parts),
+            data=plaintext,
             offset=offset,
             next_offset=reader.consumed,
             state=h.get("X-Dragoon-Task-State"),

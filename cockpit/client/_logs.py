@@ -34,6 +34,7 @@ KIND: Final = "out"
 class _Mark:
     position: e2e.Position
     finished: bool
+    error: e2e.E2EError | None = None  # what the next read from here raises
 
 
 class Marks:
@@ -53,20 +54,47 @@ class Marks:
                     f"task {task_id} {stream}: offset {offset} is not a record boundary this "
                     "client has read to; read the stream from 0")
             mark = found
+        if mark.error is not None:
+            raise mark.error
         reader = e2e.RecordReader(task_key, task_id=task_id, kind=KIND, name=stream,
                                   at=mark.position, consumed=offset)
         reader.finished = mark.finished
         return reader
 
-    def remember(self, task_id: str, stream: str, reader: e2e.RecordReader) -> None:
+    def remember(self, task_id: str, stream: str, reader: e2e.RecordReader,
+                 error: e2e.E2EError | None = None) -> None:
+        """A boundary handed out; with ``error``, the record there did not open: a read from
+        it raises that (after the records before it were handed out)."""
         key = (task_id, stream, reader.consumed)
-        self._marks[key] = _Mark(reader.position, reader.finished)
+        self._marks[key] = _Mark(reader.position, reader.finished, error)
         self._marks.move_to_end(key)
         while len(self._marks) > MARKS_KEPT:
             self._marks.popitem(last=False)
 
 
-def check_end(reader: e2e.RecordReader, *, cut_at: int | None) -> None:
+def open_records(reader: e2e.RecordReader, stored: bytes) -> tuple[bytes, bytes,
+                                                                    e2e.E2EError | None]:
+    """Feed ``reader`` the whole records of ``stored``, one at a time: the plaintext of those
+    that opened, the bytes of a record not whole yet, and the error of the first that did not
+    open (its plaintext and everything after it are dropped)."""
+    out: list[bytes] = []
+    used = 0
+    while len(stored) - used >= e2e.HEADER_BYTES:
+        try:
+            size = e2e.parse_header(stored[used:used + e2e.HEADER_BYTES]).record_size
+        except e2e.E2EError:
+            size = len(stored) - used  # the reader says why, in its words
+        if len(stored) - used < size:
+            break
+        try:
+            out.append(reader.feed(stored[used:used + size]))
+        except e2e.E2EError as error:
+            return b"".join(out), b"", error
+        used += size
+    return b"".join(out), stored[used:], None
+
+
+def check_end(reader: e2e.RecordReader, *, partial: int, cut_at: int | None) -> None:
     """At the relay's end of the stream: the final record was opened and nothing follows it,
     unless the relay's cap cut the stream (said out of band, ``cut_at``)."""
     if cut_at is not None:
@@ -75,7 +103,7 @@ def check_end(reader: e2e.RecordReader, *, cut_at: int | None) -> None:
         raise e2e.E2EError(f"{reader.where}: the stream ends without its final record (cut "
                            "short); the relay altered the stream, nothing after this point "
                            "is shown")
-    if reader.partial:
+    if partial:
         raise e2e.E2EError(f"{reader.where}: bytes after the final record; the relay altered "
                            "the stream, nothing after this point is shown")
 

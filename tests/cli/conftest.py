@@ -77,6 +77,15 @@ class Pilot:
     def json(self, *args: str) -> Any:
         return json.loads(self.ok(*args, "--json"))
 
+    def knows_drones_of(self, other: Pilot) -> None:
+        """Trust the drones ``other`` trusts (its known_drones, as `dragoon drones trust` would
+        write them): a pilot made for one test submits to the session's drone."""
+        mine = self.home / "config" / "dragoon"
+        mine.mkdir(parents=True, exist_ok=True, mode=0o700)
+        known = (other.home / "config" / "dragoon" / "known_drones").read_bytes()
+        (mine / "known_drones").write_bytes(known)
+        (mine / "known_drones").chmod(0o600)
+
 
 # The data dirs of the session's running drones: a pilot made later is authorized on them
 # (as `dragoon drone authorize` does on the box; the running drone needs no restart).
