@@ -32,6 +32,7 @@ from textual.widgets import Input, Static
 
 from tests.cockpit.waiting import until
 from tests.drone.conftest import DroneProcess
+from tests.support import records
 from tests.support.relay import PilotSession, RelayProcess, fresh_totp
 
 pytestmark = pytest.mark.anyio
@@ -47,7 +48,8 @@ class World:
 
     def app(self, *, token: str | None = None, download_dir: Path | None = None) -> CockpitApp:
         client = RelayClient(self.relay.url, signer=self.pilot.signer,
-                             token=token or self.pilot.token, timeout=10.0)
+                             token=token or self.pilot.token, timeout=10.0,
+                             env=records.pilot_env(self.pilot, self.drone.data_dir.parent))
         return CockpitApp(LiveSource(client, pilot="alice"), ping_interval=0.3,
                           download_dir=download_dir)
 

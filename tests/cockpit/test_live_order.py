@@ -25,6 +25,7 @@ from dragoon.shared.order import HEADER, OrderReader, encode_run
 from tests.cockpit.waiting import until
 from tests.drone.conftest import DroneProcess
 from tests.drone.test_wrapper_order import LINES, PACED
+from tests.support import records
 from tests.support.relay import DroneClient, PilotSession, RelayProcess
 
 pytestmark = pytest.mark.anyio
@@ -33,13 +34,14 @@ CODE = {"stdout": STDOUT, "stderr": STDERR}
 
 
 class World:
-    def __init__(self, relay: RelayProcess, pilot: PilotSession) -> None:
+    def __init__(self, relay: RelayProcess, pilot: PilotSession, root: Path) -> None:
         self.relay = relay
         self.pilot = pilot
+        self.env = records.pilot_env(pilot, root / "pilot")  # opens what the pilot sealed
 
     def app(self) -> CockpitApp:
         client = RelayClient(self.relay.url, signer=self.pilot.signer, token=self.pilot.token,
-                             timeout=10.0)
+                             timeout=10.0, env=self.env)
         return CockpitApp(LiveSource(client, pilot="alice"), ping_interval=0.5)
 
     def task(self, task_id: str) -> dict[str, Any]:
@@ -48,10 +50,11 @@ class World:
         return dict(answer.json())
 
     def stream(self, task_id: str, stream: str) -> bytes:
-        answer = self.pilot.get(f"/v1/tasks/{task_id}/log",
-                                params={"stream": stream, "limit": 8 << 20})
-        assert answer.status_code == 200, answer.text
-        return answer.content
+        return records.output(self.pilot, task_id, stream, whole=True)
+
+    def sealed(self, task_id: str, stream: str, data: bytes) -> bytes:
+        """``data`` sealed as the drone would (a lying drone still has the task key)."""
+        return records.seal(records.task_key(self.pilot, task_id), task_id, stream, data)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +67,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         drone.configure(poll_wait=2.0)
         drone.start()
         try:
-            yield World(relay, pilot)
+            yield World(relay, pilot, root)
         finally:
             drone.stop()
 
@@ -151,14 +154,17 @@ async def test_an_order_claiming_bytes_that_do_not_exist_shows_what_exists(
     world: World, liar: tuple[DroneClient, str],
 ) -> None:
     drone, task = liar
-    order = HEADER + encode_run("stdout", 10**12) + encode_run("stderr", 4)
+    order = world.sealed(task, "order",
+                         HEADER + encode_run("stdout", 10**12) + encode_run("stderr", 4))
+    out, err = world.sealed(task, "stdout", b"tiny\n"), world.sealed(task, "stderr", b"err\n")
     assert drone.log(task, "order", 0, order).status_code == 200
-    assert drone.log(task, "stdout", 0, b"tiny\n").status_code == 200
-    assert drone.log(task, "stderr", 0, b"err\n").status_code == 200
+    assert drone.log(task, "stdout", 0, out).status_code == 200
+    assert drone.log(task, "stderr", 0, err).status_code == 200
     # The task runs on: the pane does not wait for ever on the stdout that never comes.
     assert await follow(world, task, 2, final=False, timeout=30) == [
         (STDOUT, "tiny"), (STDERR, "err")]
-    finish = drone.finish(task, stdout_size=5, stderr_size=4, order_size=len(order))
+    finish = drone.finish(task, stdout_size=len(out), stderr_size=len(err),
+                          order_size=len(order))
     assert finish.status_code == 200, finish.text
     assert await follow(world, task, 2) == [(STDOUT, "tiny"), (STDERR, "err")]
 
@@ -167,10 +173,14 @@ async def test_a_garbage_order_stream_costs_order_not_bytes(
     world: World, liar: tuple[DroneClient, str],
 ) -> None:
     drone, task = liar
-    assert drone.log(task, "stdout", 0, b"one\ntwo\n").status_code == 200
-    assert drone.log(task, "stderr", 0, b"three\n").status_code == 200
-    assert drone.log(task, "order", 0, b"\x1b[2J" * 5000 + b"\n").status_code == 200
-    assert drone.finish(task, stdout_size=8, stderr_size=6).status_code == 200
+    out = world.sealed(task, "stdout", b"one\ntwo\n")
+    err = world.sealed(task, "stderr", b"three\n")
+    order = world.sealed(task, "order", b"\x1b[2J" * 5000 + b"\n")
+    assert drone.log(task, "stdout", 0, out).status_code == 200
+    assert drone.log(task, "stderr", 0, err).status_code == 200
+    assert drone.log(task, "order", 0, order).status_code == 200
+    assert drone.finish(task, stdout_size=len(out), stderr_size=len(err),
+                        order_size=len(order)).status_code == 200
     shown = await follow(world, task, 3)
     assert sorted(shown) == sorted([(STDOUT, "one"), (STDOUT, "two"), (STDERR, "three")])
 
