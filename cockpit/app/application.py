@@ -436,7 +436,10 @@ class CockpitApp(App[None]):
             await follow_in_order(follow, show)
         except E2EError as error:
             # In the pane, where the output stops: nothing past the bad record is shown.
-            show("stderr", f"\n[dragoon: {error.detail}]\n".encode())
+            buffer.note(f"[dragoon: {error.detail}]")
+            self._output_news.add(task_id)
+            if self.log_view.buffer is buffer:
+                self.log_view.mark_dirty()
             self.post_message(ActionFailed(f"following the output of {task_id}", error))
         except Exception as error:
             if not isinstance(error, asyncio.CancelledError):

@@ -20,6 +20,7 @@ from dragoon.cockpit.app.live import LiveSource
 from dragoon.cockpit.app.messages import Link
 from dragoon.cockpit.app.widgets.logs.log_buffer import STDERR, STDOUT
 from dragoon.cockpit.client import RelayClient
+from dragoon.shared import e2e
 from dragoon.shared.order import HEADER, OrderReader, encode_run
 
 from tests.cockpit.waiting import until
@@ -187,3 +188,26 @@ async def test_a_garbage_order_stream_costs_order_not_bytes(
 
 def test_module_runs_against_real_processes(world: World) -> None:
     assert Path(world.relay.data_dir).is_dir()
+
+
+async def test_a_stream_the_relay_altered_ends_the_pane_with_one_line_and_nothing_after(
+    world: World,
+) -> None:
+    """The relay flips a byte in the second record of a task's stdout: the pane shows the
+    first record's line, then dragoon's line saying the stream was altered, and nothing of
+    the altered record or after it."""
+    task_id = world.pilot.submit("echo one; sleep 0.6; echo two; sleep 0.6; echo three",
+                                 drone=DRONE)["id"]
+    stored = world.relay.data_dir / "logs" / task_id / "stdout"
+    assert [line for _code, line in await follow(world, task_id, 3)] == ["one", "two", "three"]
+    data = stored.read_bytes()
+    first = e2e.parse_header(data[:e2e.HEADER_BYTES]).record_size
+    assert first < len(data)
+    edited = bytearray(data)
+    edited[first + e2e.HEADER_BYTES + e2e.NONCE_BYTES] ^= 0x01  # the second record's body
+    stored.write_bytes(bytes(edited))
+    shown = await follow(world, task_id, 2)
+    assert shown[0] == (STDOUT, "one")
+    assert [line for _code, line in shown if "two" in line or "three" in line] == []
+    notes = [line for code, line in shown if code == STDERR and "altered" in line]
+    assert len(notes) == 1 and notes[0].startswith(f"[dragoon: task {task_id} stdout: record 1")
