@@ -35,6 +35,7 @@ import errno
 import logging
 import os
 import stat
+import threading
 import time
 from pathlib import Path
 from typing import Final
@@ -71,6 +72,8 @@ class SealedSpool:
         self._last_checkpoint = 0.0
         self._checkpointed = 0  # the sealed size the checkpoint on disk names
         self._plain_releaser = Releaser(plain, before_punch=self._sync)
+        self._lock = threading.Lock()
+        self._closed = False
 
     # -- opening and resuming ------------------------------------------------------------------
 
@@ -189,7 +192,14 @@ class SealedSpool:
 
     def seal_new(self, *, exited: bool) -> bool:
         """Seal what the wrapper wrote since; with ``exited``, end the stream. True if the
-        sealed spool grew."""
+        sealed spool grew. May run in a thread: ``close`` waits for it (a shipper cancelled
+        meanwhile must not close fds under it)."""
+        with self._lock:
+            return self._seal_new(exited)
+
+    def _seal_new(self, exited: bool) -> bool:
+        if self._closed:
+            return False
         fd = self.fd()
         writer = self._writer
         assert writer is not None
@@ -220,11 +230,13 @@ class SealedSpool:
         return True
 
     def close(self) -> None:
-        for fd in (self._fd, self._plain_fd):
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._fd = self._plain_fd = None
+        with self._lock:
+            self._closed = True
+            for fd in (self._fd, self._plain_fd):
+                if fd is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            self._fd = self._plain_fd = None
 
 
 def _walk(fd: int, size: int, start: int, at: e2e.Position,
