@@ -468,7 +468,8 @@ class RelayClient:
             self._log_marks.remember(task_id, stream, reader, error)
             eof = False
         elif eof:
-            check_end(reader, partial=len(pending), cut_at=cut_at)
+            check_end(reader, partial=len(pending), cut_at=cut_at,
+                      state=h.get("X-Dragoon-Task-State"))
             self._log_marks.remember(task_id, stream, reader)
         else:
             self._log_marks.remember(task_id, stream, reader)

@@ -94,10 +94,16 @@ def open_records(reader: e2e.RecordReader, stored: bytes) -> tuple[bytes, bytes,
     return b"".join(out), stored[used:], None
 
 
-def check_end(reader: e2e.RecordReader, *, partial: int, cut_at: int | None) -> None:
+def check_end(reader: e2e.RecordReader, *, partial: int, cut_at: int | None,
+              state: str | None) -> None:
     """At the relay's end of the stream: the final record was opened and nothing follows it,
-    unless the relay's cap cut the stream (said out of band, ``cut_at``)."""
+    unless the relay's cap cut the stream (said out of band, ``cut_at``), or the drone never
+    finished the task: a ``lost`` task's output ends where its drone stopped, and a task
+    that ended without running (cancelled while queued, refused by its drone) has none."""
     if cut_at is not None:
+        return
+    if not reader.finished and (state == "lost" or (
+            state != "succeeded" and reader.consumed == 0 and not partial)):
         return
     if not reader.finished:
         raise e2e.E2EError(f"{reader.where}: the stream ends without its final record (cut "

@@ -78,8 +78,12 @@ def drop_final(parts: list[bytes]) -> list[bytes]:
     return parts[:-1]
 
 
-@pytest.mark.parametrize("edit", [cut_one, swap, repeat, flip, drop_final],
-                         ids=["cut", "swap", "repeat", "flip", "drop-final"])
+def drop_all(parts: list[bytes]) -> list[bytes]:
+    return []  # a succeeded task always has its final record: none at all is a cut too
+
+
+@pytest.mark.parametrize("edit", [cut_one, swap, repeat, flip, drop_final, drop_all],
+                         ids=["cut", "swap", "repeat", "flip", "drop-final", "drop-all"])
 def test_logs_of_an_edited_stream_fail_in_one_line_and_show_nothing_past_it(
         pilot: Pilot, drone: str, relay: RelayProcess,
         edit: Callable[[list[bytes]], list[bytes]]) -> None:
@@ -100,6 +104,8 @@ def test_logs_of_an_edited_stream_fail_in_one_line_and_show_nothing_past_it(
         assert whole.startswith(shown)  # what opened before the edit, and nothing else
         if edit is not drop_final:
             assert f"{SECRET}-three" not in shown  # nothing after the bad record
+        if edit is drop_all:
+            assert shown == ""
 
 
 def test_a_forged_record_after_the_final_one_is_refused_and_never_shown(
