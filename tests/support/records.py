@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dragoon.cockpit.client.pilot_key import pilot_key_path
 from dragoon.shared import e2e
 
 
@@ -63,6 +62,8 @@ def output(pilot: Any, task_id: str, stream: str = "stdout", *, whole: bool = Fa
 def pilot_env(pilot: Any, folder: Path) -> dict[str, str]:
     """An environment whose pilot config dir holds ``pilot``'s X25519 key (a PilotSession's):
     a RelayClient made with it opens the tasks that session sealed, as the CLI's own does."""
+    from dragoon.cockpit.client.pilot_key import pilot_key_path
+
     config = folder / "config" / "dragoon"
     config.mkdir(parents=True, exist_ok=True, mode=0o700)
     env = {**os.environ, "DRAGOON_CONFIG": str(config / "config.toml")}
