@@ -40,6 +40,7 @@ from dragoon.drone.install import RunningCode, installed_version
 from dragoon.drone.launcher import Launcher
 from dragoon.drone.lazy import lazy_call, lazy_module
 from dragoon.drone.metrics import Metrics
+from dragoon.drone.pilots_publish import PilotsPublisher
 from dragoon.drone.state import (
     AdmissionLedger,
     DataDir,
@@ -115,6 +116,8 @@ class DroneDaemon:
         self._fetches_seen: dict[str, None] = {}  # insertion-ordered, bounded
         self._x25519: X25519Key | None = None  # the encryption key, read at the first task
         self._gate: OrderGate | None = None  # made at the first order (drone/orders.py)
+        self.pilots_list = PilotsPublisher(data.authorized_pilots, self.signer,
+                                           self.settings.name)
         self._order_ids: dict[str, str] = {}  # held task → the id of the order it runs under
         self._cancels_refused: dict[tuple[str, object], None] = {}  # logged once each
         self.started: list[dict[str, Any]] = []
@@ -271,14 +274,13 @@ class DroneDaemon:
             return None, self.refusal(exc.detail)
         return order, None
 
-    def open_sealed(self, raw: dict[str, Any], order: Any,
-                    clear: dict[str, Any]) -> tuple[Any, str | None]:
+    def open_sealed(self, raw: dict[str, Any], order: Any, clear: dict[str, Any],
+                    task_id: str) -> tuple[Any, str | None]:
         """The task's whole spec and key out of its sealed payload (shared/sealed_task.py),
         or (None, the reason it is refused): a task not sealed to this drone's key, or
         whose payload, wrap or clear fields the relay altered, never runs."""
-        from dragoon.shared.e2e import E2EError
-        from dragoon.shared.sealed_task import open_task
-        from dragoon.shared.spec import SpecError
+        from dragoon.shared.e2e import E2EError, seal_text
+        from dragoon.shared.sealed_task import BadSealedSpec, open_task
         from dragoon.shared.trust import X25519Key
 
         if self.signer.public_key.fingerprint not in order.fields["recipients"]:
@@ -290,8 +292,9 @@ class DroneDaemon:
                                wrap=raw.get("wrap"), x25519_secret=self._x25519.secret)
         except E2EError as exc:
             return None, self.refusal(exc.detail)
-        except SpecError as exc:  # sealed by an authorized pilot, but no spec by the rule
-            return None, f"bad_spec: {exc}"
+        except BadSealedSpec as exc:  # sealed by an authorized pilot, but no spec by the rule
+            return None, seal_text(exc.task_key, f"bad_spec: {exc}", task_id=task_id,
+                                   name="error")
         except (OSError, ValueError) as exc:  # TrustFileError included
             return None, self.refusal(f"its encryption key cannot be read: {exc}")
         return opened, None
@@ -375,7 +378,7 @@ class DroneDaemon:
             work_dir=Path(record["work_dir"]), spec=spec, timeout=record.get("timeout"),
             grace=float(record.get("grace", self.settings.default_grace)), client=self.client,
             settings=self.settings, before_cleanup=self._before_cleanup,
-            start_notes=record.get("notes"), task_key=base64.b64decode(record["task_key"]))
+            start_notes=record.get("notes"), task_key=record.get("task_key"))
 
     def _hold(self, runner: TaskRunner) -> None:
         self.runners[runner.id] = runner
@@ -409,6 +412,9 @@ class DroneDaemon:
         backoff = JitteredBackoff()
         last_refusal: str | None = None
         while True:
+            # Whom this drone obeys, signed, for the pilots to encrypt for: sent at start and
+            # again once authorized_pilots changed (drone/pilots_publish.py); a stat a poll.
+            await self.pilots_list.publish_if_due(self.client)
             body = await self.poll_body()
             try:
                 response = await self.client.request(
@@ -570,7 +576,7 @@ class DroneDaemon:
         # The pilot's order, checked and remembered before anything of the task is made.
         order, refused = self.check_task_order(raw, parsed.id, parsed.spec)
         if refused is None:
-            opened, refused = self.open_sealed(raw, order, parsed.spec)
+            opened, refused = self.open_sealed(raw, order, parsed.spec, parsed.id)
         if refused is not None:
             self._reject(parsed.id, refused)
             return True

@@ -15,6 +15,7 @@ same timers from the same records and decides the same.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -49,6 +50,7 @@ from dragoon.drone.state import read_json, write_json
 from dragoon.drone.stdin import FED, StdinFetcher
 from dragoon.drone.stdin import IDLE as STDIN_IDLE
 from dragoon.drone.watch import ExitWatch
+from dragoon.shared.e2e import new_task_key
 from dragoon.shared.spec import TaskSpec
 
 if TYPE_CHECKING:
@@ -94,7 +96,7 @@ class TaskRunner:
         settings: DroneSettings,
         before_cleanup: Callable[[], None] | None = None,
         start_notes: list[str] | None = None,
-        task_key: bytes,
+        task_key: str | None = None,
     ) -> None:
         """``before_cleanup`` runs (in a thread) before the task dir is removed: the daemon's
         ledger writes state.json then, as the task dir held the accept's durable record.
@@ -103,6 +105,15 @@ class TaskRunner:
         self.id = task_id
         self._before_cleanup = before_cleanup
         self._start_notes = [str(n) for n in start_notes] if isinstance(start_notes, list) else []
+        # The task key (task.json's, base64): what this task's reported texts are sealed with.
+        self.task_key = base64.b64decode(task_key) if isinstance(task_key, str) else None
+        if self.task_key is None:
+            # A task adopted from before sealed tasks: no pilot can open its output whatever
+            # key seals it (one mode: never shipped in clear); the pilot is told it does not
+            # open.
+            log.error("task %s has no task key; its output cannot be opened by any pilot",
+                      task_id)
+        self.output_key = self.task_key or new_task_key()
         self.dir = task_dir
         self.work_dir = work_dir
         self.spec = spec
@@ -131,7 +142,7 @@ class TaskRunner:
         self.shippers = {
             stream: StreamShipper(
                 client, task_id=task_id, stream=stream,
-                sealer=SealedSpool(task_key=task_key, task_id=task_id, stream=stream,
+                sealer=SealedSpool(task_key=self.output_key, task_id=task_id, stream=stream,
                                    plain=task_dir / stream),
                 acked=self.offsets.offsets[stream], on_ack=self.offsets.update,
                 optional=stream in OPTIONAL)
@@ -512,11 +523,21 @@ class TaskRunner:
         if body["peak_rss"] is not None:
             body["peak_rss"] = int(body["peak_rss"])
         if body["error"] is not None:
-            body["error"] = str(body["error"])[:2000]
+            body["error"] = self.sealed(str(body["error"])[:2000], "error")
         notes = self.notes()
         if notes:
-            body["notes"] = notes
+            body["notes"] = [self.sealed(note, f"note-{i}") for i, note in enumerate(notes)]
         return body
+
+    def sealed(self, text: str, name: str) -> str:
+        """A text about the task, sealed under its key (shared/e2e.py ``seal_text``): a
+        reason or note may quote the command's cwd or an artifact's path, which the relay
+        must not read. Only a task adopted from before sealed tasks has no key."""
+        if self.task_key is None:
+            return text
+        from dragoon.shared.e2e import seal_text
+
+        return seal_text(self.task_key, text, task_id=self.id, name=name)
 
     def notes(self) -> list[str]:
         """What the task's finish says without failing it: the daemon's notes at its start

@@ -246,6 +246,27 @@ MIGRATIONS: Final[list[str]] = [
     ALTER TABLE tasks ADD COLUMN payload TEXT;
     ALTER TABLE tasks ADD COLUMN wraps TEXT
     """,
+    # 11: who to encrypt for (issue 13, docs/protocol.md "Recipients"): each pilot key's
+    # certified X25519 key (by the SSH key's fingerprint, so a key listed by a drone is found
+    # whoever it logs in as), and each drone's signed list of the pilots it obeys, with the
+    # key that signed it (a list of a replaced drone is not served for its successor).
+    # The relay only stores and hands these on: the pilots check every signature themselves.
+    """
+    CREATE TABLE pilot_x25519 (
+        fingerprint TEXT PRIMARY KEY,
+        x25519_public_key TEXT NOT NULL,
+        x25519_signature TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE drone_pilots (
+        drone TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        list TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        received_at REAL NOT NULL
+    )
+    """,
 ]
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -77,7 +77,7 @@ OptionalLabels = Annotated[list[_StrictStr] | None,
 # or bidi character (shared/spec.py ``check_line``, the task name's rule), refused at the door.
 MAX_HOSTNAME = 255
 MAX_NOTES = 100  # notes of one task's finish report
-MAX_NOTE = 1000  # characters of one note
+MAX_NOTE = 2000  # characters of one note (a sealed one: docs/protocol.md, "Sealed texts")
 MAX_VERSION = 100
 
 
@@ -202,6 +202,20 @@ class InitBody(BaseModel):
     x25519_public_key: StrictStr | None = Field(None, max_length=100)
     x25519_signature: StrictStr | None = Field(None, max_length=1000)
     binding: StrictStr | None = Field(None, max_length=100)
+
+
+class PilotKeyBody(BaseModel):
+    """``PUT /v1/pilot/x25519``: the pilot's X25519 key and its SSH key's certificate of it."""
+
+    x25519_public_key: StrictStr = Field(max_length=100)
+    x25519_signature: StrictStr = Field(max_length=20000)
+
+
+class PilotsListBody(BaseModel):
+    """``PUT /v1/worker/pilots``: the drone's canonical pilots list and its signature."""
+
+    list: StrictStr = Field(max_length=1 << 20)
+    signature: StrictStr = Field(max_length=1000)
 
 
 class Started(BaseModel):

@@ -23,15 +23,16 @@ from typing import Any
 from dragoon.shared import e2e
 from dragoon.shared.canonical import canonical_json, sha256_hex, spec_sha256
 from dragoon.shared.orders import Order
-from dragoon.shared.spec import TaskSpec, parse_spec
+from dragoon.shared.spec import SpecError, TaskSpec, parse_spec
 
 
 @dataclass(frozen=True)
 class Recipient:
-    """Whom a task key is wrapped to: ``id`` the fingerprint of the recipient's signing key
-    (a drone's ed25519 key, a pilot's SSH key), ``x25519`` its certified encryption key."""
+    """Whom a task key is wrapped to: ``fingerprint`` that of the recipient's signing key
+    (a drone's ed25519 key, a pilot's SSH key), ``x25519`` its certified encryption key
+    (checked by cockpit/client/recipients.py before it gets here)."""
 
-    id: str
+    fingerprint: str
     x25519: bytes
 
 
@@ -52,6 +53,14 @@ class SealedTask:
         return {"spec": self.clear, "payload": self.payload, "wraps": self.wraps}
 
 
+class BadSealedSpec(SpecError):
+    """The sealed spec opened, and breaks the shared rule; ``task_key`` seals the reason."""
+
+    def __init__(self, error: SpecError, task_key: bytes) -> None:
+        super().__init__(error.field, error.problem)
+        self.task_key = task_key
+
+
 @dataclass(frozen=True)
 class OpenedTask:
     spec: TaskSpec
@@ -61,15 +70,15 @@ class OpenedTask:
 def seal_task(spec: TaskSpec, *, order_id: str, recipients: Iterable[Recipient]) -> SealedTask:
     key = e2e.new_task_key()
     sealed = e2e.seal_payload(key, canonical_json(spec.to_json()), order_id=order_id)
-    wraps = {r.id: e2e.wrap_key(key, r.x25519) for r in recipients}
+    wraps = {r.fingerprint: e2e.wrap_key(key, r.x25519) for r in recipients}
     return SealedTask(spec.clear(), e2e.b64(sealed), wraps, key, sha256_hex(sealed))
 
 
 def open_task(order: Order, *, clear: Mapping[str, Any], payload: object, wrap: object,
               x25519_secret: bytes) -> OpenedTask:
     """The spec and task key of a task, once every check holds; ``E2EError`` says which
-    did not (the relay, or someone between it and us, altered the task), ``SpecError`` that
-    the spec its pilot sealed breaks the shared rule."""
+    did not (the relay, or someone between it and us, altered the task), ``BadSealedSpec``
+    that the spec its pilot sealed breaks the shared rule."""
     if order.kind != "task":
         raise e2e.E2EError(f"a {order.kind} order is not a task's")
     if wrap is None:
@@ -87,8 +96,12 @@ def open_task(order: Order, *, clear: Mapping[str, Any], payload: object, wrap: 
     except ValueError:
         raise e2e.E2EError("the task's sealed spec is not JSON") from None
     # A pilot signed and sealed it: a spec the rule refuses is that pilot's mistake, told in
-    # the rule's own words (SpecError, the ``bad_spec`` of docs/protocol.md), not tampering.
-    spec = parse_spec(raw)
+    # the rule's own words (the ``bad_spec`` of docs/protocol.md), not tampering; the words
+    # may quote sealed fields, so the reader gets the key to seal them with.
+    try:
+        spec = parse_spec(raw)
+    except SpecError as exc:
+        raise BadSealedSpec(exc, key) from None
     if spec.clear() != dict(clear):
         raise e2e.E2EError("the task's clear fields disagree with its sealed spec")
     return OpenedTask(spec, key)

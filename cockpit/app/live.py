@@ -192,7 +192,7 @@ class LiveSource:
         answer = await self.client.enroll(name=drone, labels=labels, replace=replace)
         token, pending = pilot_token(str(answer["token"]), self.relay_url,
                                      [self.client.signer.public_key.openssh()],
-                                     expires_at=float(answer["expires_at"]))
+                                     expires_at=float(answer["expires_at"]), labels=labels)
         PendingStore().add(pending)
         return token
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Final, cast
 from urllib.parse import quote, urlencode
 
 if "httpx" not in sys.modules:
@@ -45,10 +45,10 @@ from dragoon.cockpit.client._types import (
     Task,
     TaskPage,
 )
-from dragoon.cockpit.client.sealing import PilotKeys, seal_task
+from dragoon.cockpit.client.sealing import UNTRUSTED, PilotKeys, seal_task
 from dragoon.shared import orders
-from dragoon.shared.canonical import spec_sha256
 from dragoon.shared.e2e import E2EError
+from dragoon.shared.errors import DragoonError
 from dragoon.shared.h11transport import direct_transport
 from dragoon.shared.login_auth import sign_login
 from dragoon.shared.request_auth import is_signed, retry_timestamp, sign_request
@@ -69,17 +69,9 @@ AMBIGUOUS_SHOWN = 5  # ids an "ambiguous" error lists
 _CHUNK = 64 * 1024
 
 
-def order_spec_hash(spec: Mapping[str, Any]) -> str:
-    """The hash a task order signs: the spec as the relay stores and hands it on (filled in
-    by shared/spec.py's one rule). A spec that fails the rule is hashed as it stands; the
-    relay refuses it with the rule's own words."""
-    try:
-        return parse_spec(dict(spec)).sha256()
-    except SpecError:
-        try:
-            return spec_sha256(dict(spec))
-        except (TypeError, ValueError):
-            return "0" * 64
+# Seconds a long-lived client (the cockpit, a script) reuses the checked recipients of a
+# target: a `dragoon drone authorize` reaches its next submits that much later at most.
+RECIPIENTS_TTL: Final = 10.0
 
 
 def segment(value: str) -> str:
@@ -140,6 +132,11 @@ class RelayClient:
         # pilot's encryption key, read from this pilot's config dir when first needed.
         self.keys = PilotKeys(signer.public_key, os.environ if env is None else env)
         self._log_marks = Marks()  # where each stream's reads may resume (_logs.py)
+        self._lists_read: set[str] = set()  # drones whose pilots list open_tasks has read
+        # Whom the last submits to a target were sealed to, reused for RECIPIENTS_TTL: a
+        # cockpit or script submitting many tasks checks the keys once, not once a task.
+        self._recipients: dict[tuple[Any, Any], tuple[float, Any]] = {}
+        self.last_recipients: Any = None  # whom the last submit sealed to (for the CLI)
         self.token = token
         # The relay's replay floor, once it named one: requests are signed at or above it.
         self._not_before: int | None = None
@@ -290,6 +287,14 @@ class RelayClient:
     async def logout(self) -> None:
         await self._json("POST", "/v1/auth/logout")
 
+    async def publish_pilot_key(self, *, x25519_public_key: str,
+                                x25519_signature: str) -> None:
+        """Give the relay this pilot's X25519 key and its SSH key's certificate of it
+        (cockpit/client/pilot_key.py), for the other pilots and the drones to encrypt for."""
+        await self._json("PUT", "/v1/pilot/x25519",
+                         json_body={"x25519_public_key": x25519_public_key,
+                                    "x25519_signature": x25519_signature})
+
     # -- drones -----------------------------------------------------------------------------
 
     async def drones(self) -> list[Drone]:
@@ -308,6 +313,15 @@ class RelayClient:
         if replace:
             body["replace"] = True
         return cast(JoinTokenAnswer, await self._json("POST", "/v1/workers", json_body=body))
+
+    async def recipients(self, *, drone: str) -> dict[str, Any]:
+        """What the relay holds for encrypting to ``drone``: its keys, its signed pilots list
+        and those pilots' certified X25519 keys. Unchecked: cockpit/client/recipients.py
+        checks it against this pilot's own roots."""
+        answer = await self._json("GET", f"/v1/workers/{segment(drone)}/recipients")
+        if not isinstance(answer, dict):
+            raise RelayError(E.PROTOCOL, "relay sent a recipients answer that is no object")
+        return answer
 
     async def drain(self, *, drone: str, drain: bool = True) -> Drone:
         return cast(Drone, await self._json(
@@ -333,13 +347,27 @@ class RelayClient:
             task_spec = parse_spec(dict(spec))
         except SpecError as exc:  # the relay can't judge a sealed spec: this door must
             raise RelayError("invalid", str(exc), status=None) from None
-        if drone is not None:
-            recipients = [self.keys.drone(drone)]
+        from dragoon.cockpit.client import recipients as who
+
+        target_key = (drone, None) if drone is not None else (None, tuple(sorted(labels or [])))
+        cached = self._recipients.get(target_key)
+        if cached is not None and time.monotonic() - cached[0] < RECIPIENTS_TTL:
+            found = cached[1]
         else:
-            recipients = self.keys.drones_with(sorted(set(labels or [])), await self.drones())
+            found = (await who.recipients_for_drone(self, drone, env=self.keys.env)
+                     if drone is not None else
+                     await who.recipients_for_labels(self, labels or [], env=self.keys.env))
+            self._recipients[target_key] = (time.monotonic(), found)
+        if not found.drones:
+            raise RelayError(UNTRUSTED, "no drone in your known_drones has the labels "
+                             f"{','.join(labels or []) or '(any)'}: confirm one (`dragoon "
+                             "drones`) or `dragoon drones trust NAME FINGERPRINT`")
+        self.keys.believe(found.signers)
+        self.last_recipients = found
+        recipients = list(found.drones)
         order_id = orders.new_order_id()
         sealed = seal_task(task_spec, order_id=order_id,
-                           recipients=[*recipients, self.keys.myself()])
+                           recipients=[*recipients, *found.pilots])
         body: dict[str, Any] = sealed.wire()
         if drone is not None:
             body["drone"] = drone
@@ -355,7 +383,7 @@ class RelayClient:
             labels or [])
         body.update(self._signed_order(lambda: orders.task_order(
             target=target, spec_sha256=sealed.spec_sha256,
-            payload_sha256=sealed.payload_sha256, recipients=[r.id for r in recipients],
+            payload_sha256=sealed.payload_sha256, recipients=[r.fingerprint for r in recipients],
             start_within=start_within, expires_in=expires_in, order_id=order_id)))
         task = await self._json("POST", "/v1/tasks", json_body=body)
         self.keys.remember(str(task.get("id")), sealed.task_key)
@@ -379,8 +407,26 @@ class RelayClient:
         answer = await self._json("GET", "/v1/tasks", query={
             "drone": drone, "state": state, "limit": limit, "before": before,
             "id_prefix": id_prefix})
-        return TaskPage(tasks=[self.keys.open(t) for t in answer["tasks"]],
-                        next=answer.get("next"))
+        return TaskPage(tasks=await self.open_tasks(answer["tasks"]), next=answer.get("next"))
+
+    async def open_tasks(self, tasks: list[Any]) -> list[Any]:
+        """The tasks opened (cockpit/client/sealing.py); a task signed by a pilot this pilot
+        does not know yet sends it to the drone's checked pilots list first, once a drone."""
+        opened = [self.keys.open(t) for t in tasks]
+        unknown = {name for t in opened if t.get("sealed") and self.keys.unknown_signer(t)
+                   for name in self.keys.drones_of(t)} - self._lists_read
+        if not unknown:
+            return opened
+        from dragoon.cockpit.client import recipients as who
+
+        for name in sorted(unknown):
+            self._lists_read.add(name)
+            try:
+                found = await who.recipients_for_drone(self, name, env=self.keys.env)
+            except (RelayError, who.TrustMismatch, DragoonError):
+                continue  # left sealed, with the reason it has
+            self.keys.believe(found.signers)
+        return [self.keys.open(t) if t.get("sealed") else t for t in opened]
 
     async def resolve_task(self, ref: str) -> str:
         """The whole id of the one task ``ref`` names: an id, or a unique prefix of one.
@@ -407,7 +453,8 @@ class RelayClient:
         return ids[0]
 
     async def task(self, *, task_id: str) -> Task:
-        return cast(Task, self.keys.open(await self._json("GET", f"/v1/tasks/{segment(task_id)}")))
+        task = await self._json("GET", f"/v1/tasks/{segment(task_id)}")
+        return cast(Task, (await self.open_tasks([task]))[0])
 
     async def cancel(self, *, task_id: str, grace: int | None = None) -> Task:
         """Cancel the task, with a signed cancel order naming it and its task order.

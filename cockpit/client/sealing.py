@@ -18,12 +18,11 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from dragoon.cockpit.client._errors import RelayError
 from dragoon.cockpit.client.enrollments import known_drones_path
 from dragoon.cockpit.client.pilot_key import load_or_make_pilot_key
 from dragoon.shared import orders
 from dragoon.shared.keys import PublicKey
-from dragoon.shared.trust import KnownDrone, TrustFileError, X25519Key, read_known_drones
+from dragoon.shared.trust import TrustFileError, X25519Key, read_known_drones
 
 if TYPE_CHECKING:
     from dragoon.shared.sealed_task import OpenedTask, Recipient, SealedTask
@@ -38,16 +37,6 @@ def seal_task(spec: TaskSpec, *, order_id: str, recipients: Iterable[Recipient])
     from dragoon.shared import sealed_task
 
     return sealed_task.seal_task(spec, order_id=order_id, recipients=recipients)
-
-
-def _recipient(fingerprint: str, x25519: bytes) -> Recipient:
-    from dragoon.shared.sealed_task import Recipient
-
-    return Recipient(fingerprint, x25519)
-
-
-def labels_match(wanted: Iterable[str], labels: Iterable[str]) -> bool:
-    return set(wanted) <= set(labels)
 
 
 class PilotKeys:
@@ -68,37 +57,32 @@ class PilotKeys:
             self._x25519 = load_or_make_pilot_key(self.env)
         return self._x25519
 
-    def myself(self) -> Recipient:
-        return _recipient(self.own.fingerprint, self.x25519.public)
+    def believe(self, signers: Iterable[PublicKey]) -> None:
+        """Keys a drone this pilot trusts authorizes (its checked, signed pilots list)."""
+        self.trusted_signers.update({key.blob: key for key in signers})
 
-    def known(self) -> dict[str, KnownDrone]:
+    def unknown_signer(self, task: Mapping[str, Any]) -> bool:
         try:
-            return read_known_drones(known_drones_path(self.env))
-        except TrustFileError as exc:
-            raise RelayError(UNTRUSTED, str(exc)) from None
+            _order, signer = orders.read_signed(task.get("order"), task.get("order_signature"))
+        except orders.OrderError:
+            return False
+        return signer.blob not in self.trusted_signers
 
-    def drone(self, name: str) -> Recipient:
-        entry = self.known().get(name)
-        if entry is None:
-            raise RelayError(UNTRUSTED, (
-                f"drone {name} is not in your known_drones ({known_drones_path(self.env)}): "
-                f"confirm its enrollment (`dragoon drones`) or, with the fingerprint read on "
-                f"the box, `dragoon drones trust {name} FINGERPRINT`"))
-        return _recipient(entry.fingerprint, entry.x25519)
-
-    def drones_with(self, labels: list[str], listed: Iterable[Mapping[str, Any]]) -> list[
-            Recipient]:
-        """Every drone the relay lists with ``labels`` that this pilot trusts, sealed to
-        the keys known_drones holds (the relay only says which names have the labels)."""
-        known = self.known()
-        found = [_recipient(known[d["name"]].fingerprint, known[d["name"]].x25519)
-                 for d in listed
-                 if d.get("name") in known and labels_match(labels, d.get("labels") or [])]
-        if not found:
-            raise RelayError(UNTRUSTED, (
-                f"no drone in your known_drones has the labels {','.join(labels) or '(any)'}: "
-                "confirm one (`dragoon drones`) or `dragoon drones trust NAME FINGERPRINT`"))
-        return found
+    def drones_of(self, task: Mapping[str, Any]) -> list[str]:
+        """The drones whose pilots list may vouch for the task's signer: its drone, or
+        (queued for labels) the known drones its order is sealed to."""
+        if task.get("drone"):
+            return [str(task["drone"])]
+        try:
+            order = orders.parse_order(task.get("order"))
+        except orders.OrderError:
+            return []
+        wanted = set(order.fields.get("recipients") or [])
+        try:
+            known = read_known_drones(known_drones_path(self.env))
+        except TrustFileError:
+            return []
+        return sorted(name for name, drone in known.items() if drone.fingerprint in wanted)
 
     def remember(self, task_id: str, key: bytes) -> None:
         self._task_keys[task_id] = key
@@ -125,6 +109,33 @@ class PilotKeys:
                                    wraps, dict) else None,
                                x25519_secret=self.x25519.secret)
         except (E2EError, orders.OrderError) as exc:
-            return {**task, "sealed": exc.detail}
+            return {**task, "sealed": exc.detail, **_texts(task, None)}
         self._task_keys[str(task.get("id"))] = opened.task_key
-        return {**task, "spec": opened.spec.to_json()}
+        return {**task, "spec": opened.spec.to_json(), **_texts(task, opened.task_key)}
+
+
+def _texts(task: Mapping[str, Any], key: bytes | None) -> dict[str, Any]:
+    """The task's error and notes opened (the drone seals what it says about a task it
+    opened: shared/e2e.py ``seal_text``); one that does not open says so, in place."""
+    from dragoon.shared.e2e import E2EError, is_sealed_text, open_text
+
+    task_id = str(task.get("id"))
+
+    def opened(value: Any, name: str) -> Any:
+        if not is_sealed_text(value):
+            return value
+        if key is None:
+            return "(sealed)"
+        try:
+            return open_text(key, value, task_id=task_id, name=name)
+        except E2EError as exc:
+            return f"(a sealed {name} that does not open: {exc.detail})"
+
+    # One text named "error": the reason a drone refused a task it opened (bad_spec), or
+    # why one it ran ended without an exit status; a task has one or the other.
+    shown = {"error": opened(task.get("error"), "error")}
+    notes = task.get("notes")
+    if isinstance(notes, list):
+        shown["notes"] = [opened(note, f"note-{i}") for i, note in enumerate(notes)]
+    return shown
+

@@ -9,12 +9,29 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from dragoon.relay import artifacts, dispatch, enroll, fetches, fleet, logconf, messages, quota
+from dragoon.relay import (
+    artifacts,
+    dispatch,
+    enroll,
+    fetches,
+    fleet,
+    logconf,
+    messages,
+    quota,
+    recipients,
+)
 from dragoon.relay.auth import DroneDep
 from dragoon.relay.blobs import check_artifact_path
 from dragoon.relay.context import Relay, RelayDep
 from dragoon.relay.errors import ApiError
-from dragoon.relay.models import MAX_OFFSET, FinishBody, InitBody, MessageBody, PollBody
+from dragoon.relay.models import (
+    MAX_OFFSET,
+    FinishBody,
+    InitBody,
+    MessageBody,
+    PilotsListBody,
+    PollBody,
+)
 from dragoon.relay.output import Closed, Gap, Incomplete
 from dragoon.relay.tasks import TaskStore, task_finished
 from fastapi import APIRouter, Query, Request
@@ -57,6 +74,13 @@ async def _announce_replacement(
     if (drone_view := await relay.db.run(fleet.get, name)) is not None:
         relay.bus.publish("drone", drone_view)
     relay.signals.notify(("drone", name))
+
+
+@router.put("/pilots")
+async def pilots(body: PilotsListBody, drone: DroneDep, relay: RelayDep) -> dict[str, Any]:
+    """The drone's signed list of the pilots it obeys (docs/protocol.md, "Recipients")."""
+    return await relay.db.run(recipients.store_pilots_list, drone.name, drone.fingerprint,
+                              body.list, body.signature)
 
 
 @router.post("/poll")

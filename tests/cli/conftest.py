@@ -21,6 +21,7 @@ import pytest
 from dragoon.shared.trust import pilot_keys_from, read_authorized_pilots, write_authorized_pilots
 
 from tests.support.relay import REPO, RelayProcess, fresh_totp, new_signer, wait_until
+from tests.support.sealing import trust_drone, trust_test_drone
 
 DRONE = "cli-drone"
 
@@ -77,14 +78,13 @@ class Pilot:
     def json(self, *args: str) -> Any:
         return json.loads(self.ok(*args, "--json"))
 
-    def knows_drones_of(self, other: Pilot) -> None:
-        """Trust the drones ``other`` trusts (its known_drones, as `dragoon drones trust` would
-        write them): a pilot made for one test submits to the session's drone."""
-        mine = self.home / "config" / "dragoon"
-        mine.mkdir(parents=True, exist_ok=True, mode=0o700)
-        known = (other.home / "config" / "dragoon" / "known_drones").read_bytes()
-        (mine / "known_drones").write_bytes(known)
-        (mine / "known_drones").chmod(0o600)
+    def trust(self, drone: Path | Any) -> None:
+        """Add the drone (a real one's data dir, or a test DroneClient) to this pilot's
+        known_drones, as `dragoon drones trust NAME FINGERPRINT` would."""
+        if isinstance(drone, Path):
+            trust_drone(self.env, drone)
+        else:
+            trust_test_drone(self.env, drone)
 
 
 # The data dirs of the session's running drones: a pilot made later is authorized on them
@@ -101,7 +101,10 @@ def make_pilot(relay: RelayProcess, root: Path, name: str) -> Pilot:
         path = data / "authorized_pilots"
         write_authorized_pilots(path, [*read_authorized_pilots(path),
                                        *pilot_keys_from(f"{key}.pub")])
-    return Pilot(home=root / name, key=key, relay=relay, totp_secret=secret)
+    pilot = Pilot(home=root / name, key=key, relay=relay, totp_secret=secret)
+    for data in _DRONE_DATA:  # and it knows them, as a pilot who ran `dragoon drones trust`
+        pilot.trust(data)
+    return pilot
 
 
 @pytest.fixture(scope="session")
@@ -151,3 +154,15 @@ def pilot(relay: RelayProcess, tmp_path_factory: pytest.TempPathFactory) -> Pilo
 def fresh_pilot(relay: RelayProcess, tmp_path: Path) -> Pilot:
     """A pilot of its own, registered but not logged in: for login and session tests."""
     return make_pilot(relay, tmp_path, "bob" + tmp_path.name[-6:].replace("_", ""))
+
+
+def ghost_drone(relay: RelayProcess, root: Path, pilot: Pilot, name: str,
+                labels: tuple[str, ...] = ()) -> Path:
+    """A drone joined (``dragoon drone join``) but never run, that ``pilot`` trusts: tasks
+    for it stay queued."""
+    from tests.drone.conftest import DroneProcess
+
+    drone = DroneProcess(root / name)
+    drone.join(relay.enroll(name, labels), labels=labels)
+    pilot.trust(drone.data_dir)
+    return drone.data_dir

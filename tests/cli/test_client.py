@@ -20,7 +20,7 @@ def client_for(pilot: Pilot) -> RelayClient:
     session = SessionStore(pilot.env).load()
     assert session is not None
     return RelayClient(session.relay, signer=signer_for(session.key, env=pilot.env),
-                       token=session.token, env=pilot.env)  # its known_drones and X25519 key
+                       token=session.token, env=pilot.env)
 
 
 def test_events_stream_task_changes_as_they_happen(pilot: Pilot, drone: str) -> None:

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from dragoon.cockpit.client.pilot_key import load_or_make_pilot_key
 from dragoon.shared.enrollment import JoinToken
 from dragoon.shared.signers import KeyFileSigner
 
@@ -72,9 +71,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         pilot = make_pilot(relay, root, "alice")
         pilot.login()
         api = PilotSession(relay.url, KeyFileSigner.from_file(pilot.key))
-        api._x25519 = load_or_make_pilot_key(pilot.env)  # seals to the CLI pilot's own key
+        api.env = pilot.env  # the CLI pilot's machine: its X25519 key opens what api seals
         api.login(pilot.totp_secret)
         liar = relay.drone(LIAR, ["gpu"], slots=4)
+        pilot.trust(liar)
         answer = liar.poll(hostname="box[/]", version="[bold red]9", metrics=METRICS)
         assert answer.status_code == 200, answer.text
         task = api.submit("echo hi", drone=LIAR, name=TASK_NAME)["id"]

@@ -284,9 +284,8 @@ class DroppingProxy:
 
 
 def test_run_survives_network_drops_without_gaps_or_repeats(
-        fresh_pilot: Pilot, drone: str, relay: RelayProcess, pilot: Pilot) -> None:
+        fresh_pilot: Pilot, drone: str, relay: RelayProcess) -> None:
     proxy = DroppingProxy(int(relay.url.rsplit(":", 1)[1]))
-    fresh_pilot.knows_drones_of(pilot)
     try:
         fresh_pilot.ok("login", "--relay", f"http://127.0.0.1:{proxy.port}", "--key",
                        str(fresh_pilot.key), "--totp", fresh_totp(fresh_pilot.totp_secret))

@@ -37,9 +37,10 @@ def drone(relay: RelayProcess) -> DroneClient:
 
 
 @pytest.fixture
-def pilot(relay: RelayProcess, tmp_path: Path) -> Pilot:
+def pilot(relay: RelayProcess, tmp_path: Path, drone: DroneClient) -> Pilot:
     pilot = make_pilot(relay, tmp_path, "p" + tmp_path.name[-8:].replace("_", ""))
     pilot.login()
+    pilot.trust(drone)
     return pilot
 
 

@@ -251,8 +251,8 @@ async def test_a_lying_drones_words_reach_the_cockpit_inert(relay: RelayProcess,
     assert liar.log(task, "stdout", 0, output).status_code == 200
     assert liar.message(task, 0, HOSTILE).status_code == 200
     assert liar.blob(b"w", task=task, path=EVIL_PATH).status_code == 200
-    client = RelayClient(relay.url, signer=pilot.signer, token=pilot.token, timeout=10.0,
-                         env=records.pilot_env(pilot, tmp_path))
+    client = RelayClient(relay.url, signer=pilot.signer, token=pilot.token,
+                         env=pilot.env, timeout=10.0)
     app = CockpitApp(LiveSource(client, pilot="alice"), ping_interval=0.5)
     async with app.run_test(size=(200, 50)) as driver:
         await until(driver, lambda: app.link is Link.CONNECTED and task in app.state.tasks

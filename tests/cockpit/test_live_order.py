@@ -28,6 +28,7 @@ from tests.drone.conftest import DroneProcess
 from tests.drone.test_wrapper_order import LINES, PACED
 from tests.support import records
 from tests.support.relay import DroneClient, PilotSession, RelayProcess
+from tests.support.sealing import trust_drone
 
 pytestmark = pytest.mark.anyio
 DRONE = "order-1"
@@ -38,11 +39,10 @@ class World:
     def __init__(self, relay: RelayProcess, pilot: PilotSession, root: Path) -> None:
         self.relay = relay
         self.pilot = pilot
-        self.env = records.pilot_env(pilot, root / "pilot")  # opens what the pilot sealed
 
     def app(self) -> CockpitApp:
-        client = RelayClient(self.relay.url, signer=self.pilot.signer, token=self.pilot.token,
-                             timeout=10.0, env=self.env)
+        client = RelayClient(self.relay.url, signer=self.pilot.signer, env=self.pilot.env,
+                             token=self.pilot.token, timeout=10.0)
         return CockpitApp(LiveSource(client, pilot="alice"), ping_interval=0.5)
 
     def task(self, task_id: str) -> dict[str, Any]:
@@ -65,6 +65,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         pilot = relay.pilot("alice")
         drone = DroneProcess(root / "drone")
         drone.join(relay.enroll(DRONE, ["cpu"]), slots=2, labels=("cpu",))
+        trust_drone(pilot.env, drone.data_dir)
         drone.configure(poll_wait=2.0)
         drone.start()
         try:

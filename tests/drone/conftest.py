@@ -115,7 +115,7 @@ class Fleet:
     def task(self, task_id: str) -> dict[str, Any]:
         answer = self.pilot.get(f"/v1/tasks/{task_id}")
         assert answer.status_code == 200, answer.text
-        result: dict[str, Any] = answer.json()
+        result: dict[str, Any] = self.pilot.opened(answer.json())  # its sealed texts opened
         return result
 
     def wait_state(self, task_id: str, states: set[str] | str = "final", *,

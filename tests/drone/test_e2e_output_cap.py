@@ -11,7 +11,6 @@ import pytest
 from dragoon.cockpit.client import LogChunk, RelayClient
 
 from tests.drone.conftest import Fleet
-from tests.support import records
 from tests.support.relay import RelayProcess
 
 CAP = 3000
@@ -44,7 +43,7 @@ def test_output_past_the_cap_ends_cut_at_the_cap_not_as_tampered(capped: Fleet,
     async def follow() -> list[LogChunk]:
         client = RelayClient(capped.relay.url, signer=capped.pilot.signer,
                              token=capped.pilot.token, timeout=10.0,
-                             env=records.pilot_env(capped.pilot, tmp_path / "pilot"))
+                             env=capped.pilot.env)
         async with client:
             return [c async for c in client.follow_log(task_id=task_id)]
 

@@ -211,7 +211,8 @@ def test_honest_clients_sign_again_at_the_floor_after_a_restart(
     assert plain.json()["not_before"] >= floor
 
     async def as_the_cockpit() -> list[str]:
-        async with RelayClient(relay.url, signer=pilot.signer, token=pilot.token) as client:
+        async with RelayClient(relay.url, signer=pilot.signer, token=pilot.token,
+                               env=pilot.env) as client:
             first = [d["name"] for d in await client.drones()]
             await client.drones()  # and the next request is signed at the floor at once
             return first

@@ -8,8 +8,6 @@ task's ``order_id``).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 from dragoon.shared import e2e
@@ -57,20 +55,6 @@ def output(pilot: Any, task_id: str, stream: str = "stdout", *, whole: bool = Fa
     """The stream's plaintext as far as the relay holds it, opened like the pilot does."""
     return open_stream(task_key(pilot, task_id), task_id, stream,
                        stored_log(pilot, task_id, stream), whole=whole)
-
-
-def pilot_env(pilot: Any, folder: Path) -> dict[str, str]:
-    """An environment whose pilot config dir holds ``pilot``'s X25519 key (a PilotSession's):
-    a RelayClient made with it opens the tasks that session sealed, as the CLI's own does."""
-    from dragoon.cockpit.client.pilot_key import pilot_key_path
-
-    config = folder / "config" / "dragoon"
-    config.mkdir(parents=True, exist_ok=True, mode=0o700)
-    env = {**os.environ, "DRAGOON_CONFIG": str(config / "config.toml")}
-    path = pilot_key_path(env)
-    if not path.exists():
-        pilot.x25519.save(path)
-    return env
 
 
 def seal(key: bytes, task_id: str, stream: str, data: bytes, *, final: bool = True) -> bytes:

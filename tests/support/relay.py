@@ -342,14 +342,43 @@ class PilotSession(SignedClient):
                                                               self.x25519.public)])
         self.task_keys[order_id] = sealed.task_key
         rest = {k: v for k, v in body.items() if k != "spec"}
-        return SealedBody({**rest, **sealed.wire()}, sealed, sorted({r.id for r in recipients}),
-                          order_id)
+        return SealedBody({**rest, **sealed.wire()}, sealed,
+                          sorted({r.fingerprint for r in recipients}), order_id)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """A pilot's machine for in-process clients (cockpit tests): its config and state
+        dirs, where its pilot.x25519 and known_drones live (never the test runner's HOME)."""
+        if getattr(self, "_env", None) is None:
+            import tempfile
+
+            home = Path(tempfile.mkdtemp(prefix="pilot-home-"))
+            self._env = {**os.environ, "HOME": str(home),
+                         "XDG_CONFIG_HOME": str(home / "config"),
+                         "XDG_STATE_HOME": str(home / "state")}
+            self._env.pop("DRAGOON_CONFIG", None)
+        return self._env
+
+    @env.setter
+    def env(self, value: dict[str, str]) -> None:
+        self._env = value
 
     @property
     def x25519(self) -> X25519Key:
+        """This pilot's encryption key: the pilot.x25519 of its ``env``, so an in-process
+        RelayClient with that env opens what this session sealed."""
         if getattr(self, "_x25519", None) is None:
-            self._x25519 = X25519Key.generate()
+            from dragoon.cockpit.client.pilot_key import load_or_make_pilot_key
+
+            self._x25519 = load_or_make_pilot_key(self.env)
         return self._x25519
+
+    def client(self, url: str | None = None, **kwargs: Any) -> Any:
+        """The real RelayClient for this pilot (its signer, token and env)."""
+        from dragoon.cockpit.client import RelayClient
+
+        return RelayClient(url or self.url, signer=self.signer, token=self.token,
+                           env=self.env, **kwargs)
 
     @property
     def task_keys(self) -> dict[str, bytes]:
@@ -357,6 +386,29 @@ class PilotSession(SignedClient):
         if getattr(self, "_task_keys", None) is None:
             self._task_keys: dict[str, bytes] = {}
         return self._task_keys
+
+    def opened(self, task: dict[str, Any]) -> dict[str, Any]:
+        """A task view with the texts the drone sealed (error, notes: shared/e2e.py
+        ``seal_text``) opened with the key this session sealed the task with."""
+        from dragoon.shared.e2e import E2EError, is_sealed_text, open_text
+
+        key = self.task_keys.get(str(task.get("order_id")))
+        if key is None:
+            return task
+
+        def opened(value: Any, name: str) -> Any:
+            if not is_sealed_text(value):
+                return value
+            try:
+                return open_text(key, value, task_id=task["id"], name=name)
+            except E2EError:  # sealed under another key (a hostile test's own): as it is
+                return value
+
+        shown = dict(task)
+        shown["error"] = opened(task.get("error"), "error")
+        if isinstance(task.get("notes"), list):
+            shown["notes"] = [opened(n, f"note-{i}") for i, n in enumerate(task["notes"])]
+        return shown
 
     def _order_for(self, path: str, body: dict[str, Any], cancel: re.Match[str] | None,
                    fetch: re.Match[str] | None) -> orders.Order | None:

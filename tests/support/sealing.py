@@ -7,16 +7,17 @@ it. Everything but the rule is the real construction (shared/e2e.py, shared/seal
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dragoon.shared import e2e, orders
 from dragoon.shared.canonical import canonical_json, sha256_hex, spec_sha256
-from dragoon.shared.keys import load_private_key
+from dragoon.shared.keys import load_private_key_file
 from dragoon.shared.signers import Signer
 from dragoon.shared.spec import CLEAR_FIELDS
-from dragoon.shared.trust import X25519Key
+from dragoon.shared.trust import KnownDrone, X25519Key
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class DroneKeys:
 
     @classmethod
     def of(cls, data_dir: Path) -> DroneKeys:
-        key = load_private_key(data_dir / "drone_key").public_key
+        key = load_private_key_file(data_dir / "drone_key").public_key
         return cls(key.fingerprint, X25519Key.load(data_dir / "drone_x25519").public)
 
 
@@ -46,3 +47,27 @@ def sealed_fields(spec: dict[str, Any], *, drone: str, keys: DroneKeys, signer: 
     return {"spec": clear, "payload": e2e.b64(sealed),
             "wrap": e2e.wrap_key(task_key, keys.x25519),
             **orders.sign_order(signer, order).wire()}
+
+
+def known_drone_of(data_dir: Path) -> KnownDrone:
+    """A real drone's ``known_drones`` entry, read from its data dir: what `dragoon drones
+    trust NAME FINGERPRINT` writes once the fingerprint read on the box matches."""
+    from dragoon.drone import config
+
+    name = config.load(data_dir / "drone.toml").name
+    key = load_private_key_file(data_dir / "drone_key").public_key
+    return KnownDrone(name, key, X25519Key.load(data_dir / "drone_x25519").public)
+
+
+def trust_drone(env: Mapping[str, str], data_dir: Path) -> None:
+    """Put the drone of ``data_dir`` in the known_drones of the pilot whose env this is."""
+    from dragoon.cockpit.client.enrollments import remember
+
+    remember(known_drone_of(data_dir), env)
+
+
+def trust_test_drone(env: Mapping[str, str], drone: Any) -> None:
+    """The same for a tests.support.relay.DroneClient (a test drone made from shared/)."""
+    from dragoon.cockpit.client.enrollments import remember
+
+    remember(KnownDrone(drone.name, drone.signer.public_key, drone.x25519.public), env)

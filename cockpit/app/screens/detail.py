@@ -80,7 +80,10 @@ def task_summary(task: dict[str, Any], now: float,
     table.add_row("Pilot", plain(task.get("pilot") or "-"))
     spec = task.get("spec") or {}
     table.add_row("Name", plain(task.get("name") or spec.get("name") or "-"))
-    table.add_row("Command", plain(spec.get("command", ""), style="cyan"))
+    if task.get("sealed"):  # not opened: never a command the relay could have written
+        table.add_row("Command", plain(f"(sealed: {task['sealed']})", style="red"))
+    else:
+        table.add_row("Command", plain(spec.get("command", ""), style="cyan"))
     if spec.get("cwd"):
         table.add_row("Cwd", plain(spec["cwd"]))
     table.add_row("Timeout", format_duration(spec.get("timeout")) if spec.get("timeout")
