@@ -38,6 +38,7 @@ from dragoon.drone.client import (
 )
 from dragoon.drone.dirwatch import BACKSTOP, DirWatch
 from dragoon.drone.inbox import InboxShipper
+from dragoon.drone.sealer import SealedSpool
 from dragoon.drone.shipper import (
     IDLE_POLL,
     AckedOffsets,
@@ -49,6 +50,7 @@ from dragoon.drone.state import read_json, write_json
 from dragoon.drone.stdin import FED, StdinFetcher, stdin_note
 from dragoon.drone.stdin import IDLE as STDIN_IDLE
 from dragoon.drone.watch import ExitWatch
+from dragoon.shared.e2e import new_task_key
 from dragoon.shared.spec import TaskSpec
 
 if TYPE_CHECKING:
@@ -98,12 +100,20 @@ class TaskRunner:
     ) -> None:
         """``before_cleanup`` runs (in a thread) before the task dir is removed: the daemon's
         ledger writes state.json then, as the task dir held the accept's durable record.
-        ``start_notes``: task.json's notes (the daemon has just written or read it)."""
+        ``start_notes``: task.json's notes (the daemon has just written or read it).
+        ``task_key``: what the task's output is sealed under (task.json's, drone/sealer.py)."""
         self.id = task_id
         self._before_cleanup = before_cleanup
         self._start_notes = [str(n) for n in start_notes] if isinstance(start_notes, list) else []
         # The task key (task.json's, base64): what this task's reported texts are sealed with.
         self.task_key = base64.b64decode(task_key) if isinstance(task_key, str) else None
+        if self.task_key is None:
+            # A task adopted from before sealed tasks: no pilot can open its output whatever
+            # key seals it (one mode: never shipped in clear); the pilot is told it does not
+            # open.
+            log.error("task %s has no task key; its output cannot be opened by any pilot",
+                      task_id)
+        self.output_key = self.task_key or new_task_key()
         self.dir = task_dir
         self.work_dir = work_dir
         self.spec = spec
@@ -130,9 +140,12 @@ class TaskRunner:
         if isinstance(hint, dict):
             self.offsets.offsets.update({k: int(v) for k, v in hint.items() if k in STREAMS})
         self.shippers = {
-            stream: StreamShipper(client, task_id=task_id, stream=stream, spool=task_dir / stream,
-                                  acked=self.offsets.offsets[stream], on_ack=self.offsets.update,
-                                  optional=stream in OPTIONAL)
+            stream: StreamShipper(
+                client, task_id=task_id, stream=stream,
+                sealer=SealedSpool(task_key=self.output_key, task_id=task_id, stream=stream,
+                                   plain=task_dir / stream),
+                acked=self.offsets.offsets[stream], on_ack=self.offsets.update,
+                optional=stream in OPTIONAL)
             for stream in STREAMS
         }
         # Its messages are sealed under the task key, and its stdin opened with it.

@@ -29,6 +29,7 @@ if "httpx" not in sys.modules:
 import httpx
 from dragoon.cockpit.client import _errors as E
 from dragoon.cockpit.client._errors import RelayError
+from dragoon.cockpit.client._logs import Marks, check_end, open_records
 from dragoon.cockpit.client._retry import Backoff, RetryHook
 from dragoon.cockpit.client._types import (
     Artifact,
@@ -46,6 +47,7 @@ from dragoon.cockpit.client._types import (
 )
 from dragoon.cockpit.client.sealing import TAMPERED, UNTRUSTED, PilotKeys, seal_task
 from dragoon.shared import orders
+from dragoon.shared.e2e import E2EError
 from dragoon.shared.errors import DragoonError
 from dragoon.shared.h11transport import direct_transport
 from dragoon.shared.login_auth import sign_login
@@ -135,6 +137,7 @@ class RelayClient:
         # Tasks that do not open for this pilot, and why: their messages say so without
         # asking the relay for the task again (a task's wraps never change).
         self._unopened: dict[str, str] = {}
+        self._log_marks = Marks()  # where each stream's reads may resume (_logs.py)
         self._lists_read: set[str] = set()  # drones whose pilots list open_tasks has read
         # Whom the last submits to a target were sealed to, reused for RECIPIENTS_TTL: a
         # cockpit or script submitting many tasks checks the keys once, not once a task.
@@ -481,23 +484,68 @@ class RelayClient:
 
     async def read_log(self, *, task_id: str, stream: str = "stdout", offset: int = 0,
                        limit: int | None = None, wait: int | None = None) -> LogChunk:
-        """One read of ``stream`` from ``offset``; with ``wait`` the relay holds it until news."""
-        response = await self._call(
-            "GET", f"/v1/tasks/{segment(task_id)}/log",
-            query={"stream": stream, "offset": offset, "limit": limit, "wait": wait},
-            read_timeout=(wait or 0) + self._timeout,
-        )
-        h = response.headers
-        data = response.content
-        start = int(h.get("X-Dragoon-Offset", offset))
+        """One read of ``stream`` from ``offset``, opened (cockpit/client/_logs.py); with
+        ``wait`` the relay holds it until news.
+
+        ``offset`` is 0 or a ``next_offset`` this client handed out (a record boundary);
+        ``data`` is the plaintext of the whole records read. A record the relay has only
+        part of yet is read on until it is whole (or the stream ends). ``E2EError`` when
+        the stream does not hold (cut, reordered, forged): nothing of it past that point.
+        """
+        reader = self._log_marks.reader(await self._task_key(task_id), task_id=task_id,
+                                        stream=stream, offset=offset)
+        at = offset
+        parts: list[bytes] = []
+        pending = b""  # a record begun, not whole yet
+        while True:
+            response = await self._call(
+                "GET", f"/v1/tasks/{segment(task_id)}/log",
+                query={"stream": stream, "offset": at, "limit": limit, "wait": wait},
+                read_timeout=(wait or 0) + self._timeout,
+            )
+            h = response.headers
+            data = response.content
+            at = int(h.get("X-Dragoon-Next-Offset", at + len(data)))
+            opened, pending, error = open_records(reader, pending + data)
+            parts.append(opened)
+            eof = h.get("X-Dragoon-Eof") == "1"
+            cut = h.get("X-Dragoon-Truncated")
+            cut_at = int(cut) if cut and cut.isdigit() else None
+            if error is not None or opened or eof or not data or not pending:
+                break  # else read on from where the record's bytes end so far
+        plaintext = b"".join(parts)
+        if error is not None:
+            if not plaintext:
+                raise error
+            # What opened before the bad record is handed out; the next read raises.
+            self._log_marks.remember(task_id, stream, reader, error)
+            eof = False
+        elif eof:
+            check_end(reader, partial=len(pending), cut_at=cut_at,
+                      state=h.get("X-Dragoon-Task-State"))
+            self._log_marks.remember(task_id, stream, reader)
+        else:
+            self._log_marks.remember(task_id, stream, reader)
         return LogChunk(
             stream=stream,
-            data=data,
-            offset=start,
-            next_offset=int(h.get("X-Dragoon-Next-Offset", start + len(data))),
+            data=plaintext,
+            offset=offset,
+            next_offset=reader.consumed,
             state=h.get("X-Dragoon-Task-State"),
-            eof=h.get("X-Dragoon-Eof") == "1",
+            eof=eof,
+            cut_at=cut_at if eof and not reader.finished else None,
         )
+
+    async def _task_key(self, task_id: str) -> bytes:
+        """The task key its output is sealed under: opened with the task, once."""
+        key = self.keys.task_key(task_id)
+        if key is None:
+            task = await self.task(task_id=task_id)
+            key = self.keys.task_key(task_id)
+            if key is None:
+                why = task.get("sealed") or "it was not sealed to this pilot"
+                raise E2EError(f"task {task_id}'s output cannot be opened: {why}")
+        return key
 
     async def follow_log(
         self,
@@ -511,10 +559,11 @@ class RelayClient:
     ) -> AsyncIterator[LogChunk]:
         """Yield ``stream``'s bytes as they come, until the task is over and all is read.
 
-        Each read resumes from the previous answer's next offset, and a read
-        whose body did not arrive whole is simply asked again, so a network drop
-        or a relay restart costs neither a gap nor a repeat. The last chunk
-        yielded has ``eof`` set (its data may be empty).
+        Each read resumes from the previous answer's next offset (a record boundary),
+        and a read whose body did not arrive whole is simply asked again, so a network
+        drop or a relay restart costs neither a gap nor a repeat. The last chunk
+        yielded has ``eof`` set (its data may be empty; ``cut_at`` if the relay's cap
+        cut the output). A stream that does not open raises ``E2EError``, not retried.
         """
         backoff = Backoff(on_retry=on_retry, give_up_after=give_up_after)
         while True:

@@ -134,10 +134,12 @@ class StdinAnswer:
 
 @dataclass(frozen=True)
 class LogChunk:
-    """Bytes of one stream from ``offset`` up to ``next_offset``.
+    """Plaintext of one stream's records stored from ``offset`` up to ``next_offset``.
 
-    ``eof`` is true when the task is final and every byte of the stream has
-    been returned: a follower stops there.
+    The offsets are the relay's (stored, sealed bytes) at record boundaries. ``eof``
+    is true when the task is final and every byte of the stream has been returned:
+    a follower stops there. ``cut_at``: at eof, the stream was cut by the relay's
+    output cap of that many bytes (said out of band), not ended by the task.
     """
 
     stream: str
@@ -146,6 +148,7 @@ class LogChunk:
     next_offset: int
     state: str | None
     eof: bool
+    cut_at: int | None = None
 
 
 @dataclass(frozen=True)

@@ -631,6 +631,15 @@ class DroneClient(SignedClient):
         return dict(open_task(order, clear=task["spec"], payload=task["payload"],
                               wrap=task["wrap"], x25519_secret=self.x25519.secret).spec.to_json())
 
+    def task_key(self, task: Mapping[str, Any]) -> bytes:
+        """The task key of a handed-out task, unwrapped as the real drone does: what its
+        output records are sealed under (tests/support/records.py ``seal``)."""
+        from dragoon.shared.sealed_task import open_task
+
+        order = orders.parse_order(task["order"])
+        return open_task(order, clear=task["spec"], payload=task["payload"], wrap=task["wrap"],
+                         x25519_secret=self.x25519.secret).task_key
+
     def poll(self, *, wait: float = 0, timeout: float | None = None, **body: Any) -> httpx.Response:
         answer = self.post("/v1/worker/poll", json={"wait": wait, **body},
                            timeout=timeout if timeout is not None else wait + 15)
