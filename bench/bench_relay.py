@@ -44,7 +44,6 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from dragoon.cockpit.client._client import order_spec_hash  # noqa: E402
 from dragoon.shared import orders  # noqa: E402
 from dragoon.shared.keys import PrivateKey  # noqa: E402
 from dragoon.shared.request_auth import sign_request  # noqa: E402
@@ -181,12 +180,11 @@ def relay_dispatch_mean(url: str) -> float | None:
 
 
 def task_body(pilot: PilotSession, drone: str, command: str) -> bytes:
-    """A submit body with the pilot's signed order (shared/orders.py), as the client makes it."""
-    spec = {"command": command}
-    order = orders.task_order(target=orders.drone_target(drone),
-                              spec_sha256=order_spec_hash(spec))
-    return json.dumps({"drone": drone, "spec": spec,
-                       **orders.sign_order(pilot.signer, order).wire()}).encode()
+    """A submit body sealed (shared/sealed_task.py) with the pilot's signed order, as the
+    client makes them (tests/support/relay.py ``PilotSession.seal``)."""
+    sealed = pilot.seal({"drone": drone, "spec": {"command": command}})
+    return json.dumps({**sealed.body,
+                       **orders.sign_order(pilot.signer, sealed.order()).wire()}).encode()
 
 
 async def _dispatch(url: str, pilot: PilotSession, count: int) -> list[float]:

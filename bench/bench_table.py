@@ -56,6 +56,11 @@ import bench_drone  # noqa: E402
 import bench_relay  # noqa: E402
 from bench_cli import timed  # noqa: E402
 from dragoon.cockpit.client import RelayClient  # noqa: E402
+from dragoon.shared.trust import (  # noqa: E402
+    pilot_keys_from,
+    read_authorized_pilots,
+    write_authorized_pilots,
+)
 
 from tests.drone.conftest import Fleet  # noqa: E402
 from tests.support.relay import (  # noqa: E402
@@ -64,6 +69,7 @@ from tests.support.relay import (  # noqa: E402
     fresh_totp,
     new_signer,
 )
+from tests.support.sealing import trust_drone  # noqa: E402
 
 DRONE = "bench"
 SLOTS = 8
@@ -112,7 +118,8 @@ async def one_task(client: RelayClient) -> tuple[float, dict[str, Any]]:
 
 
 def client_for(relay: RelayProcess, pilot: PilotSession) -> RelayClient:
-    return RelayClient(relay.url, signer=pilot.signer, token=pilot.token)
+    """The pilot's own client, with the pilot's env: its known_drones and encryption key."""
+    return RelayClient(relay.url, signer=pilot.signer, token=pilot.token, env=pilot.env)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -200,9 +207,18 @@ def logged_in_cli(root: Path, relay: RelayProcess,
     return dragoon, env
 
 
-def cli_whole_process(root: Path, relay: RelayProcess, runs: int) -> dict[str, float]:
-    """``dragoon run`` and ``dragoon --version`` as the user starts them, wall time."""
+def cli_whole_process(root: Path, relay: RelayProcess, runs: int,
+                      drone_data: Path | None = None) -> dict[str, float]:
+    """``dragoon run`` and ``dragoon --version`` as the user starts them, wall time. The
+    CLI's pilot is authorized on the drone of ``drone_data`` and knows it, as on a box where
+    `dragoon drone authorize` and `dragoon drones trust` were run."""
     dragoon, env = logged_in_cli(root, relay)
+    if drone_data is not None:
+        key = Path(env["HOME"]) / ".ssh" / "id_ed25519.pub"
+        path = drone_data / "authorized_pilots"
+        write_authorized_pilots(path, [*read_authorized_pilots(path), *pilot_keys_from(
+            str(key))])
+        trust_drone(env, drone_data)
 
     def median_ms(argv: list[str]) -> float:
         timed(argv, env, expect=0)  # warm-up
@@ -283,6 +299,7 @@ def task_path(work: Path, counts: Counts) -> dict[str, Any]:
         pilot = relay.pilot("bench")
         fleet = Fleet(work, relay, pilot)
         drone = fleet.drone(DRONE, slots=SLOTS, poll_wait=25.0)
+        trust_drone(pilot.env, drone.data_dir)  # as `dragoon drones trust` would
         try:
             assert drone.process is not None
             steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
@@ -293,7 +310,8 @@ def task_path(work: Path, counts: Counts) -> dict[str, Any]:
                     windowed(relay, pilot, counts.tasks, 1))["window1_tasks_per_s"]}),
                 ("window 4", lambda: asyncio.run(windowed(relay, pilot, counts.tasks, 4))),
                 ("burst", lambda: asyncio.run(burst(relay, pilot, counts.tasks))),
-                ("CLI", lambda: cli_whole_process(work, relay, counts.cli_runs)),
+                ("CLI", lambda: cli_whole_process(work, relay, counts.cli_runs,
+                                                  drone.data_dir)),
             ]
             for name, step in steps:
                 print(f"running {name} …", file=sys.stderr, flush=True)

@@ -8,6 +8,8 @@ this module, and the cockpit passes its injectable clock in as `now`.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import Any
 
 
 def _is_number(value: object) -> bool:
@@ -61,3 +63,13 @@ def human_size(size: int | None) -> str:
             return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} B"  # pragma: no cover - the loop always returns
+
+
+def message_text(message: Mapping[str, Any]) -> str:
+    """A message's text as the client opened it, or, for one that did not open (the relay
+    altered or moved it, or its task is not this pilot's to open), one line saying so:
+    never anything of the relay's as a task's words. Not yet safe text (``clean`` it)."""
+    error = message.get("error")
+    if error is not None or not isinstance(message.get("text"), str):
+        return f"[message not shown: {error or 'no text'}]"
+    return str(message["text"])

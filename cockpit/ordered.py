@@ -192,6 +192,11 @@ class Interleaver:
         for _since, stream in waiting:
             self._show(stream, bytes(self._held[stream]), held=True)
 
+    def flush(self) -> None:
+        """Show every byte held, now: a stream failed (a record that does not open) and the
+        bytes that did open before it are the task's own, whatever their order."""
+        self._let_through()
+
     def _let_through(self) -> None:
         """From now on bytes go as they come, after what the runs known so far still order."""
         self.arrival_order = self._for_good = True
@@ -234,6 +239,9 @@ async def follow_in_order(follow: Callable[[str], AsyncIterator[bytes]], sink: S
     clock = asyncio.ensure_future(ticker())
     try:
         await asyncio.gather(*jobs)
+    except Exception:
+        merge.flush()  # what arrived before the failure is shown, then the failure
+        raise
     finally:
         for job in (*jobs, clock):
             job.cancel()

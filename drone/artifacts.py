@@ -4,8 +4,9 @@ Patterns are relative to the task's work dir; ``**`` matches any number of
 folders. Nothing outside the work dir is ever sent: a pattern with ``..`` or
 an absolute path is refused, and so is a match that is (or sits behind) a
 symlink leading out of the work dir. Every refusal is reported with its
-reason. Uploads are streamed from disk with the SHA-256 computed ahead, so
-the relay can check what it stored, and the total stays within a size cap.
+reason. Each file is sealed once into a spool in the task dir (shared/sealed_files.py)
+and the spool is streamed from disk with its SHA-256 computed ahead, so the relay can
+check what it stored; the total stays within a size cap.
 
 Only regular files are artifacts. A match that is a FIFO, socket or device
 (or a symlink to one) is skipped with ``not a regular file: KIND``, reported
@@ -190,11 +191,6 @@ def open_match(work_dir: Path, real: Path) -> tuple[int, int]:
         raise ArtifactRefused(str(exc) if isinstance(exc, safefile.NotRegular)
                               else exc.strerror or str(exc)) from exc
     return fd, found.st_size
-
-
-async def fd_digest(fd: int) -> tuple[str, int]:
-    """SHA-256 and length of an open file as it is now, computed off the event loop."""
-    return await safefile.in_thread(lambda: fd_sha256(fd, os.fstat(fd).st_size))
 
 
 def fd_sha256(fd: int, size: int) -> tuple[str, int]:

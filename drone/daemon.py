@@ -15,6 +15,7 @@ whose results could never be reported, and exits with ``EXIT_REPLACED``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -39,6 +40,7 @@ from dragoon.drone.install import RunningCode, installed_version
 from dragoon.drone.launcher import Launcher
 from dragoon.drone.lazy import lazy_call, lazy_module
 from dragoon.drone.metrics import Metrics
+from dragoon.drone.pilots_publish import PilotsPublisher
 from dragoon.drone.state import (
     AdmissionLedger,
     DataDir,
@@ -54,16 +56,16 @@ from dragoon.shared.tls import ca_context
 if TYPE_CHECKING:
     import httpx
     from dragoon.drone import spawn
-    from dragoon.drone.artifacts import fd_digest, stream_fd
+    from dragoon.drone.artifacts import stream_fd
     from dragoon.drone.orders import OrderGate
     from dragoon.drone.runner import TaskRunner
     from dragoon.drone.verify import parse_spec, parse_task, verify_task
     from dragoon.shared.spec import TaskSpec
+    from dragoon.shared.trust import X25519Key
 else:
     # The task path (and psutil, ctypes, the spec rules under it) is loaded by the first
     # task or re-adoption, not by an idle drone (drone/lazy.py; tests/drone/test_imports.py).
     spawn = lazy_module("dragoon.drone.spawn")
-    fd_digest = lazy_call("dragoon.drone.artifacts", "fd_digest")
     stream_fd = lazy_call("dragoon.drone.artifacts", "stream_fd")
     TaskRunner = lazy_call("dragoon.drone.runner", "TaskRunner")
     parse_spec = lazy_call("dragoon.drone.verify", "parse_spec")
@@ -111,7 +113,10 @@ class DroneDaemon:
         self._jobs: set[asyncio.Task[Any]] = set()
         self._unheld: set[str] = set()
         self._fetches_seen: dict[str, None] = {}  # insertion-ordered, bounded
+        self._x25519: X25519Key | None = None  # the encryption key, read at the first task
         self._gate: OrderGate | None = None  # made at the first order (drone/orders.py)
+        self.pilots_list = PilotsPublisher(data.authorized_pilots, self.signer,
+                                           self.settings.name)
         self._order_ids: dict[str, str] = {}  # held task → the id of the order it runs under
         self._cancels_refused: dict[tuple[str, object], None] = {}  # logged once each
         self.started: list[dict[str, Any]] = []
@@ -143,6 +148,7 @@ class DroneDaemon:
                  ",".join(self.settings.labels) or "-", self.ca_cert or "system CAs")
         self._say_if_no_pilot()
         self.adopt()
+        self._drop_fetch_spools()
         poller = asyncio.create_task(self.poll_loop())
         stopped = asyncio.create_task(self._stop.wait())
         replaced = asyncio.create_task(self.client.replaced.wait())
@@ -268,6 +274,28 @@ class DroneDaemon:
             return None, self.refusal(exc.detail)
         return order, None
 
+    def open_sealed(self, raw: dict[str, Any], order: Any, clear: dict[str, Any],
+                    task_id: str) -> tuple[Any, str | None]:
+        """The task's whole spec and key out of its sealed payload (shared/sealed_task.py),
+        or (None, the reason it is refused): a task not sealed to this drone's key, or
+        whose payload, wrap or clear fields the relay altered, never runs."""
+        from dragoon.shared.e2e import E2EError, seal_text
+        from dragoon.shared.sealed_task import BadSealedSpec, open_task
+
+        if self.signer.public_key.fingerprint not in order.fields["recipients"]:
+            return None, self.refusal("the task is not sealed to this drone's key")
+        try:
+            opened = open_task(order, clear=clear, payload=raw.get("payload"),
+                               wrap=raw.get("wrap"), x25519_secret=self.encryption_key().secret)
+        except E2EError as exc:
+            return None, self.refusal(exc.detail)
+        except BadSealedSpec as exc:  # sealed by an authorized pilot, but no spec by the rule
+            return None, seal_text(exc.task_key, f"bad_spec: {exc}", task_id=task_id,
+                                   name="error")
+        except (OSError, ValueError) as exc:  # TrustFileError included
+            return None, self.refusal(f"its encryption key cannot be read: {exc}")
+        return opened, None
+
     def _remember_task_order(self, order: Any, task_id: str) -> str | None:
         """Put the accepted task's order in seen_orders; None, or why it could not be."""
         from dragoon.shared.orders import OrderError
@@ -347,7 +375,7 @@ class DroneDaemon:
             work_dir=Path(record["work_dir"]), spec=spec, timeout=record.get("timeout"),
             grace=float(record.get("grace", self.settings.default_grace)), client=self.client,
             settings=self.settings, before_cleanup=self._before_cleanup,
-            start_notes=record.get("notes"))
+            start_notes=record.get("notes"), task_key=record.get("task_key"))
 
     def _hold(self, runner: TaskRunner) -> None:
         self.runners[runner.id] = runner
@@ -381,6 +409,9 @@ class DroneDaemon:
         backoff = JitteredBackoff()
         last_refusal: str | None = None
         while True:
+            # Whom this drone obeys, signed, for the pilots to encrypt for: sent at start and
+            # again once authorized_pilots changed (drone/pilots_publish.py); a stat a poll.
+            await self.pilots_list.publish_if_due(self.client)
             body = await self.poll_body()
             try:
                 response = await self.client.request(
@@ -541,18 +572,21 @@ class DroneDaemon:
             return True
         # The pilot's order, checked and remembered before anything of the task is made.
         order, refused = self.check_task_order(raw, parsed.id, parsed.spec)
+        if refused is None:
+            opened, refused = self.open_sealed(raw, order, parsed.spec, parsed.id)
         if refused is not None:
             self._reject(parsed.id, refused)
             return True
-        spec = parse_spec(parsed.spec)
-        if isinstance(spec, str):
-            self._reject(parsed.id, f"bad_spec: {spec}")
-            return True
+        spec = opened.spec
         task_dir = self.data.make_task_dir(parsed.id)
         self.state.accept(parsed.id, parsed.seq)
         work_dir = self._work_dir(parsed.id, spec)
         record = {
-            "id": parsed.id, "seq": parsed.seq, "spec": parsed.spec, "accepted_at": time.time(),
+            "id": parsed.id, "seq": parsed.seq, "spec": spec.to_json(),
+            "accepted_at": time.time(),
+            # The task key: what its output, artifacts and messages are sealed under. The
+            # drone's own disk (task dirs are 0700) holds it as it holds the plaintext.
+            "task_key": base64.b64encode(opened.task_key).decode("ascii"),
             "order_id": order.id, "order_expires": order.expires,
             "work_dir": str(work_dir),
             "timeout": self.settings.effective_timeout(spec.timeout),
@@ -651,10 +685,11 @@ class DroneDaemon:
     # ----- fetch -----
 
     async def start_fetch(self, item: dict[str, Any]) -> None:
-        """Check the path off the loop; a refusal found within FETCH_CHECK_WAIT rides on the
-        very next poll, a slow filesystem delays only its own fetch; upload in the back."""
-        fetch_id, path = item.get("id"), item.get("path")
-        if not isinstance(fetch_id, str) or not isinstance(path, str):
+        """Check the order and open the sealed path, then check the path off the loop; a
+        refusal found within FETCH_CHECK_WAIT rides on the very next poll, a slow
+        filesystem delays only its own fetch; upload in the back."""
+        fetch_id = item.get("id")
+        if not isinstance(fetch_id, str):
             return
         # Every poll answer lists every pending fetch: one already being handled is ignored.
         if fetch_id in self._fetches_seen:
@@ -662,59 +697,109 @@ class DroneDaemon:
         self._fetches_seen[fetch_id] = None
         while len(self._fetches_seen) > FETCH_MEMORY:
             del self._fetches_seen[next(iter(self._fetches_seen))]
+        from dragoon.shared.e2e import E2EError
         from dragoon.shared.orders import OrderError
+        from dragoon.shared.sealed_files import fetch_stream, open_fetch
 
         try:
             order = self.gate.check(item.get("order"), item.get("order_signature"),
                                     kind="fetch", ref=fetch_id)
-            if order.fields["fetch"]["path"] != path:
-                raise OrderError(f"the pilot signed a fetch of {order.fields['fetch']['path']!r}"
-                                 f", not {path!r}")
+            path, key = open_fetch(order, payload=item.get("payload"), wrap=item.get("wrap"),
+                                   x25519_secret=self.encryption_key().secret)
             self.gate.seen.remember(order, fetch_id)
-        except OrderError as exc:
+        except (OrderError, E2EError) as exc:
             self._fetch_refused(fetch_id, self.refusal(exc.detail))
             return
+        except (OSError, ValueError) as exc:  # TrustFileError included
+            self._fetch_refused(fetch_id, self.refusal(f"its encryption key cannot be read: "
+                                                       f"{exc}"))
+            return
+        stream = fetch_stream(key, order.id)
         check = asyncio.ensure_future(safefile.in_thread(
             lambda: fetch.open_for_fetch(path, self.fetch_roots,
                                          max_bytes=self.settings.max_fetch_bytes)))
         await asyncio.wait({check}, timeout=FETCH_CHECK_WAIT)
         if check.done() and isinstance(check.exception(), fetch.FetchRefused):
-            self._fetch_refused(fetch_id, str(check.exception()))
+            self._fetch_refused(fetch_id, str(check.exception()), stream)
             return
-        self._spawn_job(self.serve_fetch(fetch_id, check))
+        self._spawn_job(self.serve_fetch(fetch_id, check, stream))
 
-    def _fetch_refused(self, fetch_id: str, reason: str) -> None:
+    def _drop_fetch_spools(self) -> None:
+        """Sealed fetches a stopped drone left (``DIR/fetches``): none is being served at the
+        start, and a fetch still pending is handed out again and sealed afresh."""
+        with contextlib.suppress(FileNotFoundError):
+            for spool in (self.data.root / "fetches").iterdir():
+                with contextlib.suppress(OSError):
+                    spool.unlink()
+
+    def encryption_key(self) -> X25519Key:
+        """The drone's X25519 key, read at its first use."""
+        from dragoon.shared.trust import X25519Key
+
+        if self._x25519 is None:
+            self._x25519 = X25519Key.load(self.data.x25519_key)
+        return self._x25519
+
+    def _fetch_refused(self, fetch_id: str, reason: str, stream: Any = None) -> None:
+        """Reported on the next poll: sealed under the fetch key once the drone has it (a
+        refusal may name the path or the drone's folders), in clear before (it names
+        neither: a bad order, a wrap for another key)."""
         log.info("fetch %s refused: %s", fetch_id, reason)
+        if stream is not None:
+            from dragoon.shared.sealed_files import seal_error
+
+            reason = seal_error(stream.key, stream.task_id, reason)
         self.fetch_errors.append({"id": fetch_id, "error": reason[:2000]})
 
-    async def serve_fetch(self, fetch_id: str, check: asyncio.Future[fetch.Opened]) -> None:
-        """Stream the already-opened file: what was checked is what is sent."""
+    async def serve_fetch(self, fetch_id: str, check: asyncio.Future[fetch.Opened],
+                          stream: Any) -> None:
+        """Seal the already-opened file into a spool, then upload the spool: what was checked
+        is what is sealed, and every attempt sends the same sealed bytes."""
+        from dragoon.shared.sealed_files import seal_file
+
         try:
             opened = await check
         except fetch.FetchRefused as exc:
-            self._fetch_refused(fetch_id, str(exc))
+            self._fetch_refused(fetch_id, str(exc), stream)
             return
         except Exception as exc:  # a bug, not the pilot's fault: the fetch must still end
             log.exception("fetch %s: checking the path failed", fetch_id)
-            self._fetch_refused(fetch_id, f"the drone could not check the path: {exc!r}")
+            self._fetch_refused(fetch_id, f"the drone could not check the path: {exc!r}",
+                                stream)
+            return
+        spool_dir = self.data.root / "fetches"
+        spool = spool_dir / f"{fetch_id}.sealed"
+        try:
+            try:
+                spool_dir.mkdir(mode=0o700, exist_ok=True)
+                sealed = await safefile.in_thread(seal_file, opened.fd, opened.size, spool,
+                                                  stream)
+            finally:
+                os.close(opened.fd)
+        except OSError as exc:
+            self._fetch_refused(fetch_id, f"the drone could not seal the file: {exc}", stream)
+            spool.unlink(missing_ok=True)
             return
 
-        async def attempt() -> tuple[httpx.Response, int]:
-            # Hashed again at each attempt: a file that changed meanwhile is sent as it is now.
-            digest, size = await fd_digest(opened.fd)
-            response = await self.client.request(
-                "POST", "/v1/worker/blob",
-                params={"fetch": fetch_id, "sha256": digest, "size": size},
-                stream=stream_fd(opened.fd, size), stream_sha256=digest, stream_size=size,
-                read_timeout=300.0)
-            return response, size
+        async def attempt() -> httpx.Response:
+            fd = os.open(spool, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                return await self.client.request(
+                    "POST", "/v1/worker/blob",
+                    params={"fetch": fetch_id, "sha256": sealed.stored_sha256,
+                            "size": sealed.stored_size, "meta": sealed.meta},
+                    stream=stream_fd(fd, sealed.stored_size),
+                    stream_sha256=sealed.stored_sha256, stream_size=sealed.stored_size,
+                    read_timeout=300.0)
+            finally:
+                os.close(fd)
 
         try:
-            response, size = await until_reachable(attempt)
+            response = await until_reachable(attempt)
         finally:
-            os.close(opened.fd)
+            spool.unlink(missing_ok=True)
         if response.status_code == 200:
-            log.info("fetch %s served: %s (%d bytes)", fetch_id, opened.real, size)
+            log.info("fetch %s served: %s (%d bytes)", fetch_id, opened.real, sealed.size)
         else:
             reason = f"relay refused the upload: HTTP {response.status_code} {error_code(response)}"
             log.warning("fetch %s: %s", fetch_id, reason)

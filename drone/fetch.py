@@ -6,6 +6,9 @@ check and the open cannot lead outside the roots. Only a regular file is
 served: a FIFO, device, socket or folder (or a symlink to one) is refused
 with its kind, found without opening it (``drone/safefile.py``), so a FIFO
 with no writer cannot make the drone wait.
+
+The path came sealed (shared/sealed_files.py ``open_fetch``), and a refusal goes back
+sealed too (``seal_error``): the relay reads neither.
 """
 
 from __future__ import annotations
@@ -47,26 +50,26 @@ def open_for_fetch(path: str, roots: list[Path], *, max_bytes: int) -> Opened:
     try:
         real = candidate.resolve()
     except RuntimeError as exc:  # a symlink loop (Python before 3.13)
-        raise FetchRefused(f"{path}: symlink loop") from exc
+        raise FetchRefused("symlink loop") from exc
     except OSError as exc:
-        raise FetchRefused(f"{path}: {exc.strerror or exc}") from exc
+        raise FetchRefused(f"{exc.strerror or exc}") from exc
     if not _inside(real, roots):
-        raise FetchRefused(f"{path} is outside the fetch roots ({', '.join(map(str, roots))})")
+        raise FetchRefused(f"outside the fetch roots ({', '.join(map(str, roots))})")
 
     def within_roots(opened: Path) -> None:
         if not _inside(opened, roots):
-            raise FetchRefused(f"{path} is outside the fetch roots")
+            raise FetchRefused("outside the fetch roots")
 
     try:
         fd, st = safefile.open_regular(real, check_path=within_roots)
     except FileNotFoundError as exc:
-        raise FetchRefused(f"{path}: no such file") from exc
+        raise FetchRefused("no such file") from exc
     except safefile.NotRegular as exc:
-        raise FetchRefused(f"{path}: {exc}") from exc
+        raise FetchRefused(str(exc)) from exc
     except OSError as exc:
-        raise FetchRefused(f"{path}: {exc.strerror or exc}") from exc
+        raise FetchRefused(f"{exc.strerror or exc}") from exc
     opened = safefile.fd_path(fd) or real
     if st.st_size > max_bytes:
         os.close(fd)
-        raise FetchRefused(f"{path} is {st.st_size} bytes, over the cap of {max_bytes}")
+        raise FetchRefused(f"{st.st_size} bytes, over the cap of {max_bytes}")
     return Opened(fd, opened, st.st_size)

@@ -12,6 +12,11 @@ no longer regular, or the cap, is said to the pilot once and the rest of the
 file ignored. The drone's own notices (artifact refusals) never go through
 the file: they wait in ``inbox.json`` and are sent after the task's lines,
 numbered in the same sequence.
+
+Every message is sealed under the task key before it leaves (shared/sealed_message.py):
+one record at its index, so the relay stores what it cannot read, and cannot move to
+another task or index. The cap (MESSAGE_CAP) is on the text, here; the relay's is on
+the sealed record.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from dragoon.drone import safefile
 from dragoon.drone.client import RelayLink, RelayUnavailable, error_code
 from dragoon.drone.shipper import TaskFinished
 from dragoon.drone.state import read_json, write_json
+from dragoon.shared.sealed_message import seal_message
 from dragoon.shared.spec import MESSAGE_CAP, SpecError, check_message
 
 log = logging.getLogger("dragoon.drone")
@@ -118,9 +124,11 @@ def split_messages(
 
 
 class InboxShipper:
-    def __init__(self, client: RelayLink, *, task_id: str, inbox: Path, state_path: Path) -> None:
+    def __init__(self, client: RelayLink, *, task_id: str, inbox: Path, state_path: Path,
+                 task_key: bytes | None) -> None:
         self.client = client
         self.task_id = task_id
+        self.task_key = task_key
         self.inbox = inbox
         self.state_path = state_path
         saved = read_json(state_path)
@@ -188,7 +196,14 @@ class InboxShipper:
         write_json(self.state_path, self.state.__dict__, durable=durable)
 
     async def _send(self, text: str) -> None:
-        body = {"task": self.task_id, "index": self.state.index, "text": text}
+        if self.task_key is None:
+            # A task from before sealing (task.json holds no key): nothing may go in clear.
+            log.warning("task %s: no task key; message %d not sent", self.task_id,
+                        self.state.index)
+            return
+        sealed = seal_message(self.task_key, task_id=self.task_id, index=self.state.index,
+                              text=text)
+        body = {"task": self.task_id, "index": self.state.index, "sealed": sealed}
         response = await self.client.request("POST", "/v1/worker/message", json_body=body)
         if response.status_code in (413, 422):
             # This message can never be stored: skipped, or the task's finish would wait forever.

@@ -73,10 +73,11 @@ class Joined:
 
 
 def _joined_labels(given: list[str], enrolled: object) -> list[str]:
-    """The drone's labels: its own ``--labels`` and those its enrollment gave (the init
-    answer's, each by the label rule; anything else is ignored). A pilot's labels order is
-    checked against these (drone/orders.py); the relay only ever chose among drones with a
-    label, so taking its word for them here lets it do no more than that."""
+    """The drone's labels: its own ``--labels`` and those its enrollment gave, each by the
+    label rule (anything else is ignored). A pilot's labels order is checked against these
+    (drone/orders.py). The enrollment's are the v2 token's, made on the pilot's side (or by
+    the relay admin's `relay enroll`), never the relay's join answer's; only a v1 token,
+    which has none, falls back to the answer's."""
     from dragoon.shared.spec import SpecError, check_label
 
     labels = list(given)
@@ -170,7 +171,8 @@ def join(token_text: str, data_dir: Path, *, slots: int = 1, labels: list[str] |
     name = answer.get("name") if isinstance(answer.get("name"), str) else token.drone
     settings = config.DroneSettings(
         name=name, relay=token.relay.rstrip("/"), slots=slots,
-        labels=_joined_labels(labels or [], answer.get("labels")),
+        labels=_joined_labels(labels or [], answer.get("labels") if token.labels is None
+                              else list(token.labels)),
         ca_cert=data.ca_cert.name if ca_pem is not None else "")
     _write(data, key if new_key else None, x25519 if new_x25519 else None, pilots, relay_key,
            settings, ca_pem)

@@ -1,11 +1,12 @@
 """``dragoon notify TEXT``: inside a task, one message to the pilot's inbox, with no login.
 
-It appends one line to ``$DRAGOON_INBOX``, which the drone ships; newlines in
-TEXT become spaces so that one call is always one message. TEXT is held to
-shared/spec.py's message rule, as the drone and the relay hold it: blank text,
-or more than MESSAGE_CAP bytes, is refused with one line and exit 2. The inbox must be a
-regular file: anything else (a FIFO, a device, a symbolic link) is refused with
-one line and exit 1, never waited on.
+It appends one line to ``$DRAGOON_INBOX``, which the drone seals and ships;
+newlines in TEXT become spaces so that one call is always one message. TEXT is
+held to shared/spec.py's message rule, as the drone holds it (the relay only
+ever sees it sealed): blank text, or more than MESSAGE_CAP bytes, is refused
+with one line and exit 2. The inbox must be a regular file: anything else (a
+FIFO, a device, a symbolic link) is refused with one line and exit 1, never
+waited on.
 """
 
 from __future__ import annotations

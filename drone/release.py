@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -64,11 +65,20 @@ def punch(path: Path, upto: int) -> bool:
 class Releaser:
     """Decides when a stream's acknowledged prefix is worth punching out."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, before_punch: Callable[[], None] | None = None) -> None:
+        """``before_punch`` runs before blocks go: what makes them safe to free must be on
+        disk for good by then (a sealed spool synced before its plaintext is punched)."""
         self.path = path
         self.released = 0  # bytes below this offset are no longer on disk
+        self._before_punch = before_punch
+        self._tried = 0
 
     def acknowledged(self, offset: int) -> None:
         target = offset - MARGIN
-        if target - self.released >= STEP and punch(self.path, target):
+        if target - max(self.released, self._tried) < STEP:
+            return
+        self._tried = target  # a filesystem that cannot punch is not asked (or synced) often
+        if self._before_punch is not None:
+            self._before_punch()
+        if punch(self.path, target):
             self.released = target - target % BLOCK

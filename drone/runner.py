@@ -15,6 +15,7 @@ same timers from the same records and decides the same.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -37,6 +38,7 @@ from dragoon.drone.client import (
 )
 from dragoon.drone.dirwatch import BACKSTOP, DirWatch
 from dragoon.drone.inbox import InboxShipper
+from dragoon.drone.sealer import SealedSpool
 from dragoon.drone.shipper import (
     IDLE_POLL,
     AckedOffsets,
@@ -45,9 +47,10 @@ from dragoon.drone.shipper import (
     TaskGone,
 )
 from dragoon.drone.state import read_json, write_json
-from dragoon.drone.stdin import FED, StdinFetcher
+from dragoon.drone.stdin import FED, StdinFetcher, stdin_note
 from dragoon.drone.stdin import IDLE as STDIN_IDLE
 from dragoon.drone.watch import ExitWatch
+from dragoon.shared.e2e import new_task_key
 from dragoon.shared.spec import TaskSpec
 
 if TYPE_CHECKING:
@@ -93,13 +96,24 @@ class TaskRunner:
         settings: DroneSettings,
         before_cleanup: Callable[[], None] | None = None,
         start_notes: list[str] | None = None,
+        task_key: str | None = None,
     ) -> None:
         """``before_cleanup`` runs (in a thread) before the task dir is removed: the daemon's
         ledger writes state.json then, as the task dir held the accept's durable record.
-        ``start_notes``: task.json's notes (the daemon has just written or read it)."""
+        ``start_notes``: task.json's notes (the daemon has just written or read it).
+        ``task_key``: what the task's output is sealed under (task.json's, drone/sealer.py)."""
         self.id = task_id
         self._before_cleanup = before_cleanup
         self._start_notes = [str(n) for n in start_notes] if isinstance(start_notes, list) else []
+        # The task key (task.json's, base64): what this task's reported texts are sealed with.
+        self.task_key = base64.b64decode(task_key) if isinstance(task_key, str) else None
+        if self.task_key is None:
+            # A task adopted from before sealed tasks: no pilot can open its output whatever
+            # key seals it (one mode: never shipped in clear); the pilot is told it does not
+            # open.
+            log.error("task %s has no task key; its output cannot be opened by any pilot",
+                      task_id)
+        self.output_key = self.task_key or new_task_key()
         self.dir = task_dir
         self.work_dir = work_dir
         self.spec = spec
@@ -126,15 +140,19 @@ class TaskRunner:
         if isinstance(hint, dict):
             self.offsets.offsets.update({k: int(v) for k, v in hint.items() if k in STREAMS})
         self.shippers = {
-            stream: StreamShipper(client, task_id=task_id, stream=stream, spool=task_dir / stream,
-                                  acked=self.offsets.offsets[stream], on_ack=self.offsets.update,
-                                  optional=stream in OPTIONAL)
+            stream: StreamShipper(
+                client, task_id=task_id, stream=stream,
+                sealer=SealedSpool(task_key=self.output_key, task_id=task_id, stream=stream,
+                                   plain=task_dir / stream),
+                acked=self.offsets.offsets[stream], on_ack=self.offsets.update,
+                optional=stream in OPTIONAL)
             for stream in STREAMS
         }
+        # Its messages are sealed under the task key, and its stdin opened with it.
         self.inbox = InboxShipper(client, task_id=task_id, inbox=task_dir / "inbox",
-                                  state_path=task_dir / "inbox.json")
-        self.stdin = (StdinFetcher(client, task_id=task_id, task_dir=task_dir)
-                      if spec.stdin else None)
+                                  state_path=task_dir / "inbox.json", task_key=self.task_key)
+        self.stdin = (StdinFetcher(client, task_id=task_id, task_dir=task_dir,
+                                   task_key=self.task_key) if spec.stdin else None)
         self.done = asyncio.Event()
         # Armed by run(), in the loop: the exit watch, the timers, the task dir's watch.
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -461,35 +479,76 @@ class TaskRunner:
             record = {"files": [[m.path, str(m.real), m.size] for m in selection.matches],
                       "refused": selection.refused, "uploaded": [], "notes": notes}
             write_json(record_path, record)
-        for rel, real, _size in record["files"]:
+        for index, (rel, real, _size) in enumerate(record["files"]):
             if rel in record["uploaded"]:
                 continue
             # Done either way: stored, or refused (said in a message and in the task's notes).
-            refused = await until_reachable(lambda rel=rel, real=real: self._upload(rel,
-                                                                                   Path(real)))
+            refused = await until_reachable(
+                lambda index=index, rel=rel, real=real: self._upload(record, index, rel,
+                                                                     Path(real)))
             if refused is not None:
                 self.inbox.note(f"dragoon: {refused}")
                 record.setdefault("notes", []).append(refused)
             record["uploaded"].append(rel)
             write_json(record_path, record)
 
-    async def _upload(self, rel: str, real: Path) -> str | None:
-        """Upload one artifact: None once the relay stored it, else why it was not."""
+    def _task_key(self) -> bytes:
+        """The task key, from task.json (drone/daemon.py ``admit`` wrote it there)."""
+        import base64
+
+        record = read_json(self.dir / "task.json")
+        key = record.get("task_key") if isinstance(record, dict) else None
+        if not isinstance(key, str):
+            raise artifacts.ArtifactRefused("the task's key is not in its task.json")
+        return base64.b64decode(key)
+
+    async def _seal(self, record: dict[str, Any], index: int, real: Path) -> Any:
+        """The artifact sealed into its spool (shared/sealed_files.py), once: a resend after
+        a restart uploads the same bytes, which the relay takes as the resend it is."""
+        from dragoon.shared.sealed_files import FileStream, Sealed, seal_file
+
+        spool = self.dir / f"artifact-{index}.sealed"
+        kept = Sealed.from_json(record.setdefault("sealed", {}).get(str(index)))
+        if kept is not None and spool.is_file() and spool.stat().st_size == kept.stored_size:
+            return kept
+        fd, size = await safefile.in_thread(artifacts.open_match, self.work_dir, real)
         try:
-            fd, _size = await safefile.in_thread(artifacts.open_match, self.work_dir, real)
-        except artifacts.ArtifactRefused as exc:
+            stream = FileStream(self._task_key(), self.id, "artifact", str(index))
+            rel = record["files"][index][0]
+            sealed = await safefile.in_thread(
+                lambda: seal_file(fd, size, spool, stream, path=rel))
+        finally:
+            os.close(fd)
+        record["sealed"][str(index)] = sealed.to_json()
+        write_json(self.dir / "artifacts.json", record)
+        return sealed
+
+    async def _upload(self, record: dict[str, Any], index: int, rel: str,
+                      real: Path) -> str | None:
+        """Upload one artifact, sealed under the task key: None once the relay stored it,
+        else why it was not. The relay knows it by its index alone; its path, size and
+        hash travel in the sealed metadata."""
+        spool = self.dir / f"artifact-{index}.sealed"
+        try:
+            sealed = await self._seal(record, index, real)
+            fd = os.open(spool, os.O_RDONLY | os.O_NOFOLLOW)
+        except (artifacts.ArtifactRefused, OSError) as exc:  # OSError: the spool (disk full)
             log.warning("task %s: artifact %s not uploaded: %s", self.id, rel, exc)
             return f"artifact not stored: {rel}: {exc}"
         try:
-            digest, size = await artifacts.fd_digest(fd)
-            params = {"task": self.id, "path": rel, "sha256": digest, "size": size}
+            params = {"task": self.id, "path": str(index), "sha256": sealed.stored_sha256,
+                      "size": sealed.stored_size, "meta": sealed.meta}
             response = await self.client.request(
-                "POST", "/v1/worker/blob", params=params, stream=artifacts.stream_fd(fd, size),
-                stream_sha256=digest, stream_size=size, read_timeout=300.0)
+                "POST", "/v1/worker/blob", params=params,
+                stream=artifacts.stream_fd(fd, sealed.stored_size),
+                stream_sha256=sealed.stored_sha256, stream_size=sealed.stored_size,
+                read_timeout=300.0)
         finally:
             os.close(fd)
         if response.status_code == 200:
-            log.info("task %s: artifact %s uploaded (%d bytes)", self.id, rel, size)
+            log.info("task %s: artifact %s uploaded (%d bytes, %d sealed)", self.id, rel,
+                     sealed.size, sealed.stored_size)
+            spool.unlink(missing_ok=True)
             return None
         reason = f"HTTP {response.status_code} {error_code(response)}"
         log.warning("task %s: artifact %s refused by the relay: %s", self.id, rel, reason)
@@ -506,22 +565,36 @@ class TaskRunner:
         if body["peak_rss"] is not None:
             body["peak_rss"] = int(body["peak_rss"])
         if body["error"] is not None:
-            body["error"] = str(body["error"])[:2000]
+            body["error"] = self.sealed(str(body["error"])[:2000], "error")
         notes = self.notes()
         if notes:
-            body["notes"] = notes
+            body["notes"] = [self.sealed(note, f"note-{i}") for i, note in enumerate(notes)]
         return body
+
+    def sealed(self, text: str, name: str) -> str:
+        """A text about the task, sealed under its key (shared/e2e.py ``seal_text``): a
+        reason or note may quote the command's cwd or an artifact's path, which the relay
+        must not read. Only a task adopted from before sealed tasks has no key."""
+        if self.task_key is None:
+            return text
+        from dragoon.shared.e2e import seal_text
+
+        return seal_text(self.task_key, text, task_id=self.id, name=name)
 
     def notes(self) -> list[str]:
         """What the task's finish says without failing it: the daemon's notes at its start
         (task.json: dragoon upgraded under the drone; handed over by the daemon, which wrote
-        or read it) and its artifact notes (artifacts.json), kept on disk so a drone
-        restarted before the finish still reports them."""
+        or read it), its artifact notes (artifacts.json) and why its stdin stopped early
+        (stdin.note), kept on disk so a drone restarted before the finish still reports
+        them."""
         notes = [note[:1000] for note in self._start_notes]
         if self.spec.artifacts:
             record = read_json(self.dir / "artifacts.json")
             found = record.get("notes") if isinstance(record, dict) else None
             notes += [str(note)[:1000] for note in found] if isinstance(found, list) else []
+        stopped = stdin_note(self.dir) if self.spec.stdin else None
+        if stopped:  # the relay's stdin did not open (drone/stdin.py): said, never fed
+            notes.append(stopped[:1000])
         return notes[:100]
 
     async def _finish(self) -> None:

@@ -1,19 +1,21 @@
 """Shipping one output stream of one task: spool file → relay, exactly once, in order.
 
 The wrapper writes the task's stdout/stderr, and their ``order`` (shared/
-order.py), to spool files; this reads each from the
-offset the relay has acknowledged and posts chunks of at most 256 KiB with
-their offset. The relay appends a chunk only at its current length, so a
-resend after a lost answer is acknowledged, not appended twice, and a 409
+order.py), to plaintext spool files; each is sealed into records beside it
+(drone/sealer.py: the relay reads none of it) and this ships the sealed spool
+from the offset the relay has acknowledged, in chunks of at most 256 KiB with
+their offset (a chunk need not end on a record: the relay stores bytes). The
+relay appends a chunk only at its current length, so a resend after a lost
+answer is acknowledged, not appended twice, and a 409
 ``offset_gap`` tells the shipper where the relay really is. At most WINDOW
 chunks are in flight per stream, so memory stays flat whatever the task
 writes; small writes that arrive meanwhile go out together in the next round.
 
-The spool is opened once, without following a symlink or waiting on a FIFO
-(``drone/safefile.py``), and read through that fd in a thread: the task
-writes to the very inode the drone reads, so a task that deletes or replaces
-its spool file (the task dir is writable by it) loses nothing it wrote to its
-stdout, and nothing the task puts at that path can stall the drone.
+The plaintext spool is opened once, without following a symlink or waiting on a
+FIFO (``drone/safefile.py``), and read through that fd: the task writes to the
+very inode the drone reads, so a task that deletes or replaces its spool file
+loses nothing it wrote to its stdout, and nothing the task puts at that path can
+stall the drone.
 
 Once the task's finish is recorded the relay's log is closed: a resend of bytes
 it holds is still acknowledged (a drone that restarted before its cleanup ships
@@ -31,10 +33,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from dragoon.drone import safefile
 from dragoon.drone.client import JitteredBackoff, RelayLink, RelayUnavailable, error_code
 from dragoon.drone.dirwatch import Poke
 from dragoon.drone.release import Releaser
+from dragoon.drone.sealer import SealedSpool
 
 log = logging.getLogger("dragoon.drone")
 
@@ -68,7 +70,7 @@ class StreamShipper:
         *,
         task_id: str,
         stream: str,
-        spool: Path,
+        sealer: SealedSpool,
         acked: int = 0,
         on_ack: Callable[[str, int], None] | None = None,
         optional: bool = False,
@@ -76,57 +78,48 @@ class StreamShipper:
         self.client = client
         self.task_id = task_id
         self.stream = stream
-        self.spool = spool
+        self.sealer = sealer
+        self.spool = sealer.path
         self.acked = acked
         self._on_ack = on_ack
-        self._releaser = Releaser(spool)
+        # A durable checkpoint past the punched region first: a resume never walks zeros.
+        self._releaser = Releaser(sealer.path,
+                                  before_punch=lambda: sealer.checkpoint(durable=True))
         self._backoff = JitteredBackoff()
-        self._fd: int | None = None
-        self._refused: str | None = None  # why the spool could not be opened, if so
         # An optional stream (``order``) the relay refuses is given up, not retried for ever:
         # the task's output must not wait on its order.
         self.optional = optional
         self.given_up = False
 
-    def _open(self) -> int | None:
-        """The spool's fd, opened on first need (the wrapper creates the file)."""
-        if self._fd is None and self._refused is None:
-            try:
-                self._fd, _ = safefile.open_regular(self.spool)
-            except FileNotFoundError:
-                return None
-            except OSError as exc:  # NotRegular included
-                self._refused = str(exc)
-                log.warning("task %s %s: the spool %s is %s; its output cannot be shipped",
-                            self.task_id, self.stream, self.spool, exc)
-        return self._fd
-
     def spool_size(self) -> int:
-        """Bytes in the spool; what the relay holds when the spool cannot be read."""
-        fd = self._open()
-        if fd is None:
-            return self.acked if self._refused else 0
-        return os.fstat(fd).st_size
+        """Bytes in the sealed spool: whole records."""
+        return self.sealer.size
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self.sealer.close()
 
-    async def ship_once(self) -> bool:
-        """Send the next chunks (up to WINDOW at once); True when the relay's offset moved.
+    async def seal(self, exited: bool) -> None:
+        """Seal what the wrapper wrote since (off the loop when it is more than a little)."""
+        if self.sealer.pending() <= INLINE_READ:
+            self.sealer.seal_new(exited=exited)
+        else:
+            await asyncio.to_thread(self.sealer.seal_new, exited=exited)
+
+    async def ship_once(self, exited: bool = False) -> bool:
+        """Seal what is new (``exited``: and end the stream), then send the next chunks of
+        the sealed spool (up to WINDOW at once); True when the relay's offset moved.
 
         Chunks travel in parallel to hide the relay's per-request cost; the
         relay still appends strictly in offset order, so a chunk that overtakes
         its predecessor is answered ``offset_gap`` and simply sent again.
         """
+        await self.seal(exited)
         size = self.spool_size()
         if self.acked >= size:
             return False
         start = self.acked
         offsets = list(range(start, min(size, start + WINDOW * CHUNK), CHUNK))
-        fd = self._open()
-        assert fd is not None  # spool_size() found it open
+        fd = self.sealer.fd()
 
         def read() -> list[tuple[int, bytes]]:
             return [(o, os.pread(fd, min(CHUNK, size - o), o)) for o in offsets]
@@ -181,8 +174,8 @@ class StreamShipper:
         if offset < self._releaser.released:
             # Only if the relay lost bytes it had acknowledged as durable (a restored backup).
             log.error("task %s %s: relay asks again for bytes below %d, already released from "
-                      "the spool; they arrive as zeros", self.task_id, self.stream,
-                      self._releaser.released)
+                      "the spool; they arrive as zeros (the pilot sees a stream that does not "
+                      "open)", self.task_id, self.stream, self._releaser.released)
         self.acked = offset
         self._releaser.acknowledged(offset)
         if self._on_ack is not None:
@@ -197,7 +190,7 @@ class StreamShipper:
         """
         while not self.given_up:
             try:
-                moved = await self.ship_once()
+                moved = await self.ship_once(exited.is_set())
             except StreamRefused as exc:
                 log.warning("task %s: %s; its %s is not shipped (upgrade the relay)",
                             self.task_id, exc, self.stream)
@@ -209,7 +202,7 @@ class StreamShipper:
             self._backoff.reset()
             if moved:
                 continue
-            if exited.is_set() and self.acked >= self.spool_size():
+            if exited.is_set() and self.sealer.finished and self.acked >= self.spool_size():
                 return
             if poke is None:
                 await asyncio.sleep(look_every)

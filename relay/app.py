@@ -25,6 +25,7 @@ from dragoon.relay.routes import (
     health,
     login,
     messages,
+    recipients,
     stdin,
     tasks,
 )
@@ -51,7 +52,7 @@ def create_app(config: RelayConfig) -> FastAPI:
     app.state.relay = relay
     errors.install(app)
     for module in (login, fleet, drone_api, tasks, stdin, fetches, messages, events, health,
-                   audit):
+                   audit, recipients):
         app.include_router(module.router)
     app.add_middleware(SignedRequests, relay=relay)
     app.add_middleware(OpenRouteLimits, relay=relay)  # outside: a 429 costs no body read

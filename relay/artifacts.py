@@ -1,4 +1,8 @@
-"""A task's artifacts: path → content hash, recorded once per (task, path).
+"""A task's artifacts: name → content hash, recorded once per (task, name).
+
+The name (the ``path`` column, kept for the route's sake) is opaque, the artifact's index
+in its task: the file is sealed under the task key, its path, size and hash in the sealed
+``meta`` beside it (shared/sealed_files.py). The relay reads neither.
 
 The drone uploads them after the task exits and before it reports the finish;
 after the finish only a resend of a recorded one is acknowledged.
@@ -41,22 +45,24 @@ def admit(
 
 
 def record(
-    conn: sqlite3.Connection, drone: str, task: str, path: str, sha256: str, size: int
+    conn: sqlite3.Connection, drone: str, task: str, path: str, sha256: str, size: int,
+    meta: str | None = None,
 ) -> None:
     """Record an uploaded artifact, judged again in the transaction (a finish may have raced)."""
     with transaction(conn):
         if _judge(conn, own_task(conn, drone, task), path, sha256) is not None:
             return
         conn.execute(
-            "INSERT INTO artifacts (task, path, sha256, size, uploaded_at) VALUES (?, ?, ?, ?, ?)",
-            (task, path, sha256, size, time.time()),
+            "INSERT INTO artifacts (task, path, sha256, size, uploaded_at, meta)"
+            " VALUES (?, ?, ?, ?, ?, ?)", (task, path, sha256, size, time.time(), meta),
         )
         quota.charge(conn, drone, size)  # counted with the record, in one commit
 
 
 def listing(conn: sqlite3.Connection, task: str) -> list[dict[str, Any]]:
     rows = conn.execute(
-        "SELECT path, size, sha256, uploaded_at FROM artifacts WHERE task = ? ORDER BY path",
+        "SELECT path, size, sha256, uploaded_at, meta FROM artifacts WHERE task = ?"
+        " ORDER BY path",
         (task,),
     )
     return [dict(row) for row in rows]

@@ -38,12 +38,13 @@ from typing import IO, Final
 from dragoon.relay import events
 from dragoon.relay.config import DB_FILE, KEY_FILE, RelayConfig
 from dragoon.relay.db import SCHEMA_VERSION
-from dragoon.relay.output import STREAMS, TRUNCATED
+from dragoon.relay.output import ORDER_TRUNCATED, STREAMS, TRUNCATED
 
 FORMAT: Final = 1
 MANIFEST: Final = "dragoon-backup.json"
 _TOP: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
-_LOG: Final = re.compile(r"logs/(t-[a-z2-7]{10})/(" + "|".join((*STREAMS, TRUNCATED)) + ")")
+_LOG: Final = re.compile(r"logs/(t-[a-z2-7]{10})/("
+                         + "|".join((*STREAMS, TRUNCATED, ORDER_TRUNCATED)) + ")")
 _BLOB: Final = re.compile(r"blobs/([0-9a-f]{2})/(\1[0-9a-f]{62})")
 _DB_SIDE_FILES: Final = (f"{DB_FILE}-wal", f"{DB_FILE}-shm", f"{DB_FILE}-journal")
 _NOT_TOP: Final = (*_DB_SIDE_FILES, "logs", "blobs", MANIFEST)
@@ -228,11 +229,12 @@ def _add_logs(tar: tarfile.TarFile, config: RelayConfig, logs: dict[tuple[str, s
                 summary.missing.append(f"{name} (short: {added} of {log.limit})")
             summary.logs += 1
             summary.log_bytes += added
-        flag = config.logs_dir / task / TRUNCATED
-        # A cap reached after the database copy belongs to bytes the archive does not hold.
-        with contextlib.suppress(FileNotFoundError):
-            if flag.stat().st_mtime <= snapshot_at:
-                _add_file(tar, f"logs/{task}/{TRUNCATED}", flag)
+        for flag_name in (TRUNCATED, ORDER_TRUNCATED):
+            flag = config.logs_dir / task / flag_name
+            # A cap reached after the database copy belongs to bytes the archive does not hold.
+            with contextlib.suppress(FileNotFoundError):
+                if flag.stat().st_mtime <= snapshot_at:
+                    _add_file(tar, f"logs/{task}/{flag_name}", flag)
     return changed
 
 

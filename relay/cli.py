@@ -219,7 +219,8 @@ def enroll(data_dir: Path, drone: str, labels: list[str], ttl: int, url: str | N
     finally:
         conn.close()
     # The v2 form, with the --authorize keys; the admin's token never has a binding key.
-    click.echo(dataclasses.replace(JoinToken.decode(token), pilots=tuple(pilots)).encode())
+    click.echo(dataclasses.replace(JoinToken.decode(token), pilots=tuple(pilots),
+                                   labels=tuple(labels)).encode())
 
 
 @relay.command()

@@ -239,6 +239,59 @@ MIGRATIONS: Final[list[str]] = [
     ALTER TABLE fetches ADD COLUMN order_text TEXT;
     ALTER TABLE fetches ADD COLUMN order_signature TEXT
     """,
+    # 10: sealed tasks (issue 13 piece 3, docs/security.md, "Sealed tasks"): the spec column
+    # holds only its clear part; the whole spec is the payload, sealed under the task key,
+    # which ``wraps`` holds wrapped per recipient (JSON: fingerprint -> base64).
+    """
+    ALTER TABLE tasks ADD COLUMN payload TEXT;
+    ALTER TABLE tasks ADD COLUMN wraps TEXT
+    """,
+    # 11: who to encrypt for (issue 13, docs/protocol.md "Recipients"): each pilot key's
+    # certified X25519 key (by the SSH key's fingerprint, so a key listed by a drone is found
+    # whoever it logs in as), and each drone's signed list of the pilots it obeys, with the
+    # key that signed it (a list of a replaced drone is not served for its successor).
+    # The relay only stores and hands these on: the pilots check every signature themselves.
+    """
+    CREATE TABLE pilot_x25519 (
+        fingerprint TEXT PRIMARY KEY,
+        x25519_public_key TEXT NOT NULL,
+        x25519_signature TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE drone_pilots (
+        drone TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        list TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        received_at REAL NOT NULL
+    )
+    """,
+    # 12: sealed files (issue 13 piece 4, docs/protocol.md, "Sealed files"): an artifact's
+    # ``path`` is an opaque name (its index), its sealed metadata (path, size, hash) in
+    # ``meta``; a fetch keeps no path, but the sealed payload holding it and the fetch key's
+    # wraps, and its file's sealed metadata. A fetch still pending from before names a
+    # path in clear under an order no drone takes any more: it fails.
+    """
+    ALTER TABLE artifacts ADD COLUMN meta TEXT;
+    UPDATE fetches SET state = 'failed', error = 'made before sealed fetches (relay upgraded)'
+        WHERE state = 'pending';
+    ALTER TABLE fetches DROP COLUMN path;
+    ALTER TABLE fetches ADD COLUMN payload TEXT;
+    ALTER TABLE fetches ADD COLUMN wraps TEXT;
+    ALTER TABLE fetches ADD COLUMN meta TEXT
+    """,
+    # 13: sealed messages (issue 13 piece 4, docs/protocol.md, "Sealed messages"): the
+    # relay keeps each inbox message as the drone sealed it under the task key (base64 of
+    # one record) and its stored size, never its text. The plaintext messages an older relay
+    # kept are deleted with their column: no pilot could tell them from forged ones, and
+    # the relay should hold none. The ids go on (AUTOINCREMENT keeps its sequence).
+    """
+    DELETE FROM messages;
+    ALTER TABLE messages DROP COLUMN text;
+    ALTER TABLE messages ADD COLUMN sealed TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN size INTEGER NOT NULL DEFAULT 0
+    """,
 ]
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

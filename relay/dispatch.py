@@ -56,7 +56,7 @@ def assign(
         drone, labels = _heartbeat(conn, name, poll, now)
         changed_ids = _apply_reports(conn, name, poll, now) if first else set()
         failed_fetches = _fail_fetches(conn, name, poll) if first else []
-        handout = _Handout(conn, signer, name, now, drone["seq"])
+        handout = _Handout(conn, signer, name, drone["fingerprint"], now, drone["seq"])
         _redeliver(handout, set(poll.running) | {s.id for s in poll.started})
         dispatched: list[str] = []
         if not drone["draining"]:
@@ -75,8 +75,10 @@ def assign(
         "cancel": [{"id": r["id"], "grace": int(r["cancel_grace"] or 0),
                     "order": r["cancel_order"], "order_signature": r["cancel_signature"]}
                    for r in cancels],
-        "fetches": [{"id": r["id"], "path": r["path"], "order": r["order_text"],
-                     "order_signature": r["order_signature"]} for r in fetch_rows],
+        "fetches": [{"id": r["id"], "order": r["order_text"],
+                     "order_signature": r["order_signature"], "payload": r["payload"],
+                     "wrap": json.loads(r["wraps"] or "{}").get(drone["fingerprint"])}
+                    for r in fetch_rows],
         "server_time": time.time(),
     }
     return Assignment(answer, bool(handout.tasks) or undelivered, fleet.view(fresh, active),
@@ -115,14 +117,15 @@ class _Handout:
     conn: sqlite3.Connection
     signer: Signer
     name: str
+    fingerprint: str  # the drone's key: its wrap of each task's key is the one handed out
     now: float
     seq: int
     tasks: list[dict[str, Any]] = field(default_factory=list)
 
-    def give(self, task_id: str, spec_json: str, order: str | None,
-             order_signature: str | None) -> None:
+    def give(self, row: sqlite3.Row) -> None:
         self.seq += 1
-        spec = json.loads(spec_json)
+        task_id = row["id"]
+        spec = json.loads(row["spec"])
         self.conn.execute(
             "UPDATE tasks SET state = 'dispatched', drone = ?, seq = ?,"
             " dispatched_at = COALESCE(dispatched_at, ?) WHERE id = ?",
@@ -132,19 +135,27 @@ class _Handout:
                                  spec=spec)
         # The pilot's signed order rides beside the relay's envelope, which does not cover
         # it: the drone checks it under its own authorized_pilots (shared/orders.py).
-        envelope["order"] = order
-        envelope["order_signature"] = order_signature
+        envelope["order"] = row["order_text"]
+        envelope["order_signature"] = row["order_signature"]
+        # The sealed spec, and the task key wrapped to this drone's key (shared/e2e.py): the
+        # drone opens both and believes them only as far as the order's hashes say.
+        envelope["payload"] = row["payload"]
+        envelope["wrap"] = json.loads(row["wraps"] or "{}").get(self.fingerprint)
         self.tasks.append(envelope)
+
+
+# The columns a handed-out task is made of.
+_HANDED = "id, spec, order_text, order_signature, payload, wraps"
 
 
 def _redeliver(handout: _Handout, held: set[str]) -> None:
     """Dispatched tasks the drone does not hold: the answer that carried them was lost."""
     for row in handout.conn.execute(
-        "SELECT id, spec, order_text, order_signature FROM tasks WHERE drone = ?"
+        f"SELECT {_HANDED} FROM tasks WHERE drone = ?"  # noqa: S608 - a constant
         " AND state = 'dispatched' ORDER BY num", (handout.name,),
     ).fetchall():
         if row["id"] not in held:
-            handout.give(row["id"], row["spec"], row["order_text"], row["order_signature"])
+            handout.give(row)
 
 
 def _fill_slots(handout: _Handout, labels: list[str], slots: int) -> list[str]:
@@ -156,7 +167,7 @@ def _fill_slots(handout: _Handout, labels: list[str], slots: int) -> list[str]:
     after = 0
     while True:  # in pages, so tasks for other labels never hide a matching one
         rows = handout.conn.execute(
-            "SELECT num, id, spec, target, order_text, order_signature FROM tasks"
+            f"SELECT num, target, {_HANDED} FROM tasks"  # noqa: S608 - a constant
             " WHERE state = 'queued' AND num > ?"
             " AND (drone = ? OR drone IS NULL) AND expires_at > ?"
             " AND (start_by IS NULL OR start_by > ?) ORDER BY num LIMIT 500",
@@ -166,7 +177,7 @@ def _fill_slots(handout: _Handout, labels: list[str], slots: int) -> list[str]:
             target = json.loads(row["target"])
             if "labels" in target and not task_store.labels_match(target["labels"], labels):
                 continue
-            handout.give(row["id"], row["spec"], row["order_text"], row["order_signature"])
+            handout.give(row)
             given.append(row["id"])
             if len(given) >= free:
                 return given
@@ -185,7 +196,7 @@ def _outstanding(
         " AND state IN ('dispatched', 'running') AND cancel_requested = 1", (name,),
     ).fetchall()
     fetch_rows = conn.execute(
-        "SELECT id, path, delivered, order_text, order_signature FROM fetches"
+        "SELECT id, delivered, order_text, order_signature, payload, wraps FROM fetches"
         " WHERE drone = ? AND state = 'pending'"
         " ORDER BY created_at", (name,),
     ).fetchall()

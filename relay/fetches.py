@@ -1,11 +1,17 @@
 """Fetches: a pilot asks a drone for one file; the drone uploads it as a blob on its next poll.
 
+A fetch is sealed end to end (docs/protocol.md, "Sealed fetches"): the relay keeps the
+sealed payload holding the path, the fetch key's wraps by recipient, and, once the drone
+sent it, the file's sealed metadata and the stored (sealed) blob's hash and size. It
+never sees the path or the file.
+
 A fetch takes one file: once it is ``ready`` only a resend of that file is
 acknowledged, and a ``failed`` fetch takes none.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import sqlite3
 import time
@@ -23,15 +29,19 @@ def new_id() -> str:
 
 
 def view(row: sqlite3.Row) -> dict[str, Any]:
+    """A fetch as a pilot sees it: with the signed order, the payload and the wraps, which
+    the pilot opens with its own wrap, and the sealed metadata of the file once ready."""
     return {
-        "id": row["id"], "drone": row["drone"], "path": row["path"], "state": row["state"],
+        "id": row["id"], "drone": row["drone"], "state": row["state"],
         "error": row["error"], "size": row["size"], "sha256": row["sha256"],
-        "created_at": row["created_at"],
+        "created_at": row["created_at"], "order": row["order_text"],
+        "order_signature": row["order_signature"], "payload": row["payload"],
+        "wraps": json.loads(row["wraps"] or "{}"), "meta": row["meta"],
     }
 
 
-def create(conn: sqlite3.Connection, drone: str, path: str, pilot: str,
-           order_text: str | None = None,
+def create(conn: sqlite3.Connection, drone: str, pilot: str, *, payload: str,
+           wraps: dict[str, str], order_text: str | None = None,
            order_signature: str | None = None) -> dict[str, Any] | None:
     """A pending fetch, kept with the pilot's signed fetch order the drone will check."""
     with transaction(conn):
@@ -39,11 +49,12 @@ def create(conn: sqlite3.Connection, drone: str, path: str, pilot: str,
             return None
         fetch_id = new_id()
         conn.execute(
-            "INSERT INTO fetches (id, drone, path, pilot, state, created_at, order_text,"
-            " order_signature) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)",
-            (fetch_id, drone, path, pilot, time.time(), order_text, order_signature),
+            "INSERT INTO fetches (id, drone, pilot, state, created_at, order_text,"
+            " order_signature, payload, wraps) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+            (fetch_id, drone, pilot, time.time(), order_text, order_signature, payload,
+             json.dumps(wraps)),
         )
-        audit.record(conn, pilot, "fetch", drone, f"{fetch_id} {path}")
+        audit.record(conn, pilot, "fetch", drone, fetch_id)
     return {"id": fetch_id, "state": "pending"}
 
 
@@ -87,7 +98,8 @@ def admit(
 
 
 def complete(
-    conn: sqlite3.Connection, drone: str, fetch_id: str, sha256: str, size: int
+    conn: sqlite3.Connection, drone: str, fetch_id: str, sha256: str, size: int,
+    meta: str | None = None,
 ) -> None:
     """Record the uploaded file, judged again in the transaction (a failure may have raced)."""
     with transaction(conn):
@@ -95,7 +107,7 @@ def complete(
         if _judge(row, drone, sha256) is not None:
             return
         conn.execute(
-            "UPDATE fetches SET state = 'ready', sha256 = ?, size = ?, error = NULL WHERE id = ?",
-            (sha256, size, fetch_id),
+            "UPDATE fetches SET state = 'ready', sha256 = ?, size = ?, meta = ?, error = NULL"
+            " WHERE id = ?", (sha256, size, meta, fetch_id),
         )
         quota.charge(conn, drone, size)  # counted with the record, in one commit

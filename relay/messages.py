@@ -1,4 +1,9 @@
-"""The pilot's inbox: short messages from running tasks, acknowledged when read."""
+"""The pilot's inbox: short messages from running tasks, acknowledged when read.
+
+Each message is sealed by the drone under its task's key (shared/sealed_message.py): the
+relay keeps the sealed record, its index in the task, its size and when it came, and
+never sees the text.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,13 @@ from dragoon.relay.tasks import FINISHED, own_task, task_finished
 
 
 def view(row: sqlite3.Row) -> dict[str, Any]:
-    return {"id": row["id"], "task": row["task"], "drone": row["drone"], "text": row["text"],
-            "created_at": row["created_at"], "acked": bool(row["acked"])}
+    return {"id": row["id"], "task": row["task"], "drone": row["drone"], "index": row["idx"],
+            "sealed": row["sealed"], "size": row["size"], "created_at": row["created_at"],
+            "acked": bool(row["acked"])}
 
 
 def add(
-    conn: sqlite3.Connection, drone: str, task: str, index: int, text: str
+    conn: sqlite3.Connection, drone: str, task: str, index: int, sealed: str, size: int
 ) -> tuple[dict[str, Any], bool]:
     """Store a message once per ``(task, index)``; returns it and whether it is new.
 
@@ -33,8 +39,9 @@ def add(
         if task_row["state"] in FINISHED:
             raise task_finished(task_row, "a new message is refused")
         cur = conn.execute(
-            "INSERT INTO messages (task, drone, idx, text, created_at) VALUES (?, ?, ?, ?, ?)",
-            (task, drone, index, text, time.time()),
+            "INSERT INTO messages (task, drone, idx, sealed, size, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (task, drone, index, sealed, size, time.time()),
         )
         row = conn.execute("SELECT * FROM messages WHERE id = ?", (cur.lastrowid,)).fetchone()
     return view(row), True

@@ -59,10 +59,6 @@ def _rule(check: Callable[[Any], T], *, nullable: bool = False) -> Callable[[Any
     return validate
 
 
-def _message_text(value: Any) -> str:
-    return rules.check_message(value, cap=None)
-
-
 StrictStr = Annotated[_StrictStr, AfterValidator(_clean)]
 EnvName = Annotated[_StrictStr,
                     Field(pattern=rf"^[A-Za-z_][A-Za-z0-9_]{{0,{rules.MAX_ENV_NAME - 1}}}$")]
@@ -77,7 +73,7 @@ OptionalLabels = Annotated[list[_StrictStr] | None,
 # or bidi character (shared/spec.py ``check_line``, the task name's rule), refused at the door.
 MAX_HOSTNAME = 255
 MAX_NOTES = 100  # notes of one task's finish report
-MAX_NOTE = 1000  # characters of one note
+MAX_NOTE = 2000  # characters of one note (a sealed one: docs/protocol.md, "Sealed texts")
 MAX_VERSION = 100
 
 
@@ -122,39 +118,53 @@ OrderText = Annotated[StrictStr, Field(max_length=8192)]
 OrderSignature = Annotated[StrictStr, Field(max_length=8192)]
 
 
-class FetchBody(BaseModel):
-    path: StrictStr = Field(min_length=1, max_length=4096)
-    order: OrderText | None = None
-    order_signature: OrderSignature | None = None
-
-
 class SpecBody(BaseModel):
-    """The task spec; ``shared.spec.parse_spec`` checks it before these fields are read."""
+    """The spec's clear part (shared/spec.py ``CLEAR_FIELDS``): all the relay reads of a task.
+
+    The command, env, cwd and artifact globs travel in the sealed ``payload``, which the
+    relay stores and hands on but cannot open (docs/security.md)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    command: StrictStr = Field(min_length=1, max_length=rules.MAX_COMMAND_BYTES)
-    env: dict[EnvName, StrictStr] = Field({}, max_length=rules.MAX_ENV_ENTRIES)
-    cwd: StrictStr | None = Field(None, min_length=1, max_length=rules.MAX_CWD_CHARS)
     timeout: StrictInt | None = Field(None, gt=0, le=rules.MAX_TIMEOUT)
     grace: StrictInt = Field(rules.DEFAULT_GRACE, ge=0, le=rules.MAX_GRACE)
-    artifacts: list[StrictStr] = Field([], max_length=rules.MAX_ARTIFACT_GLOBS)
     name: StrictStr | None = Field(None, min_length=1, max_length=rules.MAX_TASK_NAME)
     stdin: StrictBool = False
 
     @model_validator(mode="before")
     @classmethod
     def _shared_rules(cls, data: Any) -> Any:
-        """The one rule for a spec (shared/spec.py); what passes it comes back filled in."""
-        return _rule(lambda raw: rules.parse_spec(raw).to_json())(data)
+        """The one rule for a spec's clear part (shared/spec.py), filled in."""
+        return _rule(rules.parse_clear_spec)(data)
 
     def wire(self) -> dict[str, Any]:
-        """The spec as stored, signed and handed on: ``stdin`` only when true (shared/spec.py)."""
+        """The clear spec as stored, signed and handed on: ``stdin`` only when true."""
         return self.model_dump(exclude=None if self.stdin else {"stdin"})
+
+
+# The sealed payload (shared/e2e.py) in base64, and the task key's wraps by recipient
+# fingerprint: the body cap (``max_body``) bounds them together.
+Payload = Annotated[StrictStr, Field(min_length=1, max_length=2 * 1024 * 1024)]
+Wrap = Annotated[StrictStr, Field(max_length=200)]
+Wraps = Annotated[dict[Annotated[StrictStr, Field(max_length=60)], Wrap],
+                  Field(max_length=512)]
+
+
+class FetchBody(BaseModel):
+    """A sealed fetch: the payload holds the path under the fetch key, ``wraps`` that key
+    by recipient fingerprint (the drone's, the pilot's); the order signs the payload's
+    hash (docs/protocol.md, "Sealed fetches")."""
+
+    payload: StrictStr = Field(min_length=1, max_length=8192)
+    wraps: Wraps = {}
+    order: OrderText | None = None
+    order_signature: OrderSignature | None = None
 
 
 class SubmitBody(BaseModel):
     spec: SpecBody
+    payload: Payload | None = None  # required, checked against the order (relay/tasks.py)
+    wraps: Wraps = {}
     drone: OptionalDroneName = None
     labels: OptionalLabels = None
     expires_in: float | None = Field(None, gt=0, le=10 * YEAR)
@@ -193,6 +203,20 @@ class InitBody(BaseModel):
     x25519_public_key: StrictStr | None = Field(None, max_length=100)
     x25519_signature: StrictStr | None = Field(None, max_length=1000)
     binding: StrictStr | None = Field(None, max_length=100)
+
+
+class PilotKeyBody(BaseModel):
+    """``PUT /v1/pilot/x25519``: the pilot's X25519 key and its SSH key's certificate of it."""
+
+    x25519_public_key: StrictStr = Field(max_length=100)
+    x25519_signature: StrictStr = Field(max_length=20000)
+
+
+class PilotsListBody(BaseModel):
+    """``PUT /v1/worker/pilots``: the drone's canonical pilots list and its signature."""
+
+    list: StrictStr = Field(max_length=1 << 20)
+    signature: StrictStr = Field(max_length=1000)
 
 
 class Started(BaseModel):
@@ -247,6 +271,8 @@ class FinishBody(BaseModel):
 class MessageBody(BaseModel):
     task: StrictStr
     index: StrictInt = Field(ge=0)
-    # The rule `dragoon notify` applies (shared/spec.py): not blank. Its size is the relay's
-    # own setting (message_max, by default the shared cap), answered 413 by the route.
-    text: Annotated[_StrictStr, BeforeValidator(_rule(_message_text))]
+    # Message ``index`` of the task, sealed by the drone under the task key (one record,
+    # base64: shared/sealed_message.py). The relay holds it to the form of one record at
+    # that index; its size is the relay's own setting (message_max, by default the shared
+    # cap, plus a record's overhead), answered 413 by the route. The body cap bounds it too.
+    sealed: _StrictStr

@@ -16,14 +16,20 @@ each answered. Concurrent chunks (a drone's window, many tasks at once) share
 one fsync instead of queueing for one each; a lone chunk pays exactly one.
 
 Three streams per task: ``stdout``, ``stderr`` and ``order`` (which of the
-two each run of bytes came from, shared/order.py). The per-task output cap
-counts stdout and stderr, the task's output. Past it a marker line is
-written, a ``truncated`` file records the fact, and later chunks of every
-stream are acknowledged and dropped. ``order`` is not task output and does not
-eat into the cap, but it has a cap of its own of the same size (a task that
-alternates one-byte writes makes more order than output): past it, the rest of
-the order is acknowledged and dropped, no marker, since a reader already takes
-bytes the order does not cover in arrival order. Both count towards quotas.
+two each run of bytes came from, shared/order.py). The relay reads none of
+them: each is a stream of records sealed by the drone (shared/e2e.py) that only
+the pilot opens, so nothing is ever written into one (a marker line would break
+the records). The per-task output cap counts stdout and stderr, the task's
+output, as stored. Past it nothing more is stored, a ``truncated`` file records
+the fact (the task view's ``output_truncated``, and ``X-Dragoon-Truncated`` on a
+read, with the cap), and later chunks of every stream are acknowledged and
+dropped; the pilot, finding the stream ends without its final record, says the
+output was cut at the cap. ``order`` is not task output and does not eat into
+the cap, but it has a cap of its own of the same size (a task that alternates
+one-byte writes makes more order than output): past it, the rest of the order
+is acknowledged and dropped and an ``order_truncated`` file says so (the pilot
+then takes the bytes it does not cover in arrival order). Both count towards
+quotas.
 
 A finished task's log is closed (``close_log``, a ``closed`` file written on the
 same thread as the appends, after the check that every byte the drone reported
@@ -52,12 +58,9 @@ TASK_ID: Final = re.compile(r"t-[a-z2-7]{10}")
 STREAMS: Final = ("stdout", "stderr", "order")
 OUTPUT: Final = ("stdout", "stderr")  # the task's own output, which the output cap counts
 TRUNCATED: Final = "truncated"
+ORDER_TRUNCATED: Final = "order_truncated"  # the order's own cap was reached
 CLOSED: Final = "closed"
 BATCH_JOBS: Final = 256  # at most this many appends share one fsync round (memory stays bounded)
-
-
-def marker(cap: int) -> bytes:
-    return f"\n[dragoon: output cap of {cap} bytes reached; the rest was dropped]\n".encode()
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,12 @@ class OutputStore:
 
     def truncated(self, task: str) -> bool:
         return (self.root / task / TRUNCATED).exists()
+
+    def cut(self, task: str, stream: str) -> bool:
+        """Whether ``stream`` was cut by a cap: the output's for stdout and stderr, the
+        order's own for the order."""
+        flag = TRUNCATED if stream in OUTPUT else ORDER_TRUNCATED
+        return (self.root / task / flag).exists()
 
     def sizes(self, task: str) -> dict[str, object]:
         return {**self._held(task), "output_truncated": self.truncated(task)}
@@ -220,11 +229,11 @@ class OutputStore:
         if len(fresh) <= room:
             _write_all(fd, fresh)
             return Appended(size + len(fresh))
+        if room > 0:  # up to the cap exactly; the pilot finds a record cut there
+            _write_all(fd, fresh[:room])
         if stream not in OUTPUT:  # the order's own cap: what is past it is dropped
-            if room > 0:
-                _write_all(fd, fresh[:room])
+            commit.touch(path.parent / ORDER_TRUNCATED)
             return Appended(offset + len(data))
-        _write_all(fd, fresh[:max(room, 0)] + marker(self.cap))
         commit.touch(path.parent / TRUNCATED)
         return Appended(offset + len(data), truncated_now=True)
 

@@ -9,6 +9,8 @@ the store is made once with the relay's output store and limits
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import secrets
 import sqlite3
@@ -24,7 +26,7 @@ from dragoon.relay.enroll import check_labels
 from dragoon.relay.errors import ApiError, not_found
 from dragoon.relay.models import FinishBody, SubmitBody
 from dragoon.relay.output import OutputStore
-from dragoon.shared.canonical import spec_sha256
+from dragoon.shared.canonical import sha256_hex, spec_sha256
 from dragoon.shared.models import TaskState
 from dragoon.shared.orders import Order
 from dragoon.shared.spec import TASK_ID_ALPHABET, TASK_ID_LENGTH
@@ -106,6 +108,17 @@ class Changed:
     wake: str | None = None  # the drone to wake, if any
 
 
+def payload_sha256(payload: str | None) -> str:
+    """The hash the order signs of the sealed payload: of its bytes, not their base64."""
+    if payload is None:
+        raise ApiError(400, "payload_missing", "the task has no sealed payload (upgrade the "
+                       "client: specs travel sealed to the drone)")
+    try:
+        return sha256_hex(base64.b64decode(payload, validate=True))
+    except (binascii.Error, ValueError):
+        raise ApiError(422, "invalid", "payload is not base64") from None
+
+
 class TaskStore:
     """The tasks table, bound to the output store its views read sizes from and to the limits."""
 
@@ -130,6 +143,10 @@ class TaskStore:
             "notes": json.loads(row["notes"]) if row["notes"] else [],
             "start_by": row["start_by"], "waiting": waiting.of_task(conn, row, fleet),
             "order_id": row["order_id"],  # the pilot's signed order it runs under
+            # What a pilot opens the task with (shared/sealed_task.py): the order and its
+            # signature, the sealed spec, and the task key's wraps by recipient.
+            "order": row["order_text"], "order_signature": row["order_signature"],
+            "payload": row["payload"], "wraps": json.loads(row["wraps"] or "{}"),
             "cancel_refused": row["cancel_refused"],  # the drone's reason, if it refused one
             **self.output.sizes(row["id"]),
         }
@@ -152,6 +169,8 @@ class TaskStore:
             raise ApiError(422, "invalid", "give exactly one target: drone or labels")
         spec = body.spec.wire()
         relay_orders.same(order, "spec_sha256", spec_sha256(spec), "spec hash")
+        relay_orders.same(order, "payload_sha256", payload_sha256(body.payload),
+                          "payload hash")
         wanted_target = ({"drone": body.drone} if body.drone is not None
                          else {"labels": check_labels(body.labels or [])})
         relay_orders.same(order, "target", wanted_target, "target")
@@ -184,12 +203,12 @@ class TaskStore:
             start_by = None if body.start_within is None else now + body.start_within
             conn.execute(
                 "INSERT INTO tasks (id, name, state, drone, target, spec, pilot, created_at,"
-                " expires_at, lost_after, start_by, order_id, order_text, order_signature)"
-                " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " expires_at, lost_after, start_by, order_id, order_text, order_signature,"
+                " payload, wraps) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (task_id, spec.get("name"), body.drone, json.dumps(target), json.dumps(spec),
                  pilot, now, now + (body.expires_in or config.task_expires_in),
                  body.lost_after or config.task_lost_after, start_by, order.id, order.text,
-                 body.order_signature),
+                 body.order_signature, body.payload, json.dumps(body.wraps)),
             )
             audit.record(conn, pilot, "submit", task_id, json.dumps(target), at=now)
             row = row_of(conn, task_id)

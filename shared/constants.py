@@ -8,6 +8,10 @@ NS_TASK: Final = "dragoon-task-v1"
 NS_SUBMIT: Final = "dragoon-submit-v1"
 # A drone's signature over its own X25519 public key (shared/trust.py, docs/protocol.md).
 NS_DRONE_KEY: Final = "dragoon-drone-key-v1"
+# A pilot's SSH key's signature over its X25519 public key (shared/pilots_list.py).
+NS_PILOT_KEY: Final = "dragoon-pilot-key-v1"
+# A drone's signature over the list of the pilots it obeys (shared/pilots_list.py).
+NS_DRONE_PILOTS: Final = "dragoon-drone-pilots-v1"
 
 REQUEST_VERSION: Final = "RE-V1"
 LOGIN_VERSION: Final = "RE-LOGIN-V1"

@@ -138,7 +138,8 @@ def open_payload(task_key: bytes, sealed: bytes, *, order_id: str) -> bytes:
 
 def stream_key(task_key: bytes, kind: str, name: str) -> bytes:
     """The key of one stream: ``kind`` is ``out`` (stdout, stderr, order), ``stdin``,
-    ``artifact``, ``fetch`` or ``inbox``; ``name`` tells streams of one kind apart."""
+    ``artifact``, ``fetch``, ``inbox`` or ``text`` (``seal_text``); ``name`` tells streams of
+    one kind apart."""
     return blake2b(kind.encode() + b"\x00" + name.encode("utf-8"), key=task_key,
                    person=_KEY_PERSON, digest_size=KEY_BYTES, encoder=RawEncoder)
 
@@ -317,3 +318,32 @@ def blob_span(start: int, end: int) -> tuple[int, int, Position]:
     first, last = start // BLOB_RECORD, max(start, end - 1) // BLOB_RECORD
     record = BLOB_RECORD + OVERHEAD
     return first * record, (last + 1) * record, Position(first, first * BLOB_RECORD)
+
+
+# -- short texts the drone says about a task ---------------------------------------------------
+
+SEALED_TEXT: Final = "sealed:"  # the prefix of a sealed text field on the wire
+MAX_TEXT_BYTES: Final = 1000  # of UTF-8, before sealing: the relay's field limits hold it
+
+
+def seal_text(task_key: bytes, text: str, *, task_id: str, name: str) -> str:
+    """A text the drone reports about a task it opened (its error, a note, a refusal), as
+    one final record of kind ``text`` under ``name`` (``error``, ``note-3``):
+    ``sealed:`` + base64. Cut to MAX_TEXT_BYTES first, on a character boundary."""
+    raw = text.encode("utf-8")[:MAX_TEXT_BYTES].decode("utf-8", "ignore").encode("utf-8")
+    writer = RecordWriter(task_key, task_id=task_id, kind="text", name=name)
+    return SEALED_TEXT + b64(writer.seal(raw, final=True))
+
+
+def is_sealed_text(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(SEALED_TEXT)
+
+
+def open_text(task_key: bytes, value: str, *, task_id: str, name: str) -> str:
+    """The text of ``seal_text``; E2EError when it was altered, or moved from another task,
+    name or position (a note swapped with another)."""
+    reader = RecordReader(task_key, task_id=task_id, kind="text", name=name)
+    plain = reader.feed(unb64(value[len(SEALED_TEXT):], what="a sealed text"))
+    if not reader.finished or reader.partial:
+        raise E2EError(f"task {task_id} {name}: the sealed text is cut")
+    return plain.decode("utf-8", "replace")

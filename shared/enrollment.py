@@ -61,6 +61,10 @@ class JoinToken:
     # OpenSSH public key lines (``TYPE BASE64 [COMMENT]``), no options.
     pilots: tuple[str, ...] = ()
     binding_key: bytes | None = field(default=None, repr=False)  # a secret: never in a log
+    # The labels the token's maker gave (v2 only; None: a v1 token, which has none). The
+    # drone takes these, never the relay's join answer's: a stolen relay can't add a label
+    # that would let a pilot's labels order reach this drone.
+    labels: tuple[str, ...] | None = None
 
     def _fields(self) -> dict[str, Any]:
         return {"relay": self.relay, "drone": self.drone, "secret": self.secret,
@@ -69,6 +73,8 @@ class JoinToken:
     def encode(self) -> str:
         """The v2 token: what a drone is given."""
         fields = {**self._fields(), "pilots": list(self.pilots)}
+        if self.labels is not None:
+            fields["labels"] = list(self.labels)
         if self.binding_key is not None:
             fields["binding_key"] = _b64url(self.binding_key)
         return PREFIX + _b64url(canonical_json(fields))
@@ -97,7 +103,8 @@ class JoinToken:
         if prefix == PREFIX_V1:
             return cls(**base)
         return cls(**base, pilots=_pilots(data.get("pilots")),
-                   binding_key=_binding_key(data.get("binding_key")))
+                   binding_key=_binding_key(data.get("binding_key")),
+                   labels=_labels(data.get("labels")))
 
 
 def _pilots(value: object) -> tuple[str, ...]:
@@ -112,6 +119,18 @@ def _pilots(value: object) -> tuple[str, ...]:
         except TrustFileError as exc:
             raise TokenFormatError(str(exc)) from None
     return tuple(value)
+
+
+def _labels(value: object) -> tuple[str, ...] | None:
+    """The token's labels, each by the one label rule; absent is None (an older token)."""
+    from dragoon.shared.spec import SpecError, check_labels
+
+    if value is None:
+        return None
+    try:
+        return tuple(check_labels(value))
+    except SpecError as exc:
+        raise TokenFormatError(f"join token's {exc}") from None
 
 
 def _binding_key(value: object) -> bytes | None:

@@ -7,9 +7,16 @@ signed with the pilot's SSH key (file or ssh-agent) as an SSHSIG in the
 its own envelope, but cannot make one: the drone verifies it under its own
 ``authorized_pilots`` before anything runs. Three kinds:
 
-- ``task``:   ``{"v", "kind", "id", "target", "expires", "spec_sha256"}``
+- ``task``:   ``{"v", "kind", "id", "target", "expires", "spec_sha256", "payload_sha256",
+  "recipients"}``: ``spec_sha256`` is the hash of the spec's clear fields (what the relay
+  must read to run the queue: shared/spec.py ``TaskSpec.clear``), ``payload_sha256`` that
+  of the sealed payload holding the whole spec (shared/e2e.py, shared/sealed_task.py), and
+  ``recipients`` the ed25519 fingerprints of the drones the task key is sealed to (sorted,
+  each once): a relay can hand the task to none but these
 - ``cancel``: ``{"v", "kind", "id", "target", "expires", "task", "task_order", "grace"}``
-- ``fetch``:  ``{"v", "kind", "id", "target", "expires", "fetch": {"path"}}``
+- ``fetch``:  ``{"v", "kind", "id", "target", "expires", "fetch": {"payload_sha256"}}``:
+  the hash of the sealed payload holding the path, under a fetch key of its own wrapped to
+  the drone and the pilot (shared/sealed_files.py ``seal_fetch``): the relay never reads it
 
 ``id`` is pilot-chosen (128 random bits, base32 lowercase, 26 characters) and is
 what the drone remembers to refuse a replay; ``target`` is ``{"drone": NAME}`` or
@@ -38,7 +45,7 @@ from dragoon.shared.keys import PublicKey
 from dragoon.shared.signers import Signer
 from dragoon.shared.spec import SpecError, check_drone_name, check_label
 
-ORDER_VERSION: Final = 1
+ORDER_VERSION: Final = 2  # 2: the task order signs a sealed payload (issue 13, piece 3)
 KINDS: Final = ("task", "cancel", "fetch")
 ORDER_ID_LENGTH: Final = 26  # 128 bits in base32 (5 bits a character), no padding
 _ORDER_ID = re.compile(r"[a-z2-7]{26}")
@@ -56,7 +63,8 @@ DEFAULT_CONTROL_LIFETIME: Final = 7 * 86400
 MAX_FETCH_PATH: Final = 4096
 
 _FIELDS: Final = {
-    "task": frozenset({"v", "kind", "id", "target", "expires", "spec_sha256"}),
+    "task": frozenset({"v", "kind", "id", "target", "expires", "spec_sha256",
+                       "payload_sha256", "recipients"}),
     "cancel": frozenset({"v", "kind", "id", "target", "expires", "task", "task_order",
                          "grace"}),
     "fetch": frozenset({"v", "kind", "id", "target", "expires", "fetch"}),
@@ -128,7 +136,8 @@ def _make(kind: str, target: dict[str, Any], expires: int | None, lifetime: int,
     return parse_order(canonical_json(fields).decode("utf-8"))
 
 
-def task_order(*, target: dict[str, Any], spec_sha256: str, expires: int | None = None,
+def task_order(*, target: dict[str, Any], spec_sha256: str, payload_sha256: str,
+               recipients: Iterable[str], expires: int | None = None,
                start_within: int | None = None, expires_in: float | None = None,
                order_id: str | None = None) -> Order:
     """A task order: ``expires`` given, else submit + ``start_within`` (the relay cancels a
@@ -141,7 +150,8 @@ def task_order(*, target: dict[str, Any], spec_sha256: str, expires: int | None 
     else:
         lifetime = DEFAULT_TASK_LIFETIME
     return _make("task", target, expires, min(lifetime, MAX_LIFETIME), order_id,
-                 spec_sha256=spec_sha256)
+                 spec_sha256=spec_sha256, payload_sha256=payload_sha256,
+                 recipients=sorted(set(recipients)))
 
 
 def cancel_order(*, target: dict[str, Any], task: str, task_order_id: str,
@@ -153,10 +163,11 @@ def cancel_order(*, target: dict[str, Any], task: str, task_order_id: str,
                  task_order=task_order_id, grace=grace)
 
 
-def fetch_order(*, drone: str, path: str, expires: int | None = None,
+def fetch_order(*, drone: str, payload_sha256: str, expires: int | None = None,
                 order_id: str | None = None) -> Order:
+    """A fetch of the file whose path the sealed payload of hash ``payload_sha256`` holds."""
     return _make("fetch", drone_target(drone), expires, DEFAULT_CONTROL_LIFETIME, order_id,
-                 fetch={"path": path})
+                 fetch={"payload_sha256": payload_sha256})
 
 
 def sign_order(signer: Signer, order: Order) -> SignedOrder:
@@ -191,6 +202,22 @@ def _check_target(target: object, kind: str) -> None:
             raise OrderError("order's target labels must be sorted, each once")
     else:
         raise OrderError("order's target must be {\"drone\": NAME} or {\"labels\": [...]}")
+
+
+MAX_RECIPIENTS: Final = 256  # drones one task order may be sealed to
+_FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
+
+
+def _check_recipients(recipients: object) -> None:
+    if (not isinstance(recipients, list) or not recipients
+            or len(recipients) > MAX_RECIPIENTS):
+        raise OrderError(f"order's recipients must be a list of 1 to {MAX_RECIPIENTS} drone "
+                         "key fingerprints")
+    for fingerprint in recipients:
+        if not isinstance(fingerprint, str) or not _FINGERPRINT.fullmatch(fingerprint):
+            raise OrderError("order's recipients must be SHA256: key fingerprints")
+    if recipients != sorted(set(recipients)):
+        raise OrderError("order's recipients must be sorted, each once")
 
 
 def _int(value: object) -> bool:
@@ -233,8 +260,10 @@ def parse_order(text: object) -> Order:
         raise OrderError("order's expires must be a positive integer (unix seconds)")
     _check_target(fields["target"], kind)
     if kind == "task":
-        if not is_sha256_hex(fields["spec_sha256"]):
-            raise OrderError("order's spec_sha256 must be 64 lowercase hex digits")
+        for name in ("spec_sha256", "payload_sha256"):
+            if not is_sha256_hex(fields[name]):
+                raise OrderError(f"order's {name} must be 64 lowercase hex digits")
+        _check_recipients(fields["recipients"])
     elif kind == "cancel":
         task, order_id, grace = fields["task"], fields["task_order"], fields["grace"]
         if not isinstance(task, str) or not task or len(task) > 100:
@@ -245,11 +274,10 @@ def parse_order(text: object) -> Order:
             raise OrderError("cancel order's grace must be null or a non-negative integer")
     else:
         fetch = fields["fetch"]
-        if not isinstance(fetch, dict) or set(fetch) != {"path"}:
-            raise OrderError("fetch order's fetch must be {\"path\": PATH}")
-        path = fetch["path"]
-        if not isinstance(path, str) or not path or len(path) > MAX_FETCH_PATH:
-            raise OrderError("fetch order's path must be a non-empty string")
+        if not isinstance(fetch, dict) or set(fetch) != {"payload_sha256"}:
+            raise OrderError("fetch order's fetch must be {\"payload_sha256\": HEX}")
+        if not is_sha256_hex(fetch["payload_sha256"]):
+            raise OrderError("fetch order's payload_sha256 must be 64 lowercase hex digits")
     return Order(fields, text)
 
 

@@ -472,12 +472,43 @@ class TaskSpec:
             wire["stdin"] = True  # only when true: older specs keep their bytes and hash
         return wire
 
+    def clear(self) -> dict[str, Any]:
+        """The fields the relay reads to run its queue (``CLEAR_FIELDS``): every other one
+        travels sealed to the drone (shared/sealed_task.py), and the relay never sees it."""
+        return clear_of(self.to_json())
+
     def canonical(self) -> bytes:
         """The canonical JSON of ``to_json()``: the bytes RE-TASK-V1 hashes."""
         return canonical_json(self.to_json())
 
     def sha256(self) -> str:
         return spec_sha256(self.to_json())
+
+
+# What of a spec stays in clear for the relay (docs/security.md, "What the relay still sees"):
+# the name for its tables, the timeout and grace it reports and cancels with, and whether the
+# task reads stdin (the relay keeps its window). ``stdin`` only when true, as in to_json().
+CLEAR_FIELDS: Final = ("timeout", "grace", "name", "stdin")
+
+
+def clear_of(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The clear part of a spec in its wire form (``TaskSpec.to_json()``)."""
+    return {key: spec[key] for key in CLEAR_FIELDS if key in spec}
+
+
+def parse_clear_spec(raw: object) -> dict[str, Any]:
+    """The relay's door for a spec's clear part: each field checked by its one rule, every
+    key filled as ``clear()`` writes it; SpecError names the first bad field."""
+    if not isinstance(raw, dict):
+        raise SpecError("spec", "must be a JSON object")
+    unknown = [key for key in raw if key not in CLEAR_FIELDS]
+    if unknown:
+        hidden = unknown[0] in SPEC_FIELDS
+        raise SpecError("spec", f"{'sealed' if hidden else 'unknown'} field "
+                                f"{_show(unknown[0])}" + (
+                                    " is not sent in clear (it travels in the sealed "
+                                    "payload)" if hidden else ""))
+    return TaskSpec(command="-", **raw).clear()
 
 
 def parse_spec(raw: object) -> TaskSpec:
@@ -555,11 +586,12 @@ MESSAGE_CAP: Final = 4096  # bytes of UTF-8 per message
 def check_message(value: object, *, field: str = "text", cap: int | None = MESSAGE_CAP) -> str:
     """One inbox message: some text that is not only blank, at most ``cap`` bytes of UTF-8.
 
-    ``dragoon notify`` refuses what breaks this (exit 2), the drone skips a
-    blank line of the inbox file and cuts a long one to fit, and the relay
-    answers 422 (its size limit is its own setting, ``message_max``, whose
-    default is MESSAGE_CAP: so the model passes ``cap=None`` and the route
-    answers 413 past it): an empty message in every pilot's inbox says nothing.
+    ``dragoon notify`` refuses what breaks this (exit 2), and the drone skips a
+    blank line of the inbox file and cuts a long one to fit, before it seals the
+    message under the task key (shared/sealed_message.py): an empty message in
+    every pilot's inbox says nothing. The relay cannot read a message; it holds
+    the sealed record to its own size limit, ``message_max`` (default MESSAGE_CAP)
+    plus a record's overhead.
     """
     if not isinstance(value, str):
         raise SpecError(field, "must be a string")

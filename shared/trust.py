@@ -33,7 +33,6 @@ from dragoon.shared import sshsig
 from dragoon.shared.constants import BINDING_VERSION, NS_DRONE_KEY
 from dragoon.shared.errors import DragoonError, KeyLoadError
 from dragoon.shared.keys import ED25519, KEY_TYPES, PublicKey, write_private_file
-from dragoon.shared.spec import SpecError, check_drone_name
 
 AUTHORIZED_PILOTS: Final = "authorized_pilots"
 KNOWN_DRONES: Final = "known_drones"
@@ -269,6 +268,10 @@ class KnownDrone:
 
 def parse_known_drones(text: str, *, source: str) -> dict[str, KnownDrone]:
     """``NAME ssh-ed25519 BASE64 X25519-BASE64`` lines; blank and ``#`` lines skipped."""
+    # Here, not at the top: a drone reads its trust files at start, and the spec rules are
+    # the task path's (tests/drone/test_imports.py); only a pilot reads known_drones.
+    from dragoon.shared.spec import SpecError, check_drone_name
+
     found: dict[str, KnownDrone] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):

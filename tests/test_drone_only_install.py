@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from dragoon.shared.models import FINAL_STATES
 
+from tests.support import records
 from tests.support.relay import REPO, RelayProcess, wait_until
 
 pytestmark = pytest.mark.slow
@@ -178,9 +179,8 @@ def test_a_drone_from_the_lean_install_runs_a_task(lean_drone: LeanDrone,
                 raise AssertionError(f"the lean drone never finished {task_id}:\n"
                                      f"{lean_drone.log_text()[-3000:]}") from None
             assert task["state"] == "succeeded" and task["exit_code"] == 0, task
-            output = pilot.get(f"/v1/tasks/{task_id}/log",
-                               params={"stream": "stdout", "offset": 0})
-            assert output.status_code == 200 and output.content == b"hi\n"
+            # Sealed on the lean drone (PyNaCl is a drone dependency), opened as the pilot does.
+            assert records.output(pilot, task_id, whole=True) == b"hi\n"
         finally:
             lean_drone.stop()
             relay.kill9()  # its graceful stop waits on held long-polls; not under test

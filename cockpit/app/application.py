@@ -79,9 +79,11 @@ from dragoon.cockpit.app.widgets.fleet.drone_grid import DroneGrid
 from dragoon.cockpit.app.widgets.logs.log_buffer import LogBuffer
 from dragoon.cockpit.app.widgets.logs.log_view import LogView
 from dragoon.cockpit.app.widgets.tasks.task_tree import TaskTree
+from dragoon.cockpit.formatting import message_text
 from dragoon.cockpit.ordered import follow_in_order
 from dragoon.cockpit.safe_text import clean
 from dragoon.cockpit.theme import STDERR_STYLE
+from dragoon.shared.e2e import E2EError
 from dragoon.shared.spec import parse_labels
 from rich.text import Text
 from textual import on, work
@@ -312,7 +314,7 @@ class CockpitApp(App[None]):
                     self.bar.unread = change.count
                 elif isinstance(change, MessageAdded) and change.message_id not in self._quiet:
                     m = change.message
-                    self.notify(str(m.get("text", "")), title=f"✉ {m.get('task')}", timeout=4)
+                    self.notify(message_text(m), title=f"✉ {m.get('task')}", timeout=4)
             self.bar.counts = self._counts()
             self._refresh_screens(tasks, messages)
         if self._log_task is None and self.state.tasks:
@@ -433,6 +435,13 @@ class CockpitApp(App[None]):
 
         try:
             await follow_in_order(follow, show)
+        except E2EError as error:
+            # In the pane, where the output stops: nothing past the bad record is shown.
+            buffer.note(f"[dragoon: {error.detail}]")
+            self._output_news.add(task_id)
+            if self.log_view.buffer is buffer:
+                self.log_view.mark_dirty()
+            self.post_message(ActionFailed(f"following the output of {task_id}", error))
         except Exception as error:
             if not isinstance(error, asyncio.CancelledError):
                 self.post_message(ActionFailed(f"following the output of {task_id}", error))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from dragoon.cockpit.client._logs import cut_notice
 from dragoon.cockpit.safe_text import clean
 
 if TYPE_CHECKING:
@@ -161,10 +162,14 @@ class LiveSource:
         return time.monotonic() - start
 
     async def follow_log(self, task_id: str, stream: str, offset: int) -> AsyncIterator[bytes]:
+        """The stream's plaintext; where the relay's cap cut the output, stderr ends with a
+        line that says so (the relay cannot write one into the sealed stream)."""
         async for chunk in self.client.follow_log(task_id=task_id, stream=stream, offset=offset,
                                                   give_up_after=math.inf):
             if chunk.data:
                 yield chunk.data
+            if chunk.cut_at is not None and stream == "stderr":
+                yield f"\n{cut_notice(chunk.cut_at)}\n".encode()
 
     async def submit(self, spec: dict[str, Any], *, drone: str | None,
                      labels: list[str] | None) -> dict[str, Any]:
@@ -187,7 +192,7 @@ class LiveSource:
         answer = await self.client.enroll(name=drone, labels=labels, replace=replace)
         token, pending = pilot_token(str(answer["token"]), self.relay_url,
                                      [self.client.signer.public_key.openssh()],
-                                     expires_at=float(answer["expires_at"]))
+                                     expires_at=float(answer["expires_at"]), labels=labels)
         PendingStore().add(pending)
         return token
 

@@ -417,7 +417,8 @@ def task_elapsed(task: Mapping[str, Any], now: float) -> float | None:
 
 def task_title(task: Mapping[str, Any], width: int = 40) -> str:
     """The name, else the command, on one line and cut to ``width``; safe text to show."""
-    text = task.get("name") or (task.get("spec") or {}).get("command") or ""
+    text = task.get("name") or (task.get("spec") or {}).get("command") or (
+        "(sealed)" if task.get("sealed") else "")
     text = clean(" ".join(str(text).split()))
     return text if len(text) <= width else text[: width - 1] + "…"
 

@@ -240,6 +240,8 @@ def run_async(make: Callable[[], Coroutine[Any, Any, T]], *,
 
     from dragoon.cockpit.client import RelayError
     from dragoon.cockpit.client.config import PilotConfigError
+    from dragoon.cockpit.client.enrollments import TrustMismatch
+    from dragoon.shared.e2e import E2EError
     from dragoon.shared.errors import AgentError, KeyLoadError
 
     def code_of(code: int) -> int:
@@ -260,6 +262,10 @@ def run_async(make: Callable[[], Coroutine[Any, Any, T]], *,
         fail(message, code_of(code))
     except PilotConfigError as exc:
         fail(str(exc), code_of(X.USAGE))
+    except E2EError as exc:  # the relay altered what the drone sealed: dragoon's own failure
+        fail(str(exc), code_of(X.TAMPERED))
+    except TrustMismatch as exc:  # the relay's word against this pilot's own roots
+        fail(str(exc), code_of(X.FAILURE))
     except (KeyLoadError, AgentError) as exc:
         fail(f"key: {exc}", code_of(X.KEY))
     except KeyboardInterrupt:

@@ -24,8 +24,10 @@ from typing import BinaryIO
 import click
 from dragoon.cockpit.cli import exit_codes as X
 from dragoon.cockpit.client import LogChunk, RelayClient, RelayError, Task
+from dragoon.cockpit.client._logs import cut_notice
 from dragoon.cockpit.ordered import follow_in_order
 from dragoon.cockpit.safe_text import clean
+from dragoon.shared.e2e import E2EError
 from dragoon.shared.models import TaskState, exit_status_code
 
 
@@ -47,9 +49,28 @@ class OutputClosed(Exception):
         self.out = out
 
 
-async def copy_stream(client: RelayClient, task_id: str, stream: str, out: BinaryIO) -> None:
+class Cuts:
+    """Whether the relay's output cap cut a stream: said once, after the output, on stderr
+    (the relay cannot write into the sealed stream; cockpit/client/_logs.py)."""
+
+    def __init__(self) -> None:
+        self.cap: int | None = None
+
+    def saw(self, chunk: LogChunk) -> None:
+        if chunk.cut_at is not None and chunk.stream != "order":
+            self.cap = chunk.cut_at
+
+    def say(self) -> None:
+        if self.cap is not None:
+            click.echo(cut_notice(self.cap), err=True)
+
+
+async def copy_stream(client: RelayClient, task_id: str, stream: str, out: BinaryIO,
+                      cuts: Cuts | None = None) -> None:
     """Write ``stream``'s bytes to ``out`` as they are produced, until the task is over."""
     async for chunk in client.follow_log(task_id=task_id, stream=stream, on_retry=on_retry):
+        if cuts is not None:
+            cuts.saw(chunk)
         if chunk.data:
             try:
                 out.write(chunk.data)
@@ -70,30 +91,39 @@ def _writer(streams: dict[str, BinaryIO]) -> Callable[[str, bytes], None]:
 
 
 async def copy_streams(client: RelayClient, task_id: str, streams: dict[str, BinaryIO]) -> None:
+    """Follow ``streams`` to their end; a stream that does not open (``E2EError``) ends it
+    all, after what opened, with nothing of the bad record shown."""
+    cuts = Cuts()
     if set(streams) == {"stdout", "stderr"}:
         def follow(stream: str) -> AsyncIterator[bytes]:
             return _data(client.follow_log(task_id=task_id, stream=stream,
-                                           on_retry=on_retry if stream in streams else None))
+                                           on_retry=on_retry if stream in streams else None),
+                         cuts)
 
         await follow_in_order(follow, _writer(streams))
+        cuts.say()
         return
     try:
         async with asyncio.TaskGroup() as group:
             for stream, out in streams.items():
-                group.create_task(copy_stream(client, task_id, stream, out))
-    except* RelayError as errors:  # both streams fail alike (unknown task, gone relay): say it once
+                group.create_task(copy_stream(client, task_id, stream, out, cuts))
+    except* (RelayError, E2EError) as errors:  # both streams fail alike: say it once
         raise errors.exceptions[0] from None
     except* OutputClosed as closed:
         raise closed.exceptions[0] from None
+    cuts.say()
 
 
 async def print_streams(client: RelayClient, task_id: str,
                         streams: dict[str, BinaryIO]) -> None:
     """What the relay holds of ``streams`` now, once (``dragoon logs`` without ``-f``)."""
+    cuts = Cuts()
+
     async def read(stream: str) -> AsyncIterator[bytes]:
         offset = 0
         while True:
             chunk = await client.read_log(task_id=task_id, stream=stream, offset=offset)
+            cuts.saw(chunk)
             if not chunk.data:
                 return
             offset = chunk.next_offset
@@ -101,15 +131,17 @@ async def print_streams(client: RelayClient, task_id: str,
 
     if set(streams) == {"stdout", "stderr"}:
         await follow_in_order(read, _writer(streams))
-        return
-    write = _writer(streams)
-    for name in streams:
-        async for data in read(name):
-            write(name, data)
+    else:
+        write = _writer(streams)
+        for name in streams:
+            async for data in read(name):
+                write(name, data)
+    cuts.say()
 
 
-async def _data(chunks: AsyncIterator[LogChunk]) -> AsyncIterator[bytes]:
+async def _data(chunks: AsyncIterator[LogChunk], cuts: Cuts) -> AsyncIterator[bytes]:
     async for chunk in chunks:
+        cuts.saw(chunk)
         if chunk.data:
             yield chunk.data
 

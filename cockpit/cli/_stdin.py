@@ -16,9 +16,12 @@ so the task reads EOF instead of waiting for a pilot who left.
 
 The upload reads fd 0 in a daemon thread (a read that blocks on a terminal
 must never keep the CLI from exiting) at most two chunks ahead of what the
-relay took, and posts each chunk at its offset: the relay answers the next
-offset, holds the chunk while its window is full, and a resend after a lost
-answer is acknowledged, never stored twice.
+relay took, seals each chunk under the task key as one record (shared/e2e.py,
+kind ``stdin``, name ``stdin``; the last one, at EOF or at a detach, final) and
+posts it at its stored offset: the relay answers the next offset, holds the
+record while its window is full, and a resend after a lost answer is
+acknowledged, never stored twice. The relay's offsets count sealed bytes; the
+drone opens the records in order and feeds their plaintext (drone/stdin.py).
 """
 
 from __future__ import annotations
@@ -36,8 +39,12 @@ from dragoon.cockpit.cli._common import OneLineUsageError
 from dragoon.cockpit.cli._follow import on_retry
 from dragoon.cockpit.client import Backoff, RelayClient, RelayError
 from dragoon.cockpit.safe_text import clean
+from dragoon.shared.e2e import OVERHEAD, Position, RecordWriter
 
-CHUNK: Final = 256 * 1024  # the relay's chunk cap (max_log_chunk)
+UPLOAD: Final = 256 * 1024  # the relay's chunk cap (max_log_chunk): one record a POST
+CHUNK: Final = UPLOAD - OVERHEAD  # plaintext read at once: its record is one upload
+KIND: Final = "stdin"  # the stream the drone opens (drone/stdin.py)
+NAME: Final = "stdin"
 
 
 def wants_stdin(*, interactive: bool, no_stdin: bool, fd: int = 0) -> bool:
@@ -85,7 +92,9 @@ def _start_reader(fd: int, loop: asyncio.AbstractEventLoop,
 
 
 class StdinFeed:
-    """The upload of fd 0 to one task's stdin; ``offset`` is what the relay has taken."""
+    """The upload of fd 0 to one task's stdin; ``offset`` is what the relay has taken (in
+    sealed bytes), ``positions`` the stream position at each record boundary the pilot
+    sealed, so a final record can be sealed where the relay says the stream stands."""
 
     def __init__(self, client: RelayClient, task_id: str, fd: int = 0) -> None:
         self.client = client
@@ -93,17 +102,51 @@ class StdinFeed:
         self.fd = fd
         self.offset = 0
         self.closed = False
+        self.positions: dict[int, Position] = {0: Position()}
+        self._key: bytes | None = None
+
+    async def _task_key(self) -> bytes | None:
+        """The key the task was sealed with: this pilot sealed it (or can open it)."""
+        if self._key is None:
+            self._key = self.client.keys.task_key(self.task_id)
+        if self._key is None:
+            with contextlib.suppress(RelayError):
+                await self.client.task(task_id=self.task_id)  # opens it, remembers the key
+            self._key = self.client.keys.task_key(self.task_id)
+        return self._key
+
+    def _writer(self, key: bytes, offset: int) -> RecordWriter | None:
+        at = self.positions.get(offset)
+        if at is None:
+            return None
+        return RecordWriter(key, task_id=self.task_id, kind=KIND, name=NAME, at=at)
+
+    def _sealed(self, writer: RecordWriter, offset: int, data: bytes, *, final: bool
+                ) -> bytes:
+        record = writer.seal(data, final=final)
+        # Only the boundaries still ahead of the relay's offset can be asked for again.
+        self.positions = {k: v for k, v in self.positions.items() if k >= offset}
+        self.positions[offset + len(record)] = writer.position
+        return record
 
     async def run(self) -> None:
         """Send ``fd`` until EOF; quiet when the task is over first."""
+        key = await self._task_key()
+        if key is None:
+            _notice(f"stdin for {self.task_id} not sent: this pilot cannot open the task "
+                    "(no task key to seal it with)")
+            self.closed = True
+            return
+        writer = RecordWriter(key, task_id=self.task_id, kind=KIND, name=NAME)
         chunks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
         _start_reader(self.fd, asyncio.get_running_loop(), chunks)
         backoff = Backoff(on_retry=on_retry)
         while True:
             data = await chunks.get()
             eof = not data
+            record = self._sealed(writer, self.offset, data, final=eof)
             try:
-                self.offset = await _send(self.client, self.task_id, self.offset, data, eof,
+                self.offset = await _send(self.client, self.task_id, self.offset, record, eof,
                                           backoff)
             except RelayError as exc:
                 if exc.code not in ("task_finished", "stdin_closed"):
@@ -117,16 +160,21 @@ class StdinFeed:
     async def close(self) -> None:
         """Detaching: the task reads EOF after what it was sent, rather than wait for ever.
 
-        Best effort, a few quick tries: the pilot is leaving, and a task that
-        ended meanwhile needs nothing.
+        An empty final record, sealed at the position of the relay's offset (a record
+        boundary this pilot sealed). Best effort, a few quick tries: the pilot is leaving,
+        and a task that ended meanwhile needs nothing.
         """
-        if self.closed:
+        if self.closed or self._key is None:
             return
         offset = self.offset
         for _ in range(3):
+            writer = self._writer(self._key, offset)
+            if writer is None:
+                return  # not a boundary this pilot sealed: nothing to close it with
+            record = writer.seal(b"", final=True)
             try:
                 answer = await self.client.send_stdin(task_id=self.task_id, offset=offset,
-                                                      data=b"", eof=True, wait=0)
+                                                      data=record, eof=True, wait=0)
             except RelayError as exc:
                 expected = (exc.body or {}).get("expected")
                 if exc.code == "offset_gap" and isinstance(expected, int):

@@ -192,7 +192,8 @@ def enroll(relay: str | None, key: str | None, ca_cert: str | None, name: str,
             try:
                 token, pending = pilot_token(answer["token"], session.relay,
                                              [session.public_key, *extra],
-                                             expires_at=float(answer["expires_at"]))
+                                             expires_at=float(answer["expires_at"]),
+                                             labels=labels)
             except TrustMismatch as exc:
                 raise Fail(str(exc), X.FAILURE) from None
             PendingStore().add(pending)

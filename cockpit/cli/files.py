@@ -1,8 +1,9 @@
 """``dragoon artifacts``, ``artifact`` and ``fetch``: files from tasks and drones.
 
-Downloads land in a hidden part file, are checked against the SHA-256 the
-relay recorded, and only then take their name; an existing file is never
-replaced unless told ``--force``.
+Files come sealed end to end (shared/sealed_files.py): downloads are opened
+record by record into a hidden part file, checked against the SHA-256 of the
+sealed metadata the drone made, and only then take their name; an existing
+file is never replaced unless told ``--force``.
 """
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ def artifacts(relay: str | None, key: str | None, ca_cert: str | None, task_id: 
             return
         render.print_table(
             ["PATH", "SIZE", "SHA256", "UPLOADED"],
-            [[a["path"], render.human_size(a.get("size")), a.get("sha256", "")[:16],
+            [[a["path"] if not a.get("sealed") else f"{a['path']} (does not open: "
+              f"{a['sealed']})", render.human_size(a.get("size")), a.get("sha256", "")[:16],
               render.relative_time(a.get("uploaded_at"))] for a in found])
 
     run_async(go)

@@ -38,9 +38,9 @@ async def _ack(client: RelayClient, ids: list[int], on_retry: RetryHook) -> None
 
 def _line(message: dict[str, Any]) -> str:
     """One message on one line, as safe text: a task wrote it (cockpit/safe_text.py)."""
-    from dragoon.cockpit.cli.render import relative_time
+    from dragoon.cockpit.cli.render import message_text, relative_time
 
-    fields = (message.get("drone", "-"), message.get("task", "-"), message.get("text", ""))
+    fields = (message.get("drone", "-"), message.get("task", "-"), message_text(message))
     return "  ".join([relative_time(message.get("created_at")), *map(clean, fields)])
 
 

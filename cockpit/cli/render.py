@@ -14,13 +14,13 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from dragoon.cockpit.formatting import human_size, relative_time
+from dragoon.cockpit.formatting import human_size, message_text, relative_time
 from dragoon.cockpit.safe_text import clean
 from dragoon.cockpit.theme import state_style
 
 # The verbs reach the formatting helpers through this module (`render.human_size`).
-__all__ = ["human_size", "is_terminal", "print_fields", "print_json", "print_table",
-           "relative_time"]
+__all__ = ["human_size", "is_terminal", "message_text", "print_fields", "print_json",
+           "print_table", "relative_time"]
 
 
 def is_terminal(stream: Any = None) -> bool:

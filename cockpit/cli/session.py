@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -59,14 +60,29 @@ async def log_in(*, relay: str | None, key: str | None, ca_cert: str | None,
     code = (totp() if callable(totp) else totp).strip()
     if not code.isdigit() or len(code) not in (6, 8):
         raise Fail("the TOTP code must be 6 digits", X.USAGE)
-    async with RelayClient(relay_url, signer=signer, verify=tls_verify(ca_file)) as client:
+    from dragoon.cockpit.client import RelayError
+    from dragoon.cockpit.client.pilot_key import load_or_make_pilot_key, publication
+
+    # Made (or read) before the login: a key file others can read stops here, not later.
+    pilot_key = load_or_make_pilot_key(env)
+    async with RelayClient(relay_url, signer=signer, verify=tls_verify(ca_file),
+                           env=env) as client:
         session = await client.login(totp=code)
-    stored = StoredSession(
-        relay=relay_url, token=session.token, expires_at=session.expires_at,
-        pilot=session.pilot, fingerprint=session.fingerprint, key=key_path,
-        public_key=signer.public_key.openssh(with_comment=False), ca_cert=ca_file,
-    )
-    SessionStore(env).save(stored)
+        stored = StoredSession(
+            relay=relay_url, token=session.token, expires_at=session.expires_at,
+            pilot=session.pilot, fingerprint=session.fingerprint, key=key_path,
+            public_key=signer.public_key.openssh(with_comment=False), ca_cert=ca_file,
+        )
+        SessionStore(env).save(stored)
+        # The pilot's encryption key, certified by the SSH key, for the drones and the other
+        # pilots to encrypt for (cockpit/client/pilot_key.py); the private half stays here.
+        body = await asyncio.to_thread(publication, signer, pilot_key)
+        try:
+            await client.publish_pilot_key(**body)
+        except RelayError as exc:
+            raise Fail(f"logged in, but the relay did not take this pilot's encryption key "
+                       f"({exc.detail}); the next command that needs it sends it again",
+                       X.FAILURE) from None
     return stored
 
 

@@ -272,7 +272,8 @@ def task(relay: str | None, key: str | None, ca_cert: str | None, task_id: str,
             ("state", found.get("state", "?")
              + (" (cancel requested)" if found.get("cancel_requested") else "")),
             ("drone", found.get("drone") or f"(labels {','.join(target.get('labels', []))})"),
-            ("command", spec.get("command", "")),
+            ("command", spec.get("command", "") if not found.get("sealed")
+             else f"(sealed: {found['sealed']})"),
             ("exit code", "-" if found.get("exit_code") is None else str(found["exit_code"])),
             ("signal", str(found["signal"]) if found.get("signal") else "-"),
             ("created", render.relative_time(found.get("created_at"))),

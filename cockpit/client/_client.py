@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 from urllib.parse import quote, urlencode
 
 if "httpx" not in sys.modules:
@@ -29,6 +29,7 @@ if "httpx" not in sys.modules:
 import httpx
 from dragoon.cockpit.client import _errors as E
 from dragoon.cockpit.client._errors import RelayError
+from dragoon.cockpit.client._logs import Marks, check_end, open_records
 from dragoon.cockpit.client._retry import Backoff, RetryHook
 from dragoon.cockpit.client._types import (
     Artifact,
@@ -44,14 +45,19 @@ from dragoon.cockpit.client._types import (
     Task,
     TaskPage,
 )
+from dragoon.cockpit.client.sealing import TAMPERED, UNTRUSTED, PilotKeys, seal_task
 from dragoon.shared import orders
-from dragoon.shared.canonical import spec_sha256
+from dragoon.shared.e2e import E2EError
+from dragoon.shared.errors import DragoonError
 from dragoon.shared.h11transport import direct_transport
 from dragoon.shared.login_auth import sign_login
 from dragoon.shared.request_auth import is_signed, retry_timestamp, sign_request
 from dragoon.shared.signers import Signer
 from dragoon.shared.spec import SpecError, parse_spec, parse_task_ref
 from dragoon.shared.tls import is_tls_failure, plain_http_context
+
+if TYPE_CHECKING:
+    from dragoon.shared.sealed_files import FileOpener
 
 Query = Mapping[str, str | int | float | None]
 Progress = Callable[[int, int | None], None]
@@ -66,17 +72,9 @@ AMBIGUOUS_SHOWN = 5  # ids an "ambiguous" error lists
 _CHUNK = 64 * 1024
 
 
-def order_spec_hash(spec: Mapping[str, Any]) -> str:
-    """The hash a task order signs: the spec as the relay stores and hands it on (filled in
-    by shared/spec.py's one rule). A spec that fails the rule is hashed as it stands; the
-    relay refuses it with the rule's own words."""
-    try:
-        return parse_spec(dict(spec)).sha256()
-    except SpecError:
-        try:
-            return spec_sha256(dict(spec))
-        except (TypeError, ValueError):
-            return "0" * 64
+# Seconds a long-lived client (the cockpit, a script) reuses the checked recipients of a
+# target: a `dragoon drone authorize` reaches its next submits that much later at most.
+RECIPIENTS_TTL: Final = 10.0
 
 
 def segment(value: str) -> str:
@@ -129,9 +127,22 @@ class RelayClient:
         verify: ssl.SSLContext | bool = True,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.signer = signer
+        # Sealing tasks and opening them (cockpit/client/sealing.py): known_drones and the
+        # pilot's encryption key, read from this pilot's config dir when first needed.
+        self.keys = PilotKeys(signer.public_key, os.environ if env is None else env)
+        # Tasks that do not open for this pilot, and why: their messages say so without
+        # asking the relay for the task again (a task's wraps never change).
+        self._unopened: dict[str, str] = {}
+        self._log_marks = Marks()  # where each stream's reads may resume (_logs.py)
+        self._lists_read: set[str] = set()  # drones whose pilots list open_tasks has read
+        # Whom the last submits to a target were sealed to, reused for RECIPIENTS_TTL: a
+        # cockpit or script submitting many tasks checks the keys once, not once a task.
+        self._recipients: dict[tuple[Any, Any], tuple[float, Any]] = {}
+        self.last_recipients: Any = None  # whom the last submit sealed to (for the CLI)
         self.token = token
         # The relay's replay floor, once it named one: requests are signed at or above it.
         self._not_before: int | None = None
@@ -282,6 +293,14 @@ class RelayClient:
     async def logout(self) -> None:
         await self._json("POST", "/v1/auth/logout")
 
+    async def publish_pilot_key(self, *, x25519_public_key: str,
+                                x25519_signature: str) -> None:
+        """Give the relay this pilot's X25519 key and its SSH key's certificate of it
+        (cockpit/client/pilot_key.py), for the other pilots and the drones to encrypt for."""
+        await self._json("PUT", "/v1/pilot/x25519",
+                         json_body={"x25519_public_key": x25519_public_key,
+                                    "x25519_signature": x25519_signature})
+
     # -- drones -----------------------------------------------------------------------------
 
     async def drones(self) -> list[Drone]:
@@ -300,6 +319,15 @@ class RelayClient:
         if replace:
             body["replace"] = True
         return cast(JoinTokenAnswer, await self._json("POST", "/v1/workers", json_body=body))
+
+    async def recipients(self, *, drone: str) -> dict[str, Any]:
+        """What the relay holds for encrypting to ``drone``: its keys, its signed pilots list
+        and those pilots' certified X25519 keys. Unchecked: cockpit/client/recipients.py
+        checks it against this pilot's own roots."""
+        answer = await self._json("GET", f"/v1/workers/{segment(drone)}/recipients")
+        if not isinstance(answer, dict):
+            raise RelayError(E.PROTOCOL, "relay sent a recipients answer that is no object")
+        return answer
 
     async def drain(self, *, drone: str, drain: bool = True) -> Drone:
         return cast(Drone, await self._json(
@@ -321,7 +349,32 @@ class RelayClient:
         with ``start_within``, the relay cancels it if no drone took it that soon."""
         if (drone is None) == (labels is None):
             raise ValueError("submit needs exactly one of drone= or labels=")
-        body: dict[str, Any] = {"spec": dict(spec)}
+        try:
+            task_spec = parse_spec(dict(spec))
+        except SpecError as exc:  # the relay can't judge a sealed spec: this door must
+            raise RelayError("invalid", str(exc), status=None) from None
+        from dragoon.cockpit.client import recipients as who
+
+        target_key = (drone, None) if drone is not None else (None, tuple(sorted(labels or [])))
+        cached = self._recipients.get(target_key)
+        if cached is not None and time.monotonic() - cached[0] < RECIPIENTS_TTL:
+            found = cached[1]
+        else:
+            found = (await who.recipients_for_drone(self, drone, env=self.keys.env)
+                     if drone is not None else
+                     await who.recipients_for_labels(self, labels or [], env=self.keys.env))
+            self._recipients[target_key] = (time.monotonic(), found)
+        if not found.drones:
+            raise RelayError(UNTRUSTED, "no drone in your known_drones has the labels "
+                             f"{','.join(labels or []) or '(any)'}: confirm one (`dragoon "
+                             "drones`) or `dragoon drones trust NAME FINGERPRINT`")
+        self.keys.believe(found.signers)
+        self.last_recipients = found
+        recipients = list(found.drones)
+        order_id = orders.new_order_id()
+        sealed = seal_task(task_spec, order_id=order_id,
+                           recipients=[*recipients, *found.pilots])
+        body: dict[str, Any] = sealed.wire()
         if drone is not None:
             body["drone"] = drone
         else:
@@ -335,9 +388,12 @@ class RelayClient:
         target = orders.drone_target(drone) if drone is not None else orders.labels_target(
             labels or [])
         body.update(self._signed_order(lambda: orders.task_order(
-            target=target, spec_sha256=order_spec_hash(spec), start_within=start_within,
-            expires_in=expires_in)))
-        return cast(Task, await self._json("POST", "/v1/tasks", json_body=body))
+            target=target, spec_sha256=sealed.spec_sha256,
+            payload_sha256=sealed.payload_sha256, recipients=[r.fingerprint for r in recipients],
+            start_within=start_within, expires_in=expires_in, order_id=order_id)))
+        task = await self._json("POST", "/v1/tasks", json_body=body)
+        self.keys.remember(str(task.get("id")), sealed.task_key)
+        return cast(Task, self.keys.open(task))
 
     def _signed_order(self, make: Callable[[], orders.Order]) -> dict[str, str]:
         """The order's two body fields, signed by this pilot's key (shared/orders.py).
@@ -357,7 +413,26 @@ class RelayClient:
         answer = await self._json("GET", "/v1/tasks", query={
             "drone": drone, "state": state, "limit": limit, "before": before,
             "id_prefix": id_prefix})
-        return TaskPage(tasks=answer["tasks"], next=answer.get("next"))
+        return TaskPage(tasks=await self.open_tasks(answer["tasks"]), next=answer.get("next"))
+
+    async def open_tasks(self, tasks: list[Any]) -> list[Any]:
+        """The tasks opened (cockpit/client/sealing.py); a task signed by a pilot this pilot
+        does not know yet sends it to the drone's checked pilots list first, once a drone."""
+        opened = [self.keys.open(t) for t in tasks]
+        unknown = {name for t in opened if t.get("sealed") and self.keys.unknown_signer(t)
+                   for name in self.keys.drones_of(t)} - self._lists_read
+        if not unknown:
+            return opened
+        from dragoon.cockpit.client import recipients as who
+
+        for name in sorted(unknown):
+            self._lists_read.add(name)
+            try:
+                found = await who.recipients_for_drone(self, name, env=self.keys.env)
+            except (RelayError, who.TrustMismatch, DragoonError):
+                continue  # left sealed, with the reason it has
+            self.keys.believe(found.signers)
+        return [self.keys.open(t) if t.get("sealed") else t for t in opened]
 
     async def resolve_task(self, ref: str) -> str:
         """The whole id of the one task ``ref`` names: an id, or a unique prefix of one.
@@ -384,7 +459,8 @@ class RelayClient:
         return ids[0]
 
     async def task(self, *, task_id: str) -> Task:
-        return cast(Task, await self._json("GET", f"/v1/tasks/{segment(task_id)}"))
+        task = await self._json("GET", f"/v1/tasks/{segment(task_id)}")
+        return cast(Task, (await self.open_tasks([task]))[0])
 
     async def cancel(self, *, task_id: str, grace: int | None = None) -> Task:
         """Cancel the task, with a signed cancel order naming it and its task order.
@@ -408,23 +484,68 @@ class RelayClient:
 
     async def read_log(self, *, task_id: str, stream: str = "stdout", offset: int = 0,
                        limit: int | None = None, wait: int | None = None) -> LogChunk:
-        """One read of ``stream`` from ``offset``; with ``wait`` the relay holds it until news."""
-        response = await self._call(
-            "GET", f"/v1/tasks/{segment(task_id)}/log",
-            query={"stream": stream, "offset": offset, "limit": limit, "wait": wait},
-            read_timeout=(wait or 0) + self._timeout,
-        )
-        h = response.headers
-        data = response.content
-        start = int(h.get("X-Dragoon-Offset", offset))
+        """One read of ``stream`` from ``offset``, opened (cockpit/client/_logs.py); with
+        ``wait`` the relay holds it until news.
+
+        ``offset`` is 0 or a ``next_offset`` this client handed out (a record boundary);
+        ``data`` is the plaintext of the whole records read. A record the relay has only
+        part of yet is read on until it is whole (or the stream ends). ``E2EError`` when
+        the stream does not hold (cut, reordered, forged): nothing of it past that point.
+        """
+        reader = self._log_marks.reader(await self._task_key(task_id), task_id=task_id,
+                                        stream=stream, offset=offset)
+        at = offset
+        parts: list[bytes] = []
+        pending = b""  # a record begun, not whole yet
+        while True:
+            response = await self._call(
+                "GET", f"/v1/tasks/{segment(task_id)}/log",
+                query={"stream": stream, "offset": at, "limit": limit, "wait": wait},
+                read_timeout=(wait or 0) + self._timeout,
+            )
+            h = response.headers
+            data = response.content
+            at = int(h.get("X-Dragoon-Next-Offset", at + len(data)))
+            opened, pending, error = open_records(reader, pending + data)
+            parts.append(opened)
+            eof = h.get("X-Dragoon-Eof") == "1"
+            cut = h.get("X-Dragoon-Truncated")
+            cut_at = int(cut) if cut and cut.isdigit() else None
+            if error is not None or opened or eof or not data or not pending:
+                break  # else read on from where the record's bytes end so far
+        plaintext = b"".join(parts)
+        if error is not None:
+            if not plaintext:
+                raise error
+            # What opened before the bad record is handed out; the next read raises.
+            self._log_marks.remember(task_id, stream, reader, error)
+            eof = False
+        elif eof:
+            check_end(reader, partial=len(pending), cut_at=cut_at,
+                      state=h.get("X-Dragoon-Task-State"))
+            self._log_marks.remember(task_id, stream, reader)
+        else:
+            self._log_marks.remember(task_id, stream, reader)
         return LogChunk(
             stream=stream,
-            data=data,
-            offset=start,
-            next_offset=int(h.get("X-Dragoon-Next-Offset", start + len(data))),
+            data=plaintext,
+            offset=offset,
+            next_offset=reader.consumed,
             state=h.get("X-Dragoon-Task-State"),
-            eof=h.get("X-Dragoon-Eof") == "1",
+            eof=eof,
+            cut_at=cut_at if eof and not reader.finished else None,
         )
+
+    async def _task_key(self, task_id: str) -> bytes:
+        """The task key its output is sealed under: opened with the task, once."""
+        key = self.keys.task_key(task_id)
+        if key is None:
+            task = await self.task(task_id=task_id)
+            key = self.keys.task_key(task_id)
+            if key is None:
+                why = task.get("sealed") or "it was not sealed to this pilot"
+                raise E2EError(f"task {task_id}'s output cannot be opened: {why}")
+        return key
 
     async def follow_log(
         self,
@@ -438,10 +559,11 @@ class RelayClient:
     ) -> AsyncIterator[LogChunk]:
         """Yield ``stream``'s bytes as they come, until the task is over and all is read.
 
-        Each read resumes from the previous answer's next offset, and a read
-        whose body did not arrive whole is simply asked again, so a network drop
-        or a relay restart costs neither a gap nor a repeat. The last chunk
-        yielded has ``eof`` set (its data may be empty).
+        Each read resumes from the previous answer's next offset (a record boundary),
+        and a read whose body did not arrive whole is simply asked again, so a network
+        drop or a relay restart costs neither a gap nor a repeat. The last chunk
+        yielded has ``eof`` set (its data may be empty; ``cut_at`` if the relay's cap
+        cut the output). A stream that does not open raises ``E2EError``, not retried.
         """
         backoff = Backoff(on_retry=on_retry, give_up_after=give_up_after)
         while True:
@@ -480,25 +602,106 @@ class RelayClient:
 
     # -- artifacts and fetches --------------------------------------------------------------
 
+    async def _task_key(self, task_id: str) -> bytes:
+        """The task's key: remembered from its submit or its last view, else from a read of
+        the task (which opens it); RelayError ``tampered`` when it stays sealed to us."""
+        key = self.keys.task_key(task_id)
+        if key is None:
+            task = await self.task(task_id=task_id)
+            key = self.keys.task_key(task_id)
+            if key is None:
+                raise RelayError(TAMPERED, f"task {task_id} stays sealed to you: "
+                                           f"{task.get('sealed') or 'no key for it'}")
+        return key
+
     async def artifacts(self, *, task_id: str) -> list[Artifact]:
+        """The task's artifacts, their sealed metadata opened (shared/sealed_files.py): the
+        relay knows each by an opaque name (``name``) and its stored size; ``path``,
+        ``size`` and ``sha256`` are the drone's, sealed under the task key. One whose
+        metadata does not open is listed with ``sealed`` saying why, and no path."""
+        from dragoon.shared.e2e import E2EError
+        from dragoon.shared.sealed_files import FileStream, open_meta
+
         answer = await self._json("GET", f"/v1/tasks/{segment(task_id)}/artifact")
-        return cast(list[Artifact], answer["artifacts"])
+        rows = answer["artifacts"]
+        key = await self._task_key(task_id) if rows else b""
+        found: list[Artifact] = []
+        for row in rows:
+            name = str(row.get("path"))
+            stored = {"name": name, "stored_size": row.get("size"),
+                      "uploaded_at": row.get("uploaded_at")}
+            try:
+                meta = open_meta(FileStream(key, task_id, "artifact", name), row.get("meta"))
+                if not isinstance(meta.get("path"), str) or not meta["path"]:
+                    raise E2EError("the artifact's metadata has no path")
+            except E2EError as exc:
+                found.append(cast(Artifact, {**stored, "path": f"?{name}",
+                                             "sealed": exc.detail}))
+                continue
+            found.append(cast(Artifact, {**stored, "path": meta["path"], "size": meta["size"],
+                                         "sha256": meta["sha256"]}))
+        return sorted(found, key=lambda a: a["path"])
 
     async def download_artifact(self, *, task_id: str, artifact: Artifact, dest: Path,
                                 force: bool = False, on_progress: Progress | None = None) -> Path:
-        """Save one artifact at ``dest``, checked against the SHA-256 the relay listed."""
+        """Save one artifact at ``dest``: its records opened under the task key, the
+        plaintext checked against the SHA-256 of its sealed metadata."""
+        from dragoon.shared.sealed_files import FileOpener, FileStream
+
+        if artifact.get("sealed") or "name" not in artifact:
+            raise RelayError(TAMPERED, f"artifact {artifact.get('path')} does not open: "
+                                       f"{artifact.get('sealed') or 'not listed'}")
+        stream = FileStream(await self._task_key(task_id), task_id, "artifact", artifact["name"])
         return await self._download(
-            f"/v1/tasks/{segment(task_id)}/artifact", {"path": artifact["path"]},
-            dest=dest, sha256=artifact.get("sha256"), size=artifact.get("size"),
+            f"/v1/tasks/{segment(task_id)}/artifact", {"path": artifact["name"]}, dest=dest,
+            opener=FileOpener(stream, size=artifact["size"], sha256=artifact["sha256"]),
             force=force, on_progress=on_progress,
         )
 
     async def request_fetch(self, *, drone: str, path: str) -> Fetch:
-        """Ask the drone for a file, with a signed fetch order naming the drone and path."""
-        body: dict[str, Any] = {"path": path}
-        body.update(self._signed_order(lambda: orders.fetch_order(drone=drone, path=path)))
+        """Ask the drone for a file: the path sealed under a fresh fetch key, wrapped to the
+        drone (from known_drones) and to this pilot, with a signed fetch order naming the
+        drone and the sealed payload's hash (shared/sealed_files.py ``seal_fetch``)."""
+        from dragoon.cockpit.client import recipients as who
+        from dragoon.shared.sealed_files import seal_fetch
+
+        # The drone's key as known_drones pins it (the same checks as a submit's), and this
+        # pilot's own: a fetched file is for the pilot who asked, not every reader of tasks.
+        found = await who.recipients_for_drone(self, drone, env=self.keys.env)
+        target, me = found.drones[0], found.pilots[0]
+        order_id = orders.new_order_id()
+        try:
+            sealed = seal_fetch(path, order_id=order_id,
+                                recipients=[(target.fingerprint, target.x25519),
+                                            (me.fingerprint, me.x25519)])
+        except ValueError as exc:
+            raise RelayError("invalid", str(exc), status=None) from None
+        body: dict[str, Any] = {"payload": sealed.payload, "wraps": sealed.wraps}
+        body.update(self._signed_order(lambda: orders.fetch_order(
+            drone=drone, payload_sha256=sealed.payload_sha256, order_id=order_id)))
         return cast(Fetch, await self._json(
             "POST", f"/v1/workers/{segment(drone)}/fetch", json_body=body))
+
+    def open_fetch(self, fetch: Mapping[str, Any]) -> tuple[str, Any]:
+        """The path and file stream of a fetch as the relay shows it, opened with this
+        pilot's own wrap of its key: its order signed by a key this pilot believes, its
+        payload the one the order signs. RelayError ``tampered`` otherwise."""
+        from dragoon.shared.e2e import E2EError
+        from dragoon.shared.sealed_files import fetch_stream, open_fetch
+
+        try:
+            order, signer = orders.read_signed(fetch.get("order"), fetch.get("order_signature"))
+            if signer.blob not in self.keys.trusted_signers:
+                raise E2EError(f"its order is signed by {signer.fingerprint}, not by you")
+            wraps = fetch.get("wraps")
+            path, key = open_fetch(
+                order, payload=fetch.get("payload"),
+                wrap=wraps.get(self.keys.own.fingerprint) if isinstance(wraps, dict) else None,
+                x25519_secret=self.keys.x25519.secret)
+        except (E2EError, orders.OrderError) as exc:
+            raise RelayError(TAMPERED, f"fetch {fetch.get('id')} does not open: "
+                                       f"{exc.detail}") from None
+        return path, fetch_stream(key, order.id)
 
     async def fetch_status(self, *, fetch_id: str, wait: int | None = None) -> Fetch:
         return cast(Fetch, await self._json(
@@ -524,56 +727,78 @@ class RelayClient:
                 fetch = await self.fetch_status(fetch_id=fetch["id"], wait=FETCH_POLL)
             except RelayError as exc:
                 await backoff.wait(exc)
-        if fetch.get("state") != "ready":
-            raise RelayError(E.FETCH_FAILED,
-                           f"{drone} could not send {path}: {fetch.get('error') or 'failed'}")
+        return await self.download_fetch(fetch=fetch, drone=drone, path=path, dest=dest,
+                                         force=force, on_progress=on_progress)
+
+    async def download_fetch(self, *, fetch: Fetch, drone: str, path: str, dest: Path,
+                             force: bool = False, on_progress: Progress | None = None) -> Path:
+        """Save a settled fetch of ``path`` at ``dest``: opened with this pilot's wrap, its
+        refusal opened and raised (``fetch_failed``), or its file opened record by record
+        and checked against its sealed metadata."""
+        from dragoon.shared.e2e import E2EError
+        from dragoon.shared.sealed_files import FileOpener, open_error, open_meta
+
+        opened_path, stream = self.open_fetch(fetch)
+        if opened_path != path:
+            raise RelayError(TAMPERED, f"fetch {fetch.get('id')} is of another path than "
+                                       "the one asked")
+        try:
+            if fetch.get("state") != "ready":
+                error = open_error(stream.key, stream.task_id, fetch.get("error"))
+                raise RelayError(E.FETCH_FAILED, f"{drone} could not send {path}: {error}")
+            meta = open_meta(stream, fetch.get("meta"))
+        except E2EError as exc:
+            raise RelayError(TAMPERED, f"fetch {fetch.get('id')}: {exc.detail}") from None
         return await self._download(
             f"/v1/fetches/{segment(fetch['id'])}/content", {}, dest=dest,
-            sha256=fetch.get("sha256"), size=fetch.get("size"), force=force,
+            opener=FileOpener(stream, size=meta["size"], sha256=meta["sha256"]), force=force,
             on_progress=on_progress,
         )
 
-    async def _download(self, path: str, query: Query, *, dest: Path, sha256: str | None,
-                        size: int | None, force: bool, on_progress: Progress | None) -> Path:
-        """Stream to a hidden part file beside ``dest``, resume with Range after a drop,
-        check the SHA-256, and only then move it into place."""
+    async def _download(self, path: str, query: Query, *, dest: Path, opener: FileOpener,
+                        force: bool, on_progress: Progress | None) -> Path:
+        """Stream the sealed file, opening its records as they come, into a hidden part
+        file beside ``dest``; resume with Range after a drop (from the record boundary
+        where the plaintext stopped, ``e2e.blob_span``); check it is whole and its
+        SHA-256 the sealed metadata's, and only then move it into place. Any record that
+        does not open, or a file cut before its final record, fails it as a SHA-256
+        mismatch does: the part file goes, ``dest`` is untouched."""
+        from dragoon.shared.e2e import E2EError
+
         if dest.exists() and not force:
             raise _exists(dest)
         part = dest.with_name(f".{dest.name}.part")
-        digest = hashlib.sha256()
-        done = 0
         backoff = Backoff()
         try:
             with open(part, "wb") as out:
-                while True:
-                    headers = {"Range": f"bytes={done}-"} if done else {}
+                while not opener.finished:
+                    start = opener.resume()
+                    out.seek(opener.done)
+                    out.truncate()
+                    headers = {"Range": f"bytes={start}-"} if start else {}
                     request = self._request("GET", path, query=query, headers=headers)
                     try:
                         async with self._stream(request) as response:
-                            if done and response.status_code != 206:
+                            if start and response.status_code != 206:
+                                opener.restart()
                                 out.seek(0)
                                 out.truncate()
-                                digest, done = hashlib.sha256(), 0
                             async for data in response.aiter_bytes(_CHUNK):
-                                out.write(data)
-                                digest.update(data)
-                                done += len(data)
+                                out.write(opener.feed(data))
                                 if on_progress is not None:
-                                    on_progress(done, size)
+                                    on_progress(opener.done, opener.size)
                         break
                     except httpx.HTTPError as exc:
                         await backoff.wait(_transport_error(exc, self.base_url))
                     except RelayError as exc:
                         await backoff.wait(exc)
-            if sha256 is not None and digest.hexdigest() != sha256:
-                raise RelayError(
-                    E.SHA256_MISMATCH,
-                    f"download of {dest.name} is corrupt: SHA-256 {digest.hexdigest()} "
-                    f"is not the relay's {sha256}",
-                )
+                opener.check()
             if dest.exists() and not force:
                 raise _exists(dest)
             os.replace(part, dest)
+        except E2EError as exc:
+            raise RelayError(E.SHA256_MISMATCH, f"download of {dest.name} is corrupt or "
+                                                f"altered: {exc.detail}") from None
         finally:
             part.unlink(missing_ok=True)
         return dest
@@ -582,13 +807,47 @@ class RelayClient:
 
     async def messages(self, *, after: int | None = None, unread: bool = False,
                        limit: int = 100, wait: int | None = None) -> list[Message]:
+        """The inbox, each message opened under its task's key (``open_message``)."""
         answer = await self._json(
             "GET", "/v1/messages",
             query={"after": after, "unread": 1 if unread else None, "limit": limit,
                    "wait": wait},
             read_timeout=(wait or 0) + self._timeout,
         )
-        return cast(list[Message], answer["messages"])
+        return [await self.open_message(m) for m in answer["messages"]]
+
+    async def open_message(self, message: Mapping[str, Any]) -> Message:
+        """The message as the relay lists it, its ``sealed`` record opened into ``text``
+        (shared/sealed_message.py); one that does not open, or whose task this pilot cannot
+        open, has ``error`` (one line) and no ``text``: never a relay's words as a task's."""
+        from dragoon.shared.e2e import E2EError
+        from dragoon.shared.sealed_message import open_message
+
+        opened: dict[str, Any] = {k: v for k, v in message.items() if k != "sealed"}
+        task_id, index = message.get("task"), message.get("index")
+        if not isinstance(task_id, str) or not isinstance(index, int) or isinstance(
+                index, bool):
+            opened["error"] = "the relay listed a message without its task or index"
+            return cast(Message, opened)
+        key = self.keys.task_key(task_id)
+        why = self._unopened.get(task_id, "this pilot cannot open its task")
+        if key is None and task_id not in self._unopened:
+            try:
+                task = await self.task(task_id=task_id)  # opens it, remembers its key
+            except RelayError as exc:
+                task, why = {}, f"its task cannot be read: {exc.detail}"
+            key = self.keys.task_key(task_id)
+            if key is None and task.get("sealed"):
+                why = self._unopened[task_id] = f"its task does not open: {task['sealed']}"
+        if key is None:
+            opened["error"] = why
+            return cast(Message, opened)
+        try:
+            opened["text"] = open_message(key, task_id=task_id, index=index,
+                                          sealed=message.get("sealed"))
+        except E2EError as exc:
+            opened["error"] = exc.detail
+        return cast(Message, opened)
 
     async def ack(self, *, ids: list[int]) -> int:
         answer = await self._json("POST", "/v1/messages/ack", json_body={"ids": ids})
@@ -640,6 +899,12 @@ class RelayClient:
                     backoff.reset()
                     async for position, event in _parse_sse(response.aiter_lines()):
                         last_id = position or last_id
+                        if event is not None and event.kind == "task":
+                            event = Event(event.kind, self.keys.open(event.data), event.id)
+                        elif event is not None and event.kind == "message" and isinstance(
+                                event.data, dict):
+                            event = Event(event.kind, dict(await self.open_message(
+                                event.data)), event.id)
                         if event is not None:
                             yield event
             except httpx.HTTPError as exc:

@@ -63,29 +63,50 @@ class Drone(TypedDict, total=False):
 
 
 class Message(TypedDict, total=False):
+    """A message as the client hands it out: opened (``text``), or ``error`` saying in one
+    line why it is not shown; ``index`` is its place in its task, ``size`` its sealed size."""
+
     id: int
     task: str
     drone: str
+    index: int
+    size: int
     text: str
+    error: str
     created_at: float
     acked: bool
 
 
 class Artifact(TypedDict, total=False):
+    """An artifact, its sealed metadata opened: ``path``, ``size``, ``sha256`` are the
+    drone's; ``name`` and ``stored_size`` all the relay knows; ``sealed`` why it does not
+    open (then ``path`` is ``?NAME``)."""
+
     path: str
     size: int
     sha256: str
     uploaded_at: float
+    name: str
+    stored_size: int
+    sealed: str
 
 
 class Fetch(TypedDict, total=False):
+    """A fetch as the relay shows it: no path; ``payload``/``wraps`` (the sealed path and
+    the fetch key's wraps), ``meta`` (the file's sealed metadata); ``size``/``sha256`` are
+    the stored, sealed file's (``RelayClient.open_fetch``)."""
+
     id: str
     drone: str
-    path: str
     state: str
     error: str | None
     size: int | None
     sha256: str | None
+    order: str
+    order_signature: str
+    payload: str
+    wraps: dict[str, str]
+    meta: str | None
 
 
 class JoinTokenAnswer(TypedDict):
@@ -113,10 +134,12 @@ class StdinAnswer:
 
 @dataclass(frozen=True)
 class LogChunk:
-    """Bytes of one stream from ``offset`` up to ``next_offset``.
+    """Plaintext of one stream's records stored from ``offset`` up to ``next_offset``.
 
-    ``eof`` is true when the task is final and every byte of the stream has
-    been returned: a follower stops there.
+    The offsets are the relay's (stored, sealed bytes) at record boundaries. ``eof``
+    is true when the task is final and every byte of the stream has been returned:
+    a follower stops there. ``cut_at``: at eof, the stream was cut by the relay's
+    output cap of that many bytes (said out of band), not ended by the task.
     """
 
     stream: str
@@ -125,6 +148,7 @@ class LogChunk:
     next_offset: int
     state: str | None
     eof: bool
+    cut_at: int | None = None
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from dragoon.cockpit.client.config import PilotConfigError, config_path, state_d
 from dragoon.shared.enrollment import JoinToken, new_binding_key
 from dragoon.shared.errors import DragoonError
 from dragoon.shared.keys import ED25519, PublicKey, write_private_file
+from dragoon.shared.spec import check_labels
 from dragoon.shared.trust import (
     KnownDrone,
     TrustFileError,
@@ -123,11 +124,13 @@ class PendingStore:
 
 
 def pilot_token(relay_half: str, relay: str, pilots: Iterable[str], *,
-                expires_at: float) -> tuple[str, PendingEnrollment]:
+                expires_at: float, labels: Iterable[str] | None = ()
+                ) -> tuple[str, PendingEnrollment]:
     """The v2 token for the drone, from the relay's answer, and its pending enrollment.
 
-    Only the relay's four fields are taken from its answer: pilot keys or a
-    binding key a relay put there are dropped, never passed on.
+    Only the relay's four fields are taken from its answer: pilot keys, labels or a
+    binding key a relay put there are dropped, never passed on; ``labels`` are the pilot's
+    own, the ones the drone will take.
     """
     try:
         half = JoinToken.decode(relay_half)
@@ -140,7 +143,8 @@ def pilot_token(relay_half: str, relay: str, pilots: Iterable[str], *,
             keys.append(key)
     binding_key = new_binding_key()
     token = JoinToken(relay=half.relay, drone=half.drone, secret=half.secret,
-                      relay_key=half.relay_key, pilots=tuple(keys), binding_key=binding_key)
+                      relay_key=half.relay_key, pilots=tuple(keys), binding_key=binding_key,
+                      labels=tuple(check_labels(list(labels or ()))))
     pending = PendingEnrollment(relay=relay, name=half.drone,
                                 binding_key=base64.b64encode(binding_key).decode("ascii"),
                                 expires_at=float(expires_at), enrollment=secret_digest(half.secret))

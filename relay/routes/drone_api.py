@@ -9,14 +9,33 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from dragoon.relay import artifacts, dispatch, enroll, fetches, fleet, logconf, messages, quota
+from dragoon.relay import (
+    artifacts,
+    dispatch,
+    enroll,
+    fetches,
+    fleet,
+    logconf,
+    messages,
+    quota,
+    recipients,
+)
 from dragoon.relay.auth import DroneDep
 from dragoon.relay.blobs import check_artifact_path
 from dragoon.relay.context import Relay, RelayDep
 from dragoon.relay.errors import ApiError
-from dragoon.relay.models import MAX_OFFSET, FinishBody, InitBody, MessageBody, PollBody
+from dragoon.relay.models import (
+    MAX_OFFSET,
+    FinishBody,
+    InitBody,
+    MessageBody,
+    PilotsListBody,
+    PollBody,
+)
 from dragoon.relay.output import Closed, Gap, Incomplete
 from dragoon.relay.tasks import TaskStore, task_finished
+from dragoon.shared.e2e import OVERHEAD, E2EError
+from dragoon.shared.sealed_message import sealed_size
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
@@ -57,6 +76,13 @@ async def _announce_replacement(
     if (drone_view := await relay.db.run(fleet.get, name)) is not None:
         relay.bus.publish("drone", drone_view)
     relay.signals.notify(("drone", name))
+
+
+@router.put("/pilots")
+async def pilots(body: PilotsListBody, drone: DroneDep, relay: RelayDep) -> dict[str, Any]:
+    """The drone's signed list of the pilots it obeys (docs/protocol.md, "Recipients")."""
+    return await relay.db.run(recipients.store_pilots_list, drone.name, drone.fingerprint,
+                              body.list, body.signature)
 
 
 @router.post("/poll")
@@ -130,9 +156,15 @@ def record_finish(
 
 @router.post("/message")
 async def message(body: MessageBody, drone: DroneDep, relay: RelayDep) -> dict[str, Any]:
-    if len(body.text.encode("utf-8")) > relay.config.message_max:
+    """Store message ``index`` of a task as its drone sealed it (the relay reads no text)."""
+    try:
+        size = sealed_size(body.sealed, index=body.index)
+    except E2EError as exc:
+        raise ApiError(422, "invalid", f"sealed: {exc.detail}") from None
+    if size > relay.config.message_max + OVERHEAD:
         raise ApiError(413, "too_large", f"a message is at most {relay.config.message_max} bytes")
-    stored, new = await relay.db.run(messages.add, drone.name, body.task, body.index, body.text)
+    stored, new = await relay.db.run(messages.add, drone.name, body.task, body.index,
+                                     body.sealed, size)
     if new:
         relay.bus.publish("message", stored)
         relay.signals.notify(("messages",))
@@ -144,7 +176,7 @@ async def blob(
     request: Request, drone: DroneDep, relay: RelayDep,
     sha256: str = Query(pattern="^[0-9a-f]{64}$"), size: int = Query(ge=0),
     task: str | None = Query(None), path: str | None = Query(None),
-    fetch: str | None = Query(None),
+    fetch: str | None = Query(None), meta: str | None = Query(None, max_length=8192),
 ) -> dict[str, Any]:
     """Streamed upload, judged before its body is read; the body is then held to its claim.
 
@@ -152,6 +184,8 @@ async def blob(
     (relay/auth.py ``check_streamed``), and ``sha256`` here is that claim.
     Every refusal that needs no byte of the body (size, task, path, a
     finished task, a resend of what is stored) comes before the first read.
+    The body is the file sealed (shared/sealed_files.py) and ``meta`` its sealed
+    metadata: the relay keeps both and reads neither.
     """
     relay.blobs.check_declared(size=size, cap=relay.config.artifact_max,
                                content_length=request.headers.get("content-length"))
@@ -174,9 +208,9 @@ async def blob(
         relay.blobs.discard(tmp)
         raise
     if fetch is not None:
-        await relay.db.run(fetches.complete, drone.name, fetch, sha256, size)
+        await relay.db.run(fetches.complete, drone.name, fetch, sha256, size, meta)
         relay.signals.notify(("fetch", fetch))
     else:
         assert task is not None and path is not None
-        await relay.db.run(artifacts.record, drone.name, task, path, sha256, size)
+        await relay.db.run(artifacts.record, drone.name, task, path, sha256, size, meta)
     return {"sha256": sha256, "size": size}

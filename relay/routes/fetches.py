@@ -41,5 +41,5 @@ async def content(fetch_id: str, _who: PilotDep, relay: RelayDep) -> FileRespons
         raise not_found("fetch")
     if found["state"] != "ready":
         raise ApiError(409, "conflict", f"the fetch is {found['state']}")
-    name = found["path"].rstrip("/").rsplit("/", 1)[-1] or "fetched"
-    return blob_response(relay.blobs.path(found["sha256"]), name, found["sha256"])
+    # The stored file is sealed (its name is in the sealed payload): named after the fetch.
+    return blob_response(relay.blobs.path(found["sha256"]), fetch_id, found["sha256"])

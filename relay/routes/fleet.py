@@ -13,6 +13,7 @@ from dragoon.relay.auth import PilotDep
 from dragoon.relay.context import RelayDep
 from dragoon.relay.errors import ApiError, not_found
 from dragoon.relay.models import DrainBody, FetchBody, MintBody
+from dragoon.relay.tasks import payload_sha256
 from fastapi import APIRouter
 
 router = APIRouter(prefix="/v1/workers", tags=["drones"])
@@ -61,9 +62,11 @@ async def fetch(
     order = relay_orders.check(body.order, body.order_signature, kind="fetch",
                                fingerprint=who.fingerprint)
     relay_orders.same(order, "target", {"drone": name}, "target")
-    relay_orders.same(order, "fetch", {"path": body.path}, "path")
-    result = await relay.db.run(fetches.create, name, body.path, who.name, order.text,
-                                body.order_signature)
+    relay_orders.same(order, "fetch", {"payload_sha256": payload_sha256(body.payload)},
+                      "payload hash")
+    result = await relay.db.run(lambda conn: fetches.create(
+        conn, name, who.name, payload=body.payload, wraps=body.wraps, order_text=order.text,
+        order_signature=body.order_signature))
     if result is None:
         raise not_found("drone")
     if isinstance(result, ApiError):

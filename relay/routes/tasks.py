@@ -119,6 +119,9 @@ async def read_log(
     }
     if final and end >= size:
         headers["X-Dragoon-Eof"] = "1"
+    if relay.output.cut(task_id, stream):
+        # Out of band: the stream is sealed records, nothing can be written into it.
+        headers["X-Dragoon-Truncated"] = str(relay.output.cap)
     return Response(data, media_type="application/octet-stream", headers=headers)
 
 

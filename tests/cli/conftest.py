@@ -21,6 +21,7 @@ import pytest
 from dragoon.shared.trust import pilot_keys_from, read_authorized_pilots, write_authorized_pilots
 
 from tests.support.relay import REPO, RelayProcess, fresh_totp, new_signer, wait_until
+from tests.support.sealing import trust_drone, trust_test_drone
 
 DRONE = "cli-drone"
 
@@ -77,6 +78,14 @@ class Pilot:
     def json(self, *args: str) -> Any:
         return json.loads(self.ok(*args, "--json"))
 
+    def trust(self, drone: Path | Any) -> None:
+        """Add the drone (a real one's data dir, or a test DroneClient) to this pilot's
+        known_drones, as `dragoon drones trust NAME FINGERPRINT` would."""
+        if isinstance(drone, Path):
+            trust_drone(self.env, drone)
+        else:
+            trust_test_drone(self.env, drone)
+
 
 # The data dirs of the session's running drones: a pilot made later is authorized on them
 # (as `dragoon drone authorize` does on the box; the running drone needs no restart).
@@ -92,7 +101,10 @@ def make_pilot(relay: RelayProcess, root: Path, name: str) -> Pilot:
         path = data / "authorized_pilots"
         write_authorized_pilots(path, [*read_authorized_pilots(path),
                                        *pilot_keys_from(f"{key}.pub")])
-    return Pilot(home=root / name, key=key, relay=relay, totp_secret=secret)
+    pilot = Pilot(home=root / name, key=key, relay=relay, totp_secret=secret)
+    for data in _DRONE_DATA:  # and it knows them, as a pilot who ran `dragoon drones trust`
+        pilot.trust(data)
+    return pilot
 
 
 @pytest.fixture(scope="session")
@@ -142,3 +154,15 @@ def pilot(relay: RelayProcess, tmp_path_factory: pytest.TempPathFactory) -> Pilo
 def fresh_pilot(relay: RelayProcess, tmp_path: Path) -> Pilot:
     """A pilot of its own, registered but not logged in: for login and session tests."""
     return make_pilot(relay, tmp_path, "bob" + tmp_path.name[-6:].replace("_", ""))
+
+
+def ghost_drone(relay: RelayProcess, root: Path, pilot: Pilot, name: str,
+                labels: tuple[str, ...] = ()) -> Path:
+    """A drone joined (``dragoon drone join``) but never run, that ``pilot`` trusts: tasks
+    for it stay queued."""
+    from tests.drone.conftest import DroneProcess
+
+    drone = DroneProcess(root / name)
+    drone.join(relay.enroll(name, labels), labels=labels)
+    pilot.trust(drone.data_dir)
+    return drone.data_dir

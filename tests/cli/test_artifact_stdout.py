@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 from tests.cli.conftest import Pilot
+from tests.cli.test_files import stored_artifact
 from tests.support.relay import RelayProcess
 
 # Bytes no text path survives, then 300 kB of noise: several download chunks.
@@ -55,14 +56,14 @@ def test_fetch_to_stdout_is_the_file_byte_for_byte(pilot: Pilot, drone: str) -> 
 
 def test_a_corrupt_download_puts_nothing_on_stdout(pilot: Pilot, drone: str,
                                                   relay: RelayProcess) -> None:
-    task_id, digest = run_binary_task(pilot, drone)
-    stored = relay.data_dir / "blobs" / digest[:2] / digest
-    stored.write_bytes(b"x" * 300009)  # the relay's copy rots on disk
+    task_id, _digest = run_binary_task(pilot, drone)
+    stored = stored_artifact(relay, task_id)
+    stored.write_bytes(b"x" * stored.stat().st_size)  # the relay's copy rots on disk
     done = raw(pilot, "artifact", task_id, "out/data.bin", "-o", "-")
     assert done.returncode == 8
     assert done.stdout == b""
     lines = done.stderr.decode().strip().splitlines()
-    assert len(lines) == 1 and "SHA-256" in lines[0]
+    assert len(lines) == 1 and "corrupt or altered" in lines[0]
 
 
 def test_an_unknown_artifact_to_stdout_is_exit_4_and_no_bytes(pilot: Pilot, drone: str) -> None:

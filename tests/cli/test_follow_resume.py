@@ -47,6 +47,7 @@ def talker(tmp_path: Path) -> Iterator[tuple[RelayProcess, Pilot, DroneClient, s
         pilot = make_pilot(relay, tmp_path, "alice")
         pilot.login()
         drone = relay.drone("talker")
+        pilot.trust(drone)
         task = pilot.ok("submit", "talker", "--", "true").strip()
         assert [t["id"] for t in drone.poll().json()["tasks"]] == [task]
         yield relay, pilot, drone, task

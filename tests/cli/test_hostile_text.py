@@ -16,6 +16,7 @@ outside the label rule) is refused with the shared rule's reason.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import pty
 import re
@@ -31,9 +32,11 @@ from typing import Any
 
 import pytest
 from dragoon.shared.enrollment import JoinToken
+from dragoon.shared.sealed_files import FileStream, seal_meta
 from dragoon.shared.signers import KeyFileSigner
 
 from tests.cli.conftest import Pilot, make_pilot
+from tests.support import records
 from tests.support.relay import DroneClient, PilotSession, RelayProcess, new_signer, wait_until
 
 TITLE = "\x1b]0;pwned\x07"  # sets the terminal window's title
@@ -70,20 +73,31 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         pilot = make_pilot(relay, root, "alice")
         pilot.login()
         api = PilotSession(relay.url, KeyFileSigner.from_file(pilot.key))
+        api.env = pilot.env  # the CLI pilot's machine: its X25519 key opens what api seals
         api.login(pilot.totp_secret)
         liar = relay.drone(LIAR, ["gpu"], slots=4)
+        pilot.trust(liar)
         answer = liar.poll(hostname="box[/]", version="[bold red]9", metrics=METRICS)
         assert answer.status_code == 200, answer.text
         task = api.submit("echo hi", drone=LIAR, name=TASK_NAME)["id"]
         handed = liar.poll(metrics=METRICS).json()["tasks"]
         assert [t["id"] for t in handed] == [task]
-        output = b"plain \x1b[31mred\x1b[0m " + TITLE.encode() + b"\n"
+        # Sealed as a drone does: the liar runs the task, so it has the task key.
+        output = records.seal(records.task_key(api, task), task, "stdout",
+                              b"plain \x1b[31mred\x1b[0m " + TITLE.encode() + b"\n")
         assert liar.log(task, "stdout", 0, output).status_code == 200
+        no_stderr = records.seal(records.task_key(api, task), task, "stderr", b"")
+        assert liar.log(task, "stderr", 0, no_stderr).status_code == 200
         assert liar.message(task, 0, HOSTILE).status_code == 200
         assert liar.message(task, 1, FORGED).status_code == 200
-        assert liar.blob(b"weights", task=task, path=HOSTILE_PATH).status_code == 200
+        # The hostile path comes in the artifact's sealed metadata, as a drone sends it.
+        stream = FileStream(api.task_key(task), task, "artifact", "0")
+        meta = seal_meta(stream, {"path": HOSTILE_PATH, "size": 7,
+                                  "sha256": hashlib.sha256(b"weights").hexdigest()})
+        sealed = b"".join(stream.writer().seal_all(b"weights", final=True))
+        assert liar.blob(sealed, task=task, path="0", meta=meta).status_code == 200
         finished = liar.finish(task, "failed", exit_code=3, error=HOSTILE,
-                               stdout_size=len(output), stderr_size=0)
+                               stdout_size=len(output), stderr_size=len(no_stderr))
         assert finished.status_code == 200, finished.text
         try:
             yield World(relay, pilot, api, liar, task)

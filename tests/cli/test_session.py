@@ -155,7 +155,7 @@ def test_session_revoked_on_the_relay_says_to_run_login(fresh_pilot: Pilot) -> N
 def test_relay_and_key_come_from_the_config_file_and_env_beats_it(
         fresh_pilot: Pilot, tmp_path: Path) -> None:
     config = fresh_pilot.home / "config" / "dragoon" / "config.toml"
-    config.parent.mkdir(parents=True)
+    config.parent.mkdir(parents=True, exist_ok=True)  # known_drones may be there already
     config.write_text(f'relay = "{fresh_pilot.relay.url}"\nkey = "{fresh_pilot.key}"\n')
     fresh_pilot.ok("login", "--totp", fresh_totp(fresh_pilot.totp_secret))
     assert isinstance(fresh_pilot.json("drones"), list)

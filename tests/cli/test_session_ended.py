@@ -20,6 +20,7 @@ import pytest
 from dragoon.cockpit.cli import exit_codes as X
 
 from tests.cli.conftest import Pilot, make_pilot
+from tests.support import records
 from tests.support.relay import DroneClient, RelayProcess
 
 ENDED = "dragoon: session ended: log in again with `dragoon login`"
@@ -37,9 +38,10 @@ def drone(relay: RelayProcess) -> DroneClient:
 
 
 @pytest.fixture
-def pilot(relay: RelayProcess, tmp_path: Path) -> Pilot:
+def pilot(relay: RelayProcess, tmp_path: Path, drone: DroneClient) -> Pilot:
     pilot = make_pilot(relay, tmp_path, "p" + tmp_path.name[-8:].replace("_", ""))
     pilot.login()
+    pilot.trust(drone)
     return pilot
 
 
@@ -76,8 +78,10 @@ def follow_until_logged_out(pilot: Pilot, *args: str, first_line: bytes) -> tupl
 
 def test_logs_follow_ends_with_the_session(pilot: Pilot, drone: DroneClient) -> None:
     task = pilot.ok("submit", drone.name, "--", "sleep 600").strip()
-    drone.poll()
-    assert drone.log(task, "stdout", 0, b"epoch 1\n").status_code == 200
+    handed = drone.poll().json()["tasks"][0]
+    key = drone.task_key(handed)  # the drone seals its output; the relay reads none of it
+    sealed = records.seal(key, task, "stdout", b"epoch 1\n", final=False)
+    assert drone.log(task, "stdout", 0, sealed).status_code == 200
     code, stderr = follow_until_logged_out(pilot, "logs", "-f", task, first_line=b"epoch 1")
     assert code == X.AUTH, stderr
     assert stderr.strip().splitlines() == [ENDED]

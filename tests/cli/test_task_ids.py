@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import Pilot, make_pilot
+from tests.cli.conftest import Pilot, ghost_drone, make_pilot
 from tests.support.relay import RelayProcess
 
 
@@ -74,6 +74,7 @@ def own_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RelayP
     with RelayProcess(root / "relay") as relay:
         pilot = make_pilot(relay, root, "carol")
         pilot.login()
+        ghost_drone(relay, root, pilot, "ghost", ("nowhere",))
         ids = [pilot.ok("submit", "--labels", "nowhere", "--", f"echo {n}").strip()
                for n in range(3)]
         relay.stop()

@@ -79,6 +79,7 @@ def start_drone(relay: RelayProcess, root: Path, name: str, pilot: Pilot, *,
                 labels: tuple[str, ...] = (), slots: int = 1) -> DroneProcess:
     drone = DroneProcess(root / name)
     drone.join(relay.enroll(name, labels), slots=slots, labels=labels)
+    pilot.trust(drone.data_dir)
     drone.configure(poll_wait=1.0)
     drone.start()
     wait_until(lambda: any(d["name"] == name and d["state"] == "online"
@@ -99,10 +100,11 @@ def box(wrelay: RelayProcess, wpilot: Pilot,
 
 
 @pytest.fixture(scope="module")
-def ghost(wrelay: RelayProcess, tmp_path_factory: pytest.TempPathFactory) -> str:
+def ghost(wrelay: RelayProcess, wpilot: Pilot, tmp_path_factory: pytest.TempPathFactory) -> str:
     """Joined (``dragoon drone join``) but never run: it never comes online."""
-    DroneProcess(tmp_path_factory.mktemp("waits-ghost") / "ghost").join(
-        wrelay.enroll("ghost-box", ("ghostly",)), labels=("ghostly",))
+    drone = DroneProcess(tmp_path_factory.mktemp("waits-ghost") / "ghost")
+    drone.join(wrelay.enroll("ghost-box", ("ghostly",)), labels=("ghostly",))
+    wpilot.trust(drone.data_dir)
     return "ghost-box"
 
 
@@ -155,17 +157,17 @@ def test_task_shows_why_a_queued_task_waits(wpilot: Pilot, ghost: str) -> None:
     assert task_of(wpilot, task_id)["waiting"] is None
 
 
-def test_submit_to_labels_no_drone_has_says_so_and_stays_queued(wpilot: Pilot,
-                                                                box: str) -> None:
+def test_submit_to_labels_no_drone_has_is_refused_before_anything_is_queued(
+        wpilot: Pilot, box: str) -> None:
+    """A labels task is sealed to the trusted drones that have the labels when it is
+    submitted (docs/cli.md, "Labels"): with none, there is nobody to seal it to."""
+    before = len(wpilot.json("tasks"))
     done = wpilot.cli("submit", "--labels", "waits,nosuch", "--", "true")
-    assert done.returncode == 0, done.stderr
-    task_id = done.stdout.strip()
-    assert done.stderr == f"dragoon: {task_id} waiting: no drone has labels nosuch,waits\n"
-    found = task_of(wpilot, task_id)
-    assert found["state"] == "queued"
-    assert found["waiting"] == {"reason": "no_match", "drone": None,
-                                "labels": ["nosuch", "waits"], "candidates": 0}
-    wpilot.ok("cancel", task_id)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == ("dragoon: no drone in your known_drones has the labels "
+                           "waits,nosuch: confirm one (`dragoon drones`) or `dragoon drones "
+                           "trust NAME FINGERPRINT`\n")
+    assert done.stdout == "" and len(wpilot.json("tasks")) == before
 
 
 def test_run_on_a_busy_drone_says_so_then_runs_when_a_slot_frees(wpilot: Pilot,

@@ -34,6 +34,7 @@ from textual.command import CommandPalette
 from tests.cockpit.fixed_source import NOW, FixedSource, demo_snapshot, fixed_clock, make_drone
 from tests.cockpit.fixed_source import make_task as fixed_task
 from tests.cockpit.waiting import until
+from tests.support import records
 from tests.support.relay import RelayProcess
 
 pytestmark = pytest.mark.anyio
@@ -236,18 +237,22 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
         yield process
 
 
-async def test_a_lying_drones_words_reach_the_cockpit_inert(relay: RelayProcess) -> None:
+async def test_a_lying_drones_words_reach_the_cockpit_inert(relay: RelayProcess,
+                                                            tmp_path: Path) -> None:
     pilot = relay.pilot("alice")
     liar = relay.drone("liar-1", ["gpu"], slots=2)
     assert liar.poll(hostname="box[/]", version="[b]9",
                      metrics={"cpu_percent": TITLE, "gpus": [{"util": "[/]"}]}).status_code == 200
     task = pilot.submit("echo hi", drone="liar-1", name="x[/] [bold red]boom")["id"]
     assert [t["id"] for t in liar.poll().json()["tasks"]] == [task]
-    output = f"step 1 {TITLE}{CSI8}\n".encode()
+    # Sealed as a drone does: the liar has the task key (it runs the task), the relay not.
+    output = records.seal(records.task_key(pilot, task), task, "stdout",
+                          f"step 1 {TITLE}{CSI8}\n".encode())
     assert liar.log(task, "stdout", 0, output).status_code == 200
     assert liar.message(task, 0, HOSTILE).status_code == 200
     assert liar.blob(b"w", task=task, path=EVIL_PATH).status_code == 200
-    client = RelayClient(relay.url, signer=pilot.signer, token=pilot.token, timeout=10.0)
+    client = RelayClient(relay.url, signer=pilot.signer, token=pilot.token,
+                         env=pilot.env, timeout=10.0)
     app = CockpitApp(LiveSource(client, pilot="alice"), ping_interval=0.5)
     async with app.run_test(size=(200, 50)) as driver:
         await until(driver, lambda: app.link is Link.CONNECTED and task in app.state.tasks

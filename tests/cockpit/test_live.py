@@ -33,6 +33,7 @@ from textual.widgets import Input, Static
 from tests.cockpit.waiting import until
 from tests.drone.conftest import DroneProcess
 from tests.support.relay import PilotSession, RelayProcess, fresh_totp
+from tests.support.sealing import trust_drone
 
 pytestmark = pytest.mark.anyio
 DRONE = "box-1"
@@ -46,8 +47,10 @@ class World:
         self.drone = drone
 
     def app(self, *, token: str | None = None, download_dir: Path | None = None) -> CockpitApp:
-        client = RelayClient(self.relay.url, signer=self.pilot.signer,
+        client = RelayClient(self.relay.url, signer=self.pilot.signer, env=self.pilot.env,
                              token=token or self.pilot.token, timeout=10.0)
+        # The test pilot seals its tasks to its own encryption key: the cockpit is that pilot.
+        client.keys._x25519 = self.pilot.x25519
         return CockpitApp(LiveSource(client, pilot="alice"), ping_interval=0.3,
                           download_dir=download_dir)
 
@@ -65,6 +68,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         pilot = relay.pilot("alice")
         drone = DroneProcess(root / "drone")
         drone.join(relay.enroll(DRONE, ["cpu"]), slots=4, labels=("cpu",))
+        trust_drone(pilot.env, drone.data_dir)
         drone.configure(poll_wait=2.0)
         drone.start()
         try:
@@ -105,7 +109,9 @@ async def test_submit_from_the_dialog_shows_its_output(world: World) -> None:
                     timeout=20, what="the output in the log pane")
         await until(pilot, lambda: app.state.tasks[task_id]["state"] == "succeeded",
                     timeout=20, what="the task to succeed")
-        assert world.task(task_id)["spec"]["command"].startswith("echo hello-from-cockpit")
+        # The cockpit opened it (its own wrap of the task key); the relay holds no command.
+        assert app.state.tasks[task_id]["spec"]["command"].startswith("echo hello-from-cockpit")
+        assert "command" not in world.task(task_id)["spec"]
 
 
 def summary_text(detail: TaskDetailScreen) -> str:
@@ -163,6 +169,9 @@ async def test_a_message_arrives_and_marking_it_read_acks_on_the_relay(world: Wo
                     timeout=20, what="the message")
         await until(pilot, lambda: app.bar.unread == before + 1, what="the unread count")
         message_id = next(i for i, m in app.state.messages.items() if m.get("task") == task_id)
+        # Sealed by the drone under the task key, opened by the cockpit's client.
+        assert app.state.messages[message_id].get("text") == "ready for review", \
+            app.state.messages[message_id]
         await pilot.press("i")
         await until(pilot, lambda: isinstance(app.screen, InboxScreen), what="the inbox")
         inbox = app.screen

@@ -20,12 +20,15 @@ from dragoon.cockpit.app.live import LiveSource
 from dragoon.cockpit.app.messages import Link
 from dragoon.cockpit.app.widgets.logs.log_buffer import STDERR, STDOUT
 from dragoon.cockpit.client import RelayClient
+from dragoon.shared import e2e
 from dragoon.shared.order import HEADER, OrderReader, encode_run
 
 from tests.cockpit.waiting import until
 from tests.drone.conftest import DroneProcess
 from tests.drone.test_wrapper_order import LINES, PACED
+from tests.support import records
 from tests.support.relay import DroneClient, PilotSession, RelayProcess
+from tests.support.sealing import trust_drone
 
 pytestmark = pytest.mark.anyio
 DRONE = "order-1"
@@ -33,13 +36,13 @@ CODE = {"stdout": STDOUT, "stderr": STDERR}
 
 
 class World:
-    def __init__(self, relay: RelayProcess, pilot: PilotSession) -> None:
+    def __init__(self, relay: RelayProcess, pilot: PilotSession, root: Path) -> None:
         self.relay = relay
         self.pilot = pilot
 
     def app(self) -> CockpitApp:
-        client = RelayClient(self.relay.url, signer=self.pilot.signer, token=self.pilot.token,
-                             timeout=10.0)
+        client = RelayClient(self.relay.url, signer=self.pilot.signer, env=self.pilot.env,
+                             token=self.pilot.token, timeout=10.0)
         return CockpitApp(LiveSource(client, pilot="alice"), ping_interval=0.5)
 
     def task(self, task_id: str) -> dict[str, Any]:
@@ -48,10 +51,11 @@ class World:
         return dict(answer.json())
 
     def stream(self, task_id: str, stream: str) -> bytes:
-        answer = self.pilot.get(f"/v1/tasks/{task_id}/log",
-                                params={"stream": stream, "limit": 8 << 20})
-        assert answer.status_code == 200, answer.text
-        return answer.content
+        return records.output(self.pilot, task_id, stream, whole=True)
+
+    def sealed(self, task_id: str, stream: str, data: bytes) -> bytes:
+        """``data`` sealed as the drone would (a lying drone still has the task key)."""
+        return records.seal(records.task_key(self.pilot, task_id), task_id, stream, data)
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +65,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         pilot = relay.pilot("alice")
         drone = DroneProcess(root / "drone")
         drone.join(relay.enroll(DRONE, ["cpu"]), slots=2, labels=("cpu",))
+        trust_drone(pilot.env, drone.data_dir)
         drone.configure(poll_wait=2.0)
         drone.start()
         try:
-            yield World(relay, pilot)
+            yield World(relay, pilot, root)
         finally:
             drone.stop()
 
@@ -151,14 +156,17 @@ async def test_an_order_claiming_bytes_that_do_not_exist_shows_what_exists(
     world: World, liar: tuple[DroneClient, str],
 ) -> None:
     drone, task = liar
-    order = HEADER + encode_run("stdout", 10**12) + encode_run("stderr", 4)
+    order = world.sealed(task, "order",
+                         HEADER + encode_run("stdout", 10**12) + encode_run("stderr", 4))
+    out, err = world.sealed(task, "stdout", b"tiny\n"), world.sealed(task, "stderr", b"err\n")
     assert drone.log(task, "order", 0, order).status_code == 200
-    assert drone.log(task, "stdout", 0, b"tiny\n").status_code == 200
-    assert drone.log(task, "stderr", 0, b"err\n").status_code == 200
+    assert drone.log(task, "stdout", 0, out).status_code == 200
+    assert drone.log(task, "stderr", 0, err).status_code == 200
     # The task runs on: the pane does not wait for ever on the stdout that never comes.
     assert await follow(world, task, 2, final=False, timeout=30) == [
         (STDOUT, "tiny"), (STDERR, "err")]
-    finish = drone.finish(task, stdout_size=5, stderr_size=4, order_size=len(order))
+    finish = drone.finish(task, stdout_size=len(out), stderr_size=len(err),
+                          order_size=len(order))
     assert finish.status_code == 200, finish.text
     assert await follow(world, task, 2) == [(STDOUT, "tiny"), (STDERR, "err")]
 
@@ -167,13 +175,40 @@ async def test_a_garbage_order_stream_costs_order_not_bytes(
     world: World, liar: tuple[DroneClient, str],
 ) -> None:
     drone, task = liar
-    assert drone.log(task, "stdout", 0, b"one\ntwo\n").status_code == 200
-    assert drone.log(task, "stderr", 0, b"three\n").status_code == 200
-    assert drone.log(task, "order", 0, b"\x1b[2J" * 5000 + b"\n").status_code == 200
-    assert drone.finish(task, stdout_size=8, stderr_size=6).status_code == 200
+    out = world.sealed(task, "stdout", b"one\ntwo\n")
+    err = world.sealed(task, "stderr", b"three\n")
+    order = world.sealed(task, "order", b"\x1b[2J" * 5000 + b"\n")
+    assert drone.log(task, "stdout", 0, out).status_code == 200
+    assert drone.log(task, "stderr", 0, err).status_code == 200
+    assert drone.log(task, "order", 0, order).status_code == 200
+    assert drone.finish(task, stdout_size=len(out), stderr_size=len(err),
+                        order_size=len(order)).status_code == 200
     shown = await follow(world, task, 3)
     assert sorted(shown) == sorted([(STDOUT, "one"), (STDOUT, "two"), (STDERR, "three")])
 
 
 def test_module_runs_against_real_processes(world: World) -> None:
     assert Path(world.relay.data_dir).is_dir()
+
+
+async def test_a_stream_the_relay_altered_ends_the_pane_with_one_line_and_nothing_after(
+    world: World,
+) -> None:
+    """The relay flips a byte in the second record of a task's stdout: the pane shows the
+    first record's line, then dragoon's line saying the stream was altered, and nothing of
+    the altered record or after it."""
+    task_id = world.pilot.submit("echo one; sleep 0.6; echo two; sleep 0.6; echo three",
+                                 drone=DRONE)["id"]
+    stored = world.relay.data_dir / "logs" / task_id / "stdout"
+    assert [line for _code, line in await follow(world, task_id, 3)] == ["one", "two", "three"]
+    data = stored.read_bytes()
+    first = e2e.parse_header(data[:e2e.HEADER_BYTES]).record_size
+    assert first < len(data)
+    edited = bytearray(data)
+    edited[first + e2e.HEADER_BYTES + e2e.NONCE_BYTES] ^= 0x01  # the second record's body
+    stored.write_bytes(bytes(edited))
+    shown = await follow(world, task_id, 2)
+    assert shown[0] == (STDOUT, "one")
+    assert [line for _code, line in shown if "two" in line or "three" in line] == []
+    notes = [line for code, line in shown if code == STDERR and "altered" in line]
+    assert len(notes) == 1 and notes[0].startswith(f"[dragoon: task {task_id} stdout: record 1")

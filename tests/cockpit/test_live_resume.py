@@ -33,7 +33,8 @@ class Follower:
     """A `LiveSource` and the state it keeps, as the cockpit's sync worker keeps it."""
 
     def __init__(self, relay: RelayProcess, pilot: PilotSession) -> None:
-        client = RelayClient(relay.url, signer=pilot.signer, token=pilot.token, timeout=10.0)
+        client = RelayClient(relay.url, signer=pilot.signer, token=pilot.token,
+                             env=pilot.env, timeout=10.0)
         self.source = LiveSource(client, pilot="alice")
         self.state = CockpitState()
         self.snapshots = 0
@@ -82,7 +83,8 @@ class Follower:
 
 
 async def fresh_state(relay: RelayProcess, pilot: PilotSession) -> CockpitState:
-    client = RelayClient(relay.url, signer=pilot.signer, token=pilot.token, timeout=10.0)
+    client = RelayClient(relay.url, signer=pilot.signer, token=pilot.token,
+                         env=pilot.env, timeout=10.0)
     async with client:
         snapshot = await LiveSource(client).snapshot()
     state = CockpitState()

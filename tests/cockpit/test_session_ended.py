@@ -41,7 +41,8 @@ async def _within(waiting: Any, seconds: float) -> bool:
 async def test_the_event_stream_ends_with_the_session_and_is_not_retried(
         relay: RelayProcess) -> None:
     pilot = relay.pilot("alice")
-    client = RelayClient(relay.url, signer=pilot.signer, token=pilot.token, timeout=10.0)
+    client = RelayClient(relay.url, signer=pilot.signer, token=pilot.token,
+                         env=pilot.env, timeout=10.0)
     retries: list[str] = []
     connected = asyncio.Event()
 
@@ -70,7 +71,8 @@ async def test_the_event_stream_ends_with_the_session_and_is_not_retried(
 async def test_the_cockpit_says_the_session_ended_and_asks_to_log_in(
         relay: RelayProcess) -> None:
     pilot = relay.pilot("bob")
-    client = RelayClient(relay.url, signer=pilot.signer, token=pilot.token, timeout=10.0)
+    client = RelayClient(relay.url, signer=pilot.signer, token=pilot.token,
+                         env=pilot.env, timeout=10.0)
     app = CockpitApp(LiveSource(client, pilot="bob"), ping_interval=0.3)
     async with app.run_test(size=(140, 40)) as driver:
         await until(driver, lambda: app.link is Link.CONNECTED, timeout=20, what="connected")

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import pytest
 from dragoon.drone import config
 
+from tests.support import records
 from tests.support.relay import REPO, PilotSession, RelayProcess, wait_until
 
 T = TypeVar("T")
@@ -114,7 +115,7 @@ class Fleet:
     def task(self, task_id: str) -> dict[str, Any]:
         answer = self.pilot.get(f"/v1/tasks/{task_id}")
         assert answer.status_code == 200, answer.text
-        result: dict[str, Any] = answer.json()
+        result: dict[str, Any] = self.pilot.opened(answer.json())  # its sealed texts opened
         return result
 
     def wait_state(self, task_id: str, states: set[str] | str = "final", *,
@@ -133,18 +134,14 @@ class Fleet:
             raise AssertionError(f"{task_id} never reached {wanted}: {self.task(task_id)}\n"
                                  f"drone logs:\n{logs}") from None
 
-    def output(self, task_id: str, stream: str = "stdout") -> bytes:
-        chunks: list[bytes] = []
-        offset = 0
-        while True:
-            answer = self.pilot.get(f"/v1/tasks/{task_id}/log",
-                                    params={"stream": stream, "offset": offset,
-                                            "limit": 1 << 20})
-            assert answer.status_code == 200, answer.text
-            if not answer.content:
-                return b"".join(chunks)
-            chunks.append(answer.content)
-            offset += len(answer.content)
+    def output(self, task_id: str, stream: str = "stdout", *, whole: bool = False) -> bytes:
+        """The stream's plaintext, opened from the relay's sealed records (``whole``: and
+        ended by its final record)."""
+        return records.output(self.pilot, task_id, stream, whole=whole)
+
+    def stored(self, task_id: str, stream: str = "stdout") -> bytes:
+        """The stream as the relay stores it: sealed records."""
+        return records.stored_log(self.pilot, task_id, stream)
 
     def close(self) -> None:
         for proc in self.drones:

@@ -7,6 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
+from dragoon.shared import e2e
+from dragoon.shared.sealed_files import open_meta
+from dragoon.shared.spec import SpecError
 
 from tests.drone.conftest import Fleet
 from tests.drone.proxy import TamperingProxy
@@ -20,9 +23,7 @@ def fleet(shared_fleet: Fleet) -> Fleet:
 
 
 def messages(fleet: Fleet, task_id: str) -> list[str]:
-    answer = fleet.pilot.get("/v1/messages", params={"limit": 1000})
-    assert answer.status_code == 200, answer.text
-    return [m["text"] for m in answer.json()["messages"] if m["task"] == task_id]
+    return [m["text"] for m in fleet.pilot.inbox(limit=1000) if m["task"] == task_id]
 
 
 def test_each_inbox_line_and_each_notify_becomes_one_message(fleet: Fleet):
@@ -45,25 +46,25 @@ def test_artifacts_are_uploaded_checked_and_escapes_are_refused(fleet: Fleet, tm
     secret = tmp_path / "secret.txt"
     secret.write_text("never leaves the box")
     fleet.drone("d1")
-    # A pattern climbing out of the work dir is refused at the door, by the shared rule; the
+    # A pattern climbing out of the work dir is refused at the pilot's door, by the shared rule; the
     # drone refuses it too when a relay signs one anyway (test_e2e_rejects.py).
-    escape = fleet.pilot.post("/v1/tasks", json={
-        "spec": {"command": "true", "artifacts": ["out/**", "../secret.txt"]},
-        "drone": fleet.name("d1")})
-    assert escape.status_code == 422, escape.text
-    assert escape.json()["detail"] == ("artifacts: '../secret.txt' holds '..'; patterns stay "
-                                       "inside the work dir")
+    with pytest.raises(SpecError) as escape:
+        fleet.pilot.seal({"spec": {"command": "true", "artifacts": ["out/**", "../secret.txt"]},
+                          "drone": fleet.name("d1")})
+    assert str(escape.value) == ("artifacts: '../secret.txt' holds '..'; patterns stay "
+                                 "inside the work dir")
     task_id = fleet.submit(
         "mkdir -p out/sub && echo model > out/sub/m.pt && echo log > out/run.txt && "
         f"ln -s {secret} out/leak.pt && ln -s {tmp_path} out/up",
         drone="d1", artifacts=["out/**"])
     assert fleet.wait_state(task_id)["state"] == "succeeded"
-    listed = fleet.pilot.get(f"/v1/tasks/{task_id}/artifact").json()["artifacts"]
-    by_path = {a["path"]: a for a in listed}
+    by_path = fleet.pilot.artifacts(task_id)
     assert set(by_path) == {"out/sub/m.pt", "out/run.txt"}
     assert by_path["out/sub/m.pt"]["sha256"] == hashlib.sha256(b"model\n").hexdigest()
-    body = fleet.pilot.get(f"/v1/tasks/{task_id}/artifact", params={"path": "out/sub/m.pt"})
-    assert body.content == b"model\n"
+    assert fleet.pilot.artifact_bytes(task_id, "out/sub/m.pt") == b"model\n"
+    # The relay knows them by index: the path is no name it can ask for.
+    assert fleet.pilot.get(f"/v1/tasks/{task_id}/artifact",
+                           params={"path": "out/sub/m.pt"}).status_code == 404
     refusals = "\n".join(messages(fleet, task_id))
     assert "artifact refused: out/leak.pt: symlink leads out of the work dir" in refusals
     assert "artifact refused: out/up: symlink leads out of the work dir" in refusals
@@ -88,11 +89,14 @@ def test_fetch_serves_files_under_the_roots_and_refuses_the_rest(fleet: Fleet, t
     ok = fetch(fleet, "d1", str(root / "metrics.csv"))
     assert ok["state"] == "ready", ok
     content = fleet.pilot.get(f"/v1/fetches/{ok['id']}/content")
-    assert content.content == b"step,loss\n1,0.5\n"
+    assert fleet.pilot.open_fetched(ok, content.content) == b"step,loss\n1,0.5\n"
     outside = fetch(fleet, "d1", str(tmp_path / "private.txt"))
-    assert outside["state"] == "failed" and "outside the fetch roots" in outside["error"]
+    assert outside["state"] == "failed"
+    assert "outside the fetch roots" in fleet.pilot.fetch_error(outside)
+    assert "outside" not in outside["error"]  # sealed: it names the drone's folders
     via_link = fetch(fleet, "d1", str(root / "sneaky"))
-    assert via_link["state"] == "failed" and "outside the fetch roots" in via_link["error"]
+    assert via_link["state"] == "failed"
+    assert "outside the fetch roots" in fleet.pilot.fetch_error(via_link)
 
 
 def test_fetch_defaults_to_the_drones_work_dirs(fleet: Fleet):
@@ -102,7 +106,8 @@ def test_fetch_defaults_to_the_drones_work_dirs(fleet: Fleet):
     ok = fetch(fleet, "d1", str(drone.data_dir / "work" / task_id / "r.txt"))
     assert ok["state"] == "ready"
     refused = fetch(fleet, "d1", str(drone.data_dir / "drone_key"))
-    assert refused["state"] == "failed" and "outside the fetch roots" in refused["error"]
+    assert refused["state"] == "failed"
+    assert "outside the fetch roots" in fleet.pilot.fetch_error(refused)
 
 
 def test_a_fetch_listed_again_while_it_uploads_is_served_once(fleet: Fleet, tmp_path: Path):
@@ -119,9 +124,46 @@ def test_a_fetch_listed_again_while_it_uploads_is_served_once(fleet: Fleet, tmp_
         drone.configure(relay=proxy.url)
         drone.start()
         done = fetch(fleet, "d1", str(root / "weights.bin"))
-        assert done["state"] == "ready" and done["size"] == len(blob)
-        assert done["sha256"] == hashlib.sha256(blob).hexdigest()
+        assert done["state"] == "ready" and done["size"] == e2e.blob_size(len(blob))
+        meta = open_meta(fleet.pilot.fetch_stream(done["id"]), done["meta"])
+        assert (meta["size"], meta["sha256"]) == (len(blob), hashlib.sha256(blob).hexdigest())
         drone.stop()
         assert drone.log_text().count(f"fetch {done['id']}") == 1  # one upload, nothing else
+    finally:
+        proxy.close()
+
+
+def test_an_artifact_sealed_before_a_drone_crash_is_sent_as_the_same_bytes_after_it(
+        fleet: Fleet):
+    """The drone seals an artifact once, into the task dir: killed with SIGKILL as its first
+    upload reaches the relay, then started again, it uploads that very spool (a resend the
+    relay takes as one), not a new sealing under new nonces."""
+    proxy = TamperingProxy(fleet.relay.url)
+    spooled: list[bytes] = []
+    try:
+        drone = fleet.drone("d1", start=False)
+        drone.configure(relay=proxy.url)
+
+        def crash_on_first_upload(path: str) -> bool:
+            if not path.startswith("/v1/worker/blob") or spooled:
+                return False
+            spool = drone.data_dir / "tasks" / task_id / "artifact-0.sealed"
+            spooled.append(spool.read_bytes())
+            drone.kill9()
+            return True
+
+        proxy.unavailable = crash_on_first_upload
+        drone.start()
+        task_id = fleet.submit("mkdir out && head -c 200000 /dev/urandom > out/w.bin",
+                               drone="d1", artifacts=["out/*"])
+        wait_until(lambda: spooled, timeout=30, message="the first upload attempt")
+        drone.start()
+        assert fleet.wait_state(task_id, timeout=40)["state"] == "succeeded"
+        artifact = fleet.pilot.artifacts(task_id)["out/w.bin"]
+        assert artifact["stored_size"] == len(spooled[0]) == e2e.blob_size(200000)
+        stored = fleet.pilot.get(f"/v1/tasks/{task_id}/artifact",
+                                 params={"path": artifact["name"]}).content
+        assert stored == spooled[0]
+        assert len(fleet.pilot.artifact_bytes(task_id, "out/w.bin")) == 200000
     finally:
         proxy.close()

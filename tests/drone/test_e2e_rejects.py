@@ -10,14 +10,15 @@ from typing import Any
 
 import pytest
 from dragoon.drone.state import read_json
-from dragoon.shared import orders, sshsig
-from dragoon.shared.canonical import canonical_task, spec_sha256
+from dragoon.shared import e2e, sshsig
+from dragoon.shared.canonical import canonical_task
 from dragoon.shared.constants import NS_TASK
 from dragoon.shared.keys import PrivateKey
 from dragoon.shared.signers import KeyFileSigner
 
 from tests.drone.conftest import DroneProcess, Fleet
 from tests.drone.proxy import TamperingProxy
+from tests.support.sealing import DroneKeys, sealed_fields
 
 
 @pytest.fixture
@@ -118,21 +119,26 @@ def test_a_signed_spec_the_relay_would_refuse_is_rejected_as_bad_spec(proxied, t
     marker = tmp_path / "ran"
     signer = relay_signer(fleet)
 
+    key = e2e.new_task_key()
+
     def sign_a_bad_spec(task: dict[str, Any]) -> dict[str, Any]:
         unhashed = {key: value for key, value in task.items() if key != "spec_sha256"}
-        spec = {**task["spec"], **change}
-        # An authorized pilot signed it too (its client does not hold it to the rule):
-        # the drone's own spec rule is what must refuse it.
-        order = orders.task_order(target=orders.drone_target(task["drone"]),
-                                  spec_sha256=spec_sha256(spec))
-        return resign({**unhashed, "spec": spec,
-                       **orders.sign_order(fleet.pilot.signer, order).wire()}, signer)
+        spec = {"command": f"touch {marker}", "grace": 10, **change}
+        # An authorized pilot sealed and signed it too (its client does not hold it to the
+        # rule): the drone's own spec rule is what must refuse it.
+        return resign({**unhashed, **sealed_fields(spec, drone=task["drone"],
+                                                   keys=DroneKeys.of(drone.data_dir),
+                                                   signer=fleet.pilot.signer, key=key)},
+                      signer)
 
     proxy.tamper = sign_a_bad_spec
     task_id = fleet.submit(f"touch {marker}", drone="d1")
     task = fleet.wait_state(task_id)
     assert task["state"] == "failed"
-    assert task["error"].startswith(f"bad_spec: {reason}"), task["error"]
+    # The reason quotes sealed fields: the drone sealed it under the task key for the pilot.
+    assert e2e.is_sealed_text(task["error"]) and "secret" not in task["error"]
+    error = e2e.open_text(key, task["error"], task_id=task_id, name="error")
+    assert error.startswith(f"bad_spec: {reason}"), error
     assert not marker.exists(), "the refused command ran"
     assert not (drone.data_dir / "tasks" / task_id).exists()
 

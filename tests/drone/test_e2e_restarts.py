@@ -9,6 +9,7 @@ import signal
 
 import psutil
 from dragoon.drone.release import MARGIN, STEP
+from dragoon.drone.state import read_json
 from dragoon.shared.order import OrderReader
 
 from tests.drone.conftest import Fleet
@@ -117,8 +118,8 @@ def test_a_fast_writer_arrives_byte_for_byte(fleet: Fleet):
     size = 12 * 1024 * 1024 + 12345  # many chunks in flight at once, and a ragged end
     task_id = fleet.submit(chain_command(size), drone="d1")
     task = fleet.wait_state(task_id, timeout=60)
-    assert task["state"] == "succeeded" and task["stdout_size"] == size
-    assert fleet.output(task_id) == chain(size)
+    assert task["state"] == "succeeded" and task["stdout_size"] == len(fleet.stored(task_id))
+    assert fleet.output(task_id, whole=True) == chain(size)
 
 
 def test_acknowledged_output_gives_its_disk_back_while_the_task_runs(fleet: Fleet, tmp_path):
@@ -127,13 +128,24 @@ def test_acknowledged_output_gives_its_disk_back_while_the_task_runs(fleet: Flee
     gate = tmp_path / "gate"
     task_id = fleet.submit(f"{chain_command(size)}; while [ ! -e {gate} ]; do sleep 0.05; done",
                            drone="d1", timeout=120)
-    wait_until(lambda: relay_bytes(fleet, task_id) == size, timeout=60, message="relay holds all")
-    spool = (drone.data_dir / "tasks" / task_id / "stdout").stat()
-    assert spool.st_size == size  # offsets unchanged for the task and the shipper
-    assert spool.st_blocks * 512 < size - STEP + (1 << 20)  # but acknowledged bytes left disk
+    task_dir = drone.data_dir / "tasks" / task_id
+
+    def all_sealed_and_held() -> bool:
+        # The sealer's checkpoint (drone/sealer.py) names the plaintext sealed and the
+        # sealed bytes that hold it; the relay then holds exactly those.
+        mark = read_json(task_dir / "stdout.rec.json") or {}
+        return mark.get("offset") == size and relay_bytes(fleet, task_id) == mark.get("size")
+
+    wait_until(all_sealed_and_held, timeout=60, message="all sealed, and the relay holds it all")
+    spool = (task_dir / "stdout").stat()
+    sealed = (task_dir / "stdout.rec").stat()
+    assert spool.st_size == size  # offsets unchanged for the task and the sealer
+    assert spool.st_blocks * 512 < size - STEP + (1 << 20)  # but sealed bytes left disk
+    assert sealed.st_size == relay_bytes(fleet, task_id)
+    assert sealed.st_blocks * 512 < sealed.st_size - STEP + (1 << 20)  # and shipped ones
     gate.touch()
     assert fleet.wait_state(task_id)["state"] == "succeeded"
-    assert fleet.output(task_id) == chain(size)
+    assert fleet.output(task_id, whole=True) == chain(size)
 
 
 def test_a_reboot_ends_a_running_task_as_failed_with_the_reason(fleet: Fleet):
@@ -235,10 +247,11 @@ def test_the_order_stream_survives_a_drone_kill9_byte_for_byte(fleet: Fleet, tmp
     gate.touch()
     task = fleet.wait_state(task_id, timeout=60)
     assert task["state"] == "failed" and task["exit_code"] == 7
-    order = fleet.output(task_id, "order")
-    assert order == local and task["order_size"] == len(order)
+    order = fleet.output(task_id, "order", whole=True)
+    assert order == local and task["order_size"] == len(fleet.stored(task_id, "order"))
     reader = OrderReader()
     runs = reader.feed(order)
     assert reader.header_seen and reader.broken is None
     for stream in ("stdout", "stderr"):  # every byte counted once: none lost, none twice
-        assert sum(r.size for r in runs if r.stream == stream) == task[f"{stream}_size"]
+        assert sum(r.size for r in runs if r.stream == stream) == len(
+            fleet.output(task_id, stream, whole=True))

@@ -28,6 +28,7 @@ from dragoon.shared.signers import KeyFileSigner
 
 from tests.drone.conftest import DroneProcess, Fleet
 from tests.support.relay import REPO, new_signer, wait_until
+from tests.support.sealing import DroneKeys, sealed_fields
 
 
 @pytest.fixture
@@ -72,9 +73,14 @@ def refused(fleet: Fleet, task_id: str, drone: str, reason: str) -> dict[str, An
     return task
 
 
-def forge_order(signer: Any, *, target: dict[str, Any], spec: dict[str, Any],
+def forge_order(signer: Any, *, target: dict[str, Any], spec: dict[str, Any], like: str,
                 expires: int | None = None) -> tuple[str, str]:
-    order = orders.task_order(target=target, spec_sha256=spec_sha256(spec), expires=expires)
+    """An order over ``spec`` (the clear part) and the sealed payload the order ``like``
+    signs, signed by ``signer``."""
+    fields = orders.parse_order(like).fields
+    order = orders.task_order(target=target, spec_sha256=spec_sha256(spec), expires=expires,
+                              payload_sha256=fields["payload_sha256"],
+                              recipients=fields["recipients"])
     signed = orders.sign_order(signer, order)
     return signed.order.text, signed.signature
 
@@ -82,6 +88,11 @@ def forge_order(signer: Any, *, target: dict[str, Any], spec: dict[str, Any],
 def spec_of(db: sqlite3.Connection, task_id: str) -> dict[str, Any]:
     row = db.execute("SELECT spec FROM tasks WHERE id = ?", (task_id,)).fetchone()
     return dict(json.loads(row["spec"]))
+
+
+def order_of(db: sqlite3.Connection, task_id: str) -> str:
+    row = db.execute("SELECT order_text FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    return str(row["order_text"])
 
 
 def set_order(db: sqlite3.Connection, task_id: str, text: str | None,
@@ -108,30 +119,48 @@ def test_a_task_with_no_order_is_refused_and_nothing_runs(fleet: Fleet, db: sqli
 def test_an_order_signed_by_a_key_the_drone_does_not_authorize_is_refused(
         fleet: Fleet, db: sqlite3.Connection, tmp_path: Path, thief: str) -> None:
     marker = tmp_path / "pwned"
-    fleet.drone("d1")
+    drone = fleet.drone("d1")
     task_id = queued(fleet, "d1", "echo harmless")
-    spec = {**spec_of(db, task_id), "command": f"touch {marker}"}
     signer = (new_signer() if thief == "own key"
               else KeyFileSigner.from_file(fleet.relay.data_dir / "relay_key"))
-    text, signature = forge_order(signer, target={"drone": fleet.name("d1")}, spec=spec)
-    db.execute("UPDATE tasks SET spec = ? WHERE id = ?", (json.dumps(spec), task_id))
-    set_order(db, task_id, text, signature)
+    # The thief seals a task of its own to the drone's (public) key, and signs it.
+    keys = DroneKeys.of(drone.data_dir)
+    forged = sealed_fields({"command": f"touch {marker}", "grace": 10},
+                           drone=fleet.name("d1"), keys=keys, signer=signer)
+    db.execute("UPDATE tasks SET spec = ?, payload = ?, wraps = ? WHERE id = ?",
+               (json.dumps(forged["spec"]), forged["payload"],
+                json.dumps({keys.fingerprint: forged["wrap"]}), task_id))
+    set_order(db, task_id, forged["order"], forged["order_signature"])
     release(fleet, "d1")
     refused(fleet, task_id, "d1", f"not signed by an authorized pilot (key "
                                   f"{signer.fingerprint})")
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("edit", ["clear spec", "payload", "wrap"])
 def test_a_spec_edited_in_flight_is_refused(fleet: Fleet, db: sqlite3.Connection,
-                                            tmp_path: Path) -> None:
-    """The relay re-signs its envelope over the new spec with its own key: not enough."""
+                                            tmp_path: Path, edit: str) -> None:
+    """The relay re-signs its envelope over what it edited with its own key: not enough.
+    Its own payload sealed to the drone, or its own task key wrapped to it, fail too."""
     marker = tmp_path / "pwned"
-    fleet.drone("d1")
+    drone = fleet.drone("d1")
     task_id = queued(fleet, "d1", "echo harmless")
-    spec = {**spec_of(db, task_id), "command": f"touch {marker}"}
-    db.execute("UPDATE tasks SET spec = ? WHERE id = ?", (json.dumps(spec), task_id))
+    keys = DroneKeys.of(drone.data_dir)
+    mine = sealed_fields({"command": f"touch {marker}", "grace": 10}, drone=fleet.name("d1"),
+                         keys=keys, signer=new_signer())
+    if edit == "clear spec":
+        db.execute("UPDATE tasks SET spec = ? WHERE id = ?",
+                   (json.dumps({**spec_of(db, task_id), "grace": 0}), task_id))
+        reason = "the pilot signed"
+    elif edit == "payload":
+        db.execute("UPDATE tasks SET payload = ? WHERE id = ?", (mine["payload"], task_id))
+        reason = "the task's payload is not the one its pilot signed"
+    else:
+        db.execute("UPDATE tasks SET wraps = ? WHERE id = ?",
+                   (json.dumps({keys.fingerprint: mine["wrap"]}), task_id))
+        reason = "the task's payload does not open under its task key"
     release(fleet, "d1")
-    refused(fleet, task_id, "d1", "the pilot signed")
+    refused(fleet, task_id, "d1", reason)
     assert not marker.exists()
 
 
@@ -178,7 +207,7 @@ def test_an_expired_order_is_refused(fleet: Fleet, db: sqlite3.Connection,
     fleet.drone("d1")
     task_id = queued(fleet, "d1", f"touch {marker}")
     text, signature = forge_order(fleet.pilot.signer, target={"drone": fleet.name("d1")},
-                                  spec=spec_of(db, task_id),
+                                  spec=spec_of(db, task_id), like=order_of(db, task_id),
                                   expires=int(time.time()) - orders.CLOCK_SKEW - 60)
     set_order(db, task_id, text, signature)
     release(fleet, "d1")
@@ -245,14 +274,17 @@ def test_a_fetch_no_pilot_signed_is_refused(fleet: Fleet, db: sqlite3.Connection
     assert answer.status_code in (200, 201), answer.text
     honest = answer.json()["id"]
     assert _fetch_result(fleet, honest)["state"] == "ready"
-    signed = db.execute("SELECT order_text, order_signature FROM fetches WHERE id = ?",
-                        (honest,)).fetchone()
+    signed = db.execute("SELECT order_text, order_signature, payload, wraps FROM fetches"
+                        " WHERE id = ?", (honest,)).fetchone()
     now = time.time()
-    for fetch_id, text, signature in (("f-forged0000000a", None, None),
-                                      ("f-forged0000000b", signed[0], signed[1])):
-        db.execute("INSERT INTO fetches (id, drone, path, pilot, state, created_at, order_text,"
-                   " order_signature) VALUES (?, ?, ?, 'alice', 'pending', ?, ?, ?)",
-                   (fetch_id, fleet.name("d1"), str(root / "secret.txt"), now, text, signature))
+    # The second replays the honest fetch whole (order, sealed path, wraps) as a new fetch.
+    for fetch_id, text, signature, payload, wraps in (
+            ("f-forged0000000a", None, None, None, None),
+            ("f-forged0000000b", *signed)):
+        db.execute("INSERT INTO fetches (id, drone, pilot, state, created_at, order_text,"
+                   " order_signature, payload, wraps) VALUES (?, ?, 'alice', 'pending', ?, ?,"
+                   " ?, ?, ?)",
+                   (fetch_id, fleet.name("d1"), now, text, signature, payload, wraps))
     fleet.pilot.post(f"/v1/workers/{fleet.name('d1')}/drain", json={"drain": False})
     no_order = _fetch_result(fleet, "f-forged0000000a")
     other_path = _fetch_result(fleet, "f-forged0000000b")
@@ -261,7 +293,7 @@ def test_a_fetch_no_pilot_signed_is_refused(fleet: Fleet, db: sqlite3.Connection
                                  "pilot came with it")
     assert other_path["state"] == "failed", other_path
     assert other_path["error"].startswith(f"refused by drone {fleet.name('d1')}: ")
-    assert "already used" in other_path["error"] or "signed a fetch of" in other_path["error"]
+    assert "already used" in other_path["error"]
 
 
 # ----- the drone's own trust roots -----------------------------------------------------------

@@ -2,9 +2,10 @@
 
 ``dragoon notify`` refuses blank text and text over the cap with one line and
 exit 2, writing nothing; the drone skips a blank line of the inbox file (and
-cuts a long one to fit); the relay answers 422 to a message that breaks the
-rule (and 413 to one over its ``message_max``, whose default is the same
-cap). Real subprocesses, a real relay and a real drone.
+cuts a long one to fit) and seals it; the relay, which cannot read it, answers
+422 to what is not one sealed record at its index and 413 to one over its
+``message_max`` (whose default is the same cap). Real subprocesses, a real
+relay and a real drone.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from dragoon.shared.sealed_message import seal_message
 from dragoon.shared.spec import MESSAGE_CAP
 
 from tests.drone.conftest import Fleet
@@ -53,13 +55,26 @@ def test_notify_takes_text_right_at_the_cap(tmp_path: Path) -> None:
     assert inbox.read_text() == "x" * MESSAGE_CAP + "\n"
 
 
-def test_the_relay_refuses_a_blank_message(tmp_path: Path) -> None:
+def test_the_relay_holds_a_sealed_message_to_its_form_and_size(tmp_path: Path) -> None:
+    """The relay cannot read a message (sealed under the task key), so the text rule is the
+    drone's and notify's; the relay holds a message to being one record at its index
+    (422) and to its ``message_max`` (413: the cap plus a record's overhead)."""
     with RelayProcess(tmp_path / "relay") as relay:
+        pilot = relay.pilot("alice")
         drone = relay.drone("rule-drone")
-        for text in ("", "  \t ", "\n"):
-            answer = drone.message("t-aaaaaaaaaa", 0, text)
-            assert answer.status_code == 422, (text, answer.text)
-            assert answer.json()["detail"] == "text: is empty or only blanks; say something"
+        task = pilot.submit("true", drone=drone.name)["id"]
+        drone.poll()
+        key = drone.task_keys[task]
+        at_cap = seal_message(key, task_id=task, index=0, text="x" * MESSAGE_CAP)
+        over = seal_message(key, task_id=task, index=1, text="x" * (MESSAGE_CAP + 1))
+        elsewhere = seal_message(key, task_id=task, index=7, text="hi")
+        for index, sealed, expected in [(1, over, 413), (2, elsewhere, 422),
+                                        (2, "not base64!", 422), (2, at_cap[:40], 422),
+                                        (0, at_cap, 200)]:
+            answer = drone.post("/v1/worker/message",
+                                json={"task": task, "index": index, "sealed": sealed})
+            assert answer.status_code == expected, (index, answer.text)
+        assert [m["text"] for m in pilot.inbox()] == ["x" * MESSAGE_CAP]
         relay.kill9()
 
 
@@ -74,8 +89,7 @@ def test_the_drone_skips_blank_lines_and_cuts_long_ones(shared_fleet: Fleet) -> 
     assert shared_fleet.wait_state(task_id)["state"] == "succeeded"
 
     def texts() -> list[str] | None:
-        answer = shared_fleet.pilot.get("/v1/messages", params={"limit": 1000})
-        found = [m["text"] for m in answer.json()["messages"] if m["task"] == task_id]
+        found = [m["text"] for m in shared_fleet.pilot.inbox(limit=1000) if m["task"] == task_id]
         return found if len(found) >= 3 else None
 
     found = wait_until(texts, timeout=20, message="the task's messages")

@@ -16,10 +16,12 @@ from dragoon.shared.trust import write_authorized_pilots
 
 from tests.support.relay import new_signer
 
+RECIPIENT = "SHA256:" + "A" * 43  # the drone the task key is sealed to (not checked here)
+
 
 def _order(expires: int | None = None, drone: str = "box-1") -> orders.Order:
     return orders.task_order(target=orders.drone_target(drone), spec_sha256="0" * 64,
-                             expires=expires)
+                             payload_sha256="0" * 64, recipients=[RECIPIENT], expires=expires)
 
 
 def test_a_remembered_order_survives_a_restart_and_its_replay_is_refused(tmp_path: Path) -> None:
@@ -88,11 +90,12 @@ def test_the_gate_checks_kind_target_and_labels(tmp_path: Path) -> None:
     other = orders.sign_order(alice, _order(drone="box-2"))
     with pytest.raises(OrderError, match="order is for drone 'box-2', not 'box-1'"):
         gate.check(other.order.text, other.signature, kind="task", ref="t-a")
-    fetch = orders.sign_order(alice, orders.fetch_order(drone="box-1", path="/x"))
+    fetch = orders.sign_order(alice, orders.fetch_order(drone="box-1", payload_sha256="ab" * 32))
     with pytest.raises(OrderError, match="a fetch order, not a task"):
         gate.check(fetch.order.text, fetch.signature, kind="task", ref="t-a")
     labels = orders.sign_order(alice, orders.task_order(
-        target=orders.labels_target(["gpu", "a100"]), spec_sha256="0" * 64))
+        target=orders.labels_target(["gpu", "a100"]), spec_sha256="0" * 64,
+        payload_sha256="0" * 64, recipients=[RECIPIENT]))
     with pytest.raises(OrderError, match="lacks a100"):
         gate.check(labels.order.text, labels.signature, kind="task", ref="t-a")
     with pytest.raises(OrderError, match="no order signed by a pilot"):

@@ -18,6 +18,7 @@ import pytest
 from dragoon.shared.order import OrderReader
 
 from tests.drone.conftest import Fleet
+from tests.support import records
 from tests.support.relay import RelayProcess, dragoon, wait_until
 
 GATE_COMMAND = ("i=0; while [ ! -e {gate} ]; do i=$((i+1)); echo line-$i; sleep 0.002; done;"
@@ -57,7 +58,11 @@ def test_backup_mid_stream_restores_a_relay_that_drone_and_pilot_carry_on_with(
         assert archive.stat().st_mode & 0o777 == 0o600
         at_backup = archived(archive, f"logs/{task_id}/stdout")
         assert len(at_backup) > 3000
-        assert archived(archive, f"logs/{task_id}/order").startswith(b"dragoon-order 1\n")
+        key = records.task_key(fleet.pilot, task_id)  # the archive holds sealed records
+        assert records.open_stream(key, task_id, "order", archived(
+            archive, f"logs/{task_id}/order")).startswith(b"dragoon-order 1\n")
+        assert b"line-1\n" not in at_backup
+        assert records.open_stream(key, task_id, "stdout", at_backup).startswith(b"line-1\n")
         # The relay serves on past the backup before it goes.
         wait_until(lambda: relay_bytes(fleet, task_id) > len(at_backup) + 3000, timeout=30,
                    message="output beyond the backup")
@@ -84,14 +89,14 @@ def test_backup_mid_stream_restores_a_relay_that_drone_and_pilot_carry_on_with(
         gate.touch()
         task = fleet.wait_state(task_id, timeout=120)
         assert task["state"] == "succeeded"
-        output = fleet.output(task_id)
-        assert output.startswith(at_backup)
+        output = fleet.output(task_id, whole=True)
+        assert fleet.stored(task_id).startswith(at_backup)  # resumed at the backup's end
         lines = output.decode().splitlines()
         assert lines[-1] == "done"
         assert lines[:-1] == [f"line-{i}" for i in range(1, len(lines))]  # no gap, no repeat
         # The order resumed from the restored relay's offset too: it counts each byte once.
         reader = OrderReader()
-        runs = reader.feed(fleet.output(task_id, "order"))
+        runs = reader.feed(fleet.output(task_id, "order", whole=True))
         assert reader.broken is None and sum(r.size for r in runs) == len(output)
         # The drone, never restarted, resent from the offset the restored relay asked for.
         assert f"relay holds {len(at_backup)} bytes, resuming there" in drone.log_text()

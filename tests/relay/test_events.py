@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.relay import DroneClient, PilotSession
+from tests.support.relay import DroneClient, PilotSession, open_listed
 
 
 class EventReader:
@@ -75,7 +75,8 @@ def test_events_report_task_drone_and_message_changes(
     reader.next_matching("task", lambda t: t["id"] == task["id"] and t["state"] == "dispatched")
     drone.message(task["id"], 0, "hello pilot")
     message = reader.next_matching("message", lambda m: m["task"] == task["id"])
-    assert message["text"] == "hello pilot"
+    assert "hello pilot" not in json.dumps(message)  # the relay holds it sealed
+    assert open_listed(message, shared_pilot.task_key)["text"] == "hello pilot"
     drone.finish(task["id"])
     reader.next_matching("task", lambda t: t["id"] == task["id"] and t["state"] == "succeeded")
     reader.close()

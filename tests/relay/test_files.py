@@ -4,11 +4,14 @@ idempotent re-uploads, Range downloads, the inbox."""
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from dragoon.shared import orders
+from dragoon.shared.sealed_files import open_fetch
 
 from tests.support.relay import (
     DroneClient,
@@ -111,13 +114,21 @@ def test_fetch_is_handed_to_the_drone_and_served_to_the_pilot(
                               json={"path": "/data/run1/metrics.csv"}).json()
     assert fetch["state"] == "pending"
     answer = drone.poll().json()
-    assert [{k: f[k] for k in ("id", "path")} for f in answer["fetches"]] == [
-        {"id": fetch["id"], "path": "/data/run1/metrics.csv"}]
-    assert '"kind":"fetch"' in answer["fetches"][0]["order"]  # the pilot's, signed
-    assert drone.blob(b"a,b\n1,2\n", fetch=fetch["id"]).status_code == 200
+    assert [f["id"] for f in answer["fetches"]] == [fetch["id"]]
+    handed = answer["fetches"][0]
+    assert '"kind":"fetch"' in handed["order"]  # the pilot's, signed
+    # The path reaches the drone sealed, under a key wrapped to the drone's own key; the
+    # relay's copy and what it shows hold no path.
+    order = orders.parse_order(handed["order"])
+    path, _key = open_fetch(order, payload=handed["payload"], wrap=handed["wrap"],
+                            x25519_secret=drone.x25519.secret)
+    assert path == "/data/run1/metrics.csv"
+    assert "metrics.csv" not in json.dumps(answer)
+    assert drone.blob(b"sealed bytes", fetch=fetch["id"], meta="bWV0YQ==").status_code == 200
     shown = shared_pilot.get(f"/v1/fetches/{fetch['id']}", params={"wait": 5}).json()
-    assert (shown["state"], shown["size"]) == ("ready", 8)
-    assert shared_pilot.get(f"/v1/fetches/{fetch['id']}/content").content == b"a,b\n1,2\n"
+    assert (shown["state"], shown["size"], shown["meta"]) == ("ready", 12, "bWV0YQ==")
+    assert "path" not in shown and "metrics.csv" not in json.dumps(shown)
+    assert shared_pilot.get(f"/v1/fetches/{fetch['id']}/content").content == b"sealed bytes"
 
 
 def test_fetch_error_from_the_drone_fails_the_fetch(
@@ -138,8 +149,7 @@ def test_messages_reach_the_inbox_once_and_are_acked(
     first = drone.message(task, 0, "epoch 1 done").json()["id"]
     assert drone.message(task, 0, "epoch 1 done").json()["id"] == first
     drone.message(task, 1, "epoch 2 done")
-    mine = [m for m in shared_pilot.get("/v1/messages", params={"unread": 1}).json()["messages"]
-            if m["task"] == task]
+    mine = [m for m in shared_pilot.inbox(unread=1) if m["task"] == task]
     assert [m["text"] for m in mine] == ["epoch 1 done", "epoch 2 done"]
     acked = shared_pilot.post("/v1/messages/ack", json={"ids": [m["id"] for m in mine]}).json()
     assert acked == {"acked": 2}

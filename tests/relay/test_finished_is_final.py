@@ -144,8 +144,7 @@ def test_a_new_message_after_finish_is_refused(
     answer = drone.message(task, 1, "too late")
     assert _error(answer) == (409, "task_finished")
     assert answer.json()["state"] == "succeeded"
-    texts = [m["text"] for m in shared_pilot.get("/v1/messages").json()["messages"]
-             if m["task"] == task]
+    texts = [m["text"] for m in shared_pilot.inbox() if m["task"] == task]
     assert texts == ["half way"]
 
 

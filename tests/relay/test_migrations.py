@@ -74,8 +74,11 @@ def test_old_data_dir_is_migrated_and_served(tmp_path: Path) -> None:
         artifact = pilot.get("/v1/tasks/t-aaaaaaaaaa/artifact", params={"path": "result.txt"})
         assert artifact.content == v1.ARTIFACT
         assert pilot.get("/v1/fetches/f-aaaaaaaaaa/content").content == v1.FETCHED
-        inbox = pilot.get("/v1/messages").json()["messages"]
-        assert [(m["task"], m["text"]) for m in inbox] == [("t-aaaaaaaaaa", "v1 says hi")]
+        # Migration 12: the relay keeps sealed messages only; the plaintext ones it kept are
+        # gone with their column (no pilot could tell them from forged ones).
+        assert pilot.get("/v1/messages").json()["messages"] == []
+        with sqlite3.connect(relay.data_dir / "relay.db") as conn:
+            assert "text" not in {r[1] for r in conn.execute("PRAGMA table_info(messages)")}
         drones = {d["name"]: d for d in pilot.get("/v1/workers").json()["drones"]}
         assert drones["old-drone"]["state"] == "offline"
 
@@ -90,7 +93,7 @@ def test_old_data_dir_is_migrated_and_served(tmp_path: Path) -> None:
                       "--json").stdout
         report: dict[str, Any] = json.loads(out)
         assert (report["tasks"], report["log_bytes"], report["artifacts"], report["messages"],
-                report["fetches"]) == (2, len(v1.STDOUT) + len(v1.STDERR), 1, 1, 1)
+                report["fetches"]) == (2, len(v1.STDOUT) + len(v1.STDERR), 1, 0, 1)
         assert report["blob_bytes"] == len(v1.ARTIFACT) + len(v1.FETCHED)
         assert report["storage"]["drones"] == {"old-drone": 0}
         kept = pilot.get("/v1/tasks/t-aaaaaaaaaa").json()

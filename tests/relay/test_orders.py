@@ -7,19 +7,17 @@ these hold the relay to a clear 4xx for an honest pilot's mistake, early.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from typing import Any
 
 from dragoon.shared import orders
 from dragoon.shared.canonical import spec_sha256
-from dragoon.shared.spec import parse_spec
 
 from tests.support.relay import DroneClient, PilotSession, new_signer
-
-
-def _wire(spec: dict[str, Any]) -> str:
-    return parse_spec(spec).sha256()
 
 
 def _signed(signer: Any, order: orders.Order) -> dict[str, str]:
@@ -33,8 +31,8 @@ def _submit(pilot: PilotSession, body: dict[str, Any]) -> Any:
 def test_a_submit_without_an_order_is_refused(shared_pilot: PilotSession,
                                               new_drone: Callable[..., DroneClient]) -> None:
     drone = new_drone()
-    answer = _submit(shared_pilot, {"spec": {"command": "true"}, "drone": drone.name,
-                                    "order": None})
+    sealed = shared_pilot.seal({"spec": {"command": "true"}, "drone": drone.name})
+    answer = _submit(shared_pilot, {**sealed.body, "order": None})
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"] == "order_missing"
 
@@ -42,10 +40,8 @@ def test_a_submit_without_an_order_is_refused(shared_pilot: PilotSession,
 def test_a_submit_with_an_order_of_another_key_is_refused(
         shared_pilot: PilotSession, new_drone: Callable[..., DroneClient]) -> None:
     drone = new_drone()
-    spec = {"command": "true"}
-    order = orders.task_order(target={"drone": drone.name}, spec_sha256=_wire(spec))
-    answer = _submit(shared_pilot, {"spec": spec, "drone": drone.name,
-                                    **_signed(new_signer(), order)})
+    sealed = shared_pilot.seal({"spec": {"command": "true"}, "drone": drone.name})
+    answer = _submit(shared_pilot, {**sealed.body, **_signed(new_signer(), sealed.order())})
     assert answer.status_code == 403, answer.text
     assert answer.json()["error"] == "order_not_yours"
 
@@ -53,16 +49,15 @@ def test_a_submit_with_an_order_of_another_key_is_refused(
 def test_a_submit_whose_order_says_something_else_is_refused(
         shared_pilot: PilotSession, new_drone: Callable[..., DroneClient]) -> None:
     drone, other = new_drone(), new_drone()
-    spec = {"command": "true"}
+    sealed = shared_pilot.seal({"spec": {"command": "true"}, "drone": drone.name})
     cases = [
-        (orders.task_order(target={"drone": drone.name},
-                           spec_sha256=spec_sha256({"command": "true"})), "spec hash"),
-        (orders.task_order(target={"drone": other.name}, spec_sha256=_wire(spec)), "target"),
-        (orders.fetch_order(drone=drone.name, path="/x"), "fetch order"),
+        (sealed.order(spec_sha256=spec_sha256({"command": "true"})), "spec hash"),
+        (sealed.order(payload_sha256="0" * 64), "payload hash"),
+        (sealed.order(target={"drone": other.name}), "target"),
+        (orders.fetch_order(drone=drone.name, payload_sha256="0" * 64), "fetch order"),
     ]
     for order, said in cases:
-        answer = _submit(shared_pilot, {"spec": spec, "drone": drone.name,
-                                        **_signed(shared_pilot.signer, order)})
+        answer = _submit(shared_pilot, {**sealed.body, **_signed(shared_pilot.signer, order)})
         assert answer.status_code == 400, answer.text
         assert answer.json()["error"] == "order_mismatch", answer.text
         assert said in answer.json()["detail"]
@@ -71,17 +66,13 @@ def test_a_submit_whose_order_says_something_else_is_refused(
 def test_an_expired_or_malformed_order_is_refused(
         shared_pilot: PilotSession, new_drone: Callable[..., DroneClient]) -> None:
     drone = new_drone()
-    spec = {"command": "true"}
-    old = orders.task_order(target={"drone": drone.name}, spec_sha256=_wire(spec),
-                            expires=int(time.time()) - 3600)
-    answer = _submit(shared_pilot, {"spec": spec, "drone": drone.name,
-                                    **_signed(shared_pilot.signer, old)})
+    sealed = shared_pilot.seal({"spec": {"command": "true"}, "drone": drone.name})
+    old = sealed.order(expires=int(time.time()) - 3600)
+    answer = _submit(shared_pilot, {**sealed.body, **_signed(shared_pilot.signer, old)})
     assert answer.status_code == 400 and answer.json()["error"] == "bad_order", answer.text
     assert "expired" in answer.json()["detail"]
-    good = _signed(shared_pilot.signer, orders.task_order(target={"drone": drone.name},
-                                                          spec_sha256=_wire(spec)))
-    answer = _submit(shared_pilot, {"spec": spec, "drone": drone.name,
-                                    "order": good["order"] + " ",
+    good = _signed(shared_pilot.signer, sealed.order())
+    answer = _submit(shared_pilot, {**sealed.body, "order": good["order"] + " ",
                                     "order_signature": good["order_signature"]})
     assert answer.status_code == 400 and answer.json()["error"] == "bad_order", answer.text
 
@@ -97,6 +88,8 @@ def test_the_order_rides_to_the_drone_with_the_task_cancel_and_fetch(
     assert key == shared_pilot.signer.public_key
     assert order.id == task["order_id"]
     assert order.fields["spec_sha256"] == spec_sha256(handed[0]["spec"])
+    assert drone.open(handed[0])["command"] == "sleep 5"  # sealed to this drone's key
+    assert "command" not in handed[0]["spec"] and "sleep 5" not in str(handed[0])
 
     # A running task's cancel needs the pilot's cancel order; the helper signs one.
     unsigned = shared_pilot.post(f"/v1/tasks/{task['id']}/cancel", json={"order": None})
@@ -123,8 +116,12 @@ def test_the_order_rides_to_the_drone_with_the_task_cancel_and_fetch(
     assert fetch.status_code in (200, 201), fetch.text
     fetches = drone.poll(wait=5, running=[task["id"]]).json()["fetches"]
     signed, _key = orders.read_signed(fetches[0]["order"], fetches[0]["order_signature"])
-    assert signed.fields["fetch"] == {"path": "/etc/hostname"}
-    other = _signed(shared_pilot.signer, orders.fetch_order(drone=drone.name, path="/etc/other"))
+    # The order signs the sealed path's hash; the path itself is only in the payload.
+    assert signed.fields["fetch"] == {
+        "payload_sha256": hashlib.sha256(base64.b64decode(fetches[0]["payload"])).hexdigest()}
+    assert "/etc/hostname" not in json.dumps(fetches)
+    other = _signed(shared_pilot.signer,
+                    orders.fetch_order(drone=drone.name, payload_sha256="0" * 64))
     answer = shared_pilot.post(f"/v1/workers/{drone.name}/fetch",
                                json={"path": "/etc/hostname", **other})
     assert answer.status_code == 400 and answer.json()["error"] == "order_mismatch"

@@ -129,17 +129,22 @@ def test_another_drone_cannot_write_a_task_s_output(
     assert answer.status_code == 404
 
 
-def test_output_past_the_cap_is_dropped_after_a_marker(tmp_path: Any) -> None:
+def test_output_past_the_cap_is_dropped_and_flagged_out_of_band(tmp_path: Any) -> None:
+    """The stream is the drone's sealed records: nothing is written into it, not even a
+    marker; the cap is said in the task view and on every read (``X-Dragoon-Truncated``)."""
     with RelayProcess(tmp_path / "relay", config={"output_cap": 10}) as relay:
         pilot = relay.pilot()
         drone = relay.drone("capped", pilot=pilot)
         task = _running(pilot, drone)
         assert drone.log(task, "stdout", 0, b"123456").json() == {"next_offset": 6}
+        assert "X-Dragoon-Truncated" not in pilot.get(f"/v1/tasks/{task}/log").headers
         assert drone.log(task, "stdout", 6, b"789abcdef").json() == {"next_offset": 15}
         assert drone.log(task, "stdout", 15, b"more").json() == {"next_offset": 19}
-        body = pilot.get(f"/v1/tasks/{task}/log").content
-        assert body.startswith(b"123456789a\n[dragoon: output cap")
-        assert b"more" not in body
+        answer = pilot.get(f"/v1/tasks/{task}/log")
+        assert answer.content == b"123456789a"  # up to the cap exactly, and nothing of its own
+        assert answer.headers["X-Dragoon-Truncated"] == "10"
+        assert pilot.get(f"/v1/tasks/{task}/log", params={"stream": "stderr"}).headers[
+            "X-Dragoon-Truncated"] == "10"  # the cap counts both: both are cut
         shown = pilot.get(f"/v1/tasks/{task}").json()
         assert shown["output_truncated"] is True
         assert drone.finish(task, stdout_size=19).json()["state"] == "succeeded"

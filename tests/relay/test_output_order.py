@@ -89,11 +89,14 @@ def test_the_order_has_its_own_cap_and_does_not_eat_the_output_s(tmp_path: Any) 
         assert drone.log(task, "order", 0, order).json() == {"next_offset": len(order)}
         assert drone.log(task, "order", len(order), b"o 1\n").json() == {
             "next_offset": len(order) + 4}  # past its cap: acknowledged, dropped
-        assert read(pilot, task).content == order[:40]
+        answer = read(pilot, task)
+        assert answer.content == order[:40]
+        assert answer.headers["X-Dragoon-Truncated"] == "40"  # the order's own cap, said so
         shown = pilot.get(f"/v1/tasks/{task}").json()
         assert shown["order_size"] == 40 and shown["output_truncated"] is False
         # The output's cap is whole: 40 bytes of stdout still fit.
         assert drone.log(task, "stdout", 0, b"y" * 40).json() == {"next_offset": 40}
-        assert pilot.get(f"/v1/tasks/{task}/log").content == b"y" * 40
+        answer = pilot.get(f"/v1/tasks/{task}/log")
+        assert answer.content == b"y" * 40 and "X-Dragoon-Truncated" not in answer.headers
         finish = drone.finish(task, stdout_size=40, stderr_size=0, order_size=len(order) + 4)
         assert finish.json()["state"] == "succeeded", finish.text

@@ -20,7 +20,6 @@ from pathlib import Path
 import httpx
 import pytest
 from dragoon.cockpit.client import RelayClient
-from dragoon.cockpit.client._client import order_spec_hash
 from dragoon.shared import orders
 from dragoon.shared.request_auth import new_nonce
 
@@ -74,11 +73,9 @@ def task_count(pilot: PilotSession) -> int:
 def captured_submit(pilot: PilotSession, drone: str, *,
                     timestamp: int) -> tuple[bytes, dict[str, str]]:
     """A signed task submission as it crossed the wire: what an eavesdropper keeps."""
-    spec = {"command": "echo once"}
-    order = orders.task_order(target=orders.drone_target(drone),
-                              spec_sha256=order_spec_hash(spec))
-    body = json.dumps({"spec": spec, "drone": drone,
-                       **orders.sign_order(pilot.signer, order).wire()}).encode()
+    sealed = pilot.seal({"spec": {"command": "echo once"}, "drone": drone})
+    body = json.dumps({**sealed.body,
+                       **orders.sign_order(pilot.signer, sealed.order()).wire()}).encode()
     headers = pilot.signed_headers("POST", "/v1/tasks", body=body, timestamp=timestamp)
     headers["content-type"] = "application/json"
     return body, headers
@@ -214,7 +211,8 @@ def test_honest_clients_sign_again_at_the_floor_after_a_restart(
     assert plain.json()["not_before"] >= floor
 
     async def as_the_cockpit() -> list[str]:
-        async with RelayClient(relay.url, signer=pilot.signer, token=pilot.token) as client:
+        async with RelayClient(relay.url, signer=pilot.signer, token=pilot.token,
+                               env=pilot.env) as client:
             first = [d["name"] for d in await client.drones()]
             await client.drones()  # and the next request is signed at the floor at once
             return first

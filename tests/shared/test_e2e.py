@@ -125,3 +125,19 @@ def test_a_blob_byte_range_maps_to_its_records() -> None:
     assert plain[100_000 - at.offset:][:100_000] == data[100_000:200_000]
     assert e2e.blob_size(0) == e2e.OVERHEAD
     assert list(writer.seal_all(b"")) == []
+
+
+def test_a_sealed_text_opens_only_under_its_own_task_and_name() -> None:
+    key = e2e.new_task_key()
+    error = e2e.seal_text(key, "cwd /srv/secret-project: no such directory", task_id=TASK,
+                          name="error")
+    assert e2e.is_sealed_text(error) and "secret" not in error
+    assert e2e.open_text(key, error, task_id=TASK, name="error").startswith("cwd /srv/")
+    notes = [e2e.seal_text(key, f"note {i}", task_id=TASK, name=f"note-{i}") for i in (0, 1)]
+    with pytest.raises(e2e.E2EError):  # the relay swaps two notes
+        e2e.open_text(key, notes[1], task_id=TASK, name="note-0")
+    with pytest.raises(e2e.E2EError):  # or moves a text to another task
+        e2e.open_text(key, error, task_id="t-other", name="error")
+    long = e2e.seal_text(key, "é" * 2000, task_id=TASK, name="error")
+    assert len(long) < 2000  # within the relay's field limits
+    assert e2e.open_text(key, long, task_id=TASK, name="error") == "é" * 500

@@ -23,7 +23,12 @@ SCRIPT = Path(__file__).resolve().parents[2] / "fixtures" / "make_fixtures.py"
 KEYED = {"public_key", "fingerprint", "signature", "relay_public_key",
          # enrollments.json: what the drone's, the pilot's and the relay's keys decide
          "x25519_signature", "binding_message_b64", "binding", "token", "relay_half",
-         "relay_key", "pilots"}
+         "relay_key", "pilots",
+         # recipients.json: a signed pilots list's text holds the pilots' public keys
+         "list",
+         # sealed_messages.json: a fresh task key and random nonces each run (what a seal
+         # must be); tests/shared/test_sealed_message.py opens each committed vector
+         "task_key", "sealed"}
 # The line of each signed string that names the signer's fingerprint, by its version tag.
 FINGERPRINT_LINE = {b"RE-V1": 6, b"RE-LOGIN-V1": 2}
 

@@ -62,7 +62,7 @@ def test_ssh_keygen_verifies_an_order_dragoon_signs(tmp_path: Path, key_path: Pa
     """The other way: an order shared/orders.py builds and signs (every key type a pilot
     uses) is one OpenSSH accepts."""
     signer = KeyFileSigner.from_file(key_path)
-    signed = orders.sign_order(signer, orders.fetch_order(drone="box-1", path="/etc/hostname"))
+    signed = orders.sign_order(signer, orders.fetch_order(drone="box-1", payload_sha256="ab" * 32))
     sig = tmp_path / "order.sig"
     sig.write_text(armor(base64.b64decode(signed.signature)), encoding="ascii")
     allowed = tmp_path / "allowed_signers"
@@ -81,10 +81,12 @@ def test_an_order_in_another_spelling_is_refused() -> None:
 
 
 @pytest.mark.parametrize(("change", "reason"), [
-    ({"v": 2}, "version"), ({"kind": "run"}, "kind"), ({"id": "short"}, "order id"),
+    ({"v": 1}, "version"), ({"kind": "run"}, "kind"), ({"id": "short"}, "order id"),
     ({"expires": "soon"}, "expires"), ({"target": {"drone": "x", "labels": ["a"]}}, "target"),
     ({"target": {"labels": ["b", "a"]}}, "sorted"), ({"spec_sha256": "ab"}, "spec_sha256"),
-    ({"extra": 1}, "unknown field"),
+    ({"extra": 1}, "unknown field"), ({"payload_sha256": "AB" * 32}, "payload_sha256"),
+    ({"recipients": []}, "recipients"), ({"recipients": ["SHA256:x"]}, "recipients"),
+    ({"recipients": ["SHA256:" + "B" * 43, "SHA256:" + "A" * 43]}, "sorted"),
 ])
 def test_a_malformed_task_order_names_what_is_wrong(change: dict[str, Any], reason: str) -> None:
     fields = {**ACCEPTED[0]["order"], **change}
@@ -94,6 +96,7 @@ def test_a_malformed_task_order_names_what_is_wrong(change: dict[str, Any], reas
 
 def test_checks_of_expiry_and_target() -> None:
     order = orders.task_order(target=orders.labels_target(["gpu"]), spec_sha256="0" * 64,
+                              payload_sha256="0" * 64, recipients=["SHA256:" + "A" * 43],
                               expires=1000)
     orders.check_unexpired(order, now=1000 + orders.CLOCK_SKEW)
     with pytest.raises(OrderError, match="expired"):

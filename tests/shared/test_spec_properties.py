@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import click
@@ -150,12 +151,44 @@ def dialog(**fields: str) -> Any:
     return build_submit(**{**form, **fields})
 
 
+class _Sealed:
+    """What reached the drone through the relay: the whole spec the pilot's door sealed
+    (``wire()``, and its fields as attributes), whose clear part the relay's model took."""
+
+    def __init__(self, wire: dict[str, Any]) -> None:
+        self._wire = wire
+
+    def wire(self) -> dict[str, Any]:
+        return self._wire
+
+    def __getattr__(self, name: str) -> Any:
+        return self._wire.get(name)
+
+
 def relay_submit(spec: Any, **body: Any) -> Outcome:
-    """The relay's body model, and the detail its 422 would carry (relay/errors.py)."""
+    """A spec's way to the relay since specs are sealed (issue 13): the pilot's door holds
+    the whole spec to the rule and seals it (its reason, for a sealed field, is the door's:
+    the relay never sees one), and the relay's body model judges the clear part it is sent,
+    with the detail its 422 would carry (relay/errors.py)."""
+    full: dict[str, Any] | None = None
+    clear = spec
+    if isinstance(spec, dict):
+        sealed_fields = set(rules.SPEC_FIELDS) - set(rules.CLEAR_FIELDS)
+        try:
+            parsed = rules.parse_spec(spec)
+        except rules.SpecError as exc:
+            if exc.field in sealed_fields or (exc.field == "spec" and any(
+                    key in sealed_fields for key in str(exc.problem).split("'"))):
+                return "err", str(exc)
+            clear = {k: v for k, v in spec.items() if k not in sealed_fields}
+        else:
+            full, clear = dict(parsed.to_json()), parsed.clear()
     try:
-        return "ok", SubmitBody.model_validate({"spec": spec, "drone": "gpu-1", **body})
+        model = SubmitBody.model_validate({"spec": clear, "drone": "gpu-1", **body})
     except ValidationError as exc:
         return "err", _describe(exc.errors())
+    return "ok", SimpleNamespace(spec=_Sealed(full or model.spec.wire()), drone=model.drone,
+                                 labels=model.labels)
 
 
 def relay_model(model: Any, body: dict[str, Any], attribute: str) -> Outcome:
@@ -396,8 +429,8 @@ def test_the_canonical_form_round_trips_and_its_bytes_are_stable(raw: Any) -> No
     again = rules.parse_spec(json.loads(spec.canonical()))
     assert again == spec
     assert again.canonical() == spec.canonical()
-    # What the relay stores and signs hashes to the same bytes.
+    # What the relay stores and signs (the clear part) hashes to the same bytes.
     stored = json.loads(json.dumps(SubmitBody.model_validate(
-        {"spec": raw, "drone": "gpu-1"}).spec.wire()))
-    assert canonical_json(stored) == spec.canonical()
-    assert rules.parse_spec(stored) == spec
+        {"spec": spec.clear(), "drone": "gpu-1"}).spec.wire()))
+    assert canonical_json(stored) == canonical_json(spec.clear())
+    assert rules.parse_clear_spec(stored) == spec.clear()

@@ -22,6 +22,8 @@ never fixed sleeps.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import os
 import re
 import signal
@@ -29,7 +31,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -37,7 +40,6 @@ from urllib.parse import quote, unquote, urlencode
 
 import httpx
 import pyotp
-from dragoon.cockpit.client._client import order_spec_hash
 from dragoon.shared import orders
 from dragoon.shared.canonical import login_string
 from dragoon.shared.constants import NS_LOGIN
@@ -46,6 +48,7 @@ from dragoon.shared.keys import PrivateKey
 from dragoon.shared.request_auth import retry_timestamp, sign_request, sign_streamed_request
 from dragoon.shared.signers import KeyFileSigner, Signer
 from dragoon.shared.sshsig import sign_b64
+from dragoon.shared.trust import X25519Key, certify_x25519, parse_x25519
 
 REPO = Path(__file__).resolve().parents[2]
 LISTENING = "dragoon relay listening on "
@@ -248,6 +251,55 @@ _CANCEL_PATH = re.compile(r"/v1/tasks/([^/]+)/cancel")
 _FETCH_PATH = re.compile(r"/v1/workers/([^/]+)/fetch")
 
 
+@dataclass
+class SealedBody:
+    """A submit body sealed by a test pilot, and what its order must say."""
+
+    body: dict[str, Any]
+    sealed: Any  # shared.sealed_task.SealedTask
+    recipients: list[str]
+    order_id: str
+
+    def order(self, **changes: Any) -> orders.Order:
+        """The task order for this body (as the client makes it), with ``changes``."""
+        body = self.body
+        target = (orders.drone_target(body["drone"]) if isinstance(body.get("drone"), str)
+                  else orders.labels_target(body.get("labels") or []))
+        within, queued = body.get("start_within"), body.get("expires_in")
+        fields: dict[str, Any] = {
+            "target": target, "spec_sha256": self.sealed.spec_sha256,
+            "payload_sha256": self.sealed.payload_sha256, "recipients": self.recipients,
+            "start_within": within if isinstance(within, int) and within > 0 else None,
+            "expires_in": queued if isinstance(queued, int | float) and queued > 0 else None,
+            "order_id": self.order_id}
+        fields.update(changes)
+        return orders.task_order(**fields)
+
+
+def _throwaway_x25519() -> bytes:
+    return X25519Key.generate().public
+
+
+def open_listed(message: Mapping[str, Any],
+                task_key: Callable[[str], bytes | None]) -> dict[str, Any]:
+    """A message as ``/v1/messages`` lists it, opened under ``task_key(task id)``: ``text``,
+    or ``error`` when it does not open (the client's rule, cockpit/client/_client.py)."""
+    from dragoon.shared.e2e import E2EError
+    from dragoon.shared.sealed_message import open_message
+
+    opened = {k: v for k, v in message.items() if k != "sealed"}
+    key = task_key(str(message.get("task")))
+    if key is None:
+        opened["error"] = "no task key"
+        return opened
+    try:
+        opened["text"] = open_message(key, task_id=str(message["task"]),
+                                      index=int(message["index"]), sealed=message["sealed"])
+    except E2EError as exc:
+        opened["error"] = exc.detail
+    return opened
+
+
 class PilotSession(SignedClient):
     """A pilot: challenge + signature + TOTP login, then signed requests with the bearer token.
 
@@ -262,33 +314,218 @@ class PilotSession(SignedClient):
             cancel, fetch = _CANCEL_PATH.fullmatch(path), _FETCH_PATH.fullmatch(path)
             if cancel and body is None and kwargs.get("content") is None:
                 body = {}
+            if (path == "/v1/tasks" and isinstance(body, dict) and "payload" not in body
+                    and isinstance(body.get("spec"), dict) and "command" in body["spec"]):
+                body = kwargs["json"] = self._sealed(body)
+            if (fetch is not None and isinstance(body, dict) and "payload" not in body
+                    and isinstance(body.get("path"), str) and body["path"]):
+                return self._sealed_fetch(path, unquote(fetch.group(1)), body, kwargs)
             if isinstance(body, dict) and "order" not in body:
                 order = self._order_for(path, body, cancel, fetch)
                 if order is not None:
                     kwargs["json"] = {**body, **orders.sign_order(self.signer, order).wire()}
         return super().request(method, path, **kwargs)
 
+    def _sealed_fetch(self, path: str, drone: str, body: dict[str, Any],
+                      kwargs: dict[str, Any]) -> httpx.Response:
+        """``{"path": P}`` sealed as the real client seals a fetch (shared/sealed_files.py),
+        to the key the relay reports for the drone and to this session; the fetch key is
+        kept by fetch id (``fetch_keys``) for ``open_fetched``."""
+        from dragoon.shared.sealed_files import seal_fetch
+
+        listed = super().request("GET", "/v1/workers").json()["drones"]
+        found = [d for d in listed if d.get("name") == drone and d.get("x25519_public_key")]
+        to = [(d["fingerprint"], parse_x25519(d["x25519_public_key"])) for d in found] or [
+            ("SHA256:" + "A" * 43, _throwaway_x25519())]
+        order_id = orders.new_order_id()
+        sealed = seal_fetch(body["path"], order_id=order_id,
+                            recipients=[*to, (self.signer.fingerprint, self.x25519.public)])
+        rest = {k: v for k, v in body.items() if k != "path"}
+        sent = {**rest, "payload": sealed.payload, "wraps": sealed.wraps}
+        if "order" not in body:
+            try:
+                order = orders.fetch_order(drone=drone, payload_sha256=sealed.payload_sha256,
+                                           order_id=order_id)
+                sent.update(orders.sign_order(self.signer, order).wire())
+            except orders.OrderError:
+                pass
+        kwargs["json"] = sent
+        answer = super().request("POST", path, **kwargs)
+        if answer.status_code in (200, 201, 202):
+            self.fetch_keys[answer.json()["id"]] = (sealed.key, order_id)
+        return answer
+
+    def artifacts(self, task_id: str) -> dict[str, dict[str, Any]]:
+        """The task's artifacts by path, their sealed metadata opened as the pilot opens it
+        (``name`` is the relay's name for each)."""
+        from dragoon.shared.sealed_files import FileStream, open_meta
+
+        key = self.task_key(task_id)
+        assert key is not None, f"{task_id} was not sealed by this session"
+        listed = super().request("GET", f"/v1/tasks/{task_id}/artifact").json()["artifacts"]
+        found = {}
+        for row in listed:
+            meta = open_meta(FileStream(key, task_id, "artifact", row["path"]), row["meta"])
+            found[meta["path"]] = {**meta, "name": row["path"], "stored_size": row["size"]}
+        return found
+
+    def artifact_bytes(self, task_id: str, path: str) -> bytes:
+        """An artifact downloaded whole and opened, checked against its metadata."""
+        from dragoon.shared.sealed_files import FileOpener, FileStream
+
+        artifact = self.artifacts(task_id)[path]
+        stored = super().request("GET", f"/v1/tasks/{task_id}/artifact",
+                                 params={"path": artifact["name"]}).content
+        opener = FileOpener(FileStream(self.task_key(task_id), task_id, "artifact",
+                                   artifact["name"]), size=artifact["size"],
+                            sha256=artifact["sha256"])
+        plain = opener.feed(stored)
+        opener.check()
+        return plain
+
+    @property
+    def fetch_keys(self) -> dict[str, tuple[bytes, str]]:
+        """Fetch id → (fetch key, order id), of every fetch this session sealed."""
+        if getattr(self, "_fetch_keys", None) is None:
+            self._fetch_keys: dict[str, tuple[bytes, str]] = {}
+        return self._fetch_keys
+
+    def fetch_stream(self, fetch_id: str) -> Any:
+        from dragoon.shared.sealed_files import fetch_stream
+
+        key, order_id = self.fetch_keys[fetch_id]
+        return fetch_stream(key, order_id)
+
+    def fetch_error(self, view: Mapping[str, Any]) -> str:
+        """A failed fetch's error, opened as the pilot opens it."""
+        from dragoon.shared.sealed_files import open_error
+
+        stream = self.fetch_stream(view["id"])
+        return open_error(stream.key, stream.task_id, view.get("error"))
+
+    def open_fetched(self, view: Mapping[str, Any], stored: bytes) -> bytes:
+        """A fetched file as the relay stores it, opened and checked as the pilot does."""
+        from dragoon.shared.sealed_files import FileOpener, open_meta
+
+        stream = self.fetch_stream(view["id"])
+        meta = open_meta(stream, view["meta"])
+        opener = FileOpener(stream, size=meta["size"], sha256=meta["sha256"])
+        plain = opener.feed(stored)
+        opener.check()
+        return plain
+
+    def _sealed(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The body with its spec sealed as the real client seals it (shared/sealed_task.py),
+        to the keys the relay reports for the target drone(s) (a test trusts its relay), and
+        signed; a spec the rules refuse goes with its clear part only, for the relay."""
+        from dragoon.shared.spec import CLEAR_FIELDS, SPEC_FIELDS, SpecError
+
+        try:
+            sealed = self.seal(body)
+        except (SpecError, TypeError):
+            # What the relay still judges is the clear part: sent alone (no payload), a bad
+            # clear field gets the relay's own refusal; the rest is the pilot's door's.
+            clear = {k: v for k, v in body["spec"].items() if k in CLEAR_FIELDS
+                     or k not in SPEC_FIELDS}
+            return {**body, "spec": clear}
+        try:
+            order = sealed.order()
+        except (orders.OrderError, TypeError):
+            return sealed.body
+        return {**sealed.body, **orders.sign_order(self.signer, order).wire()}
+
+    def seal(self, body: dict[str, Any]) -> SealedBody:
+        """``body`` (docs/api.md's, with a whole ``spec``) sealed, not yet signed."""
+        from dragoon.shared.sealed_task import Recipient, seal_task
+        from dragoon.shared.spec import parse_spec
+
+        spec = parse_spec(body["spec"])
+        listed = super().request("GET", "/v1/workers").json()["drones"]
+        drones = [d for d in listed if d.get("name") == body.get("drone")
+                  or (body.get("drone") is None and isinstance(body.get("labels"), list)
+                      and set(body["labels"]) <= set(d.get("labels") or []))]
+        recipients = [Recipient(d["fingerprint"], parse_x25519(d["x25519_public_key"]))
+                      for d in drones if d.get("x25519_public_key")]
+        if not recipients:  # a drone without a key (or none at all): sealed to nobody's
+            recipients = [Recipient("SHA256:" + "A" * 43, _throwaway_x25519())]
+        order_id = orders.new_order_id()
+        sealed = seal_task(spec, order_id=order_id,
+                           recipients=[*recipients, Recipient(self.signer.fingerprint,
+                                                              self.x25519.public)])
+        self.task_keys[order_id] = sealed.task_key
+        rest = {k: v for k, v in body.items() if k != "spec"}
+        return SealedBody({**rest, **sealed.wire()}, sealed,
+                          sorted({r.fingerprint for r in recipients}), order_id)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """A pilot's machine for in-process clients (cockpit tests): its config and state
+        dirs, where its pilot.x25519 and known_drones live (never the test runner's HOME)."""
+        if getattr(self, "_env", None) is None:
+            import tempfile
+
+            home = Path(tempfile.mkdtemp(prefix="pilot-home-"))
+            self._env = {**os.environ, "HOME": str(home),
+                         "XDG_CONFIG_HOME": str(home / "config"),
+                         "XDG_STATE_HOME": str(home / "state")}
+            self._env.pop("DRAGOON_CONFIG", None)
+        return self._env
+
+    @env.setter
+    def env(self, value: dict[str, str]) -> None:
+        self._env = value
+
+    @property
+    def x25519(self) -> X25519Key:
+        """This pilot's encryption key: the pilot.x25519 of its ``env``, so an in-process
+        RelayClient with that env opens what this session sealed."""
+        if getattr(self, "_x25519", None) is None:
+            from dragoon.cockpit.client.pilot_key import load_or_make_pilot_key
+
+            self._x25519 = load_or_make_pilot_key(self.env)
+        return self._x25519
+
+    def client(self, url: str | None = None, **kwargs: Any) -> Any:
+        """The real RelayClient for this pilot (its signer, token and env)."""
+        from dragoon.cockpit.client import RelayClient
+
+        return RelayClient(url or self.url, signer=self.signer, token=self.token,
+                           env=self.env, **kwargs)
+
+    @property
+    def task_keys(self) -> dict[str, bytes]:
+        """Order id → task key, of every task this session sealed."""
+        if getattr(self, "_task_keys", None) is None:
+            self._task_keys: dict[str, bytes] = {}
+        return self._task_keys
+
+    def opened(self, task: dict[str, Any]) -> dict[str, Any]:
+        """A task view with the texts the drone sealed (error, notes: shared/e2e.py
+        ``seal_text``) opened with the key this session sealed the task with."""
+        from dragoon.shared.e2e import E2EError, is_sealed_text, open_text
+
+        key = self.task_keys.get(str(task.get("order_id")))
+        if key is None:
+            return task
+
+        def opened(value: Any, name: str) -> Any:
+            if not is_sealed_text(value):
+                return value
+            try:
+                return open_text(key, value, task_id=task["id"], name=name)
+            except E2EError:  # sealed under another key (a hostile test's own): as it is
+                return value
+
+        shown = dict(task)
+        shown["error"] = opened(task.get("error"), "error")
+        if isinstance(task.get("notes"), list):
+            shown["notes"] = [opened(n, f"note-{i}") for i, n in enumerate(task["notes"])]
+        return shown
+
     def _order_for(self, path: str, body: dict[str, Any], cancel: re.Match[str] | None,
                    fetch: re.Match[str] | None) -> orders.Order | None:
-        if path == "/v1/tasks" and isinstance(body.get("spec"), dict):
-            if isinstance(body.get("drone"), str):
-                target = orders.drone_target(body["drone"])
-            elif isinstance(body.get("labels"), list):
-                try:
-                    target = orders.labels_target(body["labels"])
-                except TypeError:
-                    return None
-            else:
-                return None
-            within, queued = body.get("start_within"), body.get("expires_in")
-            try:
-                return orders.task_order(
-                    target=target, spec_sha256=order_spec_hash(body["spec"]),
-                    start_within=within if isinstance(within, int) and within > 0 else None,
-                    expires_in=queued if isinstance(queued, int | float) and queued > 0
-                    else None)
-            except orders.OrderError:
-                return None  # a body the relay refuses for its own reason first
+        if path == "/v1/tasks":
+            return None  # sealed and signed by _sealed, or refused by the relay as it stands
         if cancel is not None:
             task = super().request("GET", f"/v1/tasks/{cancel.group(1)}")
             if task.status_code != 200 or not task.json().get("order_id"):
@@ -300,12 +537,27 @@ class PilotSession(SignedClient):
             return orders.cancel_order(target=target, task=view["id"],
                                        task_order_id=view["order_id"],
                                        grace=grace if isinstance(grace, int) else None)
-        if fetch is not None and isinstance(body.get("path"), str) and body["path"]:
-            try:
-                return orders.fetch_order(drone=unquote(fetch.group(1)), path=body["path"])
-            except orders.OrderError:
-                return None
         return None
+
+    def task_key(self, task_id: str) -> bytes | None:
+        """The key of a task this session sealed, by the task's id (via its order id)."""
+        answer = super().request("GET", f"/v1/tasks/{task_id}")
+        order_id = answer.json().get("order_id") if answer.status_code == 200 else None
+        return self.task_keys.get(order_id) if isinstance(order_id, str) else None
+
+    def inbox(self, **params: Any) -> list[dict[str, Any]]:
+        """``GET /v1/messages`` with each message opened as the real client opens it
+        (``text``), or ``error`` in its place: every message of a task this session sealed."""
+        answer = self.get("/v1/messages", params=params)
+        assert answer.status_code == 200, answer.text
+        keys: dict[str, bytes | None] = {}
+
+        def key(task_id: str) -> bytes | None:
+            if task_id not in keys:
+                keys[task_id] = self.task_key(task_id)
+            return keys[task_id]
+
+        return [open_listed(m, key) for m in answer.json()["messages"]]
 
     def login(self, totp_secret: str | None = None, *, totp: str | None = None) -> httpx.Response:
         """Log in; raises on failure unless ``totp`` is given (then the answer is returned)."""
@@ -356,10 +608,13 @@ class DroneClient(SignedClient):
         parsed = JoinToken.decode(token)
         signer = new_signer()
         client = cls(url or parsed.relay, signer)
+        client.x25519 = X25519Key.generate()
         answer = post_open(client.http, "/v1/worker/init", {
             "name": parsed.drone, "secret": parsed.secret,
             "public_key": signer.public_key.openssh(), "labels": labels or [], "slots": slots,
             "hostname": "test-host", "version": "test",
+            "x25519_public_key": base64.b64encode(client.x25519.public).decode(),
+            "x25519_signature": certify_x25519(signer, client.x25519.public),
         })
         if answer.status_code != 200:
             client.close()
@@ -368,9 +623,40 @@ class DroneClient(SignedClient):
         client.relay_public_key = answer.json()["relay_public_key"]
         return client
 
+    def open(self, task: Mapping[str, Any]) -> dict[str, Any]:
+        """The whole spec of a handed-out task, opened as the real drone opens it."""
+        from dragoon.shared.sealed_task import open_task
+
+        order = orders.parse_order(task["order"])
+        return dict(open_task(order, clear=task["spec"], payload=task["payload"],
+                              wrap=task["wrap"], x25519_secret=self.x25519.secret).spec.to_json())
+
+    def task_key(self, task: Mapping[str, Any]) -> bytes:
+        """The task key of a handed-out task, unwrapped as the real drone does: what its
+        output records are sealed under (tests/support/records.py ``seal``)."""
+        from dragoon.shared.sealed_task import open_task
+
+        order = orders.parse_order(task["order"])
+        return open_task(order, clear=task["spec"], payload=task["payload"], wrap=task["wrap"],
+                         x25519_secret=self.x25519.secret).task_key
+
     def poll(self, *, wait: float = 0, timeout: float | None = None, **body: Any) -> httpx.Response:
-        return self.post("/v1/worker/poll", json={"wait": wait, **body},
-                         timeout=timeout if timeout is not None else wait + 15)
+        answer = self.post("/v1/worker/poll", json={"wait": wait, **body},
+                           timeout=timeout if timeout is not None else wait + 15)
+        self._keep_keys(answer)
+        return answer
+
+    def _keep_keys(self, answer: httpx.Response) -> None:
+        from dragoon.shared.e2e import E2EError, unwrap_key
+
+        try:
+            tasks = answer.json().get("tasks") if answer.status_code == 200 else None
+        except ValueError:
+            return
+        for task in tasks if isinstance(tasks, list) else []:
+            if isinstance(task, dict) and isinstance(task.get("id"), str) and task.get("wrap"):
+                with contextlib.suppress(E2EError):
+                    self.task_keys[task["id"]] = unwrap_key(task["wrap"], self.x25519.secret)
 
     def log(self, task: str, stream: str, offset: int, data: bytes) -> httpx.Response:
         return self.post("/v1/worker/log", params={"task": task, "stream": stream,
@@ -393,8 +679,24 @@ class DroneClient(SignedClient):
                                         query=query, body_sha256=claim)
         return self.http.post(f"/v1/worker/blob?{query}", content=data, headers=headers)
 
+    @property
+    def task_keys(self) -> dict[str, bytes]:
+        """Task id → task key, of every task a poll handed this drone (its wrap opened)."""
+        if getattr(self, "_task_keys", None) is None:
+            self._task_keys: dict[str, bytes] = {}
+        return self._task_keys
+
     def message(self, task: str, index: int, text: str) -> httpx.Response:
-        return self.post("/v1/worker/message", json={"task": task, "index": index, "text": text})
+        """Message ``index`` of ``task``, sealed as the drone seals it (shared/sealed_message.py)
+        under the task's key; a task no poll handed out gets a random key (the relay can't
+        tell)."""
+        from dragoon.shared.e2e import new_task_key
+        from dragoon.shared.sealed_message import seal_message
+
+        key = self.task_keys.get(task) or new_task_key()
+        sealed = seal_message(key, task_id=task, index=index, text=text)
+        return self.post("/v1/worker/message", json={"task": task, "index": index,
+                                                      "sealed": sealed})
 
 
 class RelayProcess:

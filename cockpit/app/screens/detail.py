@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from dragoon.cockpit.app.messages import ArtifactsRequested, DownloadRequested
 from dragoon.cockpit.app.state import CockpitState, number, task_elapsed, task_is_final
-from dragoon.cockpit.formatting import format_duration, human_size
+from dragoon.cockpit.formatting import format_duration, human_size, message_text
 from dragoon.cockpit.safe_text import clean, plain
 from dragoon.cockpit.theme import task_icon, task_style
 from dragoon.cockpit.waiting import describe as describe_waiting
@@ -80,7 +80,10 @@ def task_summary(task: dict[str, Any], now: float,
     table.add_row("Pilot", plain(task.get("pilot") or "-"))
     spec = task.get("spec") or {}
     table.add_row("Name", plain(task.get("name") or spec.get("name") or "-"))
-    table.add_row("Command", plain(spec.get("command", ""), style="cyan"))
+    if task.get("sealed"):  # not opened: never a command the relay could have written
+        table.add_row("Command", plain(f"(sealed: {task['sealed']})", style="red"))
+    else:
+        table.add_row("Command", plain(spec.get("command", ""), style="cyan"))
     if spec.get("cwd"):
         table.add_row("Cwd", plain(spec["cwd"]))
     table.add_row("Timeout", format_duration(spec.get("timeout")) if spec.get("timeout")
@@ -175,7 +178,8 @@ class TaskDetailScreen(Screen[None]):
         for m in sorted(messages, key=lambda m: int(m["id"])):
             text.append(f"#{clean(m['id'])} ", style="dim")
             text.append(_when(m.get("created_at")) + "  ", style="dim")
-            text.append(clean(m.get("text", "")), style="" if m.get("acked") else "bold")
+            text.append(clean(message_text(m)), style="red" if "error" in m
+                        else "" if m.get("acked") else "bold")
             text.append("\n")
         self.query_one("#detail-messages", Static).update(
             text if messages else Text("none", style="dim"))

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from dragoon.cockpit.app.messages import AckRequested, TaskJumpRequested
 from dragoon.cockpit.app.state import CockpitState
-from dragoon.cockpit.formatting import format_ago
+from dragoon.cockpit.formatting import format_ago, message_text
 from dragoon.cockpit.safe_text import plain
 from rich.text import Text
 from textual.app import ComposeResult
@@ -82,7 +82,7 @@ class InboxScreen(Screen[None]):
                 Text(format_ago(m.get("created_at"), now), style="dim"),
                 plain(m.get("drone") or "", style=style),  # a drone's words, and a task's:
                 plain(m.get("task") or "", style=style),  # safe text, never markup
-                plain(m.get("text", ""), style=style),
+                plain(message_text(m), style="red" if "error" in m else style),
                 key=str(m["id"]),
             )
         if selected is not None and str(selected) in {str(m["id"]) for m in messages}:

@@ -75,6 +75,12 @@ class LogBuffer:
 
     # ------------------------------------------------------------------ writing
 
+    def note(self, text: str) -> int:
+        """A line of dragoon's own on stderr (why the output stops here), on a line of its
+        own: a stderr line the task left unfinished is ended first."""
+        lead = b"\n" if self._partial[STDERR] else b""
+        return self.append("stderr", lead + text.encode() + b"\n")
+
     def append(self, stream: str, data: bytes) -> int:
         """Add a chunk of `stream`; returns how many complete lines it finished."""
         if not data:
