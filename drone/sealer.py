@@ -48,6 +48,10 @@ from dragoon.shared import e2e
 log = logging.getLogger("dragoon.drone")
 
 RECORD: Final = 256 * 1024  # plaintext in one record at most
+# Plaintext sealed in one call: the shipper calls again each round, and seals no further
+# ahead of what the relay holds than its own bound (shipper.SEAL_AHEAD), so a task writing
+# gigabytes costs one record of memory and a few MiB of sealed spool, not a copy of it all.
+SEAL_STEP: Final = 4 * RECORD
 CHECKPOINT_EVERY: Final = 1.0  # seconds between (non-durable) checkpoints
 SUFFIX: Final = ".rec"
 
@@ -190,14 +194,16 @@ class SealedSpool:
         """Plaintext bytes written and not yet sealed."""
         return max(0, self._plain_size() - self.sealed_plain)
 
-    def seal_new(self, *, exited: bool) -> bool:
-        """Seal what the wrapper wrote since; with ``exited``, end the stream. True if the
-        sealed spool grew. May run in a thread: ``close`` waits for it (a shipper cancelled
-        meanwhile must not close fds under it)."""
+    def seal_new(self, *, exited: bool, limit: int = SEAL_STEP) -> bool:
+        """Seal what the wrapper wrote since, at most ``limit`` bytes of it; with ``exited``,
+        end the stream once all of it is sealed. True if the sealed spool grew. May run in a
+        thread: ``close`` waits for it (a shipper cancelled meanwhile must not close fds
+        under it). Records go to the spool one by one, so memory stays at one record
+        whatever the task writes."""
         with self._lock:
-            return self._seal_new(exited)
+            return self._seal_new(exited, limit)
 
-    def _seal_new(self, exited: bool) -> bool:
+    def _seal_new(self, exited: bool, limit: int) -> bool:
         if self._closed:
             return False
         fd = self.fd()
@@ -207,23 +213,28 @@ class SealedSpool:
             return False
         end = self._plain_size()
         start = writer.position.offset
-        records: list[bytes] = []
-        while start < end:
+        stop = min(end, start + max(limit, 1))
+        grew = False
+        while start < stop:
             assert self._plain_fd is not None
-            piece = os.pread(self._plain_fd, min(RECORD, end - start), start)
+            piece = os.pread(self._plain_fd, min(RECORD, stop - start), start)
             if not piece:
                 break
             start += len(piece)
-            records.append(writer.seal(piece, final=exited and start >= end))
-        if exited and not writer.finished:
-            records.append(writer.seal(b"", final=True))
-        if not records:
+            record = writer.seal(piece, final=exited and start >= end)
+            _write_all(fd, self._size, record)
+            self._size += len(record)
+            grew = True
+        if exited and not writer.finished and start >= end:
+            record = writer.seal(b"", final=True)
+            _write_all(fd, self._size, record)
+            self._size += len(record)
+            grew = True
+        if not grew:
             if self._checkpointed != self._size and \
                     time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY:
                 self.checkpoint()  # a quiet stream's last records are in it too, in time
             return False
-        _write_all(fd, self._size, b"".join(records))
-        self._size += sum(len(r) for r in records)
         if writer.finished or time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY:
             self.checkpoint()
         self._plain_releaser.acknowledged(writer.position.offset)

@@ -36,7 +36,7 @@ from typing import Final
 from dragoon.drone.client import JitteredBackoff, RelayLink, RelayUnavailable, error_code
 from dragoon.drone.dirwatch import Poke
 from dragoon.drone.release import Releaser
-from dragoon.drone.sealer import SealedSpool
+from dragoon.drone.sealer import RECORD, SealedSpool
 
 log = logging.getLogger("dragoon.drone")
 
@@ -47,6 +47,7 @@ WINDOW: Final = 4  # chunks in flight per stream: memory stays at WINDOW * CHUNK
 # own only every dirwatch.SAFETY_LOOK.
 IDLE_POLL: Final = 0.025
 INLINE_READ: Final = 64 * 1024  # a window this small is read on the loop (ship_once)
+SEAL_AHEAD: Final = 2 * WINDOW * CHUNK  # sealed, not yet acknowledged: at most this much
 
 
 class TaskGone(Exception):
@@ -99,11 +100,16 @@ class StreamShipper:
         self.sealer.close()
 
     async def seal(self, exited: bool) -> None:
-        """Seal what the wrapper wrote since (off the loop when it is more than a little)."""
+        """Seal what the wrapper wrote since (off the loop when it is more than a little),
+        but no further than SEAL_AHEAD past what the relay holds: the sealed spool is a
+        window over the output, not a second copy of it."""
+        room = SEAL_AHEAD - (self.sealer.size - self.acked)
+        if room <= 0 or (room < RECORD and self.sealer.pending() > room):
+            return  # wait for the relay's acks rather than seal a sliver of a record
         if self.sealer.pending() <= INLINE_READ:
-            self.sealer.seal_new(exited=exited)
+            self.sealer.seal_new(exited=exited, limit=room)
         else:
-            await asyncio.to_thread(self.sealer.seal_new, exited=exited)
+            await asyncio.to_thread(self.sealer.seal_new, exited=exited, limit=room)
 
     async def ship_once(self, exited: bool = False) -> bool:
         """Seal what is new (``exited``: and end the stream), then send the next chunks of

@@ -116,3 +116,23 @@ def test_the_sealed_spool_is_never_followed_through_a_symlink(tmp_path: Path) ->
     assert elsewhere.read_bytes() == b"keep"
     assert not (tmp_path / "stdout.rec").is_symlink()
     assert opened(tmp_path) == (b"out", True)
+
+
+def test_a_huge_spool_is_sealed_a_step_at_a_time_not_all_at_once(tmp_path: Path) -> None:
+    """A task that wrote far ahead of the relay (gigabytes, here 10 MiB) costs the drone a
+    step of sealing per call, never a copy of the whole spool in memory or on disk: the
+    shipper calls again as the relay acknowledges (drone/shipper.py SEAL_AHEAD)."""
+    from dragoon.drone.sealer import SEAL_STEP
+
+    data = bytes(range(256)) * (10 * (1 << 20) // 256)
+    (tmp_path / "stdout").write_bytes(data)
+    sealer = spool(tmp_path)
+    assert sealer.seal_new(exited=True)
+    assert sealer.sealed_plain == SEAL_STEP and not sealer.finished
+    assert sealer.seal_new(exited=True, limit=100)  # a small room: a small step
+    assert sealer.sealed_plain == SEAL_STEP + 100
+    steps = 0
+    while sealer.seal_new(exited=True):
+        steps += 1
+    assert steps == -(-(len(data) - SEAL_STEP - 100) // SEAL_STEP)  # each call one step
+    assert sealer.finished and opened(tmp_path) == (data, True)
