@@ -76,7 +76,8 @@ def transport(name: str) -> httpx.AsyncBaseTransport:
 async def round_trips(relay: RelayProcess, pilot: PilotSession, rounds: int) -> None:
     bare = {name: httpx.AsyncClient(transport=transport(name)) for name in TRANSPORTS}
     signed = {name: RelayClient(relay.url, signer=pilot.signer, token=pilot.token,
-                                transport=transport(name)) for name in TRANSPORTS}
+                                transport=transport(name), env=pilot.env)
+              for name in TRANSPORTS}
     results: dict[tuple[str, str], list[float]] = {}
     for name in TRANSPORTS:  # warm: connection made, first imports done
         await bare[name].get(relay.url + "/healthz")

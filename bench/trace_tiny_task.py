@@ -44,6 +44,7 @@ from bench_table import DRONE, SLOTS, TINY, _read_to_end, client_for  # noqa: E4
 
 from tests.drone.conftest import Fleet  # noqa: E402
 from tests.support.relay import RelayProcess  # noqa: E402
+from tests.support.sealing import trust_drone  # noqa: E402
 
 LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ task (\S+): "
                   r"(started|exited|finish acknowledged)")
@@ -136,7 +137,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dragoon-trace-") as tmp, \
             RelayProcess(Path(tmp) / "relay") as relay:
         fleet = Fleet(Path(tmp), relay, relay.pilot("bench"))
-        fleet.drone(DRONE, slots=SLOTS, poll_wait=25.0)
+        drone = fleet.drone(DRONE, slots=SLOTS, poll_wait=25.0)
+        trust_drone(fleet.pilot.env, drone.data_dir)  # as `dragoon drones trust` would
         try:
             rows = asyncio.run(trace(relay, fleet, args.tasks))
         finally:
