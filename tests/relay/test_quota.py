@@ -209,8 +209,11 @@ def test_a_drone_over_quota_keeps_its_output_and_delivers_it_once_there_is_room(
         task_id = fleet.submit(f"for i in $(seq 1 {count}); do echo line-$i; done", drone="d1")
         wait_until(lambda: "507" in drone.log_text(), timeout=30,
                    message="the drone told of the quota")
-        task = fleet.task(task_id)
-        assert task["state"] == "running" and task["stdout_size"] <= 16 * 1024
+        # The start is reported in the drone's next poll, which may come after its first
+        # refused append: wait for it rather than race it.
+        task = wait_until(lambda: (seen := fleet.task(task_id))["state"] == "running" and seen,
+                          timeout=30, message="the task reported running")
+        assert task["stdout_size"] <= 16 * 1024
         relay.stop()
         init_relay(relay.data_dir, config={**config, "drone_quota": "1M"})
         relay.start()
