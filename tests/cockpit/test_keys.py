@@ -170,15 +170,17 @@ async def test_j_k_g_G_move_in_the_task_tree() -> None:
         tree.focus()
         await until(pilot, lambda: tree.selected_task_id == TASK, what="the cursor")
         line = tree.cursor_line
+        # Each key's effect is waited for (with a deadline), not assumed done by the press:
+        # under load the app's refresh may land after the press returns.
         await pilot.press("j")
-        assert tree.cursor_line == line + 1
+        await until(pilot, lambda: tree.cursor_line == line + 1, what="j")
         assert tree.selected_task_id == "t-0000000009"  # gpu-00's other running task
         await pilot.press("k")
-        assert tree.cursor_line == line
+        await until(pilot, lambda: tree.cursor_line == line, what="k")
         await pilot.press("G")
-        assert tree.cursor_line == tree.last_line
+        await until(pilot, lambda: tree.cursor_line == tree.last_line, what="G")
         await pilot.press("g")
-        assert tree.cursor_line == 0
+        await until(pilot, lambda: tree.cursor_line == 0, what="g")
 
 
 async def test_j_k_g_G_scroll_the_log_and_G_follows_again() -> None:
@@ -188,23 +190,25 @@ async def test_j_k_g_G_scroll_the_log_and_G_follows_again() -> None:
         await loaded(pilot)
         view = app.log_view
         await until(pilot, lambda: view.line_count == 300, what="the log")
+        # Settled at the end (following) before the keys, so no late scroll of the load
+        # lands after them; each key's effect is then waited for with a deadline.
+        await until(pilot, lambda: view.max_scroll_y > 0 and view.scroll_y == view.max_scroll_y,
+                    what="the log scrolled to its end")
         view.focus()
         await pilot.press("g")
-        await pilot.pause()
-        assert view.scroll_y == 0 and not view.follow
+        await until(pilot, lambda: view.scroll_y == 0 and not view.follow, what="g")
         await pilot.press("j", "j")
-        await pilot.pause()
-        assert view.scroll_y == 2
+        await until(pilot, lambda: view.scroll_y == 2, what="j j")
         await pilot.press("k")
-        await pilot.pause()
-        assert view.scroll_y == 1
+        await until(pilot, lambda: view.scroll_y == 1, what="k")
         await pilot.press("G")
-        await pilot.pause()
-        assert view.follow and view.scroll_y == view.max_scroll_y
+        await until(pilot, lambda: view.follow and view.scroll_y == view.max_scroll_y,
+                    what="G")
         view.append("stdout", b"one more\n")
         view._flush()
-        await pilot.pause()
-        assert view.scroll_y == view.max_scroll_y  # following: the new line shows
+        await until(pilot, lambda: view.line_count == 301
+                    and view.scroll_y == view.max_scroll_y,
+                    what="following: the new line shows")
 
 
 async def test_the_inbox_moves_with_j_k_and_jumps_with_enter() -> None:
