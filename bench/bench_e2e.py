@@ -119,6 +119,8 @@ def crypto_rates(seconds: float = 1.0) -> dict[str, float]:
 async def output_end_to_end(client: RelayClient, drone_pid: int, megabytes: int
                             ) -> dict[str, float]:
     size = megabytes * 1_000_000
+    # Sampled here, not through bench_drone's helpers: this file also runs, copied, on a
+    # checkout from before encryption, whose bench/ has no more than it had then.
     drone, me = psutil.Process(drone_pid), psutil.Process()
     peak = [drone.memory_info().rss]
     stop = threading.Event()

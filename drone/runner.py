@@ -493,14 +493,10 @@ class TaskRunner:
             write_json(record_path, record)
 
     def _task_key(self) -> bytes:
-        """The task key, from task.json (drone/daemon.py ``admit`` wrote it there)."""
-        import base64
-
-        record = read_json(self.dir / "task.json")
-        key = record.get("task_key") if isinstance(record, dict) else None
-        if not isinstance(key, str):
+        """The task key (task.json's, read when the runner was made)."""
+        if self.task_key is None:
             raise artifacts.ArtifactRefused("the task's key is not in its task.json")
-        return base64.b64decode(key)
+        return self.task_key
 
     async def _seal(self, record: dict[str, Any], index: int, real: Path) -> Any:
         """The artifact sealed into its spool (shared/sealed_files.py), once: a resend after

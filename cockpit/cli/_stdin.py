@@ -108,11 +108,8 @@ class StdinFeed:
     async def _task_key(self) -> bytes | None:
         """The key the task was sealed with: this pilot sealed it (or can open it)."""
         if self._key is None:
-            self._key = self.client.keys.task_key(self.task_id)
-        if self._key is None:
             with contextlib.suppress(RelayError):
-                await self.client.task(task_id=self.task_id)  # opens it, remembers the key
-            self._key = self.client.keys.task_key(self.task_id)
+                self._key = await self.client._task_key(self.task_id)
         return self._key
 
     def _writer(self, key: bytes, offset: int) -> RecordWriter | None:

@@ -142,7 +142,6 @@ class RelayClient:
         # Whom the last submits to a target were sealed to, reused for RECIPIENTS_TTL: a
         # cockpit or script submitting many tasks checks the keys once, not once a task.
         self._recipients: dict[tuple[Any, Any], tuple[float, Any]] = {}
-        self.last_recipients: Any = None  # whom the last submit sealed to (for the CLI)
         self.token = token
         # The relay's replay floor, once it named one: requests are signed at or above it.
         self._not_before: int | None = None
@@ -369,7 +368,6 @@ class RelayClient:
                              f"{','.join(labels or []) or '(any)'}: confirm one (`dragoon "
                              "drones`) or `dragoon drones trust NAME FINGERPRINT`")
         self.keys.believe(found.signers)
-        self.last_recipients = found
         recipients = list(found.drones)
         order_id = orders.new_order_id()
         sealed = seal_task(task_spec, order_id=order_id,
@@ -536,17 +534,6 @@ class RelayClient:
             cut_at=cut_at if eof and not reader.finished else None,
         )
 
-    async def _task_key(self, task_id: str) -> bytes:
-        """The task key its output is sealed under: opened with the task, once."""
-        key = self.keys.task_key(task_id)
-        if key is None:
-            task = await self.task(task_id=task_id)
-            key = self.keys.task_key(task_id)
-            if key is None:
-                why = task.get("sealed") or "it was not sealed to this pilot"
-                raise E2EError(f"task {task_id}'s output cannot be opened: {why}")
-        return key
-
     async def follow_log(
         self,
         *,
@@ -603,23 +590,28 @@ class RelayClient:
     # -- artifacts and fetches --------------------------------------------------------------
 
     async def _task_key(self, task_id: str) -> bytes:
-        """The task's key: remembered from its submit or its last view, else from a read of
-        the task (which opens it); RelayError ``tampered`` when it stays sealed to us."""
+        """The task's key, for its output, artifacts, messages and stdin: remembered from its
+        submit or its last view, else from one read of the task (which opens it). A task
+        that stays sealed to this pilot is remembered too, so its many messages do not each
+        ask the relay again (a task's wraps never change): RelayError ``tampered``."""
         key = self.keys.task_key(task_id)
-        if key is None:
+        if key is not None:
+            return key
+        why = self._unopened.get(task_id)
+        if why is None:
             task = await self.task(task_id=task_id)
             key = self.keys.task_key(task_id)
-            if key is None:
-                raise RelayError(TAMPERED, f"task {task_id} stays sealed to you: "
-                                           f"{task.get('sealed') or 'no key for it'}")
-        return key
+            if key is not None:
+                return key
+            why = self._unopened[task_id] = (
+                f"its task does not open: {task.get('sealed') or 'no key for this pilot'}")
+        raise RelayError(TAMPERED, f"task {task_id}: {why}")
 
     async def artifacts(self, *, task_id: str) -> list[Artifact]:
         """The task's artifacts, their sealed metadata opened (shared/sealed_files.py): the
         relay knows each by an opaque name (``name``) and its stored size; ``path``,
         ``size`` and ``sha256`` are the drone's, sealed under the task key. One whose
         metadata does not open is listed with ``sealed`` saying why, and no path."""
-        from dragoon.shared.e2e import E2EError
         from dragoon.shared.sealed_files import FileStream, open_meta
 
         answer = await self._json("GET", f"/v1/tasks/{segment(task_id)}/artifact")
@@ -686,7 +678,6 @@ class RelayClient:
         """The path and file stream of a fetch as the relay shows it, opened with this
         pilot's own wrap of its key: its order signed by a key this pilot believes, its
         payload the one the order signs. RelayError ``tampered`` otherwise."""
-        from dragoon.shared.e2e import E2EError
         from dragoon.shared.sealed_files import fetch_stream, open_fetch
 
         try:
@@ -735,7 +726,6 @@ class RelayClient:
         """Save a settled fetch of ``path`` at ``dest``: opened with this pilot's wrap, its
         refusal opened and raised (``fetch_failed``), or its file opened record by record
         and checked against its sealed metadata."""
-        from dragoon.shared.e2e import E2EError
         from dragoon.shared.sealed_files import FileOpener, open_error, open_meta
 
         opened_path, stream = self.open_fetch(fetch)
@@ -763,7 +753,6 @@ class RelayClient:
         SHA-256 the sealed metadata's, and only then move it into place. Any record that
         does not open, or a file cut before its final record, fails it as a SHA-256
         mismatch does: the part file goes, ``dest`` is untouched."""
-        from dragoon.shared.e2e import E2EError
 
         if dest.exists() and not force:
             raise _exists(dest)
@@ -820,7 +809,6 @@ class RelayClient:
         """The message as the relay lists it, its ``sealed`` record opened into ``text``
         (shared/sealed_message.py); one that does not open, or whose task this pilot cannot
         open, has ``error`` (one line) and no ``text``: never a relay's words as a task's."""
-        from dragoon.shared.e2e import E2EError
         from dragoon.shared.sealed_message import open_message
 
         opened: dict[str, Any] = {k: v for k, v in message.items() if k != "sealed"}
@@ -829,18 +817,11 @@ class RelayClient:
                 index, bool):
             opened["error"] = "the relay listed a message without its task or index"
             return cast(Message, opened)
-        key = self.keys.task_key(task_id)
-        why = self._unopened.get(task_id, "this pilot cannot open its task")
-        if key is None and task_id not in self._unopened:
-            try:
-                task = await self.task(task_id=task_id)  # opens it, remembers its key
-            except RelayError as exc:
-                task, why = {}, f"its task cannot be read: {exc.detail}"
-            key = self.keys.task_key(task_id)
-            if key is None and task.get("sealed"):
-                why = self._unopened[task_id] = f"its task does not open: {task['sealed']}"
-        if key is None:
-            opened["error"] = why
+        try:
+            key = await self._task_key(task_id)
+        except RelayError as exc:
+            opened["error"] = (self._unopened.get(task_id) if exc.code == TAMPERED
+                               else f"its task cannot be read: {exc.detail}")
             return cast(Message, opened)
         try:
             opened["text"] = open_message(key, task_id=task_id, index=index,

@@ -1,10 +1,8 @@
-"""The pilot's half of sealed tasks: whom a task is sealed to, and opening what the relay shows.
+"""The pilot's half of sealed tasks: its encryption key, its task keys, and opening tasks.
 
-Sealing a task (shared/sealed_task.py) needs the drones' encryption keys, and those come
-from this pilot's own ``known_drones``, never from the relay's word: a drone the pilot has
-not confirmed (``dragoon enroll NAME --wait``, any ``dragoon drones`` listing, or
-``dragoon drones trust NAME FINGERPRINT``) gets no task. The pilot also seals the task key
-to itself (its X25519 key, cockpit/client/pilot_key.py), so it can read the task's output.
+Whom a task is sealed to is cockpit/client/recipients.py's (every key checked against this
+pilot's own ``known_drones`` and the drones' signed pilots lists); the pilot is always one
+of them, with its X25519 key (cockpit/client/pilot_key.py), so it can read the task back.
 
 Opening is the other way: a task as the relay shows it has the clear part of its spec
 only; ``PilotKeys.open`` checks the order's signature, opens this pilot's wrap and the
