@@ -29,6 +29,7 @@ from textual.widgets import Input  # noqa: E402
 
 from tests.drone.conftest import DroneProcess  # noqa: E402
 from tests.support.relay import RelayProcess  # noqa: E402
+from tests.support.sealing import trust_drone  # noqa: E402
 
 OUT = REPO / "screenshots"
 SIZE = (160, 46)
@@ -51,7 +52,8 @@ async def until(condition: Callable[[], object], timeout: float = 30.0) -> None:
 
 async def drive(url: str, pilot_session: object, tasks: dict[str, str]) -> None:
     client = RelayClient(url, signer=pilot_session.signer,  # type: ignore[attr-defined]
-                         token=pilot_session.token)  # type: ignore[attr-defined]
+                         token=pilot_session.token,  # type: ignore[attr-defined]
+                         env=pilot_session.env)  # type: ignore[attr-defined]
     app = CockpitApp(LiveSource(client, pilot="alice"), ping_interval=1.0)
     async with app.run_test(size=SIZE) as pilot:
         await until(lambda: app.link is Link.CONNECTED and len(app.state.drones) == 2)
@@ -101,6 +103,7 @@ def main() -> None:
             for name, labels in (("gpu-a100-1", ("gpu", "a100")), ("cpu-box-2", ("cpu",))):
                 drone = DroneProcess(root / name)
                 drone.join(relay.enroll(name, labels), slots=2, labels=labels)
+                trust_drone(session.env, drone.data_dir)  # as `dragoon drones trust` would
                 drone.configure(poll_wait=2.0)
                 drone.start()
                 drones.append(drone)
