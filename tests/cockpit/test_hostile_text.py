@@ -33,7 +33,7 @@ from textual.command import CommandPalette
 
 from tests.cockpit.fixed_source import NOW, FixedSource, demo_snapshot, fixed_clock, make_drone
 from tests.cockpit.fixed_source import make_task as fixed_task
-from tests.cockpit.waiting import until
+from tests.cockpit.waiting import showing, until
 from tests.support import records
 from tests.support.relay import RelayProcess
 
@@ -178,7 +178,7 @@ async def test_every_view_renders_a_lying_relays_words_inert(tmp_path: Path) -> 
         assert "relay.example/␛]0;pwned␇" in bar and "[/]␛[2J" in bar and SHOWN in bar
 
         await pilot.press("i")
-        await until(pilot, lambda: isinstance(app.screen, InboxScreen), what="the inbox")
+        await until(pilot, lambda: showing(app, InboxScreen), what="the inbox")
         await pilot.pause()
         assert SHOWN in screen_text(app)
         await pilot.press("escape")
@@ -187,7 +187,7 @@ async def test_every_view_renders_a_lying_relays_words_inert(tmp_path: Path) -> 
         app.tree.focus()
         await until(pilot, lambda: app.tree.selected_task_id == EVIL_TASK, what="the cursor")
         await pilot.press("enter")
-        await until(pilot, lambda: isinstance(app.screen, TaskDetailScreen)
+        await until(pilot, lambda: showing(app, TaskDetailScreen)
                     and app.screen.artifact_rows, what="the detail and its artifacts")
         await pilot.pause()
         detail = screen_text(app)
@@ -202,7 +202,7 @@ async def test_every_view_renders_a_lying_relays_words_inert(tmp_path: Path) -> 
         await pilot.press("escape")
 
         await pilot.press("ctrl+p")
-        await until(pilot, lambda: isinstance(app.screen, CommandPalette), what="the palette")
+        await until(pilot, lambda: showing(app, CommandPalette), what="the palette")
         await pilot.press(*"cancel")
         await until(pilot, lambda: "dragoon cancel t-[/]␛[2J" in screen_text(app),
                     what="the palette's command line for the lying task")
@@ -212,12 +212,12 @@ async def test_every_view_renders_a_lying_relays_words_inert(tmp_path: Path) -> 
         app.grid.focus()
         app.grid.move_cursor(row=app.grid.get_row_index(EVIL_DRONE))
         await pilot.press("D")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        await until(pilot, lambda: showing(app, ConfirmScreen), what="the question")
         assert "Drain drone evil[/]␛]0;pwned␇?" in screen_text(app)
         await pilot.press("n")
         await until(pilot, lambda: app.screen is app.main, what="the main screen")
         await pilot.press("f")
-        await until(pilot, lambda: isinstance(app.screen, PromptScreen), what="the prompt")
+        await until(pilot, lambda: showing(app, PromptScreen), what="the prompt")
         assert "Fetch a file from evil[/]␛]0;pwned␇" in screen_text(app)
         await pilot.press("escape")
 
@@ -269,7 +269,7 @@ async def test_a_lying_drones_words_reach_the_cockpit_inert(relay: RelayProcess,
         await until(driver, lambda: app.state.tasks[task].get("error") == HOSTILE,
                     timeout=20, what="the lying error")
         app.push_screen(TaskDetailScreen(task, state=app.state, clock=app.clock))
-        await until(driver, lambda: isinstance(app.screen, TaskDetailScreen)
+        await until(driver, lambda: showing(app, TaskDetailScreen)
                     and app.screen.artifact_rows, timeout=20, what="the detail")
         await driver.pause()
         detail = screen_text(app)

@@ -27,7 +27,7 @@ from rich.console import Console
 from textual.widgets import Input, Static
 
 from tests.cockpit.fixed_source import NOW, FixedSource, fixed_clock, make_task
-from tests.cockpit.waiting import until
+from tests.cockpit.waiting import showing, until
 
 pytestmark = pytest.mark.anyio
 
@@ -93,20 +93,20 @@ async def test_d_opens_the_detail_on_the_main_screen_and_downloads_there(
         app.tree.focus()
         await until(pilot, lambda: app.tree.selected_task_id == TASK, what="the cursor")
         await pilot.press("d")
-        await until(pilot, lambda: isinstance(app.screen, TaskDetailScreen)
+        await until(pilot, lambda: showing(app, TaskDetailScreen)
                     and app.screen.artifact_rows, what="the detail and its artifacts")
         await pilot.press("d")
         await until(pilot, lambda: source.saved, what="the download")
         assert source.saved == [(tmp_path / "model.pt", False)]
         # the file is there now: d asks, and cancel leaves it as it is
         await pilot.press("d")
-        await until(pilot, lambda: isinstance(app.screen, OverwriteScreen), what="the ask")
+        await until(pilot, lambda: showing(app, OverwriteScreen), what="the ask")
         await pilot.press("escape")
-        await until(pilot, lambda: isinstance(app.screen, TaskDetailScreen), what="back")
+        await until(pilot, lambda: showing(app, TaskDetailScreen), what="back")
         assert len(source.saved) == 1
         # the palette's download runs the same from the detail
         await app.run_action("download")
-        await until(pilot, lambda: isinstance(app.screen, OverwriteScreen), what="the ask")
+        await until(pilot, lambda: showing(app, OverwriteScreen), what="the ask")
         await pilot.press("o")
         await until(pilot, lambda: len(source.saved) == 2, what="the forced download")
         assert source.saved[-1] == (tmp_path / "model.pt", True)
@@ -125,12 +125,12 @@ async def test_another_name_for_a_download_is_asked_and_checked(tmp_path: Path) 
     async with app.run_test(size=SMALL) as pilot:
         await loaded(pilot)
         app.push_screen(app._detail(TASK))
-        await until(pilot, lambda: isinstance(app.screen, TaskDetailScreen)
+        await until(pilot, lambda: showing(app, TaskDetailScreen)
                     and app.screen.artifact_rows, what="the detail")
         await pilot.press("d")
-        await until(pilot, lambda: isinstance(app.screen, OverwriteScreen), what="the ask")
+        await until(pilot, lambda: showing(app, OverwriteScreen), what="the ask")
         await pilot.press("a")
-        await until(pilot, lambda: isinstance(app.screen, PromptScreen), what="the prompt")
+        await until(pilot, lambda: showing(app, PromptScreen), what="the prompt")
         field = app.screen.query_one(Input)
         field.value = "../elsewhere.pt"
         await pilot.press("enter")
@@ -216,7 +216,7 @@ async def test_the_inbox_moves_with_j_k_and_jumps_with_enter() -> None:
     async with app.run_test(size=SMALL) as pilot:
         await loaded(pilot)
         await pilot.press("i")
-        await until(pilot, lambda: isinstance(app.screen, InboxScreen), what="the inbox")
+        await until(pilot, lambda: showing(app, InboxScreen), what="the inbox")
         inbox = app.screen
         assert isinstance(inbox, InboxScreen)
         assert inbox.selected_id == 2
@@ -282,7 +282,7 @@ async def test_the_task_detail_is_live() -> None:
     async with app.run_test(size=SMALL) as pilot:
         await loaded(pilot)
         app.push_screen(app._detail(TASK))
-        await until(pilot, lambda: isinstance(app.screen, TaskDetailScreen), what="the detail")
+        await until(pilot, lambda: showing(app, TaskDetailScreen), what="the detail")
         detail = app.screen
         assert isinstance(detail, TaskDetailScreen)
         await until(pilot, lambda: detail.refreshes and detail.query("#detail-summary"),
@@ -316,7 +316,7 @@ async def test_the_cancel_confirmation_names_the_task_its_drone_and_command() ->
         app.tree.focus()
         await until(pilot, lambda: app.tree.selected_task_id == TASK, what="the cursor")
         await pilot.press("c")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
+        await until(pilot, lambda: showing(app, ConfirmScreen), what="confirm")
         shown = text_of(app.screen.query_one("#confirm-details", Static))
         assert "lr [bold]sweep␛[2J" in shown  # safe text: no markup, no escape
         assert "gpu-00" in shown and "python train.py --lr 3e-0 --seed 0" in shown
@@ -374,7 +374,7 @@ async def test_help_fits_80x24_and_scrolls() -> None:
     async with app.run_test(size=SMALL) as pilot:
         await loaded(pilot)
         await pilot.press("question_mark")
-        await until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+        await until(pilot, lambda: showing(app, HelpScreen), what="help")
         box = app.screen.query_one("#help")
         assert box.region.right <= SMALL[0] and box.region.bottom <= SMALL[1]
         assert box.max_scroll_y > 0

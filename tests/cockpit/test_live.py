@@ -30,7 +30,7 @@ from dragoon.shared.enrollment import JoinToken
 from rich.console import Console
 from textual.widgets import Input, Static
 
-from tests.cockpit.waiting import until
+from tests.cockpit.waiting import showing, until
 from tests.drone.conftest import DroneProcess
 from tests.support.relay import PilotSession, RelayProcess, fresh_totp
 from tests.support.sealing import trust_drone
@@ -94,7 +94,7 @@ async def test_submit_from_the_dialog_shows_its_output(world: World) -> None:
         await connected(pilot, app)
         app.grid.focus()
         await pilot.press("x")
-        await until(pilot, lambda: isinstance(app.screen, SubmitScreen), what="the dialog")
+        await until(pilot, lambda: showing(app, SubmitScreen), what="the dialog")
         assert app.screen.query_one("#target", Input).value == DRONE  # the selected drone
         app.screen.query_one("#command", Input).value = (
             "echo hello-from-cockpit; echo oops-on-stderr >&2")
@@ -133,11 +133,11 @@ async def test_cancel_asks_then_the_task_ends_cancelled(world: World) -> None:
         app.tree.focus()
         await until(pilot, lambda: app.tree.selected_task_id == task_id, what="the cursor")
         await pilot.press("enter")  # cancel from the task's detail, which stays open and live
-        await until(pilot, lambda: isinstance(app.screen, TaskDetailScreen), what="the detail")
+        await until(pilot, lambda: showing(app, TaskDetailScreen), what="the detail")
         detail = app.screen
         assert isinstance(detail, TaskDetailScreen)
         await pilot.press("c")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
+        await until(pilot, lambda: showing(app, ConfirmScreen), what="confirm")
         confirm = app.screen
         assert isinstance(confirm, ConfirmScreen)
         shown = dict(confirm.details)  # which run is stopped: its drone and command
@@ -173,7 +173,7 @@ async def test_a_message_arrives_and_marking_it_read_acks_on_the_relay(world: Wo
         assert app.state.messages[message_id].get("text") == "ready for review", \
             app.state.messages[message_id]
         await pilot.press("i")
-        await until(pilot, lambda: isinstance(app.screen, InboxScreen), what="the inbox")
+        await until(pilot, lambda: showing(app, InboxScreen), what="the inbox")
         inbox = app.screen
         assert isinstance(inbox, InboxScreen)
         inbox.query_one("#inbox").move_cursor(  # type: ignore[attr-defined]
@@ -201,7 +201,7 @@ async def test_drain_asks_then_the_drone_drains_and_an_artifact_downloads(
             await connected(pilot, app)
             app.grid.focus()
             await pilot.press("D")
-            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
+            await until(pilot, lambda: showing(app, ConfirmScreen), what="confirm")
             await pilot.press("y")
             await until(pilot, lambda: "draining" in str(app.grid.get_cell(DRONE, "state")),
                         what="the drone to show as draining")
@@ -221,12 +221,12 @@ async def test_enroll_from_the_cockpit_mints_a_join_token_for_the_relay(
     async with app.run_test(size=SIZE) as pilot:
         await connected(pilot, app)
         await pilot.press("e")
-        await until(pilot, lambda: isinstance(app.screen, PromptScreen), what="name prompt")
+        await until(pilot, lambda: showing(app, PromptScreen), what="name prompt")
         await pilot.press(*"cockpit-new", "enter")
-        await until(pilot, lambda: isinstance(app.screen, PromptScreen)
+        await until(pilot, lambda: showing(app, PromptScreen)
                     and "Labels" in app.screen.title_text, what="labels prompt")
         await pilot.press(*"gpu,lab", "enter")
-        await until(pilot, lambda: isinstance(app.screen, JoinTokenScreen), what="the token")
+        await until(pilot, lambda: showing(app, JoinTokenScreen), what="the token")
         screen = app.screen
         assert isinstance(screen, JoinTokenScreen)
         token = JoinToken.decode(screen.token)
@@ -237,17 +237,17 @@ async def test_enroll_from_the_cockpit_mints_a_join_token_for_the_relay(
         assert token.binding_key is not None
         assert "cockpit-new" in (tmp_path / "dragoon" / "pending-enrollments.json").read_text()
         await pilot.press("escape")
-        await until(pilot, lambda: not isinstance(app.screen, JoinTokenScreen), what="closed")
+        await until(pilot, lambda: not showing(app, JoinTokenScreen), what="closed")
 
 
 async def _enroll_taken_name(app: CockpitApp, pilot: Any) -> None:
     await pilot.press("e")
-    await until(pilot, lambda: isinstance(app.screen, PromptScreen), what="name prompt")
+    await until(pilot, lambda: showing(app, PromptScreen), what="name prompt")
     await pilot.press(*DRONE, "enter")
-    await until(pilot, lambda: isinstance(app.screen, PromptScreen)
+    await until(pilot, lambda: showing(app, PromptScreen)
                 and "Labels" in app.screen.title_text, what="labels prompt")
     await pilot.press("enter")
-    await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="replace confirm")
+    await until(pilot, lambda: showing(app, ConfirmScreen), what="replace confirm")
     screen = app.screen
     assert isinstance(screen, ConfirmScreen)
     assert f"Drone {DRONE} exists (online)" in screen.question and "lost" in screen.question
@@ -271,12 +271,12 @@ async def test_enrolling_a_taken_name_from_the_cockpit_asks_before_replacing(
         await connected(pilot, app)
         await _enroll_taken_name(app, pilot)
         await pilot.press("n")  # declined: no token at all
-        await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen), what="closed")
+        await until(pilot, lambda: not showing(app, ConfirmScreen), what="closed")
         assert not isinstance(app.screen, JoinTokenScreen)
         assert _may_replace(world) == before
         await _enroll_taken_name(app, pilot)
         await pilot.press("y")
-        await until(pilot, lambda: isinstance(app.screen, JoinTokenScreen), what="the token")
+        await until(pilot, lambda: showing(app, JoinTokenScreen), what="the token")
         screen = app.screen
         assert isinstance(screen, JoinTokenScreen)
         assert JoinToken.decode(screen.token).drone == DRONE
@@ -296,7 +296,7 @@ async def _download_artifact(world: World, app: CockpitApp, pilot: Any, task_id:
     app.tree.focus()
     await until(pilot, lambda: app.tree.selected_task_id == task_id, what="the cursor")
     await pilot.press("enter")
-    await until(pilot, lambda: isinstance(app.screen, TaskDetailScreen)
+    await until(pilot, lambda: showing(app, TaskDetailScreen)
                 and app.screen.artifact_rows, what="the artifact list")
     await pilot.press("d")
     await until(pilot, lambda: (tmp_path / "model.pt").exists(), what="the download")
@@ -305,9 +305,9 @@ async def _download_artifact(world: World, app: CockpitApp, pilot: Any, task_id:
     # again: the file exists, so the cockpit asks; another name keeps the first file
     (tmp_path / "model.pt").write_bytes(b"mine\n")
     await pilot.press("d")
-    await until(pilot, lambda: isinstance(app.screen, OverwriteScreen), what="overwrite ask")
+    await until(pilot, lambda: showing(app, OverwriteScreen), what="overwrite ask")
     await pilot.press("a")
-    await until(pilot, lambda: isinstance(app.screen, PromptScreen), what="the name prompt")
+    await until(pilot, lambda: showing(app, PromptScreen), what="the name prompt")
     field = app.screen.query_one(Input)
     assert field.value == "model.pt"
     field.value = "model-2.pt"
@@ -316,9 +316,9 @@ async def _download_artifact(world: World, app: CockpitApp, pilot: Any, task_id:
     assert (tmp_path / "model-2.pt").read_bytes() == b"weights\n"
     assert (tmp_path / "model.pt").read_bytes() == b"mine\n"
     # and overwrite replaces it
-    await until(pilot, lambda: isinstance(app.screen, TaskDetailScreen), what="back")
+    await until(pilot, lambda: showing(app, TaskDetailScreen), what="back")
     await pilot.press("d")
-    await until(pilot, lambda: isinstance(app.screen, OverwriteScreen), what="overwrite ask")
+    await until(pilot, lambda: showing(app, OverwriteScreen), what="overwrite ask")
     await pilot.press("o")
     await until(pilot, lambda: (tmp_path / "model.pt").read_bytes() == b"weights\n",
                 what="the overwritten file")
@@ -327,7 +327,7 @@ async def _download_artifact(world: World, app: CockpitApp, pilot: Any, task_id:
 async def test_an_expired_session_asks_for_the_totp_code_in_the_app(world: World) -> None:
     app = world.app(token="not-a-valid-session-token")
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, PromptScreen), timeout=20,
+        await until(pilot, lambda: showing(app, PromptScreen), timeout=20,
                     what="the TOTP prompt")
         assert app.link is Link.LOGIN_NEEDED
         code = fresh_totp(world.pilot.totp_secret)  # type: ignore[attr-defined]

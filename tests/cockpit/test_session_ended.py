@@ -18,7 +18,7 @@ from dragoon.cockpit.app.messages import Link
 from dragoon.cockpit.app.screens.dialogs import PromptScreen
 from dragoon.cockpit.client import RelayClient, RelayError
 
-from tests.cockpit.waiting import until
+from tests.cockpit.waiting import showing, until
 from tests.support.relay import RelayProcess
 
 pytestmark = pytest.mark.anyio
@@ -77,7 +77,7 @@ async def test_the_cockpit_says_the_session_ended_and_asks_to_log_in(
     async with app.run_test(size=(140, 40)) as driver:
         await until(driver, lambda: app.link is Link.CONNECTED, timeout=20, what="connected")
         assert (await asyncio.to_thread(pilot.post, "/v1/auth/logout")).status_code == 200
-        await until(driver, lambda: isinstance(app.screen, PromptScreen), timeout=20,
+        await until(driver, lambda: showing(app, PromptScreen), timeout=20,
                     what="the login prompt")
         assert app.link is Link.LOGIN_NEEDED
         assert app.screen.title_text == "Session ended: enter your TOTP code to log in again"

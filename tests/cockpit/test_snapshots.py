@@ -22,7 +22,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from tests.cockpit.fixed_source import FixedSource, demo_log, fixed_clock
-from tests.cockpit.waiting import until
+from tests.cockpit.waiting import showing, until
 
 SELECTED = "t-0000000000"
 
@@ -126,10 +126,10 @@ def test_overwrite_confirmation(snap_compare, size: tuple[int, int], tmp_path: P
 
     async def run_before(pilot: Pilot[None]) -> None:
         await prepare("enter")(pilot)
-        await until(pilot, lambda: isinstance(pilot.app.screen, TaskDetailScreen)
+        await until(pilot, lambda: showing(pilot.app, TaskDetailScreen)
                     and pilot.app.screen.artifact_rows, what="the artifacts")
         await pilot.press("d")
-        await until(pilot, lambda: isinstance(pilot.app.screen, OverwriteScreen),
+        await until(pilot, lambda: showing(pilot.app, OverwriteScreen),
                     what="the overwrite question")
         await settle(pilot)
 

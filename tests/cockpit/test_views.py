@@ -28,7 +28,7 @@ from textual.command import CommandPalette
 from textual.widgets import Input, Static
 
 from tests.cockpit.fixed_source import FixedSource, fixed_clock
-from tests.cockpit.waiting import until
+from tests.cockpit.waiting import showing, until
 
 pytestmark = pytest.mark.anyio
 
@@ -230,7 +230,7 @@ async def test_submit_dialog_shows_the_reason_under_the_field_and_stays_open() -
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
         await pilot.press("x")
-        await until(pilot, lambda: isinstance(app.screen, SubmitScreen), what="the dialog")
+        await until(pilot, lambda: showing(app, SubmitScreen), what="the dialog")
         dialog = app.screen
         assert error_line(dialog, "timeout-error") == (False, "")
         for widget_id, value in (("target", "gpu-01"), ("command", "true"),
@@ -260,7 +260,7 @@ async def test_enroll_prompts_refuse_a_bad_name_and_take_spaced_labels() -> None
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
         await pilot.press("e")
-        await until(pilot, lambda: isinstance(app.screen, PromptScreen), what="the name prompt")
+        await until(pilot, lambda: showing(app, PromptScreen), what="the name prompt")
         prompt = app.screen
         await pilot.press(*"gpu 9", "enter")
         await pilot.pause()
