@@ -1,4 +1,5 @@
-"""``dragoon notify TEXT``: inside a task, one message to the pilot's inbox, with no login.
+"""``dragoon notify [--metric NAME=NUMBER]… [TEXT]``: inside a task, one message to the pilot's
+inbox, with no login.
 
 It appends one line to ``$DRAGOON_INBOX``, which the drone seals and ships;
 newlines in TEXT become spaces so that one call is always one message. TEXT is
@@ -7,6 +8,11 @@ ever sees it sealed): blank text, or more than MESSAGE_CAP bytes, is refused
 with one line and exit 2. The inbox must be a regular file: anything else (a
 FIFO, a device, a symbolic link) is refused with one line and exit 1, never
 waited on.
+
+``--metric loss=0.31`` puts ``loss=0.31`` at the head of the message: the documented
+``NAME=NUMBER`` form (shared/metrics_text.py) that ``dragoon job`` and the cockpit's job
+view read back as the trial's metrics. A value that is not a number is refused at
+this door (exit 2), rather than sent and silently not read as a metric.
 """
 
 from __future__ import annotations
@@ -21,9 +27,19 @@ import click
 
 
 @click.command(name="notify")
-@click.argument("text", nargs=-1, required=True)
-def notify(text: tuple[str, ...]) -> None:
-    """Inside a task: send TEXT to the pilot's inbox."""
+@click.option("--metric", "metrics", multiple=True, metavar="NAME=NUMBER",
+              help="A value to report, like loss=0.31 (repeatable); sent as NAME=NUMBER "
+                   "tokens before TEXT.")
+@click.argument("text", nargs=-1, required=False)
+def notify(metrics: tuple[str, ...], text: tuple[str, ...]) -> None:
+    """Inside a task: send TEXT (and --metric values) to the pilot's inbox."""
+    from dragoon.shared.metrics_text import MetricError, metrics_message, parse_metric_flag
+
+    try:
+        pairs = [parse_metric_flag(metric) for metric in metrics]
+    except MetricError as exc:
+        click.echo(f"dragoon notify: --metric: {exc} (nothing sent)", err=True)
+        sys.exit(2)
     inbox = os.environ.get("DRAGOON_INBOX")
     if not inbox:
         click.echo("dragoon notify: DRAGOON_INBOX is not set (run it inside a dragoon task)",
@@ -31,7 +47,8 @@ def notify(text: tuple[str, ...]) -> None:
         sys.exit(2)
     from dragoon.shared.spec import SpecError, check_message
 
-    message = " ".join(text).replace("\r", " ").replace("\n", " ")
+    message = metrics_message(pairs, " ".join(text)) if pairs else " ".join(text)
+    message = message.replace("\r", " ").replace("\n", " ")
     try:
         check_message(message)
     except SpecError as exc:

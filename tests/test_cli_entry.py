@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The verbs of CLI.md, in its order.
 CLI_VERBS = ("relay", "drone", "login", "logout", "drones", "enroll", "submit", "run", "tasks",
              "task", "logs", "cancel", "artifacts", "artifact", "fetch", "inbox", "cockpit",
-             "demo", "notify")
+             "demo", "notify", "sweep", "jobs", "job")
 SUBCOMMANDS = {"relay": ("init", "add-operator", "enroll", "serve"), "drone": ("join", "run")}
 
 # Runs the entry point as the console script would, then reports what got imported.

@@ -33,19 +33,21 @@ def print_json(value: Any) -> None:
 
 
 def print_table(headers: Sequence[str], rows: Iterable[Sequence[str]], *,
-                state_column: int | None = None) -> None:
-    """A table on stdout: rich with colours on a terminal, plain columns when piped.
+                state_column: int | None = None, err: bool = False) -> None:
+    """A table on stdout (stderr with ``err``): rich with colours on a terminal, plain
+    columns when piped.
 
     Cells are what drones, tasks and pilots wrote: each goes through the one rule
     of cockpit/safe_text.py (no markup, no control characters), piped or not, since
     piped output still ends up on a terminal (``dragoon tasks | grep sweep``).
     """
     rows = [[clean(cell) for cell in row] for row in rows]
-    if not is_terminal():
+    out = sys.stderr if err else sys.stdout
+    if not is_terminal(out):
         widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
         for row in [list(headers), *rows]:
             line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row))
-            sys.stdout.write(line.rstrip() + "\n")
+            out.write(line.rstrip() + "\n")
         return
     from rich import box
     from rich.console import Console
@@ -60,7 +62,7 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[str]], *,
         styles = ["" if i != state_column else state_style(cell) for i, cell in enumerate(row)]
         table.add_row(*(Text.assemble((cell, style)) for cell, style in
                         zip(row, styles, strict=True)))
-    Console().print(table)
+    Console(stderr=err).print(table)
 
 
 def print_fields(pairs: Iterable[tuple[str, str]], *, state: str | None = None) -> None:

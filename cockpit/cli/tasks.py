@@ -27,6 +27,7 @@ from dragoon.cockpit.cli._common import (
     run_async,
     split_target,
 )
+from dragoon.cockpit.cli.fanout import fanout_options
 from dragoon.cockpit.safe_text import clean
 
 if TYPE_CHECKING:
@@ -82,9 +83,24 @@ def _target_and_spec(words: tuple[str, ...], labels: list[str] | None, timeout: 
     with the relay's own reason, and nothing is sent. ``command_words`` are the
     words after `--` (TargetAndCommand keeps them); None when there was no `--`.
     """
-    from dragoon.shared.spec import SpecError, parse_drone_name, parse_spec
+    from dragoon.shared.spec import SpecError, parse_drone_name
 
     drone, command = split_target(words, command_words, labels is not None)
+    spec = _spec(command, timeout, grace, cwd, env, artifacts, name, stdin=stdin)
+    try:
+        if drone is not None:
+            drone = parse_drone_name(drone)
+    except SpecError as exc:
+        raise OneLineUsageError(str(exc)) from None
+    return drone, spec
+
+
+def _spec(command: list[str], timeout: int | None, grace: int | None, cwd: str | None,
+          env: tuple[tuple[str, str], ...], artifacts: tuple[str, ...], name: str | None, *,
+          stdin: bool = False) -> dict[str, Any]:
+    """The spec of COMMAND and the flags, checked by shared/spec.py (a usage error if bad)."""
+    from dragoon.shared.spec import SpecError, parse_spec
+
     spec: dict[str, Any] = {"command": " ".join(command), "env": dict(env),
                             "artifacts": list(artifacts)}
     for field, value in (("cwd", cwd), ("timeout", timeout), ("grace", grace), ("name", name)):
@@ -93,25 +109,56 @@ def _target_and_spec(words: tuple[str, ...], labels: list[str] | None, timeout: 
     if stdin:
         spec["stdin"] = True
     try:
-        if drone is not None:
-            drone = parse_drone_name(drone)
         parse_spec(spec)
     except SpecError as exc:
         raise OneLineUsageError(str(exc)) from None
-    return drone, spec
+    return spec
+
+
+def _fanout(words: tuple[str, ...], labels: list[str] | None, each: list[str] | None,
+            every: bool, start_within: int | None) -> tuple[Any, list[str]] | None:
+    """The fan-out this line asks for (cli/fanout.py) and its COMMAND, or None."""
+    from dragoon.cockpit.cli.fanout import selection
+
+    found = selection(words, _command_words(), labels=labels, each=each, every=every)
+    if found is not None and start_within is not None:
+        raise OneLineUsageError("--start-within is for one task, not a fan-out")
+    return found
 
 
 @click.command(cls=TargetAndCommand)
 @_submit_options
+@fanout_options(run=False)
 def submit(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[str, ...],
            labels: list[str] | None, timeout: int | None, grace: int | None, cwd: str | None,
            env: tuple[tuple[str, str], ...], artifacts: tuple[str, ...],
-           name: str | None, start_within: int | None) -> None:
+           name: str | None, start_within: int | None, each: list[str] | None, every: bool,
+           include_offline: bool, as_json: bool) -> None:
     """Queue a command on a drone; prints the task id alone on stdout.
 
     If it cannot start now, one line on stderr says why. With --start-within,
     waits until a drone takes it: exit 1 if none did in time (the relay cancels it).
+
+    A fan-out (--each LABELS, --all, or DRONE as a,b,c) queues one task per online
+    drone as one job: prints the job id, then the task ids, one a line.
     """
+    fanout = _fanout(words, labels, each, every, start_within)
+    if fanout is not None:
+        wanted, command = fanout
+        spec = _spec(command, timeout, grace, cwd, env, artifacts, name)
+
+        async def go_fanout() -> None:
+            from dragoon.cockpit.cli.fanout import launch, print_submitted
+
+            async with open_client(Connection(relay, key, ca_cert)) as client:
+                launched = await launch(client, spec, wanted, include_offline=include_offline)
+            print_submitted(launched, as_json=as_json)
+
+        run_async(go_fanout)
+        return
+    from dragoon.cockpit.cli.fanout import refuse_plain_only
+
+    refuse_plain_only(as_json=as_json, include_offline=include_offline)
     drone, spec = _target_and_spec(words, labels, timeout, grace, cwd, env, artifacts, name,
                                    command_words=_command_words())
 
@@ -132,6 +179,7 @@ def submit(relay: str | None, key: str | None, ca_cert: str | None, words: tuple
 
 @click.command(cls=TargetAndCommand)
 @_submit_options
+@fanout_options(run=True)
 @click.option("--cancel-on-interrupt", is_flag=True,
               help="Ctrl-C cancels the task instead of detaching from it.")
 @click.option("-i", "--stdin", "interactive", is_flag=True,
@@ -141,7 +189,8 @@ def submit(relay: str | None, key: str | None, ca_cert: str | None, words: tuple
 def run(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[str, ...],
         labels: list[str] | None, timeout: int | None, grace: int | None, cwd: str | None,
         env: tuple[tuple[str, str], ...], artifacts: tuple[str, ...], name: str | None,
-        start_within: int | None, cancel_on_interrupt: bool, interactive: bool,
+        start_within: int | None, each: list[str] | None, every: bool, include_offline: bool,
+        as_json: bool, group: bool, cancel_on_interrupt: bool, interactive: bool,
         no_stdin: bool) -> None:
     """Submit, stream the output, exit with the task's code.
 
@@ -150,8 +199,35 @@ def run(relay: str | None, key: str | None, ca_cert: str | None, words: tuple[st
     failed. While the task waits, stderr says why; Ctrl-C then cancels it. Once
     it started, Ctrl-C detaches (exit 130) and the task goes on. A piped or
     redirected stdin is the task's stdin; a terminal is not, unless -i.
+
+    A fan-out (--each LABELS, --all, or DRONE as a,b,c) runs it once on every online
+    drone: each line prefixed `drone: ` (or --group, or --json); exit 0 only if every
+    task exited 0, else 1 and a table on stderr of which drone failed how.
     """
     from dragoon.cockpit.cli._stdin import wants_stdin
+
+    fanout = _fanout(words, labels, each, every, start_within)
+    if fanout is not None:
+        if interactive or cancel_on_interrupt:
+            raise OneLineUsageError("-i and --cancel-on-interrupt are for one task, not a "
+                                    "fan-out (`dragoon job cancel JOB` cancels its tasks)")
+        if group and as_json:
+            raise OneLineUsageError("--group and --json: give one of them")
+        wanted, command = fanout
+        spec = _spec(command, timeout, grace, cwd, env, artifacts, name)
+
+        async def go_fanout() -> int:
+            from dragoon.cockpit.cli._fanout_run import follow_fanout
+            from dragoon.cockpit.cli.fanout import launch
+
+            async with open_client(Connection(relay, key, ca_cert)) as client:
+                launched = await launch(client, spec, wanted, include_offline=include_offline)
+                return await follow_fanout(client, launched, group=group, as_json=as_json)
+
+        sys.exit(run_async(go_fanout))  # exit 0/1 are the tasks', the rest dragoon's
+    from dragoon.cockpit.cli.fanout import refuse_plain_only
+
+    refuse_plain_only(as_json=as_json, include_offline=include_offline, group=group)
 
     feed = wants_stdin(interactive=interactive, no_stdin=no_stdin)
     drone, spec = _target_and_spec(words, labels, timeout, grace, cwd, env, artifacts, name,

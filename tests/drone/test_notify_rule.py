@@ -96,3 +96,46 @@ def test_the_drone_skips_blank_lines_and_cuts_long_ones(shared_fleet: Fleet) -> 
     assert found[0] == "first" and found[2] == "last" and len(found) == 3, found
     assert found[1].startswith("yyy") and "[truncated:" in found[1]
     assert len(found[1].encode()) <= MESSAGE_CAP
+
+
+def test_notify_metric_writes_name_number_tokens_before_the_text(tmp_path: Path) -> None:
+    from dragoon.shared.metrics_text import parse_metrics
+
+    inbox = tmp_path / "inbox"
+    inbox.touch()
+    done = notify(inbox, "--metric", "loss=0.31", "--metric", "acc=9e-1", "epoch", "3")
+    assert done.returncode == 0, done.stderr
+    assert inbox.read_text() == "loss=0.31 acc=9e-1 epoch 3\n"
+    assert parse_metrics(inbox.read_text()) == {"loss": 0.31, "acc": 0.9}
+    alone = notify(inbox, "--metric", "loss=nan")
+    assert alone.returncode == 0, alone.stderr
+    assert inbox.read_text().splitlines()[-1] == "loss=nan"
+
+
+@pytest.mark.parametrize("metric", ["loss", "loss=fast", "9loss=1", "loss="])
+def test_notify_refuses_a_metric_that_is_not_name_number(tmp_path: Path, metric: str) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.touch()
+    done = notify(inbox, "--metric", metric, "text")
+    assert done.returncode == 2, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dragoon notify: --metric: "), done.stderr
+    assert inbox.read_bytes() == b""
+
+
+def test_notify_metrics_and_text_over_the_cap_are_refused(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.touch()
+    done = notify(inbox, "--metric", "loss=1", "x" * MESSAGE_CAP)
+    assert done.returncode == 2, done
+    assert f"over the cap of {MESSAGE_CAP}" in done.stderr
+    assert inbox.read_bytes() == b""
+
+
+def test_notify_with_neither_text_nor_metric_is_one_line(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.touch()
+    done = notify(inbox)
+    assert done.returncode == 2, done
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert inbox.read_bytes() == b""
