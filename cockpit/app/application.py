@@ -236,7 +236,7 @@ class CockpitApp(App[None]):
 
     def _apply_snapshot(self, snapshot: Snapshot) -> None:
         changes = self.state.apply_snapshot(drones=snapshot.drones, tasks=snapshot.tasks,
-                                            messages=snapshot.messages)
+                                            messages=snapshot.messages, jobs=snapshot.jobs)
         # messages already waiting are listed in the inbox, not announced one by one
         self._quiet.update(c.message_id for c in changes if isinstance(c, MessageAdded))
         self._queue(changes)
