@@ -362,7 +362,7 @@ class CockpitApp(App[None]):
         for screen in self.screen_stack:
             if isinstance(screen, JobScreen) and screen.is_mounted and (
                     messages or screen.job_id in jobs):
-                screen.refresh_job()
+                screen.mark_dirty()
 
     @on(ConnectionStatus)
     def _show_status(self, message: ConnectionStatus) -> None:

@@ -90,8 +90,15 @@ def column_values(table: DataTable[Any], column: str) -> list[str]:
 
 
 async def open_job(pilot: Any, app: CockpitApp) -> JobScreen:
-    app.tree.move_cursor(app.tree._job_nodes[JOB], animate=False)
+    node = app.tree._job_nodes[JOB]
     app.tree.focus()
+
+    def on_job() -> bool:
+        if app.tree.cursor_node is not node:
+            app.tree.move_cursor(node, animate=False)  # once the tree has laid its lines out
+        return app.tree.cursor_node is node and app.tree.has_focus
+
+    await until(pilot, on_job, what="the cursor on the job")
     await pilot.press("enter")
     await until(pilot, lambda: showing(app, JobScreen), what="the job view")
     assert isinstance(app.screen, JobScreen)
