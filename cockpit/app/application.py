@@ -510,7 +510,8 @@ class CockpitApp(App[None]):
         return not isinstance(screen, ModalScreen) and action in INBOX_ACTIONS
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(readonly=self.readonly))
+        self.push_screen(HelpScreen(readonly=self.readonly,
+                                    jobs=isinstance(self.screen, JobScreen)))
 
     def action_focus(self, widget_id: str) -> None:
         if self.screen is not self.main:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from dragoon.cockpit.app.application import CockpitApp
 from dragoon.cockpit.app.live import Snapshot
+from dragoon.cockpit.app.screens.help import HelpScreen
 from dragoon.cockpit.app.screens.job import JobScreen
 from dragoon.cockpit.app.trials import counts, progress_text
 from dragoon.cockpit.app.widgets.plot.plot_view import PlotView
@@ -139,6 +140,11 @@ async def test_the_job_view_sorts_by_a_parameter_and_by_a_metric_and_plots() -> 
                     what="loss over time")
         await pilot.press("m")
         assert screen.metric == "acc"
+        await pilot.press("question_mark")  # the help lists the job view's keys first
+        await until(pilot, lambda: showing(app, HelpScreen), what="the help")
+        assert app.screen.jobs
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is screen, what="back on the job view")
         # a message arriving live shows in its row
         source.events_queue.put_nowait(("message", {"id": 200, "task": trials[3]["id"],
                                                     "text": "loss=0.1", "drone": "gpu-01",
