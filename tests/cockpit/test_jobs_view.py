@@ -180,3 +180,26 @@ async def test_hostile_text_in_a_trial_and_a_sealed_trial_show_as_data() -> None
         assert column_values(table, "param:lr")[3] == "(sealed)"
         title = str(screen.query_one("#job-title", Static).render())
         assert "\x1b" not in title and "pwned␇" in title
+
+
+def test_the_state_holds_jobs_from_listings_and_events_once_each() -> None:
+    from dragoon.cockpit.app.state import CockpitState, JobChanged, coalesce
+
+    state = CockpitState()
+    job = make_job(JOB)
+    assert state.apply_snapshot(jobs=[job]) == [JobChanged(JOB, job)]
+    assert state.apply_snapshot(jobs=[job]) == []  # a resync that changes nothing
+    done = {**job, "state": "succeeded"}
+    changes = state.apply_event("job", done) + state.apply_event("job", {**done, "name": "b"})
+    assert [c.job["name"] for c in coalesce(changes)] == ["b"]
+    assert state.jobs[JOB]["state"] == "succeeded"
+
+
+def test_sorting_puts_blanks_last_and_text_as_text() -> None:
+    from dragoon.cockpit.app.trials import rows, sort_rows
+
+    tasks = [make_trial(JOB, i, "succeeded", {"opt": o}) for i, o in
+             enumerate(["sgd", "adam", "10"])] + [make_trial(JOB, 3, "queued", {})]
+    found = rows(tasks, {})
+    assert [r.trial for r in sort_rows(found, "param:opt")] == [2, 1, 0, 3]
+    assert [r.trial for r in sort_rows(found, "param:opt", reverse=True)] == [0, 1, 2, 3]
