@@ -59,6 +59,7 @@ from dragoon.cockpit.app.screens.dialogs import (
 )
 from dragoon.cockpit.app.screens.help import HelpScreen
 from dragoon.cockpit.app.screens.inbox import InboxScreen
+from dragoon.cockpit.app.screens.job import JobScreen
 from dragoon.cockpit.app.screens.main import MainScreen
 from dragoon.cockpit.app.state import (
     Change,
@@ -66,6 +67,7 @@ from dragoon.cockpit.app.state import (
     DroneAdded,
     DroneRemoved,
     DroneUpdated,
+    JobChanged,
     MessageAdded,
     MessageUpdated,
     TaskAdded,
@@ -101,6 +103,7 @@ CHANGING_ACTIONS: Final = frozenset(a.action for a in ACTIONS if a.changes)
 DETAIL_ACTIONS: Final = frozenset({"quit", "help", "cancel_task", "download", "inbox", "focus",
                                    "resync"})
 INBOX_ACTIONS: Final = frozenset({"quit", "help", "focus", "resync"})
+JOB_ACTIONS: Final = frozenset({"quit", "help", "inbox", "focus", "resync"})
 
 
 class CockpitApp(App[None]):
@@ -236,7 +239,7 @@ class CockpitApp(App[None]):
 
     def _apply_snapshot(self, snapshot: Snapshot) -> None:
         changes = self.state.apply_snapshot(drones=snapshot.drones, tasks=snapshot.tasks,
-                                            messages=snapshot.messages)
+                                            messages=snapshot.messages, jobs=snapshot.jobs)
         # messages already waiting are listed in the inbox, not announced one by one
         self._quiet.update(c.message_id for c in changes if isinstance(c, MessageAdded))
         self._queue(changes)
@@ -299,7 +302,7 @@ class CockpitApp(App[None]):
         changes = coalesce(self._pending)
         self._pending = []
         drones = [c for c in changes if isinstance(c, DroneAdded | DroneUpdated | DroneRemoved)]
-        tasks = [c for c in changes if isinstance(c, TaskAdded | TaskUpdated)]
+        tasks = [c for c in changes if isinstance(c, TaskAdded | TaskUpdated | JobChanged)]
         messages = [c for c in changes if isinstance(c, MessageAdded | MessageUpdated
                                                          | UnreadChanged)]
         with self.batch_update():
@@ -354,6 +357,12 @@ class CockpitApp(App[None]):
         for inbox in self.screen_stack:
             if isinstance(inbox, InboxScreen) and inbox.is_mounted and messages:
                 inbox.refresh_messages()
+        jobs = {getattr(c, "job_id", None) for c in tasks} | {
+            getattr(c, "task", {}).get("job") for c in tasks}
+        for screen in self.screen_stack:
+            if isinstance(screen, JobScreen) and screen.is_mounted and (
+                    messages or screen.job_id in jobs):
+                screen.mark_dirty()
 
     @on(ConnectionStatus)
     def _show_status(self, message: ConnectionStatus) -> None:
@@ -392,6 +401,24 @@ class CockpitApp(App[None]):
     def _task_selected(self, event: Tree.NodeSelected[str]) -> None:
         if event.node.data:
             self.push_screen(self._detail(event.node.data))
+        elif (job_id := self.tree.job_of(event.node)) is not None:
+            self.open_job(job_id)
+
+    def open_job(self, job_id: str) -> None:
+        """The job view, then every task of the job read into the state (a snapshot holds
+        only the newest tasks); the view redraws when they arrive."""
+        self.push_screen(JobScreen(job_id, state=self.state, clock=self.clock))
+        self.load_job_tasks(job_id)
+
+    @work(group="jobs")
+    async def load_job_tasks(self, job_id: str) -> None:
+        try:
+            tasks = await self.source.job_tasks(job_id)
+        except Exception as error:
+            self.post_message(ActionFailed(f"listing the tasks of {job_id}", error))
+            return
+        for task in tasks:
+            self._queue(self.state.upsert_task(task))
 
     @on(DroneGrid.RowSelected, "#grid")
     def _drone_selected(self, event: DroneGrid.RowSelected) -> None:
@@ -478,10 +505,13 @@ class CockpitApp(App[None]):
             return True
         if isinstance(screen, TaskDetailScreen):
             return action in DETAIL_ACTIONS
+        if isinstance(screen, JobScreen):
+            return action in JOB_ACTIONS
         return not isinstance(screen, ModalScreen) and action in INBOX_ACTIONS
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(readonly=self.readonly))
+        self.push_screen(HelpScreen(readonly=self.readonly,
+                                    jobs=isinstance(self.screen, JobScreen)))
 
     def action_focus(self, widget_id: str) -> None:
         if self.screen is not self.main:

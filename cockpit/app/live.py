@@ -28,6 +28,7 @@ SESSION_CODES = frozenset({"bad_session"})
 # What the cockpit says when the relay ended the session (a logout elsewhere, expiry, a new key).
 SESSION_ENDED = "session ended: log in again with dragoon login"
 TASKS_IN_SNAPSHOT = 500
+JOBS_IN_SNAPSHOT = 100
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Snapshot:
     drones: list[dict[str, Any]] = field(default_factory=list)
     tasks: list[dict[str, Any]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)  # unread only
+    jobs: list[dict[str, Any]] = field(default_factory=list)  # JOBVIEWs, newest first
 
 
 def session_expired(error: BaseException) -> bool:
@@ -83,6 +85,8 @@ class DataSource(Protocol):
 
     async def cancel(self, task_id: str) -> dict[str, Any]: ...
 
+    async def job_tasks(self, job_id: str) -> list[dict[str, Any]]: ...
+
     async def ack(self, ids: list[int]) -> int: ...
 
     async def drain(self, drone: str, drain: bool) -> dict[str, Any]: ...
@@ -124,9 +128,42 @@ class LiveSource:
         drones = await self.client.drones()
         page = await self.client.tasks(limit=TASKS_IN_SNAPSHOT)
         messages = await self.client.messages(unread=True, limit=1000)
+        jobs = await self._jobs()
         self.position = position
         return Snapshot(drones=[dict(d) for d in drones], tasks=[dict(t) for t in page.tasks],
-                        messages=[dict(m) for m in messages])
+                        messages=[dict(m) for m in messages], jobs=jobs)
+
+    async def _jobs(self) -> list[dict[str, Any]]:
+        """`GET /v1/jobs` through `RelayClient.jobs` (issue 14's client method: a list, an
+        object with `.jobs`, or the relay's `{"jobs": [...]}`), or the request itself while
+        the client lacks it; a relay without jobs (404) lists none, not a failed sync."""
+        lister = getattr(self.client, "jobs", None)
+        try:
+            answer: Any = (await lister(limit=JOBS_IN_SNAPSHOT) if lister is not None else
+                           await self.client._json("GET", "/v1/jobs",
+                                                   query={"limit": JOBS_IN_SNAPSHOT}))
+        except Exception as error:
+            if getattr(error, "status", None) == 404:
+                return []
+            raise
+        listed = answer.get("jobs") if isinstance(answer, dict) else getattr(answer, "jobs", answer)
+        return [dict(j) for j in listed or []]
+
+    async def job_tasks(self, job_id: str) -> list[dict[str, Any]]:
+        """Every attempt of every trial of a job, opened (`RelayClient.job_tasks`): the job view
+        reads them all, the snapshot holds only the newest tasks."""
+        reader = getattr(self.client, "job_tasks", None)
+        if reader is not None:
+            return [dict(t) for t in await reader(job_id)]
+        found: list[dict[str, Any]] = []  # the contract's listing, until the client has it
+        before: str | None = None
+        while True:
+            answer = await self.client._json("GET", "/v1/tasks", query={
+                "job": job_id, "limit": 1000, "before": before})
+            found += [dict(t) for t in await self.client.open_tasks(answer["tasks"])]
+            before = answer.get("next")
+            if not before:
+                return found
 
     async def events(self, on_retry: Callable[[BaseException], None]) -> AsyncIterator[
             tuple[str, dict[str, Any]]]:
@@ -152,7 +189,7 @@ class LiveSource:
                     return
             snapshot = await self.snapshot()
             yield "snapshot", {"drones": snapshot.drones, "tasks": snapshot.tasks,
-                               "messages": snapshot.messages}
+                               "messages": snapshot.messages, "jobs": snapshot.jobs}
 
     async def ping(self) -> float:
         """The cheapest authenticated request: proves the relay is up and the session good;

@@ -24,6 +24,7 @@ from dragoon.shared.models import FINAL_STATES, TaskState
 Drone = dict[str, Any]
 Task = dict[str, Any]
 Message = dict[str, Any]
+Job = dict[str, Any]  # a JOBVIEW (docs/api.md)
 
 
 # --------------------------------------------------------------------------- changes
@@ -76,13 +77,21 @@ class MessageUpdated:
 
 
 @dataclass(frozen=True)
+class JobChanged:
+    """A job's view (JOBVIEW) was added or differs: the tree relabels its node."""
+
+    job_id: str
+    job: Job
+
+
+@dataclass(frozen=True)
 class UnreadChanged:
     count: int
 
 
 Change = (
     DroneAdded | DroneUpdated | DroneRemoved | TaskAdded | TaskUpdated | MessageAdded
-    | MessageUpdated | UnreadChanged
+    | MessageUpdated | UnreadChanged | JobChanged
 )
 
 
@@ -105,6 +114,7 @@ class CockpitState:
     drones: dict[str, Drone] = field(default_factory=dict)
     tasks: dict[str, Task] = field(default_factory=dict)
     messages: dict[int, Message] = field(default_factory=dict)
+    jobs: dict[str, Job] = field(default_factory=dict)
     unread: int = 0
 
     # ------------------------------------------------------------------ single objects
@@ -139,6 +149,19 @@ class CockpitState:
             return []
         self.tasks[task_id] = merged
         return [TaskUpdated(task_id, merged, changed, str(old.get("state")), old.get("drone"))]
+
+    def upsert_job(self, job: Job) -> list[Change]:
+        job_id = str(job["id"])
+        old = self.jobs.get(job_id)
+        merged = {**(old or {}), **job}
+        if old is not None and not _changed_fields(old, merged):
+            return []
+        self.jobs[job_id] = merged
+        return [JobChanged(job_id, merged)]
+
+    def job_tasks(self, job_id: str) -> list[Task]:
+        """Every attempt of every trial of the job the cockpit holds."""
+        return [t for t in self.tasks.values() if t.get("job") == job_id]
 
     def upsert_message(self, message: Message) -> list[Change]:
         message_id = int(message["id"])
@@ -183,6 +206,7 @@ class CockpitState:
         drones: Iterable[Drone] = (),
         tasks: Iterable[Task] = (),
         messages: Iterable[Message] = (),
+        jobs: Iterable[Job] = (),
         unread_only: bool = True,
     ) -> list[Change]:
         """Bring the state in line with full listings, returning only real differences.
@@ -197,6 +221,8 @@ class CockpitState:
             changes += self.remove_drone(name)
         for drone in listed.values():
             changes += self.upsert_drone(drone)
+        for job in jobs:
+            changes += self.upsert_job(job)
         for task in tasks:
             changes += self.upsert_task(task)
         listed_ids: set[int] = set()
@@ -210,7 +236,7 @@ class CockpitState:
         return _collapse_unread(changes)
 
     def apply_event(self, kind: str, data: Mapping[str, Any]) -> list[Change]:
-        """Apply one server-sent event (`drone`, `task` or `message`); unknown kinds are ignored."""
+        """Apply one server-sent event (`drone`, `task`, `message`, `job`); others are ignored."""
         if kind == "drone":
             if data.get("removed") or data.get("deleted"):
                 return self.remove_drone(str(data["name"]))
@@ -219,6 +245,8 @@ class CockpitState:
             return self.upsert_task(dict(data))
         if kind == "message":
             return self.upsert_message(dict(data))
+        if kind == "job":
+            return self.upsert_job(dict(data))
         return []
 
     # ------------------------------------------------------------------ queries
@@ -442,6 +470,7 @@ def coalesce(changes: Iterable[Change]) -> list[Change]:
     out: list[Change | None] = []
     drone_at: dict[str, int] = {}
     task_at: dict[str, int] = {}
+    job_at: dict[str, int] = {}
     unread: UnreadChanged | None = None
     for change in changes:
         if isinstance(change, DroneUpdated) and change.name in drone_at:
@@ -474,6 +503,11 @@ def coalesce(changes: Iterable[Change]) -> list[Change]:
             out.append(change)
         elif isinstance(change, UnreadChanged):
             unread = change
+        elif isinstance(change, JobChanged) and change.job_id in job_at:
+            out[job_at[change.job_id]] = change
+        elif isinstance(change, JobChanged):
+            job_at[change.job_id] = len(out)
+            out.append(change)
         else:
             out.append(change)
     result = [c for c in out if c is not None]

@@ -8,6 +8,7 @@ Behaviour is tested against a real relay and drone in test_live.py.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,28 @@ def demo_snapshot(drones: int = 6) -> Snapshot:
     return Snapshot(drones=ds, tasks=tasks, messages=messages)
 
 
+def make_job(job_id: str = "j-0000000001", trials: int = 4, **kw: Any) -> dict[str, Any]:
+    """A JOBVIEW (docs/api.md), counts all queued."""
+    base: dict[str, Any] = {
+        "id": job_id, "name": "lr sweep", "kind": "sweep", "pilot": "alice", "state": "running",
+        "created_at": NOW - 900, "finished_at": None, "trials": trials, "max_parallel": None,
+        "retries": 0, "retry_on": [], "stop_on_failure": False, "cancel_requested": False,
+        "stopped": None, "counts": {"queued": trials, "running": 0, "succeeded": 0,
+                                    "failed": 0, "cancelled": 0},
+    }
+    return base | kw
+
+
+def make_trial(job_id: str, trial: int, state: str, params: dict[str, str],
+               drone: str | None = "gpu-00", attempt: int = 0, **kw: Any) -> dict[str, Any]:
+    """One trial's task, its spec opened, the point in DRAGOON_PARAMS as the client seals it."""
+    task = make_task(1000 + trial * 10 + attempt, state, drone if state != "queued" else None,
+                     job=job_id, trial=trial, attempt=attempt, **kw)
+    task["spec"]["env"] = {"DRAGOON_JOB": job_id, "DRAGOON_TRIAL": str(trial),
+                           "DRAGOON_PARAMS": json.dumps(params, sort_keys=True)}
+    return task
+
+
 def demo_log(lines: int = 60) -> dict[str, bytes]:
     out = b"".join(b"epoch %d step %04d loss=%.4f lr=3e-4\n" % (i // 20, i, 1 / (i + 1))
                    for i in range(lines))
@@ -94,6 +117,7 @@ class FixedSource:
         self.logs = logs if logs is not None else demo_log()
         self.acked: list[int] = []
         self.saved: list[tuple[Path, bool]] = []
+        self.job_reads: list[str] = []
         self.events_queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
 
     async def snapshot(self) -> Snapshot:
@@ -119,6 +143,10 @@ class FixedSource:
 
     async def cancel(self, task_id: str) -> dict[str, Any]:
         raise NotImplementedError("the fixed source takes no orders")
+
+    async def job_tasks(self, job_id: str) -> list[dict[str, Any]]:
+        self.job_reads.append(job_id)
+        return [t for t in self.fixed.tasks if t.get("job") == job_id]
 
     async def ack(self, ids: list[int]) -> int:
         self.acked += ids

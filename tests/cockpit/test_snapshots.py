@@ -209,3 +209,21 @@ def test_log_pane_with_colours(snap_compare, size: tuple[int, int]) -> None:
 
 def test_log_pane_with_colours_wrapped(snap_compare) -> None:
     assert snap_compare(ColouredLogApp(), terminal_size=(80, 24), run_before=show_log("w"))
+
+
+def test_job_view_at_120x40(snap_compare) -> None:
+    """A sweep's job view: params, metrics, the plot of loss against lr."""
+    from dragoon.cockpit.app.screens.job import JobScreen
+
+    from tests.cockpit.test_jobs_view import JOB, job_snapshot
+
+    app = CockpitApp(FixedSource(job_snapshot()[0]), clock=fixed_clock, ping_interval=3600)
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        app.open_job(JOB)
+        await until(pilot, lambda: showing(app, JobScreen) and app.screen.refreshes,
+                    what="the job view")
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=(120, 40), run_before=run_before)

@@ -27,12 +27,24 @@ EXTRA_KEYS: tuple[tuple[str, str], ...] = (
     ("escape", "Clear the filter, close a dialog or go back"),
 )
 
+# `?` in the job view lists these first (docs/cockpit.md, "Jobs")
+JOB_KEYS: tuple[tuple[str, str], ...] = (
+    ("enter (tree)", "On a job in the task tree: this view (space opens or folds the job)"),
+    ("s / S", "Sort the trials by the next column / reverse (or click a header)"),
+    ("m", "Plot the next metric"),
+    ("p", "Plot against the next parameter, then time"),
+    ("enter", "Follow the selected trial's log in the main screen"),
+    ("escape / q", "Back to the main screen"),
+)
 
-def help_table(readonly: bool) -> Table:
+
+def help_table(readonly: bool, *, jobs: bool = False) -> Table:
     table = Table(box=None, padding=(0, 1), show_header=True, header_style="bold", expand=True)
     table.add_column("Key", style="bold cyan", no_wrap=True)
     table.add_column("Action", ratio=3)
     table.add_column("Command line", style="dim", ratio=2)
+    for key, text in JOB_KEYS if jobs else ():
+        table.add_row(key, f"Job view: {text}", "dragoon job JOB" if key == "s / S" else "")
     for action in ACTIONS:
         if readonly and action.changes:
             continue
@@ -51,14 +63,15 @@ class HelpScreen(ModalScreen[None]):
         Binding("G", "edge(True)", "Bottom", show=False),
     ]
 
-    def __init__(self, *, readonly: bool) -> None:
+    def __init__(self, *, readonly: bool, jobs: bool = False) -> None:
         super().__init__()
         self.readonly = readonly
+        self.jobs = jobs
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="dialog", id="help"):
             yield Static(Text("dragoon cockpit: keys", style="bold"), classes="dialog-title")
-            yield Static(help_table(self.readonly))
+            yield Static(help_table(self.readonly, jobs=self.jobs))
             yield Static("j k g G scroll · esc closes", classes="dialog-hint")
 
     def action_scroll(self, step: int) -> None:

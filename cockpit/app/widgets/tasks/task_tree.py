@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Final
 from dragoon.cockpit.app.state import (
     QUEUED_GROUP,
     Change,
+    JobChanged,
     TaskAdded,
     TaskUpdated,
     state_is_final,
@@ -23,6 +24,7 @@ from dragoon.cockpit.app.state import (
     task_is_final,
     task_title,
 )
+from dragoon.cockpit.app.trials import job_counts, progress_text
 from dragoon.cockpit.formatting import format_duration
 from dragoon.cockpit.safe_text import clean, plain
 from dragoon.cockpit.theme import task_icon, task_style
@@ -61,6 +63,33 @@ def task_label(task: Mapping[str, Any], now: float) -> Text:
     return text
 
 
+def job_label(job_id: str, job: Mapping[str, Any] | None,
+              tasks: list[Mapping[str, Any]]) -> Text:
+    """`▣ lr sweep  j-3kq9z0m2ab  sweep  12✓ 3▶ 85… 1✗`: the job's name (else id), kind and
+    progress; its state once final."""
+    job = job or {}
+    text = Text("▣ ", style="bold")
+    text.append(clean(job.get("name") or job_id), style="bold")
+    if job.get("name"):
+        text.append(f"  {clean(job_id)}", style="dim")
+    if job.get("kind"):
+        text.append(f"  {clean(job['kind'])}", style="dim")
+    text.append(f"  {progress_text(job_counts(job, tasks))}")
+    state = job.get("state")
+    if state and state != "running":
+        text.append(f"  {clean(state)}", style=task_style("succeeded" if state == "succeeded"
+                                                          else "failed"))
+    return text
+
+
+def trial_label(task: Mapping[str, Any], now: float) -> Text:
+    """A trial's line: `#12` (and `try 2` for a retry) before the task's own label."""
+    text = Text(f"#{clean(task.get('trial'))} ", style="bold")
+    if task.get("attempt"):
+        text.append(f"try {clean(task['attempt'])} ", style="yellow")
+    return text + task_label(task, now)
+
+
 def state_label(state: str, count: int) -> Text:
     text = Text(f"{task_icon(state)} {clean(state)}", style=task_style(state))
     text.append(f" ({count})", style="dim")
@@ -88,6 +117,11 @@ class TaskTree(Tree[str]):
         self._leaves: dict[str, TreeNode[str]] = {}
         self._drone_nodes: dict[str, TreeNode[str]] = {}
         self._state_nodes: dict[tuple[str, str], TreeNode[str]] = {}
+        # tasks of a job hang under its node (trial order), not under drone → state
+        self.jobs: dict[str, Mapping[str, Any]] = {}
+        self._job_nodes: dict[str, TreeNode[str]] = {}
+        self._job_of_node: dict[int, str] = {}
+        self._job_tasks: dict[str, dict[str, Mapping[str, Any]]] = {}
 
     def on_mount(self) -> None:
         self.root.expand()
@@ -138,14 +172,70 @@ class TaskTree(Tree[str]):
             return
         node.set_label(state_label(state, len(node.children)))
 
+    def _job_node(self, job_id: str) -> TreeNode[str]:
+        """Jobs sit above the drones, newest first; they start collapsed (a 500-trial job
+        is one line until opened)."""
+        node = self._job_nodes.get(job_id)
+        if node is None:
+            created = self._created(job_id)
+            jobs = len(self._job_nodes)  # job nodes are root's first children, newest first
+            at = next((i for i, n in enumerate(self.root.children[:jobs])
+                       if self._created(self._job_of_node[int(n.id)]) < created), jobs)
+            before_index = at if at < len(self.root.children) else None
+            node = self.root.add(job_label(job_id, self.jobs.get(job_id), []), data="",
+                                 before=before_index, expand=False)
+            self._job_nodes[job_id] = node
+            self._job_of_node[int(node.id)] = job_id
+            self._job_tasks.setdefault(job_id, {})
+        return node
+
+    def _created(self, job_id: str) -> float:
+        return float((self.jobs.get(job_id) or {}).get("created_at") or 0)
+
+    def job_of(self, node: TreeNode[str] | None) -> str | None:
+        """The job id of a job node, else None."""
+        return None if node is None else self._job_of_node.get(int(node.id))
+
+    @property
+    def selected_job_id(self) -> str | None:
+        return self.job_of(self.cursor_node)
+
+    def _relabel_job(self, job_id: str) -> None:
+        node = self._job_nodes.get(job_id)
+        if node is not None:
+            tasks = list(self._job_tasks.get(job_id, {}).values())
+            node.set_label(job_label(job_id, self.jobs.get(job_id), tasks))
+
+    def _add_trial(self, task: Mapping[str, Any], now: float) -> str:
+        job_id = str(task["job"])
+        group = self._job_node(job_id)
+        key = _trial_key(task)
+        held = self._job_tasks[job_id]
+        held[str(task["id"])] = task
+        children = group.children
+        before = None
+        if children and _trial_key(self.tasks.get(children[-1].data or "", {})) > key:
+            before = next(i for i, child in enumerate(children)
+                          if _trial_key(self.tasks.get(child.data or "", {})) > key)
+        self._leaves[str(task["id"])] = group.add_leaf(trial_label(task, now),
+                                                       data=str(task["id"]), before=before)
+        return job_id
+
     # ------------------------------------------------------------------ changes
 
     def apply(self, changes: Iterable[Change]) -> None:
         now = self.clock()
         touched: set[tuple[str, str]] = set()
+        jobs_touched: set[str] = set()
         cursor_id = self.selected_task_id
         for change in changes:
-            if isinstance(change, TaskAdded):
+            if isinstance(change, JobChanged):
+                self.jobs[change.job_id] = change.job
+                self._job_node(change.job_id)
+                jobs_touched.add(change.job_id)
+            elif isinstance(change, TaskAdded | TaskUpdated) and change.task.get("job"):
+                jobs_touched.add(self._apply_trial(change, now))
+            elif isinstance(change, TaskAdded):
                 self.tasks[change.task_id] = change.task
                 touched.add(self._add_leaf(change.task, now))
             elif isinstance(change, TaskUpdated):
@@ -162,8 +252,22 @@ class TaskTree(Tree[str]):
                     leaf.set_label(task_label(change.task, now))
         for drone, state in touched:
             self._relabel_group(drone, state)
+        for job_id in jobs_touched:
+            self._relabel_job(job_id)
         if cursor_id is not None and touched:
             self.call_after_refresh(self._keep_cursor, cursor_id)
+
+    def _apply_trial(self, change: TaskAdded | TaskUpdated, now: float) -> str:
+        """A job's task: added under its job, or relabelled in place (trials do not move)."""
+        self.tasks[change.task_id] = change.task
+        leaf = self._leaves.get(change.task_id)
+        if leaf is None:
+            return self._add_trial(change.task, now)
+        job_id = str(change.task["job"])
+        self._job_tasks.setdefault(job_id, {})[change.task_id] = change.task
+        if not isinstance(change, TaskUpdated) or change.changed & _LABEL_FIELDS:
+            leaf.set_label(trial_label(change.task, now))
+        return job_id
 
     def _keep_cursor(self, task_id: str) -> None:
         """The cursor follows its task when the task moves to another group."""
@@ -215,7 +319,8 @@ class TaskTree(Tree[str]):
             node = line.node
             task = self.tasks.get(node.data or "") if node.data else None
             if task is not None and task.get("state") == "running":
-                node.set_label(task_label(task, now))
+                node.set_label(trial_label(task, now) if task.get("job")
+                               else task_label(task, now))
 
     @property
     def selected_task_id(self) -> str | None:
@@ -246,3 +351,8 @@ class TaskTree(Tree[str]):
             self._tree_lines  # noqa: B018 - laying the lines out gives the leaf its line
         if node.line >= 0:
             self.move_cursor(node, animate=False)
+
+
+def _trial_key(task: Mapping[str, Any]) -> tuple[int, int]:
+    trial, attempt = task.get("trial"), task.get("attempt")
+    return (trial if isinstance(trial, int) else -1, attempt if isinstance(attempt, int) else 0)
