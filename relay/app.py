@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from dragoon.relay import errors, sweeper
+from dragoon.relay import jobs as job_store
 from dragoon.relay.auth import SignedRequests
 from dragoon.relay.config import RelayConfig
 from dragoon.relay.context import Relay
@@ -23,6 +24,7 @@ from dragoon.relay.routes import (
     fetches,
     fleet,
     health,
+    jobs,
     login,
     messages,
     recipients,
@@ -37,6 +39,7 @@ def create_app(config: RelayConfig) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await relay.db.run(job_store.settle_all)  # what a crash left between two steps
         task = asyncio.create_task(sweeper.run(relay))
         try:
             yield
@@ -51,7 +54,7 @@ def create_app(config: RelayConfig) -> FastAPI:
     )
     app.state.relay = relay
     errors.install(app)
-    for module in (login, fleet, drone_api, tasks, stdin, fetches, messages, events, health,
+    for module in (login, fleet, drone_api, tasks, jobs, stdin, fetches, messages, events, health,
                    audit, recipients):
         app.include_router(module.router)
     app.add_middleware(SignedRequests, relay=relay)

@@ -58,7 +58,7 @@ class RelayConfig:
     # A task's stdin (relay/stdin.py): at most this many bytes the drone has not taken yet
     # are held per task (plus one chunk of max_log_chunk); the pilot's upload waits beyond.
     stdin_window: int = 4 * MiB
-    queued_per_pilot: int = 1000
+    queued_per_pilot: int = 20000
     # Retention and disk quotas (relay/retention.py, relay/quota.py, docs/operations.md).
     # Durations like "30d", sizes like "50G" (relay/units.py); "none" turns one off.
     retention: str | float = "30d"  # finished tasks' output older than this is dropped

@@ -292,6 +292,30 @@ MIGRATIONS: Final[list[str]] = [
     ALTER TABLE messages ADD COLUMN sealed TEXT NOT NULL DEFAULT '';
     ALTER TABLE messages ADD COLUMN size INTEGER NOT NULL DEFAULT 0
     """,
+    # 14: jobs (issue 14, docs/jobs.md): a job groups tasks under a client-chosen id; each
+    # task of one is a trial's attempt; spares are pilot-signed retry attempts, not tasks
+    # yet. The partial indexes keep placement one indexed query per job (relay/dispatch.py).
+    """
+    CREATE TABLE jobs (
+        num INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, name TEXT,
+        kind TEXT NOT NULL, pilot TEXT NOT NULL, created_at REAL NOT NULL, finished_at REAL,
+        trials INTEGER NOT NULL, max_parallel INTEGER, retries INTEGER NOT NULL DEFAULT 0,
+        retry_on TEXT NOT NULL DEFAULT '[]', stop_on_failure INTEGER NOT NULL DEFAULT 0,
+        cancel_requested INTEGER NOT NULL DEFAULT 0, stopped TEXT
+    );
+    ALTER TABLE tasks ADD COLUMN job_id TEXT;
+    ALTER TABLE tasks ADD COLUMN trial INTEGER;
+    ALTER TABLE tasks ADD COLUMN attempt INTEGER;
+    CREATE UNIQUE INDEX tasks_job_trial ON tasks (job_id, trial, attempt)
+        WHERE job_id IS NOT NULL;
+    CREATE INDEX tasks_job_state ON tasks (job_id, state, num) WHERE job_id IS NOT NULL;
+    CREATE INDEX tasks_queued_nojob ON tasks (num) WHERE state = 'queued' AND job_id IS NULL;
+    CREATE TABLE job_spares (
+        job_id TEXT NOT NULL, trial INTEGER NOT NULL, attempt INTEGER NOT NULL,
+        order_id TEXT NOT NULL, order_text TEXT NOT NULL, order_signature TEXT NOT NULL,
+        payload TEXT NOT NULL, PRIMARY KEY (job_id, trial, attempt)
+    )
+    """,
 ]
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

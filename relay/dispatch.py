@@ -21,11 +21,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from dragoon.relay import fetches, fleet, held, waiting
+from dragoon.relay import fetches, fleet, held, jobs, waiting
 from dragoon.relay import tasks as task_store
 from dragoon.relay.auth import require_current
 from dragoon.relay.context import Relay
 from dragoon.relay.db import transaction
+from dragoon.relay.job_news import publish_news
 from dragoon.relay.models import PollBody
 from dragoon.relay.tasks import TaskStore
 from dragoon.shared.signers import Signer
@@ -158,32 +159,94 @@ def _redeliver(handout: _Handout, held: set[str]) -> None:
             handout.give(row)
 
 
+_PAGE: Final = 64  # candidates read at once from one group
+
+
+class _Group:
+    """Queued tasks of one job (or of no job) this drone may take, read in pages by num."""
+
+    def __init__(self, handout: _Handout, labels: list[str], job: sqlite3.Row | None,
+                 active: int) -> None:
+        self.handout, self.labels, self.job, self.active = handout, labels, job, active
+        self.after = 0
+        self.rows: list[sqlite3.Row] = []
+        self.done = False
+
+    def head(self) -> sqlite3.Row | None:
+        """The next candidate, or None when the group has none for this drone."""
+        while not self.rows and not self.done:
+            self._page()
+        return self.rows[0] if self.rows else None
+
+    def _page(self) -> None:
+        h = self.handout
+        which, args = (("job_id = ?", (self.job["id"],)) if self.job is not None
+                       else ("job_id IS NULL", ()))
+        rows = h.conn.execute(
+            f"SELECT num, target, {_HANDED} FROM tasks"  # noqa: S608 - constants
+            f" WHERE {which} AND state = 'queued' AND num > ?"
+            " AND (drone = ? OR drone IS NULL) AND expires_at > ?"
+            " AND (start_by IS NULL OR start_by > ?) ORDER BY num LIMIT ?",
+            (*args, self.after, h.name, h.now, h.now, _PAGE),
+        ).fetchall()
+        if len(rows) < _PAGE:
+            self.done = True
+        if rows:
+            self.after = rows[-1]["num"]
+        for row in rows:
+            target = json.loads(row["target"])
+            if "labels" in target and not task_store.labels_match(target["labels"],
+                                                                  self.labels):
+                continue
+            self.rows.append(row)
+
+    def key(self, row: sqlite3.Row) -> tuple[int, int, int]:
+        """(active tasks of its job, job num, task num); a task of no job: a group of its
+        own with none active, before the jobs that tie with it (docs/jobs.md)."""
+        if self.job is None:
+            return (0, 0, row["num"])
+        return (self.active, self.job["num"], row["num"])
+
+    def open(self) -> bool:
+        limit = self.job["max_parallel"] if self.job is not None else None
+        return limit is None or self.active < limit
+
+
 def _fill_slots(handout: _Handout, labels: list[str], slots: int) -> list[str]:
-    """Queued tasks for this drone (by name or labels), oldest first, up to its free slots."""
-    free = slots - _active(handout.conn, handout.name)
+    """Queued tasks for this drone (by name or labels), fairly across jobs, up to its free
+    slots: each slot goes to the candidate with the smallest (active tasks of its job, job
+    num, task num); jobs at max_parallel, stopped or cancelled wait (docs/jobs.md,
+    "Placement"). One indexed query per group with queued work, not a scan of the queue."""
+    conn = handout.conn
+    free = slots - _active(conn, handout.name)
     given: list[str] = []
     if free <= 0:
         return given
-    after = 0
-    while True:  # in pages, so tasks for other labels never hide a matching one
-        rows = handout.conn.execute(
-            f"SELECT num, target, {_HANDED} FROM tasks"  # noqa: S608 - a constant
-            " WHERE state = 'queued' AND num > ?"
-            " AND (drone = ? OR drone IS NULL) AND expires_at > ?"
-            " AND (start_by IS NULL OR start_by > ?) ORDER BY num LIMIT 500",
-            (after, handout.name, handout.now, handout.now),
-        ).fetchall()
-        for row in rows:
-            target = json.loads(row["target"])
-            if "labels" in target and not task_store.labels_match(target["labels"], labels):
+    groups = [_Group(handout, labels, None, 0)]
+    for job in conn.execute(
+        "SELECT j.*, (SELECT COUNT(*) FROM tasks t WHERE t.job_id = j.id"
+        " AND t.state IN ('dispatched', 'running')) AS active FROM jobs j"
+        " WHERE j.finished_at IS NULL AND j.stopped IS NULL AND j.cancel_requested = 0"
+        " AND EXISTS (SELECT 1 FROM tasks q WHERE q.job_id = j.id AND q.state = 'queued')"
+        " ORDER BY j.num"
+    ).fetchall():
+        groups.append(_Group(handout, labels, job, job["active"]))
+    while len(given) < free:
+        best: tuple[tuple[int, int, int], _Group, sqlite3.Row] | None = None
+        for group in groups:
+            if not group.open() or (row := group.head()) is None:
                 continue
-            handout.give(row)
-            given.append(row["id"])
-            if len(given) >= free:
-                return given
-        if len(rows) < 500:
+            key = group.key(row)
+            if best is None or key < best[0]:
+                best = (key, group, row)
+        if best is None:
             return given
-        after = rows[-1]["num"]
+        _, group, row = best
+        group.rows.pop(0)
+        group.active += 1
+        handout.give(row)
+        given.append(row["id"])
+    return given
 
 
 def _outstanding(
@@ -230,6 +293,7 @@ def _apply_reports(conn: sqlite3.Connection, name: str, poll: PollBody, now: flo
         )
         if cur.rowcount:
             changed.add(task_id)
+            jobs.came_back(conn, task_id)
     for refused in poll.refused_cancels:  # the task runs on; the pilot reads why
         cur = conn.execute(
             "UPDATE tasks SET cancel_requested = 0, cancel_order = NULL, cancel_signature = NULL,"
@@ -246,6 +310,7 @@ def _apply_reports(conn: sqlite3.Connection, name: str, poll: PollBody, now: flo
         )
         if cur.rowcount:
             changed.add(rejected.id)
+            task_store.settle_each(conn, [rejected.id])
     return changed
 
 
@@ -270,6 +335,7 @@ async def poll(relay: Relay, name: str, body: PollBody,
         result = await relay.db.run(assign, relay.signer, relay.tasks, name, body, first,
                                     fingerprint)
         publish(relay, result, metrics=first)
+        await publish_news(relay)
         first = False
         remaining = deadline - time.monotonic()
         if result.news or remaining <= 0:
@@ -315,6 +381,7 @@ def sweep_tasks(
                 "UPDATE tasks SET state = 'lost', finished_at = ?,"
                 " error = 'lost: the drone went silent' WHERE id = ?", (now, task_id),
             )
+        task_store.settle_each(conn, lost)
         expired = [r["id"] for r in conn.execute(
             "SELECT id FROM tasks WHERE state = 'queued' AND expires_at <= ?", (now,)
         )]
@@ -324,6 +391,7 @@ def sweep_tasks(
                 " error = 'expired: still queued at its expiry, never run' WHERE id = ?",
                 (now, task_id),
             )
+        task_store.settle_each(conn, expired)
         late = _cancel_late(conn, now)
     drone_views = [d for d in (fleet.get(conn, name) for name in gone) if d is not None]
     # Their queued tasks now wait on an offline drone: say so (bounded, relay/waiting.py).
@@ -364,6 +432,7 @@ def _cancel_late(conn: sqlite3.Connection, now: float) -> list[str]:
             (now, error, row["id"]),
         )
         late.append(row["id"])
+        task_store.settle_each(conn, [row["id"]])
     return late
 
 
@@ -374,3 +443,4 @@ async def sweep(relay: Relay) -> None:
     for task in changed:
         relay.bus.publish("task", task)
         relay.signals.notify(("task", task["id"]))
+    await publish_news(relay)

@@ -179,11 +179,57 @@ class SubmitBody(BaseModel):
     order_signature: OrderSignature | None = None
 
 
+MAX_JOB_TRIALS = 200  # trials of one request; a bigger sweep comes in chunks
+MAX_RETRIES = 20
+
+
+class SpareBody(BaseModel):
+    """A pre-signed retry attempt: the same spec, target and recipients as its trial's
+    order, its own order id and payload (docs/jobs.md, "Retries and spares")."""
+
+    order: OrderText
+    order_signature: OrderSignature
+    payload: Payload
+
+
+class TrialBody(SubmitBody):
+    """One trial of a job: a task submit's fields, its place in the job and its spares."""
+
+    trial: StrictInt = Field(ge=0, le=10_000_000)
+    spares: list[SpareBody] = Field([], max_length=MAX_RETRIES)
+
+
+class JobTasksBody(BaseModel):
+    tasks: list[TrialBody] = Field(min_length=1, max_length=MAX_JOB_TRIALS)
+
+
+class JobBody(JobTasksBody):
+    id: StrictStr = Field(max_length=40)
+    name: Annotated[_StrictStr | None, AfterValidator(_line("name", 200))] = None
+    kind: Literal["fanout", "sweep"]
+    max_parallel: StrictInt | None = Field(None, ge=1, le=100_000)
+    retries: StrictInt = Field(0, ge=0, le=MAX_RETRIES)
+    retry_on: list[Annotated[StrictInt, Field(ge=-1024, le=1024)]] = Field([], max_length=64)
+    stop_on_failure: StrictBool = False
+
+
+class JobCancelItem(BaseModel):
+    task: StrictStr = Field(max_length=40)
+    order: OrderText
+    order_signature: OrderSignature
+
+
 class CancelBody(BaseModel):
     grace: Annotated[Annotated[StrictInt, Field(ge=0, le=rules.MAX_GRACE)] | None,
                      BeforeValidator(_rule(rules.check_grace, nullable=True))] = None
     order: OrderText | None = None
     order_signature: OrderSignature | None = None
+
+
+class JobCancelBody(BaseModel):
+    cancels: list[JobCancelItem] = Field([], max_length=100_000)
+    grace: Annotated[Annotated[StrictInt, Field(ge=0, le=rules.MAX_GRACE)] | None,
+                     BeforeValidator(_rule(rules.check_grace, nullable=True))] = None
 
 
 class AckBody(BaseModel):

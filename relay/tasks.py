@@ -93,7 +93,16 @@ def lose_drone_tasks(conn: sqlite3.Connection, drone: str, reason: str, now: flo
         "UPDATE tasks SET state = 'lost', finished_at = ?, error = ?"
         " WHERE drone = ? AND state IN ('dispatched', 'running')", (now, reason, drone),
     )
+    settle_each(conn, ids)
     return ids
+
+
+def settle_each(conn: sqlite3.Connection, task_ids: list[str]) -> None:
+    """``jobs.settle`` for each task just made final, in the caller's transaction."""
+    from dragoon.relay import jobs  # relay/jobs.py imports this module
+
+    for task_id in task_ids:
+        jobs.settle(conn, task_id)
 
 
 @dataclass
@@ -117,6 +126,43 @@ def payload_sha256(payload: str | None) -> str:
         return sha256_hex(base64.b64decode(payload, validate=True))
     except (binascii.Error, ValueError):
         raise ApiError(422, "invalid", "payload is not base64") from None
+
+
+def target_of(body: SubmitBody) -> dict[str, Any]:
+    """The body's one target as stored and signed: ``{"drone": …}`` or ``{"labels": …}``."""
+    if (body.drone is None) == (body.labels is None):
+        raise ApiError(422, "invalid", "give exactly one target: drone or labels")
+    if body.drone is not None:
+        return {"drone": body.drone}
+    return {"labels": check_labels(body.labels or [])}
+
+
+def check_trial(body: SubmitBody, order: Order) -> None:
+    """The one check of a task body against its (read, signer-checked) order: the spec,
+    payload and target it signs are the body's. A submit and every trial of a job pass it."""
+    target = target_of(body)
+    relay_orders.same(order, "spec_sha256", spec_sha256(body.spec.wire()), "spec hash")
+    relay_orders.same(order, "payload_sha256", payload_sha256(body.payload), "payload hash")
+    relay_orders.same(order, "target", target, "target")
+
+
+def check_quota(conn: sqlite3.Connection, config: RelayConfig, pilot: str, adding: int) -> None:
+    """429 when ``adding`` more queued tasks would pass the pilot's queue quota."""
+    queued = conn.execute(
+        "SELECT COUNT(*) FROM tasks WHERE pilot = ? AND state = 'queued'", (pilot,)
+    ).fetchone()[0]
+    if queued + adding > config.queued_per_pilot:
+        raise ApiError(
+            429, "quota_exceeded",
+            f"you already have {queued} queued tasks (limit {config.queued_per_pilot})",
+        )
+
+
+def drones_for(conn: sqlite3.Connection, labels: list[str]) -> list[str]:
+    """The undrained drones with all ``labels``: whom a submit for them wakes."""
+    return [row["name"] for row in conn.execute("SELECT name, labels FROM drones"
+                                                " WHERE draining = 0")
+            if labels_match(labels, json.loads(row["labels"]))]
 
 
 class TaskStore:
@@ -148,6 +194,7 @@ class TaskStore:
             "order": row["order_text"], "order_signature": row["order_signature"],
             "payload": row["payload"], "wraps": json.loads(row["wraps"] or "{}"),
             "cancel_refused": row["cancel_refused"],  # the drone's reason, if it refused one
+            "job": row["job_id"], "trial": row["trial"], "attempt": row["attempt"],
             **self.output.sizes(row["id"]),
         }
 
@@ -162,62 +209,55 @@ class TaskStore:
         """Queue the task with its pilot's order, once the order says what the body says.
 
         ``order`` has been read and its signer checked (relay/orders.py); here: the spec it
-        signs is the spec stored, and its target the body's.
+        signs is the spec stored, and its target the body's (``check_trial``, the one check
+        a job's trials pass too).
         """
-        config = self.config
-        if (body.drone is None) == (body.labels is None):
-            raise ApiError(422, "invalid", "give exactly one target: drone or labels")
-        spec = body.spec.wire()
-        relay_orders.same(order, "spec_sha256", spec_sha256(spec), "spec hash")
-        relay_orders.same(order, "payload_sha256", payload_sha256(body.payload),
-                          "payload hash")
-        wanted_target = ({"drone": body.drone} if body.drone is not None
-                         else {"labels": check_labels(body.labels or [])})
-        relay_orders.same(order, "target", wanted_target, "target")
+        check_trial(body, order)
         now = time.time()
         with transaction(conn):
-            queued = conn.execute(
-                "SELECT COUNT(*) FROM tasks WHERE pilot = ? AND state = 'queued'", (pilot,)
-            ).fetchone()[0]
-            if queued >= config.queued_per_pilot:
-                raise ApiError(
-                    429, "quota_exceeded",
-                    f"you already have {queued} queued tasks (limit {config.queued_per_pilot})",
-                )
-            wake: list[str] = []
-            if body.drone is not None:
-                known = conn.execute(
-                    "SELECT 1 FROM drones WHERE name = ?", (body.drone,)
-                ).fetchone()
-                if known is None:
-                    raise not_found("drone")
-                target: dict[str, Any] = {"drone": body.drone}
-                wake.append(body.drone)
-            else:
-                wanted = check_labels(body.labels or [])
-                target = {"labels": wanted}
-                for row in conn.execute("SELECT name, labels FROM drones WHERE draining = 0"):
-                    if labels_match(wanted, json.loads(row["labels"])):
-                        wake.append(row["name"])
-            task_id = new_id()
-            start_by = None if body.start_within is None else now + body.start_within
-            conn.execute(
-                "INSERT INTO tasks (id, name, state, drone, target, spec, pilot, created_at,"
-                " expires_at, lost_after, start_by, order_id, order_text, order_signature,"
-                " payload, wraps) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (task_id, spec.get("name"), body.drone, json.dumps(target), json.dumps(spec),
-                 pilot, now, now + (body.expires_in or config.task_expires_in),
-                 body.lost_after or config.task_lost_after, start_by, order.id, order.text,
-                 body.order_signature, body.payload, json.dumps(body.wraps)),
-            )
-            audit.record(conn, pilot, "submit", task_id, json.dumps(target), at=now)
+            check_quota(conn, self.config, pilot, 1)
+            task_id, wake = self.insert(conn, pilot, body, order, now)
+            audit.record(conn, pilot, "submit", task_id,
+                         json.dumps(target_of(body)), at=now)
             row = row_of(conn, task_id)
         assert row is not None
         return Submitted(self.view(conn, row), wake)
 
+    def insert(self, conn: sqlite3.Connection, pilot: str, body: SubmitBody, order: Order,
+               now: float, *, job: tuple[str, int, int] | None = None) -> tuple[str, list[str]]:
+        """Insert one queued task (inside the caller's transaction), of ``job`` = (id,
+        trial, attempt) if given; its id and the drones that may take it now."""
+        config = self.config
+        target = target_of(body)
+        wake: list[str] = []
+        if body.drone is not None:
+            if conn.execute("SELECT 1 FROM drones WHERE name = ?", (body.drone,)).fetchone() \
+                    is None:
+                raise not_found("drone")
+            wake.append(body.drone)
+        else:
+            wake = drones_for(conn, target["labels"])
+        task_id = new_id()
+        spec = body.spec.wire()
+        start_by = None if body.start_within is None else now + body.start_within
+        job_id, trial, attempt = job if job is not None else (None, None, None)
+        conn.execute(
+            "INSERT INTO tasks (id, name, state, drone, target, spec, pilot, created_at,"
+            " expires_at, lost_after, start_by, order_id, order_text, order_signature,"
+            " payload, wraps, job_id, trial, attempt)"
+            " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (task_id, spec.get("name"), body.drone, json.dumps(target), json.dumps(spec),
+             pilot, now, now + (body.expires_in or config.task_expires_in),
+             body.lost_after or config.task_lost_after, start_by, order.id, order.text,
+             body.order_signature, body.payload, json.dumps(body.wraps),
+             job_id, trial, attempt),
+        )
+        return task_id, wake
+
     def listing(
         self, conn: sqlite3.Connection, *, drone: str | None, state: str | None,
         limit: int, before: str | None, id_prefix: str | None = None,
+        job: str | None = None,
     ) -> dict[str, Any]:
         """A page of tasks, newest first; ``id_prefix`` (checked by the route) narrows it to
         the ids that start with it, which is how a pilot's short id is resolved."""
@@ -227,6 +267,11 @@ class TaskStore:
             # form keeps the primary-key index usable.
             where.append("id >= ? AND id < ?")
             args.extend([id_prefix, id_prefix + "\x7f"])
+        if job:
+            if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job,)).fetchone() is None:
+                raise not_found("job")
+            where.append("job_id = ?")
+            args.append(job)
         if drone:
             # A name no drone holds (nor ever ran a task here) is a typo, not an empty page.
             known = conn.execute("SELECT 1 FROM drones WHERE name = ? UNION ALL "
@@ -281,6 +326,7 @@ class TaskStore:
                     "UPDATE tasks SET state = 'cancelled', finished_at = ?, cancel_requested = 1"
                     " WHERE id = ?", (now, task_id),
                 )
+                settle_each(conn, [task_id])
             elif row["state"] in ACTIVE:
                 spec_grace = json.loads(row["spec"]).get("grace", 10)
                 conn.execute(
@@ -337,6 +383,7 @@ class TaskStore:
                  body.started_at, row["dispatched_at"], body.finished_at or now, body.error,
                  json.dumps(body.notes) if body.notes else None, body.task),
             )
+            settle_each(conn, [body.task])
             new = row_of(conn, body.task)
         assert new is not None
         return {"ok": True, "state": body.state, "changed": self.view(conn, new)}

@@ -67,8 +67,12 @@ class OpenedTask:
     task_key: bytes
 
 
-def seal_task(spec: TaskSpec, *, order_id: str, recipients: Iterable[Recipient]) -> SealedTask:
-    key = e2e.new_task_key()
+def seal_task(spec: TaskSpec, *, order_id: str, recipients: Iterable[Recipient],
+              key: bytes | None = None) -> SealedTask:
+    """Seal under ``key`` (a fresh one if None). A key may seal several payloads (a sweep's
+    trials, a trial's spares): each is bound to its own order id, so none opens as another
+    (docs/security.md, "What the relay sees of a job")."""
+    key = e2e.new_task_key() if key is None else key
     sealed = e2e.seal_payload(key, canonical_json(spec.to_json()), order_id=order_id)
     wraps = {r.fingerprint: e2e.wrap_key(key, r.x25519) for r in recipients}
     return SealedTask(spec.clear(), e2e.b64(sealed), wraps, key, sha256_hex(sealed))

@@ -15,7 +15,7 @@ import os
 import ssl
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -36,6 +36,9 @@ from dragoon.cockpit.client._types import (
     Drone,
     Event,
     Fetch,
+    Job,
+    JobPage,
+    JobSubmitted,
     JoinTokenAnswer,
     LogChunk,
     Message,
@@ -44,6 +47,7 @@ from dragoon.cockpit.client._types import (
     StdinAnswer,
     Task,
     TaskPage,
+    TrialSubmit,
 )
 from dragoon.cockpit.client.sealing import TAMPERED, UNTRUSTED, PilotKeys, seal_task
 from dragoon.shared import orders
@@ -53,7 +57,7 @@ from dragoon.shared.h11transport import direct_transport
 from dragoon.shared.login_auth import sign_login
 from dragoon.shared.request_auth import is_signed, retry_timestamp, sign_request
 from dragoon.shared.signers import Signer
-from dragoon.shared.spec import SpecError, parse_spec, parse_task_ref
+from dragoon.shared.spec import SpecError, TaskSpec, parse_spec, parse_task_ref
 from dragoon.shared.tls import is_tls_failure, plain_http_context
 
 if TYPE_CHECKING:
@@ -75,6 +79,14 @@ _CHUNK = 64 * 1024
 # Seconds a long-lived client (the cockpit, a script) reuses the checked recipients of a
 # target: a `dragoon drone authorize` reaches its next submits that much later at most.
 RECIPIENTS_TTL: Final = 10.0
+
+
+def checked_spec(spec: SpecJSON) -> TaskSpec:
+    """The spec by the shared rule: the relay can't judge a sealed spec, so this door must."""
+    try:
+        return parse_spec(dict(spec))
+    except SpecError as exc:
+        raise RelayError("invalid", str(exc), status=None) from None
 
 
 def segment(value: str) -> str:
@@ -348,10 +360,19 @@ class RelayClient:
         with ``start_within``, the relay cancels it if no drone took it that soon."""
         if (drone is None) == (labels is None):
             raise ValueError("submit needs exactly one of drone= or labels=")
-        try:
-            task_spec = parse_spec(dict(spec))
-        except SpecError as exc:  # the relay can't judge a sealed spec: this door must
-            raise RelayError("invalid", str(exc), status=None) from None
+        task_spec = checked_spec(spec)
+        found = await self._recipients_for(drone, labels)
+        sealed, body = self._sealed_body(task_spec, found, drone=drone, labels=labels,
+                                         expires_in=expires_in, start_within=start_within)
+        if lost_after is not None:
+            body["lost_after"] = lost_after
+        task = await self._json("POST", "/v1/tasks", json_body=body)
+        self.keys.remember(str(task.get("id")), sealed.task_key)
+        return cast(Task, self.keys.open(task))
+
+    async def _recipients_for(self, drone: str | None, labels: list[str] | None) -> Any:
+        """Whom a task for this target is sealed to (cockpit/client/recipients.py), cached
+        for RECIPIENTS_TTL; the signers found are believed."""
         from dragoon.cockpit.client import recipients as who
 
         target_key = (drone, None) if drone is not None else (None, tuple(sorted(labels or [])))
@@ -368,10 +389,18 @@ class RelayClient:
                              f"{','.join(labels or []) or '(any)'}: confirm one (`dragoon "
                              "drones`) or `dragoon drones trust NAME FINGERPRINT`")
         self.keys.believe(found.signers)
+        return found
+
+    def _sealed_body(self, task_spec: TaskSpec, found: Any, *, drone: str | None,
+                     labels: list[str] | None, expires_in: int | None = None,
+                     start_within: int | None = None,
+                     key: bytes | None = None) -> tuple[Any, dict[str, Any]]:
+        """One task sealed to ``found`` (under ``key``, or a fresh one) with its signed
+        order: the submit body's fields. A submit and every trial and spare of a job."""
         recipients = list(found.drones)
         order_id = orders.new_order_id()
         sealed = seal_task(task_spec, order_id=order_id,
-                           recipients=[*recipients, *found.pilots])
+                           recipients=[*recipients, *found.pilots], key=key)
         body: dict[str, Any] = sealed.wire()
         if drone is not None:
             body["drone"] = drone
@@ -379,8 +408,6 @@ class RelayClient:
             body["labels"] = labels
         if expires_in is not None:
             body["expires_in"] = expires_in
-        if lost_after is not None:
-            body["lost_after"] = lost_after
         if start_within is not None:
             body["start_within"] = start_within
         target = orders.drone_target(drone) if drone is not None else orders.labels_target(
@@ -389,9 +416,7 @@ class RelayClient:
             target=target, spec_sha256=sealed.spec_sha256,
             payload_sha256=sealed.payload_sha256, recipients=[r.fingerprint for r in recipients],
             start_within=start_within, expires_in=expires_in, order_id=order_id)))
-        task = await self._json("POST", "/v1/tasks", json_body=body)
-        self.keys.remember(str(task.get("id")), sealed.task_key)
-        return cast(Task, self.keys.open(task))
+        return sealed, body
 
     def _signed_order(self, make: Callable[[], orders.Order]) -> dict[str, str]:
         """The order's two body fields, signed by this pilot's key (shared/orders.py).
@@ -404,6 +429,76 @@ class RelayClient:
         except orders.OrderError:
             return {}
         return orders.sign_order(self.signer, order).wire()
+
+    # -- jobs (cockpit/client/jobs.py does the work) -----------------------------------------
+
+    async def submit_job(self, job_id: str, *, name: str | None, kind: str,
+                         trials: list[TrialSubmit], max_parallel: int | None = None,
+                         retries: int = 0, retry_on: Sequence[int] = (),
+                         stop_on_failure: bool = False, expires_in: int | None = None,
+                         lost_after: int | None = None, chunk: int = 200) -> JobSubmitted:
+        from dragoon.cockpit.client import jobs
+
+        return await jobs.submit_job(
+            self, job_id, name=name, kind=kind, trials=trials, max_parallel=max_parallel,
+            retries=retries, retry_on=retry_on, stop_on_failure=stop_on_failure,
+            expires_in=expires_in, lost_after=lost_after, chunk=chunk)
+
+    async def add_job_tasks(self, job_id: str, trials: list[TrialSubmit], *,
+                            expires_in: int | None = None, lost_after: int | None = None,
+                            chunk: int = 200) -> JobSubmitted:
+        from dragoon.cockpit.client import jobs
+
+        return await jobs.add_job_tasks(self, job_id, trials, expires_in=expires_in,
+                                        lost_after=lost_after, chunk=chunk)
+
+    async def jobs(self, *, limit: int = 100, before: str | None = None) -> JobPage:
+        answer = await self._json("GET", "/v1/jobs", query={"limit": limit, "before": before})
+        return JobPage(jobs=answer["jobs"], next=answer.get("next"))
+
+    async def job(self, job_id: str) -> Job:
+        return cast(Job, await self._json("GET", f"/v1/jobs/{segment(job_id)}"))
+
+    async def job_tasks(self, job_id: str) -> list[Task]:
+        """Every task of the job (all pages, newest first), opened."""
+        out: list[Task] = []
+        before = None
+        while True:
+            answer = await self._json("GET", "/v1/tasks", query={
+                "job": job_id, "limit": 1000, "before": before})
+            out.extend(await self.open_tasks(answer["tasks"]))
+            before = answer.get("next")
+            if not before:
+                return out
+
+    async def cancel_job(self, job_id: str, grace: int | None = None) -> Job:
+        from dragoon.cockpit.client import jobs
+
+        return await jobs.cancel_job(self, job_id, grace=grace)
+
+    async def resolve_job(self, ref: str) -> str:
+        """The whole id of the one job ``ref`` names (an id or a unique prefix)."""
+        from dragoon.shared.jobs import parse_job_ref
+
+        text, whole = parse_job_ref(ref)
+        if whole:
+            return text
+        found: list[str] = []
+        before = None
+        while True:  # jobs are few next to tasks: the listing is read, no prefix query
+            page = await self.jobs(limit=1000, before=before)
+            found.extend(j["id"] for j in page.jobs if j["id"].startswith(text))
+            before = page.next
+            if not before:
+                break
+        if not found:
+            raise RelayError(E.NOT_FOUND, f"no job matches {text}", status=404)
+        if len(found) > 1:
+            shown = ", ".join(found[:AMBIGUOUS_SHOWN]) + (
+                ", …" if len(found) > AMBIGUOUS_SHOWN else "")
+            raise RelayError(E.AMBIGUOUS, f"ambiguous: {text} matches {shown}; "
+                                          "type more of the id")
+        return found[0]
 
     async def tasks(self, *, drone: str | None = None, state: str | None = None,
                     limit: int = 100, before: str | None = None,

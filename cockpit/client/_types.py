@@ -165,3 +165,54 @@ class Event:
     kind: str
     data: Any
     id: str | None
+
+
+class JobCounts(TypedDict):
+    queued: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+
+
+class Job(TypedDict, total=False):
+    """A job's view (docs/api.md, JOBVIEW)."""
+
+    id: str
+    name: str | None
+    kind: str  # fanout | sweep
+    pilot: str
+    state: str  # running | succeeded | partly_failed | failed | cancelled
+    created_at: float
+    finished_at: float | None
+    trials: int
+    max_parallel: int | None
+    retries: int
+    retry_on: list[int]
+    stop_on_failure: bool
+    cancel_requested: bool
+    stopped: str | None
+    counts: JobCounts
+
+
+@dataclass
+class JobPage:
+    jobs: list[Job]
+    next: str | None
+
+
+@dataclass(frozen=True)
+class TrialSubmit:
+    """One trial to seal and send: its number and spec (env already holds DRAGOON_JOB…),
+    and exactly one target."""
+
+    trial: int
+    spec: SpecJSON
+    drone: str | None = None
+    labels: list[str] | None = None
+
+
+@dataclass
+class JobSubmitted:
+    job: Job
+    tasks: list[Task]

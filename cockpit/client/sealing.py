@@ -31,10 +31,11 @@ TAMPERED = "tampered"  # RelayError code: what the relay handed over does not ho
 
 
 # PyNaCl (libsodium) is loaded by the first task sealed or opened, not by every command's start.
-def seal_task(spec: TaskSpec, *, order_id: str, recipients: Iterable[Recipient]) -> SealedTask:
+def seal_task(spec: TaskSpec, *, order_id: str, recipients: Iterable[Recipient],
+              key: bytes | None = None) -> SealedTask:
     from dragoon.shared import sealed_task
 
-    return sealed_task.seal_task(spec, order_id=order_id, recipients=recipients)
+    return sealed_task.seal_task(spec, order_id=order_id, recipients=recipients, key=key)
 
 
 class PilotKeys:

@@ -24,6 +24,7 @@ from dragoon.relay.auth import DroneDep
 from dragoon.relay.blobs import check_artifact_path
 from dragoon.relay.context import Relay, RelayDep
 from dragoon.relay.errors import ApiError
+from dragoon.relay.job_news import publish_news
 from dragoon.relay.models import (
     MAX_OFFSET,
     FinishBody,
@@ -57,6 +58,7 @@ async def init(body: InitBody, relay: RelayDep) -> dict[str, Any]:
     if replaced:
         logconf.event("replace", drone=result["name"], lost=len(lost))
         await _announce_replacement(relay, result["name"], lost, failed_fetches)
+        await publish_news(relay)
     return result
 
 
@@ -140,6 +142,7 @@ async def finish(body: FinishBody, drone: DroneDep, relay: RelayDep) -> dict[str
         relay.signals.notify(("drone", drone.name))  # a slot is free
         if changed["spec"].get("stdin") is True:  # only such a task has stdin to drop
             await relay.stdin.drop(body.task)  # a finished task reads no more stdin
+    await publish_news(relay)  # the job's retry, stop or end (relay/jobs.py settle)
     return result
 
 

@@ -14,6 +14,7 @@ from dragoon.relay.blobs import check_artifact_path
 from dragoon.relay.context import Relay, RelayDep
 from dragoon.relay.dispatch import START_DEADLINES
 from dragoon.relay.errors import ApiError, not_found
+from dragoon.relay.job_news import publish_news
 from dragoon.relay.models import MAX_OFFSET, CancelBody, SubmitBody
 from dragoon.relay.routes.downloads import blob_response
 from dragoon.shared.models import TaskState
@@ -46,7 +47,7 @@ async def list_tasks(
     _who: PilotDep, relay: RelayDep,
     drone: str | None = Query(None), state: str | None = Query(None),
     limit: int = Query(100, ge=1, le=1000), before: str | None = Query(None),
-    id_prefix: str | None = Query(None),
+    id_prefix: str | None = Query(None), job: str | None = Query(None, max_length=40),
 ) -> dict[str, Any]:
     prefix = None
     if id_prefix is not None:
@@ -56,7 +57,7 @@ async def list_tasks(
             raise ApiError(422, "invalid", str(exc)) from None
     return await relay.db.run(
         lambda conn: relay.tasks.listing(conn, drone=drone, state=state, limit=limit,
-                                         before=before, id_prefix=prefix)
+                                         before=before, id_prefix=prefix, job=job)
     )
 
 
@@ -82,6 +83,7 @@ async def cancel(
     relay.signals.notify(("task", task_id))
     if result.wake:
         relay.signals.notify(("drone", result.wake))
+    await publish_news(relay)
     return result.task
 
 

@@ -1,0 +1,114 @@
+"""Sealing, signing and sending a job's trials; cancelling a job (docs/jobs.md).
+
+A sweep (every trial the same target) shares one task key over the job; a fan-out gets
+one key per task, so each drone opens only its own. Spares (retry attempts) are the same
+spec under the same key, sealed under new order ids. Trials go in chunks of 200.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+from dragoon.cockpit.client._types import Job, JobSubmitted, Task, TrialSubmit
+from dragoon.shared import e2e, orders
+
+if TYPE_CHECKING:
+    from dragoon.cockpit.client._client import RelayClient
+
+
+async def _bodies(client: RelayClient, trials: list[TrialSubmit], *, retries: int,
+                  shared_key: bool, expires_in: int | None,
+                  lost_after: int | None) -> tuple[list[dict[str, Any]], dict[int, bytes]]:
+    from dragoon.cockpit.client._client import checked_spec
+
+    key = e2e.new_task_key() if shared_key else None
+    bodies: list[dict[str, Any]] = []
+    keys: dict[int, bytes] = {}
+    for trial in trials:
+        spec = checked_spec(trial.spec)
+        found = await client._recipients_for(trial.drone, trial.labels)
+        sealed, body = client._sealed_body(spec, found, drone=trial.drone, labels=trial.labels,
+                                           expires_in=expires_in, key=key)
+        spares = []
+        for _ in range(retries):
+            _spare, spare_body = client._sealed_body(spec, found, drone=trial.drone,
+                                                     labels=trial.labels,
+                                                     expires_in=expires_in,
+                                                     key=sealed.task_key)
+            spares.append({"order": spare_body.get("order"),
+                           "order_signature": spare_body.get("order_signature"),
+                           "payload": spare_body["payload"]})
+        body.update({"trial": trial.trial, "spares": spares})
+        if lost_after is not None:
+            body["lost_after"] = lost_after
+        bodies.append(body)
+        keys[trial.trial] = sealed.task_key
+    return bodies, keys
+
+
+def _remember(client: RelayClient, tasks: list[Any], keys: dict[int, bytes]) -> list[Task]:
+    for task in tasks:
+        key = keys.get(task.get("trial"))
+        if key is not None:
+            client.keys.remember(str(task.get("id")), key)
+    return [cast(Task, client.keys.open(t)) for t in tasks]
+
+
+def _one_target(trials: Sequence[TrialSubmit]) -> bool:
+    return len({(t.drone, tuple(t.labels or ())) for t in trials}) <= 1
+
+
+async def submit_job(client: RelayClient, job_id: str, *, name: str | None, kind: str,
+                     trials: list[TrialSubmit], max_parallel: int | None, retries: int,
+                     retry_on: Sequence[int], stop_on_failure: bool,
+                     expires_in: int | None, lost_after: int | None,
+                     chunk: int) -> JobSubmitted:
+    shared = kind == "sweep" and _one_target(trials)
+    bodies, keys = await _bodies(client, trials, retries=retries, shared_key=shared,
+                                 expires_in=expires_in, lost_after=lost_after)
+    first = await client._json("POST", "/v1/jobs", json_body={
+        "id": job_id, "name": name, "kind": kind, "max_parallel": max_parallel,
+        "retries": retries, "retry_on": list(retry_on), "stop_on_failure": stop_on_failure,
+        "tasks": bodies[:chunk]})
+    job, tasks = first["job"], _remember(client, first["tasks"], keys)
+    for start in range(chunk, len(bodies), chunk):
+        more = await client._json("POST", f"/v1/jobs/{job_id}/tasks",
+                                  json_body={"tasks": bodies[start:start + chunk]})
+        job = more["job"]
+        tasks.extend(_remember(client, more["tasks"], keys))
+    return JobSubmitted(cast(Job, job), tasks)
+
+
+async def add_job_tasks(client: RelayClient, job_id: str, trials: list[TrialSubmit], *,
+                        expires_in: int | None, lost_after: int | None,
+                        chunk: int) -> JobSubmitted:
+    job = await client.job(job_id)
+    bodies, keys = await _bodies(client, trials, retries=int(job.get("retries") or 0),
+                                 shared_key=False, expires_in=expires_in,
+                                 lost_after=lost_after)
+    tasks: list[Task] = []
+    answer: dict[str, Any] = {"job": job}
+    for start in range(0, len(bodies), chunk):
+        answer = await client._json("POST", f"/v1/jobs/{job_id}/tasks",
+                                    json_body={"tasks": bodies[start:start + chunk]})
+        tasks.extend(_remember(client, answer["tasks"], keys))
+    return JobSubmitted(cast(Job, answer["job"]), tasks)
+
+
+async def cancel_job(client: RelayClient, job_id: str, *, grace: int | None) -> Job:
+    """A signed cancel order for every active trial; the relay cancels queued ones."""
+    cancels = []
+    for task in await client.job_tasks(job_id):
+        if task.get("state") not in ("dispatched", "running") or not task.get("order_id"):
+            continue
+        target = (orders.drone_target(task["drone"]) if task.get("drone")
+                  else dict(task.get("target") or {}))
+        signed = client._signed_order(lambda t=task, g=target: orders.cancel_order(
+            target=g, task=t["id"], task_order_id=t["order_id"], grace=grace))
+        if signed:
+            cancels.append({"task": task["id"], **signed})
+    body: dict[str, Any] = {"cancels": cancels}
+    if grace is not None:
+        body["grace"] = grace
+    return cast(Job, await client._json("POST", f"/v1/jobs/{job_id}/cancel", json_body=body))
