@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from dragoon.cockpit.client import RelayClient
 
-from tests.cli.conftest import Pilot
-from tests.support.relay import REPO, DroneClient, RelayProcess, wait_until
+from tests.cli.conftest import Pilot, ghost_drone
+from tests.support.relay import REPO, RelayProcess, wait_until
 
 pytestmark = pytest.mark.skipif(not hasattr(RelayClient, "submit_job"),
                                 reason="needs the relay side of jobs (branch relay-jobs)")
@@ -50,9 +50,7 @@ def fleet(pilot: Pilot, relay: RelayProcess,
         processes.append(subprocess.Popen([sys.executable, "-m", "dragoon", "drone", "run",
                                            "--data", str(data)], stdout=log,
                                           stderr=subprocess.STDOUT, cwd=REPO))
-    ghost = DroneClient.join(pilot.ok("enroll", "fan-d", "--labels", "fan").strip(),
-                             labels=["fan"])
-    pilot.trust(ghost)
+    ghost_drone(relay, root, pilot, "fan-d", ("fan",))  # joined, never run: offline
     try:
         def ready() -> bool:
             states = {d["name"]: d["state"] for d in pilot.json("drones")}
@@ -61,7 +59,6 @@ def fleet(pilot: Pilot, relay: RelayProcess,
         wait_until(ready, timeout=60, interval=0.3, message="fleet online, fan-d not")
         yield FLEET
     finally:
-        ghost.close()
         for process in processes:
             process.terminate()
         for process in processes:
@@ -85,7 +82,7 @@ def test_fanout_prefixes_lines_and_sums_up_the_failure(pilot: Pilot,
     assert {line.split(":")[0] for line in out} == set(fleet)
     assert all(line.split(":", 1)[1].strip() == "same" for line in out)
     assert "fan-b: bad" in done.stderr.replace("  ", " ")
-    assert "skipped fan-d (offline" in done.stderr
+    assert "skipped fan-d (pending)" in done.stderr  # joined, never polled
     table = [line.split() for line in done.stderr.splitlines()]
     assert ["fan-b", "failed", "3", "-"] in table, done.stderr
     assert not any(row[:1] in (["fan-a"], ["fan-c"]) and "failed" in row for row in table)
@@ -133,7 +130,7 @@ def _wait_job(pilot: Pilot, job: str, until: tuple[str, ...] = FINAL,
 def test_a_sweep_reports_params_and_metrics_per_trial(pilot: Pilot,
                                                       fleet: tuple[str, ...]) -> None:
     job = pilot.ok("sweep", "--grid", "a=1,2", "--grid", "b=x,y z", "--labels", "fan",
-                   "--name", "toy", "--", 'echo "{a}/{b}/$DRAGOON_PARAM_B"; '
+                   "--name", "toy", "--", 'echo {a}/{b}/"$DRAGOON_PARAM_B"; '
                    "dragoon notify --metric loss=0.{a} trial $DRAGOON_TRIAL").strip()
     assert job.startswith("j-")
     shown = _wait_job(pilot, job)
@@ -171,7 +168,7 @@ def test_job_retry_failed_runs_the_failed_trials_again(pilot: Pilot,
                                                        fleet: tuple[str, ...]) -> None:
     job = pilot.ok("sweep", "--grid", "n=1,2,3", "--labels", "fan",
                    "--", '[ "$DRAGOON_PARAM_N" != 2 ] || [ -e /tmp/dragoon-retry-ok-$DRAGOON_JOB ]'
-                   ' || { touch /tmp/dragoon-retry-ok-$DRAGOON_JOB; exit 5; }').strip()
+                   ' || {{ touch /tmp/dragoon-retry-ok-$DRAGOON_JOB; exit 5; }}').strip()
     first = _wait_job(pilot, job)
     assert first["job"]["state"] == "partly_failed", first
     assert [(t["trial"], t["exit_code"]) for t in first["trials"]] == [(0, 0), (1, 5), (2, 0)]
