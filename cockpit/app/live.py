@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from dragoon.cockpit.client._errors import RelayError
 from dragoon.cockpit.client._logs import cut_notice
 from dragoon.cockpit.safe_text import clean
 
@@ -134,36 +135,20 @@ class LiveSource:
                         messages=[dict(m) for m in messages], jobs=jobs)
 
     async def _jobs(self) -> list[dict[str, Any]]:
-        """`GET /v1/jobs` through `RelayClient.jobs` (issue 14's client method: a list, an
-        object with `.jobs`, or the relay's `{"jobs": [...]}`), or the request itself while
-        the client lacks it; a relay without jobs (404) lists none, not a failed sync."""
-        lister = getattr(self.client, "jobs", None)
+        """The newest jobs (`GET /v1/jobs`); a relay from before jobs (404) lists none rather
+        than failing the sync."""
         try:
-            answer: Any = (await lister(limit=JOBS_IN_SNAPSHOT) if lister is not None else
-                           await self.client._json("GET", "/v1/jobs",
-                                                   query={"limit": JOBS_IN_SNAPSHOT}))
-        except Exception as error:
-            if getattr(error, "status", None) == 404:
+            page = await self.client.jobs(limit=JOBS_IN_SNAPSHOT)
+        except RelayError as error:
+            if error.status == 404:
                 return []
             raise
-        listed = answer.get("jobs") if isinstance(answer, dict) else getattr(answer, "jobs", answer)
-        return [dict(j) for j in listed or []]
+        return [dict(j) for j in page.jobs]
 
     async def job_tasks(self, job_id: str) -> list[dict[str, Any]]:
-        """Every attempt of every trial of a job, opened (`RelayClient.job_tasks`): the job view
-        reads them all, the snapshot holds only the newest tasks."""
-        reader = getattr(self.client, "job_tasks", None)
-        if reader is not None:
-            return [dict(t) for t in await reader(job_id)]
-        found: list[dict[str, Any]] = []  # the contract's listing, until the client has it
-        before: str | None = None
-        while True:
-            answer = await self.client._json("GET", "/v1/tasks", query={
-                "job": job_id, "limit": 1000, "before": before})
-            found += [dict(t) for t in await self.client.open_tasks(answer["tasks"])]
-            before = answer.get("next")
-            if not before:
-                return found
+        """Every attempt of every trial of a job, opened: the job view reads them all, the
+        snapshot holds only the newest tasks."""
+        return [dict(t) for t in await self.client.job_tasks(job_id)]
 
     async def events(self, on_retry: Callable[[BaseException], None]) -> AsyncIterator[
             tuple[str, dict[str, Any]]]:

@@ -153,15 +153,6 @@ def say_skipped(skipped: list[tuple[str, str]], *, queued: bool) -> None:
     click.echo(clean(f"dragoon: {verb} {listed}{hint}"), err=True)
 
 
-def trial_submit() -> Any:
-    """``TrialSubmit`` (contract: typed in cockpit/client/_types.py), wherever it is exported."""
-    try:
-        from dragoon.cockpit.client import TrialSubmit  # type: ignore[attr-defined]
-    except ImportError:
-        from dragoon.cockpit.client._types import TrialSubmit  # type: ignore[attr-defined]
-    return TrialSubmit
-
-
 def trial_spec(spec: dict[str, Any], job_id: str, trial: int) -> dict[str, Any]:
     """The task's spec with the job's env: DRAGOON_JOB and DRAGOON_TRIAL (sealed with it)."""
     env = {**spec.get("env", {}), "DRAGOON_JOB": job_id, "DRAGOON_TRIAL": str(trial)}
@@ -180,7 +171,7 @@ class Launched:
 async def launch(client: RelayClient, spec: dict[str, Any], wanted: Selection, *,
                  include_offline: bool) -> Launched:
     """Choose the drones, say who is left out, submit the job; its tasks in trial order."""
-    TrialSubmit = trial_submit()
+    from dragoon.cockpit.client import TrialSubmit
     from dragoon.shared.jobs import new_job_id
 
     chosen, skipped = choose(list(await client.drones()), wanted,

@@ -188,9 +188,7 @@ def retry_trials(tasks: list[dict[str, Any]]) -> list[Any]:
     """A new attempt of every trial whose latest attempt failed, timed out or was lost:
     the same spec (env and all) on the same target, as ``add_job_tasks`` takes them."""
     from dragoon.cockpit.cli._trials import FAILED_STATES, latest_attempts
-    from dragoon.cockpit.cli.fanout import trial_submit
-
-    TrialSubmit = trial_submit()
+    from dragoon.cockpit.client import TrialSubmit
     from dragoon.shared.spec import SPEC_FIELDS
 
     trials = []

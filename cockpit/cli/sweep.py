@@ -123,9 +123,8 @@ def dry_run(sweep: Sweep, *, as_json: bool) -> None:
 
 async def submit_sweep(client: Any, sweep: Sweep) -> tuple[str, int]:
     """Submit every trial as one job (``RelayClient.submit_job`` sends them in chunks)."""
-    from dragoon.cockpit.cli.fanout import trial_submit
 
-    TrialSubmit = trial_submit()
+    from dragoon.cockpit.client import TrialSubmit
     from dragoon.shared.jobs import new_job_id
 
     job_id = new_job_id()

@@ -12,6 +12,9 @@ from dragoon.cockpit.client._types import (
     Drone,
     Event,
     Fetch,
+    Job,
+    JobPage,
+    JobSubmitted,
     JoinTokenAnswer,
     LogChunk,
     Message,
@@ -20,6 +23,7 @@ from dragoon.cockpit.client._types import (
     StdinAnswer,
     Task,
     TaskPage,
+    TrialSubmit,
 )
 
 __all__ = [
@@ -29,6 +33,9 @@ __all__ = [
     "Drone",
     "Event",
     "Fetch",
+    "Job",
+    "JobPage",
+    "JobSubmitted",
     "JoinTokenAnswer",
     "LogChunk",
     "Message",
@@ -39,4 +46,5 @@ __all__ = [
     "StdinAnswer",
     "Task",
     "TaskPage",
+    "TrialSubmit",
 ]

@@ -3,9 +3,6 @@
 Fan-out over three drones (one trial failing, a fourth drone offline), ``--group``;
 a 2x2 sweep whose trials echo their params and report a metric, read back by
 ``dragoon job --json/--csv``; ``job cancel``; ``job retry --failed``.
-
-These need the relay's job routes and ``RelayClient.submit_job`` (branch relay-jobs);
-until that part is merged the module is skipped, saying so.
 """
 
 from __future__ import annotations
@@ -19,13 +16,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from dragoon.cockpit.client import RelayClient
 
 from tests.cli.conftest import Pilot, ghost_drone
 from tests.support.relay import REPO, RelayProcess, wait_until
-
-pytestmark = pytest.mark.skipif(not hasattr(RelayClient, "submit_job"),
-                                reason="needs the relay side of jobs (branch relay-jobs)")
 
 FLEET = ("fan-a", "fan-b", "fan-c")
 
