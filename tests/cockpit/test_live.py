@@ -359,3 +359,45 @@ async def test_relay_killed_and_restarted_the_cockpit_recovers(world: World) -> 
 def test_module_runs_against_real_processes(world: World) -> None:
     assert world.relay.process is not None and world.drone.process is not None
     assert Path(world.relay.data_dir).is_dir()
+
+
+async def test_a_sweep_shows_as_a_job_with_its_params_and_metrics_live(world: World) -> None:
+    from dragoon.cockpit.app.screens.job import JobScreen
+    from dragoon.cockpit.client import TrialSubmit
+    from dragoon.shared.jobs import new_job_id
+    from dragoon.shared.sweep import parse_sweep
+    from textual.widgets import DataTable
+
+    sweep = parse_sweep({"command": 'echo "loss=0.{n}" >> "$DRAGOON_INBOX"',
+                         "grid": {"n": ["3", "1"]}, "labels": ["cpu"]})
+    job_id = new_job_id()
+    trials = [TrialSubmit(trial=i, spec=sweep.spec_for(point, job_id, i), labels=["cpu"])
+              for i, point in enumerate(sweep.points())]
+    app = world.app()
+    async with app.run_test(size=SIZE) as pilot:
+        await connected(pilot, app)
+        await app.source.client.submit_job(  # type: ignore[attr-defined]
+            job_id, name="live sweep", kind="sweep", trials=trials)
+        await until(pilot, lambda: app.state.jobs.get(job_id, {}).get("state") == "succeeded",
+                    timeout=30, what="the job's event: succeeded")
+        await until(pilot, lambda: job_id in app.tree._job_nodes, what="the job's node")
+        node = app.tree._job_nodes[job_id]
+        await until(pilot, lambda: "2✓ 0▶ 0… 0✗" in str(node.label), timeout=20,
+                    what="the job's progress from its tasks' events")
+        app.tree.focus()
+
+        def on_job() -> bool:
+            if app.tree.cursor_node is not node:
+                app.tree.move_cursor(node, animate=False)
+            return app.tree.cursor_node is node and app.tree.has_focus
+        await until(pilot, on_job, what="the cursor on the job")
+        await pilot.press("enter")
+        await until(pilot, lambda: showing(app, JobScreen), what="the job view")
+        table = app.screen.query_one("#trials", DataTable)
+
+        def column(name: str) -> list[str]:
+            return [str(table.get_cell(row, name)) for row in table.rows]
+        await until(pilot, lambda: table.row_count == 2 and "-" not in column("metric:loss"),
+                    timeout=20, what="both trials with their reported loss")
+        assert column("param:n") == ["3", "1"]  # opened from each trial's sealed env
+        assert column("metric:loss") == ["0.3", "0.1"]
