@@ -55,7 +55,7 @@ def fanout_options(*, run: bool) -> Callable[[Callable[..., Any]], Callable[...,
 
 
 @dataclass(frozen=True)
-class Selection:
+class DroneSelection:
     """Which drones a fan-out is for: by name, by labels, or all of them."""
 
     names: tuple[str, ...] = ()
@@ -72,7 +72,7 @@ class Selection:
 
 def selection(words: tuple[str, ...], command_words: list[str] | None, *,
               labels: list[str] | None, each: list[str] | None, every: bool
-              ) -> tuple[Selection, list[str]] | None:
+              ) -> tuple[DroneSelection, list[str]] | None:
     """The fan-out the line asks for and its COMMAND words, or None for one plain task."""
     if each is not None and every:
         raise OneLineUsageError("--each and --all: give one of them")
@@ -81,7 +81,7 @@ def selection(words: tuple[str, ...], command_words: list[str] | None, *,
                                 "--each/--all for one on every drone: give one of them")
     if each is not None or every:
         _, command = split_target(words, command_words, True)
-        return Selection(labels=tuple(each or ()), every=every), command
+        return DroneSelection(labels=tuple(each or ()), every=every), command
     if labels is not None or not words or "," not in words[0]:
         return None
     from dragoon.shared.spec import SpecError, parse_drone_name
@@ -92,7 +92,7 @@ def selection(words: tuple[str, ...], command_words: list[str] | None, *,
         names = [parse_drone_name(part) for part in target.split(",")]
     except SpecError as exc:
         raise OneLineUsageError(f"in the drone list {target!r}: {exc}") from None
-    return Selection(names=tuple(sorted(dict.fromkeys(names)))), command
+    return DroneSelection(names=tuple(sorted(dict.fromkeys(names)))), command
 
 
 def refuse_plain_only(*, as_json: bool, include_offline: bool, group: bool = False) -> None:
@@ -111,7 +111,7 @@ def _offline_for(drone: Drone, now: float) -> str:
         drone.get("state", "offline"))
 
 
-def choose(found: list[Drone], wanted: Selection, *, include_offline: bool,
+def choose(found: list[Drone], wanted: DroneSelection, *, include_offline: bool,
            now: float | None = None) -> tuple[list[str], list[tuple[str, str]]]:
     """(the drones to queue for, sorted; the ones left out with why). Pure, so tested alone.
 
@@ -168,7 +168,7 @@ class Launched:
     waiting: list[tuple[str, str]]  # queued for, though offline or draining (--include-offline)
 
 
-async def launch(client: RelayClient, spec: dict[str, Any], wanted: Selection, *,
+async def launch(client: RelayClient, spec: dict[str, Any], wanted: DroneSelection, *,
                  include_offline: bool) -> Launched:
     """Choose the drones, say who is left out, submit the job; its tasks in trial order."""
     from dragoon.cockpit.client import TrialSubmit

@@ -11,7 +11,7 @@ import pytest
 from dragoon.cockpit.cli import _trials as T
 from dragoon.cockpit.cli._common import Fail
 from dragoon.cockpit.cli._fanout_run import LineWriter, group_text, groups, summary_rows
-from dragoon.cockpit.cli.fanout import Selection, choose
+from dragoon.cockpit.cli.fanout import DroneSelection, choose
 
 NOW = 10_000.0
 FLEET: list[Any] = [
@@ -24,30 +24,30 @@ FLEET: list[Any] = [
 
 
 def test_each_takes_the_online_drones_with_the_labels_sorted_and_names_the_others() -> None:
-    chosen, skipped = choose(FLEET, Selection(labels=("gpu",)), include_offline=False, now=NOW)
+    chosen, skipped = choose(FLEET, DroneSelection(labels=("gpu",)), include_offline=False, now=NOW)
     assert chosen == ["gpu-1", "gpu-2"]
     assert skipped == [("gpu-3", "offline 2h00m"), ("gpu-4", "draining")]
 
 
 def test_include_offline_queues_for_them_too() -> None:
-    chosen, skipped = choose(FLEET, Selection(labels=("gpu",)), include_offline=True, now=NOW)
+    chosen, skipped = choose(FLEET, DroneSelection(labels=("gpu",)), include_offline=True, now=NOW)
     assert chosen == ["gpu-1", "gpu-2", "gpu-3", "gpu-4"]
     assert [name for name, _ in skipped] == ["gpu-3", "gpu-4"]
 
 
 def test_all_and_a_list_of_names() -> None:
-    assert choose(FLEET, Selection(every=True), include_offline=False)[0] == [
+    assert choose(FLEET, DroneSelection(every=True), include_offline=False)[0] == [
         "cpu-1", "gpu-1", "gpu-2"]
-    assert choose(FLEET, Selection(names=("gpu-2", "cpu-1")), include_offline=False)[0] == [
+    assert choose(FLEET, DroneSelection(names=("gpu-2", "cpu-1")), include_offline=False)[0] == [
         "cpu-1", "gpu-2"]
 
 
 def test_an_unknown_name_or_labels_no_drone_has_is_exit_4() -> None:
     with pytest.raises(Fail) as caught:
-        choose(FLEET, Selection(names=("gpu-1", "nope")), include_offline=False)
+        choose(FLEET, DroneSelection(names=("gpu-1", "nope")), include_offline=False)
     assert caught.value.code == 4 and "nope" in caught.value.message
     with pytest.raises(Fail) as caught:
-        choose(FLEET, Selection(labels=("tpu",)), include_offline=False)
+        choose(FLEET, DroneSelection(labels=("tpu",)), include_offline=False)
     assert caught.value.code == 4 and "tpu" in caught.value.message
 
 
