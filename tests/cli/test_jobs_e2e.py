@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.cli.conftest import Pilot, ghost_drone
+from tests.cli.conftest import Pilot
 from tests.support.relay import REPO, RelayProcess, wait_until
 
 FLEET = ("fan-a", "fan-b", "fan-c")
@@ -43,7 +43,12 @@ def fleet(pilot: Pilot, relay: RelayProcess,
         processes.append(subprocess.Popen([sys.executable, "-m", "dragoon", "drone", "run",
                                            "--data", str(data)], stdout=log,
                                           stderr=subprocess.STDOUT, cwd=REPO))
-    ghost_drone(relay, root, pilot, "fan-d", ("fan",))  # joined, never run: offline
+    # fan-d: joined as the others are, never run, so never online
+    token = pilot.ok("enroll", "fan-d", "--labels", "fan").strip()
+    subprocess.run([sys.executable, "-m", "dragoon", "drone", "join", token, "--data",
+                    str(root / "fan-d"), "--labels", "fan"], check=True, capture_output=True,
+                   cwd=REPO, timeout=30)
+    pilot.trust(root / "fan-d")
     try:
         def ready() -> bool:
             states = {d["name"]: d["state"] for d in pilot.json("drones")}
