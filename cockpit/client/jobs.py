@@ -2,12 +2,15 @@
 
 A sweep (every trial the same target) shares one task key over the job; a fan-out gets
 one key per task, so each drone opens only its own. Spares (retry attempts) are the same
-spec under the same key, sealed under new order ids. Trials go in chunks of 200.
+spec under the same key, sealed under new order ids. Trials go in chunks of at most 200 and
+at most ``CHUNK_BYTES`` of JSON: a trial placed by labels carries its task key wrapped for
+every matching drone, so 200 of them over 20 drones pass the relay's 1 MiB body limit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from dragoon.cockpit.client._types import Job, JobSubmitted, Task, TrialSubmit
@@ -15,6 +18,30 @@ from dragoon.shared import e2e, orders
 
 if TYPE_CHECKING:
     from dragoon.cockpit.client._client import RelayClient
+
+# Half the relay's default body limit (max_body, 1 MiB): room for the request's own fields.
+CHUNK_BYTES = 512 * 1024
+
+
+def chunks(bodies: list[dict[str, Any]], *, most: int,
+           budget: int = CHUNK_BYTES) -> Iterator[list[dict[str, Any]]]:
+    """Consecutive runs of ``bodies``, each at most ``most`` long and ``budget`` bytes of JSON.
+
+    A body larger than the budget alone goes in a chunk of its own: the relay then says
+    clearly that it is too large, rather than the client refusing what a relay with a
+    larger limit would take.
+    """
+    run: list[dict[str, Any]] = []
+    size = 0
+    for body in bodies:
+        cost = len(json.dumps(body, separators=(",", ":"))) + 1
+        if run and (len(run) >= most or size + cost > budget):
+            yield run
+            run, size = [], 0
+        run.append(body)
+        size += cost
+    if run:
+        yield run
 
 
 async def _bodies(client: RelayClient, trials: list[TrialSubmit], *, retries: int,
@@ -67,14 +94,14 @@ async def submit_job(client: RelayClient, job_id: str, *, name: str | None, kind
     shared = kind == "sweep" and _one_target(trials)
     bodies, keys = await _bodies(client, trials, retries=retries, shared_key=shared,
                                  expires_in=expires_in, lost_after=lost_after)
+    runs = chunks(bodies, most=chunk)
     first = await client._json("POST", "/v1/jobs", json_body={
         "id": job_id, "name": name, "kind": kind, "max_parallel": max_parallel,
         "retries": retries, "retry_on": list(retry_on), "stop_on_failure": stop_on_failure,
-        "tasks": bodies[:chunk]})
+        "tasks": next(runs, [])})
     job, tasks = first["job"], _remember(client, first["tasks"], keys)
-    for start in range(chunk, len(bodies), chunk):
-        more = await client._json("POST", f"/v1/jobs/{job_id}/tasks",
-                                  json_body={"tasks": bodies[start:start + chunk]})
+    for run in runs:
+        more = await client._json("POST", f"/v1/jobs/{job_id}/tasks", json_body={"tasks": run})
         job = more["job"]
         tasks.extend(_remember(client, more["tasks"], keys))
     return JobSubmitted(cast(Job, job), tasks)
@@ -89,9 +116,8 @@ async def add_job_tasks(client: RelayClient, job_id: str, trials: list[TrialSubm
                                  lost_after=lost_after)
     tasks: list[Task] = []
     answer: dict[str, Any] = {"job": job}
-    for start in range(0, len(bodies), chunk):
-        answer = await client._json("POST", f"/v1/jobs/{job_id}/tasks",
-                                    json_body={"tasks": bodies[start:start + chunk]})
+    for run in chunks(bodies, most=chunk):
+        answer = await client._json("POST", f"/v1/jobs/{job_id}/tasks", json_body={"tasks": run})
         tasks.extend(_remember(client, answer["tasks"], keys))
     return JobSubmitted(cast(Job, answer["job"]), tasks)
 

@@ -201,3 +201,27 @@ def test_a_relay_killed_mid_sweep_loses_no_trial_and_runs_none_twice(tmp_path: P
         shown = job_of(pilot, job)
         assert shown["state"] == "succeeded" and shown["counts"]["succeeded"] == 6, shown
         relay.kill9()
+
+
+def test_a_sweep_placed_over_many_drones_goes_in_chunks_under_the_body_limit(
+    shared_relay: RelayProcess, shared_pilot: PilotSession, labels: list[str],
+) -> None:
+    """Each trial by labels carries its task key wrapped for every matching drone: 200 over
+    24 drones are over 1 MiB of JSON, so the client splits by size as well as by count."""
+    for n in range(24):
+        drone = shared_relay.drone(f"{labels[0]}-{n}", labels, pilot=shared_pilot)
+        trust_test_drone(shared_pilot.env, drone)
+    done = submit(shared_relay, shared_pilot, 200, labels)
+    assert len(done.tasks) == 200 and sorted(t["trial"] for t in done.tasks) == list(range(200))
+    assert job_of(shared_pilot, done.job["id"])["counts"]["queued"] == 200
+
+
+def test_chunks_keep_to_the_count_and_the_byte_budget() -> None:
+    from dragoon.cockpit.client.jobs import chunks
+
+    bodies = [{"n": i, "pad": "x" * 90} for i in range(10)]  # 110 bytes of JSON each
+    assert [len(run) for run in chunks(bodies, most=4, budget=10_000)] == [4, 4, 2]
+    assert [len(run) for run in chunks(bodies, most=200, budget=300)] == [2] * 5
+    huge = [{"pad": "x" * 1000}, {"n": 1}]
+    assert [len(run) for run in chunks(huge, most=200, budget=300)] == [1, 1]
+    assert list(chunks([], most=3)) == []
