@@ -31,25 +31,26 @@ def fleet(pilot: Pilot, relay: RelayProcess,
     root = tmp_path_factory.mktemp("fleet")
     processes: list[subprocess.Popen[bytes]] = []
     logs = []
-    for name in FLEET:
-        data = root / name
-        token = pilot.ok("enroll", name, "--labels", "fan").strip()
+    try:  # whatever was started is stopped, also when a later step fails
+        for name in FLEET:
+            data = root / name
+            token = pilot.ok("enroll", name, "--labels", "fan").strip()
+            subprocess.run([sys.executable, "-m", "dragoon", "drone", "join", token, "--data",
+                            str(data), "--slots", "2", "--labels", "fan"], check=True,
+                           capture_output=True, cwd=REPO, timeout=30)
+            pilot.trust(data)
+            log = open(root / f"{name}.log", "wb")  # noqa: SIM115 - closed below
+            logs.append(log)
+            processes.append(subprocess.Popen([sys.executable, "-m", "dragoon", "drone", "run",
+                                               "--data", str(data)], stdout=log,
+                                              stderr=subprocess.STDOUT, cwd=REPO))
+        # fan-d: joined as the others are, never run, so never online
+        token = pilot.ok("enroll", "fan-d", "--labels", "fan").strip()
         subprocess.run([sys.executable, "-m", "dragoon", "drone", "join", token, "--data",
-                        str(data), "--slots", "2", "--labels", "fan"], check=True,
-                       capture_output=True, cwd=REPO, timeout=30)
-        pilot.trust(data)
-        log = open(root / f"{name}.log", "wb")  # noqa: SIM115 - closed below
-        logs.append(log)
-        processes.append(subprocess.Popen([sys.executable, "-m", "dragoon", "drone", "run",
-                                           "--data", str(data)], stdout=log,
-                                          stderr=subprocess.STDOUT, cwd=REPO))
-    # fan-d: joined as the others are, never run, so never online
-    token = pilot.ok("enroll", "fan-d", "--labels", "fan").strip()
-    subprocess.run([sys.executable, "-m", "dragoon", "drone", "join", token, "--data",
-                    str(root / "fan-d"), "--labels", "fan"], check=True, capture_output=True,
-                   cwd=REPO, timeout=30)
-    pilot.trust(root / "fan-d")
-    try:
+                        str(root / "fan-d"), "--labels", "fan"], check=True, capture_output=True,
+                       cwd=REPO, timeout=30)
+        pilot.trust(root / "fan-d")
+
         def ready() -> bool:
             states = {d["name"]: d["state"] for d in pilot.json("drones")}
             return (all(states.get(name) == "online" for name in FLEET)
