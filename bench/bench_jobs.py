@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -123,7 +124,15 @@ async def fanout_once(client: RelayClient, drones: list[str]) -> float:
     return elapsed
 
 
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time with that of the children it has reaped (a drone's tasks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def fanout(work: Path, count: int, runs: int) -> dict[str, float]:
+    """The fan-out's wall time, and its CPU per task by part: relay, drones (with their
+    tasks), and the client; their sum over the cores is the floor under the wall time."""
     with RelayProcess(work / f"fanout-{count}") as relay:
         pilot = relay.pilot("bench")
         fleet = Fleet(work / f"fanout-{count}-drones", relay, pilot)
@@ -133,17 +142,33 @@ def fanout(work: Path, count: int, runs: int) -> dict[str, float]:
             wait_online(relay, count)
             time.sleep(3.0)  # the last drones' start-up settles
 
-            async def measure() -> list[float]:
+            assert relay.process is not None
+            pids = {"relay": [relay.process.pid],
+                    "drones": [d.process.pid for d in fleet.drones if d.process]}
+
+            def cpu() -> dict[str, float]:
+                return {**{part: sum(cpu_seconds(p) for p in group)
+                           for part, group in pids.items()}, "client": time.process_time()}
+
+            async def measure() -> tuple[list[float], dict[str, float]]:
                 async with client_for(relay, pilot) as client:
                     await fanout_once(client, names)  # warm-up: connections, first imports
-                    return [await fanout_once(client, names) for _ in range(runs)]
+                    before = cpu()
+                    times = [await fanout_once(client, names) for _ in range(runs)]
+                    after = cpu()
+                    return times, {k: after[k] - before[k] for k in after}
 
-            times = asyncio.run(measure())
+            times, used = asyncio.run(measure())
         finally:
             fleet.close()
             relay.kill9()
+    per_task = {part: seconds / (runs * count) for part, seconds in used.items()}
+    floor = sum(used.values()) / runs / (os.cpu_count() or 1)
     return {f"fanout_{count}_median_s": statistics.median(times),
-            f"fanout_{count}_min_s": min(times), f"fanout_{count}_max_s": max(times)}
+            f"fanout_{count}_min_s": min(times), f"fanout_{count}_max_s": max(times),
+            **{f"fanout_{count}_cpu_ms_per_task_{part}": 1000 * seconds
+               for part, seconds in per_task.items()},
+            f"fanout_{count}_cpu_floor_s": floor}
 
 
 def sweep_trials(count: int, labels: list[str]) -> list[TrialSubmit]:

@@ -9,6 +9,7 @@ every matching drone, so 200 of them over 20 drones pass the relay's 1 MiB body 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -50,6 +51,11 @@ async def _bodies(client: RelayClient, trials: list[TrialSubmit], *, retries: in
     from dragoon.cockpit.client._client import checked_spec
 
     key = e2e.new_task_key() if shared_key else None
+    # Every distinct target's recipients looked up together (then cached for the loop):
+    # a fan-out to 50 drones is one round trip of lookups, not 50 in a row.
+    targets = {(t.drone, tuple(t.labels or ())) for t in trials}
+    await asyncio.gather(*(client._recipients_for(drone, list(labels) or None)
+                           for drone, labels in targets))
     bodies: list[dict[str, Any]] = []
     keys: dict[int, bytes] = {}
     for trial in trials:

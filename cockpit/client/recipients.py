@@ -234,10 +234,11 @@ async def _resolve(client: RelayClient, names: Sequence[str], env: Mapping[str, 
     signers: dict[bytes, PublicKey] = {}
     unlisted: list[str] = []
     republish = False
-    for name in names:
-        if name in unknown:
-            continue
-        answer = await client.recipients(drone=name)
+    wanted = [name for name in names if name not in unknown]
+    # One request per drone, all in flight together: a sweep over 20 drones or a fan-out
+    # to 50 waits for one round trip, not for 50 in a row.
+    answers = await asyncio.gather(*(client.recipients(drone=name) for name in wanted))
+    for name, answer in zip(wanted, answers, strict=True):
         drone = _check_drone(name, known.get(name), answer.get("drone"))
         drones.append(Recipient(drone.fingerprint, drone.x25519))
         found = _check_pilots(drone, answer, me, mine.public, seen)
