@@ -2,9 +2,10 @@
 
 Starts a real relay (`dragoon relay serve`) and two real drones (`dragoon
 drone run`) in a temp dir, submits a few tasks (one that keeps printing, one
-that sends inbox messages, one that fails), then drives `CockpitApp` over
-the live relay with Textual's Pilot and saves SVG screenshots of the main
-views into screenshots/.
+that sends inbox messages, one that fails) and a 5x2 sweep that reports a
+loss, then drives `CockpitApp` over the live relay with Textual's Pilot and
+saves SVG screenshots of the main views (and the sweep's job view) into
+screenshots/.
 
     .venv/bin/python screenshots/make_screenshots.py
 """
@@ -40,6 +41,11 @@ TRAIN = ('for i in $(seq 1 400); do echo "epoch $((i / 40)) step $i loss=0.$((90
 NOTIFY = ('echo "starting eval"; echo "eval: accuracy 0.913" >> "$DRAGOON_INBOX"; '
           'sleep 0.5; echo "checkpoint saved to out/ckpt.pt" >> "$DRAGOON_INBOX"; '
           'mkdir -p out && echo weights > out/ckpt.pt')
+
+
+# A sweep whose trials report a loss that depends on their params, so its plot has a shape.
+SWEEP_COMMAND = ("sleep 0.3; awk -v lr={lr} -v bs={bs} 'BEGIN {{ printf \"loss=%.3f\\n\", "
+                 "(log(lr) / log(10) + 3) ^ 2 / 4 + 6.4 / bs + 0.2 }}' >> \"$DRAGOON_INBOX\"")
 
 
 async def until(condition: Callable[[], object], timeout: float = 30.0) -> None:
@@ -92,6 +98,35 @@ async def drive(url: str, pilot_session: object, tasks: dict[str, str]) -> None:
         await pilot.pause(0.5)
         shot("palette")
         await pilot.press("escape")
+        await job_view(app, pilot, client, shot)
+
+
+async def job_view(app: CockpitApp, pilot: object, client: RelayClient,
+                   shot: Callable[[str], None]) -> None:
+    """A sweep submitted as `dragoon sweep` would, its job view once every trial reported."""
+    from dragoon.cockpit.app.screens.job import JobScreen
+    from dragoon.cockpit.client import TrialSubmit
+    from dragoon.shared.jobs import new_job_id
+    from dragoon.shared.sweep import parse_sweep
+
+    sweep = parse_sweep({"command": SWEEP_COMMAND, "labels": ["gpu"],
+                         "grid": {"lr": ["1e-2", "3e-3", "1e-3", "3e-4", "1e-4"],
+                                  "bs": ["32", "64"]}})
+    job_id = new_job_id()
+    trials = [TrialSubmit(trial=i, spec=sweep.spec_for(point, job_id, i), labels=["gpu"])
+              for i, point in enumerate(sweep.points())]
+    await client.submit_job(job_id, name="lr x bs sweep", kind="sweep", trials=trials)
+    await until(lambda: app.state.jobs.get(job_id, {}).get("state") == "succeeded", 60)
+    await until(lambda: job_id in app.tree._job_nodes)
+    node = app.tree._job_nodes[job_id]
+    app.tree.focus()
+    app.tree.move_cursor(node, animate=False)
+    await until(lambda: app.tree.cursor_node is node)
+    await pilot.press("enter")  # type: ignore[attr-defined]
+    await until(lambda: isinstance(app.screen, JobScreen) and app.screen.is_mounted)
+    await pilot.press("p")  # type: ignore[attr-defined]  # plot against lr
+    await pilot.pause(2.0)  # type: ignore[attr-defined]
+    shot("job")
 
 
 def main() -> None:

@@ -36,3 +36,15 @@ def test_the_frame_labels_the_axes_with_min_and_max() -> None:
     cats = framed([(0.0, 1.0), (1.0, 2.0)], 20, 4, categories=["adam", "sgd"])
     assert cats[-1].split("└")[1].split() == ["adam", "sgd"]
     assert framed([], 20, 4)[-1].endswith("(no values)")
+
+
+def test_an_x_axis_over_two_decades_is_logarithmic_and_says_so() -> None:
+    # 1e-4, 1e-3, 1e-2 on a log scale: the middle point sits in the middle column
+    lines = framed([(1e-4, 0.0), (1e-3, 1.0), (1e-2, 0.0)], 31, 5)
+    assert lines[-1].split("└")[1].split() == ["0.0001", "0.01", "(log)"]
+    canvas = [line.split("│", 1)[1] for line in lines[:-1]]
+    top = canvas[0]
+    assert top.strip() and top.index(top.strip()) == (len(top) - 1) // 2, canvas
+    linear = framed([(1.0, 0.0), (50.0, 1.0)], 12, 5)  # under two decades: linear
+    assert "(log)" not in linear[-1]
+    assert "(log)" not in framed([(-1.0, 0.0), (1000.0, 1.0)], 12, 5)[-1]  # not all positive

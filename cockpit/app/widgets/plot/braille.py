@@ -3,7 +3,9 @@
 One job: scale (x, y) points to dot positions and turn the dots into lines of
 text, with the axes' min/max as labels. Pure (no Textual), so a test can pin
 known points to known characters. Non-finite values are dropped; a range of
-one value puts its points in the middle.
+one value puts its points in the middle. An x axis of positive values spanning
+two decades or more (a learning rate from 1e-4 to 1e-2) is drawn on a log
+scale, as a sweep's grid is laid out, and says so under its right end.
 """
 
 from __future__ import annotations
@@ -65,11 +67,22 @@ def number_label(value: float) -> str:
     return f"{value:.4g}"
 
 
+LOG_SPAN: Final = 100.0  # max/min of positive x values from which the x axis is logarithmic
+
+
+def log_scaled(xs: Sequence[float]) -> bool:
+    return bool(xs) and min(xs) > 0 and max(xs) / min(xs) >= LOG_SPAN
+
+
 def framed(points: Sequence[Point], width: int, height: int, *,
            categories: Sequence[str] | None = None) -> list[str]:
     """The canvas with a y axis (max on top, min at the bottom) and an x axis below it
     (min and max, or the first and last category). `width`, `height` are the whole box."""
     kept = finite(points)
+    log_x = categories is None and log_scaled([x for x, _ in kept])
+    if log_x:
+        lows = span([x for x, _ in kept])
+        kept = [(math.log10(x), y) for x, y in kept]
     ys = span([y for _, y in kept])
     xs = span([x for x, _ in kept]) if categories is None else (0.0, max(len(categories) - 1, 0))
     y_labels = (number_label(ys[1]), number_label(ys[0]))
@@ -82,6 +95,8 @@ def framed(points: Sequence[Point], width: int, height: int, *,
         out.append(f"{label:>{pad}}│{line}")
     if categories is not None:
         left, right = (categories[0], categories[-1]) if categories else ("", "")
+    elif log_x:
+        left, right = number_label(lows[0]), f"{number_label(lows[1])} (log)"
     else:
         left, right = number_label(xs[0]), number_label(xs[1])
     gap = max(1, inner_w - len(left) - len(right))
