@@ -143,7 +143,7 @@ def test_only_its_pilot_may_add_to_or_cancel_a_job_and_ids_are_checked(
     shared_relay: RelayProcess, shared_pilot: PilotSession, make_drone: Any,
     labels: list[str],
 ) -> None:
-    make_drone(1)
+    drone = make_drone(1)
     job = submit(shared_relay, shared_pilot, 1, labels).job["id"]
     empty = shared_pilot.post("/v1/jobs", json={"id": new_job_id(), "kind": "sweep",
                                                 "tasks": []})
@@ -165,6 +165,24 @@ def test_only_its_pilot_may_add_to_or_cancel_a_job_and_ids_are_checked(
         asyncio.run(cancel_as_mallory())
     assert refused.value.code == "not_your_job"
     assert job_of(shared_pilot, job)["counts"]["queued"] == 1  # nothing changed
+
+    trust_test_drone(other.env, drone)  # so the refusal is the relay's, not the client's
+
+    async def add_as_mallory() -> None:
+        async with client(shared_relay, other) as c:
+            await c.add_job_tasks(job, [TrialSubmit(trial=5, spec={"command": "true"},
+                                                    labels=labels)])
+    with pytest.raises(RelayError) as not_theirs:
+        asyncio.run(add_as_mallory())
+    assert not_theirs.value.status == 403 and not_theirs.value.code == "not_your_job"
+    assert job_of(shared_pilot, job)["trials"] == 1  # nothing added
+
+    async def cancel_a_missing_job() -> None:
+        async with client(shared_relay, shared_pilot) as c:
+            await c.cancel_job(new_job_id())
+    with pytest.raises(RelayError) as missing:
+        asyncio.run(cancel_a_missing_job())
+    assert missing.value.status == 404
 
     async def same_id_again() -> None:
         async with client(shared_relay, shared_pilot) as c:
