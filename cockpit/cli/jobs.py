@@ -2,12 +2,13 @@
 
 ``dragoon job JOB`` is ``dragoon job show JOB``: a first word that is no
 subcommand is the job (``job show cancel`` for a job whose id starts with
-``cancel``). The trials table is cli/_trials.py's.
+``cancel``). The trials table is cockpit/trials.py's.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -129,20 +130,20 @@ def show(relay: str | None, key: str | None, ca_cert: str | None, job_ref: str,
         raise OneLineUsageError("--json and --csv: give one of them")
 
     async def go() -> None:
-        from dragoon.cockpit.cli import _trials as T
+        from dragoon.cockpit import trials as T
 
         async with open_client(Connection(relay, key, ca_cert)) as client:
             job_id = await _resolve(client, job_ref)
             async with naming(job_id):
                 view = dict(await client.job(job_id))  # type: ignore[attr-defined]
                 tasks = list(await client.job_tasks(job_id))  # type: ignore[attr-defined]
-            latest = T.latest_attempts(tasks)
-            messages = await T.last_messages(client, [str(t.get("id")) for t in latest])
+            latest = T.latest_in_order(tasks)
+            messages = await last_messages(client, [str(t.get("id")) for t in latest])
         rows = T.trial_rows(latest, messages)
-        params, metrics = T.columns(rows)
+        params, metrics = T.row_columns(rows)
         if sort is not None:
             try:
-                rows = T.sort_rows(rows, sort, params, metrics)
+                rows = T.sort_table(rows, sort, params, metrics)
             except KeyError:
                 raise Fail(f"--sort: no column {sort.lstrip('-')!r}; one of "
                            f"{', '.join(T.sort_fields(params, metrics))}", X.USAGE) from None
@@ -187,13 +188,13 @@ def cancel(relay: str | None, key: str | None, ca_cert: str | None, job_ref: str
 def retry_trials(tasks: list[dict[str, Any]]) -> list[Any]:
     """A new attempt of every trial whose latest attempt failed, timed out or was lost:
     the same spec (env and all) on the same target, as ``add_job_tasks`` takes them."""
-    from dragoon.cockpit.cli._trials import FAILED_STATES, latest_attempts
     from dragoon.cockpit.client import TrialSubmit
+    from dragoon.cockpit.trials import FAILED, latest_in_order
     from dragoon.shared.spec import SPEC_FIELDS
 
     trials = []
-    for task in latest_attempts(tasks):
-        if task.get("state") not in FAILED_STATES:
+    for task in latest_in_order(tasks):
+        if task.get("state") not in FAILED:
             continue
         if task.get("sealed"):
             raise Fail(f"trial {task['trial']} ({task.get('id')}) cannot be opened to be "
@@ -228,3 +229,31 @@ def retry(relay: str | None, key: str | None, ca_cert: str | None, job_ref: str,
         click.echo(clean(f"{job_id}: retrying {len(trials)} trials ({numbers})"))
 
     run_async(go)
+
+
+async def last_messages(client: RelayClient, task_ids: Iterable[str]) -> dict[str, str]:
+    """Each task's last inbox message, opened: the inbox is paged through once, and only the
+    job's own messages are opened (the relay has no per-task filter of the inbox yet)."""
+    wanted = set(task_ids)
+    latest: dict[str, Mapping[str, Any]] = {}
+    after = 0
+    while True:
+        answer = await client._json("GET", "/v1/messages",
+                                    query={"after": after, "limit": 1000})
+        batch = answer.get("messages") or []
+        for message in batch:
+            task = message.get("task")
+            if task in wanted:
+                seen = latest.get(task)
+                if seen is None or int(message.get("index") or 0) >= int(seen.get("index")
+                                                                         or 0):
+                    latest[task] = message
+        if len(batch) < 1000:
+            break
+        after = int(batch[-1]["id"])
+    texts: dict[str, str] = {}
+    for task_id, message in latest.items():
+        opened = await client.open_message(message)
+        if "text" in opened:
+            texts[task_id] = str(opened["text"])
+    return texts
