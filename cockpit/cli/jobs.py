@@ -8,7 +8,6 @@ subcommand is the job (``job show cancel`` for a job whose id starts with
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -137,8 +136,9 @@ def show(relay: str | None, key: str | None, ca_cert: str | None, job_ref: str,
             async with naming(job_id):
                 view = dict(await client.job(job_id))  # type: ignore[attr-defined]
                 tasks = list(await client.job_tasks(job_id))  # type: ignore[attr-defined]
+                found = await client.last_job_messages(job_id)  # type: ignore[attr-defined]
             latest = T.latest_in_order(tasks)
-            messages = await last_messages(client, [str(t.get("id")) for t in latest])
+            messages = {task_id: str(m["text"]) for task_id, m in found.items() if "text" in m}
         rows = T.trial_rows(latest, messages)
         params, metrics = T.row_columns(rows)
         if sort is not None:
@@ -229,31 +229,3 @@ def retry(relay: str | None, key: str | None, ca_cert: str | None, job_ref: str,
         click.echo(clean(f"{job_id}: retrying {len(trials)} trials ({numbers})"))
 
     run_async(go)
-
-
-async def last_messages(client: RelayClient, task_ids: Iterable[str]) -> dict[str, str]:
-    """Each task's last inbox message, opened: the inbox is paged through once, and only the
-    job's own messages are opened (the relay has no per-task filter of the inbox yet)."""
-    wanted = set(task_ids)
-    latest: dict[str, Mapping[str, Any]] = {}
-    after = 0
-    while True:
-        answer = await client._json("GET", "/v1/messages",
-                                    query={"after": after, "limit": 1000})
-        batch = answer.get("messages") or []
-        for message in batch:
-            task = message.get("task")
-            if task in wanted:
-                seen = latest.get(task)
-                if seen is None or int(message.get("index") or 0) >= int(seen.get("index")
-                                                                         or 0):
-                    latest[task] = message
-        if len(batch) < 1000:
-            break
-        after = int(batch[-1]["id"])
-    texts: dict[str, str] = {}
-    for task_id, message in latest.items():
-        opened = await client.open_message(message)
-        if "text" in opened:
-            texts[task_id] = str(opened["text"])
-    return texts

@@ -219,3 +219,48 @@ def test_a_relay_killed_mid_sweep_loses_no_trial_and_runs_none_twice(tmp_path: P
         shown = job_of(pilot, job)
         assert shown["state"] == "succeeded" and shown["counts"]["succeeded"] == 6, shown
         relay.kill9()
+
+
+def test_the_inbox_filters_by_job_and_by_task_page_by_page(
+    shared_relay: RelayProcess, shared_pilot: PilotSession, make_drone: Any,
+    labels: list[str],
+) -> None:
+    drone = make_drone(4)
+    first = submit(shared_relay, shared_pilot, 2, labels).job["id"]
+    second = submit(shared_relay, shared_pilot, 2, labels).job["id"]
+    tasks = drone.poll(slots=4).json()["tasks"]
+    of = {t["id"]: job for t, (job, _, _) in zip(tasks, handed(shared_pilot, {"tasks": tasks}),
+                                                strict=True)}
+    for index in range(3):  # interleaved: every task says something each round
+        for task in tasks:
+            assert drone.message(task["id"], index, f"loss={index} {task['id']}").status_code \
+                == 200
+    mine = [t for t in of if of[t] == first]
+    pages, after = [], 0
+    while True:
+        page = shared_pilot.inbox(job=first, after=after, limit=4)
+        pages.append(page)
+        if len(page) < 4:
+            break
+        after = page[-1]["id"]
+    listed = [m for page in pages for m in page]
+    assert [len(p) for p in pages] == [4, 2]
+    assert {m["task"] for m in listed} == set(mine) and len(listed) == 6
+    assert [m["id"] for m in listed] == sorted(m["id"] for m in listed)
+    everything = shared_pilot.inbox(limit=1000)
+    assert [m["id"] for m in listed] == [m["id"] for m in everything if m["task"] in mine]
+    one = shared_pilot.inbox(task=mine[1].upper())
+    assert [(m["task"], m["index"]) for m in one] == [(mine[1], i) for i in range(3)]
+    assert shared_pilot.inbox(job=second, task=mine[0]) == []  # both filters hold
+    assert shared_pilot.inbox(job=new_job_id()) == []
+    for bad in ({"job": "j-nope"}, {"task": "t-abc"}, {"task": "x" * 41}):
+        refused = shared_pilot.get("/v1/messages", params=bad)
+        assert refused.status_code == 422, (bad, refused.text)
+
+    async def newest() -> dict[str, Any]:
+        async with client(shared_relay, shared_pilot) as c:
+            return dict(await c.last_job_messages(second))
+    found = asyncio.run(newest())
+    theirs = [t for t in of if of[t] == second]
+    assert sorted(found) == sorted(theirs)
+    assert {t: found[t]["text"] for t in theirs} == {t: f"loss=2 {t}" for t in theirs}
