@@ -57,6 +57,18 @@ def row_of(conn: sqlite3.Connection, job_id: str) -> sqlite3.Row | None:
     return row
 
 
+def _own_job(conn: sqlite3.Connection, who: str, job_id: str, doing: str) -> sqlite3.Row:
+    """The job's row when ``who`` is its pilot: 404 when there is no such job, 403
+    ``not_your_job`` when it is another pilot's (only a job's pilot may change it)."""
+    job = row_of(conn, job_id)
+    if job is None:
+        raise not_found("job")
+    if job["pilot"] != who:
+        raise ApiError(403, "not_your_job", f"job {job_id} is {job['pilot']}'s; only "
+                       f"its pilot may {doing}")
+    return job
+
+
 def _latest(conn: sqlite3.Connection, job_id: str) -> list[sqlite3.Row]:
     """Each trial's latest attempt."""
     return conn.execute(
@@ -200,12 +212,7 @@ def add(conn: sqlite3.Connection, store: task_store.TaskStore, pilot: str, job_i
     (``dragoon job retry``): only the job's own pilot may add."""
     now = time.time()
     with transaction(conn):
-        job = row_of(conn, job_id)
-        if job is None:
-            raise not_found("job")
-        if job["pilot"] != pilot:
-            raise ApiError(403, "not_your_job", f"job {job_id} is {job['pilot']}'s; only "
-                           "its pilot may add trials")
+        job = _own_job(conn, pilot, job_id, "add trials")
         if job["cancel_requested"]:
             raise ApiError(409, "job_cancelled", f"job {job_id} is cancelled")
         check_trials(trials, job["retries"])
@@ -270,12 +277,7 @@ def request_cancel(conn: sqlite3.Connection, pilot: str, job_id: str,
     transaction; every ``listed`` task must be one of the job's. The ids cancelled."""
     now = time.time()
     with transaction(conn):
-        job = row_of(conn, job_id)
-        if job is None:
-            raise not_found("job")
-        if job["pilot"] != pilot:
-            raise ApiError(403, "not_your_job", f"job {job_id} is {job['pilot']}'s; only "
-                           "its pilot may cancel it")
+        _own_job(conn, pilot, job_id, "cancel it")
         for task_id in listed:
             row = conn.execute("SELECT job_id FROM tasks WHERE id = ?", (task_id,)).fetchone()
             if row is None or row["job_id"] != job_id:

@@ -48,11 +48,22 @@ def add(
 
 
 def listing(
-    conn: sqlite3.Connection, *, after: int | None, unread: bool, limit: int
+    conn: sqlite3.Connection, *, after: int | None, unread: bool, limit: int,
+    job: str | None = None, task: str | None = None,
 ) -> list[dict[str, Any]]:
-    where, args = ["id > ?"], [after or 0]
+    """A page of the inbox, oldest first after ``after``; ``job`` keeps only the messages
+    of that job's trials (every attempt), ``task`` only that task's. The pages are the
+    same ones with or without a filter: by id, ``after`` the last id seen."""
+    where: list[str] = ["id > ?"]
+    args: list[Any] = [after or 0]
     if unread:
         where.append("acked = 0")
+    if task is not None:
+        where.append("task = ?")
+        args.append(task)
+    if job is not None:
+        where.append("task IN (SELECT id FROM tasks WHERE job_id = ?)")
+        args.append(job)
     rows = conn.execute(
         f"SELECT * FROM messages WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",  # noqa: S608
         (*args, limit),

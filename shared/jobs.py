@@ -12,14 +12,17 @@ import re
 import secrets
 from typing import Final
 
-from dragoon.shared.spec import MIN_TASK_PREFIX, TASK_ID_ALPHABET, TASK_ID_LENGTH, SpecError
+from dragoon.shared.spec import (
+    TASK_ID_ALPHABET,
+    TASK_ID_LENGTH,
+    SpecError,
+    parse_id_ref,
+    ref_rule,
+)
 
 JOB_ID_RULE: Final = f"j- and {TASK_ID_LENGTH} of a-z 2-7"
-JOB_REF_RULE: Final = (f"j- and {MIN_TASK_PREFIX}-{TASK_ID_LENGTH} of a-z 2-7; "
-                       "the j- may be left out")
+JOB_REF_RULE: Final = ref_rule("j")
 _JOB_ID: Final = re.compile(rf"j-[{TASK_ID_ALPHABET}]{{{TASK_ID_LENGTH}}}")
-_JOB_REF: Final = re.compile(
-    rf"(?:j-)?([{TASK_ID_ALPHABET}]{{{MIN_TASK_PREFIX},{TASK_ID_LENGTH}}})")
 
 
 def new_job_id() -> str:
@@ -35,11 +38,6 @@ def check_job_id(value: object, *, field: str = "job") -> str:
 
 
 def parse_job_ref(text: str, *, field: str = "job") -> tuple[str, bool]:
-    """``j-4jgab2kq7z`` or a prefix (``j-4jg``, ``4jg``) → (the id form, whether whole)."""
-    raw = text.strip()
-    match = _JOB_REF.fullmatch(raw.lower())
-    if match is None:
-        raise SpecError(field, f"{raw[:60]!r} is not a job id or a prefix of one "
-                               f"({JOB_REF_RULE})")
-    body = match.group(1)
-    return "j-" + body, len(body) == TASK_ID_LENGTH
+    """``j-4jgab2kq7z`` or a prefix (``j-4jg``, ``4jg``) → (the id form, whether whole),
+    by shared/spec.py's one rule for id references (``parse_id_ref``)."""
+    return parse_id_ref(text, mark="j", noun="a job", field=field)

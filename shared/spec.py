@@ -536,10 +536,33 @@ TASK_ID_LENGTH: Final = 10
 # The shortest prefix a pilot may type: fewer would match a good part of any busy relay, and
 # a query for it would be a listing, not a look-up.
 MIN_TASK_PREFIX: Final = 3
-TASK_REF_RULE: Final = (f"t- and {MIN_TASK_PREFIX}-{TASK_ID_LENGTH} of a-z 2-7; "
-                        "the t- may be left out")
-_TASK_REF: Final = re.compile(
-    rf"(?:t-)?([{TASK_ID_ALPHABET}]{{{MIN_TASK_PREFIX},{TASK_ID_LENGTH}}})")
+
+
+def ref_rule(mark: str) -> str:
+    """How a reference with id mark ``mark`` (``t``, ``j``) is typed, for error messages."""
+    return (f"{mark}- and {MIN_TASK_PREFIX}-{TASK_ID_LENGTH} of a-z 2-7; "
+            f"the {mark}- may be left out")
+
+
+TASK_REF_RULE: Final = ref_rule("t")
+_REF_BODY: Final = rf"([{TASK_ID_ALPHABET}]{{{MIN_TASK_PREFIX},{TASK_ID_LENGTH}}})"
+
+
+def parse_id_ref(text: str, *, mark: str, noun: str, field: str) -> tuple[str, bool]:
+    """A whole id or a prefix of one, for any kind of id made as ``MARK-`` and ten of
+    TASK_ID_ALPHABET (tasks ``t-``, jobs ``j-``) → (the id form, whether it is whole).
+
+    One rule for every kind: the mark is optional because every id has it, and case is
+    ignored because ids are lower case, so neither can make a prefix match another id.
+    Anything else is a ``SpecError`` naming ``noun`` and the rule.
+    """
+    raw = text.strip()
+    match = re.fullmatch(rf"(?:{re.escape(mark)}-)?{_REF_BODY}", raw.lower())
+    if match is None:
+        raise SpecError(field, f"{_show(raw)} is not {noun} id or a prefix of one "
+                               f"({ref_rule(mark)})")
+    body = match.group(1)
+    return f"{mark}-{body}", len(body) == TASK_ID_LENGTH
 
 
 @dataclass(frozen=True)
@@ -562,13 +585,8 @@ def parse_task_ref(text: str, *, field: str = "task") -> TaskRef:
     is optional because every id has it, and case is ignored because ids are
     lower case: neither can make a prefix match another task.
     """
-    raw = text.strip()
-    match = _TASK_REF.fullmatch(raw.lower())
-    if match is None:
-        raise SpecError(field, f"{_show(raw)} is not a task id or a prefix of one "
-                               f"({TASK_REF_RULE})")
-    body = match.group(1)
-    return TaskRef("t-" + body, exact=len(body) == TASK_ID_LENGTH)
+    ref, exact = parse_id_ref(text, mark="t", noun="a task", field=field)
+    return TaskRef(ref, exact=exact)
 
 
 def check_task_prefix(value: object, *, field: str = "id_prefix") -> str:

@@ -2,7 +2,7 @@
 
 ``dragoon job JOB`` is ``dragoon job show JOB``: a first word that is no
 subcommand is the job (``job show cancel`` for a job whose id starts with
-``cancel``). The trials table is cli/_trials.py's.
+``cancel``). The trials table is cockpit/trials.py's.
 """
 
 from __future__ import annotations
@@ -129,20 +129,21 @@ def show(relay: str | None, key: str | None, ca_cert: str | None, job_ref: str,
         raise OneLineUsageError("--json and --csv: give one of them")
 
     async def go() -> None:
-        from dragoon.cockpit.cli import _trials as T
+        from dragoon.cockpit import trials as T
 
         async with open_client(Connection(relay, key, ca_cert)) as client:
             job_id = await _resolve(client, job_ref)
             async with naming(job_id):
                 view = dict(await client.job(job_id))  # type: ignore[attr-defined]
                 tasks = list(await client.job_tasks(job_id))  # type: ignore[attr-defined]
-            latest = T.latest_attempts(tasks)
-            messages = await T.last_messages(client, [str(t.get("id")) for t in latest])
+                found = await client.last_job_messages(job_id)  # type: ignore[attr-defined]
+            latest = T.latest_in_order(tasks)
+            messages = {task_id: str(m["text"]) for task_id, m in found.items() if "text" in m}
         rows = T.trial_rows(latest, messages)
-        params, metrics = T.columns(rows)
+        params, metrics = T.row_columns(rows)
         if sort is not None:
             try:
-                rows = T.sort_rows(rows, sort, params, metrics)
+                rows = T.sort_table(rows, sort, params, metrics)
             except KeyError:
                 raise Fail(f"--sort: no column {sort.lstrip('-')!r}; one of "
                            f"{', '.join(T.sort_fields(params, metrics))}", X.USAGE) from None
@@ -187,13 +188,13 @@ def cancel(relay: str | None, key: str | None, ca_cert: str | None, job_ref: str
 def retry_trials(tasks: list[dict[str, Any]]) -> list[Any]:
     """A new attempt of every trial whose latest attempt failed, timed out or was lost:
     the same spec (env and all) on the same target, as ``add_job_tasks`` takes them."""
-    from dragoon.cockpit.cli._trials import FAILED_STATES, latest_attempts
     from dragoon.cockpit.client import TrialSubmit
+    from dragoon.cockpit.trials import FAILED, latest_in_order
     from dragoon.shared.spec import SPEC_FIELDS
 
     trials = []
-    for task in latest_attempts(tasks):
-        if task.get("state") not in FAILED_STATES:
+    for task in latest_in_order(tasks):
+        if task.get("state") not in FAILED:
             continue
         if task.get("sealed"):
             raise Fail(f"trial {task['trial']} ({task.get('id')}) cannot be opened to be "

@@ -890,15 +890,45 @@ class RelayClient:
     # -- inbox ------------------------------------------------------------------------------
 
     async def messages(self, *, after: int | None = None, unread: bool = False,
-                       limit: int = 100, wait: int | None = None) -> list[Message]:
-        """The inbox, each message opened under its task's key (``open_message``)."""
+                       limit: int = 100, wait: int | None = None, job: str | None = None,
+                       task: str | None = None) -> list[Message]:
+        """The inbox, each message opened under its task's key (``open_message``);
+        ``job`` or ``task`` (whole ids) keeps only that job's or that task's messages."""
+        listed = await self._message_page(after=after, unread=unread, limit=limit,
+                                          wait=wait, job=job, task=task)
+        return [await self.open_message(m) for m in listed]
+
+    async def _message_page(self, *, after: int | None, unread: bool, limit: int,
+                            wait: int | None, job: str | None,
+                            task: str | None) -> list[dict[str, Any]]:
         answer = await self._json(
             "GET", "/v1/messages",
             query={"after": after, "unread": 1 if unread else None, "limit": limit,
-                   "wait": wait},
+                   "wait": wait, "job": job, "task": task},
             read_timeout=(wait or 0) + self._timeout,
         )
-        return [await self.open_message(m) for m in answer["messages"]]
+        return list(answer["messages"])
+
+    async def last_job_messages(self, job_id: str) -> dict[str, Message]:
+        """Each task of the job's newest message (highest index), opened, by task id.
+
+        The relay keeps only the job's messages (``?job=``); they are paged through once,
+        and only each task's newest is opened, so a chatty trial costs one open."""
+        latest: dict[str, dict[str, Any]] = {}
+        after = 0
+        while True:
+            batch = await self._message_page(after=after, unread=False, limit=1000,
+                                             wait=None, job=job_id, task=None)
+            for message in batch:
+                task_id = str(message.get("task"))
+                seen = latest.get(task_id)
+                if seen is None or int(message.get("index") or 0) >= int(seen.get("index")
+                                                                         or 0):
+                    latest[task_id] = message
+            if len(batch) < 1000:
+                break
+            after = int(batch[-1]["id"])
+        return {task_id: await self.open_message(m) for task_id, m in latest.items()}
 
     async def open_message(self, message: Mapping[str, Any]) -> Message:
         """The message as the relay lists it, its ``sealed`` record opened into ``text``

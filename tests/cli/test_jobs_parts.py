@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 import pytest
-from dragoon.cockpit.cli import _trials as T
+from dragoon.cockpit import trials as T
 from dragoon.cockpit.cli._common import Fail
 from dragoon.cockpit.cli._fanout_run import LineWriter, group_text, groups, summary_rows
 from dragoon.cockpit.cli.fanout import DroneSelection, choose
@@ -100,18 +100,18 @@ def test_a_trial_row_is_its_latest_attempt_with_params_and_metrics() -> None:
     assert rows[1]["params"] == {"lr": "1e-4", "bs": "32"}
     assert rows[1]["metrics"] == {"loss": 0.25, "acc": 0.9}
     assert rows[0]["duration"] == 60.0
-    assert T.columns(rows) == (["lr", "bs"], ["loss", "acc"])
+    assert T.row_columns(rows) == (["lr", "bs"], ["loss", "acc"])
 
 
 def test_sorting_by_a_param_or_a_metric_is_numeric_and_blanks_go_last() -> None:
     rows = T.trial_rows(TASKS, MESSAGES, now=NOW)
-    params, metrics = T.columns(rows)
-    assert [r["trial"] for r in T.sort_rows(rows, "lr", params, metrics)] == [1, 0, 2]
-    assert [r["trial"] for r in T.sort_rows(rows, "loss", params, metrics)] == [1, 0, 2]
-    assert [r["trial"] for r in T.sort_rows(rows, "-loss", params, metrics)] == [0, 1, 2]
-    assert [r["trial"] for r in T.sort_rows(rows, "acc", params, metrics)] == [1, 0, 2]
+    params, metrics = T.row_columns(rows)
+    assert [r["trial"] for r in T.sort_table(rows, "lr", params, metrics)] == [1, 0, 2]
+    assert [r["trial"] for r in T.sort_table(rows, "loss", params, metrics)] == [1, 0, 2]
+    assert [r["trial"] for r in T.sort_table(rows, "-loss", params, metrics)] == [0, 1, 2]
+    assert [r["trial"] for r in T.sort_table(rows, "acc", params, metrics)] == [1, 0, 2]
     with pytest.raises(KeyError):
-        T.sort_rows(rows, "nope", params, metrics)
+        T.sort_table(rows, "nope", params, metrics)
 
 
 def test_csv_and_json_carry_params_and_metrics() -> None:
@@ -132,3 +132,15 @@ def test_the_table_has_a_column_per_param_and_metric() -> None:
                        "acc", "MESSAGE"]
     assert cells[2][:6] == ["2", "1e-2", "64", "box", "failed", "3"]
     assert cells[2][8:10] == ["nan", "-"]
+
+
+def test_the_cli_rows_are_the_cockpits_rows_as_dicts() -> None:
+    sealed = {"id": "t-30", "trial": 3, "attempt": 0, "state": "queued", "sealed": "no key"}
+    tasks = [*TASKS, sealed]
+    shown = T.rows(tasks, {k: {"task": k, "id": 1, "text": v} for k, v in MESSAGES.items()})
+    listed = T.trial_rows(tasks, MESSAGES, now=NOW)
+    assert [(r.trial, r.params or {}, r.message) for r in shown] == [
+        (r["trial"], r["params"], r["message"]) for r in listed]
+    assert [r.metrics for r in shown][:2] == [r["metrics"] for r in listed][:2]
+    assert shown[3].params is None and listed[3]["params"] == {}
+    assert listed[3]["duration"] is None  # never started

@@ -10,8 +10,8 @@ from dragoon.cockpit.app.application import CockpitApp
 from dragoon.cockpit.app.live import Snapshot
 from dragoon.cockpit.app.screens.help import HelpScreen
 from dragoon.cockpit.app.screens.job import JobScreen
-from dragoon.cockpit.app.trials import counts, progress_text
 from dragoon.cockpit.app.widgets.plot.plot_view import PlotView
+from dragoon.cockpit.trials import counts, progress_text
 from textual.widgets import DataTable, Static
 
 from tests.cockpit.fixed_source import (
@@ -196,7 +196,7 @@ def test_the_state_holds_jobs_from_listings_and_events_once_each() -> None:
 
 
 def test_sorting_puts_blanks_last_and_text_as_text() -> None:
-    from dragoon.cockpit.app.trials import rows, sort_rows
+    from dragoon.cockpit.trials import rows, sort_rows
 
     tasks = [make_trial(JOB, i, "succeeded", {"opt": o}) for i, o in
              enumerate(["sgd", "adam", "10"])] + [make_trial(JOB, 3, "queued", {})]

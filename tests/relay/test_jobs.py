@@ -143,7 +143,7 @@ def test_only_its_pilot_may_add_to_or_cancel_a_job_and_ids_are_checked(
     shared_relay: RelayProcess, shared_pilot: PilotSession, make_drone: Any,
     labels: list[str],
 ) -> None:
-    make_drone(1)
+    drone = make_drone(1)
     job = submit(shared_relay, shared_pilot, 1, labels).job["id"]
     empty = shared_pilot.post("/v1/jobs", json={"id": new_job_id(), "kind": "sweep",
                                                 "tasks": []})
@@ -165,6 +165,24 @@ def test_only_its_pilot_may_add_to_or_cancel_a_job_and_ids_are_checked(
         asyncio.run(cancel_as_mallory())
     assert refused.value.code == "not_your_job"
     assert job_of(shared_pilot, job)["counts"]["queued"] == 1  # nothing changed
+
+    trust_test_drone(other.env, drone)  # so the refusal is the relay's, not the client's
+
+    async def add_as_mallory() -> None:
+        async with client(shared_relay, other) as c:
+            await c.add_job_tasks(job, [TrialSubmit(trial=5, spec={"command": "true"},
+                                                    labels=labels)])
+    with pytest.raises(RelayError) as not_theirs:
+        asyncio.run(add_as_mallory())
+    assert not_theirs.value.status == 403 and not_theirs.value.code == "not_your_job"
+    assert job_of(shared_pilot, job)["trials"] == 1  # nothing added
+
+    async def cancel_a_missing_job() -> None:
+        async with client(shared_relay, shared_pilot) as c:
+            await c.cancel_job(new_job_id())
+    with pytest.raises(RelayError) as missing:
+        asyncio.run(cancel_a_missing_job())
+    assert missing.value.status == 404
 
     async def same_id_again() -> None:
         async with client(shared_relay, shared_pilot) as c:
@@ -225,3 +243,48 @@ def test_chunks_keep_to_the_count_and_the_byte_budget() -> None:
     huge = [{"pad": "x" * 1000}, {"n": 1}]
     assert [len(run) for run in chunks(huge, most=200, budget=300)] == [1, 1]
     assert list(chunks([], most=3)) == []
+
+
+def test_the_inbox_filters_by_job_and_by_task_page_by_page(
+    shared_relay: RelayProcess, shared_pilot: PilotSession, make_drone: Any,
+    labels: list[str],
+) -> None:
+    drone = make_drone(4)
+    first = submit(shared_relay, shared_pilot, 2, labels).job["id"]
+    second = submit(shared_relay, shared_pilot, 2, labels).job["id"]
+    tasks = drone.poll(slots=4).json()["tasks"]
+    of = {t["id"]: job for t, (job, _, _) in zip(tasks, handed(shared_pilot, {"tasks": tasks}),
+                                                strict=True)}
+    for index in range(3):  # interleaved: every task says something each round
+        for task in tasks:
+            assert drone.message(task["id"], index, f"loss={index} {task['id']}").status_code \
+                == 200
+    mine = [t for t in of if of[t] == first]
+    pages, after = [], 0
+    while True:
+        page = shared_pilot.inbox(job=first, after=after, limit=4)
+        pages.append(page)
+        if len(page) < 4:
+            break
+        after = page[-1]["id"]
+    listed = [m for page in pages for m in page]
+    assert [len(p) for p in pages] == [4, 2]
+    assert {m["task"] for m in listed} == set(mine) and len(listed) == 6
+    assert [m["id"] for m in listed] == sorted(m["id"] for m in listed)
+    everything = shared_pilot.inbox(limit=1000)
+    assert [m["id"] for m in listed] == [m["id"] for m in everything if m["task"] in mine]
+    one = shared_pilot.inbox(task=mine[1].upper())
+    assert [(m["task"], m["index"]) for m in one] == [(mine[1], i) for i in range(3)]
+    assert shared_pilot.inbox(job=second, task=mine[0]) == []  # both filters hold
+    assert shared_pilot.inbox(job=new_job_id()) == []
+    for bad in ({"job": "j-nope"}, {"task": "t-abc"}, {"task": "x" * 41}):
+        refused = shared_pilot.get("/v1/messages", params=bad)
+        assert refused.status_code == 422, (bad, refused.text)
+
+    async def newest() -> dict[str, Any]:
+        async with client(shared_relay, shared_pilot) as c:
+            return dict(await c.last_job_messages(second))
+    found = asyncio.run(newest())
+    theirs = [t for t in of if of[t] == second]
+    assert sorted(found) == sorted(theirs)
+    assert {t: found[t]["text"] for t in theirs} == {t: f"loss=2 {t}" for t in theirs}

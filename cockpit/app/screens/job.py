@@ -1,6 +1,6 @@
 """A job's view: its trials as a live table (params, state, metrics) and a plot of a metric.
 
-Rows come from cockpit/app/trials.py over the tasks and messages the shared
+Rows come from cockpit/trials.py over the tasks and messages the shared
 `CockpitState` holds; when it opens, the app reads every task of the job
 (`DataSource.job_tasks`) into that state, since a snapshot holds only the newest
 tasks. The app calls `refresh_job` when a change to the job, one of its tasks
@@ -15,7 +15,11 @@ from typing import Any, ClassVar
 
 from dragoon.cockpit.app.messages import TaskJumpRequested
 from dragoon.cockpit.app.state import CockpitState
-from dragoon.cockpit.app.trials import (
+from dragoon.cockpit.app.widgets.plot.plot_view import PlotView
+from dragoon.cockpit.formatting import format_duration
+from dragoon.cockpit.safe_text import clean, plain
+from dragoon.cockpit.theme import task_style
+from dragoon.cockpit.trials import (
     FIXED_COLUMNS,
     SEALED,
     TrialRow,
@@ -28,10 +32,6 @@ from dragoon.cockpit.app.trials import (
     sort_rows,
     value,
 )
-from dragoon.cockpit.app.widgets.plot.plot_view import PlotView
-from dragoon.cockpit.formatting import format_duration
-from dragoon.cockpit.safe_text import clean, plain
-from dragoon.cockpit.theme import task_style
 from dragoon.shared.metrics_text import metric_text
 from rich.text import Text
 from textual.app import ComposeResult

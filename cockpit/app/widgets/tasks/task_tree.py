@@ -24,10 +24,10 @@ from dragoon.cockpit.app.state import (
     task_is_final,
     task_title,
 )
-from dragoon.cockpit.app.trials import job_counts, progress_text
 from dragoon.cockpit.formatting import format_duration
 from dragoon.cockpit.safe_text import clean, plain
 from dragoon.cockpit.theme import task_icon, task_style
+from dragoon.cockpit.trials import job_counts, progress_text
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.widgets import Tree
