@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+from dragoon.cockpit.client._errors import RelayError
 from dragoon.cockpit.client._types import Job, JobSubmitted, Task, TrialSubmit
 from dragoon.shared import e2e, orders
 
@@ -107,10 +108,22 @@ async def submit_job(client: RelayClient, job_id: str, *, name: str | None, kind
         "tasks": next(runs, [])})
     job, tasks = first["job"], _remember(client, first["tasks"], keys)
     for run in runs:
-        more = await client._json("POST", f"/v1/jobs/{job_id}/tasks", json_body={"tasks": run})
+        try:
+            more = await client._json("POST", f"/v1/jobs/{job_id}/tasks",
+                                      json_body={"tasks": run})
+        except RelayError as exc:
+            raise _partly_submitted(exc, job_id, len(tasks), len(bodies)) from exc
         job = more["job"]
         tasks.extend(_remember(client, more["tasks"], keys))
     return JobSubmitted(cast(Job, job), tasks)
+
+
+def _partly_submitted(exc: RelayError, job_id: str, sent: int, total: int) -> RelayError:
+    """A later chunk refused: the job exists with the trials sent so far, which will run,
+    so the error names it and what to do rather than leaving a job the pilot cannot see."""
+    return RelayError(exc.code, f"{exc.detail} (job {job_id} has the first {sent} of {total} "
+                      f"trials, which will run; `dragoon job cancel {job_id}` stops them)",
+                      status=exc.status, body=exc.body)
 
 
 async def add_job_tasks(client: RelayClient, job_id: str, trials: list[TrialSubmit], *,

@@ -288,3 +288,25 @@ def test_the_inbox_filters_by_job_and_by_task_page_by_page(
     theirs = [t for t in of if of[t] == second]
     assert sorted(found) == sorted(theirs)
     assert {t: found[t]["text"] for t in theirs} == {t: f"loss=2 {t}" for t in theirs}
+
+
+def test_a_later_chunk_refused_names_the_job_and_the_trials_it_has(tmp_path: Path) -> None:
+    """The queue holds 250 of this pilot's tasks: the first chunk of 200 goes in, the
+    second is refused; the error says which job has them, and the job shows them."""
+    with RelayProcess(tmp_path / "relay", config={"queued_per_pilot": 250}) as relay:
+        pilot = relay.pilot("alice")
+        drone = relay.drone("quota-d", ["quota"], pilot=pilot)
+        trust_test_drone(pilot.env, drone)
+        specs = [TrialSubmit(trial=i, spec={"command": "true"}, labels=["quota"])
+                 for i in range(300)]
+        job_id = new_job_id()
+
+        async def go() -> None:
+            async with client(relay, pilot) as c:
+                await c.submit_job(job_id, name="big", kind="sweep", trials=specs)
+        with pytest.raises(RelayError) as caught:
+            asyncio.run(go())
+        assert caught.value.status == 429
+        assert f"job {job_id} has the first 200 of 300 trials" in str(caught.value)
+        assert f"dragoon job cancel {job_id}" in str(caught.value)
+        assert job_of(pilot, job_id)["counts"]["queued"] == 200
