@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
@@ -36,20 +36,27 @@ from psycopg.rows import RowMaker
 WRITE_LOCK: Final = 0x647261676F6F6E
 
 # One token at a time: a string literal (with '' inside), a quoted name, a line or block
-# comment, a dollar-quoted string, or one character.
+# comment, a dollar-quoted string, a cast (``::``), a named parameter, or one character.
 _TOKEN: Final = re.compile(
-    r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/|\$([A-Za-z_]*)\$.*?\$\1\$|.""",
+    r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/|\$([A-Za-z_]*)\$.*?\$\1\$"""
+    r"""|::|:([A-Za-z_][A-Za-z0-9_]*)|.""",
     re.DOTALL,
 )
 
 
 @functools.lru_cache(maxsize=2048)
-def translate(sql: str) -> str:
-    """``?`` → ``%s`` outside literals, names and comments; every ``%`` → ``%%``."""
+def translate(sql: str, named: bool = False) -> str:
+    """``?`` → ``%s`` outside literals, names and comments (with ``named``, ``:name`` →
+    ``%(name)s``, as sqlite3 takes a dict); every ``%`` → ``%%``."""
     out: list[str] = []
     for match in _TOKEN.finditer(sql):
         piece = match.group(0)
-        out.append("%s" if piece == "?" else piece.replace("%", "%%"))
+        if piece == "?":
+            out.append("%s")
+        elif named and match.group(2):
+            out.append(f"%({match.group(2)})s")
+        else:
+            out.append(piece.replace("%", "%%"))
     return "".join(out)
 
 
@@ -98,7 +105,9 @@ class _NumericLoader(Loader):
             return float(text)
 
 
-def _params(params: Sequence[Any] | Iterable[Any]) -> tuple[Any, ...]:
+def _params(params: Sequence[Any] | Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+    if isinstance(params, Mapping):
+        return {k: int(v) if isinstance(v, bool) else v for k, v in params.items()}
     return tuple(int(p) if isinstance(p, bool) else p for p in params)
 
 
@@ -119,12 +128,18 @@ class PgConnection:
         raw.adapters.register_loader("numeric", _NumericLoader)
         return cls(raw)
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Row]:
-        return self.raw.execute(translate(sql), _params(params))  # type: ignore[arg-type]
+    def execute(self, sql: str,
+                params: Sequence[Any] | Mapping[str, Any] = ()) -> psycopg.Cursor[Row]:
+        named = isinstance(params, Mapping)
+        return self.raw.execute(translate(sql, named), _params(params))  # type: ignore[arg-type]
 
-    def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> psycopg.Cursor[Row]:
+    def executemany(self, sql: str,
+                    seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> psycopg.Cursor[Row]:
+        batch = [_params(p) for p in seq]
         cursor = self.raw.cursor()
-        cursor.executemany(translate(sql), [_params(p) for p in seq])  # type: ignore[arg-type]
+        if batch:
+            named = isinstance(batch[0], dict)
+            cursor.executemany(translate(sql, named), batch)  # type: ignore[arg-type]
         return cursor
 
     def script(self, sql: str) -> None:

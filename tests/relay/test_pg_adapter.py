@@ -48,6 +48,13 @@ def test_translate_placeholders_outside_literals(sql: str, want: str) -> None:
     assert pg.translate(sql) == want
 
 
+def test_named_parameters_as_sqlite_takes_them(conn: pg.PgConnection) -> None:
+    assert pg.translate("SELECT :a, ':b', x::text", True) == "SELECT %(a)s, ':b', x::text"
+    assert pg.translate("SELECT :a", False) == "SELECT :a"  # positional: left alone
+    row = conn.execute("SELECT :a AS a, ':b' AS b, :a + 1 AS c", {"a": 41}).fetchone()
+    assert tuple(row) == (41, ":b", 42)
+
+
 def test_literals_and_percent_reach_the_server_unchanged(conn: pg.PgConnection) -> None:
     row = conn.execute("SELECT '?' AS q, 'a%b' AS pct, 7 % 4 AS mod, ? AS p", ("x",)).fetchone()
     assert tuple(row) == ("?", "a%b", 3, "x")
