@@ -6,9 +6,10 @@ login, enroll, server). Errors are one line on stderr and exit code 1.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -25,6 +26,14 @@ T = TypeVar("T")
 DATA = click.option(
     "--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
     envvar="DRAGOON_RELAY_DATA", help="The relay's data directory.",
+)
+
+
+DATABASE = click.option(
+    "--database", default=None, metavar="URL", envvar="DRAGOON_RELAY_DATABASE",
+    help="A postgresql:// URL: keep the relay's state there instead of relay.db in the "
+         "data directory (default: relay.toml's database). The environment variable "
+         "DRAGOON_RELAY_DATABASE keeps a password out of the process list.",
 )
 
 
@@ -72,9 +81,47 @@ def _initialised(data_dir: Path) -> RelayConfig:
         config = RelayConfig.load(data_dir)
     except ConfigError as exc:
         fail(str(exc))
-    if not config.key_path.exists() or not config.db_path.exists():
+    if not config.key_path.exists() or (not config.database and not config.db_path.exists()):
         fail(f"{data_dir} is not a relay data directory (run dragoon relay init --data DIR)")
     return config
+
+
+def _with_database(config: RelayConfig, database: str | None) -> RelayConfig:
+    """``--database`` over relay.toml's, checked as relay.toml's is."""
+    if database is None:
+        return config
+    from dragoon.relay.pg import is_postgresql
+
+    if database and not is_postgresql(database):
+        fail("--database: not a postgresql:// URL (leave it out for SQLite in the data dir)")
+    config.database = database
+    return config
+
+
+def _connect(config: RelayConfig) -> Any:
+    """The relay's database, migrated; a refusal (server down, wrong password, a newer
+    schema) is one line naming the database with its password masked."""
+    from dragoon.relay import db
+
+    with _database_errors(config):
+        return db.open_connection(config)
+
+
+@contextlib.contextmanager
+def _database_errors(config: RelayConfig) -> Iterator[None]:
+    from dragoon.relay import db
+
+    try:
+        yield
+    except db.SchemaTooNew as exc:
+        fail(str(exc))
+    except (*db.OperationalError, ValueError) as exc:
+        if not config.database:
+            raise
+        from dragoon.relay.pg import masked
+
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        fail(f"cannot use the database {masked(config.database)}: {reason}")
 
 
 @click.group(name="relay", context_settings={"help_option_names": ["-h", "--help"]})
@@ -85,22 +132,29 @@ def relay() -> None:
 @relay.command()
 @DATA
 @click.option("--url", default=None, help="The public URL drones and pilots use (join tokens).")
-def init(data_dir: Path, url: str | None) -> None:
-    """Create the data directory: database, task-signing key, relay.toml. Safe to re-run."""
-    from dragoon.relay import db
-    from dragoon.relay.config import RelayConfig
+@DATABASE
+def init(data_dir: Path, url: str | None, database: str | None) -> None:
+    """Create the data directory: database, task-signing key, relay.toml. Safe to re-run.
+
+    With --database URL the relay's state goes to that PostgreSQL database (created
+    empty by its admin; this migrates it), and relay.toml keeps the URL.
+    """
+    from dragoon.relay.config import ConfigError, RelayConfig
     from dragoon.shared.keys import PrivateKey
 
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
-    config = RelayConfig.load(data_dir)
+    try:
+        config = _with_database(RelayConfig.load(data_dir), database)
+    except ConfigError as exc:
+        fail(str(exc))
     if url is not None:
         config.url = url.rstrip("/")
+    conn = _connect(config)  # before anything is written: a bad URL leaves the dir as it was
+    conn.close()
     if not config.key_path.exists():
         PrivateKey.generate_ed25519("dragoon-relay").save(config.key_path)
     config.save()
-    conn = db.connect(config.db_path)
-    conn.close()
     for sub in (config.logs_dir, config.blobs_dir):
         sub.mkdir(mode=0o700, exist_ok=True)
     from dragoon.shared.keys import load_private_key_file
@@ -121,7 +175,7 @@ def add_operator(data_dir: Path, name: str, key_file: Path, no_qr: bool) -> None
 
     For an existing NAME this replaces its key and TOTP secret and ends its sessions.
     """
-    from dragoon.relay import db, login
+    from dragoon.relay import login
     from dragoon.shared.errors import KeyLoadError
     from dragoon.shared.keys import load_public_key_file
     from dragoon.shared.spec import SpecError, check_drone_name
@@ -135,7 +189,7 @@ def add_operator(data_dir: Path, name: str, key_file: Path, no_qr: bool) -> None
         key = load_public_key_file(key_file)
     except KeyLoadError as exc:
         fail(str(exc))
-    conn = db.connect(config.db_path)
+    conn = _connect(config)
     try:
         secret = login.add_operator(conn, name, key)
     except ValueError as exc:
@@ -188,7 +242,6 @@ def enroll(data_dir: Path, drone: str, labels: list[str], ttl: int, url: str | N
     """
     import dataclasses
 
-    from dragoon.relay import db
     from dragoon.relay import enroll as enrollment
     from dragoon.relay.errors import ApiError
     from dragoon.shared.enrollment import JoinToken
@@ -208,7 +261,7 @@ def enroll(data_dir: Path, drone: str, labels: list[str], ttl: int, url: str | N
     if not relay_url:
         fail("no relay URL: pass --url, or set one with dragoon relay init --url")
     fingerprint = load_private_key_file(config.key_path).public_key.fingerprint
-    conn = db.connect(config.db_path)
+    conn = _connect(config)
     try:
         token, _expires = enrollment.mint(
             conn, relay_url=relay_url, relay_key=fingerprint, drone=drone,
@@ -232,8 +285,9 @@ def enroll(data_dir: Path, drone: str, labels: list[str], ttl: int, url: str | N
 @click.option("--insecure", is_flag=True, help="Allow plain HTTP on a non-loopback address.")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
+@DATABASE
 def serve(data_dir: Path, bind: str, tls_cert: Path | None, tls_key: Path | None,
-          insecure: bool, log_level: str) -> None:
+          insecure: bool, log_level: str, database: str | None) -> None:
     """Run the relay until SIGTERM or Ctrl-C."""
     from dragoon.relay.server import ServeError, ServeOptions, check_options
     from dragoon.relay.server import serve as run
@@ -242,13 +296,55 @@ def serve(data_dir: Path, bind: str, tls_cert: Path | None, tls_key: Path | None
                            log_level=log_level)
     try:
         check_options(options)
-        config = _initialised(data_dir)
+        config = _with_database(_initialised(data_dir), database)
+        _connect(config).close()  # reachable and migrated, or one line now
         run(config, options)
     except ServeError as exc:
         fail(str(exc))
 
 
-# ----- storage: gc, backup, restore (docs/operations.md) -----
+# ----- storage: migrate, gc, backup, restore (docs/operations.md, docs/storage.md) -----
+
+@relay.command()
+@DATA
+@DATABASE
+def migrate(data_dir: Path, database: str | None) -> None:
+    """Bring the relay's database to this relay's schema (serve does it too, at start).
+
+    Safe to run while other replicas serve or start: each step runs once, under the
+    write lock, and a database from a newer relay is refused untouched.
+    """
+    from dragoon.relay import db, pg_migrate
+    from dragoon.relay.pg import PgConnection, masked
+
+    config = _with_database(_initialised(data_dir), database)
+    if not config.database:
+        before = _sqlite_version(config)
+        _connect(config).close()
+        after = db.SCHEMA_VERSION
+        click.echo(f"relay.db: schema {before} -> {after}" if before != after
+                   else f"relay.db: schema {after}, up to date")
+        return
+    with _database_errors(config):
+        conn = PgConnection.connect(config.database)
+        try:
+            ran = pg_migrate.migrate(conn)
+            now = pg_migrate.version(conn)
+        finally:
+            conn.close()
+    done = f"applied {', '.join(map(str, ran))}" if ran else "up to date"
+    click.echo(f"{masked(config.database)}: schema {now}, {done}")
+
+
+def _sqlite_version(config: RelayConfig) -> int:
+    import sqlite3
+
+    conn = sqlite3.connect(config.db_path)
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        conn.close()
+
 
 @relay.command()
 @DATA
@@ -264,7 +360,7 @@ def gc(data_dir: Path, older_than: str | None, dry_run: bool, as_json: bool) -> 
     import json
     import time
 
-    from dragoon.relay import db, quota, retention, units
+    from dragoon.relay import quota, retention, units
 
     config = _initialised(data_dir)
     try:
@@ -273,7 +369,7 @@ def gc(data_dir: Path, older_than: str | None, dry_run: bool, as_json: bool) -> 
     except ValueError as exc:
         fail(f"--older-than: {exc}")
     cutoff = None if keep is None else time.time() - keep
-    conn = db.connect(config.db_path)
+    conn = _connect(config)
 
     def call(fn: Callable[..., Any], *args: Any) -> Any:
         return fn(conn, *args)

@@ -35,6 +35,10 @@ class RelayConfig:
 
     data_dir: Path
     url: str = ""  # the public URL put in join tokens; empty: the address serve listens on
+    # Where the relay keeps its state (docs/storage.md): empty, relay.db in the data dir
+    # (SQLite); a postgresql://user:password@host/db URL, that PostgreSQL database (the data
+    # dir then holds only relay.toml and the signing key). `serve --database` overrides it.
+    database: str = ""
     # Sessions and tokens.
     session_ttl: float = 12 * 3600
     enroll_ttl: float = 3600
@@ -104,6 +108,10 @@ class RelayConfig:
                 getattr(self, name)
             except ValueError as exc:
                 raise ConfigError(f"{CONFIG_FILE}: {name.rsplit('_', 1)[0]}: {exc}") from None
+        if not isinstance(self.database, str) or (
+                self.database and not self.database.startswith(("postgresql://", "postgres://"))):
+            raise ConfigError(f"{CONFIG_FILE}: database: not a postgresql:// URL (empty: SQLite "
+                              f"in the data directory)")
         if isinstance(self.events_kept, bool) or not isinstance(self.events_kept, int) \
                 or self.events_kept < 0:
             raise ConfigError(f"{CONFIG_FILE}: events_kept: {self.events_kept!r} is not a count")
@@ -171,7 +179,12 @@ class RelayConfig:
             lines.append(f"{f.name} = {_toml_value(getattr(self, f.name))}")
         for key, value in self.extra.items():
             lines.append(f"{key} = {_toml_value(value)}")
-        (self.data_dir / CONFIG_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        path = self.data_dir / CONFIG_FILE
+        if self.database:
+            # The URL may hold the database's password: the file is the relay user's alone.
+            path.touch(mode=0o600, exist_ok=True)
+            path.chmod(0o600)
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _toml_value(value: Any) -> str:

@@ -39,7 +39,7 @@ class Relay:
     def open(cls, config: RelayConfig) -> Relay:
         signer = KeyFileSigner(load_private_key_file(config.key_path))
         output = OutputStore(config.logs_dir, config.output_cap)
-        db = Database(config.db_path)
+        db = Database.open(config)
         return cls(
             config=config, db=db, signer=signer, output=output,
             tasks=TaskStore(config, output), blobs=BlobStore(config.blobs_dir),

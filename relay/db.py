@@ -1,10 +1,17 @@
-"""SQLite storage: WAL mode, a schema version with migrations, and one serialized executor.
+"""The relay's database: SQLite (the default) or PostgreSQL, one serialized executor.
 
 All database work runs on one dedicated thread that owns the connection, so
 async handlers never share a connection across threads and every state
-change is its own short ``BEGIN IMMEDIATE`` transaction. ``synchronous=FULL``
-makes a committed transaction survive ``kill -9`` (and power loss), which is
-what "acknowledged ⇒ durable" needs.
+change is its own short write transaction (``transaction``): ``BEGIN IMMEDIATE``
+in SQLite, ``BEGIN`` plus one advisory lock in PostgreSQL (relay/pg.py). SQLite
+runs in WAL mode with ``synchronous=FULL``, so a committed transaction survives
+``kill -9`` (and power loss), which is what "acknowledged ⇒ durable" needs;
+PostgreSQL gives the same at its default ``synchronous_commit``.
+
+``RelayConfig.database`` picks the engine: empty, ``relay.db`` in the data dir; a
+``postgresql://`` URL, that database (migrated by relay/pg_migrate.py). The modules'
+SQL is one text for both (docs/storage.md); what truly differs lives here as a
+small function (``sequence_head``, ``relaxed_durability``).
 """
 
 from __future__ import annotations
@@ -16,10 +23,37 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Final, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeAlias, TypeVar
+
+if TYPE_CHECKING:
+    from dragoon.relay.config import RelayConfig
+    from dragoon.relay.pg import PgConnection
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+#: What the modules are handed: a ``sqlite3.Connection`` or a ``PgConnection``.
+Connection: TypeAlias = "sqlite3.Connection | PgConnection"
+#: A result row of either engine (``row[0]``, ``row["col"]``, ``row.keys()``, ``dict(row)``).
+Row: TypeAlias = Any
+
+
+def _driver_errors(name: str) -> tuple[type[Exception], ...]:
+    """sqlite3's class ``name`` and psycopg's, when psycopg (the ``postgresql`` extra) is in."""
+    found: list[type[Exception]] = [getattr(sqlite3, name)]
+    try:
+        import psycopg
+    except ImportError:
+        pass
+    else:
+        found.append(getattr(psycopg, name))
+    return tuple(found)
+
+
+#: Catch these, not ``sqlite3.IntegrityError``: a constraint refused the write, either engine.
+IntegrityError: Final = _driver_errors("IntegrityError")
+#: The database could not do the work (out of disk or descriptors, server gone).
+OperationalError: Final = _driver_errors("OperationalError")
 
 # Each entry migrates from version i to i + 1; never edit one that has shipped.
 MIGRATIONS: Final[list[str]] = [
@@ -325,8 +359,33 @@ class SchemaTooNew(RuntimeError):
     """The database was written by a newer relay; refusing beats corrupting it."""
 
 
+def is_postgresql(conn: object) -> bool:
+    return getattr(conn, "backend", "sqlite") == "postgresql"
+
+
+def open_connection(config: RelayConfig) -> Connection:
+    """The relay's database, migrated: ``config.database`` when set, else the data dir's."""
+    return connect_to(config.database, config.db_path)
+
+
+def connect_to(database: str, path: Path) -> Connection:
+    if not database:
+        return connect(path)
+    from dragoon.relay import pg, pg_migrate
+
+    if not pg.is_postgresql(database):
+        raise ValueError(f"database: {pg.masked(database)!r} is not a postgresql:// URL")
+    conn = pg.PgConnection.connect(database)
+    try:
+        pg_migrate.migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def connect(path: Path) -> sqlite3.Connection:
-    """Open (creating with mode 0600) and migrate the relay database."""
+    """Open (creating with mode 0600) and migrate the SQLite database."""
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         os.close(fd)
@@ -355,9 +414,14 @@ def _statements(script: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` … ``COMMIT``: the write lock up front, so no upgrade deadlocks."""
-    conn.execute("BEGIN IMMEDIATE")
+def transaction(conn: Any) -> Iterator[Any]:
+    """A write transaction with the write lock taken up front, so no upgrade deadlocks:
+    ``BEGIN IMMEDIATE`` in SQLite, ``BEGIN`` + the advisory lock in PostgreSQL."""
+    begin = getattr(conn, "begin_write", None)
+    if begin is None:
+        conn.execute("BEGIN IMMEDIATE")
+    else:
+        begin()
     try:
         yield conn
     except BaseException:
@@ -366,13 +430,57 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
 
 
+def sequence_head(conn: Any, table: str) -> int:
+    """The newest id an ``AUTOINCREMENT`` (SQLite) or identity (PostgreSQL) column of
+    ``table`` handed out, rows pruned or not; 0 before the first."""
+    if is_postgresql(conn):
+        row = conn.execute(
+            "SELECT last_value FROM pg_sequences WHERE schemaname = current_schema()"
+            " AND sequencename = ?", (f"{table}_id_seq",)).fetchone()
+    else:
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+    return int(row[0]) if row is not None and row[0] is not None else 0
+
+
+@contextlib.contextmanager
+def relaxed_durability(conn: Any) -> Iterator[None]:
+    """Commits in the block may be lost to a power cut (never corrupt the database): for
+    bookkeeping that is rebuilt if lost. SQLite: ``synchronous=NORMAL``; PostgreSQL:
+    ``synchronous_commit = off`` for this session."""
+    if is_postgresql(conn):
+        conn.execute("SET synchronous_commit = off")
+        try:
+            yield
+        finally:
+            conn.execute("SET synchronous_commit = on")
+        return
+    conn.execute("PRAGMA synchronous=NORMAL")
+    try:
+        yield
+    finally:
+        conn.execute("PRAGMA synchronous=FULL")
+
+
+_DATA_ERRORS: Final = _driver_errors("DataError")[1:]  # sqlite3's is not raised for these
+
+
 class Database:
     """One connection on one thread; ``await db.run(fn, …)`` calls ``fn(conn, …)`` there."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, database: str = "") -> None:
         self.path = path
+        self.database = database
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-db")
-        self._conn: sqlite3.Connection = self._executor.submit(connect, path).result()
+        self._conn: Connection = self._executor.submit(connect_to, database, path).result()
+
+    @classmethod
+    def open(cls, config: RelayConfig) -> Database:
+        """The relay's database: PostgreSQL when ``config.database`` names one, else SQLite."""
+        return cls(config.db_path, config.database)
+
+    @property
+    def backend(self) -> str:
+        return "postgresql" if self.database else "sqlite"
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()
@@ -393,8 +501,9 @@ class Database:
     def _call(self, fn: Callable[..., T], args: tuple[object, ...]) -> T:
         try:
             return fn(self._conn, *args)
-        except (OverflowError, UnicodeEncodeError) as exc:
-            # A number that does not fit SQLite's 64-bit integers, or text that is not Unicode.
+        except (OverflowError, UnicodeEncodeError, *_DATA_ERRORS) as exc:
+            # A number that does not fit 64-bit integers, or text that is not Unicode (or, for
+            # PostgreSQL, holds a NUL).
             from dragoon.relay.errors import ApiError
 
             detail = "a number is out of range or a text is not Unicode"

@@ -185,8 +185,10 @@ def _retire(
     name = holder["name"]
     if holder["fingerprint"] != new_fingerprint:
         conn.execute(
-            "INSERT OR REPLACE INTO retired_keys (fingerprint, drone, public_key, retired_at,"
-            " replaced_by) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO retired_keys (fingerprint, drone, public_key, retired_at,"
+            " replaced_by) VALUES (?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET"
+            " drone = excluded.drone, public_key = excluded.public_key,"
+            " retired_at = excluded.retired_at, replaced_by = excluded.replaced_by",
             (holder["fingerprint"], name, holder["public_key"], now, new_fingerprint),
         )
     lost = lose_drone_tasks(

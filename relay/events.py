@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from dragoon.relay.db import Database, transaction
+from dragoon.relay.db import Database, sequence_head, transaction
 
 log = logging.getLogger("dragoon.relay")
 
@@ -214,16 +214,14 @@ def _write(conn: sqlite3.Connection, pending: deque[tuple[str, str, float]],
     stored = []
     with transaction(conn):
         for kind, payload, at in batch:
-            cur = conn.execute("INSERT INTO events (kind, data, at) VALUES (?, ?, ?)",
-                               (kind, payload, at))
-            assert cur.lastrowid is not None
-            stored.append(BusEvent(cur.lastrowid, kind, payload, epoch))
+            row = conn.execute("INSERT INTO events (kind, data, at) VALUES (?, ?, ?)"
+                               " RETURNING id", (kind, payload, at)).fetchall()[0]
+            stored.append(BusEvent(int(row[0]), kind, payload, epoch))
     return stored
 
 
 def _head(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-    return int(row["seq"]) if row is not None else 0
+    return sequence_head(conn, "events")
 
 
 def _window(conn: sqlite3.Connection) -> Window:

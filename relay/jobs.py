@@ -364,8 +364,8 @@ def came_back(conn: sqlite3.Connection, task_id: str) -> list[str]:
         " AND state = 'queued'", (task["job_id"], task["trial"], task["attempt"])).fetchall()
     for other in rows:
         conn.execute(
-            "INSERT OR IGNORE INTO job_spares (job_id, trial, attempt, order_id, order_text,"
-            " order_signature, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO job_spares (job_id, trial, attempt, order_id, order_text,"
+            " order_signature, payload) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (other["job_id"], other["trial"], other["attempt"], other["order_id"],
              other["order_text"], other["order_signature"], other["payload"]))
         conn.execute("DELETE FROM tasks WHERE id = ?", (other["id"],))

@@ -38,12 +38,11 @@ def add(
             return view(row), False
         if task_row["state"] in FINISHED:
             raise task_finished(task_row, "a new message is refused")
-        cur = conn.execute(
+        row = conn.execute(
             "INSERT INTO messages (task, drone, idx, sealed, size, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?) RETURNING *",
             (task, drone, index, sealed, size, time.time()),
-        )
-        row = conn.execute("SELECT * FROM messages WHERE id = ?", (cur.lastrowid,)).fetchone()
+        ).fetchall()[0]  # fetched whole: SQLite finishes the statement
     return view(row), True
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from dragoon.relay.db import transaction
+from dragoon.relay.db import relaxed_durability, transaction
 from dragoon.relay.errors import ApiError, not_found
 from dragoon.relay.output import STREAMS, TASK_ID, Appended, Closed, Gap
 from dragoon.relay.units import format_size
@@ -101,26 +101,24 @@ def charge(conn: sqlite3.Connection, drone: str, delta: int) -> None:
     if delta == 0:
         return
     conn.execute(
-        "INSERT INTO storage (drone, bytes) VALUES (?, MAX(?, 0)) ON CONFLICT (drone)"
-        " DO UPDATE SET bytes = MAX(bytes + ?, 0)", (drone, delta, delta),
+        "INSERT INTO storage (drone, bytes) VALUES (?, ?) ON CONFLICT (drone)"
+        " DO UPDATE SET bytes = CASE WHEN storage.bytes + ? > 0 THEN storage.bytes + ?"
+        " ELSE 0 END", (drone, max(delta, 0), delta, delta),
     )
 
 
 @contextlib.contextmanager
 def _relaxed(conn: sqlite3.Connection) -> Iterator[None]:
-    """A transaction that skips its own fsync (WAL, synchronous=NORMAL).
+    """A transaction that skips its own fsync (SQLite: WAL, synchronous=NORMAL;
+    PostgreSQL: synchronous_commit off).
 
     It survives a crash of the relay, and the next durable commit syncs it;
     only a power cut can lose it, and then the next append recounts the log
     from its length. Output appends are already fsynced twice; a third fsync
     per chunk for bookkeeping would cost more than it protects.
     """
-    conn.execute("PRAGMA synchronous=NORMAL")
-    try:
-        with transaction(conn):
-            yield
-    finally:
-        conn.execute("PRAGMA synchronous=FULL")
+    with relaxed_durability(conn), transaction(conn):
+        yield
 
 
 def record_log(conn: sqlite3.Connection, drone: str, task: str, stream: str, size: int) -> None:
@@ -330,7 +328,8 @@ def _backfill_batch(conn: sqlite3.Connection, items: list[tuple[str, str, int]])
             if row is None or row["drone"] is None:
                 continue
             cur = conn.execute(
-                "INSERT OR IGNORE INTO log_sizes (task, stream, size) VALUES (?, ?, ?)",
+                "INSERT INTO log_sizes (task, stream, size) VALUES (?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
                 (task, stream, size),
             )
             if cur.rowcount:

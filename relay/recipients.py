@@ -75,8 +75,11 @@ def store_pilots_list(conn: sqlite3.Connection, drone: str, fingerprint: str, te
                 and kept["version"] >= parsed.version:
             return {"version": kept["version"], "stored": False}
         conn.execute(
-            "INSERT OR REPLACE INTO drone_pilots (drone, fingerprint, list, signature, version,"
-            " received_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO drone_pilots (drone, fingerprint, list, signature, version,"
+            " received_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (drone) DO UPDATE SET"
+            " fingerprint = excluded.fingerprint, list = excluded.list,"
+            " signature = excluded.signature, version = excluded.version,"
+            " received_at = excluded.received_at",
             (drone, fingerprint, text, signature, parsed.version, time.time()))
     return {"version": parsed.version, "stored": True}
 

@@ -120,7 +120,8 @@ def start(conn: sqlite3.Connection, now: float) -> Start:
 def _store_mark(conn: sqlite3.Connection, mark: int) -> None:
     conn.execute(
         "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE"
-        " SET value = max(value, excluded.value)", (FLOOR_COUNTER, mark),
+        " SET value = CASE WHEN excluded.value > counters.value THEN excluded.value"
+        " ELSE counters.value END", (FLOOR_COUNTER, mark),
     )
 
 
@@ -132,7 +133,8 @@ def _commit(conn: sqlite3.Connection, batch: list[tuple[str, int, float]], now: 
         mark = int(conn.execute("SELECT value FROM counters WHERE name = ?",
                                 (FLOOR_COUNTER,)).fetchone()["value"])
         conn.executemany(
-            "INSERT OR REPLACE INTO nonces (nonce, expires_at) VALUES (?, ?)",
+            "INSERT INTO nonces (nonce, expires_at) VALUES (?, ?)"
+            " ON CONFLICT (nonce) DO UPDATE SET expires_at = excluded.expires_at",
             [(nonce, expires_at) for nonce, ts, expires_at in batch if ts >= mark],
         )
     return mark

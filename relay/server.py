@@ -174,6 +174,12 @@ def serve(config: RelayConfig, options: ServeOptions) -> None:
         logconf.event("fd_limit", raised_from=fds.raised_from, to=fds.soft)
     logconf.event("connection_limits", max_connections=limits.max_connections,
                   per_peer=limits.max_per_peer or "none", header_timeout=limits.header_timeout)
+    if config.database:
+        from dragoon.relay.pg import masked
+
+        logconf.event("storage", backend="postgresql", database=masked(config.database))
+    else:
+        logconf.event("storage", backend="sqlite", database=config.db_path)
     app = create_app(config)
     metrics.install_for_relay(app)
     kwargs: dict[str, Any] = {}

@@ -18,7 +18,7 @@ import threading
 import time
 
 from dragoon.relay.context import Relay
-from dragoon.relay.db import transaction
+from dragoon.relay.db import OperationalError, transaction
 
 log = logging.getLogger("dragoon.relay")
 
@@ -91,7 +91,7 @@ async def storage_loop(relay: Relay, stop: threading.Event) -> None:
             next_orphans = now + ORPHAN_INTERVAL
         try:
             await asyncio.to_thread(storage_pass, relay, orphans=orphans, stop=stop)
-        except (OSError, sqlite3.OperationalError) as exc:  # out of fds or disk: no traceback
+        except (OSError, *OperationalError) as exc:  # out of fds or disk: no traceback
             log.warning("retention pass failed: %s; next try in %g s", exc,
                         relay.config.gc_interval)
         except Exception:
@@ -125,7 +125,7 @@ async def run(relay: Relay) -> None:
         while True:
             try:
                 await sweep_once(relay)
-            except (OSError, sqlite3.OperationalError) as exc:  # out of fds or disk: one line
+            except (OSError, *OperationalError) as exc:  # out of fds or disk: one line
                 log.warning("sweep failed: %s", exc)
             except Exception:
                 log.exception("sweep failed")

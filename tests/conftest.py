@@ -12,14 +12,31 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
+from collections.abc import Iterator
 
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def _drop_released_databases() -> Iterator[None]:
+    """PostgreSQL relays (DRAGOON_TEST_BACKEND=postgresql): the databases of relays whose
+    context ended in this test, dropped once it is over (tests/support/relay.py)."""
+    yield
+    _drop_released()
+
+
+def _drop_released() -> None:
+    relay_support = sys.modules.get("tests.support.relay")  # only where relays were started
+    if relay_support is not None:
+        relay_support.drop_released_databases()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     home = tempfile.mkdtemp(prefix="dragoon-test-home-")
     config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
+    config.add_cleanup(_drop_released)  # the last module's shared relay ends after its tests
     os.environ.update({"HOME": home, "XDG_CONFIG_HOME": os.path.join(home, "config"),
                        "XDG_STATE_HOME": os.path.join(home, "state")})
     os.environ.pop("DRAGOON_CONFIG", None)

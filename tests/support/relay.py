@@ -9,6 +9,14 @@ Used by the relay, drone and cockpit tests alike; its API stays stable:
   ``.stderr_text()``; ``config={"sweep_interval": 0.2, …}`` overrides relay.toml.
 - ``init_relay(data_dir, config=…)``, ``add_operator(data_dir, name, pubkey_path) -> totp_secret``,
   ``enroll(data_dir, drone, labels, url=…) -> join_token`` run the admin CLI.
+- The backend: ``DRAGOON_TEST_BACKEND`` (``sqlite``, the default, or ``postgresql``)
+  picks it for every relay, or ``RelayProcess(..., backend=…)`` for one. On PostgreSQL,
+  ``init_relay`` creates a fresh database (tests/support/pg.py) and writes its URL into
+  relay.toml, so a restart, or another ``RelayProcess`` on the same data dir, reuses
+  it; the context's exit marks it to drop, and it is dropped at the end of the test
+  (``drop_released_databases``, an autouse fixture of tests/conftest.py) unless the
+  data dir was opened again meanwhile. ``relay_db(data_dir)`` opens a data dir's
+  database, whichever it is, for a test to look into.
 - ``RelayProcess.pilot(name)`` → a logged-in ``PilotSession`` (new ed25519 key, operator added).
 - ``PilotSession(url, signer)`` with ``.login(totp_secret)``, then ``.get/.post/.request``
   signed RE-V1 with the bearer token; answers are ``httpx.Response``.
@@ -31,7 +39,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -51,6 +59,15 @@ from dragoon.shared.sshsig import sign_b64
 from dragoon.shared.trust import X25519Key, certify_x25519, parse_x25519
 
 REPO = Path(__file__).resolve().parents[2]
+BACKENDS = ("sqlite", "postgresql")
+#: The backend of every relay a test starts unless it names one: ``DRAGOON_TEST_BACKEND``.
+BACKEND = os.environ.get("DRAGOON_TEST_BACKEND", "sqlite") or "sqlite"
+if BACKEND not in BACKENDS:
+    raise RuntimeError(f"DRAGOON_TEST_BACKEND={BACKEND!r}: one of {', '.join(BACKENDS)}")
+# PostgreSQL databases made by init_relay, by data dir; and those released (their relay's
+# context ended), dropped at the end of the test unless the data dir is opened again.
+_DATABASES: dict[Path, str] = {}
+_RELEASED: set[Path] = set()
 LISTENING = "dragoon relay listening on "
 START_TIMEOUT = 20.0
 
@@ -73,13 +90,37 @@ def _toml_value(value: Any) -> str:
     return repr(value)
 
 
+def configured_database(data_dir: Path) -> str:
+    """The ``database`` of a data dir's relay.toml ("" for SQLite)."""
+    import tomllib
+
+    path = Path(data_dir) / "relay.toml"
+    if not path.exists():
+        return ""
+    return str(tomllib.loads(path.read_text(encoding="utf-8")).get("database", ""))
+
+
 def init_relay(
-    data_dir: Path, *, url: str | None = None, config: Mapping[str, Any] | None = None
+    data_dir: Path, *, url: str | None = None, config: Mapping[str, Any] | None = None,
+    backend: str | None = None,
 ) -> None:
-    """``dragoon relay init``, then apply ``config`` overrides to relay.toml."""
+    """``dragoon relay init``, then apply ``config`` overrides to relay.toml.
+
+    ``backend`` (default ``BACKEND``) ``postgresql``: a fresh database for a new data
+    dir, the one its relay.toml names for one initialised before."""
+    backend = backend or BACKEND
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r}: one of {', '.join(BACKENDS)}")
     args = ["relay", "init", "--data", str(data_dir)]
     if url:
         args += ["--url", url]
+    key = Path(data_dir).resolve()
+    if backend == "postgresql" and not configured_database(data_dir):
+        from tests.support.pg import new_database
+
+        _DATABASES[key] = new_database("relay")
+        args += ["--database", _DATABASES[key]]
+    _RELEASED.discard(key)
     dragoon(*args)
     if config:
         path = data_dir / "relay.toml"
@@ -699,12 +740,59 @@ class DroneClient(SignedClient):
                                                       "sealed": sealed})
 
 
+def release_database(data_dir: Path) -> None:
+    """A relay on ``data_dir`` is done: its database (if init_relay made one) is dropped at
+    the end of the test, unless the data dir is initialised again before that."""
+    key = Path(data_dir).resolve()
+    if key in _DATABASES:
+        _RELEASED.add(key)
+
+
+def drop_released_databases() -> None:
+    """Drop every database released and not taken up again (the end of a test)."""
+    from tests.support.pg import drop_database
+
+    for key in list(_RELEASED):
+        _RELEASED.discard(key)
+        url = _DATABASES.pop(key, None)
+        if url is not None:
+            drop_database(url)
+
+
+@contextlib.contextmanager
+def relay_db(data_dir: Path) -> Iterator[Any]:
+    """The data dir's database, whichever backend it is on, for a test to read or change:
+    rows by name (``row["col"]``), ``?`` placeholders. Changes are committed at the end
+    of the block (PostgreSQL: each statement as it runs)."""
+    database = configured_database(data_dir)
+    if database:
+        from dragoon.relay.pg import PgConnection
+
+        pg_conn = PgConnection.connect(database)
+        try:
+            yield pg_conn
+        finally:
+            pg_conn.close()
+        return
+    import sqlite3
+
+    conn = sqlite3.connect(Path(data_dir) / "relay.db", timeout=30)
+    conn.row_factory = sqlite3.Row
+    try:
+        yield conn
+        conn.commit()
+    finally:
+        conn.close()
+
+
 class RelayProcess:
     """A real ``dragoon relay serve`` subprocess on an ephemeral loopback port."""
 
     def __init__(self, data_dir: Path, *, config: Mapping[str, Any] | None = None,
-                 url: str | None = None, extra_args: Iterable[str] = ()) -> None:
+                 url: str | None = None, extra_args: Iterable[str] = (),
+                 backend: str | None = None) -> None:
         self.data_dir = Path(data_dir)
+        self.backend = backend or BACKEND
         self.config = dict(config or {})
         self.configured_url = url
         self.extra_args = list(extra_args)
@@ -714,7 +802,7 @@ class RelayProcess:
         self._port: int | None = None
         self._clients: list[SignedClient] = []
         self.pilot_keys: list[Path] = []  # every pilot() key: drones enrolled here obey them
-        init_relay(self.data_dir, url=url, config=self.config)
+        init_relay(self.data_dir, url=url, config=self.config, backend=self.backend)
 
     def __enter__(self) -> RelayProcess:
         self.start()
@@ -725,6 +813,7 @@ class RelayProcess:
         for client in self._clients:
             client.close()
         self.stop()
+        release_database(self.data_dir)
 
     def start(self) -> None:
         """Start serving; after a restart it binds the same port again, so clients keep the URL."""
