@@ -222,13 +222,21 @@ class PgOutputStore:
                 self._writer.close()
 
     def _run_batch(self, batch: list[_Job]) -> list[tuple[_Job, Any, BaseException | None]]:
+        """The batch in one transaction; on a failure, again on a fresh connection if the
+        old one broke (a restarted server, a dropped link), then each job alone.
+
+        Trying again is safe even when the failure hid a COMMIT that went through: every
+        job is idempotent (an append at an offset already held is acknowledged, a second
+        close changes nothing), so no byte is stored twice.
+        """
         try:
             return self._transaction(batch)
         except BaseException as exc:
-            if len(batch) == 1:
+            broken = self._writer is None or self._writer.broken or self._writer.closed
+            log.warning("a batch of %d log appends failed (%s)%s", len(batch),
+                        type(exc).__name__, "; reconnecting" if broken else "")
+            if not broken and len(batch) == 1:
                 return [(batch[0], None, exc)]
-            log.warning("a batch of %d log appends failed (%s); retrying each alone",
-                        len(batch), type(exc).__name__)
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
         for job in batch:
             try:
