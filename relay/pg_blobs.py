@@ -10,9 +10,10 @@ fixed-size chunks (``CHUNK`` bytes, the last one shorter), as ``blob_chunks`` ro
 fresh ``blob_id`` inside one transaction, while it hashes and counts it. ``keep`` adds the
 ``blobs`` row (sha256 → blob_id, size) and commits; a refused body, a hang-up or
 ``discard`` rolls the transaction back, so no row of it was ever visible. When the content
-is already stored (``ON CONFLICT DO NOTHING`` finds its row, or waits for a concurrent
-upload of the same content to commit first), the new chunks are rolled back and the
-existing row is touched: retention spares a blob touched within its grace.
+is already stored (``ON CONFLICT`` finds its row, or waits for a concurrent upload of the
+same content to commit first), the existing row is touched in the same transaction and
+the new chunks are deleted before it commits: retention spares a blob touched within its
+grace, and the touch and the dedup are one step.
 
 Downloads stream the chunks a row at a time, each read on a worker thread with a pooled
 connection held only for that row, and answer a single ``Range`` with 206, as
@@ -153,16 +154,18 @@ class PgBlobStore:
         conn = upload.conn
         if conn is None:
             raise RuntimeError("this upload was already kept or discarded")
-        now = time.time()
+        # One statement adds the row or touches the stored one and locks it: retention
+        # (relay/pg_retention.py) deletes only rows untouched for its grace, and waits on
+        # this lock, so content found stored here cannot vanish before this commits.
         row = conn.execute(
             "INSERT INTO blobs (sha256, blob_id, size, chunk_size, stored_at)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (sha256) DO NOTHING RETURNING blob_id",
-            (sha256, upload.blob_id, upload.size, self.chunk, now)).fetchone()
-        if row is not None:
-            conn.execute("COMMIT")
-        else:  # already stored: the new copy goes, the stored one is touched
-            conn.execute("ROLLBACK")
-            conn.execute("UPDATE blobs SET stored_at = %s WHERE sha256 = %s", (now, sha256))
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (sha256)"
+            " DO UPDATE SET stored_at = excluded.stored_at RETURNING blob_id",
+            (sha256, upload.blob_id, upload.size, self.chunk, time.time())).fetchone()
+        assert row is not None
+        if int(row[0]) != upload.blob_id:  # already stored: this copy goes
+            conn.execute("DELETE FROM blob_chunks WHERE blob_id = %s", (upload.blob_id,))
+        conn.execute("COMMIT")
         upload.conn = None
         self._pool.putconn(conn)
 
@@ -196,7 +199,7 @@ class PgBlobStore:
             row = conn.execute(
                 "SELECT substring(data FROM %s FOR %s) FROM blob_chunks"
                 " WHERE blob_id = %s AND idx = %s", (lo + 1, hi - lo, found.blob_id, idx),
-            ).fetchone()
+                binary=True).fetchone()
         if row is None or len(row[0]) != hi - lo:
             raise OSError(f"blob {found.blob_id} chunk {idx} is missing or short")
         return bytes(row[0])

@@ -145,7 +145,7 @@ class PgOutputStore:
                 ' AND "offset" < %(end)s AND "offset" >= COALESCE((SELECT max("offset")'
                 ' FROM log_chunks WHERE task = %(t)s AND stream = %(s)s'
                 ' AND "offset" <= %(start)s), 0) ORDER BY "offset"',
-                {"t": task, "s": stream, "start": offset, "end": end}).fetchall()
+                {"t": task, "s": stream, "start": offset, "end": end}, binary=True).fetchall()
         pieces: list[bytes] = []
         for start, data in rows:
             lo = max(offset - start, 0)

@@ -147,7 +147,7 @@ class PgStdinStore:
             rows = conn.execute(
                 'SELECT "offset", data FROM stdin_chunks WHERE task = %s'
                 ' AND "offset" < %s AND "offset" + length(data) > %s ORDER BY "offset"',
-                (task, offset + want, offset)).fetchall()
+                (task, offset + want, offset), binary=True).fetchall()
             position = offset
             for start, chunk in rows:
                 if start > position:

@@ -511,3 +511,65 @@ def test_open_stores_picks_files_or_postgresql(tmp_path: Path, url: str) -> None
     config.database = "mysql://nope"  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="postgresql"):
         open_stores(config)
+
+
+# -- retention on rows ------------------------------------------------------------------------
+
+
+def test_retention_removes_a_pruned_task_s_log_rows(output: PgOutputStore, url: str) -> None:
+    from dragoon.relay.pg_retention import PgSpace
+    from dragoon.relay.retention import Report
+
+    task = new_task()
+    asyncio.run(output.append(task, "stdout", 0, b"12345"))
+    asyncio.run(output.append(task, "order", 0, b"ab"))
+    space = PgSpace(url)
+    try:
+        dry = Report(cutoff=0, dry_run=True)
+        assert space.remove_logs(task, dry, dry_run=True) == 7 and output.has_log(task)
+        report = Report(cutoff=0, dry_run=False)
+        assert space.remove_logs(task, report, dry_run=False) == 7
+        assert (report.log_files, report.log_bytes) == (2, 7)
+        assert space.remove_logs(task, report, dry_run=False) == 0  # already gone: no error
+    finally:
+        space.close()
+    assert not output.has_log(task) and output.read(task, "stdout", 0, 10) == b""
+    assert count(url, "SELECT count(*) FROM log_chunks WHERE task = %s", task) == 0
+
+
+def test_retention_drops_old_unreferenced_blobs_and_spares_touched_ones(
+    blobs: PgBlobStore, url: str, tmp_path: Path
+) -> None:
+    from dragoon.relay import db
+    from dragoon.relay.pg_retention import PgSpace
+    from dragoon.relay.retention import BLOB_GRACE, Report
+
+    old, fresh, again = (secrets.token_bytes(1500) for _ in range(3))
+    for data in (old, fresh, again):
+        upload(blobs, data)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE blobs SET stored_at = 0 WHERE sha256 = ANY(%s)",
+                     ([digest(old), digest(again)],))
+    upload(blobs, again)  # stored again: touched, so within the grace once more
+    records = db.connect(tmp_path / "relay.db")  # the relay's records: nothing refers to these
+
+    def call(fn: Any, *args: Any) -> Any:
+        return fn(records, *args)
+
+    space = PgSpace(url)
+    try:
+        report = Report(cutoff=None, dry_run=False)
+        freed = space.orphans(call, report, now=time.time())
+        assert (report.orphan_files, freed) == (1, len(old))
+        late = Report(cutoff=None, dry_run=False)
+        assert space.remove_blob(digest(fresh), late, dry_run=False,
+                                 now=time.time() + BLOB_GRACE + 1) == len(fresh)
+        assert space.remove_blob(digest(old), late, dry_run=False, now=time.time()) == 0
+        assert late.missing == 1
+    finally:
+        space.close()
+        records.close()
+    assert not blobs.exists(digest(old)) and not blobs.exists(digest(fresh))
+    assert blobs.read(digest(again)) == again
+    assert count(url, "SELECT count(*) FROM blob_chunks c WHERE NOT EXISTS"
+                      " (SELECT 1 FROM blobs b WHERE b.blob_id = c.blob_id)") == 0
