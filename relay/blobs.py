@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from dragoon.relay.errors import ApiError
+from fastapi.responses import FileResponse, Response
 
 SHA256: Final = re.compile(r"[0-9a-f]{64}")
 
@@ -48,16 +49,19 @@ class BlobStore:
         return self.path(sha256).exists()
 
     def check_declared(self, *, size: int, cap: int, content_length: str | None) -> None:
-        """Refuse an upload by what its head says, before a byte of its body is read."""
-        if size > cap:
-            raise ApiError(413, "too_large", f"a file may be at most {cap} bytes")
-        if content_length is None or not content_length.isdigit():
-            return  # chunked: counted as it streams
-        length = int(content_length)
-        if length > size:
-            raise ApiError(413, "too_large", f"the body is larger than the declared {size}")
-        if length < size:
-            raise ApiError(400, "size_mismatch", f"declared {size} bytes, sending {length}")
+        check_declared(size=size, cap=cap, content_length=content_length)
+
+    def response(self, sha256: str, filename: str) -> Response:
+        """The stored blob as a download; Starlette's FileResponse streams it in chunks and
+        answers Range requests with 206."""
+        path = self.path(sha256)
+        if not path.exists():
+            raise ApiError(404, "not_found", "the blob is missing from the relay's store")
+        return FileResponse(path, media_type="application/octet-stream", filename=filename,
+                            headers={"X-Dragoon-Sha256": sha256})
+
+    def close(self) -> None:
+        """Nothing held open between requests (the PostgreSQL store closes its pool)."""
 
     async def receive(
         self, chunks: AsyncIterator[bytes], *, sha256: str, size: int, cap: int
@@ -114,6 +118,19 @@ class BlobStore:
     def discard(self, tmp: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def check_declared(*, size: int, cap: int, content_length: str | None) -> None:
+    """Refuse an upload by what its head says, before a byte of its body is read."""
+    if size > cap:
+        raise ApiError(413, "too_large", f"a file may be at most {cap} bytes")
+    if content_length is None or not content_length.isdigit():
+        return  # chunked: counted as it streams
+    length = int(content_length)
+    if length > size:
+        raise ApiError(413, "too_large", f"the body is larger than the declared {size}")
+    if length < size:
+        raise ApiError(400, "size_mismatch", f"declared {size} bytes, sending {length}")
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -361,6 +361,7 @@ def gc(data_dir: Path, older_than: str | None, dry_run: bool, as_json: bool) -> 
     import time
 
     from dragoon.relay import quota, retention, units
+    from dragoon.relay.stores import open_space
 
     config = _initialised(data_dir)
     try:
@@ -377,8 +378,9 @@ def gc(data_dir: Path, older_than: str | None, dry_run: bool, as_json: bool) -> 
     try:
         if not dry_run:
             quota.backfill_logs(call, config.logs_dir)
-        report = retention.collect(call, config.logs_dir, config.blobs_dir, cutoff=cutoff,
-                                   dry_run=dry_run)
+        with open_space(config) as space:  # files, or rows on PostgreSQL
+            report = retention.collect(call, config.logs_dir, config.blobs_dir, cutoff=cutoff,
+                                       dry_run=dry_run, space=space)
         stats = retention.storage_stats(conn)
     finally:
         conn.close()

@@ -14,6 +14,7 @@ from dragoon.relay.quota import LogSizes
 from dragoon.relay.replay import ReplayGuard
 from dragoon.relay.signals import Signals
 from dragoon.relay.stdin import StdinStore
+from dragoon.relay.stores import open_stores
 from dragoon.relay.tasks import TaskStore
 from dragoon.shared.keys import load_private_key_file
 from dragoon.shared.signers import KeyFileSigner
@@ -38,13 +39,13 @@ class Relay:
     @classmethod
     def open(cls, config: RelayConfig) -> Relay:
         signer = KeyFileSigner(load_private_key_file(config.key_path))
-        output = OutputStore(config.logs_dir, config.output_cap)
+        stores = open_stores(config)  # files, or PostgreSQL when config.database says so
         db = Database.open(config)
         return cls(
-            config=config, db=db, signer=signer, output=output,
-            tasks=TaskStore(config, output), blobs=BlobStore(config.blobs_dir),
+            config=config, db=db, signer=signer, output=stores.output,
+            tasks=TaskStore(config, stores.output), blobs=stores.blobs,
             bus=EventBus(SqliteEventStore(db)),
-            stdin=StdinStore(config.stdin_dir, config.stdin_window),
+            stdin=stores.stdin,
             log_sizes=LogSizes(db.run),
             replay=ReplayGuard(db, nonce_ttl=config.nonce_ttl),
         )
@@ -57,6 +58,7 @@ class Relay:
     def close(self) -> None:
         self.output.close()
         self.stdin.close()
+        self.blobs.close()
         self.db.close()
 
 

@@ -118,6 +118,10 @@ class OutputStore:
         except FileNotFoundError:
             return 0
 
+    def has_log(self, task: str) -> bool:
+        """Whether anything was ever stored for the task: its folder (retention removes it)."""
+        return (self.root / task).is_dir()
+
     def truncated(self, task: str) -> bool:
         return (self.root / task / TRUNCATED).exists()
 

@@ -177,7 +177,7 @@ async def append_log(
     limits = Limits.of(relay.config)
     # Without a quota the quota is asked only when the task has no log folder: it may
     # have been pruned (pruning removes the folder), else the check would cost every chunk.
-    ask = (fresh > 0 and (limits.active or not store.path(task, stream).parent.is_dir())
+    ask = (fresh > 0 and (limits.active or not store.has_log(task))
            and not store.truncated(task))
     # A gap (offset past what is held) stores nothing: only whether the task still has
     # an output is asked then.

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from dragoon.relay import quota
 from dragoon.relay.blobs import SHA256
@@ -213,6 +213,32 @@ def _remove_blob(blobs_dir: Path, sha: str, report: Report, *, dry_run: bool, no
     return st.st_size
 
 
+class Space(Protocol):
+    """Where the bytes of pruned records are deleted: files in the data dir (``FileSpace``)
+    or rows in PostgreSQL (relay/pg_retention.py ``PgSpace``)."""
+
+    def remove_logs(self, task: str, report: Report, *, dry_run: bool) -> int: ...
+
+    def remove_blob(self, sha: str, report: Report, *, dry_run: bool, now: float) -> int: ...
+
+    def orphans(self, call: DbCall, report: Report, *, now: float) -> int: ...
+
+
+@dataclass(frozen=True)
+class FileSpace:
+    logs_dir: Path
+    blobs_dir: Path
+
+    def remove_logs(self, task: str, report: Report, *, dry_run: bool) -> int:
+        return _remove_logs(self.logs_dir, task, report, dry_run=dry_run)
+
+    def remove_blob(self, sha: str, report: Report, *, dry_run: bool, now: float) -> int:
+        return _remove_blob(self.blobs_dir, sha, report, dry_run=dry_run, now=now)
+
+    def orphans(self, call: DbCall, report: Report, *, now: float) -> int:
+        return collect_orphans(call, self.blobs_dir, report, now=now)
+
+
 # ----- dry run: the same selection, read only -----
 
 def _plan_rows(conn: sqlite3.Connection, cutoff: float) -> dict[str, Any]:
@@ -292,8 +318,13 @@ def collect_orphans(call: DbCall, blobs_dir: Path, report: Report, *, now: float
 def collect(
     call: DbCall, logs_dir: Path, blobs_dir: Path, *, cutoff: float | None, dry_run: bool = False,
     orphans: bool = True, should_stop: Callable[[], bool] = lambda: False,
+    space: Space | None = None,
 ) -> Report:
-    """Prune what is due (``cutoff``: finished before it; None: nothing is due), then orphans."""
+    """Prune what is due (``cutoff``: finished before it; None: nothing is due), then orphans.
+
+    The bytes go from ``space``: the files under ``logs_dir`` and ``blobs_dir`` unless
+    given (a relay on PostgreSQL passes its rows', relay/stores.py ``open_space``)."""
+    space = space or FileSpace(logs_dir, blobs_dir)
     report = Report(cutoff, dry_run)
     now = time.time()
     if cutoff is not None and dry_run:
@@ -303,9 +334,9 @@ def collect(
         report.fetches, report.shared_blobs = plan["fetches"], plan["shared"]
         report.tombstones = plan["tasks"][:BATCH]
         for task in plan["tasks"]:
-            _remove_logs(logs_dir, task, report, dry_run=True)
+            space.remove_logs(task, report, dry_run=True)
         for sha in plan["blobs"]:
-            _remove_blob(blobs_dir, sha, report, dry_run=True, now=now)
+            space.remove_blob(sha, report, dry_run=True, now=now)
     elif cutoff is not None:
         for prune in (prune_tasks, prune_fetches):
             while not should_stop():
@@ -319,12 +350,12 @@ def collect(
                 report.shared_blobs += batch.shared
                 if len(report.tombstones) < BATCH:
                     report.tombstones.extend(batch.tasks[:BATCH - len(report.tombstones)])
-                freed = sum(_remove_logs(logs_dir, t, report, dry_run=False) for t in batch.tasks)
-                freed += sum(_remove_blob(blobs_dir, s, report, dry_run=False, now=now)
+                freed = sum(space.remove_logs(t, report, dry_run=False) for t in batch.tasks)
+                freed += sum(space.remove_blob(s, report, dry_run=False, now=now)
                              for s in batch.blobs)
                 call(add_reclaimed, freed)
     if orphans and not should_stop():
-        freed = collect_orphans(call, blobs_dir, report, now=now)
+        freed = space.orphans(call, report, now=now)
         if not dry_run:
             call(add_reclaimed, freed)
     return report

@@ -66,16 +66,18 @@ ORPHAN_INTERVAL = 86400.0  # the walk over blobs/ for content no record names: d
 def storage_pass(relay: Relay, *, orphans: bool, stop: threading.Event) -> None:
     """Count an older relay's logs once, then prune what the retention says is due."""
     from dragoon.relay import quota, retention
+    from dragoon.relay.stores import open_space
 
     counted = quota.backfill_logs(relay.db.call, relay.config.logs_dir)
     if counted is not None:
         log.info("counted %d bytes of logs kept by an older relay", counted)
     keep = relay.config.retention_seconds
     cutoff = None if keep is None else time.time() - keep
-    report = retention.collect(
-        relay.db.call, relay.config.logs_dir, relay.config.blobs_dir, cutoff=cutoff,
-        orphans=orphans, should_stop=stop.is_set,
-    )
+    with open_space(relay.config) as space:  # files, or rows on PostgreSQL
+        report = retention.collect(
+            relay.db.call, relay.config.logs_dir, relay.config.blobs_dir, cutoff=cutoff,
+            orphans=orphans, should_stop=stop.is_set, space=space,
+        )
     if report.tasks or report.fetches or report.orphan_files:
         log.info("retention: pruned %d tasks and %d fetches, %d orphan files; %d bytes freed",
                  report.tasks, report.fetches, report.orphan_files, report.bytes)

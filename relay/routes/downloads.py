@@ -1,22 +1,20 @@
 """Not a router: the one answer for a stored blob (an artifact, a fetched file), with Range.
 
 ``routes/tasks.py`` (artifacts) and ``routes/fetches.py`` (fetched files) both
-answer with it.
+answer with it; the store (files or PostgreSQL, relay/stores.py) makes the response.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Protocol
 
-from dragoon.relay.errors import ApiError
-from fastapi.responses import FileResponse
+from fastapi.responses import Response
 
 
-def blob_response(blob_path: Path, filename: str, sha256: str) -> FileResponse:
-    """Starlette's FileResponse streams in chunks and answers Range requests with 206."""
-    if not blob_path.exists():
-        raise ApiError(404, "not_found", "the blob is missing from the relay's store")
-    return FileResponse(
-        blob_path, media_type="application/octet-stream", filename=filename,
-        headers={"X-Dragoon-Sha256": sha256},
-    )
+class ServesBlobs(Protocol):
+    def response(self, sha256: str, filename: str) -> Response: ...
+
+
+def blob_response(store: ServesBlobs, filename: str, sha256: str) -> Response:
+    """The blob as a download that answers Range requests with 206; 404 when it is gone."""
+    return store.response(sha256, filename)

@@ -11,7 +11,7 @@ from dragoon.relay.context import RelayDep
 from dragoon.relay.errors import ApiError, not_found
 from dragoon.relay.routes.downloads import blob_response
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse
+from fastapi.responses import Response
 
 router = APIRouter(prefix="/v1/fetches", tags=["drones"])
 
@@ -35,11 +35,11 @@ async def show(
 
 
 @router.get("/{fetch_id}/content")
-async def content(fetch_id: str, _who: PilotDep, relay: RelayDep) -> FileResponse:
+async def content(fetch_id: str, _who: PilotDep, relay: RelayDep) -> Response:
     found = await relay.db.run(fetches.get, fetch_id)
     if found is None:
         raise not_found("fetch")
     if found["state"] != "ready":
         raise ApiError(409, "conflict", f"the fetch is {found['state']}")
     # The stored file is sealed (its name is in the sealed payload): named after the fetch.
-    return blob_response(relay.blobs.path(found["sha256"]), fetch_id, found["sha256"])
+    return blob_response(relay.blobs, fetch_id, found["sha256"])

@@ -20,7 +20,7 @@ from dragoon.relay.routes.downloads import blob_response
 from dragoon.shared.models import TaskState
 from dragoon.shared.spec import SpecError, check_task_prefix
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 INLINE_READ: Final = 64 << 10  # bytes a log read may take on the event loop itself
@@ -151,7 +151,7 @@ async def _read(relay: Relay, task_id: str, stream: str, offset: int, want: int)
 @router.get("/{task_id}/artifact", response_model=None)
 async def artifact(
     task_id: str, _who: PilotDep, relay: RelayDep, path: str | None = Query(None),
-) -> dict[str, Any] | FileResponse:
+) -> dict[str, Any] | Response:
     await relay.db.run(relay.tasks.get, task_id)
     if path is None:
         return {"artifacts": await relay.db.run(artifacts.listing, task_id)}
@@ -159,5 +159,5 @@ async def artifact(
     sha256 = await relay.db.run(artifacts.sha256_of, task_id, path)
     if sha256 is None:
         raise not_found("artifact")
-    return blob_response(relay.blobs.path(sha256), path.rsplit("/", 1)[-1], sha256)
+    return blob_response(relay.blobs, path.rsplit("/", 1)[-1], sha256)
 
