@@ -306,10 +306,21 @@ def serve(data_dir: Path, bind: str, tls_cert: Path | None, tls_key: Path | None
 # ----- storage: migrate, gc, backup, restore (docs/operations.md, docs/storage.md) -----
 
 @relay.command()
-@DATA
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path),
+              envvar="DRAGOON_RELAY_DATA", default=None,
+              help="The relay's data directory (not with --from).")
 @DATABASE
-def migrate(data_dir: Path, database: str | None) -> None:
-    """Bring the relay's database to this relay's schema (serve does it too, at start).
+@click.option("--from", "source", type=click.Path(file_okay=False, path_type=Path),
+              default=None, metavar="DATA_DIR",
+              help="Move this SQLite relay's state into the database given by --to.")
+@click.option("--to", "target", default=None, metavar="URL", envvar="DRAGOON_MIGRATE_TO",
+              help="The empty PostgreSQL database to move into (postgresql://…); "
+                   "DRAGOON_MIGRATE_TO, or a libpq password file, keeps a password out of "
+                   "the process list.")
+def migrate(data_dir: Path | None, database: str | None, source: Path | None,
+            target: str | None) -> None:
+    """Bring the relay's database to this relay's schema (serve does it too, at start),
+    or, with --from and --to, move a SQLite relay's state into PostgreSQL.
 
     Safe to run while other replicas serve or start: each step runs once, under the
     write lock, and a database from a newer relay is refused untouched.
@@ -317,6 +328,11 @@ def migrate(data_dir: Path, database: str | None) -> None:
     from dragoon.relay import db, pg_migrate
     from dragoon.relay.pg import PgConnection, masked
 
+    if source is not None or target is not None:
+        _move_to_postgresql(source, target)
+        return
+    if data_dir is None:
+        fail("--data DIR (or DRAGOON_RELAY_DATA), or --from DATA_DIR --to postgresql://…")
     config = _with_database(_initialised(data_dir), database)
     if not config.database:
         before = _sqlite_version(config)
@@ -334,6 +350,28 @@ def migrate(data_dir: Path, database: str | None) -> None:
             conn.close()
     done = f"applied {', '.join(map(str, ran))}" if ran else "up to date"
     click.echo(f"{masked(config.database)}: schema {now}, {done}")
+
+
+def _move_to_postgresql(source: Path | None, target: str | None) -> None:
+    from dragoon.relay import pg_import
+    from dragoon.relay.backup import BackupError
+    from dragoon.relay.config import RelayConfig
+    from dragoon.relay.pg import masked
+
+    if source is None or target is None:
+        fail("--from DATA_DIR and --to postgresql://… go together")
+    if not target.startswith(("postgresql://", "postgres://")):
+        fail(f"--to: {masked(target)} is not a postgresql:// URL")
+    config = _initialised(source)
+    with _database_errors(RelayConfig(data_dir=source, database=target)):
+        try:
+            summary = pg_import.import_data_dir(config, target)
+        except (pg_import.MigrateRefused, BackupError, OSError) as exc:
+            fail(str(exc))
+    for line in pg_import.describe(summary):
+        click.echo(line)
+    click.echo(f"{source}/relay.toml now uses {masked(target)}; relay.db, logs/ and blobs/ "
+               "are left as they were (set database = \"\" to go back)")
 
 
 def _sqlite_version(config: RelayConfig) -> int:
