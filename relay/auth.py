@@ -245,9 +245,21 @@ def check_request(
 
 async def admit(relay: Relay, verified: VerifiedRequest[Principal]) -> RequestRejected | None:
     """Check 5: the nonce, recorded in ``relay.replay`` so that of two copies one passes."""
-    if await relay.replay.admit(verified.nonce, verified.timestamp, time.time()):
-        return None
+    try:
+        if await relay.replay.admit(verified.nonce, verified.timestamp, time.time()):
+            return None
+    except Exception:  # a shared nonce table that did not answer (relay/pg_nonces.py)
+        return RequestRejected(UNAVAILABLE, "the relay cannot check this request's nonce "
+                               "now; retry")
     return RequestRejected(c.ERR_REPLAYED_NONCE, "this nonce was already used")
+
+
+UNAVAILABLE: Final = "unavailable"
+
+
+def refusal_status(rejected: RequestRejected) -> int:
+    """401 for a request that is not good; 503 for one this relay could not check now."""
+    return 503 if rejected.code == UNAVAILABLE else 401
 
 
 def claimed_sha256(raw_query: str) -> str | None:
@@ -375,8 +387,8 @@ class SignedRequests:
                 verified = await admit(self.relay, verified) or verified
             if isinstance(verified, RequestRejected):
                 # Hang up: a stranger's gigabytes are neither stored nor read to the end.
-                await send_error(send, 401, verified.code, verified.detail, close=True,
-                                 **verified.extra())
+                await send_error(send, refusal_status(verified), verified.code,
+                                 verified.detail, close=True, **verified.extra())
                 return
             scope[PRINCIPAL_KEY] = verified.principal
             await self.app(scope, receive, send)
@@ -402,7 +414,8 @@ class SignedRequests:
             if not isinstance(result, RequestRejected):
                 result = await admit(self.relay, result) or result
             if isinstance(result, RequestRejected):
-                await send_error(send, 401, result.code, result.detail, **result.extra())
+                await send_error(send, refusal_status(result), result.code, result.detail,
+                                 **result.extra())
                 return
             scope[PRINCIPAL_KEY] = result.principal
         await self.app(scope, _replay(body, receive), send)

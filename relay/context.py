@@ -11,7 +11,7 @@ from dragoon.relay.db import Database
 from dragoon.relay.events import EventBus, SqliteEventStore
 from dragoon.relay.output import OutputStore
 from dragoon.relay.quota import LogSizes
-from dragoon.relay.replay import ReplayGuard
+from dragoon.relay.replay import NonceStore, ReplayGuard
 from dragoon.relay.signals import Signals
 from dragoon.relay.stdin import StdinStore
 from dragoon.relay.stores import open_stores
@@ -47,7 +47,7 @@ class Relay:
             bus=EventBus(SqliteEventStore(db)),
             stdin=stores.stdin,
             log_sizes=LogSizes(db.run),
-            replay=ReplayGuard(db, nonce_ttl=config.nonce_ttl),
+            replay=ReplayGuard(db, nonce_ttl=config.nonce_ttl, store=_nonce_store(config)),
         )
 
     def stopping(self) -> None:
@@ -60,6 +60,16 @@ class Relay:
         self.stdin.close()
         self.blobs.close()
         self.db.close()
+
+
+def _nonce_store(config: RelayConfig) -> NonceStore | None:
+    """Replicas share their nonces in the database (relay/pg_nonces.py); one SQLite relay
+    holds them in memory (None: ReplayGuard's own)."""
+    if not config.database:
+        return None
+    from dragoon.relay.pg_nonces import PgNonces
+
+    return PgNonces(config.database)
 
 
 async def get_relay(request: Request) -> Relay:
