@@ -148,8 +148,8 @@ class PgConnection:
 
     def begin_write(self) -> None:
         """``BEGIN`` and the write lock: the transaction waits for every other writer."""
-        self.raw.execute("BEGIN")
-        self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+        # One round trip: both statements in one simple-protocol message.
+        self.raw.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK:d})")
 
     def commit(self) -> None:
         self.raw.execute("COMMIT")
