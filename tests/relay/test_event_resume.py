@@ -8,6 +8,7 @@ the event bus in process over a database that refuses the write.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import threading
@@ -20,7 +21,14 @@ import pytest
 from dragoon.relay.events import PAGE
 from dragoon.shared.request_auth import retry_timestamp
 
-from tests.support.relay import PilotSession, RelayProcess, dragoon, relay_db, wait_until
+from tests.support.relay import (
+    PilotSession,
+    RelayProcess,
+    dragoon,
+    open_database,
+    relay_db,
+    wait_until,
+)
 
 NOWHERE = ["no-such-drone"]  # tasks for a label no drone has: queued, one event each
 
@@ -180,6 +188,14 @@ def test_a_resume_over_more_than_a_page_gets_every_event_in_order(tmp_path: Path
         range(number(last_id) + 1, number(last_id) + len(events) + 1))
 
 
+def _read_only(conn: Any, on: bool) -> None:
+    """Make the database refuse writes (or take them again), on either backend."""
+    if getattr(conn, "backend", "sqlite") == "postgresql":
+        conn.execute(f"SET default_transaction_read_only = {'on' if on else 'off'}")
+    else:
+        conn.execute(f"PRAGMA query_only = {'ON' if on else 'OFF'}")
+
+
 def _oldest_kept(data_dir: Path) -> int | None:
     with relay_db(data_dir) as conn:
         value = conn.execute("SELECT MIN(id) FROM events").fetchone()[0]
@@ -283,10 +299,10 @@ def test_an_event_that_cannot_be_stored_ends_every_stream_and_old_ids_reset(
     be replayed, so rather than a gap every stream ends and its id gets ``reset``."""
     import asyncio
 
-    from dragoon.relay.db import Database
     from dragoon.relay.events import EventBus, SqliteEventStore
 
-    db = Database(tmp_path / "relay.db")
+    opened = contextlib.ExitStack()
+    db = opened.enter_context(open_database(tmp_path))  # DRAGOON_TEST_BACKEND's
     store = SqliteEventStore(db)
     bus = EventBus(store)
 
@@ -296,11 +312,11 @@ def test_an_event_that_cannot_be_stored_ends_every_stream_and_old_ids_reset(
         stored = await asyncio.wait_for(stream.get(), 10)
         assert stored is not None and stored.id == 1
         before = stored.event_id
-        await db.run(lambda conn: conn.execute("PRAGMA query_only = ON"))
+        await db.run(_read_only, True)
         bus.publish("task", {"id": "refused"})
         assert await asyncio.wait_for(stream.get(), 10) is None, "the stream ends"
         assert store.epoch != before.split("-")[0], "a new history"
-        await db.run(lambda conn: conn.execute("PRAGMA query_only = OFF"))
+        await db.run(_read_only, False)
         opening = await bus.open(before)
         assert opening.reset is not None and "another relay history" in opening.reset.payload
         fresh = bus.subscribe(owner="pilot")
@@ -311,7 +327,7 @@ def test_an_event_that_cannot_be_stored_ends_every_stream_and_old_ids_reset(
     try:
         asyncio.run(scenario())
     finally:
-        db.close()
+        opened.close()
 
 
 def test_events_published_while_a_write_is_queued_share_it_and_arrive_in_order(
@@ -323,10 +339,10 @@ def test_events_published_while_a_write_is_queued_share_it_and_arrive_in_order(
     import asyncio
     import threading
 
-    from dragoon.relay.db import Database
     from dragoon.relay.events import EventBus, SqliteEventStore
 
-    db = Database(tmp_path / "relay.db")
+    opened = contextlib.ExitStack()
+    db = opened.enter_context(open_database(tmp_path))  # DRAGOON_TEST_BACKEND's
     store = SqliteEventStore(db)
     bus = EventBus(store)
     busy = threading.Event()
@@ -353,4 +369,4 @@ def test_events_published_while_a_write_is_queued_share_it_and_arrive_in_order(
     try:
         asyncio.run(scenario())
     finally:
-        db.close()
+        opened.close()
