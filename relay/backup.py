@@ -119,6 +119,13 @@ def _open_archive(dest: Path) -> tuple[Path, IO[bytes]]:
 def backup(config: RelayConfig, dest: Path) -> Summary:
     """Write the archive to ``dest`` (``.tar``, or gzip-compressed for ``.tar.gz``/``.tgz``)."""
     data = config.data_dir
+    if config.database:
+        from dragoon.relay.pg import masked
+
+        raise BackupError(
+            f"this relay keeps its state in PostgreSQL ({masked(config.database)}): back it "
+            f"up with pg_dump (docs/storage.md), and keep a copy of {data} (relay.toml, the "
+            f"signing key)")
     if not config.db_path.exists():
         raise BackupError(f"{data} has no {DB_FILE}: not a relay data directory")
     if not dest.parent.is_dir():

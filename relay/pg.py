@@ -8,7 +8,8 @@ its own placeholders); rows that answer ``row[0]``, ``row["col"]``, ``row.keys()
 PostgreSQL is not are smoothed here, once:
 
 - a Python ``bool`` is sent as the integer SQLite would store (the schema's flags are
-  integers, as in SQLite, so the SQL compares them with ``= 1`` on both);
+  integers, as in SQLite, so the SQL compares them with ``= 1`` on both), and an ``int``
+  beyond 64 bits is refused with ``OverflowError``, as sqlite3 refuses it;
 - a ``NUMERIC`` result (PostgreSQL's ``SUM`` of integers) is read back as ``int`` (or
   ``float`` when it has a fraction), as SQLite answers it.
 
@@ -105,10 +106,23 @@ class _NumericLoader(Loader):
             return float(text)
 
 
+_INT64: Final = range(-(2**63), 2**63)
+
+
+def _param(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int) and value not in _INT64:
+        # As sqlite3 refuses it (relay/db.py answers 422): PostgreSQL would take it as a
+        # NUMERIC and compare, where SQLite cannot hold it.
+        raise OverflowError("Python int too large to convert to a 64-bit integer")
+    return value
+
+
 def _params(params: Sequence[Any] | Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
     if isinstance(params, Mapping):
-        return {k: int(v) if isinstance(v, bool) else v for k, v in params.items()}
-    return tuple(int(p) if isinstance(p, bool) else p for p in params)
+        return {k: _param(v) for k, v in params.items()}
+    return tuple(_param(p) for p in params)
 
 
 class PgConnection:
@@ -148,8 +162,8 @@ class PgConnection:
 
     def begin_write(self) -> None:
         """``BEGIN`` and the write lock: the transaction waits for every other writer."""
-        self.raw.execute("BEGIN")
-        self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+        # One round trip: both statements in one simple-protocol message.
+        self.raw.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK:d})")
 
     def commit(self) -> None:
         self.raw.execute("COMMIT")

@@ -27,16 +27,16 @@ def _drop_released_databases() -> Iterator[None]:
     _drop_released()
 
 
-def _drop_released() -> None:
+def _drop_released(every: bool = False) -> None:
     relay_support = sys.modules.get("tests.support.relay")  # only where relays were started
     if relay_support is not None:
-        relay_support.drop_released_databases()
+        relay_support.drop_released_databases(every=every)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     home = tempfile.mkdtemp(prefix="dragoon-test-home-")
     config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
-    config.add_cleanup(_drop_released)  # the last module's shared relay ends after its tests
+    config.add_cleanup(lambda: _drop_released(every=True))  # after the last module's relay
     os.environ.update({"HOME": home, "XDG_CONFIG_HOME": os.path.join(home, "config"),
                        "XDG_STATE_HOME": os.path.join(home, "state")})
     os.environ.pop("DRAGOON_CONFIG", None)

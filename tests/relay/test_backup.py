@@ -4,6 +4,10 @@ The round trip runs under load: a real drone streams a task's output into a
 real relay, the backup is taken mid-stream, the relay moves on past it and
 stops, the backup is restored and served on the same address, and the drone,
 never restarted, ships the rest from where the restored relay says it is.
+
+Backup and restore are SQLite's: every relay here is on SQLite whatever
+DRAGOON_TEST_BACKEND says, and a PostgreSQL relay's backup is refused with the
+way to take one (pg_dump, docs/storage.md).
 """
 
 from __future__ import annotations
@@ -19,10 +23,26 @@ from dragoon.shared.order import OrderReader
 
 from tests.drone.conftest import Fleet
 from tests.support import records
+from tests.support import relay as relay_support
 from tests.support.relay import RelayProcess, dragoon, wait_until
 
 GATE_COMMAND = ("i=0; while [ ! -e {gate} ]; do i=$((i+1)); echo line-$i; sleep 0.002; done;"
                 " echo done")
+
+
+@pytest.fixture(autouse=True)
+def _on_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(relay_support, "BACKEND", "sqlite")
+
+
+def test_a_postgresql_relay_is_backed_up_with_pg_dump(tmp_path: Path) -> None:
+    with RelayProcess(tmp_path / "relay", backend="postgresql") as relay:
+        relay.pilot()
+        done = dragoon("relay", "backup", "--data", str(relay.data_dir),
+                       str(tmp_path / "b.tar"), check=False)
+    assert done.returncode == 1
+    assert "PostgreSQL" in done.stderr and "pg_dump" in done.stderr
+    assert not (tmp_path / "b.tar").exists()
 
 
 def relay_bytes(fleet: Fleet, task_id: str) -> int:

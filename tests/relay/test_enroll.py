@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from tests.support.relay import (
     RelayProcess,
     enroll,
     init_relay,
+    relay_db,
     wait_until,
 )
 
@@ -66,13 +66,15 @@ def test_expired_token_is_refused(
 
 def test_tokens_are_stored_hashed(shared_relay: RelayProcess) -> None:
     secret = JoinToken.decode(shared_relay.enroll("enr-f")).secret
-    raw = b"".join(
+    with relay_db(shared_relay.data_dir) as conn:
+        drones = [r["drone"] for r in conn.execute("SELECT drone FROM enrollments")]
+        stored = repr([tuple(r) for r in conn.execute("SELECT * FROM enrollments")])
+    assert "enr-f" in drones
+    assert secret not in stored
+    raw = b"".join(  # SQLite: not in the file either (nor its WAL)
         path.read_bytes() for path in shared_relay.data_dir.glob("relay.db*")
     )
     assert secret.encode() not in raw
-    with sqlite3.connect(shared_relay.data_dir / "relay.db") as conn:
-        drones = [r[0] for r in conn.execute("SELECT drone FROM enrollments")]
-    assert "enr-f" in drones
 
 
 def test_pilot_mints_a_token_through_the_api(

@@ -3,16 +3,15 @@ a task handed out just before a restart is handed out again after it."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import httpx
 
-from tests.support.relay import RelayProcess, new_signer, wait_until
+from tests.support.relay import RelayProcess, new_signer, relay_db, wait_until
 
 
 def _count(data_dir: Path, table: str) -> int:
-    with sqlite3.connect(data_dir / "relay.db") as conn:
+    with relay_db(data_dir) as conn:
         return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
 
 

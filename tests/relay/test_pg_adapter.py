@@ -81,6 +81,12 @@ def test_bools_go_in_as_integers_and_sums_come_back_as_ints(conn: pg.PgConnectio
     assert half == 10.5 and isinstance(half, float)
 
 
+def test_ints_beyond_64_bits_are_refused_as_sqlite_refuses_them(conn: pg.PgConnection) -> None:
+    assert conn.execute("SELECT ?", (2**63 - 1,)).fetchone()[0] == 2**63 - 1
+    with pytest.raises(OverflowError):
+        conn.execute("SELECT * FROM audit WHERE id < ?", (2**64,))
+
+
 def test_integrity_error_is_caught_as_the_shared_tuple(conn: pg.PgConnection) -> None:
     conn.execute("INSERT INTO counters (name, value) VALUES (?, ?)", ("x", 1))
     with pytest.raises(db.IntegrityError):

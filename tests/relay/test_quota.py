@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from tests.support.relay import (
     encode_query,
     init_relay,
     new_signer,
+    relay_db,
     wait_until,
 )
 
@@ -37,11 +37,8 @@ QUOTA = 10 * 1024  # drone_quota = "10K"
 
 
 def stored(relay: RelayProcess) -> dict[str, int]:
-    conn = sqlite3.connect(relay.data_dir / "relay.db", timeout=30)
-    try:
-        return dict(conn.execute("SELECT drone, bytes FROM storage").fetchall())
-    finally:
-        conn.close()
+    with relay_db(relay.data_dir) as conn:
+        return {r[0]: r[1] for r in conn.execute("SELECT drone, bytes FROM storage")}
 
 
 def start_task(pilot: PilotSession, drone: DroneClient) -> str:

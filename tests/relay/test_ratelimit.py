@@ -7,7 +7,6 @@ Linux routes all of 127.0.0.0/8 to loopback, so each test speaks from addresses 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.relay import PilotSession, RelayProcess, fresh_totp, wait_until
+from tests.support.relay import PilotSession, RelayProcess, fresh_totp, relay_db, wait_until
 
 FINGERPRINT = "SHA256:" + "A" * 43
 CHALLENGE = "/v1/auth/challenge"
@@ -32,11 +31,8 @@ def challenges(client: httpx.Client, count: int, **kwargs: Any) -> list[httpx.Re
 
 
 def challenge_rows(relay: RelayProcess) -> int:
-    conn = sqlite3.connect(f"file:{relay.data_dir / 'relay.db'}?mode=ro", uri=True)
-    try:
+    with relay_db(relay.data_dir) as conn:
         return int(conn.execute("SELECT COUNT(*) FROM challenges").fetchone()[0])
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,14 @@ from dragoon.relay import db
 from dragoon.shared.enrollment import JoinToken
 
 from tests.relay.test_events import EventReader
-from tests.support.relay import DroneClient, PilotSession, RelayProcess, dragoon, wait_until
+from tests.support.relay import (
+    DroneClient,
+    PilotSession,
+    RelayProcess,
+    dragoon,
+    relay_db,
+    wait_until,
+)
 
 _counter = iter(range(1, 10_000))
 
@@ -175,7 +182,7 @@ def test_retired_keys_are_recorded_with_time_and_successor(
     name = fresh_name()
     old = enrolled(shared_relay, shared_pilot, name)
     new = enrolled(shared_relay, shared_pilot, name, replace=True)
-    with sqlite3.connect(shared_relay.data_dir / "relay.db") as conn:
+    with relay_db(shared_relay.data_dir) as conn:
         rows = conn.execute(
             "SELECT drone, replaced_by, retired_at FROM retired_keys WHERE fingerprint = ?",
             (old.signer.fingerprint,)).fetchall()

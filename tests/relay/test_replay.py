@@ -12,14 +12,13 @@ import pytest
 from dragoon.relay.db import Database
 from dragoon.relay.replay import FLOOR_COUNTER, LEASE, MemoryNonces, ReplayGuard
 
+from tests.support.relay import open_database
+
 
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(tmp_path / "relay.db")
-    try:
+    with open_database(tmp_path) as database:  # DRAGOON_TEST_BACKEND's
         yield database
-    finally:
-        database.close()
 
 
 def stored(db: Database) -> tuple[int, set[str]]:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,16 +23,13 @@ from dragoon.cockpit.client import RelayClient
 from dragoon.shared import orders
 from dragoon.shared.request_auth import new_nonce
 
-from tests.support.relay import DroneClient, PilotSession, RelayProcess
+from tests.support.relay import DroneClient, PilotSession, RelayProcess, relay_db
 
 
 @contextlib.contextmanager
-def _db(data_dir: Path) -> Iterator[sqlite3.Connection]:
-    conn = sqlite3.connect(data_dir / "relay.db", isolation_level=None)
-    try:
+def _db(data_dir: Path) -> Iterator[Any]:
+    with relay_db(data_dir) as conn:
         yield conn
-    finally:
-        conn.close()
 
 
 def stored_floor(data_dir: Path) -> int:

@@ -8,7 +8,6 @@ would deliver them; the test fails if any event published after that moment arri
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from tests.support.relay import (
     SignedClient,
     add_operator,
     new_signer,
+    relay_db,
     wait_until,
 )
 
@@ -100,12 +100,8 @@ def test_removing_the_operator_ends_the_stream(relay: RelayProcess,
     pilot = relay.pilot(name)
 
     def remove() -> None:
-        conn = sqlite3.connect(relay.data_dir / "relay.db", timeout=10)
-        try:
-            with conn:
-                conn.execute("DELETE FROM pilots WHERE name = ?", (name,))
-        finally:
-            conn.close()
+        with relay_db(relay.data_dir) as conn:
+            conn.execute("DELETE FROM pilots WHERE name = ?", (name,))
 
     with EventStream(pilot) as stream:
         ends_without_later_events(stream, drone, remove)
@@ -134,12 +130,9 @@ def test_an_expired_session_ends_the_stream(tmp_path: Path) -> None:
 def session_end(relay: RelayProcess, pilot: PilotSession) -> float:
     from dragoon.relay.auth import token_hash
 
-    conn = sqlite3.connect(f"file:{relay.data_dir / 'relay.db'}?mode=ro", uri=True)
-    try:
+    with relay_db(relay.data_dir) as conn:
         row = conn.execute("SELECT expires_at FROM sessions WHERE token_hash = ?",
                            (token_hash(pilot.token or ""),)).fetchone()
-    finally:
-        conn.close()
     return float(row[0])
 
 

@@ -748,11 +748,13 @@ def release_database(data_dir: Path) -> None:
         _RELEASED.add(key)
 
 
-def drop_released_databases() -> None:
-    """Drop every database released and not taken up again (the end of a test)."""
+def drop_released_databases(*, every: bool = False) -> None:
+    """Drop every database released and not taken up again (the end of a test); with
+    ``every``, all that init_relay made (the end of the run: a data dir only initialised,
+    never served in a context, is released by nothing)."""
     from tests.support.pg import drop_database
 
-    for key in list(_RELEASED):
+    for key in list(_DATABASES if every else _RELEASED):
         _RELEASED.discard(key)
         url = _DATABASES.pop(key, None)
         if url is not None:
@@ -783,6 +785,31 @@ def relay_db(data_dir: Path) -> Iterator[Any]:
         conn.commit()
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def open_database(data_dir: Path, *, backend: str | None = None) -> Iterator[Any]:
+    """A relay ``Database`` (relay/db.py) in this process, on ``backend`` (default
+    ``BACKEND``): ``relay.db`` in ``data_dir``, or a fresh PostgreSQL database dropped
+    after the block. For tests of one module on a real database without a relay."""
+    from dragoon.relay.db import Database
+
+    backend = backend or BACKEND
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    url = ""
+    if backend == "postgresql":
+        from tests.support.pg import new_database
+
+        url = new_database("module")
+    database = Database(Path(data_dir) / "relay.db", url)
+    try:
+        yield database
+    finally:
+        database.close()
+        if url:
+            from tests.support.pg import drop_database
+
+            drop_database(url)
 
 
 class RelayProcess:
