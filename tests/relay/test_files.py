@@ -20,6 +20,7 @@ from tests.support.relay import (
     encode_query,
     wait_until,
 )
+from tests.support.stored import upload_leftovers
 
 
 def _task(pilot: PilotSession, drone: DroneClient) -> str:
@@ -68,7 +69,7 @@ def test_hash_mismatch_is_refused_and_nothing_is_stored(
     answer = drone.blob(b"payload", task=task, path="x.bin", sha256="0" * 64)
     assert (answer.status_code, answer.json()["error"]) == (400, "hash_mismatch")
     assert shared_pilot.get(f"/v1/tasks/{task}/artifact").json()["artifacts"] == []
-    assert list((shared_relay.data_dir / "blobs" / "tmp").iterdir()) == []
+    assert upload_leftovers(shared_relay.data_dir) == 0
 
 
 def test_body_longer_than_declared_size_is_too_large(task_on: tuple[DroneClient, str]) -> None:

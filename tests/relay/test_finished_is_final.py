@@ -26,6 +26,7 @@ from tests.support.relay import (
     encode_query,
     wait_until,
 )
+from tests.support.stored import blob_stored, upload_leftovers
 
 
 def _running(pilot: PilotSession, drone: DroneClient, **submit: Any) -> str:
@@ -177,8 +178,8 @@ def test_a_new_artifact_after_finish_is_refused_and_nothing_is_stored(
     answer = drone.blob(data, task=task, path="late.txt")
     assert _error(answer) == (409, "task_finished")
     digest = hashlib.sha256(data).hexdigest()
-    assert not (shared_relay.data_dir / "blobs" / digest[:2] / digest).exists()
-    assert list((shared_relay.data_dir / "blobs" / "tmp").iterdir()) == []
+    assert not blob_stored(shared_relay.data_dir, digest)
+    assert upload_leftovers(shared_relay.data_dir) == 0
     paths = [a["path"] for a in shared_pilot.get(f"/v1/tasks/{task}/artifact").json()["artifacts"]]
     assert paths == ["out.txt"]
 
@@ -209,7 +210,7 @@ def test_a_resent_artifact_after_finish_is_acknowledged_without_its_body(
     finally:
         raw.close()
     assert (status, json.loads(body)) == (200, {"sha256": digest, "size": 6})
-    assert list((shared_relay.data_dir / "blobs" / "tmp").iterdir()) == []
+    assert upload_leftovers(shared_relay.data_dir) == 0
 
 
 # ----- the outcome -----
@@ -332,7 +333,7 @@ def test_a_failed_fetch_takes_no_file(
     shown = shared_pilot.get(f"/v1/fetches/{fetch['id']}").json()
     assert (shown["state"], shown["error"]) == ("failed", "outside fetch roots")
     digest = hashlib.sha256(b"changed my mind").hexdigest()
-    assert not (shared_relay.data_dir / "blobs" / digest[:2] / digest).exists()
+    assert not blob_stored(shared_relay.data_dir, digest)
 
 
 def test_a_served_fetch_acknowledges_a_resend_and_refuses_other_content(

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,6 +28,7 @@ from tests.support.relay import (
     new_signer,
     wait_until,
 )
+from tests.support.stored import blob_stored, upload_in_progress, upload_leftovers
 
 BIG = 64 * 1024 * 1024  # what the attacker claims to send
 PIECE = 256 * 1024
@@ -41,17 +41,18 @@ def _task(pilot: PilotSession, drone: DroneClient) -> str:
 
 
 def _tmp_bytes(relay: RelayProcess) -> int:
-    """What sits in blobs/tmp right now: every upload in progress lands there first."""
-    tmp = relay.data_dir / "blobs" / "tmp"
-    return sum(p.stat().st_size for p in tmp.iterdir()) if tmp.exists() else 0
+    """Above 0 while an upload is being written (blobs/tmp, or an open upload transaction on
+    PostgreSQL): every upload in progress lands there first."""
+    return upload_in_progress(relay.data_dir)
 
 
-def _tmp_files(relay: RelayProcess) -> list[Path]:
-    return list((relay.data_dir / "blobs" / "tmp").iterdir())
+def _tmp_files(relay: RelayProcess) -> list[str]:
+    """What refused or unfinished uploads left behind: nothing, on either backend."""
+    return ["leftover"] * upload_leftovers(relay.data_dir)
 
 
-def _blob_path(relay: RelayProcess, digest: str) -> Path:
-    return relay.data_dir / "blobs" / digest[:2] / digest
+def _blob_stored(relay: RelayProcess, digest: str) -> bool:
+    return blob_stored(relay.data_dir, digest)
 
 
 def _streamed_headers(drone: DroneClient, query: str, digest: str,
@@ -296,15 +297,15 @@ def test_a_body_other_than_the_signed_hash_is_refused_and_leaves_nothing(
     answer = drone.http.post(f"/v1/worker/blob?{query}", content=sent,
                              headers=_streamed_headers(drone, query, digest))
     assert (answer.status_code, answer.json()["error"]) == (400, "hash_mismatch")
-    assert not _blob_path(shared_relay, digest).exists()
-    assert not _blob_path(shared_relay, hashlib.sha256(sent).hexdigest()).exists()
+    assert not _blob_stored(shared_relay, digest)
+    assert not _blob_stored(shared_relay, hashlib.sha256(sent).hexdigest())
     assert _tmp_files(shared_relay) == []
     assert shared_pilot.get(f"/v1/tasks/{task}/artifact").json()["artifacts"] == []
     # The same request again with the right bytes is a new request (a new nonce): it is kept.
     fixed = drone.http.post(f"/v1/worker/blob?{query}", content=claimed,
                             headers=_streamed_headers(drone, query, digest))
     assert fixed.status_code == 200, fixed.text
-    assert _blob_path(shared_relay, digest).exists()
+    assert _blob_stored(shared_relay, digest)
 
 
 def test_a_chunked_body_shorter_than_its_claim_is_refused_and_leaves_nothing(
@@ -323,7 +324,7 @@ def test_a_chunked_body_shorter_than_its_claim_is_refused_and_leaves_nothing(
     answer = drone.http.post(f"/v1/worker/blob?{query}", content=body(),
                              headers=_streamed_headers(drone, query, digest))
     assert (answer.status_code, answer.json()["error"]) == (400, "size_mismatch")
-    assert not _blob_path(shared_relay, digest).exists()
+    assert not _blob_stored(shared_relay, digest)
     assert _tmp_files(shared_relay) == []
 
 
@@ -360,7 +361,7 @@ def test_a_drone_hanging_up_mid_upload_leaves_no_temp_file(
     finally:
         raw.close()
     wait_until(lambda: _tmp_files(shared_relay) == [], message="blobs/tmp is emptied")
-    assert not _blob_path(shared_relay, digest).exists()
+    assert not _blob_stored(shared_relay, digest)
 
 
 def test_a_replayed_upload_is_refused_before_its_body(

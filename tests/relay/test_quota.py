@@ -32,6 +32,7 @@ from tests.support.relay import (
     relay_db,
     wait_until,
 )
+from tests.support.stored import blob_stored, upload_leftovers
 
 QUOTA = 10 * 1024  # drone_quota = "10K"
 
@@ -95,8 +96,8 @@ def test_artifact_past_the_quota_is_refused_before_it_is_stored(
     listed = pilot.get(f"/v1/tasks/{task}/artifact").json()["artifacts"]
     assert [a["path"] for a in listed] == ["a.bin"]
     digest = hashlib.sha256(b"b" * 6000).hexdigest()
-    assert not (relay.data_dir / "blobs" / digest[:2] / digest).exists()
-    assert list((relay.data_dir / "blobs" / "tmp").iterdir()) == []
+    assert not blob_stored(relay.data_dir, digest)
+    assert upload_leftovers(relay.data_dir) == 0
     # The same upload again costs nothing, so it is accepted whatever the usage.
     assert drone.blob(first, task=task, path="a.bin").status_code == 200
     assert stored(relay)["gpu-1"] == 6000

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 import httpx
@@ -16,6 +15,7 @@ from tests.support.relay import (
     encode_query,
     wait_until,
 )
+from tests.support.stored import stdin_held
 
 CHUNK = 256 * 1024
 
@@ -59,8 +59,8 @@ def test_bytes_go_through_in_order_and_eof_arrives(relay: RelayProcess,
     assert got.headers["X-Dragoon-Next-Offset"] == "11"
     # The drone's next offset acknowledged everything: the relay dropped the bytes.
     assert _take(drone, task, 11).content == b""
-    folder = relay.data_dir / "stdin" / task
-    assert [p.name for p in folder.iterdir() if p.name.isdigit()] == []
+    held = stdin_held(relay.data_dir, task)
+    assert held is not None and held["chunks"] == 0
     # Below what it acknowledged, the bytes are gone: said so, not made up.
     assert _take(drone, task, 0).json()["error"] == "offset_gap"
     # After eof nothing new is taken.
@@ -90,8 +90,8 @@ def test_the_window_bounds_what_the_relay_holds(tmp_path: Any) -> None:
         full = _feed(pilot, task, offset, chunk, wait=0.5)
         assert full.status_code == 409
         assert full.json()["error"] == "window_full" and full.json()["expected"] == offset
-        state = json.loads((relay.data_dir / "stdin" / task / "state.json").read_text())
-        assert state["end"] - state["acked"] == window
+        state = stdin_held(relay.data_dir, task)
+        assert state is not None and state["end"] - state["acked"] == window
         # The drone takes some: its next offset makes room, and the held upload goes on.
         assert len(_take(drone, task, 0).content) == CHUNK
         assert _take(drone, task, CHUNK).status_code == 200
@@ -129,7 +129,8 @@ def test_what_is_refused(relay: RelayProcess, pilot: PilotSession) -> None:
     big = _feed(pilot, task, 0, b"b" * (CHUNK + 1))
     assert big.status_code == 413
     # Nothing of all that was stored.
-    assert not (relay.data_dir / "stdin" / task / "state.json").exists()
+    held = stdin_held(relay.data_dir, task)
+    assert held is None or held["end"] == held["chunks"] == 0
     # A drone reads only its own tasks' stdin.
     other = relay.drone("d5", pilot=pilot)
     assert _take(other, task, 0).status_code == 404
@@ -143,7 +144,7 @@ def test_a_finished_task_takes_no_stdin(relay: RelayProcess, pilot: PilotSession
     late = _feed(pilot, task, 6, b"late")
     assert late.status_code == 409 and late.json()["error"] == "task_finished"
     assert _take(drone, task, 0).json()["error"] == "task_finished"
-    assert not (relay.data_dir / "stdin" / task).exists()
+    assert stdin_held(relay.data_dir, task) is None
 
 
 def test_the_stdin_of_a_task_cancelled_while_queued_is_dropped(tmp_path: Any) -> None:
@@ -152,10 +153,10 @@ def test_the_stdin_of_a_task_cancelled_while_queued_is_dropped(tmp_path: Any) ->
         relay.drone("d7", pilot=pilot)  # known, never polls: the task stays queued
         task = pilot.submit("cat", drone="d7", stdin=True)["id"]
         assert _feed(pilot, task, 0, b"never read").status_code == 200
-        folder = relay.data_dir / "stdin" / task
-        assert folder.exists()
+        assert stdin_held(relay.data_dir, task) is not None
         assert pilot.post(f"/v1/tasks/{task}/cancel", json={}).json()["state"] == "cancelled"
-        wait_until(lambda: not folder.exists(), timeout=30, message="stdin dropped")
+        wait_until(lambda: stdin_held(relay.data_dir, task) is None, timeout=30,
+                   message="stdin dropped")
 
 
 def test_acknowledged_stdin_survives_a_relay_killed_at_once(tmp_path: Any) -> None:
