@@ -35,6 +35,9 @@ class RelayConfig:
 
     data_dir: Path
     url: str = ""  # the public URL put in join tokens; empty: the address serve listens on
+    # Where the relay keeps its state: empty, SQLite in the data dir; a postgresql:// URL,
+    # that database, shared by every replica on it (relay/bus.py wakes them across).
+    database: str = ""
     # Sessions and tokens.
     session_ttl: float = 12 * 3600
     enroll_ttl: float = 3600

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from dragoon.relay.blobs import BlobStore
+from dragoon.relay.bus import Bus, Handlers, LocalBus, open_bus
 from dragoon.relay.config import RelayConfig
 from dragoon.relay.db import Database
 from dragoon.relay.events import EventBus, SqliteEventStore
@@ -33,6 +34,8 @@ class Relay:
     log_sizes: LogSizes
     replay: ReplayGuard
     signals: Signals = field(default_factory=Signals)
+    #: The other replicas on the same PostgreSQL database (relay/bus.py); LocalBus: none.
+    replicas: Bus = field(default_factory=LocalBus)
     hooks: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -40,14 +43,32 @@ class Relay:
         signer = KeyFileSigner(load_private_key_file(config.key_path))
         output = OutputStore(config.logs_dir, config.output_cap)
         db = Database(config.db_path)
+        replicas = open_bus(config.database)
+        # Wired only when there are other replicas: a SQLite relay's notify and events
+        # take exactly the path they always did.
+        shared = replicas.shared
+        signals = Signals(replicas.publish if shared else None)
+        events = EventBus(SqliteEventStore(db), replicas.publish_head if shared else None)
+        replicas.handlers = Handlers(keys=signals.wake_keys, everything=signals.wake_all,
+                                     head=events.follow)
         return cls(
             config=config, db=db, signer=signer, output=output,
             tasks=TaskStore(config, output), blobs=BlobStore(config.blobs_dir),
-            bus=EventBus(SqliteEventStore(db)),
+            bus=events,
             stdin=StdinStore(config.stdin_dir, config.stdin_window),
             log_sizes=LogSizes(db.run),
             replay=ReplayGuard(db, nonce_ttl=config.nonce_ttl),
+            signals=signals, replicas=replicas,
         )
+
+    async def start(self) -> None:
+        """Before serving: listen to the other replicas, and have the event streams stand
+        at the newest event (nothing for a relay on SQLite)."""
+        await self.replicas.start()
+        await self.bus.start()
+
+    async def stop(self) -> None:
+        await self.replicas.close()
 
     def stopping(self) -> None:
         """Release held requests (long-polls, follows, event streams) so shutdown is quick."""
