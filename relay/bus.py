@@ -51,6 +51,10 @@ BACKOFF_MAX: Final = 5.0
 #: everything" is sent instead (what is kept stays bounded however long the outage).
 PENDING_MAX: Final = 10_000
 
+#: How the bus's connections show in ``pg_stat_activity``.
+LISTEN_NAME: Final = "dragoon relay bus (listen)"
+SEND_NAME: Final = "dragoon relay bus (send)"
+
 Key = tuple[str, ...]
 
 
@@ -203,9 +207,14 @@ class PgBus:
     async def start(self) -> None:
         """Listen before the relay serves anything; fails (clearly) if the database does not
         answer now. Later drops are reconnected in the background."""
-        conn = await self._listen()
-        self._tasks = [asyncio.create_task(self._receive_loop(conn), name="bus-listen"),
-                       asyncio.create_task(self._send_loop(), name="bus-send")]
+        listening = await self._listen()
+        try:
+            sending = await self._connect_sender()
+        except BaseException:
+            await listening.close()
+            raise
+        self._tasks = [asyncio.create_task(self._receive_loop(listening), name="bus-listen"),
+                       asyncio.create_task(self._send_loop(sending), name="bus-send")]
 
     async def close(self) -> None:
         self.closed = True
@@ -257,10 +266,15 @@ class PgBus:
             if message.everything:
                 self._everything = True
 
-    async def _send_loop(self) -> None:
+    async def _connect_sender(self) -> Any:
         import psycopg
 
-        conn: Any = None
+        return await psycopg.AsyncConnection.connect(
+            self.url, autocommit=True, application_name=SEND_NAME)
+
+    async def _send_loop(self, conn: Any) -> None:
+        import psycopg
+
         backoff = BACKOFF_FIRST
         try:
             while True:
@@ -271,7 +285,7 @@ class PgBus:
                 sent = 0
                 try:
                     if conn is None or conn.closed:
-                        conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                        conn = await self._connect_sender()
                     for payload in payloads:
                         await conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
                         sent += 1
@@ -297,7 +311,8 @@ class PgBus:
     async def _listen(self) -> Any:
         import psycopg
 
-        conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+        conn = await psycopg.AsyncConnection.connect(
+            self.url, autocommit=True, application_name=LISTEN_NAME)
         try:
             await conn.execute(f'LISTEN "{self.channel}"')
         except BaseException:
