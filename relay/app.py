@@ -40,6 +40,7 @@ def create_app(config: RelayConfig) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await relay.db.run(job_store.settle_all)  # what a crash left between two steps
+        await relay.start()  # the other replicas, when on PostgreSQL
         task = asyncio.create_task(sweeper.run(relay))
         try:
             yield
@@ -47,6 +48,7 @@ def create_app(config: RelayConfig) -> FastAPI:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await relay.stop()
             relay.close()
 
     app = FastAPI(

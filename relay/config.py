@@ -37,7 +37,8 @@ class RelayConfig:
     url: str = ""  # the public URL put in join tokens; empty: the address serve listens on
     # Where the relay keeps its state (docs/storage.md): empty, relay.db in the data dir
     # (SQLite); a postgresql://user:password@host/db URL, that PostgreSQL database (the data
-    # dir then holds only relay.toml and the signing key). `serve --database` overrides it.
+    # dir then holds only relay.toml and the signing key), shared by every replica on it
+    # (relay/bus.py wakes them across). `serve --database` overrides it.
     database: str = ""
     # Sessions and tokens.
     session_ttl: float = 12 * 3600

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from dragoon.relay.blobs import BlobStore
+from dragoon.relay.bus import Bus, Handlers, LocalBus, open_bus
 from dragoon.relay.config import RelayConfig
 from dragoon.relay.db import Database
 from dragoon.relay.events import EventBus, SqliteEventStore
@@ -34,6 +35,8 @@ class Relay:
     log_sizes: LogSizes
     replay: ReplayGuard
     signals: Signals = field(default_factory=Signals)
+    #: The other replicas on the same PostgreSQL database (relay/bus.py); LocalBus: none.
+    replicas: Bus = field(default_factory=LocalBus)
     hooks: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -41,14 +44,35 @@ class Relay:
         signer = KeyFileSigner(load_private_key_file(config.key_path))
         stores = open_stores(config)  # files, or PostgreSQL when config.database says so
         db = Database.open(config)
+        replicas = open_bus(config.database)
+        # Wired only when there are other replicas: a SQLite relay's notify and events
+        # take exactly the path they always did.
+        shared = replicas.shared
+        signals = Signals(replicas.publish if shared else None)
+        events = EventBus(SqliteEventStore(db), replicas.publish_head if shared else None)
+        replicas.handlers = Handlers(keys=signals.wake_keys, everything=signals.wake_all,
+                                     head=events.follow)
         return cls(
             config=config, db=db, signer=signer, output=stores.output,
             tasks=TaskStore(config, stores.output), blobs=stores.blobs,
-            bus=EventBus(SqliteEventStore(db)),
+            bus=events,
             stdin=stores.stdin,
             log_sizes=LogSizes(db.run),
             replay=ReplayGuard(db, nonce_ttl=config.nonce_ttl, store=_nonce_store(config)),
+            signals=signals, replicas=replicas,
         )
+
+    async def start(self) -> None:
+        """Before serving: listen to the other replicas, and have the event streams stand
+        at the newest event (nothing for a relay on SQLite)."""
+        await self.replicas.start()
+        await self.bus.start()
+
+    async def stop(self) -> None:
+        await self.replicas.close()
+        close = getattr(self.replay.store, "close", None)  # the shared nonces' connection
+        if close is not None:
+            await close()
 
     def stopping(self) -> None:
         """Release held requests (long-polls, follows, event streams) so shutdown is quick."""

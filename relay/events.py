@@ -35,6 +35,7 @@ import secrets
 import sqlite3
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -45,6 +46,7 @@ log = logging.getLogger("dragoon.relay")
 
 QUEUE: Final = 1000  # events a stream may fall behind before it is cut off (it resumes by id)
 PAGE: Final = 500  # events read from the store at a time when a stream catches up
+FOLLOW_END: Final = 2**63 - 1  # "through the end": an id above any a store gives out
 EPOCH_COUNTER: Final = "events_epoch"
 _ID: Final = re.compile(r"([0-9a-f]{1,16})-([0-9]{1,19})")
 
@@ -251,7 +253,11 @@ def parse_event_id(text: str) -> tuple[str, int] | None:
 class EventBus:
     """Publish (after a commit), store, then fan out to every stream, in one order."""
 
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStore,
+                 announce: Callable[[int], None] | None = None) -> None:
+        """``announce``: with replicas (PostgreSQL), how to tell the others the newest id
+        stored here; the streams then follow the global head (``follow``). None (SQLite):
+        this relay is the only writer and hands what it stored straight to its streams."""
         self.store = store
         self._pending: deque[tuple[str, str, float]] = deque()
         self._subscribers: set[asyncio.Queue[BusEvent | None]] = set()
@@ -259,6 +265,73 @@ class EventBus:
         self._owners: dict[asyncio.Queue[BusEvent | None], str] = {}
         self._forking: asyncio.Future[None] | None = None
         self.closed = False
+        self._announce = announce
+        # Following (replicas only): every id up to ``_delivered`` went to the streams;
+        # ``_target`` is the newest id known stored (here or elsewhere); ``_sweep``: read
+        # whatever is stored past ``_delivered`` (a head may have been missed).
+        self._delivered = 0
+        self._target = 0
+        self._sweep = False
+        self._catching: asyncio.Task[None] | None = None
+        self._started = announce is None
+
+    async def start(self) -> None:
+        """With replicas, once listening to them: the streams go on from the newest event
+        stored so far (a head heard before this is followed from there)."""
+        if self._announce is not None:
+            head = (await self.store.window()).head
+            self._delivered = max(self._delivered, head)
+            self._target = max(self._target, self._delivered)
+            self._started = True
+            if self._sweep or self._target > self._delivered:
+                self._catch_up()
+
+    def follow(self, head: int | None) -> None:
+        """Another replica stored events through ``head`` (None: some may have been missed,
+        read all there is): the streams get them, from the table, in id order."""
+        if head is None:
+            self._sweep = True
+        elif head > self._target:
+            self._target = head
+        else:
+            return
+        self._catch_up()
+
+    def _catch_up(self) -> None:
+        running = self._catching is not None and not self._catching.done()
+        if not self._started or self.closed or running:
+            return  # the running pass looks at ``_target`` again before it ends
+        self._catching = asyncio.ensure_future(self._read_missing())
+
+    async def _read_missing(self) -> None:
+        """Ids in a store with replicas become visible in id order (each is given out
+        inside the one advisory-locked write transaction, so commit order is id order):
+        all that exists up to a head announced after its commit can be read, and one
+        pass from ``_delivered`` to it hands each id over once, in order."""
+        backoff = 0.1
+        while not self.closed and (self._sweep or self._delivered < self._target):
+            sweep, self._sweep = self._sweep, False
+            through = FOLLOW_END if sweep else self._target
+            try:
+                page = await self.store.after(self._delivered, through, PAGE)
+            except Exception as error:
+                self._sweep = self._sweep or sweep
+                log.warning("events stored by other replicas cannot be read (%s): every "
+                            "stream resumes from its id", error)
+                self._end_all()  # they reconnect and replay from the table
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            for event in page:
+                if event.id > self._delivered:
+                    self._delivered = event.id
+                    self._deliver(event)
+            if len(page) >= PAGE:
+                self._sweep = self._sweep or sweep  # more than a page: read on from there
+            elif not sweep:
+                # Nothing else exists up to ``through`` (pruned, or an id a rolled-back
+                # write took): do not look for it again.
+                self._delivered = max(self._delivered, through)
 
     def publish(self, kind: str, data: dict[str, Any]) -> None:
         """Queue the event's row now, behind the commit it reports; streams get it once written."""
@@ -273,8 +346,26 @@ class EventBus:
             log.error("an event could not be stored (%s): every cockpit resyncs", error)
             self._forking = asyncio.ensure_future(self._lost())
             return
-        for event in future.result():
-            self._deliver(event)
+        stored = future.result()
+        if self._announce is None:
+            for event in stored:
+                self._deliver(event)
+            return
+        if not stored:
+            return
+        self._announce(stored[-1].id)
+        if (stored[0].id == self._delivered + 1 and not self._sweep
+                and (self._catching is None or self._catching.done())):
+            # Nothing can lie between what the streams got and this batch (its ids are
+            # contiguous, given out in one transaction): no need to read it back.
+            for event in stored:
+                self._deliver(event)
+            self._delivered = stored[-1].id
+            if self._target > self._delivered:
+                self._catch_up()  # a head announced meanwhile, beyond this batch
+            self._target = max(self._target, self._delivered)
+            return
+        self.follow(stored[-1].id)
 
     async def _lost(self) -> None:
         """What could not be written cannot be replayed: a new epoch, and every stream ends."""
@@ -296,6 +387,8 @@ class EventBus:
     def close(self) -> None:
         """Shutting down: end every stream (clients reconnect with Last-Event-ID)."""
         self.closed = True
+        if self._catching is not None:
+            self._catching.cancel()
         self._end_all()
 
     def _end_all(self) -> None:
