@@ -53,7 +53,7 @@ defaults
     timeout connect 2s
     timeout client 90s
     timeout server 90s
-    timeout http-keep-alive 5s
+    timeout http-keep-alive 30s
     timeout tunnel 1h
     retries 2
     option redispatch
