@@ -62,7 +62,10 @@ pg_start_cluster() {
   fi
   PG_USER=""
   [[ $(id -u) -eq 0 ]] && PG_USER=nobody
-  PG_TMP=$(mktemp -d "${TMPDIR:-/tmp}/dragoon-test-pg.XXXXXX")
+  # As root, in /tmp itself: a private TMPDIR may not be one `nobody` can enter.
+  local parent=${TMPDIR:-/tmp}
+  [[ -n $PG_USER ]] && parent=/tmp
+  PG_TMP=$(mktemp -d "$parent/dragoon-test-pg.XXXXXX")
   chmod 0700 "$PG_TMP"
   [[ -n $PG_USER ]] && chown "$PG_USER" "$PG_TMP"
   local port

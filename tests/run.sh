@@ -56,14 +56,15 @@ if (($#)); then
   exit
 fi
 
-# The second run: tests/relay on PostgreSQL. After the first by default, in the same
-# DRAGOON_TEST_WORKERS processes; DRAGOON_TEST_PG_PASS=parallel runs it beside the first
-# in one more process instead (shorter on a machine with a core to spare; on 2 cores it
-# loads timing-sensitive tests), its output shown when both are done.
+# The second run: tests/relay on PostgreSQL, beside the first in one more worker by
+# default (docs/testing.md, "Both backends": tests/relay alone costs ~9 CPU-minutes, so
+# after the suite it would end past 15 minutes; beside it, it uses the time the suite's
+# workers spend waiting on relays and drones), its output shown when both are done.
+# DRAGOON_TEST_PG_PASS=serial runs it after the first, in DRAGOON_TEST_WORKERS processes.
 pg_run=(.venv/bin/python -m pytest -q --junitxml="$reports/postgresql.xml"
         --basetemp="$reports/pg-tmp")
 status=0
-case ${DRAGOON_TEST_PG_PASS:-serial} in
+case ${DRAGOON_TEST_PG_PASS:-parallel} in
   serial)
     DRAGOON_TEST_BACKEND=sqlite "${pytest[@]}" --junitxml="$reports/sqlite.xml" || status=1
     echo
