@@ -12,9 +12,9 @@
 # 15 minutes on 2 cores (three were faster still, but loaded timing-sensitive tests past
 # their deadlines); --dist loadfile keeps each file's module-scoped relay in one worker.
 #
-# With no arguments, two runs: the whole suite on the default backend (SQLite), then
-# tests/relay again with DRAGOON_TEST_BACKEND=postgresql (docs/testing.md, "Both
-# backends"); the last line adds both up ("N passed, M failed ...") and the exit status
+# With no arguments, two runs: the whole suite on the default backend (SQLite), and
+# tests/relay again with DRAGOON_TEST_BACKEND=postgresql beside it (docs/testing.md,
+# "Both backends"); the last line adds both up ("N passed, M failed ...") and the exit status
 # is non-zero when either failed. With arguments, one run of pytest with them, on the
 # backend DRAGOON_TEST_BACKEND names (sqlite when unset).
 set -euo pipefail
