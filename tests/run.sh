@@ -4,11 +4,19 @@
 # Installs the system tools the tests drive for real (OpenSSH's ssh-keygen,
 # ssh-agent and ssh-add; curl; tmux for the cockpit) when they are missing,
 # makes .venv, installs dragoon with every extra and the test tools ('.[test]' pulls in
-# '[all]'), checks ruff, runs pytest in DRAGOON_TEST_WORKERS processes (2 by default;
-# 0 runs in this one). Most tests wait on real relays, drones and tasks rather than on
-# the CPU, so two files at a time finish the suite well inside 15 minutes on 2 cores
-# (three were faster still, but loaded timing-sensitive tests past their deadlines);
-# --dist loadfile keeps each file's module-scoped relay in one worker.
+# '[all]'), checks ruff, makes PostgreSQL available (tests/pg-server.sh: DRAGOON_TEST_PG
+# when set, else the local server on 127.0.0.1:5432 when it answers, else a throwaway
+# cluster started here and removed on exit), and runs pytest in DRAGOON_TEST_WORKERS
+# processes (2 by default; 0 runs in this one). Most tests wait on real relays, drones
+# and tasks rather than on the CPU, so two files at a time finish the suite well inside
+# 15 minutes on 2 cores (three were faster still, but loaded timing-sensitive tests past
+# their deadlines); --dist loadfile keeps each file's module-scoped relay in one worker.
+#
+# With no arguments, two runs: the whole suite on the default backend (SQLite), and
+# tests/relay again with DRAGOON_TEST_BACKEND=postgresql beside it (docs/testing.md,
+# "Both backends"); the last line adds both up ("N passed, M failed ...") and the exit status
+# is non-zero when either failed. With arguments, one run of pytest with them, on the
+# backend DRAGOON_TEST_BACKEND names (sqlite when unset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,8 +34,61 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip 2>/dev/null || true
 .venv/bin/python -m pip install -q -e '.[test]'
 .venv/bin/ruff check --quiet .
+source tests/pg-server.sh
+reports=$(mktemp -d "${TMPDIR:-/tmp}/dragoon-test-reports.XXXXXX")
+pg_pid=""
+cleanup() {
+  [[ -z $pg_pid ]] || kill "$pg_pid" 2>/dev/null || true
+  pg_server_down
+  rm -rf "$reports"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+pg_server_up
+
 workers=${DRAGOON_TEST_WORKERS:-2}
-if [[ $workers -gt 0 ]]; then
-  exec .venv/bin/python -m pytest -q -n "$workers" --dist loadfile "$@"
+pytest=(.venv/bin/python -m pytest -q)
+[[ $workers -gt 0 ]] && pytest+=(-n "$workers" --dist loadfile)
+
+if (($#)); then
+  "${pytest[@]}" "$@"
+  exit
 fi
-exec .venv/bin/python -m pytest -q "$@"
+
+# The second run: tests/relay on PostgreSQL, beside the first in one more worker by
+# default (docs/testing.md, "Both backends": tests/relay alone costs ~9 CPU-minutes, so
+# after the suite it would end past 15 minutes; beside it, it uses the time the suite's
+# workers spend waiting on relays and drones), its output shown when both are done.
+# DRAGOON_TEST_PG_PASS=serial runs it after the first, in DRAGOON_TEST_WORKERS processes.
+pg_run=(.venv/bin/python -m pytest -q --junitxml="$reports/postgresql.xml"
+        --basetemp="$reports/pg-tmp")
+status=0
+case ${DRAGOON_TEST_PG_PASS:-parallel} in
+  serial)
+    DRAGOON_TEST_BACKEND=sqlite "${pytest[@]}" --junitxml="$reports/sqlite.xml" || status=1
+    echo
+    echo "tests/run.sh: tests/relay again, on PostgreSQL"
+    [[ $workers -gt 0 ]] && pg_run+=(-n "$workers" --dist loadfile)
+    DRAGOON_TEST_BACKEND=postgresql "${pg_run[@]}" tests/relay || status=1
+    ;;
+  parallel)
+    pg_run+=(-n 1 --dist loadfile)
+    DRAGOON_TEST_BACKEND=postgresql "${pg_run[@]}" tests/relay >"$reports/postgresql.log" 2>&1 &
+    pg_pid=$!
+    DRAGOON_TEST_BACKEND=sqlite "${pytest[@]}" --junitxml="$reports/sqlite.xml" || status=1
+    wait "$pg_pid" || status=1
+    pg_pid=""
+    echo
+    echo "tests/run.sh: tests/relay again, on PostgreSQL (run beside the suite):"
+    cat "$reports/postgresql.log"
+    ;;
+  *)
+    echo "tests/run.sh: DRAGOON_TEST_PG_PASS must be serial or parallel" >&2
+    exit 2
+    ;;
+esac
+echo
+.venv/bin/python tests/summary.py "whole suite, sqlite=$reports/sqlite.xml" \
+  "tests/relay, postgresql=$reports/postgresql.xml" || status=1
+exit "$status"
