@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -28,6 +29,8 @@ from dragoon.relay.bus import (
     masked,
     open_bus,
 )
+from dragoon.relay.config import RelayConfig
+from dragoon.relay.context import Relay
 from dragoon.relay.events import BusEvent, EventBus, Window
 from dragoon.relay.signals import Signals
 
@@ -581,3 +584,50 @@ def test_a_head_read_under_the_lock_waits_for_the_write_in_flight(database: str)
             assert store.conn.execute("SELECT count(*) FROM events").fetchone() == (1,)
     finally:
         store.close()
+
+
+# -- the relay wires it ----------------------------------------------------------------------
+
+
+def _relay_config(tmp_path: Path, database: str = "") -> RelayConfig:
+    from tests.support.relay import init_relay
+
+    data = tmp_path / "data"
+    init_relay(data, config={"database": database} if database else None)
+    return RelayConfig.load(data)
+
+
+def test_a_relay_on_sqlite_has_no_bus_wired(tmp_path: Path) -> None:
+    relay = Relay.open(_relay_config(tmp_path))
+    try:
+        assert isinstance(relay.replicas, LocalBus)
+        assert relay.signals._publish is None and relay.bus._announce is None
+    finally:
+        relay.close()
+
+
+def test_a_relay_on_postgresql_wakes_and_is_woken_by_another_replica(
+        tmp_path: Path, database: str) -> None:
+    config = _relay_config(tmp_path, database)
+
+    async def scenario() -> None:
+        relay = Relay.open(config)
+        heard = Heard()
+        try:
+            await relay.start()
+            assert isinstance(relay.replicas, PgBus)
+            async with replica(database, heard) as other:
+                since = relay.signals.version(("task", "t-5"))
+                waiter = asyncio.ensure_future(relay.signals.wait(("task", "t-5"), since,
+                                                                  DEADLINE))
+                other.publish(("task", "t-5"))
+                assert await waiter, "the relay's waiter woke on the other replica's key"
+                relay.signals.notify(("drone", "d-5"))
+                await heard.until(lambda: ("drone", "d-5") in heard.all_keys(), "its key")
+                relay.bus.publish("task", {"id": "t-5"})
+                await heard.until(lambda: any(h for h in heard.heads), "its event head")
+        finally:
+            relay.stopping()
+            await relay.stop()
+            relay.close()
+    run(scenario)
