@@ -272,6 +272,31 @@ def test_the_sending_connection_killed_resends_what_it_could_not_send(database: 
     run(scenario)
 
 
+def test_nothing_is_lost_across_the_listeners_idle_checks(
+        database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The listener leaves its wait every PING_EVERY to check the server: what arrives
+    meanwhile is kept by the connection and handed over at the next wait."""
+    from dragoon.relay import bus as bus_module
+
+    monkeypatch.setattr(bus_module, "PING_EVERY", 0.05)
+
+    async def scenario() -> None:
+        heard = Heard()
+        async with replica(database) as a, replica(database, heard) as b:
+            sent: set[Key] = set()
+            end = asyncio.get_running_loop().time() + 0.5
+            n = 0
+            while asyncio.get_running_loop().time() < end:
+                key = ("task", f"t-{n}")
+                a.publish(key)
+                sent.add(key)
+                n += 1
+                await asyncio.sleep(0.002)  # one notification every few milliseconds
+            await heard.until(lambda: heard.all_keys() == sent, f"all {len(sent)} keys")
+            assert b.reconnects == 0 and len(heard.keys) > 20
+    run(scenario)
+
+
 def test_a_bus_on_a_database_that_does_not_answer_fails_to_start() -> None:
     async def scenario() -> None:
         bus = PgBus("postgresql://postgres@127.0.0.1:1/none?connect_timeout=2")
