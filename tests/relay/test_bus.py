@@ -420,6 +420,29 @@ def test_streams_on_two_replicas_get_every_event_once_in_order(database: str) ->
     run(scenario)
 
 
+def test_events_stored_while_a_replica_was_not_listening_reach_its_streams(
+        database: str) -> None:
+    """A's heads never reach B (lost while B was away); B's listener reconnects, and its
+    streams read from the table what A stored."""
+    async def scenario() -> None:
+        table = Table()
+        async with replica(database) as b:
+            events_a = EventBus(MemoryStore(table), lambda head: None)
+            events_b = EventBus(MemoryStore(table), b.publish_head)
+            b.handlers = Handlers(head=events_b.follow)
+            await events_a.start()
+            await events_b.start()
+            stream = events_b.subscribe()
+            for n in range(3):
+                events_a.publish("task", {"n": n})
+            await table.until(3)
+            assert stream.empty()
+            assert await terminate(database, LISTEN_NAME, b.listen_pid) == 1
+            assert await drain(stream, 3) == [1, 2, 3]
+            assert b.reconnects == 1
+    run(scenario)
+
+
 def test_a_local_write_behind_an_unheard_remote_one_waits_for_it() -> None:
     """A stores 2 while B's 1 has not been announced yet: A reads 1 from the table first."""
     async def scenario() -> None:
