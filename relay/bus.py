@@ -45,6 +45,9 @@ PAYLOAD_LIMIT: Final = 7900
 #: How long the listening connection waits for a notification before it checks that
 #: the server is still there (a silently dropped network never ends the wait).
 PING_EVERY: Final = 30.0
+#: How long connecting, a send or that check may take before the connection counts as
+#: dropped (a black-holed network would otherwise hold it for the TCP timeout, minutes).
+TIMEOUT: Final = 10.0
 BACKOFF_FIRST: Final = 0.1
 BACKOFF_MAX: Final = 5.0
 #: Keys waiting to be sent while the database is away, beyond which one "wake
@@ -266,11 +269,16 @@ class PgBus:
             if message.everything:
                 self._everything = True
 
-    async def _connect_sender(self) -> Any:
+    async def _connect(self, name: str) -> Any:
         import psycopg
 
-        return await psycopg.AsyncConnection.connect(
-            self.url, autocommit=True, application_name=SEND_NAME)
+        options: dict[str, Any] = {"autocommit": True, "application_name": name}
+        if "connect_timeout" not in self.url:
+            options["connect_timeout"] = int(TIMEOUT)
+        return await psycopg.AsyncConnection.connect(self.url, **options)
+
+    async def _connect_sender(self) -> Any:
+        return await self._connect(SEND_NAME)
 
     async def _send_loop(self, conn: Any) -> None:
         import psycopg
@@ -287,10 +295,11 @@ class PgBus:
                     if conn is None or conn.closed:
                         conn = await self._connect_sender()
                     for payload in payloads:
-                        await conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
+                        await asyncio.wait_for(conn.execute(
+                            "SELECT pg_notify(%s, %s)", (self.channel, payload)), TIMEOUT)
                         sent += 1
                     backoff = BACKOFF_FIRST
-                except (psycopg.Error, OSError) as error:
+                except (psycopg.Error, OSError, TimeoutError) as error:
                     self._put_back(payloads[sent:])
                     log.warning("replica bus: cannot publish on %s (%s); again in %.1fs",
                                 masked(self.url), error, backoff)
@@ -309,10 +318,7 @@ class PgBus:
     # -- receiving -----------------------------------------------------------------
 
     async def _listen(self) -> Any:
-        import psycopg
-
-        conn = await psycopg.AsyncConnection.connect(
-            self.url, autocommit=True, application_name=LISTEN_NAME)
+        conn = await self._connect(LISTEN_NAME)
         try:
             await conn.execute(f'LISTEN "{self.channel}"')
         except BaseException:
@@ -338,8 +344,9 @@ class PgBus:
                         backoff = BACKOFF_FIRST
                     async for notify in conn.notifies(timeout=PING_EVERY):
                         self._receive(notify.payload)
-                    await conn.execute("SELECT 1")  # quiet: is the server still there?
-                except (psycopg.Error, OSError) as error:
+                    # Quiet for a while: is the server still there?
+                    await asyncio.wait_for(conn.execute("SELECT 1"), TIMEOUT)
+                except (psycopg.Error, OSError, TimeoutError) as error:
                     self._listening.clear()
                     self._listen_conn = None
                     log.warning("replica bus: the listening connection to %s dropped (%s); "

@@ -22,6 +22,12 @@ that reconnects after such a crash sees the object again at its next change.
 The store sits behind ``EventStore`` so that another backend (PostgreSQL with
 several relay replicas, whose "global event ids" are the same table-backed
 sequence) can replace ``SqliteEventStore`` without the routes knowing.
+
+With replicas the streams follow the global head, not only this relay's writes: each
+relay announces the newest id it stored (relay/bus.py), and a relay that hears of a
+newer one reads the events it has not handed over yet from the table, in id order
+(``EventBus.follow``), so every stream on every replica sees each id once, in order,
+whichever replica stored it (docs/storage.md).
 """
 
 from __future__ import annotations

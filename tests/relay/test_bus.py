@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -28,6 +29,8 @@ from dragoon.relay.bus import (
     masked,
     open_bus,
 )
+from dragoon.relay.config import RelayConfig
+from dragoon.relay.context import Relay
 from dragoon.relay.events import BusEvent, EventBus, Window
 from dragoon.relay.signals import Signals
 
@@ -269,6 +272,31 @@ def test_the_sending_connection_killed_resends_what_it_could_not_send(database: 
     run(scenario)
 
 
+def test_nothing_is_lost_across_the_listeners_idle_checks(
+        database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The listener leaves its wait every PING_EVERY to check the server: what arrives
+    meanwhile is kept by the connection and handed over at the next wait."""
+    from dragoon.relay import bus as bus_module
+
+    monkeypatch.setattr(bus_module, "PING_EVERY", 0.05)
+
+    async def scenario() -> None:
+        heard = Heard()
+        async with replica(database) as a, replica(database, heard) as b:
+            sent: set[Key] = set()
+            end = asyncio.get_running_loop().time() + 0.5
+            n = 0
+            while asyncio.get_running_loop().time() < end:
+                key = ("task", f"t-{n}")
+                a.publish(key)
+                sent.add(key)
+                n += 1
+                await asyncio.sleep(0.002)  # one notification every few milliseconds
+            await heard.until(lambda: heard.all_keys() == sent, f"all {len(sent)} keys")
+            assert b.reconnects == 0 and len(heard.keys) > 20
+    run(scenario)
+
+
 def test_a_bus_on_a_database_that_does_not_answer_fails_to_start() -> None:
     async def scenario() -> None:
         bus = PgBus("postgresql://postgres@127.0.0.1:1/none?connect_timeout=2")
@@ -389,6 +417,29 @@ def test_streams_on_two_replicas_get_every_event_once_in_order(database: str) ->
                 assert stream.empty()
             froms = {json.loads(e.payload)["from"] for e in table.rows}
             assert froms == {"a", "b"}
+    run(scenario)
+
+
+def test_events_stored_while_a_replica_was_not_listening_reach_its_streams(
+        database: str) -> None:
+    """A's heads never reach B (lost while B was away); B's listener reconnects, and its
+    streams read from the table what A stored."""
+    async def scenario() -> None:
+        table = Table()
+        async with replica(database) as b:
+            events_a = EventBus(MemoryStore(table), lambda head: None)
+            events_b = EventBus(MemoryStore(table), b.publish_head)
+            b.handlers = Handlers(head=events_b.follow)
+            await events_a.start()
+            await events_b.start()
+            stream = events_b.subscribe()
+            for n in range(3):
+                events_a.publish("task", {"n": n})
+            await table.until(3)
+            assert stream.empty()
+            assert await terminate(database, LISTEN_NAME, b.listen_pid) == 1
+            assert await drain(stream, 3) == [1, 2, 3]
+            assert b.reconnects == 1
     run(scenario)
 
 
@@ -581,3 +632,50 @@ def test_a_head_read_under_the_lock_waits_for_the_write_in_flight(database: str)
             assert store.conn.execute("SELECT count(*) FROM events").fetchone() == (1,)
     finally:
         store.close()
+
+
+# -- the relay wires it ----------------------------------------------------------------------
+
+
+def _relay_config(tmp_path: Path, database: str = "") -> RelayConfig:
+    from tests.support.relay import init_relay
+
+    data = tmp_path / "data"
+    init_relay(data, config={"database": database} if database else None)
+    return RelayConfig.load(data)
+
+
+def test_a_relay_on_sqlite_has_no_bus_wired(tmp_path: Path) -> None:
+    relay = Relay.open(_relay_config(tmp_path))
+    try:
+        assert isinstance(relay.replicas, LocalBus)
+        assert relay.signals._publish is None and relay.bus._announce is None
+    finally:
+        relay.close()
+
+
+def test_a_relay_on_postgresql_wakes_and_is_woken_by_another_replica(
+        tmp_path: Path, database: str) -> None:
+    config = _relay_config(tmp_path, database)
+
+    async def scenario() -> None:
+        relay = Relay.open(config)
+        heard = Heard()
+        try:
+            await relay.start()
+            assert isinstance(relay.replicas, PgBus)
+            async with replica(database, heard) as other:
+                since = relay.signals.version(("task", "t-5"))
+                waiter = asyncio.ensure_future(relay.signals.wait(("task", "t-5"), since,
+                                                                  DEADLINE))
+                other.publish(("task", "t-5"))
+                assert await waiter, "the relay's waiter woke on the other replica's key"
+                relay.signals.notify(("drone", "d-5"))
+                await heard.until(lambda: ("drone", "d-5") in heard.all_keys(), "its key")
+                relay.bus.publish("task", {"id": "t-5"})
+                await heard.until(lambda: any(h for h in heard.heads), "its event head")
+        finally:
+            relay.stopping()
+            await relay.stop()
+            relay.close()
+    run(scenario)
