@@ -434,9 +434,10 @@ def sequence_head(conn: Any, table: str) -> int:
     """The newest id an ``AUTOINCREMENT`` (SQLite) or identity (PostgreSQL) column of
     ``table`` handed out, rows pruned or not; 0 before the first."""
     if is_postgresql(conn):
-        row = conn.execute(
-            "SELECT last_value FROM pg_sequences WHERE schemaname = current_schema()"
-            " AND sequencename = ?", (f"{table}_id_seq",)).fetchone()
+        with conn.after_writers():  # never an id handed out and not yet committed
+            row = conn.execute(
+                "SELECT last_value FROM pg_sequences WHERE schemaname = current_schema()"
+                " AND sequencename = ?", (f"{table}_id_seq",)).fetchone()
     else:
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
     return int(row[0]) if row is not None and row[0] is not None else 0

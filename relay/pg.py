@@ -21,9 +21,10 @@ transactions run one at a time across every relay process on the database, as
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
@@ -164,6 +165,20 @@ class PgConnection:
         """``BEGIN`` and the write lock: the transaction waits for every other writer."""
         # One round trip: both statements in one simple-protocol message.
         self.raw.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK:d})")
+
+    @contextlib.contextmanager
+    def after_writers(self) -> Iterator[None]:
+        """Read behind every write transaction in flight (the write lock's shared side):
+        a sequence moves at ``nextval``, before its row commits, so an unlocked read of
+        one may name an id no reader can see yet. Inside a transaction already, as is."""
+        if self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            yield
+            return
+        self.raw.execute(f"BEGIN; SELECT pg_advisory_xact_lock_shared({WRITE_LOCK:d})")
+        try:
+            yield
+        finally:
+            self.raw.execute("COMMIT")
 
     def commit(self) -> None:
         self.raw.execute("COMMIT")

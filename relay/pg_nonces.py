@@ -38,6 +38,8 @@ RETURNING nonce
 class PgNonces:
     """relay/replay.py's ``NonceStore`` on the shared table."""
 
+    durable = True  # a claim is committed before it answers: no replay floor is needed
+
     def __init__(self, url: str) -> None:
         self.url = url
         self._conn: psycopg.AsyncConnection[Any] | None = None

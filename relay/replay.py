@@ -152,6 +152,16 @@ class ReplayGuard:
         self.db = db
         self.nonce_ttl = nonce_ttl
         self.store: NonceStore = store or MemoryNonces()
+        if getattr(self.store, "durable", False):
+            # Every nonce is committed before its request goes on (relay/pg_nonces.py) and
+            # kept until no clock could accept its timestamp again: nothing is forgotten
+            # at a restart, so there is no floor to keep, and no replica refuses what
+            # another's lease ran ahead of.
+            self.floor, self.mark = 0, math.inf
+            self._pending: list[tuple[str, int, float]] = []
+            self._next: asyncio.Future[None] | None = None
+            self._writer: asyncio.Task[None] | None = None
+            return
         began = db.call(start, time.time())
         self.floor = began.floor
         self.mark = began.mark

@@ -185,3 +185,26 @@ def test_the_pg_schema_has_every_sqlite_column(tmp_path, conn: pg.PgConnection) 
 def test_masked_hides_the_password() -> None:
     assert pg.masked("postgresql://u:secret@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert pg.masked("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+def test_a_sequence_head_waits_for_the_write_in_flight_that_took_its_id(
+    url: str, conn: pg.PgConnection,
+) -> None:
+    """The events sequence moves at nextval, before the row commits: a replica opening a
+    stream must not stand at an id that no one can read yet (docs/storage.md)."""
+    pg_migrate.migrate(conn)
+    writer = pg.PgConnection.connect(url)
+    try:
+        writer.begin_write()
+        writer.execute("INSERT INTO events (kind, data, at) VALUES ('task', '{}', 0)")
+        got: list[int] = []
+        reader = threading.Thread(target=lambda: got.append(db.sequence_head(conn, "events")))
+        reader.start()
+        reader.join(0.3)
+        assert reader.is_alive() and not got  # behind the writer, not past it
+        writer.commit()
+        reader.join(10)
+        assert got == [1]
+        assert conn.execute("SELECT COUNT(*) FROM events WHERE id = 1").fetchone()[0] == 1
+    finally:
+        writer.close()
