@@ -573,3 +573,15 @@ def test_retention_drops_old_unreferenced_blobs_and_spares_touched_ones(
     assert blobs.read(digest(again)) == again
     assert count(url, "SELECT count(*) FROM blob_chunks c WHERE NOT EXISTS"
                       " (SELECT 1 FROM blobs b WHERE b.blob_id = c.blob_id)") == 0
+
+
+def test_a_database_that_does_not_answer_is_one_clear_error(tmp_path: Path) -> None:
+    from dragoon.relay.stores import StoreError, masked
+
+    config = RelayConfig(data_dir=tmp_path)
+    config.database = "postgresql://relay:s3cret@127.0.0.1:1/nowhere"  # type: ignore[attr-defined]
+    with pytest.raises(StoreError) as refused:
+        open_stores(config)
+    assert "does not answer" in str(refused.value) and "s3cret" not in str(refused.value)
+    assert masked("postgresql://u:pw@h:5432/d") == "postgresql://u:***@h:5432/d"
+    assert masked("postgresql://u@h/d") == "postgresql://u@h/d"
