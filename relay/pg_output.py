@@ -124,9 +124,21 @@ class PgOutputStore:
         return state.truncated if stream in OUTPUT else state.order_truncated
 
     def sizes(self, task: str) -> dict[str, object]:
-        state = self._state(task)
-        held = {f"{s}_size": 0 if state is None else state.sizes[s] for s in STREAMS}
-        return {**held, "output_truncated": state is not None and state.truncated}
+        return _sizes(self._state(task))
+
+    def sizes_of(self, tasks: list[str]) -> dict[str, dict[str, object]]:
+        """``sizes`` of each task in one statement: a listing's page of up to 1,000 tasks
+        costs one round trip, not one per task."""
+        found: dict[str, _State] = {}
+        if tasks:
+            with self._pool.connection() as conn:
+                for row in conn.execute(
+                        f"SELECT task, {STATE_COLUMNS} FROM log_state"  # noqa: S608
+                        " WHERE task = ANY(%s)", (list(tasks),)):
+                    state = _State.of(tuple(row[1:]))
+                    assert state is not None
+                    found[str(row[0])] = state
+        return {task: _sizes(found.get(task)) for task in tasks}
 
     def is_closed(self, task: str) -> bool:
         state = self._state(task)
@@ -325,3 +337,9 @@ class PgOutputStore:
             conn.execute("INSERT INTO log_state (task, closed) VALUES (%s, TRUE)"
                          " ON CONFLICT (task) DO UPDATE SET closed = TRUE", (task,))
         return held
+
+
+def _sizes(state: _State | None) -> dict[str, object]:
+    """A task view's sizes and ``output_truncated`` from its state row (none: nothing yet)."""
+    held = {f"{s}_size": 0 if state is None else state.sizes[s] for s in STREAMS}
+    return {**held, "output_truncated": state is not None and state.truncated}

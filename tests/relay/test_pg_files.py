@@ -86,6 +86,18 @@ def test_chunks_append_at_the_length_resends_are_acknowledged_gaps_refused(
     assert output.has_log(task) and not output.has_log(new_task())
 
 
+def test_sizes_of_a_page_match_each_task_s_sizes(output: PgOutputStore) -> None:
+    tasks = [new_task() for _ in range(3)]
+    asyncio.run(output.append(tasks[0], "stdout", 0, b"abc"))
+    asyncio.run(output.append(tasks[1], "stderr", 0, b"de"))
+    page = output.sizes_of(tasks)
+    assert page == {task: output.sizes(task) for task in tasks}
+    assert page[tasks[0]]["stdout_size"] == 3 and page[tasks[1]]["stderr_size"] == 2
+    assert page[tasks[2]] == {"stdout_size": 0, "stderr_size": 0, "order_size": 0,
+                              "output_truncated": False}
+    assert output.sizes_of([]) == {}
+
+
 def test_a_bad_task_id_or_stream_is_refused(output: PgOutputStore) -> None:
     with pytest.raises(ApiError) as refused:
         asyncio.run(output.append("../etc", "stdout", 0, b"x"))
