@@ -49,6 +49,7 @@ from psycopg_pool import ConnectionPool
 
 log = logging.getLogger(__name__)
 SIZE_COLUMN: Final = {stream: f"{stream}_size" for stream in STREAMS}
+CONNECT_TIMEOUT: Final = 10  # seconds: a database that does not answer fails the batch, soon
 STATE_COLUMNS: Final = ("stdout_size, stderr_size, order_size, truncated, order_truncated,"
                         " closed")
 
@@ -77,8 +78,8 @@ class PgOutputStore:
         self._url = url
         self.cap = cap
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size,
-                                    kwargs={"autocommit": True}, open=True,
-                                    name="relay-logs-read")
+                                    kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+                                    open=True, name="relay-logs-read", timeout=CONNECT_TIMEOUT)
         self._writer: psycopg.Connection[Any] | None = None
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._committer = threading.Thread(target=self._commit_loop, name="relay-logs",
@@ -197,7 +198,8 @@ class PgOutputStore:
         if self._writer is None or self._writer.closed or self._writer.broken:
             if self._writer is not None:
                 self._writer.close()
-            self._writer = psycopg.connect(self._url, autocommit=True)
+            self._writer = psycopg.connect(self._url, autocommit=True,
+                                          connect_timeout=CONNECT_TIMEOUT)
         return self._writer
 
     def _commit_loop(self) -> None:
