@@ -460,9 +460,14 @@ def backup(data_dir: Path, archive: Path) -> None:
     TOTP secrets: keep it private.
     """
     from dragoon.relay import backup as archiving
+    from dragoon.relay import stores
     from dragoon.relay.units import format_size
 
     config = _initialised(data_dir)
+    if stores.database_url(config):
+        # The archive would hold no logs, blobs or records: they are all in the database.
+        fail("this relay keeps its records, logs and files in PostgreSQL: back it up with "
+             "pg_dump (docs/storage.md); `relay backup` copies a data dir")
     try:
         summary = archiving.backup(config, archive.absolute())
     except (archiving.BackupError, OSError) as exc:

@@ -134,6 +134,10 @@ class OutputStore:
     def sizes(self, task: str) -> dict[str, object]:
         return {**self._held(task), "output_truncated": self.truncated(task)}
 
+    def sizes_of(self, tasks: list[str]) -> dict[str, dict[str, object]]:
+        """``sizes`` of each task: what a page of a listing shows."""
+        return {task: self.sizes(task) for task in tasks}
+
     def _held(self, task: str) -> dict[str, int]:
         return {f"{stream}_size": self.size(task, stream) for stream in STREAMS}
 

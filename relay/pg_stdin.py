@@ -31,6 +31,7 @@ from dragoon.relay.stdin import (
 )
 
 T = TypeVar("T")
+CONNECT_TIMEOUT: Final = 10  # seconds
 READ_STATE: Final = ('SELECT "end", acked, eof, (SELECT count(*) FROM stdin_chunks c'
                      " WHERE c.task = s.task) FROM stdin_state s WHERE task = %s")
 LOCK_STATE: Final = READ_STATE + " FOR UPDATE OF s"
@@ -85,7 +86,8 @@ class PgStdinStore:
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._disconnect()
-            self._conn = psycopg.connect(self._url, autocommit=True)
+            self._conn = psycopg.connect(self._url, autocommit=True,
+                                          connect_timeout=CONNECT_TIMEOUT)
         return self._conn
 
     def _disconnect(self) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 from dragoon.relay.blobs import BlobStore
 from dragoon.relay.config import RelayConfig
@@ -41,6 +42,30 @@ class Stores:
 
 def is_postgresql(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
+
+
+class StoreError(Exception):
+    """The configured database cannot hold the stores (it does not answer): one clear line."""
+
+
+def masked(url: str) -> str:
+    """The URL with its password replaced, fit for a log line or an error."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _reachable(url: str) -> None:
+    import psycopg
+
+    try:
+        psycopg.connect(url, connect_timeout=10).close()
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreError(f"the database {masked(url)} does not answer: {reason}") from None
 
 
 def database_url(config: RelayConfig) -> str:
@@ -80,6 +105,7 @@ def open_stores(config: RelayConfig) -> Stores:
     from dragoon.relay.pg_output import PgOutputStore
     from dragoon.relay.pg_stdin import PgStdinStore
 
+    _reachable(url)  # a clear error now, not a pool that retries in the background
     output = PgOutputStore(url, config.output_cap)
     try:
         blobs = PgBlobStore(url)

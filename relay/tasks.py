@@ -173,8 +173,12 @@ class TaskStore:
         self.output = output
 
     def view(self, conn: sqlite3.Connection, row: sqlite3.Row,
-             fleet: waiting.FleetSnapshot | None = None) -> dict[str, Any]:
-        """The task as the API shows it; a queued one says why it waits (relay/waiting.py)."""
+             fleet: waiting.FleetSnapshot | None = None,
+             sizes: dict[str, object] | None = None) -> dict[str, Any]:
+        """The task as the API shows it; a queued one says why it waits (relay/waiting.py).
+
+        ``sizes``: its output sizes when the caller read them already (a listing reads a
+        page's in one call: ``OutputStore.sizes_of``)."""
         spec = json.loads(row["spec"])
         return {
             "id": row["id"], "name": row["name"], "state": row["state"], "drone": row["drone"],
@@ -195,7 +199,7 @@ class TaskStore:
             "payload": row["payload"], "wraps": json.loads(row["wraps"] or "{}"),
             "cancel_refused": row["cancel_refused"],  # the drone's reason, if it refused one
             "job": row["job_id"], "trial": row["trial"], "attempt": row["attempt"],
-            **self.output.sizes(row["id"]),
+            **(self.output.sizes(row["id"]) if sizes is None else sizes),
         }
 
     def get(self, conn: sqlite3.Connection, task_id: str) -> dict[str, Any]:
@@ -299,7 +303,9 @@ class TaskStore:
         rows = conn.execute(sql + " ORDER BY num DESC LIMIT ?", (*args, limit + 1)).fetchall()
         fleet = (waiting.FleetSnapshot.read(conn)
                  if any(row["state"] == "queued" for row in rows) else None)
-        tasks = [self.view(conn, row, fleet) for row in rows[:limit]]
+        page = rows[:limit]
+        sizes = self.output.sizes_of([row["id"] for row in page])
+        tasks = [self.view(conn, row, fleet, sizes[row["id"]]) for row in page]
         return {"tasks": tasks, "next": tasks[-1]["id"] if len(rows) > limit else None}
 
     def cancel(

@@ -26,7 +26,7 @@ from tests.support.relay import (
     encode_query,
     wait_until,
 )
-from tests.support.stored import blob_stored, upload_leftovers
+from tests.support.stored import blob_stored, log_size, upload_leftovers
 
 
 def _running(pilot: PilotSession, drone: DroneClient, **submit: Any) -> str:
@@ -41,8 +41,7 @@ def _error(answer: Any) -> tuple[int, str]:
 
 
 def _log_size(relay: RelayProcess, task: str, stream: str = "stdout") -> int:
-    path = relay.data_dir / "logs" / task / stream
-    return path.stat().st_size if path.exists() else 0
+    return log_size(relay.data_dir, task, stream)
 
 
 @pytest.fixture

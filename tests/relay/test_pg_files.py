@@ -86,6 +86,18 @@ def test_chunks_append_at_the_length_resends_are_acknowledged_gaps_refused(
     assert output.has_log(task) and not output.has_log(new_task())
 
 
+def test_sizes_of_a_page_match_each_task_s_sizes(output: PgOutputStore) -> None:
+    tasks = [new_task() for _ in range(3)]
+    asyncio.run(output.append(tasks[0], "stdout", 0, b"abc"))
+    asyncio.run(output.append(tasks[1], "stderr", 0, b"de"))
+    page = output.sizes_of(tasks)
+    assert page == {task: output.sizes(task) for task in tasks}
+    assert page[tasks[0]]["stdout_size"] == 3 and page[tasks[1]]["stderr_size"] == 2
+    assert page[tasks[2]] == {"stdout_size": 0, "stderr_size": 0, "order_size": 0,
+                              "output_truncated": False}
+    assert output.sizes_of([]) == {}
+
+
 def test_a_bad_task_id_or_stream_is_refused(output: PgOutputStore) -> None:
     with pytest.raises(ApiError) as refused:
         asyncio.run(output.append("../etc", "stdout", 0, b"x"))
@@ -573,3 +585,15 @@ def test_retention_drops_old_unreferenced_blobs_and_spares_touched_ones(
     assert blobs.read(digest(again)) == again
     assert count(url, "SELECT count(*) FROM blob_chunks c WHERE NOT EXISTS"
                       " (SELECT 1 FROM blobs b WHERE b.blob_id = c.blob_id)") == 0
+
+
+def test_a_database_that_does_not_answer_is_one_clear_error(tmp_path: Path) -> None:
+    from dragoon.relay.stores import StoreError, masked
+
+    config = RelayConfig(data_dir=tmp_path)
+    config.database = "postgresql://relay:s3cret@127.0.0.1:1/nowhere"  # type: ignore[attr-defined]
+    with pytest.raises(StoreError) as refused:
+        open_stores(config)
+    assert "does not answer" in str(refused.value) and "s3cret" not in str(refused.value)
+    assert masked("postgresql://u:pw@h:5432/d") == "postgresql://u:***@h:5432/d"
+    assert masked("postgresql://u@h/d") == "postgresql://u@h/d"

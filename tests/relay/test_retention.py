@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -28,6 +27,13 @@ from tests.support.relay import (
     init_relay,
     wait_until,
 )
+from tests.support.stored import age_blobs as stored_age_blobs
+from tests.support.stored import (
+    blob_stored,
+    log_held,
+    plant_blob,
+    plant_stale_upload,
+)
 
 DAY = 86400.0
 OLD = time.time() - 40 * DAY
@@ -40,18 +46,18 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def blob_path(relay: RelayProcess, data: bytes) -> Path:
-    return relay.data_dir / "blobs" / sha(data)[:2] / sha(data)
+def blob_kept(relay: RelayProcess, data: bytes) -> bool:
+    """Whether the relay still stores this content (a file, or rows on PostgreSQL)."""
+    return blob_stored(relay.data_dir, sha(data))
 
 
-def log_dir(relay: RelayProcess, task: str) -> Path:
-    return relay.data_dir / "logs" / task
+def log_kept(relay: RelayProcess, task: str) -> bool:
+    return log_held(relay.data_dir, task)
 
 
 def age_blobs(relay: RelayProcess) -> None:
     """Blobs written seconds ago are in retention's grace; these are meant to be old."""
-    for path in (relay.data_dir / "blobs").glob("??/*"):
-        os.utime(path, (OLD, OLD))
+    stored_age_blobs(relay.data_dir, OLD)
 
 
 def sql(relay: RelayProcess, statement: str, *args: Any) -> list[sqlite3.Row]:
@@ -147,7 +153,7 @@ def test_gc_prunes_old_output_keeps_records_young_running_queued_and_shared_blob
                 "shared_blobs": 1}
     assert {k: plan[k] for k in expected} == expected
     assert plan["tombstones"] == [fleet.old]
-    assert log_dir(relay, fleet.old).exists() and blob_path(relay, OWN).exists()
+    assert log_kept(relay, fleet.old) and blob_kept(relay, OWN)
     assert stored(relay)["gpu-1"] == before  # a dry run changes nothing
 
     done = gc(relay, "--older-than", "30d")
@@ -157,9 +163,9 @@ def test_gc_prunes_old_output_keeps_records_young_running_queued_and_shared_blob
     # The old task: a tombstone with its state, times and exit code; its output is gone.
     tomb = pilot.get(f"/v1/tasks/{fleet.old}").json()
     assert (tomb["state"], tomb["exit_code"], tomb["finished_at"]) == ("succeeded", 0, OLD)
-    assert tomb["stdout_size"] == 0 and not log_dir(relay, fleet.old).exists()
+    assert tomb["stdout_size"] == 0 and not log_kept(relay, fleet.old)
     assert pilot.get(f"/v1/tasks/{fleet.old}/artifact").json()["artifacts"] == []
-    assert not blob_path(relay, OWN).exists() and not blob_path(relay, FETCHED).exists()
+    assert not blob_kept(relay, OWN) and not blob_kept(relay, FETCHED)
     assert pilot.get(f"/v1/fetches/{fleet.fetch}").status_code == 404
     inbox = {m["task"] for m in pilot.get("/v1/messages").json()["messages"]}
     assert inbox == {fleet.young, fleet.running}
@@ -191,7 +197,7 @@ def test_gc_with_a_younger_cutoff_takes_the_young_task_too(
     sql(relay, "UPDATE tasks SET finished_at = ? WHERE id = ?", time.time() - 3600, fleet.young)
     done = gc(relay, "--older-than", "1m")
     assert done["tombstones"] == [fleet.young]
-    assert not blob_path(relay, SHARED).exists()  # its last reference went with the young task
+    assert not blob_kept(relay, SHARED)  # its last reference went with the young task
     assert pilot.get(f"/v1/tasks/{fleet.running}").json()["state"] == "dispatched"
     assert stored(relay)["gpu-1"] == len(fleet.running_out)
 
@@ -204,12 +210,12 @@ def test_the_relay_applies_its_retention_on_its_own(tmp_path: Path) -> None:
         relay.stop()
         init_relay(relay.data_dir, config={**config, "retention": "30d", "gc_interval": 0.3})
         relay.start()
-        wait_until(lambda: not log_dir(relay, fleet.old).exists(), timeout=20,
+        wait_until(lambda: not log_kept(relay, fleet.old), timeout=20,
                    message="old output pruned by the sweeper")
-        wait_until(lambda: not blob_path(relay, OWN).exists(), timeout=20,
+        wait_until(lambda: not blob_kept(relay, OWN), timeout=20,
                    message="the old task's own blob deleted")
-        assert blob_path(relay, SHARED).exists()
-        assert log_dir(relay, fleet.young).exists() and log_dir(relay, fleet.running).exists()
+        assert blob_kept(relay, SHARED)
+        assert log_kept(relay, fleet.young) and log_kept(relay, fleet.running)
         pilot.reconnect()
         assert pilot.get(f"/v1/tasks/{fleet.old}").json()["state"] == "succeeded"
         pruned = sql(relay, "SELECT id FROM tasks WHERE pruned_at IS NOT NULL")
@@ -224,30 +230,25 @@ def test_a_pruned_task_takes_no_more_output(serving: tuple[RelayProcess, PilotSe
     late = drone.log(task, "stdout", 2, b"more\n")
     # Finished is final: the pruned task's log stays closed, and no folder comes back.
     assert (late.status_code, late.json()["error"]) == (409, "task_finished")
-    assert not log_dir(relay, task).exists()
+    assert not log_kept(relay, task)
 
 
 def test_orphan_blobs_and_abandoned_uploads_are_collected_after_their_grace(
     serving: tuple[RelayProcess, PilotSession],
 ) -> None:
     relay, _pilot = serving
-    blobs = relay.data_dir / "blobs"
-    orphan = blobs / sha(b"nobody")[:2] / sha(b"nobody")
-    orphan.parent.mkdir(exist_ok=True)
-    orphan.write_bytes(b"nobody")
-    fresh = blobs / sha(b"just now")[:2] / sha(b"just now")
-    fresh.parent.mkdir(exist_ok=True)
-    fresh.write_bytes(b"just now")  # may be an upload about to be recorded: left alone
-    stale_upload = blobs / "tmp" / "0123abcd"
-    stale_upload.write_bytes(b"half an upl")
-    for path in (orphan, stale_upload):
-        os.utime(path, (OLD, OLD))
+    plant_blob(relay.data_dir, b"nobody", OLD)
+    plant_blob(relay.data_dir, b"just now")  # may be an upload about to be recorded: left alone
+    stale_upload = plant_stale_upload(relay.data_dir, b"half an upl", OLD)
+    # On PostgreSQL an upload cut short leaves nothing: its rows were never committed.
+    expected = (2, 6 + 11) if stale_upload is not None else (1, 6)
     plan = gc(relay, "--dry-run")
-    assert (plan["orphan_files"], plan["orphan_bytes"]) == (2, 6 + 11)
-    assert orphan.exists()
+    assert (plan["orphan_files"], plan["orphan_bytes"]) == expected
+    assert blob_kept(relay, b"nobody")
     done = gc(relay)
-    assert (done["orphan_files"], done["orphan_bytes"]) == (2, 6 + 11)
-    assert not orphan.exists() and not stale_upload.exists() and fresh.exists()
+    assert (done["orphan_files"], done["orphan_bytes"]) == expected
+    assert not blob_kept(relay, b"nobody") and blob_kept(relay, b"just now")
+    assert stale_upload is None or not stale_upload.exists()
 
 
 def test_bad_retention_setting_or_flag_is_one_clear_line(tmp_path: Path) -> None:

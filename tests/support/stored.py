@@ -8,6 +8,7 @@ here instead of looking at one layout.
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -74,3 +75,62 @@ def blob_stored(data_dir: Path, digest: str) -> bool:
     if url:
         return bool(_rows(url, "SELECT 1 FROM blobs WHERE sha256 = %s", digest))
     return (data_dir / "blobs" / digest[:2] / digest).exists()
+
+
+def log_size(data_dir: Path, task: str, stream: str = "stdout") -> int:
+    url = database_of(data_dir)
+    if url:
+        rows = _rows(url, f"SELECT {stream}_size FROM log_state WHERE task = %s", task)  # noqa: S608
+        return int(rows[0][0]) if rows else 0
+    path = data_dir / "logs" / task / stream
+    return path.stat().st_size if path.exists() else 0
+
+
+def log_held(data_dir: Path, task: str) -> bool:
+    """Whether the relay keeps anything of the task's log (retention removes all of it)."""
+    url = database_of(data_dir)
+    if url:
+        return bool(_rows(url, "SELECT 1 FROM log_state WHERE task = %s", task))
+    return (data_dir / "logs" / task).exists()
+
+
+def age_blobs(data_dir: Path, when: float) -> None:
+    """Make every stored blob look last touched at ``when`` (retention spares recent ones)."""
+    url = database_of(data_dir)
+    if url:
+        _rows(url, "UPDATE blobs SET stored_at = %s RETURNING 1", when)
+        return
+    for path in (data_dir / "blobs").glob("??/*"):
+        os.utime(path, (when, when))
+
+
+def plant_blob(data_dir: Path, data: bytes, when: float | None = None) -> None:
+    """Store ``data`` as a blob no record names, as a crash between the upload and its
+    record would leave it; touched at ``when`` (now by default)."""
+    import hashlib
+    import time
+
+    digest = hashlib.sha256(data).hexdigest()
+    stamp = time.time() if when is None else when
+    url = database_of(data_dir)
+    if url:
+        _rows(url, "WITH id AS (SELECT nextval('blob_ids') AS v), b AS (INSERT INTO blobs"
+                   " (sha256, blob_id, size, chunk_size, stored_at) SELECT %s, v, %s, %s, %s"
+                   " FROM id) INSERT INTO blob_chunks (blob_id, idx, data) SELECT v, 0, %s"
+                   " FROM id RETURNING 1", digest, len(data), 1 << 20, stamp, data)
+        return
+    path = data_dir / "blobs" / digest[:2] / digest
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(data)
+    os.utime(path, (stamp, stamp))
+
+
+def plant_stale_upload(data_dir: Path, data: bytes, when: float) -> Path | None:
+    """An upload a crash cut short: a temporary file on disk, or nothing at all on
+    PostgreSQL (its rows were never committed); the file, or None."""
+    if database_of(data_dir):
+        return None
+    path = data_dir / "blobs" / "tmp" / "0123abcd"
+    path.write_bytes(data)
+    os.utime(path, (when, when))
+    return path
