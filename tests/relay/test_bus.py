@@ -641,7 +641,7 @@ def _relay_config(tmp_path: Path, database: str = "") -> RelayConfig:
     from tests.support.relay import init_relay
 
     data = tmp_path / "data"
-    init_relay(data, config={"database": database} if database else None)
+    init_relay(data, config={"database": database} if database else None, backend="sqlite")
     return RelayConfig.load(data)
 
 
