@@ -10,18 +10,17 @@ after the finish only a resend of a recorded one is acknowledged.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from typing import Any
 
 from dragoon.relay import quota
-from dragoon.relay.db import transaction
+from dragoon.relay.db import Connection, Row, transaction
 from dragoon.relay.errors import ApiError
 from dragoon.relay.tasks import FINISHED, own_task, task_finished
 
 
 def _judge(
-    conn: sqlite3.Connection, task_row: sqlite3.Row, path: str, sha256: str
+    conn: Connection, task_row: Row, path: str, sha256: str
 ) -> dict[str, Any] | None:
     """The recorded artifact when this is a resend of it, None when it may be stored, or raise."""
     row = conn.execute(
@@ -37,7 +36,7 @@ def _judge(
 
 
 def admit(
-    conn: sqlite3.Connection, drone: str, task: str, path: str, sha256: str
+    conn: Connection, drone: str, task: str, path: str, sha256: str
 ) -> dict[str, Any] | None:
     """Before the body is read: 404 for a task not this drone's, the recorded artifact for
     a resend (no need to read it again), 409 for other content or a finished task."""
@@ -45,7 +44,7 @@ def admit(
 
 
 def record(
-    conn: sqlite3.Connection, drone: str, task: str, path: str, sha256: str, size: int,
+    conn: Connection, drone: str, task: str, path: str, sha256: str, size: int,
     meta: str | None = None,
 ) -> None:
     """Record an uploaded artifact, judged again in the transaction (a finish may have raced)."""
@@ -59,7 +58,7 @@ def record(
         quota.charge(conn, drone, size)  # counted with the record, in one commit
 
 
-def listing(conn: sqlite3.Connection, task: str) -> list[dict[str, Any]]:
+def listing(conn: Connection, task: str) -> list[dict[str, Any]]:
     rows = conn.execute(
         "SELECT path, size, sha256, uploaded_at, meta FROM artifacts WHERE task = ?"
         " ORDER BY path",
@@ -68,7 +67,7 @@ def listing(conn: sqlite3.Connection, task: str) -> list[dict[str, Any]]:
     return [dict(row) for row in rows]
 
 
-def sha256_of(conn: sqlite3.Connection, task: str, path: str) -> str | None:
+def sha256_of(conn: Connection, task: str, path: str) -> str | None:
     row = conn.execute(
         "SELECT sha256 FROM artifacts WHERE task = ? AND path = ?", (task, path)
     ).fetchone()

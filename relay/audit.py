@@ -5,13 +5,14 @@ Login, failed login, lock-out, submit, cancel, enroll, fetch, drain.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from typing import Any
 
+from dragoon.relay.db import Connection
+
 
 def record(
-    conn: sqlite3.Connection, actor: str, action: str, target: str | None = None,
+    conn: Connection, actor: str, action: str, target: str | None = None,
     detail: str | None = None, *, at: float | None = None,
 ) -> None:
     """Append one audit row; call inside the transaction of the change it records."""
@@ -21,7 +22,7 @@ def record(
     )
 
 
-def listing(conn: sqlite3.Connection, limit: int, before: int | None) -> list[dict[str, Any]]:
+def listing(conn: Connection, limit: int, before: int | None) -> list[dict[str, Any]]:
     if before is None:
         rows = conn.execute("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
     else:

@@ -22,7 +22,6 @@ import hashlib
 import hmac
 import json
 import re
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Annotated, Any, Final
 from urllib.parse import parse_qsl
 
 from dragoon.relay.context import Relay
+from dragoon.relay.db import Connection
 from dragoon.relay.errors import ApiError
 from dragoon.shared import constants as c
 from dragoon.shared.canonical import is_sha256_hex
@@ -100,7 +100,7 @@ def utc_stamp(at: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
 
-def retired(conn: sqlite3.Connection, fingerprint: str) -> RetiredKey | None:
+def retired(conn: Connection, fingerprint: str) -> RetiredKey | None:
     """The rejection for a replaced drone's key, or None when the key was never retired."""
     row = conn.execute(
         "SELECT drone, retired_at FROM retired_keys WHERE fingerprint = ?", (fingerprint,)
@@ -115,7 +115,7 @@ def retired(conn: sqlite3.Connection, fingerprint: str) -> RetiredKey | None:
     )
 
 
-def require_current(conn: sqlite3.Connection, name: str, fingerprint: str) -> None:
+def require_current(conn: Connection, name: str, fingerprint: str) -> None:
     """401 ``drone_replaced`` unless ``fingerprint`` still holds the name ``name``.
 
     A request verified just before a replacement committed (a long-poll held
@@ -142,7 +142,7 @@ def public_key(openssh: str) -> PublicKey:
 
 
 def lookup_key(
-    conn: sqlite3.Connection, fingerprint: str, bearer: str | None, now: float
+    conn: Connection, fingerprint: str, bearer: str | None, now: float
 ) -> KeyMatch[Principal] | RequestRejected:
     """PROTOCOL.md step 3: an enrolled drone, or a pilot whose session is bound to this key."""
     if bearer is None:
@@ -179,7 +179,7 @@ def lookup_key(
 
 
 def session_problem(
-    conn: sqlite3.Connection, who: PilotPrincipal, now: float
+    conn: Connection, who: PilotPrincipal, now: float
 ) -> RequestRejected | None:
     """Why ``who``'s session no longer holds, or None: for requests that outlive their check.
 
@@ -212,7 +212,7 @@ async def require_session(relay: Relay, who: PilotPrincipal) -> None:
     await relay.db.run(check_session, who)
 
 
-def check_session(conn: sqlite3.Connection, who: PilotPrincipal) -> None:
+def check_session(conn: Connection, who: PilotPrincipal) -> None:
     """``require_session`` on the database thread, for a route that checks the session in
     the same call as its own reads (relay/routes/tasks.py ``read_log``)."""
     problem = session_problem(conn, who, time.time())
@@ -221,7 +221,7 @@ def check_session(conn: sqlite3.Connection, who: PilotPrincipal) -> None:
 
 
 def check_request(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     method: str,
     raw_path: str,
@@ -276,7 +276,7 @@ def claimed_sha256(raw_query: str) -> str | None:
 
 
 def check_streamed(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     method: str,
     raw_path: str,

@@ -500,6 +500,13 @@ class Database:
         return self._executor.submit(self._call, fn, args).result()
 
     def _call(self, fn: Callable[..., T], args: tuple[object, ...]) -> T:
+        if getattr(self._conn, "broken", False):
+            # PostgreSQL restarted or failed over: the call that met it failed; this one
+            # gets a new connection (a failure to connect fails this call, and the next
+            # tries again).
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = connect_to(self.database, self.path)
         try:
             return fn(self._conn, *args)
         except (OverflowError, UnicodeEncodeError, *_DATA_ERRORS) as exc:

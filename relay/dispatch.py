@@ -16,7 +16,6 @@ number and an RE-TASK-V1 signature.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -25,7 +24,7 @@ from dragoon.relay import fetches, fleet, held, jobs, waiting
 from dragoon.relay import tasks as task_store
 from dragoon.relay.auth import require_current
 from dragoon.relay.context import Relay
-from dragoon.relay.db import transaction
+from dragoon.relay.db import Connection, Row, transaction
 from dragoon.relay.job_news import publish_news
 from dragoon.relay.models import PollBody
 from dragoon.relay.tasks import TaskStore
@@ -46,7 +45,7 @@ class Assignment:
 
 
 def assign(
-    conn: sqlite3.Connection, signer: Signer, tasks: TaskStore, name: str, poll: PollBody,
+    conn: Connection, signer: Signer, tasks: TaskStore, name: str, poll: PollBody,
     first: bool, fingerprint: str | None = None,
 ) -> Assignment:
     """One pass for one drone's poll, in one transaction (see the module docstring)."""
@@ -86,7 +85,7 @@ def assign(
                       drone["state"] != "online", changed, dispatched, failed_fetches)
 
 
-def _active(conn: sqlite3.Connection, name: str) -> int:
+def _active(conn: Connection, name: str) -> int:
     return int(conn.execute(
         "SELECT COUNT(*) FROM tasks WHERE drone = ? AND state IN ('dispatched', 'running')",
         (name,),
@@ -94,8 +93,8 @@ def _active(conn: sqlite3.Connection, name: str) -> int:
 
 
 def _heartbeat(
-    conn: sqlite3.Connection, name: str, poll: PollBody, now: float
-) -> tuple[sqlite3.Row, list[str]]:
+    conn: Connection, name: str, poll: PollBody, now: float
+) -> tuple[Row, list[str]]:
     """Record that the drone is alive, its metrics and what it says about itself."""
     drone = conn.execute("SELECT * FROM drones WHERE name = ?", (name,)).fetchone()
     labels = json.loads(drone["labels"])
@@ -115,7 +114,7 @@ def _heartbeat(
 class _Handout:
     """Tasks handed out in one answer, each with the drone's next sequence number."""
 
-    conn: sqlite3.Connection
+    conn: Connection
     signer: Signer
     name: str
     fingerprint: str  # the drone's key: its wrap of each task's key is the one handed out
@@ -123,7 +122,7 @@ class _Handout:
     seq: int
     tasks: list[dict[str, Any]] = field(default_factory=list)
 
-    def give(self, row: sqlite3.Row) -> None:
+    def give(self, row: Row) -> None:
         self.seq += 1
         task_id = row["id"]
         spec = json.loads(row["spec"])
@@ -165,14 +164,14 @@ _PAGE: Final = 64  # candidates read at once from one group
 class _Group:
     """Queued tasks of one job (or of no job) this drone may take, read in pages by num."""
 
-    def __init__(self, handout: _Handout, labels: list[str], job: sqlite3.Row | None,
+    def __init__(self, handout: _Handout, labels: list[str], job: Row | None,
                  active: int) -> None:
         self.handout, self.labels, self.job, self.active = handout, labels, job, active
         self.after = 0
-        self.rows: list[sqlite3.Row] = []
+        self.rows: list[Row] = []
         self.done = False
 
-    def head(self) -> sqlite3.Row | None:
+    def head(self) -> Row | None:
         """The next candidate, or None when the group has none for this drone."""
         while not self.rows and not self.done:
             self._page()
@@ -200,7 +199,7 @@ class _Group:
                 continue
             self.rows.append(row)
 
-    def key(self, row: sqlite3.Row) -> tuple[int, int, int]:
+    def key(self, row: Row) -> tuple[int, int, int]:
         """(active tasks of its job, job num, task num); a task of no job: a group of its
         own with none active, before the jobs that tie with it (docs/jobs.md)."""
         if self.job is None:
@@ -232,7 +231,7 @@ def _fill_slots(handout: _Handout, labels: list[str], slots: int) -> list[str]:
     ).fetchall():
         groups.append(_Group(handout, labels, job, job["active"]))
     while len(given) < free:
-        best: tuple[tuple[int, int, int], _Group, sqlite3.Row] | None = None
+        best: tuple[tuple[int, int, int], _Group, Row] | None = None
         for group in groups:
             if not group.open() or (row := group.head()) is None:
                 continue
@@ -250,8 +249,8 @@ def _fill_slots(handout: _Handout, labels: list[str], slots: int) -> list[str]:
 
 
 def _outstanding(
-    conn: sqlite3.Connection, name: str
-) -> tuple[list[sqlite3.Row], list[sqlite3.Row], bool]:
+    conn: Connection, name: str
+) -> tuple[list[Row], list[Row], bool]:
     """Every cancel and fetch still open for the drone, and whether any is new to it."""
     cancels = conn.execute(
         "SELECT id, cancel_grace, cancel_delivered, cancel_order, cancel_signature"
@@ -275,7 +274,7 @@ def _outstanding(
     return cancels, fetch_rows, undelivered
 
 
-def _apply_reports(conn: sqlite3.Connection, name: str, poll: PollBody, now: float) -> set[str]:
+def _apply_reports(conn: Connection, name: str, poll: PollBody, now: float) -> set[str]:
     changed: set[str] = set()
     for started in poll.started:
         cur = conn.execute(
@@ -314,7 +313,7 @@ def _apply_reports(conn: sqlite3.Connection, name: str, poll: PollBody, now: flo
     return changed
 
 
-def _fail_fetches(conn: sqlite3.Connection, name: str, poll: PollBody) -> list[str]:
+def _fail_fetches(conn: Connection, name: str, poll: PollBody) -> list[str]:
     """Fetches the drone refused; their held ``GET /v1/fetches/{id}?wait`` must wake."""
     return [e.id for e in poll.fetch_errors if fetches.fail(conn, name, e.id, e.error)]
 
@@ -359,7 +358,7 @@ def publish(relay: Relay, result: Assignment, *, metrics: bool) -> None:
 
 
 def sweep_tasks(
-    conn: sqlite3.Connection, tasks: TaskStore, offline_after: float
+    conn: Connection, tasks: TaskStore, offline_after: float
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Drones silent too long go offline; their running tasks go ``lost`` after each task's
     grace; queued tasks past their expiry are cancelled without ever running."""
@@ -404,7 +403,7 @@ def sweep_tasks(
 START_DEADLINES: Final = ("start-deadlines",)
 
 
-def next_start_deadline(conn: sqlite3.Connection) -> float | None:
+def next_start_deadline(conn: Connection) -> float | None:
     """The soonest ``start_by`` of a queued task (epoch seconds), or None: the sweeper wakes
     then, not a sweep later, so ``--start-within 10s`` fails at 10 s rather than 15."""
     row = conn.execute(
@@ -413,7 +412,7 @@ def next_start_deadline(conn: sqlite3.Connection) -> float | None:
     return None if row is None or row[0] is None else float(row[0])
 
 
-def _cancel_late(conn: sqlite3.Connection, now: float) -> list[str]:
+def _cancel_late(conn: Connection, now: float) -> list[str]:
     """Queued tasks past their start deadline: cancelled, with why they never started.
 
     Enforced here, not by the pilot's CLI, so the deadline holds when nobody watches;

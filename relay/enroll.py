@@ -8,12 +8,11 @@ import hashlib
 import hmac
 import json
 import math
-import sqlite3
 import time
 from typing import Any
 
 from dragoon.relay import audit, fetches
-from dragoon.relay.db import transaction
+from dragoon.relay.db import Connection, Row, transaction
 from dragoon.relay.errors import ApiError
 from dragoon.shared.enrollment import JoinToken, new_secret
 from dragoon.shared.errors import KeyLoadError
@@ -44,7 +43,7 @@ def _hash(secret: str) -> str:
 
 
 def mint(
-    conn: sqlite3.Connection, *, relay_url: str, relay_key: str, drone: str, labels: list[str],
+    conn: Connection, *, relay_url: str, relay_key: str, drone: str, labels: list[str],
     ttl: float, by: str, replace: bool = False,
 ) -> tuple[str, int]:
     """A join token for ``drone``; only the secret's hash is kept.
@@ -74,7 +73,7 @@ def mint(
 
 
 def register(
-    conn: sqlite3.Connection, body: dict[str, Any], relay_public_key: str
+    conn: Connection, body: dict[str, Any], relay_public_key: str
 ) -> dict[str, Any] | ApiError:
     """``POST /v1/worker/init``: spend the token, record the drone's key."""
     now = time.time()
@@ -170,7 +169,7 @@ def name_taken(name: str, state: str, hint: str) -> ApiError:
 
 
 def _retire(
-    conn: sqlite3.Connection, holder: sqlite3.Row, new_fingerprint: str, by: str, now: float
+    conn: Connection, holder: Row, new_fingerprint: str, by: str, now: float
 ) -> tuple[list[str], list[str]]:
     """Replace ``holder``: retire its key, end its handed-out tasks as ``lost``, fail its fetches.
 

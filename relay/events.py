@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from dragoon.relay.db import Database, sequence_head, transaction
+from dragoon.relay.db import Connection, Database, sequence_head, transaction
 
 log = logging.getLogger("dragoon.relay")
 
@@ -61,7 +61,7 @@ def epoch_text(value: int) -> str:
     return f"{value:010x}"
 
 
-def set_epoch(conn: sqlite3.Connection, value: int) -> None:
+def set_epoch(conn: Connection, value: int) -> None:
     """Start a new event history (a restored backup, a lost event): every older id resets."""
     with transaction(conn):
         conn.execute("UPDATE counters SET value = ? WHERE name = ?", (value, EPOCH_COUNTER))
@@ -155,10 +155,13 @@ class EventStore(Protocol):
 
 
 class SqliteEventStore:
-    """The ``events`` table (migration 4) on the relay's one database thread.
+    """The ``events`` table (SQLite's migration 4, PostgreSQL's 0001) on the relay's one
+    database thread, whichever backend it is (the name is from when SQLite was the only one).
 
-    ``AUTOINCREMENT`` keeps ids from ever being handed out twice, even once every
-    row is pruned; ``sqlite_sequence`` holds the newest id given out.
+    ``AUTOINCREMENT`` (an identity column on PostgreSQL) keeps ids from ever being handed
+    out twice, even once every row is pruned; ``db.sequence_head`` reads the newest id
+    given out. On PostgreSQL the ids are taken inside the write lock (relay/pg.py), so
+    they commit in order whatever the number of relay processes.
     """
 
     def __init__(self, db: Database) -> None:
@@ -180,7 +183,7 @@ class SqliteEventStore:
             self._queued = False
             raise
 
-    def _write(self, conn: sqlite3.Connection,
+    def _write(self, conn: Connection,
                pending: deque[tuple[str, str, float]]) -> list[BusEvent]:
         # Cleared before the deque is drained: an entry published after this line is
         # either drained below or queues a write of its own.
@@ -205,12 +208,12 @@ class SqliteEventStore:
         await self.db.run(set_epoch, value)
 
 
-def _read_epoch(conn: sqlite3.Connection) -> str:
+def _read_epoch(conn: Connection) -> str:
     row = conn.execute("SELECT value FROM counters WHERE name = ?", (EPOCH_COUNTER,)).fetchone()
     return epoch_text(int(row["value"]))
 
 
-def _write(conn: sqlite3.Connection, pending: deque[tuple[str, str, float]],
+def _write(conn: Connection, pending: deque[tuple[str, str, float]],
            epoch: str) -> list[BusEvent]:
     """Everything published so far, in one transaction; later jobs find nothing left."""
     batch: list[tuple[str, str, float]] = []
@@ -228,17 +231,17 @@ def _write(conn: sqlite3.Connection, pending: deque[tuple[str, str, float]],
     return stored
 
 
-def _head(conn: sqlite3.Connection) -> int:
+def _head(conn: Connection) -> int:
     return sequence_head(conn, "events")
 
 
-def _window(conn: sqlite3.Connection) -> Window:
+def _window(conn: Connection) -> Window:
     head = _head(conn)
     oldest = conn.execute("SELECT MIN(id) AS id FROM events").fetchone()["id"]
     return Window(floor=head if oldest is None else int(oldest) - 1, head=head)
 
 
-def _prune(conn: sqlite3.Connection, keep: int, cutoff: float | None) -> int:
+def _prune(conn: Connection, keep: int, cutoff: float | None) -> int:
     """Oldest first, always a prefix of the ids: what is kept is one unbroken run."""
     with transaction(conn):
         removed = conn.execute("DELETE FROM events WHERE id <= ?",

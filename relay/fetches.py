@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import time
 from typing import Any
 
 from dragoon.relay import audit, quota
-from dragoon.relay.db import transaction
+from dragoon.relay.db import Connection, Row, transaction
 from dragoon.relay.errors import ApiError, not_found
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
@@ -28,7 +27,7 @@ def new_id() -> str:
     return "f-" + "".join(secrets.choice(_ALPHABET) for _ in range(10))
 
 
-def view(row: sqlite3.Row) -> dict[str, Any]:
+def view(row: Row) -> dict[str, Any]:
     """A fetch as a pilot sees it: with the signed order, the payload and the wraps, which
     the pilot opens with its own wrap, and the sealed metadata of the file once ready."""
     return {
@@ -40,7 +39,7 @@ def view(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-def create(conn: sqlite3.Connection, drone: str, pilot: str, *, payload: str,
+def create(conn: Connection, drone: str, pilot: str, *, payload: str,
            wraps: dict[str, str], order_text: str | None = None,
            order_signature: str | None = None) -> dict[str, Any] | None:
     """A pending fetch, kept with the pilot's signed fetch order the drone will check."""
@@ -58,12 +57,12 @@ def create(conn: sqlite3.Connection, drone: str, pilot: str, *, payload: str,
     return {"id": fetch_id, "state": "pending"}
 
 
-def get(conn: sqlite3.Connection, fetch_id: str) -> dict[str, Any] | None:
+def get(conn: Connection, fetch_id: str) -> dict[str, Any] | None:
     row = conn.execute("SELECT * FROM fetches WHERE id = ?", (fetch_id,)).fetchone()
     return None if row is None else view(row)
 
 
-def fail(conn: sqlite3.Connection, drone: str, fetch_id: str, error: str) -> bool:
+def fail(conn: Connection, drone: str, fetch_id: str, error: str) -> bool:
     cur = conn.execute(
         "UPDATE fetches SET state = 'failed', error = ? WHERE id = ? AND drone = ?"
         " AND state = 'pending'", (error[:2000], fetch_id, drone),
@@ -71,7 +70,7 @@ def fail(conn: sqlite3.Connection, drone: str, fetch_id: str, error: str) -> boo
     return cur.rowcount > 0
 
 
-def _judge(row: sqlite3.Row | None, drone: str, sha256: str) -> dict[str, Any] | None:
+def _judge(row: Row | None, drone: str, sha256: str) -> dict[str, Any] | None:
     """The stored file for a resend, None when the fetch awaits this upload, or raise.
 
     A fetch that is not this drone's answers like one that does not exist, so a
@@ -90,7 +89,7 @@ def _judge(row: sqlite3.Row | None, drone: str, sha256: str) -> dict[str, Any] |
 
 
 def admit(
-    conn: sqlite3.Connection, drone: str, fetch_id: str, sha256: str
+    conn: Connection, drone: str, fetch_id: str, sha256: str
 ) -> dict[str, Any] | None:
     """Before the body is read: may this drone upload this file for this fetch?"""
     return _judge(conn.execute("SELECT * FROM fetches WHERE id = ?", (fetch_id,)).fetchone(),
@@ -98,7 +97,7 @@ def admit(
 
 
 def complete(
-    conn: sqlite3.Connection, drone: str, fetch_id: str, sha256: str, size: int,
+    conn: Connection, drone: str, fetch_id: str, sha256: str, size: int,
     meta: str | None = None,
 ) -> None:
     """Record the uploaded file, judged again in the transaction (a failure may have raced)."""

@@ -8,15 +8,14 @@ routes, the dispatcher and the drone's own routes when they publish a
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from dragoon.relay import audit
-from dragoon.relay.db import transaction
+from dragoon.relay.db import Connection, Row, transaction
 from dragoon.relay.errors import ApiError, not_found
 
 
-def view(row: sqlite3.Row, running: int, *, trust: bool = False) -> dict[str, Any]:
+def view(row: Row, running: int, *, trust: bool = False) -> dict[str, Any]:
     """A drone as the API shows it; ``trust`` adds what the drone sent at init for the pilots
     to check (the listing has it; the ``drone`` events, sent on every change, do not)."""
     shown = {
@@ -37,19 +36,19 @@ def view(row: sqlite3.Row, running: int, *, trust: bool = False) -> dict[str, An
     return shown
 
 
-def _running(conn: sqlite3.Connection, name: str) -> int:
+def _running(conn: Connection, name: str) -> int:
     return int(conn.execute(
         "SELECT COUNT(*) FROM tasks WHERE drone = ? AND state IN ('dispatched', 'running')",
         (name,),
     ).fetchone()[0])
 
 
-def get(conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
+def get(conn: Connection, name: str) -> dict[str, Any] | None:
     row = conn.execute("SELECT * FROM drones WHERE name = ?", (name,)).fetchone()
     return None if row is None else view(row, _running(conn, name))
 
 
-def listing(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+def listing(conn: Connection) -> list[dict[str, Any]]:
     counts = dict(conn.execute(
         "SELECT drone, COUNT(*) FROM tasks WHERE state IN ('dispatched', 'running')"
         " GROUP BY drone"
@@ -58,7 +57,7 @@ def listing(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     return [view(row, counts.get(row["name"], 0), trust=True) for row in rows]
 
 
-def set_drain(conn: sqlite3.Connection, name: str, drain: bool, by: str) -> dict[str, Any]:
+def set_drain(conn: Connection, name: str, drain: bool, by: str) -> dict[str, Any]:
     with transaction(conn):
         cur = conn.execute("UPDATE drones SET draining = ? WHERE name = ?", (int(drain), name))
         if cur.rowcount == 0:

@@ -8,15 +8,15 @@ cancel); rather than thread its results back up every caller, it queues them on
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from dragoon.relay import jobs
 from dragoon.relay.context import Relay
+from dragoon.relay.db import Connection
 from dragoon.relay.tasks import row_of
 
 
-def _views(conn: sqlite3.Connection, relay: Relay, job_ids: list[str],
+def _views(conn: Connection, relay: Relay, job_ids: list[str],
            task_ids: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     job_views = [jobs.view(conn, row) for j in job_ids if (row := jobs.row_of(conn, j))]
     task_views = [relay.tasks.view(conn, row) for t in task_ids if (row := row_of(conn, t))]

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import collections
 import json
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from dragoon.relay import audit
 from dragoon.relay import tasks as task_store
-from dragoon.relay.db import transaction
+from dragoon.relay.db import Connection, Row, transaction
 from dragoon.relay.errors import ApiError, not_found
 from dragoon.relay.models import JobBody, TrialBody
 from dragoon.shared.jobs import check_job_id
@@ -51,13 +50,13 @@ class CheckedTrial:
     spares: list[Order] = field(default_factory=list)
 
 
-def row_of(conn: sqlite3.Connection, job_id: str) -> sqlite3.Row | None:
-    row: sqlite3.Row | None = conn.execute(
+def row_of(conn: Connection, job_id: str) -> Row | None:
+    row: Row | None = conn.execute(
         "SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
     return row
 
 
-def _own_job(conn: sqlite3.Connection, who: str, job_id: str, doing: str) -> sqlite3.Row:
+def _own_job(conn: Connection, who: str, job_id: str, doing: str) -> Row:
     """The job's row when ``who`` is its pilot: 404 when there is no such job, 403
     ``not_your_job`` when it is another pilot's (only a job's pilot may change it)."""
     job = row_of(conn, job_id)
@@ -69,7 +68,7 @@ def _own_job(conn: sqlite3.Connection, who: str, job_id: str, doing: str) -> sql
     return job
 
 
-def _latest(conn: sqlite3.Connection, job_id: str) -> list[sqlite3.Row]:
+def _latest(conn: Connection, job_id: str) -> list[Row]:
     """Each trial's latest attempt."""
     return conn.execute(
         "SELECT t.* FROM tasks t WHERE t.job_id = ? AND t.attempt = (SELECT MAX(u.attempt)"
@@ -77,7 +76,7 @@ def _latest(conn: sqlite3.Connection, job_id: str) -> list[sqlite3.Row]:
         (job_id,)).fetchall()
 
 
-def _retry_due(conn: sqlite3.Connection, job: sqlite3.Row, task: sqlite3.Row) -> bool:
+def _retry_due(conn: Connection, job: Row, task: Row) -> bool:
     """Whether ``task`` (final) should be followed by its spare: it ended lost, or failed
     with an exit code in ``retry_on``; the job runs on; a spare for the next attempt waits."""
     if job["cancel_requested"] or job["stopped"]:
@@ -91,7 +90,7 @@ def _retry_due(conn: sqlite3.Connection, job: sqlite3.Row, task: sqlite3.Row) ->
         (job["id"], task["trial"], task["attempt"] + 1)).fetchone() is not None
 
 
-def view(conn: sqlite3.Connection, job: sqlite3.Row) -> dict[str, Any]:
+def view(conn: Connection, job: Row) -> dict[str, Any]:
     """The job as the API shows it (docs/api.md, JOBVIEW): counts over latest attempts."""
     counts = dict.fromkeys(COUNTS, 0)
     due = False
@@ -113,7 +112,7 @@ def view(conn: sqlite3.Connection, job: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-def _state(job: sqlite3.Row, counts: dict[str, int], due: bool) -> str:
+def _state(job: Row, counts: dict[str, int], due: bool) -> str:
     if counts["queued"] or counts["running"] or due:
         return "running"
     if job["cancel_requested"]:
@@ -126,14 +125,14 @@ def _state(job: sqlite3.Row, counts: dict[str, int], due: bool) -> str:
     return "partly_failed"
 
 
-def get(conn: sqlite3.Connection, job_id: str) -> dict[str, Any]:
+def get(conn: Connection, job_id: str) -> dict[str, Any]:
     job = row_of(conn, job_id)
     if job is None:
         raise not_found("job")
     return view(conn, job)
 
 
-def listing(conn: sqlite3.Connection, *, limit: int, before: str | None) -> dict[str, Any]:
+def listing(conn: Connection, *, limit: int, before: str | None) -> dict[str, Any]:
     """A page of jobs, newest first."""
     anchor = None
     if before:
@@ -185,7 +184,7 @@ def check_trials(trials: list[CheckedTrial], retries: int) -> None:
             seen_orders.add(order.id)
 
 
-def create(conn: sqlite3.Connection, store: task_store.TaskStore, pilot: str, body: JobBody,
+def create(conn: Connection, store: task_store.TaskStore, pilot: str, body: JobBody,
            trials: list[CheckedTrial]) -> tuple[dict[str, Any], list[str], list[str]]:
     """Create the job with its first trials, all or nothing: (job view, task ids, wake)."""
     job_id = checked_job_id(body.id)
@@ -206,7 +205,7 @@ def create(conn: sqlite3.Connection, store: task_store.TaskStore, pilot: str, bo
     return view(conn, job), ids, wake
 
 
-def add(conn: sqlite3.Connection, store: task_store.TaskStore, pilot: str, job_id: str,
+def add(conn: Connection, store: task_store.TaskStore, pilot: str, job_id: str,
         trials: list[CheckedTrial]) -> tuple[dict[str, Any], list[str], list[str]]:
     """More trials (a chunk of a big sweep), or a new attempt of a trial that has ended
     (``dragoon job retry``): only the job's own pilot may add."""
@@ -225,7 +224,7 @@ def add(conn: sqlite3.Connection, store: task_store.TaskStore, pilot: str, job_i
     return view(conn, job), ids, wake
 
 
-def _add(conn: sqlite3.Connection, store: task_store.TaskStore, pilot: str, job_id: str,
+def _add(conn: Connection, store: task_store.TaskStore, pilot: str, job_id: str,
          trials: list[CheckedTrial], now: float) -> tuple[list[str], list[str]]:
     task_store.check_quota(conn, store.config, pilot, len(trials))
     ids: list[str] = []
@@ -260,7 +259,7 @@ def _add(conn: sqlite3.Connection, store: task_store.TaskStore, pilot: str, job_
     return ids, wake
 
 
-def cancel_queued(conn: sqlite3.Connection, job_id: str, error: str, now: float) -> list[str]:
+def cancel_queued(conn: Connection, job_id: str, error: str, now: float) -> list[str]:
     """Cancel every queued trial of the job and drop its spares; the ids cancelled."""
     ids = [r["id"] for r in conn.execute(
         "SELECT id FROM tasks WHERE job_id = ? AND state = 'queued' ORDER BY num", (job_id,))]
@@ -271,7 +270,7 @@ def cancel_queued(conn: sqlite3.Connection, job_id: str, error: str, now: float)
     return ids
 
 
-def request_cancel(conn: sqlite3.Connection, pilot: str, job_id: str,
+def request_cancel(conn: Connection, pilot: str, job_id: str,
                    listed: list[str]) -> list[str]:
     """Mark the job cancelled, cancel its queued trials and drop spares, in one
     transaction; every ``listed`` task must be one of the job's. The ids cancelled."""
@@ -290,7 +289,7 @@ def request_cancel(conn: sqlite3.Connection, pilot: str, job_id: str,
     return ids
 
 
-def settle(conn: sqlite3.Connection, task_id: str) -> str | None:
+def settle(conn: Connection, task_id: str) -> str | None:
     """After ``task_id`` became final, in the caller's transaction: its retry from a
     spare, or the job's stop, and the job's end. The new task's id, if one was queued."""
     task = task_store.row_of(conn, task_id)
@@ -320,7 +319,7 @@ def settle(conn: sqlite3.Connection, task_id: str) -> str | None:
     return new_id
 
 
-def _retry(conn: sqlite3.Connection, job: sqlite3.Row, task: sqlite3.Row,
+def _retry(conn: Connection, job: Row, task: Row,
            now: float) -> tuple[str, list[str]]:
     """The spare of the next attempt as a queued task; the unique index forbids a second."""
     attempt = task["attempt"] + 1
@@ -344,7 +343,7 @@ def _retry(conn: sqlite3.Connection, job: sqlite3.Row, task: sqlite3.Row,
     return new_id, wake
 
 
-def _mark_final(conn: sqlite3.Connection, job_id: str, now: float) -> None:
+def _mark_final(conn: Connection, job_id: str, now: float) -> None:
     job = row_of(conn, job_id)
     if job is None or job["finished_at"] is not None:
         return
@@ -352,7 +351,7 @@ def _mark_final(conn: sqlite3.Connection, job_id: str, now: float) -> None:
         conn.execute("UPDATE jobs SET finished_at = ? WHERE id = ?", (now, job_id))
 
 
-def came_back(conn: sqlite3.Connection, task_id: str) -> list[str]:
+def came_back(conn: Connection, task_id: str) -> list[str]:
     """A ``lost`` task its drone reports running again: its retry, if still queued, goes
     back to being a spare (it never ran), so the trial is this attempt again; a retry
     already handed out runs too (docs/jobs.md). The ids put back."""
@@ -375,7 +374,7 @@ def came_back(conn: sqlite3.Connection, task_id: str) -> list[str]:
     return ids
 
 
-def settle_all(conn: sqlite3.Connection) -> int:
+def settle_all(conn: Connection) -> int:
     """At relay start: settle every unfinished job's final latest attempts again, so a
     retry or an end a crash left undone is done (the unique index keeps it once)."""
     done = 0

@@ -11,7 +11,6 @@ import hmac
 import math
 import re
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,7 @@ import pyotp
 from dragoon.relay import audit
 from dragoon.relay.auth import token_hash
 from dragoon.relay.config import RelayConfig
-from dragoon.relay.db import transaction
+from dragoon.relay.db import Connection, transaction
 from dragoon.relay.errors import ApiError
 from dragoon.shared.errors import SignatureError
 from dragoon.shared.keys import PublicKey
@@ -39,7 +38,7 @@ def totp_uri(secret: str, pilot: str) -> str:
 
 
 def issue_challenge(
-    conn: sqlite3.Connection, config: RelayConfig, fingerprint: str
+    conn: Connection, config: RelayConfig, fingerprint: str
 ) -> dict[str, Any]:
     """A single-use challenge; unknown fingerprints get one too, so keys cannot be probed."""
     if not FINGERPRINT.fullmatch(fingerprint):
@@ -55,7 +54,7 @@ def issue_challenge(
     return {"challenge": challenge, "expires_at": expires_at}
 
 
-def bound_challenges(conn: sqlite3.Connection, cap: int) -> None:
+def bound_challenges(conn: Connection, cap: int) -> None:
     """Keep at most ``cap`` live challenges: the oldest give way to the newest.
 
     Rowids only grow, so the rows more than ``cap`` behind the newest are the
@@ -89,7 +88,7 @@ def matching_step(secret: str, code: str, now: float) -> int | None:
 
 
 def login(
-    conn: sqlite3.Connection, config: RelayConfig, attempt: LoginAttempt
+    conn: Connection, config: RelayConfig, attempt: LoginAttempt
 ) -> dict[str, Any] | ApiError:
     now = time.time()
     with transaction(conn):
@@ -97,7 +96,7 @@ def login(
 
 
 def _login(
-    conn: sqlite3.Connection, config: RelayConfig, attempt: LoginAttempt, now: float
+    conn: Connection, config: RelayConfig, attempt: LoginAttempt, now: float
 ) -> dict[str, Any] | ApiError:
     row = conn.execute(
         "DELETE FROM challenges WHERE challenge = ? RETURNING fingerprint, expires_at",
@@ -156,13 +155,13 @@ def _login(
     return {"token": token, "expires_at": expires_at, "pilot": name}
 
 
-def logout(conn: sqlite3.Connection, digest: str, pilot: str) -> None:
+def logout(conn: Connection, digest: str, pilot: str) -> None:
     with transaction(conn):
         conn.execute("DELETE FROM sessions WHERE token_hash = ?", (digest,))
         audit.record(conn, pilot, "logout", pilot)
 
 
-def add_operator(conn: sqlite3.Connection, name: str, key: PublicKey) -> str:
+def add_operator(conn: Connection, name: str, key: PublicKey) -> str:
     """Register a pilot (or give an existing one a new key and TOTP secret); returns the secret."""
     secret = new_totp_secret()
     with transaction(conn):

@@ -7,22 +7,21 @@ never sees the text.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from typing import Any
 
-from dragoon.relay.db import transaction
+from dragoon.relay.db import Connection, Row, transaction
 from dragoon.relay.tasks import FINISHED, own_task, task_finished
 
 
-def view(row: sqlite3.Row) -> dict[str, Any]:
+def view(row: Row) -> dict[str, Any]:
     return {"id": row["id"], "task": row["task"], "drone": row["drone"], "index": row["idx"],
             "sealed": row["sealed"], "size": row["size"], "created_at": row["created_at"],
             "acked": bool(row["acked"])}
 
 
 def add(
-    conn: sqlite3.Connection, drone: str, task: str, index: int, sealed: str, size: int
+    conn: Connection, drone: str, task: str, index: int, sealed: str, size: int
 ) -> tuple[dict[str, Any], bool]:
     """Store a message once per ``(task, index)``; returns it and whether it is new.
 
@@ -47,7 +46,7 @@ def add(
 
 
 def listing(
-    conn: sqlite3.Connection, *, after: int | None, unread: bool, limit: int,
+    conn: Connection, *, after: int | None, unread: bool, limit: int,
     job: str | None = None, task: str | None = None,
 ) -> list[dict[str, Any]]:
     """A page of the inbox, oldest first after ``after``; ``job`` keeps only the messages
@@ -70,7 +69,7 @@ def listing(
     return [view(row) for row in rows]
 
 
-def ack(conn: sqlite3.Connection, ids: list[int]) -> int:
+def ack(conn: Connection, ids: list[int]) -> int:
     with transaction(conn):
         total = 0
         for start in range(0, len(ids), 500):

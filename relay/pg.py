@@ -186,6 +186,11 @@ class PgConnection:
     def rollback(self) -> None:
         self.raw.execute("ROLLBACK")
 
+    @property
+    def broken(self) -> bool:
+        """The server went away (restarted, failed over): this connection is done for."""
+        return bool(self.raw.closed or self.raw.broken)
+
     def close(self) -> None:
         self.raw.close()
 

@@ -25,13 +25,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from dragoon.relay.db import relaxed_durability, transaction
+from dragoon.relay.db import Connection, Row, relaxed_durability, transaction
 from dragoon.relay.errors import ApiError, not_found
 from dragoon.relay.output import STREAMS, TASK_ID, Appended, Closed, Gap
 from dragoon.relay.units import format_size
@@ -67,16 +66,16 @@ def exceeded(detail: str, *, scope: str, used: int, quota: int) -> ApiError:
     return ApiError(STATUS, CODE, detail, scope=scope, used=used, quota=quota)
 
 
-def used(conn: sqlite3.Connection, drone: str) -> int:
+def used(conn: Connection, drone: str) -> int:
     row = conn.execute("SELECT bytes FROM storage WHERE drone = ?", (drone,)).fetchone()
     return 0 if row is None else int(row[0])
 
 
-def used_total(conn: sqlite3.Connection) -> int:
+def used_total(conn: Connection) -> int:
     return int(conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM storage").fetchone()[0])
 
 
-def check(conn: sqlite3.Connection, limits: Limits, drone: str, incoming: int) -> None:
+def check(conn: Connection, limits: Limits, drone: str, incoming: int) -> None:
     """Raise 507 when ``incoming`` more bytes would put the drone, or the relay, over quota."""
     if incoming <= 0 or not limits.active:
         return
@@ -96,7 +95,7 @@ def check(conn: sqlite3.Connection, limits: Limits, drone: str, incoming: int) -
             )
 
 
-def charge(conn: sqlite3.Connection, drone: str, delta: int) -> None:
+def charge(conn: Connection, drone: str, delta: int) -> None:
     """Add (or with a negative delta, give back) bytes; inside the caller's transaction."""
     if delta == 0:
         return
@@ -108,7 +107,7 @@ def charge(conn: sqlite3.Connection, drone: str, delta: int) -> None:
 
 
 @contextlib.contextmanager
-def _relaxed(conn: sqlite3.Connection) -> Iterator[None]:
+def _relaxed(conn: Connection) -> Iterator[None]:
     """A transaction that skips its own fsync (SQLite: WAL, synchronous=NORMAL;
     PostgreSQL: synchronous_commit off).
 
@@ -121,7 +120,7 @@ def _relaxed(conn: sqlite3.Connection) -> Iterator[None]:
         yield
 
 
-def record_log(conn: sqlite3.Connection, drone: str, task: str, stream: str, size: int) -> None:
+def record_log(conn: Connection, drone: str, task: str, stream: str, size: int) -> None:
     """The log now holds ``size`` bytes: remember it and charge what is new."""
     row = conn.execute(
         "SELECT size FROM log_sizes WHERE task = ? AND stream = ?", (task, stream)
@@ -148,7 +147,7 @@ def record_log(conn: sqlite3.Connection, drone: str, task: str, stream: str, siz
 
 
 def check_append(
-    conn: sqlite3.Connection, limits: Limits, drone: str, task: str, incoming: int
+    conn: Connection, limits: Limits, drone: str, task: str, incoming: int
 ) -> None:
     row = conn.execute("SELECT pruned_at FROM tasks WHERE id = ?", (task,)).fetchone()
     if row is not None and row["pruned_at"] is not None:
@@ -159,7 +158,7 @@ def check_append(
 
 async def append_log(
     relay: Relay, drone: str, task: str, stream: str, offset: int, data: bytes,
-) -> tuple[sqlite3.Row, Appended | Gap | Closed]:
+) -> tuple[Row, Appended | Gap | Closed]:
     """``OutputStore.append`` for the drone's own task, with the quota checked before and
     the new length counted after; the task's row and the store's answer.
 
@@ -190,8 +189,8 @@ async def append_log(
 
 
 def admit_append(
-    conn: sqlite3.Connection, limits: Limits, drone: str, task: str, incoming: int | None
-) -> tuple[sqlite3.Row, bool]:
+    conn: Connection, limits: Limits, drone: str, task: str, incoming: int | None
+) -> tuple[Row, bool]:
     """The drone's own task (``own_task``) and whether it is finished, with the quota
     checked for ``incoming`` new bytes unless None (no check asked for) or the task is
     finished (its closed log takes nothing new)."""
@@ -247,13 +246,13 @@ class LogSizes:
             self._writing = False
 
 
-def record_logs(conn: sqlite3.Connection, sizes: dict[tuple[str, str], tuple[str, int]]) -> None:
+def record_logs(conn: Connection, sizes: dict[tuple[str, str], tuple[str, int]]) -> None:
     for (task, stream), (drone, size) in sizes.items():
         record_log(conn, drone, task, stream, size)
 
 
 def blob_refusal(
-    conn: sqlite3.Connection, limits: Limits, drone: str, size: int, task: str | None,
+    conn: Connection, limits: Limits, drone: str, size: int, task: str | None,
     path: str | None, fetch: str | None,
 ) -> ApiError | None:
     """Why an upload may not be received (read only), or None to receive it."""
@@ -277,7 +276,7 @@ def blob_refusal(
     return None
 
 
-def fail_fetch(conn: sqlite3.Connection, fetch_id: str, refusal: ApiError) -> None:
+def fail_fetch(conn: Connection, fetch_id: str, refusal: ApiError) -> None:
     """A fetch that does not fit fails at once, with the reason, rather than hang pending."""
     with transaction(conn):
         conn.execute(
@@ -310,16 +309,16 @@ async def guard_blob(
 
 # ----- counting the logs an older relay left behind (once, after migration 2) -----
 
-def _flag(conn: sqlite3.Connection, name: str) -> bool:
+def _flag(conn: Connection, name: str) -> bool:
     return conn.execute("SELECT 1 FROM counters WHERE name = ?", (name,)).fetchone() is not None
 
 
-def _clear_flag(conn: sqlite3.Connection, name: str) -> None:
+def _clear_flag(conn: Connection, name: str) -> None:
     with transaction(conn):
         conn.execute("DELETE FROM counters WHERE name = ?", (name,))
 
 
-def _backfill_batch(conn: sqlite3.Connection, items: list[tuple[str, str, int]]) -> int:
+def _backfill_batch(conn: Connection, items: list[tuple[str, str, int]]) -> int:
     """Count logs not counted yet; a log an append has counted meanwhile is left alone."""
     charged = 0
     with transaction(conn):
@@ -363,7 +362,7 @@ def backfill_logs(call: DbCall, logs_dir: Path) -> int | None:
     return total
 
 
-def usage_by_drone(conn: sqlite3.Connection) -> dict[str, int]:
+def usage_by_drone(conn: Connection) -> dict[str, int]:
     return {str(r[0]): int(r[1]) for r in conn.execute(
         "SELECT drone, bytes FROM storage ORDER BY drone")}
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import sqlite3
 import time
 from typing import Any
 
-from dragoon.relay.db import transaction
+from dragoon.relay.db import Connection, transaction
 from dragoon.relay.errors import ApiError, not_found
 from dragoon.shared.errors import DragoonError
 from dragoon.shared.keys import PublicKey
@@ -31,7 +30,7 @@ def _invalid(detail: str) -> ApiError:
     return ApiError(422, "invalid", detail)
 
 
-def store_pilot_key(conn: sqlite3.Connection, fingerprint: str, x25519: str,
+def store_pilot_key(conn: Connection, fingerprint: str, x25519: str,
                     signature: str) -> dict[str, Any]:
     """``PUT /v1/pilot/x25519``: the pilot's X25519 key, once its SSH key certifies it."""
     row = conn.execute("SELECT public_key FROM pilots WHERE fingerprint = ?",
@@ -54,7 +53,7 @@ def store_pilot_key(conn: sqlite3.Connection, fingerprint: str, x25519: str,
     return {"fingerprint": fingerprint, "x25519_public_key": x25519}
 
 
-def store_pilots_list(conn: sqlite3.Connection, drone: str, fingerprint: str, text: str,
+def store_pilots_list(conn: Connection, drone: str, fingerprint: str, text: str,
                       signature: str) -> dict[str, Any]:
     """``PUT /v1/worker/pilots``: the drone's signed list, if newer than the one kept."""
     row = conn.execute("SELECT public_key FROM drones WHERE name = ? AND fingerprint = ?",
@@ -84,7 +83,7 @@ def store_pilots_list(conn: sqlite3.Connection, drone: str, fingerprint: str, te
     return {"version": parsed.version, "stored": True}
 
 
-def recipients(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
+def recipients(conn: Connection, name: str) -> dict[str, Any]:
     """``GET /v1/workers/{name}/recipients``: everything a pilot needs to choose, and check,
     whom a task for ``name`` is encrypted for (docs/protocol.md, "Recipients")."""
     drone = conn.execute("SELECT * FROM drones WHERE name = ?", (name,)).fetchone()

@@ -33,13 +33,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import sqlite3
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from dragoon.relay.db import Database, transaction
+from dragoon.relay.db import Connection, Database, transaction
 from dragoon.shared import constants as c
 
 log = logging.getLogger(__name__)
@@ -104,7 +103,7 @@ class Start:
     nonces: list[tuple[str, float]]
 
 
-def start(conn: sqlite3.Connection, now: float) -> Start:
+def start(conn: Connection, now: float) -> Start:
     """The floor is the stored mark; take a new lease (never lowering it), load the nonces."""
     with transaction(conn):
         row = conn.execute("SELECT value FROM counters WHERE name = ?",
@@ -117,7 +116,7 @@ def start(conn: sqlite3.Connection, now: float) -> Start:
     return Start(floor, mark, [(r["nonce"], float(r["expires_at"])) for r in nonces])
 
 
-def _store_mark(conn: sqlite3.Connection, mark: int) -> None:
+def _store_mark(conn: Connection, mark: int) -> None:
     conn.execute(
         "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE"
         " SET value = CASE WHEN excluded.value > counters.value THEN excluded.value"
@@ -125,7 +124,7 @@ def _store_mark(conn: sqlite3.Connection, mark: int) -> None:
     )
 
 
-def _commit(conn: sqlite3.Connection, batch: list[tuple[str, int, float]], now: float) -> int:
+def _commit(conn: Connection, batch: list[tuple[str, int, float]], now: float) -> int:
     """One transaction: the mark raised a lease past ``now``, then the nonces it does not cover."""
     mark = math.ceil(now) + LEASE
     with transaction(conn):

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -33,7 +32,7 @@ from typing import Any, Final, Protocol
 
 from dragoon.relay import quota
 from dragoon.relay.blobs import SHA256
-from dragoon.relay.db import transaction
+from dragoon.relay.db import Connection, transaction
 from dragoon.relay.output import CLOSED
 from dragoon.shared.models import FINAL_STATES
 
@@ -93,7 +92,7 @@ def _in(values: Iterable[str]) -> str:
     return ",".join("?" * len(list(values)))
 
 
-def _unreferenced(conn: sqlite3.Connection, shas: Iterable[str]) -> list[str]:
+def _unreferenced(conn: Connection, shas: Iterable[str]) -> list[str]:
     free = []
     for sha in sorted(set(shas)):
         if conn.execute(
@@ -104,7 +103,7 @@ def _unreferenced(conn: sqlite3.Connection, shas: Iterable[str]) -> list[str]:
     return free
 
 
-def prune_tasks(conn: sqlite3.Connection, cutoff: float, limit: int = BATCH) -> Pruned | None:
+def prune_tasks(conn: Connection, cutoff: float, limit: int = BATCH) -> Pruned | None:
     """Make tombstones of up to ``limit`` due tasks, in one transaction; None when none is due."""
     with transaction(conn):
         ids = [r[0] for r in conn.execute(
@@ -136,7 +135,7 @@ def prune_tasks(conn: sqlite3.Connection, cutoff: float, limit: int = BATCH) -> 
     return Pruned(ids, free, artifacts, messages, 0, len(set(shas)) - len(free))
 
 
-def prune_fetches(conn: sqlite3.Connection, cutoff: float, limit: int = BATCH) -> Pruned | None:
+def prune_fetches(conn: Connection, cutoff: float, limit: int = BATCH) -> Pruned | None:
     """Delete up to ``limit`` finished fetches created before the cutoff, in one transaction."""
     with transaction(conn):
         rows = conn.execute(
@@ -155,13 +154,13 @@ def prune_fetches(conn: sqlite3.Connection, cutoff: float, limit: int = BATCH) -
     return Pruned([], free, 0, 0, len(ids), len(shas) - len(free))
 
 
-def add_reclaimed(conn: sqlite3.Connection, amount: int) -> None:
+def add_reclaimed(conn: Connection, amount: int) -> None:
     if amount <= 0:
         return
     with transaction(conn):
         conn.execute(
             "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name)"
-            " DO UPDATE SET value = value + excluded.value", (RECLAIMED, amount),
+            " DO UPDATE SET value = counters.value + excluded.value", (RECLAIMED, amount),
         )
 
 
@@ -241,7 +240,7 @@ class FileSpace:
 
 # ----- dry run: the same selection, read only -----
 
-def _plan_rows(conn: sqlite3.Connection, cutoff: float) -> dict[str, Any]:
+def _plan_rows(conn: Connection, cutoff: float) -> dict[str, Any]:
     args = {"cutoff": cutoff}
     due_tasks = f"SELECT id FROM tasks WHERE {_DUE_TASK}"  # noqa: S608
     ids = [r[0] for r in conn.execute(due_tasks, args)]
@@ -270,7 +269,7 @@ def _plan_rows(conn: sqlite3.Connection, cutoff: float) -> dict[str, Any]:
 
 # ----- orphans: content no record names, and uploads that never finished -----
 
-def _referenced(conn: sqlite3.Connection, shas: list[str]) -> set[str]:
+def _referenced(conn: Connection, shas: list[str]) -> set[str]:
     found: set[str] = set()
     for start in range(0, len(shas), 400):
         chunk = shas[start:start + 400]
@@ -361,7 +360,7 @@ def collect(
     return report
 
 
-def storage_stats(conn: sqlite3.Connection) -> dict[str, Any]:
+def storage_stats(conn: Connection) -> dict[str, Any]:
     """Bytes held, in all and per drone, and bytes reclaimed ever: for /metrics.
 
     Proposed names: ``dragoon_storage_bytes{drone=…}`` (gauge, one per drone),

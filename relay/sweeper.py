@@ -13,17 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import threading
 import time
 
 from dragoon.relay.context import Relay
-from dragoon.relay.db import OperationalError, transaction
+from dragoon.relay.db import Connection, OperationalError, transaction
 
 log = logging.getLogger("dragoon.relay")
 
 
-def purge(conn: sqlite3.Connection, lockout_window: float) -> None:
+def purge(conn: Connection, lockout_window: float) -> None:
     now = time.time()
     with transaction(conn):
         conn.execute("DELETE FROM nonces WHERE expires_at < ?", (now,))

@@ -13,7 +13,6 @@ import base64
 import binascii
 import json
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 from dragoon.relay import audit, waiting
 from dragoon.relay import orders as relay_orders
 from dragoon.relay.config import RelayConfig
-from dragoon.relay.db import transaction
+from dragoon.relay.db import Connection, Row, transaction
 from dragoon.relay.enroll import check_labels
 from dragoon.relay.errors import ApiError, not_found
 from dragoon.relay.models import FinishBody, SubmitBody
@@ -41,8 +40,8 @@ def new_id() -> str:
     return "t-" + "".join(secrets.choice(TASK_ID_ALPHABET) for _ in range(TASK_ID_LENGTH))
 
 
-def row_of(conn: sqlite3.Connection, task_id: str) -> sqlite3.Row | None:
-    row: sqlite3.Row | None = conn.execute(
+def row_of(conn: Connection, task_id: str) -> Row | None:
+    row: Row | None = conn.execute(
         "SELECT * FROM tasks WHERE id = ?", (task_id,)
     ).fetchone()
     return row
@@ -52,7 +51,7 @@ def labels_match(wanted: list[str], have: list[str]) -> bool:
     return set(wanted) <= set(have)
 
 
-def own_task(conn: sqlite3.Connection, drone: str, task_id: str) -> sqlite3.Row:
+def own_task(conn: Connection, drone: str, task_id: str) -> Row:
     """The task if it was handed to this drone; 404 otherwise (a drone sees only its own).
 
     One answer for a task that does not exist, is another drone's, or was
@@ -65,19 +64,19 @@ def own_task(conn: sqlite3.Connection, drone: str, task_id: str) -> sqlite3.Row:
     return row
 
 
-def task_finished(row: sqlite3.Row, what: str, **extra: Any) -> ApiError:
+def task_finished(row: Row, what: str, **extra: Any) -> ApiError:
     """The answer to anything new for a finished task: its outcome is recorded, the log closed."""
     return ApiError(409, "task_finished", f"task {row['id']} has finished ({row['state']}); "
                     f"{what}", state=row["state"], **extra)
 
 
-def same_outcome(row: sqlite3.Row, body: FinishBody) -> bool:
+def same_outcome(row: Row, body: FinishBody) -> bool:
     """A finish that repeats the recorded one (the drone lost the answer): state and exit."""
     return (row["state"], row["exit_code"], row["signal"]) == (
         body.state, body.exit_code, body.signal)
 
 
-def lose_drone_tasks(conn: sqlite3.Connection, drone: str, reason: str, now: float) -> list[str]:
+def lose_drone_tasks(conn: Connection, drone: str, reason: str, now: float) -> list[str]:
     """End the drone's dispatched and running tasks as ``lost``; their ids, oldest first.
 
     Called inside the caller's transaction (a replacement swaps the key in the
@@ -97,7 +96,7 @@ def lose_drone_tasks(conn: sqlite3.Connection, drone: str, reason: str, now: flo
     return ids
 
 
-def settle_each(conn: sqlite3.Connection, task_ids: list[str]) -> None:
+def settle_each(conn: Connection, task_ids: list[str]) -> None:
     """``jobs.settle`` for each task just made final, in the caller's transaction."""
     from dragoon.relay import jobs  # relay/jobs.py imports this module
 
@@ -146,7 +145,7 @@ def check_trial(body: SubmitBody, order: Order) -> None:
     relay_orders.same(order, "target", target, "target")
 
 
-def check_quota(conn: sqlite3.Connection, config: RelayConfig, pilot: str, adding: int) -> None:
+def check_quota(conn: Connection, config: RelayConfig, pilot: str, adding: int) -> None:
     """429 when ``adding`` more queued tasks would pass the pilot's queue quota."""
     queued = conn.execute(
         "SELECT COUNT(*) FROM tasks WHERE pilot = ? AND state = 'queued'", (pilot,)
@@ -158,7 +157,7 @@ def check_quota(conn: sqlite3.Connection, config: RelayConfig, pilot: str, addin
         )
 
 
-def drones_for(conn: sqlite3.Connection, labels: list[str]) -> list[str]:
+def drones_for(conn: Connection, labels: list[str]) -> list[str]:
     """The undrained drones with all ``labels``: whom a submit for them wakes."""
     return [row["name"] for row in conn.execute("SELECT name, labels FROM drones"
                                                 " WHERE draining = 0")
@@ -172,7 +171,7 @@ class TaskStore:
         self.config = config
         self.output = output
 
-    def view(self, conn: sqlite3.Connection, row: sqlite3.Row,
+    def view(self, conn: Connection, row: Row,
              fleet: waiting.FleetSnapshot | None = None,
              sizes: dict[str, object] | None = None) -> dict[str, Any]:
         """The task as the API shows it; a queued one says why it waits (relay/waiting.py).
@@ -202,13 +201,13 @@ class TaskStore:
             **(self.output.sizes(row["id"]) if sizes is None else sizes),
         }
 
-    def get(self, conn: sqlite3.Connection, task_id: str) -> dict[str, Any]:
+    def get(self, conn: Connection, task_id: str) -> dict[str, Any]:
         row = row_of(conn, task_id)
         if row is None:
             raise not_found("task")
         return self.view(conn, row)
 
-    def submit(self, conn: sqlite3.Connection, pilot: str, body: SubmitBody,
+    def submit(self, conn: Connection, pilot: str, body: SubmitBody,
                order: Order) -> Submitted:
         """Queue the task with its pilot's order, once the order says what the body says.
 
@@ -227,7 +226,7 @@ class TaskStore:
         assert row is not None
         return Submitted(self.view(conn, row), wake)
 
-    def insert(self, conn: sqlite3.Connection, pilot: str, body: SubmitBody, order: Order,
+    def insert(self, conn: Connection, pilot: str, body: SubmitBody, order: Order,
                now: float, *, job: tuple[str, int, int] | None = None) -> tuple[str, list[str]]:
         """Insert one queued task (inside the caller's transaction), of ``job`` = (id,
         trial, attempt) if given; its id and the drones that may take it now."""
@@ -259,7 +258,7 @@ class TaskStore:
         return task_id, wake
 
     def listing(
-        self, conn: sqlite3.Connection, *, drone: str | None, state: str | None,
+        self, conn: Connection, *, drone: str | None, state: str | None,
         limit: int, before: str | None, id_prefix: str | None = None,
         job: str | None = None,
     ) -> dict[str, Any]:
@@ -309,7 +308,7 @@ class TaskStore:
         return {"tasks": tasks, "next": tasks[-1]["id"] if len(rows) > limit else None}
 
     def cancel(
-        self, conn: sqlite3.Connection, task_id: str, grace: int | None, pilot: str,
+        self, conn: Connection, task_id: str, grace: int | None, pilot: str,
         order: Order | None = None, signature: str | None = None,
     ) -> Changed:
         """Cancel: a queued task here and now; a handed-out one through its drone, which
@@ -351,7 +350,7 @@ class TaskStore:
         return Changed(self.view(conn, new), wake)
 
     def recorded_finish(
-        self, conn: sqlite3.Connection, drone: str, body: FinishBody
+        self, conn: Connection, drone: str, body: FinishBody
     ) -> dict[str, Any] | None:
         """Before the log is closed: the answer to a repeated finish, or None for a new one.
 
@@ -366,7 +365,7 @@ class TaskStore:
         raise task_finished(row, "another outcome is refused")
 
     def finish(
-        self, conn: sqlite3.Connection, drone: str, body: FinishBody
+        self, conn: Connection, drone: str, body: FinishBody
     ) -> dict[str, Any]:
         """Record the outcome once its log is closed; a report replaces ``lost``.
 

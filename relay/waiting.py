@@ -19,9 +19,10 @@ The reasons, most hopeful first:
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import Any, Final
+
+from dragoon.relay.db import Connection, Row
 
 # The order a labels target picks its most hopeful candidate in.
 _HOPE: Final = {"dispatching": 0, "busy": 1, "draining": 2, "offline": 3}
@@ -32,21 +33,21 @@ class FleetSnapshot:
     """Every drone and its active task count, read once for a page of task views:
     two queries however many queued tasks the page holds."""
 
-    drones: list[sqlite3.Row]
+    drones: list[Row]
     running: dict[str, int]
 
     @classmethod
-    def read(cls, conn: sqlite3.Connection) -> FleetSnapshot:
+    def read(cls, conn: Connection) -> FleetSnapshot:
         running = dict(conn.execute(
             "SELECT drone, COUNT(*) FROM tasks WHERE state IN ('dispatched', 'running')"
             " GROUP BY drone").fetchall())
         return cls(conn.execute("SELECT * FROM drones ORDER BY name").fetchall(), running)
 
-    def named(self, name: str) -> sqlite3.Row | None:
+    def named(self, name: str) -> Row | None:
         return next((d for d in self.drones if d["name"] == name), None)
 
 
-def _of_drone(fleet: FleetSnapshot, drone: sqlite3.Row) -> dict[str, Any]:
+def _of_drone(fleet: FleetSnapshot, drone: Row) -> dict[str, Any]:
     """Why this drone does not take a task now (``dispatching`` when it would)."""
     running = fleet.running.get(drone["name"], 0)
     base = {"drone": drone["name"], "since": drone["last_seen"], "slots": drone["slots"],
@@ -60,7 +61,7 @@ def _of_drone(fleet: FleetSnapshot, drone: sqlite3.Row) -> dict[str, Any]:
     return {"reason": "dispatching", **base}
 
 
-def of_task(conn: sqlite3.Connection, row: sqlite3.Row,
+def of_task(conn: Connection, row: Row,
             fleet: FleetSnapshot | None = None) -> dict[str, Any] | None:
     """The ``waiting`` object of a queued task; ``None`` for a task in any other state.
 
@@ -110,7 +111,7 @@ def summary(waiting: dict[str, Any]) -> str:
 REPUBLISH_MAX: Final = 100
 
 
-def queued_for(conn: sqlite3.Connection, name: str) -> list[str]:
+def queued_for(conn: Connection, name: str) -> list[str]:
     """Ids of the queued tasks a drone's change concerns: by its name or by labels it has."""
     drone = conn.execute("SELECT labels FROM drones WHERE name = ?", (name,)).fetchone()
     if drone is None:

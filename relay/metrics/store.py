@@ -7,12 +7,12 @@ state is exported, zero included, so a dashboard never sees a series vanish.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any
 
+from dragoon.relay.db import Connection
 from dragoon.relay.retention import storage_stats
 from dragoon.shared.models import DroneState, TaskState
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -33,7 +33,7 @@ StateReader = Callable[[], StateCounts]
 """Called once per scrape, on the thread that builds the exposition (not the event loop)."""
 
 
-def count_states(conn: sqlite3.Connection) -> StateCounts:
+def count_states(conn: Connection) -> StateCounts:
     """Two ``GROUP BY state`` counts; ``tasks_state`` makes the task one an index scan."""
     drones = dict(conn.execute("SELECT state, COUNT(*) FROM drones GROUP BY state").fetchall())
     tasks = dict(conn.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall())

@@ -6,7 +6,6 @@ view of drones (``/v1/workers``) is ``routes/fleet.py``.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from dragoon.relay import (
@@ -23,6 +22,7 @@ from dragoon.relay import (
 from dragoon.relay.auth import DroneDep
 from dragoon.relay.blobs import check_artifact_path
 from dragoon.relay.context import Relay, RelayDep
+from dragoon.relay.db import Connection
 from dragoon.relay.errors import ApiError
 from dragoon.relay.job_news import publish_news
 from dragoon.relay.models import (
@@ -147,7 +147,7 @@ async def finish(body: FinishBody, drone: DroneDep, relay: RelayDep) -> dict[str
 
 
 def record_finish(
-    conn: sqlite3.Connection, tasks: TaskStore, drone: str, body: FinishBody
+    conn: Connection, tasks: TaskStore, drone: str, body: FinishBody
 ) -> dict[str, Any]:
     """``TaskStore.finish``, and when it changed the task, the drone's view right after the
     commit (its running count): one call on the database thread, not two."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from typing import Any, Final
 
@@ -12,6 +11,7 @@ from dragoon.relay import orders as relay_orders
 from dragoon.relay.auth import PilotDep, PilotPrincipal, check_session
 from dragoon.relay.blobs import check_artifact_path
 from dragoon.relay.context import Relay, RelayDep
+from dragoon.relay.db import Connection
 from dragoon.relay.dispatch import START_DEADLINES
 from dragoon.relay.errors import ApiError, not_found
 from dragoon.relay.job_news import publish_news
@@ -127,7 +127,7 @@ async def read_log(
     return Response(data, media_type="application/octet-stream", headers=headers)
 
 
-def follow_pass(conn: sqlite3.Connection, task_id: str, who: PilotPrincipal | None) -> str:
+def follow_pass(conn: Connection, task_id: str, who: PilotPrincipal | None) -> str:
     """The task's state for a log read, with ``who``'s session checked first when given."""
     if who is not None:
         check_session(conn, who)

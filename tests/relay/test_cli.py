@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import httpx
 import pyotp
 from dragoon.shared.enrollment import JoinToken
 
-from tests.support.relay import REPO, RelayProcess, dragoon, init_relay, new_signer
+from tests.support.relay import REPO, RelayProcess, dragoon, init_relay, new_signer, relay_db
 from tests.support.tls import self_signed_certificate
 
 
@@ -46,9 +45,9 @@ def test_enroll_takes_labels_with_spaces_after_commas(tmp_path: Path) -> None:
     init_relay(tmp_path / "relay", url="https://relay.example:8443")
     dragoon("relay", "enroll", "--data", str(tmp_path / "relay"), "--drone", "gpu-2",
             "--labels", "gpu, a100, gpu", "--ttl", "1h30m")
-    with sqlite3.connect(tmp_path / "relay" / "relay.db") as conn:
-        (labels, expires_at, created_at), = conn.execute(
-            "SELECT labels, expires_at, created_at FROM enrollments WHERE drone = 'gpu-2'")
+    with relay_db(tmp_path / "relay") as conn:
+        (labels, expires_at, created_at), = (tuple(r) for r in conn.execute(
+            "SELECT labels, expires_at, created_at FROM enrollments WHERE drone = 'gpu-2'"))
     assert json.loads(labels) == ["a100", "gpu"]
     assert 5400 <= expires_at - created_at <= 5401
 

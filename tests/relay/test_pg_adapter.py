@@ -182,6 +182,25 @@ def test_the_pg_schema_has_every_sqlite_column(tmp_path, conn: pg.PgConnection) 
     lite.close()
 
 
+def test_a_database_whose_server_dropped_it_connects_again(url: str) -> None:
+    """The server ends the relay's connection (a restart, a failover): the call that meets
+    it fails, the next one runs on a new connection."""
+    database = db.Database(None, url)  # type: ignore[arg-type]
+    try:
+        pid = database.call(lambda c: c.execute("SELECT pg_backend_pid()").fetchone()[0])
+        admin = pg.PgConnection.connect(url)
+        try:
+            admin.execute("SELECT pg_terminate_backend(?)", (pid,))
+        finally:
+            admin.close()
+        with pytest.raises(db.OperationalError):
+            database.call(lambda c: c.execute("SELECT 1").fetchone())
+        again = database.call(lambda c: c.execute("SELECT pg_backend_pid()").fetchone()[0])
+        assert again != pid
+    finally:
+        database.close()
+
+
 def test_masked_hides_the_password() -> None:
     assert pg.masked("postgresql://u:secret@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert pg.masked("postgresql://u@h/db") == "postgresql://u@h/db"

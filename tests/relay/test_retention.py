@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from tests.support.relay import (
     RelayProcess,
     dragoon,
     init_relay,
+    relay_db,
     wait_until,
 )
 from tests.support.stored import age_blobs as stored_age_blobs
@@ -60,14 +60,11 @@ def age_blobs(relay: RelayProcess) -> None:
     stored_age_blobs(relay.data_dir, OLD)
 
 
-def sql(relay: RelayProcess, statement: str, *args: Any) -> list[sqlite3.Row]:
+def sql(relay: RelayProcess, statement: str, *args: Any) -> list[Any]:
     """Set a row's age the way only time could: beside the serving relay, as gc does."""
-    conn = sqlite3.connect(relay.data_dir / "relay.db", timeout=30, isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute(statement, args).fetchall()
-    finally:
-        conn.close()
+    with relay_db(relay.data_dir) as conn:
+        cursor = conn.execute(statement, args)
+        return list(cursor.fetchall()) if cursor.description else []
 
 
 def gc(relay: RelayProcess, *args: str) -> dict[str, Any]:
