@@ -64,8 +64,9 @@ from dragoon.shared.trust import X25519Key, certify_x25519, parse_x25519
 
 REPO = Path(__file__).resolve().parents[2]
 BACKENDS = ("sqlite", "postgresql", "replicas")
-#: How many replicas the ``replicas`` backend runs.
+#: How many replicas the ``replicas`` backend runs, and where its balancer connects from.
 REPLICAS = 3
+BALANCER_ADDRESS = "127.0.0.1"
 #: The backend of every relay a test starts unless it names one: ``DRAGOON_TEST_BACKEND``.
 BACKEND = os.environ.get("DRAGOON_TEST_BACKEND", "sqlite") or "sqlite"
 if BACKEND not in BACKENDS:
@@ -888,6 +889,19 @@ class RelayServer:
             self.process.wait(10)
 
 
+def behind_balancer(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A test's relay.toml overrides for replicas behind the balancer: its own list of
+    ``trusted_proxies`` (even ``[]``, "no proxy in front") gets the balancer's address,
+    as docs/deploy.md has an operator add it, so that the relay still counts each client
+    by its own address (the one HAProxy names in X-Forwarded-For), not all as the
+    balancer's. The default list already holds loopback."""
+    changed = dict(config)
+    proxies = changed.get("trusted_proxies")
+    if isinstance(proxies, list) and BALANCER_ADDRESS not in proxies:
+        changed["trusted_proxies"] = [*proxies, BALANCER_ADDRESS]
+    return changed
+
+
 def replica_dirs(data_dir: Path, count: int = REPLICAS) -> list[Path]:
     """The data dirs of a replicated relay: ``data_dir`` itself, then copies beside it."""
     data_dir = Path(data_dir)
@@ -925,8 +939,8 @@ class RelayProcess:
             from tests.support.balancer import Balancer
 
             self.balancer = Balancer(self.data_dir.with_name(f"{self.data_dir.name}.balancer"))
-            init_relay(self.data_dir, url=url or self.balancer.url, config=self.config,
-                       backend="postgresql")
+            init_relay(self.data_dir, url=url or self.balancer.url,
+                       config=behind_balancer(self.config), backend="postgresql")
             self.servers = [RelayServer(d, self.extra_args) for d in replica_dirs(self.data_dir)]
         else:
             init_relay(self.data_dir, url=url, config=self.config, backend=self.backend)
