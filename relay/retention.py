@@ -161,7 +161,7 @@ def add_reclaimed(conn: sqlite3.Connection, amount: int) -> None:
     with transaction(conn):
         conn.execute(
             "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name)"
-            " DO UPDATE SET value = value + excluded.value", (RECLAIMED, amount),
+            " DO UPDATE SET value = counters.value + excluded.value", (RECLAIMED, amount),
         )
 
 
