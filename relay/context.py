@@ -38,6 +38,9 @@ class Relay:
     #: The other replicas on the same PostgreSQL database (relay/bus.py); LocalBus: none.
     replicas: Bus = field(default_factory=LocalBus)
     hooks: dict[str, Any] = field(default_factory=dict)
+    #: The open routes' rate limits shared with the other replicas (relay/pg_ratelimit.py);
+    #: None on SQLite, where relay/ratelimit.py's memory is the whole story.
+    rate_buckets: Any = None
 
     @classmethod
     def open(cls, config: RelayConfig) -> Relay:
@@ -59,7 +62,7 @@ class Relay:
             stdin=stores.stdin,
             log_sizes=LogSizes(db.run),
             replay=ReplayGuard(db, nonce_ttl=config.nonce_ttl, store=_nonce_store(config)),
-            signals=signals, replicas=replicas,
+            signals=signals, replicas=replicas, rate_buckets=_rate_buckets(config),
         )
 
     async def start(self) -> None:
@@ -73,6 +76,8 @@ class Relay:
         close = getattr(self.replay.store, "close", None)  # the shared nonces' connection
         if close is not None:
             await close()
+        if self.rate_buckets is not None:
+            await self.rate_buckets.close()
 
     def stopping(self) -> None:
         """Release held requests (long-polls, follows, event streams) so shutdown is quick."""
@@ -94,6 +99,17 @@ def _nonce_store(config: RelayConfig) -> NonceStore | None:
     from dragoon.relay.pg_nonces import PgNonces
 
     return PgNonces(config.database)
+
+
+def _rate_buckets(config: RelayConfig) -> Any:
+    """Replicas share the open routes' rate-limit buckets in the database."""
+    if not config.database:
+        return None
+    from dragoon.relay.pg_ratelimit import SharedBuckets
+
+    return SharedBuckets(config.database, per_peer_rate=config.open_rate_per_peer,
+                         per_peer_burst=config.open_burst_per_peer,
+                         total_rate=config.open_rate_total, total_burst=config.open_burst_total)
 
 
 async def get_relay(request: Request) -> Relay:

@@ -9,7 +9,9 @@ clients together. Over either, the answer is ``429 rate_limited`` with
 ``Retry-After``, given before the body is read.
 
 The client address is the TCP peer's, or, from a trusted reverse proxy, the one
-it names in ``X-Forwarded-For``. A burst of 0 turns a bucket off.
+it names in ``X-Forwarded-For``. A burst of 0 turns a bucket off. Replicas on one
+PostgreSQL database also draw on buckets they share (relay/pg_ratelimit.py), after
+these: N replicas let a client through as often as one relay does, not N times.
 """
 
 from __future__ import annotations
@@ -110,6 +112,8 @@ class OpenRouteLimits:
         config = relay.config
         self.trusted = TrustedProxies(config.trusted_proxies)
         self.flood = FloodLog()
+        # The other replicas' buckets too (relay/pg_ratelimit.py); None on SQLite.
+        self.shared = getattr(relay, "rate_buckets", None)
         self.limiters = {
             route: RateLimiter(
                 per_peer_rate=config.open_rate_per_peer,
@@ -125,6 +129,8 @@ class OpenRouteLimits:
             if limiter is not None:
                 client = peer_key(self.trusted.client_of(scope_peer(scope), _headers(scope)))
                 wait = limiter.check(client)
+                if wait <= 0 and self.shared is not None:
+                    wait = await self.shared.check(f"{scope['method']} {scope['path']}", client)
                 if wait > 0:
                     self.flood.warn("rate limited",
                                     f"rate limited {scope['path']} for {client}")

@@ -2,9 +2,9 @@
 # Set up a fresh machine and run the whole test suite: the README's test command.
 #
 # Installs the system tools the tests drive for real (OpenSSH's ssh-keygen,
-# ssh-agent and ssh-add; curl; tmux for the cockpit) when they are missing,
-# makes .venv, installs dragoon with every extra and the test tools ('.[test]' pulls in
-# '[all]'), checks ruff, makes PostgreSQL available (tests/pg-server.sh: DRAGOON_TEST_PG
+# ssh-agent and ssh-add; curl; tmux for the cockpit; HAProxy for the relay replicas)
+# when they are missing, makes .venv, installs dragoon with every extra and the test
+# tools ('.[test]' pulls in '[all]'), checks ruff, makes PostgreSQL available (tests/pg-server.sh: DRAGOON_TEST_PG
 # when set, else the local server on 127.0.0.1:5432 when it answers, else a throwaway
 # cluster started here and removed on exit), and runs pytest in DRAGOON_TEST_WORKERS
 # processes (2 by default; 0 runs in this one). Most tests wait on real relays, drones
@@ -23,6 +23,9 @@ cd "$(dirname "$0")/.."
 need=()
 command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# HAProxy balances the relay replicas (tests/support/balancer.py); /usr/sbin may not be on
+# a user's PATH.
+command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
 if ((${#need[@]})); then
   if [[ $(id -u) -eq 0 ]]; then sudo=(); else sudo=(sudo); fi
   echo "tests/run.sh: installing ${need[*]}" >&2

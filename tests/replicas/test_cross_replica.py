@@ -167,3 +167,26 @@ def test_an_event_stream_resumed_on_another_replica_misses_and_repeats_nothing(
     resumed = read_events(pilot, b.url, last=through_a[2][0], until=len(through_a) - 3)
     assert resumed == through_a[3:]
 
+
+
+def test_a_client_spreading_its_challenges_over_the_replicas_gets_one_relays_budget(
+    replicas: ReplicaSet,
+) -> None:
+    """The open routes' rate limit is shared (relay/pg_ratelimit.py): a client asking each
+    replica in turn gets the per-client burst once (20, refilled at 2 a second), not once
+    per replica, as it would if each replica counted only the requests it saw."""
+    clients = [httpx.Client(base_url=r.url, timeout=10,
+                            transport=httpx.HTTPTransport(local_address="127.0.9.1"))
+               for r in replicas.replicas]
+    started = time.monotonic()
+    try:
+        statuses = [clients[i % 3].post("/v1/auth/challenge",
+                                        json={"fingerprint": "SHA256:" + "A" * 43}).status_code
+                    for i in range(45)]
+    finally:
+        for client in clients:
+            client.close()
+    elapsed = time.monotonic() - started
+    passed = statuses.count(200)
+    assert 429 in statuses, statuses
+    assert 20 <= passed <= 20 + 2 * elapsed + 1, (passed, elapsed, statuses)

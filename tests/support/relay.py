@@ -9,14 +9,17 @@ Used by the relay, drone and cockpit tests alike; its API stays stable:
   ``.stderr_text()``; ``config={"sweep_interval": 0.2, …}`` overrides relay.toml.
 - ``init_relay(data_dir, config=…)``, ``add_operator(data_dir, name, pubkey_path) -> totp_secret``,
   ``enroll(data_dir, drone, labels, url=…) -> join_token`` run the admin CLI.
-- The backend: ``DRAGOON_TEST_BACKEND`` (``sqlite``, the default, or ``postgresql``)
-  picks it for every relay, or ``RelayProcess(..., backend=…)`` for one. On PostgreSQL,
-  ``init_relay`` creates a fresh database (tests/support/pg.py) and writes its URL into
-  relay.toml, so a restart, or another ``RelayProcess`` on the same data dir, reuses
-  it; the context's exit marks it to drop, and it is dropped at the end of the test
-  (``drop_released_databases``, an autouse fixture of tests/conftest.py) unless the
-  data dir was opened again meanwhile. ``relay_db(data_dir)`` opens a data dir's
-  database, whichever it is, for a test to look into.
+- The backend: ``DRAGOON_TEST_BACKEND`` (``sqlite``, the default, ``postgresql`` or
+  ``replicas``) picks it for every relay, or ``RelayProcess(..., backend=…)`` for one.
+  ``replicas``: three ``dragoon relay serve`` on one fresh PostgreSQL database (the data
+  dir copied per replica) behind one real HAProxy (tests/support/balancer.py), the whole a
+  drop-in for one relay (``RelayProcess``'s docstring says what maps to what). On
+  PostgreSQL, ``init_relay`` creates a fresh database (tests/support/pg.py) and writes its
+  URL into relay.toml, so a restart, or another ``RelayProcess`` on the same data dir,
+  reuses it; the context's exit marks it to drop, and it is dropped at the end of the test
+  (``drop_released_databases``, an autouse fixture of tests/conftest.py) unless the data
+  dir was opened again meanwhile. ``relay_db(data_dir)`` opens a data dir's database,
+  whichever it is, for a test to look into.
 - ``RelayProcess.pilot(name)`` → a logged-in ``PilotSession`` (new ed25519 key, operator added).
 - ``PilotSession(url, signer)`` with ``.login(totp_secret)``, then ``.get/.post/.request``
   signed RE-V1 with the bearer token; answers are ``httpx.Response``.
@@ -34,6 +37,7 @@ import base64
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,7 +63,10 @@ from dragoon.shared.sshsig import sign_b64
 from dragoon.shared.trust import X25519Key, certify_x25519, parse_x25519
 
 REPO = Path(__file__).resolve().parents[2]
-BACKENDS = ("sqlite", "postgresql")
+BACKENDS = ("sqlite", "postgresql", "replicas")
+#: How many replicas the ``replicas`` backend runs, and where its balancer connects from.
+REPLICAS = 3
+BALANCER_ADDRESS = "127.0.0.1"
 #: The backend of every relay a test starts unless it names one: ``DRAGOON_TEST_BACKEND``.
 BACKEND = os.environ.get("DRAGOON_TEST_BACKEND", "sqlite") or "sqlite"
 if BACKEND not in BACKENDS:
@@ -106,8 +113,8 @@ def init_relay(
 ) -> None:
     """``dragoon relay init``, then apply ``config`` overrides to relay.toml.
 
-    ``backend`` (default ``BACKEND``) ``postgresql``: a fresh database for a new data
-    dir, the one its relay.toml names for one initialised before."""
+    ``backend`` (default ``BACKEND``) ``postgresql`` or ``replicas``: a fresh database for
+    a new data dir, the one its relay.toml names for one initialised before."""
     backend = backend or BACKEND
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r}: one of {', '.join(BACKENDS)}")
@@ -115,7 +122,7 @@ def init_relay(
     if url:
         args += ["--url", url]
     key = Path(data_dir).resolve()
-    if backend == "postgresql" and not configured_database(data_dir):
+    if backend in ("postgresql", "replicas") and not configured_database(data_dir):
         from tests.support.pg import new_database
 
         _DATABASES[key] = new_database("relay")
@@ -797,7 +804,7 @@ def open_database(data_dir: Path, *, backend: str | None = None) -> Iterator[Any
     backend = backend or BACKEND
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     url = ""
-    if backend == "postgresql":
+    if backend in ("postgresql", "replicas"):  # in process: one database either way
         from tests.support.pg import new_database
 
         url = new_database("module")
@@ -812,42 +819,25 @@ def open_database(data_dir: Path, *, backend: str | None = None) -> Iterator[Any
             drop_database(url)
 
 
-class RelayProcess:
-    """A real ``dragoon relay serve`` subprocess on an ephemeral loopback port."""
+class RelayServer:
+    """One ``dragoon relay serve`` subprocess on a data dir: what a RelayProcess runs once,
+    or once per replica. After a stop it binds the same port again."""
 
-    def __init__(self, data_dir: Path, *, config: Mapping[str, Any] | None = None,
-                 url: str | None = None, extra_args: Iterable[str] = (),
-                 backend: str | None = None) -> None:
+    def __init__(self, data_dir: Path, extra_args: Iterable[str] = ()) -> None:
         self.data_dir = Path(data_dir)
-        self.backend = backend or BACKEND
-        self.config = dict(config or {})
-        self.configured_url = url
         self.extra_args = list(extra_args)
         self.url = ""
+        self.port: int | None = None
         self.process: subprocess.Popen[str] | None = None
-        self._stderr: list[str] = []
-        self._port: int | None = None
-        self._clients: list[SignedClient] = []
-        self.pilot_keys: list[Path] = []  # every pilot() key: drones enrolled here obey them
-        init_relay(self.data_dir, url=url, config=self.config, backend=self.backend)
+        self.stderr: list[str] = []
+        self._ready: threading.Event | None = None
 
-    def __enter__(self) -> RelayProcess:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        for client in self._clients:
-            client.close()
-        self.stop()
-        release_database(self.data_dir)
-
-    def start(self) -> None:
-        """Start serving; after a restart it binds the same port again, so clients keep the URL."""
-        bind = f"127.0.0.1:{self._port or 0}"
+    def launch(self) -> None:
+        """Start the process; ``wait_ready`` waits for its ``listening`` line."""
+        bind = f"127.0.0.1:{self.port or 0}"
         # One event per process: the old process's reader, reaching EOF after a kill,
         # must not signal readiness for the new one.
-        ready = threading.Event()
+        self._ready = ready = threading.Event()
         self.url = ""
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dragoon", "relay", "serve", "--data", str(self.data_dir),
@@ -857,30 +847,35 @@ class RelayProcess:
         )
         threading.Thread(target=self._read_stderr, args=(self.process, ready),
                          daemon=True).start()
-        if not ready.wait(START_TIMEOUT) or not self.url:
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
+        assert self.process is not None and self._ready is not None
+        if not self._ready.wait(timeout) or not self.url:
             self.process.kill()
-            raise RuntimeError(f"relay did not start:\n{self.stderr_text()}")
-        for client in self._clients:  # their pooled connections went with the old process
-            client.reconnect()
+            raise RuntimeError(f"relay did not start:\n{''.join(self.stderr)}")
 
     def _read_stderr(self, process: subprocess.Popen[str], ready: threading.Event) -> None:
         assert process.stderr is not None
         for line in process.stderr:
-            self._stderr.append(line)
+            self.stderr.append(line)
             if line.startswith(LISTENING):
                 self.url = line[len(LISTENING):].strip()
-                self._port = int(self.url.rsplit(":", 1)[1])
+                self.port = int(self.url.rsplit(":", 1)[1])
                 ready.set()
-        ready.set()  # exited without listening: start() reports the stderr
+        ready.set()  # exited without listening: wait_ready reports the stderr
 
-    def stderr_text(self) -> str:
-        return "".join(self._stderr)
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
-    def stop(self, timeout: float = 10) -> int | None:
-        """SIGTERM and wait; returns the exit code."""
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
+    def terminate(self) -> None:
+        if self.running():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float = 10) -> int | None:
+        """Wait for the exit (SIGKILL after ``timeout``); the exit code."""
+        if self.process is None:
+            return None
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -888,10 +883,157 @@ class RelayProcess:
             return self.process.wait(timeout)
 
     def kill9(self) -> None:
-        """``kill -9``: no cleanup, no flush, as a crash or OOM kill would leave it."""
-        if self.process is not None and self.process.poll() is None:
+        if self.running():
+            assert self.process is not None
             self.process.kill()
             self.process.wait(10)
+
+
+def behind_balancer(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A test's relay.toml overrides for replicas behind the balancer: its own list of
+    ``trusted_proxies`` (even ``[]``, "no proxy in front") gets the balancer's address,
+    as docs/deploy.md has an operator add it, so that the relay still counts each client
+    by its own address (the one HAProxy names in X-Forwarded-For), not all as the
+    balancer's. The default list already holds loopback."""
+    changed = dict(config)
+    proxies = changed.get("trusted_proxies")
+    if isinstance(proxies, list) and BALANCER_ADDRESS not in proxies:
+        changed["trusted_proxies"] = [*proxies, BALANCER_ADDRESS]
+    return changed
+
+
+def replica_dirs(data_dir: Path, count: int = REPLICAS) -> list[Path]:
+    """The data dirs of a replicated relay: ``data_dir`` itself, then copies beside it."""
+    data_dir = Path(data_dir)
+    return [data_dir, *(data_dir.with_name(f"{data_dir.name}.replica-{i}")
+                        for i in range(1, count))]
+
+
+class RelayProcess:
+    """A real relay on ephemeral loopback ports: one ``dragoon relay serve`` subprocess, or
+    (backend ``replicas``) three of them on one PostgreSQL database behind one HAProxy.
+
+    Replicas: the data dir is the first replica's; the others are copies of it beside it
+    (``replica_dirs``), copied again at every ``start`` so that a test's change to
+    relay.toml or the key applies to all. ``.url`` is the balancer's (relay.toml's ``url``
+    too, unless the test gives one, so tokens the relay mints name it); ``.process`` is
+    the first replica's; ``start``/``stop``/``kill9``/``restart`` act on every replica
+    while the balancer keeps running, and ``start`` returns once the balancer routes to
+    all of them again (``stop`` once it routes to none)."""
+
+    def __init__(self, data_dir: Path, *, config: Mapping[str, Any] | None = None,
+                 url: str | None = None, extra_args: Iterable[str] = (),
+                 backend: str | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.backend = backend or BACKEND
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend {self.backend!r}: one of {', '.join(BACKENDS)}")
+        self.config = dict(config or {})
+        self.configured_url = url
+        self.extra_args = list(extra_args)
+        self.url = ""
+        self._clients: list[SignedClient] = []
+        self.pilot_keys: list[Path] = []  # every pilot() key: drones enrolled here obey them
+        self.balancer: Any = None
+        if self.backend == "replicas":
+            from tests.support.balancer import Balancer
+
+            self.balancer = Balancer(self.data_dir.with_name(f"{self.data_dir.name}.balancer"))
+            init_relay(self.data_dir, url=url or self.balancer.url,
+                       config=behind_balancer(self.config), backend="postgresql")
+            self.servers = [RelayServer(d, self.extra_args) for d in replica_dirs(self.data_dir)]
+        else:
+            init_relay(self.data_dir, url=url, config=self.config, backend=self.backend)
+            self.servers = [RelayServer(self.data_dir, self.extra_args)]
+
+    @property
+    def process(self) -> subprocess.Popen[str] | None:
+        """The (first replica's) subprocess."""
+        return self.servers[0].process
+
+    @property
+    def _port(self) -> int | None:
+        return self.servers[0].port
+
+    @_port.setter
+    def _port(self, port: int | None) -> None:
+        self.servers[0].port = port
+
+    def __enter__(self) -> RelayProcess:
+        try:
+            self.start()
+        except BaseException:
+            self._close()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        for client in self._clients:
+            client.close()
+        self._close()
+
+    def _close(self) -> None:
+        self.stop()
+        if self.balancer is not None:
+            self.balancer.close()
+        release_database(self.data_dir)
+
+    def _sync_replicas(self) -> None:
+        """The first data dir copied over the others (relay.toml, the key; the rest of the
+        state is in the database)."""
+        for server in self.servers[1:]:
+            shutil.copytree(self.data_dir, server.data_dir, dirs_exist_ok=True)
+
+    def start(self) -> None:
+        """Start serving; after a restart it binds the same port(s) again, so clients keep
+        the URL."""
+        self.url = ""
+        if self.balancer is not None:
+            self._sync_replicas()
+        for server in self.servers:
+            server.launch()
+        try:
+            for server in self.servers:
+                server.wait_ready()
+        except BaseException:
+            for server in self.servers:
+                server.kill9()
+            raise
+        if self.balancer is not None:
+            if not self.balancer.running():
+                self.balancer.start([(f"r{i}", int(server.port or 0))
+                                     for i, server in enumerate(self.servers)])
+            self.balancer.wait_states("UP")
+            self.url = self.balancer.url
+        else:
+            self.url = self.servers[0].url
+        for client in self._clients:  # their pooled connections went with the old process
+            client.reconnect()
+
+    def stderr_text(self) -> str:
+        """What the relay wrote to stderr: every replica's, one after the other."""
+        return "".join("".join(server.stderr) for server in self.servers)
+
+    def _wait_unrouted(self) -> None:
+        if self.balancer is not None and self.balancer.running():
+            self.balancer.wait_states("DOWN")
+
+    def stop(self, timeout: float = 10) -> int | None:
+        """SIGTERM and wait; returns the exit code (the first replica's)."""
+        if not any(server.running() for server in self.servers):
+            return None if self.process is None else self.process.returncode
+        for server in self.servers:
+            server.terminate()
+        codes = [server.wait(timeout) for server in self.servers]
+        self._wait_unrouted()
+        return codes[0]
+
+    def kill9(self) -> None:
+        """``kill -9``: no cleanup, no flush, as a crash or OOM kill would leave it."""
+        for server in self.servers:
+            server.kill9()
+        self._wait_unrouted()
 
     def restart(self) -> None:
         self.stop()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -29,47 +28,10 @@ from typing import Any
 
 import httpx
 
+from tests.support.balancer import HAPROXY, free_port, haproxy_config
 from tests.support.relay import PilotSession, RelayProcess, init_relay, release_database
 
-HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
-CHECK_INTERVAL_MS = 200
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def haproxy_config(port: int, backends: list[tuple[str, int]]) -> str:
-    """The balancer of docs/deploy.md (deploy/haproxy.cfg), with faster health checks."""
-    servers = "\n".join(f"    server {name} 127.0.0.1:{p} check" for name, p in backends)
-    return f"""global
-    maxconn 4096
-
-defaults
-    mode http
-    option forwardfor
-    timeout connect 2s
-    timeout client 90s
-    timeout server 90s
-    timeout http-keep-alive 30s
-    timeout tunnel 1h
-    retries 2
-    option redispatch
-
-frontend relays_in
-    bind 127.0.0.1:{port}
-    default_backend relays
-
-backend relays
-    balance roundrobin
-    option httpchk GET /healthz
-    http-check expect status 200
-    default-server inter {CHECK_INTERVAL_MS}ms fall 2 rise 2 on-marked-down shutdown-sessions
-{servers}
-"""
-
+__all__ = ["HAPROXY", "ReplicaSet", "free_port", "haproxy_config", "replica_set", "wait_for"]
 
 class ReplicaSet:
     def __init__(self, root: Path, *, count: int = 3, balancer: bool = True,
