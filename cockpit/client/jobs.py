@@ -59,17 +59,22 @@ async def _bodies(client: RelayClient, trials: list[TrialSubmit], *, retries: in
                            for drone, labels in targets))
     bodies: list[dict[str, Any]] = []
     keys: dict[int, bytes] = {}
+    shared_wraps: dict[tuple[str | None, tuple[str, ...]], Any] = {}  # the shared key's
     for trial in trials:
         spec = checked_spec(trial.spec)
         found = await client._recipients_for(trial.drone, trial.labels)
+        target = (trial.drone, tuple(trial.labels or ()))
         sealed, body = client._sealed_body(spec, found, drone=trial.drone, labels=trial.labels,
-                                           expires_in=expires_in, key=key)
+                                           expires_in=expires_in, key=key,
+                                           wraps=shared_wraps.get(target))
+        if key is not None:
+            shared_wraps.setdefault(target, sealed.wraps)
         spares = []
         for _ in range(retries):
             _spare, spare_body = client._sealed_body(spec, found, drone=trial.drone,
                                                      labels=trial.labels,
                                                      expires_in=expires_in,
-                                                     key=sealed.task_key)
+                                                     key=sealed.task_key, wraps=sealed.wraps)
             spares.append({"order": spare_body.get("order"),
                            "order_signature": spare_body.get("order_signature"),
                            "payload": spare_body["payload"]})
