@@ -68,13 +68,20 @@ class OpenedTask:
 
 
 def seal_task(spec: TaskSpec, *, order_id: str, recipients: Iterable[Recipient],
-              key: bytes | None = None) -> SealedTask:
+              key: bytes | None = None,
+              wraps: Mapping[str, str] | None = None) -> SealedTask:
     """Seal under ``key`` (a fresh one if None). A key may seal several payloads (a sweep's
     trials, a trial's spares): each is bound to its own order id, so none opens as another
-    (docs/security.md, "What the relay sees of a job")."""
+    (docs/security.md, "What the relay sees of a job"). ``wraps``: that key's wraps for
+    these recipients, made by an earlier call (``SealedTask.wraps``): a 500-trial sweep
+    wraps its key once per recipient, not once per trial and recipient."""
     key = e2e.new_task_key() if key is None else key
     sealed = e2e.seal_payload(key, canonical_json(spec.to_json()), order_id=order_id)
-    wraps = {r.fingerprint: e2e.wrap_key(key, r.x25519) for r in recipients}
+    wanted = list(recipients)
+    if wraps is None or any(r.fingerprint not in wraps for r in wanted):
+        wraps = {r.fingerprint: e2e.wrap_key(key, r.x25519) for r in wanted}
+    else:
+        wraps = {r.fingerprint: wraps[r.fingerprint] for r in wanted}
     return SealedTask(spec.clear(), e2e.b64(sealed), wraps, key, sha256_hex(sealed))
 
 

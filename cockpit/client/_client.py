@@ -393,14 +393,15 @@ class RelayClient:
 
     def _sealed_body(self, task_spec: TaskSpec, found: Any, *, drone: str | None,
                      labels: list[str] | None, expires_in: int | None = None,
-                     start_within: int | None = None,
-                     key: bytes | None = None) -> tuple[Any, dict[str, Any]]:
+                     start_within: int | None = None, key: bytes | None = None,
+                     wraps: Mapping[str, str] | None = None) -> tuple[Any, dict[str, Any]]:
         """One task sealed to ``found`` (under ``key``, or a fresh one) with its signed
-        order: the submit body's fields. A submit and every trial and spare of a job."""
+        order: the submit body's fields. A submit and every trial and spare of a job.
+        ``wraps``: ``key``'s wraps from an earlier seal under it (shared/sealed_task.py)."""
         recipients = list(found.drones)
         order_id = orders.new_order_id()
         sealed = seal_task(task_spec, order_id=order_id,
-                           recipients=[*recipients, *found.pilots], key=key)
+                           recipients=[*recipients, *found.pilots], key=key, wraps=wraps)
         body: dict[str, Any] = sealed.wire()
         if drone is not None:
             body["drone"] = drone

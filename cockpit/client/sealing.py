@@ -32,10 +32,12 @@ TAMPERED = "tampered"  # RelayError code: what the relay handed over does not ho
 
 # PyNaCl (libsodium) is loaded by the first task sealed or opened, not by every command's start.
 def seal_task(spec: TaskSpec, *, order_id: str, recipients: Iterable[Recipient],
-              key: bytes | None = None) -> SealedTask:
+              key: bytes | None = None,
+              wraps: Mapping[str, str] | None = None) -> SealedTask:
     from dragoon.shared import sealed_task
 
-    return sealed_task.seal_task(spec, order_id=order_id, recipients=recipients, key=key)
+    return sealed_task.seal_task(spec, order_id=order_id, recipients=recipients, key=key,
+                                 wraps=wraps)
 
 
 class PilotKeys:

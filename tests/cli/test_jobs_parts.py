@@ -144,3 +144,37 @@ def test_the_cli_rows_are_the_cockpits_rows_as_dicts() -> None:
     assert [r.metrics for r in shown][:2] == [r["metrics"] for r in listed][:2]
     assert shown[3].params is None and listed[3]["params"] == {}
     assert listed[3]["duration"] is None  # never started
+
+
+class _Keys:
+    """The pilot's key store, recording what the submit path asks of it."""
+
+    def __init__(self) -> None:
+        self.remembered: dict[str, bytes] = {}
+        self.opened: list[str] = []
+
+    def remember(self, task_id: str, key: bytes) -> None:
+        self.remembered[task_id] = key
+
+    def open(self, task: dict[str, Any]) -> dict[str, Any]:
+        self.opened.append(task["id"])
+        return {**task, "sealed": "checked the slow way"}
+
+
+def test_a_submitted_trial_back_with_its_own_order_is_known_and_any_other_is_checked() -> None:
+    from types import SimpleNamespace
+
+    from dragoon.cockpit.client.jobs import Sealed, _remember
+
+    keys = _Keys()
+    client: Any = SimpleNamespace(keys=keys)
+    sealed = {0: Sealed(b"k0", {"command": "train --lr 0.1"}, "order-0"),
+              1: Sealed(b"k1", {"command": "train --lr 0.2"}, "order-1")}
+    # The relay answers trial 0 with its own order, and trial 1 with trial 0's (a swap).
+    shown = _remember(client, [{"id": "t-a", "trial": 0, "order": "order-0", "spec": {}},
+                               {"id": "t-b", "trial": 1, "order": "order-0", "spec": {}}],
+                      sealed)
+    assert shown[0]["spec"] == {"command": "train --lr 0.1"}
+    assert keys.opened == ["t-b"]  # the swapped one is opened and checked, not believed
+    assert shown[1]["sealed"] == "checked the slow way"
+    assert keys.remembered == {"t-a": b"k0", "t-b": b"k1"}
