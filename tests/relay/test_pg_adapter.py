@@ -135,7 +135,9 @@ def test_write_transactions_serialise_across_connections(url: str) -> None:
 def test_migrate_records_versions_and_runs_once(conn: pg.PgConnection, url: str) -> None:
     assert pg_migrate.version(conn) == len(pg_migrate.available())
     assert pg_migrate.migrate(conn) == []  # nothing left
-    # Replicas starting at once: each migrates under the lock; the schema is made once.
+    # Replicas starting at once: each step runs under the lock in a transaction of its
+    # own, so the steps may be shared out among them (one applies 1 and 2, another 3 and
+    # 4), but every step is applied exactly once, in order, and recorded once.
     fresh = new_database()
     try:
         results: list[list[int]] = []
@@ -156,8 +158,19 @@ def test_migrate_records_versions_and_runs_once(conn: pg.PgConnection, url: str)
             t.start()
         for t in threads:
             t.join(30)
+        assert not any(t.is_alive() for t in threads)
         assert not errors
-        assert sorted(results, key=len) == [[], [], list(range(1, len(pg_migrate.available()) + 1))]
+        assert len(results) == 3
+        versions = list(range(1, len(pg_migrate.available()) + 1))
+        assert sorted(v for ran in results for v in ran) == versions  # each once, none missed
+        assert all(ran == sorted(ran) for ran in results)
+        check = pg.PgConnection.connect(fresh)
+        try:
+            assert [int(r[0]) for r in check.execute(
+                "SELECT version FROM schema_migrations ORDER BY version")] == versions
+            assert pg_migrate.migrate(check) == []
+        finally:
+            check.close()
     finally:
         drop_database(fresh)
 
