@@ -8,19 +8,15 @@ from many source addresses (127.0.x.y) and play a distributed attack on one host
 from __future__ import annotations
 
 import contextlib
-import os
 import resource
 import select
 import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.support.relay import REPO, RelayProcess
+from tests.support.relay import RelayProcess
 
 PARTIAL_HEAD = b"GET /healthz HTTP/1.1\r\nHost: relay\r\n"
 
@@ -145,32 +141,18 @@ def is_closed_by_peer(sock: socket.socket) -> bool:
 
 
 class LimitedRelay(RelayProcess):
-    """A RelayProcess started with the file-descriptor limit the test picks (soft, hard)."""
+    """A RelayProcess started with the file-descriptor limit the test picks (soft, hard):
+    every one of its relay subprocesses (each replica's too) sets it before exec."""
 
     def __init__(self, data_dir: Path, *, nofile: tuple[int, int],
                  config: dict[str, Any] | None = None) -> None:
         self.nofile = nofile
         super().__init__(data_dir, config=config)
+        for server in self.servers:
+            server.preexec_fn = self._limit
 
-    def start(self) -> None:
-        soft, hard = self.nofile
-
-        def limit() -> None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-        ready = threading.Event()
-        self.url = ""
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "dragoon", "relay", "serve", "--data", str(self.data_dir),
-             "--bind", "127.0.0.1:0"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=limit,
-        )
-        threading.Thread(target=self._read_stderr, args=(self.process, ready),
-                         daemon=True).start()
-        if not ready.wait(20) or not self.url:
-            self.process.kill()
-            raise RuntimeError(f"relay did not start:\n{self.stderr_text()}")
+    def _limit(self) -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)
 
 
 def relay_fd_limits(pid: int) -> tuple[int, int]:

@@ -823,9 +823,11 @@ class RelayServer:
     """One ``dragoon relay serve`` subprocess on a data dir: what a RelayProcess runs once,
     or once per replica. After a stop it binds the same port again."""
 
-    def __init__(self, data_dir: Path, extra_args: Iterable[str] = ()) -> None:
+    def __init__(self, data_dir: Path, extra_args: Iterable[str] = (), *,
+                 preexec_fn: Callable[[], None] | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.extra_args = list(extra_args)
+        self.preexec_fn = preexec_fn  # run in the child before exec (a test's rlimits)
         self.url = ""
         self.port: int | None = None
         self.process: subprocess.Popen[str] | None = None
@@ -843,7 +845,7 @@ class RelayServer:
             [sys.executable, "-m", "dragoon", "relay", "serve", "--data", str(self.data_dir),
              "--bind", bind, *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=self.preexec_fn,
         )
         threading.Thread(target=self._read_stderr, args=(self.process, ready),
                          daemon=True).start()
