@@ -159,14 +159,15 @@ def _dump(value: Any) -> str:
 
 
 @dataclass(frozen=True)
-class Message:
+class BusNotification:
+    """One decoded NOTIFY payload: the sending replica, the keys it woke, its event head."""
     replica: str
     keys: list[Key]
     head: int | None
     everything: bool
 
 
-def decode(payload: str) -> Message:
+def decode(payload: str) -> BusNotification:
     """A payload as ``encode`` makes it; ValueError for anything else."""
     data = json.loads(payload)
     if not isinstance(data, dict) or not isinstance(data.get("r"), str):
@@ -178,7 +179,7 @@ def decode(payload: str) -> Message:
     head = data.get("h")
     if head is not None and (not isinstance(head, int) or isinstance(head, bool) or head < 0):
         raise ValueError("the head is not an event id")
-    return Message(data["r"], [tuple(key) for key in keys], head, bool(data.get("a")))
+    return BusNotification(data["r"], [tuple(key) for key in keys], head, bool(data.get("a")))
 
 
 class PgBus:
