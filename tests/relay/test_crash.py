@@ -1,5 +1,7 @@
 """``kill -9`` of the relay at any moment: it restarts with nothing corrupt and no
-acknowledged byte or transition lost."""
+acknowledged byte or transition lost. What the relay holds of a log after the restart is
+read from where its backend keeps it (tests/support/stored.py: the log file, or the
+PostgreSQL rows)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from tests.support.relay import (
     relay_db,
     wait_until,
 )
+from tests.support.stored import log_bytes
 
 
 @pytest.fixture
@@ -87,7 +90,7 @@ def test_kill9_during_log_appends_loses_no_acknowledged_byte(crashing: RelayProc
     crashing.kill9()
     acked["at_kill"] = acked["offset"]
     crashing.start()
-    stored = (crashing.data_dir / "logs" / task / "stdout").read_bytes()
+    stored = log_bytes(crashing.data_dir, task, "stdout")
     assert len(stored) >= acked["at_kill"]
     assert stored == payload[:len(stored)]
     thread.join(60)
@@ -153,8 +156,7 @@ def test_kill9_during_many_concurrent_appends_loses_no_acknowledged_byte(
     at_kill = dict(acked)
     crashing.start()
     for (task, stream), payload in payloads.items():
-        path = crashing.data_dir / "logs" / task / stream
-        stored = path.read_bytes() if path.exists() else b""
+        stored = log_bytes(crashing.data_dir, task, stream)
         assert len(stored) >= at_kill[(task, stream)], (task, stream)
         assert stored == payload[:len(stored)], (task, stream)
     for thread in threads:

@@ -3,6 +3,12 @@
 The old data dir is tests/relay/fixtures/relay-v1/, made by make_relay_v1.py
 with the first migration alone (schema version 1). Every migration appended
 since runs when today's relay opens it, so this test exercises each of them.
+
+On PostgreSQL (DRAGOON_TEST_BACKEND=postgresql) a relay never reads relay.db, so the old
+data dir goes the way an operator's would: ``relay migrate --data`` brings relay.db to
+today's schema (the SQLite migrations, as above), ``relay migrate --from --to``
+(docs/storage.md) moves it into the relay's database, and the relay then serves the same
+old rows from there.
 """
 
 from __future__ import annotations
@@ -15,10 +21,12 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from dragoon.relay import pg_migrate
 from dragoon.relay.db import SCHEMA_VERSION
 
 from tests.relay.fixtures import make_relay_v1 as v1
-from tests.support.relay import RelayProcess, dragoon, wait_until
+from tests.support.relay import RelayProcess, configured_database, dragoon, relay_db, wait_until
+from tests.support.stored import blob_stored
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "relay-v1"
 OLD = 1_600_000_000.0
@@ -36,15 +44,40 @@ def _lay_old_data_dir(data_dir: Path) -> None:
         os.utime(path, (OLD, OLD))  # as old as the rows: a checkout would make them new
 
 
-def _db(data_dir: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(data_dir / "relay.db", timeout=30)
-    conn.row_factory = sqlite3.Row
-    return conn
+def _move_to_postgresql(data_dir: Path) -> None:
+    """The old SQLite data dir into the PostgreSQL database relay init made for it: relay.db
+    migrated first (the move takes today's schema only), then ``relay migrate --from``."""
+    url = configured_database(data_dir)
+    toml = data_dir / "relay.toml"
+    lines = [line for line in toml.read_text().splitlines()
+             if line.split("=", 1)[0].strip() != "database"]
+    toml.write_text("\n".join(lines) + "\n")  # a SQLite relay, as the old one was
+    upgraded = dragoon("relay", "migrate", "--data", str(data_dir)).stdout
+    assert f"schema {v1.VERSION} -> {SCHEMA_VERSION}" in upgraded, upgraded
+    moved = dragoon("relay", "migrate", "--from", str(data_dir), "--to", url, check=False)
+    assert moved.returncode == 0, moved.stderr
+    assert configured_database(data_dir) == url
+
+
+def _schema_version(data_dir: Path) -> int:
+    with relay_db(data_dir) as conn:
+        if configured_database(data_dir):
+            return pg_migrate.version(conn)
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _columns(data_dir: Path, table: str) -> set[str]:
+    with relay_db(data_dir) as conn:
+        if configured_database(data_dir):
+            return {r[0] for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name = ?", (table,))}
+        return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
 
 
 def _storage(data_dir: Path) -> dict[str, int]:
-    with _db(data_dir) as conn:
-        return {r["drone"]: r["bytes"] for r in conn.execute("SELECT * FROM storage")}
+    with relay_db(data_dir) as conn:
+        return {r["drone"]: int(r["bytes"]) for r in conn.execute("SELECT * FROM storage")}
 
 
 def test_fixture_is_an_old_schema() -> None:
@@ -55,11 +88,16 @@ def test_fixture_is_an_old_schema() -> None:
 def test_old_data_dir_is_migrated_and_served(tmp_path: Path) -> None:
     relay = RelayProcess(tmp_path / "relay", config={"sweep_interval": 0.2, "retention": "none"})
     _lay_old_data_dir(relay.data_dir)
+    on_postgresql = bool(configured_database(relay.data_dir))
+    if on_postgresql:
+        _move_to_postgresql(relay.data_dir)
     with relay:
-        with _db(relay.data_dir) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert _schema_version(relay.data_dir) == (
+            len(pg_migrate.available()) if on_postgresql else SCHEMA_VERSION)
+        with relay_db(relay.data_dir) as conn:
             session = conn.execute("SELECT pilot, expires_at FROM sessions").fetchone()
-            assert tuple(session) == ("old-pilot", 4_102_444_800.0)
+            assert (session["pilot"], float(session["expires_at"])) == ("old-pilot",
+                                                                        4_102_444_800.0)
         pilot = relay.pilot("bob")
 
         tasks = {t["id"]: t for t in pilot.get("/v1/tasks").json()["tasks"]}
@@ -77,8 +115,7 @@ def test_old_data_dir_is_migrated_and_served(tmp_path: Path) -> None:
         # Migration 12: the relay keeps sealed messages only; the plaintext ones it kept are
         # gone with their column (no pilot could tell them from forged ones).
         assert pilot.get("/v1/messages").json()["messages"] == []
-        with sqlite3.connect(relay.data_dir / "relay.db") as conn:
-            assert "text" not in {r[1] for r in conn.execute("PRAGMA table_info(messages)")}
+        assert "text" not in _columns(relay.data_dir, "messages")
         drones = {d["name"]: d for d in pilot.get("/v1/workers").json()["drones"]}
         assert drones["old-drone"]["state"] == "offline"
 
@@ -102,5 +139,4 @@ def test_old_data_dir_is_migrated_and_served(tmp_path: Path) -> None:
         assert kept["stdout_size"] == 0
         assert pilot.get("/v1/tasks/t-cccccccccc").json()["state"] == "queued"
         assert pilot.get("/v1/fetches/f-aaaaaaaaaa").status_code == 404
-        digest = hashlib.sha256(v1.ARTIFACT).hexdigest()
-        assert not (relay.data_dir / "blobs" / digest[:2] / digest).exists()
+        assert not blob_stored(relay.data_dir, hashlib.sha256(v1.ARTIFACT).hexdigest())

@@ -86,6 +86,22 @@ def log_size(data_dir: Path, task: str, stream: str = "stdout") -> int:
     return path.stat().st_size if path.exists() else 0
 
 
+def log_bytes(data_dir: Path, task: str, stream: str = "stdout") -> bytes:
+    """The bytes the relay has committed of a task's stream: its log file, or its
+    log_chunks rows, which must lie end to end up to log_state's size (b"" for none)."""
+    url = database_of(data_dir)
+    if url:
+        out = bytearray()
+        for offset, data in _rows(url, 'SELECT "offset", data FROM log_chunks WHERE task = %s'
+                                       ' AND stream = %s ORDER BY "offset"', task, stream):
+            assert offset == len(out), f"{task}/{stream}: a chunk at {offset}, not {len(out)}"
+            out += data
+        assert len(out) == log_size(data_dir, task, stream), f"{task}/{stream}: log_state"
+        return bytes(out)
+    path = data_dir / "logs" / task / stream
+    return path.read_bytes() if path.exists() else b""
+
+
 def log_held(data_dir: Path, task: str) -> bool:
     """Whether the relay keeps anything of the task's log (retention removes all of it)."""
     url = database_of(data_dir)
