@@ -140,13 +140,21 @@ def test_proc_record_round_trips_and_knows_the_boot(tmp_path):
 
 
 def test_tree_sample_counts_cpu_and_memory_of_the_group(tmp_path):
+    """A child of the task's shell holds 60 MB and burns 0.3 s of CPU (process time, so a
+    loaded machine only makes it slower), then waits to be killed: every sample that shows
+    the CPU is taken while the memory is still held. (A task that ended by itself, as one
+    burning for 0.6 s of wall time did, let a late sample see the CPU its shell had reaped
+    but none of the memory: its stdin is /dev/null, so sys.stdin.read() never held it.)"""
     task = tmp_path / "t"
-    record = launch(task, "python3 -c 'x = bytearray(60_000_000); import time\n"
-                          "t = time.time()\nwhile time.time() - t < 0.6: pass\n"
-                          "print(\"done\", flush=True)\nimport sys; sys.stdin.read()' & wait")
-    sample = wait_until(lambda: (s := spawn.sample_tree(record)) and s.cpu_seconds > 0.2 and s,
-                      message="cpu burn")
-    assert sample.rss > 60_000_000
+    record = launch(task, "python3 -c 'x = bytearray(60_000_000)\nimport signal, time\n"
+                          "while time.process_time() < 0.3: pass\nsignal.pause()' & wait")
+    try:
+        sample = wait_until(
+            lambda: (s := spawn.sample_tree(record)) and s.cpu_seconds > 0.2 and s,
+            timeout=60, message="cpu burn")
+        assert sample.rss > 60_000_000
+    finally:
+        spawn.kill_tree(record, signal.SIGKILL)
     exit_info(task)
 
 
