@@ -88,15 +88,28 @@ def log_size(data_dir: Path, task: str, stream: str = "stdout") -> int:
 
 def log_bytes(data_dir: Path, task: str, stream: str = "stdout") -> bytes:
     """The bytes the relay has committed of a task's stream: its log file, or its
-    log_chunks rows, which must lie end to end up to log_state's size (b"" for none)."""
+    log_chunks rows, which must lie end to end up to log_state's size (b"" for none).
+    On PostgreSQL both are read in one REPEATABLE READ snapshot: appends may still be
+    landing (test_crash ships on through a restart), and two separate reads would see
+    the size of a chunk committed between them."""
     url = database_of(data_dir)
     if url:
+        import psycopg
+
+        with psycopg.connect(url) as conn:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            with conn.transaction():
+                chunks = conn.execute('SELECT "offset", data FROM log_chunks WHERE task = %s'
+                                      ' AND stream = %s ORDER BY "offset"',
+                                      (task, stream)).fetchall()
+                sizes = conn.execute(f"SELECT {stream}_size FROM log_state"  # noqa: S608
+                                     " WHERE task = %s", (task,)).fetchall()
         out = bytearray()
-        for offset, data in _rows(url, 'SELECT "offset", data FROM log_chunks WHERE task = %s'
-                                       ' AND stream = %s ORDER BY "offset"', task, stream):
+        for offset, data in chunks:
             assert offset == len(out), f"{task}/{stream}: a chunk at {offset}, not {len(out)}"
             out += data
-        assert len(out) == log_size(data_dir, task, stream), f"{task}/{stream}: log_state"
+        size = int(sizes[0][0]) if sizes else 0
+        assert len(out) == size, f"{task}/{stream}: {len(out)} bytes in chunks, log_state {size}"
         return bytes(out)
     path = data_dir / "logs" / task / stream
     return path.read_bytes() if path.exists() else b""
