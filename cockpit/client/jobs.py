@@ -49,7 +49,8 @@ def chunks(bodies: list[dict[str, Any]], *, most: int,
 
 async def _bodies(client: RelayClient, trials: list[TrialSubmit], *, retries: int,
                   shared_key: bool, expires_in: int | None,
-                  lost_after: int | None) -> tuple[list[dict[str, Any]], dict[int, Sealed]]:
+                  lost_after: int | None,
+                  ) -> tuple[list[dict[str, Any]], dict[int, SealedTrial]]:
     from dragoon.cockpit.client._client import checked_spec
 
     key = e2e.new_task_key() if shared_key else None
@@ -59,7 +60,7 @@ async def _bodies(client: RelayClient, trials: list[TrialSubmit], *, retries: in
     await asyncio.gather(*(client._recipients_for(drone, list(labels) or None)
                            for drone, labels in targets))
     bodies: list[dict[str, Any]] = []
-    keys: dict[int, Sealed] = {}
+    keys: dict[int, SealedTrial] = {}
     shared_wraps: dict[tuple[str | None, tuple[str, ...]], Any] = {}  # the shared key's
     for trial in trials:
         spec = checked_spec(trial.spec)
@@ -83,12 +84,12 @@ async def _bodies(client: RelayClient, trials: list[TrialSubmit], *, retries: in
         if lost_after is not None:
             body["lost_after"] = lost_after
         bodies.append(body)
-        keys[trial.trial] = Sealed(sealed.task_key, spec.to_json(), body.get("order"))
+        keys[trial.trial] = SealedTrial(sealed.task_key, spec.to_json(), body.get("order"))
     return bodies, keys
 
 
 @dataclass(frozen=True)
-class Sealed:
+class SealedTrial:
     """What this pilot sealed for one trial: its task key, whole spec and signed order."""
 
     key: bytes
@@ -96,7 +97,8 @@ class Sealed:
     order: Any
 
 
-def _remember(client: RelayClient, tasks: list[Any], sealed: dict[int, Sealed]) -> list[Task]:
+def _remember(client: RelayClient, tasks: list[Any],
+              sealed: dict[int, SealedTrial]) -> list[Task]:
     """The relay's answer with every spec whole. A task that comes back with the very
     order this pilot signed for its trial is known here already, so it is not opened
     again (a signature check and two decryptions a trial: 0.6 s of a 500-trial submit);

@@ -164,12 +164,12 @@ class _Keys:
 def test_a_submitted_trial_back_with_its_own_order_is_known_and_any_other_is_checked() -> None:
     from types import SimpleNamespace
 
-    from dragoon.cockpit.client.jobs import Sealed, _remember
+    from dragoon.cockpit.client.jobs import SealedTrial, _remember
 
     keys = _Keys()
     client: Any = SimpleNamespace(keys=keys)
-    sealed = {0: Sealed(b"k0", {"command": "train --lr 0.1"}, "order-0"),
-              1: Sealed(b"k1", {"command": "train --lr 0.2"}, "order-1")}
+    sealed = {0: SealedTrial(b"k0", {"command": "train --lr 0.1"}, "order-0"),
+              1: SealedTrial(b"k1", {"command": "train --lr 0.2"}, "order-1")}
     # The relay answers trial 0 with its own order, and trial 1 with trial 0's (a swap).
     shown = _remember(client, [{"id": "t-a", "trial": 0, "order": "order-0", "spec": {}},
                                {"id": "t-b", "trial": 1, "order": "order-0", "spec": {}}],
