@@ -49,7 +49,8 @@ def chunks(bodies: list[dict[str, Any]], *, most: int,
 
 async def _bodies(client: RelayClient, trials: list[TrialSubmit], *, retries: int,
                   shared_key: bool, expires_in: int | None,
-                  lost_after: int | None) -> tuple[list[dict[str, Any]], dict[int, SealedTrial]]:
+                  lost_after: int | None,
+                  ) -> tuple[list[dict[str, Any]], dict[int, SealedTrial]]:
     from dragoon.cockpit.client._client import checked_spec
 
     key = e2e.new_task_key() if shared_key else None
@@ -96,7 +97,8 @@ class SealedTrial:
     order: Any
 
 
-def _remember(client: RelayClient, tasks: list[Any], sealed: dict[int, SealedTrial]) -> list[Task]:
+def _remember(client: RelayClient, tasks: list[Any],
+              sealed: dict[int, SealedTrial]) -> list[Task]:
     """The relay's answer with every spec whole. A task that comes back with the very
     order this pilot signed for its trial is known here already, so it is not opened
     again (a signature check and two decryptions a trial: 0.6 s of a 500-trial submit);
