@@ -350,6 +350,13 @@ MIGRATIONS: Final[list[str]] = [
         payload TEXT NOT NULL, PRIMARY KEY (job_id, trial, attempt)
     )
     """,
+    # 15: a submit sent again is answered with the task its order made, never queued twice
+    # (issue 15: a replica killed after the commit, before the answer): one task per
+    # pilot's order id, found by this index (relay/tasks.py, made_by).
+    """
+    CREATE UNIQUE INDEX tasks_pilot_order ON tasks (pilot, order_id)
+        WHERE order_id IS NOT NULL
+    """,
 ]
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -85,9 +85,12 @@ def _retry_due(conn: Connection, job: Row, task: Row) -> bool:
     if not (task["state"] == "lost"
             or (task["state"] == "failed" and task["exit_code"] in retry_on)):
         return False
+    # A spare whose order id a task of the pilot's has taken since is no retry: the drone
+    # would refuse it as a replay, and the unique (pilot, order_id) index its insert.
     return conn.execute(
-        "SELECT 1 FROM job_spares WHERE job_id = ? AND trial = ? AND attempt = ?",
-        (job["id"], task["trial"], task["attempt"] + 1)).fetchone() is not None
+        "SELECT 1 FROM job_spares s WHERE s.job_id = ? AND s.trial = ? AND s.attempt = ?"
+        " AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.pilot = ? AND t.order_id = s.order_id)",
+        (job["id"], task["trial"], task["attempt"] + 1, job["pilot"])).fetchone() is not None
 
 
 def view(conn: Connection, job: Row) -> dict[str, Any]:
@@ -191,8 +194,12 @@ def create(conn: Connection, store: task_store.TaskStore, pilot: str, body: JobB
     check_trials(trials, body.retries)
     now = time.time()
     with transaction(conn):
-        if row_of(conn, job_id) is not None:
-            raise ApiError(409, "job_exists", f"job {job_id} exists already")
+        earlier = row_of(conn, job_id)
+        if earlier is not None:
+            ids = _made_before(conn, pilot, earlier, trials)
+            if ids is None:
+                raise ApiError(409, "job_exists", f"job {job_id} exists already")
+            return view(conn, earlier), ids, []  # this very request, sent again
         conn.execute(
             "INSERT INTO jobs (id, name, kind, pilot, created_at, trials, max_parallel,"
             " retries, retry_on, stop_on_failure) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
@@ -224,12 +231,52 @@ def add(conn: Connection, store: task_store.TaskStore, pilot: str, job_id: str,
     return view(conn, job), ids, wake
 
 
+def _made_before(conn: Connection, pilot: str, job: Row,
+                 trials: list[CheckedTrial]) -> list[str] | None:
+    """The task ids a job create made, when ``trials`` are its trials sent again (its answer
+    was lost): the pilot's job, each order already one of its tasks; else None."""
+    if job["pilot"] != pilot:
+        return None
+    ids = []
+    for item in trials:
+        row = task_store.made_by(conn, pilot, item.order)
+        if row is None or row["job_id"] != job["id"] or row["trial"] != item.body.trial:
+            return None
+        ids.append(row["id"])
+    return ids
+
+
+def _resent(conn: Connection, pilot: str, job_id: str, item: CheckedTrial) -> str | None:
+    """The task id of a trial this pilot sent already under the same order (a chunk sent
+    again after its answer was lost), or None for a new one; an order id that is another
+    task's, or a spare's that is a task's already, is refused (the drone would refuse it)."""
+    row = task_store.made_by(conn, pilot, item.order)
+    if row is not None and row["job_id"] == job_id and row["trial"] == item.body.trial:
+        return str(row["id"])
+    if row is not None:
+        raise ApiError(409, "order_reused", f"trial {item.body.trial}: order id "
+                       f"{item.order.id} is task {row['id']}'s already")
+    for spare in item.spares:
+        used = task_store.made_by(conn, pilot, spare)
+        if used is not None:
+            raise ApiError(409, "order_reused", f"trial {item.body.trial}: the spare's "
+                           f"order id {spare.id} is task {used['id']}'s already")
+    return None
+
+
 def _add(conn: Connection, store: task_store.TaskStore, pilot: str, job_id: str,
          trials: list[CheckedTrial], now: float) -> tuple[list[str], list[str]]:
-    task_store.check_quota(conn, store.config, pilot, len(trials))
     ids: list[str] = []
     wake: list[str] = []
+    new: list[CheckedTrial] = []
     for item in trials:
+        earlier = _resent(conn, pilot, job_id, item)
+        if earlier is not None:
+            ids.append(earlier)
+        else:
+            new.append(item)
+    task_store.check_quota(conn, store.config, pilot, len(new))
+    for item in new:
         number = item.body.trial
         last = conn.execute(
             "SELECT state, attempt FROM tasks WHERE job_id = ? AND trial = ?"

@@ -145,6 +145,19 @@ def check_trial(body: SubmitBody, order: Order) -> None:
     relay_orders.same(order, "target", target, "target")
 
 
+def made_by(conn: Connection, pilot: str, order: Order) -> Row | None:
+    """The task ``pilot``'s ``order`` already made, if any: a submit sent again after its
+    answer was lost (a replica killed, a timeout) is answered with that task, never queued
+    twice (docs/api.md, "Sending a submit again"). The same order id under another order's
+    text is a 409: an order id names one order."""
+    row = conn.execute("SELECT * FROM tasks WHERE pilot = ? AND order_id = ?",
+                       (pilot, order.id)).fetchone()
+    if row is not None and row["order_text"] != order.text:
+        raise ApiError(409, "order_reused", f"order id {order.id} is task {row['id']}'s "
+                       "already, under another order (sign a new order for a new task)")
+    return row
+
+
 def check_quota(conn: Connection, config: RelayConfig, pilot: str, adding: int) -> None:
     """429 when ``adding`` more queued tasks would pass the pilot's queue quota."""
     queued = conn.execute(
@@ -218,6 +231,9 @@ class TaskStore:
         check_trial(body, order)
         now = time.time()
         with transaction(conn):
+            earlier = made_by(conn, pilot, order)
+            if earlier is not None:
+                return Submitted(self.view(conn, earlier))
             check_quota(conn, self.config, pilot, 1)
             task_id, wake = self.insert(conn, pilot, body, order, now)
             audit.record(conn, pilot, "submit", task_id,

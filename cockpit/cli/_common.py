@@ -178,7 +178,17 @@ def open_session(conn: Connection, *, allow_expired: bool = False
     signer = signer_for(key, public_key=session.public_key if key is None else None)
     client = RelayClient(relay, signer=signer, token=session.token,
                          verify=tls_verify(settings.ca_cert or session.ca_cert))
+    client.on_resend = _say_resending
     return client, session
+
+
+def _say_resending(error: Any, delay: float) -> None:
+    """The first resend of a submit whose answer was lost, on stderr: no silent wait."""
+    from dragoon.cockpit.client._client import RESEND_FIRST
+
+    if delay == RESEND_FIRST:
+        print(f"dragoon: the relay's answer was lost ({error.code}); sending the same "
+              "signed submit again (it runs once)", file=sys.stderr, flush=True)
 
 
 def open_client(conn: Connection) -> RelayClient:

@@ -79,6 +79,11 @@ _CHUNK = 64 * 1024
 # Seconds a long-lived client (the cockpit, a script) reuses the checked recipients of a
 # target: a `dragoon drone authorize` reaches its next submits that much later at most.
 RECIPIENTS_TTL: Final = 10.0
+# How long a submit whose answer was lost is sent again (``_send``): past a balancer's
+# health checks taking a dead replica out (deploy/haproxy.cfg: fall 3, inter 2 s) and a relay's
+# restart under systemd, with room to spare.
+RESEND_FOR: Final = 30.0
+RESEND_FIRST: Final = 0.05  # seconds before the first resend; doubling up to 1 s
 
 
 def checked_spec(spec: SpecJSON) -> TaskSpec:
@@ -105,6 +110,18 @@ def _transport_error(exc: httpx.HTTPError, url: str) -> RelayError:
         reason = str(exc) or "connection failed"
         return RelayError(E.UNREACHABLE, f"relay at {url} is unreachable ({reason})")
     return RelayError(E.PROTOCOL, f"connection to relay at {url} broke ({type(exc).__name__})")
+
+
+def _answer_lost(error: RelayError, *, after_a_cut: bool) -> bool:
+    """Whether a request may have reached the relay and its answer was lost: the
+    connection broke or timed out, or a balancer answered for a replica that went away
+    (a 502, 503 or 504 that is not the relay's own JSON). After such a cut, a relay not
+    reachable yet is the same failover (a replica restarting); before one, it is the
+    user's news at once, never a silent wait."""
+    if error.status is None:
+        return error.code in (E.PROTOCOL, E.TIMEOUT) or (after_a_cut and
+                                                          error.code == E.UNREACHABLE)
+    return error.status in (502, 503, 504) and not error.body
 
 
 def _error_from_response(status: int, content: bytes) -> RelayError:
@@ -155,6 +172,8 @@ class RelayClient:
         # cockpit or script submitting many tasks checks the keys once, not once a task.
         self._recipients: dict[tuple[Any, Any], tuple[float, Any]] = {}
         self.token = token
+        # Told of each resend of a submit whose answer was lost (``_send``): the CLI says so.
+        self.on_resend: RetryHook | None = None
         # The relay's replay floor, once it named one: requests are signed at or above it.
         self._not_before: int | None = None
         self._base = httpx.URL(self.base_url)
@@ -225,7 +244,34 @@ class RelayClient:
         return sign_request(self.signer, method=method, path=wire_path, query=wire_query,
                             body=body, token=self.token, timestamp=timestamp)
 
-    async def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+    async def _send(self, request: httpx.Request, *, stream: bool = False,
+                    resend: bool = False) -> httpx.Response:
+        """Send ``request``; with ``resend`` (a request the relay answers once however often
+        it comes: a submit, a job's trials, under their signed orders), a request whose
+        answer was lost is sent again, signed afresh, for up to RESEND_FOR seconds."""
+        if not resend:
+            return await self._send_signed(request, stream=stream)
+        cut_at: float | None = None
+        delay = RESEND_FIRST
+        while True:
+            try:
+                return await self._send_signed(request, stream=stream)
+            except RelayError as error:
+                now = time.monotonic()
+                if not _answer_lost(error, after_a_cut=cut_at is not None):
+                    raise
+                cut_at = now if cut_at is None else cut_at
+                if now - cut_at > RESEND_FOR:
+                    raise
+                if self.on_resend is not None:
+                    self.on_resend(error, delay)
+            await asyncio.sleep(delay)
+            delay = min(1.0, delay * 2)
+            if is_signed(request.headers):  # a fresh nonce: the first may have been seen
+                request.headers.update(self._signature(request.method, request.url,
+                                                       request.content))
+
+    async def _send_signed(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
         try:
             return await self._send_once(request, stream=stream)
         except RelayError as error:
@@ -254,8 +300,9 @@ class RelayClient:
             raise _error_from_response(response.status_code, content)
         return response
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        response = await self._send(self._request(method, path, **kwargs))
+    async def _call(self, method: str, path: str, *, resend: bool = False,
+                    **kwargs: Any) -> httpx.Response:
+        response = await self._send(self._request(method, path, **kwargs), resend=resend)
         try:
             await response.aread()
         except httpx.HTTPError as exc:
@@ -366,7 +413,7 @@ class RelayClient:
                                          expires_in=expires_in, start_within=start_within)
         if lost_after is not None:
             body["lost_after"] = lost_after
-        task = await self._json("POST", "/v1/tasks", json_body=body)
+        task = await self._json("POST", "/v1/tasks", json_body=body, resend=True)
         self.keys.remember(str(task.get("id")), sealed.task_key)
         return cast(Task, self.keys.open(task))
 

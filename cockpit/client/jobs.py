@@ -132,12 +132,12 @@ async def submit_job(client: RelayClient, job_id: str, *, name: str | None, kind
     first = await client._json("POST", "/v1/jobs", json_body={
         "id": job_id, "name": name, "kind": kind, "max_parallel": max_parallel,
         "retries": retries, "retry_on": list(retry_on), "stop_on_failure": stop_on_failure,
-        "tasks": next(runs, [])})
+        "tasks": next(runs, [])}, resend=True)
     job, tasks = first["job"], _remember(client, first["tasks"], keys)
     for run in runs:
         try:
             more = await client._json("POST", f"/v1/jobs/{job_id}/tasks",
-                                      json_body={"tasks": run})
+                                      json_body={"tasks": run}, resend=True)
         except RelayError as exc:
             raise _partly_submitted(exc, job_id, len(tasks), len(bodies)) from exc
         job = more["job"]
@@ -163,7 +163,8 @@ async def add_job_tasks(client: RelayClient, job_id: str, trials: list[TrialSubm
     tasks: list[Task] = []
     answer: dict[str, Any] = {"job": job}
     for run in chunks(bodies, most=chunk):
-        answer = await client._json("POST", f"/v1/jobs/{job_id}/tasks", json_body={"tasks": run})
+        answer = await client._json("POST", f"/v1/jobs/{job_id}/tasks", json_body={"tasks": run},
+                                    resend=True)
         tasks.extend(_remember(client, answer["tasks"], keys))
     return JobSubmitted(cast(Job, answer["job"]), tasks)
 

@@ -11,14 +11,16 @@ within a few seconds (the time is printed: docs/benchmarks.md has the figures).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import pytest
+from dragoon.cockpit.client import RelayClient
 
 from tests.drone.conftest import Fleet
 from tests.support.relay import PilotSession
@@ -30,7 +32,8 @@ LINES = 150
 
 
 def through_failures(action: Callable[[], T], *, timeout: float = 30.0) -> T:
-    """What any client does across a failover: a request cut by the kill is sent again."""
+    """What a reader does across a failover: a read cut by the kill is made again. Never
+    around a submit: a submit sent again must carry the same signed order (``Pilot``)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -39,6 +42,31 @@ def through_failures(action: Callable[[], T], *, timeout: float = 30.0) -> T:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+class Pilot:
+    """The pilot's own ``RelayClient`` on an event loop of its own: a submit whose answer a
+    kill cut is sent again by the client itself, under the same signed order."""
+
+    def __init__(self, url: str, session: PilotSession) -> None:
+        self.session = session
+        self.loop = asyncio.new_event_loop()
+        self.client = RelayClient(url, signer=session.signer, token=session.token,
+                                  env=session.env)
+        self.resent: list[str] = []
+        self.client.on_resend = lambda error, _delay: self.resent.append(error.code)
+
+    def submit(self, command: str, **target: Any) -> str:
+        task = self.loop.run_until_complete(
+            self.client.submit(spec={"command": command, "grace": 1}, **target))
+        key = self.client.keys.task_key(task["id"])
+        assert key is not None
+        self.session.task_keys[task["order_id"]] = key  # for the session's reads
+        return str(task["id"])
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.client.aclose())
+        self.loop.close()
 
 
 @pytest.fixture
@@ -59,20 +87,21 @@ def world(tmp_path: Path) -> Iterator[tuple[ReplicaSet, Fleet, PilotSession]]:
 def test_a_replica_killed_mid_stream_loses_no_output_and_runs_no_task_twice(
     world: tuple[ReplicaSet, Fleet, PilotSession], tmp_path: Path,
 ) -> None:
-    replicas, fleet, _pilot = world
+    replicas, fleet, session = world
+    pilot = Pilot(replicas.url, session)
     runs = tmp_path / "runs"
-    streaming = through_failures(lambda: fleet.submit(f'echo "$DRAGOON_TASK_ID" >> {runs}; '
+    # To the label, so the short ones below reuse the recipients this submit checked.
+    streaming = pilot.submit(f'echo "$DRAGOON_TASK_ID" >> {runs}; '
                              f'for i in $(seq 1 {LINES}); do echo "line $i"; sleep 0.02; done',
-                             drone="d1"))
+                             labels=["fo"])
     through_failures(lambda: fleet.wait_state(streaming, "running", timeout=30))
     time.sleep(0.5)  # some of the output is through, most of it is to come
     victim = replicas.replicas[1]
     victim.kill9()
     killed_at = time.monotonic()
     # Tasks submitted while the balancer may still send a request to the dead replica.
-    short = [through_failures(lambda i=i: fleet.submit(
-        f'echo "$DRAGOON_TASK_ID" >> {runs}; echo short {i}', labels=["fo"]))
-        for i in range(6)]
+    short = [pilot.submit(f'echo "$DRAGOON_TASK_ID" >> {runs}; echo short {i}', labels=["fo"])
+             for i in range(6)]
 
     for task_id in [streaming, *short]:
         task = through_failures(lambda t=task_id: fleet.wait_state(t, timeout=60))
@@ -86,11 +115,13 @@ def test_a_replica_killed_mid_stream_loses_no_output_and_runs_no_task_twice(
     assert ran == Counter([streaming, *short]), f"tasks did not run exactly once: {ran}"
     # Both drones are served by the two that are left: a task on each comes back.
     for name in ("d1", "d2"):
-        tiny = through_failures(lambda n=name: fleet.submit("true", drone=n))
+        tiny = pilot.submit("true", drone=fleet.name(name))
         assert through_failures(lambda t=tiny: fleet.wait_state(t, timeout=30))["state"] == \
             "succeeded"
     assert replicas.up() == 2
-    print(f"\nfailover: every task done {served_again:.2f} s after the kill")
+    pilot.close()
+    print(f"\nfailover: every task done {served_again:.2f} s after the kill; "
+          f"{len(pilot.resent)} submit(s) sent again after a lost answer")
 
 
 def test_the_balancer_takes_a_killed_replica_out_and_a_restarted_one_back(
@@ -110,6 +141,10 @@ def test_the_balancer_takes_a_killed_replica_out_and_a_restarted_one_back(
     assert out_after < 10, out_after
     victim.start()
     replicas.wait_served(count=3)
-    task = through_failures(lambda: fleet.submit("echo back", drone="d2"))
+    back = Pilot(replicas.url, pilot)
+    try:
+        task = back.submit("echo back", drone=fleet.name("d2"))
+    finally:
+        back.close()
     assert through_failures(lambda: fleet.wait_state(task, timeout=30))["state"] == "succeeded"
     print(f"\nfailover: balancer routed around the dead replica in {out_after:.2f} s")
