@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -60,17 +60,15 @@ async def _bodies(client: RelayClient, trials: list[TrialSubmit], *, retries: in
     await asyncio.gather(*(client._recipients_for(drone, list(labels) or None)
                            for drone, labels in targets))
     bodies: list[dict[str, Any]] = []
-    keys: dict[int, SealedTrial] = {}
-    shared_wraps: dict[tuple[str | None, tuple[str, ...]], Any] = {}  # the shared key's
+    sealed_trials: dict[int, SealedTrial] = {}
+    key_wraps: Mapping[str, str] | None = None  # the shared key's, once made (one target)
     for trial in trials:
         spec = checked_spec(trial.spec)
         found = await client._recipients_for(trial.drone, trial.labels)
-        target = (trial.drone, tuple(trial.labels or ()))
         sealed, body = client._sealed_body(spec, found, drone=trial.drone, labels=trial.labels,
-                                           expires_in=expires_in, key=key,
-                                           wraps=shared_wraps.get(target))
-        if key is not None:
-            shared_wraps.setdefault(target, sealed.wraps)
+                                           expires_in=expires_in, key=key, wraps=key_wraps)
+        if key is not None and key_wraps is None:
+            key_wraps = sealed.wraps
         spares = []
         for _ in range(retries):
             _spare, spare_body = client._sealed_body(spec, found, drone=trial.drone,
@@ -84,8 +82,9 @@ async def _bodies(client: RelayClient, trials: list[TrialSubmit], *, retries: in
         if lost_after is not None:
             body["lost_after"] = lost_after
         bodies.append(body)
-        keys[trial.trial] = SealedTrial(sealed.task_key, spec.to_json(), body.get("order"))
-    return bodies, keys
+        sealed_trials[trial.trial] = SealedTrial(sealed.task_key, spec.to_json(),
+                                                 body.get("order"))
+    return bodies, sealed_trials
 
 
 @dataclass(frozen=True)
@@ -106,12 +105,11 @@ def _remember(client: RelayClient, tasks: list[Any],
     shown: list[Task] = []
     for task in tasks:
         mine = sealed.get(task.get("trial")) if isinstance(task, dict) else None
-        if mine is not None and mine.order is not None and task.get("order") == mine.order:
+        if mine is not None:
             client.keys.remember(str(task.get("id")), mine.key)
+        if mine is not None and mine.order is not None and task.get("order") == mine.order:
             shown.append(cast(Task, {**task, "spec": mine.spec}))
         else:
-            if mine is not None:
-                client.keys.remember(str(task.get("id")), mine.key)
             shown.append(cast(Task, client.keys.open(task)))
     return shown
 
@@ -126,14 +124,14 @@ async def submit_job(client: RelayClient, job_id: str, *, name: str | None, kind
                      expires_in: int | None, lost_after: int | None,
                      chunk: int) -> JobSubmitted:
     shared = kind == "sweep" and _one_target(trials)
-    bodies, keys = await _bodies(client, trials, retries=retries, shared_key=shared,
+    bodies, sealed = await _bodies(client, trials, retries=retries, shared_key=shared,
                                  expires_in=expires_in, lost_after=lost_after)
     runs = chunks(bodies, most=chunk)
     first = await client._json("POST", "/v1/jobs", json_body={
         "id": job_id, "name": name, "kind": kind, "max_parallel": max_parallel,
         "retries": retries, "retry_on": list(retry_on), "stop_on_failure": stop_on_failure,
         "tasks": next(runs, [])}, resend=True)
-    job, tasks = first["job"], _remember(client, first["tasks"], keys)
+    job, tasks = first["job"], _remember(client, first["tasks"], sealed)
     for run in runs:
         try:
             more = await client._json("POST", f"/v1/jobs/{job_id}/tasks",
@@ -141,7 +139,7 @@ async def submit_job(client: RelayClient, job_id: str, *, name: str | None, kind
         except RelayError as exc:
             raise _partly_submitted(exc, job_id, len(tasks), len(bodies)) from exc
         job = more["job"]
-        tasks.extend(_remember(client, more["tasks"], keys))
+        tasks.extend(_remember(client, more["tasks"], sealed))
     return JobSubmitted(cast(Job, job), tasks)
 
 
@@ -157,7 +155,7 @@ async def add_job_tasks(client: RelayClient, job_id: str, trials: list[TrialSubm
                         expires_in: int | None, lost_after: int | None,
                         chunk: int) -> JobSubmitted:
     job = await client.job(job_id)
-    bodies, keys = await _bodies(client, trials, retries=int(job.get("retries") or 0),
+    bodies, sealed = await _bodies(client, trials, retries=int(job.get("retries") or 0),
                                  shared_key=False, expires_in=expires_in,
                                  lost_after=lost_after)
     tasks: list[Task] = []
@@ -165,7 +163,7 @@ async def add_job_tasks(client: RelayClient, job_id: str, trials: list[TrialSubm
     for run in chunks(bodies, most=chunk):
         answer = await client._json("POST", f"/v1/jobs/{job_id}/tasks", json_body={"tasks": run},
                                     resend=True)
-        tasks.extend(_remember(client, answer["tasks"], keys))
+        tasks.extend(_remember(client, answer["tasks"], sealed))
     return JobSubmitted(cast(Job, answer["job"]), tasks)
 
 
