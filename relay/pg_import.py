@@ -13,7 +13,8 @@ there or none of it. The keys and tokens are the rows themselves, so drones and 
 go on with what they hold; the signing key stays in the data dir, whose relay.toml is
 pointed at the database last, once the load committed.
 
-The source is read, never written: ``relay.db``, ``logs/`` and ``blobs/`` stay where
+The source is read, never written (but for an older ``relay.db``, first brought to today's
+schema as ``relay serve`` would at its start): ``relay.db``, ``logs/`` and ``blobs/`` stay where
 they are, so going back is one line of relay.toml (``database = ""``). Run it with the
 old relay stopped (drones and pilots retry meanwhile; their tasks run on): whatever the
 old relay acknowledges after the snapshot is not in the new one, as after a restore.
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from dragoon.relay import backup, pg_migrate
+from dragoon.relay import backup, db, pg_migrate
 from dragoon.relay.blobs import SHA256
 from dragoon.relay.config import DB_FILE, RelayConfig
 from dragoon.relay.db import transaction
@@ -57,6 +58,22 @@ class ImportSummary:
     blobs: int = 0
     blob_bytes: int = 0
     missing: list[str] | None = None
+    upgraded: tuple[int, int] | None = None  # relay.db's schema (before, after) if it moved
+
+
+def _upgrade_sqlite(config: RelayConfig) -> tuple[int, int] | None:
+    """relay.db brought to today's schema first, as ``relay serve`` of this release would at
+    its start (the snapshot reads today's tables): its (before, after), or None if current.
+    The one write to the source; a relay of this release still serves it."""
+    source = sqlite3.connect(f"file:{config.db_path}?mode=ro", uri=True)
+    try:
+        before = int(source.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        source.close()
+    if before >= db.SCHEMA_VERSION:
+        return None  # current; a newer one is refused by the snapshot's own check
+    db.connect(config.db_path).close()
+    return before, db.SCHEMA_VERSION
 
 
 def import_data_dir(config: RelayConfig, url: str) -> ImportSummary:
@@ -64,6 +81,7 @@ def import_data_dir(config: RelayConfig, url: str) -> ImportSummary:
     then point its relay.toml at that database."""
     if config.database:
         raise MigrateRefused(f"{config.data_dir} already uses {masked(config.database)}")
+    upgraded = _upgrade_sqlite(config)
     with tempfile.TemporaryDirectory(prefix=".dragoon-migrate-", dir=config.data_dir) as work:
         archive = Path(work) / "snapshot.tar"
         snap = backup.backup(config, archive)
@@ -78,6 +96,7 @@ def import_data_dir(config: RelayConfig, url: str) -> ImportSummary:
         finally:
             conn.close()
     summary.missing = snap.missing
+    summary.upgraded = upgraded
     config.database = url
     config.save()
     return summary
@@ -216,8 +235,13 @@ def _copy_blobs(conn: PgConnection, blobs: Path, summary: ImportSummary) -> None
 
 def describe(summary: ImportSummary) -> list[str]:
     rows = sum(summary.tables.values())
-    lines = [f"{rows} rows in {len(summary.tables)} tables, {summary.logs} task logs "
-             f"({summary.log_bytes} bytes), {summary.blobs} blobs ({summary.blob_bytes} bytes)"]
+    lines = []
+    if summary.upgraded is not None:
+        lines.append("relay.db: schema {} -> {} first (as `relay migrate --data` does)".format(
+            *summary.upgraded))
+    lines.append(f"{rows} rows in {len(summary.tables)} tables, {summary.logs} task logs "
+                 f"({summary.log_bytes} bytes), {summary.blobs} blobs "
+                 f"({summary.blob_bytes} bytes)")
     lines += [f"missing (gone while the snapshot was taken): {name}"
               for name in summary.missing or []]
     return lines

@@ -5,10 +5,9 @@ with the first migration alone (schema version 1). Every migration appended
 since runs when today's relay opens it, so this test exercises each of them.
 
 On PostgreSQL (DRAGOON_TEST_BACKEND=postgresql) a relay never reads relay.db, so the old
-data dir goes the way an operator's would: ``relay migrate --data`` brings relay.db to
-today's schema (the SQLite migrations, as above), ``relay migrate --from --to``
-(docs/storage.md) moves it into the relay's database, and the relay then serves the same
-old rows from there.
+data dir goes the way an operator's would: ``relay migrate --from --to`` (docs/storage.md)
+brings relay.db to today's schema (the SQLite migrations, as above) and moves it into the
+relay's database, and the relay then serves the same old rows from there.
 """
 
 from __future__ import annotations
@@ -45,17 +44,17 @@ def _lay_old_data_dir(data_dir: Path) -> None:
 
 
 def _move_to_postgresql(data_dir: Path) -> None:
-    """The old SQLite data dir into the PostgreSQL database relay init made for it: relay.db
-    migrated first (the move takes today's schema only), then ``relay migrate --from``."""
+    """The old SQLite data dir into the PostgreSQL database relay init made for it, in one
+    ``relay migrate --from``: it brings the old relay.db to today's schema first."""
     url = configured_database(data_dir)
     toml = data_dir / "relay.toml"
     lines = [line for line in toml.read_text().splitlines()
              if line.split("=", 1)[0].strip() != "database"]
     toml.write_text("\n".join(lines) + "\n")  # a SQLite relay, as the old one was
-    upgraded = dragoon("relay", "migrate", "--data", str(data_dir)).stdout
-    assert f"schema {v1.VERSION} -> {SCHEMA_VERSION}" in upgraded, upgraded
     moved = dragoon("relay", "migrate", "--from", str(data_dir), "--to", url, check=False)
     assert moved.returncode == 0, moved.stderr
+    assert f"relay.db: schema {v1.VERSION} -> {SCHEMA_VERSION} first" in moved.stdout, \
+        moved.stdout
     assert configured_database(data_dir) == url
 
 
