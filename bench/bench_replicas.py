@@ -373,9 +373,17 @@ async def _many_drones(setup: Setup, count: int, window: float) -> dict[str, Any
     polls_from = time.monotonic()
     deadline = polls_from + 300
     async with httpx.AsyncClient(timeout=30) as http:
+        asked = 0
         while online < count and time.monotonic() < deadline:
             await asyncio.sleep(1)
-            text = (await http.get(f"{urls[0]}/metrics")).text
+            # Any replica's count is the fleet's (one database); one busy taking connections
+            # may not answer in time: the next is asked the next second.
+            asked += 1
+            try:
+                text = (await http.get(f"{urls[asked % len(urls)]}/metrics")).text
+            except httpx.HTTPError as exc:
+                errors[f"metrics {type(exc).__name__}"] += 1
+                continue
             for line in text.splitlines():
                 if line.startswith('dragoon_relay_drones{state="online"}'):
                     online = int(float(line.split()[1]))
@@ -427,7 +435,7 @@ def part_drones(work: Path, counts: Counts, fd_limit: int) -> dict[str, Any]:
 
 
 def part_failover(work: Path, counts: Counts) -> dict[str, Any]:
-    from tests.replicas.test_failover import LINES, through_failures
+    from tests.replicas.test_failover import LINES, Pilot, through_failures
 
     root = work / "failover"
     with ReplicaSet(root / "relays", count=3,
@@ -435,6 +443,9 @@ def part_failover(work: Path, counts: Counts) -> dict[str, Any]:
         pilot = replicas.pilot("alice")
         fleet = Fleet(root, replicas.replicas[0], pilot)  # enrolls with the balancer's URL
         names = [f"d{i + 1}" for i in range(counts.failover_drones)]
+        # Submits go through the pilot's own client, which sends one whose answer the kill
+        # cut again under the same signed order (reads are simply made again).
+        submitter = Pilot(replicas.url, pilot)
         try:
             for name in names:
                 drone = fleet.drone(name, labels=("fo",), slots=4, poll_wait=10.0)
@@ -442,20 +453,20 @@ def part_failover(work: Path, counts: Counts) -> dict[str, Any]:
             runs = root / "runs"
             # Every drone has taken a task before the kill: all are polling.
             for name in names:
-                warm = through_failures(lambda n=name: fleet.submit("true", drone=n))
+                warm = submitter.submit("true", drone=fleet.name(name))
                 through_failures(lambda t=warm: fleet.wait_state(t, timeout=60))
-            streaming = through_failures(lambda: fleet.submit(
+            streaming = submitter.submit(
                 f'echo "$DRAGOON_TASK_ID" >> {runs}; '
-                f'for i in $(seq 1 {LINES}); do echo "line $i"; sleep 0.02; done', drone="d1"))
+                f'for i in $(seq 1 {LINES}); do echo "line $i"; sleep 0.02; done',
+                drone=fleet.name("d1"))
             through_failures(lambda: fleet.wait_state(streaming, "running", timeout=30))
             time.sleep(0.5)  # some of the output is through, most of it is to come
             replicas.replicas[1].kill9()
             killed_at, killed_wall = time.monotonic(), time.time()
-            probes = {name: through_failures(lambda n=name: fleet.submit(
-                f'echo "$DRAGOON_TASK_ID" >> {runs}', drone=n)) for name in names}
-            short = [through_failures(lambda i=i: fleet.submit(
-                f'echo "$DRAGOON_TASK_ID" >> {runs}; echo short {i}', labels=["fo"]))
-                for i in range(6)]
+            probes = {name: submitter.submit(f'echo "$DRAGOON_TASK_ID" >> {runs}',
+                                             drone=fleet.name(name)) for name in names}
+            short = [submitter.submit(f'echo "$DRAGOON_TASK_ID" >> {runs}; echo short {i}',
+                                      labels=["fo"]) for i in range(6)]
             states: dict[str, str] = {}
             served: dict[str, float] = {}
             for name, task_id in probes.items():
@@ -484,7 +495,9 @@ def part_failover(work: Path, counts: Counts) -> dict[str, Any]:
                                     "drone": seen.get("drone"),
                                     "created_after_kill_s": round(
                                         float(seen.get("created_at") or 0) - killed_wall, 3)}
+            resent = len(submitter.resent)
         finally:
+            submitter.close()
             fleet.close()
     drop_released_databases()
     got = Counter(output.decode(errors="replace").splitlines())
@@ -500,7 +513,7 @@ def part_failover(work: Path, counts: Counts) -> dict[str, Any]:
         "tasks_not_succeeded": sum(states[t] != "succeeded" for t in every),
         "tasks_not_run_once": sum(ran[t] != 1 for t in every) + sum(
             1 for t in ran if t not in every),
-        "replicas_up_after": up, "not_run_once": off,
+        "replicas_up_after": up, "not_run_once": off, "submits_sent_again": resent,
     }
 
 
@@ -588,6 +601,8 @@ def main() -> None:
                 print(f"{name} … (load {before})", file=sys.stderr, flush=True)
                 results[name] = part(Path(tmp))
                 results["load"][name] = (before, load())
+                if args.json:  # after each part: a later part that fails keeps these
+                    args.json.write_text(json.dumps(results, indent=2) + "\n")
     finally:
         drop_released_databases(every=True)
     rows = table(results)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from dragoon.cockpit.client import RelayClient
+from dragoon.cockpit.client import RelayClient, RelayError
 
 from tests.drone.conftest import Fleet
 from tests.support.relay import PilotSession
@@ -57,12 +57,27 @@ class Pilot:
         self.client.on_resend = lambda error, _delay: self.resent.append(error.code)
 
     def submit(self, command: str, **target: Any) -> str:
+        self.loop.run_until_complete(self._recipients(**target))
         task = self.loop.run_until_complete(
             self.client.submit(spec={"command": command, "grace": 1}, **target))
         key = self.client.keys.task_key(task["id"])
         assert key is not None
         self.session.task_keys[task["order_id"]] = key  # for the session's reads
         return str(task["id"])
+
+    async def _recipients(self, drone: str | None = None,
+                          labels: list[str] | None = None) -> None:
+        """Whom the submit is sealed to, read first (a read is made again through a cut):
+        the submit that follows finds them in the client's cache."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await self.client._recipients_for(drone, labels)
+                return
+            except RelayError as error:
+                if not error.retryable or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
 
     def close(self) -> None:
         self.loop.run_until_complete(self.client.aclose())
