@@ -64,7 +64,8 @@ class PgBlobStore:
     def __init__(self, url: str, *, pool_size: int = 8, chunk: int = CHUNK) -> None:
         self.chunk = chunk
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size,
-                                    kwargs={"autocommit": True, "connect_timeout": 10},
+                                    kwargs={"autocommit": True, "connect_timeout": 10,
+                                            "application_name": "dragoon-relay-blobs"},
                                     open=True, name="relay-blobs")
 
     def close(self) -> None:

@@ -78,7 +78,8 @@ class PgOutputStore:
         self._url = url
         self.cap = cap
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size,
-                                    kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+                                    kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT,
+                                            "application_name": "dragoon-relay-logs-read"},
                                     open=True, name="relay-logs-read", timeout=CONNECT_TIMEOUT)
         self._writer: psycopg.Connection[Any] | None = None
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -199,7 +200,8 @@ class PgOutputStore:
             if self._writer is not None:
                 self._writer.close()
             self._writer = psycopg.connect(self._url, autocommit=True,
-                                          connect_timeout=CONNECT_TIMEOUT)
+                                          connect_timeout=CONNECT_TIMEOUT,
+                                          application_name="dragoon-relay-logs-write")
         return self._writer
 
     def _commit_loop(self) -> None:

@@ -24,8 +24,8 @@ class PgSpace:
     """Deletes pruned tasks' logs and unreferenced blobs, on a connection of its own."""
 
     def __init__(self, url: str) -> None:
-        self._conn: psycopg.Connection[Any] = psycopg.connect(url, autocommit=True,
-                                                         connect_timeout=10)
+        self._conn: psycopg.Connection[Any] = psycopg.connect(
+            url, autocommit=True, connect_timeout=10, application_name="dragoon-relay-retention")
 
     def close(self) -> None:
         self._conn.close()

@@ -87,7 +87,8 @@ class PgStdinStore:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._disconnect()
             self._conn = psycopg.connect(self._url, autocommit=True,
-                                          connect_timeout=CONNECT_TIMEOUT)
+                                          connect_timeout=CONNECT_TIMEOUT,
+                                          application_name="dragoon-relay-stdin")
         return self._conn
 
     def _disconnect(self) -> None:

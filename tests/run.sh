@@ -38,11 +38,17 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q -e '.[test]'
 .venv/bin/ruff check --quiet .
 source tests/pg-server.sh
+# DRAGOON_TEST_REPORTS=DIR keeps the runs' JUnit reports (each test's time) there after
+# the run, for a CI's artifacts or to find what makes the suite slow (docs/testing.md).
 reports=$(mktemp -d "${TMPDIR:-/tmp}/dragoon-test-reports.XXXXXX")
 pg_pid=""
 cleanup() {
   [[ -z $pg_pid ]] || kill "$pg_pid" 2>/dev/null || true
   pg_server_down
+  if [[ -n ${DRAGOON_TEST_REPORTS:-} ]]; then
+    mkdir -p "$DRAGOON_TEST_REPORTS"
+    cp "$reports"/*.xml "$reports"/*.log "$DRAGOON_TEST_REPORTS"/ 2>/dev/null || true
+  fi
   rm -rf "$reports"
 }
 trap cleanup EXIT
