@@ -18,11 +18,9 @@ connection), so they never wait behind the relay's database thread. A claim that
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from typing import Any
 
-import psycopg
+from dragoon.relay.pg_dial import RedialingConnection
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +40,7 @@ class PgNonces:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._conn = RedialingConnection(url, "dragoon-relay-nonces")
         self._waiting: dict[str, tuple[float, asyncio.Future[bool]]] = {}
         self._duplicates: list[asyncio.Future[bool]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -60,19 +58,13 @@ class PgNonces:
             self._writer = asyncio.create_task(self._write())
         return await future
 
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, application_name="dragoon-relay-nonces")
-        return self._conn
-
     async def _write(self) -> None:
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting, {}
                 self._duplicates.clear()
                 try:
-                    conn = await self._connection()
+                    conn = await self._conn.get()
                     names = list(batch)
                     cursor = await conn.execute(CLAIM, (names, [batch[n][0] for n in names],
                                                         self._now))
@@ -82,7 +74,7 @@ class PgNonces:
                     for _, future in batch.values():
                         if not future.done():
                             future.set_exception(exc)
-                    await self._drop_connection()
+                    await self._conn.drop()
                     continue
                 for nonce, (_, future) in batch.items():
                     if not future.done():
@@ -90,11 +82,5 @@ class PgNonces:
         finally:
             self._writer = None
 
-    async def _drop_connection(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close()
-        self._conn = None
-
     async def close(self) -> None:
-        await self._drop_connection()
+        await self._conn.drop()

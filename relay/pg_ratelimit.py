@@ -19,12 +19,11 @@ dials again. Buckets full again are deleted once a minute.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from typing import Any, Final
+from typing import Final
 
-import psycopg
+from dragoon.relay.pg_dial import RedialingConnection
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ class SharedBuckets:
         self.url = url
         self._peer = (float(per_peer_rate), float(per_peer_burst))
         self._total = (float(total_rate), float(total_burst))
-        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._conn = RedialingConnection(url, "dragoon-relay-ratelimit")
         self._lock: asyncio.Lock | None = None
         self._pruned = 0.0
 
@@ -50,7 +49,7 @@ class SharedBuckets:
             self._lock = asyncio.Lock()
         async with self._lock:
             try:
-                conn = await self._connection()
+                conn = await self._conn.get()
                 cursor = await conn.execute(CHECK, (f"{route} {peer}", *self._peer,
                                                     f"{route} *", *self._total))
                 row = await cursor.fetchone()
@@ -59,21 +58,9 @@ class SharedBuckets:
                     await conn.execute(PRUNE)
             except Exception as exc:
                 log.warning("rate limits: the shared buckets did not answer: %s", exc)
-                await self._drop_connection()
+                await self._conn.drop()
                 return 0.0
         return float(row[0]) if row is not None else 0.0
 
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, application_name="dragoon-relay-ratelimit")
-        return self._conn
-
-    async def _drop_connection(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close()
-        self._conn = None
-
     async def close(self) -> None:
-        await self._drop_connection()
+        await self._conn.drop()

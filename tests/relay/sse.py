@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from tests.support.hangup import hang_up
 from tests.support.relay import PilotSession
 
 
@@ -24,6 +25,7 @@ class EventStream:
         self.ended = threading.Event()
         self.status: int | None = None
         self.error: str | None = None
+        self._answer: httpx.Response | None = None
         headers = pilot.signed_headers("GET", "/v1/events")
         self._client = httpx.Client(base_url=pilot.url, timeout=timeout)
         self._thread = threading.Thread(target=self._run, args=(headers,), daemon=True)
@@ -32,6 +34,7 @@ class EventStream:
             raise AssertionError(f"the event stream did not connect: {self.status} {self.error}")
 
     def close(self) -> None:
+        hang_up(self._answer)
         self._client.close()
         self._thread.join(5)
 
@@ -44,6 +47,7 @@ class EventStream:
     def _run(self, headers: dict[str, str]) -> None:
         try:
             with self._client.stream("GET", "/v1/events", headers=headers) as answer:
+                self._answer = answer
                 self.status = answer.status_code
                 if answer.status_code != 200:
                     self.error = answer.read().decode(errors="replace")

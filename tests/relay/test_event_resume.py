@@ -21,6 +21,7 @@ import pytest
 from dragoon.relay.events import PAGE
 from dragoon.shared.request_auth import retry_timestamp
 
+from tests.support.hangup import hang_up
 from tests.support.relay import (
     PilotSession,
     RelayProcess,
@@ -43,6 +44,7 @@ class Reader:
         self.status: int | None = None
         self._pilot = pilot
         self._last_event_id = last_event_id
+        self._answer: httpx.Response | None = None
         self._client = httpx.Client(base_url=pilot.url, timeout=60)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -66,6 +68,7 @@ class Reader:
             # As an honest client does after a restart: sign at the relay's floor if it has one.
             with self._client.stream("GET", "/v1/events",
                                      headers=self._headers(self._floor())) as answer:
+                self._answer = answer
                 self.status = answer.status_code
                 event_id, kind, data = None, "", None
                 for line in answer.iter_lines():
@@ -99,8 +102,10 @@ class Reader:
         return got
 
     def close(self) -> None:
+        hang_up(self._answer)
         self._client.close()
         self._thread.join(5)
+        assert not self._thread.is_alive(), "the stream's reader did not end"
 
 
 def submit(pilot: PilotSession, count: int, tag: str) -> list[str]:

@@ -8,7 +8,9 @@ Used by the relay, drone and cockpit tests alike; its API stays stable:
   ``.data_dir``, ``.stop()`` (SIGTERM), ``.kill9()``, ``.start()``, ``.restart()``,
   ``.stderr_text()``; ``config={"sweep_interval": 0.2, …}`` overrides relay.toml.
 - ``init_relay(data_dir, config=…)``, ``add_operator(data_dir, name, pubkey_path) -> totp_secret``,
-  ``enroll(data_dir, drone, labels, url=…) -> join_token`` run the admin CLI.
+  ``enroll(data_dir, drone, labels, url=…) -> join_token`` run the admin CLI, in this
+  process (``relay_admin``: the same click commands, without a Python start and the
+  relay's imports per call; the admin CLI's own tests run ``dragoon relay …`` for real).
 - The backend: ``DRAGOON_TEST_BACKEND`` (``sqlite``, the default, ``postgresql`` or
   ``replicas``) picks it for every relay, or ``RelayProcess(..., backend=…)`` for one.
   ``replicas``: three ``dragoon relay serve`` on one fresh PostgreSQL database (the data
@@ -89,6 +91,22 @@ def dragoon(
     )
 
 
+def relay_admin(*args: str) -> str:
+    """Run ``dragoon relay ARGS`` (init, add-operator, enroll) in this process; its stdout.
+
+    The test helpers call these for nearly every relay a test starts, so a subprocess each
+    cost the suite minutes (the relay's imports, ~0.7 s a call). The commands keep no state
+    between calls: each reads the data dir and opens the database itself."""
+    from click.testing import CliRunner
+    from dragoon.relay.cli import relay
+
+    result = CliRunner().invoke(relay, list(args), catch_exceptions=False)
+    if result.exit_code != 0:
+        raise AssertionError(f"dragoon relay {' '.join(args)} exited {result.exit_code}:\n"
+                             f"{result.output}")
+    return result.stdout
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -118,7 +136,7 @@ def init_relay(
     backend = backend or BACKEND
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r}: one of {', '.join(BACKENDS)}")
-    args = ["relay", "init", "--data", str(data_dir)]
+    args = ["init", "--data", str(data_dir)]
     if url:
         args += ["--url", url]
     key = Path(data_dir).resolve()
@@ -128,7 +146,7 @@ def init_relay(
         _DATABASES[key] = new_database("relay")
         args += ["--database", _DATABASES[key]]
     _RELEASED.discard(key)
-    dragoon(*args)
+    relay_admin(*args)
     if config:
         path = data_dir / "relay.toml"
         lines = [
@@ -141,8 +159,8 @@ def init_relay(
 
 def add_operator(data_dir: Path, name: str, pubkey_path: Path) -> str:
     """Register a pilot with the admin CLI; returns its TOTP secret."""
-    out = dragoon("relay", "add-operator", "--data", str(data_dir), "--name", name,
-                  "--key", str(pubkey_path), "--no-qr").stdout
+    out = relay_admin("add-operator", "--data", str(data_dir), "--name", name,
+                      "--key", str(pubkey_path), "--no-qr")
     for line in out.splitlines():
         if line.startswith("TOTP secret: "):
             return line.split(": ", 1)[1].strip()
@@ -153,13 +171,13 @@ def enroll(data_dir: Path, drone: str, labels: Iterable[str] = (), *, url: str |
            ttl: str = "1h", replace: bool = False, authorize: Iterable[Path] = ()) -> str:
     """Mint a join token with the admin CLI; returns the token. ``authorize``: pilot public
     key files the drone is to obey (``--authorize``), seeded into its authorized_pilots."""
-    args = ["relay", "enroll", "--data", str(data_dir), "--drone", drone,
+    args = ["enroll", "--data", str(data_dir), "--drone", drone,
             "--labels", ",".join(labels), "--ttl", ttl, *(["--replace"] if replace else [])]
     for key_file in authorize:
         args += ["--authorize", str(key_file)]
     if url:
         args += ["--url", url]
-    return dragoon(*args).stdout.strip()
+    return relay_admin(*args).strip()
 
 
 def post_open(http: httpx.Client, path: str, body: dict[str, Any]) -> httpx.Response:
