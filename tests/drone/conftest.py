@@ -34,10 +34,16 @@ class DroneProcess:
 
     def join(self, token: str, *, slots: int = 1, labels: tuple[str, ...] = (),
              check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "dragoon", "drone", "join", token, "--data",
-             str(self.data_dir), "--slots", str(slots), "--labels", ",".join(labels)],
-            capture_output=True, text=True, timeout=60, cwd=REPO)
+        """``dragoon drone join``, run in this process (the same click command; a
+        subprocess per drone cost the suite a Python start and the drone's imports each)."""
+        from click.testing import CliRunner
+        from dragoon.drone.cli import drone
+
+        args = ["join", token, "--data", str(self.data_dir), "--slots", str(slots),
+                "--labels", ",".join(labels)]
+        done = CliRunner().invoke(drone, args, catch_exceptions=False)
+        result = subprocess.CompletedProcess(["dragoon", "drone", *args], done.exit_code,
+                                             done.stdout, done.stderr)
         if check:
             assert result.returncode == 0, result.stderr
         return result
