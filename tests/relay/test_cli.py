@@ -11,7 +11,15 @@ import httpx
 import pyotp
 from dragoon.shared.enrollment import JoinToken
 
-from tests.support.relay import REPO, RelayProcess, dragoon, init_relay, new_signer, relay_db
+from tests.support.relay import (
+    ONE_PROCESS,
+    REPO,
+    RelayProcess,
+    dragoon,
+    init_relay,
+    new_signer,
+    relay_db,
+)
 from tests.support.tls import self_signed_certificate
 
 
@@ -87,7 +95,7 @@ def test_serve_refuses_a_public_bind_without_tls(tmp_path: Path) -> None:
 
 def test_serve_with_tls_answers_https(tmp_path: Path) -> None:
     cert, key = self_signed_certificate(tmp_path)
-    with RelayProcess(tmp_path / "relay",
+    with RelayProcess(tmp_path / "relay", backend=ONE_PROCESS,
                       extra_args=["--tls-cert", str(cert), "--tls-key", str(key)]) as relay:
         assert relay.url.startswith("https://127.0.0.1:")
         assert httpx.get(f"{relay.url}/healthz", verify=False).json() == {"ok": True}  # noqa: S501

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,19 +33,23 @@ def crashing(tmp_path: Path):  # type: ignore[no-untyped-def]
         yield relay
 
 
-def _retrying(call: Any, *, attempts: int = 400) -> httpx.Response:
-    """Retry across the relay's restart (connection refused while it is down)."""
-    last: Exception | None = None
-    for _ in range(attempts):
+def _retrying(call: Any, *, within: float = 60.0) -> httpx.Response:
+    """Retry across the relay's restart: connection refused while it is down, or a 5xx
+    (a balancer in front answers 503 at once until a replica is routed again), waiting a
+    little between tries, until ``within`` seconds have passed."""
+    end = time.monotonic() + within
+    last: object = None
+    while time.monotonic() < end:
         try:
             answer: httpx.Response = call()
         except httpx.TransportError as exc:
             last = exc
-            threading.Event().wait(0.02)
-            continue
-        if answer.status_code < 500:
-            return answer
-    raise AssertionError(f"relay never came back: {last}")
+        else:
+            if answer.status_code < 500:
+                return answer
+            last = f"{answer.status_code} {answer.text[:200]}"
+        threading.Event().wait(0.02)
+    raise AssertionError(f"relay never came back within {within} s: {last}")
 
 
 def _integrity(data_dir: Path) -> str:

@@ -100,9 +100,13 @@ def test_a_forged_upload_is_answered_401_before_its_body_is_sent(
         status, headers, body = raw.read_answer()
         assert (status, json.loads(body)["error"]) == (
             401, "bad_signature")
-        assert headers.get("connection") == "close"
         assert _tmp_files(shared_relay) == []
-        assert raw.closed_by_peer()
+        # Behind a balancer (the replicas test backend) the client's connection is the
+        # balancer's: HAProxy answers the 401 the relay sent before hanging up on it, and
+        # reads the rest of the body itself rather than close on the client.
+        if shared_relay.balancer is None:
+            assert headers.get("connection") == "close"
+            assert raw.closed_by_peer()
     finally:
         raw.close()
 

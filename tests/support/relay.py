@@ -73,6 +73,10 @@ BALANCER_ADDRESS = "127.0.0.1"
 BACKEND = os.environ.get("DRAGOON_TEST_BACKEND", "sqlite") or "sqlite"
 if BACKEND not in BACKENDS:
     raise RuntimeError(f"DRAGOON_TEST_BACKEND={BACKEND!r}: one of {', '.join(BACKENDS)}")
+#: The backend for a test of what one ``relay serve`` process does at its own socket (TLS,
+#: its listener): on ``replicas`` the balancer holds that socket, so such a test runs one
+#: relay on PostgreSQL instead.
+ONE_PROCESS = "postgresql" if BACKEND == "replicas" else BACKEND
 # PostgreSQL databases made by init_relay, by data dir; and those released (their relay's
 # context ended), dropped at the end of the test unless the data dir is opened again.
 _DATABASES: dict[Path, str] = {}
